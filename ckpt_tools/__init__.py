@@ -1,0 +1,36 @@
+"""ckpt_tools: DeepSeek V2 / V2.5 / V3 checkpoint tools.
+
+The public API is imported lazily (`ckpt_tools.make_tiny`, `ckpt_tools.TensorPlan`, ...)
+so that `import ckpt_tools` stays cheap for the CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "parse_config": "ckpt_tools.config",
+    "read_config_file": "ckpt_tools.config",
+    "DeepseekV2Config": "ckpt_tools.config",
+    "DeepseekV3Config": "ckpt_tools.config",
+    "resolve_config": "ckpt_tools.sources",
+    "TensorPlan": "ckpt_tools.tensor_plan",
+    "Checkpoint": "ckpt_tools.checkpoint",
+    "read_header": "ckpt_tools.safetensors_io",
+    "SafetensorsReader": "ckpt_tools.safetensors_io",
+    "SafetensorsWriter": "ckpt_tools.safetensors_io",
+    "make_tiny": "ckpt_tools.tiny",
+    "describe": "ckpt_tools.info",
+    "CkptError": "ckpt_tools.errors",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ckpt_tools' has no attribute {name!r}")
+
+
+__all__ = [*_EXPORTS, "__version__"]

@@ -1,0 +1,148 @@
+"""A checkpoint directory in HF layout: config.json, an index (or one file), shards.
+
+Nothing is read until asked: headers on first use of a shard, tensor data per tensor
+through mmap. Shard file names from the index are checked to stay inside the directory.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
+from .errors import ConfigError, FormatError, MissingTensorError
+from .fp8 import dequantize
+from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
+from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
+from .sources import CONFIG_FILE
+from .tensor_plan import SCALE_SUFFIX, TensorPlan
+
+
+def safe_member(root: Path, name: str, *, what: str = "file") -> Path:
+    """`root / name`, refusing names that escape `root` (.., absolute paths, symlinks)."""
+    candidate = Path(name)
+    if candidate.is_absolute() or ".." in candidate.parts or name != name.strip() or not name:
+        raise FormatError(f"{root}: {what} name {json.dumps(name)} escapes the checkpoint directory")
+    path = root / candidate
+    resolved_root = root.resolve()
+    if not path.resolve().is_relative_to(resolved_root):
+        raise FormatError(f"{root}: {what} {json.dumps(name)} resolves outside the checkpoint "
+                          f"directory (symlink?)")
+    return path
+
+
+class Checkpoint:
+    """Read-only view of a checkpoint directory."""
+
+    def __init__(self, path: str | Path):
+        self.dir = Path(path)
+        if not self.dir.exists():
+            raise FormatError(f"{self.dir}: no such directory")
+        if not self.dir.is_dir():
+            raise FormatError(f"{self.dir}: not a directory")
+        self._readers: dict[str, SafetensorsReader] = {}
+
+    def __enter__(self) -> Checkpoint:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for r in self._readers.values():
+            r.close()
+        self._readers.clear()
+
+    # -- metadata -----------------------------------------------------------------------
+    @cached_property
+    def config_path(self) -> Path:
+        return self.dir / CONFIG_FILE
+
+    @cached_property
+    def raw_config(self) -> dict:
+        if not self.config_path.is_file():
+            raise ConfigError(f"{self.dir}: directory has no {CONFIG_FILE}")
+        return json.loads(self.config_path.read_text(encoding="utf-8"))
+
+    @cached_property
+    def config(self) -> DeepseekV2Config | DeepseekV3Config:
+        if not self.config_path.is_file():
+            raise ConfigError(f"{self.dir}: directory has no {CONFIG_FILE}")
+        return read_config_file(self.config_path)
+
+    @cached_property
+    def plan(self) -> TensorPlan:
+        return TensorPlan(self.config, self.layout)
+
+    @cached_property
+    def index_path(self) -> Path | None:
+        p = self.dir / INDEX_FILE
+        return p if p.is_file() else None
+
+    @cached_property
+    def index(self) -> ShardIndex:
+        """From the index file; for a single-file checkpoint, built from its header."""
+        if self.index_path is not None:
+            return read_index(self.index_path)
+        single = self.dir / SINGLE_FILE
+        if single.is_file():
+            names = self.header(SINGLE_FILE).entries
+            return ShardIndex({n: SINGLE_FILE for n in names},
+                              sum(e.nbytes for e in names.values()))
+        raise FormatError(f"{self.dir}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
+
+    @property
+    def shard_names(self) -> list[str]:
+        return self.index.shards
+
+    @cached_property
+    def layout(self) -> str:
+        """'fp8' when any indexed tensor is a weight_scale_inv, else 'bf16'."""
+        return "fp8" if any(n.endswith(SCALE_SUFFIX) for n in self.index.weight_map) else "bf16"
+
+    def shard_path(self, shard: str) -> Path:
+        return safe_member(self.dir, shard, what="shard")
+
+    def header(self, shard: str) -> SafetensorsHeader:
+        return self.reader(shard).header
+
+    def reader(self, shard: str) -> SafetensorsReader:
+        r = self._readers.get(shard)
+        if r is None:
+            r = self._readers[shard] = SafetensorsReader(self.shard_path(shard))
+        return r
+
+    # -- tensors ------------------------------------------------------------------------
+    def __contains__(self, name: str) -> bool:
+        return name in self.index.weight_map
+
+    def locate(self, name: str) -> tuple[str, TensorEntry]:
+        shard = self.index.weight_map.get(name)
+        if shard is None:
+            raise MissingTensorError(f"{self.dir}: tensor '{name}' is not in the index")
+        header = self.header(shard)
+        if name not in header:
+            raise MissingTensorError(f"{self.shard_path(shard)}: tensor '{name}' is indexed here "
+                                     f"but absent from the file")
+        return shard, header[name]
+
+    def read(self, name: str) -> np.ndarray:
+        """The stored array (read-only mmap view, stored dtype)."""
+        shard, _ = self.locate(name)
+        return self.reader(shard).get(name)
+
+    def read_float32(self, name: str) -> np.ndarray:
+        """The tensor's value in float32; an FP8 weight is dequantised with its scale."""
+        shard, entry = self.locate(name)
+        array = self.reader(shard).get(name)
+        if entry.dtype in ("F8_E4M3", "F8_E5M2"):
+            scale_name = name + SCALE_SUFFIX
+            if scale_name not in self:
+                raise MissingTensorError(f"{self.dir}: FP8 tensor '{name}' has no '{scale_name}'")
+            qc = self.config.quantization_config
+            block = tuple(qc.weight_block_size) if qc else (128, 128)
+            return dequantize(array, self.read(scale_name), block)
+        return array.astype(np.float32)

@@ -1,0 +1,58 @@
+"""`ckpt info X`: architecture, provenance, parameters, tensors and bytes."""
+
+from __future__ import annotations
+
+import click
+
+from ..info import describe
+from .render import emit_json, human_bytes, human_count, table
+
+
+@click.command()
+@click.argument("source")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def info(source: str, as_json: bool):
+    """Describe a preset (v2-lite, v2, v2.5, v3, r1, v3.1, ...), a config.json or a
+    checkpoint directory."""
+    result = describe(source)
+    if as_json:
+        emit_json(result)
+        return
+    a, p = result.architecture, result.parameters
+    title = result.title or result.source
+    click.echo(f"{title}  [{a.model_type}, {result.source_kind}]")
+    if result.hf_repo:
+        click.echo(f"hub repo:    {result.hf_repo}")
+    click.echo(f"provenance:  {result.provenance.kind}: {result.provenance.source}")
+    click.echo("")
+    q = "none (q_proj)" if a.q_lora_rank is None else str(a.q_lora_rank)
+    rows = [
+        ["layers", f"{a.num_hidden_layers} ({a.dense_layers} dense + {a.moe_layers} MoE)"
+                   + (f" + {a.mtp_layers} MTP" if a.mtp_layers else "")],
+        ["hidden / heads", f"{a.hidden_size} / {a.num_attention_heads}"],
+        ["MLA ranks q / kv", f"{q} / {a.kv_lora_rank}"],
+        ["experts", f"{a.routed_experts} routed + {a.shared_experts} shared, "
+                    f"{a.experts_per_token} per token"],
+        ["router", f"{a.router}, groups {a.groups_per_token} of {a.expert_groups}, "
+                   f"scale x{a.routed_scaling_factor:g}"],
+        ["vocab / context", f"{a.vocab_size} / {a.max_position_embeddings}"],
+        ["quantization", a.quantization or "none (BF16)"],
+    ]
+    click.echo(table(rows, align="ll"))
+    click.echo("")
+    rows = [
+        ["total (main model)", f"{p.main:,}", human_count(p.main)],
+        ["activated per token", f"{p.activated:,}", human_count(p.activated)],
+        ["MTP modules", f"{p.mtp:,}", human_count(p.mtp)],
+        ["checkpoint total", f"{p.checkpoint:,}", human_count(p.checkpoint)],
+    ]
+    click.echo(table(rows, ["parameters", "count", ""], "lrr"))
+    click.echo("")
+    for label, t in (("plan", result.plan), ("files", result.files)):
+        if t is None:
+            continue
+        rows = [[d, f"{b:,}", human_bytes(b)] for d, b in sorted(t.bytes_by_dtype.items())]
+        rows.append(["total", f"{t.total_bytes:,}", human_bytes(t.total_bytes)])
+        click.echo(f"{label}: {t.tensors:,} tensors, {t.layout} layout")
+        click.echo(table(rows, ["dtype", "bytes", ""], "lrr"))
+        click.echo("")

@@ -1,0 +1,48 @@
+"""`ckpt make-tiny DST`: a small random checkpoint with a preset's architecture."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..tiny import make_tiny as build
+from .render import emit_json, human_bytes
+
+
+def _parse_override(_ctx, _param, values):
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@click.command("make-tiny")
+@click.argument("dst", type=click.Path(file_okay=False))
+@click.option("--preset", default="v3", show_default=True, help="Architecture to shrink.")
+@click.option("--fp8", is_flag=True, help="Block-FP8 weights with weight_scale_inv, like V3's release.")
+@click.option("--shards", default=2, show_default=True, type=click.IntRange(1), help="Number of shards.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--real-widths", is_flag=True,
+              help="Keep the preset's widths (hidden, heads, ranks, vocab); shrink only counts.")
+@click.option("--set", "overrides", multiple=True, callback=_parse_override, metavar="KEY=VALUE",
+              help="Override a config field (JSON value), e.g. --set n_routed_experts=32.")
+@click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
+@click.option("--json", "as_json", is_flag=True)
+def make_tiny(dst, preset, fp8, shards, seed, real_widths, overrides, overwrite, as_json):
+    """Write a real, small, deterministic checkpoint (config.json, index, shards) to DST."""
+    result = build(dst, preset, fp8=fp8, shards=shards, seed=seed, real_widths=real_widths,
+                   overrides=overrides, overwrite=overwrite)
+    if as_json:
+        emit_json({"path": str(result.path), "preset": result.preset, "layout": result.layout,
+                   "shards": result.shards, "tensors": result.tensors,
+                   "total_bytes": result.total_bytes})
+    else:
+        click.echo(f"wrote {result.path}: {preset} ({result.layout}), {result.tensors} tensors in "
+                   f"{result.shards} shard(s), {human_bytes(result.total_bytes)}")

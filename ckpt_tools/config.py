@@ -1,0 +1,310 @@
+"""Pydantic v2 models of the DeepSeek V2 / V2.5 / V3 `config.json`.
+
+Lenient on what it does not know (unknown keys are kept and written back unchanged),
+strict on what it does: choice fields are `Literal`s and cross-field rules raise a
+`ValueError` naming the field. `parse_config` turns any failure into one `ConfigError` line.
+
+Configs written by transformers v5 `save_pretrained` (`rope_parameters` instead of
+`rope_scaling`, `dtype` instead of `torch_dtype`, no `topk_method`/`scoring_func` for
+deepseek_v3) are normalised to the same fields before validation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from .errors import ConfigError, UnsupportedModelError
+
+TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
+ScoringFunc = Literal["softmax", "sigmoid"]
+
+SUPPORTED_MODEL_TYPES = ("deepseek_v2", "deepseek_v3")
+
+# Architectures we recognise but refuse, with the reason a user needs.
+_REFUSED_MODEL_TYPES = {
+    "deepseek_v32": "DeepSeek V3.2 (deepseek_v32) adds a lightning indexer "
+    "(self_attn.indexer.*) that ckpt_tools does not handle yet",
+    "deepseek_v4": "DeepSeek V4 (FP4 experts, E8M0 scales) is not supported yet",
+    "deepseek": "DeepSeek-MoE v1 (model_type 'deepseek') has no MLA and is not supported",
+}
+
+
+class RopeScaling(BaseModel):
+    """YaRN context extension, as in the hub configs (`rope_scaling`)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["yarn"] = Field(description="RoPE scaling type; DeepSeek ships only YaRN")
+    factor: float = Field(gt=0, description="Context extension factor (40 for every release)")
+    original_max_position_embeddings: int = Field(gt=0, description="Pre-extension length (4096)")
+    beta_fast: float = Field(32, description="YaRN high-frequency boundary (rotations)")
+    beta_slow: float = Field(1, description="YaRN low-frequency boundary (rotations)")
+    mscale: float = Field(1.0, description="YaRN magnitude scale of cos/sin")
+    mscale_all_dim: float = Field(
+        0.0, description="mscale used for the attention softmax scale (0 = none)"
+    )
+
+
+class Fp8QuantizationConfig(BaseModel):
+    """DeepSeek's block FP8 format: e4m3 weights with one F32 scale per 128x128 block."""
+
+    model_config = ConfigDict(extra="allow")
+
+    quant_method: Literal["fp8"] = Field(description="Only DeepSeek-style block FP8 is supported")
+    fmt: Literal["e4m3"] = Field("e4m3", description="float8_e4m3fn: max 448, no inf")
+    activation_scheme: Literal["dynamic", "static"] = "dynamic"
+    weight_block_size: tuple[int, int] = Field(
+        (128, 128), description="Rows x columns covered by one weight_scale_inv entry"
+    )
+    scale_fmt: Literal["ue8m0", "float"] | None = Field(
+        None, description="'ue8m0' (V3.1+): scales are powers of two"
+    )
+
+    @model_validator(mode="after")
+    def _block_positive(self):
+        if min(self.weight_block_size) <= 0:
+            raise ValueError("weight_block_size must be two positive integers")
+        return self
+
+
+class _DeepseekCommon(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    architectures: list[str] | None = None
+    vocab_size: int = Field(gt=0, description="Vocabulary size (rows of embed_tokens and lm_head)")
+    hidden_size: int = Field(gt=0, description="Model width H")
+    intermediate_size: int = Field(gt=0, description="Width of the dense (first-k) MLPs")
+    moe_intermediate_size: int = Field(gt=0, description="Width of one routed expert")
+    num_hidden_layers: int = Field(gt=0, description="Decoder layers of the main model (no MTP)")
+    num_attention_heads: int = Field(gt=0)
+    num_key_value_heads: int | None = Field(None, description="Equal to the heads for MLA")
+    n_shared_experts: int = Field(ge=0, description="Shared experts, fused into one MLP")
+    n_routed_experts: int = Field(gt=0, description="Routed experts per MoE layer (E)")
+    num_experts_per_tok: int = Field(gt=0, description="Routed experts per token (top-k)")
+    routed_scaling_factor: float = Field(1.0, description="Multiplier on routed-expert weights")
+    topk_method: TopkMethod
+    scoring_func: ScoringFunc
+    n_group: int = Field(1, gt=0, description="Expert groups for group-limited routing")
+    topk_group: int = Field(1, gt=0, description="Groups kept per token")
+    norm_topk_prob: bool = Field(False, description="Renormalise the top-k weights to sum 1")
+    moe_layer_freq: int = Field(1, gt=0, description="Every k-th layer (after the dense ones) is MoE")
+    first_k_dense_replace: int = Field(0, ge=0, description="Leading layers with a dense MLP")
+    q_lora_rank: int | None = Field(
+        None, description="Query compression rank; null = plain q_proj (V2-Lite)"
+    )
+    kv_lora_rank: int = Field(gt=0, description="Width of the compressed KV latent")
+    qk_nope_head_dim: int = Field(gt=0)
+    qk_rope_head_dim: int = Field(gt=0, description="Decoupled RoPE key/query width (even)")
+    v_head_dim: int = Field(gt=0)
+    hidden_act: Literal["silu"] = "silu"
+    max_position_embeddings: int = Field(gt=0)
+    rms_norm_eps: float = Field(1e-6, gt=0)
+    rope_theta: float = Field(10000.0, gt=0)
+    rope_scaling: RopeScaling | None = None
+    tie_word_embeddings: bool = False
+    attention_bias: Literal[False] = False
+    torch_dtype: str | None = None
+    quantization_config: Fp8QuantizationConfig | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    # -- derived -------------------------------------------------------------------------
+    @property
+    def qk_head_dim(self) -> int:
+        return self.qk_nope_head_dim + self.qk_rope_head_dim
+
+    @property
+    def num_mtp_layers(self) -> int:
+        return getattr(self, "num_nextn_predict_layers", 0) or 0
+
+    @property
+    def is_fp8(self) -> bool:
+        return self.quantization_config is not None
+
+    @property
+    def has_score_bias(self) -> bool:
+        """Only aux-loss-free routing carries `e_score_correction_bias`."""
+        return self.topk_method == "noaux_tc"
+
+    def is_moe_layer(self, layer: int) -> bool:
+        """Same rule as DeepSeek's modeling code; MTP layers (>= num_hidden_layers) are MoE."""
+        if layer >= self.num_hidden_layers:
+            return True
+        return layer >= self.first_k_dense_replace and layer % self.moe_layer_freq == 0
+
+    def softmax_scale(self) -> float:
+        """qk_head_dim^-0.5, times mscale(factor, mscale_all_dim)^2 under YaRN."""
+        scale = self.qk_head_dim**-0.5
+        rs = self.rope_scaling
+        if rs is not None and rs.mscale_all_dim:
+            m = yarn_mscale(rs.factor, rs.mscale_all_dim)
+            scale *= m * m
+        return scale
+
+    # -- rules -----------------------------------------------------------------------------
+    @model_validator(mode="after")
+    def _cross_field_rules(self):
+        E, G = self.n_routed_experts, self.n_group
+        if E % G:
+            raise ValueError(f"n_group: {G} does not divide n_routed_experts {E}")
+        if self.topk_group > G:
+            raise ValueError(f"topk_group: {self.topk_group} is larger than n_group {G}")
+        reachable = E // G * self.topk_group if self.topk_method != "greedy" else E
+        if self.num_experts_per_tok > reachable:
+            raise ValueError(
+                f"num_experts_per_tok: {self.num_experts_per_tok} is more than the "
+                f"{reachable} experts in the {self.topk_group} kept group(s)"
+            )
+        if self.topk_method == "noaux_tc":
+            if self.scoring_func != "sigmoid":
+                raise ValueError("scoring_func: noaux_tc routing needs 'sigmoid'")
+            if E // G < 2:
+                raise ValueError("n_group: noaux_tc ranks groups by their top-2 sum, "
+                                 "so each group needs at least 2 experts")
+        elif self.scoring_func != "softmax":
+            raise ValueError(f"scoring_func: topk_method {self.topk_method} needs 'softmax'")
+        if self.first_k_dense_replace > self.num_hidden_layers:
+            raise ValueError(
+                f"first_k_dense_replace: {self.first_k_dense_replace} is more than "
+                f"num_hidden_layers {self.num_hidden_layers}"
+            )
+        kv = self.num_key_value_heads
+        if kv is not None and kv != self.num_attention_heads:
+            raise ValueError(
+                f"num_key_value_heads: MLA needs it equal to num_attention_heads "
+                f"({self.num_attention_heads}), found {kv}"
+            )
+        if self.qk_rope_head_dim % 2:
+            raise ValueError(f"qk_rope_head_dim: must be even, found {self.qk_rope_head_dim}")
+        if self.q_lora_rank is not None and self.q_lora_rank <= 0:
+            raise ValueError("q_lora_rank: must be positive or null")
+        return self
+
+    # -- round trip ------------------------------------------------------------------------
+    def to_json_dict(self) -> dict[str, Any]:
+        """The config as config.json keys; unknown keys come back unchanged."""
+        return self.model_dump(mode="json", exclude_unset=True, by_alias=True)
+
+
+class DeepseekV2Config(_DeepseekCommon):
+    """DeepSeek-V2, V2-Lite, V2-Chat, V2.5, V2.5-1210, Coder-V2 (`model_type: deepseek_v2`)."""
+
+    model_type: Literal["deepseek_v2"]
+
+    @model_validator(mode="after")
+    def _v2_router(self):
+        if self.topk_method == "noaux_tc":
+            raise ValueError("topk_method: deepseek_v2 routes with greedy or group_limited_greedy")
+        return self
+
+
+class DeepseekV3Config(_DeepseekCommon):
+    """DeepSeek-V3, V3-Base, V3-0324, R1, R1-0528, V3.1 (`model_type: deepseek_v3`)."""
+
+    model_type: Literal["deepseek_v3"]
+    # transformers v5 omits these two for deepseek_v3 (its router is always noaux_tc).
+    topk_method: TopkMethod = "noaux_tc"
+    scoring_func: ScoringFunc = "sigmoid"
+    num_nextn_predict_layers: int = Field(0, ge=0, description="MTP modules stored after the main layers")
+
+
+DeepseekConfig = Annotated[
+    Union[DeepseekV2Config, DeepseekV3Config], Field(discriminator="model_type")
+]
+_ADAPTER: TypeAdapter = TypeAdapter(DeepseekConfig)
+
+
+def yarn_mscale(factor: float, mscale: float) -> float:
+    return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
+
+
+def _normalise_transformers_v5(raw: dict[str, Any]) -> dict[str, Any]:
+    """Map the keys transformers v5 writes onto the hub spelling (input left untouched)."""
+    data = dict(raw)
+    if "dtype" in data and "torch_dtype" not in data:
+        data["torch_dtype"] = data.pop("dtype")
+    params = data.get("rope_parameters")
+    if isinstance(params, dict) and "rope_scaling" not in data:
+        params = dict(params)
+        data.pop("rope_parameters")
+        if "rope_theta" in params:
+            data.setdefault("rope_theta", params.pop("rope_theta"))
+        rope_type = params.pop("rope_type", params.pop("type", "default"))
+        data["rope_scaling"] = None if rope_type == "default" else {"type": rope_type, **params}
+    elif isinstance(data.get("rope_scaling"), dict) and "rope_type" in data["rope_scaling"]:
+        rs = dict(data["rope_scaling"])
+        rs.setdefault("type", rs.pop("rope_type"))
+        data["rope_scaling"] = rs
+    for derived in ("head_dim", "qk_head_dim", "rope_interleave"):
+        data.pop(derived, None)
+    return data
+
+
+def _one_line(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if p not in ("deepseek_v2", "deepseek_v3"))
+    msg = first["msg"].removeprefix("Value error, ")
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    if first["type"] == "missing":
+        return f"{source}: field '{loc}': required field is missing{more}"
+    if first["type"] == "value_error" and not loc:
+        # cross-field rules put the field name first: "n_group: ..."
+        field, _, rest = msg.partition(": ")
+        return f"{source}: field '{field}': {rest}{more}"
+    found = first.get("input")
+    found_s = "" if isinstance(found, dict) else f", found {json.dumps(found, default=str)}"
+    return f"{source}: field '{loc}': {msg}{found_s}{more}"
+
+
+def parse_config(raw: Any, *, source: str = "config") -> DeepseekV2Config | DeepseekV3Config:
+    """Validate a config.json mapping.
+
+    Raises:
+        UnsupportedModelError: unknown or not-yet-supported `model_type`.
+        ConfigError: anything else, in one line naming the field.
+    """
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a JSON object, found {type(raw).__name__}")
+    model_type = raw.get("model_type")
+    if model_type in _REFUSED_MODEL_TYPES:
+        raise UnsupportedModelError(f"{source}: {_REFUSED_MODEL_TYPES[model_type]}")
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedModelError(
+            f"{source}: model_type {json.dumps(model_type)} is not a DeepSeek V2/V3 config "
+            f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
+    try:
+        return _ADAPTER.validate_python(_normalise_transformers_v5(raw))
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, source)) from e
+
+
+def read_config_file(path: str | Path) -> DeepseekV2Config | DeepseekV3Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from e
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+    return parse_config(raw, source=str(path))
+
+
+def config_json_schema() -> dict[str, Any]:
+    return _ADAPTER.json_schema()

@@ -1,0 +1,94 @@
+"""`model.safetensors.index.json`: which shard holds each tensor, and the total byte size."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import FormatError
+
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+SHARD_NAME = "model-{i:05d}-of-{n:05d}.safetensors"
+
+
+def shard_file_name(i: int, n: int) -> str:
+    """HF naming; one shard is plain `model.safetensors` (i counts from 1)."""
+    return SINGLE_FILE if n == 1 else SHARD_NAME.format(i=i, n=n)
+
+
+@dataclass
+class ShardIndex:
+    weight_map: dict[str, str]  # tensor name -> shard file name, in insertion order
+    total_size: int | None = None
+    metadata: dict = field(default_factory=dict)  # other metadata keys, kept as found
+
+    @property
+    def shards(self) -> list[str]:
+        """Shard file names in order of first appearance."""
+        return list(dict.fromkeys(self.weight_map.values()))
+
+    def tensors_in(self, shard: str) -> list[str]:
+        return [n for n, s in self.weight_map.items() if s == shard]
+
+    def to_json(self) -> dict:
+        meta = dict(self.metadata)
+        if self.total_size is not None:
+            meta["total_size"] = self.total_size
+        return {"metadata": meta, "weight_map": self.weight_map}
+
+
+def read_index(path: str | Path) -> ShardIndex:
+    """Parse an index file.
+
+    Raises:
+        FormatError: the file is missing, not JSON, or not shaped like an index.
+    """
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FormatError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("weight_map"), dict):
+        raise FormatError(f"{path}: expected an object with a 'weight_map' object")
+    weight_map = doc["weight_map"]
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not shard:
+            raise FormatError(f"{path}: tensor '{name}': shard must be a file name, "
+                              f"found {json.dumps(shard)}")
+    meta = doc.get("metadata") or {}
+    if not isinstance(meta, dict):
+        raise FormatError(f"{path}: 'metadata' must be an object")
+    meta = dict(meta)
+    total = meta.pop("total_size", None)
+    if total is not None:
+        if isinstance(total, float) and total.is_integer():
+            total = int(total)
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            raise FormatError(f"{path}: metadata.total_size must be a non-negative integer, "
+                              f"found {json.dumps(total)}")
+    return ShardIndex(dict(weight_map), total, meta)
+
+
+def write_json_atomic(path: str | Path, doc) -> None:
+    """Write JSON to `path.partial`, fsync, then rename into place."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_index(path: str | Path, index: ShardIndex) -> None:
+    write_json_atomic(path, index.to_json())

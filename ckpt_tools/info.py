@@ -1,0 +1,126 @@
+"""`ckpt info`: what a preset, config.json or checkpoint directory describes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from .sources import resolve_config
+from .tensor_plan import TensorPlan
+
+
+class Provenance(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["verbatim", "reconstructed", "file"]
+    source: str
+
+
+class ArchitectureSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_type: str
+    hidden_size: int
+    num_hidden_layers: int
+    dense_layers: int
+    moe_layers: int
+    mtp_layers: int
+    num_attention_heads: int
+    q_lora_rank: int | None
+    kv_lora_rank: int
+    routed_experts: int
+    shared_experts: int
+    experts_per_token: int
+    expert_groups: int
+    groups_per_token: int
+    router: str  # e.g. "noaux_tc / sigmoid"
+    routed_scaling_factor: float
+    vocab_size: int
+    max_position_embeddings: int
+    quantization: str | None
+
+
+class ParameterSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    main: int
+    activated: int
+    activated_with_embedding: int
+    mtp: int
+    mtp_unique: int
+    checkpoint: int
+    scale_elements: int
+    by_component: dict[str, int]
+
+
+class TensorSummary(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    layout: str
+    tensors: int
+    total_bytes: int
+    bytes_by_dtype: dict[str, int]
+
+
+class ModelInfo(BaseModel):
+    """Everything `ckpt info` reports; `--json` prints exactly this."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: str
+    source_kind: Literal["preset", "config", "checkpoint"]
+    title: str | None
+    hf_repo: str | None
+    provenance: Provenance
+    architecture: ArchitectureSummary
+    parameters: ParameterSummary
+    plan: TensorSummary  # what the config implies, in its own layout
+    files: TensorSummary | None = None  # what a checkpoint directory holds (headers only)
+
+
+def describe(spec: str | Path) -> ModelInfo:
+    """Summarise a preset name, config.json path or checkpoint directory."""
+    src = resolve_config(spec)
+    c = src.config
+    plan = TensorPlan(c)
+    moe_layers = sum(c.is_moe_layer(i) for i in range(c.num_hidden_layers))
+    qc = c.quantization_config
+    quant = None
+    if qc is not None:
+        quant = f"{qc.quant_method} {qc.fmt} blocks {qc.weight_block_size[0]}x{qc.weight_block_size[1]}"
+        quant += f", scale_fmt {qc.scale_fmt}" if qc.scale_fmt else ""
+    arch = ArchitectureSummary(
+        model_type=c.model_type, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
+        dense_layers=c.num_hidden_layers - moe_layers, moe_layers=moe_layers,
+        mtp_layers=c.num_mtp_layers, num_attention_heads=c.num_attention_heads,
+        q_lora_rank=c.q_lora_rank, kv_lora_rank=c.kv_lora_rank, routed_experts=c.n_routed_experts,
+        shared_experts=c.n_shared_experts, experts_per_token=c.num_experts_per_tok,
+        expert_groups=c.n_group, groups_per_token=c.topk_group,
+        router=f"{c.topk_method} / {c.scoring_func}", routed_scaling_factor=c.routed_scaling_factor,
+        vocab_size=c.vocab_size, max_position_embeddings=c.max_position_embeddings, quantization=quant,
+    )
+    p = plan.parameters
+    params = ParameterSummary(**{k: getattr(p, k) for k in ParameterSummary.model_fields})
+    if src.preset is not None:
+        prov = Provenance(kind=src.preset.provenance_kind, source=src.preset.provenance)
+    else:
+        prov = Provenance(kind="file", source=str(src.path))
+    files = None
+    if src.kind == "checkpoint":
+        from .checkpoint import Checkpoint
+
+        with Checkpoint(src.path) as ck:
+            by_dtype: dict[str, int] = {}
+            count = 0
+            for shard in ck.shard_names:
+                for e in ck.header(shard).entries.values():
+                    by_dtype[e.dtype] = by_dtype.get(e.dtype, 0) + e.nbytes
+                    count += 1
+            files = TensorSummary(layout=ck.layout, tensors=count, total_bytes=sum(by_dtype.values()),
+                                  bytes_by_dtype=by_dtype)
+    return ModelInfo(
+        source=str(spec), source_kind=src.kind,
+        title=src.preset.title if src.preset else None,
+        hf_repo=src.preset.hf_repo if src.preset else None,
+        provenance=prov, architecture=arch, parameters=params,
+        plan=TensorSummary(layout=plan.layout, tensors=len(plan), total_bytes=plan.total_bytes,
+                           bytes_by_dtype=plan.bytes_by_dtype),
+        files=files,
+    )

@@ -1,0 +1,155 @@
+"""Safe output directories: refuse to clobber, lock against concurrent runs, resume.
+
+Every command that writes a checkpoint goes through `OutputDir`:
+- DST may not be SRC, inside SRC, or contain SRC; a non-empty DST is refused unless
+  `overwrite=True` or it holds an unfinished run of the same job (then the run resumes).
+- An exclusive `flock` on `DST/.ckpt.lock` refuses a second writer.
+- A journal `DST/.ckpt-journal.json` records the job (command, options, a fingerprint of
+  every source file) and each finished output file (size, mtime). A rerun of the same job
+  skips finished files; writers produce the others under `.partial` names. The journal is
+  removed when the job finishes, so a complete DST has no journal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError
+from .index import write_json_atomic
+
+LOCK_FILE = ".ckpt.lock"
+JOURNAL_FILE = ".ckpt-journal.json"
+PARTIAL_SUFFIX = ".partial"
+_OURS = {LOCK_FILE, JOURNAL_FILE}
+
+
+def source_fingerprint(paths: Iterable[Path]) -> dict[str, list[int]]:
+    """Size and mtime of each source file: cheap, and changes whenever a file is rewritten."""
+    out = {}
+    for p in sorted(Path(p) for p in paths):
+        st = p.stat()
+        out[str(p.resolve())] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+class OutputDir:
+    def __init__(self, dst: str | Path, *, sources: Iterable[str | Path] = (),
+                 overwrite: bool = False, job: dict[str, Any] | None = None):
+        self.path = Path(dst)
+        self.sources = [Path(s) for s in sources]
+        self.overwrite = overwrite
+        self.job = job
+        self._lock_fd: int | None = None
+        self._journal: dict[str, Any] | None = None
+        self.resumed = False
+
+    # -- checks -------------------------------------------------------------------------
+    def _check_not_source(self) -> None:
+        dst = self.path.resolve()
+        for src in self.sources:
+            src = src.resolve()
+            if dst == src:
+                raise OutputError(f"{self.path}: destination is the source; choose another directory")
+            if dst.is_relative_to(src):
+                raise OutputError(f"{self.path}: destination is inside the source {src}")
+            if src.is_relative_to(dst):
+                raise OutputError(f"{self.path}: destination contains the source {src}")
+
+    def _existing(self) -> list[Path]:
+        return [p for p in self.path.iterdir() if p.name not in _OURS]
+
+    def __enter__(self) -> OutputDir:
+        self._check_not_source()
+        if self.path.exists() and not self.path.is_dir():
+            raise OutputError(f"{self.path}: exists and is not a directory")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock_fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise OutputError(f"{self.path}: cannot create output directory: {e.strerror}") from e
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise OutputError(f"{self.path}: another ckpt run is writing here (lock held)") from None
+        try:
+            self._prepare()
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def _prepare(self) -> None:
+        journal_path = self.path / JOURNAL_FILE
+        journal = None
+        if journal_path.is_file():
+            try:
+                journal = json.loads(journal_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                journal = None
+        for stale in self.path.glob("*" + PARTIAL_SUFFIX):
+            stale.unlink()
+        same_job = journal is not None and self.job is not None and journal.get("job") == self.job
+        if self.overwrite:
+            for p in self._existing():
+                if p.is_file() or p.is_symlink():
+                    p.unlink()
+            journal_path.unlink(missing_ok=True)
+            journal = None
+        elif same_job:
+            self.resumed = True
+        elif self._existing():
+            hint = (" (it holds an unfinished run with other inputs or options)"
+                    if journal is not None else "")
+            raise OutputError(f"{self.path}: destination is not empty{hint}; "
+                              f"pass --overwrite to replace its contents")
+        if self.job is not None:
+            self._journal = journal if self.resumed else {"job": self.job, "done": {}}
+            write_json_atomic(journal_path, self._journal)
+
+    # -- resume ---------------------------------------------------------------------------
+    def is_done(self, name: str) -> bool:
+        """True when a previous run of this job finished `name` and it is unchanged."""
+        if self._journal is None:
+            return False
+        rec = self._journal["done"].get(name)
+        p = self.path / name
+        if rec is None or not p.is_file():
+            return False
+        st = p.stat()
+        return [st.st_size, st.st_mtime_ns] == rec
+
+    def mark_done(self, name: str) -> None:
+        if self._journal is None:
+            return
+        st = (self.path / name).stat()
+        self._journal["done"][name] = [st.st_size, st.st_mtime_ns]
+        write_json_atomic(self.path / JOURNAL_FILE, self._journal)
+
+    # -- finish ---------------------------------------------------------------------------
+    def _release(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            (self.path / LOCK_FILE).unlink(missing_ok=True)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            (self.path / JOURNAL_FILE).unlink(missing_ok=True)
+            _fsync_dir(self.path)
+        self._release()
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

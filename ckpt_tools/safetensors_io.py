@@ -1,0 +1,349 @@
+"""Safetensors per the format spec, one tensor at a time.
+
+Layout: 8-byte little-endian header length N, N bytes of JSON, then the data section.
+`read_header` trusts nothing: the length is capped and must fit the file, the JSON must be
+an object without duplicate keys, dtypes must be known, and the tensors must tile the data
+section exactly (sorted by offset: contiguous, no overlap, no gap, nothing past the end),
+each spanning prod(shape) x itemsize bytes. Every defect is a `FormatError` naming the file.
+
+Reads are lazy: `SafetensorsReader.get` returns a read-only view into an mmap, so only
+the pages of that tensor are touched; `iter_chunks` copies through a fixed buffer with
+pread for paths that must not grow the resident set. `SafetensorsWriter` streams tensors
+into `<name>.partial` and renames it into place only when every byte is written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import struct
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .dtypes import DTYPES, dtype_name
+from .errors import FormatError, MissingTensorError
+
+MAX_HEADER_BYTES = 100_000_000  # the safetensors reference implementation's cap
+HEADER_ALIGN = 8
+PARTIAL_SUFFIX = ".partial"
+CHUNK_BYTES = 16 << 20
+DEFAULT_METADATA = {"format": "pt"}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    start: int  # offsets relative to the data section
+    end: int
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.start
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    path: Path
+    entries: dict[str, TensorEntry]  # in file order (by offset)
+    metadata: dict[str, str] | None
+    data_offset: int  # 8 + N
+    file_size: int
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.entries
+
+    def __getitem__(self, name: str) -> TensorEntry:
+        try:
+            return self.entries[name]
+        except KeyError:
+            raise MissingTensorError(f"{self.path}: no tensor '{name}' in this file") from None
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _is_uint(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def parse_header_bytes(path: Path, header: bytes, file_size: int) -> SafetensorsHeader:
+    """Validate a header already read from `path` (whose size is `file_size`)."""
+    n = len(header)
+    try:
+        doc = json.loads(header.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise FormatError(f"{path}: header is not valid JSON: {e}") from None
+    if not isinstance(doc, dict):
+        raise FormatError(f"{path}: header must be a JSON object, found {type(doc).__name__}")
+    metadata = doc.pop("__metadata__", None)
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise FormatError(f"{path}: __metadata__ must map strings to strings")
+    entries: list[TensorEntry] = []
+    for name, info in doc.items():
+        if not isinstance(info, dict):
+            raise FormatError(f"{path}: tensor '{name}': header entry is not an object")
+        dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+        if dtype not in DTYPES:
+            raise FormatError(f"{path}: tensor '{name}': unknown dtype {json.dumps(dtype)}")
+        if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+            raise FormatError(f"{path}: tensor '{name}': shape must be a list of non-negative "
+                              f"integers, found {json.dumps(shape)}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_uint, offsets))
+                and offsets[0] <= offsets[1]):
+            raise FormatError(f"{path}: tensor '{name}': data_offsets must be [begin, end] with "
+                              f"0 <= begin <= end, found {json.dumps(offsets)}")
+        expected = math.prod(shape) * DTYPES[dtype].itemsize  # exact: Python ints do not overflow
+        if offsets[1] - offsets[0] != expected:
+            raise FormatError(
+                f"{path}: tensor '{name}': shape {shape} of {dtype} needs {expected} bytes, "
+                f"data_offsets span {offsets[1] - offsets[0]}")
+        entries.append(TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1]))
+    entries.sort(key=lambda e: (e.start, e.end))
+    data_size = file_size - 8 - n
+    cursor, previous = 0, None
+    for e in entries:
+        if e.start != cursor:
+            what = (f"overlaps '{previous}'" if e.start < cursor
+                    else f"leaves a gap of {e.start - cursor} bytes after "
+                         f"{repr(previous) if previous else 'the header'}")
+            if e.start > data_size:
+                what = f"starts at {e.start}, past the end of the {data_size}-byte data section"
+            raise FormatError(f"{path}: tensor '{e.name}': data_offsets {[e.start, e.end]} {what}")
+        cursor, previous = e.end, e.name
+    if cursor != data_size:
+        if cursor > data_size:
+            raise FormatError(f"{path}: tensors need {cursor} data bytes but the file holds "
+                              f"{data_size} (truncated?)")
+        raise FormatError(f"{path}: {data_size - cursor} trailing bytes after the last tensor")
+    return SafetensorsHeader(path, {e.name: e for e in entries}, metadata, 8 + n, file_size)
+
+
+def read_header(path: str | Path) -> SafetensorsHeader:
+    """Read and validate the header of one safetensors file (no tensor data is read).
+
+    Raises:
+        FormatError: naming the file and the defect.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 8:
+                raise FormatError(f"{path}: file is {size} bytes, too short for a safetensors "
+                                  f"header (truncated?)")
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > MAX_HEADER_BYTES:
+                raise FormatError(f"{path}: header length {n} exceeds the "
+                                  f"{MAX_HEADER_BYTES}-byte cap")
+            if 8 + n > size:
+                raise FormatError(f"{path}: header length {n} runs past the end of the "
+                                  f"{size}-byte file (truncated?)")
+            header = f.read(n)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a directory, not a safetensors file") from None
+    except PermissionError:
+        raise FormatError(f"{path}: permission denied") from None
+    return parse_header_bytes(path, header, size)
+
+
+class SafetensorsReader:
+    """Lazy access to the tensors of one file. Use as a context manager or call close()."""
+
+    def __init__(self, path: str | Path, header: SafetensorsHeader | None = None):
+        self.path = Path(path)
+        self.header = header or read_header(self.path)
+        self._fd: int | None = None
+        self._mmap: mmap.mmap | None = None
+
+    def __enter__(self) -> SafetensorsReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _fileno(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDONLY)
+            if os.fstat(self._fd).st_size != self.header.file_size:
+                raise FormatError(f"{self.path}: file changed size while being read")
+        return self._fd
+
+    def close(self) -> None:
+        # Arrays returned by get() may still reference the mmap; it is unmapped once they go.
+        self._mmap = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.header.entries)
+
+    def entry(self, name: str) -> TensorEntry:
+        return self.header[name]
+
+    def get(self, name: str) -> np.ndarray:
+        """A read-only array view of one tensor, in its stored dtype (no copy)."""
+        e = self.header[name]
+        if e.nbytes == 0:
+            return np.zeros(e.shape, DTYPES[e.dtype].numpy)
+        if self._mmap is None:
+            self._mmap = mmap.mmap(self._fileno(), 0, access=mmap.ACCESS_READ)
+        arr = np.frombuffer(self._mmap, DTYPES[e.dtype].numpy, e.numel,
+                            self.header.data_offset + e.start)
+        return arr.reshape(e.shape)
+
+    def iter_chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The raw bytes of one tensor in chunks, read with pread (bounded memory)."""
+        e = self.header[name]
+        fd, pos, end = self._fileno(), self.header.data_offset + e.start, self.header.data_offset + e.end
+        while pos < end:
+            chunk = os.pread(fd, min(chunk_bytes, end - pos), pos)
+            if not chunk:
+                raise FormatError(f"{self.path}: tensor '{name}': file ended early")
+            pos += len(chunk)
+            yield chunk
+
+    def read_bytes(self, name: str) -> bytes:
+        return b"".join(self.iter_chunks(name))
+
+
+def _header_bytes(specs: Sequence[tuple[str, str, tuple[int, ...]]],
+                  metadata: dict[str, str] | None) -> tuple[bytes, list[int]]:
+    doc: dict = {}
+    if metadata is not None:
+        doc["__metadata__"] = dict(metadata)
+    sizes, offset = [], 0
+    for name, dtype, shape in specs:
+        if name in doc or name == "__metadata__":
+            raise FormatError(f"tensor '{name}' given twice")
+        if dtype not in DTYPES:
+            raise FormatError(f"tensor '{name}': unknown dtype {dtype}")
+        nbytes = math.prod(shape) * DTYPES[dtype].itemsize
+        doc[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        sizes.append(nbytes)
+        offset += nbytes
+    raw = json.dumps(doc, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % HEADER_ALIGN)
+    return struct.pack("<Q", len(raw)) + raw, sizes
+
+
+class SafetensorsWriter:
+    """Streams tensors, in the declared order, into `path` via `path.partial`.
+
+    Usage::
+
+        with SafetensorsWriter(path, [(name, "BF16", (4, 8)), ...]) as w:
+            w.write(name, array)          # or w.write_bytes(name, chunks)
+
+    The file appears under its final name only after the last byte is written and
+    synced; on any exception the partial file is removed.
+    """
+
+    def __init__(self, path: str | Path, specs: Sequence[tuple[str, str, tuple[int, ...]]],
+                 metadata: dict[str, str] | None = DEFAULT_METADATA):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + PARTIAL_SUFFIX)
+        self.specs = [(n, d, tuple(int(x) for x in s)) for n, d, s in specs]
+        header, self._sizes = _header_bytes(self.specs, metadata)
+        self._next = 0
+        self._file = open(self.tmp, "wb")
+        try:
+            self._file.write(header)
+        except BaseException:
+            self.abort()
+            raise
+
+    def __enter__(self) -> SafetensorsWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def _expect(self, name: str) -> tuple[str, str, tuple[int, ...]]:
+        if self._next >= len(self.specs):
+            raise FormatError(f"{self.path}: tensor '{name}' written after the last declared one")
+        spec = self.specs[self._next]
+        if spec[0] != name:
+            raise FormatError(f"{self.path}: expected tensor '{spec[0]}' next, got '{name}'")
+        return spec
+
+    def write(self, name: str, array: np.ndarray) -> None:
+        _, dtype, shape = self._expect(name)
+        found = dtype_name(array.dtype)
+        if found != dtype or tuple(array.shape) != shape:
+            raise FormatError(f"{self.path}: tensor '{name}': declared {dtype} {list(shape)}, "
+                              f"got {found} {list(array.shape)}")
+        flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
+        for i in range(0, flat.size, CHUNK_BYTES):
+            self._file.write(memoryview(flat[i:i + CHUNK_BYTES]))
+        self._next += 1
+
+    def write_bytes(self, name: str, chunks: Iterable[bytes]) -> None:
+        """Write a tensor's raw bytes (e.g. copied from another file without decoding)."""
+        self._expect(name)
+        written = 0
+        for chunk in chunks:
+            self._file.write(chunk)
+            written += len(chunk)
+        if written != self._sizes[self._next]:
+            raise FormatError(f"{self.path}: tensor '{name}': expected {self._sizes[self._next]} "
+                              f"bytes, got {written}")
+        self._next += 1
+
+    def close(self) -> None:
+        if self._file is None:
+            return
+        if self._next != len(self.specs):
+            missing = self.specs[self._next][0]
+            self.abort()
+            raise FormatError(f"{self.path}: closed before tensor '{missing}' was written")
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
+                      metadata: dict[str, str] | None = DEFAULT_METADATA) -> None:
+    """Write in-memory arrays (small files: tests, tiny checkpoints)."""
+    items = list(tensors.items() if isinstance(tensors, dict) else tensors)
+    specs = [(n, dtype_name(a.dtype), tuple(a.shape)) for n, a in items]
+    with SafetensorsWriter(path, specs, metadata) as w:
+        for n, a in items:
+            w.write(n, a)

@@ -1,0 +1,47 @@
+"""The public Pydantic models whose JSON Schema is committed under `schemas/`.
+
+Each entry is `file stem -> "module:attribute"`, imported only when exporting.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+PUBLIC_MODELS: dict[str, str] = {
+    "deepseek_config": "ckpt_tools.config:DeepseekConfig",
+    "model_info": "ckpt_tools.info:ModelInfo",
+}
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def _load(target: str):
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build_schemas() -> dict[str, str]:
+    """File name -> JSON text for every public model (deterministic)."""
+    out = {}
+    for stem, target in sorted(PUBLIC_MODELS.items()):
+        schema: dict[str, Any] = TypeAdapter(_load(target)).json_schema()
+        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
+                  "$id": f"ckpt_tools/{stem}.schema.json", "title": schema.get("title", stem), **schema}
+        out[f"{stem}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return out
+
+
+def export_schemas(directory: str | Path = SCHEMA_DIR) -> list[Path]:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in build_schemas().items():
+        path = directory / name
+        path.write_text(text)
+        written.append(path)
+    return written

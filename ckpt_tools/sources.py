@@ -1,0 +1,48 @@
+"""Resolve what a user typed (a preset, a config.json, a checkpoint directory) to a config."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
+from .errors import ConfigError
+from .presets import Preset, all_presets, find_preset
+
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    spec: str
+    kind: Literal["preset", "config", "checkpoint"]
+    config: DeepseekV2Config | DeepseekV3Config
+    path: Path | None = None  # the config.json, or the checkpoint directory
+    preset: Preset | None = None
+
+    @property
+    def label(self) -> str:
+        return self.preset.name if self.preset else self.spec
+
+
+def resolve_config(spec: str | Path) -> ConfigSource:
+    """Accepts a preset name/alias, a path to a config.json, or a checkpoint directory.
+
+    Raises:
+        ConfigError: when it is none of these, or the config is invalid.
+    """
+    text = str(spec)
+    path = Path(spec)
+    if path.is_dir():
+        cfg_path = path / CONFIG_FILE
+        if not cfg_path.is_file():
+            raise ConfigError(f"{path}: directory has no {CONFIG_FILE}")
+        return ConfigSource(text, "checkpoint", read_config_file(cfg_path), path)
+    if path.is_file():
+        return ConfigSource(text, "config", read_config_file(path), path)
+    preset = find_preset(text)
+    if preset is not None:
+        return ConfigSource(text, "preset", preset.config, preset=preset)
+    names = ", ".join(all_presets())
+    raise ConfigError(f"{text}: not a preset ({names}), config.json or checkpoint directory")

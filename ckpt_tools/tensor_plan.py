@@ -1,0 +1,363 @@
+"""The tensor plan: every tensor a checkpoint of a given config holds, as data.
+
+Names come from templates (`TEMPLATES` below), shapes from formulas over the config, and
+dtypes from one policy (`ARCHITECTURE.md` section 6): in the FP8 layout every linear weight
+except the router gate and the MTP `eh_proj` is F8_E4M3 with an F32 `weight_scale_inv` of
+ceil(rows/block) x ceil(cols/block); embeddings, lm_head, norms and the router are BF16; the
+aux-loss-free `e_score_correction_bias` is F32 in every layout.
+
+Everything else (validate, diff, upcast, quantize, reshard, the forward pass, make-tiny)
+asks this module instead of knowing names itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Literal, NamedTuple
+
+from .config import DeepseekV2Config, DeepseekV3Config
+from .dtypes import itemsize
+
+Config = DeepseekV2Config | DeepseekV3Config
+Layout = Literal["bf16", "fp8"]
+Shape = tuple[int, ...]
+
+SCALE_SUFFIX = "_scale_inv"  # "x.weight" -> "x.weight_scale_inv"
+DEFAULT_BLOCK = (128, 128)
+
+Component = Literal[
+    "embedding", "attention", "norm", "dense_mlp", "router", "routed_expert",
+    "shared_expert", "lm_head", "mtp",
+]
+
+
+@dataclass(frozen=True)
+class Template:
+    """One family of tensors. `pattern` is relative to its scope's prefix."""
+
+    pattern: str
+    shape: Callable[[Config], Shape]
+    component: Component
+    fp8: bool = False  # stored as F8_E4M3 + weight_scale_inv in the FP8 layout
+    f32: bool = False  # kept in float32 in every layout
+    when: Callable[[Config], bool] = lambda c: True
+
+
+def _qh(c: Config) -> int:
+    return c.num_attention_heads * c.qk_head_dim
+
+
+_has_q_lora: Callable[[Config], bool] = lambda c: c.q_lora_rank is not None
+_no_q_lora: Callable[[Config], bool] = lambda c: c.q_lora_rank is None
+
+ATTENTION = (
+    Template("input_layernorm.weight", lambda c: (c.hidden_size,), "norm"),
+    Template("self_attn.q_proj.weight", lambda c: (_qh(c), c.hidden_size), "attention", fp8=True,
+             when=_no_q_lora),
+    Template("self_attn.q_a_proj.weight", lambda c: (c.q_lora_rank, c.hidden_size), "attention",
+             fp8=True, when=_has_q_lora),
+    Template("self_attn.q_a_layernorm.weight", lambda c: (c.q_lora_rank,), "attention",
+             when=_has_q_lora),
+    Template("self_attn.q_b_proj.weight", lambda c: (_qh(c), c.q_lora_rank), "attention", fp8=True,
+             when=_has_q_lora),
+    Template("self_attn.kv_a_proj_with_mqa.weight",
+             lambda c: (c.kv_lora_rank + c.qk_rope_head_dim, c.hidden_size), "attention", fp8=True),
+    Template("self_attn.kv_a_layernorm.weight", lambda c: (c.kv_lora_rank,), "attention"),
+    Template("self_attn.kv_b_proj.weight",
+             lambda c: (c.num_attention_heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank),
+             "attention", fp8=True),
+    Template("self_attn.o_proj.weight",
+             lambda c: (c.hidden_size, c.num_attention_heads * c.v_head_dim), "attention", fp8=True),
+    Template("post_attention_layernorm.weight", lambda c: (c.hidden_size,), "norm"),
+)
+
+DENSE_MLP = (
+    Template("mlp.gate_proj.weight", lambda c: (c.intermediate_size, c.hidden_size), "dense_mlp", fp8=True),
+    Template("mlp.up_proj.weight", lambda c: (c.intermediate_size, c.hidden_size), "dense_mlp", fp8=True),
+    Template("mlp.down_proj.weight", lambda c: (c.hidden_size, c.intermediate_size), "dense_mlp", fp8=True),
+)
+
+
+def _shared_width(c: Config) -> int:
+    return c.n_shared_experts * c.moe_intermediate_size
+
+
+_has_shared: Callable[[Config], bool] = lambda c: c.n_shared_experts > 0
+
+MOE_ROUTER = (
+    Template("mlp.gate.weight", lambda c: (c.n_routed_experts, c.hidden_size), "router"),
+    Template("mlp.gate.e_score_correction_bias", lambda c: (c.n_routed_experts,), "router",
+             f32=True, when=lambda c: c.has_score_bias),
+)
+# One routed expert; the scope adds "mlp.experts.{E}."
+ROUTED_EXPERT = (
+    Template("gate_proj.weight", lambda c: (c.moe_intermediate_size, c.hidden_size), "routed_expert", fp8=True),
+    Template("up_proj.weight", lambda c: (c.moe_intermediate_size, c.hidden_size), "routed_expert", fp8=True),
+    Template("down_proj.weight", lambda c: (c.hidden_size, c.moe_intermediate_size), "routed_expert", fp8=True),
+)
+SHARED_EXPERTS = (
+    Template("mlp.shared_experts.gate_proj.weight", lambda c: (_shared_width(c), c.hidden_size),
+             "shared_expert", fp8=True, when=_has_shared),
+    Template("mlp.shared_experts.up_proj.weight", lambda c: (_shared_width(c), c.hidden_size),
+             "shared_expert", fp8=True, when=_has_shared),
+    Template("mlp.shared_experts.down_proj.weight", lambda c: (c.hidden_size, _shared_width(c)),
+             "shared_expert", fp8=True, when=_has_shared),
+)
+
+# The MTP module's own tensors; it also holds a full MoE decoder layer.
+MTP_INPUT = (
+    Template("embed_tokens.weight", lambda c: (c.vocab_size, c.hidden_size), "mtp"),
+    Template("enorm.weight", lambda c: (c.hidden_size,), "mtp"),
+    Template("hnorm.weight", lambda c: (c.hidden_size,), "mtp"),
+    Template("eh_proj.weight", lambda c: (c.hidden_size, 2 * c.hidden_size), "mtp"),  # BF16 in V3
+)
+MTP_OUTPUT = (
+    Template("shared_head.norm.weight", lambda c: (c.hidden_size,), "mtp"),
+    Template("shared_head.head.weight", lambda c: (c.vocab_size, c.hidden_size), "mtp"),
+)
+
+EMBED = Template("model.embed_tokens.weight", lambda c: (c.vocab_size, c.hidden_size), "embedding")
+FINAL_NORM = Template("model.norm.weight", lambda c: (c.hidden_size,), "norm")
+LM_HEAD = Template("lm_head.weight", lambda c: (c.vocab_size, c.hidden_size), "lm_head")
+
+LAYER_PREFIX = "model.layers.{L}."
+EXPERT_PREFIX = "mlp.experts.{E}."
+
+
+class TensorSpec(NamedTuple):
+    """One tensor of the plan (a NamedTuple: V3 has 92k of them, and they must be cheap)."""
+
+    name: str
+    family: str  # the template with {L} / {E} left in, e.g. model.layers.{L}.mlp.experts.{E}.up_proj.weight
+    shape: Shape
+    dtype: str  # safetensors dtype name
+    component: Component
+    layer: int | None = None
+    expert: int | None = None
+    mtp: bool = False
+    scale_name: str | None = None  # on an FP8 weight: its weight_scale_inv
+    scale_of: str | None = None  # on a weight_scale_inv: the weight it scales
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * itemsize(self.dtype)
+
+    @property
+    def is_parameter(self) -> bool:
+        """Scales are storage, not parameters (DeepSeek's counting convention)."""
+        return self.scale_of is None
+
+
+def scale_name_for(weight_name: str) -> str:
+    return weight_name + SCALE_SUFFIX
+
+
+def scale_shape(shape: Shape, block: tuple[int, int] = DEFAULT_BLOCK) -> Shape:
+    rows, cols = shape
+    return (-(-rows // block[0]), -(-cols // block[1]))
+
+
+@dataclass(frozen=True)
+class ParameterCounts:
+    main: int  # the main model: embeddings, all decoder layers, final norm, lm_head
+    activated: int  # per token, DeepSeek's convention: input embedding excluded
+    activated_with_embedding: int
+    mtp: int  # MTP modules including their copies of embedding and head
+    mtp_unique: int  # MTP modules without the embedding/head copies
+    checkpoint: int  # main + mtp
+    scale_elements: int  # FP8 weight_scale_inv elements (not parameters)
+    by_component: dict[str, int] = field(default_factory=dict)  # main model only
+
+
+@dataclass(frozen=True)
+class Group:
+    """Tensors of one family in one layer (all experts of a routed-expert family at once)."""
+
+    family: str
+    shape: Shape
+    dtype: str
+    component: Component
+    layer: int | None
+    experts: int | None  # number of routed experts this group expands to
+    mtp: bool
+    scale_family: str | None  # on an FP8 weight family: its scale family
+    scale_of_family: str | None  # on a scale family: the weight family
+
+    @property
+    def count(self) -> int:
+        return self.experts or 1
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape) * self.count
+
+
+class TensorPlan:
+    """The ordered tensors of one config in one layout ("bf16" or "fp8").
+
+    Built from a few thousand `Group`s (family x layer), so figures are cheap; the
+    per-tensor `specs` (92k for V3) are expanded from them on first use.
+    """
+
+    def __init__(self, config: Config, layout: Layout | None = None, *, include_mtp: bool = True):
+        self.config = config
+        self.layout: Layout = layout or ("fp8" if config.is_fp8 else "bf16")
+        qc = config.quantization_config
+        self.block: tuple[int, int] = tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK
+        self.include_mtp = include_mtp
+        self.groups: list[Group] = list(self._generate())
+
+    # -- generation ---------------------------------------------------------------------
+    def _scoped(self, templates, prefix: str, layer=None, experts=None, mtp=False) -> Iterator[Group]:
+        c = self.config
+        for t in templates:
+            if not t.when(c):
+                continue
+            family = prefix + t.pattern
+            shape = tuple(int(d) for d in t.shape(c))
+            quantized = t.fp8 and self.layout == "fp8"
+            dtype = "F32" if t.f32 else ("F8_E4M3" if quantized else "BF16")
+            scale = scale_name_for(family) if quantized else None
+            yield Group(family, shape, dtype, t.component, layer, experts, mtp, scale, None)
+            if quantized:
+                yield Group(scale, scale_shape(shape, self.block), "F32", t.component, layer,
+                            experts, mtp, None, family)
+
+    def _layer(self, layer: int, mtp: bool) -> Iterator[Group]:
+        c = self.config
+        yield from self._scoped(ATTENTION, LAYER_PREFIX, layer, mtp=mtp)
+        if not c.is_moe_layer(layer):
+            yield from self._scoped(DENSE_MLP, LAYER_PREFIX, layer, mtp=mtp)
+            return
+        yield from self._scoped(MOE_ROUTER, LAYER_PREFIX, layer, mtp=mtp)
+        yield from self._scoped(ROUTED_EXPERT, LAYER_PREFIX + EXPERT_PREFIX, layer,
+                                c.n_routed_experts, mtp)
+        yield from self._scoped(SHARED_EXPERTS, LAYER_PREFIX, layer, mtp=mtp)
+
+    def _generate(self) -> Iterator[Group]:
+        c = self.config
+        yield from self._scoped([EMBED], "")
+        for layer in range(c.num_hidden_layers):
+            yield from self._layer(layer, mtp=False)
+        yield from self._scoped([FINAL_NORM, LM_HEAD], "")
+        if not self.include_mtp:
+            return
+        for layer in range(c.num_hidden_layers, c.num_hidden_layers + c.num_mtp_layers):
+            yield from self._scoped(MTP_INPUT, LAYER_PREFIX, layer, mtp=True)
+            yield from self._layer(layer, mtp=True)
+            yield from self._scoped(MTP_OUTPUT, LAYER_PREFIX, layer, mtp=True)
+
+    @staticmethod
+    def _expand(g: Group) -> Iterator[TensorSpec]:
+        def spec(expert):
+            name = g.family.format(L=g.layer, E=expert) if g.layer is not None else g.family
+            scale_name = name + SCALE_SUFFIX if g.scale_family else None
+            scale_of = name.removesuffix(SCALE_SUFFIX) if g.scale_of_family else None
+            return TensorSpec(name, g.family, g.shape, g.dtype, g.component, g.layer, expert,
+                              g.mtp, scale_name, scale_of)
+
+        if g.experts is None:
+            yield spec(None)
+            return
+        # weight and scale of one expert stay adjacent: expansion is done per expert below
+        for e in range(g.experts):
+            yield spec(e)
+
+    @cached_property
+    def specs(self) -> list[TensorSpec]:
+        out: list[TensorSpec] = []
+        pending: list[Group] = []  # routed-expert groups of the current layer, expanded per expert
+
+        def flush():
+            if pending:
+                n = pending[0].experts
+                expanded = [list(self._expand(g)) for g in pending]
+                for e in range(n):
+                    out.extend(specs[e] for specs in expanded)
+                pending.clear()
+
+        for g in self.groups:
+            if g.experts is not None:
+                pending.append(g)
+                continue
+            flush()
+            out.extend(self._expand(g))
+        flush()
+        return out
+
+    @cached_property
+    def by_name(self) -> dict[str, TensorSpec]:
+        return {s.name: s for s in self.specs}
+
+    # -- queries ------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[TensorSpec]:
+        return iter(self.specs)
+
+    def __len__(self) -> int:
+        return sum(g.count for g in self.groups)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.by_name
+
+    def get(self, name: str) -> TensorSpec | None:
+        return self.by_name.get(name)
+
+    def layer_specs(self, layer: int) -> list[TensorSpec]:
+        return [s for s in self.specs if s.layer == layer]
+
+    @cached_property
+    def families(self) -> dict[str, list[Group]]:
+        """Groups by family (template), in plan order."""
+        out: dict[str, list[Group]] = {}
+        for g in self.groups:
+            out.setdefault(g.family, []).append(g)
+        return out
+
+    @cached_property
+    def bytes_by_dtype(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for g in self.groups:
+            total[g.dtype] += g.numel * itemsize(g.dtype)
+        return dict(total)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.bytes_by_dtype.values())
+
+    @cached_property
+    def parameters(self) -> ParameterCounts:
+        c = self.config
+        main = mtp = mtp_copies = scales = routed = embed = 0
+        by_component: Counter[str] = Counter()
+        for g in self.groups:
+            if g.scale_of_family is not None:
+                scales += g.numel
+            elif g.mtp:
+                mtp += g.numel
+                if g.family.endswith(("embed_tokens.weight", "shared_head.head.weight")):
+                    mtp_copies += g.numel
+            else:
+                main += g.numel
+                by_component[g.component] += g.numel
+                routed += g.numel if g.component == "routed_expert" else 0
+                embed += g.numel if g.component == "embedding" else 0
+        k, E = c.num_experts_per_tok, c.n_routed_experts
+        active_with_embed = main - routed * (E - k) // E
+        return ParameterCounts(
+            main=main,
+            activated=active_with_embed - embed,
+            activated_with_embedding=active_with_embed,
+            mtp=mtp,
+            mtp_unique=mtp - mtp_copies,
+            checkpoint=main + mtp,
+            scale_elements=scales,
+            by_component=dict(by_component),
+        )

@@ -1,0 +1,164 @@
+"""Small, real, random checkpoints with a preset's architecture (`ckpt make-tiny`).
+
+Widths and counts shrink; every structural feature stays: dense-first layers, expert
+groups, shared experts, null q_lora (v2-lite), e_score_correction_bias and the MTP layer
+(V3). With `fp8=True` weights are block-quantised, widths are chosen so that some blocks
+are partial, and one weight's scale is placed in the next shard. Values depend only on the
+seed and the tensor's name, so the output is byte-identical for a seed.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import parse_config
+from .dtypes import DTYPES
+from .fp8 import BF16, quantize
+from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
+from .output import OutputDir
+from .presets import all_presets, find_preset
+from .safetensors_io import SafetensorsWriter
+from .sources import CONFIG_FILE
+from .tensor_plan import TensorPlan, TensorSpec
+from .errors import ConfigError
+
+FP8_QUANTIZATION_CONFIG = {
+    "activation_scheme": "dynamic",
+    "fmt": "e4m3",
+    "quant_method": "fp8",
+    "weight_block_size": [128, 128],
+}
+
+# Widths that keep the tiny model fast while leaving some FP8 blocks partial (96, 160).
+TINY_WIDTHS = {
+    "vocab_size": 320,
+    "hidden_size": 96,
+    "intermediate_size": 160,
+    "moe_intermediate_size": 32,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+    "kv_lora_rank": 32,
+    "qk_nope_head_dim": 16,
+    "qk_rope_head_dim": 8,
+    "v_head_dim": 16,
+}
+TINY_Q_LORA_RANK = 48
+TINY_EXPERTS = 8
+TINY_TOP_K = 3
+TINY_MOE_LAYERS = 2
+
+
+def tiny_config(preset: str, *, real_widths: bool = False,
+                overrides: dict[str, Any] | None = None, fp8: bool = False) -> dict[str, Any]:
+    """The config.json of a tiny model of `preset`, as a dict."""
+    p = find_preset(preset)
+    if p is None:
+        raise ConfigError(f"{preset}: not a preset ({', '.join(all_presets())})")
+    raw = json.loads(json.dumps(p.raw_config))
+    if not real_widths:
+        raw.update(TINY_WIDTHS)
+        if raw.get("q_lora_rank") is not None:
+            raw["q_lora_rank"] = TINY_Q_LORA_RANK
+    dense = min(raw.get("first_k_dense_replace", 0), 2)
+    groups = raw.get("n_group", 1)
+    raw.update(
+        first_k_dense_replace=dense,
+        num_hidden_layers=dense + TINY_MOE_LAYERS,
+        n_routed_experts=TINY_EXPERTS,
+        n_group=1 if groups == 1 else 4,
+        topk_group=1 if groups == 1 else 2,
+        num_experts_per_tok=TINY_TOP_K,
+    )
+    if fp8:
+        raw.setdefault("quantization_config", dict(FP8_QUANTIZATION_CONFIG))
+    else:
+        raw.pop("quantization_config", None)
+    raw["torch_dtype"] = "bfloat16"
+    raw.update(overrides or {})
+    parse_config(raw, source=f"tiny {preset}")  # fail before writing anything
+    return dict(sorted(raw.items()))
+
+
+def tensor_value(spec: TensorSpec, seed: int) -> np.ndarray:
+    """A deterministic float32 value for one tensor (depends on seed and name only)."""
+    rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode())])
+    shape = spec.shape
+    if spec.component == "router" and len(shape) == 1:  # e_score_correction_bias
+        return rng.normal(0.0, 0.1, shape).astype(np.float32)
+    if len(shape) == 1:  # norms
+        return (1.0 + 0.1 * rng.normal(size=shape)).astype(np.float32)
+    if spec.family.endswith(("embed_tokens.weight",)):
+        return rng.normal(0.0, 1.0, shape).astype(np.float32)
+    return rng.normal(0.0, shape[1] ** -0.5, shape).astype(np.float32)
+
+
+def _split(specs: list[TensorSpec], shards: int) -> list[list[TensorSpec]]:
+    """Contiguous groups of about equal bytes; with FP8, the first boundary falls between a
+    weight and its scale so that one scale lives in another shard (as in V3's release)."""
+    shards = max(1, min(shards, len(specs)))
+    total = sum(s.nbytes for s in specs)
+    cuts, acc = [], 0
+    for i, s in enumerate(specs):
+        acc += s.nbytes
+        if len(cuts) < shards - 1 and acc >= total * (len(cuts) + 1) / shards and i + 1 < len(specs):
+            cuts.append(i + 1)
+    if cuts:
+        limit = cuts[1] if len(cuts) > 1 else len(specs)
+        scale_at = next((j for j in range(cuts[0], limit) if specs[j].scale_of), None)
+        if scale_at is not None:
+            cuts[0] = scale_at  # the scale opens the next shard; its weight closes this one
+    bounds = [0, *cuts, len(specs)]
+    return [specs[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+@dataclass(frozen=True)
+class TinyCheckpoint:
+    path: Path
+    preset: str
+    layout: str
+    shards: int
+    tensors: int
+    total_bytes: int
+
+
+def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards: int = 2,
+              seed: int = 0, real_widths: bool = False, overrides: dict[str, Any] | None = None,
+              overwrite: bool = False) -> TinyCheckpoint:
+    """Write a tiny checkpoint of `preset` into `dst` (HF layout)."""
+    raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8)
+    config = parse_config(raw)
+    plan = TensorPlan(config)
+    groups = _split(list(plan.specs), shards)
+    with OutputDir(dst, overwrite=overwrite) as out:
+        weight_map: dict[str, str] = {}
+        pending_scales: dict[str, np.ndarray] = {}
+        for i, group in enumerate(groups, start=1):
+            fname = shard_file_name(i, len(groups))
+            with SafetensorsWriter(out.path / fname, [(s.name, s.dtype, s.shape) for s in group]) as w:
+                for s in group:
+                    if s.scale_of:
+                        w.write(s.name, pending_scales.pop(s.name))
+                    elif s.scale_name:
+                        q, scale = quantize(tensor_value(s, seed), plan.block)
+                        pending_scales[s.scale_name] = scale
+                        w.write(s.name, q)
+                    else:
+                        w.write(s.name, tensor_value(s, seed).astype(DTYPES[s.dtype].numpy))
+                    weight_map[s.name] = fname
+        write_index(out.path / INDEX_FILE, ShardIndex(weight_map, plan.total_bytes))
+        write_json_atomic(out.path / CONFIG_FILE, raw)
+        write_json_atomic(out.path / "generation_config.json",
+                          {"bos_token_id": raw.get("bos_token_id"), "eos_token_id": raw.get("eos_token_id"),
+                           "do_sample": True, "temperature": 0.6})
+        write_json_atomic(out.path / "tokenizer_config.json",
+                          {"model_max_length": raw["max_position_embeddings"], "tokenizer_class": "LlamaTokenizerFast"})
+    return TinyCheckpoint(Path(dst), preset, plan.layout, len(groups), len(plan), plan.total_bytes)
+
+
+__all__ = ["make_tiny", "tiny_config", "tensor_value", "TinyCheckpoint", "BF16"]

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny checkpoints built in tmp directories, and a CLI runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ckpt_tools.cli import cli
+from ckpt_tools.tiny import make_tiny
+
+
+@pytest.fixture
+def make_ckpt(tmp_path):
+    """make_ckpt(preset="v3", fp8=False, shards=2, seed=0, name=None, **kw) -> Path"""
+
+    def factory(preset: str = "v3", *, fp8: bool = False, shards: int = 2, seed: int = 0,
+                name: str | None = None, **kw) -> Path:
+        dst = tmp_path / (name or f"{preset}-{'fp8' if fp8 else 'bf16'}-{shards}-{seed}")
+        make_tiny(dst, preset, fp8=fp8, shards=shards, seed=seed, **kw)
+        return dst
+
+    return factory
+
+
+@pytest.fixture
+def run_cli():
+    """run_cli(*args) -> click Result with separate stdout/stderr."""
+
+    def run(*args: str, input: str | None = None):
+        return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=True)
+
+    return run
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())

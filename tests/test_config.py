@@ -1,0 +1,149 @@
+import copy
+import json
+
+import pytest
+
+from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, parse_config
+from ckpt_tools.errors import ConfigError, UnsupportedModelError
+from ckpt_tools.presets import all_presets, find_preset
+
+V3 = find_preset("v3").raw_config
+V2 = find_preset("v2").raw_config
+
+
+def test_every_preset_parses_to_its_class():
+    for p in all_presets().values():
+        cfg = p.config
+        expected = DeepseekV3Config if p.raw_config["model_type"] == "deepseek_v3" else DeepseekV2Config
+        assert isinstance(cfg, expected), p.name
+        assert p.provenance_kind in ("verbatim", "reconstructed")
+
+
+@pytest.mark.parametrize("alias,name", [("deepseek-v3", "v3"), ("deepseek-ai/DeepSeek-R1", "r1"),
+                                        ("DeepSeek-V2.5", "v2.5"), ("V2-LITE", "v2-lite")])
+def test_aliases(alias, name):
+    assert find_preset(alias).name == name
+
+
+def test_verbatim_r1_preset_equals_reference_file():
+    from pathlib import Path
+    ref = Path(__file__).resolve().parents[2] / "shared/reference/configs/DeepSeek-R1/config.json"
+    if not ref.exists():
+        pytest.skip("shared/reference not beside the checkout")
+    assert find_preset("r1").raw_config == json.loads(ref.read_text())
+
+
+def test_unknown_keys_survive_round_trip():
+    raw = dict(V3, some_future_field={"a": 1}, aux_loss_alpha=0.001)
+    cfg = parse_config(raw)
+    out = cfg.to_json_dict()
+    assert out["some_future_field"] == {"a": 1}
+    assert out["aux_loss_alpha"] == 0.001
+    assert parse_config(out) == cfg
+
+
+def _bad(**changes):
+    raw = copy.deepcopy(V3)
+    for k, v in changes.items():
+        if v is ...:
+            raw.pop(k)
+        else:
+            raw[k] = v
+    with pytest.raises(ConfigError) as e:
+        parse_config(raw, source="config.json")
+    msg = str(e.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_wrong_type_names_field():
+    msg = _bad(hidden_size="big")
+    assert "field 'hidden_size'" in msg and "big" in msg
+
+
+def test_missing_field_names_field():
+    assert "field 'kv_lora_rank': required field is missing" in _bad(kv_lora_rank=...)
+
+
+def test_literal_choice_names_field():
+    assert "field 'topk_method'" in _bad(topk_method="gready")
+
+
+@pytest.mark.parametrize("changes,field", [
+    ({"n_group": 7}, "n_group"),
+    ({"topk_group": 9}, "topk_group"),
+    ({"num_experts_per_tok": 200}, "num_experts_per_tok"),
+    ({"scoring_func": "softmax"}, "scoring_func"),
+    ({"first_k_dense_replace": 100}, "first_k_dense_replace"),
+    ({"num_key_value_heads": 1}, "num_key_value_heads"),
+])
+def test_cross_field_rules_name_the_field(changes, field):
+    assert f"field '{field}'" in _bad(**changes)
+
+
+def test_v2_cannot_use_noaux_tc():
+    raw = dict(V2, topk_method="noaux_tc", scoring_func="sigmoid")
+    with pytest.raises(ConfigError, match="field 'topk_method'"):
+        parse_config(raw)
+
+
+def test_unknown_and_refused_model_types():
+    with pytest.raises(UnsupportedModelError, match="not a DeepSeek V2/V3 config"):
+        parse_config(dict(V3, model_type="llama"))
+    with pytest.raises(UnsupportedModelError, match="indexer"):
+        parse_config(dict(V3, model_type="deepseek_v32"))
+
+
+def test_quantization_config_typed():
+    cfg = parse_config(find_preset("v3.1").raw_config)
+    assert cfg.quantization_config.scale_fmt == "ue8m0"
+    assert cfg.quantization_config.weight_block_size == (128, 128)
+    with pytest.raises(ConfigError, match="quantization_config"):
+        parse_config(dict(V3, quantization_config={"quant_method": "gptq"}))
+
+
+def test_transformers_v5_layout_loads_as_same_architecture():
+    raw = {k: v for k, v in V3.items() if k not in ("rope_scaling", "torch_dtype", "topk_method",
+                                                     "scoring_func", "rope_theta")}
+    raw.update(dtype="bfloat16", rope_interleave=True, head_dim=64, qk_head_dim=192,
+               rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 40.0,
+                                "original_max_position_embeddings": 4096, "beta_fast": 32.0,
+                                "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0})
+    cfg = parse_config(raw)
+    ref = parse_config(V3)
+    assert cfg.topk_method == "noaux_tc" and cfg.scoring_func == "sigmoid"
+    assert cfg.rope_scaling.factor == ref.rope_scaling.factor
+    assert cfg.softmax_scale() == ref.softmax_scale()
+    assert cfg.torch_dtype == "bfloat16"
+
+
+@pytest.mark.reference
+@pytest.mark.parametrize("preset", ["v3", "v2-lite", "v2.5"])
+def test_config_saved_by_transformers_loads(tmp_path, preset):
+    transformers = pytest.importorskip("transformers")
+    raw = find_preset(preset).raw_config
+    cls = (transformers.DeepseekV3Config if raw["model_type"] == "deepseek_v3"
+           else transformers.DeepseekV2Config)
+    keys = {k: v for k, v in raw.items() if k not in ("auto_map", "architectures", "quantization_config")}
+    cls(**keys).save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    cfg = parse_config(saved)
+    ref = parse_config(raw)
+    for field in ("hidden_size", "num_hidden_layers", "n_routed_experts", "topk_method",
+                  "scoring_func", "q_lora_rank", "routed_scaling_factor", "n_group", "topk_group",
+                  "norm_topk_prob", "first_k_dense_replace"):
+        assert getattr(cfg, field) == getattr(ref, field), field
+    assert cfg.softmax_scale() == pytest.approx(ref.softmax_scale())
+
+
+def test_cli_bad_config_one_line_exit_1(tmp_path, run_cli):
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(dict(V3, n_group=7)))
+    r = run_cli("info", p)
+    assert r.exit_code == 1
+    assert "Traceback" not in r.output
+    assert r.stderr.strip().count("\n") == 0
+    assert "n_group" in r.stderr
+    p.write_text("{not json")
+    r = run_cli("info", p)
+    assert r.exit_code == 1 and "invalid JSON" in r.stderr

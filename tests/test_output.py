@@ -1,0 +1,81 @@
+import fcntl
+import os
+
+import pytest
+
+from ckpt_tools.errors import OutputError
+from ckpt_tools.output import JOURNAL_FILE, LOCK_FILE, OutputDir
+
+
+def test_refuses_source_relationships(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for dst in (src, src / "inner", tmp_path):
+        with pytest.raises(OutputError):
+            with OutputDir(dst, sources=[src]):
+                pass
+
+
+def test_lock_refuses_second_writer(tmp_path):
+    dst = tmp_path / "out"
+    with OutputDir(dst):
+        with pytest.raises(OutputError, match="lock held"):
+            with OutputDir(dst, overwrite=True):
+                pass
+    assert not (dst / LOCK_FILE).exists()
+
+
+def test_lock_held_by_another_process(tmp_path):
+    dst = tmp_path / "out"
+    dst.mkdir()
+    fd = os.open(dst / LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    pid = os.fork()
+    if pid == 0:  # child holds the lock until killed
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(1, b"")
+        import time
+        time.sleep(30)
+        os._exit(0)
+    try:
+        import time
+        for _ in range(100):
+            try:
+                fcntl.flock(os.open(dst / LOCK_FILE, os.O_RDWR), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                break
+            time.sleep(0.02)
+        with pytest.raises(OutputError, match="lock held"):
+            with OutputDir(dst):
+                pass
+    finally:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+
+
+def test_resume_journal(tmp_path):
+    dst = tmp_path / "out"
+    job = {"cmd": "x", "opt": 1}
+    with pytest.raises(RuntimeError):
+        with OutputDir(dst, job=job) as out:
+            (dst / "a.bin").write_bytes(b"a")
+            out.mark_done("a.bin")
+            (dst / "b.bin").write_bytes(b"half")
+            raise RuntimeError("crash")
+    assert (dst / JOURNAL_FILE).exists()
+    with OutputDir(dst, job=job) as out:
+        assert out.resumed and out.is_done("a.bin") and not out.is_done("b.bin")
+    assert not (dst / JOURNAL_FILE).exists()
+    # a different job is not a resume
+    with pytest.raises(OutputError, match="not empty"):
+        with OutputDir(dst, job={"cmd": "y"}):
+            pass
+
+
+def test_overwrite_clears_files(tmp_path):
+    dst = tmp_path / "out"
+    dst.mkdir()
+    (dst / "old.safetensors").write_bytes(b"x")
+    (dst / "stale.safetensors.partial").write_bytes(b"x")
+    with OutputDir(dst, overwrite=True):
+        pass
+    assert not any(dst.iterdir())

@@ -1,0 +1,38 @@
+"""The files of a checkpoint that are not weights (tokenizer, generation config, modeling
+code, README): converters copy them unchanged so their output loads as is."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from .index import INDEX_FILE
+from .manifest import MANIFEST_FILE
+from .output import JOURNAL_FILE, LOCK_FILE
+
+# Written by the converter itself, never copied.
+_OWN = {"config.json", INDEX_FILE, MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE}
+
+
+def side_files(src: str | Path) -> list[Path]:
+    """Regular top-level files of `src` that are neither weights nor index/config."""
+    src = Path(src)
+    out = []
+    for p in sorted(src.iterdir()):
+        if p.name in _OWN or p.name.startswith(".") or p.suffix == ".safetensors":
+            continue
+        if p.is_file() and not p.is_symlink():
+            out.append(p)
+    return out
+
+
+def copy_side_files(src: str | Path, dst: str | Path) -> list[str]:
+    """Copy them to `dst` (via a temporary name, then rename); returns the names."""
+    names = []
+    for p in side_files(src):
+        target = Path(dst) / p.name
+        tmp = target.with_name(target.name + ".partial")
+        shutil.copyfile(p, tmp)
+        tmp.replace(target)
+        names.append(p.name)
+    return names

@@ -20,7 +20,10 @@ def default_workers() -> int:
 
 
 def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple[str, int, tuple]], *, workers: int = 1,
-             progress: Progress | None = None, label: str = "converting") -> list[Any]:
+             progress: Progress | None = None, label: str = "converting",
+             on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
+    """Run every job; `on_result(i, result)` is called in this process as each one finishes
+    (e.g. to journal finished files so an interrupted run resumes after them)."""
     progress = or_null(progress)
     progress.start(sum(n for _, n, _ in jobs), label)
     results: list[Any] = [None] * len(jobs)
@@ -28,6 +31,8 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple[str, int, tuple]], *, 
         if workers <= 1 or len(jobs) <= 1:
             for i, (_, nbytes, args) in enumerate(jobs):
                 results[i] = fn(*args)
+                if on_result is not None:
+                    on_result(i, results[i])
                 progress.advance(nbytes)
             return results
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
@@ -38,6 +43,8 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple[str, int, tuple]], *, 
                 for f in done:
                     i = futures[f]
                     results[i] = f.result()  # re-raises a worker's error here
+                    if on_result is not None:
+                        on_result(i, results[i])
                     progress.advance(jobs[i][1])
         return results
     finally:

@@ -8,8 +8,9 @@ each spanning prod(shape) x itemsize bytes. Every defect is a `FormatError` nami
 
 Reads are lazy: `SafetensorsReader.get` returns a read-only view into an mmap, so only
 the pages of that tensor are touched; `iter_chunks` copies through a fixed buffer with
-pread for paths that must not grow the resident set. `SafetensorsWriter` streams tensors
-into `<name>.partial` and renames it into place only when every byte is written.
+pread for paths that must not grow the resident set (`read_range` and `iter_slice` do the
+same for part of a tensor). `SafetensorsWriter` streams tensors into `<name>.partial` and
+renames it into place only when every byte is written.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ MAX_HEADER_BYTES = 100_000_000  # the safetensors reference implementation's cap
 HEADER_ALIGN = 8
 PARTIAL_SUFFIX = ".partial"
 CHUNK_BYTES = 16 << 20
+_SHORT_RUN = 512  # iter_slice: shorter runs are cut from whole rows read at once
 DEFAULT_METADATA = {"format": "pt"}
 
 
@@ -227,6 +229,64 @@ class SafetensorsReader:
 
     def read_bytes(self, name: str) -> bytes:
         return b"".join(self.iter_chunks(name))
+
+    def read_range(self, name: str, start: int, stop: int) -> bytes:
+        """Bytes [start, stop) of one tensor's data, read with pread (no mmap)."""
+        e = self.header[name]
+        if not 0 <= start <= stop <= e.nbytes:
+            raise ValueError(f"{self.path}: tensor '{name}': byte range [{start}, {stop}) outside "
+                             f"its {e.nbytes} bytes")
+        fd, base = self._fileno(), self.header.data_offset + e.start
+        pos, end, parts = base + start, base + stop, []
+        while pos < end:
+            chunk = os.pread(fd, end - pos, pos)
+            if not chunk:
+                raise FormatError(f"{self.path}: tensor '{name}': file ended early")
+            pos += len(chunk)
+            parts.append(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def iter_slice(self, name: str, dim: int, start: int, stop: int,
+                   chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The raw bytes of `tensor[..., start:stop, ...]` (sliced on `dim`) in C order.
+
+        Read with pread through buffers of about `chunk_bytes`, so memory stays bounded and
+        the slice's pages never enter this process's resident set. A slice on dim 0 is one
+        contiguous byte range; on a later dim each outer index contributes one run, read
+        run by run when runs are long and as whole rows sliced in memory when they are short.
+        """
+        e = self.header[name]
+        if not (0 <= dim < len(e.shape) and 0 <= start <= stop <= e.shape[dim]):
+            raise ValueError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
+                             f"outside shape {list(e.shape)}")
+        inner = math.prod(e.shape[dim + 1:]) * DTYPES[e.dtype].itemsize  # bytes per index on dim
+        outer = math.prod(e.shape[:dim])
+        run, row = (stop - start) * inner, e.shape[dim] * inner
+        if run == 0 or outer == 0:
+            return
+        if outer == 1 or run == row:  # one contiguous range
+            first = start * inner
+            for pos in range(first, first + outer * run, chunk_bytes):
+                yield self.read_range(name, pos, min(pos + chunk_bytes, first + outer * run))
+            return
+        rows_per_chunk = max(1, chunk_bytes // max(run, 1))
+        if run >= _SHORT_RUN:
+            fd, base = self._fileno(), self.header.data_offset + e.start + start * inner
+            for o0 in range(0, outer, rows_per_chunk):
+                o1 = min(outer, o0 + rows_per_chunk)
+                buf = bytearray((o1 - o0) * run)
+                view = memoryview(buf)
+                for k, o in enumerate(range(o0, o1)):
+                    got = os.preadv(fd, [view[k * run:(k + 1) * run]], base + o * row)
+                    if got != run:
+                        raise FormatError(f"{self.path}: tensor '{name}': file ended early")
+                yield bytes(buf)
+            return
+        rows_per_chunk = max(1, chunk_bytes // row)
+        for o0 in range(0, outer, rows_per_chunk):
+            o1 = min(outer, o0 + rows_per_chunk)
+            block = np.frombuffer(self.read_range(name, o0 * row, o1 * row), np.uint8)
+            yield block.reshape(o1 - o0, row)[:, start * inner:stop * inner].tobytes()
 
 
 def _header_bytes(specs: Sequence[tuple[str, str, tuple[int, ...]]],

@@ -4,6 +4,7 @@ code, README): converters copy them unchanged so their output loads as is."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from .index import INDEX_FILE
@@ -14,22 +15,24 @@ from .output import JOURNAL_FILE, LOCK_FILE
 _OWN = {"config.json", INDEX_FILE, MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE}
 
 
-def side_files(src: str | Path) -> list[Path]:
-    """Regular top-level files of `src` that are neither weights nor index/config."""
+def side_files(src: str | Path, exclude: Collection[str] = ()) -> list[Path]:
+    """Regular top-level files of `src` that are neither weights nor index/config (nor
+    named in `exclude`, e.g. a converter's own report)."""
     src = Path(src)
     out = []
     for p in sorted(src.iterdir()):
-        if p.name in _OWN or p.name.startswith(".") or p.suffix == ".safetensors":
+        if (p.name in _OWN or p.name in exclude or p.name.startswith(".")
+                or p.suffix == ".safetensors"):
             continue
         if p.is_file() and not p.is_symlink():
             out.append(p)
     return out
 
 
-def copy_side_files(src: str | Path, dst: str | Path) -> list[str]:
+def copy_side_files(src: str | Path, dst: str | Path, exclude: Collection[str] = ()) -> list[str]:
     """Copy them to `dst` (via a temporary name, then rename); returns the names."""
     names = []
-    for p in side_files(src):
+    for p in side_files(src, exclude):
         target = Path(dst) / p.name
         tmp = target.with_name(target.name + ".partial")
         shutil.copyfile(p, tmp)

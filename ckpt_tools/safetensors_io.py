@@ -23,6 +23,7 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -37,8 +38,9 @@ _SHORT_RUN = 512  # iter_slice: shorter runs are cut from whole rows read at onc
 DEFAULT_METADATA = {"format": "pt"}
 
 
-@dataclass(frozen=True)
-class TensorEntry:
+class TensorEntry(NamedTuple):
+    """One tensor of a header (a NamedTuple: a V3 checkpoint has 92k of them)."""
+
     name: str
     dtype: str
     shape: tuple[int, ...]
@@ -73,52 +75,66 @@ class SafetensorsHeader:
 
 
 def _no_duplicates(pairs):
-    out = {}
-    for k, v in pairs:
-        if k in out:
-            raise ValueError(f"duplicate key {k!r}")
-        out[k] = v
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        seen = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise ValueError(f"duplicate key {dup!r}")
     return out
 
 
 def _is_uint(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    return type(x) is int and x >= 0  # bool is not int here, on purpose
+
+
+def _load_json(path: Path, header: bytes) -> dict:
+    try:
+        doc = json.loads(header)
+        if not isinstance(doc, dict):
+            raise FormatError(f"{path}: header must be a JSON object, found {type(doc).__name__}")
+        # A duplicated tensor name would silently shadow the first; every entry carries one
+        # "data_offsets" key, so a count mismatch sends us to the slow, exact check.
+        if header.count(b'"data_offsets"') != len(doc) - ("__metadata__" in doc):
+            json.loads(header, object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, ValueError) as e:
+        if isinstance(e, FormatError):
+            raise
+        raise FormatError(f"{path}: header is not valid JSON: {e}") from None
+    return doc
 
 
 def parse_header_bytes(path: Path, header: bytes, file_size: int) -> SafetensorsHeader:
     """Validate a header already read from `path` (whose size is `file_size`)."""
     n = len(header)
-    try:
-        doc = json.loads(header.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as e:
-        raise FormatError(f"{path}: header is not valid JSON: {e}") from None
-    if not isinstance(doc, dict):
-        raise FormatError(f"{path}: header must be a JSON object, found {type(doc).__name__}")
+    doc = _load_json(path, header)
     metadata = doc.pop("__metadata__", None)
     if metadata is not None and not (
         isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
     ):
         raise FormatError(f"{path}: __metadata__ must map strings to strings")
     entries: list[TensorEntry] = []
+    append, prod, dtypes = entries.append, math.prod, DTYPES
     for name, info in doc.items():
-        if not isinstance(info, dict):
+        if type(info) is not dict:
             raise FormatError(f"{path}: tensor '{name}': header entry is not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        if dtype not in DTYPES:
+        dt = dtypes.get(dtype) if type(dtype) is str else None
+        if dt is None:
             raise FormatError(f"{path}: tensor '{name}': unknown dtype {json.dumps(dtype)}")
-        if not isinstance(shape, list) or not all(_is_uint(d) for d in shape):
+        if type(shape) is not list or not all(map(_is_uint, shape)):
             raise FormatError(f"{path}: tensor '{name}': shape must be a list of non-negative "
                               f"integers, found {json.dumps(shape)}")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_uint, offsets))
-                and offsets[0] <= offsets[1]):
+        if not (type(offsets) is list and len(offsets) == 2 and _is_uint(offsets[0])
+                and _is_uint(offsets[1]) and offsets[0] <= offsets[1]):
             raise FormatError(f"{path}: tensor '{name}': data_offsets must be [begin, end] with "
                               f"0 <= begin <= end, found {json.dumps(offsets)}")
-        expected = math.prod(shape) * DTYPES[dtype].itemsize  # exact: Python ints do not overflow
-        if offsets[1] - offsets[0] != expected:
+        begin, end = offsets
+        expected = prod(shape) * dt.itemsize  # exact: Python ints do not overflow
+        if end - begin != expected:
             raise FormatError(
                 f"{path}: tensor '{name}': shape {shape} of {dtype} needs {expected} bytes, "
-                f"data_offsets span {offsets[1] - offsets[0]}")
-        entries.append(TensorEntry(name, dtype, tuple(shape), offsets[0], offsets[1]))
+                f"data_offsets span {end - begin}")
+        append(TensorEntry(name, dtype, tuple(shape), begin, end))
     entries.sort(key=lambda e: (e.start, e.end))
     data_size = file_size - 8 - n
     cursor, previous = 0, None
@@ -287,6 +303,28 @@ class SafetensorsReader:
             o1 = min(outer, o0 + rows_per_chunk)
             block = np.frombuffer(self.read_range(name, o0 * row, o1 * row), np.uint8)
             yield block.reshape(o1 - o0, row)[:, start * inner:stop * inner].tobytes()
+
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of a tensor's first axis, stored dtype, read with pread.
+
+        The array owns its memory (no mmap), so reading a huge tensor slice by slice keeps
+        the resident set at one slice.
+        """
+        e = self.header[name]
+        rows = e.shape[0] if e.shape else 1
+        if not 0 <= start <= stop <= rows:
+            raise ValueError(f"{self.path}: tensor '{name}': rows [{start}, {stop}) outside [0, {rows})")
+        dtype = DTYPES[e.dtype].numpy
+        row_bytes = (math.prod(e.shape[1:]) if e.shape else 1) * dtype.itemsize
+        pos = self.header.data_offset + e.start + start * row_bytes
+        buf = bytearray((stop - start) * row_bytes)
+        view, fd, done = memoryview(buf), self._fileno(), 0
+        while done < len(buf):
+            n = os.preadv(fd, [view[done:]], pos + done)
+            if n <= 0:
+                raise FormatError(f"{self.path}: tensor '{name}': file ended early")
+            done += n
+        return np.frombuffer(buf, dtype).reshape((stop - start, *e.shape[1:]))
 
 
 def _header_bytes(specs: Sequence[tuple[str, str, tuple[int, ...]]],

@@ -29,6 +29,7 @@ import numpy as np
 
 from .dtypes import DTYPES, dtype_name
 from .errors import FormatError, MissingTensorError
+from .fault_injection import crash_point
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors reference implementation's cap
 HEADER_ALIGN = 8
@@ -400,6 +401,7 @@ class SafetensorsWriter:
         for i in range(0, flat.size, CHUNK_BYTES):
             self._file.write(memoryview(flat[i:i + CHUNK_BYTES]))
         self._next += 1
+        crash_point()
 
     def write_bytes(self, name: str, chunks: Iterable[bytes]) -> None:
         """Write a tensor's raw bytes (e.g. copied from another file without decoding)."""
@@ -412,6 +414,7 @@ class SafetensorsWriter:
             raise FormatError(f"{self.path}: tensor '{name}': expected {self._sizes[self._next]} "
                               f"bytes, got {written}")
         self._next += 1
+        crash_point()
 
     def close(self) -> None:
         if self._file is None:
@@ -429,6 +432,7 @@ class SafetensorsWriter:
         except BaseException:
             self.abort()
             raise
+        crash_point()
 
     def abort(self) -> None:
         if self._file is not None:

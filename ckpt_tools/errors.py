@@ -50,3 +50,7 @@ class HubError(CkptError, OSError):
 
 class VerificationError(CkptError, ValueError):
     """Numbers that do not agree (checksums, coverage, logits)."""
+
+
+class WorkerError(CkptError, RuntimeError):
+    """A worker process died (killed, out of memory); the run can be resumed."""

@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from .errors import WorkerError
 from .progress import Progress, or_null
 
 
@@ -42,7 +44,13 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple[str, int, tuple]], *, 
                 done, pending = wait(pending, return_when=FIRST_EXCEPTION)
                 for f in done:
                     i = futures[f]
-                    results[i] = f.result()  # re-raises a worker's error here
+                    try:
+                        results[i] = f.result()  # re-raises a worker's error here
+                    except BrokenProcessPool:
+                        raise WorkerError(
+                            f"a worker process died while writing {jobs[i][0]} (killed, or out "
+                            f"of memory); finished files are kept: rerun the same command to "
+                            f"resume") from None
                     if on_result is not None:
                         on_result(i, results[i])
                     progress.advance(jobs[i][1])

@@ -199,6 +199,16 @@ class Group:
     def numel(self) -> int:
         return math.prod(self.shape) * self.count
 
+    @property
+    def names(self) -> list[str]:
+        """The tensor names of this group, by expert (much cheaper than `TensorPlan.specs`)."""
+        if self.layer is None:
+            return [self.family]
+        if self.experts is None:
+            return [self.family.format(L=self.layer)]
+        fmt = self.family.format
+        return [fmt(L=self.layer, E=e) for e in range(self.experts)]
+
 
 class TensorPlan:
     """The ordered tensors of one config in one layout ("bf16" or "fp8").
@@ -257,19 +267,13 @@ class TensorPlan:
 
     @staticmethod
     def _expand(g: Group) -> Iterator[TensorSpec]:
-        def spec(expert):
-            name = g.family.format(L=g.layer, E=expert) if g.layer is not None else g.family
+        # weight and scale of one expert stay adjacent: `specs` interleaves expert groups
+        experts = [None] if g.experts is None else range(g.experts)
+        for name, expert in zip(g.names, experts):
             scale_name = name + SCALE_SUFFIX if g.scale_family else None
             scale_of = name.removesuffix(SCALE_SUFFIX) if g.scale_of_family else None
-            return TensorSpec(name, g.family, g.shape, g.dtype, g.component, g.layer, expert,
-                              g.mtp, scale_name, scale_of)
-
-        if g.experts is None:
-            yield spec(None)
-            return
-        # weight and scale of one expert stay adjacent: expansion is done per expert below
-        for e in range(g.experts):
-            yield spec(e)
+            yield TensorSpec(name, g.family, g.shape, g.dtype, g.component, g.layer, expert,
+                             g.mtp, scale_name, scale_of)
 
     @cached_property
     def specs(self) -> list[TensorSpec]:

@@ -33,9 +33,18 @@ def copy_side_files(src: str | Path, dst: str | Path, exclude: Collection[str] =
     """Copy them to `dst` (via a temporary name, then rename); returns the names."""
     names = []
     for p in side_files(src, exclude):
-        target = Path(dst) / p.name
-        tmp = target.with_name(target.name + ".partial")
-        shutil.copyfile(p, tmp)
-        tmp.replace(target)
+        copy_file_atomic(p, Path(dst) / p.name)
         names.append(p.name)
     return names
+
+
+def copy_file_atomic(src: str | Path, target: str | Path) -> None:
+    """Copy one file to `target.partial`, then rename it into place."""
+    target = Path(target)
+    tmp = target.with_name(target.name + ".partial")
+    try:
+        shutil.copyfile(src, tmp)
+        tmp.replace(target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

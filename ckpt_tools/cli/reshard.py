@@ -1,0 +1,120 @@
+"""`ckpt reshard SRC DST`: HF shards of any size, DeepSeek's model-parallel layout, and back."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+
+from .render import StderrProgress, emit_json, human_bytes, human_count, safe_name, table
+
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*", re.IGNORECASE)
+_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from '500MB', '5GB' (decimal, as HF), '5GiB' (binary), '1.5G' or '1000000'."""
+    m = _SIZE.fullmatch(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a size like 500MB, 5GB or 5GiB")
+    unit = (m[2] or "").lower().removesuffix("b")
+    value = round(float(m[1]) * _UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"{text!r}: the size must be positive")
+    return value
+
+
+class SizeParam(click.ParamType):
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_size(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+@click.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--max-shard-size", type=SizeParam(),
+              help="HF layout with shards of at most SIZE (500MB, 5GB, 5GiB); with --to hf, "
+                   "the shard size of the result (default 5GB).")
+@click.option("--to", "target", type=click.Choice(["deepseek-mp", "hf"]),
+              help="deepseek-mp: DeepSeek's model{i}-mp{N}.safetensors inference layout; "
+                   "hf: back from it.")
+@click.option("--model-parallel", type=click.IntRange(min=1), metavar="N",
+              help="Ranks for --to deepseek-mp.")
+@click.option("--keep-mtp", is_flag=True,
+              help="Keep the MTP layer in --to deepseek-mp (dropped by default, as DeepSeek's "
+                   "convert.py does).")
+@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --to hf: the HF config.json when SRC has none.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Output files written in parallel.")
+@click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
+@click.option("--json", "json_", is_flag=True, help="Print the report as JSON.")
+def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, config, workers,
+            overwrite, json_):
+    """Rewrite SRC into DST in another layout, streaming, with a coverage proof.
+
+    \b
+    ckpt reshard SRC DST --max-shard-size 5GB
+    ckpt reshard SRC DST --to deepseek-mp --model-parallel 16 [--keep-mtp]
+    ckpt reshard SRC DST --to hf [--max-shard-size 5GB]
+    """
+    from ..reshard import from_deepseek_mp, reshard_by_size, to_deepseek_mp
+
+    if target is None and max_shard_size is None:
+        raise click.UsageError("pass --max-shard-size SIZE, --to deepseek-mp or --to hf")
+    if target == "deepseek-mp":
+        if model_parallel is None:
+            raise click.UsageError("--to deepseek-mp needs --model-parallel N")
+        if max_shard_size is not None:
+            raise click.UsageError("--max-shard-size does not apply to --to deepseek-mp "
+                                   "(one file per rank)")
+    elif model_parallel is not None or keep_mtp:
+        raise click.UsageError("--model-parallel and --keep-mtp go with --to deepseek-mp")
+    if config is not None and target != "hf":
+        raise click.UsageError("--config goes with --to hf")
+    common = dict(workers=workers, overwrite=overwrite, progress=StderrProgress())
+    if target == "deepseek-mp":
+        report = to_deepseek_mp(src, dst, model_parallel, keep_mtp=keep_mtp, **common)
+    elif target == "hf":
+        report = from_deepseek_mp(src, dst, max_shard_size=max_shard_size, config=config,
+                                  **common)
+    else:
+        report = reshard_by_size(src, dst, max_shard_size, **common)
+    if json_:
+        emit_json(report)
+        return
+    _render(report)
+
+
+def _render(report) -> None:
+    c = report.coverage
+    files = report.files
+    shown = files if len(files) <= 12 else files[:5] + files[-5:]
+    rows = [[safe_name(f.name), f"{f.tensors:,}", human_bytes(f.bytes)] for f in shown]
+    if len(shown) < len(files):
+        rows.insert(5, [f"... {len(files) - 10} more", "", ""])
+    click.echo(table(rows, ["file", "tensors", "size"]))
+    resumed = f" ({report.resumed_files} kept from an interrupted run)" if report.resumed_files else ""
+    click.echo(f"\n{len(files)} file(s), {human_bytes(report.total_bytes)} written to "
+               f"{safe_name(report.destination)}{resumed}")
+    extra = []
+    if c.replica_elements:
+        extra.append(f"{human_count(c.replica_elements)} replicated on every rank")
+    if c.compared_elements:
+        extra.append(f"{human_count(c.compared_elements)} rank replicas checked identical")
+    if c.dropped_tensors:
+        extra.append(f"{c.dropped_tensors:,} MTP tensors dropped")
+    click.echo(f"coverage: all {c.source_tensors:,} source tensors "
+               f"({human_count(c.source_elements)} elements) accounted for exactly once"
+               + (f"; {', '.join(extra)}" if extra else ""))
+    for note in report.notes:
+        click.echo(f"note: {note}")

@@ -1,0 +1,351 @@
+"""`ckpt reshard`: HF shards of any size, DeepSeek's model-parallel layout, and back.
+
+Each run plans first (`reshard_plan.plan_reshard`: the source checked against its tensor
+plan, every output tensor described as slices of source tensors), proves the plan covers
+every source element exactly once (`prove_coverage`) and only then writes, one job per
+output file. Tensors stream through pread in bounded chunks: a whole tensor, a dim-0
+slice (contiguous bytes), a column slice gathered row by row, or rank pieces interleaved
+back together; no shard and no rank's state dict is ever held in memory. Afterwards the
+output headers are re-read and the writers' element counts compared with the plan; the
+proof goes to `DST/reshard-report.json` and into the returned report. An interrupted run
+resumes after the files it finished (`OutputDir` journal).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .dtypes import itemsize
+from .errors import VerificationError
+from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
+from .mp_layout import MpLayout
+from .output import OutputDir, source_fingerprint
+from .parallel import run_jobs
+from .progress import Progress
+from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
+                           plan_reshard, planned_counts, prove_coverage)
+from .safetensors_io import CHUNK_BYTES, SafetensorsReader, SafetensorsWriter, read_header
+from .side_files import copy_file_atomic, copy_side_files
+from .sources import CONFIG_FILE
+
+REPORT_FILE = "reshard-report.json"
+REPLICA_CHUNK_MIN = 1 << 20
+
+__all__ = ["reshard_by_size", "to_deepseek_mp", "from_deepseek_mp", "iter_layout",
+           "execute_plan", "plan_reshard", "ReshardReport", "Coverage", "REPORT_FILE",
+           "DEFAULT_MAX_SHARD_SIZE"]
+
+
+# -- reports -------------------------------------------------------------------------------
+class _Report(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Coverage(_Report):
+    """Proof that every source element is accounted for exactly once."""
+
+    source_files: int
+    source_tensors: int
+    source_elements: int
+    placed_elements: int = Field(description="Source elements written to the outputs, each once")
+    replica_elements: int = Field(
+        description="Extra copies written of tensors replicated on every rank (to deepseek-mp)")
+    compared_elements: int = Field(
+        description="Replicas on ranks other than 0 checked equal to rank 0's copy (to hf)")
+    dropped_tensors: int = Field(description="Source tensors left out on purpose (MTP)")
+    dropped_elements: int
+    output_tensors: int
+    output_elements: int
+    counted_elements: int = Field(
+        description="Output elements counted by this run's writers, plus those of files a "
+                    "previous run finished, whose headers were re-checked")
+    complete: bool = Field(
+        description="placed + compared + dropped == source elements, no tensor twice")
+
+
+class OutputFileReport(_Report):
+    name: str
+    tensors: int
+    bytes: int
+
+
+class ReshardReport(_Report):
+    """Result of `ckpt reshard` (also written to DST/reshard-report.json)."""
+
+    mode: Mode
+    source: str
+    destination: str
+    layout: Literal["bf16", "fp8"]
+    model_parallel: int | None = None
+    max_shard_size: int | None = None
+    files: list[OutputFileReport]
+    total_bytes: int
+    side_files: list[str]
+    mtp: Literal["kept", "dropped", "absent"]
+    notes: list[str]
+    coverage: Coverage
+    resumed_files: int = Field(
+        0, description="Files an interrupted run had finished, kept as they were (not in the "
+                       "report file, so a resumed run writes the same bytes)")
+
+
+# -- streaming one output file ---------------------------------------------------------------
+class _Readers:
+    def __init__(self, src: Path):
+        self.src, self.open = src, {}
+
+    def __call__(self, file: str) -> SafetensorsReader:
+        r = self.open.get(file)
+        if r is None:
+            r = self.open[file] = SafetensorsReader(self.src / file)
+        return r
+
+    def close(self) -> None:
+        for r in self.open.values():
+            r.close()
+
+
+def _counted(chunks: Iterator[bytes], key: Key, counts: Counter) -> Iterator[bytes]:
+    for chunk in chunks:
+        counts[key] += len(chunk)
+        yield chunk
+
+
+def _same_as(chunks: Iterator[bytes], replicas: list[Iterator[bytes]], where: str) -> Iterator[bytes]:
+    """Yield `chunks`, checking each replica yields the same bytes (same chunking)."""
+    for chunk in chunks:
+        for i, other in enumerate(replicas):
+            if next(other, None) != chunk:
+                raise VerificationError(f"{where}: the copy on rank {i + 1} differs from rank 0's")
+        yield chunk
+    if any(next(other, None) is not None for other in replicas):
+        raise VerificationError(f"{where}: a replica is longer than rank 0's copy")
+
+
+def _tensor_chunks(readers: _Readers, t: OutTensor, written: Counter, compared: Counter,
+                   chunk_bytes: int) -> Iterator[bytes]:
+    if len(t.parts) == 1:
+        p = t.parts[0]
+        r = readers(p.file)
+        whole = p.dim is None or (p.start, p.stop) == (0, r.entry(p.tensor).shape[p.dim])
+        if not t.replicas:
+            chunks = (r.iter_chunks(p.tensor, chunk_bytes) if whole
+                      else r.iter_slice(p.tensor, p.dim, p.start, p.stop, chunk_bytes))
+            yield from _counted(chunks, (p.file, p.tensor), written)
+            return
+        size = max(REPLICA_CHUNK_MIN, chunk_bytes // (1 + len(t.replicas)))
+        others = [_counted(readers(q.file).iter_chunks(q.tensor, size), (q.file, q.tensor),
+                           compared) for q in t.replicas]
+        first = _counted(r.iter_chunks(p.tensor, size), (p.file, p.tensor), written)
+        yield from _same_as(first, others, f"{readers.src}: tensor '{p.tensor}'")
+        return
+    outer = math.prod(t.shape[:t.dim])
+    if outer == 1:  # pieces follow each other
+        for p in t.parts:
+            yield from _counted(readers(p.file).iter_chunks(p.tensor, chunk_bytes),
+                                (p.file, p.tensor), written)
+        return
+    # interleave: each outer index (row) is the concatenation of every piece's run
+    run = t.nbytes // outer // len(t.parts)
+    rows = max(1, chunk_bytes // (run * len(t.parts)))
+    for o0 in range(0, outer, rows):
+        o1 = min(outer, o0 + rows)
+        blocks = []
+        for p in t.parts:
+            data = readers(p.file).read_range(p.tensor, o0 * run, o1 * run)
+            written[(p.file, p.tensor)] += len(data)
+            blocks.append(np.frombuffer(data, np.uint8).reshape(o1 - o0, run))
+        yield np.concatenate(blocks, axis=1).tobytes()
+
+
+def write_file(src: str, dst: str, out: OutFile,
+               chunk_bytes: int = CHUNK_BYTES) -> tuple[dict[Key, int], dict[Key, int]]:
+    """Write one output file (a job: runs in a worker); returns the elements it took from
+    each source tensor, counted from the bytes streamed: (written, compared)."""
+    readers = _Readers(Path(src))
+    written: Counter = Counter()
+    compared: Counter = Counter()
+    item = {(p.file, p.tensor): itemsize(t.dtype) for t in out.tensors
+            for p in (*t.parts, *t.replicas)}
+    try:
+        with SafetensorsWriter(Path(dst) / out.name,
+                               [(t.name, t.dtype, t.shape) for t in out.tensors]) as w:
+            for t in out.tensors:
+                w.write_bytes(t.name, _tensor_chunks(readers, t, written, compared, chunk_bytes))
+    finally:
+        readers.close()
+    return ({k: n // item[k] for k, n in written.items()},
+            {k: n // item[k] for k, n in compared.items()})
+
+
+# -- running a plan --------------------------------------------------------------------------
+def _check_outputs(plan: ReshardPlan, dst: Path,
+                   results: dict[str, tuple[dict[Key, int], dict[Key, int]]]) -> int:
+    """Re-read every output header against the plan and compare the writers' counts;
+    returns the output elements accounted for."""
+    counted = 0
+    for f in plan.files:
+        path = dst / f.name
+        header = read_header(path)  # also checks the data section is complete
+        found = [(e.name, e.dtype, e.shape) for e in header.entries.values()]
+        if found != [(t.name, t.dtype, t.shape) for t in f.tensors]:
+            raise VerificationError(f"{path}: its tensors differ from the plan")
+        written, compared = planned_counts(f, plan.sources)
+        if f.name in results:
+            got_written, got_compared = results[f.name]
+            for want, got, what in ((written, got_written, "wrote"),
+                                    (compared, got_compared, "compared")):
+                bad = next((k for k in want.keys() | got.keys() if want[k] != got.get(k, 0)), None)
+                if bad is not None:
+                    raise VerificationError(f"{path}: {what} {got.get(bad, 0)} elements of "
+                                            f"'{bad[1]}' from {bad[0]}, planned {want[bad]}")
+        counted += sum(written.values())
+    return counted
+
+
+def _write_config(plan: ReshardPlan, dst: Path) -> None:
+    if plan.config_path is None:
+        return
+    target = dst / CONFIG_FILE
+    if plan.drop_mtp_from_config:
+        raw = json.loads(plan.config_path.read_text(encoding="utf-8"))
+        raw["num_nextn_predict_layers"] = 0
+        write_json_atomic(target, raw)
+    else:
+        copy_file_atomic(plan.config_path, target)
+
+
+def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int = 1,
+                 overwrite: bool = False, progress: Progress | None = None) -> ReshardReport:
+    """Prove `plan` covers its source, then write it into `dst` (resuming an interrupted
+    run of the same job) and return the report (also written to DST/reshard-report.json).
+
+    Raises:
+        VerificationError: the plan or the written files fail the coverage proof.
+        OutputError: `dst` cannot be used (see `OutputDir`).
+    """
+    coverage = prove_coverage(plan)  # before anything is written
+    src = plan.src
+    inputs = {src / f for f, _ in plan.sources}
+    inputs |= {p for p in (plan.config_path, src / INDEX_FILE) if p is not None and p.is_file()}
+    job = {"command": "reshard", "mode": plan.mode, "max_shard_size": plan.max_shard_size,
+           "model_parallel": plan.model_parallel, "mtp": plan.mtp,
+           "config": str(plan.config_path.resolve()) if plan.config_path else None,
+           "sources": source_fingerprint(inputs)}
+    with OutputDir(dst, sources=[src], overwrite=overwrite, job=job) as out:
+        todo = [f for f in plan.files if not out.is_done(f.name)]
+        results: dict[str, tuple[dict[Key, int], dict[Key, int]]] = {}
+
+        def finished(i: int, result) -> None:
+            out.mark_done(todo[i].name)
+            results[todo[i].name] = result
+
+        run_jobs(write_file, [(f.name, f.nbytes, (str(src), str(out.path), f)) for f in todo],
+                 workers=workers, progress=progress, label=f"reshard to {plan.mode}",
+                 on_result=finished)
+        counted = _check_outputs(plan, out.path, results)
+        side = copy_side_files(src, out.path, exclude={REPORT_FILE})
+        _write_config(plan, out.path)
+        if plan.mode != "deepseek-mp" and len(plan.files) > 1:
+            weight_map = {t.name: f.name for f in plan.files for t in f.tensors}
+            write_index(out.path / INDEX_FILE,
+                        ShardIndex(weight_map, sum(f.nbytes for f in plan.files)))
+        report = ReshardReport(
+            mode=plan.mode, source=str(src.resolve()), destination=str(out.path.resolve()),
+            layout=plan.layout, model_parallel=plan.model_parallel,
+            max_shard_size=plan.max_shard_size,
+            files=[OutputFileReport(name=f.name, tensors=len(f.tensors), bytes=f.nbytes)
+                   for f in plan.files],
+            total_bytes=sum(f.nbytes for f in plan.files), side_files=side, mtp=plan.mtp,
+            notes=plan.notes, coverage=Coverage(**coverage, counted_elements=counted,
+                                                complete=counted == coverage["output_elements"]),
+            resumed_files=len(plan.files) - len(todo))
+        if not report.coverage.complete:
+            raise VerificationError(f"{out.path}: writers counted {counted} output elements, "
+                                    f"planned {coverage['output_elements']}")
+        write_json_atomic(out.path / REPORT_FILE,
+                          report.model_dump(mode="json", exclude={"resumed_files"}))
+    return report
+
+
+# -- the public calls -------------------------------------------------------------------------
+def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: int, *, workers: int = 1,
+                    overwrite: bool = False, progress: Progress | None = None) -> ReshardReport:
+    """Rewrite an HF checkpoint into shards of at most `max_shard_size` bytes.
+
+    Greedy in tensor-plan order; a weight and its scale share a shard; a tensor larger than
+    the limit gets a shard of its own; one shard is named `model.safetensors` (no index),
+    several get `model-0000i-of-0000n.safetensors` and an index with `total_size`.
+    config.json and side files (tokenizer, ...) are copied.
+    """
+    if max_shard_size <= 0:
+        raise ValueError(f"max_shard_size must be positive, found {max_shard_size}")
+    plan = plan_reshard(src, max_shard_size=max_shard_size)
+    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress)
+
+
+def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
+                   keep_mtp: bool = False, workers: int = 1, overwrite: bool = False,
+                   progress: Progress | None = None) -> ReshardReport:
+    """Write DeepSeek's inference layout: `model{i}-mp{N}.safetensors` for each rank i.
+
+    Equivalent to DeepSeek's convert.py (names, splits, expert placement), streaming, with
+    config.json and side files copied. The MTP layer is dropped unless `keep_mtp`.
+
+    Raises:
+        ConfigError: a dimension `model_parallel` does not divide (before anything is
+            written; DST is not even created).
+    """
+    plan = plan_reshard(src, model_parallel=model_parallel, keep_mtp=keep_mtp)
+    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress)
+
+
+def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | None = None,
+                     config: str | Path | None = None, workers: int = 1,
+                     overwrite: bool = False, progress: Progress | None = None) -> ReshardReport:
+    """Rebuild the HF layout from `model{i}-mp{N}.safetensors` files (N from the names).
+
+    Tensors are reassembled bit for bit; replicated tensors are checked equal on every
+    rank. `config` is the HF config.json when `src` has none (DeepSeek's convert.py writes
+    none). Shards of at most `max_shard_size` bytes (default 5 GB).
+    """
+    plan = plan_reshard(src, to_hf=True, max_shard_size=max_shard_size, config=config)
+    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress)
+
+
+def _assemble(readers: _Readers, t: OutTensor) -> np.ndarray:
+    arrays = []
+    for p in t.parts:
+        a = readers(p.file).get(p.tensor)
+        if p.dim is not None:
+            a = a[(slice(None),) * p.dim + (slice(p.start, p.stop),)]
+        arrays.append(a)
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=t.dim)
+
+
+def iter_layout(src: str | Path, layout: ReshardPlan | MpLayout,
+                ) -> Iterator[tuple[int, str, np.ndarray]]:
+    """Lazily yield `(rank, name, array)` for every tensor of a layout, rank by rank.
+
+    `layout` is an `MpLayout` (its model_parallel and keep_mtp are applied to `src`) or any
+    plan from `plan_reshard` (then `rank` is the output file's index). Arrays are read-only
+    views of the source's mmap where possible (whole tensors, slices) and new arrays where
+    pieces are concatenated; nothing is read before it is asked for.
+    """
+    if isinstance(layout, MpLayout):
+        layout = plan_reshard(src, model_parallel=layout.model_parallel, keep_mtp=layout.keep_mtp)
+    readers = _Readers(Path(src))
+    try:
+        for rank, f in enumerate(layout.files):
+            for t in f.tensors:
+                yield rank, t.name, _assemble(readers, t)
+    finally:
+        readers.close()

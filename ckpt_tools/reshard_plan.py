@@ -1,0 +1,350 @@
+"""Reshard plans as data, and the proof that a plan covers its source exactly once.
+
+A conversion (`ckpt reshard`) is first described without touching tensor data: output
+files, each a list of output tensors, each the concatenation of slices of source tensors
+(`OutTensor`). `plan_reshard` builds that description for the three targets (HF shards of
+a size, DeepSeek's model-parallel layout, and back to HF) after checking the source
+against its config's tensor plan; `prove_coverage` then checks that every source element
+lands in the outputs exactly once per intended copy (or is compared, or dropped on
+purpose), before a byte is written. `ckpt_tools.reshard` executes plans.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from .checkpoint import Checkpoint
+from .dtypes import itemsize
+from .errors import (FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError,
+                     VerificationError)
+from .index import shard_file_name
+from .mp_layout import MpCheckpoint, MpLayout
+from .tensor_plan import TensorPlan, TensorSpec
+
+DEFAULT_MAX_SHARD_SIZE = 5 * 10**9  # transformers' save_pretrained default
+Mode = Literal["size", "deepseek-mp", "hf"]
+Key = tuple[str, str]  # (source file, tensor name)
+
+
+# -- the plan ------------------------------------------------------------------------------
+class Part(NamedTuple):
+    """A slice of one source tensor: the whole tensor when `dim` is None."""
+
+    file: str  # relative to the source directory
+    tensor: str
+    dim: int | None = None
+    start: int = 0
+    stop: int = 0
+
+
+class OutTensor(NamedTuple):
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    parts: tuple[Part, ...]  # concatenated on `dim` (one part: dim unused)
+    dim: int | None = None
+    replicas: tuple[Part, ...] = ()  # identical copies on other ranks, checked against parts[0]
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * itemsize(self.dtype)
+
+
+class OutFile(NamedTuple):
+    name: str
+    tensors: tuple[OutTensor, ...]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+@dataclass
+class ReshardPlan:
+    """Every output file of one conversion, and what the source holds."""
+
+    mode: Mode
+    src: Path
+    layout: Literal["bf16", "fp8"]
+    files: list[OutFile]
+    sources: dict[Key, tuple[str, tuple[int, ...]]]  # every source tensor: (dtype, shape)
+    copies: dict[Key, int] = field(default_factory=dict)  # intended copies, when not 1
+    dropped: list[Key] = field(default_factory=list)
+    model_parallel: int | None = None
+    max_shard_size: int | None = None
+    mtp: Literal["kept", "dropped", "absent"] = "absent"
+    notes: list[str] = field(default_factory=list)
+    config_path: Path | None = None
+    drop_mtp_from_config: bool = False
+
+
+# -- planning ---------------------------------------------------------------------------------
+def _hf_source(ckpt: Checkpoint) -> tuple[TensorPlan, dict[Key, tuple[str, tuple[int, ...]]]]:
+    """The tensor plan an HF checkpoint matches exactly, and its source inventory."""
+    weight_map = ckpt.index.weight_map
+    sources: dict[Key, tuple[str, tuple[int, ...]]] = {}
+    for shard in ckpt.shard_names:
+        for name, e in ckpt.header(shard).entries.items():
+            owner = weight_map.get(name)
+            if owner != shard:
+                where = f"indexed in {owner}" if owner else "not in the index"
+                raise FormatError(f"{ckpt.shard_path(shard)}: tensor '{name}' is {where}")
+            sources[(shard, name)] = (e.dtype, e.shape)
+    for name, shard in weight_map.items():
+        if (shard, name) not in sources:
+            raise MissingTensorError(f"{ckpt.shard_path(shard)}: tensor '{name}' is indexed here "
+                                     f"but absent from the file")
+    plan = ckpt.plan
+    if not any(s.mtp and s.name in weight_map for s in plan.specs):
+        plan = TensorPlan(ckpt.config, ckpt.layout, include_mtp=False)
+    missing = [s.name for s in plan.specs if s.name not in weight_map]
+    if missing:
+        raise MissingTensorError(f"{ckpt.dir}: tensor '{missing[0]}' of the {ckpt.layout} plan is "
+                                 f"missing{_more(missing)}; run `ckpt validate`")
+    extra = [n for n in weight_map if n not in plan.by_name]
+    if extra:
+        raise UnexpectedTensorError(f"{ckpt.dir}: tensor '{extra[0]}' is not in the "
+                                    f"{ckpt.layout} plan{_more(extra)}; run `ckpt validate`")
+    for s in plan.specs:
+        dtype, shape = sources[(weight_map[s.name], s.name)]
+        if (dtype, shape) != (s.dtype, s.shape):
+            raise ShapeMismatchError(f"{ckpt.shard_path(weight_map[s.name])}: tensor '{s.name}': "
+                                     f"expected {s.dtype} {list(s.shape)}, found {dtype} "
+                                     f"{list(shape)}")
+    return plan, sources
+
+
+def _more(items: list) -> str:
+    return f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+
+
+def pack_by_size(specs: list[TensorSpec], max_bytes: int) -> list[list[TensorSpec]]:
+    """Greedy shards in order; a weight and its scale always share one. A unit larger than
+    `max_bytes` gets a shard of its own (as transformers does)."""
+    units: list[list[TensorSpec]] = []
+    unit_of: dict[str, int] = {}
+    for s in specs:
+        if s.scale_of is not None and s.scale_of in unit_of:
+            units[unit_of[s.scale_of]].append(s)
+        else:
+            unit_of[s.name] = len(units)
+            units.append([s])
+    shards: list[list[TensorSpec]] = []
+    current: list[TensorSpec] = []
+    size = 0
+    for unit in units:
+        nbytes = sum(s.nbytes for s in unit)
+        if current and size + nbytes > max_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.extend(unit)
+        size += nbytes
+    if current:
+        shards.append(current)
+    return shards
+
+
+def _hf_files(plan: TensorPlan, max_bytes: int, out_tensor) -> list[OutFile]:
+    groups = pack_by_size(plan.specs, max_bytes)
+    return [OutFile(shard_file_name(i, len(groups)), tuple(out_tensor(s) for s in group))
+            for i, group in enumerate(groups, start=1)]
+
+
+def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
+                 model_parallel: int | None = None, to_hf: bool = False, keep_mtp: bool = False,
+                 config: str | Path | None = None) -> ReshardPlan:
+    """Plan one conversion of `src` without writing anything.
+
+    Exactly one of: `max_shard_size` (HF layout by size), `model_parallel` (to DeepSeek's
+    layout), `to_hf=True` (from DeepSeek's layout; `max_shard_size` optional, default 5 GB).
+
+    Raises:
+        ConfigError: a dimension the rank count does not divide (and the like).
+        FormatError, MissingTensorError, UnexpectedTensorError, ShapeMismatchError: the
+            source does not match its config's tensor plan.
+    """
+    src = Path(src)
+    if to_hf:
+        return _plan_from_mp(src, max_shard_size or DEFAULT_MAX_SHARD_SIZE, config)
+    if (max_shard_size is None) == (model_parallel is None):
+        raise ValueError("pass exactly one of max_shard_size, model_parallel, to_hf")
+    with Checkpoint(src) as ckpt:
+        plan, sources = _hf_source(ckpt)
+        where = ckpt.index.weight_map
+        has_mtp = any(s.mtp for s in plan.specs)
+        declared = ckpt.config.num_mtp_layers
+        if max_shard_size is not None:
+            files = _hf_files(plan, max_shard_size, lambda s: OutTensor(
+                s.name, s.dtype, s.shape, (Part(where[s.name], s.name),)))
+            notes = ([f"the source has no MTP tensors although config.json declares "
+                      f"num_nextn_predict_layers {declared}; config.json copied unchanged"]
+                     if declared and not has_mtp else [])
+            return ReshardPlan("size", src, plan.layout, files, sources,
+                               max_shard_size=max_shard_size, notes=notes,
+                               mtp="kept" if has_mtp else "absent", config_path=ckpt.config_path)
+        mp = MpLayout(plan, model_parallel, keep_mtp=keep_mtp)
+        files = [OutFile(mp.file_name(r), tuple(
+            OutTensor(p.name, p.dtype, p.shape,
+                      (Part(where[p.hf_name], p.hf_name, p.dim, p.start, p.stop),))
+            for p in pieces)) for r, pieces in enumerate(mp.ranks)]
+        copies = {(where[s.name], s.name): model_parallel for s in mp.specs
+                  if mp.rule(s.family) is None and model_parallel > 1}
+        dropped = [(where[s.name], s.name) for s in mp.dropped]
+        notes = ["config.json written to the destination (DeepSeek's convert.py writes none) so "
+                 "the layout describes itself: `ckpt reshard --to hf` and MpCheckpoint rebuild "
+                 "the tensor plan from it"]
+        if dropped:
+            notes.append(f"MTP layer dropped ({len(dropped)} tensors), as DeepSeek's convert.py "
+                         f"does: its inference model has no MTP module; config.json says "
+                         f"num_nextn_predict_layers 0; pass --keep-mtp to keep it")
+        mtp = "dropped" if dropped else ("kept" if has_mtp else "absent")
+        return ReshardPlan("deepseek-mp", src, plan.layout, files, sources, copies, dropped,
+                           model_parallel=model_parallel, mtp=mtp, notes=notes,
+                           config_path=ckpt.config_path, drop_mtp_from_config=bool(dropped))
+
+
+def _plan_from_mp(src: Path, max_bytes: int, config: str | Path | None) -> ReshardPlan:
+    with MpCheckpoint(src, config) as ckpt:
+        mp, n = ckpt.mp, ckpt.model_parallel
+        sources = {(mp.file_name(r), e.name): (e.dtype, e.shape)
+                   for r in range(n) for e in ckpt.reader(r).header.entries.values()}
+
+        def out_tensor(s: TensorSpec) -> OutTensor:
+            pieces = mp.by_hf[s.name]
+            parts = tuple(Part(mp.file_name(p.rank), p.name) for p in pieces)
+            if pieces[0].dim is not None:
+                return OutTensor(s.name, s.dtype, s.shape, parts, pieces[0].dim)
+            return OutTensor(s.name, s.dtype, s.shape, parts[:1], replicas=parts[1:])
+
+        files = _hf_files(ckpt.plan, max_bytes, out_tensor)
+        declared = ckpt.config.num_mtp_layers
+        notes = []
+        if declared and not ckpt.has_mtp:
+            notes.append(f"no MTP tensors in the rank files; config.json written with "
+                         f"num_nextn_predict_layers 0 (was {declared})")
+        return ReshardPlan("hf", src, ckpt.layout, files, sources, model_parallel=n,
+                           max_shard_size=max_bytes, notes=notes,
+                           mtp="kept" if ckpt.has_mtp else ("dropped" if declared else "absent"),
+                           config_path=ckpt.config_path,
+                           drop_mtp_from_config=bool(declared and not ckpt.has_mtp))
+
+
+# -- the coverage proof ----------------------------------------------------------------------
+def _part_shape(part: Part, shape: tuple[int, ...]) -> tuple[int, ...]:
+    if part.dim is None:
+        return shape
+    return shape[:part.dim] + (part.stop - part.start,) + shape[part.dim + 1:]
+
+
+def planned_counts(out: OutFile, sources: dict[Key, tuple[str, tuple[int, ...]]]
+                   ) -> tuple[Counter, Counter]:
+    """Elements one output file takes from each source tensor: (written, compared)."""
+    written: Counter = Counter()
+    compared: Counter = Counter()
+    for t in out.tensors:
+        for p in t.parts:
+            written[(p.file, p.tensor)] += math.prod(_part_shape(p, sources[(p.file, p.tensor)][1]))
+        for q in t.replicas:
+            compared[(q.file, q.tensor)] += math.prod(t.shape)
+    return written, compared
+
+
+def prove_coverage(plan: ReshardPlan) -> dict[str, int]:
+    """Check that the planned outputs use every source element exactly once per intended
+    copy (or compare it, or drop it on purpose) and that each output tensor is exactly the
+    concatenation of its parts. Returns the element counts.
+
+    Raises:
+        VerificationError: naming the first tensor that is missed, doubled or misshapen.
+    """
+    uses: dict[Key, list[tuple[int | None, int, int]]] = defaultdict(list)
+    compared: Counter = Counter()
+    output_tensors = output_elements = 0
+    for f in plan.files:
+        for t in f.tensors:
+            output_tensors += 1
+            output_elements += math.prod(t.shape)
+            shapes = []
+            for p in (*t.parts, *t.replicas):
+                if (p.file, p.tensor) not in plan.sources:
+                    raise VerificationError(f"coverage: {f.name}: tensor '{t.name}' reads "
+                                            f"'{p.tensor}' from {p.file}, which does not hold it")
+                dtype, shape = plan.sources[(p.file, p.tensor)]
+                if dtype != t.dtype:
+                    raise VerificationError(f"coverage: {f.name}: tensor '{t.name}' is {t.dtype} "
+                                            f"but its source '{p.tensor}' is {dtype}")
+                if p.dim is not None and not 0 <= p.start < p.stop <= shape[p.dim]:
+                    raise VerificationError(f"coverage: {f.name}: tensor '{t.name}': slice "
+                                            f"[{p.start}:{p.stop}] of '{p.tensor}' out of range")
+                shapes.append(_part_shape(p, shape))
+            for p in t.parts:
+                uses[(p.file, p.tensor)].append((p.dim, p.start, p.stop))
+            for q in t.replicas:
+                compared[(q.file, q.tensor)] += 1
+            parts_shapes, replica_shapes = shapes[:len(t.parts)], shapes[len(t.parts):]
+            if len(parts_shapes) == 1:
+                assembled = parts_shapes[0]
+            else:
+                d = t.dim
+                assembled = parts_shapes[0][:d] + (sum(s[d] for s in parts_shapes),) \
+                    + parts_shapes[0][d + 1:]
+                if any(s[:d] + s[d + 1:] != assembled[:d] + assembled[d + 1:]
+                       for s in parts_shapes):
+                    assembled = None
+            if assembled != t.shape or any(s != t.shape for s in replica_shapes):
+                raise VerificationError(f"coverage: {f.name}: tensor '{t.name}' {list(t.shape)} "
+                                        f"does not match its parts {[list(s) for s in shapes]}")
+    dropped = set(plan.dropped)
+    placed = replicas = compared_el = dropped_el = 0
+    for key, (_, shape) in plan.sources.items():
+        numel, used, checked = math.prod(shape), uses.get(key, []), compared.get(key, 0)
+        where = f"coverage: {key[0]}: tensor '{key[1]}'"
+        if key in dropped:
+            if used or checked:
+                raise VerificationError(f"{where} is both dropped and written")
+            dropped_el += numel
+            continue
+        if not used and not checked:
+            raise VerificationError(f"{where} is never written")
+        if checked:
+            if used or checked != 1:
+                raise VerificationError(f"{where} is used {len(used) + checked} times")
+            compared_el += numel
+            continue
+        sliced = [u for u in used if u[0] is not None]
+        if sliced:
+            if len(sliced) != len(used) or len({u[0] for u in used}) != 1:
+                raise VerificationError(f"{where} is written both whole and in slices")
+            cursor = 0
+            for _, start, stop in sorted(used, key=lambda u: u[1]):
+                if start != cursor:
+                    raise VerificationError(f"{where}: its slices {sorted(u[1:] for u in used)} "
+                                            f"do not tile it exactly once")
+                cursor = stop
+            if cursor != shape[used[0][0]]:
+                raise VerificationError(f"{where}: its slices end at {cursor}, not at "
+                                        f"{shape[used[0][0]]}")
+            copies = 1
+        else:
+            copies = len(used)
+        if copies != plan.copies.get(key, 1):
+            raise VerificationError(f"{where} is written {copies} times, expected "
+                                    f"{plan.copies.get(key, 1)}")
+        placed += numel
+        replicas += (copies - 1) * numel
+    source_elements = sum(math.prod(s) for _, s in plan.sources.values())
+    if placed + compared_el + dropped_el != source_elements \
+            or placed + replicas != output_elements:
+        raise VerificationError(f"coverage: {placed} placed + {compared_el} compared + "
+                                f"{dropped_el} dropped != {source_elements} source elements")
+    return dict(source_files=len({k[0] for k in plan.sources}), source_tensors=len(plan.sources),
+                source_elements=source_elements, placed_elements=placed,
+                replica_elements=replicas, compared_elements=compared_el,
+                dropped_tensors=len(dropped), dropped_elements=dropped_el,
+                output_tensors=output_tensors, output_elements=output_elements)
+
+

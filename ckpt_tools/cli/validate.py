@@ -1,0 +1,71 @@
+"""`ckpt validate PATH`: every defect of a checkpoint, grouped by code; exit 1 on errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..validate import CODES, Finding, ValidationReport, validate as run_validate
+from .render import StderrProgress, emit_json, human_bytes, safe_name
+
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+
+
+@click.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--config", "config_spec", metavar="C",
+              help="Check against this preset, config.json or checkpoint instead of "
+                   "PATH/config.json.")
+@click.option("--deep", is_flag=True,
+              help="Also read every tensor once: NaN/Inf, FP8 NaN codes, scales > 0, all-zero.")
+@click.option("--checksums", type=click.Path(dir_okay=False, path_type=Path), metavar="MANIFEST",
+              help="Check sizes and SHA-256 against a manifest (as written by download or "
+                   "--write-manifest).")
+@click.option("--write-manifest", "manifest_out", is_flag=False, flag_value="", default=None,
+              metavar="[PATH]",
+              help="Record size and SHA-256 of every file, in PATH/ckpt-manifest.json or the "
+                   "given path; only when no error is found.")
+@click.option("--strict", is_flag=True, help="Warnings fail too (exit 1).")
+@click.option("--show", default=5, show_default=True, type=click.IntRange(min=0),
+              help="Findings shown per code; the rest are counted.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document with every finding.")
+def validate(path: Path, config_spec: str | None, deep: bool, checksums: Path | None,
+             manifest_out: str | None, strict: bool, show: int, as_json: bool):
+    """Check a checkpoint directory (or one .safetensors file) before anyone loads it:
+    headers, index vs shards, the config's tensor plan, FP8 scales; with --deep every value;
+    with --checksums every byte. Exit 0 when clean, 1 on errors (or warnings with --strict)."""
+    progress = StderrProgress() if deep or checksums or manifest_out is not None else None
+    write = False if manifest_out is None else (manifest_out or True)
+    report = run_validate(path, config=config_spec, deep=deep, checksums=checksums,
+                          write_manifest=write, progress=progress)
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(render(report, show, strict=strict))
+    if not report.passed(strict):
+        raise click.exceptions.Exit(1)
+
+
+def render(report: ValidationReport, show: int = 5, *, strict: bool = False) -> str:
+    """Findings grouped by code (errors first), at most `show` of each, then a verdict."""
+    layout = f", {report.layout.upper()} layout" if report.layout else ""
+    lines = [f"{safe_name(report.path)}: {report.tensors:,} tensors in {report.files:,} files "
+             f"({human_bytes(report.tensor_bytes)}){layout}",
+             f"checks: {', '.join(report.checks)}"
+             + (f" (config: {safe_name(report.config)})" if report.config else "")]
+    groups: dict[str, list[Finding]] = {}
+    for finding in report.findings:
+        groups.setdefault(finding.code, []).append(finding)
+    for code, items in sorted(groups.items(), key=lambda kv: SEVERITY_ORDER[kv[1][0].severity]):
+        lines += ["", f"{items[0].severity} {code} ({len(items):,}): {CODES[code][1]}"]
+        lines += [f"  {safe_name(x.message)}" for x in items[:show]]
+        if len(items) > show:
+            lines.append(f"  and {len(items) - show:,} more like this")
+    if report.manifest_written:
+        lines += ["", f"manifest written: {safe_name(report.manifest_written)}"]
+    verdict = "OK" if report.passed(strict) else "FAILED"
+    infos = len(report.findings) - report.errors - report.warnings
+    lines += ["", f"{verdict}: {report.errors:,} error(s), {report.warnings:,} warning(s)"
+                  + (f", {infos:,} note(s)" if infos else "")]
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""What `ckpt validate` reports: the stable finding codes, `Finding` and `ValidationReport`.
+
+Codes never change meaning once released; tools may match on them. A code's severity is
+fixed here, so a finding cannot be an error in one place and a warning in another.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+Severity = Literal["error", "warning", "info"]
+
+# The stable finding codes: code -> (severity, meaning). Tools may match on these.
+CODES: dict[str, tuple[Severity, str]] = {
+    # structure (headers only)
+    "index-missing": ("error", "neither model.safetensors.index.json nor model.safetensors"),
+    "index-invalid": ("error", "the index is not JSON or not shaped like an index"),
+    "shard-path-unsafe": ("error", "a file name in the index escapes the directory"),
+    "shard-missing": ("error", "a shard the index lists does not exist"),
+    "shard-unreferenced": ("warning", "a *.safetensors file the index does not list"),
+    "header-invalid": ("error", "a shard's header breaks the safetensors format"),
+    "shard-truncated": ("error", "a shard is shorter than its header says (partial copy)"),
+    "shard-metadata": ("warning", "a shard's __metadata__ lacks format=pt (transformers checks it)"),
+    "no-tensors": ("error", "no tensor found at all"),
+    "tensor-not-in-shard": ("error", "the index names a shard that does not hold the tensor"),
+    "tensor-not-indexed": ("error", "a shard holds a tensor the index does not list"),
+    "tensor-duplicate": ("error", "a tensor stored in more than one shard"),
+    "total-size-missing": ("info", "the index has no metadata.total_size"),
+    "total-size-mismatch": ("error", "metadata.total_size differs from the sum of tensor bytes"),
+    # FP8 pairing
+    "scale-missing": ("error", "an FP8 weight without its weight_scale_inv"),
+    "scale-shape": ("error", "a weight_scale_inv not of ceil(rows/block) x ceil(cols/block)"),
+    "scale-dtype": ("error", "a weight_scale_inv not stored as F32"),
+    "scale-orphan": ("error", "a weight_scale_inv whose weight is absent or not FP8"),
+    # config and tensor plan
+    "config-missing": ("error", "no config.json (and no --config): plan checks skipped"),
+    "config-invalid": ("error", "config.json does not parse: plan checks skipped"),
+    "config-layout": ("error", "config.json's quantization_config disagrees with the tensors"),
+    "tensor-missing": ("error", "a tensor the plan expects is absent"),
+    "tensor-unexpected": ("error", "a tensor the plan does not know"),
+    "shape-mismatch": ("error", "a tensor whose shape differs from the plan"),
+    "dtype-mismatch": ("error", "a tensor whose dtype is wrong for the layout"),
+    "dtype-differs": ("warning", "a float dtype other than the plan's that loaders cast"),
+    "mtp-missing": ("error", "an MTP layer the config declares is absent"),
+    "mtp-unexpected": ("warning", "an MTP layer the config does not declare"),
+    # deep
+    "nan-values": ("error", "NaN values in a tensor"),
+    "inf-values": ("error", "infinite values in a tensor"),
+    "fp8-nan": ("error", "FP8 NaN codes (0x7F/0xFF in e4m3fn) in a weight"),
+    "scale-invalid": ("error", "weight_scale_inv entries that are not finite and > 0"),
+    "all-zero": ("warning", "a tensor whose every value is zero"),
+    "read-error": ("error", "a tensor could not be read (I/O error)"),
+    # checksums
+    "checksum-path-unsafe": ("error", "a manifest path escapes the directory"),
+    "checksum-file-missing": ("error", "a file the manifest lists is absent"),
+    "checksum-size-mismatch": ("error", "a file's size differs from the manifest"),
+    "checksum-mismatch": ("error", "a file's SHA-256 differs from the manifest"),
+    "checksum-file-extra": ("warning", "a file the manifest does not list"),
+    "manifest-not-written": ("warning", "errors were found, so no manifest was recorded"),
+}
+Check = Literal["structure", "pairing", "plan", "deep", "checksums"]
+
+
+class Finding(BaseModel):
+    """One defect, located as precisely as known."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    severity: Severity
+    code: str = Field(description="Stable code, one of ckpt_tools.findings.CODES")
+    file: str | None = Field(None, description="Relative to the checkpoint directory")
+    tensor: str | None = None
+    expected: str | None = None
+    found: str | None = None
+    message: str = Field(description="One line naming file, tensor, expected and found")
+
+
+class ValidationReport(BaseModel):
+    """What `ckpt validate` found; `--json` prints exactly this."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str
+    checks: list[Check] = Field(description="The checks that ran")
+    config: str | None = Field(None, description="Where the config came from, if any")
+    layout: Literal["bf16", "fp8"] | None = None
+    files: int = Field(description="Safetensors files whose header was read")
+    tensors: int
+    tensor_bytes: int
+    findings: list[Finding]
+    manifest_written: str | None = None
+
+    @computed_field
+    @property
+    def errors(self) -> int:
+        return sum(f.severity == "error" for f in self.findings)
+
+    @computed_field
+    @property
+    def warnings(self) -> int:
+        return sum(f.severity == "warning" for f in self.findings)
+
+    def passed(self, strict: bool = False) -> bool:
+        """No error; with `strict`, no warning either."""
+        return self.errors == 0 and not (strict and self.warnings)
+
+
+class Findings:
+    """Collects findings while checks run; the severity always comes from `CODES`."""
+
+    def __init__(self) -> None:
+        self.items: list[Finding] = []
+
+    def add(self, code: str, message: str, *, file: str | None = None, tensor: str | None = None,
+            expected: object = None, found: object = None) -> None:
+        self.items.append(Finding(
+            severity=CODES[code][0], code=code, file=file, tensor=tensor,
+            expected=None if expected is None else _text(expected),
+            found=None if found is None else _text(found), message=message))
+
+    @property
+    def errors(self) -> int:
+        return sum(f.severity == "error" for f in self.items)
+
+
+def _text(value: object) -> str:
+    return str(list(value)) if isinstance(value, tuple) else str(value)

@@ -1,0 +1,548 @@
+"""`ckpt validate`: everything wrong with a checkpoint, found before anyone loads it.
+
+Contract: `validate(path)` returns a `ValidationReport` listing every defect it finds and
+keeps going after the first; it raises (`CkptError`) only for bad arguments (a PATH that
+does not exist, a `config` or manifest that cannot be read). It never prints and never
+writes into the checkpoint, except the manifest that `write_manifest` asks for.
+
+Checks, in order (each finding carries a stable code from `ckpt_tools.findings.CODES`):
+
+1. structure, headers only: every shard's header per the safetensors spec; the index and the
+   shards both ways (every indexed tensor is in its shard, every shard tensor is indexed,
+   no tensor in two shards, no listed shard absent, `metadata.total_size` = the sum of the
+   tensor bytes); shard names that escape the directory; unreferenced `*.safetensors`.
+2. FP8 pairing, config-free: every FP8 tensor has an F32 `<name>_scale_inv` of
+   ceil(rows/block) x ceil(cols/block); no scale without an FP8 weight.
+3. the config's tensor plan, in the layout found (`detect_layout`: FP8 when FP8 tensors
+   outnumber the other matrices, so a half-converted checkpoint is judged by its majority):
+   missing, unexpected, shape, dtype; a whole MTP layer missing or undeclared is one finding.
+   Dtype policy: a planned F8_E4M3 weight must be F8_E4M3. A planned BF16 or F32 tensor
+   may be stored as any of BF16/F16/F32 (loaders cast on load), which is a warning
+   (`dtype-differs`); any other dtype is an error.
+4. `deep`: every tensor read once in bounded chunks: NaN/Inf, FP8 NaN codes, scales finite
+   and > 0, all-zero tensors.
+5. checksums: sizes and SHA-256 against a manifest (`ckpt download` writes the same
+   format); `write_manifest` records them, only when no error was found.
+
+Extension point: DeepSeek's model-parallel layout (`model{i}-mp{N}.safetensors`,
+`ckpt_tools.mp_layout`). Structure checks already run on any set of safetensors files; the
+plan check is `_check_plan(expected, found, ...)` over plain name -> (shape, dtype) maps,
+so an MP directory plugs in with per-rank maps from `MpLayout(plan, n).ranks`.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import re
+import struct
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+from .checkpoint import safe_member
+from .checksums import check_files, checkpoint_files, record, workers_for
+from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
+from .dtypes import FP8_DTYPES
+from .errors import ConfigError, FormatError
+from .findings import CODES, Check, Finding, Findings, ValidationReport
+from .fp8 import expected_scale_shape
+from .index import INDEX_FILE, SINGLE_FILE, read_index
+from .manifest import MANIFEST_FILE, Manifest, read_manifest
+from .parallel import run_jobs
+from .progress import Progress
+from .safetensors_io import (MAX_HEADER_BYTES, SafetensorsHeader, SafetensorsReader, TensorEntry,
+                             read_header)
+from .sources import CONFIG_FILE, resolve_config
+from .tensor_plan import DEFAULT_BLOCK, LAYER_PREFIX, SCALE_SUFFIX, TensorPlan
+from .value_scan import scan_tensor, scannable
+
+__all__ = ["CODES", "Finding", "ValidationReport", "detect_layout", "expected_tensors", "validate"]
+
+Config = DeepseekV2Config | DeepseekV3Config
+FLOAT_DTYPES = frozenset({"BF16", "F16", "F32"})  # what a loader casts between on load
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The header-only checks make ~500k small acyclic objects for V3; the collections they
+    trigger cost about a third of the time and can never free anything."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+# -- 1. structure ------------------------------------------------------------------------
+@dataclass
+class _Inventory:
+    """The tensors found, from headers only."""
+
+    root: Path
+    shards: list[str] = field(default_factory=list)  # files whose header parsed
+    entries: dict[str, TensorEntry] = field(default_factory=dict)  # first occurrence
+    shard_of: dict[str, str] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)  # indexed, shard unreadable
+    tensor_bytes: int = 0
+
+
+def _relative(message: str, path: Path, name: str) -> str:
+    """Messages from the core name absolute paths; findings name files relative to root."""
+    return name + message[len(str(path)):] if message.startswith(str(path)) else message
+
+
+def _looks_truncated(path: Path) -> bool:
+    """After a header error: is the file shorter than its own header says it is?"""
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size < 8:
+                return True
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > MAX_HEADER_BYTES:
+                return False
+            if 8 + n > size:
+                return True
+            doc = json.loads(fh.read(n))
+    except (OSError, ValueError):
+        return False
+    ends = [v["data_offsets"][-1] for v in doc.values() if isinstance(v, dict)
+            and isinstance(v.get("data_offsets"), list) and v["data_offsets"]
+            and isinstance(v["data_offsets"][-1], int)] if isinstance(doc, dict) else []
+    return bool(ends) and 8 + n + max(ends) > size
+
+
+def _read_headers(root: Path, names: list[str], f: Findings) -> dict[str, SafetensorsHeader]:
+    headers = {}
+    for name in names:
+        path = root / name
+        try:
+            h = read_header(path)
+        except FormatError as e:
+            code = "shard-truncated" if _looks_truncated(path) else "header-invalid"
+            f.add(code, _relative(str(e), path, name), file=name)
+            continue
+        headers[name] = h
+        fmt = (h.metadata or {}).get("format")
+        if fmt != "pt":
+            f.add("shard-metadata", f"{name}: __metadata__ format is {json.dumps(fmt)}, "
+                  f"expected \"pt\" (transformers refuses other values)", file=name,
+                  expected="pt", found=fmt)
+    return headers
+
+
+def _structure(root: Path, single: str | None, f: Findings) -> _Inventory:
+    inv = _Inventory(root)
+    index = None
+    on_disk = [single] if single else sorted(
+        p.name for p in root.glob("*.safetensors") if p.is_file())
+    if single is None and (root / INDEX_FILE).is_file():
+        try:
+            index = read_index(root / INDEX_FILE)
+        except FormatError as e:
+            f.add("index-invalid", _relative(str(e), root / INDEX_FILE, INDEX_FILE),
+                  file=INDEX_FILE)
+    if single:
+        listed = [single]
+    elif index is not None:
+        listed = index.shards
+    elif (root / SINGLE_FILE).is_file() and not (root / INDEX_FILE).is_file():
+        listed = [SINGLE_FILE]
+    else:
+        listed = on_disk  # no usable index: still check every header we can see
+        if not (root / INDEX_FILE).is_file():
+            f.add("index-missing", f"{root.name}: neither {INDEX_FILE} nor {SINGLE_FILE}; "
+                  f"{len(on_disk)} *.safetensors file(s) found", file=INDEX_FILE)
+
+    readable, per_shard = [], defaultdict(int)
+    if index is not None:
+        for name in index.weight_map.values():
+            per_shard[name] += 1
+    for name in listed:
+        try:
+            path = safe_member(root, name, what="shard")
+        except FormatError as e:
+            f.add("shard-path-unsafe", _relative(str(e), root, INDEX_FILE), file=name,
+                  found=name)
+            continue
+        if not path.is_file():
+            f.add("shard-missing", f"{name}: listed in {INDEX_FILE} for {per_shard[name]:,} "
+                  f"tensor(s) but absent", file=name)
+            continue
+        readable.append(name)
+    if index is not None:
+        listed_set = set(listed)
+        for name in on_disk:
+            if name not in listed_set:
+                f.add("shard-unreferenced", f"{name}: not listed in {INDEX_FILE}; loaders that "
+                      f"glob *.safetensors would read it", file=name)
+
+    headers = _read_headers(root, readable, f)
+    inv.shards = list(headers)
+    duplicates: dict[str, list[str]] = {}
+    for shard, h in headers.items():
+        fresh = h.entries
+        clash = fresh.keys() & inv.shard_of.keys()  # set operations: V3 has 92k names
+        if clash:
+            for name in clash:
+                duplicates.setdefault(name, [inv.shard_of[name]]).append(shard)
+            fresh = {n: e for n, e in fresh.items() if n not in clash}
+        inv.entries.update(fresh)
+        inv.shard_of.update(dict.fromkeys(fresh, shard))
+        # read_header proved the tensors tile the data section exactly
+        inv.tensor_bytes += h.file_size - h.data_offset - sum(h.entries[n].nbytes for n in clash)
+    for name, shards in duplicates.items():
+        f.add("tensor-duplicate", f"tensor '{name}' is stored in {len(shards)} shards: "
+              f"{', '.join(shards)}", file=shards[1], tensor=name, found=", ".join(shards))
+    if index is None:
+        return inv
+
+    weight_map, shard_of = index.weight_map, inv.shard_of
+    if weight_map == shard_of:  # the usual case, decided in C
+        mismatched, unindexed = [], []
+    else:
+        mismatched = [n for n, s in weight_map.items() if shard_of.get(n) != s]
+        unindexed = [n for n in shard_of if n not in weight_map]
+    for name in mismatched:
+        shard = weight_map[name]
+        h = headers.get(shard)
+        if h is None:
+            inv.unreadable[name] = shard
+        elif name not in h.entries:
+            elsewhere = shard_of.get(name)
+            where = f"; it is in {elsewhere}" if elsewhere else "; no shard holds it"
+            f.add("tensor-not-in-shard", f"{shard}: tensor '{name}' is indexed here but absent"
+                  f"{where}", file=shard, tensor=name, expected=shard, found=elsewhere or "absent")
+    for name in unindexed:
+        f.add("tensor-not-indexed", f"{shard_of[name]}: tensor '{name}' is not listed in "
+              f"{INDEX_FILE}", file=shard_of[name], tensor=name)
+    if index.total_size is None:
+        f.add("total-size-missing", f"{INDEX_FILE}: no metadata.total_size", file=INDEX_FILE)
+    elif len(headers) == len(listed) and not duplicates and index.total_size != inv.tensor_bytes:
+        f.add("total-size-mismatch", f"{INDEX_FILE}: metadata.total_size is "
+              f"{index.total_size:,}, the shards' tensors add up to {inv.tensor_bytes:,} bytes",
+              file=INDEX_FILE, expected=inv.tensor_bytes, found=index.total_size)
+    return inv
+
+
+# -- 2. FP8 pairing ----------------------------------------------------------------------
+def _check_pairing(inv: _Inventory, block: tuple[int, int], f: Findings) -> None:
+    entries, where = inv.entries, inv.shard_of
+    fp8 = [n for n, e in entries.items() if e.dtype in FP8_DTYPES]
+    scales = {n for n in entries if n.endswith(SCALE_SUFFIX)}
+    paired = {n + SCALE_SUFFIX for n in fp8}
+    for name in fp8:
+        scale_name = name + SCALE_SUFFIX
+        if scale_name not in scales and scale_name not in inv.unreadable:
+            f.add("scale-missing", f"{where[name]}: FP8 tensor '{name}' has no '{scale_name}'",
+                  file=where[name], tensor=name, expected=scale_name)
+    for name in scales - paired:
+        weight = name.removesuffix(SCALE_SUFFIX)
+        if weight in inv.unreadable:
+            continue
+        w = entries.get(weight)
+        what = "absent" if w is None else f"stored as {w.dtype}, not FP8"
+        f.add("scale-orphan", f"{where[name]}: tensor '{name}': its weight '{weight}' is "
+              f"{what}", file=where[name], tensor=name, found=what)
+    want_for: dict[tuple[int, ...], tuple[int, int] | None] = {}  # a few distinct shapes
+    for name in fp8:
+        scale = entries.get(name + SCALE_SUFFIX)
+        if scale is None:
+            continue
+        shape = entries[name].shape
+        if shape not in want_for:
+            want_for[shape] = expected_scale_shape(shape, block) if len(shape) == 2 else None
+        if scale.dtype == "F32" and scale.shape == want_for[shape]:
+            continue
+        scale_name, want = name + SCALE_SUFFIX, want_for[shape]
+        if scale.dtype != "F32":
+            f.add("scale-dtype", f"{where[scale_name]}: tensor '{scale_name}': expected F32, "
+                  f"found {scale.dtype}", file=where[scale_name], tensor=scale_name,
+                  expected="F32", found=scale.dtype)
+        if scale.shape != want:
+            need = list(want) if want else f"a 2-D weight (found {list(shape)})"
+            f.add("scale-shape", f"{where[scale_name]}: tensor '{scale_name}': expected "
+                  f"{need} for weight {list(shape)} in {block[0]}x{block[1]} blocks, "
+                  f"found {list(scale.shape)}", file=where[scale_name], tensor=scale_name,
+                  expected=want, found=scale.shape)
+
+
+# -- 3. config and tensor plan -----------------------------------------------------------
+class Expect(NamedTuple):
+    """What the plan says about one tensor."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    mtp_layer: int | None  # the MTP layer it belongs to, if any
+
+
+def _load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | None, bool]:
+    """(config, where it came from, whether it is the checkpoint's own config.json)."""
+    if isinstance(config, (DeepseekV2Config, DeepseekV3Config)):
+        return config, "given", False
+    if config is not None:
+        src = resolve_config(config)  # a bad --config is the caller's error: it raises
+        return src.config, src.label, False
+    path = root / CONFIG_FILE
+    if not path.is_file():
+        f.add("config-missing", f"{root.name}: no {CONFIG_FILE}; tensor plan checks skipped "
+              f"(pass --config to check against one)", file=CONFIG_FILE)
+        return None, None, False
+    try:
+        return read_config_file(path), CONFIG_FILE, True
+    except ConfigError as e:
+        f.add("config-invalid", _relative(str(e), path, CONFIG_FILE), file=CONFIG_FILE)
+        return None, None, False
+
+
+def expected_tensors(plan: TensorPlan) -> dict[str, Expect]:
+    """Every non-scale tensor of the plan (scales are checked by pairing), from its groups:
+    V3's 92k names cost ~60 ms this way against ~300 ms for `plan.specs`."""
+    out: dict[str, Expect] = {}
+    for g in plan.groups:
+        if g.scale_of_family is None:
+            out.update(dict.fromkeys(g.names, Expect(g.shape, g.dtype, g.layer if g.mtp else None)))
+    return out
+
+
+_LAYER_RE = re.compile(re.escape(LAYER_PREFIX).replace(r"\{L\}", r"(\d+)"))
+
+
+def _check_plan(expected: dict[str, Expect], inv: _Inventory, first_mtp: int,
+                f: Findings) -> None:
+    """Compare name -> (shape, dtype) maps; whole MTP layers are reported once."""
+    entries, where = inv.entries, inv.shard_of
+    missing_by_mtp: dict[int, list[str]] = defaultdict(list)
+    size_of_mtp: dict[int, int] = defaultdict(int)
+    for name, x in expected.items():
+        if x.mtp_layer is not None:
+            size_of_mtp[x.mtp_layer] += 1
+        e = entries.get(name)
+        if e is None:
+            if name in inv.unreadable:
+                continue
+            if x.mtp_layer is not None:
+                missing_by_mtp[x.mtp_layer].append(name)
+            else:
+                f.add("tensor-missing", f"tensor '{name}': expected {x.dtype} {list(x.shape)}, "
+                      f"found in no shard", tensor=name, expected=f"{x.dtype} {list(x.shape)}")
+            continue
+        if e.shape != x.shape:
+            f.add("shape-mismatch", f"{where[name]}: tensor '{name}': expected shape "
+                  f"{list(x.shape)}, found {list(e.shape)}", file=where[name], tensor=name,
+                  expected=x.shape, found=e.shape)
+        if e.dtype != x.dtype:
+            loose = x.dtype in FLOAT_DTYPES and e.dtype in FLOAT_DTYPES
+            f.add("dtype-differs" if loose else "dtype-mismatch",
+                  f"{where[name]}: tensor '{name}': expected {x.dtype}, found {e.dtype}",
+                  file=where[name], tensor=name, expected=x.dtype, found=e.dtype)
+    for layer, names in missing_by_mtp.items():
+        if len(names) == size_of_mtp[layer]:
+            f.add("mtp-missing", f"MTP layer {layer} ({len(names):,} tensors) is absent but the "
+                  f"config declares num_nextn_predict_layers; set it to {layer - first_mtp} or "
+                  f"add the layer", tensor=LAYER_PREFIX.format(L=layer),
+                  expected=f"{len(names)} tensors", found="absent")
+        else:
+            for name in names:
+                x = expected[name]
+                f.add("tensor-missing", f"tensor '{name}': expected {x.dtype} {list(x.shape)}, "
+                      f"found in no shard", tensor=name, expected=f"{x.dtype} {list(x.shape)}")
+    undeclared: dict[int, list[str]] = defaultdict(list)
+    for name in (*entries, *inv.unreadable):
+        if name in expected or name.endswith(SCALE_SUFFIX) or name in undeclared:
+            continue
+        m = _LAYER_RE.match(name)
+        if m and int(m[1]) >= first_mtp and int(m[1]) not in size_of_mtp:
+            undeclared[int(m[1])].append(name)
+            continue
+        shard = where.get(name) or inv.unreadable[name]
+        f.add("tensor-unexpected", f"{shard}: tensor '{name}' is not in the tensor plan of this "
+              f"config", file=shard, tensor=name)
+    for layer, names in undeclared.items():
+        f.add("mtp-unexpected", f"{len(names):,} tensors of MTP layer {layer} are present but the "
+              f"config declares {len(size_of_mtp)} MTP layer(s) (num_nextn_predict_layers)",
+              tensor=LAYER_PREFIX.format(L=layer), found=f"{len(names)} tensors")
+
+
+def _check_config_layout(config: Config, layout: str, f: Findings) -> None:
+    if config.is_fp8 and layout != "fp8":
+        f.add("config-layout", f"{CONFIG_FILE}: has quantization_config (FP8) but no tensor is "
+              f"FP8; remove quantization_config", file=CONFIG_FILE, expected="bf16 config",
+              found="quantization_config")
+    elif not config.is_fp8 and layout == "fp8":
+        f.add("config-layout", f"{CONFIG_FILE}: tensors are FP8 but there is no "
+              f"quantization_config", file=CONFIG_FILE, expected="quantization_config",
+              found="none")
+
+
+def detect_layout(entries: dict[str, TensorEntry]) -> Literal["bf16", "fp8"]:
+    """FP8 when FP8 tensors outnumber the other 2-D float tensors (scales aside), so a
+    half-converted checkpoint is checked against the layout most of it follows and only
+    the odd tensors out are reported."""
+    fp8 = wide = 0
+    for name, e in entries.items():
+        if e.dtype in FP8_DTYPES:
+            fp8 += 1
+        elif len(e.shape) == 2 and e.dtype in FLOAT_DTYPES and not name.endswith(SCALE_SUFFIX):
+            wide += 1
+    return "fp8" if fp8 > wide else "bf16"
+
+
+# -- 4. deep: every value, once ----------------------------------------------------------
+def _scan_shard(path: str, file: str, names: list[str]) -> list[tuple]:
+    """Findings (as small picklable tuples) for the named tensors of one shard, each read
+    once. Runs in a worker process: everything it needs comes in the arguments."""
+    out: list[tuple] = []
+    try:
+        reader = SafetensorsReader(path)
+    except FormatError as e:
+        return [("shard-truncated", file, None, None, None, _relative(str(e), Path(path), file))]
+    with reader:
+        for name in names:
+            e = reader.entry(name)
+            is_scale = name.endswith(SCALE_SUFFIX)
+            if e.numel == 0 or not scannable(e.dtype, is_scale=is_scale):
+                continue
+            try:
+                v = scan_tensor(reader, name, is_scale=is_scale)
+            except (FormatError, OSError) as err:
+                code = "shard-truncated" if isinstance(err, FormatError) else "read-error"
+                return [*out, (code, file, name, None, None, _relative(str(err), Path(path), file))]
+            where, total = f"{file}: tensor '{name}'", f"{v.numel:,}"
+            if v.bad_scales:
+                out.append(("scale-invalid", file, name, "finite and > 0", v.bad_scales,
+                            f"{where}: {v.bad_scales:,} of {total} scales are not finite and > 0"))
+            if v.nan:
+                fp8 = e.dtype == "F8_E4M3"
+                out.append(("fp8-nan" if fp8 else "nan-values", file, name, 0, v.nan,
+                            f"{where}: {v.nan:,} of {total} values are "
+                            + ("FP8 NaN codes (0x7F/0xFF)" if fp8 else "NaN")))
+            if v.inf:
+                out.append(("inf-values", file, name, 0, v.inf,
+                            f"{where}: {v.inf:,} of {total} values are infinite"))
+            if v.zero == v.numel and not is_scale:
+                out.append(("all-zero", file, name, None, None,
+                            f"{where}: all {total} values are zero"))
+    return out
+
+
+def _deep(inv: _Inventory, f: Findings, progress: Progress | None, workers: int | None) -> None:
+    by_shard: dict[str, list[str]] = defaultdict(list)
+    for name, shard in inv.shard_of.items():
+        by_shard[shard].append(name)
+    jobs = [(shard, sum(inv.entries[n].nbytes for n in names),
+             (str(inv.root / shard), shard, names)) for shard, names in by_shard.items()]
+    total = sum(n for _, n, _ in jobs)
+    for found in run_jobs(_scan_shard, jobs, workers=workers_for(workers, total),
+                          progress=progress, label="reading tensors"):
+        for code, file, tensor, expected, got, message in found:
+            f.add(code, message, file=file, tensor=tensor, expected=expected, found=got)
+
+
+# -- 5. checksums --------------------------------------------------------------------------
+def _inside(root: Path, path: Path | None) -> str | None:
+    """`path` relative to `root` when it is inside (then it is no checkpoint file)."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix() if path else None
+    except ValueError:
+        return None
+
+
+def _checksums(root: Path, single: str | None, manifest: Manifest | None,
+               manifest_path: Path | None, target: Path | None, f: Findings,
+               progress: Progress | None, workers: int | None) -> str | None:
+    """Check against `manifest`, then record into `target`; the path written, if any."""
+    skip = {MANIFEST_FILE, _inside(root, target), _inside(root, manifest_path)} - {None}
+    files = [single] if single else checkpoint_files(root, skip=frozenset(skip))
+    known = {}
+    if manifest is not None:
+        problems, known = check_files(root, files, manifest, progress=progress, workers=workers)
+        for p in problems:
+            f.add(p.code, p.message, file=p.path, expected=p.expected, found=p.found)
+    if target is None:
+        return None
+    if f.errors:
+        f.add("manifest-not-written", f"{target}: not written: {f.errors:,} error(s) found; a "
+              f"manifest would record a broken checkpoint as good")
+        return None
+    record(root, target, files, known=known, progress=progress, workers=workers)
+    return str(target)
+
+
+# -- the entry point ------------------------------------------------------------------------
+def validate(path: str | Path, *, config: str | Path | Config | None = None, deep: bool = False,
+             checksums: str | Path | None = None, write_manifest: bool | str | Path = False,
+             progress: Progress | None = None, workers: int | None = None) -> ValidationReport:
+    """Check a checkpoint directory (or one .safetensors file) and report every finding.
+
+    Args:
+        path: a checkpoint directory in HF layout, or a single .safetensors file.
+        config: what to check the tensors against (a preset name, a config.json, a checkpoint
+            directory or a parsed config); default: PATH/config.json.
+        deep: also read every tensor once (NaN/Inf, FP8 NaN codes, scales, all-zero).
+        checksums: a manifest (`ckpt-manifest.json` format) to check sizes and SHA-256 against.
+        write_manifest: True writes PATH/ckpt-manifest.json, a path writes there; only when
+            no error was found. The one write into the checkpoint, and only on request.
+        progress: byte progress for the deep scan and hashing (e.g. the CLI's stderr bar).
+        workers: processes for the deep scan and hashing (default: all cores when over 1 GiB).
+
+    Returns:
+        The findings, with the checks that ran.
+
+    Raises:
+        FormatError: PATH does not exist or is neither a directory nor a .safetensors file;
+            the checksums manifest cannot be read.
+        ConfigError: `config` names no preset, readable config.json or checkpoint.
+    """
+    path = Path(path)
+    if path.is_dir():
+        root, single = path, None
+    elif path.is_file() and path.suffix == ".safetensors":
+        root, single = path.parent, path.name
+    elif path.is_file() and path.name == INDEX_FILE:
+        root, single = path.parent, None
+    elif path.exists():
+        raise FormatError(f"{path}: not a checkpoint directory, index or .safetensors file")
+    else:
+        raise FormatError(f"{path}: no such file or directory")
+    manifest = read_manifest(checksums) if checksums is not None else None
+
+    f = Findings()
+    checks: list[Check] = ["structure", "pairing"]
+    with _gc_paused():
+        inv = _structure(root, single, f)
+        if not inv.entries and not inv.unreadable and not f.errors:
+            f.add("no-tensors", f"{path.name}: no tensor in any shard", file=single)
+        cfg, cfg_source, own = _load_config(root, config, f)
+        layout = detect_layout(inv.entries)
+        qc = cfg.quantization_config if cfg else None
+        _check_pairing(inv, tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK, f)
+        if cfg is not None:
+            if own:
+                _check_config_layout(cfg, layout, f)
+            _check_plan(expected_tensors(TensorPlan(cfg, layout)), inv, cfg.num_hidden_layers, f)
+            checks.append("plan")
+    if deep:
+        _deep(inv, f, progress, workers)
+        checks.append("deep")
+
+    written = None
+    if manifest is not None or write_manifest:
+        target = None
+        if write_manifest:
+            target = root / MANIFEST_FILE if write_manifest is True else Path(write_manifest)
+        written = _checksums(root, single, manifest, Path(checksums) if checksums else None,
+                             target, f, progress, workers)
+        checks += ["checksums"] if manifest is not None else []
+
+    return ValidationReport(
+        path=str(path), checks=checks, config=cfg_source, layout=layout if inv.entries else None,
+        files=len(inv.shards), tensors=len(inv.entries), tensor_bytes=inv.tensor_bytes,
+        findings=f.items, manifest_written=written)

@@ -60,6 +60,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "checksum-file-extra": ("warning", "a file the manifest does not list"),
     "manifest-not-written": ("warning", "errors were found, so no manifest was recorded"),
 }
+Code = Literal[tuple(CODES)]  # the schema lists every code
 Check = Literal["structure", "pairing", "plan", "deep", "checksums"]
 
 
@@ -68,7 +69,7 @@ class Finding(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     severity: Severity
-    code: str = Field(description="Stable code, one of ckpt_tools.findings.CODES")
+    code: Code = Field(description="Stable code; its meaning is in ckpt_tools.findings.CODES")
     file: str | None = Field(None, description="Relative to the checkpoint directory")
     tensor: str | None = None
     expected: str | None = None

@@ -15,6 +15,7 @@ from pydantic import TypeAdapter
 PUBLIC_MODELS: dict[str, str] = {
     "deepseek_config": "ckpt_tools.config:DeepseekConfig",
     "model_info": "ckpt_tools.info:ModelInfo",
+    "validation_report": "ckpt_tools.findings:ValidationReport",
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

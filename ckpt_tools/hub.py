@@ -1,0 +1,248 @@
+"""The Hugging Face Hub, through `huggingface_hub` (the only module that imports it).
+
+Three calls: `hub_settings()` reads HF_ENDPOINT / HF_TOKEN / HF_HOME at call time (the
+client reads them once, at import), `repo_files()` lists a revision's files with their
+sizes and LFS SHA-256 and resolves the revision to a commit, and `fetch_file()` downloads
+one file with `hf_hub_download` (into a local directory or the shared cache). Every error
+the client raises leaves here as a one-line `HubError`.
+
+Resuming is the client's: a transfer cut mid-way is retried with an HTTP Range request from
+the last chunk written, and a file that is complete on disk for the same commit is not
+fetched again. huggingface_hub 2.4 deletes a partial file when a download fails for good,
+so a file interrupted across runs starts again from byte 0.
+"""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import HfApi, constants, hf_hub_download
+from huggingface_hub.errors import (
+    GatedRepoError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+
+from .errors import HubError
+
+DEFAULT_REVISION = "main"
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+class Cancelled(Exception):
+    """Raised inside a download thread when the caller asked all downloads to stop."""
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    endpoint: str
+    token: str | bool | None  # False: send no token; None: let the client look (OIDC, Colab)
+    cache_dir: Path
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    size: int
+    sha256: str | None  # the LFS object's SHA-256; None for a file stored in git
+    blob_id: str | None  # the git object id (of the pointer, for LFS files)
+
+    @property
+    def lfs(self) -> bool:
+        return self.sha256 is not None
+
+
+@dataclass(frozen=True)
+class RemoteRepo:
+    repo_id: str
+    revision: str  # as asked (branch, tag or commit)
+    commit: str  # what it resolved to; every file is fetched at this commit
+    files: list[RemoteFile]
+    gated: bool
+
+
+def _env_path(name: str) -> str | None:
+    value = os.environ.get(name)
+    return os.path.expandvars(os.path.expanduser(value)) if value else None
+
+
+def hub_settings(token: str | bool | None = None) -> HubSettings:
+    """Endpoint, token and cache directory from the environment as it is now.
+
+    Mirrors `huggingface_hub.constants` (HF_ENDPOINT, HF_TOKEN, HF_TOKEN_PATH, HF_HOME,
+    HF_HUB_CACHE), which the client evaluates once at import time.
+    """
+    endpoint = (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+    home = _env_path("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "huggingface")
+    cache_dir = Path(_env_path("HF_HUB_CACHE") or _env_path("HUGGINGFACE_HUB_CACHE")
+                     or os.path.join(home, "hub"))
+    if token is None:
+        token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
+    if token is None:
+        token_path = _env_path("HF_TOKEN_PATH") or os.path.join(home, "token")
+        try:
+            token = Path(token_path).read_text(encoding="utf-8").strip() or None
+        except OSError:
+            token = None
+        moved = os.path.abspath(token_path) != os.path.abspath(constants.HF_TOKEN_PATH)
+        if token is None and moved:
+            token = False  # HF_HOME moved since import: never fall back to another home's token
+    return HubSettings(endpoint, token, cache_dir)
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """Network-level exception classes of whichever HTTP stack the client uses."""
+    found: list[type[BaseException]] = [LocalEntryNotFoundError, OfflineModeIsEnabled]
+    for module, attr in (("httpx2", "TransportError"), ("httpx", "TransportError"),
+                         ("requests", "ConnectionError"), ("requests", "Timeout")):
+        try:
+            found.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+_TRANSPORT_ERRORS = _transport_errors()
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+@contextmanager
+def _hub_errors(settings: HubSettings, repo_id: str, revision: str,
+                filename: str | None = None, dest: Path | None = None) -> Iterator[None]:
+    """Turn the client's exceptions into one-line `HubError`s naming repo, revision, file."""
+    shown = revision[:12] if _COMMIT.fullmatch(revision) else revision
+    where = f"{repo_id}@{shown}" + (f": {filename}" if filename else "")
+    try:
+        yield
+    except Cancelled:
+        raise
+    except GatedRepoError as e:
+        how = ("this token has not been granted access" if settings.token
+               else "set HF_TOKEN or run `hf auth login`")
+        raise HubError(f"{where}: gated repository, access denied (HTTP {_status(e)}); request "
+                       f"access at {settings.endpoint}/{repo_id} and {how}") from None
+    except RepositoryNotFoundError as e:
+        if _status(e) == 401:
+            raise HubError(f"{repo_id}: repository not found or not accessible (HTTP 401 "
+                           f"unauthorised); check the name, and set HF_TOKEN if it is "
+                           f"private") from None
+        raise HubError(f"{repo_id}: repository not found on {settings.endpoint}") from None
+    except RevisionNotFoundError:
+        raise HubError(f"{repo_id}: revision '{revision}' not found (a branch, tag or "
+                       f"40-character commit id)") from None
+    except RemoteEntryNotFoundError:
+        raise HubError(f"{where}: file not found in the repository") from None
+    except HfHubHTTPError as e:
+        status = _status(e)
+        if status in (401, 403):
+            raise HubError(f"{where}: unauthorised (HTTP {status}); check HF_TOKEN and that it "
+                           f"may read this repository") from None
+        raise HubError(f"{where}: the Hub answered HTTP {status}: {_first_line(e)}") from None
+    except _TRANSPORT_ERRORS as e:
+        raise HubError(f"{where}: cannot reach {settings.endpoint} ({_first_line(e)}); check "
+                       f"the network, proxy settings or HF_ENDPOINT") from None
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise HubError(f"{where}: disk full while writing into {dest or settings.cache_dir}; "
+                           f"free space and rerun (complete files are kept)") from None
+        raise HubError(f"{where}: {_first_line(e)}") from None
+
+
+def _status(e: HfHubHTTPError) -> int | None:
+    response = getattr(e, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def repo_files(repo_id: str, revision: str = DEFAULT_REVISION, *,
+               settings: HubSettings | None = None) -> RemoteRepo:
+    """The files of `repo_id` at `revision`, with sizes, LFS SHA-256 and the commit id.
+
+    Raises:
+        HubError: repository or revision not found, unauthorised, network unreachable.
+    """
+    settings = settings or hub_settings()
+    api = HfApi(endpoint=settings.endpoint, token=settings.token)
+    with _hub_errors(settings, repo_id, revision):
+        info = api.model_info(repo_id, revision=revision, files_metadata=True)
+    if not info.sha:
+        raise HubError(f"{repo_id}@{revision}: the Hub did not report a commit id")
+    files = []
+    for s in info.siblings or []:
+        lfs = s.lfs
+        size = lfs.size if lfs else s.size
+        if size is None:
+            raise HubError(f"{repo_id}@{revision}: {s.rfilename}: the Hub did not report a size")
+        files.append(RemoteFile(s.rfilename, int(size), lfs.sha256 if lfs else None, s.blob_id))
+    return RemoteRepo(repo_id, revision, info.sha, files, bool(info.gated))
+
+
+def snapshot_dir(repo_id: str, commit: str, settings: HubSettings) -> Path:
+    """Where the shared cache keeps `repo_id` at `commit` (files are symlinks to blobs)."""
+    folder = constants.REPO_ID_SEPARATOR.join(["models", *repo_id.split("/")])
+    return settings.cache_dir / folder / "snapshots" / commit
+
+
+def _byte_counter(on_bytes: Callable[[int], None] | None, cancel: threading.Event | None):
+    """A tqdm stand-in for `hf_hub_download` that reports bytes and honours `cancel`."""
+
+    class ByteCounter:
+        def __init__(self, *args, **kwargs):
+            initial = kwargs.get("initial") or 0
+            if initial and on_bytes:
+                on_bytes(initial)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            pass
+
+        def update(self, n: int | float | None = 1) -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            if on_bytes and n:
+                on_bytes(int(n))
+
+        def close(self) -> None:
+            pass
+
+    return ByteCounter
+
+
+def fetch_file(repo_id: str, path: str, commit: str, *, local_dir: Path | None,
+               settings: HubSettings, force: bool = False,
+               on_bytes: Callable[[int], None] | None = None,
+               cancel: threading.Event | None = None) -> Path:
+    """Download one file at `commit` into `local_dir` (or the shared cache when None).
+
+    A file already complete for this commit is returned without a transfer. Returns the
+    local path (in the cache: the snapshot's symlink).
+
+    Raises:
+        HubError: one line naming repo, revision and file.
+        Cancelled: `cancel` was set while the file was streaming.
+    """
+    dest = Path(local_dir) if local_dir is not None else None
+    with _hub_errors(settings, repo_id, commit, path, dest):
+        return Path(hf_hub_download(
+            repo_id, path, revision=commit, local_dir=dest, cache_dir=settings.cache_dir,
+            endpoint=settings.endpoint, token=settings.token, force_download=force,
+            tqdm_class=_byte_counter(on_bytes, cancel)))

@@ -1,0 +1,317 @@
+"""A small fake of the Hugging Face Hub HTTP API, on 127.0.0.1, for download tests.
+
+It serves what `huggingface_hub` 2.4 calls for a model download and nothing else:
+
+- `GET /api/models/{repo}[/revision/{rev}]?blobs=true`: repo info with `sha` and
+  `siblings` (size, blobId, lfs {size, sha256, pointerSize}), as `HfApi.model_info`
+  parses it;
+- `HEAD|GET /{repo}/resolve/{rev}/{file}`: the file, with `X-Repo-Commit`, `ETag` (the
+  LFS sha256, or the git blob id), `X-Linked-Etag` / `X-Linked-Size` for LFS files and
+  `Content-Length`; `Range: bytes=N-` gets a 206 with `Content-Range`;
+- errors with the `X-Error-Code` the client maps to its error classes: 404
+  `RepoNotFound` / `RevisionNotFound` / `EntryNotFound`, and 401 `GatedRepo` for a gated
+  repo without a valid token (its info stays public, as on the real Hub).
+
+No Xet header is ever sent, so the client takes the plain HTTP path. Every request is
+logged (`FakeHub.log`). Faults for tests: `corrupt(file)` serves same-length wrong bytes,
+`cut(file, after, times)` drops the connection after `after` bytes of a GET.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import socket
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+LFS_SUFFIXES = (".safetensors", ".bin", ".model")
+POINTER_SIZE = 134
+
+
+def git_blob_id(data: bytes) -> str:
+    """The git object id of a blob (what the Hub reports as blobId / ETag for non-LFS files)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass(frozen=True)
+class RepoFile:
+    path: str
+    size: int
+    sha256: str
+    blob_id: str
+    lfs: bool
+
+    @property
+    def etag(self) -> str:
+        return self.sha256 if self.lfs else self.blob_id
+
+
+@dataclass
+class Commit:
+    sha: str
+    root: Path
+    files: dict[str, RepoFile]
+
+
+@dataclass
+class Repo:
+    repo_id: str
+    gated: bool = False
+    refs: dict[str, str] = field(default_factory=dict)  # branch -> commit sha
+    commits: dict[str, Commit] = field(default_factory=dict)
+
+    def resolve(self, revision: str) -> Commit | None:
+        sha = self.refs.get(revision, revision)
+        return self.commits.get(sha)
+
+
+@dataclass
+class LoggedRequest:
+    """Logged when the request arrives (so the log order is the arrival order)."""
+
+    method: str
+    path: str  # unquoted
+    range: str | None
+    authorized: bool
+    status: int = 0  # set once the answer is decided
+
+
+class FakeHub:
+    """Start with `with FakeHub(tmp_path / "hub") as hub:`; point the client at `hub.url`."""
+
+    def __init__(self, root: str | Path, *, token: str = "hf_test_token"):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.token = token
+        self.repos: dict[str, Repo] = {}
+        self.log: list[LoggedRequest] = []
+        self._corrupt: set[str] = set()
+        self._cuts: dict[str, list[int]] = {}  # file -> [after_bytes, remaining_times]
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- repos ---------------------------------------------------------------------------
+    def add_commit(self, repo_id: str, src: str | Path, *, branch: str = "main",
+                   gated: bool = False) -> str:
+        """Publish the files of directory `src` as a new commit on `branch`; returns its sha."""
+        src = Path(src)
+        repo = self.repos.setdefault(repo_id, Repo(repo_id))
+        repo.gated = repo.gated or gated
+        parent = repo.refs.get(branch, "")
+        files: dict[str, RepoFile] = {}
+        for p in sorted(q for q in src.rglob("*") if q.is_file()):
+            rel = p.relative_to(src).as_posix()
+            data = p.read_bytes()
+            files[rel] = RepoFile(rel, len(data), hashlib.sha256(data).hexdigest(),
+                                  git_blob_id(data), rel.endswith(LFS_SUFFIXES))
+        listing = json.dumps([parent, [(f.path, f.sha256) for f in files.values()]])
+        sha = hashlib.sha1(listing.encode()).hexdigest()
+        root = self.root / repo_id / sha
+        if not root.exists():
+            shutil.copytree(src, root)
+        repo.commits[sha] = Commit(sha, root, files)
+        repo.refs[branch] = sha
+        return sha
+
+    def corrupt(self, path: str) -> None:
+        """Serve wrong bytes (same length) for `path` on GET; metadata stays right."""
+        self._corrupt.add(path)
+
+    def cut(self, path: str, after: int, times: int = 1) -> None:
+        """Drop the connection after `after` body bytes of the next `times` GETs of `path`."""
+        self._cuts[path] = [after, times]
+
+    # -- the request log -----------------------------------------------------------------
+    def gets(self, name: str | None = None, since: int = 0) -> list[LoggedRequest]:
+        """GET /resolve/ requests (of the file whose last path part is `name`), from log[since:]."""
+        return [r for r in self.log[since:] if r.method == "GET" and "/resolve/" in r.path
+                and (name is None or r.path.rsplit("/", 1)[-1] == name)]
+
+    def fetched(self) -> set[str]:
+        """File names (last path part) that were GET from /resolve/ with a 2xx answer."""
+        return {r.path.rsplit("/", 1)[-1] for r in self.gets() if 200 <= r.status < 300}
+
+    # -- server --------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() the hub first"
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeHub:
+        hub = self
+
+        class Handler(_Handler):
+            fake = hub
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeHub:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _record(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self.log.append(entry)
+
+    def _take_cut(self, path: str) -> int | None:
+        with self._lock:
+            cut = self._cuts.get(path)
+            if not cut or cut[1] <= 0:
+                return None
+            cut[1] -= 1
+            return cut[0]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FakeHub
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+    def do_HEAD(self) -> None:
+        self._dispatch(head=True)
+
+    def do_GET(self) -> None:
+        self._dispatch(head=False)
+
+    # -- routing -------------------------------------------------------------------------
+    def _dispatch(self, head: bool) -> None:
+        raw = urlsplit(self.path).path
+        self._entry = LoggedRequest(self.command, unquote(raw), self.headers.get("Range"),
+                                    self._authorized())
+        self.fake._record(self._entry)
+        try:
+            if raw.startswith("/api/models/"):
+                self._model_info(raw.removeprefix("/api/models/"))
+            elif "/resolve/" in raw:
+                repo_part, _, rest = raw.lstrip("/").partition("/resolve/")
+                rev, _, file = rest.partition("/")
+                self._resolve(unquote(repo_part), unquote(rev), unquote(file), head)
+            else:
+                self._error(404, None, "Not Found")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away (a cancelled download)
+
+    def _authorized(self) -> bool:
+        return self.headers.get("Authorization", "") == f"Bearer {self.fake.token}"
+
+    def _repo(self, repo_id: str) -> Repo | None:
+        repo = self.fake.repos.get(repo_id)
+        if repo is None:
+            self._error(404, "RepoNotFound", "Repository not found")
+        return repo
+
+    def _commit(self, repo: Repo, revision: str) -> Commit | None:
+        commit = repo.resolve(revision)
+        if commit is None:
+            self._error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        return commit
+
+    def _model_info(self, rest: str) -> None:
+        repo_part, _, rev = rest.partition("/revision/")
+        repo = self._repo(unquote(repo_part))
+        if repo is None:
+            return
+        commit = self._commit(repo, unquote(rev) if rev else "main")
+        if commit is None:
+            return
+        siblings = []
+        for f in commit.files.values():
+            entry = {"rfilename": f.path, "size": f.size, "blobId": f.blob_id}
+            if f.lfs:
+                entry["lfs"] = {"size": f.size, "sha256": f.sha256, "pointerSize": POINTER_SIZE}
+            siblings.append(entry)
+        doc = {"_id": repo.repo_id, "id": repo.repo_id, "modelId": repo.repo_id, "sha": commit.sha,
+               "private": False, "gated": "manual" if repo.gated else False, "disabled": False,
+               "tags": [], "siblings": siblings}
+        self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+
+    def _resolve(self, repo_id: str, revision: str, file: str, head: bool) -> None:
+        repo = self._repo(repo_id)
+        if repo is None:
+            return
+        if repo.gated and not self._authorized():
+            self._error(401, "GatedRepo", f"Access to model {repo_id} is restricted. You must have "
+                        "access to it and be authenticated to access it. Please log in.")
+            return
+        commit = self._commit(repo, revision)
+        if commit is None:
+            return
+        meta = commit.files.get(file)
+        if meta is None:
+            self._error(404, "EntryNotFound", f"{file} does not exist on \"{revision}\"",
+                        {"X-Repo-Commit": commit.sha})
+            return
+        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{meta.etag}"', "Accept-Ranges": "bytes",
+                   "Content-Type": "application/octet-stream"}
+        if meta.lfs:
+            headers |= {"X-Linked-Etag": f'"{meta.sha256}"', "X-Linked-Size": str(meta.size)}
+        start, status = 0, 200
+        rng = self.headers.get("Range")
+        if rng and not head:
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= meta.size:
+                self._error(416, None, "Range Not Satisfiable",
+                            {"Content-Range": f"bytes */{meta.size}"})
+                return
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{meta.size - 1}/{meta.size}"
+        if head:
+            self._send(200, b"", headers, length=meta.size)
+            return
+        data = (commit.root / file).read_bytes()
+        if file in self.fake._corrupt:
+            data = bytes(b ^ 0x5A for b in data[:64]) + data[64:]
+        body = data[start:]
+        cut = self.fake._take_cut(file)
+        if cut is not None and cut < len(body):
+            self._entry.status = status
+            self.send_response(status)
+            for k, v in (headers | {"Content-Length": str(len(body))}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(body[:cut])
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)  # the transfer is interrupted mid-way
+            return
+        self._send(status, body, headers)
+
+    # -- responses -----------------------------------------------------------------------
+    def _error(self, status: int, code: str | None, message: str,
+               extra: dict | None = None) -> None:
+        headers = {"Content-Type": "application/json", "X-Error-Message": message, **(extra or {})}
+        if code:
+            headers["X-Error-Code"] = code
+        self._send(status, json.dumps({"error": message}).encode(), headers)
+
+    def _send(self, status: int, body: bytes, headers: dict, length: int | None = None) -> None:
+        self._entry.status = status
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body) if length is None else length))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)

@@ -16,6 +16,8 @@ PUBLIC_MODELS: dict[str, str] = {
     "deepseek_config": "ckpt_tools.config:DeepseekConfig",
     "model_info": "ckpt_tools.info:ModelInfo",
     "validation_report": "ckpt_tools.findings:ValidationReport",
+    "download_plan": "ckpt_tools.download:DownloadPlan",
+    "download_report": "ckpt_tools.download:DownloadReport",
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

@@ -1,0 +1,288 @@
+"""`ckpt diff A B`: what changed between two DeepSeek architectures or checkpoints.
+
+The report is built once (`ckpt_tools.diff.diff`) and rendered three ways: an aligned
+terminal report with the headline numbers first, `--markdown` for an issue or a model
+card, `--json` (one document, the DiffReport schema).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import click
+
+from .render import emit_json, human_bytes, human_count, safe_name, table
+
+TOP_TENSORS = 20  # worst tensors shown by the terminal/markdown value table
+
+
+@dataclass
+class Block:
+    """One titled part of the report: optional text lines, then an optional table."""
+
+    title: str
+    lines: list[str] = field(default_factory=list)
+    headers: list[str] | None = None
+    rows: list[list[str]] = field(default_factory=list)
+    align: str | None = None
+    stacked: bool = False  # terminal: long A/B cells one under the other
+    level: int = 2
+
+
+# -- formatting ------------------------------------------------------------------------------
+def _num(value, unit: str, *, short: bool = False) -> str:
+    if value is None:
+        return "-"
+    if unit == "params":
+        return human_count(value) if short and value else f"{value:,}"
+    if unit == "bytes":
+        return f"{value:,} B" if value < 100_000 else human_bytes(value)
+    if unit == "flops":
+        return f"{value / 1e9:,.2f} GFLOP"
+    if unit == "scale":
+        return f"{value:.6f}"
+    if unit == "ratio":
+        return f"{value:.2f}"
+    return f"{value:,}"
+
+
+def _ratio(q) -> str:
+    if q.a == q.b:
+        return "="
+    return f"{q.ratio:.2f}x" if q.ratio is not None else "-"
+
+
+def _value(v) -> str:
+    if v is None:
+        return "(absent)"
+    if isinstance(v, dict) and v.get("quant_method"):  # quantization_config, added or removed
+        block = "x".join(map(str, v.get("weight_block_size", [])))
+        scale = f", scale_fmt {v['scale_fmt']}" if v.get("scale_fmt") else ""
+        return f"{v['quant_method']} {v.get('fmt', '')}, {block} blocks{scale}"
+    return v if isinstance(v, str) else json.dumps(v, separators=(", ", ": "))
+
+
+def _wrap(rows: list[list[str]], width: int) -> list[list[str]]:
+    """Split a long last cell over continuation rows (terminal tables stay narrow)."""
+    import textwrap
+
+    out = []
+    for row in rows:
+        parts = textwrap.wrap(row[-1], width) or [""]
+        out.append([*row[:-1], parts[0]])
+        out += [[""] * (len(row) - 1) + [p] for p in parts[1:]]
+    return out
+
+
+def _family_side(s) -> str:
+    if s is None:
+        return "-"
+    dtype = f"{s.dtype}+scale" if s.scale_shape else s.dtype
+    return f"{'x'.join(map(str, s.shape))} {dtype} ({s.count:,})"
+
+
+_KIND = {
+    "only_a": "only in A", "only_b": "only in B", "shape": "shape differs",
+    "dtype": "dtype differs", "fp8_vs_float": "FP8 vs float (compared by value)",
+}
+_SECTIONS = {
+    "structure": "Structure", "parameters": "Parameters", "components": "Parameters by component",
+    "weights": "Weight bytes by layout and dtype", "kv_cache": "KV cache (BF16)",
+    "attention": "Attention softmax scale", "compute": "Compute", "experts": "Experts",
+}
+_ROUTING = [("topk_method", "method"), ("scoring", "scoring"), ("group_selection", "groups"),
+            ("bias", "bias"), ("selection", "selection"), ("weights", "weights from"),
+            ("normalisation", "normalisation"), ("scaling", "scaling")]
+
+
+# -- the report as blocks --------------------------------------------------------------------
+def _blocks(r, markdown: bool) -> list[Block]:
+    from ..diff import CONCERN_TITLES
+
+    blocks = []
+
+    def side(s, tag):
+        return f"{tag}: {s.title or s.label}  [{s.spec}: {s.kind}, {s.model_type}, {s.layout}]"
+
+    blocks.append(Block(f"ckpt diff {r.a.spec} {r.b.spec}",
+                        [side(r.a, "A"), side(r.b, "B"), r.summary], level=1))
+    heads = [q for q in r.quantities if q.headline]
+    blocks.append(Block("Headline", headers=["", "A", "B", "B/A"], align="lrrr", rows=[
+        [q.label, _num(q.a, q.unit, short=True), _num(q.b, q.unit, short=True), _ratio(q)]
+        for q in heads]))
+
+    # 1. config fields by concern
+    n = len(r.config_changes)
+    blocks.append(Block(f"Config fields ({n} differ)" if n else "Config fields: identical"))
+    for concern, title in CONCERN_TITLES.items():
+        rows = [[f"`{c.field}`" if markdown else c.field, _value(c.a), _value(c.b),
+                 c.meaning or ""] for c in r.config_changes if c.concern == concern]
+        if rows:
+            blocks.append(Block(title, headers=["field", "A", "B", "meaning"],
+                                rows=rows if markdown else _wrap(rows, 64), align="llll", level=3))
+
+    # 2. derived quantities, unless the architecture (hence every figure) is the same
+    if r.same_architecture:
+        blocks.append(Block("Derived quantities", ["identical on both sides (same architecture)"]))
+    else:
+        blocks.append(Block("Derived quantities (ratios B/A)", [
+            f"FLOPs: {r.figures_a.flops.convention}."]))
+        only_changed = r.verdict == "same_tensor_shapes"  # most figures are equal: show the rest
+        for section, title in _SECTIONS.items():
+            rows = [[q.label, _num(q.a, q.unit), _num(q.b, q.unit), _ratio(q)]
+                    for q in r.quantities if q.section == section
+                    and not (only_changed and q.a == q.b)]
+            if rows:
+                blocks.append(Block(title, headers=["", "A", "B", "B/A"], rows=rows,
+                                    align="lrrr", level=3))
+
+    # 3. routing, per side
+    ra, rb = r.routing
+    if ra == rb:
+        rows = [[label, str(getattr(ra, key))] for key, label in _ROUTING]
+        rows += [["note", note] for note in ra.notes]
+        blocks.append(Block("Routing (same on both sides)", headers=["", "A = B"], rows=rows,
+                            align="ll"))
+    else:
+        rows = [[label, str(getattr(ra, key)), str(getattr(rb, key))] for key, label in _ROUTING]
+        rows += [["notes", "; ".join(ra.notes) or "-", "; ".join(rb.notes) or "-"]]
+        blocks.append(Block("Routing", headers=["", "A", "B"], rows=rows, align="lll",
+                            stacked=True))
+
+    # 4. tensor plan by family
+    p = r.plan
+    intro = [f"A: {p.tensors_a:,} tensors in {p.families_a} families ({p.layout_a}); "
+             f"B: {p.tensors_b:,} tensors in {p.families_b} families ({p.layout_b}); "
+             f"{p.unchanged} families unchanged. Cells: shape dtype (tensors)."]
+    if p.dtype_policy_a != p.dtype_policy_b:
+        def policy(d):
+            return ", ".join(f"{k} {n}" for k, n in d.items())
+        intro.append(f"dtype policy, families per dtype: A {policy(p.dtype_policy_a)}; "
+                     f"B {policy(p.dtype_policy_b)}")
+    rows = []
+    for c in p.changes:
+        what = c.status if c.status != "changed" else ", ".join(c.changes)
+        row = [what, f"`{c.family}`" if markdown else c.family, _family_side(c.a), _family_side(c.b)]
+        if markdown:
+            row += [c.a.layers if c.a else "-", c.b.layers if c.b else "-"]
+        rows.append(row)
+    if rows:
+        headers = ["change", "family", "A", "B"] + (["layers A", "layers B"] if markdown else [])
+        blocks.append(Block("Tensor plan by family", intro, headers, rows, "llrr" + "ll" * markdown))
+    else:
+        blocks.append(Block("Tensor plan by family", [f"identical: {p.tensors_a:,} tensors in "
+                                                      f"{p.families_a} families"]))
+
+    # 5. checkpoints
+    h = r.headers
+    if h is not None:
+        intro = [f"A: {h.tensors_a:,} tensors ({h.layout_a}), B: {h.tensors_b:,} ({h.layout_b}), "
+                 f"{h.common:,} in both; " + ("names and shapes match"
+                                             if h.matching else "names, shapes or dtypes differ")]
+        layout_groups = [g for g in h.groups if g.kind == "fp8_vs_float"]
+        if layout_groups:  # expected when the layouts differ: one line, not a table
+            n = sum(g.count for g in layout_groups)
+            dt_a, dt_b = layout_groups[0].a.split()[-1], layout_groups[0].b.split()[-1]
+            intro.append(f"{n:,} weights in {len(layout_groups)} families are {dt_a} in A and "
+                         f"{dt_b} in B (FP8 compared by its dequantised value)")
+        for n, this in ((h.scales_only_a, "A"), (h.scales_only_b, "B")):
+            if n:
+                intro.append(f"{n:,} weight_scale_inv only in {this} (the other side stores "
+                             f"those weights unquantised): not compared")
+        rows = [[_KIND[g.kind], g.family, f"{g.count:,}", g.a or "-", g.b or "-"]
+                for g in h.groups if g.kind != "fp8_vs_float"]
+        blocks.append(Block("Checkpoint tensors (headers)", intro,
+                            ["", "family", "tensors", "A", "B"] if rows else None, rows, "llrll"))
+    v = r.values
+    if v is not None:
+        skipped = ", ".join(f"{k}: {n:,}" for k, n in v.skipped.items()) or "none"
+        intro = [f"{v.compared:,} tensors compared ({human_bytes(v.bytes_read)} read), "
+                 f"{v.identical:,} identical; max relative L2 {v.max_rel_l2:.3e}, "
+                 f"max abs {v.max_abs:.3e}, min cosine {v.min_cosine:.8f}; skipped: {skipped}"]
+        worst = [t for t in v.tensors if t.max_abs != 0][:TOP_TENSORS]
+        rows = [[t.name, "x".join(map(str, t.shape)), f"{t.dtype_a}/{t.dtype_b}",
+                 f"{t.max_abs:.3e}", f"{t.rel_l2:.3e}", f"{t.cosine:.8f}"] for t in worst]
+        if not worst:
+            intro.append("all compared tensors are identical")
+        blocks.append(Block("Values, worst first", intro,
+                            ["tensor", "shape", "dtype A/B", "max abs", "rel L2", "cosine"]
+                            if rows else None, rows, "llllrr"))
+    return blocks
+
+
+# -- renderers -------------------------------------------------------------------------------
+def render_text(r) -> str:
+    out = []
+    for b in _blocks(r, markdown=False):
+        if b.level == 1:
+            out += [safe_name(line) for line in b.lines]
+            continue
+        indent = "  " * (b.level - 2)
+        out += ["", indent + b.title, indent + "-" * len(b.title)]
+        out += [indent + safe_name(line) for line in b.lines]
+        rows = [[safe_name(str(c)) for c in row] for row in b.rows]
+        if b.stacked and rows:
+            width = max(len(row[0]) for row in rows)
+            for row in rows:
+                for k, (tag, cell) in enumerate(zip(("A", "B"), row[1:])):
+                    label = row[0] if k == 0 else ""
+                    out.append(f"{indent}{label:<{width}}  {tag}: {cell}")
+        elif rows:
+            out += [indent + line for line in table(rows, b.headers, b.align).splitlines()]
+    return "\n".join(out)
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def render_markdown(r) -> str:
+    out = []
+    for b in _blocks(r, markdown=True):
+        if b.level == 1:
+            out += [f"## {b.title}", "", *(f"- {line}" for line in b.lines[:2]), "",
+                    f"**{b.lines[2]}**"]
+            continue
+        out += ["", "#" * (b.level + 1) + " " + b.title, ""]
+        out += [line + "  " for line in b.lines]
+        if b.rows:
+            if b.lines:
+                out.append("")
+            headers = b.headers or [""] * len(b.rows[0])
+            align = b.align or "l" * len(headers)
+            out.append("| " + " | ".join(_md_cell(h) for h in headers) + " |")
+            out.append("|" + "|".join("---:" if a == "r" else "---" for a in align) + "|")
+            out += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows]
+    text = "\n".join(out)
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text + "\n"
+
+
+@click.command()
+@click.argument("a")
+@click.argument("b")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (DiffReport).")
+@click.option("--markdown", is_flag=True, help="Print markdown (for an issue or a model card).")
+@click.option("--values", is_flag=True,
+              help="Compare every common tensor numerically (two checkpoint directories).")
+@click.option("--context", type=click.IntRange(min=1), default=4096, show_default=True,
+              help="Tokens attended to, for attention FLOPs and the KV-cache total.")
+def diff(a: str, b: str, as_json: bool, markdown: bool, values: bool, context: int):
+    """Explain what changed from A to B. Each is a preset (v2-lite, v2, v2.5, v3, r1,
+    v3.1, ...), a config.json or a checkpoint directory. Ratios are B / A."""
+    if as_json and markdown:
+        raise click.UsageError("--json and --markdown are mutually exclusive")
+    from ..diff import diff as run_diff
+
+    progress = None
+    if values:
+        from .render import StderrProgress
+
+        progress = StderrProgress()
+    report = run_diff(a, b, values=values, context=context, progress=progress)
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(render_markdown(report) if markdown else render_text(report))

@@ -1,0 +1,204 @@
+"""Tensor-level comparison of two checkpoint directories, for `ckpt diff`.
+
+`header_diff` compares names, shapes and dtypes from the index and shard headers, grouped
+by tensor-plan family. `value_diff` compares every common tensor numerically (max abs,
+relative L2, cosine) by streaming row chunks through `Checkpoint.read_float32_rows`: an
+FP8 weight is dequantised with its scale, so FP8 + scale against BF16 is compared by value.
+Memory: a few chunks of one tensor (float64 temporaries of `_CHUNK_ELEMENTS` elements).
+NumPy is imported only when values are compared.
+"""
+
+import math
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .dtypes import FP8_DTYPES
+from .progress import Progress, or_null
+from .tensor_plan import SCALE_SUFFIX
+
+if TYPE_CHECKING:
+    from .checkpoint import Checkpoint
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+
+
+class TensorGroupDiff(BaseModel):
+    model_config = _FROZEN
+    family: str = Field(description="Plan family of the tensors, or the name itself if unknown")
+    kind: Literal["only_a", "only_b", "shape", "dtype", "fp8_vs_float"]
+    count: int
+    a: str | None = Field(description="Shape and dtype on side A of the first tensor")
+    b: str | None
+    examples: list[str]
+
+
+class HeaderDiff(BaseModel):
+    model_config = _FROZEN
+    tensors_a: int
+    tensors_b: int
+    common: int
+    layout_a: str
+    layout_b: str
+    matching: bool = Field(description="Same names, shapes and dtypes up to FP8 vs BF16 storage")
+    scales_only_a: int = Field(description="weight_scale_inv in A whose weight B stores unquantised")
+    scales_only_b: int
+    groups: list[TensorGroupDiff]
+
+
+class TensorValueDiff(BaseModel):
+    model_config = _FROZEN
+    name: str
+    shape: list[int]
+    dtype_a: str
+    dtype_b: str
+    max_abs: float
+    rel_l2: float = Field(description="||a - b|| / ||a||, 0 when both are zero")
+    cosine: float = Field(description="a.b / (||a|| ||b||), 1 when both are zero")
+
+
+class ValueDiff(BaseModel):
+    model_config = _FROZEN
+    compared: int
+    identical: int
+    skipped: dict[str, int] = Field(description="Reason -> tensors not compared")
+    bytes_read: int
+    max_rel_l2: float
+    max_abs: float
+    min_cosine: float
+    tensors: list[TensorValueDiff] = Field(description="Worst first (relative L2, then max abs)")
+
+
+_EXAMPLES = 3
+
+
+def _describe(entry) -> str:
+    return f"{list(entry.shape)} {entry.dtype}"
+
+
+def header_diff(ck_a: "Checkpoint", ck_b: "Checkpoint") -> HeaderDiff:
+    """Names, shapes and dtypes of two checkpoints' tensors, grouped by plan family."""
+    names_a, names_b = ck_a.index.weight_map, ck_b.index.weight_map
+    groups: dict[tuple[str, str], list] = {}
+
+    def family(name: str) -> str:
+        spec = ck_a.plan.get(name) or ck_b.plan.get(name)
+        return spec.family if spec else name
+
+    def add(kind: str, name: str, a: str | None, b: str | None) -> None:
+        bucket = groups.setdefault((family(name), kind), [0, a, b, []])
+        bucket[0] += 1
+        if len(bucket[3]) < _EXAMPLES:
+            bucket[3].append(name)
+
+    scales_only = {"a": 0, "b": 0}
+    for this, other, ck, side in ((names_a, names_b, ck_a, "a"), (names_b, names_a, ck_b, "b")):
+        for name in this:
+            if name in other:
+                if side == "b":
+                    continue
+                ea, eb = ck_a.locate(name)[1], ck_b.locate(name)[1]
+                if ea.shape != eb.shape:
+                    add("shape", name, _describe(ea), _describe(eb))
+                elif ea.dtype != eb.dtype:
+                    fp8 = (ea.dtype in FP8_DTYPES) != (eb.dtype in FP8_DTYPES)
+                    add("fp8_vs_float" if fp8 else "dtype", name, _describe(ea), _describe(eb))
+            elif name.endswith(SCALE_SUFFIX) and name.removesuffix(SCALE_SUFFIX) in other:
+                scales_only[side] += 1  # FP8 on this side, unquantised on the other
+            else:
+                described = _describe(ck.locate(name)[1])
+                add(f"only_{side}", name, *((described, None) if side == "a" else (None, described)))
+    out = [TensorGroupDiff(family=f, kind=k, count=n, a=a, b=b, examples=ex)
+           for (f, k), (n, a, b, ex) in groups.items()]
+    return HeaderDiff(
+        tensors_a=len(names_a), tensors_b=len(names_b),
+        common=sum(1 for n in names_a if n in names_b), layout_a=ck_a.layout, layout_b=ck_b.layout,
+        matching=all(g.kind == "fp8_vs_float" for g in out), scales_only_a=scales_only["a"],
+        scales_only_b=scales_only["b"], groups=out)
+
+
+_CHUNK_ELEMENTS = 1 << 21  # float64 temporaries of a chunk: 3 x 16 MB
+
+
+def _compare(ck_a: "Checkpoint", ck_b: "Checkpoint", name: str, shape: tuple[int, ...]) -> tuple:
+    """(max_abs, rel_l2, cosine) of one tensor, streamed in row chunks."""
+    import numpy as np
+
+    rows = shape[0] if shape else 1
+    cols = math.prod(shape[1:]) if len(shape) > 1 else 1
+    step = max(1, _CHUNK_ELEMENTS // max(cols, 1))
+    if step >= 128:
+        step -= step % 128  # whole FP8 row blocks: no scale row is read twice
+    sq_d = sq_a = sq_b = dot = 0.0
+    max_abs = 0.0
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        x = ck_a.read_float32_rows(name, r0, r1).astype(np.float64).ravel()
+        y = ck_b.read_float32_rows(name, r0, r1).astype(np.float64).ravel()
+        d = x - y
+        sq_d, sq_a, sq_b, dot = sq_d + d @ d, sq_a + x @ x, sq_b + y @ y, dot + x @ y
+        if d.size:
+            m = float(np.max(np.abs(d)))
+            if math.isnan(m) or m > max_abs:
+                max_abs = m
+    norm_a, norm_b, norm_d = math.sqrt(sq_a), math.sqrt(sq_b), math.sqrt(sq_d)
+    rel = norm_d / norm_a if norm_a else (0.0 if norm_d == 0 else math.inf)
+    if sq_d == 0:
+        cosine = 1.0
+    elif norm_a and norm_b:
+        cosine = max(-1.0, min(1.0, dot / math.sqrt(sq_a * sq_b)))
+    else:
+        cosine = 0.0
+    return max_abs, rel, cosine
+
+
+def _worst_key(t: TensorValueDiff):
+    rel = math.inf if math.isnan(t.rel_l2) else t.rel_l2
+    mx = math.inf if math.isnan(t.max_abs) else t.max_abs
+    return (-rel, -mx, t.name)
+
+
+def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint", progress: Progress | None = None) -> ValueDiff:
+    """Per-tensor max abs, relative L2 and cosine of the tensors both checkpoints hold.
+
+    FP8 weights are compared by their dequantised values (so FP8 + scale against BF16
+    works); a scale tensor is skipped when the other side has none. Memory: a few row
+    chunks of one tensor at a time.
+    """
+    progress = or_null(progress)
+    names_b = ck_b.index.weight_map
+    todo, skipped = [], {}
+    for name in ck_a.index.weight_map:
+        if name not in names_b:
+            reason = "scale, other side unquantised" if name.endswith(SCALE_SUFFIX) else "only in A"
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        (shard_a, ea), (_, eb) = ck_a.locate(name), ck_b.locate(name)
+        if ea.shape != eb.shape:
+            skipped["shape differs"] = skipped.get("shape differs", 0) + 1
+            continue
+        todo.append((shard_a, ea.start, name, ea, eb))
+    for name in names_b:
+        if name not in ck_a.index.weight_map:
+            reason = "scale, other side unquantised" if name.endswith(SCALE_SUFFIX) else "only in B"
+            skipped[reason] = skipped.get(reason, 0) + 1
+    todo.sort(key=lambda t: (ck_a.shard_names.index(t[0]), t[1]))  # read A sequentially
+    total = sum(ea.nbytes + eb.nbytes for *_, ea, eb in todo)
+    progress.start(total, "comparing values")
+    results = []
+    try:
+        for _, _, name, ea, eb in todo:
+            max_abs, rel, cos = _compare(ck_a, ck_b, name, ea.shape)
+            results.append(TensorValueDiff(name=name, shape=list(ea.shape), dtype_a=ea.dtype,
+                                           dtype_b=eb.dtype, max_abs=max_abs, rel_l2=rel, cosine=cos))
+            progress.advance(ea.nbytes + eb.nbytes)
+    finally:
+        progress.finish()
+    results.sort(key=_worst_key)
+    return ValueDiff(
+        compared=len(results), identical=sum(1 for r in results if r.max_abs == 0),
+        skipped=skipped, bytes_read=total,
+        max_rel_l2=max((r.rel_l2 for r in results), default=0.0),
+        max_abs=max((r.max_abs for r in results), default=0.0),
+        min_cosine=min((r.cosine for r in results), default=1.0),
+        tensors=results)

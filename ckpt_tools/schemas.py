@@ -16,6 +16,8 @@ PUBLIC_MODELS: dict[str, str] = {
     "deepseek_config": "ckpt_tools.config:DeepseekConfig",
     "model_info": "ckpt_tools.info:ModelInfo",
     "validation_report": "ckpt_tools.findings:ValidationReport",
+    "diff_report": "ckpt_tools.diff:DiffReport",
+    "arch_figures": "ckpt_tools.arch_figures:ArchFigures",
     "download_plan": "ckpt_tools.download:DownloadPlan",
     "download_report": "ckpt_tools.download:DownloadReport",
 }

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
+from .dtypes import FP8_DTYPES
 from .errors import ConfigError, FormatError, MissingTensorError
 from .fp8 import dequantize
 from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
@@ -143,20 +144,47 @@ class Checkpoint:
                                      f"but absent from the file")
         return shard, header[name]
 
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        """The stored shape of a tensor (header only)."""
+        return self.locate(name)[1].shape
+
     def read(self, name: str) -> np.ndarray:
         """The stored array (read-only mmap view, stored dtype)."""
         shard, _ = self.locate(name)
         return self.reader(shard).get(name)
 
+    def _fp8_scale(self, name: str) -> tuple[str, tuple[int, int]]:
+        """The weight_scale_inv name of an FP8 weight and the block it covers."""
+        scale_name = name + SCALE_SUFFIX
+        if scale_name not in self:
+            raise MissingTensorError(f"{self.dir}: FP8 tensor '{name}' has no '{scale_name}'")
+        qc = self.config.quantization_config
+        return scale_name, tuple(qc.weight_block_size) if qc else (128, 128)
+
     def read_float32(self, name: str) -> np.ndarray:
         """The tensor's value in float32; an FP8 weight is dequantised with its scale."""
         shard, entry = self.locate(name)
         array = self.reader(shard).get(name)
-        if entry.dtype in ("F8_E4M3", "F8_E5M2"):
-            scale_name = name + SCALE_SUFFIX
-            if scale_name not in self:
-                raise MissingTensorError(f"{self.dir}: FP8 tensor '{name}' has no '{scale_name}'")
-            qc = self.config.quantization_config
-            block = tuple(qc.weight_block_size) if qc else (128, 128)
+        if entry.dtype in FP8_DTYPES:
+            scale_name, block = self._fp8_scale(name)
             return dequantize(array, self.read(scale_name), block)
         return array.astype(np.float32)
+
+    def read_float32_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of `read_float32(name)`, read with pread (no mmap pages kept).
+
+        Lets a caller stream a huge tensor (an lm_head, a dense MLP) slice by slice with
+        memory bounded by the slice; FP8 rows are dequantised with their scale rows, so the
+        values equal the same rows of `read_float32`.
+        """
+        shard, entry = self.locate(name)
+        reader = self.reader(shard)
+        if entry.dtype not in FP8_DTYPES:
+            return reader.read_rows(name, start, stop).astype(np.float32)
+        scale_name, block = self._fp8_scale(name)
+        # widen to whole row blocks so each scale row covers the rows it was computed on
+        first, last = start // block[0], -(-stop // block[0])
+        lo, hi = first * block[0], min(last * block[0], entry.shape[0])
+        scale = self.reader(self.locate(scale_name)[0]).read_rows(scale_name, first, last)
+        values = dequantize(reader.read_rows(name, lo, hi), scale, block)
+        return values if (lo, hi) == (start, stop) else values[start - lo:stop - lo].copy()

@@ -306,26 +306,19 @@ class SafetensorsReader:
             yield block.reshape(o1 - o0, row)[:, start * inner:stop * inner].tobytes()
 
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
-        """Rows [start, stop) of a tensor's first axis, stored dtype, read with pread.
+        """Rows [start, stop) of a tensor's first axis in its stored dtype, read with pread.
 
-        The array owns its memory (no mmap), so reading a huge tensor slice by slice keeps
-        the resident set at one slice.
+        The array owns its memory (read-only, no mmap), so reading a huge tensor slice by
+        slice keeps the resident set at one slice.
         """
         e = self.header[name]
         rows = e.shape[0] if e.shape else 1
         if not 0 <= start <= stop <= rows:
             raise ValueError(f"{self.path}: tensor '{name}': rows [{start}, {stop}) outside [0, {rows})")
         dtype = DTYPES[e.dtype].numpy
-        row_bytes = (math.prod(e.shape[1:]) if e.shape else 1) * dtype.itemsize
-        pos = self.header.data_offset + e.start + start * row_bytes
-        buf = bytearray((stop - start) * row_bytes)
-        view, fd, done = memoryview(buf), self._fileno(), 0
-        while done < len(buf):
-            n = os.preadv(fd, [view[done:]], pos + done)
-            if n <= 0:
-                raise FormatError(f"{self.path}: tensor '{name}': file ended early")
-            done += n
-        return np.frombuffer(buf, dtype).reshape((stop - start, *e.shape[1:]))
+        row_bytes = math.prod(e.shape[1:]) * dtype.itemsize
+        data = self.read_range(name, start * row_bytes, stop * row_bytes)
+        return np.frombuffer(data, dtype).reshape((stop - start, *e.shape[1:]))
 
 
 def _header_bytes(specs: Sequence[tuple[str, str, tuple[int, ...]]],

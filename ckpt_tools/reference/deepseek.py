@@ -1,0 +1,318 @@
+"""The DeepSeek V2 / V2.5 / V3 decoder in NumPy: float32, causal, one sequence.
+
+Reads top to bottom in forward order: RMSNorm, YaRN RoPE, MLA attention, the router
+(greedy, group_limited_greedy, noaux_tc), experts, MoE, dense MLP, decoder block, model,
+MTP module. Every rule follows DeepSeek's code (ARCHITECTURE.md sections 3, 4 and 8); the
+differences between generations are branches on config fields (`topk_method`,
+`scoring_func`, `norm_topk_prob`, `q_lora_rank`, `rope_scaling`, `first_k_dense_replace`,
+`moe_layer_freq`), never on a dimension.
+
+Weights come from a `Weights` (reference/weights.py): read when needed, dropped after use,
+so memory stays at one layer's non-expert tensors plus one expert (less when the source
+streams row slices).
+
+Einsum letters, used in the code and in the shape comments:
+    t  query position           s  key position (both index the same T tokens)
+    h  attention head           d  model width (hidden_size)
+    n  qk_nope_head_dim         r  qk_rope_head_dim (rotary part of q and k)
+    v  v_head_dim               c  kv_lora_rank (compressed KV latent)
+    q  q_lora_rank              i  rotation pair (r / 2)
+    e  routed expert            k  routed-expert slot of a token (num_experts_per_tok)
+    g  expert group             f  MLP width
+    o  vocabulary
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+
+from ..config import yarn_mscale
+from ..errors import ConfigError
+from .weights import Config, TensorSource, Weights
+
+# q_a_layernorm / kv_a_layernorm are built without an eps argument in DeepSeek's modeling
+# code and in transformers, so they use the RMSNorm default, not config.rms_norm_eps.
+LATENT_NORM_EPS = 1e-6
+# The renormalisation of top-k weights adds this in HF's modeling code (DeepSeek's own
+# inference code adds nothing; the difference is below float32 resolution).
+TOPK_NORM_EPS = 1e-20
+
+F32 = np.float32
+
+
+# -- norms and activations -------------------------------------------------------------
+def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
+    """weight * x / sqrt(mean(x^2) + eps), in float32."""
+    x = x.astype(F32, copy=False)
+    variance = np.mean(x * x, axis=-1, keepdims=True)  # [t, 1]
+    return weight * (x * (F32(1.0) / np.sqrt(variance + F32(eps))))
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    z = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    return z / np.sum(z, axis=axis, keepdims=True)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # exp(-x) -> inf gives exactly 0, as in torch
+        return F32(1.0) / (F32(1.0) + np.exp(-x))
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x * sigmoid(x)
+
+
+# -- rotary embedding --------------------------------------------------------------------
+def rope_frequencies(config: Config) -> np.ndarray:
+    """Inverse frequencies of the r/2 rotation pairs, YaRN-blended when configured.  # [i]
+
+    YaRN keeps the high-frequency pairs (more than beta_fast rotations over the original
+    length), divides the low-frequency ones (fewer than beta_slow) by `factor`, and ramps
+    linearly between the two boundary pair indices (floored / ceiled, as DeepSeek does).
+    """
+    dim, base = config.qk_rope_head_dim, config.rope_theta
+    inv_freq = 1.0 / base ** (np.arange(0, dim, 2, dtype=np.float64) / dim)  # [i]
+    rs = config.rope_scaling
+    if rs is None:
+        return inv_freq
+
+    def pair_for(rotations: float) -> float:  # pair index that turns `rotations` times
+        return dim * math.log(rs.original_max_position_embeddings / (rotations * 2 * math.pi)) / (
+            2 * math.log(base))
+
+    low = max(math.floor(pair_for(rs.beta_fast)), 0)
+    high = min(math.ceil(pair_for(rs.beta_slow)), dim - 1)
+    if low == high:
+        high += 0.001  # DeepSeek's guard against a zero-width ramp
+    ramp = np.clip((np.arange(dim // 2) - low) / (high - low), 0.0, 1.0)  # [i]
+    keep = 1.0 - ramp  # 1 = original frequency (extrapolate), 0 = divided by factor
+    return inv_freq / rs.factor * (1.0 - keep) + inv_freq * keep
+
+
+def rope_magnitude(config: Config) -> float:
+    """cos/sin scale mscale(factor, mscale) / mscale(factor, mscale_all_dim) (HF remote code);
+    1.0 for every shipped config, where the two are equal."""
+    rs = config.rope_scaling
+    if rs is None:
+        return 1.0
+    return yarn_mscale(rs.factor, rs.mscale) / yarn_mscale(rs.factor, rs.mscale_all_dim)
+
+
+def rope_tables(config: Config, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin per position and rotation pair.  # [t, i], [t, i]"""
+    angles = np.outer(positions.astype(np.float64), rope_frequencies(config))  # [t, i]
+    m = rope_magnitude(config)
+    return (np.cos(angles) * m).astype(F32), (np.sin(angles) * m).astype(F32)
+
+
+def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate adjacent pairs (x[2i], x[2i+1]) by angle i: the checkpoint's interleaved layout.
+
+    HF's code de-interleaves to the half-split layout and rotates there; q and k get the
+    same permutation, so every q.k product (all attention uses) is identical.
+    x: [t, ..., r]; cos, sin: [t, i].
+    """
+    extra = (1,) * (x.ndim - 2)
+    cos = cos.reshape(cos.shape[0], *extra, -1)  # [t, (1,) i]
+    sin = sin.reshape(sin.shape[0], *extra, -1)
+    even, odd = x[..., 0::2], x[..., 1::2]  # [t, ..., i]
+    out = np.empty_like(x)
+    out[..., 0::2] = even * cos - odd * sin
+    out[..., 1::2] = odd * cos + even * sin
+    return out
+
+
+# -- attention (MLA) ---------------------------------------------------------------------
+def attention(config: Config, w: Weights, layer: int, x: np.ndarray,
+              rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Multi-head latent attention, the naive (non-absorbed) form.  x: [t, d] -> [t, d]"""
+    T, H = x.shape[0], config.num_attention_heads
+    n, r, v, c = (config.qk_nope_head_dim, config.qk_rope_head_dim, config.v_head_dim,
+                  config.kv_lora_rank)
+    if config.q_lora_rank is None:
+        q = w.linear(x, w.name("wq", layer))  # [t, h*(n+r)]
+    else:
+        q_latent = w.linear(x, w.name("wq_a", layer))  # [t, q]
+        q_latent = rms_norm(q_latent, w.read(w.name("q_norm", layer)), LATENT_NORM_EPS)
+        q = w.linear(q_latent, w.name("wq_b", layer))  # [t, h*(n+r)]
+    q = q.reshape(T, H, n + r)  # [t, h, n+r]
+    q_nope, q_pe = q[..., :n], apply_rope(q[..., n:], *rope)  # [t, h, n], [t, h, r]
+
+    kv = w.linear(x, w.name("wkv_a", layer))  # [t, c+r]
+    latent, k_pe = kv[:, :c], apply_rope(kv[:, c:], *rope)  # [s, c], [s, r] shared by heads
+    latent = rms_norm(latent, w.read(w.name("kv_norm", layer)), LATENT_NORM_EPS)
+    kv = w.linear(latent, w.name("wkv_b", layer)).reshape(T, H, n + v)  # [s, h, n+v]
+    k_nope, value = kv[..., :n], kv[..., n:]  # [s, h, n], [s, h, v]
+
+    scores = (np.einsum("thn,shn->hts", q_nope, k_nope)
+              + np.einsum("thr,sr->hts", q_pe, k_pe)) * F32(config.softmax_scale())  # [h, t, s]
+    future = np.triu(np.ones((T, T), dtype=bool), k=1)  # [t, s]
+    scores = np.where(future, -np.inf, scores).astype(F32)
+    probs = softmax(scores)  # [h, t, s]
+    out = np.einsum("hts,shv->thv", probs, value).reshape(T, H * v)  # [t, h*v]
+    return w.linear(out, w.name("wo", layer))  # [t, d]
+
+
+# -- router ------------------------------------------------------------------------------
+def route(config: Config, x: np.ndarray, gate: np.ndarray,
+          bias: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Experts and their weights per token.  x: [t, d] -> experts [t, k], weights [t, k]
+
+    - scores: softmax (V2) or sigmoid (V3) of the fp32 router logits;
+    - `bias` (V3 `e_score_correction_bias`) is added for the choice only;
+    - group-limited methods keep `topk_group` groups, ranked by the group's best score
+      (group_limited_greedy) or the sum of its best two (noaux_tc); experts of the other
+      groups are excluded (-inf, as DeepSeek's inference code);
+    - weights are the unbiased scores of the chosen experts. noaux_tc (HF-V3 remote code):
+      renormalised when norm_topk_prob, then always x routed_scaling_factor. The softmax
+      methods (HF-V2 remote code): renormalised when norm_topk_prob, otherwise
+      x routed_scaling_factor (transformers' native V2 ignores norm_topk_prob; no shipped
+      V2 config sets it).
+    """
+    T, E, K = x.shape[0], config.n_routed_experts, config.num_experts_per_tok
+    logits = x.astype(F32) @ gate.T  # [t, e]
+    scores = softmax(logits) if config.scoring_func == "softmax" else sigmoid(logits)  # [t, e]
+    choice = scores if bias is None else scores + bias  # [t, e]
+    if config.topk_method != "greedy":
+        G = config.n_group
+        grouped = choice.reshape(T, G, E // G)  # [t, g, e/g]
+        if config.topk_method == "noaux_tc":
+            group_score = -np.sort(-grouped, axis=-1)[..., :2].sum(-1)  # [t, g]
+        else:
+            group_score = grouped.max(-1)  # [t, g]
+        kept = np.argsort(-group_score, axis=-1, kind="stable")[:, :config.topk_group]  # [t, topk_group]
+        group_mask = np.zeros((T, G), dtype=bool)
+        np.put_along_axis(group_mask, kept, True, axis=-1)
+        choice = np.where(np.repeat(group_mask, E // G, axis=-1), choice, -np.inf)  # [t, e]
+    experts = np.argsort(-choice, axis=-1, kind="stable")[:, :K]  # [t, k]
+    weights = np.take_along_axis(scores, experts, axis=-1)  # [t, k]
+    renormalise = config.norm_topk_prob and K > 1
+    if renormalise:
+        weights = weights / (weights.sum(-1, keepdims=True) + F32(TOPK_NORM_EPS))
+    if config.topk_method == "noaux_tc" or not renormalise:
+        weights = weights * F32(config.routed_scaling_factor)
+    return experts, weights.astype(F32)
+
+
+# -- feed-forward ------------------------------------------------------------------------
+def mlp(w: Weights, x: np.ndarray, w1: str, w3: str, w2: str) -> np.ndarray:
+    """SwiGLU: w2(silu(w1 x) * w3 x).  x: [t, d] -> [t, d]"""
+    hidden = silu(w.linear(x, w1))  # [t, f]
+    hidden *= w.linear(x, w3)
+    return w.linear(hidden, w2)  # [t, d]
+
+
+def moe(config: Config, w: Weights, layer: int, x: np.ndarray) -> np.ndarray:
+    """Routed experts (each read only if a token chose it, then dropped) plus shared ones."""
+    bias = w.read(w.name("gate_bias", layer)) if config.has_score_bias else None
+    experts, weights = route(config, x, w.read(w.name("gate", layer)), bias)  # [t, k], [t, k]
+    y = np.zeros_like(x)  # [t, d]
+    for e in np.unique(experts):
+        tokens, slots = np.nonzero(experts == e)  # a token picks an expert at most once
+        names = (w.name(role, layer, int(e)) for role in ("expert.w1", "expert.w3", "expert.w2"))
+        y[tokens] += mlp(w, x[tokens], *names) * weights[tokens, slots, None]
+    if config.n_shared_experts:
+        y += mlp(w, x, *(w.name(role, layer) for role in ("shared.w1", "shared.w3", "shared.w2")))
+    return y
+
+
+# -- decoder block and model -------------------------------------------------------------
+def block(config: Config, w: Weights, layer: int, x: np.ndarray,
+          rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Pre-norm residual block: x + attn(norm(x)), then + ffn(norm(x)).  [t, d] -> [t, d]"""
+    eps = config.rms_norm_eps
+    x = x + attention(config, w, layer, rms_norm(x, w.read(w.name("attn_norm", layer)), eps), rope)
+    h = rms_norm(x, w.read(w.name("ffn_norm", layer)), eps)
+    if config.is_moe_layer(layer):
+        return x + moe(config, w, layer, h)
+    return x + mlp(w, h, *(w.name(role, layer) for role in ("mlp.w1", "mlp.w3", "mlp.w2")))
+
+
+class Model:
+    """The decoder over one `TensorSource`; nothing is held between calls.
+
+    Args:
+        source: a `TensorSource` or an existing `Weights` over one.
+    """
+
+    def __init__(self, source: TensorSource | Weights):
+        self.weights = source if isinstance(source, Weights) else Weights(source)
+        self.config: Config = self.weights.config
+
+    def check_tokens(self, tokens: Sequence[int]) -> np.ndarray:
+        ids = np.asarray(tokens, dtype=np.int64).reshape(-1)  # [t]
+        vocab = self.config.vocab_size
+        if ids.size == 0:
+            raise ConfigError("tokens: need at least one token id")
+        bad = ids[(ids < 0) | (ids >= vocab)]
+        if bad.size:
+            raise ConfigError(f"tokens: id {int(bad[0])} is outside the vocabulary [0, {vocab})")
+        return ids
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        w = self.weights
+        return w.rows(w.name("embed"), tokens)  # [t, d]
+
+    def hidden_states(self, tokens: Sequence[int], layers: int | None = None
+                      ) -> Iterator[tuple[int, np.ndarray]]:
+        """(layer, hidden states after it) for the first `layers` layers (all by default)."""
+        ids = self.check_tokens(tokens)
+        n = self.config.num_hidden_layers if layers is None else layers
+        if not 0 <= n <= self.config.num_hidden_layers:
+            raise ConfigError(f"layers: must be in [0, {self.config.num_hidden_layers}], "
+                              f"found {n}")
+        rope = rope_tables(self.config, np.arange(len(ids)))
+        x = self.embed(ids)  # [t, d]
+        for layer in range(n):
+            x = block(self.config, self.weights, layer, x, rope)
+            yield layer, x
+
+    def final_norm(self, hidden: np.ndarray) -> np.ndarray:
+        w = self.weights
+        return rms_norm(hidden, w.read(w.name("norm")), self.config.rms_norm_eps)  # [t, d]
+
+    def logits(self, hidden: np.ndarray) -> np.ndarray:
+        """Final norm and lm_head.  [t, d] -> [t, o]"""
+        return self.weights.linear(self.final_norm(hidden), self.weights.name("head"))
+
+    def forward(self, tokens: Sequence[int], layers: int | None = None) -> np.ndarray:
+        """Logits [t, o]; with `layers`, the hidden states [t, d] after that many layers."""
+        x = None
+        for _, x in self.hidden_states(tokens, layers):
+            pass
+        if x is None:  # layers == 0: the embeddings
+            return self.embed(self.check_tokens(tokens))
+        return x if layers is not None else self.logits(x)
+
+    def mtp_logits(self, tokens: Sequence[int], normed: np.ndarray, depth: int = 0) -> np.ndarray:
+        """Logits of MTP module `depth` (V3): the row for position t predicts token t+2.
+
+        As vLLM's DeepSeek MTP: at position t the module reads the embedding of token t+1
+        (zeroed at position 0) and the main model's final-norm output at t,
+        x = eh_proj([enorm(embedding); hnorm(normed)]), runs one full MoE decoder layer and
+        its own shared_head (norm + head).  normed: [t, d] -> [t-1, o]
+        """
+        c, w = self.config, self.weights
+        if not 0 <= depth < c.num_mtp_layers:
+            raise ConfigError(f"mtp: the config has {c.num_mtp_layers} MTP module(s), "
+                              f"no depth {depth}")
+        ids = self.check_tokens(tokens)
+        if len(ids) < 2:
+            raise ConfigError("tokens: the MTP module needs at least two tokens")
+        layer = c.num_hidden_layers + depth
+        nxt = w.rows(w.name("mtp.embed", layer), ids[1:])  # [t-1, d]
+        nxt[0] = 0.0
+        e = rms_norm(nxt, w.read(w.name("mtp.enorm", layer)), c.rms_norm_eps)
+        h = rms_norm(normed[:-1], w.read(w.name("mtp.hnorm", layer)), c.rms_norm_eps)
+        x = w.linear(np.concatenate([e, h], axis=-1), w.name("mtp.eh_proj", layer))  # [t-1, d]
+        x = block(c, w, layer, x, rope_tables(c, np.arange(len(ids) - 1)))
+        x = rms_norm(x, w.read(w.name("mtp.norm", layer)), c.rms_norm_eps)
+        return w.linear(x, w.name("mtp.head", layer))  # [t-1, o]
+
+
+def forward(source: TensorSource, tokens: Sequence[int], layers: int | None = None) -> np.ndarray:
+    """Logits [T, vocab] of `tokens` (positions 0..T-1); with `layers`, hidden [T, hidden]."""
+    return Model(source).forward(tokens, layers)

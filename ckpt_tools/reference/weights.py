@@ -1,0 +1,178 @@
+"""Lazy, checked weight access for the reference forward pass.
+
+A `TensorSource` is anything with `.config`, `name in source` and `.read_float32(name)`
+(HF tensor names): `ckpt_tools.checkpoint.Checkpoint` for HF BF16 / F16 / F32 and block-FP8
+(dequantised on the fly), the DeepSeek model-parallel reader for `model*-mp*` files.
+
+Nothing is read ahead: the forward pass asks for one tensor when it needs it and drops it
+after use, so a routed expert is read only when a token selects it. A source that can also
+read row ranges (`read_float32_rows` + `shape_of`, as `Checkpoint` does) has its large
+matrices streamed through a fixed budget of rows (`chunk_bytes`), which keeps an lm_head or
+a dense MLP of a 671B model out of memory as a whole.
+
+Names come from one explicit table (`ROLES`), relative to `tensor_plan`'s layer and expert
+prefixes; each resolved name must be in the config's `TensorPlan` and every array read must
+have the plan's shape, so a wrong or truncated tensor fails with its name before any math.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..config import DeepseekV2Config, DeepseekV3Config
+from ..errors import MissingTensorError, ShapeMismatchError
+from ..tensor_plan import EXPERT_PREFIX, LAYER_PREFIX, TensorPlan
+
+Config = DeepseekV2Config | DeepseekV3Config
+
+
+@runtime_checkable
+class TensorSource(Protocol):
+    """Read access by HF tensor name; values come back as float32 arrays."""
+
+    config: Config
+
+    def __contains__(self, name: str) -> bool: ...
+
+    def read_float32(self, name: str) -> np.ndarray: ...
+
+
+@runtime_checkable
+class RowSource(TensorSource, Protocol):
+    """A source that can also read rows [start, stop) of a tensor (streamed matmuls)."""
+
+    def shape_of(self, name: str) -> tuple[int, ...]: ...
+
+    def read_float32_rows(self, name: str, start: int, stop: int) -> np.ndarray: ...
+
+
+# role -> HF name template; {L} = layer, {E} = routed expert. DeepSeek's short module names
+# (inference/model.py) are the roles, so the maths reads like the reference code.
+_L, _X = LAYER_PREFIX, LAYER_PREFIX + EXPERT_PREFIX
+ROLES: dict[str, str] = {
+    "embed": "model.embed_tokens.weight",
+    "norm": "model.norm.weight",
+    "head": "lm_head.weight",
+    # attention, every layer
+    "attn_norm": _L + "input_layernorm.weight",
+    "wq": _L + "self_attn.q_proj.weight",  # q_lora_rank null
+    "wq_a": _L + "self_attn.q_a_proj.weight",
+    "q_norm": _L + "self_attn.q_a_layernorm.weight",
+    "wq_b": _L + "self_attn.q_b_proj.weight",
+    "wkv_a": _L + "self_attn.kv_a_proj_with_mqa.weight",
+    "kv_norm": _L + "self_attn.kv_a_layernorm.weight",
+    "wkv_b": _L + "self_attn.kv_b_proj.weight",
+    "wo": _L + "self_attn.o_proj.weight",
+    "ffn_norm": _L + "post_attention_layernorm.weight",
+    # dense MLP (w1 = gate_proj, w3 = up_proj, w2 = down_proj)
+    "mlp.w1": _L + "mlp.gate_proj.weight",
+    "mlp.w3": _L + "mlp.up_proj.weight",
+    "mlp.w2": _L + "mlp.down_proj.weight",
+    # MoE
+    "gate": _L + "mlp.gate.weight",
+    "gate_bias": _L + "mlp.gate.e_score_correction_bias",
+    "expert.w1": _X + "gate_proj.weight",
+    "expert.w3": _X + "up_proj.weight",
+    "expert.w2": _X + "down_proj.weight",
+    "shared.w1": _L + "mlp.shared_experts.gate_proj.weight",
+    "shared.w3": _L + "mlp.shared_experts.up_proj.weight",
+    "shared.w2": _L + "mlp.shared_experts.down_proj.weight",
+    # MTP module (layers num_hidden_layers ...), around a full MoE decoder layer
+    "mtp.embed": _L + "embed_tokens.weight",
+    "mtp.enorm": _L + "enorm.weight",
+    "mtp.hnorm": _L + "hnorm.weight",
+    "mtp.eh_proj": _L + "eh_proj.weight",
+    "mtp.norm": _L + "shared_head.norm.weight",
+    "mtp.head": _L + "shared_head.head.weight",
+}
+
+DEFAULT_CHUNK_BYTES = 64 << 20  # float32 rows of one streamed slice
+
+
+class Weights:
+    """Float32 tensors by role, read on demand from a `TensorSource` and never cached.
+
+    Args:
+        source: where tensors come from.
+        chunk_bytes: float32 budget of one slice when streaming a matmul (row sources only).
+
+    `names_read` records every tensor read, in order (tests and the verify report use it).
+    """
+
+    def __init__(self, source: TensorSource, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
+        self.source = source
+        self.config: Config = source.config
+        self.plan = TensorPlan(self.config)  # shapes only; the stored layout does not matter
+        self.chunk_bytes = chunk_bytes
+        self.names_read: list[str] = []
+        self._rows = isinstance(source, RowSource)
+        self._label = str(getattr(source, "dir", None) or getattr(source, "path", None)
+                          or type(source).__name__)
+
+    # -- names --------------------------------------------------------------------------
+    def name(self, role: str, layer: int | None = None, expert: int | None = None) -> str:
+        """The HF name of `role` in `layer` (and `expert`), checked against the plan."""
+        name = ROLES[role].format(L=layer, E=expert)
+        if name not in self.plan:
+            raise MissingTensorError(f"{self._label}: tensor '{name}' is not part of this "
+                                     f"config's tensor plan")
+        return name
+
+    def _expected(self, name: str) -> tuple[int, ...]:
+        if name not in self.source:
+            raise MissingTensorError(f"{self._label}: tensor '{name}' is missing")
+        return self.plan.by_name[name].shape
+
+    def _check(self, name: str, want: tuple[int, ...], got: tuple[int, ...]) -> None:
+        if tuple(got) != tuple(want):
+            raise ShapeMismatchError(f"{self._label}: tensor '{name}': expected shape "
+                                     f"{list(want)}, found {list(got)}")
+
+    # -- reads --------------------------------------------------------------------------
+    def read(self, name: str) -> np.ndarray:
+        """The whole tensor in float32 (norms, router, small projections)."""
+        want = self._expected(name)
+        self.names_read.append(name)
+        if self._rows:  # pread: no mmap pages left behind in the resident set
+            self._check(name, want, self.source.shape_of(name))
+            array = self.source.read_float32_rows(name, 0, want[0])
+        else:
+            array = np.asarray(self.source.read_float32(name), dtype=np.float32)
+        self._check(name, want, array.shape)
+        return array
+
+    def rows(self, name: str, index: Iterable[int]) -> np.ndarray:
+        """Rows `index` of a 2-D tensor (embedding lookup) without reading the rest."""
+        want = self._expected(name)
+        index = [int(i) for i in index]
+        if not self._rows:
+            return self.read(name)[index]
+        self._check(name, want, self.source.shape_of(name))
+        self.names_read.append(name)
+        out = np.empty((len(index), *want[1:]), np.float32)  # [t, d]
+        for k, i in enumerate(index):
+            out[k] = self.source.read_float32_rows(name, i, i + 1)[0]
+        return out
+
+    def linear(self, x: np.ndarray, name: str) -> np.ndarray:
+        """x @ W.T for W = `name` ([out, in]); W is streamed in row slices when possible."""
+        want = self._expected(name)
+        out_rows, in_cols = want
+        if not self._rows or out_rows * in_cols * 4 <= self.chunk_bytes:
+            w = self.read(name)  # [out, in]
+            return x @ w.T
+        self._check(name, want, self.source.shape_of(name))
+        self.names_read.append(name)
+        step = max(1, self.chunk_bytes // (in_cols * 4))
+        step = step // 128 * 128 or step  # whole FP8 row blocks when the budget allows
+        y = np.empty((*x.shape[:-1], out_rows), np.float32)  # [..., out]
+        for r0 in range(0, out_rows, step):
+            r1 = min(r0 + step, out_rows)
+            w = self.source.read_float32_rows(name, r0, r1)  # [r1-r0, in]
+            self._check(name, (r1 - r0, in_cols), w.shape)
+            y[..., r0:r1] = x @ w.T
+            del w
+        return y

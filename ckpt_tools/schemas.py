@@ -20,6 +20,8 @@ PUBLIC_MODELS: dict[str, str] = {
     "arch_figures": "ckpt_tools.arch_figures:ArchFigures",
     "download_plan": "ckpt_tools.download:DownloadPlan",
     "download_report": "ckpt_tools.download:DownloadReport",
+    "verify_report": "ckpt_tools.verify:VerifyReport",
+    "forward_report": "ckpt_tools.verify:ForwardReport",
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

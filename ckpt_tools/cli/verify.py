@@ -1,0 +1,122 @@
+"""`ckpt forward` and `ckpt verify`: the NumPy reference forward pass from the command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+import numpy as np
+
+from ..verify import (DEFAULT_ATOL, DEFAULT_RTOL, ForwardReport, forward_outputs,
+                      load_reference_outputs, verify as run_verify)
+from .render import emit_json, table
+
+TOKENS_HELP = "Comma-separated token ids, e.g. 0,15,3 (default: 16 fixed ids from the vocabulary)."
+
+
+def _parse_tokens(_ctx, _param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        ids = [int(t) for t in value.replace(" ", "").split(",") if t != ""]
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+    if not ids:
+        raise click.BadParameter("expected at least one token id")
+    return ids
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    """Write under a temporary name, then rename: never a half-written file under `path`."""
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@click.command("forward")
+@click.argument("ckpt", type=click.Path(exists=True, file_okay=False))
+@click.option("--tokens", callback=_parse_tokens, help=TOKENS_HELP)
+@click.option("--layers", type=click.IntRange(0), default=None,
+              help="Stop after K decoder layers and write the hidden states [T, hidden].")
+@click.option("--mtp", is_flag=True,
+              help="Write the MTP module's logits [T-1, vocab] (V3: row t predicts token t+2).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Output .npy file (float32).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+def forward(ckpt, tokens, layers, mtp, out, as_json):
+    """Run the NumPy reference decoder on CKPT (HF BF16/FP8 or DeepSeek mp files) and
+    write float32 logits [T, vocab], or hidden states [T, hidden] with --layers."""
+    if mtp and layers is not None:
+        raise click.UsageError("--mtp runs the whole model; it cannot be combined with --layers")
+    result = forward_outputs(ckpt, tokens, layers, mtp=mtp)
+    out = Path(out)
+    _save_npy(out, result.array)
+    report = ForwardReport(path=str(out), output=result.output, shape=list(result.array.shape),
+                           tokens=result.tokens, layers=layers)
+    if as_json:
+        emit_json(report)
+    else:
+        click.echo(f"wrote {out}: {report.output} float32 {report.shape} "
+                   f"for {len(report.tokens)} token(s)")
+
+
+@click.command("verify")
+@click.argument("ckpt", type=click.Path(exists=True, file_okay=False))
+@click.option("--against", type=click.Path(exists=True, file_okay=False),
+              help="Reference checkpoint, run layer by layer next to CKPT.")
+@click.option("--logits", "ref_path", type=click.Path(exists=True, dir_okay=False),
+              help="Reference outputs (.npy from `ckpt forward`, or .npz with 'logits' and "
+                   "'tokens').")
+@click.option("--tokens", callback=_parse_tokens, help=TOKENS_HELP)
+@click.option("--layers", type=click.IntRange(0), default=None,
+              help="Compare the hidden states after K layers (only K layers are computed).")
+@click.option("--atol", type=click.FloatRange(0), default=DEFAULT_ATOL, show_default=True)
+@click.option("--rtol", type=click.FloatRange(0), default=DEFAULT_RTOL, show_default=True,
+              help="Relative to max(|ref|, rms of ref at that position).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@click.pass_context
+def verify(ctx, ckpt, against, ref_path, tokens, layers, atol, rtol, as_json):
+    """Check that CKPT computes what a reference computes: exit 0 within tolerance, 1 when
+    not, naming the first layer and position that diverge."""
+    if (against is None) == (ref_path is None):
+        raise click.UsageError("give exactly one of --against OTHER or --logits REF.npy")
+    if against is not None:
+        report = run_verify(ckpt, against, tokens, layers=layers, atol=atol, rtol=rtol)
+    else:
+        ref, ref_tokens = load_reference_outputs(ref_path)
+        report = run_verify(ckpt, ref, tokens if tokens is not None else ref_tokens,
+                            layers=layers, atol=atol, rtol=rtol, reference_label=ref_path)
+    if as_json:
+        emit_json(report)
+    else:
+        _render(report)
+    if not report.ok:
+        ctx.exit(1)
+
+
+def _render(report) -> None:
+    click.echo(f"{report.candidate} vs {report.reference} ({report.reference_kind}), "
+               f"{len(report.tokens)} tokens, {report.output}"
+               + (f" after {report.layers} layer(s)" if report.layers is not None else ""))
+    for diff in report.config_differences:
+        click.echo(f"config differs: {diff}")
+    rows = [[s.stage, f"{s.max_abs_error:.3g}", f"{s.max_rel_error:.3g}",
+             "ok" if s.within_tolerance else f"DIVERGES at position {s.first_bad_position}"]
+            for s in report.stages]
+    click.echo(table(rows, ["stage", "max abs", "max rel", ""], "lrrl"))
+    if report.top1_agreement is not None:
+        click.echo(f"top-1 agreement {report.top1_agreement:.1%}, "
+                   f"top-5 overlap {report.top5_agreement:.1%}")
+    d = report.first_divergence
+    if d is None:
+        click.echo(f"OK: within atol {report.atol:g}, rtol {report.rtol:g}")
+    else:
+        where = f"layer {d.layer}" if d.layer is not None else "the output (final norm, lm_head)"
+        click.echo(f"FAILED: {where} diverges first, at position {d.position} (token {d.token}), "
+                   f"max abs error {d.abs_error:.3g} (atol {report.atol:g}, rtol {report.rtol:g})",
+                   err=True)

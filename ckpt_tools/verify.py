@@ -1,0 +1,323 @@
+"""Check that converted weights compute the same function: `forward` and `verify`.
+
+`forward` runs the NumPy reference decoder (reference/deepseek.py) over any supported
+layout. `verify` runs a candidate checkpoint against a reference (another checkpoint, or
+saved logits) on the same tokens. Against a checkpoint both run layer by layer in
+lockstep, so the report names the first layer whose hidden states leave the tolerance, and
+memory stays at one layer of each (a 671B checkpoint can be checked on an ordinary
+machine, `layers` at a time).
+
+Tolerance, per element: |cand - ref| <= atol + rtol * max(|ref|, rms(ref at that position)).
+Large elements are judged relative to themselves, near-zero ones relative to the scale of
+their position's vector (a plain elementwise rtol fails on them for any rounding change).
+Relative error in the report is the largest |cand - ref| / max(|ref|, rms) of the tensor.
+The defaults fit weights that were rounded once to BF16: a tiny FP8 model against its BF16
+upcast stays near 0.03 after four layers, while one zeroed or negated expert gives 0.4-3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .checkpoint import Checkpoint
+from .errors import ConfigError, FormatError, ShapeMismatchError
+from .reference import Model, TensorSource
+
+# BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
+# weights round once to BF16 moves hidden states and logits by a few of those steps.
+DEFAULT_ATOL = 1e-3
+DEFAULT_RTOL = 0.05
+DEFAULT_TOKEN_COUNT = 16
+MP_FILE_GLOB = "model*-mp*.safetensors"
+
+# config fields that decide tensor shapes; two sources must agree on them to be compared
+_SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers")
+_IGNORED_FIELDS = {"quantization_config", "torch_dtype", "dtype", "transformers_version",
+                   "architectures", "auto_map", "_name_or_path"}
+
+
+def open_tensor_source(path: str | Path) -> TensorSource:
+    """A reader for a checkpoint directory: HF layout (`Checkpoint`), or DeepSeek's
+    `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF config.json)."""
+    path = Path(path)
+    if path.is_dir() and any(path.glob(MP_FILE_GLOB)):
+        from .mp_layout import MpCheckpoint  # only mp directories pay for the layout tables
+
+        return MpCheckpoint(path)
+    return Checkpoint(path)
+
+
+def _source(source: str | Path | TensorSource) -> TensorSource:
+    return open_tensor_source(source) if isinstance(source, (str, Path)) else source
+
+
+def default_tokens(vocab_size: int, count: int = DEFAULT_TOKEN_COUNT) -> list[int]:
+    """`count` token ids drawn with a fixed seed from the vocabulary (same for every run)."""
+    return [int(t) for t in np.random.default_rng(0).integers(0, vocab_size, count)]
+
+
+Output = Literal["logits", "hidden_states", "mtp_logits"]
+
+
+class ForwardResult(NamedTuple):
+    array: np.ndarray  # float32
+    output: Output
+    tokens: list[int]
+
+
+class ForwardReport(BaseModel):
+    """What `ckpt forward` wrote."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    path: str
+    output: Output = Field(description="logits [T, vocab], hidden_states [T, hidden] after "
+                                       "`layers`, or mtp_logits [T-1, vocab]")
+    shape: list[int]
+    dtype: Literal["float32"] = "float32"
+    tokens: list[int]
+    layers: int | None
+
+
+def forward_outputs(source: str | Path | TensorSource, tokens: Sequence[int] | None = None,
+                    layers: int | None = None, *, mtp: bool = False) -> ForwardResult:
+    """`forward`, with what was computed and on which tokens; `mtp=True` returns the first
+    MTP module's logits [T-1, vocab] (row t predicts token t+2) instead of the main ones."""
+    model = Model(_source(source))
+    ids = model.check_tokens(tokens if tokens is not None
+                             else default_tokens(model.config.vocab_size)).tolist()
+    if mtp:
+        hidden = model.forward(ids, model.config.num_hidden_layers)
+        return ForwardResult(model.mtp_logits(ids, model.final_norm(hidden)), "mtp_logits", ids)
+    return ForwardResult(model.forward(ids, layers),
+                         "logits" if layers is None else "hidden_states", ids)
+
+
+def forward(source: str | Path | TensorSource, tokens: Sequence[int] | None = None,
+            layers: int | None = None) -> np.ndarray:
+    """Float32 logits [T, vocab]; with `layers`, the hidden states [T, hidden] after them.
+
+    Args:
+        source: a checkpoint directory (HF or DeepSeek mp) or an open `TensorSource`.
+        tokens: token ids at positions 0..T-1; `default_tokens(vocab)` when None.
+        layers: stop after this many decoder layers (no final norm, no lm_head); only
+            those layers' tensors are read.
+    """
+    return forward_outputs(source, tokens, layers).array
+
+
+def load_reference_outputs(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
+    """Reference outputs from a .npy (the array) or .npz ('logits' or 'hidden_states', and
+    optionally 'tokens'), as written by `ckpt forward` or kept as golden files."""
+    path = Path(path)
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise FormatError(f"{path}: not a NumPy .npy/.npz file ({e})") from e
+    if isinstance(data, np.ndarray):
+        array, tokens = data, None
+    else:
+        with data:
+            key = next((k for k in ("logits", "hidden_states") if k in data.files), None)
+            if key is None:
+                raise FormatError(f"{path}: expected an array named 'logits' or "
+                                  f"'hidden_states', found {sorted(data.files)}")
+            array = data[key]
+            tokens = data["tokens"].astype(int).tolist() if "tokens" in data.files else None
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.floating):
+        raise FormatError(f"{path}: expected a 2-D float array [tokens, width], found "
+                          f"{array.dtype} {list(array.shape)}")
+    return array, tokens
+
+
+# -- report ------------------------------------------------------------------------------
+class StageComparison(BaseModel):
+    """One compared tensor: the hidden states after a layer, or the final output."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: str = Field(description="'layer N' (hidden states after decoder layer N) or 'output'")
+    layer: int | None = Field(description="Decoder layer, None for the final output")
+    max_abs_error: float
+    max_rel_error: float = Field(description="max |candidate - reference| / max(|reference|, rms)")
+    within_tolerance: bool
+    first_bad_position: int | None = Field(description="First position out of tolerance")
+
+
+class PositionComparison(BaseModel):
+    """The final output at one position."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    position: int
+    token: int
+    max_abs_error: float
+    within_tolerance: bool
+    top1_match: bool | None = Field(description="Same arg-max token (logits only)")
+    top5_overlap: float | None = Field(description="Shared fraction of the top-5 tokens (logits only)")
+
+
+class Divergence(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stage: str
+    layer: int | None
+    position: int
+    token: int
+    abs_error: float = Field(description="Largest |candidate - reference| at that position")
+
+
+class VerifyReport(BaseModel):
+    """Result of `ckpt verify`: ok when every compared tensor is within tolerance."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    candidate: str
+    reference: str
+    reference_kind: Literal["checkpoint", "logits"]
+    output: Literal["logits", "hidden_states"]
+    tokens: list[int]
+    layers: int | None = Field(description="Decoder layers run (None = all, then logits)")
+    atol: float
+    rtol: float
+    ok: bool
+    max_abs_error: float = Field(description="Of the final output")
+    max_rel_error: float = Field(description="Of the final output")
+    top1_agreement: float | None = Field(description="Fraction of positions with the same arg-max")
+    top5_agreement: float | None = Field(description="Mean top-5 overlap over positions")
+    stages: list[StageComparison] = Field(description="Per layer (checkpoint reference) and output")
+    positions: list[PositionComparison]
+    first_divergence: Divergence | None = Field(description="Earliest stage, then position, out of tolerance")
+    config_differences: list[str] = Field(description="Config fields that differ (dtype fields ignored)")
+
+
+# -- comparison --------------------------------------------------------------------------
+def _compare(stage: str, layer: int | None, cand: np.ndarray, ref: np.ndarray,
+             atol: float, rtol: float) -> tuple[StageComparison, np.ndarray, np.ndarray]:
+    """The stage summary, the out-of-tolerance mask [t, x] and the max error per row [t]."""
+    ref = ref.astype(np.float64)
+    err = np.abs(cand - ref)  # [t, x]; NaN stays NaN
+    rms = np.sqrt(np.mean(ref * ref, axis=-1, keepdims=True))  # [t, 1]
+    scale = np.maximum(np.abs(ref), rms)  # [t, x]
+    bad = ~(err <= atol + rtol * scale)  # NaN counts as bad
+    bad_rows = np.flatnonzero(bad.any(axis=-1))
+    row_err = err.max(axis=-1)  # [t]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(err == 0, 0.0, err / scale)
+    return StageComparison(stage=stage, layer=layer, max_abs_error=float(row_err.max()),
+                           max_rel_error=float(rel.max()), within_tolerance=bad_rows.size == 0,
+                           first_bad_position=int(bad_rows[0]) if bad_rows.size else None
+                           ), bad, row_err
+
+
+def _positions(cand: np.ndarray, ref: np.ndarray, bad: np.ndarray, row_err: np.ndarray,
+               tokens: list[int], logits: bool) -> list[PositionComparison]:
+    out = []
+    for t, tok in enumerate(tokens):
+        top1 = top5 = None
+        if logits:
+            c5 = set(np.argsort(-cand[t], kind="stable")[:5].tolist())
+            r5 = np.argsort(-ref[t], kind="stable")[:5]
+            top1 = bool(np.argmax(cand[t]) == np.argmax(ref[t]))
+            top5 = len(c5.intersection(r5.tolist())) / len(r5)
+        out.append(PositionComparison(position=t, token=tok, max_abs_error=float(row_err[t]),
+                                      within_tolerance=not bool(bad[t].any()),
+                                      top1_match=top1, top5_overlap=top5))
+    return out
+
+
+def _config_differences(a, b) -> list[str]:
+    da, db = a.to_json_dict(), b.to_json_dict()
+    diffs = []
+    for key in sorted(set(da) | set(db)):
+        if key not in _IGNORED_FIELDS and da.get(key) != db.get(key):
+            diffs.append(f"{key}: {da.get(key)!r} vs {db.get(key)!r}")
+    for key in _SHAPE_FIELDS:
+        if getattr(a, key) != getattr(b, key):
+            raise ConfigError(f"configs are not comparable: {key} {getattr(a, key)} vs "
+                              f"{getattr(b, key)}")
+    return diffs
+
+
+def verify(candidate: str | Path | TensorSource,
+           reference: str | Path | TensorSource | np.ndarray,
+           tokens: Sequence[int] | None = None, *, layers: int | None = None,
+           atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
+           reference_label: str | None = None) -> VerifyReport:
+    """Run `candidate` and compare it with `reference` on the same tokens.
+
+    Args:
+        candidate: checkpoint under test (directory or `TensorSource`).
+        reference: a checkpoint (run in lockstep, layer by layer) or reference outputs
+            [T, vocab] (or [T, hidden] with `layers`), e.g. written by `ckpt forward`.
+        tokens: token ids; `default_tokens(vocab)` when None.
+        layers: compare the hidden states after this many layers instead of logits.
+        atol, rtol: per-element tolerance, see the module docstring.
+        reference_label: how to name an in-memory reference in the report.
+
+    Returns:
+        A `VerifyReport`; `ok` is False when any compared tensor leaves the tolerance, and
+        `first_divergence` names the earliest layer (then position) that does.
+
+    Raises:
+        ConfigError: configs of different shapes, bad tokens or layer count.
+        ShapeMismatchError: reference outputs of the wrong shape.
+    """
+    cand_model = Model(_source(candidate))
+    config = cand_model.config
+    ids = list(tokens) if tokens is not None else default_tokens(config.vocab_size)
+    ids = cand_model.check_tokens(ids).tolist()
+    output = "logits" if layers is None else "hidden_states"
+    stages: list[tuple[StageComparison, np.ndarray, np.ndarray]] = []
+    diffs: list[str] = []
+
+    if isinstance(reference, np.ndarray):
+        kind, ref_label = "logits", reference_label or "reference outputs"
+        width = config.vocab_size if layers is None else config.hidden_size
+        if reference.shape != (len(ids), width):
+            raise ShapeMismatchError(f"{ref_label}: expected {output} of shape "
+                                     f"{[len(ids), width]}, found {list(reference.shape)}")
+        cand = cand_model.forward(ids, layers)
+        ref = reference.astype(np.float32)
+    else:
+        kind = "checkpoint"
+        ref_model = Model(_source(reference))
+        ref_label = reference_label or str(reference if isinstance(reference, (str, Path))
+                                            else type(reference).__name__)
+        diffs = _config_differences(config, ref_model.config)
+        cand = ref = None
+        pairs = zip(cand_model.hidden_states(ids, layers), ref_model.hidden_states(ids, layers))
+        for (layer, cand), (_, ref) in pairs:
+            stages.append(_compare(f"layer {layer}", layer, cand, ref, atol, rtol))
+        if cand is None:  # layers == 0
+            cand, ref = cand_model.forward(ids, 0), ref_model.forward(ids, 0)
+        if layers is None:
+            cand, ref = cand_model.logits(cand), ref_model.logits(ref)
+
+    final, bad, row_err = _compare("output", None, cand, ref, atol, rtol)
+    if layers is None or kind == "logits" or not stages:
+        stages.append((final, bad, row_err))  # else the last layer already is the output
+    divergence = None
+    for stage, _, errors in stages:
+        if not stage.within_tolerance:
+            pos = stage.first_bad_position
+            divergence = Divergence(stage=stage.stage, layer=stage.layer, position=pos,
+                                    token=ids[pos], abs_error=float(errors[pos]))
+            break
+    positions = _positions(cand, ref, bad, row_err, ids, logits=layers is None)
+    top1 = top5 = None
+    if layers is None:
+        top1 = sum(p.top1_match for p in positions) / len(positions)
+        top5 = sum(p.top5_overlap for p in positions) / len(positions)
+    return VerifyReport(
+        candidate=str(candidate) if isinstance(candidate, (str, Path)) else type(candidate).__name__,
+        reference=ref_label, reference_kind=kind, output=output, tokens=ids, layers=layers,
+        atol=atol, rtol=rtol, ok=divergence is None, max_abs_error=final.max_abs_error,
+        max_rel_error=final.max_rel_error, top1_agreement=top1, top5_agreement=top5,
+        stages=[s for s, _, _ in stages], positions=positions, first_divergence=divergence,
+        config_differences=diffs)

@@ -14,11 +14,10 @@ from typing import NamedTuple
 from .checkpoint import safe_member
 from .errors import FormatError
 from .manifest import Manifest, ManifestEntry, read_manifest, sha256_file, write_manifest
-from .parallel import default_workers, run_jobs
+from .parallel import run_jobs, workers_for
 from .progress import Progress
 from .safetensors_io import PARTIAL_SUFFIX
 
-PARALLEL_MIN_BYTES = 1 << 30  # below this, worker processes cost more than they save
 Hashes = dict[str, tuple[int, str]]  # path -> (size, sha256)
 
 
@@ -28,12 +27,6 @@ class Problem(NamedTuple):
     expected: object
     found: object
     message: str
-
-
-def workers_for(workers: int | None, nbytes: int) -> int:
-    if workers is not None:
-        return max(1, workers)
-    return default_workers() if nbytes >= PARALLEL_MIN_BYTES else 1
 
 
 def checkpoint_files(root: Path, *, skip: frozenset[str] = frozenset()) -> list[str]:
@@ -54,7 +47,7 @@ def hash_files(root: Path, paths: list[str], *, progress: Progress | None = None
                workers: int | None = None) -> Hashes:
     sizes = {p: (root / p).stat().st_size for p in paths}
     jobs = [(p, sizes[p], (str(root / p),)) for p in paths]
-    digests = run_jobs(sha256_file, jobs, workers=workers_for(workers, sum(sizes.values())),
+    digests = run_jobs(sha256_file, jobs, workers=workers_for(sum(sizes.values()), workers),
                        progress=progress, label="sha256")
     return {p: (sizes[p], d) for p, d in zip(paths, digests)}
 

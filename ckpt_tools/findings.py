@@ -22,7 +22,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "shard-unreferenced": ("warning", "a *.safetensors file the index does not list"),
     "header-invalid": ("error", "a shard's header breaks the safetensors format"),
     "shard-truncated": ("error", "a shard is shorter than its header says (partial copy)"),
-    "shard-metadata": ("warning", "a shard's __metadata__ lacks format=pt (transformers checks it)"),
+    "shard-metadata": ("warning", "a shard's __metadata__ lacks format=pt (transformers wants it)"),
     "no-tensors": ("error", "no tensor found at all"),
     "tensor-not-in-shard": ("error", "the index names a shard that does not hold the tensor"),
     "tensor-not-indexed": ("error", "a shard holds a tensor the index does not list"),

@@ -21,6 +21,14 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
+def workers_for(nbytes: int, workers: int | None = None, *, min_bytes: int = 1 << 30) -> int:
+    """`workers` if given; else every core when there are at least `min_bytes` to process,
+    one below that (starting worker processes costs more than it saves on small inputs)."""
+    if workers is not None:
+        return max(1, workers)
+    return default_workers() if nbytes >= min_bytes else 1
+
+
 def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple[str, int, tuple]], *, workers: int = 1,
              progress: Progress | None = None, label: str = "converting",
              on_result: Callable[[int, Any], None] | None = None) -> list[Any]:

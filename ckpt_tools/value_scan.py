@@ -1,4 +1,4 @@
-"""Value statistics of a stored tensor, read once in bounded chunks.
+"""Value statistics of stored tensors, each read once in bounded chunks (`ckpt validate --deep`).
 
 Counts come from the raw bits (no float conversion, no temporary of the tensor's size):
 NaN, Inf and zero for every float format, FP8 NaN codes (0x7F/0xFF in e4m3fn, which has no
@@ -7,12 +7,17 @@ Inf), and, for a `weight_scale_inv`, the entries that are not finite and > 0.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
 from .dtypes import DTYPES
+from .errors import FormatError
+from .parallel import run_jobs, workers_for
+from .progress import Progress
 from .safetensors_io import SafetensorsReader
+from .tensor_plan import SCALE_SUFFIX
 
 # bits view, |x| mask, |x| bits of +inf (None: no inf; then |x| == mask is NaN, as in e4m3fn)
 FLOAT_BITS: dict[str, tuple[type, int, int | None]] = {
@@ -72,3 +77,56 @@ def scan_tensor(reader: SafetensorsReader, name: str, *, is_scale: bool = False)
             n, i, z = value_counts(chunk, e.dtype)
             nan, inf, zero = nan + n, inf + i, zero + z
     return TensorValues(e.numel, nan, inf, zero, bad)
+
+
+# A finding as a small picklable tuple: (code, file, tensor, expected, found, message); the
+# codes are `ckpt_tools.findings.CODES` keys.
+Found = tuple[str, str, str | None, object, object, str]
+
+
+def scan_shard(path: str, file: str, names: list[str]) -> list[Found]:
+    """Findings for the named tensors of one shard (`file` is its name for messages), each
+    read once. Runs in a worker process: everything it needs comes in the arguments."""
+    out: list[Found] = []
+    try:
+        reader = SafetensorsReader(path)
+    except FormatError as e:
+        return [("shard-truncated", file, None, None, None, str(e).replace(path, file, 1))]
+    with reader:
+        for name in names:
+            e = reader.entry(name)
+            is_scale = name.endswith(SCALE_SUFFIX)
+            if e.numel == 0 or not scannable(e.dtype, is_scale=is_scale):
+                continue
+            try:
+                v = scan_tensor(reader, name, is_scale=is_scale)
+            except (FormatError, OSError) as err:
+                code = "shard-truncated" if isinstance(err, FormatError) else "read-error"
+                return [*out, (code, file, name, None, None, str(err).replace(path, file, 1))]
+            where, total = f"{file}: tensor '{name}'", f"{v.numel:,}"
+            if v.bad_scales:
+                out.append(("scale-invalid", file, name, "finite and > 0", v.bad_scales,
+                            f"{where}: {v.bad_scales:,} of {total} scales are not finite and > 0"))
+            if v.nan:
+                fp8 = e.dtype == "F8_E4M3"
+                out.append(("fp8-nan" if fp8 else "nan-values", file, name, 0, v.nan,
+                            f"{where}: {v.nan:,} of {total} values are "
+                            + ("FP8 NaN codes (0x7F/0xFF)" if fp8 else "NaN")))
+            if v.inf:
+                out.append(("inf-values", file, name, 0, v.inf,
+                            f"{where}: {v.inf:,} of {total} values are infinite"))
+            if v.zero == v.numel and not is_scale:
+                out.append(("all-zero", file, name, None, None,
+                            f"{where}: all {total} values are zero"))
+    return out
+
+
+def scan_shards(root: Path, names_by_shard: dict[str, list[str]], nbytes_by_shard: dict[str, int],
+                *, progress: Progress | None = None, workers: int | None = None) -> list[Found]:
+    """`scan_shard` over shards, in worker processes when there is enough data."""
+    jobs = [(shard, nbytes_by_shard[shard], (str(root / shard), shard, names))
+            for shard, names in names_by_shard.items()]
+    workers = workers_for(sum(nbytes_by_shard.values()), workers)
+    results = run_jobs(scan_shard, jobs, workers=workers, progress=progress,
+                       label="reading tensors")
+    return [found for shard_found in results for found in shard_found]

@@ -1,15 +1,16 @@
 """The Hugging Face Hub, through `huggingface_hub` (the only module that imports it).
 
-Three calls: `hub_settings()` reads HF_ENDPOINT / HF_TOKEN / HF_HOME at call time (the
-client reads them once, at import), `repo_files()` lists a revision's files with their
-sizes and LFS SHA-256 and resolves the revision to a commit, and `fetch_file()` downloads
-one file with `hf_hub_download` (into a local directory or the shared cache). Every error
-the client raises leaves here as a one-line `HubError`.
+`hub_settings()` reads HF_ENDPOINT / HF_TOKEN / HF_HOME at call time (the client reads them
+once, at import), `repo_files()` lists a revision's files with their sizes and LFS SHA-256
+and resolves the revision to a commit, `fetch_file()` downloads one file with
+`hf_hub_download` (into a local directory, or the shared cache: `snapshot_dir()`). Every
+error the client raises leaves here as a one-line `HubError`.
 
-Resuming is the client's: a transfer cut mid-way is retried with an HTTP Range request from
-the last chunk written, and a file that is complete on disk for the same commit is not
-fetched again. huggingface_hub 2.4 deletes a partial file when a download fails for good,
-so a file interrupted across runs starts again from byte 0.
+Resuming is the client's: a transfer cut mid-way is retried (5 times) with an HTTP Range
+request from the last 10 MB chunk written, and a file complete on disk for the same commit
+is not fetched again. huggingface_hub 2.4 deletes a partial file when a download fails for
+good, so a file interrupted across runs starts again from byte 0. Xet-backed files take the
+client's Xet path; the caller verifies them like any other.
 """
 
 from __future__ import annotations
@@ -160,9 +161,9 @@ def _hub_errors(settings: HubSettings, repo_id: str, revision: str,
         raise HubError(f"{where}: cannot reach {settings.endpoint} ({_first_line(e)}); check "
                        f"the network, proxy settings or HF_ENDPOINT") from None
     except OSError as e:
-        if e.errno == errno.ENOSPC:
-            raise HubError(f"{where}: disk full while writing into {dest or settings.cache_dir}; "
-                           f"free space and rerun (complete files are kept)") from None
+        if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            raise HubError(f"{where}: disk full while writing into {dest or settings.cache_dir} "
+                           f"({e.strerror}); free space and rerun (complete files are kept)") from None
         raise HubError(f"{where}: {_first_line(e)}") from None
 
 
@@ -201,13 +202,16 @@ def snapshot_dir(repo_id: str, commit: str, settings: HubSettings) -> Path:
 
 
 def _byte_counter(on_bytes: Callable[[int], None] | None, cancel: threading.Event | None):
-    """A tqdm stand-in for `hf_hub_download` that reports bytes and honours `cancel`."""
+    """A tqdm stand-in for `hf_hub_download`: reports bytes written and honours `cancel`.
+
+    The HTTP path calls `update` per chunk; the Xet path builds its bars from this class too
+    and, because `update_transfer` exists, sends network bytes there (ignored) and bytes
+    written to `update`, so each byte counts once. Display calls are no-ops.
+    """
 
     class ByteCounter:
         def __init__(self, *args, **kwargs):
-            initial = kwargs.get("initial") or 0
-            if initial and on_bytes:
-                on_bytes(initial)
+            self.n, self.total, self.format_dict = 0, kwargs.get("total"), {}
 
         def __enter__(self):
             return self
@@ -215,13 +219,18 @@ def _byte_counter(on_bytes: Callable[[int], None] | None, cancel: threading.Even
         def __exit__(self, *exc) -> None:
             pass
 
+        def __getattr__(self, name: str):  # set_postfix_str, refresh, close, clear, ...
+            return lambda *args, **kwargs: None
+
         def update(self, n: int | float | None = 1) -> None:
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            if on_bytes and n:
-                on_bytes(int(n))
+            if n:
+                self.n += int(n)
+                if on_bytes:
+                    on_bytes(int(n))
 
-        def close(self) -> None:
+        def update_transfer(self, n: int | float | None = 1) -> None:
             pass
 
     return ByteCounter

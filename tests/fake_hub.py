@@ -4,7 +4,8 @@ It serves what `huggingface_hub` 2.4 calls for a model download and nothing else
 
 - `GET /api/models/{repo}[/revision/{rev}]?blobs=true`: repo info with `sha` and
   `siblings` (size, blobId, lfs {size, sha256, pointerSize}), as `HfApi.model_info`
-  parses it;
+  parses it; `GET /api/models/{repo}/tree/{rev}`: the flat file list `snapshot_download`
+  reads (for the `hf download` baseline of bench/download.py);
 - `HEAD|GET /{repo}/resolve/{rev}/{file}`: the file, with `X-Repo-Commit`, `ETag` (the
   LFS sha256, or the git blob id), `X-Linked-Etag` / `X-Linked-Size` for LFS files and
   `Content-Length`; `Range: bytes=N-` gets a 206 with `Content-Range`;
@@ -31,11 +32,8 @@ from urllib.parse import unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".model")
 POINTER_SIZE = 134
-
-
-def git_blob_id(data: bytes) -> str:
-    """The git object id of a blob (what the Hub reports as blobId / ETag for non-LFS files)."""
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+CHUNK = 1 << 20
+CORRUPT_BYTES = 64  # a corrupt file has its first bytes flipped: same size, wrong hash
 
 
 @dataclass(frozen=True)
@@ -98,8 +96,9 @@ class FakeHub:
 
     # -- repos ---------------------------------------------------------------------------
     def add_commit(self, repo_id: str, src: str | Path, *, branch: str = "main",
-                   gated: bool = False) -> str:
-        """Publish the files of directory `src` as a new commit on `branch`; returns its sha."""
+                   gated: bool = False, copy: bool = True) -> str:
+        """Publish the files of directory `src` as a new commit on `branch`; returns its sha.
+        With `copy=False` the files are served from `src`, which must then stay unchanged."""
         src = Path(src)
         repo = self.repos.setdefault(repo_id, Repo(repo_id))
         repo.gated = repo.gated or gated
@@ -107,12 +106,17 @@ class FakeHub:
         files: dict[str, RepoFile] = {}
         for p in sorted(q for q in src.rglob("*") if q.is_file()):
             rel = p.relative_to(src).as_posix()
-            data = p.read_bytes()
-            files[rel] = RepoFile(rel, len(data), hashlib.sha256(data).hexdigest(),
-                                  git_blob_id(data), rel.endswith(LFS_SUFFIXES))
+            size = p.stat().st_size
+            sha256, blob = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size)
+            with open(p, "rb") as f:
+                while chunk := f.read(CHUNK):
+                    sha256.update(chunk)
+                    blob.update(chunk)
+            files[rel] = RepoFile(rel, size, sha256.hexdigest(), blob.hexdigest(),
+                                  rel.endswith(LFS_SUFFIXES))
         listing = json.dumps([parent, [(f.path, f.sha256) for f in files.values()]])
         sha = hashlib.sha1(listing.encode()).hexdigest()
-        root = self.root / repo_id / sha
+        root = self.root / repo_id / sha if copy else src
         if not root.exists():
             shutil.copytree(src, root)
         repo.commits[sha] = Commit(sha, root, files)
@@ -122,6 +126,9 @@ class FakeHub:
     def corrupt(self, path: str) -> None:
         """Serve wrong bytes (same length) for `path` on GET; metadata stays right."""
         self._corrupt.add(path)
+
+    def serve_correctly(self, path: str) -> None:
+        self._corrupt.discard(path)
 
     def cut(self, path: str, after: int, times: int = 1) -> None:
         """Drop the connection after `after` body bytes of the next `times` GETs of `path`."""
@@ -229,6 +236,9 @@ class _Handler(BaseHTTPRequestHandler):
         return commit
 
     def _model_info(self, rest: str) -> None:
+        if "/tree/" in rest:
+            self._tree(*rest.split("/tree/", 1))
+            return
         repo_part, _, rev = rest.partition("/revision/")
         repo = self._repo(unquote(repo_part))
         if repo is None:
@@ -246,6 +256,20 @@ class _Handler(BaseHTTPRequestHandler):
                "private": False, "gated": "manual" if repo.gated else False, "disabled": False,
                "tags": [], "siblings": siblings}
         self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
+
+    def _tree(self, repo_part: str, rest: str) -> None:
+        """The recursive file listing `snapshot_download` (`hf download`) reads; files only."""
+        repo = self._repo(unquote(repo_part))
+        commit = repo and self._commit(repo, unquote(rest.split("/", 1)[0]))
+        if commit is None:
+            return
+        items = []
+        for f in commit.files.values():
+            item = {"type": "file", "path": f.path, "size": f.size, "oid": f.blob_id}
+            if f.lfs:
+                item["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": POINTER_SIZE}
+            items.append(item)
+        self._send(200, json.dumps(items).encode(), {"Content-Type": "application/json"})
 
     def _resolve(self, repo_id: str, revision: str, file: str, head: bool) -> None:
         repo = self._repo(repo_id)
@@ -280,23 +304,28 @@ class _Handler(BaseHTTPRequestHandler):
         if head:
             self._send(200, b"", headers, length=meta.size)
             return
-        data = (commit.root / file).read_bytes()
-        if file in self.fake._corrupt:
-            data = bytes(b ^ 0x5A for b in data[:64]) + data[64:]
-        body = data[start:]
+        length = meta.size - start
         cut = self.fake._take_cut(file)
-        if cut is not None and cut < len(body):
-            self._entry.status = status
-            self.send_response(status)
-            for k, v in (headers | {"Content-Length": str(len(body))}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body[:cut])
+        self._entry.status = status
+        self.send_response(status)
+        for k, v in (headers | {"Content-Length": str(length)}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        limit = length if cut is None else min(cut, length)
+        with open(commit.root / file, "rb") as f:  # streamed: shards can be large in benches
+            f.seek(start)
+            pos = start
+            while pos < start + limit:
+                chunk = f.read(min(CHUNK, start + limit - pos))
+                if pos < CORRUPT_BYTES and file in self.fake._corrupt:
+                    k = min(len(chunk), CORRUPT_BYTES - pos)
+                    chunk = bytes(b ^ 0x5A for b in chunk[:k]) + chunk[k:]
+                self.wfile.write(chunk)
+                pos += len(chunk)
+        if limit < length:  # the transfer is interrupted mid-way
             self.wfile.flush()
             self.close_connection = True
-            self.connection.shutdown(socket.SHUT_RDWR)  # the transfer is interrupted mid-way
-            return
-        self._send(status, body, headers)
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     # -- responses -----------------------------------------------------------------------
     def _error(self, status: int, code: str | None, message: str,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,6 +117,11 @@ def test_full_download_verifies_every_file_and_writes_manifest(hub, sources, tmp
     gets = [g.path.rsplit("/", 1)[-1] for g in hub.gets()]
     assert sorted(gets) == sorted(files_of(src))
     assert "Traceback" not in r.stderr and "download" in r.stderr  # progress went to stderr
+    # the manifest is what `ckpt validate --checksums` checks offline
+    offline = run_cli("validate", dst, "--checksums", dst / "ckpt-manifest.json", "--strict")
+    assert offline.exit_code == 0, offline.stdout + offline.stderr
+    (dst / SHARD(1, SHARDS)).write_bytes(b"\0" * (dst / SHARD(1, SHARDS)).stat().st_size)
+    assert run_cli("validate", dst, "--checksums", dst / "ckpt-manifest.json").exit_code == 1
 
 
 def test_include_and_exclude_select_files(hub, tmp_path, run_cli):
@@ -263,7 +271,7 @@ def test_wrong_bytes_are_detected_and_not_kept(hub, sources, tmp_path, run_cli):
     assert (dst / f".{bad}.corrupt").is_file()  # kept aside for inspection, not under its name
     assert not (dst / "ckpt-manifest.json").exists()
     assert len(hub.gets(bad)) == 1  # wrong bytes from the Hub itself are not fetched twice
-    hub._corrupt.clear()
+    hub.serve_correctly(bad)
     again = run_cli("download", REPO, "--local-dir", dst)
     assert again.exit_code == 0, again.stderr
     assert sha256(dst / bad) == sha256(sources / "v3-seed0" / bad)
@@ -336,6 +344,24 @@ def test_gated_repo_needs_a_token(hub, sources, tmp_path, run_cli, monkeypatch):
     assert all(g.authorized for g in hub.gets())
 
 
+def test_disk_full_mid_download(hub, tmp_path):
+    """Writes fail once a file passes 100 KB (RLIMIT_FSIZE, EFBIG; a full disk, ENOSPC, takes
+    the same path): one clean line, no partial file, no manifest."""
+    limit = 100_000
+    code = ("import signal, resource; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+            "from ckpt_tools.cli import main; main()")
+    dst = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-c", code, "download", REPO, "--local-dir", str(dst)],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and err[-1].startswith("Error:") and "disk full" in err[-1], r.stderr
+    assert "Traceback" not in r.stderr
+    assert not list(dst.rglob("*.incomplete")) and not (dst / "ckpt-manifest.json").exists()
+    assert all(p.stat().st_size < limit for p in dst.rglob("*") if p.is_file())
+
+
 def test_network_unreachable(hub, monkeypatch, run_cli):
     with socket.socket() as s:  # a port nothing listens on
         s.bind(("127.0.0.1", 0))
@@ -403,3 +429,24 @@ def test_interrupted_run_resumes_where_it_stopped(hub, sources, tmp_path):
 def test_library_errors_are_hub_errors(hub):
     with pytest.raises(HubError, match="repository not found"):
         plan_download("org/nothing-here")
+
+
+def test_progress_sink_counts_xet_bytes_once():
+    """Xet-backed repos on the real Hub build their progress bars from our tqdm stand-in:
+    it must accept the reporter's calls and count each written byte once."""
+    import logging
+    from types import SimpleNamespace
+
+    from huggingface_hub.utils._xet_progress_reporting import XetDownloadProgressReporter
+
+    from ckpt_tools.hub import _byte_counter
+
+    got: list[int] = []
+    reporter = XetDownloadProgressReporter(reconstruction_desc="f", total=100, log_level=logging.INFO,
+                                           tqdm_class=_byte_counter(got.append, None))
+    for written, received in ((40, 30), (100, 80)):
+        reporter.update_progress(SimpleNamespace(
+            total_bytes_completed=written, total_transfer_bytes_completed=received, total_bytes=100,
+            total_bytes_completion_rate=1.0, total_transfer_bytes_completion_rate=1.0))
+    reporter.close()
+    assert sum(got) == 100

@@ -132,6 +132,17 @@ def test_layers_k_computes_and_compares_hidden_states_only(make_ckpt, run_cli, t
     assert [s["stage"] for s in json.loads(r.stdout)["stages"]] == ["layer 0"]
 
 
+def test_npz_output_carries_the_tokens_for_verify(make_ckpt, run_cli, tmp_path):
+    ckpt = make_ckpt("v3")
+    out = tmp_path / "ref.npz"
+    assert run_cli("forward", ckpt, "--tokens", TOKENS, "--out", out).exit_code == 0
+    with np.load(out) as data:
+        assert data["tokens"].tolist() == IDS and data["logits"].shape == (len(IDS), 320)
+    r = run_cli("verify", ckpt, "--logits", out, "--json")  # tokens come from the file
+    assert r.exit_code == 0 and json.loads(r.stdout)["tokens"] == IDS
+    assert run_cli("verify", ckpt, "--logits", out, "--tokens", "1,2").exit_code == 2
+
+
 def test_mtp_logits_have_one_row_per_predicted_position(make_ckpt, run_cli, tmp_path):
     ckpt = make_ckpt("v3")
     out = tmp_path / "mtp.npy"

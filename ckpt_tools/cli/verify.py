@@ -27,12 +27,17 @@ def _parse_tokens(_ctx, _param, value: str | None) -> list[int] | None:
     return ids
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    """Write under a temporary name, then rename: never a half-written file under `path`."""
+def _save(path: Path, result) -> None:
+    """.npy: the array; .npz: the array under its kind plus the tokens. Written under a
+    temporary name, then renamed: never a half-written file under `path`."""
     tmp = path.with_name(path.name + ".partial")
     try:
         with open(tmp, "wb") as f:
-            np.save(f, array, allow_pickle=False)
+            if path.suffix == ".npz":
+                np.savez(f, **{result.output: result.array,
+                               "tokens": np.asarray(result.tokens, np.int64)})
+            else:
+                np.save(f, result.array, allow_pickle=False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -46,7 +51,7 @@ def _save_npy(path: Path, array: np.ndarray) -> None:
 @click.option("--mtp", is_flag=True,
               help="Write the MTP module's logits [T-1, vocab] (V3: row t predicts token t+2).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="Output .npy file (float32).")
+              help="Output file: .npy (the float32 array) or .npz (array and tokens).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def forward(ckpt, tokens, layers, mtp, out, as_json):
     """Run the NumPy reference decoder on CKPT (HF BF16/FP8 or DeepSeek mp files) and
@@ -55,7 +60,7 @@ def forward(ckpt, tokens, layers, mtp, out, as_json):
         raise click.UsageError("--mtp runs the whole model; it cannot be combined with --layers")
     result = forward_outputs(ckpt, tokens, layers, mtp=mtp)
     out = Path(out)
-    _save_npy(out, result.array)
+    _save(out, result)
     report = ForwardReport(path=str(out), output=result.output, shape=list(result.array.shape),
                            tokens=result.tokens, layers=layers)
     if as_json:
@@ -89,6 +94,8 @@ def verify(ctx, ckpt, against, ref_path, tokens, layers, atol, rtol, as_json):
         report = run_verify(ckpt, against, tokens, layers=layers, atol=atol, rtol=rtol)
     else:
         ref, ref_tokens = load_reference_outputs(ref_path)
+        if tokens is not None and ref_tokens is not None and tokens != ref_tokens:
+            raise click.UsageError(f"--tokens differ from the tokens stored in {ref_path}")
         report = run_verify(ckpt, ref, tokens if tokens is not None else ref_tokens,
                             layers=layers, atol=atol, rtol=rtol, reference_label=ref_path)
     if as_json:

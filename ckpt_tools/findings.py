@@ -45,6 +45,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "dtype-differs": ("warning", "a float dtype other than the plan's that loaders cast"),
     "mtp-missing": ("error", "an MTP layer the config declares is absent"),
     "mtp-unexpected": ("warning", "an MTP layer the config does not declare"),
+    "mp-split-invalid": ("error", "the config cannot be split across this many MP ranks"),
     # deep
     "nan-values": ("error", "NaN values in a tensor"),
     "inf-values": ("error", "infinite values in a tensor"),

@@ -24,10 +24,10 @@ Checks, in order (each finding carries a stable code from `ckpt_tools.findings.C
 5. checksums: sizes and SHA-256 against a manifest (`ckpt download` writes the same
    format); `write_manifest` records them, only when no error was found.
 
-Extension point: DeepSeek's model-parallel layout (`model{i}-mp{N}.safetensors`,
-`ckpt_tools.mp_layout`). Structure checks already run on any set of safetensors files; the
-plan check is `_check_plan(expected, found, ...)` over plain name -> (shape, dtype) maps,
-so an MP directory plugs in with per-rank maps from `MpLayout(plan, n).ranks`.
+Layouts: HF (an index and shards, or one model.safetensors) and DeepSeek's model-parallel
+layout (`model{i}-mp{N}.safetensors`, no index): every rank file is checked against its
+share of the plan from `mp_layout.MpLayout`. Another layout plugs in the same way: build
+`_Inventory`s from its headers and call `_check_plan` with name -> `Expect` maps.
 """
 
 from __future__ import annotations
@@ -47,10 +47,12 @@ from typing import Literal, NamedTuple
 from .checkpoint import safe_member
 from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
 from .dtypes import FP8_DTYPES
-from .errors import ConfigError, FormatError
+from .errors import CkptError, ConfigError, FormatError
 from .findings import CODES, Check, Finding, Findings, ValidationReport
 from .index import INDEX_FILE, SINGLE_FILE, read_index
 from .manifest import MANIFEST_FILE, Manifest, read_manifest
+from .mp_layout import MP_FILE_RE, MpLayout, mp_file_name
+from .mp_layout import PARAMS as MP_PARAMS
 from .progress import Progress
 from .safetensors_io import MAX_HEADER_BYTES, SafetensorsHeader, TensorEntry, read_header
 from .sources import CONFIG_FILE, resolve_config
@@ -304,7 +306,7 @@ _LAYER_RE = re.compile(re.escape(LAYER_PREFIX).replace(r"\{L\}", r"(\d+)"))
 
 
 def _check_plan(expected: dict[str, Expect], inv: _Inventory, mtp_layers: range,
-                f: Findings) -> None:
+                f: Findings, *, file: str | None = None) -> None:
     """Compare name -> (shape, dtype) maps; whole MTP layers are reported once. The clean
     path is set operations and one comprehension: V3 has 92k names."""
     entries, where = inv.entries, inv.shard_of
@@ -333,10 +335,12 @@ def _check_plan(expected: dict[str, Expect], inv: _Inventory, mtp_layers: range,
                   tensor=LAYER_PREFIX.format(L=layer),
                   expected=f"{len(names)} tensors", found="absent")
             continue
+        where_ = f"{file}: " if file else ""
         for name in names:
             x = expected[name]
-            f.add("tensor-missing", f"tensor '{name}': expected {x.dtype} {list(x.shape)}, found "
-                  f"in no shard", tensor=name, expected=f"{x.dtype} {list(x.shape)}")
+            f.add("tensor-missing", f"{where_}tensor '{name}': expected {x.dtype} "
+                  f"{list(x.shape)}, found in no shard", file=file, tensor=name,
+                  expected=f"{x.dtype} {list(x.shape)}")
 
     extra = (entries.keys() | inv.unreadable.keys()) - expected.keys()
     extra = {n for n in extra if not n.endswith(SCALE_SUFFIX)}  # scales: see _check_pairing
@@ -412,6 +416,83 @@ def _checksums(root: Path, single: str | None, manifest: Manifest | None,
     return str(target)
 
 
+# -- the two layouts ----------------------------------------------------------------------
+def _check_hf(root: Path, single: str | None, config, f: Findings):
+    """HF layout: an index (or model.safetensors) and shards."""
+    checks: list[Check] = ["structure", "pairing"]
+    inv = _structure(root, single, f)
+    if not inv.entries and not inv.unreadable and not f.errors:
+        f.add("no-tensors", f"{root.name}: no tensor in any shard", file=single)
+    cfg, cfg_source, own = _load_config(root, config, f)
+    layout = detect_layout(inv.entries)
+    qc = cfg.quantization_config if cfg else None
+    _check_pairing(inv, tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK, f)
+    if cfg is not None:
+        if own:
+            _check_config_layout(cfg, layout, f)
+        mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
+        _check_plan(expected_tensors(TensorPlan(cfg, layout)), inv, mtp, f)
+        checks.append("plan")
+    return [inv], cfg_source, layout, checks
+
+
+MP_SCALE_SUFFIX = "." + MP_PARAMS["weight" + SCALE_SUFFIX]  # the demo model's "<module>.scale"
+
+
+def _mp_rank_files(root: Path, f: Findings) -> tuple[int, dict[int, str]]:
+    """(N, rank -> file) of DeepSeek's model-parallel layout (`model{i}-mp{N}.safetensors`);
+    the N with a complete set wins, other files are reported."""
+    sets: dict[int, dict[int, str]] = defaultdict(dict)
+    for p in sorted(root.glob("model*-mp*.safetensors")):
+        if m := MP_FILE_RE.fullmatch(p.name):
+            sets[int(m[2])][int(m[1])] = p.name
+    if not sets:
+        return 0, {}
+    n = max(sets, key=lambda k: (set(sets[k]) == set(range(k)), len(sets[k])))
+    for other, files in sets.items():
+        for rank, name in files.items():
+            if other != n or rank >= n:
+                f.add("shard-unreferenced", f"{name}: not a rank of the {n}-way layout that "
+                      f"DeepSeek's generate.py would load", file=name)
+    for rank in range(n):
+        if rank not in sets[n]:
+            f.add("shard-missing", f"{mp_file_name(rank, n)}: rank {rank} of the {n}-way "
+                  f"layout is absent", file=mp_file_name(rank, n))
+    return n, {r: name for r, name in sorted(sets[n].items()) if r < n}
+
+
+def _check_mp(root: Path, n: int, ranks: dict[int, str], config, f: Findings):
+    """DeepSeek's model-parallel layout: each rank file against its share of the plan
+    (`mp_layout.MpLayout`). The MTP layer is expected only when present (convert.py drops
+    it); FP8 scales are named `.scale` and checked as planned tensors."""
+    checks: list[Check] = ["structure"]
+    headers = _read_headers(root, list(ranks.values()), f)
+    invs: dict[int, _Inventory] = {}
+    for rank, name in ranks.items():
+        if (h := headers.get(name)) is not None:
+            invs[rank] = _Inventory(root, [name], dict(h.entries), dict.fromkeys(h.entries, name),
+                                    tensor_bytes=h.file_size - h.data_offset)
+    cfg, cfg_source, own = _load_config(root, config, f)
+    first = next(iter(invs.values()), _Inventory(root)).entries
+    layout = "fp8" if any(n.endswith(MP_SCALE_SUFFIX) for n in first) else "bf16"
+    if cfg is None or not invs:
+        return list(invs.values()), cfg_source, layout, checks
+    if own:
+        _check_config_layout(cfg, layout, f)
+    full = TensorPlan(cfg, layout)
+    has_mtp = any(MpLayout.mp_name(s) in first for s in full.specs if s.mtp)
+    try:
+        mp = MpLayout(full if has_mtp else TensorPlan(cfg, layout, include_mtp=False),
+                      n, keep_mtp=True)
+    except CkptError as e:
+        f.add("mp-split-invalid", str(e))
+        return list(invs.values()), cfg_source, layout, checks
+    for rank, inv in invs.items():
+        expected = {p.name: Expect(p.shape, p.dtype, None) for p in mp.ranks[rank]}
+        _check_plan(expected, inv, range(0), f, file=ranks[rank])
+    return list(invs.values()), cfg_source, layout, [*checks, "plan"]
+
+
 # -- the entry point ------------------------------------------------------------------------
 def validate(path: str | Path, *, config: str | Path | Config | None = None, deep: bool = False,
              checksums: str | Path | None = None, write_manifest: bool | str | Path = False,
@@ -451,30 +532,25 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
     manifest = read_manifest(checksums) if checksums is not None else None
 
     f = Findings()
-    checks: list[Check] = ["structure", "pairing"]
     with _gc_paused():
-        inv = _structure(root, single, f)
-        if not inv.entries and not inv.unreadable and not f.errors:
-            f.add("no-tensors", f"{path.name}: no tensor in any shard", file=single)
-        cfg, cfg_source, own = _load_config(root, config, f)
-        layout = detect_layout(inv.entries)
-        qc = cfg.quantization_config if cfg else None
-        _check_pairing(inv, tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK, f)
-        if cfg is not None:
-            if own:
-                _check_config_layout(cfg, layout, f)
-            mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
-            _check_plan(expected_tensors(TensorPlan(cfg, layout)), inv, mtp, f)
-            checks.append("plan")
+        hf = single or (root / INDEX_FILE).exists() or (root / SINGLE_FILE).exists()
+        n, ranks = (0, {}) if hf else _mp_rank_files(root, f)
+        if n:
+            invs, cfg_source, layout, checks = _check_mp(root, n, ranks, config, f)
+        else:
+            invs, cfg_source, layout, checks = _check_hf(root, single, config, f)
     if deep:
         from .value_scan import scan_shards  # only when asked: reads every byte
 
         by_shard: dict[str, list[str]] = defaultdict(list)
-        for name, shard in inv.shard_of.items():
-            by_shard[shard].append(name)
-        nbytes = {s: sum(inv.entries[n].nbytes for n in names) for s, names in by_shard.items()}
+        nbytes: dict[str, int] = defaultdict(int)
+        for inv in invs:
+            for name, shard in inv.shard_of.items():
+                by_shard[shard].append(name)
+                nbytes[shard] += inv.entries[name].nbytes
+        suffix = MP_SCALE_SUFFIX if n else SCALE_SUFFIX
         for code, file, tensor, expected, got, message in scan_shards(
-                root, by_shard, nbytes, progress=progress, workers=workers):
+                root, by_shard, nbytes, scale_suffix=suffix, progress=progress, workers=workers):
             f.add(code, message, file=file, tensor=tensor, expected=expected, found=got)
         checks.append("deep")
 
@@ -487,7 +563,9 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
                              target, f, progress, workers)
         checks += ["checksums"] if manifest is not None else []
 
+    tensors = sum(len(inv.entries) for inv in invs)
     return ValidationReport(
-        path=str(path), checks=checks, config=cfg_source, layout=layout if inv.entries else None,
-        files=len(inv.shards), tensors=len(inv.entries), tensor_bytes=inv.tensor_bytes,
-        findings=f.items, manifest_written=written)
+        path=str(path), checks=checks, config=cfg_source, layout=layout if tensors else None,
+        files=sum(len(inv.shards) for inv in invs), tensors=tensors,
+        tensor_bytes=sum(inv.tensor_bytes for inv in invs), findings=f.items,
+        manifest_written=written)

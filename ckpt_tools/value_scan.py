@@ -84,9 +84,11 @@ def scan_tensor(reader: SafetensorsReader, name: str, *, is_scale: bool = False)
 Found = tuple[str, str, str | None, object, object, str]
 
 
-def scan_shard(path: str, file: str, names: list[str]) -> list[Found]:
+def scan_shard(path: str, file: str, names: list[str],
+               scale_suffix: str = SCALE_SUFFIX) -> list[Found]:
     """Findings for the named tensors of one shard (`file` is its name for messages), each
-    read once. Runs in a worker process: everything it needs comes in the arguments."""
+    read once; names ending in `scale_suffix` are FP8 scales. Runs in a worker process:
+    everything it needs comes in the arguments."""
     out: list[Found] = []
     try:
         reader = SafetensorsReader(path)
@@ -95,7 +97,7 @@ def scan_shard(path: str, file: str, names: list[str]) -> list[Found]:
     with reader:
         for name in names:
             e = reader.entry(name)
-            is_scale = name.endswith(SCALE_SUFFIX)
+            is_scale = name.endswith(scale_suffix)
             if e.numel == 0 or not scannable(e.dtype, is_scale=is_scale):
                 continue
             try:
@@ -122,9 +124,10 @@ def scan_shard(path: str, file: str, names: list[str]) -> list[Found]:
 
 
 def scan_shards(root: Path, names_by_shard: dict[str, list[str]], nbytes_by_shard: dict[str, int],
-                *, progress: Progress | None = None, workers: int | None = None) -> list[Found]:
+                *, scale_suffix: str = SCALE_SUFFIX, progress: Progress | None = None,
+                workers: int | None = None) -> list[Found]:
     """`scan_shard` over shards, in worker processes when there is enough data."""
-    jobs = [(shard, nbytes_by_shard[shard], (str(root / shard), shard, names))
+    jobs = [(shard, nbytes_by_shard[shard], (str(root / shard), shard, names, scale_suffix))
             for shard, names in names_by_shard.items()]
     workers = workers_for(sum(nbytes_by_shard.values()), workers)
     results = run_jobs(scan_shard, jobs, workers=workers, progress=progress,

@@ -520,3 +520,68 @@ def test_truncation_is_told_from_garbage(copy_of):
     assert codes(validate(ck)) == {"shard-truncated"}
     shard.write_bytes(b"")
     assert codes(validate(ck)) == {"shard-truncated"}
+
+
+# -- DeepSeek's model-parallel layout (model{i}-mp{N}.safetensors) ----------------------
+# widths whose FP8 blocks split evenly in two (tiny's 96/160 widths do not)
+FP8_MP_WIDTHS = dict(num_attention_heads=16, num_key_value_heads=16, qk_nope_head_dim=16,
+                     qk_rope_head_dim=16, v_head_dim=16, intermediate_size=256,
+                     moe_intermediate_size=256)
+
+
+@pytest.fixture(scope="session")
+def pristine_mp(pristine, tmp_path_factory):
+    from ckpt_tools.reshard import to_deepseek_mp
+
+    root = tmp_path_factory.mktemp("pristine-mp")
+    fp8 = make_tiny(root / "fp8", "v3", fp8=True, overrides=FP8_MP_WIDTHS).path
+    to_deepseek_mp(fp8, root / "mp2", 2)
+    to_deepseek_mp(pristine["bf16"], root / "mp2-mtp", 2, keep_mtp=True)
+    return root
+
+
+@pytest.fixture
+def mp_copy(pristine_mp, tmp_path):
+    def copy(name="mp2"):
+        dst = tmp_path / name
+        shutil.copytree(pristine_mp / name, dst)
+        return dst
+
+    return copy
+
+
+@pytest.mark.parametrize("name,layout", [("mp2", "fp8"), ("mp2-mtp", "bf16")])
+def test_clean_model_parallel_checkpoints_pass(mp_copy, run_cli, name, layout):
+    ck = mp_copy(name)
+    report = validate(ck, deep=True)
+    assert report.findings == [] and report.layout == layout
+    assert report.files == 2 and report.checks == ["structure", "plan", "deep"]
+    assert run_cli("validate", ck, "--strict").exit_code == 0
+
+
+def mp_rank(ck, rank):
+    return ck / f"model{rank}-mp2.safetensors"
+
+
+def test_model_parallel_defects_name_the_rank_file(mp_copy):
+    ck = mp_copy()
+    rank1 = load(mp_rank(ck, 1))
+    name = next(n for n, v in rank1.items() if v.ndim == 2 and v.dtype != np.float32)
+    scale = next(n for n, v in rank1.items() if n.endswith(".scale"))
+    rank1[name] = np.ascontiguousarray(rank1[name][:-1])
+    rank1[scale] = np.zeros_like(rank1[scale])
+    dropped = next(n for n in rank1 if n not in (name, scale))
+    del rank1[dropped]
+    write_safetensors(mp_rank(ck, 1), rank1)
+    report = validate(ck, deep=True)
+    found = {(f.code, f.file, f.tensor) for f in report.findings}
+    assert found == {("shape-mismatch", mp_rank(ck, 1).name, name),
+                     ("tensor-missing", mp_rank(ck, 1).name, dropped),
+                     ("scale-invalid", mp_rank(ck, 1).name, scale)}
+
+
+def test_model_parallel_missing_rank_and_stray_files(mp_copy):
+    ck = mp_copy()
+    shutil.copy(mp_rank(ck, 0), ck / "model0-mp4.safetensors")
+    mp_rank(ck, 1).unlink()
+    assert codes(validate(ck)) == {"shard-missing", "shard-unreferenced"}

@@ -159,7 +159,8 @@ class PositionComparison(BaseModel):
     max_abs_error: float
     within_tolerance: bool
     top1_match: bool | None = Field(description="Same arg-max token (logits only)")
-    top5_overlap: float | None = Field(description="Shared fraction of the top-5 tokens (logits only)")
+    top5_overlap: float | None = Field(
+        description="Shared fraction of the top-5 tokens (logits only)")
 
 
 class Divergence(BaseModel):
@@ -192,8 +193,10 @@ class VerifyReport(BaseModel):
     top5_agreement: float | None = Field(description="Mean top-5 overlap over positions")
     stages: list[StageComparison] = Field(description="Per layer (checkpoint reference) and output")
     positions: list[PositionComparison]
-    first_divergence: Divergence | None = Field(description="Earliest stage, then position, out of tolerance")
-    config_differences: list[str] = Field(description="Config fields that differ (dtype fields ignored)")
+    first_divergence: Divergence | None = Field(
+        description="Earliest stage, then position, out of tolerance")
+    config_differences: list[str] = Field(
+        description="Config fields that differ (dtype fields ignored)")
 
 
 # -- comparison --------------------------------------------------------------------------
@@ -315,7 +318,8 @@ def verify(candidate: str | Path | TensorSource,
         top1 = sum(p.top1_match for p in positions) / len(positions)
         top5 = sum(p.top5_overlap for p in positions) / len(positions)
     return VerifyReport(
-        candidate=str(candidate) if isinstance(candidate, (str, Path)) else type(candidate).__name__,
+        candidate=(str(candidate) if isinstance(candidate, (str, Path))
+                   else type(candidate).__name__),
         reference=ref_label, reference_kind=kind, output=output, tokens=ids, layers=layers,
         atol=atol, rtol=rtol, ok=divergence is None, max_abs_error=final.max_abs_error,
         max_rel_error=final.max_rel_error, top1_agreement=top1, top5_agreement=top5,

@@ -221,7 +221,8 @@ def test_wrong_shape_and_missing_tensor_name_the_tensor(tmp_path):
     path = _build(tmp_path, "v3-noaux")
     bad = "model.layers.0.self_attn.kv_b_proj.weight"
     src = Recording(Checkpoint(path), corrupt={bad: lambda a: a[:, :-1]})
-    with pytest.raises(ShapeMismatchError, match=rf"'{bad}': expected shape \[128, 32\], found \[128, 31\]"):
+    want = rf"'{bad}': expected shape \[128, 32\], found \[128, 31\]"
+    with pytest.raises(ShapeMismatchError, match=want):
         forward(src, TOKENS)
 
     index = path / "model.safetensors.index.json"

@@ -41,7 +41,8 @@ def test_fp8_checkpoint_verifies_against_its_bf16_upcast(make_ckpt, run_cli, tmp
     assert r.exit_code == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["ok"] and report["first_divergence"] is None
-    assert [s["stage"] for s in report["stages"]] == ["layer 0", "layer 1", "layer 2", "layer 3", "output"]
+    stages = ["layer 0", "layer 1", "layer 2", "layer 3", "output"]
+    assert [s["stage"] for s in report["stages"]] == stages
     # BF16 rounding is visible but small; exact agreement would mean nothing was compared
     assert 0 < report["max_rel_error"] < report["rtol"]
     assert report["top1_agreement"] >= 0.9
@@ -113,8 +114,9 @@ def test_forward_writes_logits_and_verify_reads_them_back(make_ckpt, run_cli, tm
     r = run_cli("verify", ckpt, "--logits", out, "--tokens", TOKENS, "--json")
     assert r.exit_code == 1
     report = json.loads(r.stdout)
-    assert report["first_divergence"] == {"stage": "output", "layer": None, "position": 4,
-                                          "token": IDS[4], "abs_error": pytest.approx(1.0, abs=1e-6)}
+    assert report["first_divergence"] == {
+        "stage": "output", "layer": None, "position": 4, "token": IDS[4],
+        "abs_error": pytest.approx(1.0, abs=1e-6)}
     assert [p["within_tolerance"] for p in report["positions"]] == [i != 4 for i in range(len(IDS))]
 
 

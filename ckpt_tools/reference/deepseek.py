@@ -18,7 +18,7 @@ Einsum letters, used in the code and in the shape comments:
     v  v_head_dim               c  kv_lora_rank (compressed KV latent)
     q  q_lora_rank              i  rotation pair (r / 2)
     e  routed expert            k  routed-expert slot of a token (num_experts_per_tok)
-    g  expert group             f  MLP width
+    g  expert group (g' kept)   f  MLP width
     o  vocabulary
 """
 
@@ -183,7 +183,7 @@ def route(config: Config, x: np.ndarray, gate: np.ndarray,
             group_score = -np.sort(-grouped, axis=-1)[..., :2].sum(-1)  # [t, g]
         else:
             group_score = grouped.max(-1)  # [t, g]
-        kept = np.argsort(-group_score, axis=-1, kind="stable")[:, :config.topk_group]  # [t, topk_group]
+        kept = np.argsort(-group_score, axis=-1, kind="stable")[:, :config.topk_group]  # [t, g']
         group_mask = np.zeros((T, G), dtype=bool)
         np.put_along_axis(group_mask, kept, True, axis=-1)
         choice = np.where(np.repeat(group_mask, E // G, axis=-1), choice, -np.inf)  # [t, e]

@@ -51,8 +51,6 @@ from .errors import CkptError, ConfigError, FormatError
 from .findings import CODES, Check, Finding, Findings, ValidationReport
 from .index import INDEX_FILE, SINGLE_FILE, read_index
 from .manifest import MANIFEST_FILE, Manifest, read_manifest
-from .mp_layout import MP_FILE_RE, MpLayout, mp_file_name
-from .mp_layout import PARAMS as MP_PARAMS
 from .progress import Progress
 from .safetensors_io import MAX_HEADER_BYTES, SafetensorsHeader, TensorEntry, read_header
 from .sources import CONFIG_FILE, resolve_config
@@ -129,9 +127,10 @@ def _read_headers(root: Path, names: list[str], f: Findings) -> dict[str, Safete
         headers[name] = h
         fmt = (h.metadata or {}).get("format")
         if fmt != "pt":
+            why = ("older transformers fail without it" if fmt is None
+                   else "transformers refuses formats other than pt/tf/flax/mlx")
             f.add("shard-metadata", f"{name}: __metadata__ format is {json.dumps(fmt)}, "
-                  f"expected \"pt\" (transformers refuses other values)", file=name,
-                  expected="pt", found=fmt)
+                  f"expected \"pt\" ({why})", file=name, expected="pt", found=fmt)
     return headers
 
 
@@ -436,14 +435,20 @@ def _check_hf(root: Path, single: str | None, config, f: Findings):
     return [inv], cfg_source, layout, checks
 
 
-MP_SCALE_SUFFIX = "." + MP_PARAMS["weight" + SCALE_SUFFIX]  # the demo model's "<module>.scale"
+MP_SCALE_SUFFIX = ".scale"  # DeepSeek's demo names: "<module>.scale" beside "<module>.weight"
+MP_FILE_GLOB = "model*-mp*.safetensors"
 
 
 def _mp_rank_files(root: Path, f: Findings) -> tuple[int, dict[int, str]]:
     """(N, rank -> file) of DeepSeek's model-parallel layout (`model{i}-mp{N}.safetensors`);
     the N with a complete set wins, other files are reported."""
+    files = sorted(root.glob(MP_FILE_GLOB))
+    if not files:
+        return 0, {}
+    from .mp_layout import MP_FILE_RE, mp_file_name  # only for such directories
+
     sets: dict[int, dict[int, str]] = defaultdict(dict)
-    for p in sorted(root.glob("model*-mp*.safetensors")):
+    for p in files:
         if m := MP_FILE_RE.fullmatch(p.name):
             sets[int(m[2])][int(m[1])] = p.name
     if not sets:
@@ -465,6 +470,9 @@ def _check_mp(root: Path, n: int, ranks: dict[int, str], config, f: Findings):
     """DeepSeek's model-parallel layout: each rank file against its share of the plan
     (`mp_layout.MpLayout`). The MTP layer is expected only when present (convert.py drops
     it); FP8 scales are named `.scale` and checked as planned tensors."""
+    from .mp_layout import PARAMS, MpLayout
+
+    assert PARAMS["weight" + SCALE_SUFFIX] == MP_SCALE_SUFFIX[1:]  # internal: one naming
     checks: list[Check] = ["structure"]
     headers = _read_headers(root, list(ranks.values()), f)
     invs: dict[int, _Inventory] = {}

@@ -1,0 +1,159 @@
+"""Benchmark header-only `ckpt validate` on a V3-scale checkpoint. Goal: under 2 s.
+
+Builds, in a temp directory, DeepSeek-V3's real FP8 tensor plan (91,991 tensors,
+688,574,839,360 bytes of tensor data) in 163 shards like the release: real headers
+(`{"format": "pt"}`, every dtype, shape and offset), data left as holes (each file is
+truncated up to its full size, so ~688 GB apparent and ~20 MB on disk), an index with
+`total_size`, and V3's config.json. Then, interleaved, each a fresh subprocess:
+
+- `ckpt validate DIR` (structure, FP8 pairing, the whole tensor plan; no data read);
+- baseline, what a loader does before reading weights: load the index, then open every
+  shard with `safetensors.safe_open` and list its keys (Rust header parser, no checks);
+- `python -c pass`, the interpreter floor both pay.
+
+Wall time and CPU time are medians over --reps runs; peak RSS is the child's ru_maxrss
+from os.wait4. ckpt runs as the console script next to this interpreter (a pyenv shim
+would add its bash start-up). Before timing, the run checks that validate finds nothing on
+this checkpoint and one `shard-truncated` after a shard loses its last byte.
+
+Reproduce: python bench/validate.py [--reps 7] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ckpt_tools.index import INDEX_FILE, shard_file_name
+from ckpt_tools.presets import find_preset
+from ckpt_tools.sources import CONFIG_FILE
+from ckpt_tools.tensor_plan import TensorPlan
+from timing import run_child
+
+SHARDS = 163  # as in deepseek-ai/DeepSeek-V3
+
+BASELINE = r"""
+import json, sys
+from pathlib import Path
+from safetensors import safe_open
+root = Path(sys.argv[1])
+weight_map = json.loads((root / "model.safetensors.index.json").read_text())["weight_map"]
+n = 0
+for shard in dict.fromkeys(weight_map.values()):
+    with safe_open(str(root / shard), "np") as f:
+        n += len(list(f.keys()))
+assert n == len(weight_map), n
+"""
+
+
+def build(dst: Path) -> tuple[int, int]:
+    """Write the sparse V3 checkpoint; (tensors, tensor bytes)."""
+    preset = find_preset("v3")
+    plan = TensorPlan(preset.config)
+    total = plan.total_bytes
+    groups: list[list] = [[] for _ in range(SHARDS)]
+    done = 0
+    for spec in plan.specs:  # contiguous, about equal bytes per shard
+        groups[min(SHARDS - 1, done * SHARDS // total)].append(spec)
+        done += spec.nbytes
+    weight_map = {}
+    for i, group in enumerate(groups, start=1):
+        name = shard_file_name(i, SHARDS)
+        header, offset = {"__metadata__": {"format": "pt"}}, 0
+        for s in group:
+            header[s.name] = {"dtype": s.dtype, "shape": list(s.shape),
+                              "data_offsets": [offset, offset + s.nbytes]}
+            offset += s.nbytes
+            weight_map[s.name] = name
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)
+        with open(dst / name, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)) + raw)
+            f.truncate(8 + len(raw) + offset)  # a hole: no data blocks on disk
+    (dst / INDEX_FILE).write_text(json.dumps({"metadata": {"total_size": total},
+                                              "weight_map": weight_map}))
+    (dst / CONFIG_FILE).write_text(json.dumps(preset.raw_config, indent=2))
+    return len(weight_map), total
+
+
+def ckpt_command() -> list[str]:
+    script = Path(sys.executable).with_name("ckpt")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "ckpt_tools"]
+
+
+def output(cmd: list[str], ok: tuple[int, ...] = (0,)) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode not in ok:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return proc.stdout
+
+
+def sanity(ckpt: list[str], root: Path) -> None:
+    """validate finds nothing here, and the one defect we make."""
+    doc = json.loads(output([*ckpt, "validate", str(root), "--json"]))
+    assert doc["findings"] == [] and doc["tensors"] == 91_991, doc["findings"][:3]
+    victim = root / shard_file_name(100, SHARDS)
+    size = victim.stat().st_size
+    os.truncate(victim, size - 1)
+    try:
+        doc = json.loads(output([*ckpt, "validate", str(root), "--json"], ok=(1,)))
+        assert {f["code"] for f in doc["findings"]} == {"shard-truncated"}, doc["findings"][:3]
+    finally:
+        os.truncate(victim, size)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--keep", type=Path, help="build here and keep it (default: a temp dir)")
+    args = ap.parse_args()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="ckpt-bench-validate-"))
+    root.mkdir(parents=True, exist_ok=True)
+    try:
+        t0 = time.perf_counter()
+        tensors, nbytes = build(root)
+        apparent = sum(p.stat().st_size for p in root.iterdir())
+        on_disk = sum(p.stat().st_blocks * 512 for p in root.iterdir())
+        print(f"built {tensors:,} tensors ({nbytes / 1e9:,.1f} GB of tensor data) in {SHARDS} "
+              f"shards in {time.perf_counter() - t0:.1f} s: {apparent / 1e9:,.1f} GB apparent, "
+              f"{on_disk / 1e6:,.1f} MB on disk, at {root}")
+        ckpt = ckpt_command()
+        sanity(ckpt, root)
+        commands = {
+            "ckpt validate (header-only)": [*ckpt, "validate", str(root)],
+            "baseline: index + safe_open keys": [sys.executable, "-c", BASELINE, str(root)],
+            "python -c pass": [sys.executable, "-c", "pass"],
+        }
+        for cmd in commands.values():  # warm page cache and .pyc files
+            run_child(cmd)
+        results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in commands}
+        for _ in range(args.reps):  # interleaved, so load changes hit every command alike
+            for name, cmd in commands.items():
+                results[name].append(run_child(cmd))
+        med = {k: [statistics.median(x[i] for x in v) for i in range(3)]
+               for k, v in results.items()}
+        print(f"\nmedians of {args.reps} runs (load average now {os.getloadavg()[0]:.2f}):")
+        print(f"{'command':<36}{'wall s':>8}{'CPU s':>8}{'peak RSS MB':>13}")
+        for name, (wall, cpu, rss) in med.items():
+            print(f"{name:<36}{wall:>8.2f}{cpu:>8.2f}{rss:>13.0f}")
+        ours, base = med["ckpt validate (header-only)"], med["baseline: index + safe_open keys"]
+        verdict = "meets" if ours[0] < 2.0 else "MISSES"
+        print(f"\nvalidate / baseline: {ours[0] / base[0]:.2f}x wall, "
+              f"{ours[1] / base[1]:.2f}x CPU; {verdict} the 2 s goal ({ours[0]:.2f} s)")
+        print(f"reproduce: {sys.executable} bench/validate.py --reps {args.reps}")
+    finally:
+        if args.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

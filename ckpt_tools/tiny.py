@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import parse_config
 from .dtypes import DTYPES
-from .fp8 import BF16, quantize
+from .fp8 import BF16, FP8_QUANTIZATION_CONFIG, quantize
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
 from .output import OutputDir
 from .presets import all_presets, find_preset
@@ -27,13 +27,6 @@ from .safetensors_io import SafetensorsWriter
 from .sources import CONFIG_FILE
 from .tensor_plan import TensorPlan, TensorSpec
 from .errors import ConfigError
-
-FP8_QUANTIZATION_CONFIG = {
-    "activation_scheme": "dynamic",
-    "fmt": "e4m3",
-    "quant_method": "fp8",
-    "weight_block_size": [128, 128],
-}
 
 # Widths that keep the tiny model fast while leaving some FP8 blocks partial (96, 160).
 TINY_WIDTHS = {

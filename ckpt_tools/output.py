@@ -125,12 +125,21 @@ class OutputDir:
         st = p.stat()
         return [st.st_size, st.st_mtime_ns] == rec
 
-    def mark_done(self, name: str) -> None:
+    def mark_done(self, name: str, info: Any = None) -> None:
+        """Record `name` as finished, with optional JSON-able `info` a rerun can read back."""
         if self._journal is None:
             return
         st = (self.path / name).stat()
         self._journal["done"][name] = [st.st_size, st.st_mtime_ns]
+        if info is not None:
+            self._journal.setdefault("info", {})[name] = info
         write_json_atomic(self.path / JOURNAL_FILE, self._journal)
+
+    def done_info(self, name: str) -> Any:
+        """The `info` recorded with a finished `name` (None when there is none)."""
+        if not self.is_done(name):
+            return None
+        return self._journal.get("info", {}).get(name)
 
     # -- finish ---------------------------------------------------------------------------
     def _release(self) -> None:

@@ -37,6 +37,9 @@ PARTIAL_SUFFIX = ".partial"
 CHUNK_BYTES = 16 << 20
 _SHORT_RUN = 512  # iter_slice: shorter runs are cut from whole rows read at once
 DEFAULT_METADATA = {"format": "pt"}
+# A writer asks the kernel to start writing back every this many bytes (Linux), so that
+# close()'s fsync waits for the tail of a file, not for gigabytes of dirty pages.
+WRITEBACK_BYTES = 32 << 20
 
 
 class TensorEntry(NamedTuple):
@@ -360,6 +363,7 @@ class SafetensorsWriter:
         self.specs = [(n, d, tuple(int(x) for x in s)) for n, d, s in specs]
         header, self._sizes = _header_bytes(self.specs, metadata)
         self._next = 0
+        self._pending = 0  # bytes written since the last writeback hint
         self._file = open(self.tmp, "wb")
         try:
             self._file.write(header)
@@ -393,6 +397,7 @@ class SafetensorsWriter:
         flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
         for i in range(0, flat.size, CHUNK_BYTES):
             self._file.write(memoryview(flat[i:i + CHUNK_BYTES]))
+            self._written(min(CHUNK_BYTES, flat.size - i))
         self._next += 1
         crash_point()
 
@@ -403,11 +408,23 @@ class SafetensorsWriter:
         for chunk in chunks:
             self._file.write(chunk)
             written += len(chunk)
+            self._written(len(chunk))
         if written != self._sizes[self._next]:
             raise FormatError(f"{self.path}: tensor '{name}': expected {self._sizes[self._next]} "
                               f"bytes, got {written}")
         self._next += 1
         crash_point()
+
+    def _written(self, n: int) -> None:
+        # Overlaps the disk writes with producing the next bytes; DONTNEED starts the
+        # writeback of the range (and keeps the page cache free of pages nobody reads back).
+        self._pending += n
+        if self._pending >= WRITEBACK_BYTES and hasattr(os, "posix_fadvise"):
+            self._file.flush()
+            end = self._file.tell()
+            os.posix_fadvise(self._file.fileno(), end - self._pending, self._pending,
+                             os.POSIX_FADV_DONTNEED)
+            self._pending = 0
 
     def close(self) -> None:
         if self._file is None:

@@ -163,7 +163,8 @@ def _hub_errors(settings: HubSettings, repo_id: str, revision: str,
     except OSError as e:
         if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             raise HubError(f"{where}: disk full while writing into {dest or settings.cache_dir} "
-                           f"({e.strerror}); free space and rerun (complete files are kept)") from None
+                           f"({e.strerror}); free space and rerun (complete files are "
+                           f"kept)") from None
         raise HubError(f"{where}: {_first_line(e)}") from None
 
 

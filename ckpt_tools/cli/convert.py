@@ -1,0 +1,95 @@
+"""`ckpt upcast SRC DST` (FP8 -> BF16/F32) and `ckpt quantize SRC DST` (BF16 -> FP8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .render import StderrProgress, emit_json, human_bytes, safe_name
+from .reshard import SizeParam
+
+_WORKERS = click.option("--workers", type=click.IntRange(1), default=None,
+                        help="Worker processes, one shard each [default: the machine's cores].")
+_OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+_QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar on stderr.")
+_SRC = click.argument("src", type=click.Path(path_type=Path))
+_DST = click.argument("dst", type=click.Path(path_type=Path))
+
+
+def _rate(nbytes: int, seconds: float) -> str:
+    return f"{human_bytes(nbytes / seconds)}/s" if seconds > 0 else "-"
+
+
+@click.command()
+@_SRC
+@_DST
+@click.option("--dtype", type=click.Choice(["bf16", "f32"]), default="bf16", show_default=True,
+              help="Output dtype of the dequantised weights (f32 also widens BF16 tensors).")
+@click.option("--max-shard-size", type=SizeParam(), default=None, metavar="SIZE",
+              help="Re-shard the output (500MB, 5GB, 5GiB) instead of keeping shard names.")
+@_WORKERS
+@_OVERWRITE
+@_JSON
+@_QUIET
+def upcast(src, dst, dtype, max_shard_size, workers, overwrite, as_json, quiet):
+    """Dequantise an FP8 checkpoint (V3, R1, V3.1) to BF16 or F32, exactly, on any CPU.
+
+    Every FP8 weight becomes dtype(float32(w) x its block's weight_scale_inv), bit for bit
+    DeepSeek's definition; other tensors are copied; the index, config.json and the
+    tokenizer files come out ready to load. Nothing is written if a scale is missing or
+    malformed. Rerun the same command after an interruption to resume.
+    """
+    from ..convert import upcast as run
+
+    report = run(src, dst, dtype=dtype, workers=workers, max_shard_size=max_shard_size,
+                 overwrite=overwrite, progress=StderrProgress(enabled=not quiet))
+    if as_json:
+        emit_json(report)
+        return
+    kept = f", {report.resumed_files} kept from the interrupted run" if report.resumed_files else ""
+    click.echo(f"wrote {safe_name(str(report.destination))}: {len(report.files)} shard(s), "
+               f"{report.tensors} tensors, {human_bytes(report.total_size)} "
+               f"in {report.seconds:.1f} s ({_rate(report.total_size, report.seconds)}){kept}")
+    click.echo(f"  {report.dequantized} FP8 weights dequantised to {dtype.upper()}, "
+               f"{report.scales_dropped} scales dropped, {report.copied} tensors copied"
+               + (f", {report.widened} widened to F32" if report.widened else ""))
+
+
+@click.command()
+@_SRC
+@_DST
+@click.option("--scale-fmt", type=click.Choice(["float", "ue8m0"]), default="float",
+              show_default=True,
+              help="Scales amax/448 (V3, R1) or powers of two at or above it (V3.1).")
+@_WORKERS
+@_OVERWRITE
+@_JSON
+@_QUIET
+def quantize(src, dst, scale_fmt, workers, overwrite, as_json, quiet):
+    """Quantise a BF16/F32 checkpoint to DeepSeek's block FP8 (e4m3, 128x128 scales).
+
+    Exactly the weights V3's own checkpoint keeps in FP8 are quantised; values beyond the
+    e4m3 range saturate. Reports, per tensor, the error of upcasting the result back.
+    """
+    from ..convert import quantize as run
+
+    report = run(src, dst, scale_fmt=scale_fmt, workers=workers, overwrite=overwrite,
+                 progress=StderrProgress(enabled=not quiet))
+    if as_json:
+        emit_json(report)
+        return
+    kept = f", {report.resumed_files} kept from the interrupted run" if report.resumed_files else ""
+    click.echo(f"wrote {safe_name(str(report.destination))}: {len(report.files)} shard(s), "
+               f"{report.quantized} weights quantised ({scale_fmt} scales), {report.copied} "
+               f"tensors copied, {human_bytes(report.total_size)} in {report.seconds:.1f} s{kept}")
+    if report.errors:
+        worst_abs = max(report.errors, key=lambda e: e.max_abs_error)
+        worst_rel = max(report.errors, key=lambda e: e.rel_l2_error)
+        click.echo(f"  round trip to F32: max abs error {worst_abs.max_abs_error:.3g} "
+                   f"({safe_name(worst_abs.name)}), worst relative L2 {worst_rel.rel_l2_error:.3g} "
+                   f"({safe_name(worst_rel.name)})")
+        nonfinite = sum(e.nonfinite for e in report.errors)
+        if nonfinite:
+            click.echo(f"  {nonfinite} NaN/inf source values (NaN kept, inf saturated)", err=True)

@@ -1,0 +1,523 @@
+"""Whole-checkpoint FP8 conversion: `upcast` (FP8 -> BF16/F32) and `quantize` (-> FP8).
+
+Three phases:
+1. Plan (nothing written): read every header, pair each FP8 weight with its
+   `weight_scale_inv` through the index (the scale may sit in any shard), check dtypes,
+   shapes and scale values against the tensor plan, and raise naming the tensor on the
+   first defect. Which tensors are FP8 is the tensor plan's answer, never a name list.
+2. Write: one job per output shard, in worker processes. A job streams its tensors a few
+   row blocks at a time (pread in, `fp8.dequantize`/`fp8.quantize`, write out), so a
+   worker holds a few MB, never a tensor or a shard. Shards appear under their final name
+   only when complete; each is journaled as it finishes (`OutputDir`), so a rerun after a
+   crash or SIGKILL skips finished shards and ends with the same bytes.
+3. Finish: the index (exact `total_size`, no scales), config.json edited as a raw dict
+   (only `quantization_config` and `torch_dtype` change; unknown keys stay), side files.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import __version__, fp8
+from .checkpoint import Checkpoint
+from .dtypes import DTYPES, FP8_DTYPES, itemsize
+from .errors import FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError
+from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
+from .output import OutputDir, source_fingerprint
+from .parallel import default_workers, run_jobs
+from .progress import Progress
+from .safetensors_io import SafetensorsReader, SafetensorsWriter
+from .side_files import copy_side_files
+from .sources import CONFIG_FILE
+from .tensor_plan import SCALE_SUFFIX, TensorPlan
+
+UpcastDtype = Literal["bf16", "f32"]
+ScaleFmt = Literal["float", "ue8m0"]
+OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}
+TORCH_DTYPES = {"BF16": "bfloat16", "F32": "float32"}
+WIDENABLE = ("BF16", "F16")  # exact in float32: widened by upcast --dtype f32
+QUANTIZABLE = ("BF16", "F16", "F32")
+STEP_BYTES = 4 << 20  # source bytes per streaming step (rounded to whole row blocks)
+
+Kind = Literal["copy", "widen", "dequantize", "quantize"]
+
+
+class TensorOp(NamedTuple):
+    """How one source tensor becomes one output tensor (two for quantize: weight + scale)."""
+
+    name: str
+    kind: Kind
+    shard: str  # source shard holding the tensor
+    src_dtype: str
+    dtype: str  # output dtype
+    shape: tuple[int, ...]
+    scale: str | None = None  # dequantize: the source scale; quantize: the scale to write
+    scale_shard: str | None = None  # dequantize: the shard holding the source scale
+
+    @property
+    def src_bytes(self) -> int:
+        return math.prod(self.shape) * itemsize(self.src_dtype)
+
+    def out_specs(self, block: tuple[int, int]) -> list[tuple[str, str, tuple[int, ...]]]:
+        specs = [(self.name, self.dtype, self.shape)]
+        if self.kind == "quantize":
+            specs.append((self.scale, "F32", fp8.expected_scale_shape(self.shape, block)))
+        return specs
+
+
+class ShardJob(NamedTuple):
+    file: str  # output file name
+    ops: tuple[TensorOp, ...]
+
+
+class ConversionPlan(NamedTuple):
+    """Everything a run will write, decided before writing."""
+
+    jobs: list[ShardJob]
+    block: tuple[int, int]
+    write_index: bool
+    index_metadata: dict
+    scales_dropped: int
+
+    def out_specs(self) -> Iterator[tuple[str, tuple[str, str, tuple[int, ...]]]]:
+        for job in self.jobs:
+            for op in job.ops:
+                for spec in op.out_specs(self.block):
+                    yield job.file, spec
+
+
+# -- reports ------------------------------------------------------------------------------
+class RoundTripError(BaseModel):
+    """How far FP8 -> float32 lands from the source values of one quantised tensor."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    max_abs_error: float = Field(description="max |upcast_f32(quantised) - source| over finite values")
+    rel_l2_error: float = Field(description="||upcast_f32(quantised) - source|| / ||source||")
+    nonfinite: int = Field(0, description="NaN/inf source values (NaN kept, inf saturated), "
+                                          "left out of both statistics")
+
+
+class UpcastReport(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: str
+    destination: str
+    dtype: UpcastDtype
+    files: list[str] = Field(description="Output shard files, in order")
+    tensors: int = Field(description="Tensors in the output")
+    dequantized: int = Field(description="FP8 weights dequantised with their scales")
+    widened: int = Field(description="BF16/F16 tensors widened to F32 (--dtype f32)")
+    copied: int = Field(description="Tensors copied byte for byte")
+    scales_dropped: int
+    total_size: int = Field(description="Bytes of tensor data (the index's total_size)")
+    resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
+    side_files: list[str]
+    seconds: float
+
+
+class QuantizeReport(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: str
+    destination: str
+    scale_fmt: ScaleFmt
+    block: tuple[int, int]
+    files: list[str] = Field(description="Output shard files, in order")
+    tensors: int = Field(description="Tensors in the output, scales included")
+    quantized: int = Field(description="Weights quantised to F8_E4M3 (each with a scale)")
+    copied: int = Field(description="Tensors copied byte for byte")
+    total_size: int = Field(description="Bytes of tensor data (the index's total_size)")
+    resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
+    side_files: list[str]
+    seconds: float
+    max_abs_error: float = Field(description="Largest max_abs_error over all tensors")
+    max_rel_l2_error: float = Field(description="Largest rel_l2_error over all tensors")
+    errors: list[RoundTripError] = Field(description="Per quantised tensor, in output order")
+
+
+# -- planning -----------------------------------------------------------------------------
+def _source_tensors(ck: Checkpoint) -> list[tuple[str, Any]]:
+    """(shard, entry) of every tensor in shard-then-offset order; index and files must agree."""
+    weight_map = ck.index.weight_map
+    out = []
+    for shard in ck.shard_names:
+        if Path(shard).name != shard:
+            raise FormatError(f"{ck.dir}: shard '{shard}' is not a plain file name")
+        header = ck.header(shard)
+        for name, entry in header.entries.items():
+            where = weight_map.get(name)
+            if where != shard:
+                raise FormatError(f"{header.path}: tensor '{name}' is in this file but the index "
+                                  f"{'does not list it' if where is None else 'maps it to ' + where}")
+            out.append((shard, entry))
+    if len(out) != len(weight_map):
+        for name in weight_map:
+            ck.locate(name)  # raises naming the indexed tensor absent from its file
+    return out
+
+
+def _check_scale(ck: Checkpoint, name: str, scale: str, shape, block) -> str:
+    """The shard of `scale` after checking it is an F32 grid of finite, non-negative values."""
+    if scale not in ck:
+        raise MissingTensorError(f"{ck.dir}: FP8 tensor '{name}' has no '{scale}' in the index")
+    scale_shard, entry = ck.locate(scale)
+    want = fp8.expected_scale_shape(shape, block)
+    if entry.dtype != "F32" or entry.shape != want:
+        raise ShapeMismatchError(f"{ck.shard_path(scale_shard)}: tensor '{scale}': expected F32 "
+                                 f"{list(want)} for weight {list(shape)}, found {entry.dtype} "
+                                 f"{list(entry.shape)}")
+    values = ck.read(scale).reshape(-1)
+    ok = np.isfinite(values) & (values >= 0)
+    if not ok.all():
+        raise FormatError(f"{ck.shard_path(scale_shard)}: tensor '{scale}': scales must be finite "
+                          f"and non-negative, found {values[~ok][0]}")
+    return scale_shard
+
+
+def _upcast_ops(ck: Checkpoint, out_dtype: str) -> tuple[list[TensorOp], int, tuple[int, int]]:
+    plan = TensorPlan(ck.config, "fp8")
+    ops, scales = [], 0
+    for shard, e in _source_tensors(ck):
+        spec = plan.get(e.name)
+        where = ck.shard_path(shard)
+        if e.dtype in FP8_DTYPES:
+            if spec is None or spec.dtype != e.dtype:
+                expected = "no such tensor" if spec is None else f"it as {spec.dtype}"
+                raise UnexpectedTensorError(f"{where}: tensor '{e.name}' is {e.dtype} but the "
+                                            f"tensor plan of this config has {expected}")
+            if e.shape != spec.shape:
+                raise ShapeMismatchError(f"{where}: tensor '{e.name}': expected shape "
+                                         f"{list(spec.shape)}, found {list(e.shape)}")
+            scale_shard = _check_scale(ck, e.name, spec.scale_name, e.shape, plan.block)
+            ops.append(TensorOp(e.name, "dequantize", shard, e.dtype, out_dtype, e.shape,
+                                spec.scale_name, scale_shard))
+        elif (spec is not None and spec.scale_of) or e.name.endswith(SCALE_SUFFIX):
+            weight = spec.scale_of if spec is not None else None
+            if weight is None or weight not in ck or ck.locate(weight)[1].dtype not in FP8_DTYPES:
+                raise UnexpectedTensorError(f"{where}: tensor '{e.name}' is a scale without an "
+                                            f"FP8 weight to apply it to")
+            scales += 1  # applied to its weight, not written
+        elif out_dtype == "F32" and e.dtype in WIDENABLE:
+            ops.append(TensorOp(e.name, "widen", shard, e.dtype, "F32", e.shape))
+        else:
+            ops.append(TensorOp(e.name, "copy", shard, e.dtype, e.dtype, e.shape))
+    return ops, scales, plan.block
+
+
+def _quantize_ops(ck: Checkpoint) -> tuple[list[TensorOp], tuple[int, int]]:
+    plan = TensorPlan(ck.config, "fp8")
+    ops = []
+    for shard, e in _source_tensors(ck):
+        spec = plan.get(e.name)
+        where = ck.shard_path(shard)
+        if e.dtype in FP8_DTYPES or e.name.endswith(SCALE_SUFFIX):
+            raise UnexpectedTensorError(f"{where}: tensor '{e.name}' ({e.dtype}) is already "
+                                        f"quantised; quantize takes a BF16/F16/F32 checkpoint")
+        if spec is not None and spec.dtype == "F8_E4M3":
+            if e.dtype not in QUANTIZABLE or e.shape != spec.shape:
+                raise ShapeMismatchError(f"{where}: tensor '{e.name}': expected a float tensor of "
+                                         f"shape {list(spec.shape)}, found {e.dtype} {list(e.shape)}")
+            ops.append(TensorOp(e.name, "quantize", shard, e.dtype, "F8_E4M3", e.shape,
+                                spec.scale_name))
+        else:
+            ops.append(TensorOp(e.name, "copy", shard, e.dtype, e.dtype, e.shape))
+    return ops, plan.block
+
+
+def _group(ck: Checkpoint, ops: list[TensorOp], block, max_shard_size: int | None
+           ) -> tuple[list[ShardJob], bool]:
+    """Jobs keeping the source's shard files, or new ones filled greedily in plan order."""
+    if max_shard_size is None:
+        by_shard: dict[str, list[TensorOp]] = {}
+        for op in ops:
+            by_shard.setdefault(op.shard, []).append(op)
+        jobs = [ShardJob(shard, tuple(group)) for shard, group in by_shard.items()]
+        return jobs, ck.index_path is not None or len(jobs) > 1
+    order = {s.name: i for i, s in enumerate(TensorPlan(ck.config, "fp8").specs)}
+    ranked = sorted(enumerate(ops), key=lambda p: (order.get(p[1].name, len(order)), p[0]))
+    groups: list[list[TensorOp]] = []
+    size = 0
+    for _, op in ranked:
+        nbytes = sum(math.prod(s) * itemsize(d) for _, d, s in op.out_specs(block))
+        if not groups or (size + nbytes > max_shard_size and groups[-1]):
+            groups.append([])
+            size = 0
+        groups[-1].append(op)
+        size += nbytes
+    n = len(groups)
+    return [ShardJob(shard_file_name(i, n), tuple(g)) for i, g in enumerate(groups, 1)], n > 1
+
+
+# -- the worker ---------------------------------------------------------------------------
+def _row_steps(rows: int, row_bytes: int, align: int) -> Iterator[tuple[int, int]]:
+    """[r0, r1) ranges of about STEP_BYTES each, in multiples of `align` rows."""
+    step = max(1, STEP_BYTES // max(row_bytes, 1) // align) * align
+    for r0 in range(0, rows, step):
+        yield r0, min(rows, r0 + step)
+
+
+def _widened(reader: SafetensorsReader, op: TensorOp) -> Iterator[memoryview]:
+    rows = op.shape[0] if op.shape else 1
+    for r0, r1 in _row_steps(rows, math.prod(op.shape[1:]) * itemsize(op.src_dtype), 1):
+        yield memoryview(reader.read_rows(op.name, r0, r1).astype(np.float32).reshape(-1).view(np.uint8))
+
+
+def _dequantized(reader: SafetensorsReader, scale: np.ndarray, op: TensorOp,
+                 block: tuple[int, int]) -> Iterator[memoryview]:
+    rows, cols = op.shape
+    out_dtype = DTYPES[op.dtype].numpy
+    buf = None
+    for r0, r1 in _row_steps(rows, cols, block[0]):
+        if buf is None:
+            buf = np.empty((r1 - r0, cols), out_dtype)
+        out = fp8.dequantize(reader.read_rows(op.name, r0, r1),
+                             scale[r0 // block[0]:-(-r1 // block[0])], block, out_dtype,
+                             out=buf[:r1 - r0])
+        yield memoryview(out.reshape(-1).view(np.uint8))
+
+
+class _ErrorStats:
+    def __init__(self):
+        self.max_abs, self.sq_err, self.sq_ref, self.nonfinite = 0.0, 0.0, 0.0, 0
+
+    def add(self, ref: np.ndarray, back: np.ndarray) -> None:
+        finite = np.isfinite(ref)
+        if not finite.all():
+            self.nonfinite += int(finite.size - np.count_nonzero(finite))
+            ref, back = ref[finite], back[finite]
+        err = np.abs(back - ref, dtype=np.float64)
+        if err.size:
+            self.max_abs = max(self.max_abs, float(err.max()))
+        self.sq_err += float(np.dot(err.ravel(), err.ravel()))
+        ref64 = ref.astype(np.float64).ravel()
+        self.sq_ref += float(np.dot(ref64, ref64))
+
+    def result(self) -> list:
+        rel = math.sqrt(self.sq_err / self.sq_ref) if self.sq_ref > 0 else 0.0
+        return [self.max_abs, rel, self.nonfinite]
+
+
+def _quantized(reader: SafetensorsReader, op: TensorOp, block: tuple[int, int],
+               scale_fmt: str, scales: list[np.ndarray], stats: _ErrorStats
+               ) -> Iterator[memoryview]:
+    rows, cols = op.shape
+    for r0, r1 in _row_steps(rows, cols * itemsize(op.src_dtype), block[0]):
+        w = reader.read_rows(op.name, r0, r1).astype(np.float32)
+        q, s = fp8.quantize(w, block, scale_fmt=scale_fmt)
+        scales.append(s)
+        stats.add(w, fp8.dequantize(q, s, block))  # exactly what upcast --dtype f32 gives back
+        yield memoryview(q.reshape(-1).view(np.uint8))
+
+
+def _write_job(src: str, dst: str, job: ShardJob, block: tuple[int, int],
+               scale_fmt: str | None) -> dict[str, list]:
+    """Write one output shard; returns {tensor: [max_abs, rel_l2, nonfinite]} for quantize."""
+    readers: dict[str, SafetensorsReader] = {}
+
+    def reader(shard: str) -> SafetensorsReader:
+        if shard not in readers:
+            readers[shard] = SafetensorsReader(Path(src) / shard)
+        return readers[shard]
+
+    errors: dict[str, list] = {}
+    specs = [s for op in job.ops for s in op.out_specs(block)]
+    try:
+        with SafetensorsWriter(Path(dst) / job.file, specs) as w:
+            for op in job.ops:
+                r = reader(op.shard)
+                if op.kind == "copy":
+                    w.write_bytes(op.name, r.iter_chunks(op.name))
+                elif op.kind == "widen":
+                    w.write_bytes(op.name, _widened(r, op))
+                elif op.kind == "dequantize":
+                    scale = reader(op.scale_shard).read_rows(op.scale, 0, -(-op.shape[0] // block[0]))
+                    w.write_bytes(op.name, _dequantized(r, scale, op, block))
+                else:
+                    scales: list[np.ndarray] = []
+                    stats = _ErrorStats()
+                    w.write_bytes(op.name, _quantized(r, op, block, scale_fmt, scales, stats))
+                    w.write(op.scale, np.concatenate(scales) if scales
+                            else np.zeros(fp8.expected_scale_shape(op.shape, block), np.float32))
+                    errors[op.name] = stats.result()
+    finally:
+        for r in readers.values():
+            r.close()
+    return errors
+
+
+# -- running ------------------------------------------------------------------------------
+def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers: int | None,
+         overwrite: bool, progress: Progress | None, label: str, scale_fmt: str | None,
+         config: dict) -> tuple[int, list[str], dict[str, list]]:
+    """Write every shard (skipping journaled ones), then index, config and side files."""
+    src = ck.dir
+    with OutputDir(dst, sources=[src], overwrite=overwrite, job=job) as out:
+        todo, errors = [], {}
+        for j in plan.jobs:
+            done = out.is_done(j.file)
+            info = out.done_info(j.file) if done else None
+            if not done or (scale_fmt is not None and info is None):  # quantize needs its stats
+                todo.append(j)
+            else:
+                errors.update(info or {})
+        args = [(j.file, sum(op.src_bytes for op in j.ops),
+                 (str(src), str(out.path), j, plan.block, scale_fmt)) for j in todo]
+
+        def finished(i: int, result: dict[str, list]) -> None:
+            out.mark_done(todo[i].file, result if scale_fmt is not None else None)
+            errors.update(result)
+
+        run_jobs(_write_job, args, workers=workers or default_workers(), progress=progress,
+                 label=label, on_result=finished)
+        weight_map, total = {}, 0
+        for file, (name, dtype, shape) in plan.out_specs():
+            weight_map[name] = file
+            total += math.prod(shape) * itemsize(dtype)
+        if plan.write_index:
+            write_index(out.path / INDEX_FILE, ShardIndex(weight_map, total, plan.index_metadata))
+        write_json_atomic(out.path / CONFIG_FILE, config)
+        side = copy_side_files(src, out.path)
+    return len(plan.jobs) - len(todo), side, errors
+
+
+def _job(command: str, ck: Checkpoint, options: dict) -> dict:
+    """The journal's identity of a run: a rerun resumes only when all of it matches."""
+    files = [ck.shard_path(s) for s in ck.shard_names] + [ck.config_path]
+    if ck.index_path is not None:
+        files.append(ck.index_path)
+    return {"command": command, "version": __version__, "options": options,
+            "sources": source_fingerprint(files)}
+
+
+def _with_dtype(raw: dict, dtype: str) -> dict:
+    """`raw` with its dtype key set (transformers v5 writes `dtype`, older ones `torch_dtype`)."""
+    out = dict(raw)
+    keys = [k for k in ("torch_dtype", "dtype") if k in out] or ["torch_dtype"]
+    for k in keys:
+        out[k] = dtype
+    return out
+
+
+def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
+                max_shard_size: int | None = None) -> ConversionPlan:
+    """Decide every output tensor of `upcast` and check the source; writes nothing.
+
+    Raises:
+        MissingTensorError, ShapeMismatchError, UnexpectedTensorError, FormatError: naming
+            the first tensor (or file) that makes the conversion impossible.
+    """
+    if dtype not in OUT_DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(OUT_DTYPES)}, found {dtype!r}")
+    with Checkpoint(src) as ck:
+        ops, scales, block = _upcast_ops(ck, OUT_DTYPES[dtype])
+        jobs, with_index = _group(ck, ops, block, max_shard_size)
+        meta = dict(ck.index.metadata)
+    return ConversionPlan(jobs, block, with_index, meta, scales)
+
+
+def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
+           workers: int | None = None, max_shard_size: int | None = None,
+           overwrite: bool = False, progress: Progress | None = None) -> UpcastReport:
+    """Dequantise an FP8 checkpoint into a BF16 (or F32) one that loads as is.
+
+    Every FP8 weight becomes dtype(float32(w) * scale_inv[i // bs, j // bs]), bit for bit
+    DeepSeek's definition; scales are dropped; every other tensor is copied unchanged (with
+    `dtype="f32"`, BF16/F16 tensors are widened to F32 as well). Shard names are kept
+    unless `max_shard_size` (bytes) asks for new ones. Rerunning after an interruption
+    resumes and produces the same bytes as an uninterrupted run.
+
+    Args:
+        src: FP8 checkpoint directory (config.json, index or model.safetensors).
+        dst: output directory; must be empty, unless `overwrite` or it holds an unfinished
+            run of the same job.
+        dtype: "bf16" or "f32".
+        workers: worker processes (default: the machine's cores).
+        max_shard_size: reshard greedily in tensor-plan order, at most this many bytes of
+            tensor data per file (a larger tensor gets a file of its own).
+        overwrite: replace the contents of a non-empty `dst`.
+        progress: receives bytes read as shards finish.
+
+    Raises:
+        CkptError subclasses before anything is written (see `plan_upcast`), OutputError
+        for an unusable `dst`.
+    """
+    t0 = time.monotonic()
+    plan = plan_upcast(src, dtype=dtype, max_shard_size=max_shard_size)
+    out_dtype = OUT_DTYPES[dtype]
+    with Checkpoint(src) as ck:
+        config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
+        config.pop("quantization_config", None)
+        job = _job("upcast", ck, {"dtype": dtype, "max_shard_size": max_shard_size})
+        resumed, side, _ = _run(ck, Path(dst), plan, job, workers=workers, overwrite=overwrite,
+                                progress=progress, label="upcast", scale_fmt=None, config=config)
+    ops = [op for j in plan.jobs for op in j.ops]
+    count = {k: sum(op.kind == k for op in ops) for k in ("dequantize", "widen", "copy")}
+    return UpcastReport(
+        source=str(src), destination=str(dst), dtype=dtype, files=[j.file for j in plan.jobs],
+        tensors=len(ops), dequantized=count["dequantize"], widened=count["widen"],
+        copied=count["copy"], scales_dropped=plan.scales_dropped,
+        total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
+        resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3))
+
+
+def plan_quantize(src: str | Path) -> ConversionPlan:
+    """Decide every output tensor of `quantize` and check the source; writes nothing."""
+    with Checkpoint(src) as ck:
+        ops, block = _quantize_ops(ck)
+        jobs, with_index = _group(ck, ops, block, None)
+        meta = dict(ck.index.metadata)
+    return ConversionPlan(jobs, block, with_index, meta, 0)
+
+
+def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
+             workers: int | None = None, overwrite: bool = False,
+             progress: Progress | None = None) -> QuantizeReport:
+    """Block-quantise a BF16/F32 checkpoint to DeepSeek's FP8 layout (e4m3, 128x128 scales).
+
+    Exactly the tensors the tensor plan keeps in F8_E4M3 for this config are quantised
+    (every linear weight except the router gate, embeddings, lm_head, norms and the MTP
+    `eh_proj`), each followed by its F32 `weight_scale_inv` = amax / 448 per block (or the
+    power of two at or above it with `scale_fmt="ue8m0"`); values beyond the range
+    saturate. config.json gets `quantization_config`. The report gives, per tensor, the
+    round-trip error of upcasting the result back to F32.
+
+    Raises:
+        CkptError subclasses before anything is written (see `plan_quantize`), OutputError
+        for an unusable `dst`.
+    """
+    t0 = time.monotonic()
+    if scale_fmt not in ("float", "ue8m0"):
+        raise ValueError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
+    plan = plan_quantize(src)
+    with Checkpoint(src) as ck:
+        qc = {**fp8.FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}
+        if scale_fmt == "ue8m0":
+            qc["scale_fmt"] = "ue8m0"
+        config = {**ck.raw_config, "quantization_config": qc}
+        job = _job("quantize", ck, {"scale_fmt": scale_fmt})
+        resumed, side, errors = _run(ck, Path(dst), plan, job, workers=workers,
+                                     overwrite=overwrite, progress=progress, label="quantize",
+                                     scale_fmt=scale_fmt, config=config)
+    ops = [op for j in plan.jobs for op in j.ops]
+    per_tensor = [RoundTripError(name=op.name, max_abs_error=errors[op.name][0],
+                                 rel_l2_error=errors[op.name][1], nonfinite=errors[op.name][2])
+                  for op in ops if op.kind == "quantize"]
+    return QuantizeReport(
+        source=str(src), destination=str(dst), scale_fmt=scale_fmt, block=plan.block,
+        files=[j.file for j in plan.jobs], tensors=sum(len(op.out_specs(plan.block)) for op in ops),
+        quantized=len(per_tensor), copied=sum(op.kind == "copy" for op in ops),
+        total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
+        resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3),
+        max_abs_error=max((e.max_abs_error for e in per_tensor), default=0.0),
+        max_rel_l2_error=max((e.rel_l2_error for e in per_tensor), default=0.0),
+        errors=per_tensor)
+
+
+__all__ = ["upcast", "quantize", "plan_upcast", "plan_quantize", "UpcastReport",
+           "QuantizeReport", "RoundTripError", "ConversionPlan", "TensorOp", "ShardJob"]

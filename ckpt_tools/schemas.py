@@ -22,6 +22,8 @@ PUBLIC_MODELS: dict[str, str] = {
     "download_report": "ckpt_tools.download:DownloadReport",
     "verify_report": "ckpt_tools.verify:VerifyReport",
     "forward_report": "ckpt_tools.verify:ForwardReport",
+    "upcast_report": "ckpt_tools.convert:UpcastReport",
+    "quantize_report": "ckpt_tools.convert:QuantizeReport",
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

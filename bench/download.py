@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import run_child  # bench/timing.py, shared by the benchmarks
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from fake_hub import FakeHub  # noqa: E402
 
@@ -47,19 +49,6 @@ def script(name: str) -> list[str]:
     if path.is_file():
         return [str(path)]
     return [sys.executable, "-m", "ckpt_tools"] if name == "ckpt" else [name]
-
-
-def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds, peak RSS MB) of one child process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    if os.waitstatus_to_exitcode(status):
-        sys.exit(f"{' '.join(cmd)} failed: {err[-2000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -99,7 +88,7 @@ def main() -> None:
                                HF_HUB_DISABLE_PROGRESS_BARS="1")
                     env.pop("HF_TOKEN", None)
                     start = len(hub.log)
-                    results[name].append(run([*cmd, str(dest)], env))
+                    results[name].append(run_child([*cmd, str(dest)], env))
                     sent[name] = sum(sizes[r.path.rsplit("/", 1)[-1]]
                                      for r in hub.gets(since=start))
                     shutil.rmtree(dest, ignore_errors=True), shutil.rmtree(home, ignore_errors=True)

@@ -31,7 +31,7 @@ from .dtypes import DTYPES, FP8_DTYPES, itemsize
 from .errors import FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
 from .output import OutputDir, source_fingerprint
-from .parallel import default_workers, run_jobs
+from .parallel import run_jobs, workers_for
 from .progress import Progress
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
 from .side_files import copy_side_files
@@ -99,43 +99,39 @@ class RoundTripError(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
-    max_abs_error: float = Field(description="max |upcast_f32(quantised) - source| over finite values")
+    max_abs_error: float = Field(
+        description="max |upcast_f32(quantised) - source| over finite values")
     rel_l2_error: float = Field(description="||upcast_f32(quantised) - source|| / ||source||")
     nonfinite: int = Field(0, description="NaN/inf source values (NaN kept, inf saturated), "
                                           "left out of both statistics")
 
 
-class UpcastReport(BaseModel):
+class _WrittenCheckpoint(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     source: str
     destination: str
-    dtype: UpcastDtype
     files: list[str] = Field(description="Output shard files, in order")
+    total_size: int = Field(description="Bytes of tensor data (the index's total_size)")
+    resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
+    side_files: list[str]
+    seconds: float
+
+
+class UpcastReport(_WrittenCheckpoint):
+    dtype: UpcastDtype
     tensors: int = Field(description="Tensors in the output")
     dequantized: int = Field(description="FP8 weights dequantised with their scales")
     widened: int = Field(description="BF16/F16 tensors widened to F32 (--dtype f32)")
     copied: int = Field(description="Tensors copied byte for byte")
     scales_dropped: int
-    total_size: int = Field(description="Bytes of tensor data (the index's total_size)")
-    resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
-    side_files: list[str]
-    seconds: float
 
 
-class QuantizeReport(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    source: str
-    destination: str
+class QuantizeReport(_WrittenCheckpoint):
     scale_fmt: ScaleFmt
     block: tuple[int, int]
-    files: list[str] = Field(description="Output shard files, in order")
     tensors: int = Field(description="Tensors in the output, scales included")
     quantized: int = Field(description="Weights quantised to F8_E4M3 (each with a scale)")
     copied: int = Field(description="Tensors copied byte for byte")
-    total_size: int = Field(description="Bytes of tensor data (the index's total_size)")
-    resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
-    side_files: list[str]
-    seconds: float
     max_abs_error: float = Field(description="Largest max_abs_error over all tensors")
     max_rel_l2_error: float = Field(description="Largest rel_l2_error over all tensors")
     errors: list[RoundTripError] = Field(description="Per quantised tensor, in output order")
@@ -153,8 +149,9 @@ def _source_tensors(ck: Checkpoint) -> list[tuple[str, Any]]:
         for name, entry in header.entries.items():
             where = weight_map.get(name)
             if where != shard:
+                listed = "does not list it" if where is None else f"maps it to {where}"
                 raise FormatError(f"{header.path}: tensor '{name}' is in this file but the index "
-                                  f"{'does not list it' if where is None else 'maps it to ' + where}")
+                                  f"{listed}")
             out.append((shard, entry))
     if len(out) != len(weight_map):
         for name in weight_map:
@@ -221,8 +218,9 @@ def _quantize_ops(ck: Checkpoint) -> tuple[list[TensorOp], tuple[int, int]]:
                                         f"quantised; quantize takes a BF16/F16/F32 checkpoint")
         if spec is not None and spec.dtype == "F8_E4M3":
             if e.dtype not in QUANTIZABLE or e.shape != spec.shape:
-                raise ShapeMismatchError(f"{where}: tensor '{e.name}': expected a float tensor of "
-                                         f"shape {list(spec.shape)}, found {e.dtype} {list(e.shape)}")
+                raise ShapeMismatchError(f"{where}: tensor '{e.name}': expected a float tensor "
+                                         f"of shape {list(spec.shape)}, found {e.dtype} "
+                                         f"{list(e.shape)}")
             ops.append(TensorOp(e.name, "quantize", shard, e.dtype, "F8_E4M3", e.shape,
                                 spec.scale_name))
         else:
@@ -265,7 +263,8 @@ def _row_steps(rows: int, row_bytes: int, align: int) -> Iterator[tuple[int, int
 def _widened(reader: SafetensorsReader, op: TensorOp) -> Iterator[memoryview]:
     rows = op.shape[0] if op.shape else 1
     for r0, r1 in _row_steps(rows, math.prod(op.shape[1:]) * itemsize(op.src_dtype), 1):
-        yield memoryview(reader.read_rows(op.name, r0, r1).astype(np.float32).reshape(-1).view(np.uint8))
+        wide = reader.read_rows(op.name, r0, r1).astype(np.float32)
+        yield memoryview(wide.reshape(-1).view(np.uint8))
 
 
 def _dequantized(reader: SafetensorsReader, scale: np.ndarray, op: TensorOp,
@@ -336,7 +335,8 @@ def _write_job(src: str, dst: str, job: ShardJob, block: tuple[int, int],
                 elif op.kind == "widen":
                     w.write_bytes(op.name, _widened(r, op))
                 elif op.kind == "dequantize":
-                    scale = reader(op.scale_shard).read_rows(op.scale, 0, -(-op.shape[0] // block[0]))
+                    grid_rows = -(-op.shape[0] // block[0])
+                    scale = reader(op.scale_shard).read_rows(op.scale, 0, grid_rows)
                     w.write_bytes(op.name, _dequantized(r, scale, op, block))
                 else:
                     scales: list[np.ndarray] = []
@@ -373,7 +373,8 @@ def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers:
             out.mark_done(todo[i].file, result if scale_fmt is not None else None)
             errors.update(result)
 
-        run_jobs(_write_job, args, workers=workers or default_workers(), progress=progress,
+        nbytes = sum(a[1] for a in args)
+        run_jobs(_write_job, args, workers=workers_for(nbytes, workers), progress=progress,
                  label=label, on_result=finished)
         weight_map, total = {}, 0
         for file, (name, dtype, shape) in plan.out_specs():
@@ -437,7 +438,7 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         dst: output directory; must be empty, unless `overwrite` or it holds an unfinished
             run of the same job.
         dtype: "bf16" or "f32".
-        workers: worker processes (default: the machine's cores).
+        workers: worker processes (default: the machine's cores, one below 1 GiB).
         max_shard_size: reshard greedily in tensor-plan order, at most this many bytes of
             tensor data per file (a larger tensor gets a file of its own).
         overwrite: replace the contents of a non-empty `dst`.

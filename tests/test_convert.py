@@ -10,7 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 import pytest
 
@@ -258,8 +257,9 @@ def _drop_scale(src: Path) -> str:
 
 def _bad_scale_shape(src: Path) -> str:
     name = "model.layers.0.mlp.gate_proj.weight" + SCALE_SUFFIX
+    ones = np.ones((1, 1), np.float32)
     edit_tensors(src, shard_of(src, name),
-                 lambda t: {n: (np.ones((1, 1), np.float32) if n == name else a) for n, a in t.items()})
+                 lambda t: {n: ones if n == name else a for n, a in t.items()})
     return name
 
 
@@ -418,7 +418,8 @@ def test_round_trip_error_is_bounded_by_e4m3_rounding(make_ckpt, tmp_path, scale
         assert (err32 > _e4m3_half_ulp(q) * block * 0.9).any()  # the bound is not slack
         # the report measured exactly this round trip
         assert stats.max_abs_error == pytest.approx(float(err32.max()), rel=1e-12, abs=1e-30)
-        rel = math.sqrt(float(np.sum(err32.astype(np.float64) ** 2) / np.sum(ref.astype(np.float64) ** 2)))
+        err64, ref64 = err32.astype(np.float64), ref.astype(np.float64)
+        rel = math.sqrt(float(np.sum(err64**2) / np.sum(ref64**2)))
         assert stats.rel_l2_error == pytest.approx(rel, rel=1e-9)
     assert report.max_abs_error == max(e.max_abs_error for e in report.errors)
 

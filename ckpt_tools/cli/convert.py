@@ -10,16 +10,22 @@ from .render import StderrProgress, emit_json, human_bytes, safe_name
 from .reshard import SizeParam
 
 _WORKERS = click.option("--workers", type=click.IntRange(1), default=None,
-                        help="Worker processes, one shard each [default: the machine's cores].")
-_OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
-_JSON = click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON document.")
+                        help="Worker processes, one shard each [default: the machine's cores; "
+                             "1 below 1 GiB].")
+_OVERWRITE = click.option("--overwrite", is_flag=True,
+                          help="Replace the contents of a non-empty DST.")
+_JSON = click.option("--json", "as_json", is_flag=True,
+                     help="Print the report as one JSON document.")
 _QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar on stderr.")
 _SRC = click.argument("src", type=click.Path(path_type=Path))
 _DST = click.argument("dst", type=click.Path(path_type=Path))
 
 
-def _rate(nbytes: int, seconds: float) -> str:
-    return f"{human_bytes(nbytes / seconds)}/s" if seconds > 0 else "-"
+def _echo_written(report, what: str) -> None:
+    rate = f" ({human_bytes(report.total_size / report.seconds)}/s)" if report.seconds > 0 else ""
+    kept = f", {report.resumed_files} kept from the interrupted run" if report.resumed_files else ""
+    click.echo(f"wrote {safe_name(str(report.destination))}: {len(report.files)} shard(s), {what}, "
+               f"{human_bytes(report.total_size)} in {report.seconds:.1f} s{rate}{kept}")
 
 
 @click.command()
@@ -48,10 +54,7 @@ def upcast(src, dst, dtype, max_shard_size, workers, overwrite, as_json, quiet):
     if as_json:
         emit_json(report)
         return
-    kept = f", {report.resumed_files} kept from the interrupted run" if report.resumed_files else ""
-    click.echo(f"wrote {safe_name(str(report.destination))}: {len(report.files)} shard(s), "
-               f"{report.tensors} tensors, {human_bytes(report.total_size)} "
-               f"in {report.seconds:.1f} s ({_rate(report.total_size, report.seconds)}){kept}")
+    _echo_written(report, f"{report.tensors} tensors")
     click.echo(f"  {report.dequantized} FP8 weights dequantised to {dtype.upper()}, "
                f"{report.scales_dropped} scales dropped, {report.copied} tensors copied"
                + (f", {report.widened} widened to F32" if report.widened else ""))
@@ -80,10 +83,8 @@ def quantize(src, dst, scale_fmt, workers, overwrite, as_json, quiet):
     if as_json:
         emit_json(report)
         return
-    kept = f", {report.resumed_files} kept from the interrupted run" if report.resumed_files else ""
-    click.echo(f"wrote {safe_name(str(report.destination))}: {len(report.files)} shard(s), "
-               f"{report.quantized} weights quantised ({scale_fmt} scales), {report.copied} "
-               f"tensors copied, {human_bytes(report.total_size)} in {report.seconds:.1f} s{kept}")
+    _echo_written(report, f"{report.quantized} weights quantised ({scale_fmt} scales), "
+                          f"{report.copied} tensors copied")
     if report.errors:
         worst_abs = max(report.errors, key=lambda e: e.max_abs_error)
         worst_rel = max(report.errors, key=lambda e: e.rel_l2_error)

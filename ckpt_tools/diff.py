@@ -312,7 +312,7 @@ def _rows(fa: ArchFigures, fb: ArchFigures, plan_a: int, plan_b: int) -> list[Qu
          lambda f: f.kv_cache.mla_per_token, True),
         ("kv_cache", "kv.mla_per_token_per_layer", "  per layer: latent + rope key", "bytes",
          lambda f: f.kv_cache.mla_per_token_per_layer, False),
-        ("kv_cache", "kv.mha_per_token", "same shape as plain MHA, per token", "bytes",
+        ("kv_cache", "kv.mha_per_token", "KV cache per token, plain MHA of that shape", "bytes",
          lambda f: f.kv_cache.mha_per_token, True),
         ("kv_cache", "kv.mha_per_token_per_layer", "  per layer: heads x (qk + v)", "bytes",
          lambda f: f.kv_cache.mha_per_token_per_layer, False),

@@ -52,9 +52,11 @@ class TensorValueDiff(BaseModel):
     shape: list[int]
     dtype_a: str
     dtype_b: str
-    max_abs: float
-    rel_l2: float = Field(description="||a - b|| / ||a||, 0 when both are zero")
-    cosine: float = Field(description="a.b / (||a|| ||b||), 1 when both are zero")
+    max_abs: float | None = Field(description="None when NaN/inf differ (one side only)")
+    rel_l2: float | None = Field(description="||a - b|| / ||a||; 0 when both are zero, None "
+                                 "when not finite (NaN/inf on one side, or a zero A)")
+    cosine: float | None = Field(description="a.b / (||a|| ||b||); 1 when equal, None when "
+                                 "not finite")
 
 
 class ValueDiff(BaseModel):
@@ -63,7 +65,8 @@ class ValueDiff(BaseModel):
     identical: int
     skipped: dict[str, int] = Field(description="Reason -> tensors not compared")
     bytes_read: int
-    max_rel_l2: float
+    non_finite: int = Field(description="Tensors whose metrics are not finite (listed first)")
+    max_rel_l2: float = Field(description="Over the tensors with finite metrics")
     max_abs: float
     min_cosine: float
     tensors: list[TensorValueDiff] = Field(description="Worst first (relative L2, then max abs)")
@@ -117,7 +120,7 @@ def header_diff(ck_a: "Checkpoint", ck_b: "Checkpoint") -> HeaderDiff:
         scales_only_b=scales_only["b"], groups=out)
 
 
-_CHUNK_ELEMENTS = 1 << 21  # float64 temporaries of a chunk: 3 x 16 MB
+_CHUNK_ELEMENTS = 1 << 21  # float32 rows per step: 8 MB per side and for their difference
 
 
 def _compare(ck_a: "Checkpoint", ck_b: "Checkpoint", name: str, shape: tuple[int, ...]) -> tuple:
@@ -131,14 +134,24 @@ def _compare(ck_a: "Checkpoint", ck_b: "Checkpoint", name: str, shape: tuple[int
         step -= step % 128  # whole FP8 row blocks: no scale row is read twice
     sq_d = sq_a = sq_b = dot = 0.0
     max_abs = 0.0
+
+    def inner(u, v) -> float:  # products and sum in float64, no float64 copies of the chunk
+        return float(np.einsum("i,i->", u, v, dtype=np.float64))
+
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
-        x = ck_a.read_float32_rows(name, r0, r1).astype(np.float64).ravel()
-        y = ck_b.read_float32_rows(name, r0, r1).astype(np.float64).ravel()
+        x = ck_a.read_float32_rows(name, r0, r1).ravel()
+        y = ck_b.read_float32_rows(name, r0, r1).ravel()
         d = x - y
-        sq_d, sq_a, sq_b, dot = sq_d + d @ d, sq_a + x @ x, sq_b + y @ y, dot + x @ y
+        dd = inner(d, d)
+        if math.isnan(dd):  # equal non-finite values in the same place are no difference
+            same = (x == y) | (np.isnan(x) & np.isnan(y))
+            d[same] = 0.0
+            x, y = np.where(same, 0.0, x), np.where(same, 0.0, y)
+            dd = inner(d, d)
+        sq_d, sq_a, sq_b, dot = sq_d + dd, sq_a + inner(x, x), sq_b + inner(y, y), dot + inner(x, y)
         if d.size:
-            m = float(np.max(np.abs(d)))
+            m = max(float(d.max()), -float(d.min()))  # max |d| without an |d| temporary
             if math.isnan(m) or m > max_abs:
                 max_abs = m
     norm_a, norm_b, norm_d = math.sqrt(sq_a), math.sqrt(sq_b), math.sqrt(sq_d)
@@ -152,10 +165,20 @@ def _compare(ck_a: "Checkpoint", ck_b: "Checkpoint", name: str, shape: tuple[int
     return max_abs, rel, cosine
 
 
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
 def _worst_key(t: TensorValueDiff):
-    rel = math.inf if math.isnan(t.rel_l2) else t.rel_l2
-    mx = math.inf if math.isnan(t.max_abs) else t.max_abs
+    rel = math.inf if t.rel_l2 is None else t.rel_l2
+    mx = math.inf if t.max_abs is None else t.max_abs
     return (-rel, -mx, t.name)
+
+
+def _only_reason(name: str, other: dict, side: str) -> str:
+    if name.endswith(SCALE_SUFFIX) and name.removesuffix(SCALE_SUFFIX) in other:
+        return "scale, other side unquantised"
+    return f"only in {side}"
 
 
 def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint", progress: Progress | None = None) -> ValueDiff:
@@ -168,9 +191,10 @@ def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint", progress: Progress | None
     progress = or_null(progress)
     names_b = ck_b.index.weight_map
     todo, skipped = [], {}
-    for name in ck_a.index.weight_map:
+    names_a = ck_a.index.weight_map
+    for name in names_a:
         if name not in names_b:
-            reason = "scale, other side unquantised" if name.endswith(SCALE_SUFFIX) else "only in A"
+            reason = _only_reason(name, names_b, "A")
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
         (shard_a, ea), (_, eb) = ck_a.locate(name), ck_b.locate(name)
@@ -179,10 +203,11 @@ def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint", progress: Progress | None
             continue
         todo.append((shard_a, ea.start, name, ea, eb))
     for name in names_b:
-        if name not in ck_a.index.weight_map:
-            reason = "scale, other side unquantised" if name.endswith(SCALE_SUFFIX) else "only in B"
+        if name not in names_a:
+            reason = _only_reason(name, names_a, "B")
             skipped[reason] = skipped.get(reason, 0) + 1
-    todo.sort(key=lambda t: (ck_a.shard_names.index(t[0]), t[1]))  # read A sequentially
+    shard_order = {shard: i for i, shard in enumerate(ck_a.shard_names)}
+    todo.sort(key=lambda t: (shard_order[t[0]], t[1]))  # read A sequentially
     total = sum(ea.nbytes + eb.nbytes for *_, ea, eb in todo)
     progress.start(total, "comparing values")
     results = []
@@ -190,7 +215,8 @@ def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint", progress: Progress | None
         for _, _, name, ea, eb in todo:
             max_abs, rel, cos = _compare(ck_a, ck_b, name, ea.shape)
             results.append(TensorValueDiff(name=name, shape=list(ea.shape), dtype_a=ea.dtype,
-                                           dtype_b=eb.dtype, max_abs=max_abs, rel_l2=rel, cosine=cos))
+                                           dtype_b=eb.dtype, max_abs=_finite(max_abs),
+                                           rel_l2=_finite(rel), cosine=_finite(cos)))
             progress.advance(ea.nbytes + eb.nbytes)
     finally:
         progress.finish()
@@ -198,7 +224,8 @@ def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint", progress: Progress | None
     return ValueDiff(
         compared=len(results), identical=sum(1 for r in results if r.max_abs == 0),
         skipped=skipped, bytes_read=total,
-        max_rel_l2=max((r.rel_l2 for r in results), default=0.0),
-        max_abs=max((r.max_abs for r in results), default=0.0),
-        min_cosine=min((r.cosine for r in results), default=1.0),
+        non_finite=sum(1 for r in results if None in (r.max_abs, r.rel_l2, r.cosine)),
+        max_rel_l2=max((r.rel_l2 for r in results if r.rel_l2 is not None), default=0.0),
+        max_abs=max((r.max_abs for r in results if r.max_abs is not None), default=0.0),
+        min_cosine=min((r.cosine for r in results if r.cosine is not None), default=1.0),
         tensors=results)

@@ -271,15 +271,15 @@ def test_identical_checkpoints_are_zero(make_ckpt):
     assert rec.finished and rec.done == rec.total == v.bytes_read > 0
 
 
-def _perturb(ckpt, name: str, delta: float) -> None:
-    """Add `delta` to element [0, 0] of one BF16 tensor, in place in its shard."""
+def _perturb(ckpt, name: str, delta: float, *, value: float | None = None) -> None:
+    """Add `delta` to (or set `value` at) element [0, 0] of one BF16 tensor, in its shard."""
     shard = read_index(ckpt / INDEX_FILE).weight_map[name]
     header = read_header(ckpt / shard)
     entry = header.entries[name]
     assert entry.dtype == "BF16"
     view = np.memmap(ckpt / shard, dtype=BF16, mode="r+",
                      offset=header.data_offset + entry.start, shape=entry.shape)
-    view[0, 0] = view[0, 0] + delta
+    view[0, 0] = view[0, 0] + delta if value is None else value
     view.flush()
     del view
 
@@ -300,6 +300,20 @@ def test_one_perturbed_tensor_is_named_first(make_ckpt, monkeypatch):
     assert worst.rel_l2 == pytest.approx(np.linalg.norm(x - y) / np.linalg.norm(x))
     assert worst.cosine == pytest.approx(x.ravel() @ y.ravel() / np.linalg.norm(x) / np.linalg.norm(y))
     assert all(t.max_abs == 0 for t in v.tensors[1:])
+
+
+def test_nan_in_both_is_no_difference_nan_in_one_is_worst(make_ckpt):
+    a = make_ckpt("v3", name="a")
+    both, one = "model.layers.0.mlp.up_proj.weight", "model.layers.1.self_attn.o_proj.weight"
+    _perturb(a, both, 0, value=float("nan"))
+    b = a.parent / "b"
+    shutil.copytree(a, b)
+    _perturb(b, one, 0, value=float("nan"))
+    v = diff(a, b, values=True).values
+    by = {t.name: t for t in v.tensors}
+    assert by[both].max_abs == 0 and by[both].cosine == 1
+    assert v.tensors[0].name == one and v.tensors[0].rel_l2 is None and v.non_finite == 1
+    assert v.identical == v.compared - 1
 
 
 def _bf16_copy(src, dst):

@@ -200,9 +200,16 @@ def _blocks(r, markdown: bool) -> list[Block]:
         intro = [f"{v.compared:,} tensors compared ({human_bytes(v.bytes_read)} read), "
                  f"{v.identical:,} identical; max relative L2 {v.max_rel_l2:.3e}, "
                  f"max abs {v.max_abs:.3e}, min cosine {v.min_cosine:.8f}; skipped: {skipped}"]
+        if v.non_finite:
+            intro.append(f"{v.non_finite:,} tensors with NaN/inf on one side only (listed first)")
         worst = [t for t in v.tensors if t.max_abs != 0][:TOP_TENSORS]
+
+        def metric(x, fmt):
+            return "non-finite" if x is None else format(x, fmt)
+
         rows = [[t.name, "x".join(map(str, t.shape)), f"{t.dtype_a}/{t.dtype_b}",
-                 f"{t.max_abs:.3e}", f"{t.rel_l2:.3e}", f"{t.cosine:.8f}"] for t in worst]
+                 metric(t.max_abs, ".3e"), metric(t.rel_l2, ".3e"), metric(t.cosine, ".8f")]
+                for t in worst]
         if not worst:
             intro.append("all compared tensors are identical")
         blocks.append(Block("Values, worst first", intro,

@@ -38,6 +38,7 @@ from .sources import CONFIG_FILE
 
 REPORT_FILE = "reshard-report.json"
 REPLICA_CHUNK_MIN = 1 << 20
+KERNEL_COPY_MIN_RUN = 512  # shorter runs are cut from whole rows in memory instead
 
 __all__ = ["reshard_by_size", "to_deepseek_mp", "from_deepseek_mp", "iter_layout",
            "execute_plan", "plan_reshard", "ReshardReport", "Coverage", "REPORT_FILE",
@@ -166,6 +167,46 @@ def _tensor_chunks(readers: _Readers, t: OutTensor, written: Counter, compared: 
         yield np.concatenate(blocks, axis=1).tobytes()
 
 
+def _kernel_spans(readers: _Readers, t: OutTensor,
+                  written: Counter) -> Iterator[tuple[int, int, int]] | None:
+    """The (fd, offset, length) runs `t` is made of, when copying them in the kernel beats
+    slicing rows in memory (no replicas to compare, runs not tiny); else None. Counts the
+    bytes taken from each source tensor into `written` as the runs are produced."""
+    if t.replicas:
+        return None
+    if len(t.parts) == 1:
+        p = t.parts[0]
+        r = readers(p.file)
+        if p.dim is not None:
+            shape = r.entry(p.tensor).shape
+            run = (p.stop - p.start) * math.prod(shape[p.dim + 1:]) * itemsize(t.dtype)
+            if run < KERNEL_COPY_MIN_RUN and math.prod(shape[:p.dim]) > 1 \
+                    and p.stop - p.start != shape[p.dim]:
+                return None
+        return _runs(r.fileno(), r.iter_spans(p.tensor, p.dim, p.start, p.stop),
+                     (p.file, p.tensor), written)
+    outer = math.prod(t.shape[:t.dim])
+    run = t.nbytes // outer // len(t.parts)  # bytes of one piece per outer index
+    if outer > 1 and run < KERNEL_COPY_MIN_RUN:
+        return None
+    pieces = []
+    for p in t.parts:
+        r = readers(p.file)
+        entry = r.entry(p.tensor)
+        written[(p.file, p.tensor)] += entry.nbytes
+        pieces.append((r.fileno(), r.header.data_offset + entry.start))
+    return ((fd, base + o * run, run) for o in range(outer) for fd, base in pieces)
+
+
+def _runs(fd: int, spans: Iterator[tuple[int, int]], key: Key,
+          counts: Counter) -> Iterator[tuple[int, int, int]]:
+    total = 0
+    for offset, length in spans:
+        total += length
+        yield fd, offset, length
+    counts[key] += total
+
+
 def write_file(src: str, dst: str, out: OutFile,
                chunk_bytes: int = CHUNK_BYTES) -> tuple[dict[Key, int], dict[Key, int]]:
     """Write one output file (a job: runs in a worker); returns the elements it took from
@@ -179,7 +220,12 @@ def write_file(src: str, dst: str, out: OutFile,
         with SafetensorsWriter(Path(dst) / out.name,
                                [(t.name, t.dtype, t.shape) for t in out.tensors]) as w:
             for t in out.tensors:
-                w.write_bytes(t.name, _tensor_chunks(readers, t, written, compared, chunk_bytes))
+                spans = _kernel_spans(readers, t, written)
+                if spans is not None:
+                    w.write_copy(t.name, spans)
+                else:
+                    w.write_bytes(t.name,
+                                  _tensor_chunks(readers, t, written, compared, chunk_bytes))
     finally:
         readers.close()
     return ({k: n // item[k] for k, n in written.items()},

@@ -19,6 +19,7 @@ import json
 import math
 import mmap
 import os
+import errno
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ PARTIAL_SUFFIX = ".partial"
 CHUNK_BYTES = 16 << 20
 _SHORT_RUN = 512  # iter_slice: shorter runs are cut from whole rows read at once
 DEFAULT_METADATA = {"format": "pt"}
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP,
+                   errno.EBADF, errno.EPERM}  # copy_file_range unusable: fall back
 # A writer asks the kernel to start writing back every this many bytes (Linux), so that
 # close()'s fsync waits for the tail of a file, not for gigabytes of dirty pages.
 WRITEBACK_BYTES = 32 << 20
@@ -308,6 +311,34 @@ class SafetensorsReader:
             block = np.frombuffer(self.read_range(name, o0 * row, o1 * row), np.uint8)
             yield block.reshape(o1 - o0, row)[:, start * inner:stop * inner].tobytes()
 
+    def fileno(self) -> int:
+        """The file's descriptor (opened on first use), e.g. for `SafetensorsWriter.write_copy`."""
+        return self._fileno()
+
+    def iter_spans(self, name: str, dim: int | None = None, start: int = 0,
+                   stop: int | None = None) -> Iterator[tuple[int, int]]:
+        """(file offset, length) of the contiguous byte runs of a tensor, or of its slice
+        `[start:stop]` on `dim`, in C order (one run for a whole tensor or a dim-0 slice)."""
+        e = self.header[name]
+        base = self.header.data_offset + e.start
+        if dim is None:
+            if e.nbytes:
+                yield base, e.nbytes
+            return
+        stop = e.shape[dim] if stop is None else stop
+        if not (0 <= dim < len(e.shape) and 0 <= start <= stop <= e.shape[dim]):
+            raise ValueError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
+                             f"outside shape {list(e.shape)}")
+        inner = math.prod(e.shape[dim + 1:]) * DTYPES[e.dtype].itemsize
+        outer, row, run = math.prod(e.shape[:dim]), e.shape[dim] * inner, (stop - start) * inner
+        if run == 0 or outer == 0:
+            return
+        if run == row:  # the runs touch: one span
+            yield base + start * inner, outer * run
+            return
+        for o in range(outer):
+            yield base + o * row + start * inner, run
+
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of a tensor's first axis in its stored dtype, read with pread.
 
@@ -363,6 +394,7 @@ class SafetensorsWriter:
         self.specs = [(n, d, tuple(int(x) for x in s)) for n, d, s in specs]
         header, self._sizes = _header_bytes(self.specs, metadata)
         self._next = 0
+        self._kernel_copy = hasattr(os, "copy_file_range")
         self._pending = 0  # bytes written since the last writeback hint
         self._file = open(self.tmp, "wb")
         try:
@@ -425,6 +457,39 @@ class SafetensorsWriter:
             os.posix_fadvise(self._file.fileno(), end - self._pending, self._pending,
                              os.POSIX_FADV_DONTNEED)
             self._pending = 0
+
+    def write_copy(self, name: str, spans: Iterable[tuple[int, int, int]]) -> int:
+        """Write a tensor whose bytes are the concatenation of `spans`, (file descriptor,
+        offset, length) triples of other files: copied inside the kernel (copy_file_range)
+        where the filesystems allow it, else through a bounded buffer. Returns the bytes
+        written (the tensor's size, or FormatError)."""
+        self._expect(name)
+        self._file.flush()
+        fd, pos, written = self._file.fileno(), self._file.tell(), 0
+        for src_fd, offset, length in spans:
+            while length > 0:
+                n = self._copy_range(src_fd, fd, min(length, CHUNK_BYTES), offset, pos)
+                if n <= 0:
+                    raise FormatError(f"{self.path}: tensor '{name}': source file ended early")
+                offset, length, pos, written = offset + n, length - n, pos + n, written + n
+        self._file.seek(pos)
+        if written != self._sizes[self._next]:
+            raise FormatError(f"{self.path}: tensor '{name}': expected {self._sizes[self._next]} "
+                              f"bytes, got {written}")
+        self._next += 1
+        crash_point()
+        return written
+
+    def _copy_range(self, src_fd: int, fd: int, count: int, offset: int, pos: int) -> int:
+        if self._kernel_copy:
+            try:
+                return os.copy_file_range(src_fd, fd, count, offset, pos)
+            except OSError as e:  # e.g. EXDEV across filesystems, or no support
+                if e.errno not in _NO_KERNEL_COPY:
+                    raise
+                self._kernel_copy = False
+        data = os.pread(src_fd, count, offset)
+        return os.pwrite(fd, data, pos) if data else 0
 
     def close(self) -> None:
         if self._file is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +26,8 @@ CASES = {
     "upcast-2-workers": (True, ["upcast", "{src}", "{dst}", "--workers", "2"]),
     "quantize": (False, ["quantize", "{src}", "{dst}", "--workers", "1"]),
     "reshard-size": (True, ["reshard", "{src}", "{dst}", "--max-shard-size", "150KB", "--workers", "1"]),
-    "reshard-mp": (True, ["reshard", "{src}", "{dst}", "--to", "deepseek-mp", "--model-parallel", "2",
+    # tiny FP8 widths are not multiples of 128 x N, so the mp split runs on BF16
+    "reshard-mp": (False, ["reshard", "{src}", "{dst}", "--to", "deepseek-mp", "--model-parallel", "2",
                           "--workers", "1"]),
 }
 
@@ -71,14 +73,15 @@ def test_killed_and_rerun_is_byte_identical(tmp_path, sources, case):
     def args(dst):
         return [a.format(src=src, dst=dst) for a in template]
 
-    ref = tmp_path / "ref"
-    r = run(args(ref))
+    # Every run writes to the same path: reports may name their destination.
+    dst = tmp_path / "out"
+    r = run(args(dst))
     assert r.returncode == 0, r.stderr
-    expected = files_of(ref)
-    points = sum(len(read_header(ref / n).entries) + 1 for n in expected if n.endswith(".safetensors"))
+    expected = files_of(dst)
+    points = sum(len(read_header(dst / n).entries) + 1 for n in expected if n.endswith(".safetensors"))
 
     for seed in SEEDS:
-        dst = tmp_path / f"run-{seed}"
+        shutil.rmtree(dst)
         kill_at = random.Random(seed).randint(1, points)
         r = run(args(dst), {ENV_VAR: str(kill_at)})
         killed = r.returncode in (-signal.SIGKILL, 1)  # 1: a worker was killed and the pool broke

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -438,3 +440,22 @@ def test_cli_json_and_human(make_ckpt, tmp_path, run_cli):
     assert "accounted for exactly once" in r.stdout and "checked identical" in r.stdout
     r = run_cli("reshard", tmp_path / "mp", tmp_path / "hf", "--to", "hf")
     assert r.exit_code == 1 and "not empty" in r.stderr
+
+
+@pytest.mark.parametrize("path", ["kernel copies only", "buffered only", "no copy_file_range"])
+def test_copy_paths_give_the_same_bytes(make_ckpt, tmp_path, monkeypatch, path):
+    src = make_ckpt("v3", fp8=True, overrides=FP8_MP_WIDTHS)
+    to_deepseek_mp(src, tmp_path / "ref", 2)
+    from_deepseek_mp(tmp_path / "ref", tmp_path / "ref-back")
+    if path == "kernel copies only":
+        monkeypatch.setattr(reshard_mod, "KERNEL_COPY_MIN_RUN", 1)
+    elif path == "buffered only":
+        monkeypatch.setattr(reshard_mod, "KERNEL_COPY_MIN_RUN", 10**12)
+    else:
+        def unsupported(*args):
+            raise OSError(errno.EXDEV, "cross-device")
+        monkeypatch.setattr(os, "copy_file_range", unsupported)
+    to_deepseek_mp(src, tmp_path / "mp", 2)
+    from_deepseek_mp(tmp_path / "mp", tmp_path / "back")
+    assert file_bytes(tmp_path / "mp") == file_bytes(tmp_path / "ref")
+    assert file_bytes(tmp_path / "back") == file_bytes(tmp_path / "ref-back")

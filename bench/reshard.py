@@ -1,0 +1,138 @@
+"""Benchmark `ckpt reshard` against a plain copy of the same bytes.
+
+Builds a V3-shaped FP8 checkpoint with the real widths (hidden 7168, 128 heads, dense
+width 18432, expert width 2048; 4 layers, 8 experts, a 32k vocabulary, no MTP) in a temp
+directory: about 3.3 GB in shards of about 1.1 GB. Then, several times each, in child
+processes:
+
+- baseline: `cp` of the shards into an empty directory, then `sync` of the copies
+  (ckpt's writers fsync every file they finish, so the durable copy is the fair baseline;
+  the plain `cp` time is printed too);
+- `ckpt reshard SRC DST --max-shard-size 1GB`;
+- `ckpt reshard SRC DST --to deepseek-mp --model-parallel 4` (column splits, row splits
+  gathered row by row, experts whole);
+- `ckpt reshard MP DST --to hf` (rank pieces interleaved back).
+
+Throughput is the bytes of tensor data written per second; the ratio divides it by the
+baseline's. Peak RSS is the child's ru_maxrss (os.wait4), so it counts mmap'd pages too.
+The source stays in the page cache between runs (24 GB RAM): both sides read it warm.
+
+Run: python bench/reshard.py [--runs 3] [--shards 3] [--keep DIR] [--tmp DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# This process stays small on purpose: a forked child's peak RSS starts from its parent's
+# (Linux carries the high-water mark across exec), so the checkpoint is built in a child.
+OVERRIDES = {"vocab_size": 32768, "num_nextn_predict_layers": 0}
+BUILD = ("import json, sys; from ckpt_tools.tiny import make_tiny; "
+         "make_tiny(sys.argv[1], 'v3', fp8=True, shards=int(sys.argv[2]), real_widths=True, "
+         "overrides=json.loads(sys.argv[3]))")
+
+
+def run(cmd: list[str] | str, *, shell: bool = False) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process (and the children it waited for)."""
+    os.sync()  # start from clean writeback: earlier runs' dirty pages must not bill this one
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace")
+    if proc.returncode:
+        sys.exit(f"failed ({proc.returncode}): {cmd}\n{err}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def data_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.glob("*.safetensors"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--shards", type=int, default=3)
+    ap.add_argument("--model-parallel", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--keep", type=Path, help="build (or reuse) the checkpoint here")
+    ap.add_argument("--tmp", type=Path, help="where outputs go (default: the system temp dir; "
+                                             "/dev/shm measures without the disk)")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-reshard-", dir=args.tmp))
+    src = args.keep or tmp / "src"
+    try:
+        if not (src / "config.json").is_file():
+            t0 = time.perf_counter()
+            print(f"building a V3-shaped FP8 checkpoint in {src} ...", file=sys.stderr)
+            subprocess.run([sys.executable, "-c", BUILD, str(src), str(args.shards),
+                            json.dumps(OVERRIDES)], check=True)
+            print(f"  built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        shards = sorted(src.glob("*.safetensors"))
+        size = data_bytes(src)
+        tensors = len(json.loads((src / "model.safetensors.index.json").read_text())["weight_map"])
+        print(f"source: {len(shards)} shards, {size / 1e9:.2f} GB, {tensors} tensors "
+              f"(largest shard {max(p.stat().st_size for p in shards) / 1e9:.2f} GB)")
+
+        ckpt = [sys.executable, "-m", "ckpt_tools", "reshard"]
+        workers = ["--workers", str(args.workers)]
+        n = args.model_parallel
+        mp = tmp / "mp-kept"
+        subprocess.run([*ckpt, str(src), str(mp), "--to", "deepseek-mp", "--model-parallel",
+                        str(n)], check=True, capture_output=True)
+        cases = {
+            "cp": lambda d: f"cp {' '.join(map(str, shards))} {d}/",
+            "cp + sync": lambda d: f"cp {' '.join(map(str, shards))} {d}/ && sync {d}/*",
+            "--max-shard-size 1GB": lambda d: [*ckpt, str(src), str(d), "--max-shard-size",
+                                                "1GB", *workers],
+            f"--to deepseek-mp -N {n}": lambda d: [*ckpt, str(src), str(d), "--to", "deepseek-mp",
+                                                  "--model-parallel", str(n), *workers],
+            "--to hf (from mp)": lambda d: [*ckpt, str(mp), str(d), "--to", "hf", *workers],
+        }
+        times: dict[str, list[float]] = {k: [] for k in cases}
+        rss: dict[str, list[float]] = {k: [] for k in cases}
+        written: dict[str, int] = {}
+        for _ in range(args.runs):
+            for name, make in cases.items():
+                dst = tmp / "dst"
+                shutil.rmtree(dst, ignore_errors=True)
+                if name.startswith("cp"):
+                    dst.mkdir()
+                seconds, peak = run(make(dst), shell=name.startswith("cp"))
+                times[name].append(seconds)
+                rss[name].append(peak)
+                written[name] = data_bytes(dst)
+                shutil.rmtree(dst)
+
+        base = statistics.median(times["cp + sync"])
+        base_rate = written["cp + sync"] / base
+        print(f"\nmedian of {args.runs} runs; workers={args.workers}; baseline = cp + sync "
+              f"(durable, like ckpt's fsynced writes)")
+        print(f"{'command':<26} {'median s':>9} {'GB/s':>7} {'ratio':>6} {'peak RSS MB':>12}")
+        for name in cases:
+            t = statistics.median(times[name])
+            rate = written[name] / t
+            print(f"{name:<26} {t:>9.2f} {rate / 1e9:>7.2f} {rate / base_rate:>6.2f} "
+                  f"{max(rss[name]):>12.0f}")
+        print(f"\n(all runs, s: { {k: [round(x, 2) for x in v] for k, v in times.items()} })")
+        where = f" --tmp {args.tmp}" if args.tmp else ""
+        print(f"outputs in {tmp} ({os.statvfs(tmp).f_bsize}-byte blocks); reproduce: python "
+              f"bench/reshard.py --runs {args.runs} --shards {args.shards} "
+              f"--model-parallel {n} --workers {args.workers}{where}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,27 +76,35 @@ class Coverage(_Report):
 class OutputFileReport(_Report):
     name: str
     tensors: int
-    bytes: int
+    bytes: int = Field(description="Bytes of tensor data in the file")
+
+
+# Fields that depend on the run, not on the inputs: kept out of DST/reshard-report.json so
+# an interrupted-and-resumed run writes the same bytes as an uninterrupted one.
+RUN_FIELDS = {"resumed_files", "seconds"}
 
 
 class ReshardReport(_Report):
     """Result of `ckpt reshard` (also written to DST/reshard-report.json)."""
 
-    mode: Mode
+    mode: Mode = Field(description="size: HF shards by size; deepseek-mp: DeepSeek's "
+                                   "model{i}-mp{N} layout; hf: back from it")
     source: str
     destination: str
     layout: Literal["bf16", "fp8"]
-    model_parallel: int | None = None
-    max_shard_size: int | None = None
-    files: list[OutputFileReport]
-    total_bytes: int
-    side_files: list[str]
-    mtp: Literal["kept", "dropped", "absent"]
+    model_parallel: int | None = Field(None, description="Ranks (deepseek-mp, hf)")
+    max_shard_size: int | None = Field(None, description="Shard size limit in bytes (size, hf)")
+    files: list[OutputFileReport] = Field(description="Output tensor files, in order")
+    total_size: int = Field(description="Bytes of tensor data written (an HF index's total_size)")
+    side_files: list[str] = Field(description="Tokenizer and other files copied unchanged")
+    mtp: Literal["kept", "dropped", "absent"] = Field(
+        description="The MTP layer: kept, dropped (deepseek-mp default) or absent from the source")
     notes: list[str]
     coverage: Coverage
     resumed_files: int = Field(
-        0, description="Files an interrupted run had finished, kept as they were (not in the "
-                       "report file, so a resumed run writes the same bytes)")
+        0, description="Files an interrupted run had finished, kept as they were (run-specific: "
+                       "not in the report file)")
+    seconds: float = Field(0.0, description="Wall time of the run (not in the report file)")
 
 
 # -- streaming one output file ---------------------------------------------------------------
@@ -278,6 +287,7 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int = 1,
         VerificationError: the plan or the written files fail the coverage proof.
         OutputError: `dst` cannot be used (see `OutputDir`).
     """
+    t0 = time.monotonic()
     coverage = prove_coverage(plan)  # before anything is written
     src = plan.src
     inputs = {src / f for f, _ in plan.sources}
@@ -310,15 +320,15 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int = 1,
             max_shard_size=plan.max_shard_size,
             files=[OutputFileReport(name=f.name, tensors=len(f.tensors), bytes=f.nbytes)
                    for f in plan.files],
-            total_bytes=sum(f.nbytes for f in plan.files), side_files=side, mtp=plan.mtp,
+            total_size=sum(f.nbytes for f in plan.files), side_files=side, mtp=plan.mtp,
             notes=plan.notes, coverage=Coverage(**coverage, counted_elements=counted,
                                                 complete=counted == coverage["output_elements"]),
-            resumed_files=len(plan.files) - len(todo))
+            resumed_files=len(plan.files) - len(todo), seconds=time.monotonic() - t0)
         if not report.coverage.complete:
             raise VerificationError(f"{out.path}: writers counted {counted} output elements, "
                                     f"planned {coverage['output_elements']}")
         write_json_atomic(out.path / REPORT_FILE,
-                          report.model_dump(mode="json", exclude={"resumed_files"}))
+                          report.model_dump(mode="json", exclude=RUN_FIELDS))
     return report
 
 

@@ -473,6 +473,7 @@ class SafetensorsWriter:
                     raise FormatError(f"{self.path}: tensor '{name}': source file ended early")
                 offset, length, pos, written = offset + n, length - n, pos + n, written + n
         self._file.seek(pos)
+        self._written(written)
         if written != self._sizes[self._next]:
             raise FormatError(f"{self.path}: tensor '{name}': expected {self._sizes[self._next]} "
                               f"bytes, got {written}")

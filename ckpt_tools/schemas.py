@@ -24,6 +24,7 @@ PUBLIC_MODELS: dict[str, str] = {
     "forward_report": "ckpt_tools.verify:ForwardReport",
     "upcast_report": "ckpt_tools.convert:UpcastReport",
     "quantize_report": "ckpt_tools.convert:QuantizeReport",
+    "reshard_report": "ckpt_tools.reshard:ReshardReport",
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

@@ -104,8 +104,8 @@ def _render(report) -> None:
         rows.insert(5, [f"... {len(files) - 10} more", "", ""])
     click.echo(table(rows, ["file", "tensors", "size"]))
     resumed = f" ({report.resumed_files} kept from an interrupted run)" if report.resumed_files else ""
-    click.echo(f"\n{len(files)} file(s), {human_bytes(report.total_bytes)} written to "
-               f"{safe_name(report.destination)}{resumed}")
+    click.echo(f"\n{len(files)} file(s), {human_bytes(report.total_size)} written to "
+               f"{safe_name(report.destination)} in {report.seconds:.1f} s{resumed}")
     extra = []
     if c.replica_elements:
         extra.append(f"{human_count(c.replica_elements)} replicated on every rank")

@@ -108,9 +108,11 @@ def _looks_truncated(path: Path) -> bool:
             doc = json.loads(fh.read(n))
     except (OSError, ValueError):
         return False
-    ends = [v["data_offsets"][-1] for v in doc.values() if isinstance(v, dict)
-            and isinstance(v.get("data_offsets"), list) and v["data_offsets"]
-            and isinstance(v["data_offsets"][-1], int)] if isinstance(doc, dict) else []
+    if not isinstance(doc, dict):
+        return False
+    ends = [off[1] for v in doc.values() if isinstance(v, dict)
+            and isinstance(off := v.get("data_offsets"), list) and len(off) == 2
+            and isinstance(off[1], int)]
     return bool(ends) and 8 + n + max(ends) > size
 
 
@@ -508,7 +510,8 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
     """Check a checkpoint directory (or one .safetensors file) and report every finding.
 
     Args:
-        path: a checkpoint directory in HF layout, or a single .safetensors file.
+        path: a checkpoint directory (HF layout, or DeepSeek's model-parallel layout), its
+            index, or a single .safetensors file.
         config: what to check the tensors against (a preset name, a config.json, a checkpoint
             directory or a parsed config); default: PATH/config.json.
         deep: also read every tensor once (NaN/Inf, FP8 NaN codes, scales, all-zero).

@@ -42,11 +42,13 @@ class TensorValues(NamedTuple):
 def value_counts(chunk: bytes, dtype: str) -> tuple[int, int, int]:
     """(NaN, Inf, zero) in a chunk of a tensor stored as `dtype` (a `FLOAT_BITS` key)."""
     view, mask, inf = FLOAT_BITS[dtype]
-    bits = np.frombuffer(chunk, view) & view(mask)
-    zero = bits.size - np.count_nonzero(bits)
-    if inf is None:
-        return int(np.count_nonzero(bits == mask)), 0, int(zero)
-    return int(np.count_nonzero(bits > inf)), int(np.count_nonzero(bits == inf)), int(zero)
+    bits = np.frombuffer(chunk, view) & view(mask)  # |x|: the sign bit dropped
+    zero = int(bits.size - np.count_nonzero(bits))
+    if inf is None:  # e4m3fn: NaN is the largest |x| code
+        return int(np.count_nonzero(bits == mask)), 0, zero
+    odd = int(np.count_nonzero(bits >= inf))  # NaN or Inf; usually none, so one pass
+    infs = int(np.count_nonzero(bits == inf)) if odd else 0
+    return odd - infs, infs, zero
 
 
 def bad_scale_count(chunk: bytes, dtype: str) -> int:

@@ -585,3 +585,24 @@ def test_model_parallel_missing_rank_and_stray_files(mp_copy):
     shutil.copy(mp_rank(ck, 0), ck / "model0-mp4.safetensors")
     mp_rank(ck, 1).unlink()
     assert codes(validate(ck)) == {"shard-missing", "shard-unreferenced"}
+
+
+# -- the value scan's bit arithmetic ----------------------------------------------------
+@pytest.mark.parametrize("dtype", ["F64", "F32", "F16", "BF16", "F8_E5M2"])
+def test_value_counts_on_raw_bits(dtype):
+    from ckpt_tools.dtypes import DTYPES
+    from ckpt_tools.value_scan import value_counts
+
+    x = np.array([0.0, -0.0, 1.5, -2.0, np.nan, -np.nan, np.inf, -np.inf, np.inf, 3.0], np.float32)
+    assert value_counts(x.astype(DTYPES[dtype].numpy).tobytes(), dtype) == (2, 3, 2)
+
+
+def test_value_counts_e4m3_nan_codes_and_scales():
+    from ckpt_tools.value_scan import bad_scale_count, value_counts
+
+    codes_ = np.array([0x00, 0x80, 0x7F, 0xFF, 0x7E, 0xFE, 0x01], np.uint8)  # 0x7E = 448
+    assert value_counts(codes_.tobytes(), "F8_E4M3") == (2, 0, 2)
+    scales = np.array([1.0, 1e-45, 3e38, 0.0, -0.0, -1.0, np.nan, np.inf], np.float32)
+    assert bad_scale_count(scales.tobytes(), "F32") == 5
+    # in F16, 1e-45 rounds to 0 and 3e38 to inf: only 1.0 is left a valid scale
+    assert bad_scale_count(scales.astype(np.float16).tobytes(), "F16") == 7

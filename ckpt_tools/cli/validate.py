@@ -23,18 +23,19 @@ SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
               help="Check sizes and SHA-256 against a manifest (as written by download or "
                    "--write-manifest).")
 @click.option("--write-manifest", "manifest_out", is_flag=False, flag_value="", default=None,
-              metavar="[PATH]",
-              help="Record size and SHA-256 of every file, in PATH/ckpt-manifest.json or the "
-                   "given path; only when no error is found.")
+              metavar="[FILE]",
+              help="Record size and SHA-256 of every file in ckpt-manifest.json inside the "
+                   "checkpoint (or in FILE); only when no error is found.")
 @click.option("--strict", is_flag=True, help="Warnings fail too (exit 1).")
 @click.option("--show", default=5, show_default=True, type=click.IntRange(min=0),
               help="Findings shown per code; the rest are counted.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with every finding.")
 def validate(path: Path, config_spec: str | None, deep: bool, checksums: Path | None,
              manifest_out: str | None, strict: bool, show: int, as_json: bool):
-    """Check a checkpoint directory (or one .safetensors file) before anyone loads it:
-    headers, index vs shards, the config's tensor plan, FP8 scales; with --deep every value;
-    with --checksums every byte. Exit 0 when clean, 1 on errors (or warnings with --strict)."""
+    """Check a checkpoint (HF or DeepSeek model-parallel directory, or one .safetensors file)
+    before anyone loads it: headers, index vs shards, the config's tensor plan, FP8 scales;
+    with --deep every value; with --checksums every byte. Exit 0 when clean, 1 on errors
+    (or on warnings with --strict)."""
     progress = StderrProgress() if deep or checksums or manifest_out is not None else None
     write = False if manifest_out is None else (manifest_out or True)
     report = run_validate(path, config=config_spec, deep=deep, checksums=checksums,

@@ -239,9 +239,10 @@ class MpCheckpoint:
 
     Offers the reading interface of `Checkpoint` that the forward pass uses: `.config`,
     `.plan` (the HF tensor plan of what the files hold: MTP only when present),
-    `name in ckpt`, `.read(name)` (stored dtype, reassembled from the rank pieces) and
-    `.read_float32(name)` (FP8 dequantised with its reassembled scale). The rank files'
-    headers are checked against the layout on opening.
+    `name in ckpt`, `.shape_of(name)`, `.read(name)` (stored dtype, reassembled from the
+    rank pieces), `.read_rows(name, start, stop)`, `.read_float32(name)` (FP8 dequantised
+    with its reassembled scale) and `.read_float32_rows(name, start, stop)` (bounded
+    memory). The rank files' headers are checked against the layout on opening.
     """
 
     def __init__(self, path: str | Path, config: str | Path | None = None):
@@ -307,6 +308,11 @@ class MpCheckpoint:
                                      f"{self.model_parallel}-rank checkpoint")
         return pieces
 
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        """The HF shape of a tensor (no data read)."""
+        self.pieces(name)
+        return self.plan.by_name[name].shape
+
     def read(self, name: str) -> np.ndarray:
         """The HF tensor in its stored dtype: a view for whole pieces, else concatenated."""
         pieces = self.pieces(name)
@@ -315,6 +321,23 @@ class MpCheckpoint:
             return self._readers[first.rank].get(first.name)
         return np.concatenate([self._readers[p.rank].get(p.name) for p in pieces], first.dim)
 
+    def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of the HF tensor, stored dtype, read with pread from the ranks
+        that hold them (memory bounded by the rows)."""
+        pieces = self.pieces(name)
+        first = pieces[0]
+        if first.dim is None:
+            return self._readers[first.rank].read_rows(first.name, start, stop)
+        if first.dim:  # split across columns: every rank holds part of each row
+            return np.concatenate([self._readers[p.rank].read_rows(p.name, start, stop)
+                                   for p in pieces], first.dim)
+        rows = [self._readers[p.rank].read_rows(p.name, max(start, p.start) - p.start,
+                                                min(stop, p.stop) - p.start)
+                for p in pieces if max(start, p.start) < min(stop, p.stop)]
+        if not rows:
+            return self._readers[first.rank].read_rows(first.name, 0, 0)
+        return rows[0] if len(rows) == 1 else np.concatenate(rows)
+
     def read_float32(self, name: str) -> np.ndarray:
         """The tensor in float32; an FP8 weight is dequantised with its scale."""
         array = self.read(name)
@@ -322,3 +345,16 @@ class MpCheckpoint:
         if spec.scale_name is None:
             return array.astype(np.float32)
         return dequantize(array, self.read(spec.scale_name), self.plan.block)
+
+    def read_float32_rows(self, name: str, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of `read_float32(name)` (streamed matmuls, as `Checkpoint`)."""
+        spec = self.plan.by_name[self.pieces(name)[0].hf_name]
+        if spec.scale_name is None:
+            return self.read_rows(name, start, stop).astype(np.float32)
+        block = self.plan.block
+        # whole row blocks, so each scale row meets the rows it was computed on
+        first, last = start // block[0], -(-stop // block[0])
+        lo, hi = first * block[0], min(last * block[0], spec.shape[0])
+        values = dequantize(self.read_rows(name, lo, hi),
+                            self.read_rows(spec.scale_name, first, last), block)
+        return values if (lo, hi) == (start, stop) else values[start - lo:stop - lo].copy()

@@ -178,6 +178,12 @@ def test_mp_checkpoint_reads_like_the_hf_checkpoint(make_ckpt, tmp_path):
             assert spec.name in mp
             assert np.array_equal(mp.read_float32(spec.name), hf.read_float32(spec.name),
                                   equal_nan=True)
+            rows = spec.shape[0]
+            for start, stop in ((0, rows), (rows // 3, rows - 1), (rows - 1, rows)):
+                assert np.array_equal(mp.read_float32_rows(spec.name, start, stop),
+                                      hf.read_float32_rows(spec.name, start, stop),
+                                      equal_nan=True)
+            assert mp.shape_of(spec.name) == hf.shape_of(spec.name)
         assert "model.layers.4.eh_proj.weight" not in mp
         with pytest.raises(KeyError):
             mp.read("model.layers.4.eh_proj.weight")
@@ -459,3 +465,17 @@ def test_copy_paths_give_the_same_bytes(make_ckpt, tmp_path, monkeypatch, path):
     from_deepseek_mp(tmp_path / "mp", tmp_path / "back")
     assert file_bytes(tmp_path / "mp") == file_bytes(tmp_path / "ref")
     assert file_bytes(tmp_path / "back") == file_bytes(tmp_path / "ref-back")
+
+
+@pytest.mark.parametrize("preset,fp8", [("v2-lite", False), ("v3", True)])
+def test_every_output_passes_validate(make_ckpt, tmp_path, preset, fp8):
+    validate = pytest.importorskip("ckpt_tools.validate").validate
+    src = make_ckpt(preset, fp8=fp8, overrides=FP8_MP_WIDTHS if fp8 else None)
+    reshard_by_size(src, tmp_path / "size", 50_000)
+    to_deepseek_mp(src, tmp_path / "mp", 2)
+    from_deepseek_mp(tmp_path / "mp", tmp_path / "back", max_shard_size=100_000)
+    to_deepseek_mp(src, tmp_path / "mp-mtp", 2, keep_mtp=True)
+    for out in ("size", "mp", "back", "mp-mtp"):
+        report = validate(tmp_path / out, deep=True)
+        assert report.passed(strict=True), (out, report.findings)
+        assert "plan" in report.checks

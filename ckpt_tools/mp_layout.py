@@ -129,8 +129,6 @@ class MpLayout:
         self.plan = plan
         self.model_parallel = n = model_parallel
         self.keep_mtp = keep_mtp
-        self.specs = [s for s in plan.specs if keep_mtp or not s.mtp]
-        self.dropped = [s for s in plan.specs if s.mtp and not keep_mtp]
         c = plan.config
         if c.n_routed_experts % n:
             raise ConfigError(f"model_parallel {n} does not divide n_routed_experts "
@@ -161,6 +159,15 @@ class MpLayout:
                     f"model_parallel {n} splits dim {rule} of FP8 '{name}' {list(group.shape)} "
                     f"into {size // n}-wide pieces, not a multiple of the {block}-wide scale "
                     f"block: its weight_scale_inv cannot be split with it")
+
+    @cached_property
+    def specs(self) -> list[TensorSpec]:
+        """The HF tensors this layout places (the plan's, MTP only with keep_mtp)."""
+        return [s for s in self.plan.specs if self.keep_mtp or not s.mtp]
+
+    @cached_property
+    def dropped(self) -> list[TensorSpec]:
+        return [s for s in self.plan.specs if s.mtp and not self.keep_mtp]
 
     @staticmethod
     def rule(family: str) -> Rule:

@@ -52,6 +52,8 @@ def table(rows: list[list[str]], headers: list[str] | None = None, align: str | 
 
 def safe_name(name: str) -> str:
     """Tensor and file names come from files: never let them drive the terminal."""
+    if name.isprintable():  # the common case, without a per-character pass
+        return name
     return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in name)
 
 

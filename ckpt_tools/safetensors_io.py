@@ -33,6 +33,9 @@ from .errors import FormatError, MissingTensorError
 from .fault_injection import crash_point
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors reference implementation's cap
+# Far above any real file (all of V3 in one file is 91,991 tensors); refusing more before
+# parsing keeps a hostile header from costing minutes of JSON decoding.
+MAX_TENSORS = 500_000
 HEADER_ALIGN = 8
 PARTIAL_SUFFIX = ".partial"
 CHUNK_BYTES = 16 << 20
@@ -95,13 +98,17 @@ def _is_uint(x) -> bool:
 
 
 def _load_json(path: Path, header: bytes) -> dict:
+    declared = header.count(b'"data_offsets"')
+    if declared > MAX_TENSORS:
+        raise FormatError(f"{path}: header declares {declared:,} tensors, more than the "
+                          f"{MAX_TENSORS:,} this reader accepts")
     try:
         doc = json.loads(header)
         if not isinstance(doc, dict):
             raise FormatError(f"{path}: header must be a JSON object, found {type(doc).__name__}")
         # A duplicated tensor name would silently shadow the first; every entry carries one
         # "data_offsets" key, so a count mismatch sends us to the slow, exact check.
-        if header.count(b'"data_offsets"') != len(doc) - ("__metadata__" in doc):
+        if declared != len(doc) - ("__metadata__" in doc):
             json.loads(header, object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, ValueError) as e:
         if isinstance(e, FormatError):
@@ -316,14 +323,15 @@ class SafetensorsReader:
         return self._fileno()
 
     def iter_spans(self, name: str, dim: int | None = None, start: int = 0,
-                   stop: int | None = None) -> Iterator[tuple[int, int]]:
-        """(file offset, length) of the contiguous byte runs of a tensor, or of its slice
-        `[start:stop]` on `dim`, in C order (one run for a whole tensor or a dim-0 slice)."""
+                   stop: int | None = None) -> Iterator[tuple[int, int, int]]:
+        """(fd, file offset, length) of the contiguous byte runs of a tensor, or of its slice
+        `[start:stop]` on `dim`, in C order (one run for a whole tensor or a dim-0 slice):
+        what `SafetensorsWriter.write_copy` takes."""
         e = self.header[name]
-        base = self.header.data_offset + e.start
+        fd, base = self._fileno(), self.header.data_offset + e.start
         if dim is None:
             if e.nbytes:
-                yield base, e.nbytes
+                yield fd, base, e.nbytes
             return
         stop = e.shape[dim] if stop is None else stop
         if not (0 <= dim < len(e.shape) and 0 <= start <= stop <= e.shape[dim]):
@@ -334,10 +342,11 @@ class SafetensorsReader:
         if run == 0 or outer == 0:
             return
         if run == row:  # the runs touch: one span
-            yield base + start * inner, outer * run
+            yield fd, base + start * inner, outer * run
             return
+        first = base + start * inner
         for o in range(outer):
-            yield base + o * row + start * inner, run
+            yield fd, first + o * row, run
 
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of a tensor's first axis in its stored dtype, read with pread.
@@ -465,13 +474,27 @@ class SafetensorsWriter:
         written (the tensor's size, or FormatError)."""
         self._expect(name)
         self._file.flush()
-        fd, pos, written = self._file.fileno(), self._file.tell(), 0
-        for src_fd, offset, length in spans:
-            while length > 0:
-                n = self._copy_range(src_fd, fd, min(length, CHUNK_BYTES), offset, pos)
+        fd = self._file.fileno()
+        pos = begin = self._file.tell()
+        copy = os.copy_file_range if self._kernel_copy else None
+        for src_fd, offset, length in spans:  # one row each for column slices: keep it lean
+            while length:
+                count = length if length < CHUNK_BYTES else CHUNK_BYTES
+                if copy is None:
+                    data = os.pread(src_fd, count, offset)
+                    n = os.pwrite(fd, data, pos) if data else 0
+                else:
+                    try:
+                        n = copy(src_fd, fd, count, offset, pos)
+                    except OSError as e:  # e.g. EXDEV across filesystems, or no support
+                        if e.errno not in _NO_KERNEL_COPY:
+                            raise
+                        self._kernel_copy, copy = False, None
+                        continue
                 if n <= 0:
                     raise FormatError(f"{self.path}: tensor '{name}': source file ended early")
-                offset, length, pos, written = offset + n, length - n, pos + n, written + n
+                offset, length, pos = offset + n, length - n, pos + n
+        written = pos - begin
         self._file.seek(pos)
         self._written(written)
         if written != self._sizes[self._next]:
@@ -480,17 +503,6 @@ class SafetensorsWriter:
         self._next += 1
         crash_point()
         return written
-
-    def _copy_range(self, src_fd: int, fd: int, count: int, offset: int, pos: int) -> int:
-        if self._kernel_copy:
-            try:
-                return os.copy_file_range(src_fd, fd, count, offset, pos)
-            except OSError as e:  # e.g. EXDEV across filesystems, or no support
-                if e.errno not in _NO_KERNEL_COPY:
-                    raise
-                self._kernel_copy = False
-        data = os.pread(src_fd, count, offset)
-        return os.pwrite(fd, data, pos) if data else 0
 
     def close(self) -> None:
         if self._file is None:
@@ -512,7 +524,10 @@ class SafetensorsWriter:
 
     def abort(self) -> None:
         if self._file is not None:
-            self._file.close()
+            try:
+                self._file.close()  # flushing may fail again (disk full): the file goes anyway
+            except OSError:
+                pass
             self._file = None
         self.tmp.unlink(missing_ok=True)
 

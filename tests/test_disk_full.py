@@ -73,9 +73,9 @@ def assert_clean_failure(result, dst: Path):
 def test_make_tiny_onto_a_full_disk(small_disk):
     mnt, preexec = small_disk
     dst = mnt / "out"
-    r = run_ckpt(["make-tiny", dst, "--preset", "v3", "--real-widths", "--shards", "2",
-                  "--set", "num_hidden_layers=1", "--set", "first_k_dense_replace=1",
-                  "--set", "num_nextn_predict_layers=0"], preexec)
+    # vocab 4096 x hidden 96: two 786 KB embeddings, more than the 1 MiB disk holds
+    r = run_ckpt(["make-tiny", dst, "--preset", "v3", "--shards", "2",
+                  "--set", "vocab_size=4096"], preexec)
     assert_clean_failure(r, dst)
     assert not (dst / "model.safetensors.index.json").exists()
 
@@ -87,9 +87,7 @@ def test_converters_onto_a_full_disk(small_disk, tmp_path, command):
         pytest.skip(f"{command} not available")
     mnt, preexec = small_disk
     src = tmp_path / "src"
-    make_tiny(src, "v3", fp8=command != "quantize", shards=2, real_widths=True,
-              overrides={"num_hidden_layers": 1, "first_k_dense_replace": 1,
-                         "num_nextn_predict_layers": 0, "vocab_size": 256})
+    make_tiny(src, "v3", fp8=command != "quantize", shards=2, overrides={"vocab_size": 4096})
     before = tree_digest(src)
     dst = mnt / "out"
     args = {"upcast": ["upcast", src, dst], "quantize": ["quantize", src, dst],

@@ -4,14 +4,13 @@ errors, in bounded time and memory (issue: reliability)."""
 import json
 import resource
 import struct
-import time
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ckpt_tools.errors import CkptError, FormatError
+from ckpt_tools.errors import FormatError
 from ckpt_tools.index import read_index
 from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
 
@@ -99,19 +98,23 @@ def test_index_parser_on_garbage_bytes(tmp_path):
         read_index(p)
 
 
-def test_million_tensor_header_is_bounded(tmp_path):
-    """1,000,000 zero-size tensors: parsed or refused in bounded time and memory."""
+def test_million_tensor_header_is_refused_before_parsing(tmp_path):
+    """1,000,000 zero-size tensors: refused (over MAX_TENSORS) without decoding the JSON."""
     entries = ",".join(f'"t{i}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}' for i in range(1_000_000))
     hb = ("{" + entries + "}").encode()
     p = tmp_path / "many.safetensors"
     p.write_bytes(struct.pack("<Q", len(hb)) + hb)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    t0 = time.monotonic()
-    try:
-        h = read_header(p)
-        assert len(h.entries) == 1_000_000
-    except CkptError:
-        pass
-    assert time.monotonic() - t0 < 30
+    with pytest.raises(FormatError, match="declares 1,000,000 tensors"):
+        read_header(p)
     grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    assert grown_mb < 1500, grown_mb
+    assert grown_mb < 200, grown_mb  # the 60 MB header itself, not a parsed million dicts
+
+
+def test_many_tensors_under_the_cap_still_parse(tmp_path):
+    n = 100_000
+    entries = ",".join(f'"t{i}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}' for i in range(n))
+    hb = ("{" + entries + "}").encode()
+    p = tmp_path / "many.safetensors"
+    p.write_bytes(struct.pack("<Q", len(hb)) + hb)
+    assert len(read_header(p).entries) == n

@@ -75,7 +75,8 @@ def test_overrides_and_real_widths(tmp_path):
                   overrides={"n_routed_experts": 4, "n_group": 2, "topk_group": 1,
                              "num_experts_per_tok": 2, "num_hidden_layers": 1,
                              "first_k_dense_replace": 1, "num_nextn_predict_layers": 0,
-                             "vocab_size": 256})
+                             "vocab_size": 256, "intermediate_size": 256,
+                             "moe_intermediate_size": 128})
     with Checkpoint(r.path) as ck:
         assert ck.config.hidden_size == 7168
         assert (tmp_path / "w" / "model.safetensors").exists()

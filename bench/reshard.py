@@ -14,7 +14,9 @@ processes:
 - `ckpt reshard MP DST --to hf` (rank pieces interleaved back).
 
 Throughput is the bytes of tensor data written per second; the ratio divides it by the
-baseline's. Peak RSS is the child's ru_maxrss (os.wait4), so it counts mmap'd pages too.
+baseline's. The CPU ratio does the same per CPU second (user + system): on a shared machine
+wall times swing with the load, CPU time much less. Peak RSS is the child's ru_maxrss
+(os.wait4), so it counts mmap'd pages too.
 The source stays in the page cache between runs (24 GB RAM): both sides read it warm.
 
 Run: python bench/reshard.py [--runs 3] [--shards 3] [--keep DIR] [--tmp DIR]
@@ -41,8 +43,9 @@ BUILD = ("import json, sys; from ckpt_tools.tiny import make_tiny; "
          "overrides=json.loads(sys.argv[3]))")
 
 
-def run(cmd: list[str] | str, *, shell: bool = False) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MB) of one child process (and the children it waited for)."""
+def run(cmd: list[str] | str, *, shell: bool = False) -> tuple[float, float, float]:
+    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of one child process
+    (with the children it waited for)."""
     os.sync()  # start from clean writeback: earlier runs' dirty pages must not bill this one
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -52,7 +55,7 @@ def run(cmd: list[str] | str, *, shell: bool = False) -> tuple[float, float]:
     err = proc.stderr.read().decode(errors="replace")
     if proc.returncode:
         sys.exit(f"failed ({proc.returncode}): {cmd}\n{err}")
-    return seconds, usage.ru_maxrss / 1024
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def data_bytes(path: Path) -> int:
@@ -101,6 +104,7 @@ def main() -> None:
             "--to hf (from mp)": lambda d: [*ckpt, str(mp), str(d), "--to", "hf", *workers],
         }
         times: dict[str, list[float]] = {k: [] for k in cases}
+        cpu: dict[str, list[float]] = {k: [] for k in cases}
         rss: dict[str, list[float]] = {k: [] for k in cases}
         written: dict[str, int] = {}
         for _ in range(args.runs):
@@ -109,22 +113,24 @@ def main() -> None:
                 shutil.rmtree(dst, ignore_errors=True)
                 if name.startswith("cp"):
                     dst.mkdir()
-                seconds, peak = run(make(dst), shell=name.startswith("cp"))
+                seconds, cpu_seconds, peak = run(make(dst), shell=name.startswith("cp"))
                 times[name].append(seconds)
+                cpu[name].append(cpu_seconds)
                 rss[name].append(peak)
                 written[name] = data_bytes(dst)
                 shutil.rmtree(dst)
 
-        base = statistics.median(times["cp + sync"])
-        base_rate = written["cp + sync"] / base
+        base_rate = written["cp + sync"] / statistics.median(times["cp + sync"])
+        base_cpu_rate = written["cp + sync"] / statistics.median(cpu["cp + sync"])
         print(f"\nmedian of {args.runs} runs; workers={args.workers}; baseline = cp + sync "
-              f"(durable, like ckpt's fsynced writes)")
-        print(f"{'command':<26} {'median s':>9} {'GB/s':>7} {'ratio':>6} {'peak RSS MB':>12}")
+              f"(durable, like ckpt's fsynced writes); CPU = user + system of the child")
+        print(f"{'command':<26} {'wall s':>7} {'GB/s':>6} {'ratio':>6} {'CPU s':>6} "
+              f"{'CPU ratio':>9} {'peak RSS MB':>12}")
         for name in cases:
-            t = statistics.median(times[name])
+            t, c = statistics.median(times[name]), statistics.median(cpu[name])
             rate = written[name] / t
-            print(f"{name:<26} {t:>9.2f} {rate / 1e9:>7.2f} {rate / base_rate:>6.2f} "
-                  f"{max(rss[name]):>12.0f}")
+            print(f"{name:<26} {t:>7.2f} {rate / 1e9:>6.2f} {rate / base_rate:>6.2f} {c:>6.2f} "
+                  f"{written[name] / c / base_cpu_rate:>9.2f} {max(rss[name]):>12.0f}")
         print(f"\n(all runs, s: { {k: [round(x, 2) for x in v] for k, v in times.items()} })")
         where = f" --tmp {args.tmp}" if args.tmp else ""
         print(f"outputs in {tmp} ({os.statvfs(tmp).f_bsize}-byte blocks); reproduce: python "

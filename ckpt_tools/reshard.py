@@ -180,20 +180,24 @@ def _kernel_spans(readers: _Readers, t: OutTensor,
                   written: Counter) -> Iterator[tuple[int, int, int]] | None:
     """The (fd, offset, length) runs `t` is made of, when copying them in the kernel beats
     slicing rows in memory (no replicas to compare, runs not tiny); else None. Counts the
-    bytes taken from each source tensor into `written` as the runs are produced."""
+    bytes each source tensor gives into `written`."""
     if t.replicas:
         return None
     if len(t.parts) == 1:
         p = t.parts[0]
         r = readers(p.file)
-        if p.dim is not None:
-            shape = r.entry(p.tensor).shape
+        entry = r.entry(p.tensor)
+        if p.dim is None:
+            nbytes = entry.nbytes
+        else:
+            shape = entry.shape
             run = (p.stop - p.start) * math.prod(shape[p.dim + 1:]) * itemsize(t.dtype)
             if run < KERNEL_COPY_MIN_RUN and math.prod(shape[:p.dim]) > 1 \
                     and p.stop - p.start != shape[p.dim]:
                 return None
-        return _runs(r.fileno(), r.iter_spans(p.tensor, p.dim, p.start, p.stop),
-                     (p.file, p.tensor), written)
+            nbytes = run * math.prod(shape[:p.dim])
+        written[(p.file, p.tensor)] += nbytes  # write_copy fails unless all of it is copied
+        return r.iter_spans(p.tensor, p.dim, p.start, p.stop)
     outer = math.prod(t.shape[:t.dim])
     run = t.nbytes // outer // len(t.parts)  # bytes of one piece per outer index
     if outer > 1 and run < KERNEL_COPY_MIN_RUN:
@@ -205,15 +209,6 @@ def _kernel_spans(readers: _Readers, t: OutTensor,
         written[(p.file, p.tensor)] += entry.nbytes
         pieces.append((r.fileno(), r.header.data_offset + entry.start))
     return ((fd, base + o * run, run) for o in range(outer) for fd, base in pieces)
-
-
-def _runs(fd: int, spans: Iterator[tuple[int, int]], key: Key,
-          counts: Counter) -> Iterator[tuple[int, int, int]]:
-    total = 0
-    for offset, length in spans:
-        total += length
-        yield fd, offset, length
-    counts[key] += total
 
 
 def write_file(src: str, dst: str, out: OutFile,

@@ -29,7 +29,7 @@ from .errors import VerificationError
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
 from .output import OutputDir, source_fingerprint
-from .parallel import run_jobs
+from .parallel import run_jobs, workers_for
 from .progress import Progress
 from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
                            plan_reshard, planned_counts, prove_coverage)
@@ -129,7 +129,8 @@ def _counted(chunks: Iterator[bytes], key: Key, counts: Counter) -> Iterator[byt
         yield chunk
 
 
-def _same_as(chunks: Iterator[bytes], replicas: list[Iterator[bytes]], where: str) -> Iterator[bytes]:
+def _same_as(chunks: Iterator[bytes], replicas: list[Iterator[bytes]],
+             where: str) -> Iterator[bytes]:
     """Yield `chunks`, checking each replica yields the same bytes (same chunking)."""
     for chunk in chunks:
         for i, other in enumerate(replicas):
@@ -273,10 +274,11 @@ def _write_config(plan: ReshardPlan, dst: Path) -> None:
         copy_file_atomic(plan.config_path, target)
 
 
-def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int = 1,
+def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = None,
                  overwrite: bool = False, progress: Progress | None = None) -> ReshardReport:
     """Prove `plan` covers its source, then write it into `dst` (resuming an interrupted
     run of the same job) and return the report (also written to DST/reshard-report.json).
+    One job per output file, on `workers` processes (default: every core from 1 GiB up).
 
     Raises:
         VerificationError: the plan or the written files fail the coverage proof.
@@ -300,7 +302,8 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int = 1,
             results[todo[i].name] = result
 
         run_jobs(write_file, [(f.name, f.nbytes, (str(src), str(out.path), f)) for f in todo],
-                 workers=workers, progress=progress, label=f"reshard to {plan.mode}",
+                 workers=workers_for(sum(f.nbytes for f in todo), workers), progress=progress,
+                 label=f"reshard to {plan.mode}",
                  on_result=finished)
         counted = _check_outputs(plan, out.path, results)
         side = copy_side_files(src, out.path, exclude={REPORT_FILE})
@@ -328,8 +331,9 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int = 1,
 
 
 # -- the public calls -------------------------------------------------------------------------
-def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: int, *, workers: int = 1,
-                    overwrite: bool = False, progress: Progress | None = None) -> ReshardReport:
+def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: int, *,
+                    workers: int | None = None, overwrite: bool = False,
+                    progress: Progress | None = None) -> ReshardReport:
     """Rewrite an HF checkpoint into shards of at most `max_shard_size` bytes.
 
     Greedy in tensor-plan order; a weight and its scale share a shard; a tensor larger than
@@ -344,7 +348,7 @@ def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: int, *, wo
 
 
 def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
-                   keep_mtp: bool = False, workers: int = 1, overwrite: bool = False,
+                   keep_mtp: bool = False, workers: int | None = None, overwrite: bool = False,
                    progress: Progress | None = None) -> ReshardReport:
     """Write DeepSeek's inference layout: `model{i}-mp{N}.safetensors` for each rank i.
 
@@ -360,7 +364,7 @@ def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
 
 
 def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | None = None,
-                     config: str | Path | None = None, workers: int = 1,
+                     config: str | Path | None = None, workers: int | None = None,
                      overwrite: bool = False, progress: Progress | None = None) -> ReshardReport:
     """Rebuild the HF layout from `model{i}-mp{N}.safetensors` files (N from the names).
 

@@ -425,7 +425,8 @@ def test_size_parsing(text, value):
 @pytest.mark.parametrize("args", [
     [], ["--model-parallel", "2"], ["--to", "deepseek-mp"],
     ["--to", "deepseek-mp", "--model-parallel", "2", "--max-shard-size", "1GB"],
-    ["--max-shard-size", "5XB"], ["--max-shard-size", "0"], ["--max-shard-size", "1GB", "--keep-mtp"],
+    ["--max-shard-size", "5XB"], ["--max-shard-size", "0"],
+    ["--max-shard-size", "1GB", "--keep-mtp"],
 ])
 def test_cli_usage_errors(make_ckpt, tmp_path, run_cli, args):
     r = run_cli("reshard", make_ckpt("v2-lite"), tmp_path / "out", *args)

@@ -54,8 +54,8 @@ class SizeParam(click.ParamType):
                    "convert.py does).")
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="With --to hf: the HF config.json when SRC has none.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Output files written in parallel.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Output files written in parallel (default: every core from 1 GiB up).")
 @click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
 @click.option("--json", "json_", is_flag=True, help="Print the report as JSON.")
 def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, config, workers,
@@ -103,7 +103,8 @@ def _render(report) -> None:
     if len(shown) < len(files):
         rows.insert(5, [f"... {len(files) - 10} more", "", ""])
     click.echo(table(rows, ["file", "tensors", "size"]))
-    resumed = f" ({report.resumed_files} kept from an interrupted run)" if report.resumed_files else ""
+    resumed = (f" ({report.resumed_files} kept from an interrupted run)"
+               if report.resumed_files else "")
     click.echo(f"\n{len(files)} file(s), {human_bytes(report.total_size)} written to "
                f"{safe_name(report.destination)} in {report.seconds:.1f} s{resumed}")
     extra = []

@@ -9,8 +9,8 @@ streaming value comparison of two checkpoints.
    in-memory baseline (dequantise/convert each whole tensor to float32, then numpy metrics).
    Data is built in a temp dir and removed afterwards.
 
-Every run is its own subprocess; its wall time and peak RSS come from os.wait4 on that
-child. The ckpt entry point is the console script next to this interpreter (not a pyenv
+Every run is its own subprocess; its wall time, CPU time and peak RSS come from os.wait4
+on that child (bench/timing.py). The ckpt entry point is the console script next to this interpreter (not a pyenv
 shim, whose bash start-up would be counted otherwise).
 
 Reproduce: python bench/diff.py [--reps 15] [--values]
@@ -19,7 +19,6 @@ Reproduce: python bench/diff.py [--reps 15] [--values]
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import subprocess
@@ -27,6 +26,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from timing import run_child  # bench/timing.py: wall, CPU and peak RSS of one child
 
 # V3 widths; 1 dense + 1 MoE layer, 2 routed experts, small vocab: ~1 GB of FP8 weights.
 OVERRIDES = {"vocab_size": 8192, "num_nextn_predict_layers": 0, "first_k_dense_replace": 1,
@@ -54,30 +55,16 @@ def ckpt_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "ckpt_tools"]
 
 
-def run(cmd: list[str]) -> tuple[float, float, float]:
-    """(wall seconds, CPU seconds, peak RSS MB) of one child process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    if proc.returncode:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}): {err[-2000:]}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
-
-
 Runs = dict[str, list[tuple[float, float, float]]]
 
 
 def measure(commands: dict[str, list[str]], reps: int) -> Runs:
     results: Runs = {k: [] for k in commands}
     for name, cmd in commands.items():  # warm the page cache and .pyc files
-        run(cmd)
+        run_child(cmd)
     for _ in range(reps):  # interleaved, so load changes hit every command alike
         for name, cmd in commands.items():
-            results[name].append(run(cmd))
+            results[name].append(run_child(cmd))
     return results
 
 

@@ -444,12 +444,16 @@ def test_cli_json_on_stdout_progress_on_stderr(fp8_src, tmp_path, run_cli):
     assert run_cli("upcast", fp8_src, tmp_path / "x", "--max-shard-size", "lots").exit_code == 2
 
 
-def test_upcast_output_passes_validate(fp8_src, tmp_path):
-    validate = pytest.importorskip("ckpt_tools.validate").validate
-    dst = tmp_path / "out"
-    upcast(fp8_src, dst, workers=1)
-    report = validate(dst, deep=True)
-    assert report.passed(strict=True), [f.message for f in report.findings]
+def test_outputs_pass_validate(fp8_src, tmp_path):
+    from ckpt_tools.validate import validate
+
+    up, q = tmp_path / "up", tmp_path / "q"
+    upcast(fp8_src, up, workers=1)
+    quantize(up, q, scale_fmt="ue8m0", workers=1)
+    for out in (up, q):
+        report = validate(out, deep=True)
+        assert report.passed(strict=True), [f.message for f in report.findings]
+    assert validate(q).layout == "fp8"
 
 
 def test_plan_is_cheap_and_pairs_across_shards(fp8_src):

@@ -1,0 +1,166 @@
+"""Benchmark the NumPy reference forward pass (`ckpt forward`).
+
+1. Memory at V3's real widths: an FP8 checkpoint with hidden 7168, expert width 2048,
+   V3's attention shapes, 2 dense + 2 MoE layers of 32 routed experts (top-8, 4 groups
+   keep 2) and a 16384-token vocabulary is built with make-tiny (~5 GB). `ckpt forward --layers 4`
+   runs as a fresh subprocess --reps times; peak RSS and wall time come from os.wait4 on
+   that child. The goal is < 2 GB. For scale, the same run prints the bytes of those four
+   layers as stored (FP8) and as float32, what a load-then-run implementation would hold.
+2. Speed next to transformers on the same tiny model (make-tiny v3, BF16): each side runs
+   in its own subprocess, loads once, then times --reps forward passes over the same
+   tokens (our NumPy `Model.forward` against `DeepseekV3ForCausalLM` in float32 on CPU,
+   eager attention); medians per token, and each child's peak RSS.
+
+Checkpoints are built by `ckpt make-tiny` in a child process (a large bench process would
+hand its RSS to every child it forks), in a temp dir removed afterwards unless --data.
+
+Reproduce: python bench/forward.py [--reps 3] [--tokens 16] [--skip-real] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# The vocabulary is cut to 16384 rows: --layers 4 never reads lm_head and reads the embedding
+# row by row, so its size does not change the run, only the build (a 129280 x 7168 normal
+# draw needs ~11 GB in make-tiny) and the disk.
+REAL_OVERRIDES = {"num_nextn_predict_layers": 0, "n_routed_experts": 32,
+                  "num_experts_per_tok": 8, "n_group": 4, "topk_group": 2, "vocab_size": 16384}
+LAYERS = 4
+
+TIMED = r"""
+import json, statistics, sys, time
+path, reps, tokens = sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+if sys.argv[1] == "numpy":
+    from ckpt_tools.checkpoint import Checkpoint
+    from ckpt_tools.reference import Model
+    model = Model(Checkpoint(path))
+    run = lambda: model.forward(tokens)
+else:
+    import torch, transformers
+    transformers.logging.set_verbosity_error()
+    torch.set_num_threads(int(sys.argv[5]))
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="eager")
+    ids = torch.tensor([tokens])
+    def run():
+        with torch.no_grad():
+            return model(ids).logits
+run()  # warm-up
+times = []
+for _ in range(reps):
+    t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
+print(json.dumps({"median_s": statistics.median(times)}))
+"""
+
+
+def ckpt_command() -> list[str]:
+    script = Path(sys.executable).with_name("ckpt")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "ckpt_tools"]
+
+
+def run(cmd: list[str]) -> tuple[float, float, float, str]:
+    """(wall s, CPU s, peak RSS MB, stdout) of one child process (rusage from os.wait4)."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        out.seek(0), err.seek(0)
+        if code:
+            sys.exit(f"{' '.join(cmd)} failed ({code}): {err.read().decode()[-2000:]}")
+        cpu = usage.ru_utime + usage.ru_stime
+        return wall, cpu, usage.ru_maxrss / 1024, out.read().decode()
+
+
+def build(ckpt: Path, *args: str) -> None:
+    """make-tiny in a child process: the bench process stays small, so children forked from
+    it do not inherit (and report) the RSS of building ~8 GB of weights."""
+    if (ckpt / "config.json").is_file():
+        return
+    t0 = time.perf_counter()
+    run([*ckpt_command(), "make-tiny", str(ckpt), *args])
+    print(f"built {ckpt.name} in {time.perf_counter() - t0:.0f} s")
+
+
+def real_widths(data: Path, reps: int, tokens: list[int]) -> None:
+    from ckpt_tools.checkpoint import Checkpoint
+
+    ckpt = data / "v3-real-widths-fp8"
+    sets = [a for k, v in REAL_OVERRIDES.items() for a in ("--set", f"{k}={v}")]
+    build(ckpt, "--preset", "v3", "--fp8", "--real-widths", "--shards", "4", *sets)
+    plan = Checkpoint(ckpt).plan
+    in_layers = [s for s in plan.specs if s.layer is not None and s.layer < LAYERS]
+    stored = sum(s.nbytes for s in in_layers)
+    f32 = sum(s.numel * 4 for s in in_layers if s.scale_of is None)
+
+    args = ["forward", str(ckpt), "--layers", str(LAYERS), "--tokens", ",".join(map(str, tokens)),
+            "--out", str(data / "hidden.npy")]
+    runs = [run([*ckpt_command(), *args]) for _ in range(reps)]
+    wall = statistics.median(r[0] for r in runs)
+    cpu = statistics.median(r[1] for r in runs)
+    rss = statistics.median(r[2] for r in runs)
+    print(f"\n[1] ckpt forward --layers {LAYERS}, V3 widths, 32 FP8 experts, {len(tokens)} tokens "
+          f"(median of {reps})")
+    print(f"    peak RSS      {rss:8.0f} MB   (goal < 2048 MB; runs: "
+          f"{', '.join(f'{r[2]:.0f}' for r in runs)})")
+    print(f"    wall / CPU    {wall:6.1f} s / {cpu:.1f} s   ({1000 * wall / len(tokens):.0f} / "
+          f"{1000 * cpu / len(tokens):.0f} ms per token, start-up and reads included)")
+    print(f"    those {LAYERS} layers: {stored / 1e9:.2f} GB stored (FP8), {f32 / 1e9:.2f} GB as "
+          f"float32; peak RSS is {rss * 2**20 / f32:.1%} of the float32 layers")
+    print(f"    reproduce: ckpt make-tiny DIR --preset v3 --fp8 --real-widths {' '.join(sets)}; "
+          f"ckpt forward DIR --layers {LAYERS} --tokens {args[5]} --out hidden.npy")
+
+
+def against_transformers(data: Path, reps: int, tokens: list[int]) -> None:
+    ckpt = data / "v3-tiny"
+    build(ckpt, "--preset", "v3")
+    threads = str(os.cpu_count() or 1)
+    results = {}
+    for side in ("numpy", "transformers"):
+        cmd = [sys.executable, "-c", TIMED, side, str(ckpt), str(reps), json.dumps(tokens), threads]
+        _, _, rss, out = run(cmd)
+        results[side] = (json.loads(out.strip().splitlines()[-1])["median_s"], rss)
+    (ours, our_rss), (theirs, their_rss) = results["numpy"], results["transformers"]
+    per = lambda s: 1000 * s / len(tokens)
+    print(f"\n[2] same tiny model (make-tiny v3, BF16 -> float32), {len(tokens)} tokens, "
+          f"median of {reps} forward passes after one warm-up")
+    print(f"    NumPy reference   {per(ours):7.2f} ms/token   peak RSS {our_rss:5.0f} MB")
+    print(f"    transformers      {per(theirs):7.2f} ms/token   peak RSS {their_rss:5.0f} MB "
+          f"(torch {threads} thread(s))")
+    print(f"    ratio (NumPy / transformers) {ours / theirs:.2f}x time")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--tokens", type=int, default=16)
+    ap.add_argument("--skip-real", action="store_true",
+                    help="only the comparison with transformers")
+    ap.add_argument("--data", help="keep the built checkpoints in this directory and reuse "
+                                   "them (default: a temp dir, removed)")
+    args = ap.parse_args()
+    tokens = [int(t) for t in range(1, 1 + 37 * args.tokens, 37)][:args.tokens]
+    data = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench-forward-"))
+    data.mkdir(parents=True, exist_ok=True)
+    try:
+        if not args.skip_real:
+            real_widths(data, args.reps, tokens)
+        against_transformers(data, max(args.reps, 5), [t % 320 for t in tokens])
+    finally:
+        if not args.data:
+            shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

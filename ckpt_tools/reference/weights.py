@@ -98,8 +98,6 @@ class Weights:
     Args:
         source: where tensors come from.
         chunk_bytes: float32 budget of one slice when streaming a matmul (row sources only).
-
-    `names_read` records every tensor read, in order (tests and the verify report use it).
     """
 
     def __init__(self, source: TensorSource, *, chunk_bytes: int = DEFAULT_CHUNK_BYTES):
@@ -107,7 +105,6 @@ class Weights:
         self.config: Config = source.config
         self.plan = TensorPlan(self.config)  # shapes only; the stored layout does not matter
         self.chunk_bytes = chunk_bytes
-        self.names_read: list[str] = []
         self._rows = isinstance(source, RowSource)
         self._label = str(getattr(source, "dir", None) or getattr(source, "path", None)
                           or type(source).__name__)
@@ -135,7 +132,6 @@ class Weights:
     def read(self, name: str) -> np.ndarray:
         """The whole tensor in float32 (norms, router, small projections)."""
         want = self._expected(name)
-        self.names_read.append(name)
         if self._rows:  # pread: no mmap pages left behind in the resident set
             self._check(name, want, self.source.shape_of(name))
             array = self.source.read_float32_rows(name, 0, want[0])
@@ -151,7 +147,6 @@ class Weights:
         if not self._rows:
             return self.read(name)[index]
         self._check(name, want, self.source.shape_of(name))
-        self.names_read.append(name)
         out = np.empty((len(index), *want[1:]), np.float32)  # [t, d]
         for k, i in enumerate(index):
             out[k] = self.source.read_float32_rows(name, i, i + 1)[0]
@@ -165,7 +160,6 @@ class Weights:
             w = self.read(name)  # [out, in]
             return x @ w.T
         self._check(name, want, self.source.shape_of(name))
-        self.names_read.append(name)
         step = max(1, self.chunk_bytes // (in_cols * 4))
         step = step // 128 * 128 or step  # whole FP8 row blocks when the budget allows
         y = np.empty((*x.shape[:-1], out_rows), np.float32)  # [..., out]

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import run_child  # bench/timing.py: wall, CPU and peak RSS of one child
+
 # This process stays small on purpose: a forked child's peak RSS starts from its parent's
 # (Linux carries the high-water mark across exec), so the checkpoint is built in a child.
 OVERRIDES = {"vocab_size": 32768, "num_nextn_predict_layers": 0}
@@ -43,19 +45,30 @@ BUILD = ("import json, sys; from ckpt_tools.tiny import make_tiny; "
          "overrides=json.loads(sys.argv[3]))")
 
 
-def run(cmd: list[str] | str, *, shell: bool = False) -> tuple[float, float, float]:
-    """Wall seconds, CPU seconds (user + system) and peak RSS (MB) of one child process
-    (with the children it waited for)."""
-    os.sync()  # start from clean writeback: earlier runs' dirty pages must not bill this one
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, shell=shell, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    err = proc.stderr.read().decode(errors="replace")
-    if proc.returncode:
-        sys.exit(f"failed ({proc.returncode}): {cmd}\n{err}")
-    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+def run(cmd: list[str]) -> tuple[float, float, float]:
+    """Wall s, CPU s and peak RSS MB of one child, after flushing earlier runs' dirty pages
+    (they must not bill this one)."""
+    os.sync()
+    return run_child(cmd)
+
+
+def column_split_share(src: Path) -> float:
+    """Share of the tensor bytes that --to deepseek-mp splits on dim 1 (row-parallel
+    o_proj / down_proj and their scales, routed experts excepted): those are gathered row
+    by row, the rest is copied in large contiguous runs."""
+    total = split = 0
+    for shard in src.glob("*.safetensors"):
+        with open(shard, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            nbytes = info["data_offsets"][1] - info["data_offsets"][0]
+            total += nbytes
+            module = name.rsplit(".", 1)[0]
+            if module.endswith(("o_proj", "down_proj")) and ".experts." not in module:
+                split += nbytes
+    return split / total
 
 
 def data_bytes(path: Path) -> int:
@@ -67,7 +80,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--shards", type=int, default=3)
     ap.add_argument("--model-parallel", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, help="passed to ckpt (default: ckpt's own)")
     ap.add_argument("--keep", type=Path, help="build (or reuse) the checkpoint here")
     ap.add_argument("--tmp", type=Path, help="where outputs go (default: the system temp dir; "
                                              "/dev/shm measures without the disk)")
@@ -86,17 +99,20 @@ def main() -> None:
         size = data_bytes(src)
         tensors = len(json.loads((src / "model.safetensors.index.json").read_text())["weight_map"])
         print(f"source: {len(shards)} shards, {size / 1e9:.2f} GB, {tensors} tensors "
-              f"(largest shard {max(p.stat().st_size for p in shards) / 1e9:.2f} GB)")
+              f"(largest shard {max(p.stat().st_size for p in shards) / 1e9:.2f} GB); "
+              f"{100 * column_split_share(src):.0f}% of the bytes are split on dim 1 by "
+              f"deepseek-mp (real V3: about 1%)")
 
         ckpt = [sys.executable, "-m", "ckpt_tools", "reshard"]
-        workers = ["--workers", str(args.workers)]
+        workers = ["--workers", str(args.workers)] if args.workers else []
         n = args.model_parallel
         mp = tmp / "mp-kept"
         subprocess.run([*ckpt, str(src), str(mp), "--to", "deepseek-mp", "--model-parallel",
                         str(n)], check=True, capture_output=True)
         cases = {
-            "cp": lambda d: f"cp {' '.join(map(str, shards))} {d}/",
-            "cp + sync": lambda d: f"cp {' '.join(map(str, shards))} {d}/ && sync {d}/*",
+            "cp": lambda d: ["sh", "-c", f"cp {' '.join(map(str, shards))} {d}/"],
+            "cp + sync": lambda d: ["sh", "-c", f"cp {' '.join(map(str, shards))} {d}/ && "
+                                                f"sync {d}/*"],
             "--max-shard-size 1GB": lambda d: [*ckpt, str(src), str(d), "--max-shard-size",
                                                 "1GB", *workers],
             f"--to deepseek-mp -N {n}": lambda d: [*ckpt, str(src), str(d), "--to", "deepseek-mp",
@@ -113,7 +129,7 @@ def main() -> None:
                 shutil.rmtree(dst, ignore_errors=True)
                 if name.startswith("cp"):
                     dst.mkdir()
-                seconds, cpu_seconds, peak = run(make(dst), shell=name.startswith("cp"))
+                seconds, cpu_seconds, peak = run(make(dst))
                 times[name].append(seconds)
                 cpu[name].append(cpu_seconds)
                 rss[name].append(peak)
@@ -122,8 +138,8 @@ def main() -> None:
 
         base_rate = written["cp + sync"] / statistics.median(times["cp + sync"])
         base_cpu_rate = written["cp + sync"] / statistics.median(cpu["cp + sync"])
-        print(f"\nmedian of {args.runs} runs; workers={args.workers}; baseline = cp + sync "
-              f"(durable, like ckpt's fsynced writes); CPU = user + system of the child")
+        print(f"\nmedian of {args.runs} runs; workers={args.workers or 'default'}; baseline = "
+              f"cp + sync (durable, like ckpt's fsynced writes); CPU = user + system of the child")
         print(f"{'command':<26} {'wall s':>7} {'GB/s':>6} {'ratio':>6} {'CPU s':>6} "
               f"{'CPU ratio':>9} {'peak RSS MB':>12}")
         for name in cases:
@@ -135,7 +151,8 @@ def main() -> None:
         where = f" --tmp {args.tmp}" if args.tmp else ""
         print(f"outputs in {tmp} ({os.statvfs(tmp).f_bsize}-byte blocks); reproduce: python "
               f"bench/reshard.py --runs {args.runs} --shards {args.shards} "
-              f"--model-parallel {n} --workers {args.workers}{where}")
+              f"--model-parallel {n}{where}"
+              + (f" --workers {args.workers}" if args.workers else ""))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -14,7 +14,7 @@
 Checkpoints are built by `ckpt make-tiny` in a child process (a large bench process would
 hand its RSS to every child it forks), in a temp dir removed afterwards unless --data.
 
-Reproduce: python bench/forward.py [--reps 3] [--tokens 16] [--skip-real] [--data DIR]
+Reproduce: python bench/forward.py [--reps 3] [--tokens 16] [--threads 1] [--skip-real] [--data DIR]
 """
 
 from __future__ import annotations
@@ -24,11 +24,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from timing import run_child
 
 # The vocabulary is cut to 16384 rows: --layers 4 never reads lm_head and reads the embedding
 # row by row, so its size does not change the run, only the build (a 129280 x 7168 normal
@@ -39,7 +40,7 @@ LAYERS = 4
 
 TIMED = r"""
 import json, statistics, sys, time
-path, reps, tokens = sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
+path, reps, tokens, out = sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[6]
 if sys.argv[1] == "numpy":
     from ckpt_tools.checkpoint import Checkpoint
     from ckpt_tools.reference import Model
@@ -59,7 +60,7 @@ run()  # warm-up
 times = []
 for _ in range(reps):
     t0 = time.perf_counter(); run(); times.append(time.perf_counter() - t0)
-print(json.dumps({"median_s": statistics.median(times)}))
+open(out, "w").write(json.dumps({"median_s": statistics.median(times)}))
 """
 
 
@@ -68,28 +69,13 @@ def ckpt_command() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "ckpt_tools"]
 
 
-def run(cmd: list[str]) -> tuple[float, float, float, str]:
-    """(wall s, CPU s, peak RSS MB, stdout) of one child process (rusage from os.wait4)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        proc.returncode = code = os.waitstatus_to_exitcode(status)
-        out.seek(0), err.seek(0)
-        if code:
-            sys.exit(f"{' '.join(cmd)} failed ({code}): {err.read().decode()[-2000:]}")
-        cpu = usage.ru_utime + usage.ru_stime
-        return wall, cpu, usage.ru_maxrss / 1024, out.read().decode()
-
-
 def build(ckpt: Path, *args: str) -> None:
     """make-tiny in a child process: the bench process stays small, so children forked from
     it do not inherit (and report) the RSS of building ~8 GB of weights."""
     if (ckpt / "config.json").is_file():
         return
     t0 = time.perf_counter()
-    run([*ckpt_command(), "make-tiny", str(ckpt), *args])
+    run_child([*ckpt_command(), "make-tiny", str(ckpt), *args])
     print(f"built {ckpt.name} in {time.perf_counter() - t0:.0f} s")
 
 
@@ -106,7 +92,7 @@ def real_widths(data: Path, reps: int, tokens: list[int]) -> None:
 
     args = ["forward", str(ckpt), "--layers", str(LAYERS), "--tokens", ",".join(map(str, tokens)),
             "--out", str(data / "hidden.npy")]
-    runs = [run([*ckpt_command(), *args]) for _ in range(reps)]
+    runs = [run_child([*ckpt_command(), *args]) for _ in range(reps)]
     wall = statistics.median(r[0] for r in runs)
     cpu = statistics.median(r[1] for r in runs)
     rss = statistics.median(r[2] for r in runs)
@@ -122,22 +108,26 @@ def real_widths(data: Path, reps: int, tokens: list[int]) -> None:
           f"ckpt forward DIR --layers {LAYERS} --tokens {args[5]} --out hidden.npy")
 
 
-def against_transformers(data: Path, reps: int, tokens: list[int]) -> None:
+def against_transformers(data: Path, reps: int, tokens: list[int], threads: int) -> None:
     ckpt = data / "v3-tiny"
     build(ckpt, "--preset", "v3")
-    threads = str(os.cpu_count() or 1)
+    # both sides get the same thread count (BLAS and torch); 1 keeps medians steady when
+    # other work shares the cores, where spinning OpenMP threads distort torch's timings
+    env = {**os.environ, **{v: str(threads) for v in
+                            ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
     results = {}
     for side in ("numpy", "transformers"):
-        cmd = [sys.executable, "-c", TIMED, side, str(ckpt), str(reps), json.dumps(tokens), threads]
-        _, _, rss, out = run(cmd)
-        results[side] = (json.loads(out.strip().splitlines()[-1])["median_s"], rss)
+        result = data / f"{side}.json"
+        _, _, rss = run_child([sys.executable, "-c", TIMED, side, str(ckpt), str(reps),
+                               json.dumps(tokens), str(threads), str(result)], env=env)
+        results[side] = (json.loads(result.read_text())["median_s"], rss)
     (ours, our_rss), (theirs, their_rss) = results["numpy"], results["transformers"]
     per = lambda s: 1000 * s / len(tokens)
     print(f"\n[2] same tiny model (make-tiny v3, BF16 -> float32), {len(tokens)} tokens, "
           f"median of {reps} forward passes after one warm-up")
     print(f"    NumPy reference   {per(ours):7.2f} ms/token   peak RSS {our_rss:5.0f} MB")
     print(f"    transformers      {per(theirs):7.2f} ms/token   peak RSS {their_rss:5.0f} MB "
-          f"(torch {threads} thread(s))")
+          f"({threads} thread(s) each)")
     print(f"    ratio (NumPy / transformers) {ours / theirs:.2f}x time")
 
 
@@ -147,6 +137,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--skip-real", action="store_true",
                     help="only the comparison with transformers")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS / torch threads of both sides in the comparison (default 1)")
     ap.add_argument("--data", help="keep the built checkpoints in this directory and reuse "
                                    "them (default: a temp dir, removed)")
     args = ap.parse_args()
@@ -156,7 +148,7 @@ def main() -> None:
     try:
         if not args.skip_real:
             real_widths(data, args.reps, tokens)
-        against_transformers(data, max(args.reps, 5), [t % 320 for t in tokens])
+        against_transformers(data, max(args.reps, 5), [t % 320 for t in tokens], args.threads)
     finally:
         if not args.data:
             shutil.rmtree(data, ignore_errors=True)

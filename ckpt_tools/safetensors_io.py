@@ -24,13 +24,17 @@ import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-import numpy as np
-
-from .dtypes import DTYPES, dtype_name
+from . import dtypes
+from .dtypes import ITEMSIZES, dtype_name
 from .errors import FormatError, MissingTensorError
 from .fault_injection import crash_point
+
+if TYPE_CHECKING:
+    import numpy as np
+# NumPy is imported where arrays are made, not here: header-only work (`ckpt validate`,
+# `ckpt info DIR`) then starts without numpy and ml_dtypes.
 
 MAX_HEADER_BYTES = 100_000_000  # the safetensors reference implementation's cap
 # Far above any real file (all of V3 in one file is 91,991 tensors); refusing more before
@@ -127,13 +131,13 @@ def parse_header_bytes(path: Path, header: bytes, file_size: int) -> Safetensors
     ):
         raise FormatError(f"{path}: __metadata__ must map strings to strings")
     entries: list[TensorEntry] = []
-    append, prod, dtypes = entries.append, math.prod, DTYPES
+    append, prod, sizes = entries.append, math.prod, ITEMSIZES
     for name, info in doc.items():
         if type(info) is not dict:
             raise FormatError(f"{path}: tensor '{name}': header entry is not an object")
         dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
-        dt = dtypes.get(dtype) if type(dtype) is str else None
-        if dt is None:
+        size = sizes.get(dtype) if type(dtype) is str else None
+        if size is None:
             raise FormatError(f"{path}: tensor '{name}': unknown dtype {json.dumps(dtype)}")
         if type(shape) is not list or not all(map(_is_uint, shape)):
             raise FormatError(f"{path}: tensor '{name}': shape must be a list of non-negative "
@@ -143,7 +147,7 @@ def parse_header_bytes(path: Path, header: bytes, file_size: int) -> Safetensors
             raise FormatError(f"{path}: tensor '{name}': data_offsets must be [begin, end] with "
                               f"0 <= begin <= end, found {json.dumps(offsets)}")
         begin, end = offsets
-        expected = prod(shape) * dt.itemsize  # exact: Python ints do not overflow
+        expected = prod(shape) * size  # exact: Python ints do not overflow
         if end - begin != expected:
             raise FormatError(
                 f"{path}: tensor '{name}': shape {shape} of {dtype} needs {expected} bytes, "
@@ -237,12 +241,14 @@ class SafetensorsReader:
 
     def get(self, name: str) -> np.ndarray:
         """A read-only array view of one tensor, in its stored dtype (no copy)."""
+        import numpy as np
+
         e = self.header[name]
         if e.nbytes == 0:
-            return np.zeros(e.shape, DTYPES[e.dtype].numpy)
+            return np.zeros(e.shape, dtypes.DTYPES[e.dtype].numpy)
         if self._mmap is None:
             self._mmap = mmap.mmap(self._fileno(), 0, access=mmap.ACCESS_READ)
-        arr = np.frombuffer(self._mmap, DTYPES[e.dtype].numpy, e.numel,
+        arr = np.frombuffer(self._mmap, dtypes.DTYPES[e.dtype].numpy, e.numel,
                             self.header.data_offset + e.start)
         return arr.reshape(e.shape)
 
@@ -289,7 +295,7 @@ class SafetensorsReader:
         if not (0 <= dim < len(e.shape) and 0 <= start <= stop <= e.shape[dim]):
             raise ValueError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
                              f"outside shape {list(e.shape)}")
-        inner = math.prod(e.shape[dim + 1:]) * DTYPES[e.dtype].itemsize  # bytes per index on dim
+        inner = math.prod(e.shape[dim + 1:]) * ITEMSIZES[e.dtype]  # bytes per index on dim
         outer = math.prod(e.shape[:dim])
         run, row = (stop - start) * inner, e.shape[dim] * inner
         if run == 0 or outer == 0:
@@ -315,6 +321,8 @@ class SafetensorsReader:
         rows_per_chunk = max(1, chunk_bytes // row)
         for o0 in range(0, outer, rows_per_chunk):
             o1 = min(outer, o0 + rows_per_chunk)
+            import numpy as np
+
             block = np.frombuffer(self.read_range(name, o0 * row, o1 * row), np.uint8)
             yield block.reshape(o1 - o0, row)[:, start * inner:stop * inner].tobytes()
 
@@ -337,7 +345,7 @@ class SafetensorsReader:
         if not (0 <= dim < len(e.shape) and 0 <= start <= stop <= e.shape[dim]):
             raise ValueError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
                              f"outside shape {list(e.shape)}")
-        inner = math.prod(e.shape[dim + 1:]) * DTYPES[e.dtype].itemsize
+        inner = math.prod(e.shape[dim + 1:]) * ITEMSIZES[e.dtype]
         outer, row, run = math.prod(e.shape[:dim]), e.shape[dim] * inner, (stop - start) * inner
         if run == 0 or outer == 0:
             return
@@ -358,7 +366,9 @@ class SafetensorsReader:
         rows = e.shape[0] if e.shape else 1
         if not 0 <= start <= stop <= rows:
             raise ValueError(f"{self.path}: tensor '{name}': rows [{start}, {stop}) outside [0, {rows})")
-        dtype = DTYPES[e.dtype].numpy
+        import numpy as np
+
+        dtype = dtypes.DTYPES[e.dtype].numpy
         row_bytes = math.prod(e.shape[1:]) * dtype.itemsize
         data = self.read_range(name, start * row_bytes, stop * row_bytes)
         return np.frombuffer(data, dtype).reshape((stop - start, *e.shape[1:]))
@@ -373,9 +383,9 @@ def _header_bytes(specs: Sequence[tuple[str, str, tuple[int, ...]]],
     for name, dtype, shape in specs:
         if name in doc or name == "__metadata__":
             raise FormatError(f"tensor '{name}' given twice")
-        if dtype not in DTYPES:
+        if dtype not in ITEMSIZES:
             raise FormatError(f"tensor '{name}': unknown dtype {dtype}")
-        nbytes = math.prod(shape) * DTYPES[dtype].itemsize
+        nbytes = math.prod(shape) * ITEMSIZES[dtype]
         doc[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
         sizes.append(nbytes)
         offset += nbytes
@@ -435,6 +445,8 @@ class SafetensorsWriter:
         if found != dtype or tuple(array.shape) != shape:
             raise FormatError(f"{self.path}: tensor '{name}': declared {dtype} {list(shape)}, "
                               f"got {found} {list(array.shape)}")
+        import numpy as np
+
         flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
         for i in range(0, flat.size, CHUNK_BYTES):
             self._file.write(memoryview(flat[i:i + CHUNK_BYTES]))

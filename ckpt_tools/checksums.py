@@ -11,11 +11,11 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from .checkpoint import safe_member
 from .errors import FormatError
 from .manifest import Manifest, ManifestEntry, read_manifest, sha256_file, write_manifest
 from .parallel import run_jobs, workers_for
 from .progress import Progress
+from .safe_paths import safe_member
 from .safetensors_io import PARTIAL_SUFFIX
 
 Hashes = dict[str, tuple[int, str]]  # path -> (size, sha256)

@@ -41,10 +41,10 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from .checkpoint import safe_member
 from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
 from .dtypes import FP8_DTYPES
 from .errors import CkptError, ConfigError, FormatError
@@ -52,6 +52,7 @@ from .findings import CODES, Check, Finding, Findings, ValidationReport
 from .index import INDEX_FILE, SINGLE_FILE, read_index
 from .manifest import MANIFEST_FILE, Manifest, read_manifest
 from .progress import Progress
+from .safe_paths import safe_member
 from .safetensors_io import MAX_HEADER_BYTES, SafetensorsHeader, TensorEntry, read_header
 from .sources import CONFIG_FILE, resolve_config
 from .tensor_plan import DEFAULT_BLOCK, LAYER_PREFIX, SCALE_SUFFIX, TensorPlan, scale_shape
@@ -86,6 +87,14 @@ class _Inventory:
     shard_of: dict[str, str] = field(default_factory=dict)
     unreadable: dict[str, str] = field(default_factory=dict)  # indexed, shard unreadable
     tensor_bytes: int = 0
+
+    @cached_property
+    def fp8(self) -> list[str]:
+        return [n for n, e in self.entries.items() if e.dtype in FP8_DTYPES]
+
+    @cached_property
+    def scales(self) -> set[str]:
+        return {n for n in self.entries if n.endswith(SCALE_SUFFIX)}
 
 
 def _relative(message: str, path: Path, name: str) -> str:
@@ -232,9 +241,8 @@ def _structure(root: Path, single: str | None, f: Findings) -> _Inventory:
 
 # -- 2. FP8 pairing ----------------------------------------------------------------------
 def _check_pairing(inv: _Inventory, block: tuple[int, int], f: Findings) -> None:
-    entries, where = inv.entries, inv.shard_of
-    pairs = {n + SCALE_SUFFIX: n for n, e in entries.items() if e.dtype in FP8_DTYPES}
-    scales = {n for n in entries if n.endswith(SCALE_SUFFIX)}
+    entries, where, scales = inv.entries, inv.shard_of, inv.scales
+    pairs = {n + SCALE_SUFFIX: n for n in inv.fp8}
     for scale_name in sorted(pairs.keys() - scales - inv.unreadable.keys()):
         name = pairs[scale_name]
         f.add("scale-missing", f"{where[name]}: FP8 tensor '{name}' has no '{scale_name}'",
@@ -343,8 +351,10 @@ def _check_plan(expected: dict[str, Expect], inv: _Inventory, mtp_layers: range,
                   f"{list(x.shape)}, found in no shard", file=file, tensor=name,
                   expected=f"{x.dtype} {list(x.shape)}")
 
-    extra = (entries.keys() | inv.unreadable.keys()) - expected.keys()
-    extra = {n for n in extra if not n.endswith(SCALE_SUFFIX)}  # scales: see _check_pairing
+    # scales are _check_pairing's; what is left is usually nothing
+    extra = (entries.keys() - expected.keys() - inv.scales) | (inv.unreadable.keys()
+                                                               - expected.keys())
+    extra = {n for n in extra if not n.endswith(SCALE_SUFFIX)}
     undeclared: dict[int, list[str]] = defaultdict(list)
     for name in [n for n in (*entries, *inv.unreadable) if n in extra] if extra else []:
         m = _LAYER_RE.match(name)
@@ -375,14 +385,17 @@ def detect_layout(entries: dict[str, TensorEntry]) -> Literal["bf16", "fp8"]:
     """FP8 when FP8 tensors outnumber the other 2-D float tensors (scales aside), so a
     half-converted checkpoint is checked against the layout most of it follows and only
     the odd tensors out are reported."""
-    fp8 = sum(e.dtype in FP8_DTYPES for e in entries.values())
+    inv = _Inventory(Path(), entries=entries)
+    return _majority(entries, len(inv.fp8), len(inv.scales))
+
+
+def _majority(entries: dict[str, TensorEntry], fp8: int, scales: int) -> Literal["bf16", "fp8"]:
     if not fp8:
         return "bf16"
-    others = len(entries) - fp8 - sum(n.endswith(SCALE_SUFFIX) for n in entries)
-    if fp8 > others:  # decided without looking at shapes (the usual FP8 checkpoint)
+    if fp8 > len(entries) - fp8 - scales:  # decided without looking at shapes (the usual case)
         return "fp8"
-    wide = sum(len(e.shape) == 2 and e.dtype in FLOAT_DTYPES and not n.endswith(SCALE_SUFFIX)
-               for n, e in entries.items())
+    wide = len([n for n, e in entries.items() if len(e.shape) == 2
+                and e.dtype in FLOAT_DTYPES and not n.endswith(SCALE_SUFFIX)])
     return "fp8" if fp8 > wide else "bf16"
 
 
@@ -425,7 +438,7 @@ def _check_hf(root: Path, single: str | None, config, f: Findings):
     if not inv.entries and not inv.unreadable and not f.errors:
         f.add("no-tensors", f"{root.name}: no tensor in any shard", file=single)
     cfg, cfg_source, own = _load_config(root, config, f)
-    layout = detect_layout(inv.entries)
+    layout = _majority(inv.entries, len(inv.fp8), len(inv.scales))
     qc = cfg.quantization_config if cfg else None
     _check_pairing(inv, tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK, f)
     if cfg is not None:

@@ -40,6 +40,7 @@ Rule = int | Literal["expert"] | None  # None: replicated on every rank
 
 MP_FILE = "model{rank}-mp{n}.safetensors"
 MP_FILE_RE = re.compile(r"model(\d+)-mp(\d+)\.safetensors")
+MP_FILE_GLOB = "model*-mp*.safetensors"
 MP_LAYER_PREFIX = "layers.{L}."
 MP_EXPERT_PREFIX = "ffn.experts.{E}."
 
@@ -224,7 +225,7 @@ def find_mp_files(path: str | Path) -> dict[int, Path]:
     """
     path = Path(path)
     found: dict[int, dict[int, Path]] = {}
-    for p in sorted(path.glob("model*-mp*.safetensors")):
+    for p in sorted(path.glob(MP_FILE_GLOB)):
         m = MP_FILE_RE.fullmatch(p.name)
         if m:
             found.setdefault(int(m[2]), {})[int(m[1])] = p

@@ -21,8 +21,8 @@ from .checkpoint import Checkpoint
 from .dtypes import itemsize
 from .errors import (FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError,
                      VerificationError)
-from .index import shard_file_name
-from .mp_layout import MpCheckpoint, MpLayout
+from .index import INDEX_FILE, SINGLE_FILE, shard_file_name
+from .mp_layout import MP_FILE_GLOB, MP_FILE_RE, MpCheckpoint, MpLayout
 from .tensor_plan import TensorPlan, TensorSpec
 
 DEFAULT_MAX_SHARD_SIZE = 5 * 10**9  # transformers' save_pretrained default
@@ -172,6 +172,10 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         return _plan_from_mp(src, max_shard_size or DEFAULT_MAX_SHARD_SIZE, config)
     if (max_shard_size is None) == (model_parallel is None):
         raise ValueError("pass exactly one of max_shard_size, model_parallel, to_hf")
+    if src.is_dir() and any(MP_FILE_RE.fullmatch(p.name) for p in src.glob(MP_FILE_GLOB)) \
+            and not (src / INDEX_FILE).is_file() and not (src / SINGLE_FILE).is_file():
+        raise FormatError(f"{src}: holds DeepSeek's model-parallel layout "
+                          f"(model{{i}}-mp{{N}}.safetensors); convert it back with --to hf first")
     with Checkpoint(src) as ckpt:
         plan, sources = _hf_source(ckpt)
         where = ckpt.index.weight_map

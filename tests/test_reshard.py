@@ -480,3 +480,10 @@ def test_every_output_passes_validate(make_ckpt, tmp_path, preset, fp8):
         report = validate(tmp_path / out, deep=True)
         assert report.passed(strict=True), (out, report.findings)
         assert "plan" in report.checks
+
+
+def test_mp_source_needs_to_hf(make_ckpt, tmp_path, run_cli):
+    to_deepseek_mp(make_ckpt("v2-lite"), tmp_path / "mp", 2)
+    r = run_cli("reshard", tmp_path / "mp", tmp_path / "out", "--max-shard-size", "1GB")
+    assert r.exit_code == 1 and "--to hf" in r.stderr
+    assert not (tmp_path / "out").exists()

@@ -3,12 +3,14 @@
 Each run plans first (`reshard_plan.plan_reshard`: the source checked against its tensor
 plan, every output tensor described as slices of source tensors), proves the plan covers
 every source element exactly once (`prove_coverage`) and only then writes, one job per
-output file. Tensors stream through pread in bounded chunks: a whole tensor, a dim-0
-slice (contiguous bytes), a column slice gathered row by row, or rank pieces interleaved
-back together; no shard and no rank's state dict is ever held in memory. Afterwards the
-output headers are re-read and the writers' element counts compared with the plan; the
-proof goes to `DST/reshard-report.json` and into the returned report. An interrupted run
-resumes after the files it finished (`OutputDir` journal).
+output file. Tensors are copied as byte runs of the source files: whole tensors and dim-0
+slices are one run, column slices one run per row, rank pieces interleave back row by
+row. Runs go through the kernel (copy_file_range, no user-space buffer) or, when short or
+when replicas must be compared, through bounded pread buffers; no shard and no rank's
+state dict is ever held in memory. Afterwards the output headers are re-read and the
+writers' element counts compared with the plan; the proof goes to `DST/reshard-report.json`
+and into the returned report. An interrupted run resumes after the files it finished
+(`OutputDir` journal).
 """
 
 from __future__ import annotations

@@ -23,6 +23,18 @@ _EXPORTS = {
     "SafetensorsWriter": "ckpt_tools.safetensors_io",
     "make_tiny": "ckpt_tools.tiny",
     "describe": "ckpt_tools.info",
+    "diff": "ckpt_tools.diff",
+    "validate": "ckpt_tools.validate",
+    "upcast": "ckpt_tools.convert",
+    "quantize": "ckpt_tools.convert",
+    "reshard_by_size": "ckpt_tools.reshard",
+    "to_deepseek_mp": "ckpt_tools.reshard",
+    "from_deepseek_mp": "ckpt_tools.reshard",
+    "forward": "ckpt_tools.verify",
+    "verify": "ckpt_tools.verify",
+    "open_tensor_source": "ckpt_tools.verify",
+    "plan_download": "ckpt_tools.download",
+    "download": "ckpt_tools.download",
     "CkptError": "ckpt_tools.errors",
 }
 

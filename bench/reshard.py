@@ -19,7 +19,11 @@ wall times swing with the load, CPU time much less. Peak RSS is the child's ru_m
 (os.wait4), so it counts mmap'd pages too.
 The source stays in the page cache between runs (24 GB RAM): both sides read it warm.
 
-Run: python bench/reshard.py [--runs 3] [--shards 3] [--keep DIR] [--tmp DIR]
+`--v3-plan` instead times only the planning and the coverage proof at V3 scale: DeepSeek-V3's
+real FP8 tensor plan (91,991 tensors) in 163 sparse shards (bench/validate.py's builder, no
+data on disk), planned for --to deepseek-mp -N 16 and --max-shard-size 5GB in a child.
+
+Run: python bench/reshard.py [--runs 3] [--shards 3] [--keep DIR] [--tmp DIR] [--v3-plan]
 """
 
 from __future__ import annotations
@@ -43,6 +47,36 @@ OVERRIDES = {"vocab_size": 32768, "num_nextn_predict_layers": 0}
 BUILD = ("import json, sys; from ckpt_tools.tiny import make_tiny; "
          "make_tiny(sys.argv[1], 'v3', fp8=True, shards=int(sys.argv[2]), real_widths=True, "
          "overrides=json.loads(sys.argv[3]))")
+
+
+PLAN_V3 = """
+import resource, sys, time
+from ckpt_tools.reshard_plan import plan_reshard, prove_coverage
+src, kind = sys.argv[1], sys.argv[2]
+t = time.perf_counter()
+plan = (plan_reshard(src, model_parallel=16) if kind == "mp" else
+        plan_reshard(src, max_shard_size=5 * 10**9))
+planned = time.perf_counter() - t
+proof = prove_coverage(plan)
+print(f"{planned:.2f} {time.perf_counter() - t - planned:.2f} {len(plan.files)} "
+      f"{proof['output_tensors']} {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}")
+"""
+
+
+def v3_plan(tmp: Path) -> None:
+    from validate import build  # bench/validate.py: the sparse V3 checkpoint
+
+    src = tmp / "v3"
+    src.mkdir()
+    tensors, total = build(src)
+    print(f"sparse V3: {tensors:,} tensors, {total / 1e9:.0f} GB apparent, 163 shards")
+    for kind in ("mp", "size"):
+        cmd = [sys.executable, "-c", PLAN_V3, str(src), kind]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()
+        what = "--to deepseek-mp -N 16" if kind == "mp" else "--max-shard-size 5GB"
+        print(f"{what:<24} plan {out[0]} s, proof {out[1]} s, {out[2]} files, "
+              f"{int(out[3]):,} output tensors, peak RSS {out[4]} MB")
+    print("reproduce: python bench/reshard.py --v3-plan")
 
 
 def run(cmd: list[str]) -> tuple[float, float, float]:
@@ -82,6 +116,8 @@ def main() -> None:
     ap.add_argument("--model-parallel", type=int, default=4)
     ap.add_argument("--workers", type=int, help="passed to ckpt (default: ckpt's own)")
     ap.add_argument("--keep", type=Path, help="build (or reuse) the checkpoint here")
+    ap.add_argument("--v3-plan", action="store_true",
+                    help="only time planning + coverage proof on a sparse V3-scale checkpoint")
     ap.add_argument("--tmp", type=Path, help="where outputs go (default: the system temp dir; "
                                              "/dev/shm measures without the disk)")
     args = ap.parse_args()
@@ -89,6 +125,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-reshard-", dir=args.tmp))
     src = args.keep or tmp / "src"
     try:
+        if args.v3_plan:
+            return v3_plan(tmp)
         if not (src / "config.json").is_file():
             t0 = time.perf_counter()
             print(f"building a V3-shaped FP8 checkpoint in {src} ...", file=sys.stderr)

@@ -12,11 +12,18 @@ truncated up to its full size, so ~688 GB apparent and ~20 MB on disk), an index
 - `python -c pass`, the interpreter floor both pay.
 
 Wall time and CPU time are medians over --reps runs; peak RSS is the child's ru_maxrss
-from os.wait4. ckpt runs as the console script next to this interpreter (a pyenv shim
+from os.wait4 (the data is built in a child so that this process, whose RSS every child
+inherits as a floor, stays small). ckpt runs as the console script next to this interpreter (a pyenv shim
 would add its bash start-up). Before timing, the run checks that validate finds nothing on
 this checkpoint and one `shard-truncated` after a shard loses its last byte.
 
-Reproduce: python bench/validate.py [--reps 7] [--keep DIR]
+With --deep: `ckpt validate DIR --deep` on a real-width V3 FP8 checkpoint (make-tiny:
+hidden 7168, 1 dense + 1 MoE layer, 4 experts, 32k vocabulary; about 1.9 GB in 3 shards)
+against the obvious script (safetensors.torch.load_file of each shard, then isnan/isinf
+per tensor), both reading warm from the page cache. Peak RSS shows the memory bound: one
+16 MB chunk per worker against whole shards.
+
+Reproduce: python bench/validate.py [--reps 7] [--keep DIR] [--deep]
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ from ckpt_tools.tensor_plan import TensorPlan
 from timing import run_child
 
 SHARDS = 163  # as in deepseek-ai/DeepSeek-V3
+DEEP_OVERRIDES = {"vocab_size": 32768, "num_nextn_predict_layers": 0, "first_k_dense_replace": 1,
+                  "num_hidden_layers": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
+                  "n_group": 2, "topk_group": 1}
 
 BASELINE = r"""
 import json, sys
@@ -52,6 +62,23 @@ for shard in dict.fromkeys(weight_map.values()):
     with safe_open(str(root / shard), "np") as f:
         n += len(list(f.keys()))
 assert n == len(weight_map), n
+"""
+
+BASELINE_DEEP = r"""
+import json, sys
+from pathlib import Path
+import torch
+from safetensors.torch import load_file
+root = Path(sys.argv[1])
+weight_map = json.loads((root / "model.safetensors.index.json").read_text())["weight_map"]
+bad = 0
+for shard in dict.fromkeys(weight_map.values()):
+    for name, t in load_file(str(root / shard)).items():  # the whole shard in memory
+        if t.dtype == torch.float8_e4m3fn:
+            bad += int((t.view(torch.uint8) & 0x7F == 0x7F).sum())
+        else:
+            bad += int(torch.isnan(t).sum() + torch.isinf(t).sum())
+print(bad)
 """
 
 
@@ -111,16 +138,54 @@ def sanity(ckpt: list[str], root: Path) -> None:
         os.truncate(victim, size)
 
 
+def measure(commands: dict[str, list[str]], reps: int) -> dict[str, list[float]]:
+    """Median (wall s, CPU s, peak RSS MB) per command, runs interleaved after a warm-up."""
+    for cmd in commands.values():  # warm page cache and .pyc files
+        run_child(cmd)
+    results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in commands}
+    for _ in range(reps):  # interleaved, so load changes hit every command alike
+        for name, cmd in commands.items():
+            results[name].append(run_child(cmd))
+    med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in results.items()}
+    print(f"\nmedians of {reps} runs (load average now {os.getloadavg()[0]:.2f}):")
+    print(f"{'command':<36}{'wall s':>8}{'CPU s':>8}{'peak RSS MB':>13}")
+    for name, (wall, cpu, rss) in med.items():
+        print(f"{name:<36}{wall:>8.2f}{cpu:>8.2f}{rss:>13.0f}")
+    return med
+
+
+def deep(ckpt: list[str], root: Path, reps: int) -> None:
+    path = root / "deep"
+    sets = [x for k, v in DEEP_OVERRIDES.items() for x in ("--set", f"{k}={v}")]
+    made = json.loads(output([*ckpt, "make-tiny", str(path), "--preset", "v3", "--fp8",
+                              "--shards", "3", "--real-widths", *sets, "--json"]))
+    gb = made["total_bytes"] / 1e9
+    print(f"\n--deep on {made['tensors']:,} tensors, {gb:.2f} GB (real V3 widths, FP8)")
+    med = measure({"ckpt validate --deep": [*ckpt, "validate", str(path), "--deep"],
+                   "baseline: load_file + isnan/isinf": [sys.executable, "-c", BASELINE_DEEP,
+                                                        str(path)]}, reps)
+    ours, base = med["ckpt validate --deep"], med["baseline: load_file + isnan/isinf"]
+    print(f"validate --deep: {gb / ours[0]:.2f} GB/s; {ours[0] / base[0]:.2f}x the baseline's "
+          f"time at {ours[2] / base[2]:.2f}x its peak RSS")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--keep", type=Path, help="build here and keep it (default: a temp dir)")
+    ap.add_argument("--deep", action="store_true", help="also time --deep on ~1.9 GB")
+    ap.add_argument("--build-into", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.build_into:  # in a child, so that this process stays small (see below)
+        print(json.dumps(build(args.build_into)))
+        return
     root = args.keep or Path(tempfile.mkdtemp(prefix="ckpt-bench-validate-"))
     root.mkdir(parents=True, exist_ok=True)
     try:
+        # Children report the larger of their own peak RSS and that of the process they were
+        # forked from (Linux keeps maxrss across exec), so the data is built in a child.
         t0 = time.perf_counter()
-        tensors, nbytes = build(root)
+        tensors, nbytes = json.loads(output([sys.executable, __file__, "--build-into", str(root)]))
         apparent = sum(p.stat().st_size for p in root.iterdir())
         on_disk = sum(p.stat().st_blocks * 512 for p in root.iterdir())
         print(f"built {tensors:,} tensors ({nbytes / 1e9:,.1f} GB of tensor data) in {SHARDS} "
@@ -128,28 +193,19 @@ def main() -> None:
               f"{on_disk / 1e6:,.1f} MB on disk, at {root}")
         ckpt = ckpt_command()
         sanity(ckpt, root)
-        commands = {
+        med = measure({
             "ckpt validate (header-only)": [*ckpt, "validate", str(root)],
             "baseline: index + safe_open keys": [sys.executable, "-c", BASELINE, str(root)],
             "python -c pass": [sys.executable, "-c", "pass"],
-        }
-        for cmd in commands.values():  # warm page cache and .pyc files
-            run_child(cmd)
-        results: dict[str, list[tuple[float, float, float]]] = {k: [] for k in commands}
-        for _ in range(args.reps):  # interleaved, so load changes hit every command alike
-            for name, cmd in commands.items():
-                results[name].append(run_child(cmd))
-        med = {k: [statistics.median(x[i] for x in v) for i in range(3)]
-               for k, v in results.items()}
-        print(f"\nmedians of {args.reps} runs (load average now {os.getloadavg()[0]:.2f}):")
-        print(f"{'command':<36}{'wall s':>8}{'CPU s':>8}{'peak RSS MB':>13}")
-        for name, (wall, cpu, rss) in med.items():
-            print(f"{name:<36}{wall:>8.2f}{cpu:>8.2f}{rss:>13.0f}")
+        }, args.reps)
         ours, base = med["ckpt validate (header-only)"], med["baseline: index + safe_open keys"]
         verdict = "meets" if ours[0] < 2.0 else "MISSES"
         print(f"\nvalidate / baseline: {ours[0] / base[0]:.2f}x wall, "
               f"{ours[1] / base[1]:.2f}x CPU; {verdict} the 2 s goal ({ours[0]:.2f} s)")
-        print(f"reproduce: {sys.executable} bench/validate.py --reps {args.reps}")
+        if args.deep:
+            deep(ckpt, root, max(3, args.reps // 2))
+        print(f"\nreproduce: {sys.executable} bench/validate.py --reps {args.reps}"
+              + (" --deep" if args.deep else ""))
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)

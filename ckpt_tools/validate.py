@@ -344,11 +344,11 @@ def _check_plan(expected: dict[str, Expect], inv: _Inventory, mtp_layers: range,
                   tensor=LAYER_PREFIX.format(L=layer),
                   expected=f"{len(names)} tensors", found="absent")
             continue
-        where_ = f"{file}: " if file else ""
+        where_, nowhere = (f"{file}: ", "absent") if file else ("", "found in no shard")
         for name in names:
             x = expected[name]
             f.add("tensor-missing", f"{where_}tensor '{name}': expected {x.dtype} "
-                  f"{list(x.shape)}, found in no shard", file=file, tensor=name,
+                  f"{list(x.shape)}, {nowhere}", file=file, tensor=name,
                   expected=f"{x.dtype} {list(x.shape)}")
 
     # scales are _check_pairing's; what is left is usually nothing
@@ -372,8 +372,8 @@ def _check_plan(expected: dict[str, Expect], inv: _Inventory, mtp_layers: range,
 
 def _check_config_layout(config: Config, layout: str, f: Findings) -> None:
     if config.is_fp8 and layout != "fp8":
-        f.add("config-layout", f"{CONFIG_FILE}: has quantization_config (FP8) but no tensor is "
-              f"FP8; remove quantization_config", file=CONFIG_FILE, expected="bf16 config",
+        f.add("config-layout", f"{CONFIG_FILE}: has quantization_config (FP8) but the tensors "
+              f"are BF16; remove quantization_config", file=CONFIG_FILE, expected="bf16 config",
               found="quantization_config")
     elif not config.is_fp8 and layout == "fp8":
         f.add("config-layout", f"{CONFIG_FILE}: tensors are FP8 but there is no "

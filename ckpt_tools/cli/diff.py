@@ -122,20 +122,23 @@ def _blocks(r, markdown: bool) -> list[Block]:
             blocks.append(Block(title, headers=["field", "A", "B", "meaning"],
                                 rows=rows if markdown else _wrap(rows, 64), align="llll", level=3))
 
-    # 2. derived quantities, unless the architecture (hence every figure) is the same
-    if r.same_architecture:
-        blocks.append(Block("Derived quantities", ["identical on both sides (same architecture)"]))
+    # 2. derived quantities; when the shapes are the same, only the figures that differ
+    only_changed = r.verdict != "different_architecture"
+    derived = []
+    for section, title in _SECTIONS.items():
+        rows = [[q.label, _num(q.a, q.unit), _num(q.b, q.unit), _ratio(q)]
+                for q in r.quantities if q.section == section and not (only_changed and q.a == q.b)]
+        if rows:
+            derived.append(Block(title, headers=["", "A", "B", "B/A"], rows=rows, align="lrrr",
+                                 level=3))
+    if derived:
+        title = "Derived quantities (ratios B/A" + (", only those that differ)" if only_changed else ")")
+        note = [f"FLOPs: {r.figures_a.flops.convention}."] if any(
+            b.title == _SECTIONS["compute"] for b in derived) else []
+        blocks.append(Block(title, note))
+        blocks += derived
     else:
-        blocks.append(Block("Derived quantities (ratios B/A)", [
-            f"FLOPs: {r.figures_a.flops.convention}."]))
-        only_changed = r.verdict == "same_tensor_shapes"  # most figures are equal: show the rest
-        for section, title in _SECTIONS.items():
-            rows = [[q.label, _num(q.a, q.unit), _num(q.b, q.unit), _ratio(q)]
-                    for q in r.quantities if q.section == section
-                    and not (only_changed and q.a == q.b)]
-            if rows:
-                blocks.append(Block(title, headers=["", "A", "B", "B/A"], rows=rows,
-                                    align="lrrr", level=3))
+        blocks.append(Block("Derived quantities", ["identical on both sides"]))
 
     # 3. routing, per side
     ra, rb = r.routing

@@ -8,6 +8,7 @@ card, `--json` (one document, the DiffReport schema).
 from __future__ import annotations
 
 import json
+import textwrap
 from dataclasses import dataclass, field
 
 import click
@@ -15,6 +16,7 @@ import click
 from .render import emit_json, human_bytes, human_count, safe_name, table
 
 TOP_TENSORS = 20  # worst tensors shown by the terminal/markdown value table
+WIDTH = 110  # prose lines of the terminal report wrap here (tables keep their rows)
 
 
 @dataclass
@@ -65,8 +67,6 @@ def _value(v) -> str:
 
 def _wrap(rows: list[list[str]], width: int) -> list[list[str]]:
     """Split a long last cell over continuation rows (terminal tables stay narrow)."""
-    import textwrap
-
     out = []
     for row in rows:
         parts = textwrap.wrap(row[-1], width) or [""]
@@ -120,7 +120,7 @@ def _blocks(r, markdown: bool) -> list[Block]:
                  c.meaning or ""] for c in r.config_changes if c.concern == concern]
         if rows:
             blocks.append(Block(title, headers=["field", "A", "B", "meaning"],
-                                rows=rows if markdown else _wrap(rows, 64), align="llll", level=3))
+                                rows=rows if markdown else _wrap(rows, 50), align="llll", level=3))
 
     # 2. derived quantities; when the shapes are the same, only the figures that differ
     only_changed = r.verdict != "different_architecture"
@@ -226,18 +226,23 @@ def render_text(r) -> str:
     out = []
     for b in _blocks(r, markdown=False):
         if b.level == 1:
-            out += [safe_name(line) for line in b.lines]
+            for line in b.lines:
+                out += textwrap.wrap(safe_name(line), WIDTH, subsequent_indent="  ")
             continue
         indent = "  " * (b.level - 2)
         out += ["", indent + b.title, indent + "-" * len(b.title)]
-        out += [indent + safe_name(line) for line in b.lines]
+        for line in b.lines:
+            out += textwrap.wrap(safe_name(line), WIDTH, initial_indent=indent,
+                                 subsequent_indent=indent + "  ")
         rows = [[safe_name(str(c)) for c in row] for row in b.rows]
         if b.stacked and rows:
             width = max(len(row[0]) for row in rows)
             for row in rows:
                 for k, (tag, cell) in enumerate(zip(("A", "B"), row[1:])):
                     label = row[0] if k == 0 else ""
-                    out.append(f"{indent}{label:<{width}}  {tag}: {cell}")
+                    head = f"{indent}{label:<{width}}  {tag}: "
+                    out += textwrap.wrap(cell, WIDTH, initial_indent=head,
+                                         subsequent_indent=" " * len(head)) or [head]
         elif rows:
             out += [indent + line for line in table(rows, b.headers, b.align).splitlines()]
     return "\n".join(out)

@@ -450,6 +450,8 @@ def _check_hf(root: Path, single: str | None, config, f: Findings):
     return [inv], cfg_source, layout, checks
 
 
+# mp_layout's naming, spelled here because mp_layout imports numpy and a header-only run
+# must not (checked against mp_layout in _check_mp)
 MP_SCALE_SUFFIX = ".scale"  # DeepSeek's demo names: "<module>.scale" beside "<module>.weight"
 MP_FILE_GLOB = "model*-mp*.safetensors"
 
@@ -485,9 +487,11 @@ def _check_mp(root: Path, n: int, ranks: dict[int, str], config, f: Findings):
     """DeepSeek's model-parallel layout: each rank file against its share of the plan
     (`mp_layout.MpLayout`). The MTP layer is expected only when present (convert.py drops
     it); FP8 scales are named `.scale` and checked as planned tensors."""
-    from .mp_layout import PARAMS, MpLayout
+    from . import mp_layout
+    from .mp_layout import MpLayout
 
-    assert PARAMS["weight" + SCALE_SUFFIX] == MP_SCALE_SUFFIX[1:]  # internal: one naming
+    assert mp_layout.PARAMS["weight" + SCALE_SUFFIX] == MP_SCALE_SUFFIX[1:]  # one naming
+    assert mp_layout.MP_FILE_GLOB == MP_FILE_GLOB
     checks: list[Check] = ["structure"]
     headers = _read_headers(root, list(ranks.values()), f)
     invs: dict[int, _Inventory] = {}

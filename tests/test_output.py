@@ -79,3 +79,30 @@ def test_overwrite_clears_files(tmp_path):
     with OutputDir(dst, overwrite=True):
         pass
     assert not any(dst.iterdir())
+
+
+def test_second_cli_run_on_the_same_destination_is_refused(make_ckpt, tmp_path, run_cli):
+    """A real second `ckpt upcast` into a DST another process is writing: refused, and the
+    other run's files are untouched (never interleaved)."""
+    import subprocess
+    import sys
+
+    src = make_ckpt("v3", fp8=True)
+    dst = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from ckpt_tools.output import OutputDir\n"
+         f"with OutputDir({str(dst)!r}, job={{'cmd': 'other'}}):\n"
+         f"    open({str(dst / 'theirs.safetensors.partial')!r}, 'w').write('x')\n"
+         "    print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        r = run_cli("upcast", src, dst, "--workers", "1")
+        assert r.exit_code == 1
+        assert "another ckpt run is writing here" in r.stderr
+        assert sorted(p.name for p in dst.iterdir() if not p.name.startswith(".")) == [
+            "theirs.safetensors.partial"]
+    finally:
+        holder.kill()
+        holder.wait()

@@ -1,7 +1,9 @@
 """ckpt_tools: DeepSeek V2 / V2.5 / V3 checkpoint tools.
 
 The public API is imported lazily (`ckpt_tools.make_tiny`, `ckpt_tools.TensorPlan`, ...)
-so that `import ckpt_tools` stays cheap for the CLI.
+so that `import ckpt_tools` stays cheap for the CLI. Calls named like their module are
+imported from it: `from ckpt_tools.diff import diff`, `from ckpt_tools.validate import
+validate`, `from ckpt_tools.verify import verify`, `from ckpt_tools.download import download`.
 """
 
 from __future__ import annotations
@@ -23,18 +25,14 @@ _EXPORTS = {
     "SafetensorsWriter": "ckpt_tools.safetensors_io",
     "make_tiny": "ckpt_tools.tiny",
     "describe": "ckpt_tools.info",
-    "diff": "ckpt_tools.diff",
-    "validate": "ckpt_tools.validate",
     "upcast": "ckpt_tools.convert",
     "quantize": "ckpt_tools.convert",
     "reshard_by_size": "ckpt_tools.reshard",
     "to_deepseek_mp": "ckpt_tools.reshard",
     "from_deepseek_mp": "ckpt_tools.reshard",
     "forward": "ckpt_tools.verify",
-    "verify": "ckpt_tools.verify",
     "open_tensor_source": "ckpt_tools.verify",
     "plan_download": "ckpt_tools.download",
-    "download": "ckpt_tools.download",
     "CkptError": "ckpt_tools.errors",
 }
 

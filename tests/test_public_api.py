@@ -6,9 +6,20 @@ import sys
 import ckpt_tools
 
 
-def test_every_export_resolves():
+def test_every_export_resolves_to_the_same_object_every_time():
+    import types
     for name in ckpt_tools.__all__:
-        assert getattr(ckpt_tools, name) is not None, name
+        first = getattr(ckpt_tools, name)
+        assert first is getattr(ckpt_tools, name), name  # a submodule import must not shadow it
+        assert not isinstance(first, types.ModuleType), name
+
+
+def test_calls_named_like_their_module():
+    from ckpt_tools.diff import diff
+    from ckpt_tools.download import download
+    from ckpt_tools.validate import validate
+    from ckpt_tools.verify import verify
+    assert all(callable(f) for f in (diff, download, validate, verify))
 
 
 def test_import_does_not_pull_numpy():

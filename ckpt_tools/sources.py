@@ -45,4 +45,6 @@ def resolve_config(spec: str | Path) -> ConfigSource:
     if preset is not None:
         return ConfigSource(text, "preset", preset.config, preset=preset)
     names = ", ".join(all_presets())
+    if "/" in text or text.endswith(".json"):
+        raise ConfigError(f"{text}: no such file or directory (and not a preset: {names})")
     raise ConfigError(f"{text}: not a preset ({names}), config.json or checkpoint directory")

@@ -23,7 +23,12 @@ class Preset:
     aliases: tuple[str, ...]
     provenance_kind: str  # "verbatim" or "reconstructed"
     provenance: str
-    raw_config: dict[str, Any]
+    config_json: str  # kept as text: every caller gets its own copy to change
+
+    @property
+    def raw_config(self) -> dict[str, Any]:
+        """A fresh copy of the config.json mapping (callers may mutate it)."""
+        return json.loads(self.config_json)
 
     @property
     def config(self) -> DeepseekV2Config | DeepseekV3Config:
@@ -44,7 +49,7 @@ def all_presets() -> dict[str, Preset]:
             aliases=tuple(data["aliases"]),
             provenance_kind=data["provenance"]["kind"],
             provenance=data["provenance"]["source"],
-            raw_config=data["config"],
+            config_json=json.dumps(data["config"]),
         )
     return presets
 

@@ -15,6 +15,7 @@ import ml_dtypes
 import numpy as np
 
 from .errors import ShapeMismatchError
+from .tensor_plan import scale_shape
 
 FP8_E4M3 = np.dtype(ml_dtypes.float8_e4m3fn)
 FP8_E5M2 = np.dtype(ml_dtypes.float8_e5m2)
@@ -31,7 +32,7 @@ FP8_QUANTIZATION_CONFIG = {
 
 
 def expected_scale_shape(shape: tuple[int, ...], block: tuple[int, int] = BLOCK) -> tuple[int, int]:
-    return (-(-shape[0] // block[0]), -(-shape[1] // block[1]))
+    return scale_shape(tuple(shape), block)  # the tensor plan's formula, one place
 
 
 def check_scale(weight_shape, scale_shape, block=BLOCK, *, name: str = "weight") -> None:

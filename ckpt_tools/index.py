@@ -12,6 +12,8 @@ from .errors import FormatError
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 SHARD_NAME = "model-{i:05d}-of-{n:05d}.safetensors"
+# DeepSeek's model-parallel files, model{i}-mp{N}.safetensors (one per rank)
+MP_FILE_GLOB = "model*-mp*.safetensors"
 
 
 def shard_file_name(i: int, n: int) -> str:

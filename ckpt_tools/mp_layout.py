@@ -30,6 +30,7 @@ from .config import read_config_file
 from .errors import (ConfigError, FormatError, MissingTensorError, ShapeMismatchError,
                      UnexpectedTensorError)
 from .fp8 import dequantize
+from .index import MP_FILE_GLOB
 from .safetensors_io import SafetensorsReader
 from .sources import CONFIG_FILE
 from .tensor_plan import EXPERT_PREFIX, LAYER_PREFIX, SCALE_SUFFIX, Group, TensorPlan, TensorSpec
@@ -40,7 +41,6 @@ Rule = int | Literal["expert"] | None  # None: replicated on every rank
 
 MP_FILE = "model{rank}-mp{n}.safetensors"
 MP_FILE_RE = re.compile(r"model(\d+)-mp(\d+)\.safetensors")
-MP_FILE_GLOB = "model*-mp*.safetensors"
 MP_LAYER_PREFIX = "layers.{L}."
 MP_EXPERT_PREFIX = "ffn.experts.{E}."
 

@@ -49,7 +49,7 @@ from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
 from .dtypes import FP8_DTYPES
 from .errors import CkptError, ConfigError, FormatError
 from .findings import CODES, Check, Finding, Findings, ValidationReport
-from .index import INDEX_FILE, SINGLE_FILE, read_index
+from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, read_index
 from .manifest import MANIFEST_FILE, Manifest, read_manifest
 from .progress import Progress
 from .safe_paths import safe_member
@@ -450,10 +450,9 @@ def _check_hf(root: Path, single: str | None, config, f: Findings):
     return [inv], cfg_source, layout, checks
 
 
-# mp_layout's naming, spelled here because mp_layout imports numpy and a header-only run
+# mp_layout's scale naming, spelled here because mp_layout imports numpy and a header-only run
 # must not (checked against mp_layout in _check_mp)
 MP_SCALE_SUFFIX = ".scale"  # DeepSeek's demo names: "<module>.scale" beside "<module>.weight"
-MP_FILE_GLOB = "model*-mp*.safetensors"
 
 
 def _mp_rank_files(root: Path, f: Findings) -> tuple[int, dict[int, str]]:
@@ -491,7 +490,6 @@ def _check_mp(root: Path, n: int, ranks: dict[int, str], config, f: Findings):
     from .mp_layout import MpLayout
 
     assert mp_layout.PARAMS["weight" + SCALE_SUFFIX] == MP_SCALE_SUFFIX[1:]  # one naming
-    assert mp_layout.MP_FILE_GLOB == MP_FILE_GLOB
     checks: list[Check] = ["structure"]
     headers = _read_headers(root, list(ranks.values()), f)
     invs: dict[int, _Inventory] = {}

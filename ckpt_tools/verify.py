@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .checkpoint import Checkpoint
 from .errors import ConfigError, FormatError, ShapeMismatchError
+from .index import MP_FILE_GLOB
 from .reference import Model, TensorSource
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
@@ -33,7 +34,6 @@ from .reference import Model, TensorSource
 DEFAULT_ATOL = 1e-3
 DEFAULT_RTOL = 0.05
 DEFAULT_TOKEN_COUNT = 16
-MP_FILE_GLOB = "model*-mp*.safetensors"
 
 # config fields that decide tensor shapes; two sources must agree on them to be compared
 _SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers")

@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from .config_layouts import ConfigReading
 from .sources import resolve_config
 from .tensor_plan import TensorPlan
 
@@ -69,6 +70,8 @@ class ModelInfo(BaseModel):
     title: str | None
     hf_repo: str | None
     provenance: Provenance
+    reading: ConfigReading = Field(description="What was recognised and why, the loader whose "
+                                   "defaults filled absent keys, and warnings")
     architecture: ArchitectureSummary
     parameters: ParameterSummary
     plan: TensorSummary  # what the config implies, in its own layout
@@ -77,12 +80,12 @@ class ModelInfo(BaseModel):
 
 def describe(spec: str | Path) -> ModelInfo:
     """Summarise a preset name, config.json path or checkpoint directory."""
-    src = resolve_config(spec)
+    src = resolve_config(spec, lenient=True)
     c = src.config
     plan = TensorPlan(c)
     moe_layers = sum(c.is_moe_layer(i) for i in range(c.num_hidden_layers))
     qc = c.quantization_config
-    quant = None
+    quant = c.reading.quantization_scheme
     if qc is not None:
         quant = f"{qc.quant_method} {qc.fmt} blocks {qc.weight_block_size[0]}x{qc.weight_block_size[1]}"
         quant += f", scale_fmt {qc.scale_fmt}" if qc.scale_fmt else ""
@@ -119,7 +122,7 @@ def describe(spec: str | Path) -> ModelInfo:
         source=str(spec), source_kind=src.kind,
         title=src.preset.title if src.preset else None,
         hf_repo=src.preset.hf_repo if src.preset else None,
-        provenance=prov, architecture=arch, parameters=params,
+        provenance=prov, reading=c.reading, architecture=arch, parameters=params,
         plan=TensorSummary(layout=plan.layout, tensors=len(plan), total_bytes=plan.total_bytes,
                            bytes_by_dtype=plan.bytes_by_dtype),
         files=files,

@@ -287,7 +287,8 @@ def _load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | 
     if isinstance(config, (DeepseekV2Config, DeepseekV3Config)):
         return config, "given", False
     if config is not None:
-        src = resolve_config(config)  # a bad --config is the caller's error: it raises
+        src = resolve_config(config, lenient=True)  # a bad --config is the caller's error: it raises
+        _judge_config(src.config, src.label, f)
         return src.config, src.label, False
     path = root / CONFIG_FILE
     if not path.is_file():
@@ -295,10 +296,26 @@ def _load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | 
               f"(pass --config to check against one)", file=CONFIG_FILE)
         return None, None, False
     try:
-        return read_config_file(path), CONFIG_FILE, True
+        cfg = read_config_file(path, lenient=True)
     except ConfigError as e:
         f.add("config-invalid", _relative(str(e), path, CONFIG_FILE), file=CONFIG_FILE)
         return None, None, False
+    _judge_config(cfg, CONFIG_FILE, f)
+    return cfg, CONFIG_FILE, True
+
+
+def _judge_config(config: Config, where: str, f: Findings) -> None:
+    """What `info` and `diff` only describe: near-miss keys (warnings) and routing
+    inconsistencies or a foreign quantisation scheme (errors)."""
+    r = config.reading
+    for w in r.warnings:
+        f.add("config-unknown-key", f"{where}: {w}", file=where)
+    for problem in r.inconsistencies:
+        field, _, rest = problem.partition(": ")
+        f.add("config-inconsistent", f"{where}: field '{field}': {rest}", file=where)
+    if r.quantization_scheme:
+        f.add("config-quantization", f"{where}: quantization_config is {r.quantization_scheme}; "
+              f"the plan checks assume DeepSeek's block FP8 or BF16", file=where)
 
 
 def expected_tensors(plan: TensorPlan) -> dict[str, Expect]:

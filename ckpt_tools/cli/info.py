@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from ..info import describe
@@ -24,6 +26,22 @@ def info(source: str, as_json: bool):
     if result.hf_repo:
         click.echo(f"hub repo:    {result.hf_repo}")
     click.echo(f"provenance:  {result.provenance.kind}: {result.provenance.source}")
+    r = result.reading
+    click.echo(f"recognised:  {r.architecture} ({r.recognised_by}); {r.layout} layout")
+    click.echo(f"defaults:    {r.loader}"
+               + (": " + ", ".join(f"{k}={json.dumps(v)}" for k, v in r.defaulted.items())
+                  + " (absent, filled)" if r.defaulted else ": none needed"))
+    if r.wrapper_key:
+        click.echo(f"wrapped:     language model in {r.wrapper_key}, tensors under "
+                   f"'{r.tensor_prefix}'; outside the plan: {', '.join(r.outside_plan) or 'nothing'}")
+    if r.quantization_scheme:
+        click.echo(f"quantized:   {r.quantization_scheme} (plan shown unquantized; file dtypes from headers)")
+    for item in r.leaves_out:
+        click.echo(f"leaves out:  {item}")
+    for w in r.warnings:
+        click.echo(f"warning: {w}", err=True)
+    for w in r.inconsistencies:
+        click.echo(f"warning: inconsistent: {w} (validate fails; writers refuse)", err=True)
     click.echo("")
     q = "none (q_proj)" if a.q_lora_rank is None else str(a.q_lora_rank)
     rows = [

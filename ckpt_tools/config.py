@@ -323,7 +323,7 @@ def _split_quantization(data: dict[str, Any], reading: ConfigReading) -> None:
     method = qc.get("quant_method")
     if method == "fp8" and qc.get("fmt", "e4m3") == "e4m3" and "weight_block_size" in qc:
         return
-    algo = qc.get("quant_algo") or qc.get("format") or qc.get("bits")
+    algo = qc.get("quant_algo") or qc.get("format") or qc.get("bits") or qc.get("dtype")
     name = QUANT_SCHEMES.get(method, f"quant_method {json.dumps(method)}")
     if method == "fp8":
         name = "FP8 without DeepSeek's 128x128 weight blocks"

@@ -57,7 +57,7 @@ FOREIGN_MODEL_TYPES = {
     "llama": "Llama", "qwen2": "Qwen2", "qwen2_moe": "Qwen2-MoE", "qwen3": "Qwen3",
     "qwen3_moe": "Qwen3-MoE", "mistral": "Mistral", "mixtral": "Mixtral", "gemma": "Gemma",
     "gemma2": "Gemma 2", "gemma3": "Gemma 3", "phi3": "Phi-3", "glm4_moe": "GLM-4-MoE",
-    "gpt_oss": "gpt-oss", "kimi_linear": "Kimi-Linear",
+    "gpt_oss": "gpt-oss", "kimi_linear": "Kimi-Linear", "llama4": "Llama 4",
 }
 _DISTILL_HINT = " (DeepSeek's R1-Distill models are Qwen2 and Llama fine-tunes)"
 
@@ -110,6 +110,7 @@ QUANT_SCHEMES = {
     "awq": "AWQ",
     "bitsandbytes": "bitsandbytes",
     "mxfp4": "MXFP4",
+    "inference-dtype": "an inference-config dtype DeepSeek's code does not define",
 }
 
 
@@ -254,12 +255,15 @@ def from_inference_layout(raw: dict[str, Any]) -> dict[str, Any]:
     rope.update(type="yarn", mscale=rope["mscale_all_dim"])
     data["rope_scaling"] = rope
     data["max_position_embeddings"] = int(rope["original_max_position_embeddings"] * rope["factor"])
-    if raw.get("dtype") == "fp8":
+    dtype = raw.get("dtype", "bf16")
+    if dtype == "fp8":
         data["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3",
                                        "activation_scheme": "dynamic",
                                        "weight_block_size": [128, 128]}
         if raw.get("scale_fmt"):
             data["quantization_config"]["scale_fmt"] = raw["scale_fmt"]
+    elif dtype != "bf16":  # forks quantise further (int8, int4): named, not read
+        data["quantization_config"] = {"quant_method": "inference-dtype", "dtype": dtype}
     data["torch_dtype"] = "bfloat16"
     return data
 

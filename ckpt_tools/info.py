@@ -61,6 +61,30 @@ class TensorSummary(BaseModel):
     bytes_by_dtype: dict[str, int]
 
 
+_UNITS = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+
+
+def rounds_to(count: int, published: str) -> bool:
+    """Whether a figure published as e.g. "1T", "32B", "15.7B" is `count` to the precision
+    it was published with: rounded (V3: 36.63B -> "37B") or truncated (V2-Lite: 2.451B
+    activated -> "2.4B"), never further off than one unit of its last digit."""
+    number, unit = published[:-1], _UNITS[published[-1].upper()]
+    step = unit / 10 ** len(number.partition(".")[2])
+    value = float(number) * unit
+    return abs(count - value) <= 0.5 * step or value <= count < value + step
+
+
+class PublishedFigures(BaseModel):
+    """Parameter counts as the publisher gives them, and whether the plan's agree."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    total: str
+    activated: str
+    source: str
+    total_agrees: bool = Field(description="parameters.main rounds to `total`")
+    activated_agrees: bool = Field(description="parameters.activated rounds to `activated`")
+
+
 class ModelInfo(BaseModel):
     """Everything `ckpt info` reports; `--json` prints exactly this."""
 
@@ -76,6 +100,7 @@ class ModelInfo(BaseModel):
     parameters: ParameterSummary
     plan: TensorSummary  # what the config implies, in its own layout
     files: TensorSummary | None = None  # what a checkpoint directory holds (headers only)
+    published: PublishedFigures | None = None  # presets: the publisher's figures, checked
 
 
 def describe(spec: str | Path) -> ModelInfo:
@@ -118,8 +143,15 @@ def describe(spec: str | Path) -> ModelInfo:
                     count += 1
             files = TensorSummary(layout=ck.layout, tensors=count, total_bytes=sum(by_dtype.values()),
                                   bytes_by_dtype=by_dtype)
+    published = None
+    if src.preset is not None and src.preset.published:
+        pub = dict(src.preset.published)
+        published = PublishedFigures(
+            total=pub["total"], activated=pub["activated"], source=pub["source"],
+            total_agrees=rounds_to(p.main, pub["total"]),
+            activated_agrees=rounds_to(p.activated, pub["activated"]))
     return ModelInfo(
-        source=str(spec), source_kind=src.kind,
+        source=str(spec), source_kind=src.kind, published=published,
         title=src.preset.title if src.preset else None,
         hf_repo=src.preset.hf_repo if src.preset else None,
         provenance=prov, reading=c.reading, architecture=arch, parameters=params,

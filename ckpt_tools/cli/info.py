@@ -65,6 +65,11 @@ def info(source: str, as_json: bool):
         ["checkpoint total", f"{p.checkpoint:,}", human_count(p.checkpoint)],
     ]
     click.echo(table(rows, ["parameters", "count", ""], "lrr"))
+    if result.published:
+        pub = result.published
+        verdict = "agree" if pub.total_agrees and pub.activated_agrees else "DISAGREE"
+        click.echo(f"published:   {pub.total} total / {pub.activated} activated ({verdict}); "
+                   f"{pub.source}")
     click.echo("")
     for label, t in (("plan", result.plan), ("files", result.files)):
         if t is None:

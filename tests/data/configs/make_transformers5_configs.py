@@ -34,6 +34,8 @@ if __name__ == "__main__":
     save(transformers.DeepseekV3Config, "deepseek_v3-defaults")
     save(transformers.DeepseekV2Config, "deepseek_v2-defaults-topk6", num_experts_per_tok=6)
     save(transformers.DeepseekV3Config, "deepseek-r1-resaved", **from_file("deepseek-r1.json"))
+    save(transformers.DeepseekV3Config, "deepseek-r1-0528-resaved",
+         **from_file("deepseek-r1-0528.json"))
     save(transformers.DeepseekV2Config, "ktransformers-deepseek-v2-lite-resaved",
          **from_file("ktransformers-deepseek-v2-lite.json"))
     save(transformers.DeepseekV3Config, "kimi-k2-renamed-resaved",

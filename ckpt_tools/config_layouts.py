@@ -74,6 +74,9 @@ INFERENCE_KEYS = {
     "qk_rope_head_dim": "qk_rope_head_dim", "v_head_dim": "v_head_dim",
     "rope_theta": "rope_theta",
 }
+# Written by `reshard --to deepseek-mp` beside model{i}-mp{N}.safetensors, for DeepSeek's
+# generate.py (`--config`).
+INFERENCE_CONFIG_FILE = "inference_config.json"
 # YaRN keys of the inference config -> `rope_scaling` keys, with ModelArgs' defaults.
 INFERENCE_ROPE = {"original_seq_len": ("original_max_position_embeddings", 4096),
                   "rope_factor": ("factor", 40), "beta_fast": ("beta_fast", 32),
@@ -269,7 +272,9 @@ def from_inference_layout(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def to_inference_layout(config: Any) -> dict[str, Any]:
-    """The config `generate.py` of DeepSeek's inference code takes for `config`."""
+    """The config `generate.py` of DeepSeek's inference code takes for `config` (only keys
+    its `ModelArgs` defines). It cannot say `moe_layer_freq`, MTP or `norm_topk_prob` apart
+    from the score function, and model.py adds the router bias only when dim == 7168."""
     hf_to_inference = {hf: key for key, hf in INFERENCE_KEYS.items()}
     out: dict[str, Any] = {}
     for hf, key in hf_to_inference.items():

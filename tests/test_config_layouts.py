@@ -155,3 +155,21 @@ def test_info_says_what_was_recognised(tmp_path, run_cli):
     r = run_cli("info", p, "--json")
     doc = json.loads(r.stdout)
     assert doc["reading"]["inconsistencies"][0].startswith("n_group: 3 does not divide")
+
+
+def test_checkpoint_with_another_scheme_is_described_and_writers_refuse(tmp_path, run_cli):
+    src = tmp_path / "ct"
+    assert run_cli("make-tiny", src, "--config", "v3").exit_code == 0
+    raw = json.loads((src / "config.json").read_text())
+    raw["quantization_config"] = {"quant_method": "compressed-tensors", "format": "pack-quantized"}
+    (src / "config.json").write_text(json.dumps(raw))
+    doc = json.loads(run_cli("info", src, "--json").stdout)
+    assert doc["reading"]["quantization_scheme"] == "compressed-tensors (pack-quantized)"
+    assert doc["files"]["bytes_by_dtype"]  # the dtypes the headers hold
+    assert run_cli("diff", src, "v3").exit_code == 0
+    r = run_cli("upcast", src, tmp_path / "out")
+    assert r.exit_code == 1 and "quantization_config is compressed-tensors" in r.stderr
+    assert r.stderr.strip().count("\n") == 0 and not (tmp_path / "out").exists()
+    r = run_cli("validate", src, "--json")
+    assert r.exit_code == 1
+    assert [f["code"] for f in json.loads(r.stdout)["findings"]] == ["config-quantization"]

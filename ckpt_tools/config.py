@@ -376,6 +376,11 @@ def parse_config(raw: Any, *, source: str = "config",
         if problems:
             field, _, rest = problems[0].partition(": ")
             raise ConfigError(f"{source}: field '{field}': {rest}")
+        if wrapper_key is not None:
+            raise UnsupportedModelError(
+                f"{source}: a wrapped language model ({wrapper_key}, tensors under "
+                f"'{reading.tensor_prefix}'): info, diff and validate read it; this command "
+                f"handles unwrapped DeepSeek checkpoints only")
         if reading.quantization_scheme:
             raise UnsupportedModelError(
                 f"{source}: quantization_config is {reading.quantization_scheme}; this command "

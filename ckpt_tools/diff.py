@@ -524,7 +524,7 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
             if src.kind == "checkpoint":
                 from .checkpoint import Checkpoint  # numpy: only for checkpoint directories
 
-                cks.append(Checkpoint(src.path))
+                cks.append(Checkpoint(src.path, src.config))
             else:
                 cks.append(None)
         ck_a, ck_b = cks

@@ -43,6 +43,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "config-quantization": ("error", "a quantisation scheme other than DeepSeek's block FP8"),
     "tensor-missing": ("error", "a tensor the plan expects is absent"),
     "tensor-unexpected": ("error", "a tensor the plan does not know"),
+    "tensor-outside-plan": ("info", "tensors of a wrapper's other towers (vision, projector), not checked"),
     "shape-mismatch": ("error", "a tensor whose shape differs from the plan"),
     "dtype-mismatch": ("error", "a tensor whose dtype is wrong for the layout"),
     "dtype-differs": ("warning", "a float dtype other than the plan's that loaders cast"),

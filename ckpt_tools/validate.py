@@ -332,7 +332,7 @@ _LAYER_RE = re.compile(re.escape(LAYER_PREFIX).replace(r"\{L\}", r"(\d+)"))
 
 
 def _check_plan(expected: dict[str, Expect], inv: _Inventory, mtp_layers: range,
-                f: Findings, *, file: str | None = None) -> None:
+                f: Findings, *, file: str | None = None, prefix: str = "") -> None:
     """Compare name -> (shape, dtype) maps; whole MTP layers are reported once. The clean
     path is set operations and one comprehension: V3 has 92k names."""
     entries, where = inv.entries, inv.shard_of
@@ -372,6 +372,15 @@ def _check_plan(expected: dict[str, Expect], inv: _Inventory, mtp_layers: range,
     extra = (entries.keys() - expected.keys() - inv.scales) | (inv.unreadable.keys()
                                                                - expected.keys())
     extra = {n for n in extra if not n.endswith(SCALE_SUFFIX)}
+    if prefix:  # a wrapper: its other towers are outside the language model's plan
+        towers: dict[str, int] = defaultdict(int)
+        for name in [n for n in extra if not n.startswith(prefix)]:
+            towers[name.partition(".")[0] + "."] += 1
+            extra.discard(name)
+        for tower, count in sorted(towers.items()):
+            f.add("tensor-outside-plan", f"{count:,} tensors under '{tower}' belong to another "
+                  f"tower of the wrapped model (the plan covers '{prefix}')", tensor=tower,
+                  found=f"{count} tensors")
     undeclared: dict[int, list[str]] = defaultdict(list)
     for name in [n for n in (*entries, *inv.unreadable) if n in extra] if extra else []:
         m = _LAYER_RE.match(name)
@@ -462,7 +471,8 @@ def _check_hf(root: Path, single: str | None, config, f: Findings):
         if own:
             _check_config_layout(cfg, layout, f)
         mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
-        _check_plan(expected_tensors(TensorPlan(cfg, layout)), inv, mtp, f)
+        plan = TensorPlan(cfg, layout)
+        _check_plan(expected_tensors(plan), inv, mtp, f, prefix=plan.prefix)
         checks.append("plan")
     return [inv], cfg_source, layout, checks
 

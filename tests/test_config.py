@@ -14,7 +14,8 @@ V2 = find_preset("v2").raw_config
 def test_every_preset_parses_to_its_class():
     for p in all_presets().values():
         cfg = p.config
-        expected = DeepseekV3Config if p.raw_config["model_type"] == "deepseek_v3" else DeepseekV2Config
+        arch = p.raw_config["architectures"][0]  # kimi-k2's model_type is kimi_k2
+        expected = DeepseekV3Config if arch == "DeepseekV3ForCausalLM" else DeepseekV2Config
         assert isinstance(cfg, expected), p.name
         assert p.provenance_kind in ("verbatim", "reconstructed")
 

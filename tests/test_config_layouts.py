@@ -117,7 +117,9 @@ def test_hf_quant_config_beside_config_names_modelopt(tmp_path):
 def test_wrapped_language_model():
     raw = {"model_type": "kimi_k25", "architectures": ["KimiK25ForConditionalGeneration"],
            "text_config": dict(V3, model_type="kimi_k2"), "vision_config": {"hidden_size": 8}}
-    cfg = parse_config(raw)
+    with pytest.raises(UnsupportedModelError, match="wrapped language model .text_config"):
+        parse_config(raw)  # writers, forward: unwrapped checkpoints only
+    cfg = parse_config(raw, lenient=True)
     r = cfg.reading
     assert cfg.model_type == "deepseek_v3" and r.wrapper_key == "text_config"
     assert r.tensor_prefix == "language_model." and r.outside_plan == ["vision_config"]
@@ -173,3 +175,55 @@ def test_checkpoint_with_another_scheme_is_described_and_writers_refuse(tmp_path
     r = run_cli("validate", src, "--json")
     assert r.exit_code == 1
     assert [f["code"] for f in json.loads(r.stdout)["findings"]] == ["config-quantization"]
+
+
+def _wrap(src, dst, prefix, wrapper):
+    """A checkpoint of a multimodal wrapper: src's tensors under `prefix`, a vision tower
+    beside them, and the language config under `wrapper`."""
+    import numpy as np
+
+    from ckpt_tools.index import INDEX_FILE, ShardIndex, write_index
+    from ckpt_tools.safetensors_io import SafetensorsReader, SafetensorsWriter
+
+    dst.mkdir()
+    weight_map, total = {}, 0
+    for shard in sorted(src.glob("*.safetensors")):
+        with SafetensorsReader(shard) as r:
+            names = r.names
+            entries = [(prefix + n, r.entry(n).dtype, r.entry(n).shape) for n in names]
+            extra = [("vision_tower.patch_embed.weight", "F32", (4, 3))] if not weight_map else []
+            with SafetensorsWriter(dst / shard.name, entries + extra) as w:
+                for n in names:
+                    w.write_bytes(prefix + n, r.iter_chunks(n))
+                for name, _, shape in extra:
+                    w.write(name, np.ones(shape, np.float32))
+        for name, dtype, shape in entries + extra:
+            weight_map[name] = shard.name
+    for shard in sorted(dst.glob("*.safetensors")):
+        with SafetensorsReader(shard) as r:
+            total += sum(r.entry(n).nbytes for n in r.names)
+    write_index(dst / INDEX_FILE, ShardIndex(weight_map, total))
+    text = json.loads((src / "config.json").read_text())
+    (dst / "config.json").write_text(json.dumps(
+        {"model_type": "kimi_k25", "architectures": ["KimiK25ForConditionalGeneration"],
+         wrapper: text, "vision_config": {"hidden_size": 4}}))
+
+
+@pytest.mark.parametrize("wrapper,prefix", [("text_config", "language_model."),
+                                            ("language_config", "language.")])
+def test_wrapped_checkpoint_info_diff_validate(tmp_path, run_cli, wrapper, prefix):
+    src, wrapped = tmp_path / "lm", tmp_path / "wrapped"
+    assert run_cli("make-tiny", src, "--config", "kimi-k2", "--fp8").exit_code == 0
+    _wrap(src, wrapped, prefix, wrapper)
+    doc = json.loads(run_cli("info", wrapped, "--json").stdout)
+    assert doc["reading"]["tensor_prefix"] == prefix
+    assert doc["reading"]["outside_plan"] == ["vision_config"]
+    assert doc["files"]["tensors"] == doc["plan"]["tensors"] + 1
+    r = run_cli("validate", wrapped, "--strict", "--json")
+    assert r.exit_code == 0, r.stdout
+    findings = json.loads(r.stdout)["findings"]
+    assert [(x["code"], x["tensor"]) for x in findings] == [("tensor-outside-plan", "vision_tower.")]
+    r = run_cli("diff", wrapped, src, "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["same_architecture"]
+    r = run_cli("upcast", wrapped, tmp_path / "out")
+    assert r.exit_code == 1 and "wrapped language model" in r.stderr

@@ -151,7 +151,7 @@ def verify_figure(report: "VerifyReport") -> "Figure":
                   else "compared tensor")
     ax.set_ylabel("error (log scale)")
     ax.grid(True, which="major", axis="y", alpha=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="best")
     verdict = "OK" if report.ok else "FAILED"
     if report.top1_agreement is not None:
         agreement = (f"logits top-1 agreement {report.top1_agreement:.0%}, "
@@ -333,6 +333,10 @@ def value_diff_figure(report: "DiffReport") -> "Figure":
                           interpolation="nearest", gid="heatmap")
         bar = fig.colorbar(image, ax=ax, extend="min", pad=0.01)
         bar.set_label("relative L2 ||a - b|| / ||a||")
+        if high < 10 * low:  # less than a decade: log ticks would be unlabelled or cluttered
+            bar.set_ticks(np.geomspace(low, high, 5), labels=[
+                f"{v:.2e}" for v in np.geomspace(low, high, 5)], minor=False)
+            bar.ax.yaxis.set_minor_formatter("")
     else:
         ax.imshow(np.ma.masked_invalid(np.where(cell == 0, -1.0, cell)), cmap=cmap,
                   vmin=0, vmax=1, aspect="auto", interpolation="nearest", gid="heatmap")

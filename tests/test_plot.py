@@ -358,3 +358,11 @@ def test_library_without_matplotlib_raises_the_same_one_line_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'ckpt-tools\[plot\]'"):
         info_figure(describe("v2-lite"))
+
+
+def test_readme_pictures_are_committed_and_small():
+    readme = (REPO / "README.md").read_text()
+    for name in ("verify", "diff", "values", "info"):
+        image = REPO / "docs" / "img" / f"{name}.png"
+        assert f"](docs/img/{name}.png)" in readme
+        assert image.read_bytes()[:4] == b"\x89PNG" and image.stat().st_size < 200_000

@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .cli.render import human_bytes, human_count
 from .errors import MissingDependencyError, OutputError
 
 if TYPE_CHECKING:
@@ -93,24 +94,12 @@ def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else "..." + text[-(limit - 3):]
 
 
-def _count(n: float) -> str:
-    from .cli.render import human_count
-
-    return human_count(n) if n else "0"
-
-
 def _byte_unit(largest: float) -> tuple[str, float]:
     """An axis unit that keeps the largest value readable (tiny models are kilobytes)."""
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
         if largest >= size:
             return unit, size
     return "B", 1.0
-
-
-def _bytes(n: float) -> str:
-    from .cli.render import human_bytes
-
-    return human_bytes(n)
 
 
 # -- verify ----------------------------------------------------------------------------------
@@ -126,13 +115,13 @@ def verify_figure(report: "VerifyReport") -> "Figure":
     finite = [v for vs in series.values() for v in vs if v > 0 and math.isfinite(v)]
     # log axes cannot show 0 (exact agreement) or inf/NaN: draw them at the floor / ceiling
     floor = min(finite + [report.rtol]) / 100
-    ceiling = max(finite + [report.rtol]) * 100
+    ceiling = max(finite + [report.rtol]) * 10
     for (label, values), marker, color in zip(series.items(), ("o", "s"), (_A_COLOR, _B_COLOR)):
         shown = [floor if v == 0 else v if math.isfinite(v) else ceiling for v in values]
         ax.plot(x, shown, marker=marker, label=label, color=color,
                 gid=f"series-{label.replace(' ', '-')}")
     ax.set_yscale("log")
-    ax.set_ylim(floor / 2, ceiling * 2)
+    ax.set_ylim(floor / 2, ceiling * 5)  # room for the legend above the curves
     # the tolerance bounds the relative error (up to atol / scale on near-zero elements)
     tolerance = ax.axhline(report.rtol, color=_B_COLOR, linestyle="--", gid="tolerance",
                            label=f"tolerance of the relative error: rtol {report.rtol:g} "
@@ -204,7 +193,7 @@ def diff_figure(report: "DiffReport") -> "Figure":
             if key in ("total", "activated"):
                 bar.set_hatch("//" if key == "activated" else "")
                 bar.set_edgecolor("black")
-        _bar_labels(ax, bars, values, _count)
+        _bar_labels(ax, bars, values, human_count)
     ax.axvline(len(groups) - 0.25, color="#999999", linewidth=0.8)
     ax.set_yscale("log")
     ax.set_ylim(bottom=max(1, min(v for v in values_a + values_b if v > 0) / 3),
@@ -231,7 +220,7 @@ def diff_figure(report: "DiffReport") -> "Figure":
                color=_DTYPE_COLORS.get(dtype), gid=f"dtype-{dtype}")
         bottoms = [b + h for b, h in zip(bottoms, heights)]
     for i, (_, by) in enumerate(columns):
-        ax.annotate(_bytes(sum(by.values())), (i, bottoms[i]), xytext=(0, 2),
+        ax.annotate(human_bytes(sum(by.values())), (i, bottoms[i]), xytext=(0, 2),
                     textcoords="offset points", ha="center", fontsize=7)
     ax.set_xticks(range(len(columns)), [c for c, _ in columns], fontsize=7)
     ax.set_ylabel(f"weight bytes ({unit})")
@@ -248,7 +237,7 @@ def diff_figure(report: "DiffReport") -> "Figure":
         xs = [i + (k - 0.5) * width for i in range(2)]
         bars = ax.bar(xs, [v / size for v in values], width, label=label, color=color,
                       gid=f"kv-{'mla' if k == 0 else 'mha'}")
-        _bar_labels(ax, bars, values, _bytes)
+        _bar_labels(ax, bars, values, human_bytes)
     ax.set_xticks(range(2), [f"A {name_a}\n{fa.kv_cache.layers} layers, "
                              f"MHA/MLA {fa.kv_cache.mha_over_mla:.0f}x",
                              f"B {name_b}\n{fb.kv_cache.layers} layers, "
@@ -337,11 +326,9 @@ def value_diff_figure(report: "DiffReport") -> "Figure":
             bar.set_ticks(np.geomspace(low, high, 5), labels=[
                 f"{v:.2e}" for v in np.geomspace(low, high, 5)], minor=False)
             bar.ax.yaxis.set_minor_formatter("")
-    else:
+    else:  # every compared tensor is identical (the title says so): all white
         ax.imshow(np.ma.masked_invalid(np.where(cell == 0, -1.0, cell)), cmap=cmap,
                   vmin=0, vmax=1, aspect="auto", interpolation="nearest", gid="heatmap")
-        ax.text(0.5, 1.01, "every compared tensor is identical", transform=ax.transAxes,
-                ha="center", fontsize=9)
     for i, j in zip(*np.nonzero(non_finite)):
         ax.text(j, i, "NaN", ha="center", va="center", fontsize=7, color="#c44e52",
                 fontweight="bold")
@@ -415,7 +402,7 @@ def info_figure(info: "ModelInfo") -> "Figure":
     ax.legend(fontsize=8, loc="upper left", ncol=2)
     ax.set_ylim(top=max(bottoms) * 1.35 if max(bottoms) else 1)
     a = info.architecture
-    ax.set_title(f"{info.title or _short(info.source)}: where the {_bytes(total)} live "
+    ax.set_title(f"{info.title or _short(info.source)}: where the {human_bytes(total)} live "
                  f"({info.plan.layout.upper()} layout, {a.num_hidden_layers} layers"
                  + (f" + {a.mtp_layers} MTP" if a.mtp_layers else "") + ")", fontsize=10)
     return fig

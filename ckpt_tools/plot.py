@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 PLOT_EXTRA_INSTALL = "pip install 'ckpt-tools[plot]'"
 PLOT_FORMATS = {".png": "png", ".svg": "svg"}
 
-# Tensor-plan components in checkpoint order, with the label and colour every chart uses.
+# Tensor-plan components in display order, with the label and colour every chart uses
+# (`mtp`: the MTP module's own tensors; its decoder layer counts under the others).
 COMPONENTS: dict[str, tuple[str, str]] = {
     "embedding": ("embedding", "#8c564b"),
     "attention": ("attention", "#1f77b4"),

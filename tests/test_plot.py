@@ -326,6 +326,8 @@ def test_plot_option_on_verify_diff_and_info(mpl, good_and_bad, run_cli, tmp_pat
     r = run_cli("info", "v3", "--plot", tmp_path / "info.pdf")
     assert r.exit_code == 2 and ".png or .svg" in r.stderr
     assert not (tmp_path / "info.pdf").exists()
+    r = run_cli("info", "v3", "--plot", tmp_path / "missing" / "info.png")
+    assert r.exit_code == 2 and "no such directory" in r.stderr
 
 
 _WITHOUT_MATPLOTLIB = """

@@ -1,8 +1,9 @@
 """`--plot FILE` for the commands whose reports read best as charts (verify, diff, info).
 
 The option is checked while the command line is parsed, before any work: a suffix other
-than .png/.svg is a usage error (exit 2), a missing matplotlib a one-line error naming the
-extra (exit 1), so a long verify never runs only to fail at the end.
+than .png/.svg or a missing directory is a usage error (exit 2), a missing matplotlib a
+one-line error naming the extra (exit 1), so a long verify never runs only to fail at the
+end.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ def _check(_ctx, _param, value: Path | None) -> Path | None:
 
     if value.suffix.lower() not in PLOT_FORMATS:
         raise click.BadParameter(f"expected a file name ending in .png or .svg, got {value}")
+    if not value.parent.is_dir():
+        raise click.BadParameter(f"{value.parent}: no such directory")
     require_matplotlib()
     return value
 

@@ -210,8 +210,8 @@ def diff_figure(report: "DiffReport") -> "Figure":
     columns = []
     for side, name, f in (("A", name_a, fa), ("B", name_b, fb)):
         for w in f.weights:
-            columns.append((f"{side} {name}\n{w.layout.upper()}{' (as stored)' if w.native else ''}",
-                            w.bytes_by_dtype))
+            stored = " (as stored)" if w.native else ""
+            columns.append((f"{side} {name}\n{w.layout.upper()}{stored}", w.bytes_by_dtype))
     dtypes = sorted({d for _, by in columns for d in by})
     unit, size = _byte_unit(max(sum(by.values()) for _, by in columns))
     bottoms = [0.0] * len(columns)

@@ -65,7 +65,8 @@ def _by_gid(fig, gid):
 def _save_both(fig, tmp_path, stem):
     from ckpt_tools.plot import save_figure
 
-    png, svg = save_figure(fig, tmp_path / f"{stem}.png"), save_figure(fig, tmp_path / f"{stem}.svg")
+    png = save_figure(fig, tmp_path / f"{stem}.png")
+    svg = save_figure(fig, tmp_path / f"{stem}.svg")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(tmp_path.glob("*.partial"))
     return svg.read_text()

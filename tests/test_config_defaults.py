@@ -175,6 +175,19 @@ def test_kimi_style_missing_keys_read_with_remote_v3_defaults():
             cfg.first_k_dense_replace, cfg.q_lora_rank) == (True, 8, 4, 2.5, 3, 1536)
 
 
+def test_diff_tells_apart_models_that_differ_only_by_a_loader_default(tmp_path, run_cli):
+    """A transformers-loaded V2 config without q_lora_rank has q_a_proj/q_b_proj (1536),
+    not V2-Lite's plain q_proj: diff must not call them the same architecture."""
+    lite = {k: v for k, v in find_preset("v2-lite").raw_config.items() if k != "auto_map"}
+    absent = {k: v for k, v in lite.items() if k != "q_lora_rank"}
+    (tmp_path / "lite.json").write_text(json.dumps(lite))
+    (tmp_path / "absent.json").write_text(json.dumps(absent))
+    doc = json.loads(run_cli("diff", tmp_path / "lite.json", tmp_path / "absent.json",
+                             "--json").stdout)
+    assert doc["verdict"] == "different_architecture"
+    assert doc["b"]["reading"]["defaulted"] == {"q_lora_rank": 1536}
+
+
 if __name__ == "__main__":
     COMMITTED.write_text(json.dumps(transformers_class_defaults(), indent=2, sort_keys=True) + "\n")
     print(f"wrote {COMMITTED}")

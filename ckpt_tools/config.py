@@ -362,6 +362,7 @@ def parse_config(raw: Any, *, source: str = "config",
         architecture=family, recognised_by=why, original_model_type=raw.get("model_type"),
         layout=layout, loader=choose_loader(raw, family, layout), wrapper_key=wrapper_key,
         tensor_prefix=WRAPPER_KEYS[wrapper_key] if wrapper_key else "", outside_plan=outside,
+        wrapper_model_type=outer.get("model_type") if wrapper_key else None,
         leaves_out=list(INFERENCE_LEAVES_OUT) if layout == "inference" else [],
         warnings=near_miss_warnings(raw, family, layout),
     )
@@ -376,11 +377,6 @@ def parse_config(raw: Any, *, source: str = "config",
         if problems:
             field, _, rest = problems[0].partition(": ")
             raise ConfigError(f"{source}: field '{field}': {rest}")
-        if wrapper_key is not None:
-            raise UnsupportedModelError(
-                f"{source}: a wrapped language model ({wrapper_key}, tensors under "
-                f"'{reading.tensor_prefix}'): info, diff and validate read it; this command "
-                f"handles unwrapped DeepSeek checkpoints only")
         if reading.quantization_scheme:
             raise UnsupportedModelError(
                 f"{source}: quantization_config is {reading.quantization_scheme}; this command "

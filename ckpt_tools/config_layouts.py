@@ -128,6 +128,7 @@ class ConfigReading(BaseModel):
     layout: LayoutName
     loader: LoaderName = Field(description="Whose defaults fill absent keys")
     wrapper_key: str | None = Field(None, description="text_config / language_config, if wrapped")
+    wrapper_model_type: str | None = Field(None, description="model_type of the wrapper, if any")
     tensor_prefix: str = Field("", description="Prefix of the language-model tensor names")
     outside_plan: list[str] = Field(default_factory=list,
                                     description="Wrapper parts (other towers) the plan does not cover")

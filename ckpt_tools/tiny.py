@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from .config import parse_config
+from .config_layouts import ConfigReading
 from .dtypes import DTYPES
 from .fp8 import BF16, FP8_QUANTIZATION_CONFIG, quantize
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
@@ -55,8 +56,9 @@ class Shrunk:
     tiny: Any
 
 
-def _source_config(source: str) -> dict[str, Any]:
-    """Every effective value of `source` as config.json keys (defaults spelled out)."""
+def _source_config(source: str) -> tuple[dict[str, Any], ConfigReading]:
+    """Every effective value of `source` as config.json keys (defaults spelled out), and how
+    it was read."""
     config = resolve_config(source).config  # strict: an inconsistent config is refused
     raw = config.model_dump(mode="json", by_alias=True)
     r = config.reading
@@ -66,7 +68,7 @@ def _source_config(source: str) -> dict[str, Any]:
     if not raw["architectures"]:
         raw["architectures"] = [("DeepseekV3" if config.model_type == "deepseek_v3"
                                  else "DeepseekV2") + "ForCausalLM"]
-    return raw
+    return raw, r
 
 
 def tiny_config(preset: str = "v3", *, real_widths: bool = False,
@@ -74,7 +76,7 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
                 shrunk: list[Shrunk] | None = None) -> dict[str, Any]:
     """The config.json of a tiny model of `preset` (any preset, config.json or checkpoint
     directory), as a dict; what was shrunk is appended to `shrunk`."""
-    raw = _source_config(preset)
+    raw, reading = _source_config(preset)
     before = dict(raw)
     if not real_widths:
         raw.update(TINY_WIDTHS)
@@ -100,11 +102,14 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
         raw.pop("quantization_config", None)
     raw["torch_dtype"] = "bfloat16"
     raw.update(overrides or {})
-    parse_config(raw, source=f"tiny {preset}")  # fail before writing anything
     if shrunk is not None:
         shrunk.extend(Shrunk(k, before[k], raw[k]) for k in sorted(raw)
                       if k in before and before[k] != raw[k] and k not in ("torch_dtype",)
                       and not isinstance(raw[k], (dict, list)))
+    if reading.wrapper_key:  # keep the wrapper, so tensors keep its prefix
+        raw = {"model_type": reading.wrapper_model_type,
+               reading.wrapper_key: dict(sorted(raw.items()))}
+    parse_config(raw, source=f"tiny {preset}")  # fail before writing anything
     return dict(sorted(raw.items()))
 
 
@@ -180,10 +185,11 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
         write_index(out.path / INDEX_FILE, ShardIndex(weight_map, plan.total_bytes))
         write_json_atomic(out.path / CONFIG_FILE, raw)
         write_json_atomic(out.path / "generation_config.json",
-                          {"bos_token_id": raw.get("bos_token_id"), "eos_token_id": raw.get("eos_token_id"),
+                          {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
                            "do_sample": True, "temperature": 0.6})
         write_json_atomic(out.path / "tokenizer_config.json",
-                          {"model_max_length": raw["max_position_embeddings"], "tokenizer_class": "LlamaTokenizerFast"})
+                          {"model_max_length": config.max_position_embeddings,
+                           "tokenizer_class": "LlamaTokenizerFast"})
     return TinyCheckpoint(Path(dst), preset, plan.layout, len(groups), len(plan), plan.total_bytes,
                           tuple(shrunk))
 

@@ -117,9 +117,7 @@ def test_hf_quant_config_beside_config_names_modelopt(tmp_path):
 def test_wrapped_language_model():
     raw = {"model_type": "kimi_k25", "architectures": ["KimiK25ForConditionalGeneration"],
            "text_config": dict(V3, model_type="kimi_k2"), "vision_config": {"hidden_size": 8}}
-    with pytest.raises(UnsupportedModelError, match="wrapped language model .text_config"):
-        parse_config(raw)  # writers, forward: unwrapped checkpoints only
-    cfg = parse_config(raw, lenient=True)
+    cfg = parse_config(raw)
     r = cfg.reading
     assert cfg.model_type == "deepseek_v3" and r.wrapper_key == "text_config"
     assert r.tensor_prefix == "language_model." and r.outside_plan == ["vision_config"]
@@ -225,5 +223,39 @@ def test_wrapped_checkpoint_info_diff_validate(tmp_path, run_cli, wrapper, prefi
     assert [(x["code"], x["tensor"]) for x in findings] == [("tensor-outside-plan", "vision_tower.")]
     r = run_cli("diff", wrapped, src, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["same_architecture"]
-    r = run_cli("upcast", wrapped, tmp_path / "out")
+    r = run_cli("upcast", wrapped, tmp_path / "out")  # the vision tower is copied as is
+    assert r.exit_code == 0, r.output
+    assert run_cli("validate", tmp_path / "out", "--strict").exit_code == 0
+
+
+def test_wrapped_checkpoint_end_to_end(tmp_path, run_cli):
+    """make-tiny keeps the wrapper (and so the prefix); upcast and reshard by size work on
+    the language-model tensors; the forward pass of a wrapped copy equals the bare one;
+    DeepSeek's model-parallel layout refuses it in one line."""
+    import numpy as np
+
+    from ckpt_tools.checkpoint import Checkpoint
+    from ckpt_tools.reference import forward
+
+    wrapped_cfg = tmp_path / "wrapped.json"
+    wrapped_cfg.write_text(json.dumps({"model_type": "kimi_k25",
+                                       "text_config": find_preset("kimi-k2").raw_config}))
+    fp8, bf16, by_size = tmp_path / "fp8", tmp_path / "bf16", tmp_path / "by-size"
+    assert run_cli("make-tiny", fp8, "--config", wrapped_cfg, "--fp8").exit_code == 0
+    with Checkpoint(fp8) as ck:
+        assert all(n.startswith("language_model.") for n in ck.index.weight_map)
+    assert run_cli("upcast", fp8, bf16).exit_code == 0
+    assert run_cli("validate", bf16, "--strict").exit_code == 0
+    assert run_cli("reshard", bf16, by_size, "--max-shard-size", "100KB").exit_code == 0
+    assert run_cli("validate", by_size, "--strict").exit_code == 0
+    r = run_cli("verify", by_size, "--against", fp8)
+    assert r.exit_code == 0, r.output
+    r = run_cli("reshard", bf16, tmp_path / "mp", "--to", "deepseek-mp", "--model-parallel", "2")
     assert r.exit_code == 1 and "wrapped language model" in r.stderr
+
+    bare, wrapped = tmp_path / "bare", tmp_path / "wrapped"
+    assert run_cli("make-tiny", bare, "--config", "kimi-k2").exit_code == 0
+    _wrap(bare, wrapped, "language_model.", "text_config")
+    tokens = [0, 15, 3, 7, 100]
+    np.testing.assert_array_equal(forward(Checkpoint(wrapped), tokens),
+                                  forward(Checkpoint(bare), tokens))

@@ -47,6 +47,10 @@ ARCHITECTURE_FAMILIES: dict[str, Family] = {
     "DeepseekV3Model": "deepseek_v3",
 }
 
+# model_types of derivatives that name no DeepSeek class of their own (Kimi-K2.5's
+# text_config says only `kimi_k2`; transformers' KimiK25Config reads it as deepseek_v3).
+DERIVATIVE_MODEL_TYPES: dict[str, Family] = {"kimi_k2": "deepseek_v3"}
+
 # Keys under which multimodal wrappers keep their language model, with the tensor-name
 # prefix their checkpoints use for it (DeepSeek-VL2: `language.`; Kimi-K2.5 / Kimi-VL:
 # `language_model.`).
@@ -205,6 +209,9 @@ def recognise(raw: dict[str, Any], source: str) -> tuple[Family, str, LayoutName
     family, entry = _remote_class(raw)
     if family is not None:
         return family, f"{entry}; model_type {mt}", layout, None
+    if mt in DERIVATIVE_MODEL_TYPES:
+        return (DERIVATIVE_MODEL_TYPES[mt], f"model_type {mt} (a DeepSeek-V3 derivative that "
+                f"names no class)", layout, None)
     if _is_inference_layout(raw):
         if any(k.startswith("index_") for k in raw):
             raise UnsupportedModelError(f"{source}: a DeepSeek inference config with index_* keys: "
@@ -235,6 +242,8 @@ def choose_loader(raw: dict[str, Any], family: Family, layout: LayoutName) -> Lo
     if layout == "inference":
         return "DeepSeek inference ModelArgs"
     remote, _ = _remote_class(raw)
+    if raw.get("model_type") in DERIVATIVE_MODEL_TYPES and not _architectures(raw):
+        remote = DERIVATIVE_MODEL_TYPES[raw["model_type"]]  # they ship DeepSeek's remote code
     if remote is not None:
         return "remote-code DeepseekV3Config" if remote == "deepseek_v3" else "remote-code DeepseekV2Config"
     return "transformers DeepseekV3Config" if family == "deepseek_v3" else "transformers DeepseekV2Config"

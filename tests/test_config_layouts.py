@@ -21,6 +21,14 @@ def test_renamed_model_type_is_read_by_its_architectures():
     assert cfg.to_json_dict()["model_type"] == "kimi_k2"  # written back as it was
 
 
+def test_kimi_k2_text_config_without_classes_is_v3():
+    """Kimi-K2.5's text_config names neither architectures nor auto_map."""
+    inner = {k: v for k, v in V3.items() if k not in ("architectures", "auto_map")}
+    cfg = parse_config({"model_type": "kimi_k25", "text_config": dict(inner, model_type="kimi_k2")})
+    assert cfg.model_type == "deepseek_v3" and "model_type kimi_k2" in cfg.reading.recognised_by
+    assert cfg.reading.loader == "remote-code DeepseekV3Config"
+
+
 def test_auto_map_alone_is_enough():
     raw = {k: v for k, v in V3.items() if k != "architectures"}
     raw["model_type"] = "my_finetune"

@@ -34,7 +34,7 @@ from .config_layouts import (
     INFERENCE_LEAVES_OUT,
     QUANT_SCHEMES,
     REFUSED_MODEL_TYPES,
-    SUPPORTED_MODEL_TYPES,
+    SUPPORTED_MODEL_TYPES,  # noqa: F401  (re-exported: `from ckpt_tools.config import ...`)
     WRAPPER_KEYS,
     ConfigReading,
     choose_loader,

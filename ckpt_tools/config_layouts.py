@@ -91,8 +91,8 @@ INFERENCE_LEAVES_OUT = (
     "the MTP module (inference/model.py has none: num_nextn_predict_layers 0)",
     "bos/eos token ids, tokenizer and chat template",
     "max_position_embeddings (taken as original_seq_len x rope_factor)",
-    "whether the router has e_score_correction_bias (model.py adds it when dim == 7168; "
-    "read here from score_func: sigmoid = noaux_tc with bias)",
+    ("whether the router has e_score_correction_bias (model.py adds it when dim == 7168; "
+     "read here from score_func: sigmoid = noaux_tc with bias)"),
 )
 
 # Keys of every layout that are not schema fields but are known (no near-miss warning).
@@ -210,8 +210,8 @@ def recognise(raw: dict[str, Any], source: str) -> tuple[Family, str, LayoutName
     if family is not None:
         return family, f"{entry}; model_type {mt}", layout, None
     if mt in DERIVATIVE_MODEL_TYPES:
-        return (DERIVATIVE_MODEL_TYPES[mt], f"model_type {mt} (a DeepSeek-V3 derivative that "
-                f"names no class)", layout, None)
+        why = f"model_type {mt} (a DeepSeek-V3 derivative that names no class)"
+        return DERIVATIVE_MODEL_TYPES[mt], why, layout, None
     if _is_inference_layout(raw):
         if any(k.startswith("index_") for k in raw):
             raise UnsupportedModelError(f"{source}: a DeepSeek inference config with index_* keys: "

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .config_layouts import ConfigReading
-from .sources import resolve_config
 from .dtypes import itemsize
+from .sources import resolve_config
 from .tensor_plan import TensorPlan
 
 

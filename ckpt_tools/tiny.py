@@ -11,7 +11,6 @@ seed and the tensor's name, so the output is byte-identical for a seed.
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,9 +24,8 @@ from .dtypes import DTYPES
 from .fp8 import BF16, FP8_QUANTIZATION_CONFIG, quantize
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
 from .output import OutputDir
-from .sources import resolve_config
 from .safetensors_io import SafetensorsWriter
-from .sources import CONFIG_FILE
+from .sources import CONFIG_FILE, resolve_config
 from .tensor_plan import TensorPlan, TensorSpec
 
 # Widths that keep the tiny model fast while leaving some FP8 blocks partial (96, 160).

@@ -4,7 +4,6 @@
 installed transformers (the committed copy keeps the table checked without it).
 """
 
-import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -59,10 +58,11 @@ def test_implied_values_are_what_transformers_modeling_does():
     every layer from first_k_dense_replace on is MoE; its V2 router scores with softmax."""
     transformers = pytest.importorskip("transformers")
     torch = pytest.importorskip("torch")
-    tiny = dict(vocab_size=32, hidden_size=16, intermediate_size=32, moe_intermediate_size=8,
-                num_hidden_layers=3, num_attention_heads=2, n_routed_experts=4, n_shared_experts=1,
-                num_experts_per_tok=2, n_group=2, topk_group=1, first_k_dense_replace=1,
-                kv_lora_rank=8, q_lora_rank=8, qk_nope_head_dim=8, qk_rope_head_dim=4, v_head_dim=8)
+    tiny = {"vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
+            "moe_intermediate_size": 8, "num_hidden_layers": 3, "num_attention_heads": 2,
+            "n_routed_experts": 4, "n_shared_experts": 1, "num_experts_per_tok": 2, "n_group": 2,
+            "topk_group": 1, "first_k_dense_replace": 1, "kv_lora_rank": 8, "q_lora_rank": 8,
+            "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 8}
     v3 = transformers.DeepseekV3ForCausalLM(transformers.DeepseekV3Config(**tiny))
     names = dict(v3.state_dict())
     assert "model.layers.2.mlp.gate.e_score_correction_bias" in names  # noaux_tc

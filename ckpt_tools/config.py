@@ -111,7 +111,8 @@ class _DeepseekCommon(BaseModel):
     norm_topk_prob: bool = Field(description="Renormalise the top-k weights to sum 1")
     moe_layer_freq: int = Field(1, gt=0, description="Every k-th layer (after the dense ones) is MoE")
     first_k_dense_replace: int = Field(ge=0, description="Leading layers with a dense MLP")
-    q_lora_rank: int | None = Field(description="Query compression rank; null = plain q_proj (V2-Lite)")
+    q_lora_rank: int | None = Field(
+        description="Query compression rank; null = plain q_proj (V2-Lite)")
     kv_lora_rank: int = Field(gt=0, description="Width of the compressed KV latent")
     qk_nope_head_dim: int = Field(gt=0)
     qk_rope_head_dim: int = Field(gt=0, description="Decoupled RoPE key/query width (even)")
@@ -134,9 +135,10 @@ class _DeepseekCommon(BaseModel):
     @property
     def reading(self) -> ConfigReading:
         if self._reading is None:
-            return ConfigReading(architecture=self.model_type, recognised_by=f"model_type {self.model_type}",
-                                 original_model_type=self.model_type, layout="hub",
-                                 loader=choose_loader({}, self.model_type, "hub"))
+            mt = self.model_type
+            return ConfigReading(architecture=mt, recognised_by=f"model_type {mt}",
+                                 original_model_type=mt, layout="hub",
+                                 loader=choose_loader({}, mt, "hub"))
         return self._reading
 
     # -- derived -------------------------------------------------------------------------
@@ -238,7 +240,8 @@ class DeepseekV3Config(_DeepseekCommon):
     """DeepSeek-V3, V3-Base, V3-0324, R1, R1-0528, V3.1 (`model_type: deepseek_v3`)."""
 
     model_type: Literal["deepseek_v3"]
-    num_nextn_predict_layers: int = Field(ge=0, description="MTP modules stored after the main layers")
+    num_nextn_predict_layers: int = Field(
+        ge=0, description="MTP modules stored after the main layers")
 
 
 DeepseekConfig = Annotated[
@@ -355,8 +358,9 @@ def parse_config(raw: Any, *, source: str = "config",
         outside = sorted(k for k, v in outer.items() if k != wrapper_key and isinstance(v, dict)
                          and k.endswith("_config") and k != "quantization_config")
     data = from_inference_layout(raw) if layout == "inference" else _normalise_transformers_v5(raw)
-    if wrapper_key is not None and "quantization_config" in outer and "quantization_config" not in data:
-        data["quantization_config"] = outer["quantization_config"]
+    if wrapper_key is not None and "quantization_config" not in data:
+        if "quantization_config" in outer:  # declared by the wrapper for its language model
+            data["quantization_config"] = outer["quantization_config"]
     data["model_type"] = family
     reading = ConfigReading(
         architecture=family, recognised_by=why, original_model_type=raw.get("model_type"),
@@ -387,7 +391,8 @@ def parse_config(raw: Any, *, source: str = "config",
     return config
 
 
-def read_config_file(path: str | Path, *, lenient: bool = False) -> DeepseekV2Config | DeepseekV3Config:
+def read_config_file(path: str | Path, *,
+                     lenient: bool = False) -> DeepseekV2Config | DeepseekV3Config:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -134,10 +134,10 @@ class ConfigReading(BaseModel):
     wrapper_key: str | None = Field(None, description="text_config / language_config, if wrapped")
     wrapper_model_type: str | None = Field(None, description="model_type of the wrapper, if any")
     tensor_prefix: str = Field("", description="Prefix of the language-model tensor names")
-    outside_plan: list[str] = Field(default_factory=list,
-                                    description="Wrapper parts (other towers) the plan does not cover")
-    defaulted: dict[str, Any] = Field(default_factory=dict,
-                                      description="Absent (or null) keys filled with the loader's value")
+    outside_plan: list[str] = Field(
+        default_factory=list, description="Wrapper parts (other towers) the plan does not cover")
+    defaulted: dict[str, Any] = Field(
+        default_factory=dict, description="Absent (or null) keys filled with the loader's value")
     quantization_scheme: str | None = Field(None, description="quant_method other than block FP8")
     leaves_out: list[str] = Field(default_factory=list,
                                   description="What this layout cannot express")
@@ -181,14 +181,16 @@ def _foreign_message(raw: dict[str, Any], source: str) -> str:
     mt = raw.get("model_type")
     archs = _architectures(raw)
     what = FOREIGN_MODEL_TYPES.get(mt) if isinstance(mt, str) else None
-    found = f"model_type {json.dumps(mt)}" + (f", architectures {', '.join(archs)}" if archs else "")
+    found = f"model_type {json.dumps(mt)}"
+    found += f", architectures {', '.join(archs)}" if archs else ""
     hint = _DISTILL_HINT if mt in ("qwen2", "llama") else ""
     if what:
         return f"{source}: a {what} config ({found}), not a DeepSeek V2/V3 architecture{hint}"
     return (f"{source}: {found} is not a DeepSeek V2/V3 config (recognised: model_type "
-            f"{', '.join(SUPPORTED_MODEL_TYPES)}, architectures {', '.join(ARCHITECTURE_FAMILIES)}, "
-            f"auto_map to DeepSeek's configuration_deepseek.py, text_config/language_config "
-            f"wrappers, DeepSeek inference configs)")
+            f"{', '.join(SUPPORTED_MODEL_TYPES)}, architectures "
+            f"{', '.join(ARCHITECTURE_FAMILIES)}, auto_map to DeepSeek's "
+            f"configuration_deepseek.py, text_config/language_config wrappers, DeepSeek "
+            f"inference configs)")
 
 
 def recognise(raw: dict[str, Any], source: str) -> tuple[Family, str, LayoutName, str | None]:
@@ -205,7 +207,8 @@ def recognise(raw: dict[str, Any], source: str) -> tuple[Family, str, LayoutName
         return mt, f"model_type {mt}", layout, None
     for arch in _architectures(raw):
         if arch in ARCHITECTURE_FAMILIES:
-            return ARCHITECTURE_FAMILIES[arch], f"architectures: {arch}; model_type {mt}", layout, None
+            why = f"architectures: {arch}; model_type {mt}"
+            return ARCHITECTURE_FAMILIES[arch], why, layout, None
     family, entry = _remote_class(raw)
     if family is not None:
         return family, f"{entry}; model_type {mt}", layout, None
@@ -245,8 +248,10 @@ def choose_loader(raw: dict[str, Any], family: Family, layout: LayoutName) -> Lo
     if raw.get("model_type") in DERIVATIVE_MODEL_TYPES and not _architectures(raw):
         remote = DERIVATIVE_MODEL_TYPES[raw["model_type"]]  # they ship DeepSeek's remote code
     if remote is not None:
-        return "remote-code DeepseekV3Config" if remote == "deepseek_v3" else "remote-code DeepseekV2Config"
-    return "transformers DeepseekV3Config" if family == "deepseek_v3" else "transformers DeepseekV2Config"
+        return ("remote-code DeepseekV3Config" if remote == "deepseek_v3"
+                else "remote-code DeepseekV2Config")
+    return ("transformers DeepseekV3Config" if family == "deepseek_v3"
+            else "transformers DeepseekV2Config")
 
 
 def from_inference_layout(raw: dict[str, Any]) -> dict[str, Any]:
@@ -262,7 +267,8 @@ def from_inference_layout(raw: dict[str, Any]) -> dict[str, Any]:
     sigmoid = raw.get("score_func") == "sigmoid"
     groups = raw.get("n_expert_groups", 1)
     data["model_type"] = "deepseek_v3" if sigmoid else "deepseek_v2"
-    data["topk_method"] = "noaux_tc" if sigmoid else ("group_limited_greedy" if groups > 1 else "greedy")
+    data["topk_method"] = ("noaux_tc" if sigmoid
+                           else "group_limited_greedy" if groups > 1 else "greedy")
     data["norm_topk_prob"] = sigmoid  # model.py's Gate renormalises sigmoid weights only
     rope = {hf: raw.get(key, default) for key, (hf, default) in INFERENCE_ROPE.items()}
     rope.update(type="yarn", mscale=rope["mscale_all_dim"])

@@ -38,12 +38,14 @@ CODES: dict[str, tuple[Severity, str]] = {
     "config-missing": ("error", "no config.json (and no --config): plan checks skipped"),
     "config-invalid": ("error", "config.json does not parse: plan checks skipped"),
     "config-layout": ("error", "config.json's quantization_config disagrees with the tensors"),
-    "config-inconsistent": ("error", "the config parses but is inconsistent for routing or conversion"),
+    "config-inconsistent": ("error", "the config parses but is inconsistent for routing or "
+                                     "conversion"),
     "config-unknown-key": ("warning", "an unknown config key close to a known one (did you mean)"),
     "config-quantization": ("error", "a quantisation scheme other than DeepSeek's block FP8"),
     "tensor-missing": ("error", "a tensor the plan expects is absent"),
     "tensor-unexpected": ("error", "a tensor the plan does not know"),
-    "tensor-outside-plan": ("info", "tensors of a wrapper's other towers (vision, projector), not checked"),
+    "tensor-outside-plan": ("info", "tensors of a wrapper's other towers (vision, projector), "
+                                    "not checked"),
     "shape-mismatch": ("error", "a tensor whose shape differs from the plan"),
     "dtype-mismatch": ("error", "a tensor whose dtype is wrong for the layout"),
     "dtype-differs": ("warning", "a float dtype other than the plan's that loaders cast"),

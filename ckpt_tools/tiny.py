@@ -3,10 +3,11 @@
 The source is anything `ckpt` reads (a preset, a config.json in any recognised layout, a
 checkpoint directory). Widths and counts shrink; every structural feature stays: dense-first
 layers, expert groups, shared experts, null q_lora (v2-lite, Moonlight),
-e_score_correction_bias and the MTP layer (V3). The tiny config.json spells every value
-out (no loader defaults left to chance) and keeps the source's model_type. With `fp8=True` weights are block-quantised, widths are chosen so that some blocks
-are partial, and one weight's scale is placed in the next shard. Values depend only on the
-seed and the tensor's name, so the output is byte-identical for a seed.
+e_score_correction_bias, the MTP layer (V3), a wrapper and so its tensor prefix. The tiny
+config.json spells every value out (no loader defaults left to chance) and keeps the
+source's model_type. With `fp8=True` weights are block-quantised, widths are chosen so that
+some blocks are partial, and one weight's scale is placed in the next shard. Values depend
+only on the seed and the tensor's name, so the output is byte-identical for a seed.
 """
 
 from __future__ import annotations

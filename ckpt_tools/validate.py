@@ -287,7 +287,7 @@ def _load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | 
     if isinstance(config, (DeepseekV2Config, DeepseekV3Config)):
         return config, "given", False
     if config is not None:
-        src = resolve_config(config, lenient=True)  # a bad --config is the caller's error: it raises
+        src = resolve_config(config, lenient=True)  # a bad --config is the caller's error
         _judge_config(src.config, src.label, f)
         return src.config, src.label, False
     path = root / CONFIG_FILE

@@ -66,8 +66,10 @@ def test_implied_values_are_what_transformers_modeling_does():
     v3 = transformers.DeepseekV3ForCausalLM(transformers.DeepseekV3Config(**tiny))
     names = dict(v3.state_dict())
     assert "model.layers.2.mlp.gate.e_score_correction_bias" in names  # noaux_tc
-    assert "model.layers.0.mlp.gate_proj.weight" in names and "model.layers.1.mlp.gate.weight" in names
-    v2 = transformers.DeepseekV2ForCausalLM(transformers.DeepseekV2Config(**tiny, topk_method="greedy"))
+    assert "model.layers.0.mlp.gate_proj.weight" in names  # dense first layer
+    assert "model.layers.1.mlp.gate.weight" in names
+    v2_config = transformers.DeepseekV2Config(**tiny, topk_method="greedy")
+    v2 = transformers.DeepseekV2ForCausalLM(v2_config)
     gate = v2.model.layers[1].mlp.gate
     with torch.no_grad():
         gate.weight.normal_()
@@ -101,7 +103,8 @@ INFERENCE_NAMES = {"hidden_size": "dim", "intermediate_size": "inter_dim",
 CASES = [(loader, key) for loader in CLASS_DEFAULTS for key in loader_defaults(loader)]
 
 
-@pytest.mark.parametrize("loader,key", CASES, ids=[f"{l.split()[0]}-{l.split()[-1]}-{k}" for l, k in CASES])
+@pytest.mark.parametrize("loader,key", CASES,
+                         ids=[f"{ld.split()[0]}-{ld.split()[-1]}-{k}" for ld, k in CASES])
 def test_absent_key_gets_the_loaders_default(loader, key):
     raw = _base(loader)
     written = INFERENCE_NAMES.get(key, key) if loader.startswith("DeepSeek") else key
@@ -117,8 +120,8 @@ def test_absent_key_gets_the_loaders_default(loader, key):
     if key in ("topk_method", "scoring_func") and loader.startswith("transformers"):
         raw.pop("topk_method", None), raw.pop("scoring_func", None)  # implied together
     want = loader_defaults(loader)[key]
-    if want is None and key in ("num_experts_per_tok", "n_routed_experts") or (
-            want is None and key in ("n_group", "topk_group") and raw.get("topk_method") != "greedy"):
+    needs_groups = key in ("n_group", "topk_group") and raw.get("topk_method") != "greedy"
+    if want is None and (key in ("num_experts_per_tok", "n_routed_experts") or needs_groups):
         with pytest.raises(ConfigError, match=f"field '{key}': null"):
             parse_config(raw)
         return
@@ -130,7 +133,8 @@ def test_absent_key_gets_the_loaders_default(loader, key):
         raw["n_expert_groups"] = raw["n_limited_groups"] = 1  # softmax: a V2-style router
     cfg = parse_config(raw, lenient=True)
     got = getattr(cfg, key)
-    assert "num_key_value_heads" not in "".join(cfg.reading.inconsistencies) or key == "num_key_value_heads"
+    problems = "".join(cfg.reading.inconsistencies)
+    assert "num_key_value_heads" not in problems or key == "num_key_value_heads"
     if key == "n_shared_experts" and want is None:
         want = 0  # the remote code builds no shared MLP for null
     if key == "num_key_value_heads" and want is None:

@@ -17,7 +17,8 @@ V3 = find_preset("v3").raw_config
 def test_renamed_model_type_is_read_by_its_architectures():
     cfg = parse_config(dict(V3, model_type="kimi_k2"), source="config.json")
     assert cfg.model_type == "deepseek_v3"
-    assert cfg.reading.recognised_by.startswith("architectures: DeepseekV3ForCausalLM; model_type kimi_k2")
+    why = cfg.reading.recognised_by
+    assert why.startswith("architectures: DeepseekV3ForCausalLM; model_type kimi_k2")
     assert cfg.to_json_dict()["model_type"] == "kimi_k2"  # written back as it was
 
 
@@ -116,7 +117,8 @@ def test_hf_quant_config_beside_config_names_modelopt(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({k: v for k, v in V3.items()
                                                        if k != "quantization_config"}))
     (tmp_path / "hf_quant_config.json").write_text(json.dumps(
-        {"producer": {"name": "modelopt"}, "quantization": {"quant_algo": "NVFP4", "group_size": 16}}))
+        {"producer": {"name": "modelopt"},
+         "quantization": {"quant_algo": "NVFP4", "group_size": 16}}))
     from ckpt_tools.config import read_config_file
     cfg = read_config_file(tmp_path / "config.json", lenient=True)
     assert cfg.reading.quantization_scheme == "NVIDIA ModelOpt (NVFP4)"
@@ -138,7 +140,8 @@ def test_transformers_5_default_v2_saved_is_read(tmp_path):
     transformers.DeepseekV2Config(num_experts_per_tok=6).save_pretrained(tmp_path)
     cfg = parse_config(json.loads((tmp_path / "config.json").read_text()))
     assert cfg.reading.layout == "transformers-5"
-    assert (cfg.scoring_func, cfg.n_group, cfg.topk_group, cfg.q_lora_rank) == ("softmax", 1, 1, 1536)
+    got = (cfg.scoring_func, cfg.n_group, cfg.topk_group, cfg.q_lora_rank)
+    assert got == ("softmax", 1, 1, 1536)
     transformers.DeepseekV2Config().save_pretrained(tmp_path)  # top-k left null: cannot route
     with pytest.raises(ConfigError, match="field 'num_experts_per_tok': null"):
         parse_config(json.loads((tmp_path / "config.json").read_text()))
@@ -228,7 +231,8 @@ def test_wrapped_checkpoint_info_diff_validate(tmp_path, run_cli, wrapper, prefi
     r = run_cli("validate", wrapped, "--strict", "--json")
     assert r.exit_code == 0, r.stdout
     findings = json.loads(r.stdout)["findings"]
-    assert [(x["code"], x["tensor"]) for x in findings] == [("tensor-outside-plan", "vision_tower.")]
+    codes = [(x["code"], x["tensor"]) for x in findings]
+    assert codes == [("tensor-outside-plan", "vision_tower.")]
     r = run_cli("diff", wrapped, src, "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["same_architecture"]
     r = run_cli("upcast", wrapped, tmp_path / "out")  # the vision tower is copied as is

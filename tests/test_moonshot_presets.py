@@ -53,7 +53,8 @@ def test_upcast_reshard_verify(preset, tmp_path, run_cli):
 def test_reshard_to_deepseek_mp_writes_the_inference_config(tmp_path, run_cli):
     src, mp = tmp_path / "src", tmp_path / "mp"
     assert run_cli("make-tiny", src, "--config", "kimi-k2").exit_code == 0
-    assert run_cli("reshard", src, mp, "--to", "deepseek-mp", "--model-parallel", "2").exit_code == 0
+    r = run_cli("reshard", src, mp, "--to", "deepseek-mp", "--model-parallel", "2")
+    assert r.exit_code == 0, r.output
     inference = json.loads((mp / INFERENCE_CONFIG_FILE).read_text())
     assert inference["dim"] == 96 and inference["n_routed_experts"] == 8
     assert inference["score_func"] == "sigmoid" and inference["dtype"] == "bf16"

@@ -35,10 +35,12 @@ def info(source: str, as_json: bool, plot_path):
                + (": " + ", ".join(f"{k}={json.dumps(v)}" for k, v in r.defaulted.items())
                   + " (absent, filled)" if r.defaulted else ": none needed"))
     if r.wrapper_key:
+        others = ", ".join(r.outside_plan) or "nothing"
         click.echo(f"wrapped:     language model in {r.wrapper_key}, tensors under "
-                   f"'{r.tensor_prefix}'; outside the plan: {', '.join(r.outside_plan) or 'nothing'}")
+                   f"'{r.tensor_prefix}'; outside the plan: {others}")
     if r.quantization_scheme:
-        click.echo(f"quantized:   {r.quantization_scheme} (plan shown unquantized; file dtypes from headers)")
+        click.echo(f"quantized:   {r.quantization_scheme} (plan shown unquantized; file dtypes "
+                   f"from headers)")
     for item in r.leaves_out:
         click.echo(f"leaves out:  {item}")
     for w in r.warnings:

@@ -25,7 +25,8 @@ class Preset:
     provenance_kind: str  # "verbatim" or "reconstructed"
     provenance: str
     config_json: str  # kept as text: every caller gets its own copy to change
-    published: tuple[tuple[str, str], ...] = ()  # ("total", "1T"), ("activated", "32B"), ("source", ...)
+    # the publisher's figures: ("total", "1T"), ("activated", "32B"), ("source", ...)
+    published: tuple[tuple[str, str], ...] = ()
 
     @property
     def raw_config(self) -> dict[str, Any]:

@@ -340,6 +340,11 @@ def near_miss_warnings(raw: dict[str, Any], family: Family, layout: LayoutName) 
         if layout == "inference":
             if key in INFERENCE_KEYS or key in INFERENCE_ROPE or key in INFERENCE_OTHER:
                 continue
+            if key in known:
+                spelled = {hf: k for k, hf in INFERENCE_KEYS.items()}.get(key)
+                out.append(f"{key}: a key of HF configs, not read from an inference config"
+                           + (f" (which spells it {spelled})" if spelled else ""))
+                continue
             pool = set(INFERENCE_KEYS) | set(INFERENCE_ROPE) | set(INFERENCE_OTHER)
         else:
             if key in known or key in WRAPPER_KEYS:

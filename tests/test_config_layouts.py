@@ -92,6 +92,14 @@ def test_near_miss_key_is_a_did_you_mean_warning():
     assert cfg.norm_topk_prob is True and cfg.to_json_dict()["norm_topk_probs"] is False
 
 
+def test_keys_of_the_other_layout_are_named_both_ways():
+    inference = {"dim": 2048, "n_layers": 27, "n_heads": 16, "hidden_size": 4096, "n_layer": 3}
+    warnings = parse_config(inference).reading.warnings
+    assert "hidden_size: a key of HF configs, not read from an inference config (which spells " \
+           "it dim)" in warnings
+    assert any(w.startswith("n_layer: unknown key") and "'n_layers'" in w for w in warnings)
+
+
 def test_edit_distance():
     assert edit_distance("norm_topk_probs", "norm_topk_prob") == 1
     assert edit_distance("topk_gruop", "topk_group") == 1  # a swap is one edit

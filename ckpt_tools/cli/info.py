@@ -16,7 +16,8 @@ from .render import emit_json, human_bytes, human_count, table
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @plot_option
 def info(source: str, as_json: bool, plot_path):
-    """Describe a preset (v2-lite, v2, v2.5, v3, r1, v3.1, ...), a config.json or a
+    """Describe a preset (v2-lite, v2, v2.5, v3, r1, v3.1, kimi-k2, moonlight, ...),
+    a config.json (any layout: HF, transformers 5, DeepSeek inference, wrapped) or a
     checkpoint directory."""
     result = describe(source)
     save_plot(plot_path, "info_figure", result)

@@ -288,7 +288,7 @@ def _load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | 
         return config, "given", False
     if config is not None:
         src = resolve_config(config, lenient=True)  # a bad --config is the caller's error
-        _judge_config(src.config, src.label, f)
+        f.judge_config(src.config.reading, src.label)
         return src.config, src.label, False
     path = root / CONFIG_FILE
     if not path.is_file():
@@ -300,22 +300,8 @@ def _load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | 
     except ConfigError as e:
         f.add("config-invalid", _relative(str(e), path, CONFIG_FILE), file=CONFIG_FILE)
         return None, None, False
-    _judge_config(cfg, CONFIG_FILE, f)
+    f.judge_config(cfg.reading, CONFIG_FILE)
     return cfg, CONFIG_FILE, True
-
-
-def _judge_config(config: Config, where: str, f: Findings) -> None:
-    """What `info` and `diff` only describe: near-miss keys (warnings) and routing
-    inconsistencies or a foreign quantisation scheme (errors)."""
-    r = config.reading
-    for w in r.warnings:
-        f.add("config-unknown-key", f"{where}: {w}", file=where)
-    for problem in r.inconsistencies:
-        field, _, rest = problem.partition(": ")
-        f.add("config-inconsistent", f"{where}: field '{field}': {rest}", file=where)
-    if r.quantization_scheme:
-        f.add("config-quantization", f"{where}: quantization_config is {r.quantization_scheme}; "
-              f"the plan checks assume DeepSeek's block FP8 or BF16", file=where)
 
 
 def expected_tensors(plan: TensorPlan) -> dict[str, Expect]:

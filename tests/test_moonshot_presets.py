@@ -92,3 +92,22 @@ def test_tiny_kimi_k2_forward_matches_transformers_deepseek_v3(tmp_path, run_cli
     got = forward(Checkpoint(path), TOKENS)
     assert got.shape == expected.shape
     assert np.abs(got - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("preset", ["v2-lite", "v2", "v2.5", "v3", "r1", "r1-0528", "v3.1",
+                                    "kimi-k2", "moonlight"])
+def test_preset_figures_agree_with_the_published_ones(preset, run_cli):
+    doc = json.loads(run_cli("info", preset, "--json").stdout)
+    pub = doc["published"]
+    assert pub["source"].startswith("https://")
+    assert pub["total_agrees"] and pub["activated_agrees"], (doc["parameters"], pub)
+
+
+def test_rounds_to_is_a_real_check():
+    from ckpt_tools.info import rounds_to
+
+    assert rounds_to(1_026_408_232_448, "1T") and not rounds_to(2_100_000_000_000, "1T")
+    assert not rounds_to(400_000_000_000, "1T")
+    assert rounds_to(36_625_618_432, "37B") and not rounds_to(36_400_000_000, "37B")
+    assert rounds_to(2_451_435_008, "2.4B") and not rounds_to(2_600_000_000, "2.4B")
+    assert not rounds_to(15_960_110_208, "15.29B")  # the paper's non-embedding count

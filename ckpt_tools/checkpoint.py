@@ -26,13 +26,17 @@ from .tensor_plan import SCALE_SUFFIX, TensorPlan
 class Checkpoint:
     """Read-only view of a checkpoint directory."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, config: DeepseekV2Config | DeepseekV3Config | None = None):
+        """`config`: one the caller already read (e.g. leniently, to describe it); by default
+        DIR/config.json, read strictly on first use."""
         self.dir = Path(path)
         if not self.dir.exists():
             raise FormatError(f"{self.dir}: no such directory")
         if not self.dir.is_dir():
             raise FormatError(f"{self.dir}: not a directory")
         self._readers: dict[str, SafetensorsReader] = {}
+        if config is not None:
+            self.__dict__["config"] = config  # fills the cached property
 
     def __enter__(self) -> Checkpoint:
         return self

@@ -1,12 +1,15 @@
-"""Pydantic v2 models of the DeepSeek V2 / V2.5 / V3 `config.json`.
+"""Pydantic v2 models of the DeepSeek V2 / V2.5 / V3 `config.json`, and `parse_config`.
 
-Lenient on what it does not know (unknown keys are kept and written back unchanged),
-strict on what it does: choice fields are `Literal`s and cross-field rules raise a
-`ValueError` naming the field. `parse_config` turns any failure into one `ConfigError` line.
+Lenient on what it does not know (unknown keys are kept and written back unchanged; a key
+within a small edit distance of a known one is a "did you mean" warning), strict on what it
+does: choice fields are `Literal`s. `parse_config` recognises the architecture and layout
+(`config_layouts`), fills absent keys with the defaults of the loader the file names
+(`config_defaults`), validates, and turns any failure into one `ConfigError` line.
 
-Configs written by transformers v5 `save_pretrained` (`rope_parameters` instead of
-`rope_scaling`, `dtype` instead of `torch_dtype`, no `topk_method`/`scoring_func` for
-deepseek_v3) are normalised to the same fields before validation.
+Describe before you judge: routing inconsistencies (top-k larger than the kept groups'
+experts, groups not dividing experts, ...) are `ConfigReading.warnings` when parsed with
+`lenient=True` (info, diff, validate) and a `ConfigError` naming the field otherwise (every
+command that writes or computes from the config).
 """
 
 from __future__ import annotations
@@ -20,25 +23,32 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     TypeAdapter,
     ValidationError,
     model_validator,
 )
 
+from .config_defaults import loader_defaults
+from .config_layouts import (
+    INFERENCE_LEAVES_OUT,
+    QUANT_SCHEMES,
+    REFUSED_MODEL_TYPES,
+    SUPPORTED_MODEL_TYPES,  # noqa: F401  (re-exported: `from ckpt_tools.config import ...`)
+    WRAPPER_KEYS,
+    ConfigReading,
+    choose_loader,
+    from_inference_layout,
+    near_miss_warnings,
+    recognise,
+)
 from .errors import ConfigError, UnsupportedModelError
 
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
 ScoringFunc = Literal["softmax", "sigmoid"]
 
-SUPPORTED_MODEL_TYPES = ("deepseek_v2", "deepseek_v3")
-
-# Architectures we recognise but refuse, with the reason a user needs.
-_REFUSED_MODEL_TYPES = {
-    "deepseek_v32": "DeepSeek V3.2 (deepseek_v32) adds a lightning indexer "
-    "(self_attn.indexer.*) that ckpt_tools does not handle yet",
-    "deepseek_v4": "DeepSeek V4 (FP4 experts, E8M0 scales) is not supported yet",
-    "deepseek": "DeepSeek-MoE v1 (model_type 'deepseek') has no MLA and is not supported",
-}
+# Kept for callers of the old names; the tables live in config_layouts.
+_REFUSED_MODEL_TYPES = REFUSED_MODEL_TYPES
 
 
 class RopeScaling(BaseModel):
@@ -93,17 +103,16 @@ class _DeepseekCommon(BaseModel):
     n_shared_experts: int = Field(ge=0, description="Shared experts, fused into one MLP")
     n_routed_experts: int = Field(gt=0, description="Routed experts per MoE layer (E)")
     num_experts_per_tok: int = Field(gt=0, description="Routed experts per token (top-k)")
-    routed_scaling_factor: float = Field(1.0, description="Multiplier on routed-expert weights")
+    routed_scaling_factor: float = Field(description="Multiplier on routed-expert weights")
     topk_method: TopkMethod
     scoring_func: ScoringFunc
-    n_group: int = Field(1, gt=0, description="Expert groups for group-limited routing")
-    topk_group: int = Field(1, gt=0, description="Groups kept per token")
-    norm_topk_prob: bool = Field(False, description="Renormalise the top-k weights to sum 1")
+    n_group: int = Field(gt=0, description="Expert groups for group-limited routing")
+    topk_group: int = Field(gt=0, description="Groups kept per token")
+    norm_topk_prob: bool = Field(description="Renormalise the top-k weights to sum 1")
     moe_layer_freq: int = Field(1, gt=0, description="Every k-th layer (after the dense ones) is MoE")
-    first_k_dense_replace: int = Field(0, ge=0, description="Leading layers with a dense MLP")
+    first_k_dense_replace: int = Field(ge=0, description="Leading layers with a dense MLP")
     q_lora_rank: int | None = Field(
-        None, description="Query compression rank; null = plain q_proj (V2-Lite)"
-    )
+        description="Query compression rank; null = plain q_proj (V2-Lite)")
     kv_lora_rank: int = Field(gt=0, description="Width of the compressed KV latent")
     qk_nope_head_dim: int = Field(gt=0)
     qk_rope_head_dim: int = Field(gt=0, description="Decoupled RoPE key/query width (even)")
@@ -119,6 +128,18 @@ class _DeepseekCommon(BaseModel):
     quantization_config: Fp8QuantizationConfig | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
+
+    # How the file was read (architecture, layout, loader, defaults filled, warnings).
+    _reading: ConfigReading | None = PrivateAttr(None)
+
+    @property
+    def reading(self) -> ConfigReading:
+        if self._reading is None:
+            mt = self.model_type
+            return ConfigReading(architecture=mt, recognised_by=f"model_type {mt}",
+                                 original_model_type=mt, layout="hub",
+                                 loader=choose_loader({}, mt, "hub"))
+        return self._reading
 
     # -- derived -------------------------------------------------------------------------
     @property
@@ -154,38 +175,40 @@ class _DeepseekCommon(BaseModel):
         return scale
 
     # -- rules -----------------------------------------------------------------------------
-    @model_validator(mode="after")
-    def _cross_field_rules(self):
+    def routing_problems(self) -> list[str]:
+        """Inconsistencies for routing or conversion, each 'field: what is wrong'. The
+        config can still be described; nothing can be computed or written from it."""
+        out = []
         E, G = self.n_routed_experts, self.n_group
         if E % G:
-            raise ValueError(f"n_group: {G} does not divide n_routed_experts {E}")
+            out.append(f"n_group: {G} does not divide n_routed_experts {E}")
         if self.topk_group > G:
-            raise ValueError(f"topk_group: {self.topk_group} is larger than n_group {G}")
-        reachable = E // G * self.topk_group if self.topk_method != "greedy" else E
+            out.append(f"topk_group: {self.topk_group} is larger than n_group {G}")
+        reachable = E // G * min(self.topk_group, G) if self.topk_method != "greedy" else E
         if self.num_experts_per_tok > reachable:
-            raise ValueError(
-                f"num_experts_per_tok: {self.num_experts_per_tok} is more than the "
-                f"{reachable} experts in the {self.topk_group} kept group(s)"
-            )
+            out.append(f"num_experts_per_tok: {self.num_experts_per_tok} is more than the "
+                       f"{reachable} experts in the {self.topk_group} kept group(s)")
         if self.topk_method == "noaux_tc":
             if self.scoring_func != "sigmoid":
-                raise ValueError("scoring_func: noaux_tc routing needs 'sigmoid'")
+                out.append("scoring_func: noaux_tc routing needs 'sigmoid'")
             if E // G < 2:
-                raise ValueError("n_group: noaux_tc ranks groups by their top-2 sum, "
-                                 "so each group needs at least 2 experts")
+                out.append("n_group: noaux_tc ranks groups by their top-2 sum, "
+                           "so each group needs at least 2 experts")
         elif self.scoring_func != "softmax":
-            raise ValueError(f"scoring_func: topk_method {self.topk_method} needs 'softmax'")
+            out.append(f"scoring_func: topk_method {self.topk_method} needs 'softmax'")
         if self.first_k_dense_replace > self.num_hidden_layers:
-            raise ValueError(
-                f"first_k_dense_replace: {self.first_k_dense_replace} is more than "
-                f"num_hidden_layers {self.num_hidden_layers}"
-            )
+            out.append(f"first_k_dense_replace: {self.first_k_dense_replace} is more than "
+                       f"num_hidden_layers {self.num_hidden_layers}")
         kv = self.num_key_value_heads
         if kv is not None and kv != self.num_attention_heads:
-            raise ValueError(
-                f"num_key_value_heads: MLA needs it equal to num_attention_heads "
-                f"({self.num_attention_heads}), found {kv}"
-            )
+            # MLA ignores it, but converters (and DeepSeek's own configs) keep the two equal
+            out.append(f"num_key_value_heads: MLA needs it equal to num_attention_heads "
+                       f"({self.num_attention_heads}), found {kv}")
+        return out
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self):
+        """Rules without which not even the tensor plan can be drawn."""
         if self.qk_rope_head_dim % 2:
             raise ValueError(f"qk_rope_head_dim: must be even, found {self.qk_rope_head_dim}")
         if self.q_lora_rank is not None and self.q_lora_rank <= 0:
@@ -195,7 +218,11 @@ class _DeepseekCommon(BaseModel):
     # -- round trip ------------------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:
         """The config as config.json keys; unknown keys come back unchanged."""
-        return self.model_dump(mode="json", exclude_unset=True, by_alias=True)
+        data = self.model_dump(mode="json", exclude_unset=True, by_alias=True)
+        original = self.reading.original_model_type
+        if original and original != self.model_type and self.reading.layout != "inference":
+            data["model_type"] = original  # a renamed derivative keeps its own name
+        return data
 
 
 class DeepseekV2Config(_DeepseekCommon):
@@ -203,21 +230,18 @@ class DeepseekV2Config(_DeepseekCommon):
 
     model_type: Literal["deepseek_v2"]
 
-    @model_validator(mode="after")
-    def _v2_router(self):
-        if self.topk_method == "noaux_tc":
-            raise ValueError("topk_method: deepseek_v2 routes with greedy or group_limited_greedy")
-        return self
+    def routing_problems(self) -> list[str]:
+        extra = (["topk_method: deepseek_v2 routes with greedy or group_limited_greedy"]
+                 if self.topk_method == "noaux_tc" else [])
+        return extra + super().routing_problems()
 
 
 class DeepseekV3Config(_DeepseekCommon):
     """DeepSeek-V3, V3-Base, V3-0324, R1, R1-0528, V3.1 (`model_type: deepseek_v3`)."""
 
     model_type: Literal["deepseek_v3"]
-    # transformers v5 omits these two for deepseek_v3 (its router is always noaux_tc).
-    topk_method: TopkMethod = "noaux_tc"
-    scoring_func: ScoringFunc = "sigmoid"
-    num_nextn_predict_layers: int = Field(0, ge=0, description="MTP modules stored after the main layers")
+    num_nextn_predict_layers: int = Field(
+        ge=0, description="MTP modules stored after the main layers")
 
 
 DeepseekConfig = Annotated[
@@ -268,30 +292,107 @@ def _one_line(err: ValidationError, source: str) -> str:
     return f"{source}: field '{loc}': {msg}{found_s}{more}"
 
 
-def parse_config(raw: Any, *, source: str = "config") -> DeepseekV2Config | DeepseekV3Config:
-    """Validate a config.json mapping.
+def _fill_loader_defaults(data: dict[str, Any], reading: ConfigReading, source: str) -> None:
+    """Absent keys get the loader's value; nulls the loader tolerates get what it does with
+    them. Records every filled key in `reading.defaulted`."""
+    for key, value in loader_defaults(reading.loader).items():
+        if key not in data:
+            data[key] = value
+            reading.defaulted[key] = value
+    greedy = data.get("topk_method") == "greedy"
+    for key in ("n_group", "topk_group"):
+        if data.get(key) is None and greedy:
+            data[key] = 1  # greedy routing never reads the groups
+            reading.defaulted[key] = 1
+    if data.get("n_shared_experts", 0) is None:
+        data["n_shared_experts"] = 0  # the remote code builds no shared MLP for null
+        reading.defaulted["n_shared_experts"] = 0
+    for key, why in (("num_experts_per_tok", "routing needs a top-k"),
+                     ("n_routed_experts", "null means a dense model; ckpt_tools reads MoE models"),
+                     ("n_group", f"topk_method {data.get('topk_method')} needs expert groups"),
+                     ("topk_group", f"topk_method {data.get('topk_method')} needs expert groups")):
+        if data.get(key, 0) is None:
+            dflt = " (the loader's default)" if key in reading.defaulted else ""
+            raise ConfigError(f"{source}: field '{key}': null{dflt}, but {why}; "
+                              f"set it ({reading.loader})")
+
+
+def _split_quantization(data: dict[str, Any], reading: ConfigReading) -> None:
+    """Name a quantisation scheme other than DeepSeek's block FP8 and describe the model
+    without it (its dtypes come from the headers)."""
+    qc = data.get("quantization_config")
+    if not isinstance(qc, dict):
+        return
+    method = qc.get("quant_method")
+    if method == "fp8" and qc.get("fmt", "e4m3") == "e4m3" and "weight_block_size" in qc:
+        return
+    algo = qc.get("quant_algo") or qc.get("format") or qc.get("bits") or qc.get("dtype")
+    name = QUANT_SCHEMES.get(method, f"quant_method {json.dumps(method)}")
+    if method == "fp8":
+        name = "FP8 without DeepSeek's 128x128 weight blocks"
+    reading.quantization_scheme = name + (f" ({algo})" if algo and method != "fp8" else "")
+    data.pop("quantization_config")
+
+
+def parse_config(raw: Any, *, source: str = "config",
+                 lenient: bool = False) -> DeepseekV2Config | DeepseekV3Config:
+    """Validate a config.json mapping, in any layout `config_layouts` recognises.
+
+    Args:
+        raw: the parsed JSON.
+        source: named first in every error.
+        lenient: keep routing inconsistencies and foreign quantisation schemes as
+            `config.reading.warnings` instead of raising (describe before you judge).
 
     Raises:
-        UnsupportedModelError: unknown or not-yet-supported `model_type`.
+        UnsupportedModelError: another architecture, or a DeepSeek one not handled yet.
         ConfigError: anything else, in one line naming the field.
     """
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a JSON object, found {type(raw).__name__}")
-    model_type = raw.get("model_type")
-    if model_type in _REFUSED_MODEL_TYPES:
-        raise UnsupportedModelError(f"{source}: {_REFUSED_MODEL_TYPES[model_type]}")
-    if model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedModelError(
-            f"{source}: model_type {json.dumps(model_type)} is not a DeepSeek V2/V3 config "
-            f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
-        )
+    family, why, layout, wrapper_key = recognise(raw, source)
+    outer = raw
+    outside: list[str] = []
+    if wrapper_key is not None:
+        raw = outer[wrapper_key]
+        outside = sorted(k for k, v in outer.items() if k != wrapper_key and isinstance(v, dict)
+                         and k.endswith("_config") and k != "quantization_config")
+    data = from_inference_layout(raw) if layout == "inference" else _normalise_transformers_v5(raw)
+    if wrapper_key is not None and "quantization_config" not in data:
+        if "quantization_config" in outer:  # declared by the wrapper for its language model
+            data["quantization_config"] = outer["quantization_config"]
+    data["model_type"] = family
+    reading = ConfigReading(
+        architecture=family, recognised_by=why, original_model_type=raw.get("model_type"),
+        layout=layout, loader=choose_loader(raw, family, layout), wrapper_key=wrapper_key,
+        tensor_prefix=WRAPPER_KEYS[wrapper_key] if wrapper_key else "", outside_plan=outside,
+        wrapper_model_type=outer.get("model_type") if wrapper_key else None,
+        leaves_out=list(INFERENCE_LEAVES_OUT) if layout == "inference" else [],
+        warnings=near_miss_warnings(raw, family, layout),
+    )
+    _fill_loader_defaults(data, reading, source)
+    _split_quantization(data, reading)
     try:
-        return _ADAPTER.validate_python(_normalise_transformers_v5(raw))
+        config = _ADAPTER.validate_python(data)
     except ValidationError as e:
         raise ConfigError(_one_line(e, source)) from e
+    problems = config.routing_problems()
+    if not lenient:
+        if problems:
+            field, _, rest = problems[0].partition(": ")
+            raise ConfigError(f"{source}: field '{field}': {rest}")
+        if reading.quantization_scheme:
+            raise UnsupportedModelError(
+                f"{source}: quantization_config is {reading.quantization_scheme}; this command "
+                f"needs DeepSeek's block FP8 (quant_method fp8, 128x128 blocks) or BF16")
+    reading.inconsistencies.extend(problems)
+    config.__pydantic_fields_set__.difference_update(reading.defaulted)
+    config._reading = reading
+    return config
 
 
-def read_config_file(path: str | Path) -> DeepseekV2Config | DeepseekV3Config:
+def read_config_file(path: str | Path, *,
+                     lenient: bool = False) -> DeepseekV2Config | DeepseekV3Config:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -303,7 +404,23 @@ def read_config_file(path: str | Path) -> DeepseekV2Config | DeepseekV3Config:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
-    return parse_config(raw, source=str(path))
+    hf_quant = path.with_name(HF_QUANT_CONFIG_FILE)
+    if isinstance(raw, dict) and "quantization_config" not in raw and hf_quant.is_file():
+        raw = dict(raw, quantization_config=_modelopt_quantization(hf_quant))
+    return parse_config(raw, source=str(path), lenient=lenient)
+
+
+HF_QUANT_CONFIG_FILE = "hf_quant_config.json"  # NVIDIA ModelOpt exports (NVFP4, FP8 per-tensor)
+
+
+def _modelopt_quantization(path: Path) -> dict[str, Any]:
+    """The quantisation a ModelOpt export declares beside config.json, as a quantization_config."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read: {e}") from e
+    quant = data.get("quantization") if isinstance(data, dict) else None
+    return {"quant_method": "modelopt", **(quant if isinstance(quant, dict) else {})}
 
 
 def config_json_schema() -> dict[str, Any]:

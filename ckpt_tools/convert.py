@@ -454,6 +454,10 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
     with Checkpoint(src) as ck:
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
         config.pop("quantization_config", None)
+        wrapper = ck.config.reading.wrapper_key  # a wrapper's language model may declare it
+        if wrapper and isinstance(config.get(wrapper), dict):
+            config[wrapper] = {k: v for k, v in config[wrapper].items()
+                               if k != "quantization_config"}
         job = _job("upcast", ck, {"dtype": dtype, "max_shard_size": max_shard_size})
         resumed, side, _ = _run(ck, Path(dst), plan, job, workers=workers, overwrite=overwrite,
                                 progress=progress, label="upcast", scale_fmt=None, config=config)

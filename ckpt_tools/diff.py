@@ -20,6 +20,7 @@ from .arch_figures import DEFAULT_CONTEXT, ArchFigures, RoutingSemantics, arch_f
 from .errors import ConfigError
 from .index import SINGLE_FILE
 from .progress import Progress
+from .config_layouts import ConfigReading
 from .sources import ConfigSource, resolve_config
 from .tensor_diff import HeaderDiff, ValueDiff, header_diff, value_diff
 from .tensor_plan import TensorPlan
@@ -133,6 +134,8 @@ class Side(BaseModel):
     title: str | None
     model_type: str
     layout: Literal["bf16", "fp8"]
+    reading: ConfigReading = Field(description="What was recognised, defaults filled, what the "
+                                   "layout leaves out, and warnings (inconsistencies)")
 
 
 class QuantityRow(BaseModel):
@@ -457,7 +460,7 @@ def _policy(families: dict[str, FamilySide]) -> dict[str, int]:
 def _side(src: ConfigSource, layout: str) -> Side:
     return Side(spec=src.spec, kind=src.kind, label=src.label,
                 title=src.preset.title if src.preset else None,
-                model_type=src.config.model_type, layout=layout)
+                model_type=src.config.model_type, layout=layout, reading=src.config.reading)
 
 
 def _verdict(changes: list[FieldChange], plan: PlanDiff) -> Verdict:
@@ -509,7 +512,7 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
             checkpoint directories.
         FormatError, MissingTensorError: a broken checkpoint.
     """
-    src_a, src_b = resolve_config(a), resolve_config(b)
+    src_a, src_b = resolve_config(a, lenient=True), resolve_config(b, lenient=True)
     both = src_a.kind == src_b.kind == "checkpoint"
     if values and not both:
         kinds = f"A is a {src_a.kind}, B is a {src_b.kind}"
@@ -521,7 +524,7 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
             if src.kind == "checkpoint":
                 from .checkpoint import Checkpoint  # numpy: only for checkpoint directories
 
-                cks.append(Checkpoint(src.path))
+                cks.append(Checkpoint(src.path, src.config))
             else:
                 cks.append(None)
         ck_a, ck_b = cks

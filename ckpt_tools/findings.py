@@ -6,9 +6,12 @@ fixed here, so a finding cannot be an error in one place and a warning in anothe
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
+
+if TYPE_CHECKING:
+    from .config_layouts import ConfigReading
 
 Severity = Literal["error", "warning", "info"]
 
@@ -38,8 +41,14 @@ CODES: dict[str, tuple[Severity, str]] = {
     "config-missing": ("error", "no config.json (and no --config): plan checks skipped"),
     "config-invalid": ("error", "config.json does not parse: plan checks skipped"),
     "config-layout": ("error", "config.json's quantization_config disagrees with the tensors"),
+    "config-inconsistent": ("error", "the config parses but is inconsistent for routing or "
+                                     "conversion"),
+    "config-unknown-key": ("warning", "an unknown config key close to a known one (did you mean)"),
+    "config-quantization": ("error", "a quantisation scheme other than DeepSeek's block FP8"),
     "tensor-missing": ("error", "a tensor the plan expects is absent"),
     "tensor-unexpected": ("error", "a tensor the plan does not know"),
+    "tensor-outside-plan": ("info", "tensors of a wrapper's other towers (vision, projector), "
+                                    "not checked"),
     "shape-mismatch": ("error", "a tensor whose shape differs from the plan"),
     "dtype-mismatch": ("error", "a tensor whose dtype is wrong for the layout"),
     "dtype-differs": ("warning", "a float dtype other than the plan's that loaders cast"),
@@ -119,6 +128,19 @@ class Findings:
             severity=CODES[code][0], code=code, file=file, tensor=tensor,
             expected=None if expected is None else _text(expected),
             found=None if found is None else _text(found), message=message))
+
+    def judge_config(self, reading: ConfigReading, where: str) -> None:
+        """What `info` and `diff` only describe: near-miss keys (warnings), routing
+        inconsistencies and a foreign quantisation scheme (errors)."""
+        for w in reading.warnings:
+            self.add("config-unknown-key", f"{where}: {w}", file=where)
+        for problem in reading.inconsistencies:
+            field, _, rest = problem.partition(": ")
+            self.add("config-inconsistent", f"{where}: field '{field}': {rest}", file=where)
+        if reading.quantization_scheme:
+            self.add("config-quantization", f"{where}: quantization_config is "
+                     f"{reading.quantization_scheme}; the plan checks assume DeepSeek's block "
+                     f"FP8 or BF16", file=where)
 
     @property
     def errors(self) -> int:

@@ -7,8 +7,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .sources import resolve_config
+from .config_layouts import ConfigReading
 from .dtypes import itemsize
+from .sources import resolve_config
 from .tensor_plan import TensorPlan
 
 
@@ -61,6 +62,30 @@ class TensorSummary(BaseModel):
     bytes_by_dtype: dict[str, int]
 
 
+_UNITS = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+
+
+def rounds_to(count: int, published: str) -> bool:
+    """Whether a figure published as e.g. "1T", "32B", "15.7B" is `count` to the precision
+    it was published with: rounded (V3: 36.63B -> "37B") or truncated (V2-Lite: 2.451B
+    activated -> "2.4B"), never further off than one unit of its last digit."""
+    number, unit = published[:-1], _UNITS[published[-1].upper()]
+    step = unit / 10 ** len(number.partition(".")[2])
+    value = float(number) * unit
+    return abs(count - value) <= 0.5 * step or value <= count < value + step
+
+
+class PublishedFigures(BaseModel):
+    """Parameter counts as the publisher gives them, and whether the plan's agree."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    total: str
+    activated: str
+    source: str
+    total_agrees: bool = Field(description="parameters.main rounds to `total`")
+    activated_agrees: bool = Field(description="parameters.activated rounds to `activated`")
+
+
 class LayerBytes(BaseModel):
     """Bytes of one stretch of the checkpoint, by component, in the plan's layout (FP8 scales
     count with the weight they scale)."""
@@ -82,10 +107,13 @@ class ModelInfo(BaseModel):
     title: str | None
     hf_repo: str | None
     provenance: Provenance
+    reading: ConfigReading = Field(description="What was recognised and why, the loader whose "
+                                   "defaults filled absent keys, and warnings")
     architecture: ArchitectureSummary
     parameters: ParameterSummary
     plan: TensorSummary  # what the config implies, in its own layout
     files: TensorSummary | None = None  # what a checkpoint directory holds (headers only)
+    published: PublishedFigures | None = None  # presets: the publisher's figures, checked
     bytes_by_layer: list[LayerBytes] = Field(
         description="Where the plan's bytes live, in checkpoint order: embedding, each "
                     "decoder layer, head, MTP layers")
@@ -109,12 +137,12 @@ def bytes_by_layer(plan: TensorPlan) -> list[LayerBytes]:
 
 def describe(spec: str | Path) -> ModelInfo:
     """Summarise a preset name, config.json path or checkpoint directory."""
-    src = resolve_config(spec)
+    src = resolve_config(spec, lenient=True)
     c = src.config
     plan = TensorPlan(c)
     moe_layers = sum(c.is_moe_layer(i) for i in range(c.num_hidden_layers))
     qc = c.quantization_config
-    quant = None
+    quant = c.reading.quantization_scheme
     if qc is not None:
         quant = f"{qc.quant_method} {qc.fmt} blocks {qc.weight_block_size[0]}x{qc.weight_block_size[1]}"
         quant += f", scale_fmt {qc.scale_fmt}" if qc.scale_fmt else ""
@@ -147,11 +175,18 @@ def describe(spec: str | Path) -> ModelInfo:
                     count += 1
             files = TensorSummary(layout=ck.layout, tensors=count, total_bytes=sum(by_dtype.values()),
                                   bytes_by_dtype=by_dtype)
+    published = None
+    if src.preset is not None and src.preset.published:
+        pub = dict(src.preset.published)
+        published = PublishedFigures(
+            total=pub["total"], activated=pub["activated"], source=pub["source"],
+            total_agrees=rounds_to(p.main, pub["total"]),
+            activated_agrees=rounds_to(p.activated, pub["activated"]))
     return ModelInfo(
-        source=str(spec), source_kind=src.kind,
+        source=str(spec), source_kind=src.kind, published=published,
         title=src.preset.title if src.preset else None,
         hf_repo=src.preset.hf_repo if src.preset else None,
-        provenance=prov, architecture=arch, parameters=params,
+        provenance=prov, reading=c.reading, architecture=arch, parameters=params,
         plan=TensorSummary(layout=plan.layout, tensors=len(plan), total_bytes=plan.total_bytes,
                            bytes_by_dtype=plan.bytes_by_dtype),
         files=files, bytes_by_layer=bytes_by_layer(plan),

@@ -28,7 +28,7 @@ import numpy as np
 
 from .config import read_config_file
 from .errors import (ConfigError, FormatError, MissingTensorError, ShapeMismatchError,
-                     UnexpectedTensorError)
+                     UnexpectedTensorError, UnsupportedModelError)
 from .fp8 import dequantize
 from .index import MP_FILE_GLOB
 from .safetensors_io import SafetensorsReader
@@ -127,6 +127,10 @@ class MpLayout:
     def __init__(self, plan: TensorPlan, model_parallel: int, *, keep_mtp: bool = False):
         if model_parallel < 1:
             raise ConfigError(f"model_parallel must be at least 1, found {model_parallel}")
+        if plan.prefix:
+            raise UnsupportedModelError(
+                f"a wrapped language model (tensors under '{plan.prefix}'): DeepSeek's "
+                f"model-parallel layout holds a bare DeepSeek model only")
         self.plan = plan
         self.model_parallel = n = model_parallel
         self.keep_mtp = keep_mtp

@@ -26,6 +26,8 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from .config import read_config_file
+from .config_layouts import INFERENCE_CONFIG_FILE, to_inference_layout
 from .dtypes import itemsize
 from .errors import VerificationError
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
@@ -265,6 +267,8 @@ def _check_outputs(plan: ReshardPlan, dst: Path,
 
 
 def _write_config(plan: ReshardPlan, dst: Path) -> None:
+    """config.json (MTP undeclared when dropped); for deepseek-mp also the inference config
+    DeepSeek's generate.py takes."""
     if plan.config_path is None:
         return
     target = dst / CONFIG_FILE
@@ -274,6 +278,9 @@ def _write_config(plan: ReshardPlan, dst: Path) -> None:
         write_json_atomic(target, raw)
     else:
         copy_file_atomic(plan.config_path, target)
+    if plan.mode == "deepseek-mp":
+        write_json_atomic(dst / INFERENCE_CONFIG_FILE,
+                          to_inference_layout(read_config_file(plan.config_path)))
 
 
 def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = None,

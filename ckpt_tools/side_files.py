@@ -7,12 +7,13 @@ import shutil
 from collections.abc import Collection
 from pathlib import Path
 
+from .config_layouts import INFERENCE_CONFIG_FILE
 from .index import INDEX_FILE
 from .manifest import MANIFEST_FILE
 from .output import JOURNAL_FILE, LOCK_FILE
 
 # Written by the converter itself, never copied.
-_OWN = {"config.json", INDEX_FILE, MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE}
+_OWN = {"config.json", INDEX_FILE, MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE, INFERENCE_CONFIG_FILE}
 
 
 def side_files(src: str | Path, exclude: Collection[str] = ()) -> list[Path]:

@@ -26,8 +26,11 @@ class ConfigSource:
         return self.preset.name if self.preset else self.spec
 
 
-def resolve_config(spec: str | Path) -> ConfigSource:
+def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:
     """Accepts a preset name/alias, a path to a config.json, or a checkpoint directory.
+
+    With `lenient`, a config that parses but is inconsistent for routing (or uses another
+    quantisation scheme) is returned with the problems in `config.reading.warnings`.
 
     Raises:
         ConfigError: when it is none of these, or the config is invalid.
@@ -38,9 +41,9 @@ def resolve_config(spec: str | Path) -> ConfigSource:
         cfg_path = path / CONFIG_FILE
         if not cfg_path.is_file():
             raise ConfigError(f"{path}: directory has no {CONFIG_FILE}")
-        return ConfigSource(text, "checkpoint", read_config_file(cfg_path), path)
+        return ConfigSource(text, "checkpoint", read_config_file(cfg_path, lenient=lenient), path)
     if path.is_file():
-        return ConfigSource(text, "config", read_config_file(path), path)
+        return ConfigSource(text, "config", read_config_file(path, lenient=lenient), path)
     preset = find_preset(text)
     if preset is not None:
         return ConfigSource(text, "preset", preset.config, preset=preset)

@@ -217,8 +217,11 @@ class TensorPlan:
     per-tensor `specs` (92k for V3) are expanded from them on first use.
     """
 
-    def __init__(self, config: Config, layout: Layout | None = None, *, include_mtp: bool = True):
+    def __init__(self, config: Config, layout: Layout | None = None, *, include_mtp: bool = True,
+                 prefix: str | None = None):
         self.config = config
+        # a wrapper's language model lives under a prefix (`language_model.`, `language.`)
+        self.prefix = config.reading.tensor_prefix if prefix is None else prefix
         self.layout: Layout = layout or ("fp8" if config.is_fp8 else "bf16")
         qc = config.quantization_config
         self.block: tuple[int, int] = tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK
@@ -231,7 +234,7 @@ class TensorPlan:
         for t in templates:
             if not t.when(c):
                 continue
-            family = prefix + t.pattern
+            family = self.prefix + prefix + t.pattern
             shape = tuple(int(d) for d in t.shape(c))
             quantized = t.fp8 and self.layout == "fp8"
             dtype = "F32" if t.f32 else ("F8_E4M3" if quantized else "BF16")

@@ -1,15 +1,17 @@
-"""Small, real, random checkpoints with a preset's architecture (`ckpt make-tiny`).
+"""Small, real, random checkpoints with any config's architecture (`ckpt make-tiny`).
 
-Widths and counts shrink; every structural feature stays: dense-first layers, expert
-groups, shared experts, null q_lora (v2-lite), e_score_correction_bias and the MTP layer
-(V3). With `fp8=True` weights are block-quantised, widths are chosen so that some blocks
-are partial, and one weight's scale is placed in the next shard. Values depend only on the
-seed and the tensor's name, so the output is byte-identical for a seed.
+The source is anything `ckpt` reads (a preset, a config.json in any recognised layout, a
+checkpoint directory). Widths and counts shrink; every structural feature stays: dense-first
+layers, expert groups, shared experts, null q_lora (v2-lite, Moonlight),
+e_score_correction_bias, the MTP layer (V3), a wrapper and so its tensor prefix. The tiny
+config.json spells every value out (no loader defaults left to chance) and keeps the
+source's model_type. With `fp8=True` weights are block-quantised, widths are chosen so that
+some blocks are partial, and one weight's scale is placed in the next shard. Values depend
+only on the seed and the tensor's name, so the output is byte-identical for a seed.
 """
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +20,14 @@ from typing import Any
 import numpy as np
 
 from .config import parse_config
+from .config_layouts import ConfigReading
 from .dtypes import DTYPES
 from .fp8 import BF16, FP8_QUANTIZATION_CONFIG, quantize
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
 from .output import OutputDir
-from .presets import all_presets, find_preset
 from .safetensors_io import SafetensorsWriter
-from .sources import CONFIG_FILE
+from .sources import CONFIG_FILE, resolve_config
 from .tensor_plan import TensorPlan, TensorSpec
-from .errors import ConfigError
 
 # Widths that keep the tiny model fast while leaving some FP8 blocks partial (96, 160).
 TINY_WIDTHS = {
@@ -47,13 +48,35 @@ TINY_TOP_K = 3
 TINY_MOE_LAYERS = 2
 
 
-def tiny_config(preset: str, *, real_widths: bool = False,
-                overrides: dict[str, Any] | None = None, fp8: bool = False) -> dict[str, Any]:
-    """The config.json of a tiny model of `preset`, as a dict."""
-    p = find_preset(preset)
-    if p is None:
-        raise ConfigError(f"{preset}: not a preset ({', '.join(all_presets())})")
-    raw = json.loads(json.dumps(p.raw_config))
+@dataclass(frozen=True)
+class Shrunk:
+    field: str
+    source: Any
+    tiny: Any
+
+
+def _source_config(source: str) -> tuple[dict[str, Any], ConfigReading]:
+    """Every effective value of `source` as config.json keys (defaults spelled out), and how
+    it was read."""
+    config = resolve_config(source).config  # strict: an inconsistent config is refused
+    raw = config.model_dump(mode="json", by_alias=True)
+    r = config.reading
+    if r.original_model_type and r.layout != "inference":
+        raw["model_type"] = r.original_model_type
+    raw.setdefault("architectures", None)
+    if not raw["architectures"]:
+        raw["architectures"] = [("DeepseekV3" if config.model_type == "deepseek_v3"
+                                 else "DeepseekV2") + "ForCausalLM"]
+    return raw, r
+
+
+def tiny_config(preset: str = "v3", *, real_widths: bool = False,
+                overrides: dict[str, Any] | None = None, fp8: bool = False,
+                shrunk: list[Shrunk] | None = None) -> dict[str, Any]:
+    """The config.json of a tiny model of `preset` (any preset, config.json or checkpoint
+    directory), as a dict; what was shrunk is appended to `shrunk`."""
+    raw, reading = _source_config(preset)
+    before = dict(raw)
     if not real_widths:
         raw.update(TINY_WIDTHS)
         if raw.get("q_lora_rank") is not None:
@@ -67,13 +90,24 @@ def tiny_config(preset: str, *, real_widths: bool = False,
         n_group=1 if groups == 1 else 4,
         topk_group=1 if groups == 1 else 2,
         num_experts_per_tok=TINY_TOP_K,
+        n_shared_experts=min(raw["n_shared_experts"], 2),
+        num_nextn_predict_layers=min(raw.get("num_nextn_predict_layers") or 0, 1),
     )
+    if raw["model_type"] == "deepseek_v2" or before.get("num_nextn_predict_layers") is None:
+        raw.pop("num_nextn_predict_layers")
     if fp8:
-        raw.setdefault("quantization_config", dict(FP8_QUANTIZATION_CONFIG))
+        raw["quantization_config"] = raw.get("quantization_config") or dict(FP8_QUANTIZATION_CONFIG)
     else:
         raw.pop("quantization_config", None)
     raw["torch_dtype"] = "bfloat16"
     raw.update(overrides or {})
+    if shrunk is not None:
+        shrunk.extend(Shrunk(k, before[k], raw[k]) for k in sorted(raw)
+                      if k in before and before[k] != raw[k] and k not in ("torch_dtype",)
+                      and not isinstance(raw[k], (dict, list)))
+    if reading.wrapper_key:  # keep the wrapper, so tensors keep its prefix
+        raw = {"model_type": reading.wrapper_model_type,
+               reading.wrapper_key: dict(sorted(raw.items()))}
     parse_config(raw, source=f"tiny {preset}")  # fail before writing anything
     return dict(sorted(raw.items()))
 
@@ -113,18 +147,21 @@ def _split(specs: list[TensorSpec], shards: int) -> list[list[TensorSpec]]:
 @dataclass(frozen=True)
 class TinyCheckpoint:
     path: Path
-    preset: str
+    preset: str  # the source: a preset, config.json or checkpoint directory
     layout: str
     shards: int
     tensors: int
     total_bytes: int
+    shrunk: tuple[Shrunk, ...] = ()
 
 
 def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards: int = 2,
               seed: int = 0, real_widths: bool = False, overrides: dict[str, Any] | None = None,
               overwrite: bool = False) -> TinyCheckpoint:
-    """Write a tiny checkpoint of `preset` into `dst` (HF layout)."""
-    raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8)
+    """Write a tiny checkpoint of `preset` (a preset, config.json or checkpoint directory)
+    into `dst` (HF layout)."""
+    shrunk: list[Shrunk] = []
+    raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8, shrunk=shrunk)
     config = parse_config(raw)
     plan = TensorPlan(config)
     groups = _split(list(plan.specs), shards)
@@ -147,11 +184,13 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
         write_index(out.path / INDEX_FILE, ShardIndex(weight_map, plan.total_bytes))
         write_json_atomic(out.path / CONFIG_FILE, raw)
         write_json_atomic(out.path / "generation_config.json",
-                          {"bos_token_id": raw.get("bos_token_id"), "eos_token_id": raw.get("eos_token_id"),
+                          {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
                            "do_sample": True, "temperature": 0.6})
         write_json_atomic(out.path / "tokenizer_config.json",
-                          {"model_max_length": raw["max_position_embeddings"], "tokenizer_class": "LlamaTokenizerFast"})
-    return TinyCheckpoint(Path(dst), preset, plan.layout, len(groups), len(plan), plan.total_bytes)
+                          {"model_max_length": config.max_position_embeddings,
+                           "tokenizer_class": "LlamaTokenizerFast"})
+    return TinyCheckpoint(Path(dst), preset, plan.layout, len(groups), len(plan), plan.total_bytes,
+                          tuple(shrunk))
 
 
-__all__ = ["make_tiny", "tiny_config", "tensor_value", "TinyCheckpoint", "BF16"]
+__all__ = ["make_tiny", "tiny_config", "tensor_value", "TinyCheckpoint", "Shrunk", "BF16"]

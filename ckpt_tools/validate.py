@@ -287,7 +287,8 @@ def _load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | 
     if isinstance(config, (DeepseekV2Config, DeepseekV3Config)):
         return config, "given", False
     if config is not None:
-        src = resolve_config(config)  # a bad --config is the caller's error: it raises
+        src = resolve_config(config, lenient=True)  # a bad --config is the caller's error
+        f.judge_config(src.config.reading, src.label)
         return src.config, src.label, False
     path = root / CONFIG_FILE
     if not path.is_file():
@@ -295,10 +296,12 @@ def _load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | 
               f"(pass --config to check against one)", file=CONFIG_FILE)
         return None, None, False
     try:
-        return read_config_file(path), CONFIG_FILE, True
+        cfg = read_config_file(path, lenient=True)
     except ConfigError as e:
         f.add("config-invalid", _relative(str(e), path, CONFIG_FILE), file=CONFIG_FILE)
         return None, None, False
+    f.judge_config(cfg.reading, CONFIG_FILE)
+    return cfg, CONFIG_FILE, True
 
 
 def expected_tensors(plan: TensorPlan) -> dict[str, Expect]:
@@ -315,7 +318,7 @@ _LAYER_RE = re.compile(re.escape(LAYER_PREFIX).replace(r"\{L\}", r"(\d+)"))
 
 
 def _check_plan(expected: dict[str, Expect], inv: _Inventory, mtp_layers: range,
-                f: Findings, *, file: str | None = None) -> None:
+                f: Findings, *, file: str | None = None, prefix: str = "") -> None:
     """Compare name -> (shape, dtype) maps; whole MTP layers are reported once. The clean
     path is set operations and one comprehension: V3 has 92k names."""
     entries, where = inv.entries, inv.shard_of
@@ -355,6 +358,15 @@ def _check_plan(expected: dict[str, Expect], inv: _Inventory, mtp_layers: range,
     extra = (entries.keys() - expected.keys() - inv.scales) | (inv.unreadable.keys()
                                                                - expected.keys())
     extra = {n for n in extra if not n.endswith(SCALE_SUFFIX)}
+    if prefix:  # a wrapper: its other towers are outside the language model's plan
+        towers: dict[str, int] = defaultdict(int)
+        for name in [n for n in extra if not n.startswith(prefix)]:
+            towers[name.partition(".")[0] + "."] += 1
+            extra.discard(name)
+        for tower, count in sorted(towers.items()):
+            f.add("tensor-outside-plan", f"{count:,} tensors under '{tower}' belong to another "
+                  f"tower of the wrapped model (the plan covers '{prefix}')", tensor=tower,
+                  found=f"{count} tensors")
     undeclared: dict[int, list[str]] = defaultdict(list)
     for name in [n for n in (*entries, *inv.unreadable) if n in extra] if extra else []:
         m = _LAYER_RE.match(name)
@@ -445,7 +457,8 @@ def _check_hf(root: Path, single: str | None, config, f: Findings):
         if own:
             _check_config_layout(cfg, layout, f)
         mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
-        _check_plan(expected_tensors(TensorPlan(cfg, layout)), inv, mtp, f)
+        plan = TensorPlan(cfg, layout)
+        _check_plan(expected_tensors(plan), inv, mtp, f, prefix=plan.prefix)
         checks.append("plan")
     return [inv], cfg_source, layout, checks
 

@@ -14,7 +14,8 @@ V2 = find_preset("v2").raw_config
 def test_every_preset_parses_to_its_class():
     for p in all_presets().values():
         cfg = p.config
-        expected = DeepseekV3Config if p.raw_config["model_type"] == "deepseek_v3" else DeepseekV2Config
+        arch = p.raw_config["architectures"][0]  # kimi-k2's model_type is kimi_k2
+        expected = DeepseekV3Config if arch == "DeepseekV3ForCausalLM" else DeepseekV2Config
         assert isinstance(cfg, expected), p.name
         assert p.provenance_kind in ("verbatim", "reconstructed")
 
@@ -61,8 +62,16 @@ def test_wrong_type_names_field():
     assert "field 'hidden_size'" in msg and "big" in msg
 
 
-def test_missing_field_names_field():
-    assert "field 'kv_lora_rank': required field is missing" in _bad(kv_lora_rank=...)
+def test_missing_field_takes_the_loaders_default_and_is_marked():
+    raw = {k: v for k, v in V3.items() if k != "kv_lora_rank"}
+    cfg = parse_config(raw)
+    assert cfg.kv_lora_rank == 512 and cfg.reading.defaulted == {"kv_lora_rank": 512}
+    assert "kv_lora_rank" not in cfg.to_json_dict()  # written back as it was read
+
+
+def test_null_the_loader_cannot_route_with_names_field():
+    msg = _bad(num_experts_per_tok=None)
+    assert "field 'num_experts_per_tok': null" in msg
 
 
 def test_literal_choice_names_field():
@@ -88,8 +97,9 @@ def test_v2_cannot_use_noaux_tc():
 
 
 def test_unknown_and_refused_model_types():
-    with pytest.raises(UnsupportedModelError, match="not a DeepSeek V2/V3 config"):
-        parse_config(dict(V3, model_type="llama"))
+    llama = {k: v for k, v in V3.items() if k not in ("architectures", "auto_map")}
+    with pytest.raises(UnsupportedModelError, match="a Llama config .*not a DeepSeek V2/V3"):
+        parse_config(dict(llama, model_type="llama", architectures=["LlamaForCausalLM"]))
     with pytest.raises(UnsupportedModelError, match="indexer"):
         parse_config(dict(V3, model_type="deepseek_v32"))
 
@@ -138,12 +148,12 @@ def test_config_saved_by_transformers_loads(tmp_path, preset):
 
 def test_cli_bad_config_one_line_exit_1(tmp_path, run_cli):
     p = tmp_path / "config.json"
-    p.write_text(json.dumps(dict(V3, n_group=7)))
+    p.write_text(json.dumps(dict(V3, hidden_size="big")))
     r = run_cli("info", p)
     assert r.exit_code == 1
     assert "Traceback" not in r.output
     assert r.stderr.strip().count("\n") == 0
-    assert "n_group" in r.stderr
+    assert "hidden_size" in r.stderr
     p.write_text("{not json")
     r = run_cli("info", p)
     assert r.exit_code == 1 and "invalid JSON" in r.stderr

@@ -106,8 +106,24 @@ def _blocks(r, markdown: bool) -> list[Block]:
     def side(s, tag):
         return f"{tag}: {s.title or s.label}  [{s.spec}: {s.kind}, {s.model_type}, {s.layout}]"
 
+    def notes(s, tag):
+        rd = s.reading
+        out = [f"{tag} read as {rd.architecture} ({rd.recognised_by}), {rd.layout} layout"]
+        if rd.defaulted:
+            out.append(f"{tag} absent keys filled from {rd.loader}: "
+                       + ", ".join(f"{k}={v}" for k, v in rd.defaulted.items()))
+        out += [f"{tag} leaves out: {x}" for x in rd.leaves_out]
+        if rd.quantization_scheme:
+            out.append(f"{tag} quantized with {rd.quantization_scheme}")
+        out += [f"{tag} warning: {w}" for w in rd.warnings]
+        out += [f"{tag} inconsistent: {w}" for w in rd.inconsistencies]
+        return out
+
     blocks.append(Block(f"ckpt diff {r.a.spec} {r.b.spec}",
                         [side(r.a, "A"), side(r.b, "B"), r.summary], level=1))
+    reading = notes(r.a, "A") + notes(r.b, "B")
+    if any(" read as " not in line for line in reading):
+        blocks.append(Block("How the inputs were read", reading))
     heads = [q for q in r.quantities if q.headline]
     blocks.append(Block("Headline", headers=["", "A", "B", "B/A"], align="lrrr", rows=[
         [q.label, _num(q.a, q.unit, short=True), _num(q.b, q.unit, short=True), _ratio(q)]

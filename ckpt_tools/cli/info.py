@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from ..info import describe
@@ -14,7 +16,8 @@ from .render import emit_json, human_bytes, human_count, table
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @plot_option
 def info(source: str, as_json: bool, plot_path):
-    """Describe a preset (v2-lite, v2, v2.5, v3, r1, v3.1, ...), a config.json or a
+    """Describe a preset (v2-lite, v2, v2.5, v3, r1, v3.1, kimi-k2, moonlight, ...),
+    a config.json (any layout: HF, transformers 5, DeepSeek inference, wrapped) or a
     checkpoint directory."""
     result = describe(source)
     save_plot(plot_path, "info_figure", result)
@@ -27,6 +30,24 @@ def info(source: str, as_json: bool, plot_path):
     if result.hf_repo:
         click.echo(f"hub repo:    {result.hf_repo}")
     click.echo(f"provenance:  {result.provenance.kind}: {result.provenance.source}")
+    r = result.reading
+    click.echo(f"recognised:  {r.architecture} ({r.recognised_by}); {r.layout} layout")
+    click.echo(f"defaults:    {r.loader}"
+               + (": " + ", ".join(f"{k}={json.dumps(v)}" for k, v in r.defaulted.items())
+                  + " (absent, filled)" if r.defaulted else ": none needed"))
+    if r.wrapper_key:
+        others = ", ".join(r.outside_plan) or "nothing"
+        click.echo(f"wrapped:     language model in {r.wrapper_key}, tensors under "
+                   f"'{r.tensor_prefix}'; outside the plan: {others}")
+    if r.quantization_scheme:
+        click.echo(f"quantized:   {r.quantization_scheme} (plan shown unquantized; file dtypes "
+                   f"from headers)")
+    for item in r.leaves_out:
+        click.echo(f"leaves out:  {item}")
+    for w in r.warnings:
+        click.echo(f"warning: {w}", err=True)
+    for w in r.inconsistencies:
+        click.echo(f"warning: inconsistent: {w} (validate fails; writers refuse)", err=True)
     click.echo("")
     q = "none (q_proj)" if a.q_lora_rank is None else str(a.q_lora_rank)
     rows = [
@@ -50,6 +71,11 @@ def info(source: str, as_json: bool, plot_path):
         ["checkpoint total", f"{p.checkpoint:,}", human_count(p.checkpoint)],
     ]
     click.echo(table(rows, ["parameters", "count", ""], "lrr"))
+    if result.published:
+        pub = result.published
+        verdict = "agree" if pub.total_agrees and pub.activated_agrees else "DISAGREE"
+        click.echo(f"published:   {pub.total} total / {pub.activated} activated ({verdict}); "
+                   f"{pub.source}")
     click.echo("")
     for label, t in (("plan", result.plan), ("files", result.files)):
         if t is None:

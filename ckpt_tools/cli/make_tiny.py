@@ -25,7 +25,9 @@ def _parse_override(_ctx, _param, values):
 
 @click.command("make-tiny")
 @click.argument("dst", type=click.Path(file_okay=False))
-@click.option("--preset", default="v3", show_default=True, help="Architecture to shrink.")
+@click.option("--config", "--preset", "source", default="v3", show_default=True, metavar="X",
+              help="Architecture to shrink: a preset, a config.json (any layout ckpt reads) "
+                   "or a checkpoint directory.")
 @click.option("--fp8", is_flag=True, help="Block-FP8 weights with weight_scale_inv, like V3's release.")
 @click.option("--shards", default=2, show_default=True, type=click.IntRange(1), help="Number of shards.")
 @click.option("--seed", default=0, show_default=True, type=int)
@@ -35,14 +37,18 @@ def _parse_override(_ctx, _param, values):
               help="Override a config field (JSON value), e.g. --set n_routed_experts=32.")
 @click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
 @click.option("--json", "as_json", is_flag=True)
-def make_tiny(dst, preset, fp8, shards, seed, real_widths, overrides, overwrite, as_json):
+def make_tiny(dst, source, fp8, shards, seed, real_widths, overrides, overwrite, as_json):
     """Write a real, small, deterministic checkpoint (config.json, index, shards) to DST."""
-    result = build(dst, preset, fp8=fp8, shards=shards, seed=seed, real_widths=real_widths,
+    result = build(dst, source, fp8=fp8, shards=shards, seed=seed, real_widths=real_widths,
                    overrides=overrides, overwrite=overwrite)
+    shrunk = {s.field: [s.source, s.tiny] for s in result.shrunk}
     if as_json:
         emit_json({"path": str(result.path), "preset": result.preset, "layout": result.layout,
                    "shards": result.shards, "tensors": result.tensors,
-                   "total_bytes": result.total_bytes})
+                   "total_bytes": result.total_bytes, "shrunk": shrunk})
     else:
-        click.echo(f"wrote {result.path}: {preset} ({result.layout}), {result.tensors} tensors in "
+        click.echo(f"wrote {result.path}: {source} ({result.layout}), {result.tensors} tensors in "
                    f"{result.shards} shard(s), {human_bytes(result.total_bytes)}")
+        if shrunk:
+            click.echo("shrunk: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in shrunk.items()),
+                       err=True)

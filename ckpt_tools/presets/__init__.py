@@ -1,7 +1,8 @@
 """Bundled configs of each DeepSeek release, with where every value came from.
 
 Each `<name>.json` holds `title`, `hf_repo`, `aliases`, `provenance` (kind: verbatim or
-reconstructed, and the source) and the `config` itself.
+reconstructed, and the source), optionally `published` (the total / activated parameter
+counts the publisher gives, to the precision given, and where) and the `config` itself.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ class Preset:
     provenance_kind: str  # "verbatim" or "reconstructed"
     provenance: str
     config_json: str  # kept as text: every caller gets its own copy to change
+    # the publisher's figures: ("total", "1T"), ("activated", "32B"), ("source", ...)
+    published: tuple[tuple[str, str], ...] = ()
 
     @property
     def raw_config(self) -> dict[str, Any]:
@@ -50,6 +53,7 @@ def all_presets() -> dict[str, Preset]:
             provenance_kind=data["provenance"]["kind"],
             provenance=data["provenance"]["source"],
             config_json=json.dumps(data["config"]),
+            published=tuple(data.get("published", {}).items()),
         )
     return presets
 

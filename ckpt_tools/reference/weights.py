@@ -112,7 +112,7 @@ class Weights:
     # -- names --------------------------------------------------------------------------
     def name(self, role: str, layer: int | None = None, expert: int | None = None) -> str:
         """The HF name of `role` in `layer` (and `expert`), checked against the plan."""
-        name = ROLES[role].format(L=layer, E=expert)
+        name = self.plan.prefix + ROLES[role].format(L=layer, E=expert)  # a wrapper's prefix
         if name not in self.plan:
             raise MissingTensorError(f"{self._label}: tensor '{name}' is not part of this "
                                      f"config's tensor plan")

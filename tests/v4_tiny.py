@@ -157,3 +157,103 @@ def write_float32_checkpoint(path: Path, config: dict, tensors: dict[str, np.nda
     save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()},
               str(path / "model.safetensors"))
     return path
+
+
+# -- the released storage: FP8 dense, MXFP4 experts, BF16 / F32 / I64 for the rest ----------
+FP8_ROLES = ("attn.wq_a.weight", "attn.wq_b.weight", "attn.wkv.weight", "attn.wo_a.weight",
+             "attn.wo_b.weight", "indexer.wq_b.weight", "e_proj.weight", "h_proj.weight")
+F32_LEAVES = ("ape", "attn_sink", "bias")
+E2M1 = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6], np.float32)
+
+
+def stored_dtype(name: str) -> str:
+    """How the Hub release stores a tensor: 'fp8', 'fp4', 'f32', 'i64' or 'bf16'."""
+    if name.endswith("tid2eid"):
+        return "i64"
+    if ".ffn.experts." in name:
+        return "fp4"
+    if "shared_experts." in name or name.endswith(FP8_ROLES) and ".compressor." not in name:
+        return "fp8"
+    leaf = name.rsplit(".", 1)[-1]
+    if ".hc_" in "." + name or name.startswith("hc_") or leaf in F32_LEAVES:
+        return "f32"
+    return "bf16"
+
+
+def quantize_fp4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """MXFP4: per row and 32 inputs a power-of-two scale (E8M0) putting amax at most at 6,
+    each value rounded to the nearest e2m1 code; two codes per byte, the even one low."""
+    import ml_dtypes
+
+    rows, cols = w.shape
+    blocks = w.reshape(rows, cols // 32, 32).astype(np.float32)
+    amax = np.abs(blocks).max(axis=-1)
+    scale = np.exp2(np.ceil(np.log2(np.maximum(amax, 2.0 ** -100) / 6.0))).astype(np.float32)
+    scaled = (blocks / scale[..., None]).reshape(rows, cols)
+    codes = np.abs(scaled[..., None] - E2M1).argmin(axis=-1).astype(np.uint8)
+    packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).view(np.int8)
+    return packed, scale.astype(ml_dtypes.float8_e8m0fnu)
+
+
+def quantized_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same model stored as DeepSeek releases it (weights plus `.scale` companions)."""
+    import ml_dtypes
+
+    from ckpt_tools.fp8 import quantize
+
+    out = {}
+    for name, value in tensors.items():
+        kind = stored_dtype(name)
+        if kind == "fp8":
+            q, s = quantize(value, scale_fmt="ue8m0")
+            out[name] = q
+            out[name[:-len(".weight")] + ".scale"] = s.astype(ml_dtypes.float8_e8m0fnu)
+        elif kind == "fp4":
+            out[name], out[name[:-len(".weight")] + ".scale"] = quantize_fp4(value)
+        elif kind == "f32":
+            out[name] = value.astype(np.float32)
+        elif kind == "i64":
+            out[name] = value.astype(np.int64)
+        else:
+            out[name] = value.astype(ml_dtypes.bfloat16)
+    return out
+
+
+def write_checkpoint(path: Path, config: dict, tensors: dict[str, np.ndarray],
+                     shards: int = 2) -> Path:
+    """config.json, `shards` safetensors files and an index, any dtypes."""
+    from ckpt_tools.index import ShardIndex, shard_file_name, write_index
+    from ckpt_tools.safetensors_io import write_safetensors
+
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config, indent=2))
+    names = sorted(tensors)
+    weight_map = {}
+    for i in range(shards):
+        part = names[i::shards]
+        file = shard_file_name(i + 1, shards)
+        write_safetensors(path / file, {n: np.ascontiguousarray(tensors[n]) for n in part})
+        weight_map.update({n: file for n in part})
+    write_index(path / "model.safetensors.index.json",
+                ShardIndex(weight_map, sum(t.nbytes for t in tensors.values())))
+    return path
+
+
+def hf_tensors(config: dict, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The float tensors under transformers' names, routed experts stacked per layer
+    (gate_up_proj [E, 2I, D]: w1 rows then w3 rows; down_proj [E, D, I]); no MTP."""
+    from ckpt_tools.reference.v4_checkpoint import hf_name
+
+    E = config["n_routed_experts"]
+    out = {}
+    for layer in range(config["num_hidden_layers"]):
+        p = f"layers.{layer}.ffn.experts."
+        stacked = hf_name(p)
+        out[stacked + "gate_up_proj"] = np.stack(
+            [np.concatenate([tensors[f"{p}{e}.w1.weight"], tensors[f"{p}{e}.w3.weight"]])
+             for e in range(E)])
+        out[stacked + "down_proj"] = np.stack([tensors[f"{p}{e}.w2.weight"] for e in range(E)])
+    for name, value in tensors.items():
+        if ".ffn.experts." not in name and not name.startswith("mtp."):
+            out[hf_name(name)] = value
+    return out

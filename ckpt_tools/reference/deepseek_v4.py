@@ -23,6 +23,7 @@ Einsum letters, used in the code and in the shape comments:
     g  output group (o_groups)  r  o_lora_rank
     e  routed expert            k  routed-expert slot of a token (num_experts_per_tok)
     f  moe_intermediate_size    o  vocabulary
+    z  one output group's inputs (h*a / g)
 """
 
 from __future__ import annotations
@@ -310,10 +311,14 @@ def attention(config, w: V4Weights, prefix: str, ratio: int, x: np.ndarray) -> n
     out = np.einsum("hts,sa->tha", p, keys)  # [t, h, a]
     out = apply_rope(out, *rope, inverse=True)  # back to each query's own frame
 
-    # grouped low-rank output: each group of H/G heads projects to R dims, then one mix
-    wo_a = w.read(prefix + "wo_a.weight", (G * R, H * A // G)).reshape(G, R, H * A // G)
-    grouped = np.einsum("tgz,grz->tgr", out.reshape(T, G, H * A // G), wo_a)  # [t, g, r]
-    del wo_a
+    # grouped low-rank output: each group of H/G heads projects to R dims (wo_a viewed as
+    # [g, r, h*a/g], read one group at a time), then wo_b mixes the g*r values
+    Z = H * A // G
+    out = out.reshape(T, G, Z)  # [t, g, z]
+    grouped = np.empty((T, G, R), F32)
+    for g in range(G):
+        wo_a = w.read_rows(prefix + "wo_a.weight", g * R, (g + 1) * R, (G * R, Z))  # [r, z]
+        grouped[:, g] = out[:, g] @ wo_a.T  # einsum("tz,rz->tr")
     return w.linear(grouped.reshape(T, G * R), prefix + "wo_b.weight", d)  # [t, d]
 
 

@@ -64,6 +64,15 @@ class V4Weights:
         self._check(name, shape, array.shape)
         return array
 
+    def read_rows(self, name: str, start: int, stop: int, shape: tuple[int, ...]) -> np.ndarray:
+        """Rows [start, stop) of a tensor of `shape` (one output group of wo_a)."""
+        if not self._rows:
+            return self.read(name, shape)[start:stop]
+        self._shape(name, shape)
+        array = self.source.read_float32_rows(name, start, stop)
+        self._check(name, (stop - start, *shape[1:]), array.shape)
+        return array
+
     def rows(self, name: str, index: Iterable[int], shape: tuple[int, ...]) -> np.ndarray:
         """Rows `index` of a 2-D tensor (embedding lookup) without reading the rest."""
         index = [int(i) for i in index]

@@ -169,6 +169,7 @@ def test_forward_writes_streams_logits_and_mtp_and_verify_reads_them(checkpoints
     assert np.load(mtp).shape == (19, CONFIG["vocab_size"])
 
 
+@pytest.mark.reference
 def test_hf_names_are_transformers_own(checkpoints):
     """Every non-expert Hub name maps to a parameter of transformers' model."""
     torch = pytest.importorskip("torch")

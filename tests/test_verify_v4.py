@@ -188,3 +188,15 @@ def test_hf_names_are_transformers_own(checkpoints):
     assert config.num_hidden_layers == 3
     assert [n for n in hub if hf_name(n) not in names] == []
     assert "model.layers.1.mlp.experts.gate_up_proj" in names
+
+
+def test_a_v4_config_without_a_decoder_key_is_one_line(checkpoints, run_cli, tmp_path):
+    released, _, _ = checkpoints
+    bad = tmp_path / "bad"
+    shutil.copytree(released, bad)
+    raw = json.loads((bad / "config.json").read_text())
+    del raw["index_topk"]
+    (bad / "config.json").write_text(json.dumps(raw))
+    r = run_cli("forward", bad, "--out", tmp_path / "x.npy")
+    assert r.exit_code == 1 and "index_topk" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -89,6 +89,18 @@ class _Where:
         self.name, self.offset, self.rows, self.row_shape = name, offset, rows, row_shape
 
 
+# config.json keys the decoder reads (Hub spelling), and the ones with a default
+REQUIRED_KEYS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "head_dim",
+    "qk_rope_head_dim", "q_lora_rank", "o_groups", "o_lora_rank", "n_routed_experts",
+    "num_experts_per_tok", "moe_intermediate_size", "index_n_heads", "index_head_dim",
+    "index_topk", "sliding_window", "hc_mult", "hc_sinkhorn_iters", "hc_eps",
+    "compress_rope_theta", "compress_ratios")
+DEFAULTS = {"num_hash_layers": 0, "num_nextn_predict_layers": 0, "rms_norm_eps": 1e-6,
+            "rope_theta": 10000.0, "rope_scaling": None, "n_shared_experts": 1,
+            "scoring_func": "sqrtsoftplus", "routed_scaling_factor": 1.0, "swiglu_limit": 0.0}
+
+
 def load_config(path: Path):
     """The config as an object with the Hub keys as attributes (ckpt_tools' V4 schema)."""
     try:
@@ -98,13 +110,11 @@ def load_config(path: Path):
     if raw.get("model_type") != "deepseek_v4":
         raise ConfigError(f"{path}: expected model_type 'deepseek_v4', found "
                           f"{raw.get('model_type')!r}")
-    missing = [k for k in ("compress_ratios", "hc_mult", "hidden_size", "num_hidden_layers")
-               if k not in raw]
+    missing = [k for k in REQUIRED_KEYS if k not in raw]
     if missing:
-        raise ConfigError(f"{path}: missing V4 config key(s) {missing}")
-    raw.setdefault("num_hash_layers", 0)
-    raw.setdefault("num_nextn_predict_layers", 0)
-    raw.setdefault("rms_norm_eps", 1e-6)
+        raise ConfigError(f"{path}: missing V4 config key(s) {', '.join(missing)}")
+    for key, default in DEFAULTS.items():
+        raw.setdefault(key, default)
     return SimpleNamespace(**raw)
 
 

@@ -200,3 +200,19 @@ def test_a_v4_config_without_a_decoder_key_is_one_line(checkpoints, run_cli, tmp
     r = run_cli("forward", bad, "--out", tmp_path / "x.npy")
     assert r.exit_code == 1 and "index_topk" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_fp8_rows_streamed_across_block_boundaries_equal_whole_reads(checkpoints):
+    """Slices of 100 rows start inside 128-row scale blocks: still the same numbers."""
+    from ckpt_tools.reference.deepseek_v4 import Model
+    from ckpt_tools.reference.v4_weights import V4Weights
+
+    released, _, _ = checkpoints
+    source = V4Checkpoint(released)
+    whole = source.read_float32("layers.1.attn.wq_b.weight")  # [256, 32], 2 row blocks
+    parts = [source.read_float32_rows("layers.1.attn.wq_b.weight", r, min(r + 100, 256))
+             for r in range(0, 256, 100)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    small = Model(V4Weights(source, chunk_bytes=100 * 32 * 4)).forward(TOKENS)
+    # the same weights; only BLAS's blocking of the smaller products may differ
+    np.testing.assert_allclose(small, Model(V4Weights(source)).forward(TOKENS), atol=1e-5)

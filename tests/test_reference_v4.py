@@ -220,6 +220,15 @@ class Recording(DictSource):
         return super().read_float32(name)
 
 
+def test_long_prompts_in_query_blocks_give_the_same_logits(monkeypatch):
+    overrides, (n,) = CASES["csa-first-one-hca-entry"]
+    config = hub_config(**overrides)
+    model, tokens = numpy_model(config), tokens_for(config, n)
+    whole = model.forward(tokens)
+    monkeypatch.setattr(deepseek_v4, "SCORE_BYTES", 4096)  # a few queries per block
+    np.testing.assert_allclose(model.forward(tokens), whole, atol=1e-5)
+
+
 def test_experts_are_read_only_when_chosen_and_layers_only_when_run():
     config = hub_config(**CASES["sliding-csa-hca"][0])
     src = Recording(config, hub_tensors(config, SEED))

@@ -41,6 +41,9 @@ NEG_INF = F32(-np.inf)
 # indexer); 128 = HCA (disjoint windows, every visible entry). transformers accepts only
 # these three and DeepSeek's code ties the overlap and the indexer to ratio 4.
 SLIDING, CSA, HCA = 0, 4, 128
+# Scores of one block of queries (attention [h, t, keys], indexer [t, x, c]) stay within this
+# many float32 bytes: long prompts are processed query block by query block.
+SCORE_BYTES = 64 << 20
 # The top-k weights are renormalised with this added (transformers; DeepSeek adds nothing,
 # the difference is below float32 resolution).
 TOPK_NORM_EPS = 1e-20
@@ -246,6 +249,14 @@ def select_compressed(scores: np.ndarray, visible: np.ndarray, topk: int) -> np.
     return chosen & visible
 
 
+def query_blocks(T: int, per_query_bytes: int, most: int | None = None
+                 ) -> Iterator[tuple[int, int]]:
+    """[t0, t1) ranges of at most `most` queries whose scores fit SCORE_BYTES."""
+    step = max(1, min(SCORE_BYTES // max(per_query_bytes, 1), most or T))
+    for t0 in range(0, T, step):
+        yield t0, min(T, t0 + step)
+
+
 def indexer_scores(config, w: V4Weights, prefix: str, x: np.ndarray, q_latent: np.ndarray,
                    rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """The lightning indexer's score of every (query, compressed entry).  -> [t, c]
@@ -259,8 +270,11 @@ def indexer_scores(config, w: V4Weights, prefix: str, x: np.ndarray, q_latent: n
     q = w.linear(q_latent, prefix + "wq_b.weight", X * Y).reshape(T, X, Y)  # [t, x, y]
     q = apply_rope(q, *rope)
     weights = w.linear(x, prefix + "weights_proj.weight", X) * F32(X ** -0.5)  # [t, x]
-    dots = np.maximum(np.einsum("txy,cy->txc", q, keys), F32(0.0)) * F32(Y ** -0.5)
-    return np.einsum("txc,tx->tc", dots, weights)  # [t, c]
+    scores = np.empty((T, keys.shape[0]), F32)  # [t, c]
+    for t0, t1 in query_blocks(T, 4 * X * keys.shape[0]):
+        dots = np.maximum(np.einsum("txy,cy->txc", q[t0:t1], keys), F32(0.0)) * F32(Y ** -0.5)
+        scores[t0:t1] = np.einsum("txc,tx->tc", dots, weights[t0:t1])
+    return scores
 
 
 # -- attention -----------------------------------------------------------------------------
@@ -289,26 +303,31 @@ def attention(config, w: V4Weights, prefix: str, ratio: int, x: np.ndarray) -> n
                   eps)
     kv = apply_rope(kv, *rope)  # [s, a]: the one head, both key and value
 
-    pos = np.arange(T)
-    window = (pos[None, :] <= pos[:, None]) & (pos[None, :] > pos[:, None] - config.sliding_window)
-    keys, allowed = kv, window  # [s, a], [t, s]
+    entries, visible = np.zeros((0, A), F32), np.zeros((T, 0), bool)  # [c, a], [t, c]
     if ratio != SLIDING:
-        entries = compress(config, w, prefix + "compressor.", x, ratio, A)  # [c, a]
-        visible = visible_entries(T, entries.shape[0], ratio)  # [t, c]
+        entries = compress(config, w, prefix + "compressor.", x, ratio, A)
+        visible = visible_entries(T, entries.shape[0], ratio)
         if ratio == CSA and entries.shape[0]:
             scores = indexer_scores(config, w, prefix + "indexer.", x, q_latent, rope)
             visible = select_compressed(scores, visible, config.index_topk)
-        keys = np.concatenate([kv, entries])  # [s+c, a]
-        allowed = np.concatenate([window, visible], axis=1)  # [t, s+c]
 
-    logits = np.einsum("tha,sa->hts", q, keys) * F32(A ** -0.5)  # [h, t, s+c]
-    logits = np.where(allowed[None], logits, NEG_INF)
     sink = w.read(prefix + "attn_sink", (H,))[:, None, None]  # [h, 1, 1]
-    # the sink is one more logit per head that takes probability mass and gives no value
-    top = np.maximum(logits.max(axis=-1, keepdims=True), sink)  # [h, t, 1]
-    p = np.exp(logits - top)
-    p /= p.sum(axis=-1, keepdims=True) + np.exp(sink - top)
-    out = np.einsum("hts,sa->tha", p, keys)  # [t, h, a]
+    W, pos = config.sliding_window, np.arange(T)
+    out = np.empty((T, H, A), F32)  # [t, h, a]
+    # a block of at most W queries sees at most 2W window keys plus the compressed entries
+    for t0, t1 in query_blocks(T, 4 * H * (2 * W + entries.shape[0]), W):
+        s0 = max(0, t0 - W + 1)  # the first key any query of the block sees
+        keys = np.concatenate([kv[s0:t1], entries])  # [s+c, a]
+        near = pos[s0:t1][None, :]
+        window = (near <= pos[t0:t1, None]) & (near > pos[t0:t1, None] - W)  # [t, s]
+        allowed = np.concatenate([window, visible[t0:t1]], axis=1)  # [t, s+c]
+        logits = np.einsum("tha,sa->hts", q[t0:t1], keys) * F32(A ** -0.5)  # [h, t, s+c]
+        logits = np.where(allowed[None], logits, NEG_INF)
+        # the sink is one more logit per head that takes probability mass and gives no value
+        top = np.maximum(logits.max(axis=-1, keepdims=True), sink)  # [h, t, 1]
+        p = np.exp(logits - top)
+        p /= p.sum(axis=-1, keepdims=True) + np.exp(sink - top)
+        out[t0:t1] = np.einsum("hts,sa->tha", p, keys)
     out = apply_rope(out, *rope, inverse=True)  # back to each query's own frame
 
     # grouped low-rank output: each group of H/G heads projects to R dims (wo_a viewed as

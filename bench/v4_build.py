@@ -64,7 +64,8 @@ def layer_specs(c: dict, layer: int) -> list[tuple[str, str, tuple[int, ...]]]:
     specs += [(a + "attn_sink", "f32", (H,)), (a + "wq_a.weight", "fp8", (ql, D)),
               (a + "q_norm.weight", "bf16", (ql,)), (a + "wq_b.weight", "fp8", (H * A, ql)),
               (a + "wkv.weight", "fp8", (A, D)), (a + "kv_norm.weight", "bf16", (A,)),
-              (a + "wo_a.weight", "fp8", (G * R, H * A // G)), (a + "wo_b.weight", "fp8", (D, G * R))]
+              (a + "wo_a.weight", "fp8", (G * R, H * A // G)),
+              (a + "wo_b.weight", "fp8", (D, G * R))]
     if ratio:
         coff = 2 if ratio == 4 else 1
         specs += [(a + "compressor.ape", "f32", (ratio, coff * A)),

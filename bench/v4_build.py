@@ -41,7 +41,7 @@ FLASH = {
     "rope_scaling": {"type": "yarn", "factor": 16, "original_max_position_embeddings": 65536,
                      "beta_fast": 32, "beta_slow": 1},
     "max_position_embeddings": 1048576, "num_nextn_predict_layers": 0,
-    "compress_ratios": [0, 0, 4, 128, 0], "expert_dtype": "fp4",
+    "compress_ratios": [0, 0, 4, 128], "expert_dtype": "fp4",
     "quantization_config": {"activation_scheme": "dynamic", "fmt": "e4m3",
                             "quant_method": "fp8", "scale_fmt": "ue8m0",
                             "weight_block_size": [128, 128]},
@@ -126,7 +126,7 @@ def value(rng, name: str, kind: str, shape, c: dict) -> np.ndarray:
 
 def build(dst: Path, layers: int, experts: int) -> None:
     c = dict(FLASH, num_hidden_layers=layers, n_routed_experts=experts)
-    c["compress_ratios"] = ([0, 0] + [4, 128] * layers)[:layers] + [0]
+    c["compress_ratios"] = ([0, 0] + [4, 128] * layers)[:layers]  # no MTP block
     dst.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     D, V, m = c["hidden_size"], c["vocab_size"], c["hc_mult"]

@@ -12,6 +12,10 @@ Layouts (detected from the tensor names):
 Every read is by row range with pread (`read_float32_rows`): an FP8 weight is read whole
 128-row blocks at a time with its scale rows, an FP4 expert row by row with its own scales,
 so memory is bounded by the rows asked for. Nothing is cached.
+
+The FP4 decoding, the Hub -> transformers name table and the config reading here are
+stand-ins until the project's shared V4 config schema, number formats and name table
+exist on main; they should then be replaced by those (one place for each fact).
 """
 
 from __future__ import annotations

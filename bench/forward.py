@@ -6,7 +6,13 @@
    runs as a fresh subprocess --reps times; peak RSS and wall time come from os.wait4 on
    that child. The goal is < 2 GB. For scale, the same run prints the bytes of those four
    layers as stored (FP8) and as float32, what a load-then-run implementation would hold.
-2. Speed next to transformers on the same tiny model (make-tiny v3, BF16): each side runs
+2. DeepSeek-V4 at V4-Flash widths (hidden 4096, 64 heads of 512, 8 output groups, the
+   indexer, hc_mult 4), with the release's storage (FP8 dense with E8M0 scales, MXFP4
+   experts): layers sliding, sliding, CSA, HCA (three hash-routed), 32 routed experts of
+   2048 (top-6), a 16384-token vocabulary, built by bench/v4_build.py (~2.4 GB).
+   `ckpt forward --layers 4` runs --reps times as a fresh subprocess; same measures and
+   goal (< 2 GB).
+3. Speed next to transformers on the same tiny model (make-tiny v3, BF16): each side runs
    in its own subprocess, loads once, then times --reps forward passes over the same
    tokens (our NumPy `Model.forward` against `DeepseekV3ForCausalLM` in float32 on CPU,
    eager attention); medians per token, and each child's peak RSS.
@@ -14,7 +20,8 @@
 Checkpoints are built by `ckpt make-tiny` in a child process (a large bench process would
 hand its RSS to every child it forks), in a temp dir removed afterwards unless --data.
 
-Reproduce: python bench/forward.py [--reps 3] [--tokens 16] [--threads 1] [--skip-real] [--data DIR]
+Reproduce: python bench/forward.py [--reps 3] [--tokens 16] [--threads 1] [--skip-real]
+           [--skip-v4] [--only-v4] [--data DIR]
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from timing import run_child
 
 # The vocabulary is cut to 16384 rows: --layers 4 never reads lm_head and reads the embedding
@@ -108,6 +116,37 @@ def real_widths(data: Path, reps: int, tokens: list[int]) -> None:
           f"ckpt forward DIR --layers {LAYERS} --tokens {args[5]} --out hidden.npy")
 
 
+def v4_flash_widths(data: Path, reps: int, tokens: list[int]) -> None:
+    from ckpt_tools.reference.v4_checkpoint import V4Checkpoint
+
+    ckpt = data / "v4-flash-widths"
+    if not (ckpt / "config.json").is_file():
+        t0 = time.perf_counter()
+        run_child([sys.executable, str(Path(__file__).with_name("v4_build.py")), str(ckpt)])
+        print(f"built {ckpt.name} in {time.perf_counter() - t0:.0f} s")
+    source = V4Checkpoint(ckpt)
+    in_layers = [n for n in source.weight_map if n.startswith("layers.")]
+    stored = sum(source._entry(n)[1].nbytes for n in in_layers)
+    f32 = sum(4 * int(np.prod(source.shape_of(n))) for n in in_layers
+              if not n.endswith(".scale"))
+    args = ["forward", str(ckpt), "--layers", str(LAYERS), "--tokens", ",".join(map(str, tokens)),
+            "--out", str(data / "v4-hidden.npy")]
+    runs = [run_child([*ckpt_command(), *args]) for _ in range(reps)]
+    wall = statistics.median(r[0] for r in runs)
+    cpu = statistics.median(r[1] for r in runs)
+    rss = statistics.median(r[2] for r in runs)
+    print(f"\n[2] ckpt forward --layers {LAYERS}, V4-Flash widths (FP8 + MXFP4 experts, "
+          f"32 experts), {len(tokens)} tokens (median of {reps})")
+    print(f"    peak RSS      {rss:8.0f} MB   (goal < 2048 MB; runs: "
+          f"{', '.join(f'{r[2]:.0f}' for r in runs)})")
+    print(f"    wall / CPU    {wall:6.1f} s / {cpu:.1f} s   ({1000 * wall / len(tokens):.0f} / "
+          f"{1000 * cpu / len(tokens):.0f} ms per token, start-up and reads included)")
+    print(f"    those {LAYERS} layers: {stored / 1e9:.2f} GB stored, {f32 / 1e9:.2f} GB as "
+          f"float32; peak RSS is {rss * 2**20 / f32:.1%} of the float32 layers")
+    print(f"    reproduce: python bench/v4_build.py DIR; ckpt forward DIR --layers {LAYERS} "
+          f"--tokens {args[5]} --out hidden.npy")
+
+
 def against_transformers(data: Path, reps: int, tokens: list[int], threads: int) -> None:
     ckpt = data / "v3-tiny"
     build(ckpt, "--preset", "v3")
@@ -123,7 +162,7 @@ def against_transformers(data: Path, reps: int, tokens: list[int], threads: int)
         results[side] = (json.loads(result.read_text())["median_s"], rss)
     (ours, our_rss), (theirs, their_rss) = results["numpy"], results["transformers"]
     per = lambda s: 1000 * s / len(tokens)
-    print(f"\n[2] same tiny model (make-tiny v3, BF16 -> float32), {len(tokens)} tokens, "
+    print(f"\n[3] same tiny model (make-tiny v3, BF16 -> float32), {len(tokens)} tokens, "
           f"median of {reps} forward passes after one warm-up")
     print(f"    NumPy reference   {per(ours):7.2f} ms/token   peak RSS {our_rss:5.0f} MB")
     print(f"    transformers      {per(theirs):7.2f} ms/token   peak RSS {their_rss:5.0f} MB "
@@ -137,6 +176,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--skip-real", action="store_true",
                     help="only the comparison with transformers")
+    ap.add_argument("--skip-v4", action="store_true", help="skip the V4-Flash-widths run")
+    ap.add_argument("--only-v4", action="store_true", help="only the V4-Flash-widths run")
     ap.add_argument("--threads", type=int, default=1,
                     help="BLAS / torch threads of both sides in the comparison (default 1)")
     ap.add_argument("--data", help="keep the built checkpoints in this directory and reuse "
@@ -146,9 +187,13 @@ def main() -> None:
     data = Path(args.data) if args.data else Path(tempfile.mkdtemp(prefix="bench-forward-"))
     data.mkdir(parents=True, exist_ok=True)
     try:
-        if not args.skip_real:
+        if not args.skip_real and not args.only_v4:
             real_widths(data, args.reps, tokens)
-        against_transformers(data, max(args.reps, 5), [t % 320 for t in tokens], args.threads)
+        if not args.skip_v4:
+            v4_flash_widths(data, args.reps, tokens)
+        if not args.only_v4:
+            against_transformers(data, max(args.reps, 5), [t % 320 for t in tokens],
+                                 args.threads)
     finally:
         if not args.data:
             shutil.rmtree(data, ignore_errors=True)

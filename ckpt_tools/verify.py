@@ -1,11 +1,12 @@
 """Check that converted weights compute the same function: `forward` and `verify`.
 
-`forward` runs the NumPy reference decoder (reference/deepseek.py) over any supported
-layout. `verify` runs a candidate checkpoint against a reference (another checkpoint, or
-saved logits) on the same tokens. Against a checkpoint both run layer by layer in
+`forward` runs the NumPy reference decoder (reference/deepseek.py for V2/V3,
+reference/deepseek_v4.py for V4) over any supported layout. `verify` runs a candidate
+checkpoint against a reference (another checkpoint, or saved logits) on the same tokens. Against a checkpoint both run layer by layer in
 lockstep, so the report names the first layer whose hidden states leave the tolerance, and
 memory stays at one layer of each (a 671B checkpoint can be checked on an ordinary
-machine, `layers` at a time).
+machine, `layers` at a time). V4's hidden states are its `hc_mult` residual streams, compared
+side by side as [T, hc_mult * hidden]; a divergence also names the stream.
 
 Tolerance, per element: |cand - ref| <= atol + rtol * max(|ref|, rms(ref at that position)).
 Large elements are judged relative to themselves, near-zero ones relative to the scale of
@@ -24,10 +25,13 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+import json
+
 from .checkpoint import Checkpoint
 from .errors import ConfigError, FormatError, ShapeMismatchError
 from .index import MP_FILE_GLOB
 from .reference import Model, TensorSource
+from .sources import CONFIG_FILE
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
 # weights round once to BF16 moves hidden states and logits by a few of those steps.
@@ -41,10 +45,22 @@ _IGNORED_FIELDS = {"quantization_config", "torch_dtype", "dtype", "transformers_
                    "architectures", "auto_map", "_name_or_path"}
 
 
+def _model_type(path: Path) -> str | None:
+    try:
+        return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None  # the readers below report a missing or broken config in their words
+
+
 def open_tensor_source(path: str | Path) -> TensorSource:
-    """A reader for a checkpoint directory: HF layout (`Checkpoint`), or DeepSeek's
-    `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF config.json)."""
+    """A reader for a checkpoint directory: HF layout (`Checkpoint`), DeepSeek's
+    `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF config.json), or
+    a DeepSeek-V4 directory (`V4Checkpoint`: Hub names, FP8/FP4 or upcast, or HF names)."""
     path = Path(path)
+    if path.is_dir() and _model_type(path) == "deepseek_v4":
+        from .reference.v4_checkpoint import V4Checkpoint
+
+        return V4Checkpoint(path)
     if path.is_dir() and any(path.glob(MP_FILE_GLOB)):
         from .mp_layout import MpCheckpoint  # only mp directories pay for the layout tables
 
@@ -54,6 +70,31 @@ def open_tensor_source(path: str | Path) -> TensorSource:
 
 def _source(source: str | Path | TensorSource) -> TensorSource:
     return open_tensor_source(source) if isinstance(source, (str, Path)) else source
+
+
+def _is_v4(config) -> bool:
+    return getattr(config, "model_type", None) == "deepseek_v4"
+
+
+def reference_model(source: str | Path | TensorSource):
+    """The NumPy decoder for a source: V4's (`deepseek_v4.Model`) or V2/V3's (`Model`)."""
+    source = _source(source)
+    if _is_v4(source.config):
+        from .reference.deepseek_v4 import Model as V4Model
+        from .reference.v4_weights import V4Weights
+
+        return V4Model(V4Weights(source))
+    return Model(source)
+
+
+def _hidden(model, ids: list[int], layers: int) -> np.ndarray:
+    """Hidden states after `layers` layers: [t, d], or V4's streams [t, m, d]."""
+    return model.streams(ids, layers) if _is_v4(model.config) else model.forward(ids, layers)
+
+
+def hidden_width(config) -> int:
+    """Width of the hidden states `forward(..., layers=K)` returns: V4 has hc_mult streams."""
+    return config.hidden_size * (config.hc_mult if _is_v4(config) else 1)
 
 
 def default_tokens(vocab_size: int, count: int = DEFAULT_TOKEN_COUNT) -> list[int]:
@@ -77,7 +118,8 @@ class ForwardReport(BaseModel):
 
     path: str
     output: Output = Field(description="logits [T, vocab], hidden_states [T, hidden] after "
-                                       "`layers`, or mtp_logits [T-1, vocab]")
+                                       "`layers` (V4: [T, hc_mult * hidden], the streams side "
+                                       "by side), or mtp_logits [T-1, vocab]")
     shape: list[int]
     dtype: Literal["float32"] = "float32"
     tokens: list[int]
@@ -88,10 +130,12 @@ def forward_outputs(source: str | Path | TensorSource, tokens: Sequence[int] | N
                     layers: int | None = None, *, mtp: bool = False) -> ForwardResult:
     """`forward`, with what was computed and on which tokens; `mtp=True` returns the first
     MTP module's logits [T-1, vocab] (row t predicts token t+2) instead of the main ones."""
-    model = Model(_source(source))
+    model = reference_model(source)
     ids = model.check_tokens(tokens if tokens is not None
                              else default_tokens(model.config.vocab_size)).tolist()
     if mtp:
+        if _is_v4(model.config):  # V4's MTP reads the main model's streams
+            return ForwardResult(model.mtp_logits(ids, model.streams(ids)), "mtp_logits", ids)
         hidden = model.forward(ids, model.config.num_hidden_layers)
         return ForwardResult(model.mtp_logits(ids, model.final_norm(hidden)), "mtp_logits", ids)
     return ForwardResult(model.forward(ids, layers),
@@ -147,6 +191,9 @@ class StageComparison(BaseModel):
     max_rel_error: float = Field(description="max |candidate - reference| / max(|reference|, rms)")
     within_tolerance: bool
     first_bad_position: int | None = Field(description="First position out of tolerance")
+    first_bad_stream: int | None = Field(
+        None, description="V4: the residual stream (0..hc_mult-1) of the first bad element "
+                          "at that position; None for V2/V3 and for outputs")
 
 
 class PositionComparison(BaseModel):
@@ -170,6 +217,8 @@ class Divergence(BaseModel):
     layer: int | None
     position: int
     token: int
+    stream: int | None = Field(None, description="V4: residual stream of the first bad "
+                                                 "element at that position")
     abs_error: float = Field(description="Largest |candidate - reference| at that position")
 
 
@@ -202,7 +251,21 @@ class VerifyReport(BaseModel):
 # -- comparison --------------------------------------------------------------------------
 def _compare(stage: str, layer: int | None, cand: np.ndarray, ref: np.ndarray,
              atol: float, rtol: float) -> tuple[StageComparison, np.ndarray, np.ndarray]:
-    """The stage summary, the out-of-tolerance mask [t, x] and the max error per row [t]."""
+    """The stage summary, the out-of-tolerance mask [t, x] and the max error per row [t].
+
+    V4 streams [t, m, d] are judged per stream (each its own rms) and reported flattened.
+    """
+    streams = cand.ndim == 3
+    if streams:
+        T, m, d = ref.shape
+        summary, bad, row_err = _compare(stage, layer, cand.reshape(T * m, d),
+                                         ref.reshape(T * m, d), atol, rtol)
+        bad, row_err = bad.reshape(T, m * d), row_err.reshape(T, m).max(axis=1)
+        rows = np.flatnonzero(bad.any(axis=-1))
+        first = int(rows[0]) if rows.size else None
+        stream = int(np.flatnonzero(bad[first])[0] // d) if rows.size else None
+        return summary.model_copy(update={"first_bad_position": first,
+                                          "first_bad_stream": stream}), bad, row_err
     ref = ref.astype(np.float64)
     err = np.abs(cand - ref)  # [t, x]; NaN stays NaN
     rms = np.sqrt(np.mean(ref * ref, axis=-1, keepdims=True))  # [t, 1]
@@ -234,8 +297,12 @@ def _positions(cand: np.ndarray, ref: np.ndarray, bad: np.ndarray, row_err: np.n
     return out
 
 
+def _config_dict(config) -> dict:
+    return config.to_json_dict() if hasattr(config, "to_json_dict") else dict(vars(config))
+
+
 def _config_differences(a, b) -> list[str]:
-    da, db = a.to_json_dict(), b.to_json_dict()
+    da, db = _config_dict(a), _config_dict(b)
     diffs = []
     for key in sorted(set(da) | set(db)):
         if key not in _IGNORED_FIELDS and da.get(key) != db.get(key):
@@ -271,7 +338,7 @@ def verify(candidate: str | Path | TensorSource,
         ConfigError: configs of different shapes, bad tokens or layer count.
         ShapeMismatchError: reference outputs of the wrong shape.
     """
-    cand_model = Model(_source(candidate))
+    cand_model = reference_model(candidate)
     config = cand_model.config
     ids = list(tokens) if tokens is not None else default_tokens(config.vocab_size)
     ids = cand_model.check_tokens(ids).tolist()
@@ -281,15 +348,17 @@ def verify(candidate: str | Path | TensorSource,
 
     if isinstance(reference, np.ndarray):
         kind, ref_label = "logits", reference_label or "reference outputs"
-        width = config.vocab_size if layers is None else config.hidden_size
+        width = config.vocab_size if layers is None else hidden_width(config)
         if reference.shape != (len(ids), width):
             raise ShapeMismatchError(f"{ref_label}: expected {output} of shape "
                                      f"{[len(ids), width]}, found {list(reference.shape)}")
         cand = cand_model.forward(ids, layers)
         ref = reference.astype(np.float32)
+        if layers is not None and _is_v4(config):  # judge each stream on its own scale
+            cand, ref = (a.reshape(len(ids), config.hc_mult, -1) for a in (cand, ref))
     else:
         kind = "checkpoint"
-        ref_model = Model(_source(reference))
+        ref_model = reference_model(reference)
         ref_label = reference_label or str(reference if isinstance(reference, (str, Path))
                                             else type(reference).__name__)
         diffs = _config_differences(config, ref_model.config)
@@ -298,7 +367,7 @@ def verify(candidate: str | Path | TensorSource,
         for (layer, cand), (_, ref) in pairs:
             stages.append(_compare(f"layer {layer}", layer, cand, ref, atol, rtol))
         if cand is None:  # layers == 0
-            cand, ref = cand_model.forward(ids, 0), ref_model.forward(ids, 0)
+            cand, ref = _hidden(cand_model, ids, 0), _hidden(ref_model, ids, 0)
         if layers is None:
             cand, ref = cand_model.logits(cand), ref_model.logits(ref)
 
@@ -310,7 +379,8 @@ def verify(candidate: str | Path | TensorSource,
         if not stage.within_tolerance:
             pos = stage.first_bad_position
             divergence = Divergence(stage=stage.stage, layer=stage.layer, position=pos,
-                                    token=ids[pos], abs_error=float(errors[pos]))
+                                    token=ids[pos], stream=stage.first_bad_stream,
+                                    abs_error=float(errors[pos]))
             break
     positions = _positions(cand, ref, bad, row_err, ids, logits=layers is None)
     top1 = top5 = None

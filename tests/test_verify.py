@@ -115,7 +115,7 @@ def test_forward_writes_logits_and_verify_reads_them_back(make_ckpt, run_cli, tm
     assert r.exit_code == 1
     report = json.loads(r.stdout)
     assert report["first_divergence"] == {
-        "stage": "output", "layer": None, "position": 4, "token": IDS[4],
+        "stage": "output", "layer": None, "position": 4, "token": IDS[4], "stream": None,
         "abs_error": pytest.approx(1.0, abs=1e-6)}
     assert [p["within_tolerance"] for p in report["positions"]] == [i != 4 for i in range(len(IDS))]
 

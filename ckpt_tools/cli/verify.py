@@ -50,13 +50,14 @@ def _save(path: Path, result) -> None:
 @click.option("--layers", type=click.IntRange(0), default=None,
               help="Stop after K decoder layers and write the hidden states [T, hidden].")
 @click.option("--mtp", is_flag=True,
-              help="Write the MTP module's logits [T-1, vocab] (V3: row t predicts token t+2).")
+              help="Write the MTP module's logits [T-1, vocab] (row t predicts token t+2).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Output file: .npy (the float32 array) or .npz (array and tokens).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 def forward(ckpt, tokens, layers, mtp, out, as_json):
-    """Run the NumPy reference decoder on CKPT (HF BF16/FP8 or DeepSeek mp files) and
-    write float32 logits [T, vocab], or hidden states [T, hidden] with --layers."""
+    """Run the NumPy reference decoder on CKPT (HF BF16/FP8, DeepSeek mp files, or V4 with
+    Hub or HF names, FP8/FP4 or upcast) and write float32 logits [T, vocab], or hidden
+    states [T, hidden] with --layers (V4: its hc_mult streams side by side)."""
     if mtp and layers is not None:
         raise click.UsageError("--mtp runs the whole model; it cannot be combined with --layers")
     result = forward_outputs(ckpt, tokens, layers, mtp=mtp)
@@ -127,6 +128,8 @@ def _render(report) -> None:
         click.echo(f"OK: within atol {report.atol:g}, rtol {report.rtol:g}")
     else:
         where = f"layer {d.layer}" if d.layer is not None else "the output (final norm, lm_head)"
+        if d.stream is not None:
+            where += f" (residual stream {d.stream})"
         click.echo(f"FAILED: {where} diverges first, at position {d.position} (token {d.token}), "
                    f"max abs error {d.abs_error:.3g} (atol {report.atol:g}, rtol {report.rtol:g})",
                    err=True)

@@ -31,7 +31,7 @@ from .dtypes import DTYPES, FP8_DTYPES, itemsize
 from .errors import FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
 from .output import OutputDir, source_fingerprint
-from .parallel import run_jobs, workers_for
+from .parallel import WORKER_MEMORY, ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
 from .side_files import copy_side_files
@@ -45,6 +45,9 @@ TORCH_DTYPES = {"BF16": "bfloat16", "F32": "float32"}
 WIDENABLE = ("BF16", "F16")  # exact in float32: widened by upcast --dtype f32
 QUANTIZABLE = ("BF16", "F16", "F32")
 STEP_BYTES = 4 << 20  # source bytes per streaming step (rounded to whole row blocks)
+# What one step's temporaries take at most (float32 copies of the rows, the output rows,
+# quantize's error statistics in float64): a generous multiple of the step.
+STEP_MEMORY = 16 * STEP_BYTES
 
 Kind = Literal["copy", "widen", "dequantize", "quantize"]
 
@@ -115,6 +118,9 @@ class _WrittenCheckpoint(BaseModel):
     resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
     side_files: list[str]
     seconds: float
+    nodes: list[NodeWork] = Field(
+        default_factory=list, description="Per machine: the shards it wrote, bytes read, "
+                                          "seconds (Ray nodes with --executor ray)")
 
 
 class UpcastReport(_WrittenCheckpoint):
@@ -352,9 +358,18 @@ def _write_job(src: str, dst: str, job: ShardJob, block: tuple[int, int],
 
 
 # -- running ------------------------------------------------------------------------------
+def _job_memory(job: ShardJob, block: tuple[int, int]) -> int:
+    """The most one job holds: a worker, one step's temporaries, the largest scale grid
+    (read whole for dequantize, gathered whole for quantize)."""
+    grids = [math.prod(fp8.expected_scale_shape(op.shape, block)) * 4 for op in job.ops
+             if op.kind in ("dequantize", "quantize")]
+    return WORKER_MEMORY + STEP_MEMORY + 2 * max(grids, default=0)
+
+
 def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers: int | None,
-         overwrite: bool, progress: Progress | None, label: str, scale_fmt: str | None,
-         config: dict) -> tuple[int, list[str], dict[str, list]]:
+         executor: ExecutorName, overwrite: bool, progress: Progress | None, label: str,
+         scale_fmt: str | None, config: dict
+         ) -> tuple[int, list[str], dict[str, list], list[NodeWork]]:
     """Write every shard (skipping journaled ones), then index, config and side files."""
     src = ck.dir
     with OutputDir(dst, sources=[src], overwrite=overwrite, job=job) as out:
@@ -366,16 +381,17 @@ def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers:
                 todo.append(j)
             else:
                 errors.update(info or {})
-        args = [(j.file, sum(op.src_bytes for op in j.ops),
-                 (str(src), str(out.path), j, plan.block, scale_fmt)) for j in todo]
+        args = [Job(j.file, sum(op.src_bytes for op in j.ops),
+                    (str(src), str(out.path), j, plan.block, scale_fmt), _job_memory(j, plan.block))
+                for j in todo]
 
         def finished(i: int, result: dict[str, list]) -> None:
             out.mark_done(todo[i].file, result if scale_fmt is not None else None)
             errors.update(result)
 
-        nbytes = sum(a[1] for a in args)
-        run_jobs(_write_job, args, workers=workers_for(nbytes, workers), progress=progress,
-                 label=label, on_result=finished)
+        nbytes = sum(a.nbytes for a in args)
+        ran = run_jobs(_write_job, args, workers=workers_for(nbytes, workers), executor=executor,
+                       progress=progress, label=label, on_result=finished)
         weight_map, total = {}, 0
         for file, (name, dtype, shape) in plan.out_specs():
             weight_map[name] = file
@@ -384,7 +400,7 @@ def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers:
             write_index(out.path / INDEX_FILE, ShardIndex(weight_map, total, plan.index_metadata))
         write_json_atomic(out.path / CONFIG_FILE, config)
         side = copy_side_files(src, out.path)
-    return len(plan.jobs) - len(todo), side, errors
+    return len(plan.jobs) - len(todo), side, errors, ran.nodes
 
 
 def _job(command: str, ck: Checkpoint, options: dict) -> dict:
@@ -424,7 +440,8 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
 
 def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
            workers: int | None = None, max_shard_size: int | None = None,
-           overwrite: bool = False, progress: Progress | None = None) -> UpcastReport:
+           overwrite: bool = False, progress: Progress | None = None,
+           executor: ExecutorName = "local") -> UpcastReport:
     """Dequantise an FP8 checkpoint into a BF16 (or F32) one that loads as is.
 
     Every FP8 weight becomes dtype(float32(w) * scale_inv[i // bs, j // bs]), bit for bit
@@ -443,6 +460,8 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
             tensor data per file (a larger tensor gets a file of its own).
         overwrite: replace the contents of a non-empty `dst`.
         progress: receives bytes read as shards finish.
+        executor: "local" (worker processes here) or "ray" (tasks on the Ray cluster at
+            RAY_ADDRESS, else a local Ray; src and dst on storage every node sees).
 
     Raises:
         CkptError subclasses before anything is written (see `plan_upcast`), OutputError
@@ -455,8 +474,9 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
         config.pop("quantization_config", None)
         job = _job("upcast", ck, {"dtype": dtype, "max_shard_size": max_shard_size})
-        resumed, side, _ = _run(ck, Path(dst), plan, job, workers=workers, overwrite=overwrite,
-                                progress=progress, label="upcast", scale_fmt=None, config=config)
+        resumed, side, _, nodes = _run(ck, Path(dst), plan, job, workers=workers,
+                                       executor=executor, overwrite=overwrite, progress=progress,
+                                       label="upcast", scale_fmt=None, config=config)
     ops = [op for j in plan.jobs for op in j.ops]
     count = {k: sum(op.kind == k for op in ops) for k in ("dequantize", "widen", "copy")}
     return UpcastReport(
@@ -464,7 +484,8 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         tensors=len(ops), dequantized=count["dequantize"], widened=count["widen"],
         copied=count["copy"], scales_dropped=plan.scales_dropped,
         total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
-        resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3))
+        resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3),
+        nodes=nodes)
 
 
 def plan_quantize(src: str | Path) -> ConversionPlan:
@@ -478,7 +499,8 @@ def plan_quantize(src: str | Path) -> ConversionPlan:
 
 def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
              workers: int | None = None, overwrite: bool = False,
-             progress: Progress | None = None) -> QuantizeReport:
+             progress: Progress | None = None, executor: ExecutorName = "local"
+             ) -> QuantizeReport:
     """Block-quantise a BF16/F32 checkpoint to DeepSeek's FP8 layout (e4m3, 128x128 scales).
 
     Exactly the tensors the tensor plan keeps in F8_E4M3 for this config are quantised
@@ -502,9 +524,10 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
             qc["scale_fmt"] = "ue8m0"
         config = {**ck.raw_config, "quantization_config": qc}
         job = _job("quantize", ck, {"scale_fmt": scale_fmt})
-        resumed, side, errors = _run(ck, Path(dst), plan, job, workers=workers,
-                                     overwrite=overwrite, progress=progress, label="quantize",
-                                     scale_fmt=scale_fmt, config=config)
+        resumed, side, errors, nodes = _run(ck, Path(dst), plan, job, workers=workers,
+                                            executor=executor, overwrite=overwrite,
+                                            progress=progress, label="quantize",
+                                            scale_fmt=scale_fmt, config=config)
     ops = [op for j in plan.jobs for op in j.ops]
     per_tensor = [RoundTripError(name=op.name, max_abs_error=errors[op.name][0],
                                  rel_l2_error=errors[op.name][1], nonfinite=errors[op.name][2])
@@ -515,7 +538,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
         quantized=len(per_tensor), copied=sum(op.kind == "copy" for op in ops),
         total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
         resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3),
-        max_abs_error=max((e.max_abs_error for e in per_tensor), default=0.0),
+        nodes=nodes, max_abs_error=max((e.max_abs_error for e in per_tensor), default=0.0),
         max_rel_l2_error=max((e.rel_l2_error for e in per_tensor), default=0.0),
         errors=per_tensor)
 

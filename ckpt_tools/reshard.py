@@ -31,7 +31,7 @@ from .errors import VerificationError
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
 from .output import OutputDir, source_fingerprint
-from .parallel import run_jobs, workers_for
+from .parallel import WORKER_MEMORY, ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
 from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
                            plan_reshard, planned_counts, prove_coverage)
@@ -42,6 +42,9 @@ from .sources import CONFIG_FILE
 REPORT_FILE = "reshard-report.json"
 REPLICA_CHUNK_MIN = 1 << 20
 KERNEL_COPY_MIN_RUN = 512  # shorter runs are cut from whole rows in memory instead
+# A job holds one chunk being written plus, when interleaving rank pieces or comparing
+# replicas, the pieces it joins or compares (about another chunk), with headroom.
+JOB_MEMORY = WORKER_MEMORY + 3 * CHUNK_BYTES
 
 __all__ = ["reshard_by_size", "to_deepseek_mp", "from_deepseek_mp", "iter_layout",
            "execute_plan", "plan_reshard", "ReshardReport", "Coverage", "REPORT_FILE",
@@ -83,7 +86,7 @@ class OutputFileReport(_Report):
 
 # Fields that depend on the run, not on the inputs: kept out of DST/reshard-report.json so
 # an interrupted-and-resumed run writes the same bytes as an uninterrupted one.
-RUN_FIELDS = {"resumed_files", "seconds"}
+RUN_FIELDS = {"resumed_files", "seconds", "nodes"}
 
 
 class ReshardReport(_Report):
@@ -107,6 +110,9 @@ class ReshardReport(_Report):
         0, description="Files an interrupted run had finished, kept as they were (run-specific: "
                        "not in the report file)")
     seconds: float = Field(0.0, description="Wall time of the run (not in the report file)")
+    nodes: list[NodeWork] = Field(
+        default_factory=list, description="Per machine: files written, bytes, seconds (Ray "
+                                          "nodes with --executor ray; not in the report file)")
 
 
 # -- streaming one output file ---------------------------------------------------------------
@@ -277,10 +283,12 @@ def _write_config(plan: ReshardPlan, dst: Path) -> None:
 
 
 def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = None,
-                 overwrite: bool = False, progress: Progress | None = None) -> ReshardReport:
+                 overwrite: bool = False, progress: Progress | None = None,
+                 executor: ExecutorName = "local") -> ReshardReport:
     """Prove `plan` covers its source, then write it into `dst` (resuming an interrupted
     run of the same job) and return the report (also written to DST/reshard-report.json).
-    One job per output file, on `workers` processes (default: every core from 1 GiB up).
+    One job per output file, on `workers` processes (default: every core from 1 GiB up), or
+    with executor="ray" one Ray task per file.
 
     Raises:
         VerificationError: the plan or the written files fail the coverage proof.
@@ -303,10 +311,10 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
             out.mark_done(todo[i].name)
             results[todo[i].name] = result
 
-        run_jobs(write_file, [(f.name, f.nbytes, (str(src), str(out.path), f)) for f in todo],
-                 workers=workers_for(sum(f.nbytes for f in todo), workers), progress=progress,
-                 label=f"reshard to {plan.mode}",
-                 on_result=finished)
+        jobs = [Job(f.name, f.nbytes, (str(src), str(out.path), f), JOB_MEMORY) for f in todo]
+        ran = run_jobs(write_file, jobs, workers=workers_for(sum(f.nbytes for f in todo), workers),
+                       executor=executor, progress=progress, label=f"reshard to {plan.mode}",
+                       on_result=finished)
         counted = _check_outputs(plan, out.path, results)
         side = copy_side_files(src, out.path, exclude={REPORT_FILE})
         _write_config(plan, out.path)
@@ -323,7 +331,8 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
             total_size=sum(f.nbytes for f in plan.files), side_files=side, mtp=plan.mtp,
             notes=plan.notes, coverage=Coverage(**coverage, counted_elements=counted,
                                                 complete=counted == coverage["output_elements"]),
-            resumed_files=len(plan.files) - len(todo), seconds=time.monotonic() - t0)
+            resumed_files=len(plan.files) - len(todo), seconds=time.monotonic() - t0,
+            nodes=ran.nodes)
         if not report.coverage.complete:
             raise VerificationError(f"{out.path}: writers counted {counted} output elements, "
                                     f"planned {coverage['output_elements']}")
@@ -335,7 +344,8 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
 # -- the public calls -------------------------------------------------------------------------
 def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: int, *,
                     workers: int | None = None, overwrite: bool = False,
-                    progress: Progress | None = None) -> ReshardReport:
+                    progress: Progress | None = None,
+                    executor: ExecutorName = "local") -> ReshardReport:
     """Rewrite an HF checkpoint into shards of at most `max_shard_size` bytes.
 
     Greedy in tensor-plan order; a weight and its scale share a shard; a tensor larger than
@@ -346,12 +356,14 @@ def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: int, *,
     if max_shard_size <= 0:
         raise ValueError(f"max_shard_size must be positive, found {max_shard_size}")
     plan = plan_reshard(src, max_shard_size=max_shard_size)
-    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress)
+    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
+                        executor=executor)
 
 
 def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
                    keep_mtp: bool = False, workers: int | None = None, overwrite: bool = False,
-                   progress: Progress | None = None) -> ReshardReport:
+                   progress: Progress | None = None,
+                   executor: ExecutorName = "local") -> ReshardReport:
     """Write DeepSeek's inference layout: `model{i}-mp{N}.safetensors` for each rank i.
 
     Equivalent to DeepSeek's convert.py (names, splits, expert placement), streaming, with
@@ -362,12 +374,14 @@ def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
             written; DST is not even created).
     """
     plan = plan_reshard(src, model_parallel=model_parallel, keep_mtp=keep_mtp)
-    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress)
+    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
+                        executor=executor)
 
 
 def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | None = None,
                      config: str | Path | None = None, workers: int | None = None,
-                     overwrite: bool = False, progress: Progress | None = None) -> ReshardReport:
+                     overwrite: bool = False, progress: Progress | None = None,
+                     executor: ExecutorName = "local") -> ReshardReport:
     """Rebuild the HF layout from `model{i}-mp{N}.safetensors` files (N from the names).
 
     Tensors are reassembled bit for bit; replicated tensors are checked equal on every
@@ -375,7 +389,8 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | 
     none). Shards of at most `max_shard_size` bytes (default 5 GB).
     """
     plan = plan_reshard(src, to_hf=True, max_shard_size=max_shard_size, config=config)
-    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress)
+    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
+                        executor=executor)
 
 
 def _assemble(readers: _Readers, t: OutTensor) -> np.ndarray:

@@ -14,9 +14,9 @@ import numpy as np
 
 from .dtypes import DTYPES
 from .errors import FormatError
-from .parallel import run_jobs, workers_for
+from .parallel import WORKER_MEMORY, ExecutorName, Job, JobRun, run_jobs, workers_for
 from .progress import Progress
-from .safetensors_io import SafetensorsReader
+from .safetensors_io import CHUNK_BYTES, SafetensorsReader
 from .tensor_plan import SCALE_SUFFIX
 
 # bits view, |x| mask, |x| bits of +inf (None: no inf; then |x| == mask is NaN, as in e4m3fn)
@@ -127,11 +127,14 @@ def scan_shard(path: str, file: str, names: list[str],
 
 def scan_shards(root: Path, names_by_shard: dict[str, list[str]], nbytes_by_shard: dict[str, int],
                 *, scale_suffix: str = SCALE_SUFFIX, progress: Progress | None = None,
-                workers: int | None = None) -> list[Found]:
-    """`scan_shard` over shards, in worker processes when there is enough data."""
-    jobs = [(shard, nbytes_by_shard[shard], (str(root / shard), shard, names, scale_suffix))
-            for shard, names in names_by_shard.items()]
+                workers: int | None = None, executor: ExecutorName = "local") -> JobRun:
+    """`scan_shard` over shards, in worker processes when there is enough data; the
+    results are every shard's findings, in shard order. A job holds one chunk (and its
+    bit-level temporaries, a few times the chunk)."""
+    memory = WORKER_MEMORY + 4 * CHUNK_BYTES
+    jobs = [Job(shard, nbytes_by_shard[shard], (str(root / shard), shard, names, scale_suffix),
+                memory) for shard, names in names_by_shard.items()]
     workers = workers_for(sum(nbytes_by_shard.values()), workers)
-    results = run_jobs(scan_shard, jobs, workers=workers, progress=progress,
-                       label="reading tensors")
-    return [found for shard_found in results for found in shard_found]
+    ran = run_jobs(scan_shard, jobs, workers=workers, executor=executor, progress=progress,
+                   label="reading tensors")
+    return JobRun([found for shard_found in ran.results for found in shard_found], ran.nodes)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from .render import StderrProgress, emit_json, human_bytes, human_count, safe_name, table
+from .render import (EXECUTOR, StderrProgress, echo_nodes, emit_json, human_bytes, human_count,
+                     safe_name, table)
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -56,10 +57,11 @@ class SizeParam(click.ParamType):
               help="With --to hf: the HF config.json when SRC has none.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Output files written in parallel (default: every core from 1 GiB up).")
+@EXECUTOR
 @click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
 @click.option("--json", "json_", is_flag=True, help="Print the report as JSON.")
 def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, config, workers,
-            overwrite, json_):
+            executor, overwrite, json_):
     """Rewrite SRC into DST in another layout, streaming, with a coverage proof.
 
     \b
@@ -81,7 +83,8 @@ def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, config, 
         raise click.UsageError("--model-parallel and --keep-mtp go with --to deepseek-mp")
     if config is not None and target != "hf":
         raise click.UsageError("--config goes with --to hf")
-    common = dict(workers=workers, overwrite=overwrite, progress=StderrProgress())
+    common = dict(workers=workers, overwrite=overwrite, progress=StderrProgress(),
+                  executor=executor)
     if target == "deepseek-mp":
         report = to_deepseek_mp(src, dst, model_parallel, keep_mtp=keep_mtp, **common)
     elif target == "hf":
@@ -117,5 +120,6 @@ def _render(report) -> None:
     click.echo(f"coverage: all {c.source_tensors:,} source tensors "
                f"({human_count(c.source_elements)} elements) accounted for exactly once"
                + (f"; {', '.join(extra)}" if extra else ""))
+    echo_nodes(report.nodes)
     for note in report.notes:
         click.echo(f"note: {note}")

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import MissingDependencyError, WorkerError
-from .parallel import Job, timed_call
+from .parallel import Job, largest_first, timed_call
 from .progress import Progress
 
 MAX_RETRIES = 3  # reruns of a task whose worker or node died (not of one that raised)
@@ -74,7 +74,8 @@ def run_on_ray(fn: Callable[..., Any], jobs: list[Job], *, progress: Progress,
     ran: list[tuple[str, str, float] | None] = [None] * len(jobs)
     refs: dict[Any, int] = {}
     try:
-        for i, job in enumerate(jobs):
+        for i in largest_first(jobs):
+            job = jobs[i]
             # SPREAD: jobs are bound by memory and storage bandwidth, which grow with nodes
             options = dict(num_cpus=1, memory=job.memory, max_retries=MAX_RETRIES,
                            retry_exceptions=False, scheduling_strategy="SPREAD")

@@ -53,6 +53,7 @@ class NodeWork(BaseModel):
     jobs: int
     bytes: int = Field(description="Bytes the node's jobs processed (read)")
     seconds: float = Field(description="Sum of the node's job wall times")
+    files: list[str] = Field(description="The files its jobs wrote (or read), in job order")
 
 
 class JobRun(NamedTuple):
@@ -86,12 +87,13 @@ def summarize_nodes(jobs: Sequence[Job], ran: list[tuple[str, str, float] | None
     for job, where in zip(jobs, ran):
         if where is None:
             continue
-        t = totals.setdefault(where[:2], [0, 0, 0.0])
+        t = totals.setdefault(where[:2], [0, 0, 0.0, []])
         t[0] += 1
         t[1] += job.nbytes
         t[2] += where[2]
-    return [NodeWork(node=node, address=address, jobs=n, bytes=b, seconds=round(s, 3))
-            for (node, address), (n, b, s) in sorted(totals.items())]
+        t[3].append(job.label)
+    return [NodeWork(node=node, address=address, jobs=n, bytes=b, seconds=round(s, 3),
+                     files=files) for (node, address), (n, b, s, files) in sorted(totals.items())]
 
 
 def run_jobs(fn: Callable[..., Any], jobs: Sequence[Job | tuple], *, workers: int = 1,
@@ -134,10 +136,11 @@ def merge_nodes(*runs: Iterable[NodeWork]) -> list[NodeWork]:
     totals: dict[tuple[str, str], list] = {}
     for run in runs:
         for w in run:
-            t = totals.setdefault((w.node, w.address), [0, 0, 0.0])
+            t = totals.setdefault((w.node, w.address), [0, 0, 0.0, []])
             t[0], t[1], t[2] = t[0] + w.jobs, t[1] + w.bytes, t[2] + w.seconds
-    return [NodeWork(node=node, address=address, jobs=n, bytes=b, seconds=round(s, 3))
-            for (node, address), (n, b, s) in sorted(totals.items())]
+            t[3] += w.files
+    return [NodeWork(node=node, address=address, jobs=n, bytes=b, seconds=round(s, 3),
+                     files=files) for (node, address), (n, b, s, files) in sorted(totals.items())]
 
 
 def _run_local(fn, jobs: list[Job], workers: int, progress: Progress, on_result):

@@ -44,8 +44,8 @@ def files_of(path: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def cluster():
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": STORE})
-    for _ in range(2):
-        c.add_node(num_cpus=1, object_store_memory=STORE)
+    for rank in range(2):  # each node serves one rank of --model-parallel 2
+        c.add_node(num_cpus=1, object_store_memory=STORE, resources={f"rank{rank}": 1})
     c.wait_for_nodes()
     yield c
     ray.shutdown()
@@ -113,6 +113,18 @@ def test_same_bytes_as_local_on_more_than_one_node(sources, tmp_path, connect):
     assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "local.json").read_bytes()
     assert validate(good, checksums=tmp_path / "ray.json", executor="ray").passed()
     assert sum(n.jobs for n in checked.nodes) == len(list(good.iterdir()))
+
+
+def test_each_rank_runs_on_the_node_holding_its_resource(sources, tmp_path, cluster, connect):
+    to_deepseek_mp(sources / "bf16", tmp_path / "local", 2, workers=1)
+    connect()
+    report = to_deepseek_mp(sources / "bf16", tmp_path / "ray", 2, executor="ray",
+                            rank_resource="rank")
+    assert files_of(tmp_path / "ray") == files_of(tmp_path / "local")
+    holder = {n["NodeID"]: next(k for k in n["Resources"] if k.startswith("rank"))
+              for n in ray.nodes() if n["Alive"] and any(k.startswith("rank") for k in n["Resources"])}
+    placed = {f: holder[n.node] for n in report.nodes for f in n.files}
+    assert placed == {"model0-mp2.safetensors": "rank0", "model1-mp2.safetensors": "rank1"}
 
 
 def test_killed_worker_is_retried_to_the_same_bytes(sources, tmp_path, connect):

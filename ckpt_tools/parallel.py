@@ -91,7 +91,8 @@ def summarize_nodes(jobs: Sequence[Job], ran: list[tuple[str, str, float] | None
         t[0] += 1
         t[1] += job.nbytes
         t[2] += where[2]
-        t[3].append(job.label)
+        if job.label not in t[3]:  # a file read in parts is listed once
+            t[3].append(job.label)
     return [NodeWork(node=node, address=address, jobs=n, bytes=b, seconds=round(s, 3),
                      files=files) for (node, address), (n, b, s, files) in sorted(totals.items())]
 
@@ -138,7 +139,7 @@ def merge_nodes(*runs: Iterable[NodeWork]) -> list[NodeWork]:
         for w in run:
             t = totals.setdefault((w.node, w.address), [0, 0, 0.0, []])
             t[0], t[1], t[2] = t[0] + w.jobs, t[1] + w.bytes, t[2] + w.seconds
-            t[3] += w.files
+            t[3] += [f for f in w.files if f not in t[3]]
     return [NodeWork(node=node, address=address, jobs=n, bytes=b, seconds=round(s, 3),
                      files=files) for (node, address), (n, b, s, files) in sorted(totals.items())]
 

@@ -576,14 +576,12 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
     if deep:
         from .value_scan import scan_shards  # only when asked: reads every byte
 
-        by_shard: dict[str, list[str]] = defaultdict(list)
-        nbytes: dict[str, int] = defaultdict(int)
+        by_shard: dict[str, list[tuple[str, int]]] = defaultdict(list)
         for inv in invs:
             for name, shard in inv.shard_of.items():
-                by_shard[shard].append(name)
-                nbytes[shard] += inv.entries[name].nbytes
+                by_shard[shard].append((name, inv.entries[name].nbytes))
         suffix = MP_SCALE_SUFFIX if n else SCALE_SUFFIX
-        scan = scan_shards(root, by_shard, nbytes, scale_suffix=suffix, progress=progress,
+        scan = scan_shards(root, by_shard, scale_suffix=suffix, progress=progress,
                            workers=workers, executor=executor)
         nodes += scan.nodes
         for code, file, tensor, expected, got, message in scan.results:

@@ -81,21 +81,24 @@ def scan_tensor(reader: SafetensorsReader, name: str, *, is_scale: bool = False)
     return TensorValues(e.numel, nan, inf, zero, bad)
 
 
+SCAN_PART_BYTES = 256 << 20  # tensors scanned per job (a bigger tensor is one job)
 # A finding as a small picklable tuple: (code, file, tensor, expected, found, message); the
 # codes are `ckpt_tools.findings.CODES` keys.
 Found = tuple[str, str, str | None, object, object, str]
 
 
-def scan_shard(path: str, file: str, names: list[str],
-               scale_suffix: str = SCALE_SUFFIX) -> list[Found]:
+def scan_shard(path: str, file: str, names: list[str], scale_suffix: str = SCALE_SUFFIX,
+               first_part: bool = True) -> list[Found]:
     """Findings for the named tensors of one shard (`file` is its name for messages), each
     read once; names ending in `scale_suffix` are FP8 scales. Runs in a worker process:
-    everything it needs comes in the arguments."""
+    everything it needs comes in the arguments. A shard scanned in parts reports a header
+    it cannot read from its first part only."""
     out: list[Found] = []
     try:
         reader = SafetensorsReader(path)
     except FormatError as e:
-        return [("shard-truncated", file, None, None, None, str(e).replace(path, file, 1))]
+        return [("shard-truncated", file, None, None, None, str(e).replace(path, file, 1))
+                ] if first_part else []
     with reader:
         for name in names:
             e = reader.entry(name)
@@ -125,16 +128,37 @@ def scan_shard(path: str, file: str, names: list[str],
     return out
 
 
-def scan_shards(root: Path, names_by_shard: dict[str, list[str]], nbytes_by_shard: dict[str, int],
-                *, scale_suffix: str = SCALE_SUFFIX, progress: Progress | None = None,
+def _parts(tensors: list[tuple[str, int]], part_bytes: int) -> list[list[tuple[str, int]]]:
+    """Consecutive runs of tensors of about `part_bytes` each (a bigger tensor alone)."""
+    parts: list[list[tuple[str, int]]] = [[]]
+    size = 0
+    for name, nbytes in tensors:
+        if parts[-1] and size + nbytes > part_bytes:
+            parts.append([])
+            size = 0
+        parts[-1].append((name, nbytes))
+        size += nbytes
+    return parts
+
+
+def scan_shards(root: Path, tensors_by_shard: dict[str, list[tuple[str, int]]], *,
+                scale_suffix: str = SCALE_SUFFIX, progress: Progress | None = None,
                 workers: int | None = None, executor: ExecutorName = "local") -> JobRun:
-    """`scan_shard` over shards, in worker processes when there is enough data; the
-    results are every shard's findings, in shard order. A job holds one chunk (and its
-    bit-level temporaries, a few times the chunk)."""
+    """`scan_shard` over shards given as (tensor, bytes) lists, in worker processes when
+    there is enough data; the results are every shard's findings, in shard order.
+
+    Shards are scanned in parts of about `SCAN_PART_BYTES`: shards of one checkpoint differ
+    in size by 2x and more, and with one job per shard the last big one runs alone while
+    the other workers idle. A job holds one chunk (and bit-level temporaries of a few
+    times the chunk)."""
     memory = WORKER_MEMORY + 4 * CHUNK_BYTES
-    jobs = [Job(shard, nbytes_by_shard[shard], (str(root / shard), shard, names, scale_suffix),
-                memory) for shard, names in names_by_shard.items()]
-    workers = workers_for(sum(nbytes_by_shard.values()), workers)
+    jobs = []
+    for shard, tensors in tensors_by_shard.items():
+        for k, part in enumerate(_parts(tensors, SCAN_PART_BYTES)):
+            jobs.append(Job(shard, sum(n for _, n in part),
+                            (str(root / shard), shard, [t for t, _ in part], scale_suffix, k == 0),
+                            memory))
+    workers = workers_for(sum(j.nbytes for j in jobs), workers)
     ran = run_jobs(scan_shard, jobs, workers=workers, executor=executor, progress=progress,
                    label="reading tensors")
     return JobRun([found for shard_found in ran.results for found in shard_found], ran.nodes)

@@ -1,7 +1,8 @@
 """The Ray executor: the same jobs as the local pool, as tasks on a Ray cluster.
 
 Connects to the cluster `RAY_ADDRESS` names (or the one this process is already connected
-to), else starts a local Ray for the run and stops it afterwards. Every node must see the
+to, or one `ray start`ed on this machine), else starts a local Ray for the run and stops it
+afterwards. Every node must see the
 source and destination at the same paths (a shared file system) and have ckpt_tools
 installed. Each job is one task asking for one CPU, its declared `memory` (so Ray never
 puts more jobs on a node than its memory holds) and any custom resources (a rank pinned

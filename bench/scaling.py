@@ -63,8 +63,8 @@ def elements(src: Path) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from ckpt_tools.safetensors_io import read_header
 
-    return sum(e.numel for p in src.glob("*.safetensors") for e in read_header(p).entries.values()
-               if not e.name.endswith("_scale_inv"))
+    return sum(e.numel for p in src.glob("*.safetensors")
+               for e in read_header(p).entries.values() if not e.name.endswith("_scale_inv"))
 
 
 def measure(cmd: list[str], env: dict[str, str] | None = None) -> dict:
@@ -88,7 +88,8 @@ def start_ray_head(cpus: int, tmp: Path) -> tuple[subprocess.Popen, str]:
     address = f"127.0.0.1:{port}"
     probe = "import ray, sys; ray.init(address=sys.argv[1]); ray.shutdown()"
     for _ in range(120):
-        if subprocess.run([sys.executable, "-c", probe, address], capture_output=True).returncode == 0:
+        probed = subprocess.run([sys.executable, "-c", probe, address], capture_output=True)
+        if probed.returncode == 0:
             return proc, address
         time.sleep(1)
     stop_ray_head(proc)
@@ -123,9 +124,9 @@ def main() -> None:
                        stdout=subprocess.DEVNULL)
         n = elements(fp8)
         size = sum(p.stat().st_size for p in fp8.glob("*.safetensors"))
-        print(f"source: {args.shards} shards, {size / 1e9:.2f} GB FP8 ({n / 1e9:.2f} G elements),"
-              f" BF16 copy {2 * n / 1e9:.2f} GB, on {root} (built in {time.monotonic() - t0:.0f} s)",
-              flush=True)
+        print(f"source: {args.shards} shards, {size / 1e9:.2f} GB FP8 ({n / 1e9:.2f} G "
+              f"elements), BF16 copy {2 * n / 1e9:.2f} GB, on {root} (built in "
+              f"{time.monotonic() - t0:.0f} s)", flush=True)
         memcpy = json.loads(subprocess.run([sys.executable, "-c", MEMCPY], check=True,
                                            capture_output=True, text=True).stdout)
         print(f"memcpy: {memcpy / 1e9:.2f} GB/s copied", flush=True)
@@ -154,9 +155,9 @@ def main() -> None:
             one, two = medians(runs[(op, 1)]), medians(runs[(op, 2)])
             rate = n / one["wall"]
             ceiling = memcpy / moved
-            print(f"{op:16s} {one['wall']:10.2f} {two['wall']:11.2f} {one['wall'] / two['wall']:7.2f}x"
-                  f" {rate / 1e9:15.3f} {ceiling / 1e9:11.3f} {100 * rate / ceiling:7.1f}%"
-                  f" {one['cpu']:9.2f}")
+            print(f"{op:16s} {one['wall']:10.2f} {two['wall']:11.2f} "
+                  f"{one['wall'] / two['wall']:7.2f}x {rate / 1e9:15.3f} {ceiling / 1e9:11.3f} "
+                  f"{100 * rate / ceiling:7.1f}% {one['cpu']:9.2f}")
         print("goals (2 cores): speed-up >= 1.7x for upcast and validate --deep; one upcast "
               "worker >= 25% of memcpy")
 

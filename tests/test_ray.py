@@ -121,8 +121,8 @@ def test_each_rank_runs_on_the_node_holding_its_resource(sources, tmp_path, clus
     report = to_deepseek_mp(sources / "bf16", tmp_path / "ray", 2, executor="ray",
                             rank_resource="rank")
     assert files_of(tmp_path / "ray") == files_of(tmp_path / "local")
-    holder = {n["NodeID"]: next(k for k in n["Resources"] if k.startswith("rank"))
-              for n in ray.nodes() if n["Alive"] and any(k.startswith("rank") for k in n["Resources"])}
+    holder = {n["NodeID"]: k for n in ray.nodes() if n["Alive"]
+              for k in n["Resources"] if k.startswith("rank")}
     placed = {f: holder[n.node] for n in report.nodes for f in n.files}
     assert placed == {"model0-mp2.safetensors": "rank0", "model1-mp2.safetensors": "rank1"}
 

@@ -129,7 +129,8 @@ def main() -> None:
               f"{time.monotonic() - t0:.0f} s)", flush=True)
         memcpy = json.loads(subprocess.run([sys.executable, "-c", MEMCPY], check=True,
                                            capture_output=True, text=True).stdout)
-        print(f"memcpy: {memcpy / 1e9:.2f} GB/s copied", flush=True)
+        print(f"memcpy: {memcpy / 1e9:.2f} GB/s copied; load average "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
 
         out = root / "out"
         ops = {  # name: (command, bytes moved per element, writes to out)
@@ -150,16 +151,20 @@ def main() -> None:
         print(f"\nmedians of {args.reps} runs, start-up included; rates in G elements/s "
               f"(memcpy: {memcpy / 1e9:.2f} GB/s)")
         print(f"{'':16s} {'1 worker s':>10s} {'2 workers s':>11s} {'speed-up':>8s} "
-              f"{'rate/worker (1)':>15s} {'memcpy rate':>11s} {'% memcpy':>8s} {'CPU s (1)':>9s}")
+              f"{'rate/worker (1)':>15s} {'memcpy rate':>11s} {'% memcpy':>8s} {'CPU s (1)':>9s} "
+              f"{'CPU s (2)':>9s}")
         for op, (_, moved) in ops.items():
             one, two = medians(runs[(op, 1)]), medians(runs[(op, 2)])
             rate = n / one["wall"]
             ceiling = memcpy / moved
             print(f"{op:16s} {one['wall']:10.2f} {two['wall']:11.2f} "
                   f"{one['wall'] / two['wall']:7.2f}x {rate / 1e9:15.3f} {ceiling / 1e9:11.3f} "
-                  f"{100 * rate / ceiling:7.1f}% {one['cpu']:9.2f}")
+                  f"{100 * rate / ceiling:7.1f}% {one['cpu']:9.2f} {two['cpu']:9.2f}")
         print("goals (2 cores): speed-up >= 1.7x for upcast and validate --deep; one upcast "
               "worker >= 25% of memcpy")
+        print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+              f"(above ~0.5, other processes share the cores and wall-time ratios mean little: "
+              f"compare CPU seconds; equal CPU for 1 and 2 workers means no parallel overhead)")
 
         if not args.no_ray:
             ray_runs(fp8, out, root, args.reps)

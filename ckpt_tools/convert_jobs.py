@@ -112,9 +112,11 @@ class _ErrorStats:
         err = np.abs(back - ref, dtype=np.float64)
         if err.size:
             self.max_abs = max(self.max_abs, float(err.max()))
-        self.sq_err += float(np.dot(err.ravel(), err.ravel()))
+        # einsum, not np.dot: dot goes to BLAS, whose threads spin on every core (a
+        # quantize worker took two cores' CPU time for one core's work)
+        self.sq_err += float(np.einsum("i,i->", err.ravel(), err.ravel()))
         ref64 = ref.astype(np.float64).ravel()
-        self.sq_ref += float(np.dot(ref64, ref64))
+        self.sq_ref += float(np.einsum("i,i->", ref64, ref64))
 
     def result(self) -> list:
         rel = math.sqrt(self.sq_err / self.sq_ref) if self.sq_ref > 0 else 0.0

@@ -411,16 +411,15 @@ def _inside(root: Path, path: Path | None) -> str | None:
 
 def _checksums(root: Path, single: str | None, manifest: Manifest | None,
                manifest_path: Path | None, target: Path | None, f: Findings,
-               progress: Progress | None, workers: int | None, executor: ExecutorName,
-               nodes: list[NodeWork]) -> str | None:
-    """Check against `manifest`, then record into `target`; the path written, if any."""
+               run: dict) -> str | None:
+    """Check against `manifest`, then record into `target`; the path written, if any.
+    `run`: how to hash (progress, workers, executor, nodes)."""
     from .checksums import check_files, checkpoint_files, record  # only when asked: hashing
     skip = {MANIFEST_FILE, _inside(root, target), _inside(root, manifest_path)} - {None}
     files = [single] if single else checkpoint_files(root, skip=frozenset(skip))
     known = {}
     if manifest is not None:
-        problems, known = check_files(root, files, manifest, progress=progress, workers=workers,
-                                      executor=executor, nodes=nodes)
+        problems, known = check_files(root, files, manifest, **run)
         for p in problems:
             f.add(p.code, p.message, file=p.path, expected=p.expected, found=p.found)
     if target is None:
@@ -429,8 +428,7 @@ def _checksums(root: Path, single: str | None, manifest: Manifest | None,
         f.add("manifest-not-written", f"{target}: not written: {f.errors:,} error(s) found; a "
               f"manifest would record a broken checkpoint as good")
         return None
-    record(root, target, files, known=known, progress=progress, workers=workers,
-           executor=executor, nodes=nodes)
+    record(root, target, files, known=known, **run)
     return str(target)
 
 
@@ -594,7 +592,8 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         if write_manifest:
             target = root / MANIFEST_FILE if write_manifest is True else Path(write_manifest)
         written = _checksums(root, single, manifest, Path(checksums) if checksums else None,
-                             target, f, progress, workers, executor, nodes)
+                             target, f, dict(progress=progress, workers=workers,
+                                             executor=executor, nodes=nodes))
         checks += ["checksums"] if manifest is not None else []
 
     tensors = sum(len(inv.entries) for inv in invs)

@@ -321,6 +321,9 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
         ConfigError: a rank outside the plan's ranks.
     """
     t0 = time.monotonic()
+    if rank_resource is not None and (executor != "ray" or plan.mode != "deepseek-mp"):
+        raise ValueError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
+                         "executor='ray'")
     coverage = prove_coverage(plan)  # before anything is written
     selected = _rank_files(plan, ranks)
     src = plan.src

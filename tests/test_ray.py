@@ -135,6 +135,13 @@ def test_killed_worker_is_retried_to_the_same_bytes(sources, tmp_path, connect):
     assert marker.is_file()  # a worker did die mid-job
     assert files_of(tmp_path / "ray") == files_of(tmp_path / "local")
 
+    to_deepseek_mp(sources / "bf16", tmp_path / "mp-local", 2, workers=1)
+    marker = tmp_path / "killed-mp"
+    connect(**{KILL_ONCE_VAR: str(marker)})
+    to_deepseek_mp(sources / "bf16", tmp_path / "mp-ray", 2, executor="ray")
+    assert marker.is_file()
+    assert files_of(tmp_path / "mp-ray") == files_of(tmp_path / "mp-local")
+
 
 def test_a_job_error_fails_the_run_as_locally(sources, tmp_path, connect, run_cli):
     mp = tmp_path / "mp"

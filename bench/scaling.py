@@ -77,6 +77,11 @@ def medians(runs: list[dict]) -> dict:
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
+# A throwaway cluster on this machine: no token authentication (Ray >= 2.5x turns it on
+# once any local Ray has written ~/.ray/auth_token, and clients then fail to connect).
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+
+
 def start_ray_head(cpus: int, tmp: Path) -> tuple[subprocess.Popen, str]:
     """A Ray head of `cpus` CPUs in its own process group; (process, address)."""
     port = 6390 + os.getpid() % 500
@@ -84,11 +89,12 @@ def start_ray_head(cpus: int, tmp: Path) -> tuple[subprocess.Popen, str]:
         ["ray", "start", "--head", "--block", f"--port={port}", f"--num-cpus={cpus}",
          "--object-store-memory=100000000", "--include-dashboard=false",
          f"--temp-dir={tmp}", "--disable-usage-stats"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, env=RAY_ENV)
     address = f"127.0.0.1:{port}"
     probe = "import ray, sys; ray.init(address=sys.argv[1]); ray.shutdown()"
     for _ in range(120):
-        probed = subprocess.run([sys.executable, "-c", probe, address], capture_output=True)
+        probed = subprocess.run([sys.executable, "-c", probe, address], capture_output=True,
+                                env=RAY_ENV, timeout=60)
         if probed.returncode == 0:
             return proc, address
         time.sleep(1)
@@ -181,7 +187,7 @@ def ray_runs(fp8: Path, out: Path, root: Path, reps: int) -> None:
     head, address = start_ray_head(cpus, root / "ray")
     print(f"\nRay head with {cpus} CPUs at {address} (up in {time.monotonic() - t0:.0f} s)",
           flush=True)
-    env = {**os.environ, "RAY_ADDRESS": address}
+    env = {**RAY_ENV, "RAY_ADDRESS": address}
     try:
         runs: dict[str, list[dict]] = {"local": [], "ray": []}
         for rep in range(reps):

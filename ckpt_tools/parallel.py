@@ -83,18 +83,9 @@ def timed_call(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
 def summarize_nodes(jobs: Sequence[Job], ran: list[tuple[str, str, float] | None]
                     ) -> list[NodeWork]:
     """Per-node totals from each job's (node, address, seconds); None: not run."""
-    totals: dict[tuple[str, str], list] = {}
-    for job, where in zip(jobs, ran):
-        if where is None:
-            continue
-        t = totals.setdefault(where[:2], [0, 0, 0.0, []])
-        t[0] += 1
-        t[1] += job.nbytes
-        t[2] += where[2]
-        if job.label not in t[3]:  # a file read in parts is listed once
-            t[3].append(job.label)
-    return [NodeWork(node=node, address=address, jobs=n, bytes=b, seconds=round(s, 3),
-                     files=files) for (node, address), (n, b, s, files) in sorted(totals.items())]
+    return merge_nodes(NodeWork(node=where[0], address=where[1], jobs=1, bytes=job.nbytes,
+                                seconds=where[2], files=[job.label])
+                       for job, where in zip(jobs, ran) if where is not None)
 
 
 def run_jobs(fn: Callable[..., Any], jobs: Sequence[Job | tuple], *, workers: int = 1,
@@ -139,7 +130,7 @@ def merge_nodes(*runs: Iterable[NodeWork]) -> list[NodeWork]:
         for w in run:
             t = totals.setdefault((w.node, w.address), [0, 0, 0.0, []])
             t[0], t[1], t[2] = t[0] + w.jobs, t[1] + w.bytes, t[2] + w.seconds
-            t[3] += [f for f in w.files if f not in t[3]]
+            t[3] += [f for f in w.files if f not in t[3]]  # a file read in parts: once
     return [NodeWork(node=node, address=address, jobs=n, bytes=b, seconds=round(s, 3),
                      files=files) for (node, address), (n, b, s, files) in sorted(totals.items())]
 

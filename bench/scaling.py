@@ -21,7 +21,11 @@ Ray: a Ray head is started for the run (`ray start --head --block`, its own proc
 stopped afterwards) and `ckpt upcast --executor ray` connects to it through RAY_ADDRESS;
 the local pool runs with as many workers as the head has CPUs.
 
-Reproduce: python bench/scaling.py [--reps 3] [--tmp /dev/shm] [--experts 4] [--no-ray]
+tmpfs space: the scaling part holds the FP8 source, its BF16 copy and one output (about
+5x the FP8 size, 6 GB by default); --ray-only the source and one upcast output (3x).
+
+Reproduce: python bench/scaling.py [--reps 3] [--tmp /dev/shm] [--experts 4] [--shards 4]
+           [--no-ray | --ray-only]     (Ray at 3.9 GB: --ray-only --experts 64 --shards 8)
 """
 
 from __future__ import annotations
@@ -118,6 +122,8 @@ def main() -> None:
     ap.add_argument("--experts", type=int, default=OVERRIDES["n_routed_experts"])
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--no-ray", action="store_true", help="Skip the local vs Ray comparison")
+    ap.add_argument("--ray-only", action="store_true",
+                    help="Only the local vs Ray comparison (no BF16 copy: less tmpfs space)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-scaling-", dir=args.tmp))
     try:
@@ -126,59 +132,63 @@ def main() -> None:
         overrides = {**OVERRIDES, "n_routed_experts": args.experts}
         subprocess.run([sys.executable, "-c", BUILD, str(fp8), str(args.shards),
                         json.dumps(overrides)], check=True)
-        subprocess.run([*CKPT, "upcast", str(fp8), str(bf16), "-q"], check=True,
-                       stdout=subprocess.DEVNULL)
+        if not args.ray_only:
+            subprocess.run([*CKPT, "upcast", str(fp8), str(bf16), "-q"], check=True,
+                           stdout=subprocess.DEVNULL)
         n = elements(fp8)
         size = sum(p.stat().st_size for p in fp8.glob("*.safetensors"))
         print(f"source: {args.shards} shards, {size / 1e9:.2f} GB FP8 ({n / 1e9:.2f} G "
-              f"elements), BF16 copy {2 * n / 1e9:.2f} GB, on {root} (built in "
-              f"{time.monotonic() - t0:.0f} s)", flush=True)
-        memcpy = json.loads(subprocess.run([sys.executable, "-c", MEMCPY], check=True,
-                                           capture_output=True, text=True).stdout)
-        print(f"memcpy: {memcpy / 1e9:.2f} GB/s copied; load average "
-              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
-
-        out = root / "out"
-        ops = {  # name: (command, bytes moved per element, writes to out)
-            "upcast": (["upcast", fp8, out, "-q"], 3),
-            "quantize": (["quantize", bf16, out, "-q"], 3),
-            "validate --deep": (["validate", fp8, "--deep"], 1),
-            "reshard": (["reshard", bf16, out, "--to", "deepseek-mp", "--model-parallel", "2"], 4),
-        }
-        runs: dict[tuple[str, int], list[dict]] = {}
-        for rep in range(args.reps):
-            for op, (cmd, _) in ops.items():
-                for workers in (1, 2):
-                    shutil.rmtree(out, ignore_errors=True)
-                    r = measure([*CKPT, *map(str, cmd), "--workers", str(workers)])
-                    runs.setdefault((op, workers), []).append(r)
-                    print(f"  rep {rep + 1} {op:16s} --workers {workers}: wall {r['wall']:6.2f} s"
-                          f"  CPU {r['cpu']:6.2f} s  peak RSS {r['rss']:5.0f} MB", flush=True)
-        print(f"\nmedians of {args.reps} runs, start-up included; rates in G elements/s "
-              f"(memcpy: {memcpy / 1e9:.2f} GB/s)")
-        print(f"{'':16s} {'1 worker s':>10s} {'2 workers s':>11s} {'speed-up':>8s} "
-              f"{'rate/worker (1)':>15s} {'memcpy rate':>11s} {'% memcpy':>8s} {'CPU s (1)':>9s} "
-              f"{'CPU s (2)':>9s}")
-        for op, (_, moved) in ops.items():
-            one, two = medians(runs[(op, 1)]), medians(runs[(op, 2)])
-            rate = n / one["wall"]
-            ceiling = memcpy / moved
-            print(f"{op:16s} {one['wall']:10.2f} {two['wall']:11.2f} "
-                  f"{one['wall'] / two['wall']:7.2f}x {rate / 1e9:15.3f} {ceiling / 1e9:11.3f} "
-                  f"{100 * rate / ceiling:7.1f}% {one['cpu']:9.2f} {two['cpu']:9.2f}")
-        print("goals (2 cores): speed-up >= 1.7x for upcast and validate --deep; one upcast "
-              "worker >= 25% of memcpy")
-        print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
-              f"(above ~0.5, other processes share the cores and wall-time ratios mean little: "
-              f"compare CPU seconds; equal CPU for 1 and 2 workers means no parallel overhead)")
-
+              f"elements), on {root} (built in {time.monotonic() - t0:.0f} s)", flush=True)
+        if not args.ray_only:
+            scaling(fp8, bf16, root / "out", n, args.reps)
         if not args.no_ray:
-            ray_runs(fp8, out, root, args.reps)
+            ray_runs(fp8, root / "out", root, args.reps)
         print(f"\nreproduce: python bench/scaling.py --reps {args.reps} --experts {args.experts} "
               f"--shards {args.shards}" + (f" --tmp {args.tmp}" if args.tmp else "")
-              + (" --no-ray" if args.no_ray else ""))
+              + (" --no-ray" if args.no_ray else "") + (" --ray-only" if args.ray_only else ""))
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def scaling(fp8: Path, bf16: Path, out: Path, n: int, reps: int) -> None:
+    """1 vs 2 workers for each command, next to memcpy."""
+    memcpy = json.loads(subprocess.run([sys.executable, "-c", MEMCPY], check=True,
+                                       capture_output=True, text=True).stdout)
+    print(f"memcpy: {memcpy / 1e9:.2f} GB/s copied; load average "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
+
+    ops = {  # name: (command, bytes moved per element, writes to out)
+        "upcast": (["upcast", fp8, out, "-q"], 3),
+        "quantize": (["quantize", bf16, out, "-q"], 3),
+        "validate --deep": (["validate", fp8, "--deep"], 1),
+        "reshard": (["reshard", bf16, out, "--to", "deepseek-mp", "--model-parallel", "2"], 4),
+    }
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for rep in range(reps):
+        for op, (cmd, _) in ops.items():
+            for workers in (1, 2):
+                shutil.rmtree(out, ignore_errors=True)
+                r = measure([*CKPT, *map(str, cmd), "--workers", str(workers)])
+                runs.setdefault((op, workers), []).append(r)
+                print(f"  rep {rep + 1} {op:16s} --workers {workers}: wall {r['wall']:6.2f} s"
+                      f"  CPU {r['cpu']:6.2f} s  peak RSS {r['rss']:5.0f} MB", flush=True)
+    print(f"\nmedians of {reps} runs, start-up included; rates in G elements/s "
+          f"(memcpy: {memcpy / 1e9:.2f} GB/s)")
+    print(f"{'':16s} {'1 worker s':>10s} {'2 workers s':>11s} {'speed-up':>8s} "
+          f"{'rate/worker (1)':>15s} {'memcpy rate':>11s} {'% memcpy':>8s} {'CPU s (1)':>9s} "
+          f"{'CPU s (2)':>9s}")
+    for op, (_, moved) in ops.items():
+        one, two = medians(runs[(op, 1)]), medians(runs[(op, 2)])
+        rate = n / one["wall"]
+        ceiling = memcpy / moved
+        print(f"{op:16s} {one['wall']:10.2f} {two['wall']:11.2f} "
+              f"{one['wall'] / two['wall']:7.2f}x {rate / 1e9:15.3f} {ceiling / 1e9:11.3f} "
+              f"{100 * rate / ceiling:7.1f}% {one['cpu']:9.2f} {two['cpu']:9.2f}")
+    print("goals (2 cores): speed-up >= 1.7x for upcast and validate --deep; one upcast "
+          "worker >= 25% of memcpy")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          f"(above ~0.5, other processes share the cores and wall-time ratios mean little: "
+          f"compare CPU seconds; equal CPU for 1 and 2 workers means no parallel overhead)")
 
 
 def ray_runs(fp8: Path, out: Path, root: Path, reps: int) -> None:

@@ -111,8 +111,9 @@ def test_same_bytes_as_local_on_more_than_one_node(sources, tmp_path, connect):
     assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "local.json").read_bytes()
     assert validate(good, checksums=tmp_path / "ray.json", executor="ray").passed()
     assert sum(n.jobs for n in checked.nodes) == len(list(good.iterdir()))
-    # Ray reuses a worker lease for a job of the same shape that is queued when one
-    # finishes, so a run of tiny jobs may stay on one node; across these runs they spread
+    # where Ray puts a run of a few tiny jobs depends on timing (a node whose worker is
+    # free takes the next job; a loaded machine starts the other's late): judged over
+    # all the runs, which must have used more than one node
     ran_on = {n.node for r in (remote, mp, back, got, checked) for n in r.nodes}
     assert len(ran_on) >= 2 and ran_on <= {n["NodeID"] for n in ray.nodes()}
 

@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 from .errors import FormatError
 from .manifest import Manifest, ManifestEntry, read_manifest, sha256_file, write_manifest
-from .parallel import run_jobs, workers_for
+from .parallel import WORKER_MEMORY, ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
 from .safe_paths import safe_member
 from .safetensors_io import PARTIAL_SUFFIX
@@ -44,17 +44,23 @@ def checkpoint_files(root: Path, *, skip: frozenset[str] = frozenset()) -> list[
 
 
 def hash_files(root: Path, paths: list[str], *, progress: Progress | None = None,
-               workers: int | None = None) -> Hashes:
+               workers: int | None = None, executor: ExecutorName = "local",
+               nodes: list[NodeWork] | None = None) -> Hashes:
+    """SHA-256 of each file, one job per file (a job holds one read buffer); per-node
+    totals are appended to `nodes` when given."""
     sizes = {p: (root / p).stat().st_size for p in paths}
-    jobs = [(p, sizes[p], (str(root / p),)) for p in paths]
-    digests = run_jobs(sha256_file, jobs, workers=workers_for(sum(sizes.values()), workers),
-                       progress=progress, label="sha256")
-    return {p: (sizes[p], d) for p, d in zip(paths, digests)}
+    jobs = [Job(p, sizes[p], (str(root / p),), WORKER_MEMORY) for p in paths]
+    ran = run_jobs(sha256_file, jobs, workers=workers_for(sum(sizes.values()), workers),
+                   executor=executor, progress=progress, label="sha256")
+    if nodes is not None:
+        nodes += ran.nodes
+    return {p: (sizes[p], d) for p, d in zip(paths, ran.results)}
 
 
 def check_files(root: Path, files: list[str], manifest: Manifest, *,
-                progress: Progress | None = None,
-                workers: int | None = None) -> tuple[list[Problem], Hashes]:
+                progress: Progress | None = None, workers: int | None = None,
+                executor: ExecutorName = "local", nodes: list[NodeWork] | None = None
+                ) -> tuple[list[Problem], Hashes]:
     """Every way `files` (under `root`) differ from `manifest`, and the hashes computed."""
     problems: list[Problem] = []
     to_hash: dict[str, ManifestEntry] = {}
@@ -76,7 +82,8 @@ def check_files(root: Path, files: list[str], manifest: Manifest, *,
                                     f"{entry.path}: expected {entry.size:,} bytes, found {size:,}"))
             continue
         to_hash[entry.path] = entry
-    hashed = hash_files(root, list(to_hash), progress=progress, workers=workers)
+    hashed = hash_files(root, list(to_hash), progress=progress, workers=workers,
+                        executor=executor, nodes=nodes)
     for path, entry in to_hash.items():
         digest = hashed[path][1]
         if digest != entry.sha256:
@@ -90,12 +97,14 @@ def check_files(root: Path, files: list[str], manifest: Manifest, *,
 
 
 def record(root: Path, target: Path, files: list[str], *, known: Hashes | None = None,
-           progress: Progress | None = None, workers: int | None = None) -> None:
+           progress: Progress | None = None, workers: int | None = None,
+           executor: ExecutorName = "local", nodes: list[NodeWork] | None = None) -> None:
     """Write a manifest of `files` to `target`, hashing only what `known` lacks. The origin
     (repo_id, revision) of a manifest already at `target` is kept."""
     known = known or {}
     stale = [p for p in files if p not in known or known[p][0] != (root / p).stat().st_size]
-    hashed = {**known, **hash_files(root, stale, progress=progress, workers=workers)}
+    hashed = {**known, **hash_files(root, stale, progress=progress, workers=workers,
+                                    executor=executor, nodes=nodes)}
     repo_id = revision = None
     if target.is_file():
         try:

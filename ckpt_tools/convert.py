@@ -5,10 +5,11 @@ Three phases:
    `weight_scale_inv` through the index (the scale may sit in any shard), check dtypes,
    shapes and scale values against the tensor plan, and raise naming the tensor on the
    first defect. Which tensors are FP8 is the tensor plan's answer, never a name list.
-2. Write: one job per output shard, in worker processes. A job streams its tensors a few
-   row blocks at a time (pread in, `fp8.dequantize`/`fp8.quantize`, write out), so a
-   worker holds a few MB, never a tensor or a shard. Shards appear under their final name
-   only when complete; each is journaled as it finishes (`OutputDir`), so a rerun after a
+2. Write: jobs (`convert_jobs`) on an executor (worker processes, or Ray tasks): upcast
+   writes each output shard in parts of ~128 MiB of source, several jobs at once;
+   quantize one job per shard. A job streams a few row blocks at a time, so a worker
+   holds a few MB, never a tensor or a shard. Shards appear under their final name only
+   when complete; each is journaled as it finishes (`OutputDir`), so a rerun after a
    crash or SIGKILL skips finished shards and ends with the same bytes.
 3. Finish: the index (exact `total_size`, no scales), config.json edited as a raw dict
    (only `quantization_config` and `torch_dtype` change; unknown keys stay), side files.
@@ -25,15 +26,16 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from . import __version__, fp8
+from . import __version__, fp8, part_writer
 from .checkpoint import Checkpoint
-from .dtypes import DTYPES, FP8_DTYPES, itemsize
+from .convert_jobs import (PART_BYTES, ShardJob, TensorOp, call, job_memory, split_file,
+                           write_file, write_part)
+from .dtypes import FP8_DTYPES, itemsize
 from .errors import FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
 from .output import OutputDir, source_fingerprint
-from .parallel import run_jobs, workers_for
+from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
-from .safetensors_io import SafetensorsReader, SafetensorsWriter
 from .side_files import copy_side_files
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, TensorPlan
@@ -44,39 +46,6 @@ OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}
 TORCH_DTYPES = {"BF16": "bfloat16", "F32": "float32"}
 WIDENABLE = ("BF16", "F16")  # exact in float32: widened by upcast --dtype f32
 QUANTIZABLE = ("BF16", "F16", "F32")
-STEP_BYTES = 4 << 20  # source bytes per streaming step (rounded to whole row blocks)
-
-Kind = Literal["copy", "widen", "dequantize", "quantize"]
-
-
-class TensorOp(NamedTuple):
-    """How one source tensor becomes one output tensor (two for quantize: weight + scale)."""
-
-    name: str
-    kind: Kind
-    shard: str  # source shard holding the tensor
-    src_dtype: str
-    dtype: str  # output dtype
-    shape: tuple[int, ...]
-    scale: str | None = None  # dequantize: the source scale; quantize: the scale to write
-    scale_shard: str | None = None  # dequantize: the shard holding the source scale
-
-    @property
-    def src_bytes(self) -> int:
-        return math.prod(self.shape) * itemsize(self.src_dtype)
-
-    def out_specs(self, block: tuple[int, int]) -> list[tuple[str, str, tuple[int, ...]]]:
-        specs = [(self.name, self.dtype, self.shape)]
-        if self.kind == "quantize":
-            specs.append((self.scale, "F32", fp8.expected_scale_shape(self.shape, block)))
-        return specs
-
-
-class ShardJob(NamedTuple):
-    file: str  # output file name
-    ops: tuple[TensorOp, ...]
-
-
 class ConversionPlan(NamedTuple):
     """Everything a run will write, decided before writing."""
 
@@ -115,6 +84,9 @@ class _WrittenCheckpoint(BaseModel):
     resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
     side_files: list[str]
     seconds: float
+    nodes: list[NodeWork] = Field(
+        default_factory=list, description="Per machine: the shards it wrote, bytes read, "
+                                          "seconds (Ray nodes with --executor ray)")
 
 
 class UpcastReport(_WrittenCheckpoint):
@@ -252,109 +224,63 @@ def _group(ck: Checkpoint, ops: list[TensorOp], block, max_shard_size: int | Non
     return [ShardJob(shard_file_name(i, n), tuple(g)) for i, g in enumerate(groups, 1)], n > 1
 
 
-# -- the worker ---------------------------------------------------------------------------
-def _row_steps(rows: int, row_bytes: int, align: int) -> Iterator[tuple[int, int]]:
-    """[r0, r1) ranges of about STEP_BYTES each, in multiples of `align` rows."""
-    step = max(1, STEP_BYTES // max(row_bytes, 1) // align) * align
-    for r0 in range(0, rows, step):
-        yield r0, min(rows, r0 + step)
-
-
-def _widened(reader: SafetensorsReader, op: TensorOp) -> Iterator[memoryview]:
-    rows = op.shape[0] if op.shape else 1
-    for r0, r1 in _row_steps(rows, math.prod(op.shape[1:]) * itemsize(op.src_dtype), 1):
-        wide = reader.read_rows(op.name, r0, r1).astype(np.float32)
-        yield memoryview(wide.reshape(-1).view(np.uint8))
-
-
-def _dequantized(reader: SafetensorsReader, scale: np.ndarray, op: TensorOp,
-                 block: tuple[int, int]) -> Iterator[memoryview]:
-    rows, cols = op.shape
-    out_dtype = DTYPES[op.dtype].numpy
-    buf = None
-    for r0, r1 in _row_steps(rows, cols, block[0]):
-        if buf is None:
-            buf = np.empty((r1 - r0, cols), out_dtype)
-        out = fp8.dequantize(reader.read_rows(op.name, r0, r1),
-                             scale[r0 // block[0]:-(-r1 // block[0])], block, out_dtype,
-                             out=buf[:r1 - r0])
-        yield memoryview(out.reshape(-1).view(np.uint8))
-
-
-class _ErrorStats:
-    def __init__(self):
-        self.max_abs, self.sq_err, self.sq_ref, self.nonfinite = 0.0, 0.0, 0.0, 0
-
-    def add(self, ref: np.ndarray, back: np.ndarray) -> None:
-        finite = np.isfinite(ref)
-        if not finite.all():
-            self.nonfinite += int(finite.size - np.count_nonzero(finite))
-            ref, back = ref[finite], back[finite]
-        err = np.abs(back - ref, dtype=np.float64)
-        if err.size:
-            self.max_abs = max(self.max_abs, float(err.max()))
-        self.sq_err += float(np.dot(err.ravel(), err.ravel()))
-        ref64 = ref.astype(np.float64).ravel()
-        self.sq_ref += float(np.dot(ref64, ref64))
-
-    def result(self) -> list:
-        rel = math.sqrt(self.sq_err / self.sq_ref) if self.sq_ref > 0 else 0.0
-        return [self.max_abs, rel, self.nonfinite]
-
-
-def _quantized(reader: SafetensorsReader, op: TensorOp, block: tuple[int, int],
-               scale_fmt: str, scales: list[np.ndarray], stats: _ErrorStats
-               ) -> Iterator[memoryview]:
-    rows, cols = op.shape
-    for r0, r1 in _row_steps(rows, cols * itemsize(op.src_dtype), block[0]):
-        w = reader.read_rows(op.name, r0, r1).astype(np.float32)
-        q, s = fp8.quantize(w, block, scale_fmt=scale_fmt)
-        scales.append(s)
-        stats.add(w, fp8.dequantize(q, s, block))  # exactly what upcast --dtype f32 gives back
-        yield memoryview(q.reshape(-1).view(np.uint8))
-
-
-def _write_job(src: str, dst: str, job: ShardJob, block: tuple[int, int],
-               scale_fmt: str | None) -> dict[str, list]:
-    """Write one output shard; returns {tensor: [max_abs, rel_l2, nonfinite]} for quantize."""
-    readers: dict[str, SafetensorsReader] = {}
-
-    def reader(shard: str) -> SafetensorsReader:
-        if shard not in readers:
-            readers[shard] = SafetensorsReader(Path(src) / shard)
-        return readers[shard]
-
-    errors: dict[str, list] = {}
-    specs = [s for op in job.ops for s in op.out_specs(block)]
-    try:
-        with SafetensorsWriter(Path(dst) / job.file, specs) as w:
-            for op in job.ops:
-                r = reader(op.shard)
-                if op.kind == "copy":
-                    w.write_bytes(op.name, r.iter_chunks(op.name))
-                elif op.kind == "widen":
-                    w.write_bytes(op.name, _widened(r, op))
-                elif op.kind == "dequantize":
-                    grid_rows = -(-op.shape[0] // block[0])
-                    scale = reader(op.scale_shard).read_rows(op.scale, 0, grid_rows)
-                    w.write_bytes(op.name, _dequantized(r, scale, op, block))
-                else:
-                    scales: list[np.ndarray] = []
-                    stats = _ErrorStats()
-                    w.write_bytes(op.name, _quantized(r, op, block, scale_fmt, scales, stats))
-                    w.write(op.scale, np.concatenate(scales) if scales
-                            else np.zeros(fp8.expected_scale_shape(op.shape, block), np.float32))
-                    errors[op.name] = stats.result()
-    finally:
-        for r in readers.values():
-            r.close()
-    return errors
-
-
 # -- running ------------------------------------------------------------------------------
+def _write_shards(out: OutputDir, src: str, plan: ConversionPlan, todo: list[ShardJob], *,
+                  scale_fmt: str | None, workers: int | None, executor: ExecutorName,
+                  progress: Progress | None, label: str
+                  ) -> tuple[dict[str, list], list[NodeWork]]:
+    """Run the jobs writing `todo`, journaling each file as it completes; quantize's
+    round-trip errors per tensor, and where the jobs ran. On failure no `.partial` of
+    upcast's stays behind (quantize's writers remove their own)."""
+    dst = str(out.path)
+    args, files, errors = [], [], {}
+    unfinished: dict[str, int] = {}  # upcast: file -> parts still to write
+    try:
+        for j in todo:
+            memory = job_memory(j, plan.block)
+            if scale_fmt is not None:  # quantize: one job per file
+                args.append(Job(j.file, sum(op.src_bytes for op in j.ops),
+                                (write_file, src, dst, j, plan.block, scale_fmt), memory))
+                files.append(j.file)
+                continue
+            part_writer.create(out.path / j.file, [s for op in j.ops
+                                                   for s in op.out_specs(plan.block)])
+            unfinished[j.file] = 0
+            for pieces in split_file(j, plan.block, PART_BYTES):
+                args.append(Job(j.file, sum(p.src_bytes for p in pieces),
+                                (write_part, src, dst, j.file, pieces, plan.block), memory))
+                files.append(j.file)
+                unfinished[j.file] += 1
+            if not unfinished[j.file]:  # no tensor data: complete as created
+                del unfinished[j.file]
+                part_writer.commit(out.path / j.file)
+                out.mark_done(j.file)
+
+        def finished(i: int, result: dict[str, list]) -> None:
+            file = files[i]
+            if file in unfinished:  # a part: the file is complete with its last part
+                unfinished[file] -= 1
+                if unfinished[file]:
+                    return
+                del unfinished[file]
+                part_writer.commit(out.path / file)
+            out.mark_done(file, result if scale_fmt is not None else None)
+            errors.update(result)
+
+        nbytes = sum(a.nbytes for a in args)
+        ran = run_jobs(call, args, workers=workers_for(nbytes, workers), executor=executor,
+                       progress=progress, label=label, on_result=finished)
+    except BaseException:
+        for file in unfinished:
+            part_writer.discard(out.path / file)
+        raise
+    return errors, ran.nodes
+
+
 def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers: int | None,
-         overwrite: bool, progress: Progress | None, label: str, scale_fmt: str | None,
-         config: dict) -> tuple[int, list[str], dict[str, list]]:
+         executor: ExecutorName, overwrite: bool, progress: Progress | None, label: str,
+         scale_fmt: str | None, config: dict
+         ) -> tuple[int, list[str], dict[str, list], list[NodeWork]]:
     """Write every shard (skipping journaled ones), then index, config and side files."""
     src = ck.dir
     with OutputDir(dst, sources=[src], overwrite=overwrite, job=job) as out:
@@ -366,16 +292,10 @@ def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers:
                 todo.append(j)
             else:
                 errors.update(info or {})
-        args = [(j.file, sum(op.src_bytes for op in j.ops),
-                 (str(src), str(out.path), j, plan.block, scale_fmt)) for j in todo]
-
-        def finished(i: int, result: dict[str, list]) -> None:
-            out.mark_done(todo[i].file, result if scale_fmt is not None else None)
-            errors.update(result)
-
-        nbytes = sum(a[1] for a in args)
-        run_jobs(_write_job, args, workers=workers_for(nbytes, workers), progress=progress,
-                 label=label, on_result=finished)
+        found, nodes = _write_shards(out, str(src), plan, todo, scale_fmt=scale_fmt,
+                                     workers=workers, executor=executor, progress=progress,
+                                     label=label)
+        errors.update(found)
         weight_map, total = {}, 0
         for file, (name, dtype, shape) in plan.out_specs():
             weight_map[name] = file
@@ -384,7 +304,7 @@ def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers:
             write_index(out.path / INDEX_FILE, ShardIndex(weight_map, total, plan.index_metadata))
         write_json_atomic(out.path / CONFIG_FILE, config)
         side = copy_side_files(src, out.path)
-    return len(plan.jobs) - len(todo), side, errors
+    return len(plan.jobs) - len(todo), side, errors, nodes
 
 
 def _job(command: str, ck: Checkpoint, options: dict) -> dict:
@@ -424,7 +344,8 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
 
 def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
            workers: int | None = None, max_shard_size: int | None = None,
-           overwrite: bool = False, progress: Progress | None = None) -> UpcastReport:
+           overwrite: bool = False, progress: Progress | None = None,
+           executor: ExecutorName = "local") -> UpcastReport:
     """Dequantise an FP8 checkpoint into a BF16 (or F32) one that loads as is.
 
     Every FP8 weight becomes dtype(float32(w) * scale_inv[i // bs, j // bs]), bit for bit
@@ -443,6 +364,8 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
             tensor data per file (a larger tensor gets a file of its own).
         overwrite: replace the contents of a non-empty `dst`.
         progress: receives bytes read as shards finish.
+        executor: "local" (worker processes here) or "ray" (tasks on the Ray cluster at
+            RAY_ADDRESS, else a local Ray; src and dst on storage every node sees).
 
     Raises:
         CkptError subclasses before anything is written (see `plan_upcast`), OutputError
@@ -459,8 +382,9 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
             config[wrapper] = {k: v for k, v in config[wrapper].items()
                                if k != "quantization_config"}
         job = _job("upcast", ck, {"dtype": dtype, "max_shard_size": max_shard_size})
-        resumed, side, _ = _run(ck, Path(dst), plan, job, workers=workers, overwrite=overwrite,
-                                progress=progress, label="upcast", scale_fmt=None, config=config)
+        resumed, side, _, nodes = _run(ck, Path(dst), plan, job, workers=workers,
+                                       executor=executor, overwrite=overwrite, progress=progress,
+                                       label="upcast", scale_fmt=None, config=config)
     ops = [op for j in plan.jobs for op in j.ops]
     count = {k: sum(op.kind == k for op in ops) for k in ("dequantize", "widen", "copy")}
     return UpcastReport(
@@ -468,7 +392,8 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         tensors=len(ops), dequantized=count["dequantize"], widened=count["widen"],
         copied=count["copy"], scales_dropped=plan.scales_dropped,
         total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
-        resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3))
+        resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3),
+        nodes=nodes)
 
 
 def plan_quantize(src: str | Path) -> ConversionPlan:
@@ -482,7 +407,8 @@ def plan_quantize(src: str | Path) -> ConversionPlan:
 
 def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
              workers: int | None = None, overwrite: bool = False,
-             progress: Progress | None = None) -> QuantizeReport:
+             progress: Progress | None = None, executor: ExecutorName = "local"
+             ) -> QuantizeReport:
     """Block-quantise a BF16/F32 checkpoint to DeepSeek's FP8 layout (e4m3, 128x128 scales).
 
     Exactly the tensors the tensor plan keeps in F8_E4M3 for this config are quantised
@@ -506,9 +432,10 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
             qc["scale_fmt"] = "ue8m0"
         config = {**ck.raw_config, "quantization_config": qc}
         job = _job("quantize", ck, {"scale_fmt": scale_fmt})
-        resumed, side, errors = _run(ck, Path(dst), plan, job, workers=workers,
-                                     overwrite=overwrite, progress=progress, label="quantize",
-                                     scale_fmt=scale_fmt, config=config)
+        resumed, side, errors, nodes = _run(ck, Path(dst), plan, job, workers=workers,
+                                            executor=executor, overwrite=overwrite,
+                                            progress=progress, label="quantize",
+                                            scale_fmt=scale_fmt, config=config)
     ops = [op for j in plan.jobs for op in j.ops]
     per_tensor = [RoundTripError(name=op.name, max_abs_error=errors[op.name][0],
                                  rel_l2_error=errors[op.name][1], nonfinite=errors[op.name][2])
@@ -519,7 +446,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
         quantized=len(per_tensor), copied=sum(op.kind == "copy" for op in ops),
         total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
         resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3),
-        max_abs_error=max((e.max_abs_error for e in per_tensor), default=0.0),
+        nodes=nodes, max_abs_error=max((e.max_abs_error for e in per_tensor), default=0.0),
         max_rel_l2_error=max((e.rel_l2_error for e in per_tensor), default=0.0),
         errors=per_tensor)
 

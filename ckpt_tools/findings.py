@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
+from .parallel import NodeWork
+
 if TYPE_CHECKING:
     from .config_layouts import ConfigReading
 
@@ -100,6 +102,9 @@ class ValidationReport(BaseModel):
     tensor_bytes: int
     findings: list[Finding]
     manifest_written: str | None = None
+    nodes: list[NodeWork] = Field(
+        default_factory=list, description="Per machine, the deep scan's and hashing's jobs, "
+                                          "bytes and seconds (Ray nodes with --executor ray)")
 
     @computed_field
     @property

@@ -1,20 +1,64 @@
-"""Run independent jobs (one per output file) in worker processes, reporting bytes.
+"""Run independent jobs (one per output file, or per file read) on an executor.
 
-Each job is `(label, nbytes, args)`; `fn(*args)` runs in a worker and returns a picklable
-result. With `workers <= 1` everything runs in this process (easier to debug, no pickling).
-Results come back in job order whatever order workers finish in.
+One implementation of each job, two executors that run it:
+- "local": worker processes on this machine (with one worker, this very process: easier to
+  debug, nothing pickled);
+- "ray": tasks on a Ray cluster (`ray_executor`, the optional `ray` extra), each declaring
+  the memory it holds at most so Ray never oversubscribes a node, rerun by Ray when its
+  worker or node dies.
+
+A job is `Job(label, nbytes, args, memory)`; `fn(*args)` returns a picklable result. Jobs
+must be idempotent (they write their own file under a temporary name and rename it when
+complete), so a rerun after a crash, or Ray's retry, ends with the same bytes. Results
+come back in job order whatever order jobs finish in; `on_result(i, result)` runs in this
+process as each one finishes (e.g. to journal finished files) and the progress bar
+advances by the job's bytes. Each job is timed where it runs; `JobRun.nodes` sums bytes,
+jobs and seconds per node for the reports.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import WorkerError
 from .progress import Progress, or_null
+
+ExecutorName = Literal["local", "ray"]
+EXECUTORS = ("local", "ray")
+# What a worker process holds before any buffer: the interpreter, numpy and ml_dtypes
+# (measured ~90 MB resident), with headroom. Each job adds its own buffers to this.
+WORKER_MEMORY = 192 << 20
+
+
+class Job(NamedTuple):
+    label: str  # what the job writes or reads (for errors)
+    nbytes: int  # bytes it processes (progress, per-node totals)
+    args: tuple
+    memory: int = WORKER_MEMORY  # bytes it holds at most, worker included (Ray's `memory`)
+    resources: dict[str, float] | None = None  # custom Ray resources it must run on
+
+
+class NodeWork(BaseModel):
+    """The jobs one machine (a Ray node, or this host for the local executor) ran."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    node: str = Field(description="Ray node id, or this host's name for the local executor")
+    address: str = Field(description="The node's IP address (host name locally)")
+    jobs: int
+    bytes: int = Field(description="Bytes the node's jobs processed (read)")
+    seconds: float = Field(description="Sum of the node's job wall times")
+    files: list[str] = Field(description="The files its jobs wrote (or read), in job order")
+
+
+class JobRun(NamedTuple):
+    results: list[Any]
+    nodes: list[NodeWork]
 
 
 def default_workers() -> int:
@@ -29,39 +73,105 @@ def workers_for(nbytes: int, workers: int | None = None, *, min_bytes: int = 1 <
     return default_workers() if nbytes >= min_bytes else 1
 
 
-def run_jobs(fn: Callable[..., Any], jobs: Sequence[tuple[str, int, tuple]], *, workers: int = 1,
-             progress: Progress | None = None, label: str = "converting",
-             on_result: Callable[[int, Any], None] | None = None) -> list[Any]:
-    """Run every job; `on_result(i, result)` is called in this process as each one finishes
-    (e.g. to journal finished files so an interrupted run resumes after them)."""
+def timed_call(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
+    """`fn(*args)` and its wall time: what every executor runs where the job runs."""
+    t0 = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - t0
+
+
+def summarize_nodes(jobs: Sequence[Job], ran: list[tuple[str, str, float] | None]
+                    ) -> list[NodeWork]:
+    """Per-node totals from each job's (node, address, seconds); None: not run."""
+    return merge_nodes(NodeWork(node=where[0], address=where[1], jobs=1, bytes=job.nbytes,
+                                seconds=where[2], files=[job.label])
+                       for job, where in zip(jobs, ran) if where is not None)
+
+
+def run_jobs(fn: Callable[..., Any], jobs: Sequence[Job | tuple], *, workers: int = 1,
+             executor: ExecutorName = "local", progress: Progress | None = None,
+             label: str = "converting",
+             on_result: Callable[[int, Any], None] | None = None) -> JobRun:
+    """Run every job on `executor` (`workers` applies to the local one: Ray uses the
+    cluster); see the module docstring.
+
+    Raises:
+        The first job's exception (its own `CkptError`, as raised where it ran);
+        WorkerError when a worker died and (on Ray) its retries ran out;
+        MissingDependencyError for executor="ray" without the `ray` extra.
+    """
+    jobs = [j if isinstance(j, Job) else Job(*j) for j in jobs]
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, found {executor!r}")
     progress = or_null(progress)
-    progress.start(sum(n for _, n, _ in jobs), label)
-    results: list[Any] = [None] * len(jobs)
+    progress.start(sum(j.nbytes for j in jobs), label)
     try:
-        if workers <= 1 or len(jobs) <= 1:
-            for i, (_, nbytes, args) in enumerate(jobs):
-                results[i] = fn(*args)
-                if on_result is not None:
-                    on_result(i, results[i])
-                progress.advance(nbytes)
-            return results
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-            futures = {pool.submit(fn, *args): i for i, (_, _, args) in enumerate(jobs)}
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for f in done:
-                    i = futures[f]
-                    try:
-                        results[i] = f.result()  # re-raises a worker's error here
-                    except BrokenProcessPool:
-                        raise WorkerError(
-                            f"a worker process died while writing {jobs[i][0]} (killed, or out "
-                            f"of memory); finished files are kept: rerun the same command to "
-                            f"resume") from None
-                    if on_result is not None:
-                        on_result(i, results[i])
-                    progress.advance(jobs[i][1])
-        return results
+        if executor == "ray":
+            from .ray_executor import run_on_ray
+
+            results, ran = run_on_ray(fn, jobs, progress=progress, on_result=on_result)
+        else:
+            results, ran = _run_local(fn, jobs, workers, progress, on_result)
+        return JobRun(results, summarize_nodes(jobs, ran))
     finally:
         progress.finish()
+
+
+def largest_first(jobs: Sequence[Job]) -> list[int]:
+    """Job indices by decreasing size: started in this order, a big job never begins last
+    while the other workers idle (shards of one checkpoint differ by 2x and more)."""
+    return sorted(range(len(jobs)), key=lambda i: -jobs[i].nbytes)
+
+
+def merge_nodes(*runs: Iterable[NodeWork]) -> list[NodeWork]:
+    """Per-node totals of several runs (e.g. validate's deep scan, then its hashing)."""
+    totals: dict[tuple[str, str], list] = {}
+    for run in runs:
+        for w in run:
+            t = totals.setdefault((w.node, w.address), [0, 0, 0.0, []])
+            t[0], t[1], t[2] = t[0] + w.jobs, t[1] + w.bytes, t[2] + w.seconds
+            t[3] += [f for f in w.files if f not in t[3]]  # a file read in parts: once
+    return [NodeWork(node=node, address=address, jobs=n, bytes=b, seconds=round(s, 3),
+                     files=files) for (node, address), (n, b, s, files) in sorted(totals.items())]
+
+
+def _run_local(fn, jobs: list[Job], workers: int, progress: Progress, on_result):
+    # imported here: header-only commands import this module for NodeWork alone
+    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    host = socket.gethostname()
+    results: list[Any] = [None] * len(jobs)
+    ran: list[tuple[str, str, float] | None] = [None] * len(jobs)
+
+    def finished(i: int, result: Any, seconds: float) -> None:
+        results[i], ran[i] = result, (host, host, seconds)
+        if on_result is not None:
+            on_result(i, result)
+        progress.advance(jobs[i].nbytes)
+
+    if workers <= 1 or len(jobs) <= 1:
+        for i, job in enumerate(jobs):
+            finished(i, *timed_call(fn, job.args))
+        return results, ran
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)))
+    try:
+        futures = {pool.submit(timed_call, fn, jobs[i].args): i for i in largest_first(jobs)}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for f in done:
+                i = futures[f]
+                try:
+                    result, seconds = f.result()  # re-raises a worker's error here
+                except BrokenProcessPool:
+                    raise WorkerError(
+                        f"a worker process died while writing {jobs[i].label} (killed, or out "
+                        f"of memory); finished files are kept: rerun the same command to "
+                        f"resume") from None
+                finished(i, result, seconds)
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)  # queued jobs never start
+        raise
+    pool.shutdown(wait=True)
+    return results, ran

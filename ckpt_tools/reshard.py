@@ -19,7 +19,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -29,11 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from .config import read_config_file
 from .config_layouts import INFERENCE_CONFIG_FILE, to_inference_layout
 from .dtypes import itemsize
-from .errors import VerificationError
+from .errors import ConfigError, VerificationError
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
 from .output import OutputDir, source_fingerprint
-from .parallel import run_jobs, workers_for
+from .parallel import WORKER_MEMORY, ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
 from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
                            plan_reshard, planned_counts, prove_coverage)
@@ -44,6 +44,9 @@ from .sources import CONFIG_FILE
 REPORT_FILE = "reshard-report.json"
 REPLICA_CHUNK_MIN = 1 << 20
 KERNEL_COPY_MIN_RUN = 512  # shorter runs are cut from whole rows in memory instead
+# A job holds one chunk being written plus, when interleaving rank pieces or comparing
+# replicas, the pieces it joins or compares (about another chunk), with headroom.
+JOB_MEMORY = WORKER_MEMORY + 3 * CHUNK_BYTES
 
 __all__ = ["reshard_by_size", "to_deepseek_mp", "from_deepseek_mp", "iter_layout",
            "execute_plan", "plan_reshard", "ReshardReport", "Coverage", "REPORT_FILE",
@@ -85,7 +88,7 @@ class OutputFileReport(_Report):
 
 # Fields that depend on the run, not on the inputs: kept out of DST/reshard-report.json so
 # an interrupted-and-resumed run writes the same bytes as an uninterrupted one.
-RUN_FIELDS = {"resumed_files", "seconds"}
+RUN_FIELDS = {"resumed_files", "seconds", "nodes"}
 
 
 class ReshardReport(_Report):
@@ -97,6 +100,9 @@ class ReshardReport(_Report):
     destination: str
     layout: Literal["bf16", "fp8"]
     model_parallel: int | None = Field(None, description="Ranks (deepseek-mp, hf)")
+    ranks: list[int] | None = Field(
+        None, description="deepseek-mp: the ranks whose files this run wrote, when only some "
+                          "were asked for (a serving node writes what it loads)")
     max_shard_size: int | None = Field(None, description="Shard size limit in bytes (size, hf)")
     files: list[OutputFileReport] = Field(description="Output tensor files, in order")
     total_size: int = Field(description="Bytes of tensor data written (an HF index's total_size)")
@@ -109,6 +115,9 @@ class ReshardReport(_Report):
         0, description="Files an interrupted run had finished, kept as they were (run-specific: "
                        "not in the report file)")
     seconds: float = Field(0.0, description="Wall time of the run (not in the report file)")
+    nodes: list[NodeWork] = Field(
+        default_factory=list, description="Per machine: files written, bytes, seconds (Ray "
+                                          "nodes with --executor ray; not in the report file)")
 
 
 # -- streaming one output file ---------------------------------------------------------------
@@ -242,12 +251,12 @@ def write_file(src: str, dst: str, out: OutFile,
 
 
 # -- running a plan --------------------------------------------------------------------------
-def _check_outputs(plan: ReshardPlan, dst: Path,
+def _check_outputs(plan: ReshardPlan, files: list[OutFile], dst: Path,
                    results: dict[str, tuple[dict[Key, int], dict[Key, int]]]) -> int:
-    """Re-read every output header against the plan and compare the writers' counts;
-    returns the output elements accounted for."""
+    """Re-read the header of every output file written against the plan and compare the
+    writers' counts; returns the output elements accounted for."""
     counted = 0
-    for f in plan.files:
+    for f in files:
         path = dst / f.name
         header = read_header(path)  # also checks the data section is complete
         found = [(e.name, e.dtype, e.shape) for e in header.entries.values()]
@@ -283,38 +292,71 @@ def _write_config(plan: ReshardPlan, dst: Path) -> None:
                           to_inference_layout(read_config_file(plan.config_path)))
 
 
+def _rank_files(plan: ReshardPlan, ranks: Sequence[int] | None) -> list[OutFile]:
+    if ranks is None:
+        return plan.files
+    if plan.mode != "deepseek-mp":
+        raise ValueError("ranks apply to the deepseek-mp layout only")
+    bad = [r for r in ranks if not 0 <= r < len(plan.files)]
+    if bad or not ranks:
+        raise ConfigError(f"{plan.src}: rank {bad[0] if bad else 'list'} is outside 0-"
+                          f"{len(plan.files) - 1} of --model-parallel {plan.model_parallel}")
+    return [plan.files[r] for r in sorted(set(ranks))]
+
+
+def _rank_of(plan: ReshardPlan, f: OutFile) -> int | None:
+    return plan.files.index(f) if plan.mode == "deepseek-mp" else None
+
+
 def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = None,
-                 overwrite: bool = False, progress: Progress | None = None) -> ReshardReport:
+                 overwrite: bool = False, progress: Progress | None = None,
+                 executor: ExecutorName = "local", ranks: Sequence[int] | None = None,
+                 rank_resource: str | None = None) -> ReshardReport:
     """Prove `plan` covers its source, then write it into `dst` (resuming an interrupted
     run of the same job) and return the report (also written to DST/reshard-report.json).
-    One job per output file, on `workers` processes (default: every core from 1 GiB up).
+    One job per output file, on `workers` processes (default: every core from 1 GiB up), or
+    with executor="ray" one Ray task per file.
+
+    `ranks` (deepseek-mp): write only these ranks' files (the proof still covers the whole
+    plan; the writers' counts are checked for the files written). `rank_resource` (Ray):
+    rank i's job asks for one unit of the custom resource `{rank_resource}{i}`, so it runs
+    on the node started with it (`ray start --resources '{"rank3": 1}'`).
 
     Raises:
         VerificationError: the plan or the written files fail the coverage proof.
         OutputError: `dst` cannot be used (see `OutputDir`).
+        ConfigError: a rank outside the plan's ranks.
     """
     t0 = time.monotonic()
+    if rank_resource is not None and (executor != "ray" or plan.mode != "deepseek-mp"):
+        raise ValueError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
+                         "executor='ray'")
     coverage = prove_coverage(plan)  # before anything is written
+    selected = _rank_files(plan, ranks)
     src = plan.src
     inputs = {src / f for f, _ in plan.sources}
     inputs |= {p for p in (plan.config_path, src / INDEX_FILE) if p is not None and p.is_file()}
     job = {"command": "reshard", "mode": plan.mode, "max_shard_size": plan.max_shard_size,
            "model_parallel": plan.model_parallel, "mtp": plan.mtp,
+           "ranks": sorted(set(ranks)) if ranks is not None else None,
            "config": str(plan.config_path.resolve()) if plan.config_path else None,
            "sources": source_fingerprint(inputs)}
     with OutputDir(dst, sources=[src], overwrite=overwrite, job=job) as out:
-        todo = [f for f in plan.files if not out.is_done(f.name)]
+        todo = [f for f in selected if not out.is_done(f.name)]
         results: dict[str, tuple[dict[Key, int], dict[Key, int]]] = {}
 
         def finished(i: int, result) -> None:
             out.mark_done(todo[i].name)
             results[todo[i].name] = result
 
-        run_jobs(write_file, [(f.name, f.nbytes, (str(src), str(out.path), f)) for f in todo],
-                 workers=workers_for(sum(f.nbytes for f in todo), workers), progress=progress,
-                 label=f"reshard to {plan.mode}",
-                 on_result=finished)
-        counted = _check_outputs(plan, out.path, results)
+        jobs = [Job(f.name, f.nbytes, (str(src), str(out.path), f), JOB_MEMORY,
+                    {f"{rank_resource}{_rank_of(plan, f)}": 1} if rank_resource else None)
+                for f in todo]
+        ran = run_jobs(write_file, jobs, workers=workers_for(sum(f.nbytes for f in todo), workers),
+                       executor=executor, progress=progress, label=f"reshard to {plan.mode}",
+                       on_result=finished)
+        counted = _check_outputs(plan, selected, out.path, results)
+        planned = sum(math.prod(t.shape) for f in selected for t in f.tensors)
         side = copy_side_files(src, out.path, exclude={REPORT_FILE})
         _write_config(plan, out.path)
         if plan.mode != "deepseek-mp" and len(plan.files) > 1:
@@ -324,16 +366,18 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
         report = ReshardReport(
             mode=plan.mode, source=str(src.resolve()), destination=str(out.path.resolve()),
             layout=plan.layout, model_parallel=plan.model_parallel,
+            ranks=sorted(set(ranks)) if ranks is not None else None,
             max_shard_size=plan.max_shard_size,
             files=[OutputFileReport(name=f.name, tensors=len(f.tensors), bytes=f.nbytes)
-                   for f in plan.files],
-            total_size=sum(f.nbytes for f in plan.files), side_files=side, mtp=plan.mtp,
+                   for f in selected],
+            total_size=sum(f.nbytes for f in selected), side_files=side, mtp=plan.mtp,
             notes=plan.notes, coverage=Coverage(**coverage, counted_elements=counted,
-                                                complete=counted == coverage["output_elements"]),
-            resumed_files=len(plan.files) - len(todo), seconds=time.monotonic() - t0)
+                                                complete=counted == planned),
+            resumed_files=len(selected) - len(todo), seconds=time.monotonic() - t0,
+            nodes=ran.nodes)
         if not report.coverage.complete:
             raise VerificationError(f"{out.path}: writers counted {counted} output elements, "
-                                    f"planned {coverage['output_elements']}")
+                                    f"planned {planned}")
         write_json_atomic(out.path / REPORT_FILE,
                           report.model_dump(mode="json", exclude=RUN_FIELDS))
     return report
@@ -342,7 +386,8 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
 # -- the public calls -------------------------------------------------------------------------
 def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: int, *,
                     workers: int | None = None, overwrite: bool = False,
-                    progress: Progress | None = None) -> ReshardReport:
+                    progress: Progress | None = None,
+                    executor: ExecutorName = "local") -> ReshardReport:
     """Rewrite an HF checkpoint into shards of at most `max_shard_size` bytes.
 
     Greedy in tensor-plan order; a weight and its scale share a shard; a tensor larger than
@@ -353,28 +398,35 @@ def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: int, *,
     if max_shard_size <= 0:
         raise ValueError(f"max_shard_size must be positive, found {max_shard_size}")
     plan = plan_reshard(src, max_shard_size=max_shard_size)
-    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress)
+    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
+                        executor=executor)
 
 
 def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
                    keep_mtp: bool = False, workers: int | None = None, overwrite: bool = False,
-                   progress: Progress | None = None) -> ReshardReport:
+                   progress: Progress | None = None, executor: ExecutorName = "local",
+                   ranks: Sequence[int] | None = None,
+                   rank_resource: str | None = None) -> ReshardReport:
     """Write DeepSeek's inference layout: `model{i}-mp{N}.safetensors` for each rank i.
 
     Equivalent to DeepSeek's convert.py (names, splits, expert placement), streaming, with
     config.json and side files copied. The MTP layer is dropped unless `keep_mtp`.
+    `ranks` writes only those ranks' files; `rank_resource` places rank i's job on the Ray
+    node holding custom resource `{rank_resource}{i}` (see `execute_plan`).
 
     Raises:
         ConfigError: a dimension `model_parallel` does not divide (before anything is
             written; DST is not even created).
     """
     plan = plan_reshard(src, model_parallel=model_parallel, keep_mtp=keep_mtp)
-    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress)
+    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
+                        executor=executor, ranks=ranks, rank_resource=rank_resource)
 
 
 def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | None = None,
                      config: str | Path | None = None, workers: int | None = None,
-                     overwrite: bool = False, progress: Progress | None = None) -> ReshardReport:
+                     overwrite: bool = False, progress: Progress | None = None,
+                     executor: ExecutorName = "local") -> ReshardReport:
     """Rebuild the HF layout from `model{i}-mp{N}.safetensors` files (N from the names).
 
     Tensors are reassembled bit for bit; replicated tensors are checked equal on every
@@ -382,7 +434,8 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | 
     none). Shards of at most `max_shard_size` bytes (default 5 GB).
     """
     plan = plan_reshard(src, to_hf=True, max_shard_size=max_shard_size, config=config)
-    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress)
+    return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
+                        executor=executor)
 
 
 def _assemble(readers: _Readers, t: OutTensor) -> np.ndarray:

@@ -263,6 +263,19 @@ class SafetensorsReader:
             pos += len(chunk)
             yield chunk
 
+    def iter_into(self, name: str, buffer: bytearray) -> Iterator[memoryview]:
+        """The raw bytes of one tensor read into `buffer` over and over (pread): each view
+        is valid until the next is yielded. No allocation per chunk."""
+        e, view, base = self.header[name], memoryview(buffer), self.header.data_offset
+        fd, pos, end = self._fileno(), base + e.start, base + e.end
+        while pos < end:
+            want = min(len(view), end - pos)
+            n = os.preadv(fd, [view[:want]], pos)
+            if n < want:  # a regular file reads short only at its end
+                raise FormatError(f"{self.path}: tensor '{name}': file ended early")
+            pos += n
+            yield view[:n]
+
     def read_bytes(self, name: str) -> bytes:
         return b"".join(self.iter_chunks(name))
 

@@ -51,6 +51,7 @@ from .errors import CkptError, ConfigError, FormatError
 from .findings import CODES, Check, Finding, Findings, ValidationReport
 from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, read_index
 from .manifest import MANIFEST_FILE, Manifest, read_manifest
+from .parallel import ExecutorName, NodeWork, merge_nodes
 from .progress import Progress
 from .safe_paths import safe_member
 from .safetensors_io import MAX_HEADER_BYTES, SafetensorsHeader, TensorEntry, read_header
@@ -422,14 +423,15 @@ def _inside(root: Path, path: Path | None) -> str | None:
 
 def _checksums(root: Path, single: str | None, manifest: Manifest | None,
                manifest_path: Path | None, target: Path | None, f: Findings,
-               progress: Progress | None, workers: int | None) -> str | None:
-    """Check against `manifest`, then record into `target`; the path written, if any."""
+               run: dict) -> str | None:
+    """Check against `manifest`, then record into `target`; the path written, if any.
+    `run`: how to hash (progress, workers, executor, nodes)."""
     from .checksums import check_files, checkpoint_files, record  # only when asked: hashing
     skip = {MANIFEST_FILE, _inside(root, target), _inside(root, manifest_path)} - {None}
     files = [single] if single else checkpoint_files(root, skip=frozenset(skip))
     known = {}
     if manifest is not None:
-        problems, known = check_files(root, files, manifest, progress=progress, workers=workers)
+        problems, known = check_files(root, files, manifest, **run)
         for p in problems:
             f.add(p.code, p.message, file=p.path, expected=p.expected, found=p.found)
     if target is None:
@@ -438,7 +440,7 @@ def _checksums(root: Path, single: str | None, manifest: Manifest | None,
         f.add("manifest-not-written", f"{target}: not written: {f.errors:,} error(s) found; a "
               f"manifest would record a broken checkpoint as good")
         return None
-    record(root, target, files, known=known, progress=progress, workers=workers)
+    record(root, target, files, known=known, **run)
     return str(target)
 
 
@@ -534,7 +536,8 @@ def _check_mp(root: Path, n: int, ranks: dict[int, str], config, f: Findings):
 # -- the entry point ------------------------------------------------------------------------
 def validate(path: str | Path, *, config: str | Path | Config | None = None, deep: bool = False,
              checksums: str | Path | None = None, write_manifest: bool | str | Path = False,
-             progress: Progress | None = None, workers: int | None = None) -> ValidationReport:
+             progress: Progress | None = None, workers: int | None = None,
+             executor: ExecutorName = "local") -> ValidationReport:
     """Check a checkpoint directory (or one .safetensors file) and report every finding.
 
     Args:
@@ -548,6 +551,8 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
             no error was found. The one write into the checkpoint, and only on request.
         progress: byte progress for the deep scan and hashing (e.g. the CLI's stderr bar).
         workers: processes for the deep scan and hashing (default: all cores when over 1 GiB).
+        executor: "local" (worker processes here) or "ray" (the deep scan and hashing as
+            tasks on the Ray cluster at RAY_ADDRESS, else a local Ray).
 
     Returns:
         The findings, with the checks that ran.
@@ -571,6 +576,7 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
     manifest = read_manifest(checksums) if checksums is not None else None
 
     f = Findings()
+    nodes: list[NodeWork] = []  # where the deep scan's and hashing's jobs ran
     with _gc_paused():
         hf = single or (root / INDEX_FILE).exists() or (root / SINGLE_FILE).exists()
         n, ranks = (0, {}) if hf else _mp_rank_files(root, f)
@@ -581,15 +587,15 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
     if deep:
         from .value_scan import scan_shards  # only when asked: reads every byte
 
-        by_shard: dict[str, list[str]] = defaultdict(list)
-        nbytes: dict[str, int] = defaultdict(int)
+        by_shard: dict[str, list[tuple[str, int]]] = defaultdict(list)
         for inv in invs:
             for name, shard in inv.shard_of.items():
-                by_shard[shard].append(name)
-                nbytes[shard] += inv.entries[name].nbytes
+                by_shard[shard].append((name, inv.entries[name].nbytes))
         suffix = MP_SCALE_SUFFIX if n else SCALE_SUFFIX
-        for code, file, tensor, expected, got, message in scan_shards(
-                root, by_shard, nbytes, scale_suffix=suffix, progress=progress, workers=workers):
+        scan = scan_shards(root, by_shard, scale_suffix=suffix, progress=progress,
+                           workers=workers, executor=executor)
+        nodes += scan.nodes
+        for code, file, tensor, expected, got, message in scan.results:
             f.add(code, message, file=file, tensor=tensor, expected=expected, found=got)
         checks.append("deep")
 
@@ -599,7 +605,8 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         if write_manifest:
             target = root / MANIFEST_FILE if write_manifest is True else Path(write_manifest)
         written = _checksums(root, single, manifest, Path(checksums) if checksums else None,
-                             target, f, progress, workers)
+                             target, f, dict(progress=progress, workers=workers,
+                                             executor=executor, nodes=nodes))
         checks += ["checksums"] if manifest is not None else []
 
     tensors = sum(len(inv.entries) for inv in invs)
@@ -607,4 +614,4 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         path=str(path), checks=checks, config=cfg_source, layout=layout if tensors else None,
         files=sum(len(inv.shards) for inv in invs), tensors=tensors,
         tensor_bytes=sum(inv.tensor_bytes for inv in invs), findings=f.items,
-        manifest_written=written)
+        manifest_written=written, nodes=merge_nodes(nodes))

@@ -462,3 +462,40 @@ def test_plan_is_cheap_and_pairs_across_shards(fp8_src):
     op = next(op for job in plan.jobs for op in job.ops if op.name == crossed)
     assert op.kind == "dequantize" and op.shard != op.scale_shard
     assert op.scale == crossed + SCALE_SUFFIX
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_upcast_in_parts_is_byte_identical(make_ckpt, tmp_path, monkeypatch, workers):
+    """Each shard written by several jobs (row ranges of its tensors, pwritten into one
+    .partial) gives the same bytes as one job per shard; a run that fails midway leaves no
+    .partial and its rerun resumes to the same bytes."""
+    from ckpt_tools import convert, part_writer
+
+    src = make_ckpt("v3", fp8=True, shards=3)
+    whole = upcast(src, tmp_path / "whole", workers=1)
+    monkeypatch.setattr(convert, "PART_BYTES", 20_000)
+    parts = upcast(src, tmp_path / "parts", workers=workers)
+    files = lambda d: {p.name: p.read_bytes() for p in d.iterdir() if p.is_file()}  # noqa: E731
+    assert files(tmp_path / "parts") == files(tmp_path / "whole")
+    assert sum(n.jobs for n in parts.nodes) > 3 * len(whole.files)
+
+    real_write_at, calls = part_writer.write_at, []
+    plan = convert.plan_upcast(src)
+    pieces = sum(len(part) for j in plan.jobs
+                 for part in convert.split_file(j, plan.block, convert.PART_BYTES))
+
+    def fail_later(*args, **kwargs):  # the last piece of the last file fails
+        calls.append(1)
+        if len(calls) == pieces:
+            raise OSError(28, "No space left on device")
+        return real_write_at(*args, **kwargs)
+
+    monkeypatch.setattr(part_writer, "write_at", fail_later)
+    with pytest.raises(OSError):
+        upcast(src, tmp_path / "again", workers=1)
+    assert not list((tmp_path / "again").glob("*.partial"))
+    assert 0 < len(list((tmp_path / "again").glob("*.safetensors"))) < len(whole.files)
+    monkeypatch.setattr(part_writer, "write_at", real_write_at)
+    resumed = upcast(src, tmp_path / "again", workers=1)
+    assert resumed.resumed_files > 0
+    assert files(tmp_path / "again") == files(tmp_path / "whole")

@@ -293,7 +293,7 @@ def test_report_proves_coverage(make_ckpt, tmp_path):
     n = 4
     report = to_deepseek_mp(src, tmp_path / "mp", n)
     saved = ReshardReport.model_validate_json((tmp_path / "mp" / REPORT_FILE).read_text())
-    assert saved == report.model_copy(update={"resumed_files": 0, "seconds": 0.0})
+    assert saved == report.model_copy(update={"resumed_files": 0, "seconds": 0.0, "nodes": []})
     c = report.coverage
     with Checkpoint(src) as ck:
         numel = {n_: math.prod(ck.locate(n_)[1].shape) for n_ in ck.index.weight_map}
@@ -487,3 +487,31 @@ def test_mp_source_needs_to_hf(make_ckpt, tmp_path, run_cli):
     r = run_cli("reshard", tmp_path / "mp", tmp_path / "out", "--max-shard-size", "1GB")
     assert r.exit_code == 1 and "--to hf" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_ranks_write_only_those_ranks_files(make_ckpt, tmp_path, run_cli):
+    """--ranks: a serving node writes what it loads, the same bytes as the full run's."""
+    src = make_ckpt("v3", shards=2)
+    full = to_deepseek_mp(src, tmp_path / "all", 4, workers=1)
+    part = to_deepseek_mp(src, tmp_path / "some", 4, workers=1, ranks=[3, 1])
+    assert part.ranks == [1, 3] and part.coverage.complete
+    assert [f.name for f in part.files] == ["model1-mp4.safetensors", "model3-mp4.safetensors"]
+    assert part.coverage.counted_elements < full.coverage.counted_elements
+    written = sorted(p.name for p in (tmp_path / "some").glob("*.safetensors"))
+    assert written == ["model1-mp4.safetensors", "model3-mp4.safetensors"]
+    for name in written:
+        assert (tmp_path / "some" / name).read_bytes() == (tmp_path / "all" / name).read_bytes()
+    r = run_cli("reshard", src, tmp_path / "cli", "--to", "deepseek-mp", "--model-parallel", "4",
+                "--ranks", "0-1", "--json")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "cli").glob("*.safetensors")) == [
+        "model0-mp4.safetensors", "model1-mp4.safetensors"]
+    for args in (["--ranks", "4"], ["--ranks", "2-1"], ["--ranks", "x"]):
+        bad = run_cli("reshard", src, tmp_path / "bad", "--to", "deepseek-mp",
+                      "--model-parallel", "4", *args)
+        assert bad.exit_code == 2 and "--ranks" in bad.output
+    bad = run_cli("reshard", src, tmp_path / "bad", "--max-shard-size", "1MB", "--ranks", "0")
+    assert bad.exit_code == 2 and not (tmp_path / "bad").exists()
+    bad = run_cli("reshard", src, tmp_path / "bad", "--to", "deepseek-mp", "--model-parallel",
+                  "4", "--rank-resource", "rank")
+    assert bad.exit_code == 2 and "--executor ray" in bad.output

@@ -606,3 +606,19 @@ def test_value_counts_e4m3_nan_codes_and_scales():
     assert bad_scale_count(scales.tobytes(), "F32") == 5
     halves = np.array([1.0, 6e-8, 0.0, -0.0, -1.0, np.nan, np.inf], np.float16)  # 6e-8: subnormal
     assert bad_scale_count(halves.tobytes(), "F16") == 5
+
+
+def test_deep_scan_in_parts_finds_the_same(copy_of, monkeypatch):
+    """Shards are scanned in parts (jobs of about SCAN_PART_BYTES): the same findings, in
+    the same order, as one job per shard; each shard is listed once per node."""
+    from ckpt_tools import value_scan
+
+    ck = copy_of("bf16")
+    nan_in_weight(ck)
+    whole = validate(ck, deep=True, workers=1)
+    monkeypatch.setattr(value_scan, "SCAN_PART_BYTES", 4096)
+    parts = validate(ck, deep=True, workers=2)
+    assert parts.findings == whole.findings and len(parts.findings) == 1
+    (node,) = parts.nodes
+    assert node.jobs > 2 * whole.nodes[0].jobs == 2 * len(node.files)
+    assert node.bytes == whole.nodes[0].bytes

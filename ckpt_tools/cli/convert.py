@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .render import StderrProgress, emit_json, human_bytes, safe_name
+from .render import EXECUTOR, StderrProgress, echo_nodes, emit_json, human_bytes, safe_name
 from .reshard import SizeParam
 
 _WORKERS = click.option("--workers", type=click.IntRange(1), default=None,
@@ -26,6 +26,7 @@ def _echo_written(report, what: str) -> None:
     kept = f", {report.resumed_files} kept from the interrupted run" if report.resumed_files else ""
     click.echo(f"wrote {safe_name(str(report.destination))}: {len(report.files)} shard(s), {what}, "
                f"{human_bytes(report.total_size)} in {report.seconds:.1f} s{rate}{kept}")
+    echo_nodes(report.nodes)
 
 
 @click.command()
@@ -36,10 +37,11 @@ def _echo_written(report, what: str) -> None:
 @click.option("--max-shard-size", type=SizeParam(), default=None, metavar="SIZE",
               help="Re-shard the output (500MB, 5GB, 5GiB) instead of keeping shard names.")
 @_WORKERS
+@EXECUTOR
 @_OVERWRITE
 @_JSON
 @_QUIET
-def upcast(src, dst, dtype, max_shard_size, workers, overwrite, as_json, quiet):
+def upcast(src, dst, dtype, max_shard_size, workers, executor, overwrite, as_json, quiet):
     """Dequantise an FP8 checkpoint (V3, R1, V3.1) to BF16 or F32, exactly, on any CPU.
 
     Every FP8 weight becomes dtype(float32(w) x its block's weight_scale_inv), bit for bit
@@ -50,7 +52,8 @@ def upcast(src, dst, dtype, max_shard_size, workers, overwrite, as_json, quiet):
     from ..convert import upcast as run
 
     report = run(src, dst, dtype=dtype, workers=workers, max_shard_size=max_shard_size,
-                 overwrite=overwrite, progress=StderrProgress(enabled=not quiet))
+                 overwrite=overwrite, progress=StderrProgress(enabled=not quiet),
+                 executor=executor)
     if as_json:
         emit_json(report)
         return
@@ -67,10 +70,11 @@ def upcast(src, dst, dtype, max_shard_size, workers, overwrite, as_json, quiet):
               show_default=True,
               help="Scales amax/448 (V3, R1) or powers of two at or above it (V3.1).")
 @_WORKERS
+@EXECUTOR
 @_OVERWRITE
 @_JSON
 @_QUIET
-def quantize(src, dst, scale_fmt, workers, overwrite, as_json, quiet):
+def quantize(src, dst, scale_fmt, workers, executor, overwrite, as_json, quiet):
     """Quantise a BF16/F32 checkpoint to DeepSeek's block FP8 (e4m3, 128x128 scales).
 
     Exactly the weights V3's own checkpoint keeps in FP8 are quantised; values beyond the
@@ -79,7 +83,7 @@ def quantize(src, dst, scale_fmt, workers, overwrite, as_json, quiet):
     from ..convert import quantize as run
 
     report = run(src, dst, scale_fmt=scale_fmt, workers=workers, overwrite=overwrite,
-                 progress=StderrProgress(enabled=not quiet))
+                 progress=StderrProgress(enabled=not quiet), executor=executor)
     if as_json:
         emit_json(report)
         return

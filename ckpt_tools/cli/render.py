@@ -95,3 +95,21 @@ class StderrProgress:
     def finish(self) -> None:
         if self.enabled and self.tty:
             self._draw(end="\n")
+
+
+# One option for every command that runs per-file jobs (upcast, quantize, reshard, validate).
+EXECUTOR = click.option(
+    "--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+    help="local: worker processes on this machine; ray: one task per file on the Ray "
+         "cluster at RAY_ADDRESS (else a local Ray); paths must be on storage every node "
+         "sees.")
+
+
+def echo_nodes(nodes) -> None:
+    """One line per machine when the jobs ran on more than one (e.g. Ray nodes)."""
+    if len(nodes) < 2:
+        return
+    for n in nodes:
+        rate = f", {human_bytes(n.bytes / n.seconds)}/s" if n.seconds > 0 else ""
+        click.echo(f"  node {safe_name(n.address)} {n.node[:8]}: {n.jobs} file(s), "
+                   f"{human_bytes(n.bytes)} in {n.seconds:.1f} s{rate}")

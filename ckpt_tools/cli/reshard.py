@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from .render import StderrProgress, emit_json, human_bytes, human_count, safe_name, table
+from .render import (EXECUTOR, StderrProgress, echo_nodes, emit_json, human_bytes, human_count,
+                     safe_name, table)
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -24,6 +25,30 @@ def parse_size(text: str) -> int:
     if value <= 0:
         raise ValueError(f"{text!r}: the size must be positive")
     return value
+
+
+def parse_ranks(text: str) -> list[int]:
+    """Ranks from '0-7', '3' or '0,2,4-5'."""
+    ranks: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()):
+            raise ValueError(f"{text!r} is not a rank list like 0-7 or 0,2,4-5")
+        first, last = int(lo), int(hi) if dash else int(lo)
+        if last < first:
+            raise ValueError(f"{part.strip()!r}: the range runs backwards")
+        ranks += range(first, last + 1)
+    return ranks
+
+
+class RanksParam(click.ParamType):
+    name = "ranks"
+
+    def convert(self, value, param, ctx):
+        try:
+            return parse_ranks(str(value))
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
 
 
 class SizeParam(click.ParamType):
@@ -52,19 +77,26 @@ class SizeParam(click.ParamType):
 @click.option("--keep-mtp", is_flag=True,
               help="Keep the MTP layer in --to deepseek-mp (dropped by default, as DeepSeek's "
                    "convert.py does).")
+@click.option("--ranks", type=RanksParam(), metavar="LIST",
+              help="With --to deepseek-mp: write only these ranks' files (0-7, 0,2,4-5), e.g. "
+                   "on the serving node that loads them.")
+@click.option("--rank-resource", metavar="NAME",
+              help="With --executor ray: rank i's job runs on the node holding custom "
+                   "resource NAMEi (ray start --resources '{\"NAME3\": 1}').")
 @click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="With --to hf: the HF config.json when SRC has none.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Output files written in parallel (default: every core from 1 GiB up).")
+@EXECUTOR
 @click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
 @click.option("--json", "json_", is_flag=True, help="Print the report as JSON.")
-def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, config, workers,
-            overwrite, json_):
+def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, ranks, rank_resource,
+            config, workers, executor, overwrite, json_):
     """Rewrite SRC into DST in another layout, streaming, with a coverage proof.
 
     \b
     ckpt reshard SRC DST --max-shard-size 5GB
-    ckpt reshard SRC DST --to deepseek-mp --model-parallel 16 [--keep-mtp]
+    ckpt reshard SRC DST --to deepseek-mp --model-parallel 16 [--keep-mtp] [--ranks 0-7]
     ckpt reshard SRC DST --to hf [--max-shard-size 5GB]
     """
     from ..reshard import from_deepseek_mp, reshard_by_size, to_deepseek_mp
@@ -77,13 +109,21 @@ def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, config, 
         if max_shard_size is not None:
             raise click.UsageError("--max-shard-size does not apply to --to deepseek-mp "
                                    "(one file per rank)")
-    elif model_parallel is not None or keep_mtp:
-        raise click.UsageError("--model-parallel and --keep-mtp go with --to deepseek-mp")
+        bad = [r for r in ranks or () if r >= model_parallel]
+        if bad:
+            raise click.UsageError(f"--ranks: rank {bad[0]} is outside 0-{model_parallel - 1} "
+                                   f"of --model-parallel {model_parallel}")
+    elif model_parallel is not None or keep_mtp or ranks is not None:
+        raise click.UsageError("--model-parallel, --keep-mtp and --ranks go with --to deepseek-mp")
+    if rank_resource is not None and (executor != "ray" or target != "deepseek-mp"):
+        raise click.UsageError("--rank-resource goes with --to deepseek-mp --executor ray")
     if config is not None and target != "hf":
         raise click.UsageError("--config goes with --to hf")
-    common = dict(workers=workers, overwrite=overwrite, progress=StderrProgress())
+    common = dict(workers=workers, overwrite=overwrite, progress=StderrProgress(),
+                  executor=executor)
     if target == "deepseek-mp":
-        report = to_deepseek_mp(src, dst, model_parallel, keep_mtp=keep_mtp, **common)
+        report = to_deepseek_mp(src, dst, model_parallel, keep_mtp=keep_mtp, ranks=ranks,
+                                rank_resource=rank_resource, **common)
     elif target == "hf":
         report = from_deepseek_mp(src, dst, max_shard_size=max_shard_size, config=config,
                                   **common)
@@ -117,5 +157,6 @@ def _render(report) -> None:
     click.echo(f"coverage: all {c.source_tensors:,} source tensors "
                f"({human_count(c.source_elements)} elements) accounted for exactly once"
                + (f"; {', '.join(extra)}" if extra else ""))
+    echo_nodes(report.nodes)
     for note in report.notes:
         click.echo(f"note: {note}")

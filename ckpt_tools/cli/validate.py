@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..validate import CODES, Finding, ValidationReport, validate as run_validate
-from .render import StderrProgress, emit_json, human_bytes, safe_name
+from .render import EXECUTOR, StderrProgress, echo_nodes, emit_json, human_bytes, safe_name
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
@@ -30,8 +30,13 @@ SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 @click.option("--show", default=5, show_default=True, type=click.IntRange(min=0),
               help="Findings shown per code; the rest are counted.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with every finding.")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Processes for --deep and hashing, one file each [default: every core "
+                   "from 1 GiB up].")
+@EXECUTOR
 def validate(path: Path, config_spec: str | None, deep: bool, checksums: Path | None,
-             manifest_out: str | None, strict: bool, show: int, as_json: bool):
+             manifest_out: str | None, strict: bool, show: int, as_json: bool,
+             workers: int | None, executor: str):
     """Check a checkpoint (HF or DeepSeek model-parallel directory, or one .safetensors file)
     before anyone loads it: headers, index vs shards, the config's tensor plan, FP8 scales;
     with --deep every value; with --checksums every byte. Exit 0 when clean, 1 on errors
@@ -39,11 +44,13 @@ def validate(path: Path, config_spec: str | None, deep: bool, checksums: Path | 
     progress = StderrProgress() if deep or checksums or manifest_out is not None else None
     write = False if manifest_out is None else (manifest_out or True)
     report = run_validate(path, config=config_spec, deep=deep, checksums=checksums,
-                          write_manifest=write, progress=progress)
+                          write_manifest=write, progress=progress, workers=workers,
+                          executor=executor)
     if as_json:
         emit_json(report)
     else:
         click.echo(render(report, show, strict=strict))
+        echo_nodes(report.nodes)
     if not report.passed(strict):
         raise click.exceptions.Exit(1)
 

@@ -1,0 +1,247 @@
+"""The jobs of `upcast` and `quantize`, as the executors run them (in workers, or Ray tasks).
+
+A job gets everything it needs in its arguments (paths, the tensor ops, the block) and
+streams a few row blocks at a time: pread in, `fp8.dequantize` / `fp8.quantize`, write out,
+so it holds a few MB, never a tensor or a shard. quantize writes one whole output file per
+job (`SafetensorsWriter`); upcast writes each output file in parts of about `PART_BYTES`
+of source, several jobs at once (`part_writer`), so the largest shard never runs alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+
+from . import fp8, part_writer
+from .dtypes import DTYPES, itemsize
+from .parallel import WORKER_MEMORY
+from .safetensors_io import SafetensorsReader, SafetensorsWriter
+
+STEP_BYTES = 4 << 20  # source bytes per streaming step (rounded to whole row blocks)
+# What one step's temporaries take at most (float32 copies of the rows, the output rows,
+# quantize's error statistics in float64): a generous multiple of the step.
+STEP_MEMORY = 16 * STEP_BYTES
+# Source bytes per upcast job: a shard is written by several jobs at once, so the largest
+# shard does not run alone while the other workers idle (shards differ by 2x and more).
+PART_BYTES = 128 << 20
+
+Kind = Literal["copy", "widen", "dequantize", "quantize"]
+
+
+class TensorOp(NamedTuple):
+    """How one source tensor becomes one output tensor (two for quantize: weight + scale)."""
+
+    name: str
+    kind: Kind
+    shard: str  # source shard holding the tensor
+    src_dtype: str
+    dtype: str  # output dtype
+    shape: tuple[int, ...]
+    scale: str | None = None  # dequantize: the source scale; quantize: the scale to write
+    scale_shard: str | None = None  # dequantize: the shard holding the source scale
+
+    @property
+    def src_bytes(self) -> int:
+        return math.prod(self.shape) * itemsize(self.src_dtype)
+
+    def out_specs(self, block: tuple[int, int]) -> list[tuple[str, str, tuple[int, ...]]]:
+        specs = [(self.name, self.dtype, self.shape)]
+        if self.kind == "quantize":
+            specs.append((self.scale, "F32", fp8.expected_scale_shape(self.shape, block)))
+        return specs
+
+
+class ShardJob(NamedTuple):
+    file: str  # output file name
+    ops: tuple[TensorOp, ...]
+
+
+# -- the worker ---------------------------------------------------------------------------
+def _row_steps(rows: int, row_bytes: int, align: int, start: int = 0,
+               stop: int | None = None) -> Iterator[tuple[int, int]]:
+    """[r0, r1) ranges of about STEP_BYTES each over rows [start, stop), in multiples of
+    `align` rows."""
+    step = max(1, STEP_BYTES // max(row_bytes, 1) // align) * align
+    stop = rows if stop is None else stop
+    for r0 in range(start, stop, step):
+        yield r0, min(stop, r0 + step)
+
+
+def _rows(op: TensorOp) -> int:
+    return op.shape[0] if op.shape else 1  # a scalar is one row
+
+
+def _widened(reader: SafetensorsReader, op: TensorOp, start: int = 0,
+             stop: int | None = None) -> Iterator[memoryview]:
+    row_bytes = math.prod(op.shape[1:]) * itemsize(op.src_dtype)
+    for r0, r1 in _row_steps(_rows(op), row_bytes, 1, start, stop):
+        wide = reader.read_rows(op.name, r0, r1).astype(np.float32)
+        yield memoryview(wide.reshape(-1).view(np.uint8))
+
+
+def _dequantized(reader: SafetensorsReader, scale: np.ndarray, op: TensorOp,
+                 block: tuple[int, int], start: int = 0,
+                 stop: int | None = None) -> Iterator[memoryview]:
+    """Rows [start, stop) (whole row blocks) of a dequantised weight; `scale` is its whole
+    scale grid."""
+    rows, cols = op.shape
+    out_dtype = DTYPES[op.dtype].numpy
+    buf = None
+    for r0, r1 in _row_steps(rows, cols, block[0], start, stop):
+        if buf is None:
+            buf = np.empty((r1 - r0, cols), out_dtype)
+        out = fp8.dequantize(reader.read_rows(op.name, r0, r1),
+                             scale[r0 // block[0]:-(-r1 // block[0])], block, out_dtype,
+                             out=buf[:r1 - r0])
+        yield memoryview(out.reshape(-1).view(np.uint8))
+
+
+class _ErrorStats:
+    def __init__(self):
+        self.max_abs, self.sq_err, self.sq_ref, self.nonfinite = 0.0, 0.0, 0.0, 0
+
+    def add(self, ref: np.ndarray, back: np.ndarray) -> None:
+        finite = np.isfinite(ref)
+        if not finite.all():
+            self.nonfinite += int(finite.size - np.count_nonzero(finite))
+            ref, back = ref[finite], back[finite]
+        err = np.abs(back - ref, dtype=np.float64)
+        if err.size:
+            self.max_abs = max(self.max_abs, float(err.max()))
+        # einsum, not np.dot: dot goes to BLAS, whose threads spin on every core (a
+        # quantize worker took two cores' CPU time for one core's work)
+        self.sq_err += float(np.einsum("i,i->", err.ravel(), err.ravel()))
+        ref64 = ref.astype(np.float64).ravel()
+        self.sq_ref += float(np.einsum("i,i->", ref64, ref64))
+
+    def result(self) -> list:
+        rel = math.sqrt(self.sq_err / self.sq_ref) if self.sq_ref > 0 else 0.0
+        return [self.max_abs, rel, self.nonfinite]
+
+
+def _quantized(reader: SafetensorsReader, op: TensorOp, block: tuple[int, int],
+               scale_fmt: str, scales: list[np.ndarray], stats: _ErrorStats
+               ) -> Iterator[memoryview]:
+    rows, cols = op.shape
+    for r0, r1 in _row_steps(rows, cols * itemsize(op.src_dtype), block[0]):
+        w = reader.read_rows(op.name, r0, r1).astype(np.float32)
+        q, s = fp8.quantize(w, block, scale_fmt=scale_fmt)
+        scales.append(s)
+        stats.add(w, fp8.dequantize(q, s, block))  # exactly what upcast --dtype f32 gives back
+        yield memoryview(q.reshape(-1).view(np.uint8))
+
+
+class _Readers:
+    """Source readers opened on first use, closed together."""
+
+    def __init__(self, src: str):
+        self.src, self.open = Path(src), {}
+
+    def __enter__(self) -> _Readers:
+        return self
+
+    def __call__(self, shard: str) -> SafetensorsReader:
+        if shard not in self.open:
+            self.open[shard] = SafetensorsReader(self.src / shard)
+        return self.open[shard]
+
+    def __exit__(self, *exc) -> None:
+        for r in self.open.values():
+            r.close()
+
+
+def write_file(src: str, dst: str, job: ShardJob, block: tuple[int, int],
+               scale_fmt: str) -> dict[str, list]:
+    """Write one whole quantize output shard (a job); returns, per quantised tensor, its
+    round-trip error [max_abs, rel_l2, nonfinite]."""
+    errors: dict[str, list] = {}
+    specs = [s for op in job.ops for s in op.out_specs(block)]
+    with _Readers(src) as reader, SafetensorsWriter(Path(dst) / job.file, specs) as w:
+        for op in job.ops:
+            r = reader(op.shard)
+            if op.kind == "copy":
+                w.write_bytes(op.name, r.iter_chunks(op.name))
+                continue
+            scales: list[np.ndarray] = []
+            stats = _ErrorStats()
+            w.write_bytes(op.name, _quantized(r, op, block, scale_fmt, scales, stats))
+            w.write(op.scale, np.concatenate(scales) if scales
+                    else np.zeros(fp8.expected_scale_shape(op.shape, block), np.float32))
+            errors[op.name] = stats.result()
+    return errors
+
+
+# -- several jobs per output file (upcast) ----------------------------------------------
+class Piece(NamedTuple):
+    """Rows [r0, r1) of one output tensor, written at `offset` of the output file."""
+
+    op: TensorOp
+    r0: int
+    r1: int
+    offset: int
+
+    @property
+    def src_bytes(self) -> int:
+        return self.op.src_bytes // _rows(self.op) * (self.r1 - self.r0)
+
+
+def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[list[Piece]]:
+    """The output file of `job` cut into parts of about `part_bytes` source bytes: runs of
+    its tensors' rows (whole 128-row blocks of FP8 weights), in file order."""
+    offsets = part_writer.tensor_offsets([s for op in job.ops for s in op.out_specs(block)])
+    parts: list[list[Piece]] = [[]]
+    size = 0
+    for op in job.ops:
+        rows = _rows(op)
+        row_src = op.src_bytes // rows if rows else 0
+        row_out = math.prod(op.shape[1:]) * itemsize(op.dtype)
+        align = block[0] if op.kind == "dequantize" else 1
+        r0 = 0
+        while r0 < rows:
+            take = max(align, (part_bytes - size) // max(row_src, 1) // align * align)
+            r1 = min(rows, r0 + take)
+            parts[-1].append(Piece(op, r0, r1, offsets[op.name] + r0 * row_out))
+            size += (r1 - r0) * row_src
+            r0 = r1
+            if size >= part_bytes:
+                parts.append([])
+                size = 0
+    return [p for p in parts if p]
+
+
+def write_part(src: str, dst: str, file: str, pieces: list[Piece],
+                block: tuple[int, int]) -> dict:
+    """Write `pieces` into DST/file.partial (created by `part_writer.create`); a job."""
+    with _Readers(src) as reader:
+        for p in pieces:
+            op = p.op
+            r = reader(op.shard)
+            out_bytes = (p.r1 - p.r0) * (math.prod(op.shape[1:]) * itemsize(op.dtype))
+            if op.kind == "copy":
+                row = math.prod(op.shape[1:]) * itemsize(op.src_dtype)
+                chunks = (r.read_range(op.name, a * row, b * row)
+                          for a, b in _row_steps(_rows(op), row, 1, p.r0, p.r1))
+            elif op.kind == "widen":
+                chunks = _widened(r, op, p.r0, p.r1)
+            else:
+                scale = reader(op.scale_shard).read_rows(op.scale, 0, -(-op.shape[0] // block[0]))
+                chunks = _dequantized(r, scale, op, block, p.r0, p.r1)
+            part_writer.write_at(Path(dst) / file, p.offset, chunks, out_bytes)
+    return {}
+
+
+def call(fn, *args):
+    """The one job function the executors run: whole files and parts alike."""
+    return fn(*args)
+
+
+def job_memory(job: ShardJob, block: tuple[int, int]) -> int:
+    """The most one job holds: a worker, one step's temporaries, the largest scale grid
+    (read whole for dequantize, gathered whole for quantize)."""
+    grids = [math.prod(fp8.expected_scale_shape(op.shape, block)) * 4 for op in job.ops
+             if op.kind in ("dequantize", "quantize")]
+    return WORKER_MEMORY + STEP_MEMORY + 2 * max(grids, default=0)

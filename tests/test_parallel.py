@@ -1,0 +1,73 @@
+"""The local executor: results in job order whatever order jobs run in, largest first,
+per-node totals, a job's own error raised as is, an unknown executor refused, and the Ray
+executor's missing-extra message."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import socket
+
+import pytest
+
+from ckpt_tools.errors import FormatError, MissingDependencyError
+from ckpt_tools.parallel import Job, largest_first, merge_nodes, run_jobs
+
+
+def square(x: int) -> tuple[int, int]:
+    return x * x, os.getpid()
+
+
+def fail_on(x: int) -> int:
+    if x == 3:
+        raise FormatError(f"shard {x}: broken")
+    return x
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_results_in_job_order_and_nodes_summed(workers):
+    jobs = [Job(f"f{i}", nbytes, (i,)) for i, nbytes in enumerate([5, 50, 10, 40])]
+    seen = []
+    run = run_jobs(square, jobs, workers=workers, on_result=lambda i, r: seen.append(i))
+    assert [r[0] for r in run.results] == [0, 1, 4, 9]
+    assert sorted(seen) == [0, 1, 2, 3]
+    if workers == 1:
+        assert seen == [0, 1, 2, 3] and {r[1] for r in run.results} == {os.getpid()}
+    else:
+        assert os.getpid() not in {r[1] for r in run.results}
+    (node,) = run.nodes
+    assert node.node == socket.gethostname() and node.jobs == 4 and node.bytes == 105
+    assert node.files == ["f0", "f1", "f2", "f3"] and node.seconds >= 0
+
+
+def test_largest_job_starts_first():
+    jobs = [Job("a", 1, ()), Job("b", 30, ()), Job("c", 20, ()), Job("d", 30, ())]
+    assert largest_first(jobs) == [1, 3, 2, 0]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_jobs_error_is_raised_as_is(workers):
+    with pytest.raises(FormatError, match="shard 3: broken"):
+        run_jobs(fail_on, [Job(str(i), 1, (i,)) for i in range(5)], workers=workers)
+
+
+def test_merge_nodes_adds_runs_and_lists_each_file_once():
+    a = run_jobs(square, [Job("x", 2, (1,)), Job("y", 3, (2,))]).nodes
+    b = run_jobs(square, [Job("y", 4, (2,))]).nodes
+    (merged,) = merge_nodes(a, b)
+    assert (merged.jobs, merged.bytes, merged.files) == (3, 9, ["x", "y"])
+
+
+def test_unknown_executor_and_missing_ray(monkeypatch):
+    with pytest.raises(ValueError, match="executor"):
+        run_jobs(square, [Job("x", 1, (1,))], executor="dask")
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'ckpt-tools\[ray\]'"):
+        run_jobs(square, [Job("x", 1, (1,))], executor="ray")

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from .deepseek import sigmoid, silu, softmax  # shared with V3: the same activations
 from .v4_weights import V4Weights
 
 F32 = np.float32
@@ -55,21 +56,6 @@ def rms_norm(x: np.ndarray, weight: np.ndarray | None, eps: float) -> np.ndarray
     x = x.astype(F32, copy=False)
     y = x * (F32(1.0) / np.sqrt(np.mean(x * x, axis=-1, keepdims=True) + F32(eps)))
     return y if weight is None else weight * y
-
-
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Softmax that gives 0 (not NaN) to -inf entries as long as one entry is finite."""
-    z = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return z / np.sum(z, axis=axis, keepdims=True)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):  # exp(-x) -> inf gives exactly 0, as in torch
-        return F32(1.0) / (F32(1.0) + np.exp(-x))
-
-
-def silu(x: np.ndarray) -> np.ndarray:
-    return x * sigmoid(x)
 
 
 def score_function(name: str, logits: np.ndarray) -> np.ndarray:

@@ -18,9 +18,9 @@ from collections.abc import Iterable
 import numpy as np
 
 from ..errors import MissingTensorError, ShapeMismatchError
+from .weights import project_in_row_slices
 
 DEFAULT_CHUNK_BYTES = 64 << 20  # float32 bytes of one streamed slice
-ROW_BLOCK = 128  # FP8 scale blocks are 128 rows: slices start on block rows when they can
 
 
 class V4Weights:
@@ -96,16 +96,7 @@ class V4Weights:
         if not self._rows or out_features * in_features * 4 <= self.chunk_bytes:
             return x @ self.read(name, want).T
         self._shape(name, want)
-        step = max(1, self.chunk_bytes // (in_features * 4))
-        step = step // ROW_BLOCK * ROW_BLOCK or step
-        y = np.empty((*x.shape[:-1], out_features), np.float32)  # [..., out]
-        for r0 in range(0, out_features, step):
-            r1 = min(r0 + step, out_features)
-            w = self.source.read_float32_rows(name, r0, r1)  # [r1-r0, in]
-            self._check(name, (r1 - r0, in_features), w.shape)
-            y[..., r0:r1] = x @ w.T
-            del w
-        return y
+        return project_in_row_slices(x, self.source, name, want, self.chunk_bytes, self._check)
 
 
 class DictSource:

@@ -160,13 +160,21 @@ class Weights:
             w = self.read(name)  # [out, in]
             return x @ w.T
         self._check(name, want, self.source.shape_of(name))
-        step = max(1, self.chunk_bytes // (in_cols * 4))
-        step = step // 128 * 128 or step  # whole FP8 row blocks when the budget allows
-        y = np.empty((*x.shape[:-1], out_rows), np.float32)  # [..., out]
-        for r0 in range(0, out_rows, step):
-            r1 = min(r0 + step, out_rows)
-            w = self.source.read_float32_rows(name, r0, r1)  # [r1-r0, in]
-            self._check(name, (r1 - r0, in_cols), w.shape)
-            y[..., r0:r1] = x @ w.T
-            del w
-        return y
+        return project_in_row_slices(x, self.source, name, want, self.chunk_bytes, self._check)
+
+
+def project_in_row_slices(x: np.ndarray, source, name: str, want: tuple[int, int],
+                          chunk_bytes: int, check) -> np.ndarray:
+    """x @ W.T with W = `name` ([out, in]) read in float32 row slices of at most `chunk_bytes`,
+    so a large matrix never sits in memory whole; `check(name, want, got)` vets each slice."""
+    out_rows, in_cols = want
+    step = max(1, chunk_bytes // (in_cols * 4))
+    step = step // 128 * 128 or step  # whole FP8 row blocks when the budget allows
+    y = np.empty((*x.shape[:-1], out_rows), np.float32)  # [..., out]
+    for r0 in range(0, out_rows, step):
+        r1 = min(r0 + step, out_rows)
+        w = source.read_float32_rows(name, r0, r1)  # [r1-r0, in]
+        check(name, (r1 - r0, in_cols), w.shape)
+        y[..., r0:r1] = x @ w.T
+        del w
+    return y

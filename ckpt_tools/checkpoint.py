@@ -19,6 +19,7 @@ from .fp8 import dequantize
 from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
+from .remote_path import as_path
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, TensorPlan
 
@@ -27,7 +28,7 @@ class Checkpoint:
     """Read-only view of a checkpoint directory."""
 
     def __init__(self, path: str | Path):
-        self.dir = Path(path)
+        self.dir = as_path(path)  # a local directory, or a remote one (remote_path.RemotePath)
         if not self.dir.exists():
             raise FormatError(f"{self.dir}: no such directory")
         if not self.dir.is_dir():

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError, UnsupportedModelError
+from .remote_path import as_path
 
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
 ScoringFunc = Literal["softmax", "sigmoid"]
@@ -292,7 +293,7 @@ def parse_config(raw: Any, *, source: str = "config") -> DeepseekV2Config | Deep
 
 
 def read_config_file(path: str | Path) -> DeepseekV2Config | DeepseekV3Config:
-    path = Path(path)
+    path = as_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import click
 
 from ..info import describe
-from .render import emit_json, human_bytes, human_count, table
+from ..remote import remote_spec
+from .render import emit_json, human_bytes, human_count, remote_option, table
 
 
 @click.command()
 @click.argument("source")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def info(source: str, as_json: bool):
+@remote_option
+def info(source: str, as_json: bool, remote: bool):
     """Describe a preset (v2-lite, v2, v2.5, v3, r1, v3.1, ...), a config.json or a
-    checkpoint directory."""
-    result = describe(source)
+    checkpoint directory, local or remote (hf://ORG/NAME[@REV][/DIR], s3://...: its config
+    and shard headers only)."""
+    result = describe(remote_spec(source, remote))
     if as_json:
         emit_json(result)
         return

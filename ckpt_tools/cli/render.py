@@ -95,3 +95,9 @@ class StderrProgress:
     def finish(self) -> None:
         if self.enabled and self.tty:
             self._draw(end="\n")
+
+
+remote_option = click.option(
+    "--remote", is_flag=True,
+    help="Read a bare ORG/NAME[@REV] as the Hub repository hf://ORG/NAME[@REV] (ranged reads, "
+         "nothing downloaded).")

@@ -1,0 +1,307 @@
+"""Remote sources: `hf://REPO[@REVISION][/SUBDIR]` and fsspec URLs (`s3://`, `gs://`, ...).
+
+`open_remote(url)` lists the source once and returns its root as a `RemotePath`:
+
+- `hf://`: the revision is resolved once to a commit (`HfApi.repo_info`), the folder is
+  listed at that commit through huggingface_hub's `HfFileSystem` (HF_ENDPOINT / HF_TOKEN
+  honoured, read at call time by `hub.hub_settings`), and every read is a ranged GET of
+  `/resolve/<commit>/<file>`, checked against the listing: the answer's `X-Repo-Commit` must
+  be that commit and its ETag (`X-Linked-Etag` for LFS files) the one listed. A Hub error
+  leaves as one line (`hub._hub_errors`).
+- anything else fsspec knows (`s3://` with the `s3` extra, `gs://` with `gcsfs`, `memory://`)
+  through `fsspec.core.url_to_fs`; reads are `cat_file` ranges, the listing's ETag is
+  re-checked when a file is opened.
+
+Nothing is written locally, except the optional header cache: with CKPT_HEADER_CACHE set to
+a directory, each safetensors header read remotely is kept there under a key made of the
+file's content identity (LFS SHA-256 / ETag) and size, so a second run reads no header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .byte_source import RangeSource
+from .errors import CkptError, FormatError, HubError
+from .remote_path import REMOTE_URL, RemoteFileInfo, RemotePath
+
+HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
+HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)
+HEADER_THREADS = 16  # headers of many shards are fetched concurrently: latency, not bandwidth
+_HF_URL = re.compile(r"^hf://(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>refs/pr/\d+|[^/]+))?"
+                     r"(?P<sub>/.*)?$")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class HfLocation:
+    repo_id: str
+    revision: str
+    subdir: str
+
+
+def parse_hf_url(url: str) -> HfLocation:
+    """`hf://org/name[@revision][/sub/dir]` (a `refs/pr/N` revision keeps its slashes).
+
+    Raises:
+        HubError: not of that form.
+    """
+    m = _HF_URL.match(url.rstrip("/"))
+    if not m:
+        raise HubError(f"{url}: expected hf://ORG/NAME[@REVISION][/SUBDIR]")
+    return HfLocation(m["repo"], m["rev"] or "main", (m["sub"] or "").strip("/"))
+
+
+def remote_spec(spec: str, remote: bool) -> str:
+    """What the CLI passes on: with --remote a bare `org/name[@rev]` means `hf://org/name`."""
+    if remote and not REMOTE_URL.match(spec):
+        return "hf://" + spec
+    return spec
+
+
+# -- trees -----------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _Tree:
+    url: str
+    files: dict[str, RemoteFileInfo]
+    commit: str | None = None
+    _headers: dict[str, bytes] = field(default_factory=dict)  # prefetched header bytes
+
+    def describe(self) -> str:
+        return f"{self.url} (commit {self.commit})" if self.commit else self.url
+
+    def header_bytes(self, rel: str) -> bytes:
+        """8 + N bytes: the length prefix and the JSON header of a safetensors file."""
+        cached = self._headers.pop(rel, None)
+        if cached is not None:
+            return cached
+        info = self.files[rel]
+        cache = _header_cache_path(info)
+        if cache is not None and cache.is_file():
+            return cache.read_bytes()
+        source = self.open(rel)
+        try:
+            raw = _fetch_header(source)
+        finally:
+            source.close()
+        if cache is not None:
+            _store(cache, raw)
+        return raw
+
+    def prefetch_headers(self, rels: list[str]) -> None:
+        """Fetch the headers of `rels` concurrently (kept until `header_bytes` takes them).
+        Errors are left for `header_bytes` to raise when the file is read in order."""
+        todo = [r for r in rels if r in self.files and r not in self._headers]
+        if len(todo) < 2:
+            return
+
+        def one(rel: str) -> None:
+            try:
+                self._headers[rel] = self.header_bytes(rel)
+            except (CkptError, OSError):
+                pass
+
+        with ThreadPoolExecutor(min(HEADER_THREADS, len(todo))) as pool:
+            list(pool.map(one, todo))
+
+
+def _fetch_header(source) -> bytes:
+    size = source.size
+    if size < 8:
+        return source.read_exact(0, size)  # too short: the parser says so
+    first = source.read_exact(0, min(size, HEADER_PROBE_BYTES))
+    n = int.from_bytes(first[:8], "little")
+    from .safetensors_io import MAX_HEADER_BYTES
+
+    if n > MAX_HEADER_BYTES or 8 + n <= len(first):
+        return first[:8 + min(n, len(first) - 8)]
+    if 8 + n > size:
+        return first  # runs past the end: the parser reports it from the size
+    return first + source.read_exact(len(first), 8 + n - len(first))
+
+
+def _header_cache_path(info: RemoteFileInfo) -> Path | None:
+    root = os.environ.get(HEADER_CACHE_ENV)
+    key = info.sha256 or info.identity
+    if not root or not key:
+        return None
+    digest = hashlib.sha256(f"{key}:{info.size}".encode()).hexdigest()
+    return Path(root) / digest[:2] / f"{digest}.header"
+
+
+def _store(path: Path, raw: bytes) -> None:
+    """Written under a temporary name and renamed: a cache entry is whole or absent."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+        tmp.write_bytes(raw)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next run a request
+
+
+# -- the Hub -----------------------------------------------------------------------------------
+class _HubTree(_Tree):
+    def __init__(self, url: str, loc: HfLocation, commit: str, files, settings):
+        super().__init__(url, files, commit)
+        self.loc, self.settings = loc, settings
+        from huggingface_hub.utils import build_hf_headers
+
+        self._auth = build_hf_headers(token=settings.token)
+
+    def open(self, rel: str) -> RangeSource:
+        from huggingface_hub import hf_hub_url
+
+        info = self.files[rel]
+        path_in_repo = f"{self.loc.subdir}/{rel}" if self.loc.subdir else rel
+        url = hf_hub_url(self.loc.repo_id, path_in_repo, revision=self.commit,
+                         endpoint=self.settings.endpoint)
+        label = f"{self.url.rstrip('/')}/{rel}"
+        return RangeSource(label, info.size, self._fetcher(url, path_in_repo, label, info.size),
+                           info.identity)
+
+    def _fetcher(self, url: str, path_in_repo: str, label: str, size: int):
+        from huggingface_hub.utils import hf_raise_for_status, http_backoff
+
+        from .hub import _hub_errors
+
+        def fetch(start: int, stop: int) -> tuple[bytes, str | None]:
+            headers = {**self._auth, "Range": f"bytes={start}-{stop - 1}"}
+            with _hub_errors(self.settings, self.loc.repo_id, self.commit, path_in_repo):
+                r = http_backoff("GET", url, headers=headers)
+                hf_raise_for_status(r)
+            first = r.history[0] if r.history else r  # a redirect to a CDN: the Hub's answer
+            commit = first.headers.get("X-Repo-Commit")
+            if commit and commit != self.commit:
+                raise FormatError(f"{label}: served from commit {commit[:12]}, expected "
+                                  f"{self.commit[:12]} (the repository changed under us)")
+            if r.status_code != 206 and (start, stop) != (0, size):
+                raise HubError(f"{label}: the server ignored the byte range request (HTTP "
+                               f"{r.status_code}); refusing to download the whole file")
+            etag = first.headers.get("X-Linked-Etag") or first.headers.get("ETag")
+            return r.content, _unquote_etag(etag)
+
+        return fetch
+
+
+def _unquote_etag(etag: str | None) -> str | None:
+    return etag.removeprefix("W/").strip('"') if etag else None
+
+
+def _open_hub(url: str) -> _HubTree:
+    from huggingface_hub import HfApi, HfFileSystem
+
+    from .hub import _hub_errors, hub_settings
+
+    loc = parse_hf_url(url)
+    settings = hub_settings()
+    api = HfApi(endpoint=settings.endpoint, token=settings.token)
+    with _hub_errors(settings, loc.repo_id, loc.revision):
+        commit = api.repo_info(loc.repo_id, revision=loc.revision).sha
+    if not commit or not _COMMIT.fullmatch(commit):
+        raise HubError(f"{loc.repo_id}@{loc.revision}: the Hub did not report a commit id")
+    fs = HfFileSystem(endpoint=settings.endpoint, token=settings.token, skip_instance_cache=True)
+    root = f"{loc.repo_id}@{commit}" + (f"/{loc.subdir}" if loc.subdir else "")
+    with _hub_errors(settings, loc.repo_id, commit, loc.subdir or None):
+        try:
+            entries = fs.find(root, detail=True, withdirs=False)
+        except FileNotFoundError:
+            raise HubError(f"{url}: no such folder at commit {commit[:12]}") from None
+    files = {}
+    prefix = root + "/"
+    for name, e in entries.items():
+        if e.get("type") != "file" or not name.startswith(prefix):
+            continue
+        lfs = e.get("lfs") or None
+        sha256 = (lfs.get("sha256") or lfs.get("oid")) if isinstance(lfs, dict) else None
+        files[name[len(prefix):]] = RemoteFileInfo(int(e["size"]), sha256 or e.get("blob_id"),
+                                                   sha256)
+    if not files and loc.subdir:
+        raise HubError(f"{url}: no such folder at commit {commit[:12]}")
+    return _HubTree(url.rstrip("/"), loc, commit, files, settings)
+
+
+# -- other object stores (fsspec) -----------------------------------------------------------------
+class _FsspecTree(_Tree):
+    def __init__(self, url: str, fs, root: str, files):
+        super().__init__(url, files)
+        self.fs, self.root = fs, root
+
+    def open(self, rel: str) -> RangeSource:
+        info = self.files[rel]
+        path, label = f"{self.root}/{rel}", f"{self.url.rstrip('/')}/{rel}"
+        now = _identity(self.fs.info(path))  # once per open: the object is still the listed one
+        if info.identity and now and now != info.identity:
+            raise FormatError(f"{label}: changed since it was listed (ETag {now[:16]}, expected "
+                              f"{info.identity[:16]}); rerun to read one consistent version")
+
+        def fetch(start: int, stop: int) -> tuple[bytes, str | None]:
+            try:
+                return self.fs.cat_file(path, start=start, end=stop), None
+            except FileNotFoundError:
+                raise FormatError(f"{label}: disappeared while being read") from None
+
+        return RangeSource(label, info.size, fetch, info.identity)
+
+
+def _identity(info: dict) -> str | None:
+    for key in ("ETag", "etag", "md5Hash", "generation", "checksum"):
+        if info.get(key):
+            return str(info[key]).strip('"')
+    return None
+
+
+def _open_fsspec(url: str) -> _FsspecTree:
+    import fsspec
+
+    scheme = REMOTE_URL.match(url)["scheme"]
+    try:
+        fs, root = fsspec.core.url_to_fs(url)
+    except ImportError as e:
+        extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme)
+        hint = f"pip install 'ckpt-tools[{extra}]'" if extra else "install its fsspec backend"
+        raise CkptError(f"{url}: no fsspec backend for {scheme}:// ({e}); {hint}") from None
+    except ValueError as e:
+        raise CkptError(f"{url}: {e}") from None
+    root = root.rstrip("/")
+    try:
+        found = fs.find(root, detail=True)
+    except FileNotFoundError:
+        found = {}
+    except OSError as e:
+        raise CkptError(f"{url}: cannot list ({e})") from None
+    files = {}
+    for name, e in found.items():
+        name = name.rstrip("/")
+        if e.get("type", "file") == "file" and name.startswith(root + "/"):
+            files[name[len(root) + 1:]] = RemoteFileInfo(int(e["size"]), _identity(e))
+    if not files:
+        raise FormatError(f"{url}: no such directory (nothing listed under it)")
+    return _FsspecTree(url.rstrip("/"), fs, root, files)
+
+
+_OPENED: dict[str, RemotePath] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def open_remote(url: str) -> RemotePath:
+    """The root of the remote source `url`, listed once per process (so one command reads
+    one commit, however many times it names the source)."""
+    with _OPEN_LOCK:
+        root = _OPENED.get(url)
+        if root is None:
+            tree = _open_hub(url) if url.startswith("hf://") else _open_fsspec(url)
+            root = _OPENED[url] = RemotePath(tree)
+        return root
+
+
+def forget_remote() -> None:
+    """Drop the listings kept by `open_remote` (tests start each case afresh)."""
+    with _OPEN_LOCK:
+        _OPENED.clear()

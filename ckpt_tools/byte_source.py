@@ -91,9 +91,10 @@ class RangeSource:
     """A remote object read by byte ranges through a bounded read-ahead block."""
 
     def __init__(self, label: str, size: int, fetch: Fetch, identity: str | None,
-                 readahead: int = READAHEAD_BYTES):
+                 readahead: int | None = None):
         self.label, self.size, self.identity = label, size, identity
-        self._fetch, self._readahead = fetch, readahead
+        self._fetch = fetch
+        self._readahead = READAHEAD_BYTES if readahead is None else readahead
         self._block_start, self._block = 0, b""
         self._lock = threading.Lock()  # one source may serve several reader threads
 

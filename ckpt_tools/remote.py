@@ -59,8 +59,9 @@ def parse_hf_url(url: str) -> HfLocation:
 
 
 def remote_spec(spec: str, remote: bool) -> str:
-    """What the CLI passes on: with --remote a bare `org/name[@rev]` means `hf://org/name`."""
-    if remote and not REMOTE_URL.match(spec):
+    """What the CLI passes on: with `remote` a bare `org/name[@rev]` that is no local path
+    means `hf://org/name[@rev]`; presets, local paths and URLs stay as they are."""
+    if remote and "/" in spec and not REMOTE_URL.match(spec) and not Path(spec).exists():
         return "hf://" + spec
     return spec
 
@@ -286,18 +287,21 @@ def _open_fsspec(url: str) -> _FsspecTree:
     return _FsspecTree(url.rstrip("/"), fs, root, files)
 
 
-_OPENED: dict[str, RemotePath] = {}
+_OPENED: dict[tuple, RemotePath] = {}
 _OPEN_LOCK = threading.Lock()
 
 
 def open_remote(url: str) -> RemotePath:
     """The root of the remote source `url`, listed once per process (so one command reads
     one commit, however many times it names the source)."""
+    # the same URL on another endpoint or with another token is another source
+    key = (url, os.environ.get("HF_ENDPOINT"), os.environ.get("HF_TOKEN"),
+           os.environ.get("AWS_ENDPOINT_URL"))
     with _OPEN_LOCK:
-        root = _OPENED.get(url)
+        root = _OPENED.get(key)
         if root is None:
             tree = _open_hub(url) if url.startswith("hf://") else _open_fsspec(url)
-            root = _OPENED[url] = RemotePath(tree)
+            root = _OPENED[key] = RemotePath(tree)
         return root
 
 

@@ -28,6 +28,7 @@ from .checkpoint import Checkpoint
 from .errors import ConfigError, FormatError, ShapeMismatchError
 from .index import MP_FILE_GLOB
 from .reference import Model, TensorSource
+from .remote_path import RemotePath, as_path
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
 # weights round once to BF16 moves hidden states and logits by a few of those steps.
@@ -44,7 +45,7 @@ _IGNORED_FIELDS = {"quantization_config", "torch_dtype", "dtype", "transformers_
 def open_tensor_source(path: str | Path) -> TensorSource:
     """A reader for a checkpoint directory: HF layout (`Checkpoint`), or DeepSeek's
     `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF config.json)."""
-    path = Path(path)
+    path = as_path(path)
     if path.is_dir() and any(path.glob(MP_FILE_GLOB)):
         from .mp_layout import MpCheckpoint  # only mp directories pay for the layout tables
 
@@ -53,7 +54,7 @@ def open_tensor_source(path: str | Path) -> TensorSource:
 
 
 def _source(source: str | Path | TensorSource) -> TensorSource:
-    return open_tensor_source(source) if isinstance(source, (str, Path)) else source
+    return open_tensor_source(source) if isinstance(source, (str, Path, RemotePath)) else source
 
 
 def default_tokens(vocab_size: int, count: int = DEFAULT_TOKEN_COUNT) -> list[int]:

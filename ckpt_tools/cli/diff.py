@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import click
 
-from .render import emit_json, human_bytes, human_count, safe_name, table
+from ..remote import remote_spec
+from .render import emit_json, human_bytes, human_count, remote_option, safe_name, table
 
 TOP_TENSORS = 20  # worst tensors shown by the terminal/markdown value table
 WIDTH = 110  # prose lines of the terminal report wrap here (tables keep their rows)
@@ -282,9 +283,11 @@ def render_markdown(r) -> str:
 @click.option("--markdown", is_flag=True, help="Print markdown (for an issue or a model card).")
 @click.option("--values", is_flag=True,
               help="Compare every common tensor numerically (two checkpoint directories).")
+@remote_option
 @click.option("--context", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Tokens attended to, for attention FLOPs and the KV-cache total.")
-def diff(a: str, b: str, as_json: bool, markdown: bool, values: bool, context: int):
+def diff(a: str, b: str, as_json: bool, markdown: bool, values: bool, remote: bool,
+         context: int):
     """Explain what changed from A to B. Each is a preset (v2-lite, v2, v2.5, v3, r1,
     v3.1, ...), a config.json or a checkpoint directory. Ratios are B / A."""
     if as_json and markdown:
@@ -296,7 +299,8 @@ def diff(a: str, b: str, as_json: bool, markdown: bool, values: bool, context: i
         from .render import StderrProgress
 
         progress = StderrProgress()
-    report = run_diff(a, b, values=values, context=context, progress=progress)
+    report = run_diff(remote_spec(a, remote), remote_spec(b, remote), values=values,
+                      context=context, progress=progress)
     if as_json:
         emit_json(report)
     else:

@@ -97,6 +97,22 @@ class StderrProgress:
             self._draw(end="\n")
 
 
+class SourceParam(click.ParamType):
+    """A checkpoint directory that must exist, or a remote URL (hf://, s3://, ...) that is
+    checked when it is opened."""
+
+    name = "source"
+
+    def convert(self, value, param, ctx):
+        from ..remote_path import is_remote
+
+        if is_remote(value) or (ctx is not None and ctx.params.get("remote")):
+            return value
+        return click.Path(exists=True, file_okay=False).convert(value, param, ctx)
+
+
+SOURCE = SourceParam()
+
 remote_option = click.option(
     "--remote", is_flag=True,
     help="Read a bare ORG/NAME[@REV] as the Hub repository hf://ORG/NAME[@REV] (ranged reads, "

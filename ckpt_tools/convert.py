@@ -34,6 +34,7 @@ from .output import OutputDir, source_fingerprint
 from .parallel import run_jobs, workers_for
 from .progress import Progress
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
+from .remote_path import as_path
 from .side_files import copy_side_files
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, TensorPlan
@@ -321,7 +322,7 @@ def _write_job(src: str, dst: str, job: ShardJob, block: tuple[int, int],
 
     def reader(shard: str) -> SafetensorsReader:
         if shard not in readers:
-            readers[shard] = SafetensorsReader(Path(src) / shard)
+            readers[shard] = SafetensorsReader(as_path(src) / shard)
         return readers[shard]
 
     errors: dict[str, list] = {}

@@ -74,9 +74,6 @@ class _Tree:
     commit: str | None = None
     _headers: dict[str, bytes] = field(default_factory=dict)  # prefetched header bytes
 
-    def describe(self) -> str:
-        return f"{self.url} (commit {self.commit})" if self.commit else self.url
-
     def header_bytes(self, rel: str) -> bytes:
         """8 + N bytes: the length prefix and the JSON header of a safetensors file."""
         cached = self._headers.pop(rel, None)
@@ -225,7 +222,9 @@ def _open_hub(url: str) -> _HubTree:
                                                    sha256)
     if not files and loc.subdir:
         raise HubError(f"{url}: no such folder at commit {commit[:12]}")
-    return _HubTree(url.rstrip("/"), loc, commit, files, settings)
+    # named by commit: every message, journal and worker process sees the one revision read
+    pinned = f"hf://{loc.repo_id}@{commit}" + (f"/{loc.subdir}" if loc.subdir else "")
+    return _HubTree(pinned, loc, commit, files, settings)
 
 
 # -- other object stores (fsspec) -----------------------------------------------------------------
@@ -301,7 +300,7 @@ def open_remote(url: str) -> RemotePath:
         root = _OPENED.get(key)
         if root is None:
             tree = _open_hub(url) if url.startswith("hf://") else _open_fsspec(url)
-            root = _OPENED[key] = RemotePath(tree)
+            root = _OPENED[key] = _OPENED[(tree.url, *key[1:])] = RemotePath(tree)
         return root
 
 

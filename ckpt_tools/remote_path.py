@@ -41,12 +41,10 @@ class RemoteFileInfo:
 
 
 class RemoteTree(Protocol):
-    url: str  # the root as the user typed it (used in messages)
+    url: str  # the root, a Hub revision named by its commit (used in messages)
     files: dict[str, RemoteFileInfo]  # relative POSIX path -> info, every file below the root
 
     def open(self, rel: str): ...  # -> byte_source.ByteSource
-
-    def describe(self) -> str: ...  # e.g. "hf://org/repo@main (commit 0123abcd...)"
 
 
 @dataclass(frozen=True)
@@ -119,6 +117,9 @@ class RemotePath:
 
     def is_absolute(self) -> bool:
         return True
+
+    def is_symlink(self) -> bool:  # a listing has no links
+        return False
 
     def is_relative_to(self, other) -> bool:
         return (isinstance(other, RemotePath) and other.tree is self.tree

@@ -36,6 +36,7 @@ from .progress import Progress
 from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
                            plan_reshard, planned_counts, prove_coverage)
 from .safetensors_io import CHUNK_BYTES, SafetensorsReader, SafetensorsWriter, read_header
+from .remote_path import as_path
 from .side_files import copy_file_atomic, copy_side_files
 from .sources import CONFIG_FILE
 
@@ -218,7 +219,7 @@ def write_file(src: str, dst: str, out: OutFile,
                chunk_bytes: int = CHUNK_BYTES) -> tuple[dict[Key, int], dict[Key, int]]:
     """Write one output file (a job: runs in a worker); returns the elements it took from
     each source tensor, counted from the bytes streamed: (written, compared)."""
-    readers = _Readers(Path(src))
+    readers = _Readers(as_path(src))
     written: Counter = Counter()
     compared: Counter = Counter()
     item = {(p.file, p.tensor): itemsize(t.dtype) for t in out.tensors
@@ -399,7 +400,7 @@ def iter_layout(src: str | Path, layout: ReshardPlan | MpLayout,
     """
     if isinstance(layout, MpLayout):
         layout = plan_reshard(src, model_parallel=layout.model_parallel, keep_mtp=layout.keep_mtp)
-    readers = _Readers(Path(src))
+    readers = _Readers(as_path(src))
     try:
         for rank, f in enumerate(layout.files):
             for t in f.tensors:

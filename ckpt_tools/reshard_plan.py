@@ -23,6 +23,7 @@ from .errors import (FormatError, MissingTensorError, ShapeMismatchError, Unexpe
                      VerificationError)
 from .index import INDEX_FILE, SINGLE_FILE, shard_file_name
 from .mp_layout import MP_FILE_GLOB, MP_FILE_RE, MpCheckpoint, MpLayout
+from .remote_path import as_path
 from .tensor_plan import TensorPlan, TensorSpec
 
 DEFAULT_MAX_SHARD_SIZE = 5 * 10**9  # transformers' save_pretrained default
@@ -167,7 +168,7 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         FormatError, MissingTensorError, UnexpectedTensorError, ShapeMismatchError: the
             source does not match its config's tensor plan.
     """
-    src = Path(src)
+    src = as_path(src)
     if to_hf:
         return _plan_from_mp(src, max_shard_size or DEFAULT_MAX_SHARD_SIZE, config)
     if (max_shard_size is None) == (model_parallel is None):

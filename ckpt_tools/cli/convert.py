@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .render import StderrProgress, emit_json, human_bytes, safe_name
+from .render import SOURCE_OR_PATH, StderrProgress, emit_json, human_bytes, safe_name
 from .reshard import SizeParam
 
 _WORKERS = click.option("--workers", type=click.IntRange(1), default=None,
@@ -17,7 +17,7 @@ _OVERWRITE = click.option("--overwrite", is_flag=True,
 _JSON = click.option("--json", "as_json", is_flag=True,
                      help="Print the report as one JSON document.")
 _QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar on stderr.")
-_SRC = click.argument("src", type=click.Path(path_type=Path))
+_SRC = click.argument("src", type=SOURCE_OR_PATH)  # a local path, or hf://, s3://, ...
 _DST = click.argument("dst", type=click.Path(path_type=Path))
 
 

@@ -113,6 +113,22 @@ class SourceParam(click.ParamType):
 
 SOURCE = SourceParam()
 
+
+class SourceOrPath(click.ParamType):
+    """A remote URL as typed, anything else a local `Path` (checked by the library)."""
+
+    name = "path"
+
+    def convert(self, value, param, ctx):
+        from pathlib import Path
+
+        from ..remote_path import is_remote
+
+        return value if is_remote(value) else Path(value)
+
+
+SOURCE_OR_PATH = SourceOrPath()
+
 remote_option = click.option(
     "--remote", is_flag=True,
     help="Read a bare ORG/NAME[@REV] as the Hub repository hf://ORG/NAME[@REV] (ranged reads, "

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from .render import StderrProgress, emit_json, human_bytes, human_count, safe_name, table
+from .render import (SOURCE_OR_PATH, StderrProgress, emit_json, human_bytes, human_count,
+                     safe_name, table)
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -39,7 +40,7 @@ class SizeParam(click.ParamType):
 
 
 @click.command()
-@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("src", type=SOURCE_OR_PATH)
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--max-shard-size", type=SizeParam(),
               help="HF layout with shards of at most SIZE (500MB, 5GB, 5GiB); with --to hf, "

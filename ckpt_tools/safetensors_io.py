@@ -291,8 +291,8 @@ class SafetensorsReader:
         e = self.header[name]
         if e.nbytes == 0:
             return np.zeros(e.shape, dtypes.DTYPES[e.dtype].numpy)
-        if isinstance(self.path, RemotePath):  # one ranged read of this tensor only
-            data = self.read_range(name, 0, e.nbytes)
+        if isinstance(self.path, RemotePath):  # one ranged read of this tensor, no read-ahead
+            data = self._range_source().read_exact(self.header.data_offset + e.start, e.nbytes)
             return np.frombuffer(data, dtypes.DTYPES[e.dtype].numpy).reshape(e.shape)
         if self._mmap is None:
             self._mmap = mmap.mmap(self._fileno(), 0, access=mmap.ACCESS_READ)

@@ -91,9 +91,9 @@ class RangeSource:
     """A remote object read by byte ranges through a bounded read-ahead block."""
 
     def __init__(self, label: str, size: int, fetch: Fetch, identity: str | None,
-                 readahead: int | None = None):
+                 readahead: int | None = None, on_close: Callable[[], None] | None = None):
         self.label, self.size, self.identity = label, size, identity
-        self._fetch = fetch
+        self._fetch, self._on_close = fetch, on_close
         self._readahead = READAHEAD_BYTES if readahead is None else readahead
         self._block_start, self._block = 0, b""
         self._lock = threading.Lock()  # one source may serve several reader threads
@@ -136,3 +136,6 @@ class RangeSource:
 
     def close(self) -> None:
         self._block = b""
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None

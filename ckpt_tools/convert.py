@@ -30,11 +30,12 @@ from .checkpoint import Checkpoint
 from .dtypes import DTYPES, FP8_DTYPES, itemsize
 from .errors import FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
-from .output import OutputDir, source_fingerprint
+from .output import source_fingerprint
 from .parallel import run_jobs, workers_for
 from .progress import Progress
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
-from .remote_path import as_path
+from .remote_output import open_output
+from .remote_path import as_path, is_remote
 from .side_files import copy_side_files
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, TensorPlan
@@ -353,12 +354,12 @@ def _write_job(src: str, dst: str, job: ShardJob, block: tuple[int, int],
 
 
 # -- running ------------------------------------------------------------------------------
-def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers: int | None,
+def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *, workers: int | None,
          overwrite: bool, progress: Progress | None, label: str, scale_fmt: str | None,
          config: dict) -> tuple[int, list[str], dict[str, list]]:
     """Write every shard (skipping journaled ones), then index, config and side files."""
     src = ck.dir
-    with OutputDir(dst, sources=[src], overwrite=overwrite, job=job) as out:
+    with open_output(dst, sources=[src], overwrite=overwrite, job=job) as out:
         todo, errors = [], {}
         for j in plan.jobs:
             done = out.is_done(j.file)
@@ -386,6 +387,11 @@ def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers:
         write_json_atomic(out.path / CONFIG_FILE, config)
         side = copy_side_files(src, out.path)
     return len(plan.jobs) - len(todo), side, errors
+
+
+def _destination(dst: str | Path) -> str | Path:
+    """A URL stays a string (an object-store destination), anything else is a local path."""
+    return dst if isinstance(dst, str) and is_remote(dst) else Path(dst)
 
 
 def _job(command: str, ck: Checkpoint, options: dict) -> dict:
@@ -456,7 +462,7 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
         config.pop("quantization_config", None)
         job = _job("upcast", ck, {"dtype": dtype, "max_shard_size": max_shard_size})
-        resumed, side, _ = _run(ck, Path(dst), plan, job, workers=workers, overwrite=overwrite,
+        resumed, side, _ = _run(ck, _destination(dst), plan, job, workers=workers, overwrite=overwrite,
                                 progress=progress, label="upcast", scale_fmt=None, config=config)
     ops = [op for j in plan.jobs for op in j.ops]
     count = {k: sum(op.kind == k for op in ops) for k in ("dequantize", "widen", "copy")}
@@ -503,7 +509,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
             qc["scale_fmt"] = "ue8m0"
         config = {**ck.raw_config, "quantization_config": qc}
         job = _job("quantize", ck, {"scale_fmt": scale_fmt})
-        resumed, side, errors = _run(ck, Path(dst), plan, job, workers=workers,
+        resumed, side, errors = _run(ck, _destination(dst), plan, job, workers=workers,
                                      overwrite=overwrite, progress=progress, label="quantize",
                                      scale_fmt=scale_fmt, config=config)
     ops = [op for j in plan.jobs for op in j.ops]

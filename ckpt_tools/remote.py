@@ -236,18 +236,35 @@ class _FsspecTree(_Tree):
     def open(self, rel: str) -> RangeSource:
         info = self.files[rel]
         path, label = f"{self.root}/{rel}", f"{self.url.rstrip('/')}/{rel}"
-        now = _identity(self.fs.info(path))  # once per open: the object is still the listed one
+        self.fs.invalidate_cache(path)
+        try:
+            # unbuffered: RangeSource is the one buffer. s3fs sends each read with
+            # If-Match: <the ETag seen at open>, so a replaced object fails the read
+            f = self.fs.open(path, "rb", cache_type="none")
+        except FileNotFoundError:
+            raise FormatError(f"{label}: disappeared since it was listed") from None
+        now = _identity(getattr(f, "details", None) or self.fs.info(path))
         if info.identity and now and now != info.identity:
+            f.close()
             raise FormatError(f"{label}: changed since it was listed (ETag {now[:16]}, expected "
                               f"{info.identity[:16]}); rerun to read one consistent version")
+        lock = threading.Lock()
 
         def fetch(start: int, stop: int) -> tuple[bytes, str | None]:
-            try:
-                return self.fs.cat_file(path, start=start, end=stop), None
-            except FileNotFoundError:
-                raise FormatError(f"{label}: disappeared while being read") from None
+            with lock:
+                try:
+                    f.seek(start)
+                    return f.read(stop - start), None
+                except FileNotFoundError:
+                    raise FormatError(f"{label}: disappeared while being read") from None
+                except OSError as e:
+                    if "PreconditionFailed" in str(e) or "412" in str(e):
+                        raise FormatError(f"{label}: changed while being read (ETag no longer "
+                                          f"{(now or '')[:16]}); rerun to read one consistent "
+                                          f"version") from None
+                    raise CkptError(f"{label}: read failed: {e}") from None
 
-        return RangeSource(label, info.size, fetch, info.identity)
+        return RangeSource(label, info.size, fetch, info.identity, on_close=f.close)
 
 
 def _identity(info: dict) -> str | None:
@@ -262,7 +279,7 @@ def _open_fsspec(url: str) -> _FsspecTree:
 
     scheme = REMOTE_URL.match(url)["scheme"]
     try:
-        fs, root = fsspec.core.url_to_fs(url)
+        fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True)  # env may change
     except ImportError as e:
         extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme)
         hint = f"pip install 'ckpt-tools[{extra}]'" if extra else "install its fsspec backend"

@@ -18,7 +18,7 @@ _JSON = click.option("--json", "as_json", is_flag=True,
                      help="Print the report as one JSON document.")
 _QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar on stderr.")
 _SRC = click.argument("src", type=SOURCE_OR_PATH)  # a local path, or hf://, s3://, ...
-_DST = click.argument("dst", type=click.Path(path_type=Path))
+_DST = click.argument("dst", type=SOURCE_OR_PATH)
 
 
 def _echo_written(report, what: str) -> None:

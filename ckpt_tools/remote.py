@@ -30,6 +30,7 @@ from pathlib import Path
 from .byte_source import RangeSource
 from .errors import CkptError, FormatError, HubError
 from .remote_path import REMOTE_URL, RemoteFileInfo, RemotePath
+from .safetensors_io import MAX_HEADER_BYTES
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
 HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)
@@ -115,8 +116,6 @@ def _fetch_header(source) -> bytes:
         return source.read_exact(0, size)  # too short: the parser says so
     first = source.read_exact(0, min(size, HEADER_PROBE_BYTES))
     n = int.from_bytes(first[:8], "little")
-    from .safetensors_io import MAX_HEADER_BYTES
-
     if n > MAX_HEADER_BYTES or 8 + n <= len(first):
         return first[:8 + min(n, len(first) - 8)]
     if 8 + n > size:

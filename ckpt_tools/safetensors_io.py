@@ -175,6 +175,8 @@ def parse_header_bytes(path: Path, header: bytes, file_size: int) -> Safetensors
 
 
 def _check_length(path, size: int, n: int | None) -> None:
+    """The length prefix `n` (None: the file is shorter than 8 bytes) against the cap and
+    the file's size."""
     if n is None:
         raise FormatError(f"{path}: file is {size} bytes, too short for a safetensors "
                           f"header (truncated?)")
@@ -209,16 +211,8 @@ def read_header(path: str | Path | RemotePath) -> SafetensorsHeader:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            if size < 8:
-                raise FormatError(f"{path}: file is {size} bytes, too short for a safetensors "
-                                  f"header (truncated?)")
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > MAX_HEADER_BYTES:
-                raise FormatError(f"{path}: header length {n} exceeds the "
-                                  f"{MAX_HEADER_BYTES}-byte cap")
-            if 8 + n > size:
-                raise FormatError(f"{path}: header length {n} runs past the end of the "
-                                  f"{size}-byte file (truncated?)")
+            (n,) = struct.unpack("<Q", f.read(8)) if size >= 8 else (None,)
+            _check_length(path, size, n)
             header = f.read(n)
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file") from None

@@ -14,12 +14,12 @@ import numpy as np
 
 from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
 from .dtypes import FP8_DTYPES
-from .errors import ConfigError, FormatError, MissingTensorError
+from .errors import CkptError, ConfigError, FormatError, MissingTensorError
 from .fp8 import dequantize
 from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
-from .remote_path import as_path
+from .remote_path import RemotePath, as_path
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, TensorPlan
 
@@ -95,6 +95,18 @@ class Checkpoint:
 
     def shard_path(self, shard: str) -> Path:
         return safe_member(self.dir, shard, what="shard")
+
+    def prefetch_headers(self) -> None:
+        """Fetch every shard's header concurrently when the checkpoint is remote (for a
+        caller about to read them all: one round trip instead of one per shard)."""
+        if not isinstance(self.dir, RemotePath):
+            return
+        try:
+            shards = self.shard_names
+        except CkptError:
+            return  # no index: reported where the caller reads it
+        self.dir.tree.prefetch_headers([(self.dir / s).rel for s in shards
+                                        if s not in self._readers])
 
     def header(self, shard: str) -> SafetensorsHeader:
         return self.reader(shard).header

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .dtypes import itemsize
-from .errors import VerificationError
+from .errors import OutputError, VerificationError
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
 from .output import OutputDir, source_fingerprint
@@ -36,7 +36,7 @@ from .progress import Progress
 from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
                            plan_reshard, planned_counts, prove_coverage)
 from .safetensors_io import CHUNK_BYTES, SafetensorsReader, SafetensorsWriter, read_header
-from .remote_path import as_path
+from .remote_path import as_path, is_remote
 from .side_files import copy_file_atomic, copy_side_files
 from .sources import CONFIG_FILE
 
@@ -288,6 +288,9 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
         OutputError: `dst` cannot be used (see `OutputDir`).
     """
     t0 = time.monotonic()
+    if isinstance(dst, str) and is_remote(dst):  # the coverage proof re-reads local outputs
+        raise OutputError(f"{dst}: reshard writes a local directory; write there and upload, "
+                          f"or use upcast/quantize, which write to object stores")
     coverage = prove_coverage(plan)  # before anything is written
     src = plan.src
     inputs = {src / f for f, _ in plan.sources}

@@ -193,6 +193,23 @@ def test_missing_repo_revision_and_gated(hub, sources, run_cli):
         assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.output
 
 
+def test_token_opens_a_gated_repo(hub, sources, monkeypatch):
+    hub.add_commit("org/gated", sources / "bf16", gated=True)
+    monkeypatch.setenv("HF_TOKEN", hub.token)
+    assert validate("hf://org/gated").errors == 0
+    assert all(r.authorized for r in hub.gets() if "org/gated" in r.path)
+
+
+def test_missing_fsspec_backend_is_one_line():
+    try:
+        import gcsfs  # noqa: F401
+        pytest.skip("gcsfs is installed: its absence cannot be shown")
+    except ImportError:
+        pass
+    with pytest.raises(CkptError, match=r"no fsspec backend for gs://.*ckpt-tools\[gcs\]"):
+        validate("gs://bucket/ckpt")
+
+
 def test_404_midway_truncated_range_and_changed_etag(hub, sources, monkeypatch):
     monkeypatch.setattr(byte_source, "READAHEAD_BYTES", 0)
     shard = "model-00001-of-00003.safetensors"

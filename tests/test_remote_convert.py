@@ -64,11 +64,12 @@ def test_output_from_remote_equals_output_from_disk(case, hub, sources, tmp_path
     assert report.source.startswith(f"hf://{repo}")
 
 
-def _cli(args, env_extra=None):
+def _cli(args, env_extra=None, cwd=None):
     env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
     env.update(env_extra or {})
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)  # the same ckpt_tools from any cwd
     return subprocess.run([sys.executable, "-m", "ckpt_tools", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=300)
+                          capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
 
 
 @pytest.mark.parametrize("kill_after", [3, 150])
@@ -95,8 +96,13 @@ def test_upcast_from_remote_killed_midway_resumes_to_the_same_bytes(kill_after, 
     assert read and not {shard_of[n] for n in read} & finished
 
 
-def test_converter_errors_from_remote_are_one_line(hub, tmp_path):
-    r = _cli(["upcast", "hf://org/missing", tmp_path / "out"])
-    assert r.returncode == 1 and r.stderr.startswith("Error: ")
-    assert len(r.stderr.strip().splitlines()) == 1
+def test_converter_errors_from_remote_are_one_line(hub, sources, tmp_path):
+    for args in (["upcast", "hf://org/missing", tmp_path / "out"],
+                 ["upcast", sources / "fp8", "hf://org/fp8-bf16"],  # no writing to the Hub
+                 ["reshard", "hf://org/fp8", "s3://bucket/out", "--max-shard-size", "1MB"]):
+        r = _cli(args, cwd=tmp_path)  # a URL taken for a local path would land here
+        assert r.returncode == 1 and r.stderr.startswith("Error: "), (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists() and not (tmp_path / "s3:").exists()
+    assert not (tmp_path / "hf:").exists()
     remote.forget_remote()

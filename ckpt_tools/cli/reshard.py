@@ -41,7 +41,7 @@ class SizeParam(click.ParamType):
 
 @click.command()
 @click.argument("src", type=SOURCE_OR_PATH)
-@click.argument("dst", type=click.Path(path_type=Path))
+@click.argument("dst", type=SOURCE_OR_PATH)
 @click.option("--max-shard-size", type=SizeParam(),
               help="HF layout with shards of at most SIZE (500MB, 5GB, 5GiB); with --to hf, "
                    "the shard size of the result (default 5GB).")

@@ -315,9 +315,30 @@ def open_remote(url: str) -> RemotePath:
     with _OPEN_LOCK:
         root = _OPENED.get(key)
         if root is None:
-            tree = _open_hub(url) if url.startswith("hf://") else _open_fsspec(url)
-            root = _OPENED[key] = _OPENED[(tree.url, *key[1:])] = RemotePath(tree)
+            try:
+                tree = _open_hub(url) if url.startswith("hf://") else _open_fsspec(url)
+            except CkptError:
+                root = _as_file(url)  # hf://org/name/model.safetensors: one file
+                if root is None:
+                    raise
+            else:
+                root = _OPENED[(tree.url, *key[1:])] = RemotePath(tree)
+            _OPENED[key] = root
         return root
+
+
+def _as_file(url: str) -> RemotePath | None:
+    """`url` as a file of its parent folder (listed instead), or None when it is not one."""
+    parent, _, name = url.rstrip("/").rpartition("/")
+    if not name or parent.endswith(("://", ":/")) or (url.startswith("hf://")
+                                                      and parent.count("/") < 3):
+        return None  # the root of a bucket or a repository is no file
+    try:
+        folder = _open_hub(parent) if url.startswith("hf://") else _open_fsspec(parent)
+    except CkptError:
+        return None
+    path = RemotePath(folder) / name
+    return path if path.is_file() else None
 
 
 def forget_remote() -> None:

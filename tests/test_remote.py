@@ -147,6 +147,16 @@ def test_revision_pinning_and_subdir(hub, sources, tmp_path):
         validate("hf://org/nested/nope")
 
 
+def test_one_remote_file_or_index(hub, sources):
+    shard = "model-00002-of-00003.safetensors"
+    report = validate(f"hf://{REPO}/{shard}")
+    assert report.files == 1 and report.tensors == len(read_header(sources / "seed1" / shard).entries)
+    assert validate(f"hf://{REPO}/model.safetensors.index.json").tensors == validate(
+        sources / "seed1").tensors
+    with pytest.raises(HubError, match="no such folder"):
+        validate(f"hf://{REPO}/nothing-here.safetensors")
+
+
 def test_info_remote_equals_local(hub, sources):
     got = describe(f"hf://{REPO}@{hub.first}")
     want = describe(sources / "seed0")

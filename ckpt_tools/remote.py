@@ -230,7 +230,18 @@ def _open_hub(url: str) -> _HubTree:
 class _FsspecTree(_Tree):
     def __init__(self, url: str, fs, root: str, files):
         super().__init__(url, files)
-        self.fs, self.root = fs, root
+        self._fs, self._pid, self.root = fs, os.getpid(), root
+
+    @property
+    def fs(self):
+        """The file system, made again in a forked worker: async backends (s3fs) refuse to
+        be used across a fork. The listing, and so the ETags every read must match, stay."""
+        if self._pid != os.getpid():
+            import fsspec
+
+            self._fs = fsspec.core.url_to_fs(self.url, skip_instance_cache=True)[0]
+            self._pid = os.getpid()
+        return self._fs
 
     def open(self, rel: str) -> RangeSource:
         info = self.files[rel]

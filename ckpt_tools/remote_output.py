@@ -42,7 +42,7 @@ class RemoteOutputDir:
                  staging: str | Path | None = None):
         import fsspec
 
-        self.url = dst.rstrip("/")
+        self.url = dst.rstrip("/")  # (used in this process only: workers write locally)
         try:
             self.fs, self.root = fsspec.core.url_to_fs(self.url, skip_instance_cache=True)
         except ImportError as e:

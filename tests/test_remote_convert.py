@@ -50,11 +50,13 @@ def files_of(path) -> dict[str, bytes]:
             if p.is_file() and not p.name.startswith(".") and p.name not in REPORTS}
 
 
-@pytest.mark.parametrize("case", ["upcast", "quantize", "reshard-size", "reshard-mp"])
+@pytest.mark.parametrize("case", ["upcast", "upcast-2-workers", "quantize", "reshard-size",
+                                  "reshard-mp"])
 def test_output_from_remote_equals_output_from_disk(case, hub, sources, tmp_path):
-    repo, local = ("org/fp8", sources / "fp8") if case in ("upcast", "reshard-size") else (
+    repo, local = ("org/fp8", sources / "fp8") if case.startswith(("upcast", "reshard-size")) else (
         "org/bf16", sources / "bf16")
     run = {"upcast": lambda s, d: upcast(s, d, workers=1),
+           "upcast-2-workers": lambda s, d: upcast(s, d, workers=2),
            "quantize": lambda s, d: quantize(s, d, workers=1),
            "reshard-size": lambda s, d: reshard_by_size(s, d, 150_000, workers=1),
            "reshard-mp": lambda s, d: to_deepseek_mp(s, d, 2, workers=1)}[case]

@@ -91,7 +91,8 @@ def test_s3_object_replaced_after_listing_is_refused(s3, local):
 
 
 def test_upcast_s3_to_s3_equals_local(s3, local):
-    report = upcast(f"s3://{s3.bucket}/src", f"s3://{s3.bucket}/out", workers=1)
+    # two worker processes: each reads the source by range through its own S3 client
+    report = upcast(f"s3://{s3.bucket}/src", f"s3://{s3.bucket}/out", workers=2)
     assert objects(s3, "out/") == files_of(local / "want")
     assert report.destination == f"s3://{s3.bucket}/out"
     with pytest.raises(OutputError, match="not empty"):

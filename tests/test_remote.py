@@ -290,6 +290,25 @@ def test_cli_remote_commands(hub, sources, run_cli, tmp_path):
     assert r.exit_code == 2
 
 
+def test_fake_hub_serves_what_hffilesystem_asks(hub, sources):
+    """The endpoints HfFileSystem uses: tree listings (flat and recursive), paths-info,
+    closed byte ranges with ETag and commit headers."""
+    from huggingface_hub import HfFileSystem
+
+    fs = HfFileSystem(endpoint=hub.url, token=False, skip_instance_cache=True)
+    root = f"{REPO}@{hub.second}"
+    listed = {e["name"].rsplit("/", 1)[-1]: e["size"] for e in fs.ls(root, detail=True)}
+    local = {p.name: p.stat().st_size for p in (sources / "seed1").iterdir()}
+    assert listed == local
+    info = fs.info(f"{root}/config.json", refresh=True)  # asks paths-info
+    assert info["size"] == local["config.json"] and info["type"] == "file"
+    assert any("/paths-info/" in r.path and r.method == "POST" for r in hub.log)
+    with fs.open(f"{root}/config.json", "rb", block_size=16) as f:
+        f.seek(3)
+        assert f.read(5) == (sources / "seed1" / "config.json").read_bytes()[3:8]
+    assert any(r.range and "-" in r.range and not r.range.endswith("-") for r in hub.gets())
+
+
 def test_remote_path_is_never_a_local_path(hub):
     root = as_path(f"hf://{REPO}")
     assert isinstance(root, RemotePath) and root.is_dir()

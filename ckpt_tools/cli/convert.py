@@ -45,7 +45,8 @@ def upcast(src, dst, dtype, max_shard_size, workers, overwrite, as_json, quiet):
     Every FP8 weight becomes dtype(float32(w) x its block's weight_scale_inv), bit for bit
     DeepSeek's definition; other tensors are copied; the index, config.json and the
     tokenizer files come out ready to load. Nothing is written if a scale is missing or
-    malformed. Rerun the same command after an interruption to resume.
+    malformed. Rerun the same command after an interruption to resume. SRC may be remote
+    (hf://ORG/NAME[@REV], s3://...: read by range), DST an object store (s3://BUCKET/PREFIX).
     """
     from ..convert import upcast as run
 
@@ -74,7 +75,8 @@ def quantize(src, dst, scale_fmt, workers, overwrite, as_json, quiet):
     """Quantise a BF16/F32 checkpoint to DeepSeek's block FP8 (e4m3, 128x128 scales).
 
     Exactly the weights V3's own checkpoint keeps in FP8 are quantised; values beyond the
-    e4m3 range saturate. Reports, per tensor, the error of upcasting the result back.
+    e4m3 range saturate. Reports, per tensor, the error of upcasting the result back. SRC
+    may be remote (hf://, s3://), DST an object store (s3://BUCKET/PREFIX).
     """
     from ..convert import quantize as run
 

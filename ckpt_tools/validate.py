@@ -107,18 +107,11 @@ def _relative(message: str, path: Path, name: str) -> str:
 def _looks_truncated(path: Path | RemotePath) -> bool:
     """After a header error: is the file shorter than its own header says it is?"""
     try:
-        if isinstance(path, RemotePath):
-            size, raw = path.info().size, path.tree.header_bytes(path.rel)
-            n = struct.unpack("<Q", raw[:8])[0] if len(raw) >= 8 else 0
-            if len(raw) < 8 or 8 + n > size:
-                return True
-            doc = json.loads(raw[8:8 + n]) if n <= MAX_HEADER_BYTES else None
-        else:
-            size, n, doc = _local_header_doc(path)
-            if doc is True:
-                return True
+        size, n, doc = _header_doc(path)
     except (OSError, ValueError, CkptError):
         return False
+    if doc is True:
+        return True
     if not isinstance(doc, dict):
         return False
     ends = [off[1] for v in doc.values() if isinstance(v, dict)
@@ -127,18 +120,24 @@ def _looks_truncated(path: Path | RemotePath) -> bool:
     return bool(ends) and 8 + n + max(ends) > size
 
 
-def _local_header_doc(path: Path):
-    """(size, header length, parsed header or True when the file is too short for it)."""
-    with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
-        if size < 8:
-            return size, 0, True
-        (n,) = struct.unpack("<Q", fh.read(8))
-        if n > MAX_HEADER_BYTES:
-            return size, n, None
-        if 8 + n > size:
-            return size, n, True
-        return size, n, json.loads(fh.read(n))
+def _header_doc(path: Path | RemotePath):
+    """(size, header length, parsed header): True for a file too short for its header, None
+    for a length past the cap."""
+    if isinstance(path, RemotePath):
+        size, raw = path.info().size, path.tree.header_bytes(path.rel)
+    else:
+        with open(path, "rb") as fh:
+            size, raw = os.fstat(fh.fileno()).st_size, fh.read(8)
+            n = struct.unpack("<Q", raw)[0] if len(raw) == 8 else 0
+            raw += fh.read(n) if n <= MAX_HEADER_BYTES else b""
+    if len(raw) < 8:
+        return size, 0, True
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > MAX_HEADER_BYTES:
+        return size, n, None
+    if 8 + n > size:
+        return size, n, True
+    return size, n, json.loads(raw[8:8 + n])
 
 
 def _read_headers(root: Path, names: list[str], f: Findings) -> dict[str, SafetensorsHeader]:

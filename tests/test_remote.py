@@ -123,10 +123,12 @@ def test_validate_remote_finds_what_local_finds(hub, sources, tmp_path):
     index = json.loads((broken / "model.safetensors.index.json").read_text())
     index["metadata"]["total_size"] += 1
     (broken / "model.safetensors.index.json").write_text(json.dumps(index))
+    shard = broken / "model-00003-of-00003.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-1])  # one byte short
     hub.add_commit("org/broken", broken)
     remote_codes = sorted(f.code for f in validate("hf://org/broken").findings)
     assert remote_codes == sorted(f.code for f in validate(broken).findings)
-    assert "total-size-mismatch" in remote_codes
+    assert "shard-truncated" in remote_codes and "config-missing" not in remote_codes
 
 
 def test_revision_pinning_and_subdir(hub, sources, tmp_path):

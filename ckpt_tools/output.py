@@ -119,6 +119,14 @@ class OutputDir:
             self._journal = journal if self.resumed else {"job": self.job, "done": {}}
             write_json_atomic(journal_path, self._journal)
 
+    @property
+    def destination(self) -> str:
+        return str(self.path.resolve())
+
+    def written_root(self) -> Path:
+        """Where finished files can be read back (`RemoteOutputDir` lists its bucket)."""
+        return self.path
+
     # -- resume ---------------------------------------------------------------------------
     def is_done(self, name: str) -> bool:
         """True when a previous run of this job finished `name` and it is unchanged."""

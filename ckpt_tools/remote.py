@@ -317,14 +317,15 @@ _OPENED: dict[tuple, RemotePath] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def open_remote(url: str) -> RemotePath:
+def open_remote(url: str, *, fresh: bool = False) -> RemotePath:
     """The root of the remote source `url`, listed once per process (so one command reads
-    one commit, however many times it names the source)."""
+    one commit, however many times it names the source); `fresh` lists it again (e.g. a
+    destination just written)."""
     # the same URL on another endpoint or with another token is another source
     key = (url, os.environ.get("HF_ENDPOINT"), os.environ.get("HF_TOKEN"),
            os.environ.get("AWS_ENDPOINT_URL"))
     with _OPEN_LOCK:
-        root = _OPENED.get(key)
+        root = None if fresh else _OPENED.get(key)
         if root is None:
             try:
                 tree = _open_hub(url) if url.startswith("hf://") else _open_fsspec(url)

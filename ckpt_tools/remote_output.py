@@ -122,6 +122,16 @@ class RemoteOutputDir:
         self._write_journal()
         local.unlink()
 
+    @property
+    def destination(self) -> str:
+        return self.url
+
+    def written_root(self):
+        """The destination as written so far, to read back (a fresh listing)."""
+        from .remote import open_remote
+
+        return open_remote(self.url, fresh=True)
+
     # -- finish -------------------------------------------------------------------------------
     def __exit__(self, exc_type, exc, tb) -> None:
         try:

@@ -27,16 +27,17 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .dtypes import itemsize
-from .errors import OutputError, VerificationError
+from .errors import VerificationError
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
-from .output import OutputDir, source_fingerprint
+from .output import source_fingerprint
 from .parallel import run_jobs, workers_for
 from .progress import Progress
 from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
                            plan_reshard, planned_counts, prove_coverage)
 from .safetensors_io import CHUNK_BYTES, SafetensorsReader, SafetensorsWriter, read_header
-from .remote_path import as_path, is_remote
+from .remote_output import open_output
+from .remote_path import as_path
 from .side_files import copy_file_atomic, copy_side_files
 from .sources import CONFIG_FILE
 
@@ -288,9 +289,6 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
         OutputError: `dst` cannot be used (see `OutputDir`).
     """
     t0 = time.monotonic()
-    if isinstance(dst, str) and is_remote(dst):  # the coverage proof re-reads local outputs
-        raise OutputError(f"{dst}: reshard writes a local directory; write there and upload, "
-                          f"or use upcast/quantize, which write to object stores")
     coverage = prove_coverage(plan)  # before anything is written
     src = plan.src
     inputs = {src / f for f, _ in plan.sources}
@@ -299,7 +297,7 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
            "model_parallel": plan.model_parallel, "mtp": plan.mtp,
            "config": str(plan.config_path.resolve()) if plan.config_path else None,
            "sources": source_fingerprint(inputs)}
-    with OutputDir(dst, sources=[src], overwrite=overwrite, job=job) as out:
+    with open_output(dst, sources=[src], overwrite=overwrite, job=job) as out:
         todo = [f for f in plan.files if not out.is_done(f.name)]
         results: dict[str, tuple[dict[Key, int], dict[Key, int]]] = {}
 
@@ -311,7 +309,7 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
                  workers=workers_for(sum(f.nbytes for f in todo), workers), progress=progress,
                  label=f"reshard to {plan.mode}",
                  on_result=finished)
-        counted = _check_outputs(plan, out.path, results)
+        counted = _check_outputs(plan, out.written_root(), results)
         side = copy_side_files(src, out.path, exclude={REPORT_FILE})
         _write_config(plan, out.path)
         if plan.mode != "deepseek-mp" and len(plan.files) > 1:
@@ -319,7 +317,7 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
             write_index(out.path / INDEX_FILE,
                         ShardIndex(weight_map, sum(f.nbytes for f in plan.files)))
         report = ReshardReport(
-            mode=plan.mode, source=str(src.resolve()), destination=str(out.path.resolve()),
+            mode=plan.mode, source=str(src.resolve()), destination=out.destination,
             layout=plan.layout, model_parallel=plan.model_parallel,
             max_shard_size=plan.max_shard_size,
             files=[OutputFileReport(name=f.name, tensors=len(f.tensors), bytes=f.nbytes)

@@ -101,7 +101,7 @@ def test_upcast_from_remote_killed_midway_resumes_to_the_same_bytes(kill_after, 
 def test_converter_errors_from_remote_are_one_line(hub, sources, tmp_path):
     for args in (["upcast", "hf://org/missing", tmp_path / "out"],
                  ["upcast", sources / "fp8", "hf://org/fp8-bf16"],  # no writing to the Hub
-                 ["reshard", "hf://org/fp8", "s3://bucket/out", "--max-shard-size", "1MB"]):
+                 ["reshard", "hf://org/fp8", "hf://org/out", "--max-shard-size", "1MB"]):
         r = _cli(args, cwd=tmp_path)  # a URL taken for a local path would land here
         assert r.returncode == 1 and r.stderr.startswith("Error: "), (args, r.stderr)
         assert len(r.stderr.strip().splitlines()) == 1

@@ -99,6 +99,20 @@ def test_upcast_s3_to_s3_equals_local(s3, local):
         upcast(f"s3://{s3.bucket}/src", f"s3://{s3.bucket}/out", dtype="f32", workers=1)
 
 
+def test_reshard_s3_to_s3_equals_local(s3, local, tmp_path):
+    from ckpt_tools.reshard import reshard_by_size
+
+    report = reshard_by_size(f"s3://{s3.bucket}/src", f"s3://{s3.bucket}/resharded", 150_000,
+                             workers=1)
+    reshard_by_size(local / "fp8", tmp_path / "want", 150_000, workers=1)
+    got = objects(s3, "resharded/")
+    want = files_of(tmp_path / "want")
+    assert got.keys() == want.keys() and len(report.files) > 3  # more, smaller shards
+    assert {k: v for k, v in got.items() if k != "reshard-report.json"} == {
+        k: v for k, v in want.items() if k != "reshard-report.json"}
+    assert report.coverage.complete and report.destination == f"s3://{s3.bucket}/resharded"
+
+
 @pytest.mark.parametrize("kill_after", [5, 90, 150])
 def test_upcast_to_s3_killed_midway_reruns_to_identical_objects(kill_after, s3, local):
     args = [sys.executable, "-m", "ckpt_tools", "upcast", local / "fp8",

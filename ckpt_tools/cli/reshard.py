@@ -68,7 +68,8 @@ def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, config, 
     ckpt reshard SRC DST --to deepseek-mp --model-parallel 16 [--keep-mtp]
     ckpt reshard SRC DST --to hf [--max-shard-size 5GB]
 
-    SRC may be remote (hf://ORG/NAME[@REV], s3://...: read by range); DST is local.
+    SRC may be remote (hf://ORG/NAME[@REV], s3://...: read by range), DST an object store
+    (s3://BUCKET/PREFIX).
     """
     from ..reshard import from_deepseek_mp, reshard_by_size, to_deepseek_mp
 

@@ -290,6 +290,8 @@ def test_cli_remote_commands(hub, sources, run_cli, tmp_path):
     assert r.exit_code == 0, r.output
     r = run_cli("validate", sources / "seed0", "--checksums", "hub")
     assert r.exit_code == 2
+    r = run_cli("validate", f"hf://{REPO}", "--deep")  # every byte: not on a remote source
+    assert r.exit_code == 1 and r.stderr.startswith("Error: ") and "download" in r.stderr
 
 
 def test_fake_hub_serves_what_hffilesystem_asks(hub, sources):

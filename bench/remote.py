@@ -73,7 +73,7 @@ def main() -> None:
         src = args.keep or tmp / "src"
         if not (src / "config.json").is_file():
             src.mkdir(parents=True, exist_ok=True)
-            tensors, _ = build(src)
+            build(src)
         sizes = {p.name: p.stat().st_size for p in src.iterdir() if p.is_file()}
         repo_bytes = sum(sizes.values())
         print(f"sparse V3: {len(sizes) - 2} shards, {repo_bytes / 1e9:.1f} GB in the repo")
@@ -96,7 +96,6 @@ def main() -> None:
 
             # 2. verify --layers 2 against a download of those layers' shards
             shards = layer_shards(src, LAYERS)
-            shard_bytes = sum(sizes[s] for s in shards)
             since = len(hub.log)
             t0 = time.perf_counter()
             out = subprocess.run([*ckpt, "verify", f"hf://{REPO}", "--against", str(src),

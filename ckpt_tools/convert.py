@@ -462,8 +462,9 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
         config.pop("quantization_config", None)
         job = _job("upcast", ck, {"dtype": dtype, "max_shard_size": max_shard_size})
-        resumed, side, _ = _run(ck, _destination(dst), plan, job, workers=workers, overwrite=overwrite,
-                                progress=progress, label="upcast", scale_fmt=None, config=config)
+        resumed, side, _ = _run(ck, _destination(dst), plan, job, workers=workers,
+                                overwrite=overwrite, progress=progress, label="upcast",
+                                scale_fmt=None, config=config)
     ops = [op for j in plan.jobs for op in j.ops]
     count = {k: sum(op.kind == k for op in ops) for k in ("dequantize", "widen", "copy")}
     return UpcastReport(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from .render import SOURCE_OR_PATH, StderrProgress, emit_json, human_bytes, safe_name

@@ -47,6 +47,7 @@ TORCH_DTYPES = {"BF16": "bfloat16", "F32": "float32"}
 WIDENABLE = ("BF16", "F16")  # exact in float32: widened by upcast --dtype f32
 QUANTIZABLE = ("BF16", "F16", "F32")
 STEP_BYTES = 4 << 20  # source bytes per streaming step (rounded to whole row blocks)
+SCALE_WINDOW = 64  # tensors whose scales planning reads ahead at once (remote sources)
 
 Kind = Literal["copy", "widen", "dequantize", "quantize"]
 
@@ -143,6 +144,7 @@ class QuantizeReport(_WrittenCheckpoint):
 def _source_tensors(ck: Checkpoint) -> list[tuple[str, Any]]:
     """(shard, entry) of every tensor in shard-then-offset order; index and files must agree."""
     weight_map = ck.index.weight_map
+    ck.prefetch_headers()  # remote: every header in one round trip
     out = []
     for shard in ck.shard_names:
         if Path(shard).name != shard:
@@ -182,7 +184,11 @@ def _check_scale(ck: Checkpoint, name: str, scale: str, shape, block) -> str:
 def _upcast_ops(ck: Checkpoint, out_dtype: str) -> tuple[list[TensorOp], int, tuple[int, int]]:
     plan = TensorPlan(ck.config, "fp8")
     ops, scales = [], 0
-    for shard, e in _source_tensors(ck):
+    tensors = _source_tensors(ck)
+    for i, (shard, e) in enumerate(tensors):
+        if i % SCALE_WINDOW == 0:  # remote sources: the window's scales in one round trip
+            ck.prefetch([t.name + SCALE_SUFFIX for _, t in tensors[i:i + SCALE_WINDOW]
+                         if t.dtype in FP8_DTYPES])
         spec = plan.get(e.name)
         where = ck.shard_path(shard)
         if e.dtype in FP8_DTYPES:

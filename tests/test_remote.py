@@ -278,6 +278,28 @@ def test_verify_reads_only_touched_tensors_and_selected_experts(hub, sources, mo
                           forward(sources / "seed0", tokens, layers=3))
 
 
+def test_prefetch_reads_small_tensors_ahead_once(hub, sources, monkeypatch):
+    from ckpt_tools import checkpoint
+
+    monkeypatch.setattr(byte_source, "READAHEAD_BYTES", 0)
+    monkeypatch.setattr(checkpoint, "PREFETCH_MAX_BYTES", 4096)
+    ck, local = Checkpoint(f"hf://{REPO}@{hub.first}"), Checkpoint(sources / "seed0")
+    small = [n for n in ck.index.weight_map if n.endswith("_scale_inv")][:5]
+    big = "model.embed_tokens.weight"  # over the cap: not read ahead
+    ck.prefetch([])  # (headers first)
+    for n in (*small, big):
+        ck.locate(n)
+    since = len(hub.log)
+    ck.prefetch([*small, big])
+    assert len(hub.gets(since=since)) == len(small)
+    since = len(hub.log)
+    for n in small:
+        assert np.array_equal(ck.read(n), local.read(n))
+    assert hub.gets(since=since) == []  # taken from what was read ahead
+    assert np.array_equal(ck.read(big), local.read(big))
+    assert len(hub.gets(since=since)) == 1
+
+
 def test_cli_remote_commands(hub, sources, run_cli, tmp_path):
     r = run_cli("validate", REPO, "--remote", "--json")
     assert r.exit_code == 0 and json.loads(r.stdout)["errors"] == 0

@@ -88,6 +88,7 @@ def _hf_source(ckpt: Checkpoint) -> tuple[TensorPlan, dict[Key, tuple[str, tuple
     """The tensor plan an HF checkpoint matches exactly, and its source inventory."""
     weight_map = ckpt.index.weight_map
     sources: dict[Key, tuple[str, tuple[int, ...]]] = {}
+    ckpt.prefetch_headers()  # remote: every header in one round trip
     for shard in ckpt.shard_names:
         for name, e in ckpt.header(shard).entries.items():
             owner = weight_map.get(name)

@@ -19,6 +19,7 @@ file's content identity (LFS SHA-256 / ETag) and size, so a second run reads no 
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -268,7 +269,8 @@ class _FsspecTree(_Tree):
                 except FileNotFoundError:
                     raise FormatError(f"{label}: disappeared while being read") from None
                 except OSError as e:
-                    if "PreconditionFailed" in str(e) or "412" in str(e):
+                    # s3fs: EBUSY "... and Etag ... no longer exists" (its If-Match failed)
+                    if e.errno == errno.EBUSY or "PreconditionFailed" in str(e):
                         raise FormatError(f"{label}: changed while being read (ETag no longer "
                                           f"{(now or '')[:16]}); rerun to read one consistent "
                                           f"version") from None

@@ -90,6 +90,20 @@ def test_s3_object_replaced_after_listing_is_refused(s3, local):
         ck.header(shard)
 
 
+def test_s3_object_replaced_between_reads_is_refused(s3, local, monkeypatch):
+    from ckpt_tools import byte_source
+
+    monkeypatch.setattr(byte_source, "READAHEAD_BYTES", 0)
+    ck = Checkpoint(f"s3://{s3.bucket}/src")
+    shard = ck.shard_names[0]
+    first, second = list(ck.header(shard).entries)[:2]
+    ck.read(first)  # the object is open, its ETag pinned
+    s3.put_object(Bucket=s3.bucket, Key=f"src/{shard}",
+                  Body=(local / "fp8" / shard).read_bytes()[:-1] + b"\x01")
+    with pytest.raises(FormatError, match="changed while being read"):
+        ck.read(second)
+
+
 def test_upcast_s3_to_s3_equals_local(s3, local):
     # two worker processes: each reads the source by range through its own S3 client
     report = upcast(f"s3://{s3.bucket}/src", f"s3://{s3.bucket}/out", workers=2)

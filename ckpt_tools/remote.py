@@ -24,6 +24,7 @@ import hashlib
 import os
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from .safetensors_io import MAX_HEADER_BYTES
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
 HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)
 HEADER_THREADS = 16  # headers of many shards are fetched concurrently: latency, not bandwidth
+RANGE_ATTEMPTS = 4  # a range that fails in transit (connection, 429, 5xx) is asked again
 _HF_URL = re.compile(r"^hf://(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>refs/pr/\d+|[^/]+))?"
                      r"(?P<sub>/.*)?$")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -165,25 +167,40 @@ class _HubTree(_Tree):
                            info.identity)
 
     def _fetcher(self, url: str, path_in_repo: str, label: str, size: int):
-        from huggingface_hub.utils import hf_raise_for_status, http_backoff
+        from huggingface_hub.errors import HfHubHTTPError
+        from huggingface_hub.utils import get_session, hf_raise_for_status
 
-        from .hub import _hub_errors
+        from .hub import _TRANSPORT_ERRORS, _hub_errors
+
+        def get(start: int, stop: int) -> tuple[bytes, str | None]:
+            headers = {**self._auth, "Range": f"bytes={start}-{stop - 1}"}
+            with get_session().stream("GET", url, headers=headers) as r:  # body read last
+                if r.status_code >= 400:
+                    r.read()
+                    hf_raise_for_status(r)
+                first = r.history[0] if r.history else r  # after a CDN redirect: the Hub's
+                commit = first.headers.get("X-Repo-Commit")
+                if commit and commit != self.commit:
+                    raise FormatError(f"{label}: served from commit {commit[:12]}, expected "
+                                      f"{self.commit[:12]} (the repository changed under us)")
+                if r.status_code != 206 and (start, stop) != (0, size):
+                    raise HubError(f"{label}: the server ignored the byte range request (HTTP "
+                                   f"{r.status_code}); refusing to download the whole file")
+                etag = first.headers.get("X-Linked-Etag") or first.headers.get("ETag")
+                return r.read(), _unquote_etag(etag)
 
         def fetch(start: int, stop: int) -> tuple[bytes, str | None]:
-            headers = {**self._auth, "Range": f"bytes={start}-{stop - 1}"}
             with _hub_errors(self.settings, self.loc.repo_id, self.commit, path_in_repo):
-                r = http_backoff("GET", url, headers=headers)
-                hf_raise_for_status(r)
-            first = r.history[0] if r.history else r  # a redirect to a CDN: the Hub's answer
-            commit = first.headers.get("X-Repo-Commit")
-            if commit and commit != self.commit:
-                raise FormatError(f"{label}: served from commit {commit[:12]}, expected "
-                                  f"{self.commit[:12]} (the repository changed under us)")
-            if r.status_code != 206 and (start, stop) != (0, size):
-                raise HubError(f"{label}: the server ignored the byte range request (HTTP "
-                               f"{r.status_code}); refusing to download the whole file")
-            etag = first.headers.get("X-Linked-Etag") or first.headers.get("ETag")
-            return r.content, _unquote_etag(etag)
+                for attempt in range(RANGE_ATTEMPTS):
+                    try:
+                        return get(start, stop)
+                    except _TRANSPORT_ERRORS + (HfHubHTTPError,) as e:
+                        status = getattr(getattr(e, "response", None), "status_code", None)
+                        transient = status is None or status == 429 or status >= 500
+                        if not transient or attempt == RANGE_ATTEMPTS - 1:
+                            raise
+                        time.sleep(0.5 * 2 ** attempt)
+            raise AssertionError("unreachable")
 
         return fetch
 

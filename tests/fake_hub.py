@@ -23,8 +23,9 @@ same-length wrong bytes, `cut(file, after, times)` drops the connection after `a
 of a GET, `fail(file, status)` answers GETs of the file with that status (e.g. a 404 after
 the listing), `short(file)` sends a range one byte short (its headers say so: a truncated
 range), `change_etag(file)` serves another ETag (the object was replaced under the reader).
-`add_commit(..., hashed=False)` skips hashing the content (sparse benchmark data of
-hundreds of GB): sizes are right, sha256 and blob ids are then derived from name and size.
+`ignore_ranges(file)` answers ranges with the whole file (HTTP 200).
+`add_commit(..., hashed=False)` skips hashing the content (sparse benchmark data of hundreds
+of GB): sizes are right, sha256 and blob ids are then derived from name and size.
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ class FakeHub:
         self._fail: dict[str, int] = {}  # file -> HTTP status of its GETs
         self._short: set[str] = set()
         self._etag_changed: set[str] = set()
+        self._no_ranges: set[str] = set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -158,6 +160,10 @@ class FakeHub:
     def short(self, path: str) -> None:
         """Send ranges of `path` one byte short, with headers that say so."""
         self._short.add(path)
+
+    def ignore_ranges(self, path: str) -> None:
+        """Answer range requests for `path` with the whole file (HTTP 200), as some proxies do."""
+        self._no_ranges.add(path)
 
     def change_etag(self, path: str) -> None:
         """Serve `path` with another ETag from now on, as if the object had been replaced."""
@@ -380,7 +386,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers |= {"X-Linked-Etag": f'"{linked}"', "X-Linked-Size": str(meta.size)}
         start, stop, status = 0, meta.size, 200
         rng = self.headers.get("Range")
-        if rng and not head:
+        if rng and not head and file not in self.fake._no_ranges:
             first, _, last = rng.removeprefix("bytes=").partition("-")
             start = int(first)
             stop = min(meta.size, int(last) + 1) if last else meta.size

@@ -238,6 +238,10 @@ def test_404_midway_truncated_range_and_changed_etag(hub, sources, monkeypatch):
     with pytest.raises(FormatError, match="truncated range"):
         Checkpoint(f"hf://{REPO}").read(name)
     hub._short.clear()
+    hub.ignore_ranges(shard)  # a proxy sending the whole shard: refused, not downloaded
+    with pytest.raises(HubError, match="ignored the byte range"):
+        Checkpoint(f"hf://{REPO}").read(name)
+    hub._no_ranges.clear()
     ck3 = Checkpoint(f"hf://{REPO}")
     hub.cut(shard, 100, times=1)  # a connection dropped mid-range is retried
     assert np.array_equal(ck3.read(name), Checkpoint(sources / "seed1").read(name))

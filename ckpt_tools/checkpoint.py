@@ -7,6 +7,7 @@ through mmap. Shard file names from the index are checked to stay inside the dir
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
 
@@ -14,13 +15,17 @@ import numpy as np
 
 from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
 from .dtypes import FP8_DTYPES
-from .errors import ConfigError, FormatError, MissingTensorError
+from .errors import CkptError, ConfigError, FormatError, MissingTensorError
 from .fp8 import dequantize
 from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
+from .remote_path import RemotePath, as_path
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, TensorPlan
+
+PREFETCH_MAX_BYTES = 1 << 20  # a scale grid is a few KB; never read ahead a large tensor
+PREFETCH_THREADS = 16
 
 
 class Checkpoint:
@@ -29,12 +34,13 @@ class Checkpoint:
     def __init__(self, path: str | Path, config: DeepseekV2Config | DeepseekV3Config | None = None):
         """`config`: one the caller already read (e.g. leniently, to describe it); by default
         DIR/config.json, read strictly on first use."""
-        self.dir = Path(path)
+        self.dir = as_path(path)  # a local directory, or a remote one (remote_path.RemotePath)
         if not self.dir.exists():
             raise FormatError(f"{self.dir}: no such directory")
         if not self.dir.is_dir():
             raise FormatError(f"{self.dir}: not a directory")
         self._readers: dict[str, SafetensorsReader] = {}
+        self._prefetched: dict[str, np.ndarray] = {}  # remote: read ahead, taken by read()
         if config is not None:
             self.__dict__["config"] = config  # fills the cached property
 
@@ -99,6 +105,18 @@ class Checkpoint:
     def shard_path(self, shard: str) -> Path:
         return safe_member(self.dir, shard, what="shard")
 
+    def prefetch_headers(self) -> None:
+        """Fetch every shard's header concurrently when the checkpoint is remote (for a
+        caller about to read them all: one round trip instead of one per shard)."""
+        if not isinstance(self.dir, RemotePath):
+            return
+        try:
+            shards = self.shard_names
+        except CkptError:
+            return  # no index: reported where the caller reads it
+        self.dir.tree.prefetch_headers([(self.dir / s).rel for s in shards
+                                        if s not in self._readers])
+
     def header(self, shard: str) -> SafetensorsHeader:
         return self.reader(shard).header
 
@@ -128,8 +146,24 @@ class Checkpoint:
 
     def read(self, name: str) -> np.ndarray:
         """The stored array (read-only mmap view, stored dtype)."""
+        hit = self._prefetched.pop(name, None)
+        if hit is not None:
+            return hit
         shard, _ = self.locate(name)
         return self.reader(shard).get(name)
+
+    def prefetch(self, names: list[str]) -> None:
+        """Read the small tensors among `names` (up to PREFETCH_MAX_BYTES each) of a remote
+        checkpoint concurrently and keep them until `read` takes them: a window of FP8
+        scales costs one round trip instead of one per scale. Nothing for a local one."""
+        if not isinstance(self.dir, RemotePath):
+            return
+        wanted = [n for n in names if n in self and n not in self._prefetched
+                  and self.locate(n)[1].nbytes <= PREFETCH_MAX_BYTES]
+        readers = [self.reader(self.locate(n)[0]) for n in wanted]  # made here, not in threads
+        with ThreadPoolExecutor(max(1, min(PREFETCH_THREADS, len(wanted)))) as pool:
+            self._prefetched.update(zip(wanted, pool.map(lambda rn: rn[0].get(rn[1]),
+                                                         zip(readers, wanted))))
 
     def _fp8_scale(self, name: str) -> tuple[str, tuple[int, int]]:
         """The weight_scale_inv name of an FP8 weight and the block it covers."""

@@ -43,6 +43,7 @@ from .config_layouts import (
     recognise,
 )
 from .errors import ConfigError, UnsupportedModelError
+from .remote_path import as_path
 
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
 ScoringFunc = Literal["softmax", "sigmoid"]
@@ -393,7 +394,7 @@ def parse_config(raw: Any, *, source: str = "config",
 
 def read_config_file(path: str | Path, *,
                      lenient: bool = False) -> DeepseekV2Config | DeepseekV3Config:
-    path = Path(path)
+    path = as_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

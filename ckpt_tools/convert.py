@@ -33,9 +33,11 @@ from .convert_jobs import (PART_BYTES, ShardJob, TensorOp, call, job_memory, spl
 from .dtypes import FP8_DTYPES, itemsize
 from .errors import FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
-from .output import OutputDir, source_fingerprint
+from .output import source_fingerprint
 from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
+from .remote_output import check_executor, open_output
+from .remote_path import RemotePath, is_remote
 from .side_files import copy_side_files
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, TensorPlan
@@ -46,6 +48,9 @@ OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}
 TORCH_DTYPES = {"BF16": "bfloat16", "F32": "float32"}
 WIDENABLE = ("BF16", "F16")  # exact in float32: widened by upcast --dtype f32
 QUANTIZABLE = ("BF16", "F16", "F32")
+SCALE_WINDOW = 64  # tensors whose scales planning reads ahead at once (remote sources)
+
+
 class ConversionPlan(NamedTuple):
     """Everything a run will write, decided before writing."""
 
@@ -113,6 +118,7 @@ class QuantizeReport(_WrittenCheckpoint):
 def _source_tensors(ck: Checkpoint) -> list[tuple[str, Any]]:
     """(shard, entry) of every tensor in shard-then-offset order; index and files must agree."""
     weight_map = ck.index.weight_map
+    ck.prefetch_headers()  # remote: every header in one round trip
     out = []
     for shard in ck.shard_names:
         if Path(shard).name != shard:
@@ -152,7 +158,11 @@ def _check_scale(ck: Checkpoint, name: str, scale: str, shape, block) -> str:
 def _upcast_ops(ck: Checkpoint, out_dtype: str) -> tuple[list[TensorOp], int, tuple[int, int]]:
     plan = TensorPlan(ck.config, "fp8")
     ops, scales = [], 0
-    for shard, e in _source_tensors(ck):
+    tensors = _source_tensors(ck)
+    for i, (shard, e) in enumerate(tensors):
+        if i % SCALE_WINDOW == 0:  # remote sources: the window's scales in one round trip
+            ck.prefetch([t.name + SCALE_SUFFIX for _, t in tensors[i:i + SCALE_WINDOW]
+                         if t.dtype in FP8_DTYPES])
         spec = plan.get(e.name)
         where = ck.shard_path(shard)
         if e.dtype in FP8_DTYPES:
@@ -225,20 +235,31 @@ def _group(ck: Checkpoint, ops: list[TensorOp], block, max_shard_size: int | Non
 
 
 # -- running ------------------------------------------------------------------------------
-def _write_shards(out: OutputDir, src: str, plan: ConversionPlan, todo: list[ShardJob], *,
+def _write_shards(out, src: str | RemotePath, plan: ConversionPlan, todo: list[ShardJob], *,
                   scale_fmt: str | None, workers: int | None, executor: ExecutorName,
                   progress: Progress | None, label: str
                   ) -> tuple[dict[str, list], list[NodeWork]]:
     """Run the jobs writing `todo`, journaling each file as it completes; quantize's
     round-trip errors per tensor, and where the jobs ran. On failure no `.partial` of
-    upcast's stays behind (quantize's writers remove their own)."""
+    upcast's stays behind (quantize's writers remove their own).
+
+    `src` is a local path as a string, or a remote source's `RemotePath`, which pickles as
+    its URL and listing and reopens in the worker (a Ray task, or a worker process) without
+    listing again: every job reads the one revision, checked against the one set of ETags.
+
+    An object-store destination (`out.remote`) gets one whole-file job per shard for upcast
+    too, not parts: part-wise pwrite works only on a file every writer sees, and the files
+    are staged on this machine's disk and uploaded whole when complete. Parts of many files
+    in flight at once would stage most of the checkpoint locally before the first upload;
+    whole files keep the staging to the files being written (one per worker)."""
     dst = str(out.path)
     args, files, errors = [], [], {}
     unfinished: dict[str, int] = {}  # upcast: file -> parts still to write
+    whole_files = scale_fmt is not None or getattr(out, "remote", False)
     try:
         for j in todo:
             memory = job_memory(j, plan.block)
-            if scale_fmt is not None:  # quantize: one job per file
+            if whole_files:  # quantize, or any job writing to an object store: one per file
                 args.append(Job(j.file, sum(op.src_bytes for op in j.ops),
                                 (write_file, src, dst, j, plan.block, scale_fmt), memory))
                 files.append(j.file)
@@ -277,13 +298,14 @@ def _write_shards(out: OutputDir, src: str, plan: ConversionPlan, todo: list[Sha
     return errors, ran.nodes
 
 
-def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers: int | None,
-         executor: ExecutorName, overwrite: bool, progress: Progress | None, label: str,
-         scale_fmt: str | None, config: dict
+def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
+         workers: int | None, executor: ExecutorName, overwrite: bool,
+         progress: Progress | None, label: str, scale_fmt: str | None, config: dict
          ) -> tuple[int, list[str], dict[str, list], list[NodeWork]]:
     """Write every shard (skipping journaled ones), then index, config and side files."""
     src = ck.dir
-    with OutputDir(dst, sources=[src], overwrite=overwrite, job=job) as out:
+    check_executor(dst, executor)
+    with open_output(dst, sources=[src], overwrite=overwrite, job=job) as out:
         todo, errors = [], {}
         for j in plan.jobs:
             done = out.is_done(j.file)
@@ -292,7 +314,7 @@ def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers:
                 todo.append(j)
             else:
                 errors.update(info or {})
-        found, nodes = _write_shards(out, str(src), plan, todo, scale_fmt=scale_fmt,
+        found, nodes = _write_shards(out, src if is_remote(src) else str(src), plan, todo, scale_fmt=scale_fmt,
                                      workers=workers, executor=executor, progress=progress,
                                      label=label)
         errors.update(found)
@@ -305,6 +327,11 @@ def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers:
         write_json_atomic(out.path / CONFIG_FILE, config)
         side = copy_side_files(src, out.path)
     return len(plan.jobs) - len(todo), side, errors, nodes
+
+
+def _destination(dst: str | Path) -> str | Path:
+    """A URL stays a string (an object-store destination), anything else is a local path."""
+    return dst if isinstance(dst, str) and is_remote(dst) else Path(dst)
 
 
 def _job(command: str, ck: Checkpoint, options: dict) -> dict:
@@ -382,7 +409,7 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
             config[wrapper] = {k: v for k, v in config[wrapper].items()
                                if k != "quantization_config"}
         job = _job("upcast", ck, {"dtype": dtype, "max_shard_size": max_shard_size})
-        resumed, side, _, nodes = _run(ck, Path(dst), plan, job, workers=workers,
+        resumed, side, _, nodes = _run(ck, _destination(dst), plan, job, workers=workers,
                                        executor=executor, overwrite=overwrite, progress=progress,
                                        label="upcast", scale_fmt=None, config=config)
     ops = [op for j in plan.jobs for op in j.ops]
@@ -432,7 +459,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
             qc["scale_fmt"] = "ue8m0"
         config = {**ck.raw_config, "quantization_config": qc}
         job = _job("quantize", ck, {"scale_fmt": scale_fmt})
-        resumed, side, errors, nodes = _run(ck, Path(dst), plan, job, workers=workers,
+        resumed, side, errors, nodes = _run(ck, _destination(dst), plan, job, workers=workers,
                                             executor=executor, overwrite=overwrite,
                                             progress=progress, label="quantize",
                                             scale_fmt=scale_fmt, config=config)

@@ -19,6 +19,7 @@ import numpy as np
 from . import fp8, part_writer
 from .dtypes import DTYPES, itemsize
 from .parallel import WORKER_MEMORY
+from .remote_path import RemotePath, as_path
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
 
 STEP_BYTES = 4 << 20  # source bytes per streaming step (rounded to whole row blocks)
@@ -136,10 +137,11 @@ def _quantized(reader: SafetensorsReader, op: TensorOp, block: tuple[int, int],
 
 
 class _Readers:
-    """Source readers opened on first use, closed together."""
+    """Source readers opened on first use, closed together. `src` is a local path, or a
+    remote source's `RemotePath` (unpickled in the worker from its URL and listing)."""
 
-    def __init__(self, src: str):
-        self.src, self.open = Path(src), {}
+    def __init__(self, src: str | RemotePath):
+        self.src, self.open = as_path(src), {}
 
     def __enter__(self) -> _Readers:
         return self
@@ -154,10 +156,11 @@ class _Readers:
             r.close()
 
 
-def write_file(src: str, dst: str, job: ShardJob, block: tuple[int, int],
-               scale_fmt: str) -> dict[str, list]:
-    """Write one whole quantize output shard (a job); returns, per quantised tensor, its
-    round-trip error [max_abs, rel_l2, nonfinite]."""
+def write_file(src: str | RemotePath, dst: str, job: ShardJob, block: tuple[int, int],
+               scale_fmt: str | None) -> dict[str, list]:
+    """Write one whole output shard (a job: every quantize shard, and upcast's shards for
+    an object-store destination); returns, per quantised tensor, its round-trip error
+    [max_abs, rel_l2, nonfinite]."""
     errors: dict[str, list] = {}
     specs = [s for op in job.ops for s in op.out_specs(block)]
     with _Readers(src) as reader, SafetensorsWriter(Path(dst) / job.file, specs) as w:
@@ -165,6 +168,13 @@ def write_file(src: str, dst: str, job: ShardJob, block: tuple[int, int],
             r = reader(op.shard)
             if op.kind == "copy":
                 w.write_bytes(op.name, r.iter_chunks(op.name))
+                continue
+            if op.kind == "widen":
+                w.write_bytes(op.name, _widened(r, op))
+                continue
+            if op.kind == "dequantize":
+                scale = reader(op.scale_shard).read_rows(op.scale, 0, -(-op.shape[0] // block[0]))
+                w.write_bytes(op.name, _dequantized(r, scale, op, block))
                 continue
             scales: list[np.ndarray] = []
             stats = _ErrorStats()
@@ -213,7 +223,7 @@ def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[l
     return [p for p in parts if p]
 
 
-def write_part(src: str, dst: str, file: str, pieces: list[Piece],
+def write_part(src: str | RemotePath, dst: str, file: str, pieces: list[Piece],
                 block: tuple[int, int]) -> dict:
     """Write `pieces` into DST/file.partial (created by `part_writer.create`); a job."""
     with _Readers(src) as reader:

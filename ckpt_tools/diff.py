@@ -525,6 +525,7 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
                 from .checkpoint import Checkpoint  # numpy: only for checkpoint directories
 
                 cks.append(Checkpoint(src.path, src.config))
+                cks[-1].prefetch_headers()  # a remote checkpoint: all headers in one round trip
             else:
                 cks.append(None)
         ck_a, ck_b = cks

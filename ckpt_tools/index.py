@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FormatError
+from .remote_path import as_path
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -48,7 +49,7 @@ def read_index(path: str | Path) -> ShardIndex:
     Raises:
         FormatError: the file is missing, not JSON, or not shaped like an index.
     """
-    path = Path(path)
+    path = as_path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -169,6 +169,7 @@ def describe(spec: str | Path) -> ModelInfo:
         with Checkpoint(src.path) as ck:
             by_dtype: dict[str, int] = {}
             count = 0
+            ck.prefetch_headers()
             for shard in ck.shard_names:
                 for e in ck.header(shard).entries.values():
                     by_dtype[e.dtype] = by_dtype.get(e.dtype, 0) + e.nbytes

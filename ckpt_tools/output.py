@@ -21,6 +21,7 @@ from typing import Any
 
 from .errors import OutputError
 from .index import write_json_atomic
+from .remote_path import RemotePath, is_remote
 
 LOCK_FILE = ".ckpt.lock"
 JOURNAL_FILE = ".ckpt-journal.json"
@@ -31,7 +32,11 @@ _OURS = {LOCK_FILE, JOURNAL_FILE}
 def source_fingerprint(paths: Iterable[Path]) -> dict[str, list[int]]:
     """Size and mtime of each source file: cheap, and changes whenever a file is rewritten."""
     out = {}
-    for p in sorted(Path(p) for p in paths):
+    for p in sorted(p if isinstance(p, RemotePath) else Path(p) for p in paths):
+        if isinstance(p, RemotePath):  # a listed object: its size and content identity
+            info = p.info()
+            out[str(p)] = [info.size, info.identity]
+            continue
         st = p.stat()
         out[str(p.resolve())] = [st.st_size, st.st_mtime_ns]
     return out
@@ -41,7 +46,8 @@ class OutputDir:
     def __init__(self, dst: str | Path, *, sources: Iterable[str | Path] = (),
                  overwrite: bool = False, job: dict[str, Any] | None = None):
         self.path = Path(dst)
-        self.sources = [Path(s) for s in sources]
+        # a remote source cannot contain or be a local destination
+        self.sources = [Path(s) for s in sources if not is_remote(s)]
         self.overwrite = overwrite
         self.job = job
         self._lock_fd: int | None = None
@@ -112,6 +118,14 @@ class OutputDir:
         if self.job is not None:
             self._journal = journal if self.resumed else {"job": self.job, "done": {}}
             write_json_atomic(journal_path, self._journal)
+
+    @property
+    def destination(self) -> str:
+        return str(self.path.resolve())
+
+    def written_root(self) -> Path:
+        """Where finished files can be read back (`RemoteOutputDir` lists its bucket)."""
+        return self.path
 
     # -- resume ---------------------------------------------------------------------------
     def is_done(self, name: str) -> bool:

@@ -32,11 +32,13 @@ from .dtypes import itemsize
 from .errors import ConfigError, VerificationError
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
-from .output import OutputDir, source_fingerprint
+from .output import source_fingerprint
 from .parallel import WORKER_MEMORY, ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
 from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
                            plan_reshard, planned_counts, prove_coverage)
+from .remote_output import check_executor, open_output
+from .remote_path import RemotePath, as_path, is_remote
 from .safetensors_io import CHUNK_BYTES, SafetensorsReader, SafetensorsWriter, read_header
 from .side_files import copy_file_atomic, copy_side_files
 from .sources import CONFIG_FILE
@@ -225,11 +227,11 @@ def _kernel_spans(readers: _Readers, t: OutTensor,
     return ((fd, base + o * run, run) for o in range(outer) for fd, base in pieces)
 
 
-def write_file(src: str, dst: str, out: OutFile,
+def write_file(src: str | RemotePath, dst: str, out: OutFile,
                chunk_bytes: int = CHUNK_BYTES) -> tuple[dict[Key, int], dict[Key, int]]:
     """Write one output file (a job: runs in a worker); returns the elements it took from
     each source tensor, counted from the bytes streamed: (written, compared)."""
-    readers = _Readers(Path(src))
+    readers = _Readers(as_path(src))
     written: Counter = Counter()
     compared: Counter = Counter()
     item = {(p.file, p.tensor): itemsize(t.dtype) for t in out.tensors
@@ -251,7 +253,7 @@ def write_file(src: str, dst: str, out: OutFile,
 
 
 # -- running a plan --------------------------------------------------------------------------
-def _check_outputs(plan: ReshardPlan, files: list[OutFile], dst: Path,
+def _check_outputs(plan: ReshardPlan, files: list[OutFile], dst: Path | RemotePath,
                    results: dict[str, tuple[dict[Key, int], dict[Key, int]]]) -> int:
     """Re-read the header of every output file written against the plan and compare the
     writers' counts; returns the output elements accounted for."""
@@ -331,6 +333,7 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
     if rank_resource is not None and (executor != "ray" or plan.mode != "deepseek-mp"):
         raise ValueError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
                          "executor='ray'")
+    check_executor(dst, executor)
     coverage = prove_coverage(plan)  # before anything is written
     selected = _rank_files(plan, ranks)
     src = plan.src
@@ -341,7 +344,7 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
            "ranks": sorted(set(ranks)) if ranks is not None else None,
            "config": str(plan.config_path.resolve()) if plan.config_path else None,
            "sources": source_fingerprint(inputs)}
-    with OutputDir(dst, sources=[src], overwrite=overwrite, job=job) as out:
+    with open_output(dst, sources=[src], overwrite=overwrite, job=job) as out:
         todo = [f for f in selected if not out.is_done(f.name)]
         results: dict[str, tuple[dict[Key, int], dict[Key, int]]] = {}
 
@@ -349,13 +352,16 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
             out.mark_done(todo[i].name)
             results[todo[i].name] = result
 
-        jobs = [Job(f.name, f.nbytes, (str(src), str(out.path), f), JOB_MEMORY,
+        # a remote source travels as its RemotePath (pickled as URL and listing, reopened
+        # by the worker without listing again); a local one as its path
+        job_src = src if is_remote(src) else str(src)
+        jobs = [Job(f.name, f.nbytes, (job_src, str(out.path), f), JOB_MEMORY,
                     {f"{rank_resource}{_rank_of(plan, f)}": 1} if rank_resource else None)
                 for f in todo]
         ran = run_jobs(write_file, jobs, workers=workers_for(sum(f.nbytes for f in todo), workers),
                        executor=executor, progress=progress, label=f"reshard to {plan.mode}",
                        on_result=finished)
-        counted = _check_outputs(plan, selected, out.path, results)
+        counted = _check_outputs(plan, selected, out.written_root(), results)
         planned = sum(math.prod(t.shape) for f in selected for t in f.tensors)
         side = copy_side_files(src, out.path, exclude={REPORT_FILE})
         _write_config(plan, out.path)
@@ -364,7 +370,7 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
             write_index(out.path / INDEX_FILE,
                         ShardIndex(weight_map, sum(f.nbytes for f in plan.files)))
         report = ReshardReport(
-            mode=plan.mode, source=str(src.resolve()), destination=str(out.path.resolve()),
+            mode=plan.mode, source=str(src.resolve()), destination=out.destination,
             layout=plan.layout, model_parallel=plan.model_parallel,
             ranks=sorted(set(ranks)) if ranks is not None else None,
             max_shard_size=plan.max_shard_size,
@@ -459,7 +465,7 @@ def iter_layout(src: str | Path, layout: ReshardPlan | MpLayout,
     """
     if isinstance(layout, MpLayout):
         layout = plan_reshard(src, model_parallel=layout.model_parallel, keep_mtp=layout.keep_mtp)
-    readers = _Readers(Path(src))
+    readers = _Readers(as_path(src))
     try:
         for rank, f in enumerate(layout.files):
             for t in f.tensors:

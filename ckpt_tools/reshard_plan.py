@@ -23,6 +23,7 @@ from .errors import (FormatError, MissingTensorError, ShapeMismatchError, Unexpe
                      VerificationError)
 from .index import INDEX_FILE, SINGLE_FILE, shard_file_name
 from .mp_layout import MP_FILE_GLOB, MP_FILE_RE, MpCheckpoint, MpLayout
+from .remote_path import as_path
 from .tensor_plan import TensorPlan, TensorSpec
 
 DEFAULT_MAX_SHARD_SIZE = 5 * 10**9  # transformers' save_pretrained default
@@ -87,6 +88,7 @@ def _hf_source(ckpt: Checkpoint) -> tuple[TensorPlan, dict[Key, tuple[str, tuple
     """The tensor plan an HF checkpoint matches exactly, and its source inventory."""
     weight_map = ckpt.index.weight_map
     sources: dict[Key, tuple[str, tuple[int, ...]]] = {}
+    ckpt.prefetch_headers()  # remote: every header in one round trip
     for shard in ckpt.shard_names:
         for name, e in ckpt.header(shard).entries.items():
             owner = weight_map.get(name)
@@ -167,7 +169,7 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         FormatError, MissingTensorError, UnexpectedTensorError, ShapeMismatchError: the
             source does not match its config's tensor plan.
     """
-    src = Path(src)
+    src = as_path(src)
     if to_hf:
         return _plan_from_mp(src, max_shard_size or DEFAULT_MAX_SHARD_SIZE, config)
     if (max_shard_size is None) == (model_parallel is None):

@@ -30,6 +30,7 @@ from . import dtypes
 from .dtypes import ITEMSIZES, dtype_name
 from .errors import FormatError, MissingTensorError
 from .fault_injection import crash_point
+from .remote_path import RemotePath
 
 if TYPE_CHECKING:
     import numpy as np
@@ -173,26 +174,45 @@ def parse_header_bytes(path: Path, header: bytes, file_size: int) -> Safetensors
     return SafetensorsHeader(path, {e.name: e for e in entries}, metadata, 8 + n, file_size)
 
 
-def read_header(path: str | Path) -> SafetensorsHeader:
+def _check_length(path, size: int, n: int | None) -> None:
+    """The length prefix `n` (None: the file is shorter than 8 bytes) against the cap and
+    the file's size."""
+    if n is None:
+        raise FormatError(f"{path}: file is {size} bytes, too short for a safetensors "
+                          f"header (truncated?)")
+    if n > MAX_HEADER_BYTES:
+        raise FormatError(f"{path}: header length {n} exceeds the {MAX_HEADER_BYTES}-byte cap")
+    if 8 + n > size:
+        raise FormatError(f"{path}: header length {n} runs past the end of the "
+                          f"{size}-byte file (truncated?)")
+
+
+def _read_remote_header(path: RemotePath) -> SafetensorsHeader:
+    """The header of a remote file: one ranged read (or none, from the header cache)."""
+    try:
+        size = path.info().size
+    except FileNotFoundError:
+        raise FormatError(f"{path}: no such file") from None
+    raw = path.tree.header_bytes(path.rel)
+    (n,) = struct.unpack("<Q", raw[:8]) if len(raw) >= 8 else (None,)
+    _check_length(path, size, n)
+    return parse_header_bytes(path, raw[8:8 + n], size)
+
+
+def read_header(path: str | Path | RemotePath) -> SafetensorsHeader:
     """Read and validate the header of one safetensors file (no tensor data is read).
 
     Raises:
         FormatError: naming the file and the defect.
     """
+    if isinstance(path, RemotePath):
+        return _read_remote_header(path)
     path = Path(path)
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            if size < 8:
-                raise FormatError(f"{path}: file is {size} bytes, too short for a safetensors "
-                                  f"header (truncated?)")
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > MAX_HEADER_BYTES:
-                raise FormatError(f"{path}: header length {n} exceeds the "
-                                  f"{MAX_HEADER_BYTES}-byte cap")
-            if 8 + n > size:
-                raise FormatError(f"{path}: header length {n} runs past the end of the "
-                                  f"{size}-byte file (truncated?)")
+            (n,) = struct.unpack("<Q", f.read(8)) if size >= 8 else (None,)
+            _check_length(path, size, n)
             header = f.read(n)
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file") from None
@@ -206,11 +226,12 @@ def read_header(path: str | Path) -> SafetensorsHeader:
 class SafetensorsReader:
     """Lazy access to the tensors of one file. Use as a context manager or call close()."""
 
-    def __init__(self, path: str | Path, header: SafetensorsHeader | None = None):
-        self.path = Path(path)
+    def __init__(self, path: str | Path | RemotePath, header: SafetensorsHeader | None = None):
+        self.path = path if isinstance(path, RemotePath) else Path(path)
         self.header = header or read_header(self.path)
         self._fd: int | None = None
         self._mmap: mmap.mmap | None = None
+        self._remote = None  # a remote file's byte_source.RangeSource, opened on first read
 
     def __enter__(self) -> SafetensorsReader:
         return self
@@ -218,7 +239,22 @@ class SafetensorsReader:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    def _pread(self, length: int, offset: int) -> bytes:
+        """Up to `length` bytes at `offset` (os.pread's contract), local or remote."""
+        if not isinstance(self.path, RemotePath):
+            return os.pread(self._fileno(), length, offset)
+        return self._range_source().read_at(offset, min(length, self.header.file_size - offset))
+
+    def _range_source(self):
+        if self._remote is None:
+            self._remote = self.path.open_source()
+            if self._remote.size != self.header.file_size:
+                raise FormatError(f"{self.path}: file changed size while being read")
+        return self._remote
+
     def _fileno(self) -> int:
+        if isinstance(self.path, RemotePath):
+            raise FormatError(f"{self.path}: a remote file has no descriptor; read it by range")
         if self._fd is None:
             self._fd = os.open(self.path, os.O_RDONLY)
             if os.fstat(self._fd).st_size != self.header.file_size:
@@ -231,6 +267,9 @@ class SafetensorsReader:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._remote is not None:
+            self._remote.close()
+            self._remote = None
 
     @property
     def names(self) -> list[str]:
@@ -246,6 +285,9 @@ class SafetensorsReader:
         e = self.header[name]
         if e.nbytes == 0:
             return np.zeros(e.shape, dtypes.DTYPES[e.dtype].numpy)
+        if isinstance(self.path, RemotePath):  # one ranged read of this tensor, no read-ahead
+            data = self._range_source().read_exact(self.header.data_offset + e.start, e.nbytes)
+            return np.frombuffer(data, dtypes.DTYPES[e.dtype].numpy).reshape(e.shape)
         if self._mmap is None:
             self._mmap = mmap.mmap(self._fileno(), 0, access=mmap.ACCESS_READ)
         arr = np.frombuffer(self._mmap, dtypes.DTYPES[e.dtype].numpy, e.numel,
@@ -255,9 +297,9 @@ class SafetensorsReader:
     def iter_chunks(self, name: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
         """The raw bytes of one tensor in chunks, read with pread (bounded memory)."""
         e = self.header[name]
-        fd, pos, end = self._fileno(), self.header.data_offset + e.start, self.header.data_offset + e.end
+        pos, end = self.header.data_offset + e.start, self.header.data_offset + e.end
         while pos < end:
-            chunk = os.pread(fd, min(chunk_bytes, end - pos), pos)
+            chunk = self._pread(min(chunk_bytes, end - pos), pos)
             if not chunk:
                 raise FormatError(f"{self.path}: tensor '{name}': file ended early")
             pos += len(chunk)
@@ -285,10 +327,10 @@ class SafetensorsReader:
         if not 0 <= start <= stop <= e.nbytes:
             raise ValueError(f"{self.path}: tensor '{name}': byte range [{start}, {stop}) outside "
                              f"its {e.nbytes} bytes")
-        fd, base = self._fileno(), self.header.data_offset + e.start
+        base = self.header.data_offset + e.start
         pos, end, parts = base + start, base + stop, []
         while pos < end:
-            chunk = os.pread(fd, end - pos, pos)
+            chunk = self._pread(end - pos, pos)
             if not chunk:
                 raise FormatError(f"{self.path}: tensor '{name}': file ended early")
             pos += len(chunk)
@@ -319,6 +361,12 @@ class SafetensorsReader:
                 yield self.read_range(name, pos, min(pos + chunk_bytes, first + outer * run))
             return
         rows_per_chunk = max(1, chunk_bytes // max(run, 1))
+        if run >= _SHORT_RUN and isinstance(self.path, RemotePath):
+            first = start * inner  # one ranged read per run, chunks bounded by chunk_bytes
+            for o0 in range(0, outer, rows_per_chunk):
+                yield b"".join(self.read_range(name, first + o * row, first + o * row + run)
+                               for o in range(o0, min(outer, o0 + rows_per_chunk)))
+            return
         if run >= _SHORT_RUN:
             fd, base = self._fileno(), self.header.data_offset + e.start + start * inner
             for o0 in range(0, outer, rows_per_chunk):
@@ -347,9 +395,11 @@ class SafetensorsReader:
                    stop: int | None = None) -> Iterator[tuple[int, int, int]]:
         """(fd, file offset, length) of the contiguous byte runs of a tensor, or of its slice
         `[start:stop]` on `dim`, in C order (one run for a whole tensor or a dim-0 slice):
-        what `SafetensorsWriter.write_copy` takes."""
+        what `SafetensorsWriter.write_copy` takes. A remote file gives its `RangeSource` in
+        place of the descriptor."""
         e = self.header[name]
-        fd, base = self._fileno(), self.header.data_offset + e.start
+        fd = self._range_source() if isinstance(self.path, RemotePath) else self._fileno()
+        base = self.header.data_offset + e.start
         if dim is None:
             if e.nbytes:
                 yield fd, base, e.nbytes
@@ -505,7 +555,9 @@ class SafetensorsWriter:
         for src_fd, offset, length in spans:  # one row each for column slices: keep it lean
             while length:
                 count = length if length < CHUNK_BYTES else CHUNK_BYTES
-                if copy is None:
+                if not isinstance(src_fd, int):  # a remote file's byte source
+                    n = os.pwrite(fd, src_fd.read_at(offset, count), pos)
+                elif copy is None:
                     data = os.pread(src_fd, count, offset)
                     n = os.pwrite(fd, data, pos) if data else 0
                 else:

@@ -11,6 +11,7 @@ from .config_layouts import INFERENCE_CONFIG_FILE
 from .index import INDEX_FILE
 from .manifest import MANIFEST_FILE
 from .output import JOURNAL_FILE, LOCK_FILE
+from .remote_path import RemotePath, as_path
 
 # Written by the converter itself, never copied.
 _OWN = {"config.json", INDEX_FILE, MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE, INFERENCE_CONFIG_FILE}
@@ -19,7 +20,7 @@ _OWN = {"config.json", INDEX_FILE, MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE, INFER
 def side_files(src: str | Path, exclude: Collection[str] = ()) -> list[Path]:
     """Regular top-level files of `src` that are neither weights nor index/config (nor
     named in `exclude`, e.g. a converter's own report)."""
-    src = Path(src)
+    src = as_path(src)
     out = []
     for p in sorted(src.iterdir()):
         if (p.name in _OWN or p.name in exclude or p.name.startswith(".")
@@ -44,7 +45,10 @@ def copy_file_atomic(src: str | Path, target: str | Path) -> None:
     target = Path(target)
     tmp = target.with_name(target.name + ".partial")
     try:
-        shutil.copyfile(src, tmp)
+        if isinstance(src, RemotePath):  # small files (tokenizer, README): one read
+            tmp.write_bytes(src.read_bytes())
+        else:
+            shutil.copyfile(src, tmp)
         tmp.replace(target)
     except BaseException:
         tmp.unlink(missing_ok=True)

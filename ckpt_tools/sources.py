@@ -9,6 +9,7 @@ from typing import Literal
 from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
 from .errors import ConfigError
 from .presets import Preset, all_presets, find_preset
+from .remote_path import as_path
 
 CONFIG_FILE = "config.json"
 
@@ -36,7 +37,7 @@ def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:
         ConfigError: when it is none of these, or the config is invalid.
     """
     text = str(spec)
-    path = Path(spec)
+    path = as_path(spec)
     if path.is_dir():
         cfg_path = path / CONFIG_FILE
         if not cfg_path.is_file():

@@ -53,6 +53,7 @@ from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, read_index
 from .manifest import MANIFEST_FILE, Manifest, read_manifest
 from .parallel import ExecutorName, NodeWork, merge_nodes
 from .progress import Progress
+from .remote_path import RemotePath, as_path
 from .safe_paths import safe_member
 from .safetensors_io import MAX_HEADER_BYTES, SafetensorsHeader, TensorEntry, read_header
 from .sources import CONFIG_FILE, resolve_config
@@ -62,6 +63,7 @@ __all__ = ["CODES", "Finding", "ValidationReport", "detect_layout", "expected_te
 
 Config = DeepseekV2Config | DeepseekV3Config
 FLOAT_DTYPES = frozenset({"BF16", "F16", "F32"})  # what a loader casts between on load
+HUB = "hub"  # checksums="hub": compare each file's SHA-256 with the Hub's LFS SHA-256
 
 
 @contextmanager
@@ -103,21 +105,14 @@ def _relative(message: str, path: Path, name: str) -> str:
     return name + message[len(str(path)):] if message.startswith(str(path)) else message
 
 
-def _looks_truncated(path: Path) -> bool:
+def _looks_truncated(path: Path | RemotePath) -> bool:
     """After a header error: is the file shorter than its own header says it is?"""
     try:
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if size < 8:
-                return True
-            (n,) = struct.unpack("<Q", fh.read(8))
-            if n > MAX_HEADER_BYTES:
-                return False
-            if 8 + n > size:
-                return True
-            doc = json.loads(fh.read(n))
-    except (OSError, ValueError):
+        size, n, doc = _header_doc(path)
+    except (OSError, ValueError, CkptError):
         return False
+    if doc is True:
+        return True
     if not isinstance(doc, dict):
         return False
     ends = [off[1] for v in doc.values() if isinstance(v, dict)
@@ -126,8 +121,30 @@ def _looks_truncated(path: Path) -> bool:
     return bool(ends) and 8 + n + max(ends) > size
 
 
+def _header_doc(path: Path | RemotePath):
+    """(size, header length, parsed header): True for a file too short for its header, None
+    for a length past the cap."""
+    if isinstance(path, RemotePath):
+        size, raw = path.info().size, path.tree.header_bytes(path.rel)
+    else:
+        with open(path, "rb") as fh:
+            size, raw = os.fstat(fh.fileno()).st_size, fh.read(8)
+            n = struct.unpack("<Q", raw)[0] if len(raw) == 8 else 0
+            raw += fh.read(n) if n <= MAX_HEADER_BYTES else b""
+    if len(raw) < 8:
+        return size, 0, True
+    (n,) = struct.unpack("<Q", raw[:8])
+    if n > MAX_HEADER_BYTES:
+        return size, n, None
+    if 8 + n > size:
+        return size, n, True
+    return size, n, json.loads(raw[8:8 + n])
+
+
 def _read_headers(root: Path, names: list[str], f: Findings) -> dict[str, SafetensorsHeader]:
     headers = {}
+    if isinstance(root, RemotePath):  # one round trip for all shards, not one per shard
+        root.tree.prefetch_headers([(root / name).rel for name in names])
     for name in names:
         path = root / name
         try:
@@ -562,7 +579,12 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
             the checksums manifest cannot be read.
         ConfigError: `config` names no preset, readable config.json or checkpoint.
     """
-    path = Path(path)
+    path = as_path(path)
+    if isinstance(path, RemotePath) and (deep or write_manifest or checksums not in (None, HUB)):
+        raise CkptError(f"{path}: deep scans and manifests read or write every byte; on a "
+                        f"remote source check the Hub's checksums, or download it first")
+    if checksums == HUB and not isinstance(path, RemotePath):
+        raise CkptError(f"{path}: checksums from the Hub need a remote source (hf://...)")
     if path.is_dir():
         root, single = path, None
     elif path.is_file() and path.suffix == ".safetensors":
@@ -573,7 +595,7 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         raise FormatError(f"{path}: not a checkpoint directory, index or .safetensors file")
     else:
         raise FormatError(f"{path}: no such file or directory")
-    manifest = read_manifest(checksums) if checksums is not None else None
+    manifest = read_manifest(checksums) if checksums not in (None, HUB) else None
 
     f = Findings()
     nodes: list[NodeWork] = []  # where the deep scan's and hashing's jobs ran
@@ -608,6 +630,13 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
                              target, f, dict(progress=progress, workers=workers,
                                              executor=executor, nodes=nodes))
         checks += ["checksums"] if manifest is not None else []
+    if checksums == HUB:
+        from .remote_checksums import check_hub_checksums
+
+        for p in check_hub_checksums(path if single is None else root, [single] if single
+                                     else None, progress=progress):
+            f.add(p.code, p.message, file=p.path, expected=p.expected, found=p.found)
+        checks.append("checksums")
 
     tensors = sum(len(inv.entries) for inv in invs)
     return ValidationReport(

@@ -31,6 +31,7 @@ from .checkpoint import Checkpoint
 from .errors import ConfigError, FormatError, ShapeMismatchError
 from .index import MP_FILE_GLOB
 from .reference import Model, TensorSource
+from .remote_path import RemotePath, as_path
 from .sources import CONFIG_FILE
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
@@ -45,7 +46,7 @@ _IGNORED_FIELDS = {"quantization_config", "torch_dtype", "dtype", "transformers_
                    "architectures", "auto_map", "_name_or_path"}
 
 
-def _model_type(path: Path) -> str | None:
+def _model_type(path: Path | RemotePath) -> str | None:
     try:
         return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError):
@@ -53,10 +54,11 @@ def _model_type(path: Path) -> str | None:
 
 
 def open_tensor_source(path: str | Path) -> TensorSource:
-    """A reader for a checkpoint directory: HF layout (`Checkpoint`), DeepSeek's
-    `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF config.json), or
-    a DeepSeek-V4 directory (`V4Checkpoint`: Hub names, FP8/FP4 or upcast, or HF names)."""
-    path = Path(path)
+    """A reader for a checkpoint directory, local or remote: HF layout (`Checkpoint`),
+    DeepSeek's `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF
+    config.json), or a DeepSeek-V4 directory (`V4Checkpoint`: Hub names, FP8/FP4 or upcast,
+    or HF names)."""
+    path = as_path(path)
     if path.is_dir() and _model_type(path) == "deepseek_v4":
         from .reference.v4_checkpoint import V4Checkpoint
 
@@ -69,7 +71,7 @@ def open_tensor_source(path: str | Path) -> TensorSource:
 
 
 def _source(source: str | Path | TensorSource) -> TensorSource:
-    return open_tensor_source(source) if isinstance(source, (str, Path)) else source
+    return open_tensor_source(source) if isinstance(source, (str, Path, RemotePath)) else source
 
 
 def _is_v4(config) -> bool:

@@ -4,18 +4,28 @@ It serves what `huggingface_hub` 2.4 calls for a model download and nothing else
 
 - `GET /api/models/{repo}[/revision/{rev}]?blobs=true`: repo info with `sha` and
   `siblings` (size, blobId, lfs {size, sha256, pointerSize}), as `HfApi.model_info`
-  parses it; `GET /api/models/{repo}/tree/{rev}`: the flat file list `snapshot_download`
-  reads (for the `hf download` baseline of bench/download.py);
+  parses it;
+- `GET /api/models/{repo}/tree/{rev}[/{dir}][?recursive=true]`: the listing `HfApi.
+  list_repo_tree` reads (`snapshot_download`, `HfFileSystem.ls/find`): files with size,
+  oid and lfs {oid, size, pointerSize}, and, when not recursive, the sub-folders as
+  `directory` entries; `POST /api/models/{repo}/paths-info/{rev}` (form `paths=`): the same
+  entries for the paths asked (`HfFileSystem.info`);
 - `HEAD|GET /{repo}/resolve/{rev}/{file}`: the file, with `X-Repo-Commit`, `ETag` (the
   LFS sha256, or the git blob id), `X-Linked-Etag` / `X-Linked-Size` for LFS files and
-  `Content-Length`; `Range: bytes=N-` gets a 206 with `Content-Range`;
+  `Content-Length`; `Range: bytes=N-` or `bytes=N-M` gets a 206 with `Content-Range`;
 - errors with the `X-Error-Code` the client maps to its error classes: 404
   `RepoNotFound` / `RevisionNotFound` / `EntryNotFound`, and 401 `GatedRepo` for a gated
   repo without a valid token (its info stays public, as on the real Hub).
 
 No Xet header is ever sent, so the client takes the plain HTTP path. Every request is
-logged (`FakeHub.log`). Faults for tests: `corrupt(file)` serves same-length wrong bytes,
-`cut(file, after, times)` drops the connection after `after` bytes of a GET.
+logged (`FakeHub.log`, with the body bytes sent). Faults for tests: `corrupt(file)` serves
+same-length wrong bytes, `cut(file, after, times)` drops the connection after `after` bytes
+of a GET, `fail(file, status)` answers GETs of the file with that status (e.g. a 404 after
+the listing), `short(file)` sends a range one byte short (its headers say so: a truncated
+range), `change_etag(file)` serves another ETag (the object was replaced under the reader).
+`ignore_ranges(file)` answers ranges with the whole file (HTTP 200).
+`add_commit(..., hashed=False)` skips hashing the content (sparse benchmark data of hundreds
+of GB): sizes are right, sha256 and blob ids are then derived from name and size.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".model")
 POINTER_SIZE = 134
@@ -77,6 +87,7 @@ class LoggedRequest:
     range: str | None
     authorized: bool
     status: int = 0  # set once the answer is decided
+    sent: int = 0  # body bytes written
 
 
 class FakeHub:
@@ -90,15 +101,20 @@ class FakeHub:
         self.log: list[LoggedRequest] = []
         self._corrupt: set[str] = set()
         self._cuts: dict[str, list[int]] = {}  # file -> [after_bytes, remaining_times]
+        self._fail: dict[str, int] = {}  # file -> HTTP status of its GETs
+        self._short: set[str] = set()
+        self._etag_changed: set[str] = set()
+        self._no_ranges: set[str] = set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     # -- repos ---------------------------------------------------------------------------
     def add_commit(self, repo_id: str, src: str | Path, *, branch: str = "main",
-                   gated: bool = False, copy: bool = True) -> str:
+                   gated: bool = False, copy: bool = True, hashed: bool = True) -> str:
         """Publish the files of directory `src` as a new commit on `branch`; returns its sha.
-        With `copy=False` the files are served from `src`, which must then stay unchanged."""
+        With `copy=False` the files are served from `src`, which must then stay unchanged;
+        with `hashed=False` contents are not read (see the module docstring)."""
         src = Path(src)
         repo = self.repos.setdefault(repo_id, Repo(repo_id))
         repo.gated = repo.gated or gated
@@ -108,8 +124,11 @@ class FakeHub:
             rel = p.relative_to(src).as_posix()
             size = p.stat().st_size
             sha256, blob = hashlib.sha256(), hashlib.sha1(b"blob %d\0" % size)
+            if not hashed:
+                sha256.update(f"{rel}:{size}".encode())
+                blob.update(rel.encode())
             with open(p, "rb") as f:
-                while chunk := f.read(CHUNK):
+                while hashed and (chunk := f.read(CHUNK)):
                     sha256.update(chunk)
                     blob.update(chunk)
             files[rel] = RepoFile(rel, size, sha256.hexdigest(), blob.hexdigest(),
@@ -133,6 +152,26 @@ class FakeHub:
     def cut(self, path: str, after: int, times: int = 1) -> None:
         """Drop the connection after `after` body bytes of the next `times` GETs of `path`."""
         self._cuts[path] = [after, times]
+
+    def fail(self, path: str, status: int = 404) -> None:
+        """Answer every GET of `path` with `status` (listings still show the file)."""
+        self._fail[path] = status
+
+    def short(self, path: str) -> None:
+        """Send ranges of `path` one byte short, with headers that say so."""
+        self._short.add(path)
+
+    def ignore_ranges(self, path: str) -> None:
+        """Answer range requests for `path` with the whole file (HTTP 200), as some proxies do."""
+        self._no_ranges.add(path)
+
+    def change_etag(self, path: str) -> None:
+        """Serve `path` with another ETag from now on, as if the object had been replaced."""
+        self._etag_changed.add(path)
+
+    def sent(self, since: int = 0) -> int:
+        """Body bytes the server sent, over log[since:]."""
+        return sum(r.sent for r in self.log[since:])
 
     # -- the request log -----------------------------------------------------------------
     def gets(self, name: str | None = None, since: int = 0) -> list[LoggedRequest]:
@@ -202,6 +241,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._dispatch(head=False)
 
+    def do_POST(self) -> None:
+        self._dispatch(head=False)
+
     # -- routing -------------------------------------------------------------------------
     def _dispatch(self, head: bool) -> None:
         raw = urlsplit(self.path).path
@@ -239,6 +281,9 @@ class _Handler(BaseHTTPRequestHandler):
         if "/tree/" in rest:
             self._tree(*rest.split("/tree/", 1))
             return
+        if "/paths-info/" in rest:
+            self._paths_info(*rest.split("/paths-info/", 1))
+            return
         repo_part, _, rev = rest.partition("/revision/")
         repo = self._repo(unquote(repo_part))
         if repo is None:
@@ -257,18 +302,59 @@ class _Handler(BaseHTTPRequestHandler):
                "tags": [], "siblings": siblings}
         self._send(200, json.dumps(doc).encode(), {"Content-Type": "application/json"})
 
+    @staticmethod
+    def _file_item(f: RepoFile) -> dict:
+        item = {"type": "file", "path": f.path, "size": f.size, "oid": f.blob_id}
+        if f.lfs:
+            item["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": POINTER_SIZE}
+        return item
+
+    @staticmethod
+    def _folder_item(path: str) -> dict:
+        return {"type": "directory", "path": path,
+                "oid": hashlib.sha1(path.encode()).hexdigest()}
+
     def _tree(self, repo_part: str, rest: str) -> None:
-        """The recursive file listing `snapshot_download` (`hf download`) reads; files only."""
+        """What `list_repo_tree` reads: below `dir` (or the root), every file when
+        `recursive`, else the direct children with sub-folders as `directory` entries."""
         repo = self._repo(unquote(repo_part))
-        commit = repo and self._commit(repo, unquote(rest.split("/", 1)[0]))
+        rev, _, folder = rest.partition("/")
+        commit = repo and self._commit(repo, unquote(rev))
+        if commit is None:
+            return
+        folder = unquote(folder).strip("/")
+        prefix = folder + "/" if folder else ""
+        query = parse_qs(urlsplit(self.path).query)
+        recursive = query.get("recursive", ["false"])[0].lower() == "true"
+        below = [f for f in commit.files.values() if f.path.startswith(prefix)]
+        if folder and not below:
+            self._error(404, "EntryNotFound", f"{folder} does not exist on \"{rev}\"")
+            return
+        items, folders = [], {}
+        for f in below:
+            head, sep, _ = f.path[len(prefix):].partition("/")
+            if sep and not recursive:
+                folders.setdefault(prefix + head, None)
+                continue
+            items.append(self._file_item(f))
+        items += [self._folder_item(p) for p in folders]
+        self._send(200, json.dumps(items).encode(), {"Content-Type": "application/json"})
+
+    def _paths_info(self, repo_part: str, rev: str) -> None:
+        """`get_paths_info`: entries for the `paths` of a form-encoded POST body."""
+        repo = self._repo(unquote(repo_part))
+        commit = repo and self._commit(repo, unquote(rev))
+        length = int(self.headers.get("Content-Length") or 0)
+        form = parse_qs(self.rfile.read(length).decode()) if length else {}
         if commit is None:
             return
         items = []
-        for f in commit.files.values():
-            item = {"type": "file", "path": f.path, "size": f.size, "oid": f.blob_id}
-            if f.lfs:
-                item["lfs"] = {"oid": f.sha256, "size": f.size, "pointerSize": POINTER_SIZE}
-            items.append(item)
+        for path in form.get("paths", []):
+            path = path.strip("/")
+            if path in commit.files:
+                items.append(self._file_item(commit.files[path]))
+            elif any(f.startswith(path + "/") for f in commit.files):
+                items.append(self._folder_item(path))
         self._send(200, json.dumps(items).encode(), {"Content-Type": "application/json"})
 
     def _resolve(self, repo_id: str, revision: str, file: str, head: bool) -> None:
@@ -287,24 +373,35 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "EntryNotFound", f"{file} does not exist on \"{revision}\"",
                         {"X-Repo-Commit": commit.sha})
             return
-        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{meta.etag}"', "Accept-Ranges": "bytes",
+        if not head and file in self.fake._fail:
+            status = self.fake._fail[file]
+            self._error(status, "EntryNotFound" if status == 404 else None,
+                        f"{file}: HTTP {status}", {"X-Repo-Commit": commit.sha})
+            return
+        etag = meta.etag + ("-replaced" if file in self.fake._etag_changed else "")
+        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{etag}"', "Accept-Ranges": "bytes",
                    "Content-Type": "application/octet-stream"}
         if meta.lfs:
-            headers |= {"X-Linked-Etag": f'"{meta.sha256}"', "X-Linked-Size": str(meta.size)}
-        start, status = 0, 200
+            linked = meta.sha256 + ("-replaced" if file in self.fake._etag_changed else "")
+            headers |= {"X-Linked-Etag": f'"{linked}"', "X-Linked-Size": str(meta.size)}
+        start, stop, status = 0, meta.size, 200
         rng = self.headers.get("Range")
-        if rng and not head:
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            if start >= meta.size:
+        if rng and not head and file not in self.fake._no_ranges:
+            first, _, last = rng.removeprefix("bytes=").partition("-")
+            start = int(first)
+            stop = min(meta.size, int(last) + 1) if last else meta.size
+            if start >= meta.size or stop <= start:
                 self._error(416, None, "Range Not Satisfiable",
                             {"Content-Range": f"bytes */{meta.size}"})
                 return
+            if file in self.fake._short:
+                stop -= 1
             status = 206
-            headers["Content-Range"] = f"bytes {start}-{meta.size - 1}/{meta.size}"
+            headers["Content-Range"] = f"bytes {start}-{stop - 1}/{meta.size}"
         if head:
             self._send(200, b"", headers, length=meta.size)
             return
-        length = meta.size - start
+        length = stop - start
         cut = self.fake._take_cut(file)
         self._entry.status = status
         self.send_response(status)
@@ -312,6 +409,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         limit = length if cut is None else min(cut, length)
+        self._entry.sent = limit
         with open(commit.root / file, "rb") as f:  # streamed: shards can be large in benches
             if limit == length and file not in self.fake._corrupt:
                 self.connection.sendfile(f, start, length)  # zero-copy: keeps the server fast
@@ -346,4 +444,5 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body) if length is None else length))
         self.end_headers()
         if self.command != "HEAD":
+            self._entry.sent = len(body)
             self.wfile.write(body)

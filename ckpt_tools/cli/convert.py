@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
-from .render import EXECUTOR, StderrProgress, echo_nodes, emit_json, human_bytes, safe_name
+from .render import (
+    EXECUTOR,
+    SOURCE_OR_PATH,
+    StderrProgress,
+    echo_nodes,
+    emit_json,
+    human_bytes,
+    safe_name,
+)
 from .reshard import SizeParam
 
 _WORKERS = click.option("--workers", type=click.IntRange(1), default=None,
@@ -17,8 +23,8 @@ _OVERWRITE = click.option("--overwrite", is_flag=True,
 _JSON = click.option("--json", "as_json", is_flag=True,
                      help="Print the report as one JSON document.")
 _QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar on stderr.")
-_SRC = click.argument("src", type=click.Path(path_type=Path))
-_DST = click.argument("dst", type=click.Path(path_type=Path))
+_SRC = click.argument("src", type=SOURCE_OR_PATH)  # a local path, or hf://, s3://, ...
+_DST = click.argument("dst", type=SOURCE_OR_PATH)
 
 
 def _echo_written(report, what: str) -> None:
@@ -47,7 +53,8 @@ def upcast(src, dst, dtype, max_shard_size, workers, executor, overwrite, as_jso
     Every FP8 weight becomes dtype(float32(w) x its block's weight_scale_inv), bit for bit
     DeepSeek's definition; other tensors are copied; the index, config.json and the
     tokenizer files come out ready to load. Nothing is written if a scale is missing or
-    malformed. Rerun the same command after an interruption to resume.
+    malformed. Rerun the same command after an interruption to resume. SRC may be remote
+    (hf://ORG/NAME[@REV], s3://...: read by range), DST an object store (s3://BUCKET/PREFIX).
     """
     from ..convert import upcast as run
 
@@ -78,7 +85,8 @@ def quantize(src, dst, scale_fmt, workers, executor, overwrite, as_json, quiet):
     """Quantise a BF16/F32 checkpoint to DeepSeek's block FP8 (e4m3, 128x128 scales).
 
     Exactly the weights V3's own checkpoint keeps in FP8 are quantised; values beyond the
-    e4m3 range saturate. Reports, per tensor, the error of upcasting the result back.
+    e4m3 range saturate. Reports, per tensor, the error of upcasting the result back. SRC
+    may be remote (hf://, s3://), DST an object store (s3://BUCKET/PREFIX).
     """
     from ..convert import quantize as run
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 import click
 
+from ..remote import remote_spec
 from .plotting import plot_option, save_plot
-from .render import emit_json, human_bytes, human_count, safe_name, table
+from .render import emit_json, human_bytes, human_count, remote_option, safe_name, table
 
 TOP_TENSORS = 20  # worst tensors shown by the terminal/markdown value table
 WIDTH = 110  # prose lines of the terminal report wrap here (tables keep their rows)
@@ -299,10 +300,12 @@ def render_markdown(r) -> str:
 @click.option("--markdown", is_flag=True, help="Print markdown (for an issue or a model card).")
 @click.option("--values", is_flag=True,
               help="Compare every common tensor numerically (two checkpoint directories).")
+@remote_option
 @click.option("--context", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Tokens attended to, for attention FLOPs and the KV-cache total.")
 @plot_option
-def diff(a: str, b: str, as_json: bool, markdown: bool, values: bool, context: int, plot_path):
+def diff(a: str, b: str, as_json: bool, markdown: bool, values: bool, remote: bool,
+         context: int, plot_path):
     """Explain what changed from A to B. Each is a preset (v2-lite, v2, v2.5, v3, r1,
     v3.1, ...), a config.json or a checkpoint directory. Ratios are B / A."""
     if as_json and markdown:
@@ -314,7 +317,8 @@ def diff(a: str, b: str, as_json: bool, markdown: bool, values: bool, context: i
         from .render import StderrProgress
 
         progress = StderrProgress()
-    report = run_diff(a, b, values=values, context=context, progress=progress)
+    report = run_diff(remote_spec(a, remote), remote_spec(b, remote), values=values,
+                      context=context, progress=progress)
     if as_json:
         emit_json(report)
     else:

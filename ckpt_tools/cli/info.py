@@ -7,19 +7,22 @@ import json
 import click
 
 from ..info import describe
+from ..remote import remote_spec
 from .plotting import plot_option, save_plot
-from .render import emit_json, human_bytes, human_count, table
+from .render import emit_json, human_bytes, human_count, remote_option, table
 
 
 @click.command()
 @click.argument("source")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@remote_option
 @plot_option
-def info(source: str, as_json: bool, plot_path):
+def info(source: str, as_json: bool, remote: bool, plot_path):
     """Describe a preset (v2-lite, v2, v2.5, v3, r1, v3.1, kimi-k2, moonlight, ...),
     a config.json (any layout: HF, transformers 5, DeepSeek inference, wrapped) or a
-    checkpoint directory."""
-    result = describe(source)
+    checkpoint directory, local or remote (hf://ORG/NAME[@REV][/DIR], s3://...: its config
+    and shard headers only)."""
+    result = describe(remote_spec(source, remote))
     save_plot(plot_path, "info_figure", result)
     if as_json:
         emit_json(result)

@@ -102,7 +102,7 @@ EXECUTOR = click.option(
     "--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
     help="local: worker processes on this machine; ray: one task per file on the Ray "
          "cluster at RAY_ADDRESS (else a local Ray); paths must be on storage every node "
-         "sees.")
+         "sees (a remote SRC is read by every node; an object-store DST needs local).")
 
 
 def echo_nodes(nodes) -> None:
@@ -113,3 +113,41 @@ def echo_nodes(nodes) -> None:
         rate = f", {human_bytes(n.bytes / n.seconds)}/s" if n.seconds > 0 else ""
         click.echo(f"  node {safe_name(n.address)} {n.node[:8]}: {n.jobs} file(s), "
                    f"{human_bytes(n.bytes)} in {n.seconds:.1f} s{rate}")
+
+
+class SourceParam(click.ParamType):
+    """A checkpoint directory that must exist, or a remote URL (hf://, s3://, ...) that is
+    checked when it is opened."""
+
+    name = "source"
+
+    def convert(self, value, param, ctx):
+        from ..remote_path import is_remote
+
+        if is_remote(value) or (ctx is not None and ctx.params.get("remote")):
+            return value
+        return click.Path(exists=True, file_okay=False).convert(value, param, ctx)
+
+
+SOURCE = SourceParam()
+
+
+class SourceOrPath(click.ParamType):
+    """A remote URL as typed, anything else a local `Path` (checked by the library)."""
+
+    name = "path"
+
+    def convert(self, value, param, ctx):
+        from pathlib import Path
+
+        from ..remote_path import is_remote
+
+        return value if is_remote(value) else Path(value)
+
+
+SOURCE_OR_PATH = SourceOrPath()
+
+remote_option = click.option(
+    "--remote", is_flag=True,
+    help="Read a bare ORG/NAME[@REV] as the Hub repository hf://ORG/NAME[@REV] (ranged reads, "
+         "nothing downloaded).")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from .render import (EXECUTOR, StderrProgress, echo_nodes, emit_json, human_bytes, human_count,
-                     safe_name, table)
+from .render import (EXECUTOR, SOURCE_OR_PATH, StderrProgress, echo_nodes, emit_json,
+                     human_bytes, human_count, safe_name, table)
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
@@ -64,8 +64,8 @@ class SizeParam(click.ParamType):
 
 
 @click.command()
-@click.argument("src", type=click.Path(path_type=Path))
-@click.argument("dst", type=click.Path(path_type=Path))
+@click.argument("src", type=SOURCE_OR_PATH)
+@click.argument("dst", type=SOURCE_OR_PATH)
 @click.option("--max-shard-size", type=SizeParam(),
               help="HF layout with shards of at most SIZE (500MB, 5GB, 5GiB); with --to hf, "
                    "the shard size of the result (default 5GB).")
@@ -98,6 +98,9 @@ def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, ranks, r
     ckpt reshard SRC DST --max-shard-size 5GB
     ckpt reshard SRC DST --to deepseek-mp --model-parallel 16 [--keep-mtp] [--ranks 0-7]
     ckpt reshard SRC DST --to hf [--max-shard-size 5GB]
+
+    SRC may be remote (hf://ORG/NAME[@REV], s3://...: read by range), DST an object store
+    (s3://BUCKET/PREFIX).
     """
     from ..reshard import from_deepseek_mp, reshard_by_size, to_deepseek_mp
 

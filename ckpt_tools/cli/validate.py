@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
+from ..remote import remote_spec
+from ..remote_path import is_remote
 from ..validate import CODES, Finding, ValidationReport, validate as run_validate
-from .render import EXECUTOR, StderrProgress, echo_nodes, emit_json, human_bytes, safe_name
+from .render import (EXECUTOR, StderrProgress, echo_nodes, emit_json, human_bytes,
+                     remote_option, safe_name)
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
 @click.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path")
 @click.option("--config", "config_spec", metavar="C",
               help="Check against this preset, config.json or checkpoint instead of "
                    "PATH/config.json.")
 @click.option("--deep", is_flag=True,
               help="Also read every tensor once: NaN/Inf, FP8 NaN codes, scales > 0, all-zero.")
-@click.option("--checksums", type=click.Path(dir_okay=False, path_type=Path), metavar="MANIFEST",
+@click.option("--checksums", metavar="MANIFEST|hub",
               help="Check sizes and SHA-256 against a manifest (as written by download or "
-                   "--write-manifest).")
+                   "--write-manifest); 'hub' streams each file of an hf:// source once and "
+                   "compares it with the Hub's LFS SHA-256, storing nothing.")
 @click.option("--write-manifest", "manifest_out", is_flag=False, flag_value="", default=None,
               metavar="[FILE]",
               help="Record size and SHA-256 of every file in ckpt-manifest.json inside the "
@@ -34,13 +36,19 @@ SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
               help="Processes for --deep and hashing, one file each [default: every core "
                    "from 1 GiB up].")
 @EXECUTOR
-def validate(path: Path, config_spec: str | None, deep: bool, checksums: Path | None,
+@remote_option
+def validate(path: str, config_spec: str | None, deep: bool, checksums: str | None,
              manifest_out: str | None, strict: bool, show: int, as_json: bool,
-             workers: int | None, executor: str):
-    """Check a checkpoint (HF or DeepSeek model-parallel directory, or one .safetensors file)
-    before anyone loads it: headers, index vs shards, the config's tensor plan, FP8 scales;
-    with --deep every value; with --checksums every byte. Exit 0 when clean, 1 on errors
-    (or on warnings with --strict)."""
+             workers: int | None, executor: str, remote: bool):
+    """Check a checkpoint (HF or DeepSeek model-parallel directory, or one .safetensors file;
+    local, or remote: hf://ORG/NAME[@REV][/DIR], s3://..., reading headers only) before anyone
+    loads it: headers, index vs shards, the config's tensor plan, FP8 scales; with --deep
+    every value; with --checksums every byte. Exit 0 when clean, 1 on errors (or on
+    warnings with --strict)."""
+    path = remote_spec(path, remote)
+    if checksums == "hub" and not is_remote(path):
+        raise click.BadParameter("'hub' needs a remote source (hf://ORG/NAME or --remote)",
+                                 param_hint="--checksums")
     progress = StderrProgress() if deep or checksums or manifest_out is not None else None
     write = False if manifest_out is None else (manifest_out or True)
     report = run_validate(path, config=config_spec, deep=deep, checksums=checksums,

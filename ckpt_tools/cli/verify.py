@@ -10,8 +10,9 @@ import numpy as np
 
 from ..verify import (DEFAULT_ATOL, DEFAULT_RTOL, ForwardReport, forward_outputs,
                       load_reference_outputs, verify as run_verify)
+from ..remote import remote_spec
 from .plotting import plot_option, save_plot
-from .render import emit_json, table
+from .render import SOURCE, emit_json, remote_option, table
 
 TOKENS_HELP = "Comma-separated token ids, e.g. 0,15,3 (default: 16 fixed ids from the vocabulary)."
 
@@ -45,7 +46,8 @@ def _save(path: Path, result) -> None:
 
 
 @click.command("forward")
-@click.argument("ckpt", type=click.Path(exists=True, file_okay=False))
+@remote_option
+@click.argument("ckpt", type=SOURCE)
 @click.option("--tokens", callback=_parse_tokens, help=TOKENS_HELP)
 @click.option("--layers", type=click.IntRange(0), default=None,
               help="Stop after K decoder layers and write the hidden states [T, hidden].")
@@ -54,13 +56,14 @@ def _save(path: Path, result) -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Output file: .npy (the float32 array) or .npz (array and tokens).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def forward(ckpt, tokens, layers, mtp, out, as_json):
+def forward(remote, ckpt, tokens, layers, mtp, out, as_json):
     """Run the NumPy reference decoder on CKPT (HF BF16/FP8, DeepSeek mp files, or V4 with
-    Hub or HF names, FP8/FP4 or upcast) and write float32 logits [T, vocab], or hidden
-    states [T, hidden] with --layers (V4: its hc_mult streams side by side)."""
+    Hub or HF names, FP8/FP4 or upcast; local or remote) and write float32 logits
+    [T, vocab], or hidden states [T, hidden] with --layers (V4: its hc_mult streams side by
+    side)."""
     if mtp and layers is not None:
         raise click.UsageError("--mtp runs the whole model; it cannot be combined with --layers")
-    result = forward_outputs(ckpt, tokens, layers, mtp=mtp)
+    result = forward_outputs(remote_spec(ckpt, remote), tokens, layers, mtp=mtp)
     out = Path(out)
     _save(out, result)
     report = ForwardReport(path=str(out), output=result.output, shape=list(result.array.shape),
@@ -73,9 +76,10 @@ def forward(ckpt, tokens, layers, mtp, out, as_json):
 
 
 @click.command("verify")
-@click.argument("ckpt", type=click.Path(exists=True, file_okay=False))
-@click.option("--against", type=click.Path(exists=True, file_okay=False),
-              help="Reference checkpoint, run layer by layer next to CKPT.")
+@remote_option
+@click.argument("ckpt", type=SOURCE)
+@click.option("--against", type=SOURCE,
+              help="Reference checkpoint, run layer by layer next to CKPT (local or remote).")
 @click.option("--logits", "ref_path", type=click.Path(exists=True, dir_okay=False),
               help="Reference outputs (.npy from `ckpt forward`, or .npz with 'logits' and "
                    "'tokens').")
@@ -88,11 +92,12 @@ def forward(ckpt, tokens, layers, mtp, out, as_json):
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @plot_option
 @click.pass_context
-def verify(ctx, ckpt, against, ref_path, tokens, layers, atol, rtol, as_json, plot_path):
+def verify(ctx, remote, ckpt, against, ref_path, tokens, layers, atol, rtol, as_json, plot_path):
     """Check that CKPT computes what a reference computes: exit 0 within tolerance, 1 when
     not, naming the first layer and position that diverge."""
     if (against is None) == (ref_path is None):
         raise click.UsageError("give exactly one of --against OTHER or --logits REF.npy")
+    ckpt = remote_spec(ckpt, remote)
     if against is not None:
         report = run_verify(ckpt, against, tokens, layers=layers, atol=atol, rtol=rtol)
     else:

@@ -34,6 +34,7 @@ from ..dtypes import DTYPES
 from ..errors import ConfigError, FormatError, MissingTensorError, ShapeMismatchError
 from ..fp8 import dequantize
 from ..index import INDEX_FILE, SINGLE_FILE, read_index
+from ..remote_path import as_path
 from ..safe_paths import safe_member
 from ..safetensors_io import SafetensorsReader
 from ..sources import CONFIG_FILE
@@ -126,7 +127,7 @@ class V4Checkpoint:
     """Read-only V4 checkpoint (see the module docstring); the `V4Weights` source."""
 
     def __init__(self, path: str | Path):
-        self.dir = Path(path)
+        self.dir = as_path(path)  # local, or remote (RemotePath: read by range)
         if not self.dir.is_dir():
             raise FormatError(f"{self.dir}: no such directory")
         config_path = self.dir / CONFIG_FILE

@@ -1,0 +1,419 @@
+"""Remote sources: `hf://REPO[@REVISION][/SUBDIR]` and fsspec URLs (`s3://`, `gs://`, ...).
+
+`open_remote(url)` lists the source once and returns its root as a `RemotePath`:
+
+- `hf://`: the revision is resolved once to a commit (`HfApi.repo_info`), the folder is
+  listed at that commit through huggingface_hub's `HfFileSystem` (HF_ENDPOINT / HF_TOKEN
+  honoured, read at call time by `hub.hub_settings`), and every read is a ranged GET of
+  `/resolve/<commit>/<file>`, checked against the listing: the answer's `X-Repo-Commit` must
+  be that commit and its ETag (`X-Linked-Etag` for LFS files) the one listed. A Hub error
+  leaves as one line (`hub._hub_errors`).
+- anything else fsspec knows (`s3://` with the `s3` extra, `gs://` with `gcsfs`, `memory://`)
+  through `fsspec.core.url_to_fs`; reads are `cat_file` ranges, the listing's ETag is
+  re-checked when a file is opened.
+
+Nothing is written locally, except the optional header cache: with CKPT_HEADER_CACHE set to
+a directory, each safetensors header read remotely is kept there under a key made of the
+file's content identity (LFS SHA-256 / ETag) and size, so a second run reads no header.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import re
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .byte_source import RangeSource
+from .errors import CkptError, FormatError, HubError
+from .remote_path import REMOTE_URL, RemoteFileInfo, RemotePath
+from .safetensors_io import MAX_HEADER_BYTES
+
+HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
+HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)
+HEADER_THREADS = 16  # headers of many shards are fetched concurrently: latency, not bandwidth
+RANGE_ATTEMPTS = 4  # a range that fails in transit (connection, 429, 5xx) is asked again
+_HF_URL = re.compile(r"^hf://(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>refs/pr/\d+|[^/]+))?"
+                     r"(?P<sub>/.*)?$")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class HfLocation:
+    repo_id: str
+    revision: str
+    subdir: str
+
+
+def parse_hf_url(url: str) -> HfLocation:
+    """`hf://org/name[@revision][/sub/dir]` (a `refs/pr/N` revision keeps its slashes).
+
+    Raises:
+        HubError: not of that form.
+    """
+    m = _HF_URL.match(url.rstrip("/"))
+    if not m:
+        raise HubError(f"{url}: expected hf://ORG/NAME[@REVISION][/SUBDIR]")
+    return HfLocation(m["repo"], m["rev"] or "main", (m["sub"] or "").strip("/"))
+
+
+def remote_spec(spec: str, remote: bool) -> str:
+    """What the CLI passes on: with `remote` a bare `org/name[@rev]` that is no local path
+    means `hf://org/name[@rev]`; presets, local paths and URLs stay as they are."""
+    if remote and "/" in spec and not REMOTE_URL.match(spec) and not Path(spec).exists():
+        return "hf://" + spec
+    return spec
+
+
+# -- trees -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TreeRef:
+    """A listed remote source as a worker reopens it (`reopen`): no second listing, so
+    every job reads the commit and checks the ETags of the one listing. No secret: the
+    worker takes its token (HF_TOKEN, AWS_*) from its own environment."""
+
+    url: str  # a Hub revision named by its commit, or the fsspec URL
+    files: tuple[tuple[str, RemoteFileInfo], ...]
+    commit: str | None = None
+    endpoint: str | None = None  # the Hub endpoint this process listed
+
+
+@dataclass(eq=False)
+class _Tree:
+    url: str
+    files: dict[str, RemoteFileInfo]
+    commit: str | None = None
+    _headers: dict[str, bytes] = field(default_factory=dict)  # prefetched header bytes
+
+    def ref(self) -> TreeRef:
+        endpoint = self.settings.endpoint if isinstance(self, _HubTree) else None
+        return TreeRef(self.url, tuple(sorted(self.files.items())), self.commit, endpoint)
+
+    def header_bytes(self, rel: str) -> bytes:
+        """8 + N bytes: the length prefix and the JSON header of a safetensors file."""
+        cached = self._headers.pop(rel, None)
+        if cached is not None:
+            return cached
+        info = self.files[rel]
+        cache = _header_cache_path(info)
+        if cache is not None and cache.is_file():
+            return cache.read_bytes()
+        source = self.open(rel)
+        try:
+            raw = _fetch_header(source)
+        finally:
+            source.close()
+        if cache is not None:
+            _store(cache, raw)
+        return raw
+
+    def prefetch_headers(self, rels: list[str]) -> None:
+        """Fetch the headers of `rels` concurrently (kept until `header_bytes` takes them).
+        Errors are left for `header_bytes` to raise when the file is read in order."""
+        todo = [r for r in rels if r in self.files and r not in self._headers]
+        if len(todo) < 2:
+            return
+
+        def one(rel: str) -> None:
+            try:
+                self._headers[rel] = self.header_bytes(rel)
+            except (CkptError, OSError):
+                pass
+
+        with ThreadPoolExecutor(min(HEADER_THREADS, len(todo))) as pool:
+            list(pool.map(one, todo))
+
+
+def _fetch_header(source) -> bytes:
+    size = source.size
+    if size < 8:
+        return source.read_exact(0, size)  # too short: the parser says so
+    first = source.read_exact(0, min(size, HEADER_PROBE_BYTES))
+    n = int.from_bytes(first[:8], "little")
+    if n > MAX_HEADER_BYTES or 8 + n <= len(first):
+        return first[:8 + min(n, len(first) - 8)]
+    if 8 + n > size:
+        return first  # runs past the end: the parser reports it from the size
+    return first + source.read_exact(len(first), 8 + n - len(first))
+
+
+def _header_cache_path(info: RemoteFileInfo) -> Path | None:
+    root = os.environ.get(HEADER_CACHE_ENV)
+    key = info.sha256 or info.identity
+    if not root or not key:
+        return None
+    digest = hashlib.sha256(f"{key}:{info.size}".encode()).hexdigest()
+    return Path(root) / digest[:2] / f"{digest}.header"
+
+
+def _store(path: Path, raw: bytes) -> None:
+    """Written under a temporary name and renamed: a cache entry is whole or absent."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+        tmp.write_bytes(raw)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a cache that cannot be written only costs the next run a request
+
+
+# -- the Hub -----------------------------------------------------------------------------------
+class _HubTree(_Tree):
+    def __init__(self, url: str, loc: HfLocation, commit: str, files, settings):
+        super().__init__(url, files, commit)
+        self.loc, self.settings = loc, settings
+        from huggingface_hub.utils import build_hf_headers
+
+        self._auth = build_hf_headers(token=settings.token)
+
+    def open(self, rel: str) -> RangeSource:
+        from huggingface_hub import hf_hub_url
+
+        info = self.files[rel]
+        path_in_repo = f"{self.loc.subdir}/{rel}" if self.loc.subdir else rel
+        url = hf_hub_url(self.loc.repo_id, path_in_repo, revision=self.commit,
+                         endpoint=self.settings.endpoint)
+        label = f"{self.url.rstrip('/')}/{rel}"
+        return RangeSource(label, info.size, self._fetcher(url, path_in_repo, label, info.size),
+                           info.identity)
+
+    def _fetcher(self, url: str, path_in_repo: str, label: str, size: int):
+        from huggingface_hub.errors import HfHubHTTPError
+        from huggingface_hub.utils import get_session, hf_raise_for_status
+
+        from .hub import _TRANSPORT_ERRORS, _hub_errors
+
+        def get(start: int, stop: int) -> tuple[bytes, str | None]:
+            headers = {**self._auth, "Range": f"bytes={start}-{stop - 1}"}
+            with get_session().stream("GET", url, headers=headers) as r:  # body read last
+                if r.status_code >= 400:
+                    r.read()
+                    hf_raise_for_status(r)
+                first = r.history[0] if r.history else r  # after a CDN redirect: the Hub's
+                commit = first.headers.get("X-Repo-Commit")
+                if commit and commit != self.commit:
+                    raise FormatError(f"{label}: served from commit {commit[:12]}, expected "
+                                      f"{self.commit[:12]} (the repository changed under us)")
+                if r.status_code != 206 and (start, stop) != (0, size):
+                    raise HubError(f"{label}: the server ignored the byte range request (HTTP "
+                                   f"{r.status_code}); refusing to download the whole file")
+                etag = first.headers.get("X-Linked-Etag") or first.headers.get("ETag")
+                return r.read(), _unquote_etag(etag)
+
+        def fetch(start: int, stop: int) -> tuple[bytes, str | None]:
+            with _hub_errors(self.settings, self.loc.repo_id, self.commit, path_in_repo):
+                for attempt in range(RANGE_ATTEMPTS):
+                    try:
+                        return get(start, stop)
+                    except _TRANSPORT_ERRORS + (HfHubHTTPError,) as e:
+                        status = getattr(getattr(e, "response", None), "status_code", None)
+                        transient = status is None or status == 429 or status >= 500
+                        if not transient or attempt == RANGE_ATTEMPTS - 1:
+                            raise
+                        time.sleep(0.5 * 2 ** attempt)
+            raise AssertionError("unreachable")
+
+        return fetch
+
+
+def _unquote_etag(etag: str | None) -> str | None:
+    return etag.removeprefix("W/").strip('"') if etag else None
+
+
+def _open_hub(url: str) -> _HubTree:
+    from huggingface_hub import HfApi, HfFileSystem
+
+    from .hub import _hub_errors, hub_settings
+
+    loc = parse_hf_url(url)
+    settings = hub_settings()
+    api = HfApi(endpoint=settings.endpoint, token=settings.token)
+    with _hub_errors(settings, loc.repo_id, loc.revision):
+        commit = api.repo_info(loc.repo_id, revision=loc.revision).sha
+    if not commit or not _COMMIT.fullmatch(commit):
+        raise HubError(f"{loc.repo_id}@{loc.revision}: the Hub did not report a commit id")
+    fs = HfFileSystem(endpoint=settings.endpoint, token=settings.token, skip_instance_cache=True)
+    root = f"{loc.repo_id}@{commit}" + (f"/{loc.subdir}" if loc.subdir else "")
+    with _hub_errors(settings, loc.repo_id, commit, loc.subdir or None):
+        try:
+            entries = fs.find(root, detail=True, withdirs=False)
+        except FileNotFoundError:
+            raise HubError(f"{url}: no such folder at commit {commit[:12]}") from None
+    files = {}
+    prefix = root + "/"
+    for name, e in entries.items():
+        if e.get("type") != "file" or not name.startswith(prefix):
+            continue
+        lfs = e.get("lfs") or None
+        sha256 = (lfs.get("sha256") or lfs.get("oid")) if isinstance(lfs, dict) else None
+        files[name[len(prefix):]] = RemoteFileInfo(int(e["size"]), sha256 or e.get("blob_id"),
+                                                   sha256)
+    if not files and loc.subdir:
+        raise HubError(f"{url}: no such folder at commit {commit[:12]}")
+    # named by commit: every message, journal and worker process sees the one revision read
+    pinned = f"hf://{loc.repo_id}@{commit}" + (f"/{loc.subdir}" if loc.subdir else "")
+    return _HubTree(pinned, loc, commit, files, settings)
+
+
+# -- other object stores (fsspec) -----------------------------------------------------------------
+class _FsspecTree(_Tree):
+    def __init__(self, url: str, fs, root: str, files):
+        super().__init__(url, files)
+        self._fs, self._pid, self.root = fs, os.getpid(), root
+
+    @property
+    def fs(self):
+        """The file system, made again in a forked worker: async backends (s3fs) refuse to
+        be used across a fork. The listing, and so the ETags every read must match, stay."""
+        if self._pid != os.getpid():
+            import fsspec
+
+            self._fs = fsspec.core.url_to_fs(self.url, skip_instance_cache=True)[0]
+            self._pid = os.getpid()
+        return self._fs
+
+    def open(self, rel: str) -> RangeSource:
+        info = self.files[rel]
+        path, label = f"{self.root}/{rel}", f"{self.url.rstrip('/')}/{rel}"
+        self.fs.invalidate_cache(path)
+        try:
+            # unbuffered: RangeSource is the one buffer. s3fs sends each read with
+            # If-Match: <the ETag seen at open>, so a replaced object fails the read
+            f = self.fs.open(path, "rb", cache_type="none")
+        except FileNotFoundError:
+            raise FormatError(f"{label}: disappeared since it was listed") from None
+        now = _identity(getattr(f, "details", None) or self.fs.info(path))
+        if info.identity and now and now != info.identity:
+            f.close()
+            raise FormatError(f"{label}: changed since it was listed (ETag {now[:16]}, expected "
+                              f"{info.identity[:16]}); rerun to read one consistent version")
+        lock = threading.Lock()
+
+        def fetch(start: int, stop: int) -> tuple[bytes, str | None]:
+            with lock:
+                try:
+                    f.seek(start)
+                    return f.read(stop - start), None
+                except FileNotFoundError:
+                    raise FormatError(f"{label}: disappeared while being read") from None
+                except OSError as e:
+                    # s3fs: EBUSY "... and Etag ... no longer exists" (its If-Match failed)
+                    if e.errno == errno.EBUSY or "PreconditionFailed" in str(e):
+                        raise FormatError(f"{label}: changed while being read (ETag no longer "
+                                          f"{(now or '')[:16]}); rerun to read one consistent "
+                                          f"version") from None
+                    raise CkptError(f"{label}: read failed: {e}") from None
+
+        return RangeSource(label, info.size, fetch, info.identity, on_close=f.close)
+
+
+def _identity(info: dict) -> str | None:
+    for key in ("ETag", "etag", "md5Hash", "generation", "checksum"):
+        if info.get(key):
+            return str(info[key]).strip('"')
+    return None
+
+
+def _open_fsspec(url: str) -> _FsspecTree:
+    import fsspec
+
+    scheme = REMOTE_URL.match(url)["scheme"]
+    try:
+        fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True)  # env may change
+    except ImportError as e:
+        extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme)
+        hint = f"pip install 'ckpt-tools[{extra}]'" if extra else "install its fsspec backend"
+        raise CkptError(f"{url}: no fsspec backend for {scheme}:// ({e}); {hint}") from None
+    except ValueError as e:
+        raise CkptError(f"{url}: {e}") from None
+    root = root.rstrip("/")
+    try:
+        found = fs.find(root, detail=True)
+    except FileNotFoundError:
+        found = {}
+    except OSError as e:
+        raise CkptError(f"{url}: cannot list ({e})") from None
+    files = {}
+    for name, e in found.items():
+        name = name.rstrip("/")
+        if e.get("type", "file") == "file" and name.startswith(root + "/"):
+            files[name[len(root) + 1:]] = RemoteFileInfo(int(e["size"]), _identity(e))
+    if not files:
+        raise FormatError(f"{url}: no such directory (nothing listed under it)")
+    return _FsspecTree(url.rstrip("/"), fs, root, files)
+
+
+_OPENED: dict[tuple, RemotePath] = {}
+_OPEN_LOCK = threading.Lock()
+_REOPENED: dict[TreeRef, _Tree] = {}
+
+
+def reopen(ref: TreeRef) -> _Tree:
+    """The tree `ref` describes, without listing it (once per process and description:
+    a worker's many jobs on one source share its readers' client)."""
+    with _OPEN_LOCK:
+        tree = _REOPENED.get(ref)
+        if tree is None:
+            files = dict(ref.files)
+            if ref.commit is not None:  # the Hub: the URL names the commit
+                from .hub import hub_settings
+
+                settings = hub_settings()
+                if ref.endpoint and ref.endpoint != settings.endpoint:
+                    settings = type(settings)(ref.endpoint, settings.token, settings.cache_dir)
+                tree = _HubTree(ref.url, parse_hf_url(ref.url), ref.commit, files, settings)
+            else:
+                import fsspec
+
+                fs, root = fsspec.core.url_to_fs(ref.url, skip_instance_cache=True)
+                tree = _FsspecTree(ref.url, fs, root.rstrip("/"), files)
+            _REOPENED[ref] = tree
+        return tree
+
+
+def open_remote(url: str, *, fresh: bool = False) -> RemotePath:
+    """The root of the remote source `url`, listed once per process (so one command reads
+    one commit, however many times it names the source); `fresh` lists it again (e.g. a
+    destination just written)."""
+    # the same URL on another endpoint or with another token is another source
+    key = (url, os.environ.get("HF_ENDPOINT"), os.environ.get("HF_TOKEN"),
+           os.environ.get("AWS_ENDPOINT_URL"))
+    with _OPEN_LOCK:
+        root = None if fresh else _OPENED.get(key)
+        if root is None:
+            try:
+                tree = _open_hub(url) if url.startswith("hf://") else _open_fsspec(url)
+            except CkptError:
+                root = _as_file(url)  # hf://org/name/model.safetensors: one file
+                if root is None:
+                    raise
+            else:
+                root = _OPENED[(tree.url, *key[1:])] = RemotePath(tree)
+            _OPENED[key] = root
+        return root
+
+
+def _as_file(url: str) -> RemotePath | None:
+    """`url` as a file of its parent folder (listed instead), or None when it is not one."""
+    parent, _, name = url.rstrip("/").rpartition("/")
+    if not name or parent.endswith(("://", ":/")) or (url.startswith("hf://")
+                                                      and parent.count("/") < 3):
+        return None  # the root of a bucket or a repository is no file
+    try:
+        folder = _open_hub(parent) if url.startswith("hf://") else _open_fsspec(parent)
+    except CkptError:
+        return None
+    path = RemotePath(folder) / name
+    return path if path.is_file() else None
+
+
+def forget_remote() -> None:
+    """Drop the listings kept by `open_remote` (tests start each case afresh)."""
+    with _OPEN_LOCK:
+        _OPENED.clear()
+        _REOPENED.clear()

@@ -1,0 +1,173 @@
+"""An output directory on an object store (`s3://bucket/prefix`, ...), through fsspec.
+
+`RemoteOutputDir` keeps `output.OutputDir`'s contract for converters: a file appears under
+its final name only when complete, a rerun of the same job resumes, the index comes last.
+
+- Files are written into a local staging directory (an `OutputDir`: partial names, then a
+  rename), one finished file at a time; so local disk holds at most the files in flight.
+- `mark_done(name)` uploads the finished file with fsspec's `put_file` (S3: one PUT, or a
+  multipart upload completed only after its last part, so a killed upload leaves no object
+  under the name), records its size and ETag in a journal object `DST/.ckpt-journal.json`
+  and deletes the staged copy.
+- `__exit__` uploads what the converter wrote last (config, side files), then the index,
+  then deletes the journal. A rerun of the same job skips the files its journal lists whose
+  objects still have the recorded size and ETag; a different job (other source or options)
+  refuses a non-empty destination unless `overwrite`.
+
+Concurrent runs writing the same prefix are not locked out (object stores have no locks).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError
+from .index import INDEX_FILE
+from .output import JOURNAL_FILE, LOCK_FILE, OutputDir
+
+
+def _etag(info: dict) -> str | None:
+    for key in ("ETag", "etag", "md5Hash", "generation", "checksum"):
+        if info.get(key):
+            return str(info[key]).strip('"')
+    return None
+
+
+class RemoteOutputDir:
+    remote = True  # converters write whole files here (see convert._write_shards)
+
+    def __init__(self, dst: str, *, overwrite: bool = False, job: dict[str, Any] | None = None,
+                 staging: str | Path | None = None):
+        import fsspec
+
+        self.url = dst.rstrip("/")  # (used in this process only: workers write locally)
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(self.url, skip_instance_cache=True)
+        except ImportError as e:
+            raise OutputError(f"{dst}: no fsspec backend for this URL ({e}); "
+                              f"pip install 'ckpt-tools[s3]'") from None
+        self.root = self.root.rstrip("/")
+        self.overwrite, self.job = overwrite, job
+        self._staging_parent = staging
+        self._local: OutputDir | None = None
+        self._journal: dict[str, Any] = {"job": job, "done": {}}
+        self.resumed = False
+        self.path: Path | None = None  # the staging directory converters write into
+
+    # -- the journal object ------------------------------------------------------------------
+    def _key(self, name: str) -> str:
+        return f"{self.root}/{name}"
+
+    def _listing(self) -> list[str]:
+        try:
+            return [p.rstrip("/").rsplit("/", 1)[-1]
+                    for p in self.fs.find(self.root, maxdepth=1, withdirs=False)]
+        except FileNotFoundError:
+            return []
+
+    def _write_journal(self) -> None:
+        with self.fs.open(self._key(JOURNAL_FILE), "w") as f:  # one PUT: whole or absent
+            json.dump(self._journal, f)
+
+    def __enter__(self) -> RemoteOutputDir:
+        self.fs.invalidate_cache()
+        existing = self._listing()
+        journal = None
+        if JOURNAL_FILE in existing:
+            try:
+                journal = json.loads(self.fs.cat_file(self._key(JOURNAL_FILE)))
+            except (OSError, ValueError):
+                journal = None
+        if self.overwrite:
+            for name in existing:
+                self.fs.rm_file(self._key(name))
+        elif journal is not None and self.job is not None and journal.get("job") == self.job:
+            self._journal, self.resumed = journal, True
+        elif existing:
+            hint = " (it holds an unfinished run of another job)" if journal else ""
+            raise OutputError(f"{self.url}: destination is not empty{hint}; pass --overwrite "
+                              f"to replace its contents")
+        self._write_journal()
+        self.path = Path(tempfile.mkdtemp(prefix="ckpt-staging-", dir=self._staging_parent))
+        self._local = OutputDir(self.path, overwrite=True).__enter__()
+        return self
+
+    # -- OutputDir's resume interface ----------------------------------------------------------
+    def is_done(self, name: str) -> bool:
+        rec = self._journal["done"].get(name)
+        if rec is None:
+            return False
+        try:
+            info = self.fs.info(self._key(name))
+        except FileNotFoundError:
+            return False
+        return [info.get("size"), _etag(info)] == rec
+
+    def done_info(self, name: str) -> Any:
+        return self._journal.get("info", {}).get(name) if self.is_done(name) else None
+
+    def mark_done(self, name: str, info: Any = None) -> None:
+        """Upload the finished staged file `name`, then record it (then it is done)."""
+        local = self.path / name
+        self.fs.put_file(str(local), self._key(name))
+        remote = self.fs.info(self._key(name))
+        if remote.get("size") != local.stat().st_size:
+            raise OutputError(f"{self.url}/{name}: uploaded {remote.get('size')} bytes, the "
+                              f"file has {local.stat().st_size}")
+        self._journal["done"][name] = [remote.get("size"), _etag(remote)]
+        if info is not None:
+            self._journal.setdefault("info", {})[name] = info
+        self._write_journal()
+        local.unlink()
+
+    @property
+    def destination(self) -> str:
+        return self.url
+
+    def written_root(self):
+        """The destination as written so far, to read back (a fresh listing)."""
+        from .remote import open_remote
+
+        return open_remote(self.url, fresh=True)
+
+    # -- finish -------------------------------------------------------------------------------
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                staged = sorted(p.name for p in self.path.iterdir()
+                                if p.is_file() and p.name not in (LOCK_FILE, JOURNAL_FILE))
+                for name in [n for n in staged if n != INDEX_FILE] + (
+                        [INDEX_FILE] if INDEX_FILE in staged else []):  # the index last
+                    self.fs.put_file(str(self.path / name), self._key(name))
+                self.fs.rm_file(self._key(JOURNAL_FILE))
+        finally:
+            self._local.__exit__(exc_type, exc, tb)
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def open_output(dst: str | Path, *, sources=(), overwrite: bool = False,
+                job: dict[str, Any] | None = None):
+    """An `OutputDir` for a local path, a `RemoteOutputDir` for a URL (s3://, gs://, ...)."""
+    from .remote_path import is_remote
+
+    if isinstance(dst, str) and is_remote(dst):
+        if dst.startswith("hf://"):
+            raise OutputError(f"{dst}: writing to the Hub is not supported; write locally "
+                              f"and upload with `hf upload`")
+        return RemoteOutputDir(dst, overwrite=overwrite, job=job)
+    return OutputDir(dst, sources=sources, overwrite=overwrite, job=job)
+
+
+def check_executor(dst: str | Path, executor: str) -> None:
+    """Refuse, before anything is written, an object-store destination with the Ray
+    executor: files are staged on this machine's disk, which other nodes do not see."""
+    from .remote_path import is_remote
+
+    if executor == "ray" and isinstance(dst, str) and is_remote(dst):
+        raise OutputError(f"{dst}: an object-store destination is staged on this machine's "
+                          f"disk, which Ray's other nodes cannot see; use --executor local, or "
+                          f"write to shared storage and upload it")

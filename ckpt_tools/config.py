@@ -226,6 +226,10 @@ DeepseekConfig = Annotated[
 _ADAPTER: TypeAdapter = TypeAdapter(DeepseekConfig)
 
 
+# Every config ckpt_tools understands; annotate with this, test with isinstance(x, Config).
+Config = DeepseekV2Config | DeepseekV3Config
+
+
 def yarn_mscale(factor: float, mscale: float) -> float:
     return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
@@ -268,7 +272,7 @@ def _one_line(err: ValidationError, source: str) -> str:
     return f"{source}: field '{loc}': {msg}{found_s}{more}"
 
 
-def parse_config(raw: Any, *, source: str = "config") -> DeepseekV2Config | DeepseekV3Config:
+def parse_config(raw: Any, *, source: str = "config") -> Config:
     """Validate a config.json mapping.
 
     Raises:
@@ -291,7 +295,7 @@ def parse_config(raw: Any, *, source: str = "config") -> DeepseekV2Config | Deep
         raise ConfigError(_one_line(e, source)) from e
 
 
-def read_config_file(path: str | Path) -> DeepseekV2Config | DeepseekV3Config:
+def read_config_file(path: str | Path) -> Config:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -1,9 +1,11 @@
-"""`model.safetensors.index.json`: which shard holds each tensor, and the total byte size."""
+"""File names of both layouts, and `model.safetensors.index.json` (which shard holds each
+tensor, and the total byte size). NumPy-free: header-only commands import it."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,8 +14,30 @@ from .errors import FormatError
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 SHARD_NAME = "model-{i:05d}-of-{n:05d}.safetensors"
+SHARD_NAME_RE = re.compile(r"model-(\d+)-of-(\d+)\.safetensors")
 # DeepSeek's model-parallel files, model{i}-mp{N}.safetensors (one per rank)
+MP_FILE = "model{rank}-mp{n}.safetensors"
+MP_FILE_RE = re.compile(r"model(\d+)-mp(\d+)\.safetensors")
 MP_FILE_GLOB = "model*-mp*.safetensors"
+# DeepSeek's demo model names an FP8 weight's scale "<module>.scale" (its Linear.scale)
+MP_SCALE_SUFFIX = ".scale"
+
+
+def mp_file_name(rank: int, model_parallel: int) -> str:
+    return MP_FILE.format(rank=rank, n=model_parallel)
+
+
+def mp_layout_of(rank_tensor_names) -> str:
+    """"fp8" when a rank file holds scales (DeepSeek converts FP8 with its scales), else "bf16"."""
+    return "fp8" if any(n.endswith(MP_SCALE_SUFFIX) for n in rank_tensor_names) else "bf16"
+
+
+def is_model_parallel(root: Path) -> bool:
+    """A directory in DeepSeek's model-parallel layout: rank files and no HF index or
+    model.safetensors (an HF checkpoint with stray rank files is still HF)."""
+    return (root.is_dir() and not (root / INDEX_FILE).exists()
+            and not (root / SINGLE_FILE).exists()
+            and any(MP_FILE_RE.fullmatch(p.name) for p in root.glob(MP_FILE_GLOB)))
 
 
 def shard_file_name(i: int, n: int) -> str:

@@ -19,7 +19,6 @@ for `ckpt reshard --to hf`.
 
 from __future__ import annotations
 
-import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -27,10 +26,11 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from .config import read_config_file
-from .errors import (ConfigError, FormatError, MissingTensorError, ShapeMismatchError,
+from .errors import (ConfigError, FormatError, MissingTensorError,
                      UnexpectedTensorError)
 from .fp8 import dequantize
-from .index import MP_FILE_GLOB
+from .index import (MP_FILE, MP_FILE_GLOB, MP_FILE_RE, MP_SCALE_SUFFIX,  # noqa: F401
+                    mp_file_name, mp_layout_of)
 from .safetensors_io import SafetensorsReader
 from .sources import CONFIG_FILE
 from .tensor_plan import EXPERT_PREFIX, LAYER_PREFIX, SCALE_SUFFIX, Group, TensorPlan, TensorSpec
@@ -39,8 +39,6 @@ COLUMN, ROW = 0, 1  # the dim a column-/row-parallel weight ([out, in]) is split
 EXPERT = "expert"  # routed experts go whole to one rank
 Rule = int | Literal["expert"] | None  # None: replicated on every rank
 
-MP_FILE = "model{rank}-mp{n}.safetensors"
-MP_FILE_RE = re.compile(r"model(\d+)-mp(\d+)\.safetensors")
 MP_LAYER_PREFIX = "layers.{L}."
 MP_EXPERT_PREFIX = "ffn.experts.{E}."
 
@@ -80,7 +78,7 @@ LAYER_MODULES: dict[str, tuple[str, Rule]] = {
     "shared_head.head": ("shared_head.head", COLUMN),
 }
 # weight_scale_inv travels with its weight and is named `scale` (DeepSeek's Linear.scale).
-PARAMS = {"weight": "weight", "weight" + SCALE_SUFFIX: "scale"}
+PARAMS = {"weight": "weight", "weight" + SCALE_SUFFIX: MP_SCALE_SUFFIX[1:]}
 ROUTER_BIAS = ("mlp.gate.e_score_correction_bias", "ffn.gate.bias")  # Gate.bias, fp32
 
 
@@ -97,10 +95,6 @@ def _family_table() -> dict[str, tuple[str, Rule]]:
 
 
 MP_FAMILIES = _family_table()
-
-
-def mp_file_name(rank: int, model_parallel: int) -> str:
-    return MP_FILE.format(rank=rank, n=model_parallel)
 
 
 class MpPiece(NamedTuple):
@@ -217,6 +211,16 @@ class MpLayout:
         return mp_file_name(rank, self.model_parallel)
 
 
+def rank_plan(config, rank_tensor_names) -> TensorPlan:
+    """The HF tensor plan a set of rank files holds: the layout their names show, and the MTP
+    layer only when rank 0 holds it (DeepSeek's convert.py drops it)."""
+    layout = mp_layout_of(rank_tensor_names)
+    full = TensorPlan(config, layout)
+    if any(MpLayout.mp_name(s) in rank_tensor_names for s in full.specs if s.mtp):
+        return full
+    return TensorPlan(config, layout, include_mtp=False)
+
+
 def find_mp_files(path: str | Path) -> dict[int, Path]:
     """rank -> file of a model-parallel directory; N is read from the names.
 
@@ -250,10 +254,12 @@ class MpCheckpoint:
     `name in ckpt`, `.shape_of(name)`, `.read(name)` (stored dtype, reassembled from the
     rank pieces), `.read_rows(name, start, stop)`, `.read_float32(name)` (FP8 dequantised
     with its reassembled scale) and `.read_float32_rows(name, start, stop)` (bounded
-    memory). The rank files' headers are checked against the layout on opening.
+    memory). It checks nothing: `inventory.open_checkpoint` opens it after the
+    inventory has judged the rank files.
     """
 
-    def __init__(self, path: str | Path, config: str | Path | None = None):
+    def __init__(self, path: str | Path, config: str | Path | None = None, *,
+                 plan: TensorPlan | None = None):
         self.dir = Path(path)
         if not self.dir.is_dir():
             raise FormatError(f"{self.dir}: no such directory")
@@ -261,37 +267,14 @@ class MpCheckpoint:
         self.model_parallel = len(self.files)
         self.config_path = Path(config) if config is not None else self.dir / CONFIG_FILE
         if not self.config_path.is_file():
-            raise ConfigError(f"{self.dir}: no {CONFIG_FILE}; pass the HF config of the model "
+            raise ConfigError(f"{self.dir}: no {CONFIG_FILE}; give the HF config of the model "
                               f"(DeepSeek's convert.py does not write one)")
         self.config = read_config_file(self.config_path)
         self._readers = {r: SafetensorsReader(p) for r, p in self.files.items()}
-        names0 = self._readers[0].header.entries
-        self.layout = "fp8" if any(n.endswith(".scale") for n in names0) else "bf16"
-        full = TensorPlan(self.config, self.layout)
-        mtp_names = {MpLayout.mp_name(s) for s in full.specs if s.mtp}
-        self.has_mtp = bool(mtp_names) and any(n in names0 for n in mtp_names)
-        self.plan = full if self.has_mtp else TensorPlan(self.config, self.layout,
-                                                         include_mtp=False)
+        self.plan = plan or rank_plan(self.config, self._readers[0].header.entries)
+        self.layout = self.plan.layout
+        self.has_mtp = any(s.mtp for s in self.plan.groups)
         self.mp = MpLayout(self.plan, self.model_parallel, keep_mtp=True)
-        self._check_headers()
-
-    def _check_headers(self) -> None:
-        for rank, pieces in enumerate(self.mp.ranks):
-            path, entries = self.files[rank], self._readers[rank].header.entries
-            expected = {p.name: p for p in pieces}
-            for p in pieces:
-                e = entries.get(p.name)
-                if e is None:
-                    raise MissingTensorError(f"{path}: tensor '{p.name}' (from '{p.hf_name}') "
-                                             f"is missing")
-                if (e.dtype, e.shape) != (p.dtype, p.shape):
-                    raise ShapeMismatchError(f"{path}: tensor '{p.name}': expected {p.dtype} "
-                                             f"{list(p.shape)}, found {e.dtype} {list(e.shape)}")
-            extra = [n for n in entries if n not in expected]
-            if extra:
-                more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-                raise UnexpectedTensorError(f"{path}: tensor '{extra[0]}' is not in the "
-                                            f"{self.model_parallel}-rank layout{more}")
 
     def __enter__(self) -> MpCheckpoint:
         return self

@@ -64,7 +64,7 @@ class Inspection:
 
     def require(self, command: Command) -> Inspection:
         """Self, or raise the `CkptError` of the first finding `command` refuses."""
-        error = refusal(command, self.findings, str(self.path))
+        error = refusal(command, self.findings, str(self.root))
         if error is not None:
             raise error
         return self

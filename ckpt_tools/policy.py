@@ -40,7 +40,6 @@ ERROR_TYPES: dict[str, type[CkptError]] = {
     "scale-missing": MissingTensorError,
     "mtp-missing": MissingTensorError,
     "tensor-not-in-shard": MissingTensorError,
-    "shard-missing": MissingTensorError,
     "tensor-unexpected": UnexpectedTensorError,
     "mtp-unexpected": UnexpectedTensorError,
     "scale-orphan": UnexpectedTensorError,
@@ -62,15 +61,16 @@ def refuses(command: Command, finding: Finding) -> bool:
     return finding.severity == "error" and finding.code not in TOLERATED[command]
 
 
-def refusal(command: Command, findings: list[Finding], where: str) -> CkptError | None:
+def refusal(command: Command, findings: list[Finding], root: str) -> CkptError | None:
     """The error `command` raises for these findings (the first refused one, counting the
-    rest), or None when it may go ahead. `where` prefixes messages that name no file."""
+    rest), or None when it may go ahead. Findings name files relative to the checkpoint
+    directory `root`; the error names them from it."""
     refused = [f for f in findings if refuses(command, f)]
     if not refused:
         return None
     first = refused[0]
-    message = first.message if first.file and first.message.startswith(first.file) \
-        else f"{where}: {first.message}"
+    message = f"{root}/{first.message}" if first.file and first.message.startswith(first.file) \
+        else f"{root}: {first.message}"
     more = (f" (and {len(refused) - 1} more error(s); `ckpt validate` lists them)"
             if len(refused) > 1 else "")
     error = ERROR_TYPES.get(first.code, FormatError)(f"{message} [{first.code}]{more}")

@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .checkpoint import Checkpoint
 from .errors import ConfigError, FormatError, ShapeMismatchError
-from .index import MP_FILE_GLOB
+from .inventory import open_checkpoint
 from .reference import Model, TensorSource
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
@@ -42,14 +42,12 @@ _IGNORED_FIELDS = {"quantization_config", "torch_dtype", "dtype", "transformers_
 
 
 def open_tensor_source(path: str | Path) -> TensorSource:
-    """A reader for a checkpoint directory: HF layout (`Checkpoint`), or DeepSeek's
-    `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF config.json)."""
-    path = Path(path)
-    if path.is_dir() and any(path.glob(MP_FILE_GLOB)):
-        from .mp_layout import MpCheckpoint  # only mp directories pay for the layout tables
-
-        return MpCheckpoint(path)
-    return Checkpoint(path)
+    """A reader for a checkpoint directory, HF layout (`Checkpoint`) or DeepSeek's
+    `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF config.json),
+    once the inventory has found nothing that makes the forward pass wrong."""
+    if not Path(path).is_dir():
+        raise FormatError(f"{path}: not a checkpoint directory")
+    return open_checkpoint(path, command="read")
 
 
 def _source(source: str | Path | TensorSource) -> TensorSource:

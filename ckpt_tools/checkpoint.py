@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
+from .config import Config, read_config_file
 from .dtypes import FP8_DTYPES
 from .errors import ConfigError, FormatError, MissingTensorError
 from .fp8 import dequantize
@@ -20,7 +20,7 @@ from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .sources import CONFIG_FILE
-from .tensor_plan import SCALE_SUFFIX, TensorPlan
+from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
 
 
 class Checkpoint:
@@ -57,7 +57,7 @@ class Checkpoint:
         return json.loads(self.config_path.read_text(encoding="utf-8"))
 
     @cached_property
-    def config(self) -> DeepseekV2Config | DeepseekV3Config:
+    def config(self) -> Config:
         if not self.config_path.is_file():
             raise ConfigError(f"{self.dir}: directory has no {CONFIG_FILE}")
         return read_config_file(self.config_path)
@@ -133,7 +133,7 @@ class Checkpoint:
         if scale_name not in self:
             raise MissingTensorError(f"{self.dir}: FP8 tensor '{name}' has no '{scale_name}'")
         qc = self.config.quantization_config
-        return scale_name, tuple(qc.weight_block_size) if qc else (128, 128)
+        return scale_name, tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK
 
     def read_float32(self, name: str) -> np.ndarray:
         """The tensor's value in float32; an FP8 weight is dequantised with its scale."""

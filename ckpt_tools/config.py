@@ -57,6 +57,9 @@ class RopeScaling(BaseModel):
     )
 
 
+FP8_BLOCK = (128, 128)  # DeepSeek's weight_block_size: rows x columns per scale
+
+
 class Fp8QuantizationConfig(BaseModel):
     """DeepSeek's block FP8 format: e4m3 weights with one F32 scale per 128x128 block."""
 
@@ -66,7 +69,7 @@ class Fp8QuantizationConfig(BaseModel):
     fmt: Literal["e4m3"] = Field("e4m3", description="float8_e4m3fn: max 448, no inf")
     activation_scheme: Literal["dynamic", "static"] = "dynamic"
     weight_block_size: tuple[int, int] = Field(
-        (128, 128), description="Rows x columns covered by one weight_scale_inv entry"
+        FP8_BLOCK, description="Rows x columns covered by one weight_scale_inv entry"
     )
     scale_fmt: Literal["ue8m0", "float"] | None = Field(
         None, description="'ue8m0' (V3.1+): scales are powers of two"

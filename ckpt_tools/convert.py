@@ -20,20 +20,21 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from . import __version__, fp8
 from .checkpoint import Checkpoint
 from .dtypes import DTYPES, FP8_DTYPES, itemsize
 from .errors import FormatError, UnexpectedTensorError
-from .inventory import Inspection, require
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
+from .inventory import Inspection, require
 from .output import OutputDir, source_fingerprint
 from .parallel import run_jobs, workers_for
 from .progress import Progress
+from .results import Result
 from .safetensors_io import SafetensorsReader, SafetensorsWriter, TensorEntry
 from .side_files import copy_side_files
 from .sources import CONFIG_FILE
@@ -95,10 +96,9 @@ class ConversionPlan(NamedTuple):
 
 
 # -- reports ------------------------------------------------------------------------------
-class RoundTripError(BaseModel):
+class RoundTripError(Result):
     """How far FP8 -> float32 lands from the source values of one quantised tensor."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     max_abs_error: float = Field(
         description="max |upcast_f32(quantised) - source| over finite values")
@@ -107,8 +107,7 @@ class RoundTripError(BaseModel):
                                           "left out of both statistics")
 
 
-class _WrittenCheckpoint(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _WrittenCheckpoint(Result):
     source: str
     destination: str
     files: list[str] = Field(description="Output shard files, in order")

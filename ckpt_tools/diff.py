@@ -14,17 +14,17 @@ milliseconds. NumPy is imported only for checkpoint directories.
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .arch_figures import DEFAULT_CONTEXT, ArchFigures, RoutingSemantics, arch_figures
 from .errors import ConfigError
 from .index import SINGLE_FILE
 from .progress import Progress
+from .results import Result
 from .sources import ConfigSource, resolve_config
 from .tensor_diff import HeaderDiff, ValueDiff, header_diff, value_diff
-from .tensor_plan import TensorPlan
+from .tensor_plan import Layout, TensorPlan
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 Concern = Literal["model", "attention", "moe", "rope", "vocabulary", "quantization", "other"]
 CONCERN_TITLES: dict[str, str] = {
@@ -114,8 +114,7 @@ _MEANINGS: dict[str, str] = {
 }
 
 
-class FieldChange(BaseModel):
-    model_config = _FROZEN
+class FieldChange(Result):
     field: str = Field(description="config.json key; nested keys dotted (rope_scaling.factor)")
     concern: Concern
     status: Literal["changed", "added", "removed"]
@@ -125,18 +124,16 @@ class FieldChange(BaseModel):
     meaning: str | None = None
 
 
-class Side(BaseModel):
-    model_config = _FROZEN
+class Side(Result):
     spec: str
     kind: Literal["preset", "config", "checkpoint"]
     label: str
     title: str | None
     model_type: str
-    layout: Literal["bf16", "fp8"]
+    layout: Layout
 
 
-class QuantityRow(BaseModel):
-    model_config = _FROZEN
+class QuantityRow(Result):
     key: str
     section: Literal["structure", "parameters", "components", "weights", "kv_cache",
                      "attention", "compute", "experts"]
@@ -148,8 +145,7 @@ class QuantityRow(BaseModel):
     headline: bool = False
 
 
-class FamilySide(BaseModel):
-    model_config = _FROZEN
+class FamilySide(Result):
     shape: list[int]
     dtype: str
     scale_shape: list[int] | None = Field(description="weight_scale_inv shape of an FP8 family")
@@ -158,8 +154,7 @@ class FamilySide(BaseModel):
     experts: int | None = Field(description="Routed experts per layer for an expert family")
 
 
-class FamilyChange(BaseModel):
-    model_config = _FROZEN
+class FamilyChange(Result):
     family: str
     status: Literal["added", "removed", "changed"]
     changes: list[Literal["shape", "dtype", "count"]]
@@ -167,8 +162,7 @@ class FamilyChange(BaseModel):
     b: FamilySide | None
 
 
-class PlanDiff(BaseModel):
-    model_config = _FROZEN
+class PlanDiff(Result):
     layout_a: str
     layout_b: str
     tensors_a: int
@@ -186,10 +180,9 @@ Verdict = Literal["identical_config", "same_architecture", "same_tensor_shapes",
                   "different_architecture"]
 
 
-class DiffReport(BaseModel):
+class DiffReport(Result):
     """What `ckpt diff A B` reports; `--json` prints exactly this."""
 
-    model_config = _FROZEN
     a: Side
     b: Side
     verdict: Verdict = Field(description="same_architecture: only training-only, metadata or "

@@ -29,7 +29,7 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from . import hub
 from .checkpoint import Checkpoint
@@ -40,6 +40,7 @@ from .manifest import (MANIFEST_FILE, Manifest, ManifestEntry, read_manifest, sh
                        write_manifest)
 from .policy import refuses
 from .progress import Progress, or_null
+from .results import Result
 from .sources import CONFIG_FILE
 from .tensor_plan import TensorPlan, TensorSpec
 
@@ -56,8 +57,7 @@ TOKENIZER_FILES = {"special_tokens_map.json", "added_tokens.json", "vocab.json",
 DEFAULT_WORKERS = 8  # as huggingface_hub's snapshot_download: downloads wait on the network
 
 
-class PlannedFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class PlannedFile(Result):
     path: str = Field(description="Path in the repository, '/'-separated")
     kind: FileKind
     size: int = Field(ge=0)
@@ -66,10 +66,9 @@ class PlannedFile(BaseModel):
     present: bool = Field(description="Already at the destination with this size")
 
 
-class DownloadPlan(BaseModel):
+class DownloadPlan(Result):
     """What a download will fetch, before it fetches it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     repo_id: str
     revision: str = Field(description="As asked: branch, tag or commit")
     commit: str = Field(description="The commit the revision resolved to; every file comes from it")
@@ -87,8 +86,7 @@ class DownloadPlan(BaseModel):
     fits: bool
 
 
-class FileResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class FileResult(Result):
     path: str
     size: int
     check: Literal["lfs-sha256", "git-blob", "size"] = Field(
@@ -100,8 +98,7 @@ class FileResult(BaseModel):
     moved_to: str | None = Field(None, description="Where a corrupt file was moved ('' = deleted)")
 
 
-class TensorCheck(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TensorCheck(Result):
     method: Literal["header", "validate"]
     shards: int
     tensors: int = Field(description="Tensors in the fetched shards, each checked against the plan")
@@ -111,8 +108,7 @@ class TensorCheck(BaseModel):
     problems: list[str]
 
 
-class DownloadReport(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class DownloadReport(Result):
     plan: DownloadPlan
     local_dir: str
     files: list[FileResult]

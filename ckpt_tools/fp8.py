@@ -15,13 +15,13 @@ import ml_dtypes
 import numpy as np
 
 from .errors import ShapeMismatchError
-from .tensor_plan import scale_shape
+from .tensor_plan import DEFAULT_BLOCK, scale_shape
 
 FP8_E4M3 = np.dtype(ml_dtypes.float8_e4m3fn)
 FP8_E5M2 = np.dtype(ml_dtypes.float8_e5m2)
 BF16 = np.dtype(ml_dtypes.bfloat16)
 E4M3_MAX = 448.0
-BLOCK = (128, 128)
+BLOCK = DEFAULT_BLOCK
 # config.json's `quantization_config` of V3's release (V3.1 adds "scale_fmt": "ue8m0").
 FP8_QUANTIZATION_CONFIG = {
     "activation_scheme": "dynamic",

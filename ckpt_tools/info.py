@@ -5,20 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
 
+from .results import Result
 from .sources import resolve_config
 from .tensor_plan import TensorPlan
 
 
-class Provenance(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Provenance(Result):
     kind: Literal["verbatim", "reconstructed", "file"]
     source: str
 
 
-class ArchitectureSummary(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ArchitectureSummary(Result):
     model_type: str
     hidden_size: int
     num_hidden_layers: int
@@ -40,8 +38,7 @@ class ArchitectureSummary(BaseModel):
     quantization: str | None
 
 
-class ParameterSummary(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ParameterSummary(Result):
     main: int
     activated: int
     activated_with_embedding: int
@@ -52,18 +49,16 @@ class ParameterSummary(BaseModel):
     by_component: dict[str, int]
 
 
-class TensorSummary(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TensorSummary(Result):
     layout: str
     tensors: int
     total_bytes: int
     bytes_by_dtype: dict[str, int]
 
 
-class ModelInfo(BaseModel):
+class ModelInfo(Result):
     """Everything `ckpt info` reports; `--json` prints exactly this."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     source: str
     source_kind: Literal["preset", "config", "checkpoint"]
     title: str | None

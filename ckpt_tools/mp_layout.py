@@ -3,8 +3,9 @@
 DeepSeek's `inference/convert.py` renames every HF tensor to its demo model's name,
 splits column-parallel weights on dim 0 and row-parallel weights on dim 1 across N ranks,
 sends each routed expert whole to rank e // (E / N) and copies everything else to every
-rank (`ARCHITECTURE.md` section 3.2). Here that is one table keyed by the exact HF module
-path of each tensor-plan family (no substring replace), so a family the table does not
+rank (docs/architecture.md, "Model-parallel layout"). Here that is one table keyed by the
+exact HF name of each tensor-plan family, derived from the module table (`ckpt_tools.modules`;
+no substring replace), so a family the table does not
 know is an error instead of a silent rename. Scales travel with their weights: an FP8
 weight is split only where every rank's piece starts on a block boundary, so each rank's
 `scale` is exactly the `ceil(out/128) x ceil(in/128)` grid DeepSeek's `Linear` allocates.
@@ -21,76 +22,31 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from .config import read_config_file
-from .errors import (ConfigError, FormatError, MissingTensorError,
-                     UnexpectedTensorError)
+from .errors import ConfigError, FormatError, MissingTensorError, UnexpectedTensorError
 from .fp8 import dequantize
 from .index import (MP_FILE, MP_FILE_GLOB, MP_FILE_RE, MP_SCALE_SUFFIX,  # noqa: F401
                     mp_file_name, mp_layout_of)
+from .modules import COLUMN, EXPERT, MODULES, ROW, Rule  # noqa: F401  (COLUMN, ROW: API)
 from .safetensors_io import SafetensorsReader
 from .sources import CONFIG_FILE
-from .tensor_plan import EXPERT_PREFIX, LAYER_PREFIX, SCALE_SUFFIX, Group, TensorPlan, TensorSpec
-
-COLUMN, ROW = 0, 1  # the dim a column-/row-parallel weight ([out, in]) is split on
-EXPERT = "expert"  # routed experts go whole to one rank
-Rule = int | Literal["expert"] | None  # None: replicated on every rank
-
-MP_LAYER_PREFIX = "layers.{L}."
-MP_EXPERT_PREFIX = "ffn.experts.{E}."
-
-# HF module -> (demo module, rule). convert.py's `mapping`, expanded to whole module paths.
-GLOBAL_MODULES: dict[str, tuple[str, Rule]] = {
-    "model.embed_tokens": ("embed", COLUMN),  # ParallelEmbedding: vocab rows
-    "model.norm": ("norm", None),
-    "lm_head": ("head", COLUMN),  # ColumnParallelLinear(dim, vocab)
-}
-LAYER_MODULES: dict[str, tuple[str, Rule]] = {
-    "input_layernorm": ("attn_norm", None),
-    "self_attn.q_proj": ("attn.wq", COLUMN),
-    "self_attn.q_a_proj": ("attn.wq_a", None),
-    "self_attn.q_a_layernorm": ("attn.q_norm", None),
-    "self_attn.q_b_proj": ("attn.wq_b", COLUMN),
-    "self_attn.kv_a_proj_with_mqa": ("attn.wkv_a", None),
-    "self_attn.kv_a_layernorm": ("attn.kv_norm", None),
-    "self_attn.kv_b_proj": ("attn.wkv_b", COLUMN),
-    "self_attn.o_proj": ("attn.wo", ROW),
-    "post_attention_layernorm": ("ffn_norm", None),
-    "mlp.gate_proj": ("ffn.w1", COLUMN),
-    "mlp.down_proj": ("ffn.w2", ROW),
-    "mlp.up_proj": ("ffn.w3", COLUMN),
-    "mlp.gate": ("ffn.gate", None),
-    EXPERT_PREFIX + "gate_proj": (MP_EXPERT_PREFIX + "w1", EXPERT),
-    EXPERT_PREFIX + "down_proj": (MP_EXPERT_PREFIX + "w2", EXPERT),
-    EXPERT_PREFIX + "up_proj": (MP_EXPERT_PREFIX + "w3", EXPERT),
-    "mlp.shared_experts.gate_proj": ("ffn.shared_experts.w1", COLUMN),
-    "mlp.shared_experts.down_proj": ("ffn.shared_experts.w2", ROW),
-    "mlp.shared_experts.up_proj": ("ffn.shared_experts.w3", COLUMN),
-    # The MTP module's own tensors (kept only with keep_mtp; the demo model has none).
-    "embed_tokens": ("embed", COLUMN),
-    "enorm": ("enorm", None),
-    "hnorm": ("hnorm", None),
-    "eh_proj": ("eh_proj", None),
-    "shared_head.norm": ("shared_head.norm", None),
-    "shared_head.head": ("shared_head.head", COLUMN),
-}
-# weight_scale_inv travels with its weight and is named `scale` (DeepSeek's Linear.scale).
-PARAMS = {"weight": "weight", "weight" + SCALE_SUFFIX: MP_SCALE_SUFFIX[1:]}
-ROUTER_BIAS = ("mlp.gate.e_score_correction_bias", "ffn.gate.bias")  # Gate.bias, fp32
+from .tensor_plan import SCALE_SUFFIX, Group, TensorPlan, TensorSpec
 
 
 def _family_table() -> dict[str, tuple[str, Rule]]:
-    """Every HF family template -> (demo name template, rule), by exact key."""
+    """Every HF family template -> (DeepSeek name template, rule), from the module table.
+    convert.py's `mapping`, expanded to whole names: a `weight_scale_inv` travels with its
+    weight and is named `scale` (DeepSeek's Linear.scale)."""
     table: dict[str, tuple[str, Rule]] = {}
-    for scope, demo_scope, modules in (("", "", GLOBAL_MODULES),
-                                       (LAYER_PREFIX, MP_LAYER_PREFIX, LAYER_MODULES)):
-        for module, (demo, rule) in modules.items():
-            for param, demo_param in PARAMS.items():
-                table[f"{scope}{module}.{param}"] = (f"{demo_scope}{demo}.{demo_param}", rule)
-    table[LAYER_PREFIX + ROUTER_BIAS[0]] = (MP_LAYER_PREFIX + ROUTER_BIAS[1], None)
+    for m in MODULES:
+        table[m.hf_template] = (m.mp_template, m.split)
+        if m.fp8:
+            table[m.hf_template + SCALE_SUFFIX] = (
+                m.mp_template.removesuffix(".weight") + MP_SCALE_SUFFIX, m.split)
     return table
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .dtypes import itemsize
 from .errors import VerificationError
@@ -35,9 +35,11 @@ from .parallel import run_jobs, workers_for
 from .progress import Progress
 from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
                            plan_reshard, planned_counts, prove_coverage)
+from .results import Result
 from .safetensors_io import CHUNK_BYTES, SafetensorsReader, SafetensorsWriter, read_header
 from .side_files import copy_file_atomic, copy_side_files
 from .sources import CONFIG_FILE
+from .tensor_plan import Layout
 
 REPORT_FILE = "reshard-report.json"
 REPLICA_CHUNK_MIN = 1 << 20
@@ -49,11 +51,7 @@ __all__ = ["reshard_by_size", "to_deepseek_mp", "from_deepseek_mp", "iter_layout
 
 
 # -- reports -------------------------------------------------------------------------------
-class _Report(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Coverage(_Report):
+class Coverage(Result):
     """Proof that every source element is accounted for exactly once."""
 
     source_files: int
@@ -75,7 +73,7 @@ class Coverage(_Report):
         description="placed + compared + dropped == source elements, no tensor twice")
 
 
-class OutputFileReport(_Report):
+class OutputFileReport(Result):
     name: str
     tensors: int
     bytes: int = Field(description="Bytes of tensor data in the file")
@@ -86,14 +84,14 @@ class OutputFileReport(_Report):
 RUN_FIELDS = {"resumed_files", "seconds"}
 
 
-class ReshardReport(_Report):
+class ReshardReport(Result):
     """Result of `ckpt reshard` (also written to DST/reshard-report.json)."""
 
     mode: Mode = Field(description="size: HF shards by size; deepseek-mp: DeepSeek's "
                                    "model{i}-mp{N} layout; hf: back from it")
     source: str
     destination: str
-    layout: Literal["bf16", "fp8"]
+    layout: Layout
     model_parallel: int | None = Field(None, description="Ranks (deepseek-mp, hf)")
     max_shard_size: int | None = Field(None, description="Shard size limit in bytes (size, hf)")
     files: list[OutputFileReport] = Field(description="Output tensor files, in order")

@@ -23,7 +23,7 @@ from .index import is_model_parallel, shard_file_name
 from .inventory import open_checkpoint, require
 from .mp_layout import MpLayout, find_mp_files
 from .sources import CONFIG_FILE
-from .tensor_plan import TensorPlan, TensorSpec
+from .tensor_plan import Layout, TensorPlan, TensorSpec
 
 DEFAULT_MAX_SHARD_SIZE = 5 * 10**9  # transformers' save_pretrained default
 Mode = Literal["size", "deepseek-mp", "hf"]
@@ -69,7 +69,7 @@ class ReshardPlan:
 
     mode: Mode
     src: Path
-    layout: Literal["bf16", "fp8"]
+    layout: Layout
     files: list[OutFile]
     sources: dict[Key, tuple[str, tuple[int, ...]]]  # every source tensor: (dtype, shape)
     copies: dict[Key, int] = field(default_factory=dict)  # intended copies, when not 1

@@ -23,7 +23,7 @@ from pathlib import Path
 from .dtypes import FP8_DTYPES
 from .errors import FormatError
 from .findings import Findings
-from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
+from .index import INDEX_FILE, SINGLE_FILE, read_index
 from .safe_paths import safe_member
 from .safetensors_io import MAX_HEADER_BYTES, SafetensorsHeader, TensorEntry, read_header
 from .tensor_plan import SCALE_SUFFIX

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
+from .config import Config, read_config_file
 from .errors import ConfigError
 from .presets import Preset, all_presets, find_preset
 
@@ -17,7 +17,7 @@ CONFIG_FILE = "config.json"
 class ConfigSource:
     spec: str
     kind: Literal["preset", "config", "checkpoint"]
-    config: DeepseekV2Config | DeepseekV3Config
+    config: Config
     path: Path | None = None  # the config.json, or the checkpoint directory
     preset: Preset | None = None
 

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from .checkpoint import Checkpoint
 from .errors import ConfigError, FormatError, ShapeMismatchError
 from .inventory import open_checkpoint
 from .reference import Model, TensorSource
+from .results import Result
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
 # weights round once to BF16 moves hidden states and logits by a few of those steps.
@@ -68,10 +68,9 @@ class ForwardResult(NamedTuple):
     tokens: list[int]
 
 
-class ForwardReport(BaseModel):
+class ForwardReport(Result):
     """What `ckpt forward` wrote."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str
     output: Output = Field(description="logits [T, vocab], hidden_states [T, hidden] after "
@@ -134,10 +133,9 @@ def load_reference_outputs(path: str | Path) -> tuple[np.ndarray, list[int] | No
 
 
 # -- report ------------------------------------------------------------------------------
-class StageComparison(BaseModel):
+class StageComparison(Result):
     """One compared tensor: the hidden states after a layer, or the final output."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     stage: str = Field(description="'layer N' (hidden states after decoder layer N) or 'output'")
     layer: int | None = Field(description="Decoder layer, None for the final output")
@@ -147,10 +145,9 @@ class StageComparison(BaseModel):
     first_bad_position: int | None = Field(description="First position out of tolerance")
 
 
-class PositionComparison(BaseModel):
+class PositionComparison(Result):
     """The final output at one position."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     position: int
     token: int
@@ -161,9 +158,7 @@ class PositionComparison(BaseModel):
         description="Shared fraction of the top-5 tokens (logits only)")
 
 
-class Divergence(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Divergence(Result):
     stage: str
     layer: int | None
     position: int
@@ -171,10 +166,9 @@ class Divergence(BaseModel):
     abs_error: float = Field(description="Largest |candidate - reference| at that position")
 
 
-class VerifyReport(BaseModel):
+class VerifyReport(Result):
     """Result of `ckpt verify`: ok when every compared tensor is within tolerance."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     candidate: str
     reference: str

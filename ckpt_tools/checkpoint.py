@@ -7,7 +7,7 @@ through mmap. Shard file names from the index are checked to stay inside the dir
 from __future__ import annotations
 
 import json
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +15,10 @@ import numpy as np
 from .config import Config, read_config_file
 from .dtypes import FP8_DTYPES
 from .errors import ConfigError, FormatError, MissingTensorError
-from .fp8 import dequantize
+from .fp8 import dequantize, dequantize_rows
 from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
-from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
+from .safetensors_io import ReaderPool, SafetensorsHeader, SafetensorsReader, TensorEntry
 from .sources import CONFIG_FILE
 from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
 
@@ -32,7 +32,7 @@ class Checkpoint:
             raise FormatError(f"{self.dir}: no such directory")
         if not self.dir.is_dir():
             raise FormatError(f"{self.dir}: not a directory")
-        self._readers: dict[str, SafetensorsReader] = {}
+        self._readers = ReaderPool(self.dir, self.shard_path)
 
     def __enter__(self) -> Checkpoint:
         return self
@@ -41,9 +41,7 @@ class Checkpoint:
         self.close()
 
     def close(self) -> None:
-        for r in self._readers.values():
-            r.close()
-        self._readers.clear()
+        self._readers.close()
 
     # -- metadata -----------------------------------------------------------------------
     @cached_property
@@ -99,10 +97,7 @@ class Checkpoint:
         return self.reader(shard).header
 
     def reader(self, shard: str) -> SafetensorsReader:
-        r = self._readers.get(shard)
-        if r is None:
-            r = self._readers[shard] = SafetensorsReader(self.shard_path(shard))
-        return r
+        return self._readers(shard)
 
     # -- tensors ------------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:
@@ -156,9 +151,7 @@ class Checkpoint:
         if entry.dtype not in FP8_DTYPES:
             return reader.read_rows(name, start, stop).astype(np.float32)
         scale_name, block = self._fp8_scale(name)
-        # widen to whole row blocks so each scale row covers the rows it was computed on
-        first, last = start // block[0], -(-stop // block[0])
-        lo, hi = first * block[0], min(last * block[0], entry.shape[0])
-        scale = self.reader(self.locate(scale_name)[0]).read_rows(scale_name, first, last)
-        values = dequantize(reader.read_rows(name, lo, hi), scale, block)
-        return values if (lo, hi) == (start, stop) else values[start - lo:stop - lo].copy()
+        scales = self.reader(self.locate(scale_name)[0])
+        return dequantize_rows(partial(reader.read_rows, name),
+                               partial(scales.read_rows, scale_name), entry.shape[0], start,
+                               stop, block)

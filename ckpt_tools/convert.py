@@ -29,16 +29,17 @@ from . import __version__, fp8
 from .checkpoint import Checkpoint
 from .dtypes import DTYPES, FP8_DTYPES, itemsize
 from .errors import FormatError, UnexpectedTensorError
-from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
+from .index import (INDEX_FILE, ShardIndex, pack_greedy, shard_file_name, write_index,
+                    write_json_atomic)
 from .inventory import Inspection, require
 from .output import OutputDir, source_fingerprint
 from .parallel import run_jobs, workers_for
 from .progress import Progress
 from .results import Result
-from .safetensors_io import SafetensorsReader, SafetensorsWriter, TensorEntry
+from .safetensors_io import ReaderPool, SafetensorsReader, SafetensorsWriter, TensorEntry
 from .side_files import copy_side_files
 from .sources import CONFIG_FILE
-from .tensor_plan import TensorPlan, scale_name_for
+from .tensor_plan import TensorPlan, scale_name_for, scale_shape
 
 UpcastDtype = Literal["bf16", "f32"]
 ScaleFmt = Literal["float", "ue8m0"]
@@ -70,7 +71,7 @@ class TensorOp(NamedTuple):
     def out_specs(self, block: tuple[int, int]) -> list[tuple[str, str, tuple[int, ...]]]:
         specs = [(self.name, self.dtype, self.shape)]
         if self.kind == "quantize":
-            specs.append((self.scale, "F32", fp8.expected_scale_shape(self.shape, block)))
+            specs.append((self.scale, "F32", scale_shape(self.shape, block)))
         return specs
 
 
@@ -196,6 +197,10 @@ def _quantize_ops(found: Inspection) -> tuple[list[TensorOp], tuple[int, int]]:
     return ops, plan.block
 
 
+def _out_bytes(op: TensorOp, block: tuple[int, int]) -> int:
+    return sum(math.prod(shape) * itemsize(dtype) for _, dtype, shape in op.out_specs(block))
+
+
 def _group(ck: Checkpoint, ops: list[TensorOp], block, max_shard_size: int | None
            ) -> tuple[list[ShardJob], bool]:
     """Jobs keeping the source's shard files, or new ones filled greedily in plan order."""
@@ -207,15 +212,7 @@ def _group(ck: Checkpoint, ops: list[TensorOp], block, max_shard_size: int | Non
         return jobs, ck.index_path is not None or len(jobs) > 1
     order = {s.name: i for i, s in enumerate(TensorPlan(ck.config, "fp8").specs)}
     ranked = sorted(enumerate(ops), key=lambda p: (order.get(p[1].name, len(order)), p[0]))
-    groups: list[list[TensorOp]] = []
-    size = 0
-    for _, op in ranked:
-        nbytes = sum(math.prod(s) * itemsize(d) for _, d, s in op.out_specs(block))
-        if not groups or (size + nbytes > max_shard_size and groups[-1]):
-            groups.append([])
-            size = 0
-        groups[-1].append(op)
-        size += nbytes
+    groups = pack_greedy((([op], _out_bytes(op, block)) for _, op in ranked), max_shard_size)
     n = len(groups)
     return [ShardJob(shard_file_name(i, n), tuple(g)) for i, g in enumerate(groups, 1)], n > 1
 
@@ -285,13 +282,7 @@ def _quantized(reader: SafetensorsReader, op: TensorOp, block: tuple[int, int],
 def _write_job(src: str, dst: str, job: ShardJob, block: tuple[int, int],
                scale_fmt: str | None) -> dict[str, list]:
     """Write one output shard; returns {tensor: [max_abs, rel_l2, nonfinite]} for quantize."""
-    readers: dict[str, SafetensorsReader] = {}
-
-    def reader(shard: str) -> SafetensorsReader:
-        if shard not in readers:
-            readers[shard] = SafetensorsReader(Path(src) / shard)
-        return readers[shard]
-
+    reader = ReaderPool(src)
     errors: dict[str, list] = {}
     specs = [s for op in job.ops for s in op.out_specs(block)]
     try:
@@ -311,11 +302,10 @@ def _write_job(src: str, dst: str, job: ShardJob, block: tuple[int, int],
                     stats = _ErrorStats()
                     w.write_bytes(op.name, _quantized(r, op, block, scale_fmt, scales, stats))
                     w.write(op.scale, np.concatenate(scales) if scales
-                            else np.zeros(fp8.expected_scale_shape(op.shape, block), np.float32))
+                            else np.zeros(scale_shape(op.shape, block), np.float32))
                     errors[op.name] = stats.result()
     finally:
-        for r in readers.values():
-            r.close()
+        reader.close()
     return errors
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import FormatError
 
@@ -21,6 +23,7 @@ MP_FILE_RE = re.compile(r"model(\d+)-mp(\d+)\.safetensors")
 MP_FILE_GLOB = "model*-mp*.safetensors"
 # DeepSeek's demo model names an FP8 weight's scale "<module>.scale" (its Linear.scale)
 MP_SCALE_SUFFIX = ".scale"
+T = TypeVar("T")
 
 
 def mp_file_name(rank: int, model_parallel: int) -> str:
@@ -43,6 +46,24 @@ def is_model_parallel(root: Path) -> bool:
 def shard_file_name(i: int, n: int) -> str:
     """HF naming; one shard is plain `model.safetensors` (i counts from 1)."""
     return SINGLE_FILE if n == 1 else SHARD_NAME.format(i=i, n=n)
+
+
+def pack_greedy(units: Iterable[tuple[list[T], int]], max_bytes: int) -> list[list[T]]:
+    """Shards filled in order from (items, bytes) units that must share a shard (a weight
+    and its scale); a unit larger than `max_bytes` gets a shard of its own, as
+    transformers' save_pretrained does. The one packer of upcast and reshard."""
+    shards: list[list[T]] = []
+    current: list[T] = []
+    size = 0
+    for items, nbytes in units:
+        if current and size + nbytes > max_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.extend(items)
+        size += nbytes
+    if current:
+        shards.append(current)
+    return shards
 
 
 @dataclass

@@ -28,7 +28,8 @@ from typing import Literal
 from .config import Config
 from .errors import CkptError, FormatError
 from .findings import Check, Finding, Findings
-from .index import (INDEX_FILE, MP_FILE_GLOB, MP_FILE_RE, SHARD_NAME_RE, is_model_parallel, mp_file_name, mp_layout_of, read_index)
+from .index import (INDEX_FILE, MP_FILE_GLOB, MP_FILE_RE, SHARD_NAME_RE, is_model_parallel,
+                    mp_file_name, mp_layout_of, read_index)
 from .plan_checks import (Expect, check_config_layout, check_pairing, check_plan,
                           expected_tensors, load_config, majority)
 from .policy import Command, refusal

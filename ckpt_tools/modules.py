@@ -92,8 +92,8 @@ def _has_score_bias(c: Config) -> bool:
 _M = Module
 # DeepSeek-V2/V3 (and R1, V3.1: the same tensors). Order within a section is the plan's.
 DEEPSEEK_V3: tuple[Module, ...] = (
-    _M("embed", "global_first", "model.embed_tokens.weight", lambda c: (c.vocab_size, c.hidden_size),
-       "embedding", "embed.weight", COLUMN),  # ParallelEmbedding: vocab rows
+    _M("embed", "global_first", "model.embed_tokens.weight",  # ParallelEmbedding: vocab rows
+       lambda c: (c.vocab_size, c.hidden_size), "embedding", "embed.weight", COLUMN),
     # attention, every layer
     _M("attn_norm", "attention", "input_layernorm.weight", lambda c: (c.hidden_size,), "norm",
        "attn_norm.weight"),
@@ -119,17 +119,21 @@ DEEPSEEK_V3: tuple[Module, ...] = (
     _M("ffn_norm", "attention", "post_attention_layernorm.weight", lambda c: (c.hidden_size,),
        "norm", "ffn_norm.weight"),
     # dense MLP (w1 = gate_proj, w3 = up_proj, w2 = down_proj)
-    _M("mlp.w1", "dense_mlp", "mlp.gate_proj.weight", lambda c: (c.intermediate_size, c.hidden_size),
-       "dense_mlp", "ffn.w1.weight", COLUMN, fp8=True),
-    _M("mlp.w3", "dense_mlp", "mlp.up_proj.weight", lambda c: (c.intermediate_size, c.hidden_size),
-       "dense_mlp", "ffn.w3.weight", COLUMN, fp8=True),
-    _M("mlp.w2", "dense_mlp", "mlp.down_proj.weight", lambda c: (c.hidden_size, c.intermediate_size),
-       "dense_mlp", "ffn.w2.weight", ROW, fp8=True),
+    _M("mlp.w1", "dense_mlp", "mlp.gate_proj.weight",
+       lambda c: (c.intermediate_size, c.hidden_size), "dense_mlp", "ffn.w1.weight", COLUMN,
+       fp8=True),
+    _M("mlp.w3", "dense_mlp", "mlp.up_proj.weight",
+       lambda c: (c.intermediate_size, c.hidden_size), "dense_mlp", "ffn.w3.weight", COLUMN,
+       fp8=True),
+    _M("mlp.w2", "dense_mlp", "mlp.down_proj.weight",
+       lambda c: (c.hidden_size, c.intermediate_size), "dense_mlp", "ffn.w2.weight", ROW,
+       fp8=True),
     # MoE router; the aux-loss-free bias is F32 in every layout (DeepSeek's Gate.bias)
     _M("gate", "router", "mlp.gate.weight", lambda c: (c.n_routed_experts, c.hidden_size),
        "router", "ffn.gate.weight"),
-    _M("gate_bias", "router", "mlp.gate.e_score_correction_bias", lambda c: (c.n_routed_experts,),
-       "router", "ffn.gate.bias", f32=True, when=_has_score_bias),
+    _M("gate_bias", "router", "mlp.gate.e_score_correction_bias",
+       lambda c: (c.n_routed_experts,), "router", "ffn.gate.bias", f32=True,
+       when=_has_score_bias),
     # one routed expert
     _M("expert.w1", "routed_expert", "gate_proj.weight",
        lambda c: (c.moe_intermediate_size, c.hidden_size), "routed_expert", "w1.weight", EXPERT,

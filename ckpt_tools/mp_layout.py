@@ -20,7 +20,7 @@ for `ckpt reshard --to hf`.
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -28,11 +28,11 @@ import numpy as np
 
 from .config import read_config_file
 from .errors import ConfigError, FormatError, MissingTensorError, UnexpectedTensorError
-from .fp8 import dequantize
+from .fp8 import dequantize, dequantize_rows
 from .index import (MP_FILE, MP_FILE_GLOB, MP_FILE_RE, MP_SCALE_SUFFIX,  # noqa: F401
                     mp_file_name, mp_layout_of)
 from .modules import COLUMN, EXPERT, MODULES, ROW, Rule  # noqa: F401  (COLUMN, ROW: API)
-from .safetensors_io import SafetensorsReader
+from .safetensors_io import ReaderPool, SafetensorsReader
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, Group, TensorPlan, TensorSpec
 
@@ -226,8 +226,8 @@ class MpCheckpoint:
             raise ConfigError(f"{self.dir}: no {CONFIG_FILE}; give the HF config of the model "
                               f"(DeepSeek's convert.py does not write one)")
         self.config = read_config_file(self.config_path)
-        self._readers = {r: SafetensorsReader(p) for r, p in self.files.items()}
-        self.plan = plan or rank_plan(self.config, self._readers[0].header.entries)
+        self._readers = ReaderPool(self.dir)
+        self.plan = plan or rank_plan(self.config, self.reader(0).header.entries)
         self.layout = self.plan.layout
         self.has_mtp = any(s.mtp for s in self.plan.groups)
         self.mp = MpLayout(self.plan, self.model_parallel, keep_mtp=True)
@@ -239,11 +239,10 @@ class MpCheckpoint:
         self.close()
 
     def close(self) -> None:
-        for r in self._readers.values():
-            r.close()
+        self._readers.close()
 
     def reader(self, rank: int) -> SafetensorsReader:
-        return self._readers[rank]
+        return self._readers(self.files[rank].name)
 
     def __contains__(self, name: str) -> bool:
         return name in self.mp.by_hf
@@ -265,8 +264,8 @@ class MpCheckpoint:
         pieces = self.pieces(name)
         first = pieces[0]
         if first.dim is None:  # replicated (rank 0's copy) or a routed expert
-            return self._readers[first.rank].get(first.name)
-        return np.concatenate([self._readers[p.rank].get(p.name) for p in pieces], first.dim)
+            return self.reader(first.rank).get(first.name)
+        return np.concatenate([self.reader(p.rank).get(p.name) for p in pieces], first.dim)
 
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of the HF tensor, stored dtype, read with pread from the ranks
@@ -274,15 +273,15 @@ class MpCheckpoint:
         pieces = self.pieces(name)
         first = pieces[0]
         if first.dim is None:
-            return self._readers[first.rank].read_rows(first.name, start, stop)
+            return self.reader(first.rank).read_rows(first.name, start, stop)
         if first.dim:  # split across columns: every rank holds part of each row
-            return np.concatenate([self._readers[p.rank].read_rows(p.name, start, stop)
+            return np.concatenate([self.reader(p.rank).read_rows(p.name, start, stop)
                                    for p in pieces], first.dim)
-        rows = [self._readers[p.rank].read_rows(p.name, max(start, p.start) - p.start,
+        rows = [self.reader(p.rank).read_rows(p.name, max(start, p.start) - p.start,
                                                 min(stop, p.stop) - p.start)
                 for p in pieces if max(start, p.start) < min(stop, p.stop)]
         if not rows:
-            return self._readers[first.rank].read_rows(first.name, 0, 0)
+            return self.reader(first.rank).read_rows(first.name, 0, 0)
         return rows[0] if len(rows) == 1 else np.concatenate(rows)
 
     def read_float32(self, name: str) -> np.ndarray:
@@ -298,10 +297,6 @@ class MpCheckpoint:
         spec = self.plan.by_name[self.pieces(name)[0].hf_name]
         if spec.scale_name is None:
             return self.read_rows(name, start, stop).astype(np.float32)
-        block = self.plan.block
-        # whole row blocks, so each scale row meets the rows it was computed on
-        first, last = start // block[0], -(-stop // block[0])
-        lo, hi = first * block[0], min(last * block[0], spec.shape[0])
-        values = dequantize(self.read_rows(name, lo, hi),
-                            self.read_rows(spec.scale_name, first, last), block)
-        return values if (lo, hi) == (start, stop) else values[start - lo:stop - lo].copy()
+        return dequantize_rows(partial(self.read_rows, name),
+                               partial(self.read_rows, spec.scale_name), spec.shape[0], start,
+                               stop, self.plan.block)

@@ -19,7 +19,7 @@ from typing import Literal, NamedTuple
 
 from .dtypes import itemsize
 from .errors import FormatError, VerificationError
-from .index import is_model_parallel, shard_file_name
+from .index import is_model_parallel, pack_greedy, shard_file_name
 from .inventory import open_checkpoint, require
 from .mp_layout import MpLayout, find_mp_files
 from .sources import CONFIG_FILE
@@ -83,7 +83,10 @@ class ReshardPlan:
 
 
 # -- planning ---------------------------------------------------------------------------------
-def _hf_source(src: Path) -> tuple[TensorPlan, dict[str, str], dict[Key, tuple[str, tuple[int, ...]]]]:
+Sources = dict[Key, tuple[str, tuple[int, ...]]]  # (file, tensor) -> (stored dtype, shape)
+
+
+def _hf_source(src: Path) -> tuple[TensorPlan, dict[str, str], Sources]:
     """The tensor plan of what an HF checkpoint holds (MTP only when present), where each
     tensor is, and the source inventory: (file, name) -> (stored dtype, shape)."""
     found = require(src, "reshard")
@@ -106,19 +109,7 @@ def pack_by_size(specs: list[TensorSpec], max_bytes: int) -> list[list[TensorSpe
         else:
             unit_of[s.name] = len(units)
             units.append([s])
-    shards: list[list[TensorSpec]] = []
-    current: list[TensorSpec] = []
-    size = 0
-    for unit in units:
-        nbytes = sum(s.nbytes for s in unit)
-        if current and size + nbytes > max_bytes:
-            shards.append(current)
-            current, size = [], 0
-        current.extend(unit)
-        size += nbytes
-    if current:
-        shards.append(current)
-    return shards
+    return pack_greedy(((unit, sum(s.nbytes for s in unit)) for unit in units), max_bytes)
 
 
 def _hf_files(plan: TensorPlan, max_bytes: int, out_tensor) -> list[OutFile]:

@@ -42,7 +42,8 @@ def test_derived_tables_agree_with_the_rows():
 def test_a_few_rows_say_what_deepseek_says():
     """Spot checks against DeepSeek's inference/convert.py mapping and model.py."""
     by_role = {m.role: m for m in MODULES}
-    assert MP_FAMILIES["model.layers.{L}.self_attn.o_proj.weight"] == ("layers.{L}.attn.wo.weight", 1)
+    assert MP_FAMILIES["model.layers.{L}.self_attn.o_proj.weight"] == (
+        "layers.{L}.attn.wo.weight", 1)
     assert MP_FAMILIES["model.layers.{L}.mlp.experts.{E}.up_proj.weight"] == (
         "layers.{L}.ffn.experts.{E}.w3.weight", "expert")
     assert MP_FAMILIES["model.layers.{L}.mlp.gate.e_score_correction_bias"] == (

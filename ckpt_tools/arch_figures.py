@@ -2,7 +2,7 @@
 
 Every count comes from the tensor plan's groups (family x layer, a few thousand for V3),
 never from its 92k expanded tensor specs, so the figures for V3 take milliseconds and need
-no NumPy. Conventions (ARCHITECTURE.md sections 3.1, 4.1-4.3, 5, 7):
+no NumPy. Conventions (docs/architecture.md §6, §8):
 
 - Parameters: FP8 `weight_scale_inv` elements are storage, not parameters; "activated"
   excludes the input embedding (DeepSeek's convention) and includes lm_head.
@@ -106,7 +106,7 @@ class ExpertFigures(Result):
 
 
 class RoutingSemantics(Result):
-    """How a MoE layer picks and weights experts (ARCHITECTURE.md 3.1, 4.2, 4.3, 5)."""
+    """How a MoE layer picks and weights experts (docs/architecture.md §6)."""
 
     topk_method: str
     scoring_func: Literal["softmax", "sigmoid"]

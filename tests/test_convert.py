@@ -45,7 +45,7 @@ def same_bits_or_both_nan(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def definition(weight: np.ndarray, scale: np.ndarray, out_dtype, block=(128, 128)) -> np.ndarray:
-    """ARCHITECTURE.md 3.3 written plainly: expand the scale grid, crop, multiply, cast."""
+    """docs/architecture.md §3 written plainly: expand the scale grid, crop, multiply, cast."""
     rows, cols = weight.shape
     full = np.repeat(np.repeat(scale, block[0], axis=0), block[1], axis=1)[:rows, :cols]
     product = weight.astype(np.float32) * full

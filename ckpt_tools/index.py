@@ -13,6 +13,8 @@ from typing import TypeVar
 
 from .errors import FormatError
 
+CONFIG_FILE = "config.json"
+MANIFEST_FILE = "ckpt-manifest.json"  # sizes and SHA-256 of every file (download, validate)
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 SHARD_NAME = "model-{i:05d}-of-{n:05d}.safetensors"
@@ -21,6 +23,7 @@ SHARD_NAME_RE = re.compile(r"model-(\d+)-of-(\d+)\.safetensors")
 MP_FILE = "model{rank}-mp{n}.safetensors"
 MP_FILE_RE = re.compile(r"model(\d+)-mp(\d+)\.safetensors")
 MP_FILE_GLOB = "model*-mp*.safetensors"
+SCALE_SUFFIX = "_scale_inv"  # HF: "x.weight" -> "x.weight_scale_inv"
 # DeepSeek's demo model names an FP8 weight's scale "<module>.scale" (its Linear.scale)
 MP_SCALE_SUFFIX = ".scale"
 T = TypeVar("T")
@@ -33,6 +36,15 @@ def mp_file_name(rank: int, model_parallel: int) -> str:
 def mp_layout_of(rank_tensor_names) -> str:
     """"fp8" when a rank file holds scales (DeepSeek converts FP8 with its scales), else "bf16"."""
     return "fp8" if any(n.endswith(MP_SCALE_SUFFIX) for n in rank_tensor_names) else "bf16"
+
+
+def mp_rank_sets(root: Path) -> dict[int, dict[int, str]]:
+    """N -> (rank -> file name) of the `model{i}-mp{N}.safetensors` files in `root`."""
+    sets: dict[int, dict[int, str]] = {}
+    for p in sorted(root.glob(MP_FILE_GLOB)):
+        if m := MP_FILE_RE.fullmatch(p.name):
+            sets.setdefault(int(m[2]), {})[int(m[1])] = p.name
+    return sets
 
 
 def is_model_parallel(root: Path) -> bool:

@@ -20,7 +20,6 @@ call `check_plan` with name -> `Expect` maps.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,8 +27,8 @@ from typing import Literal
 from .config import Config
 from .errors import CkptError, FormatError
 from .findings import Check, Finding, Findings
-from .index import (INDEX_FILE, MP_FILE_GLOB, MP_FILE_RE, SHARD_NAME_RE, is_model_parallel,
-                    mp_file_name, mp_layout_of, read_index)
+from .index import (INDEX_FILE, SHARD_NAME_RE, is_model_parallel, mp_file_name, mp_layout_of,
+                    mp_rank_sets, read_index)
 from .plan_checks import (Expect, check_config_layout, check_pairing, check_plan,
                           expected_tensors, load_config, majority)
 from .policy import Command, refusal
@@ -166,10 +165,7 @@ def _inspect_hf(root: Path, single: str | None, subset: list[str] | None, config
 def _mp_rank_files(root: Path, f: Findings) -> tuple[int, dict[int, str]]:
     """(N, rank -> file) of DeepSeek's model-parallel layout (`model{i}-mp{N}.safetensors`);
     the N with a complete set wins, other files are reported."""
-    sets: dict[int, dict[int, str]] = defaultdict(dict)
-    for p in sorted(root.glob(MP_FILE_GLOB)):
-        if m := MP_FILE_RE.fullmatch(p.name):
-            sets[int(m[2])][int(m[1])] = p.name
+    sets = mp_rank_sets(root)
     n = max(sets, key=lambda k: (set(sets[k]) == set(range(k)), len(sets[k])))
     for other, files in sets.items():
         for rank, name in files.items():

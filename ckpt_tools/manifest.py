@@ -13,10 +13,10 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 
 from .errors import FormatError
-from .index import write_json_atomic
+from .index import MANIFEST_FILE, write_json_atomic  # noqa: F401  (MANIFEST_FILE: API)
 from .results import Result
 
-MANIFEST_FILE = "ckpt-manifest.json"
+
 HASH_CHUNK = 8 << 20
 
 

@@ -30,7 +30,7 @@ from .config import read_config_file
 from .errors import ConfigError, FormatError, MissingTensorError, UnexpectedTensorError
 from .fp8 import dequantize, dequantize_rows
 from .index import (MP_FILE, MP_FILE_GLOB, MP_FILE_RE, MP_SCALE_SUFFIX,  # noqa: F401
-                    mp_file_name, mp_layout_of)
+                    mp_file_name, mp_layout_of, mp_rank_sets)
 from .modules import COLUMN, EXPERT, MODULES, ROW, Rule  # noqa: F401  (COLUMN, ROW: API)
 from .safetensors_io import ReaderPool, SafetensorsReader
 from .sources import CONFIG_FILE
@@ -184,11 +184,7 @@ def find_mp_files(path: str | Path) -> dict[int, Path]:
         FormatError: no such files, files of different N, or a rank missing.
     """
     path = Path(path)
-    found: dict[int, dict[int, Path]] = {}
-    for p in sorted(path.glob(MP_FILE_GLOB)):
-        m = MP_FILE_RE.fullmatch(p.name)
-        if m:
-            found.setdefault(int(m[2]), {})[int(m[1])] = p
+    found = mp_rank_sets(path)
     if not found:
         raise FormatError(f"{path}: no model{{i}}-mp{{N}}.safetensors files")
     if len(found) > 1:
@@ -199,7 +195,7 @@ def find_mp_files(path: str | Path) -> dict[int, Path]:
     if missing or len(files) != n:
         raise FormatError(f"{path}: {mp_file_name(missing[0] if missing else n, n)} is missing "
                           f"(expected ranks 0..{n - 1})")
-    return dict(sorted(files.items()))
+    return {rank: path / name for rank, name in sorted(files.items())}
 
 
 class MpCheckpoint:

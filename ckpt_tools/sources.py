@@ -8,9 +8,9 @@ from typing import Literal
 
 from .config import Config, read_config_file
 from .errors import ConfigError
+from .index import CONFIG_FILE
 from .presets import Preset, all_presets, find_preset
 
-CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)

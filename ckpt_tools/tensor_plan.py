@@ -21,11 +21,11 @@ from typing import Literal, NamedTuple
 
 from .config import FP8_BLOCK, Config
 from .dtypes import itemsize
+from .index import SCALE_SUFFIX
 from .modules import EXPERT_PREFIX, LAYER_PREFIX, Component, Module, Shape, section
 
 Layout = Literal["bf16", "fp8"]
 
-SCALE_SUFFIX = "_scale_inv"  # "x.weight" -> "x.weight_scale_inv"
 DEFAULT_BLOCK = FP8_BLOCK
 
 # The plan's sections, in plan order, from the one module table

@@ -18,7 +18,7 @@ from ckpt_tools.convert import quantize, upcast
 from ckpt_tools.download import check_tensors
 from ckpt_tools.errors import CkptError
 from ckpt_tools.fp8 import BF16
-from ckpt_tools.index import INDEX_FILE, ShardIndex, read_index, write_index
+from ckpt_tools.index import INDEX_FILE, read_index
 from ckpt_tools.inventory import inspect
 from ckpt_tools.policy import TOLERATED
 from ckpt_tools.presets import all_presets
@@ -28,6 +28,8 @@ from ckpt_tools.tensor_plan import SCALE_SUFFIX
 from ckpt_tools.tiny import make_tiny
 from ckpt_tools.validate import validate
 from ckpt_tools.verify import open_tensor_source
+
+from conftest import reindex
 
 BIAS = "mlp.gate.e_score_correction_bias"
 # FP8 widths whose 128-row scale blocks split whole across 2 ranks (tiny widths do not)
@@ -46,12 +48,7 @@ def _edit_all(ck: Path, fn) -> None:
         edited = fn(tensors, shard == shards[0])
         if edited is not None:
             write_safetensors(ck / shard, edited)
-    weight_map, total = {}, 0
-    for shard in shards:
-        for name, e in read_header(ck / shard).entries.items():
-            weight_map[name] = shard
-            total += e.nbytes
-    write_index(ck / INDEX_FILE, ShardIndex(weight_map, total))
+    reindex(ck)
 
 
 def bf16_score_bias(ck: Path) -> None:  # what model.to(torch.bfloat16) saves

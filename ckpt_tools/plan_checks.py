@@ -31,6 +31,9 @@ FLOAT_DTYPES = frozenset({"BF16", "F16", "F32"})  # what a loader casts between 
 def check_pairing(inv: Inventory, block: tuple[int, int], f: Findings) -> None:
     entries, where, scales = inv.entries, inv.shard_of, inv.scales
     pairs = {n + SCALE_SUFFIX: n for n in inv.fp8}
+    if inv.rest_unknown:  # a counterpart absent here may be in a file not given
+        pairs = {s: w for s, w in pairs.items() if s in scales}
+        scales = {s for s in scales if s in pairs or s.removesuffix(SCALE_SUFFIX) in entries}
     for scale_name in sorted(pairs.keys() - scales - inv.unreadable.keys() - inv.elsewhere.keys()):
         name = pairs[scale_name]
         f.add("scale-missing", f"{where[name]}: FP8 tensor '{name}' has no '{scale_name}'",

@@ -56,6 +56,7 @@ class Inventory:
     elsewhere: dict[str, str] = field(default_factory=dict)
     tensor_bytes: int = 0
     partial: bool = False  # part of a set of files: no tensor can be called missing
+    rest_unknown: bool = False  # part of a set without an index: the other files' names unknown
 
     @cached_property
     def fp8(self) -> list[str]:
@@ -183,6 +184,7 @@ def scan_hf(root: Path, f: Findings, *, single: str | None = None,
         f.add("tensor-duplicate", f"tensor '{name}' is stored in {len(shards)} shards: "
               f"{', '.join(shards)}", file=shards[1], tensor=name, found=", ".join(shards))
     if index is None:
+        inv.rest_unknown = inv.partial
         return inv
 
     weight_map, shard_of = index.weight_map, inv.shard_of

@@ -193,12 +193,20 @@ def test_bf16_bias_reshards_to_deepseek_mp_and_back_bit_exactly(corpus, tmp_path
 
 def test_one_shard_of_a_set_is_judged_on_its_own_entries(corpus, tmp_path):
     src = corpus("v3", True, None)
-    shards = read_index(src / INDEX_FILE).shards
-    assert len(shards) == 2
+    index = read_index(src / INDEX_FILE)
+    shards, where = index.shards, index.weight_map
+    crossing = [n for n, s in where.items()  # scales the other shard's weight owns
+                if n.endswith(SCALE_SUFFIX) and where[n.removesuffix(SCALE_SUFFIX)] != s]
+    assert len(shards) == 2 and crossing
     for shard in shards:  # a clean shard: nothing missing, even scales held by the other
         report = validate(src / shard)
         assert report.errors == 0, [f.message for f in report.findings]
         assert report.tensors == len(read_header(src / shard).entries)
+    alone = tmp_path / "no-index"  # without the index: the rest of the set is unknown
+    shutil.copytree(src, alone)
+    (alone / INDEX_FILE).unlink()
+    for shard in shards:
+        assert validate(alone / shard).errors == 0
     broken = corpus("v3", True, "wrong-shape")
     found = {s: {f.code for f in inspect(broken / s).findings if f.severity == "error"}
              for s in shards}

@@ -211,3 +211,17 @@ def test_one_shard_of_a_set_is_judged_on_its_own_entries(corpus, tmp_path):
     found = {s: {f.code for f in inspect(broken / s).findings if f.severity == "error"}
              for s in shards}
     assert sorted(found.values(), key=len) == [set(), {"shape-mismatch"}]
+
+
+def test_policy_tolerates_a_missing_mtp_layer_only_where_the_output_stays_right(corpus, tmp_path):
+    """Reshard plans only the MTP layer the tensors hold (and says so); upcast would write a
+    checkpoint whose config declares a layer it lacks, so it refuses under validate's code."""
+    src = tmp_path / "no-mtp"
+    shutil.copytree(corpus("v3", True, None), src)
+    _edit_all(src, lambda t, _: {n: a for n, a in t.items() if not n.startswith(
+        "model.layers.4.")})  # v3's tiny preset: 4 decoder layers, then the MTP layer
+    assert {f.code for f in validate(src).findings if f.severity == "error"} == {"mtp-missing"}
+    _agrees("upcast", src, lambda: upcast(src, tmp_path / "up", workers=1))
+    report = reshard_by_size(src, tmp_path / "size", 10**5, workers=1)
+    assert report.mtp == "absent" and report.notes
+    open_tensor_source(src).close()

@@ -17,13 +17,14 @@ from .dtypes import FP8_DTYPES
 from .errors import ConfigError, FormatError, MissingTensorError
 from .fp8 import dequantize, dequantize_rows
 from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
+from .reader_pool import PooledFiles, ReaderPool
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
-from .safetensors_io import ReaderPool, SafetensorsHeader, SafetensorsReader, TensorEntry
+from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .sources import CONFIG_FILE
 from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
 
 
-class Checkpoint:
+class Checkpoint(PooledFiles):
     """Read-only view of a checkpoint directory."""
 
     def __init__(self, path: str | Path):
@@ -33,15 +34,6 @@ class Checkpoint:
         if not self.dir.is_dir():
             raise FormatError(f"{self.dir}: not a directory")
         self._readers = ReaderPool(self.dir, self.shard_path)
-
-    def __enter__(self) -> Checkpoint:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._readers.close()
 
     # -- metadata -----------------------------------------------------------------------
     @cached_property

@@ -35,8 +35,9 @@ from .inventory import Inspection, require
 from .output import OutputDir, source_fingerprint
 from .parallel import run_jobs, workers_for
 from .progress import Progress
+from .reader_pool import ReaderPool
 from .results import Result
-from .safetensors_io import ReaderPool, SafetensorsReader, SafetensorsWriter, TensorEntry
+from .safetensors_io import SafetensorsReader, SafetensorsWriter, TensorEntry
 from .side_files import copy_side_files
 from .sources import CONFIG_FILE
 from .tensor_plan import TensorPlan, scale_name_for, scale_shape

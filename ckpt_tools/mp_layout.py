@@ -32,7 +32,8 @@ from .fp8 import dequantize, dequantize_rows
 from .index import (MP_FILE, MP_FILE_GLOB, MP_FILE_RE, MP_SCALE_SUFFIX,  # noqa: F401
                     mp_file_name, mp_layout_of, mp_rank_sets)
 from .modules import COLUMN, EXPERT, MODULES, ROW, Rule  # noqa: F401  (COLUMN, ROW: API)
-from .safetensors_io import ReaderPool, SafetensorsReader
+from .reader_pool import PooledFiles, ReaderPool
+from .safetensors_io import SafetensorsReader
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, Group, TensorPlan, TensorSpec
 
@@ -198,7 +199,7 @@ def find_mp_files(path: str | Path) -> dict[int, Path]:
     return {rank: path / name for rank, name in sorted(files.items())}
 
 
-class MpCheckpoint:
+class MpCheckpoint(PooledFiles):
     """Read-only view of a model-parallel directory with HF tensor names.
 
     Offers the reading interface of `Checkpoint` that the forward pass uses: `.config`,
@@ -227,15 +228,6 @@ class MpCheckpoint:
         self.layout = self.plan.layout
         self.has_mtp = any(s.mtp for s in self.plan.groups)
         self.mp = MpLayout(self.plan, self.model_parallel, keep_mtp=True)
-
-    def __enter__(self) -> MpCheckpoint:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._readers.close()
 
     def reader(self, rank: int) -> SafetensorsReader:
         return self._readers(self.files[rank].name)

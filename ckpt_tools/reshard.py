@@ -35,9 +35,9 @@ from .parallel import run_jobs, workers_for
 from .progress import Progress
 from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
                            plan_reshard, planned_counts, prove_coverage)
+from .reader_pool import ReaderPool
 from .results import Result
-from .safetensors_io import (CHUNK_BYTES, ReaderPool, SafetensorsWriter,
-                             read_header)
+from .safetensors_io import CHUNK_BYTES, SafetensorsWriter, read_header
 from .side_files import copy_file_atomic, copy_side_files
 from .sources import CONFIG_FILE
 from .tensor_plan import Layout

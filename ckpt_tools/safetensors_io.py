@@ -21,7 +21,7 @@ import mmap
 import os
 import errno
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
@@ -553,29 +553,3 @@ def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray] | Iterabl
         for n, a in items:
             w.write(n, a)
 
-
-class ReaderPool:
-    """The open readers of one directory's files: each opened on first use, all closed
-    together. `resolve(name) -> path` may check that a name stays inside the directory."""
-
-    def __init__(self, root: str | Path, resolve: Callable[[str], Path] | None = None):
-        self.root = Path(root)
-        self._resolve = resolve or (lambda name: self.root / name)
-        self._open: dict[str, SafetensorsReader] = {}
-
-    def __call__(self, name: str) -> SafetensorsReader:
-        reader = self._open.get(name)
-        if reader is None:
-            reader = self._open[name] = SafetensorsReader(self._resolve(name))
-        return reader
-
-    def close(self) -> None:
-        for reader in self._open.values():
-            reader.close()
-        self._open.clear()
-
-    def __enter__(self) -> ReaderPool:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

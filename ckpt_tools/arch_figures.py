@@ -2,7 +2,7 @@
 
 Every count comes from the tensor plan's groups (family x layer, a few thousand for V3),
 never from its 92k expanded tensor specs, so the figures for V3 take milliseconds and need
-no NumPy. Conventions (ARCHITECTURE.md sections 3.1, 4.1-4.3, 5, 7):
+no NumPy. Conventions (docs/architecture.md §6, §8):
 
 - Parameters: FP8 `weight_scale_inv` elements are storage, not parameters; "activated"
   excludes the input embedding (DeepSeek's convention) and includes lm_head.
@@ -19,24 +19,22 @@ no NumPy. Conventions (ARCHITECTURE.md sections 3.1, 4.1-4.3, 5, 7):
 from collections import Counter
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from .config import DeepseekV2Config, DeepseekV3Config, yarn_mscale
+from .config import Config, yarn_mscale
 from .info import ParameterSummary
+from .results import Result
 from .tensor_plan import Group, Layout, TensorPlan
 
-Config = DeepseekV2Config | DeepseekV3Config
 
 DEFAULT_CONTEXT = 4096
 KV_BYTES = 2  # BF16 cache entries
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 
-class ComponentFigures(BaseModel):
+class ComponentFigures(Result):
     """Parameters per component; per-layer figures are for one layer of the main model."""
 
-    model_config = _FROZEN
     embedding: int
     lm_head: int
     final_norm: int
@@ -52,17 +50,15 @@ class ComponentFigures(BaseModel):
     moe_layer: int = Field(description="attention + norms + MoE FFN")
 
 
-class LayoutBytes(BaseModel):
-    model_config = _FROZEN
-    layout: Literal["bf16", "fp8"]
+class LayoutBytes(Result):
+    layout: Layout
     native: bool = Field(description="True for the layout the config itself describes")
     tensors: int
     total_bytes: int
     bytes_by_dtype: dict[str, int]
 
 
-class KvCacheFigures(BaseModel):
-    model_config = _FROZEN
+class KvCacheFigures(Result):
     bytes_per_element: int
     layers: int = Field(description="Main-model layers that hold a cache")
     mla_per_token_per_layer: int = Field(description="(kv_lora_rank + qk_rope_head_dim) x bytes")
@@ -76,8 +72,7 @@ class KvCacheFigures(BaseModel):
     mha_at_context: int
 
 
-class AttentionScale(BaseModel):
-    model_config = _FROZEN
+class AttentionScale(Result):
     qk_head_dim: int
     base_scale: float = Field(description="qk_head_dim ** -0.5")
     yarn_factor: float | None
@@ -86,8 +81,7 @@ class AttentionScale(BaseModel):
     softmax_scale: float = Field(description="base_scale x mscale ** 2 (config.softmax_scale())")
 
 
-class FlopFigures(BaseModel):
-    model_config = _FROZEN
+class FlopFigures(Result):
     context: int
     matmul_params_per_token: int
     matmul_flops_per_token: int
@@ -96,8 +90,7 @@ class FlopFigures(BaseModel):
     convention: str
 
 
-class ExpertFigures(BaseModel):
-    model_config = _FROZEN
+class ExpertFigures(Result):
     dense_layers: int
     moe_layers: int
     mtp_layers: int
@@ -112,10 +105,9 @@ class ExpertFigures(BaseModel):
     groups_per_token: int
 
 
-class RoutingSemantics(BaseModel):
-    """How a MoE layer picks and weights experts (ARCHITECTURE.md 3.1, 4.2, 4.3, 5)."""
+class RoutingSemantics(Result):
+    """How a MoE layer picks and weights experts (docs/architecture.md §6)."""
 
-    model_config = _FROZEN
     topk_method: str
     scoring_func: Literal["softmax", "sigmoid"]
     group_rule: Literal["none", "group_max", "top2_sum"]
@@ -135,12 +127,11 @@ class RoutingSemantics(BaseModel):
     notes: list[str]
 
 
-class ArchFigures(BaseModel):
+class ArchFigures(Result):
     """Everything derived from one config (`ckpt diff` shows two side by side)."""
 
-    model_config = _FROZEN
     model_type: str
-    layout: Literal["bf16", "fp8"]
+    layout: Layout
     parameters: ParameterSummary = Field(description="Counts; by_component is the main model")
     components: ComponentFigures
     weights: list[LayoutBytes] = Field(description="Native layout first, then the other one")

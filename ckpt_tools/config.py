@@ -67,6 +67,9 @@ class RopeScaling(BaseModel):
     )
 
 
+FP8_BLOCK = (128, 128)  # DeepSeek's weight_block_size: rows x columns per scale
+
+
 class Fp8QuantizationConfig(BaseModel):
     """DeepSeek's block FP8 format: e4m3 weights with one F32 scale per 128x128 block."""
 
@@ -76,7 +79,7 @@ class Fp8QuantizationConfig(BaseModel):
     fmt: Literal["e4m3"] = Field("e4m3", description="float8_e4m3fn: max 448, no inf")
     activation_scheme: Literal["dynamic", "static"] = "dynamic"
     weight_block_size: tuple[int, int] = Field(
-        (128, 128), description="Rows x columns covered by one weight_scale_inv entry"
+        FP8_BLOCK, description="Rows x columns covered by one weight_scale_inv entry"
     )
     scale_fmt: Literal["ue8m0", "float"] | None = Field(
         None, description="'ue8m0' (V3.1+): scales are powers of two"
@@ -250,6 +253,10 @@ DeepseekConfig = Annotated[
 _ADAPTER: TypeAdapter = TypeAdapter(DeepseekConfig)
 
 
+# Every config ckpt_tools understands; annotate with this, test with isinstance(x, Config).
+Config = DeepseekV2Config | DeepseekV3Config
+
+
 def yarn_mscale(factor: float, mscale: float) -> float:
     return 1.0 if factor <= 1 else 0.1 * mscale * math.log(factor) + 1.0
 
@@ -335,7 +342,7 @@ def _split_quantization(data: dict[str, Any], reading: ConfigReading) -> None:
 
 
 def parse_config(raw: Any, *, source: str = "config",
-                 lenient: bool = False) -> DeepseekV2Config | DeepseekV3Config:
+                 lenient: bool = False) -> Config:
     """Validate a config.json mapping, in any layout `config_layouts` recognises.
 
     Args:
@@ -392,7 +399,7 @@ def parse_config(raw: Any, *, source: str = "config",
 
 
 def read_config_file(path: str | Path, *,
-                     lenient: bool = False) -> DeepseekV2Config | DeepseekV3Config:
+                     lenient: bool = False) -> Config:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

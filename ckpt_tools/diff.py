@@ -14,18 +14,18 @@ milliseconds. NumPy is imported only for checkpoint directories.
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .arch_figures import DEFAULT_CONTEXT, ArchFigures, RoutingSemantics, arch_figures
 from .errors import ConfigError
 from .index import SINGLE_FILE
 from .progress import Progress
 from .config_layouts import ConfigReading
+from .results import Result
 from .sources import ConfigSource, resolve_config
 from .tensor_diff import HeaderDiff, ValueDiff, header_diff, value_diff
-from .tensor_plan import TensorPlan
+from .tensor_plan import Layout, TensorPlan
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 Concern = Literal["model", "attention", "moe", "rope", "vocabulary", "quantization", "other"]
 CONCERN_TITLES: dict[str, str] = {
@@ -115,8 +115,7 @@ _MEANINGS: dict[str, str] = {
 }
 
 
-class FieldChange(BaseModel):
-    model_config = _FROZEN
+class FieldChange(Result):
     field: str = Field(description="config.json key; nested keys dotted (rope_scaling.factor)")
     concern: Concern
     status: Literal["changed", "added", "removed"]
@@ -126,20 +125,18 @@ class FieldChange(BaseModel):
     meaning: str | None = None
 
 
-class Side(BaseModel):
-    model_config = _FROZEN
+class Side(Result):
     spec: str
     kind: Literal["preset", "config", "checkpoint"]
     label: str
     title: str | None
     model_type: str
-    layout: Literal["bf16", "fp8"]
+    layout: Layout
     reading: ConfigReading = Field(description="What was recognised, defaults filled, what the "
                                    "layout leaves out, and warnings (inconsistencies)")
 
 
-class QuantityRow(BaseModel):
-    model_config = _FROZEN
+class QuantityRow(Result):
     key: str
     section: Literal["structure", "parameters", "components", "weights", "kv_cache",
                      "attention", "compute", "experts"]
@@ -151,8 +148,7 @@ class QuantityRow(BaseModel):
     headline: bool = False
 
 
-class FamilySide(BaseModel):
-    model_config = _FROZEN
+class FamilySide(Result):
     shape: list[int]
     dtype: str
     scale_shape: list[int] | None = Field(description="weight_scale_inv shape of an FP8 family")
@@ -161,8 +157,7 @@ class FamilySide(BaseModel):
     experts: int | None = Field(description="Routed experts per layer for an expert family")
 
 
-class FamilyChange(BaseModel):
-    model_config = _FROZEN
+class FamilyChange(Result):
     family: str
     status: Literal["added", "removed", "changed"]
     changes: list[Literal["shape", "dtype", "count"]]
@@ -170,8 +165,7 @@ class FamilyChange(BaseModel):
     b: FamilySide | None
 
 
-class PlanDiff(BaseModel):
-    model_config = _FROZEN
+class PlanDiff(Result):
     layout_a: str
     layout_b: str
     tensors_a: int
@@ -189,10 +183,9 @@ Verdict = Literal["identical_config", "same_architecture", "same_tensor_shapes",
                   "different_architecture"]
 
 
-class DiffReport(BaseModel):
+class DiffReport(Result):
     """What `ckpt diff A B` reports; `--json` prints exactly this."""
 
-    model_config = _FROZEN
     a: Side
     b: Side
     verdict: Verdict = Field(description="same_architecture: only training-only, metadata or "

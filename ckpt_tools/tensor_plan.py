@@ -1,7 +1,7 @@
 """The tensor plan: every tensor a checkpoint of a given config holds, as data.
 
-Names come from templates (`TEMPLATES` below), shapes from formulas over the config, and
-dtypes from one policy (`ARCHITECTURE.md` section 6): in the FP8 layout every linear weight
+Names and shape formulas come from the one module table (`ckpt_tools.modules`), dtypes
+from one policy (docs/architecture.md, "FP8"): in the FP8 layout every linear weight
 except the router gate and the MTP `eh_proj` is F8_E4M3 with an F32 `weight_scale_inv` of
 ceil(rows/block) x ceil(cols/block); embeddings, lm_head, norms and the router are BF16; the
 aux-loss-free `e_score_correction_bias` is F32 in every layout.
@@ -14,118 +14,30 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, NamedTuple
 
-from .config import DeepseekV2Config, DeepseekV3Config
+from .config import FP8_BLOCK, Config
 from .dtypes import itemsize
+from .index import SCALE_SUFFIX
+from .modules import EXPERT_PREFIX, LAYER_PREFIX, Component, Module, Shape, section
 
-Config = DeepseekV2Config | DeepseekV3Config
 Layout = Literal["bf16", "fp8"]
-Shape = tuple[int, ...]
 
-SCALE_SUFFIX = "_scale_inv"  # "x.weight" -> "x.weight_scale_inv"
-DEFAULT_BLOCK = (128, 128)
+DEFAULT_BLOCK = FP8_BLOCK
 
-Component = Literal[
-    "embedding", "attention", "norm", "dense_mlp", "router", "routed_expert",
-    "shared_expert", "lm_head", "mtp",
-]
-
-
-@dataclass(frozen=True)
-class Template:
-    """One family of tensors. `pattern` is relative to its scope's prefix."""
-
-    pattern: str
-    shape: Callable[[Config], Shape]
-    component: Component
-    fp8: bool = False  # stored as F8_E4M3 + weight_scale_inv in the FP8 layout
-    f32: bool = False  # kept in float32 in every layout
-    when: Callable[[Config], bool] = lambda c: True
-
-
-def _qh(c: Config) -> int:
-    return c.num_attention_heads * c.qk_head_dim
-
-
-_has_q_lora: Callable[[Config], bool] = lambda c: c.q_lora_rank is not None
-_no_q_lora: Callable[[Config], bool] = lambda c: c.q_lora_rank is None
-
-ATTENTION = (
-    Template("input_layernorm.weight", lambda c: (c.hidden_size,), "norm"),
-    Template("self_attn.q_proj.weight", lambda c: (_qh(c), c.hidden_size), "attention", fp8=True,
-             when=_no_q_lora),
-    Template("self_attn.q_a_proj.weight", lambda c: (c.q_lora_rank, c.hidden_size), "attention",
-             fp8=True, when=_has_q_lora),
-    Template("self_attn.q_a_layernorm.weight", lambda c: (c.q_lora_rank,), "attention",
-             when=_has_q_lora),
-    Template("self_attn.q_b_proj.weight", lambda c: (_qh(c), c.q_lora_rank), "attention", fp8=True,
-             when=_has_q_lora),
-    Template("self_attn.kv_a_proj_with_mqa.weight",
-             lambda c: (c.kv_lora_rank + c.qk_rope_head_dim, c.hidden_size), "attention", fp8=True),
-    Template("self_attn.kv_a_layernorm.weight", lambda c: (c.kv_lora_rank,), "attention"),
-    Template("self_attn.kv_b_proj.weight",
-             lambda c: (c.num_attention_heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank),
-             "attention", fp8=True),
-    Template("self_attn.o_proj.weight",
-             lambda c: (c.hidden_size, c.num_attention_heads * c.v_head_dim), "attention", fp8=True),
-    Template("post_attention_layernorm.weight", lambda c: (c.hidden_size,), "norm"),
-)
-
-DENSE_MLP = (
-    Template("mlp.gate_proj.weight", lambda c: (c.intermediate_size, c.hidden_size), "dense_mlp", fp8=True),
-    Template("mlp.up_proj.weight", lambda c: (c.intermediate_size, c.hidden_size), "dense_mlp", fp8=True),
-    Template("mlp.down_proj.weight", lambda c: (c.hidden_size, c.intermediate_size), "dense_mlp", fp8=True),
-)
-
-
-def _shared_width(c: Config) -> int:
-    return c.n_shared_experts * c.moe_intermediate_size
-
-
-_has_shared: Callable[[Config], bool] = lambda c: c.n_shared_experts > 0
-
-MOE_ROUTER = (
-    Template("mlp.gate.weight", lambda c: (c.n_routed_experts, c.hidden_size), "router"),
-    Template("mlp.gate.e_score_correction_bias", lambda c: (c.n_routed_experts,), "router",
-             f32=True, when=lambda c: c.has_score_bias),
-)
-# One routed expert; the scope adds "mlp.experts.{E}."
-ROUTED_EXPERT = (
-    Template("gate_proj.weight", lambda c: (c.moe_intermediate_size, c.hidden_size), "routed_expert", fp8=True),
-    Template("up_proj.weight", lambda c: (c.moe_intermediate_size, c.hidden_size), "routed_expert", fp8=True),
-    Template("down_proj.weight", lambda c: (c.hidden_size, c.moe_intermediate_size), "routed_expert", fp8=True),
-)
-SHARED_EXPERTS = (
-    Template("mlp.shared_experts.gate_proj.weight", lambda c: (_shared_width(c), c.hidden_size),
-             "shared_expert", fp8=True, when=_has_shared),
-    Template("mlp.shared_experts.up_proj.weight", lambda c: (_shared_width(c), c.hidden_size),
-             "shared_expert", fp8=True, when=_has_shared),
-    Template("mlp.shared_experts.down_proj.weight", lambda c: (c.hidden_size, _shared_width(c)),
-             "shared_expert", fp8=True, when=_has_shared),
-)
-
-# The MTP module's own tensors; it also holds a full MoE decoder layer.
-MTP_INPUT = (
-    Template("embed_tokens.weight", lambda c: (c.vocab_size, c.hidden_size), "mtp"),
-    Template("enorm.weight", lambda c: (c.hidden_size,), "mtp"),
-    Template("hnorm.weight", lambda c: (c.hidden_size,), "mtp"),
-    Template("eh_proj.weight", lambda c: (c.hidden_size, 2 * c.hidden_size), "mtp"),  # BF16 in V3
-)
-MTP_OUTPUT = (
-    Template("shared_head.norm.weight", lambda c: (c.hidden_size,), "mtp"),
-    Template("shared_head.head.weight", lambda c: (c.vocab_size, c.hidden_size), "mtp"),
-)
-
-EMBED = Template("model.embed_tokens.weight", lambda c: (c.vocab_size, c.hidden_size), "embedding")
-FINAL_NORM = Template("model.norm.weight", lambda c: (c.hidden_size,), "norm")
-LM_HEAD = Template("lm_head.weight", lambda c: (c.vocab_size, c.hidden_size), "lm_head")
-
-LAYER_PREFIX = "model.layers.{L}."
-EXPERT_PREFIX = "mlp.experts.{E}."
+# The plan's sections, in plan order, from the one module table
+EMBED_SECTION = section("global_first")
+ATTENTION = section("attention")
+DENSE_MLP = section("dense_mlp")
+MOE_ROUTER = section("router")
+ROUTED_EXPERT = section("routed_expert")  # one expert; the scope adds "mlp.experts.{E}."
+SHARED_EXPERTS = section("shared_expert")
+FINAL = section("global_last")  # final norm, lm_head
+MTP_INPUT = section("mtp_input")  # the MTP module's own tensors around a full MoE layer
+MTP_OUTPUT = section("mtp_output")
 
 
 class TensorSpec(NamedTuple):
@@ -229,12 +141,13 @@ class TensorPlan:
         self.groups: list[Group] = list(self._generate())
 
     # -- generation ---------------------------------------------------------------------
-    def _scoped(self, templates, prefix: str, layer=None, experts=None, mtp=False) -> Iterator[Group]:
+    def _scoped(self, modules: tuple[Module, ...], prefix: str, layer=None, experts=None,
+                mtp=False) -> Iterator[Group]:
         c = self.config
-        for t in templates:
+        for t in modules:
             if not t.when(c):
                 continue
-            family = self.prefix + prefix + t.pattern
+            family = self.prefix + prefix + t.hf
             shape = tuple(int(d) for d in t.shape(c))
             quantized = t.fp8 and self.layout == "fp8"
             dtype = "F32" if t.f32 else ("F8_E4M3" if quantized else "BF16")
@@ -257,10 +170,10 @@ class TensorPlan:
 
     def _generate(self) -> Iterator[Group]:
         c = self.config
-        yield from self._scoped([EMBED], "")
+        yield from self._scoped(EMBED_SECTION, "")
         for layer in range(c.num_hidden_layers):
             yield from self._layer(layer, mtp=False)
-        yield from self._scoped([FINAL_NORM, LM_HEAD], "")
+        yield from self._scoped(FINAL, "")
         if not self.include_mtp:
             return
         for layer in range(c.num_hidden_layers, c.num_hidden_layers + c.num_mtp_layers):

@@ -49,7 +49,7 @@ def deepseek_demo_params(cfg: dict, world_size: int, rank: int) -> dict[str, tup
     """{name: (dtype, shape)} of DeepSeek's inference `Transformer` on one rank.
 
     Built the way inference/model.py builds it from ModelArgs (HF keys mapped as in
-    ARCHITECTURE.md 2.2): Linear allocates [out, in] and, when 1-byte, a float32 `scale` of
+    docs/architecture.md §1): Linear allocates [out, in] and, when 1-byte, a float32 `scale` of
     ceil(out/128) x ceil(in/128); ColumnParallelLinear divides out, RowParallelLinear
     divides in; ParallelEmbedding divides the vocabulary; MoE keeps experts
     [rank*E/N, (rank+1)*E/N); the head is a bf16 ColumnParallelLinear.

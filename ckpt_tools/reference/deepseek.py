@@ -2,7 +2,7 @@
 
 Reads top to bottom in forward order: RMSNorm, YaRN RoPE, MLA attention, the router
 (greedy, group_limited_greedy, noaux_tc), experts, MoE, dense MLP, decoder block, model,
-MTP module. Every rule follows DeepSeek's code (ARCHITECTURE.md sections 3, 4 and 8); the
+MTP module. Every rule follows DeepSeek's code (docs/architecture.md §5-§7); the
 differences between generations are branches on config fields (`topk_method`,
 `scoring_func`, `norm_topk_prob`, `q_lora_rank`, `rope_scaling`, `first_k_dense_replace`,
 `moe_layer_freq`), never on a dimension.

@@ -1,4 +1,4 @@
-"""Pydantic v2 models of the DeepSeek V2 / V2.5 / V3 `config.json`.
+"""Pydantic v2 models of the DeepSeek V2 / V2.5 / V3 / V3.2 `config.json`.
 
 Lenient on what it does not know (unknown keys are kept and written back unchanged),
 strict on what it does: choice fields are `Literal`s and cross-field rules raise a
@@ -30,12 +30,10 @@ from .errors import ConfigError, UnsupportedModelError
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
 ScoringFunc = Literal["softmax", "sigmoid"]
 
-SUPPORTED_MODEL_TYPES = ("deepseek_v2", "deepseek_v3")
+SUPPORTED_MODEL_TYPES = ("deepseek_v2", "deepseek_v3", "deepseek_v32")
 
 # Architectures we recognise but refuse, with the reason a user needs.
 _REFUSED_MODEL_TYPES = {
-    "deepseek_v32": "DeepSeek V3.2 (deepseek_v32) adds a lightning indexer "
-    "(self_attn.indexer.*) that ckpt_tools does not handle yet",
     "deepseek_v4": "DeepSeek V4 (FP4 experts, E8M0 scales) is not supported yet",
     "deepseek": "DeepSeek-MoE v1 (model_type 'deepseek') has no MLA and is not supported",
 }
@@ -130,6 +128,11 @@ class _DeepseekCommon(BaseModel):
         return getattr(self, "num_nextn_predict_layers", 0) or 0
 
     @property
+    def has_indexer(self) -> bool:
+        """DeepSeek Sparse Attention's lightning indexer (V3.2) in every layer."""
+        return False
+
+    @property
     def is_fp8(self) -> bool:
         return self.quantization_config is not None
 
@@ -220,8 +223,44 @@ class DeepseekV3Config(_DeepseekCommon):
     num_nextn_predict_layers: int = Field(0, ge=0, description="MTP modules stored after the main layers")
 
 
+class DeepseekV32Config(DeepseekV3Config):
+    """DeepSeek-V3.2-Exp, V3.2, V3.2-Speciale (`model_type: deepseek_v32`): V3 plus DeepSeek
+    Sparse Attention, a lightning indexer per layer that picks `index_topk` earlier tokens
+    for each query (docs/deepseek_v32.md). Defaults are transformers' DeepseekV32Config's."""
+
+    model_type: Literal["deepseek_v32"]  # type: ignore[assignment]
+    index_n_heads: int = Field(64, gt=0, description="Lightning-indexer heads (H_I)")
+    index_head_dim: int = Field(128, gt=0, description="Lightning-indexer head width (d_I); "
+                                "its first qk_rope_head_dim dims carry RoPE")
+    index_topk: int = Field(2048, gt=0, description="Keys each query attends to at most")
+
+    @property
+    def has_indexer(self) -> bool:
+        return True
+
+    @model_validator(mode="after")
+    def _indexer_rules(self):
+        if self.q_lora_rank is None:
+            raise ValueError("q_lora_rank: deepseek_v32's indexer reads the compressed query, "
+                             "so it cannot be null")
+        if self.index_head_dim < self.qk_rope_head_dim:
+            raise ValueError(f"index_head_dim: {self.index_head_dim} is smaller than the "
+                             f"qk_rope_head_dim {self.qk_rope_head_dim} it rotates")
+        # transformers 5 writes the dense/MoE pattern out; it must agree with ours
+        types = getattr(self, "mlp_layer_types", None)
+        if types is not None:
+            want = ["sparse" if self.is_moe_layer(i) else "dense"
+                    for i in range(self.num_hidden_layers)]
+            if list(types) != want:
+                raise ValueError(f"mlp_layer_types: disagrees with first_k_dense_replace "
+                                 f"{self.first_k_dense_replace} / moe_layer_freq "
+                                 f"{self.moe_layer_freq}")
+        return self
+
+
 DeepseekConfig = Annotated[
-    Union[DeepseekV2Config, DeepseekV3Config], Field(discriminator="model_type")
+    Union[DeepseekV2Config, DeepseekV3Config, DeepseekV32Config],
+    Field(discriminator="model_type"),
 ]
 _ADAPTER: TypeAdapter = TypeAdapter(DeepseekConfig)
 
@@ -254,7 +293,7 @@ def _normalise_transformers_v5(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _one_line(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if p not in ("deepseek_v2", "deepseek_v3"))
+    loc = ".".join(str(p) for p in first["loc"] if p not in SUPPORTED_MODEL_TYPES)
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     if first["type"] == "missing":
@@ -268,7 +307,8 @@ def _one_line(err: ValidationError, source: str) -> str:
     return f"{source}: field '{loc}': {msg}{found_s}{more}"
 
 
-def parse_config(raw: Any, *, source: str = "config") -> DeepseekV2Config | DeepseekV3Config:
+def parse_config(raw: Any, *, source: str = "config"
+                 ) -> DeepseekV2Config | DeepseekV3Config | DeepseekV32Config:
     """Validate a config.json mapping.
 
     Raises:
@@ -282,7 +322,7 @@ def parse_config(raw: Any, *, source: str = "config") -> DeepseekV2Config | Deep
         raise UnsupportedModelError(f"{source}: {_REFUSED_MODEL_TYPES[model_type]}")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise UnsupportedModelError(
-            f"{source}: model_type {json.dumps(model_type)} is not a DeepSeek V2/V3 config "
+            f"{source}: model_type {json.dumps(model_type)} is not a DeepSeek V2/V3/V3.2 config "
             f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
         )
     try:
@@ -291,7 +331,8 @@ def parse_config(raw: Any, *, source: str = "config") -> DeepseekV2Config | Deep
         raise ConfigError(_one_line(e, source)) from e
 
 
-def read_config_file(path: str | Path) -> DeepseekV2Config | DeepseekV3Config:
+def read_config_file(path: str | Path
+                     ) -> DeepseekV2Config | DeepseekV3Config | DeepseekV32Config:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -60,6 +60,11 @@ LAYER_MODULES: dict[str, tuple[str, Rule]] = {
     "self_attn.kv_a_layernorm": ("attn.kv_norm", None),
     "self_attn.kv_b_proj": ("attn.wkv_b", COLUMN),
     "self_attn.o_proj": ("attn.wo", ROW),
+    # V3.2's lightning indexer: replicated whole on every rank (convert.py maps it with no dim)
+    "self_attn.indexer.wq_b": ("attn.indexer.wq_b", None),
+    "self_attn.indexer.wk": ("attn.indexer.wk", None),
+    "self_attn.indexer.k_norm": ("attn.indexer.k_norm", None),
+    "self_attn.indexer.weights_proj": ("attn.indexer.weights_proj", None),
     "post_attention_layernorm": ("ffn_norm", None),
     "mlp.gate_proj": ("ffn.w1", COLUMN),
     "mlp.down_proj": ("ffn.w2", ROW),
@@ -79,8 +84,9 @@ LAYER_MODULES: dict[str, tuple[str, Rule]] = {
     "shared_head.norm": ("shared_head.norm", None),
     "shared_head.head": ("shared_head.head", COLUMN),
 }
-# weight_scale_inv travels with its weight and is named `scale` (DeepSeek's Linear.scale).
-PARAMS = {"weight": "weight", "weight" + SCALE_SUFFIX: "scale"}
+# weight_scale_inv travels with its weight and is named `scale` (DeepSeek's Linear.scale);
+# a bias (only the indexer's k_norm LayerNorm has one) keeps its name.
+PARAMS = {"weight": "weight", "weight" + SCALE_SUFFIX: "scale", "bias": "bias"}
 ROUTER_BIAS = ("mlp.gate.e_score_correction_bias", "ffn.gate.bias")  # Gate.bias, fp32
 
 

@@ -4,7 +4,11 @@ Names come from templates (`TEMPLATES` below), shapes from formulas over the con
 dtypes from one policy (`ARCHITECTURE.md` section 6): in the FP8 layout every linear weight
 except the router gate and the MTP `eh_proj` is F8_E4M3 with an F32 `weight_scale_inv` of
 ceil(rows/block) x ceil(cols/block); embeddings, lm_head, norms and the router are BF16; the
-aux-loss-free `e_score_correction_bias` is F32 in every layout.
+aux-loss-free `e_score_correction_bias` is F32 in every layout. V3.2's lightning indexer
+(`self_attn.indexer.*`) follows DeepSeek's release: `wq_b` and `wk` FP8 like the other
+projections, `weights_proj` BF16 without a scale, the `k_norm` LayerNorm (weight and bias)
+F32; `alt_dtypes` names what else a loader may legitimately have written (transformers keeps
+`weights_proj` in float32, some DSA checkpoints store `k_norm` in BF16).
 
 Everything else (validate, diff, upcast, quantize, reshard, the forward pass, make-tiny)
 asks this module instead of knowing names itself.
@@ -30,7 +34,7 @@ SCALE_SUFFIX = "_scale_inv"  # "x.weight" -> "x.weight_scale_inv"
 DEFAULT_BLOCK = (128, 128)
 
 Component = Literal[
-    "embedding", "attention", "norm", "dense_mlp", "router", "routed_expert",
+    "embedding", "attention", "indexer", "norm", "dense_mlp", "router", "routed_expert",
     "shared_expert", "lm_head", "mtp",
 ]
 
@@ -45,6 +49,7 @@ class Template:
     fp8: bool = False  # stored as F8_E4M3 + weight_scale_inv in the FP8 layout
     f32: bool = False  # kept in float32 in every layout
     when: Callable[[Config], bool] = lambda c: True
+    alt_dtypes: tuple[str, ...] = ()  # also accepted as stored (validate), never planned
 
 
 def _qh(c: Config) -> int:
@@ -52,6 +57,7 @@ def _qh(c: Config) -> int:
 
 
 _has_q_lora: Callable[[Config], bool] = lambda c: c.q_lora_rank is not None
+_has_indexer: Callable[[Config], bool] = lambda c: c.has_indexer
 _no_q_lora: Callable[[Config], bool] = lambda c: c.q_lora_rank is None
 
 ATTENTION = (
@@ -72,6 +78,18 @@ ATTENTION = (
              "attention", fp8=True),
     Template("self_attn.o_proj.weight",
              lambda c: (c.hidden_size, c.num_attention_heads * c.v_head_dim), "attention", fp8=True),
+    # V3.2's lightning indexer: queries from MLA's compressed q, one shared key per token
+    Template("self_attn.indexer.wq_b.weight",
+             lambda c: (c.index_n_heads * c.index_head_dim, c.q_lora_rank), "indexer", fp8=True,
+             when=_has_indexer),
+    Template("self_attn.indexer.wk.weight", lambda c: (c.index_head_dim, c.hidden_size),
+             "indexer", fp8=True, when=_has_indexer),
+    Template("self_attn.indexer.k_norm.weight", lambda c: (c.index_head_dim,), "indexer",
+             f32=True, alt_dtypes=("BF16",), when=_has_indexer),
+    Template("self_attn.indexer.k_norm.bias", lambda c: (c.index_head_dim,), "indexer",
+             f32=True, alt_dtypes=("BF16",), when=_has_indexer),
+    Template("self_attn.indexer.weights_proj.weight", lambda c: (c.index_n_heads, c.hidden_size),
+             "indexer", alt_dtypes=("F32",), when=_has_indexer),
     Template("post_attention_layernorm.weight", lambda c: (c.hidden_size,), "norm"),
 )
 
@@ -190,6 +208,7 @@ class Group:
     mtp: bool
     scale_family: str | None  # on an FP8 weight family: its scale family
     scale_of_family: str | None  # on a scale family: the weight family
+    alt_dtypes: tuple[str, ...] = ()  # also accepted as stored (the template's)
 
     @property
     def count(self) -> int:
@@ -236,7 +255,8 @@ class TensorPlan:
             quantized = t.fp8 and self.layout == "fp8"
             dtype = "F32" if t.f32 else ("F8_E4M3" if quantized else "BF16")
             scale = scale_name_for(family) if quantized else None
-            yield Group(family, shape, dtype, t.component, layer, experts, mtp, scale, None)
+            yield Group(family, shape, dtype, t.component, layer, experts, mtp, scale, None,
+                        () if quantized else t.alt_dtypes)
             if quantized:
                 yield Group(scale, scale_shape(shape, self.block), "F32", t.component, layer,
                             experts, mtp, None, family)

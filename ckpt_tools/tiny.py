@@ -45,6 +45,9 @@ TINY_Q_LORA_RANK = 48
 TINY_EXPERTS = 8
 TINY_TOP_K = 3
 TINY_MOE_LAYERS = 2
+# V3.2's indexer: enough heads that an all-ReLU-zero score (a tie) is rare, a head width
+# that leaves partial FP8 blocks, and a top-k below the test sequences' lengths.
+TINY_INDEXER = {"index_n_heads": 16, "index_head_dim": 32, "index_topk": 8}
 
 
 def tiny_config(preset: str, *, real_widths: bool = False,
@@ -58,6 +61,8 @@ def tiny_config(preset: str, *, real_widths: bool = False,
         raw.update(TINY_WIDTHS)
         if raw.get("q_lora_rank") is not None:
             raw["q_lora_rank"] = TINY_Q_LORA_RANK
+        if "index_topk" in raw:
+            raw.update(TINY_INDEXER)
     dense = min(raw.get("first_k_dense_replace", 0), 2)
     groups = raw.get("n_group", 1)
     raw.update(
@@ -82,7 +87,7 @@ def tensor_value(spec: TensorSpec, seed: int) -> np.ndarray:
     """A deterministic float32 value for one tensor (depends on seed and name only)."""
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode())])
     shape = spec.shape
-    if spec.component == "router" and len(shape) == 1:  # e_score_correction_bias
+    if len(shape) == 1 and spec.name.endswith((".bias", "e_score_correction_bias")):
         return rng.normal(0.0, 0.1, shape).astype(np.float32)
     if len(shape) == 1:  # norms
         return (1.0 + 0.1 * rng.normal(size=shape)).astype(np.float32)
@@ -127,6 +132,8 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
     raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8)
     config = parse_config(raw)
     plan = TensorPlan(config)
+    qc = config.quantization_config
+    scale_fmt = qc.scale_fmt if qc else None  # ue8m0 releases: power-of-two scales
     groups = _split(list(plan.specs), shards)
     with OutputDir(dst, overwrite=overwrite) as out:
         weight_map: dict[str, str] = {}
@@ -138,7 +145,8 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
                     if s.scale_of:
                         w.write(s.name, pending_scales.pop(s.name))
                     elif s.scale_name:
-                        q, scale = quantize(tensor_value(s, seed), plan.block)
+                        q, scale = quantize(tensor_value(s, seed), plan.block,
+                                            scale_fmt=scale_fmt)
                         pending_scales[s.scale_name] = scale
                         w.write(s.name, q)
                     else:

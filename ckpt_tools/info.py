@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from .dsa_figures import SparseAttentionFigures, sparse_attention_figures
 from .sources import resolve_config
 from .tensor_plan import TensorPlan
 
@@ -73,6 +74,7 @@ class ModelInfo(BaseModel):
     parameters: ParameterSummary
     plan: TensorSummary  # what the config implies, in its own layout
     files: TensorSummary | None = None  # what a checkpoint directory holds (headers only)
+    sparse_attention: SparseAttentionFigures | None = None  # V3.2: the indexer's share
 
 
 def describe(spec: str | Path) -> ModelInfo:
@@ -122,5 +124,5 @@ def describe(spec: str | Path) -> ModelInfo:
         provenance=prov, architecture=arch, parameters=params,
         plan=TensorSummary(layout=plan.layout, tensors=len(plan), total_bytes=plan.total_bytes,
                            bytes_by_dtype=plan.bytes_by_dtype),
-        files=files,
+        files=files, sparse_attention=sparse_attention_figures(c, plan),
     )

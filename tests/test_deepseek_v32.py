@@ -315,3 +315,55 @@ def test_reshard_to_deepseek_mp_equals_convert_py_tensor_for_tensor(tmp_path, fp
     from ckpt_tools.mp_layout import MpCheckpoint
     np.testing.assert_array_equal(forward(MpCheckpoint(tmp_path / "mp"), TOKENS),
                                   forward(Checkpoint(tmp_path / "back"), TOKENS))
+
+
+# -- diff and info figures ------------------------------------------------------------------
+def test_diff_v3_v32_is_the_same_layout_plus_the_indexer():
+    from ckpt_tools.diff import diff
+
+    for a in ("v3", "v3.1"):
+        r = diff(a, "v3.2")
+        assert r.summary.startswith("Same weights layout plus the indexer"), r.summary
+        assert {c.status for c in r.plan.changes} == {"added"}
+        assert all(".self_attn.indexer." in c.family for c in r.plan.changes)
+        assert len(r.plan.changes) == 5  # wq_b, wk, k_norm weight and bias, weights_proj
+    assert diff("v3.2", "v3").summary.startswith("Same weights layout minus the indexer")
+    assert not diff("v2.5", "v3.2").summary.startswith("Same weights layout")
+
+
+def test_dsa_figures_from_independent_formulas():
+    from ckpt_tools.diff import diff
+
+    c = find_preset("v3.2").config
+    n, mla = 61, 2 * 128 * (192 + 128)  # per key and layer: scores + values of 128 heads
+    indexer = 2 * 64 * (128 + 1)  # per key and layer: 64 dot products of 128, then the sum
+    rows = {q.key: q for q in diff("v3.1", "v3.2").quantities}
+    for L in (4096, 32768, 131072):
+        row = rows[f"dsa.attention_flops.{L}"]
+        assert row.a == n * mla * L  # V3.1: dense MLA
+        assert row.b == n * (mla * min(L, 2048) + indexer * L)
+    assert rows["dsa.indexer_per_layer"].b == 13_959_424 and rows["dsa.indexer_per_layer"].a == 0
+    assert rows["dsa.kv_extra_bf16"].b == n * 128 * 2
+    assert rows["dsa.kv_extra_fp8"].b == n * (128 + 4)
+    crossover = rows["dsa.crossover"].b
+    cost = lambda L: n * (mla * min(L, 2048) + indexer * L)  # noqa: E731
+    assert cost(crossover) < n * mla * crossover and cost(crossover - 1) >= n * mla * (crossover - 1)
+    assert 2048 < crossover < 4096
+    figures = describe("v3.2").sparse_attention
+    assert figures.crossover_context == crossover
+    assert figures.indexer_main + figures.indexer_mtp == 62 * 13_959_424
+    # stored bytes: FP8 wq_b and wk with their scales, BF16 weights_proj, F32 k_norm
+    per_layer = 8192 * 1536 + 64 * 12 * 4 + 128 * 7168 + 56 * 4 + 64 * 7168 * 2 + 2 * 128 * 4
+    assert figures.indexer_bytes_per_layer == per_layer
+    assert figures.indexer_bytes == 62 * per_layer
+    assert describe("v3").sparse_attention is None
+
+
+def test_cli_info_and_diff_show_dsa(run_cli):
+    r = run_cli("info", "v3.2")
+    assert r.exit_code == 0 and "lightning indexer" in r.output and "2,566" in r.output
+    r = run_cli("info", "v3.2", "--json")
+    assert json.loads(r.output)["sparse_attention"]["index_topk"] == 2048
+    r = run_cli("diff", "v3", "v3.2")
+    assert r.exit_code == 0 and "Same weights layout plus the indexer" in r.output
+    assert "DeepSeek Sparse Attention (lightning indexer)" in r.output

@@ -367,3 +367,35 @@ def test_cli_info_and_diff_show_dsa(run_cli):
     r = run_cli("diff", "v3", "v3.2")
     assert r.exit_code == 0 and "Same weights layout plus the indexer" in r.output
     assert "DeepSeek Sparse Attention (lightning indexer)" in r.output
+
+
+# -- quantize and verify ----------------------------------------------------------------------
+def test_quantize_v32_quantizes_wq_b_and_wk_and_leaves_the_rest(tmp_path):
+    from ckpt_tools.convert import quantize
+
+    src, dst = tmp_path / "bf16", tmp_path / "fp8"
+    make_tiny(src, "v3.2", seed=5)
+    report = quantize(src, dst, scale_fmt="ue8m0", workers=1)
+    assert report.quantized > 0
+    s, q = Checkpoint(src), Checkpoint(dst)
+    prefix = INDEXER.format(L=1)
+    for name in ("wq_b.weight", "wk.weight"):
+        assert q.locate(prefix + name)[1].dtype == "F8_E4M3"
+        assert prefix + name + "_scale_inv" in q
+    for name in ("weights_proj.weight", "k_norm.weight", "k_norm.bias"):
+        assert q.read(prefix + name).tobytes() == s.read(prefix + name).tobytes()
+        assert prefix + name + "_scale_inv" not in q
+    assert q.raw_config["quantization_config"]["scale_fmt"] == "ue8m0"
+    assert codes(validate(dst, deep=True)) == []  # every scale a power of two
+
+
+def test_verify_mp_against_hf_passes_for_v32(tmp_path, run_cli):
+    from ckpt_tools.reshard import to_deepseek_mp
+
+    src = tmp_path / "hf"
+    make_tiny(src, "v3.2", seed=6)
+    to_deepseek_mp(src, tmp_path / "mp", 2)
+    r = run_cli("verify", tmp_path / "mp", "--against", src, "--json")
+    assert r.exit_code == 0, r.output + r.stderr
+    report = json.loads(r.output)
+    assert report["ok"] is True and report["max_abs_error"] == 0.0

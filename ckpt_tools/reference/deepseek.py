@@ -176,8 +176,10 @@ def indexer_selection(config: Config, w: Weights, layer: int, x: np.ndarray,
                    w.read(w.name("indexer.k_norm_bias", layer)), INDEXER_NORM_EPS)
     q, k = _rope_first(q, r, rope), _rope_first(k, r, rope)
     head_weights = w.linear(x, w.name("indexer.weights_proj", layer)) * F32(J ** -0.5)  # [t, j]
-    relu_logits = np.maximum(np.einsum("tjx,sx->tjs", q, k) * F32(X ** -0.5), F32(0.0))
-    score = np.einsum("tjs,tj->ts", relu_logits, head_weights)  # [t, s]
+    score = np.zeros((T, T), dtype=F32)  # [t, s]; summed head by head: memory [t, s], not [t, j, s]
+    for j in range(J):
+        logits = q[:, j] @ k.T * F32(X ** -0.5)  # [t, s]
+        score += np.maximum(logits, F32(0.0)) * head_weights[:, j, None]
     causal = ~np.triu(np.ones((T, T), dtype=bool), k=1)  # [t, s]
     score = np.where(causal, score, -np.inf)
     chosen = np.argsort(-score, axis=-1, kind="stable")[:, :min(config.index_topk, T)]  # [t, k]

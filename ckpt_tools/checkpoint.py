@@ -64,7 +64,12 @@ class Checkpoint:
 
     @cached_property
     def plan(self) -> TensorPlan:
-        return TensorPlan(self.config, self.layout)
+        """The config's plan in this checkpoint's layout, with the dtypes it stores where
+        the plan allows alternatives (e.g. transformers' float32 V3.2 `weights_proj`)."""
+        plan = TensorPlan(self.config, self.layout)
+        stored = plan.stored_dtypes_in(
+            lambda name: self.locate(name)[1].dtype if name in self else None)
+        return TensorPlan(self.config, self.layout, stored_dtypes=stored) if stored else plan
 
     @cached_property
     def index_path(self) -> Path | None:

@@ -248,6 +248,13 @@ def find_mp_files(path: str | Path) -> dict[int, Path]:
     return dict(sorted(files.items()))
 
 
+def _stored_dtype(plan: TensorPlan, hf_name: str, entries) -> str | None:
+    """The dtype rank 0 stores an HF tensor in (replicated and split tensors are on every
+    rank), None when absent."""
+    entry = entries.get(MpLayout.mp_name(plan.by_name[hf_name]))
+    return entry.dtype if entry is not None else None
+
+
 class MpCheckpoint:
     """Read-only view of a model-parallel directory with HF tensor names.
 
@@ -274,10 +281,12 @@ class MpCheckpoint:
         names0 = self._readers[0].header.entries
         self.layout = "fp8" if any(n.endswith(".scale") for n in names0) else "bf16"
         full = TensorPlan(self.config, self.layout)
+        stored = full.stored_dtypes_in(lambda name: _stored_dtype(full, name, names0))
+        full = TensorPlan(self.config, self.layout, stored_dtypes=stored) if stored else full
         mtp_names = {MpLayout.mp_name(s) for s in full.specs if s.mtp}
         self.has_mtp = bool(mtp_names) and any(n in names0 for n in mtp_names)
         self.plan = full if self.has_mtp else TensorPlan(self.config, self.layout,
-                                                         include_mtp=False)
+                                                         include_mtp=False, stored_dtypes=stored)
         self.mp = MpLayout(self.plan, self.model_parallel, keep_mtp=True)
         self._check_headers()
 

@@ -236,13 +236,33 @@ class TensorPlan:
     per-tensor `specs` (92k for V3) are expanded from them on first use.
     """
 
-    def __init__(self, config: Config, layout: Layout | None = None, *, include_mtp: bool = True):
+    def __init__(self, config: Config, layout: Layout | None = None, *, include_mtp: bool = True,
+                 stored_dtypes: dict[str, str] | None = None):
+        """`stored_dtypes`: family -> one of its template's `alt_dtypes`, for a checkpoint
+        that stores that family so (see `stored_dtypes_in`); the plan then says so too."""
         self.config = config
         self.layout: Layout = layout or ("fp8" if config.is_fp8 else "bf16")
         qc = config.quantization_config
         self.block: tuple[int, int] = tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK
         self.include_mtp = include_mtp
+        self.stored_dtypes: dict[str, str] = dict(stored_dtypes or {})
         self.groups: list[Group] = list(self._generate())
+        for family, dtype in self.stored_dtypes.items():
+            g = self.families.get(family, [None])[0]
+            if g is None or dtype not in g.alt_dtypes:
+                raise ValueError(f"stored_dtypes: {family} cannot be stored as {dtype}")
+
+    def stored_dtypes_in(self, dtype_of: Callable[[str], str | None]) -> dict[str, str]:
+        """The families whose first tensor is stored in one of their `alt_dtypes`, with that
+        dtype (`dtype_of(name)`: the stored dtype, None when absent). Asks only about the
+        few families that have alternatives (V3.2's indexer norms and weights_proj)."""
+        out = {}
+        for family, groups in self.families.items():
+            if groups[0].alt_dtypes:
+                dtype = dtype_of(groups[0].names[0])
+                if dtype in groups[0].alt_dtypes:
+                    out[family] = dtype
+        return out
 
     # -- generation ---------------------------------------------------------------------
     def _scoped(self, templates, prefix: str, layer=None, experts=None, mtp=False) -> Iterator[Group]:
@@ -254,6 +274,7 @@ class TensorPlan:
             shape = tuple(int(d) for d in t.shape(c))
             quantized = t.fp8 and self.layout == "fp8"
             dtype = "F32" if t.f32 else ("F8_E4M3" if quantized else "BF16")
+            dtype = self.stored_dtypes.get(family, dtype)
             scale = scale_name_for(family) if quantized else None
             yield Group(family, shape, dtype, t.component, layer, experts, mtp, scale, None,
                         () if quantized else t.alt_dtypes)

@@ -401,3 +401,31 @@ def test_verify_mp_against_hf_passes_for_v32(tmp_path, run_cli):
     assert r.exit_code == 0, r.output + r.stderr
     report = json.loads(r.output)
     assert report["ok"] is True and report["max_abs_error"] == 0.0
+
+
+def test_transformers_dtypes_survive_reshard_both_ways(tmp_path):
+    """transformers saves V3.2 with a float32 weights_proj; a BF16 k_norm is also accepted.
+    reshard keeps what is stored, bit for bit, and the mp files validate and run."""
+    from ckpt_tools.mp_layout import MpCheckpoint
+    from ckpt_tools.reshard import from_deepseek_mp, to_deepseek_mp
+    from test_reshard import tensors
+
+    src = tmp_path / "hf"
+    make_tiny(src, "v3.2", seed=8, shards=1)
+    bf16 = np.dtype(ml_dtypes.bfloat16)
+    config = Checkpoint(src).config
+    for layer in range(config.num_hidden_layers + config.num_mtp_layers):
+        p = INDEXER.format(L=layer)
+        _rewrite(src, p + "weights_proj.weight", lambda a: a.astype(np.float32))
+        _rewrite(src, p + "k_norm.weight", lambda a: a.astype(bf16))
+        _rewrite(src, p + "k_norm.bias", lambda a: a.astype(bf16))
+    assert codes(validate(src)) == []
+    to_deepseek_mp(src, tmp_path / "mp", 2, keep_mtp=True)
+    assert codes(validate(tmp_path / "mp")) == []
+    with SafetensorsReader(tmp_path / "mp" / "model1-mp2.safetensors") as r:
+        assert r.entry("layers.0.attn.indexer.weights_proj.weight").dtype == "F32"
+        assert r.entry("layers.0.attn.indexer.k_norm.bias").dtype == "BF16"
+    from_deepseek_mp(tmp_path / "mp", tmp_path / "back")
+    assert tensors(tmp_path / "back") == tensors(src)
+    np.testing.assert_array_equal(forward(MpCheckpoint(tmp_path / "mp"), TOKENS),
+                                  forward(Checkpoint(src), TOKENS))

@@ -156,17 +156,15 @@ def _rope_first(x: np.ndarray, r: int, rope: tuple[np.ndarray, np.ndarray]) -> n
     return np.concatenate([apply_rope_half_split(x[..., :r], *rope), x[..., r:]], axis=-1)
 
 
-def indexer_selection(config: Config, w: Weights, layer: int, x: np.ndarray,
-                      q_latent: np.ndarray, rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Which keys each query may attend to: the causal top-`index_topk` by indexer score.
-    x: [t, d], q_latent: [t, q] (MLA's normed compressed query) -> bool [t, s]
+def indexer_scores(config: Config, w: Weights, layer: int, x: np.ndarray,
+                   q_latent: np.ndarray, rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The lightning indexer's score of every key for every query, -inf for future keys.
+    x: [t, d], q_latent: [t, q] (MLA's normed compressed query) -> [t, s]
 
     score[t, s] = sum_j relu(q[t, j] . k[s]) * weights_proj(x)[t, j] * H_I^-1/2 * d_I^-1/2,
     one LayerNorm'd key per token shared by all indexer heads. DeepSeek's kernel also
     Hadamard-rotates and FP8-rounds q and k; the rotation keeps every dot product and the
     rounding is a precision choice, so both are left out here, as transformers does.
-    Ties: keys with exactly equal scores are taken earliest position first (a stable sort);
-    torch's topk leaves the order among ties unspecified.
     """
     T = x.shape[0]
     J, X, r = config.index_n_heads, config.index_head_dim, config.qk_rope_head_dim
@@ -181,11 +179,27 @@ def indexer_selection(config: Config, w: Weights, layer: int, x: np.ndarray,
         logits = q[:, j] @ k.T * F32(X ** -0.5)  # [t, s]
         score += np.maximum(logits, F32(0.0)) * head_weights[:, j, None]
     causal = ~np.triu(np.ones((T, T), dtype=bool), k=1)  # [t, s]
-    score = np.where(causal, score, -np.inf)
-    chosen = np.argsort(-score, axis=-1, kind="stable")[:, :min(config.index_topk, T)]  # [t, k]
-    selected = np.zeros((T, T), dtype=bool)
+    return np.where(causal, score, -np.inf).astype(F32)
+
+
+def top_keys(scores: np.ndarray, k: int) -> np.ndarray:
+    """The k best causal keys of each query (all of them when fewer).  [t, s] -> bool [t, s]
+
+    Ties: keys with exactly equal scores are taken earliest position first (a stable sort);
+    torch's topk leaves the order among ties unspecified.
+    """
+    T = scores.shape[0]
+    chosen = np.argsort(-scores, axis=-1, kind="stable")[:, :min(k, T)]  # [t, k]
+    selected = np.zeros(scores.shape, dtype=bool)
     np.put_along_axis(selected, chosen, True, axis=-1)
-    return selected & causal  # a row with fewer causal keys than k took some future ones
+    return selected & np.isfinite(scores)  # a row with fewer causal keys than k took future ones
+
+
+def indexer_selection(config: Config, w: Weights, layer: int, x: np.ndarray,
+                      q_latent: np.ndarray, rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Which keys each query may attend to: its causal top-`index_topk` by indexer score.
+    -> bool [t, s]"""
+    return top_keys(indexer_scores(config, w, layer, x, q_latent, rope), config.index_topk)
 
 
 # -- attention (MLA) ---------------------------------------------------------------------

@@ -253,15 +253,18 @@ class TensorPlan:
                 raise ValueError(f"stored_dtypes: {family} cannot be stored as {dtype}")
 
     def stored_dtypes_in(self, dtype_of: Callable[[str], str | None]) -> dict[str, str]:
-        """The families whose first tensor is stored in one of their `alt_dtypes`, with that
-        dtype (`dtype_of(name)`: the stored dtype, None when absent). Asks only about the
-        few families that have alternatives (V3.2's indexer norms and weights_proj)."""
+        """The families whose first readable tensor is stored in one of their `alt_dtypes`,
+        with that dtype (`dtype_of(name)`: the stored dtype, None when unknown, e.g. in a
+        shard not downloaded). Asks only about the few families that have alternatives
+        (V3.2's indexer norms and weights_proj), one tensor each."""
         out = {}
         for family, groups in self.families.items():
-            if groups[0].alt_dtypes:
-                dtype = dtype_of(groups[0].names[0])
-                if dtype in groups[0].alt_dtypes:
-                    out[family] = dtype
+            if not groups[0].alt_dtypes:
+                continue
+            found = (dtype_of(g.names[0]) for g in groups)
+            dtype = next((d for d in found if d is not None), None)
+            if dtype in groups[0].alt_dtypes:
+                out[family] = dtype
         return out
 
     # -- generation ---------------------------------------------------------------------

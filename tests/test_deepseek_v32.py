@@ -472,3 +472,26 @@ def test_with_two_indexer_heads_selections_differ_from_transformers_only_at_ties
             differing += 1
             assert tied, f"row {t} differs without a tie"
     assert tied_rows >= differing > 0  # the seed exercises ties
+
+
+def test_plan_of_a_partial_download_reads_only_present_shards(tmp_path):
+    """`ckpt download --layers` leaves most shards absent: the plan asks present shards only."""
+    from ckpt_tools.download import check_tensors
+
+    src = tmp_path / "partial"
+    make_tiny(src, "v3.2", seed=3, shards=4)
+    config = Checkpoint(src).config
+    last = config.num_hidden_layers - 1
+    weights_proj = INDEXER + "weights_proj.weight"
+    for layer in range(config.num_hidden_layers + config.num_mtp_layers):  # as transformers saves
+        _rewrite(src, weights_proj.format(L=layer), lambda a: a.astype(np.float32))
+    weight_map = Checkpoint(src).index.weight_map
+    keep = {s for n, s in weight_map.items() if n.startswith(f"model.layers.{last}.")}
+    first_shard = weight_map[weights_proj.format(L=0)]
+    assert first_shard not in keep
+    for shard in set(weight_map.values()) - keep:
+        (src / shard).unlink()
+    plan = Checkpoint(src).plan  # layer 0's shard is gone: no error, the stored F32 is adopted
+    assert plan.get(weights_proj.format(L=last)).dtype == "F32"
+    check = check_tensors(src, sorted(keep), layers=(last, last))
+    assert check.complete and not check.problems, check.problems

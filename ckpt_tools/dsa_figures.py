@@ -60,8 +60,9 @@ class SparseAttentionFigures(BaseModel):
                                         "scales as DeepSeek deploys them")
     kv_extra_over_mla: float = Field(description="Extra BF16 cache / MLA's BF16 cache")
     flops: list[ContextCost]
-    crossover_context: int = Field(description="Shortest context at which DSA attention costs "
-                                   "fewer FLOPs than dense MLA")
+    crossover_context: int | None = Field(description="Shortest context at which DSA attention "
+                                          "costs fewer FLOPs than dense MLA; None: never (the "
+                                          "indexer costs more per key than MLA)")
     convention: str
 
 
@@ -84,11 +85,12 @@ def context_cost(config, context: int) -> ContextCost:
                        dsa_over_dense=(sparse_mla + indexer) / dense)
 
 
-def crossover_context(config) -> int:
-    """Smallest L with L*idx + min(L, k)*mla < L*mla: beyond k, L > k*mla / (mla - idx)."""
+def crossover_context(config) -> int | None:
+    """Smallest L with L*idx + min(L, k)*mla < L*mla: beyond k, L > k*mla / (mla - idx).
+    None when the indexer costs at least as much per key as MLA (tiny test models)."""
     mla, idx, k = mla_flops_per_key(config), indexer_flops_per_key(config), config.index_topk
     if idx >= mla:
-        raise ValueError("the indexer costs more per key than MLA: DSA never saves FLOPs")
+        return None
     return k * mla // (mla - idx) + 1
 
 

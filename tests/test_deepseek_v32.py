@@ -495,3 +495,15 @@ def test_plan_of_a_partial_download_reads_only_present_shards(tmp_path):
     assert plan.get(weights_proj.format(L=last)).dtype == "F32"
     check = check_tensors(src, sorted(keep), layers=(last, last))
     assert check.complete and not check.problems, check.problems
+
+
+def test_tiny_v32_where_the_indexer_costs_more_than_mla(tmp_path, run_cli):
+    """The tiny indexer (16 heads x 32) costs more per key than the tiny MLA: no crossover,
+    said plainly (not an error)."""
+    src = tmp_path / "tiny"
+    make_tiny(src, "v3.2")
+    assert describe(str(src)).sparse_attention.crossover_context is None
+    r = run_cli("info", src)
+    assert r.exit_code == 0 and "never cheaper" in r.output
+    r = run_cli("diff", src, "v3.2")
+    assert r.exit_code == 0, r.output

@@ -79,8 +79,10 @@ def _sparse_attention(d) -> None:
     rows = [[f"{c.context:,}", human_flops(c.dense_mla_flops), human_flops(c.dsa_flops),
              f"{c.dsa_over_dense:.2f}x"] for c in d.flops]
     click.echo(table(rows, ["context", "dense MLA", "DSA", "DSA/dense"], "rrrr"))
-    click.echo(f"attention FLOPs per token; DSA is cheaper from {d.crossover_context:,} tokens "
-               f"of context")
+    cheaper = (f"DSA is cheaper from {d.crossover_context:,} tokens of context"
+               if d.crossover_context else "DSA is never cheaper: its indexer costs more per "
+               "key than MLA")
+    click.echo(f"attention FLOPs per token; {cheaper}")
     click.echo("")
 
 

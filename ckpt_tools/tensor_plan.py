@@ -7,8 +7,9 @@ ceil(rows/block) x ceil(cols/block); embeddings, lm_head, norms and the router a
 aux-loss-free `e_score_correction_bias` is F32 in every layout. V3.2's lightning indexer
 (`self_attn.indexer.*`) follows DeepSeek's release: `wq_b` and `wk` FP8 like the other
 projections, `weights_proj` BF16 without a scale, the `k_norm` LayerNorm (weight and bias)
-F32; `alt_dtypes` names what else a loader may legitimately have written (transformers keeps
-`weights_proj` in float32, some DSA checkpoints store `k_norm` in BF16).
+F32; `alt_dtypes` names what else a writer may legitimately have stored (transformers keeps
+`weights_proj` in float32; `k_norm` in BF16), and a checkpoint's plan adopts what it stores
+(`stored_dtypes`).
 
 Everything else (validate, diff, upcast, quantize, reshard, the forward pass, make-tiny)
 asks this module instead of knowing names itself.
@@ -49,7 +50,7 @@ class Template:
     fp8: bool = False  # stored as F8_E4M3 + weight_scale_inv in the FP8 layout
     f32: bool = False  # kept in float32 in every layout
     when: Callable[[Config], bool] = lambda c: True
-    alt_dtypes: tuple[str, ...] = ()  # also accepted as stored (validate), never planned
+    alt_dtypes: tuple[str, ...] = ()  # also accepted as stored; planned only via stored_dtypes
 
 
 def _qh(c: Config) -> int:

@@ -507,3 +507,16 @@ def test_tiny_v32_where_the_indexer_costs_more_than_mla(tmp_path, run_cli):
     assert r.exit_code == 0 and "never cheaper" in r.output
     r = run_cli("diff", src, "v3.2")
     assert r.exit_code == 0, r.output
+
+
+def test_info_chart_shows_the_indexer_bytes_per_layer():
+    pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
+    from ckpt_tools.plot import info_figure
+
+    info = describe("v3.2")
+    per_layer = info.sparse_attention.indexer_bytes_per_layer
+    assert info.bytes_by_layer[1].bytes_by_component["indexer"] == per_layer
+    bars = info_figure(info).findobj(lambda a: a.get_gid() == "component-indexer")
+    heights = [b.get_height() for b in bars]
+    assert len(heights) == len(info.bytes_by_layer)
+    assert heights[1] == pytest.approx(per_layer / 1e9) and heights[0] == 0

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .arch_figures import DEFAULT_CONTEXT, ArchFigures, RoutingSemantics, arch_figures
+from .dsa_figures import diff_rows
 from .errors import ConfigError
 from .index import SINGLE_FILE
 from .progress import Progress
@@ -374,7 +375,7 @@ def _rows(fa: ArchFigures, fb: ArchFigures, plan_a: int, plan_b: int) -> list[Qu
     spec += [("components", f"components.{k}", label, "params",
               lambda f, k=k: getattr(f.components, k), False) for k, label in comp]
     if fa.sparse_attention or fb.sparse_attention:
-        spec += _dsa_rows(fa.sparse_attention or fb.sparse_attention)
+        spec += diff_rows(fa.sparse_attention or fb.sparse_attention)
     for key in ("attention", "dense_mlp", "router", "routed_expert", "shared_expert", "norm"):
         spec.append(("components", f"components.total.{key}", f"all {key.replace('_', ' ')} (model)",
                      "params", lambda f, key=key: f.parameters.by_component.get(key, 0), False))
@@ -385,49 +386,6 @@ def _rows(fa: ArchFigures, fb: ArchFigures, plan_a: int, plan_b: int) -> list[Qu
         rows.append(QuantityRow(key=key, section=section, label=label, unit=unit, a=a, b=b,
                                 ratio=_ratio(a, b), headline=headline))
     return rows
-
-
-def _dsa_rows(known) -> list:
-    """DeepSeek Sparse Attention (V3.2): the indexer's cost and, per context length, the
-    attention FLOPs a side really spends (dense MLA without an indexer, DSA with one)."""
-    def dsa(get):
-        return lambda f: get(f.sparse_attention) if f.sparse_attention else 0
-
-    def attention_at(i):
-        def get(f):
-            cost = f.sparse_attention.flops[i] if f.sparse_attention else None
-            if cost is not None:
-                return cost.dsa_flops
-            ctx = known.flops[i].context
-            return mla_flops_per_key_of(f) * ctx
-        return get
-
-    rows = [
-        ("sparse_attention", "dsa.indexer_per_layer", "indexer parameters per layer", "params",
-         dsa(lambda d: d.indexer_per_layer), True),
-        ("sparse_attention", "dsa.indexer_main", "indexer parameters, all layers", "params",
-         dsa(lambda d: d.indexer_main), False),
-        ("sparse_attention", "dsa.indexer_bytes", "indexer bytes as stored (MTP included)",
-         "bytes", dsa(lambda d: d.indexer_bytes), False),
-        ("sparse_attention", "dsa.kv_extra_bf16", "extra KV cache per token: index keys (BF16)",
-         "bytes", dsa(lambda d: d.kv_extra_per_token_bf16), True),
-        ("sparse_attention", "dsa.kv_extra_fp8", "  as DeepSeek deploys it (FP8 + F32 scale)",
-         "bytes", dsa(lambda d: d.kv_extra_per_token_fp8), False),
-    ]
-    for i, cost in enumerate(known.flops):
-        rows.append(("sparse_attention", f"dsa.attention_flops.{cost.context}",
-                     f"attention FLOPs per token at {cost.context // 1024}K context "
-                     f"(dense MLA / DSA)", "flops", attention_at(i), cost.context == 131072))
-    rows.append(("sparse_attention", "dsa.crossover", "  DSA cheaper than dense from (tokens)",
-                 "count", lambda f: f.sparse_attention.crossover_context
-                 if f.sparse_attention else None, False))
-    return rows
-
-
-def mla_flops_per_key_of(f: ArchFigures) -> int:
-    """All layers' dense MLA attention FLOPs per earlier token (arch_figures' convention;
-    a side without an indexer, whose attention FLOPs are dense)."""
-    return f.flops.attention_flops_per_token // f.flops.context
 
 
 def _ratio(a, b) -> float | None:

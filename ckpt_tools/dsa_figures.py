@@ -131,3 +131,43 @@ def sparse_attention_figures(config, plan: TensorPlan | None = None,
                     "keys + 2 x index_n_heads x (index_head_dim + 1) per earlier token for the "
                     "indexer; projections and top-k selection not counted"),
     )
+
+
+# -- ckpt diff --------------------------------------------------------------------------------
+def diff_rows(known: SparseAttentionFigures) -> list:
+    """`ckpt diff`'s DSA rows, as (section, key, label, unit, getter, headline) with getters
+    over one side's `ArchFigures`: the indexer's cost, and per context length the attention
+    FLOPs each side really spends (dense MLA without an indexer, DSA with one). `known`:
+    the DSA figures of either side (the contexts)."""
+    def dsa(get):
+        return lambda f: get(f.sparse_attention) if f.sparse_attention else 0
+
+    def attention_at(i: int, context: int):
+        def get(f):
+            if f.sparse_attention:
+                return f.sparse_attention.flops[i].dsa_flops
+            # no indexer: arch_figures' attention FLOPs are dense, linear in the context
+            return f.flops.attention_flops_per_token // f.flops.context * context
+        return get
+
+    rows = [
+        ("sparse_attention", "dsa.indexer_per_layer", "indexer parameters per layer", "params",
+         dsa(lambda d: d.indexer_per_layer), True),
+        ("sparse_attention", "dsa.indexer_main", "indexer parameters, all layers", "params",
+         dsa(lambda d: d.indexer_main), False),
+        ("sparse_attention", "dsa.indexer_bytes", "indexer bytes as stored (MTP included)",
+         "bytes", dsa(lambda d: d.indexer_bytes), False),
+        ("sparse_attention", "dsa.kv_extra_bf16", "extra KV cache per token: index keys (BF16)",
+         "bytes", dsa(lambda d: d.kv_extra_per_token_bf16), True),
+        ("sparse_attention", "dsa.kv_extra_fp8", "  as DeepSeek deploys it (FP8 + F32 scale)",
+         "bytes", dsa(lambda d: d.kv_extra_per_token_fp8), False),
+    ]
+    longest = len(known.flops) - 1
+    for i, cost in enumerate(known.flops):
+        rows.append(("sparse_attention", f"dsa.attention_flops.{cost.context}",
+                     f"attention FLOPs per token at {cost.context // 1024}K context "
+                     f"(dense MLA / DSA)", "flops", attention_at(i, cost.context), i == longest))
+    rows.append(("sparse_attention", "dsa.crossover", "  DSA cheaper than dense from (tokens)",
+                 "count", lambda f: f.sparse_attention.crossover_context
+                 if f.sparse_attention else None, False))
+    return rows

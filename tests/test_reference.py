@@ -77,8 +77,9 @@ def test_logits_match_transformers(tmp_path, case):
 
 
 @pytest.mark.reference
-def test_hidden_states_after_k_layers_match_transformers(tmp_path):
-    path = _build(tmp_path, "v3-noaux")
+@pytest.mark.parametrize("case", ["v3-noaux", "v3.2-dsa-topk4"])
+def test_hidden_states_after_k_layers_match_transformers(tmp_path, case):
+    path = _build(tmp_path, case)
     _, hidden = transformers_logits(path, TOKENS, hidden=True)
     for k in range(len(hidden)):
         got = forward(Checkpoint(path), TOKENS, layers=k)

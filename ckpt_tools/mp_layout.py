@@ -60,6 +60,11 @@ LAYER_MODULES: dict[str, tuple[str, Rule]] = {
     "self_attn.kv_a_layernorm": ("attn.kv_norm", None),
     "self_attn.kv_b_proj": ("attn.wkv_b", COLUMN),
     "self_attn.o_proj": ("attn.wo", ROW),
+    # V3.2's lightning indexer: replicated whole on every rank (convert.py maps it with no dim)
+    "self_attn.indexer.wq_b": ("attn.indexer.wq_b", None),
+    "self_attn.indexer.wk": ("attn.indexer.wk", None),
+    "self_attn.indexer.k_norm": ("attn.indexer.k_norm", None),
+    "self_attn.indexer.weights_proj": ("attn.indexer.weights_proj", None),
     "post_attention_layernorm": ("ffn_norm", None),
     "mlp.gate_proj": ("ffn.w1", COLUMN),
     "mlp.down_proj": ("ffn.w2", ROW),
@@ -79,8 +84,9 @@ LAYER_MODULES: dict[str, tuple[str, Rule]] = {
     "shared_head.norm": ("shared_head.norm", None),
     "shared_head.head": ("shared_head.head", COLUMN),
 }
-# weight_scale_inv travels with its weight and is named `scale` (DeepSeek's Linear.scale).
-PARAMS = {"weight": "weight", "weight" + SCALE_SUFFIX: "scale"}
+# weight_scale_inv travels with its weight and is named `scale` (DeepSeek's Linear.scale);
+# a bias (only the indexer's k_norm LayerNorm has one) keeps its name.
+PARAMS = {"weight": "weight", "weight" + SCALE_SUFFIX: "scale", "bias": "bias"}
 ROUTER_BIAS = ("mlp.gate.e_score_correction_bias", "ffn.gate.bias")  # Gate.bias, fp32
 
 
@@ -246,6 +252,13 @@ def find_mp_files(path: str | Path) -> dict[int, Path]:
     return dict(sorted(files.items()))
 
 
+def _stored_dtype(plan: TensorPlan, hf_name: str, entries) -> str | None:
+    """The dtype rank 0 stores an HF tensor in (replicated and split tensors are on every
+    rank), None when absent."""
+    entry = entries.get(MpLayout.mp_name(plan.by_name[hf_name]))
+    return entry.dtype if entry is not None else None
+
+
 class MpCheckpoint:
     """Read-only view of a model-parallel directory with HF tensor names.
 
@@ -272,10 +285,12 @@ class MpCheckpoint:
         names0 = self._readers[0].header.entries
         self.layout = "fp8" if any(n.endswith(".scale") for n in names0) else "bf16"
         full = TensorPlan(self.config, self.layout)
+        stored = full.stored_dtypes_in(lambda name: _stored_dtype(full, name, names0))
+        full = TensorPlan(self.config, self.layout, stored_dtypes=stored) if stored else full
         mtp_names = {MpLayout.mp_name(s) for s in full.specs if s.mtp}
         self.has_mtp = bool(mtp_names) and any(n in names0 for n in mtp_names)
         self.plan = full if self.has_mtp else TensorPlan(self.config, self.layout,
-                                                         include_mtp=False)
+                                                         include_mtp=False, stored_dtypes=stored)
         self.mp = MpLayout(self.plan, self.model_parallel, keep_mtp=True)
         self._check_headers()
 

@@ -4,7 +4,12 @@ Names come from templates (`TEMPLATES` below), shapes from formulas over the con
 dtypes from one policy (`ARCHITECTURE.md` section 6): in the FP8 layout every linear weight
 except the router gate and the MTP `eh_proj` is F8_E4M3 with an F32 `weight_scale_inv` of
 ceil(rows/block) x ceil(cols/block); embeddings, lm_head, norms and the router are BF16; the
-aux-loss-free `e_score_correction_bias` is F32 in every layout.
+aux-loss-free `e_score_correction_bias` is F32 in every layout. V3.2's lightning indexer
+(`self_attn.indexer.*`) follows DeepSeek's release: `wq_b` and `wk` FP8 like the other
+projections, `weights_proj` BF16 without a scale, the `k_norm` LayerNorm (weight and bias)
+F32; `alt_dtypes` names what else a writer may legitimately have stored (transformers keeps
+`weights_proj` in float32; `k_norm` in BF16), and a checkpoint's plan adopts what it stores
+(`stored_dtypes`).
 
 Everything else (validate, diff, upcast, quantize, reshard, the forward pass, make-tiny)
 asks this module instead of knowing names itself.
@@ -30,7 +35,7 @@ SCALE_SUFFIX = "_scale_inv"  # "x.weight" -> "x.weight_scale_inv"
 DEFAULT_BLOCK = (128, 128)
 
 Component = Literal[
-    "embedding", "attention", "norm", "dense_mlp", "router", "routed_expert",
+    "embedding", "attention", "indexer", "norm", "dense_mlp", "router", "routed_expert",
     "shared_expert", "lm_head", "mtp",
 ]
 
@@ -45,6 +50,7 @@ class Template:
     fp8: bool = False  # stored as F8_E4M3 + weight_scale_inv in the FP8 layout
     f32: bool = False  # kept in float32 in every layout
     when: Callable[[Config], bool] = lambda c: True
+    alt_dtypes: tuple[str, ...] = ()  # also accepted as stored; planned only via stored_dtypes
 
 
 def _qh(c: Config) -> int:
@@ -52,6 +58,7 @@ def _qh(c: Config) -> int:
 
 
 _has_q_lora: Callable[[Config], bool] = lambda c: c.q_lora_rank is not None
+_has_indexer: Callable[[Config], bool] = lambda c: c.has_indexer
 _no_q_lora: Callable[[Config], bool] = lambda c: c.q_lora_rank is None
 
 ATTENTION = (
@@ -72,6 +79,18 @@ ATTENTION = (
              "attention", fp8=True),
     Template("self_attn.o_proj.weight",
              lambda c: (c.hidden_size, c.num_attention_heads * c.v_head_dim), "attention", fp8=True),
+    # V3.2's lightning indexer: queries from MLA's compressed q, one shared key per token
+    Template("self_attn.indexer.wq_b.weight",
+             lambda c: (c.index_n_heads * c.index_head_dim, c.q_lora_rank), "indexer", fp8=True,
+             when=_has_indexer),
+    Template("self_attn.indexer.wk.weight", lambda c: (c.index_head_dim, c.hidden_size),
+             "indexer", fp8=True, when=_has_indexer),
+    Template("self_attn.indexer.k_norm.weight", lambda c: (c.index_head_dim,), "indexer",
+             f32=True, alt_dtypes=("BF16",), when=_has_indexer),
+    Template("self_attn.indexer.k_norm.bias", lambda c: (c.index_head_dim,), "indexer",
+             f32=True, alt_dtypes=("BF16",), when=_has_indexer),
+    Template("self_attn.indexer.weights_proj.weight", lambda c: (c.index_n_heads, c.hidden_size),
+             "indexer", alt_dtypes=("F32",), when=_has_indexer),
     Template("post_attention_layernorm.weight", lambda c: (c.hidden_size,), "norm"),
 )
 
@@ -190,6 +209,7 @@ class Group:
     mtp: bool
     scale_family: str | None  # on an FP8 weight family: its scale family
     scale_of_family: str | None  # on a scale family: the weight family
+    alt_dtypes: tuple[str, ...] = ()  # also accepted as stored (the template's)
 
     @property
     def count(self) -> int:
@@ -218,7 +238,9 @@ class TensorPlan:
     """
 
     def __init__(self, config: Config, layout: Layout | None = None, *, include_mtp: bool = True,
-                 prefix: str | None = None):
+                 prefix: str | None = None, stored_dtypes: dict[str, str] | None = None):
+        """`stored_dtypes`: family -> one of its template's `alt_dtypes`, for a checkpoint
+        that stores that family so (see `stored_dtypes_in`); the plan then says so too."""
         self.config = config
         # a wrapper's language model lives under a prefix (`language_model.`, `language.`)
         self.prefix = config.reading.tensor_prefix if prefix is None else prefix
@@ -226,7 +248,27 @@ class TensorPlan:
         qc = config.quantization_config
         self.block: tuple[int, int] = tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK
         self.include_mtp = include_mtp
+        self.stored_dtypes: dict[str, str] = dict(stored_dtypes or {})
         self.groups: list[Group] = list(self._generate())
+        for family, dtype in self.stored_dtypes.items():
+            g = self.families.get(family, [None])[0]
+            if g is None or dtype not in g.alt_dtypes:
+                raise ValueError(f"stored_dtypes: {family} cannot be stored as {dtype}")
+
+    def stored_dtypes_in(self, dtype_of: Callable[[str], str | None]) -> dict[str, str]:
+        """The families whose first readable tensor is stored in one of their `alt_dtypes`,
+        with that dtype (`dtype_of(name)`: the stored dtype, None when unknown, e.g. in a
+        shard not downloaded). Asks only about the few families that have alternatives
+        (V3.2's indexer norms and weights_proj), one tensor each."""
+        out = {}
+        for family, groups in self.families.items():
+            if not groups[0].alt_dtypes:
+                continue
+            found = (dtype_of(g.names[0]) for g in groups)
+            dtype = next((d for d in found if d is not None), None)
+            if dtype in groups[0].alt_dtypes:
+                out[family] = dtype
+        return out
 
     # -- generation ---------------------------------------------------------------------
     def _scoped(self, templates, prefix: str, layer=None, experts=None, mtp=False) -> Iterator[Group]:
@@ -238,8 +280,10 @@ class TensorPlan:
             shape = tuple(int(d) for d in t.shape(c))
             quantized = t.fp8 and self.layout == "fp8"
             dtype = "F32" if t.f32 else ("F8_E4M3" if quantized else "BF16")
+            dtype = self.stored_dtypes.get(family, dtype)
             scale = scale_name_for(family) if quantized else None
-            yield Group(family, shape, dtype, t.component, layer, experts, mtp, scale, None)
+            yield Group(family, shape, dtype, t.component, layer, experts, mtp, scale, None,
+                        () if quantized else t.alt_dtypes)
             if quantized:
                 yield Group(scale, scale_shape(shape, self.block), "F32", t.component, layer,
                             experts, mtp, None, family)

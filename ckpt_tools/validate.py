@@ -20,7 +20,8 @@ Checks, in order (each finding carries a stable code from `ckpt_tools.findings.C
    may be stored as any of BF16/F16/F32 (loaders cast on load), which is a warning
    (`dtype-differs`); any other dtype is an error.
 4. `deep`: every tensor read once in bounded chunks: NaN/Inf, FP8 NaN codes, scales finite
-   and > 0, all-zero tensors.
+   and > 0 (and exact powers of two when the config says `scale_fmt: ue8m0`, as V3.1 and
+   V3.2 do), all-zero tensors.
 5. checksums: sizes and SHA-256 against a manifest (`ckpt download` writes the same
    format); `write_manifest` records them, only when no error was found.
 
@@ -281,6 +282,7 @@ class Expect(NamedTuple):
     shape: tuple[int, ...]
     dtype: str
     mtp_layer: int | None  # the MTP layer it belongs to, if any
+    alt_dtypes: tuple[str, ...] = ()  # also accepted without a finding (tensor_plan's)
 
 
 def _load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | None, bool]:
@@ -311,7 +313,8 @@ def expected_tensors(plan: TensorPlan) -> dict[str, Expect]:
     out: dict[str, Expect] = {}
     for g in plan.groups:
         if g.scale_of_family is None:
-            out.update(dict.fromkeys(g.names, Expect(g.shape, g.dtype, g.layer if g.mtp else None)))
+            out.update(dict.fromkeys(g.names, Expect(g.shape, g.dtype, g.layer if g.mtp else None,
+                                                     g.alt_dtypes)))
     return out
 
 
@@ -324,13 +327,14 @@ def _check_plan(expected: dict[str, Expect], inv: _Inventory, mtp_layers: range,
     path is set operations and one comprehension: V3 has 92k names."""
     entries, where = inv.entries, inv.shard_of
     for name in [n for n, x in expected.items() if (e := entries.get(n)) is not None
-                 and (e.shape != x.shape or e.dtype != x.dtype)]:
+                 and (e.shape != x.shape or (e.dtype != x.dtype
+                                             and e.dtype not in x.alt_dtypes))]:
         x, e, shard = expected[name], entries[name], where[name]
         if e.shape != x.shape:
             f.add("shape-mismatch", f"{shard}: tensor '{name}': expected shape {list(x.shape)}, "
                   f"found {list(e.shape)}", file=shard, tensor=name, expected=x.shape,
                   found=e.shape)
-        if e.dtype != x.dtype:
+        if e.dtype != x.dtype and e.dtype not in x.alt_dtypes:
             loose = x.dtype in FLOAT_DTYPES and e.dtype in FLOAT_DTYPES
             f.add("dtype-differs" if loose else "dtype-mismatch",
                   f"{shard}: tensor '{name}': expected {x.dtype}, found {e.dtype}", file=shard,
@@ -462,7 +466,7 @@ def _check_hf(root: Path, single: str | None, config, f: Findings):
         plan = TensorPlan(cfg, layout)
         _check_plan(expected_tensors(plan), inv, mtp, f, prefix=plan.prefix)
         checks.append("plan")
-    return [inv], cfg_source, layout, checks
+    return [inv], cfg, cfg_source, layout, checks
 
 
 # mp_layout's scale naming, spelled here because mp_layout imports numpy and a header-only run
@@ -516,7 +520,7 @@ def _check_mp(root: Path, n: int, ranks: dict[int, str], config, f: Findings):
     first = next(iter(invs.values()), _Inventory(root)).entries
     layout = "fp8" if any(n.endswith(MP_SCALE_SUFFIX) for n in first) else "bf16"
     if cfg is None or not invs:
-        return list(invs.values()), cfg_source, layout, checks
+        return list(invs.values()), cfg, cfg_source, layout, checks
     if own:
         _check_config_layout(cfg, layout, f)
     full = TensorPlan(cfg, layout)
@@ -526,11 +530,14 @@ def _check_mp(root: Path, n: int, ranks: dict[int, str], config, f: Findings):
                       n, keep_mtp=True)
     except CkptError as e:
         f.add("mp-split-invalid", str(e))
-        return list(invs.values()), cfg_source, layout, checks
+        return list(invs.values()), cfg, cfg_source, layout, checks
+    alt = {family: groups[0].alt_dtypes for family, groups in mp.plan.families.items()}
     for rank, inv in invs.items():
-        expected = {p.name: Expect(p.shape, p.dtype, None) for p in mp.ranks[rank]}
+        expected = {p.name: Expect(p.shape, p.dtype, None,
+                                   alt[mp.plan.by_name[p.hf_name].family])
+                    for p in mp.ranks[rank]}
         _check_plan(expected, inv, range(0), f, file=ranks[rank])
-    return list(invs.values()), cfg_source, layout, [*checks, "plan"]
+    return list(invs.values()), cfg, cfg_source, layout, [*checks, "plan"]
 
 
 # -- the entry point ------------------------------------------------------------------------
@@ -581,9 +588,9 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         hf = single or (root / INDEX_FILE).exists() or (root / SINGLE_FILE).exists()
         n, ranks = (0, {}) if hf else _mp_rank_files(root, f)
         if n:
-            invs, cfg_source, layout, checks = _check_mp(root, n, ranks, config, f)
+            invs, cfg, cfg_source, layout, checks = _check_mp(root, n, ranks, config, f)
         else:
-            invs, cfg_source, layout, checks = _check_hf(root, single, config, f)
+            invs, cfg, cfg_source, layout, checks = _check_hf(root, single, config, f)
     if deep:
         from .value_scan import scan_shards  # only when asked: reads every byte
 
@@ -592,8 +599,10 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
             for name, shard in inv.shard_of.items():
                 by_shard[shard].append((name, inv.entries[name].nbytes))
         suffix = MP_SCALE_SUFFIX if n else SCALE_SUFFIX
+        qc = cfg.quantization_config if cfg is not None else None
         scan = scan_shards(root, by_shard, scale_suffix=suffix, progress=progress,
-                           workers=workers, executor=executor)
+                           workers=workers, executor=executor,
+                           power_of_two_scales=qc is not None and qc.scale_fmt == "ue8m0")
         nodes += scan.nodes
         for code, file, tensor, expected, got, message in scan.results:
             f.add(code, message, file=file, tensor=tensor, expected=expected, found=got)

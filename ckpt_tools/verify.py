@@ -18,14 +18,13 @@ upcast stays near 0.03 after four layers, while one zeroed or negated expert giv
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-
-import json
 
 from .checkpoint import Checkpoint
 from .errors import ConfigError, FormatError, ShapeMismatchError

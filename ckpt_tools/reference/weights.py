@@ -67,6 +67,12 @@ ROLES: dict[str, str] = {
     "wkv_b": _L + "self_attn.kv_b_proj.weight",
     "wo": _L + "self_attn.o_proj.weight",
     "ffn_norm": _L + "post_attention_layernorm.weight",
+    # V3.2's lightning indexer (DeepSeek's Indexer module)
+    "indexer.wq_b": _L + "self_attn.indexer.wq_b.weight",
+    "indexer.wk": _L + "self_attn.indexer.wk.weight",
+    "indexer.k_norm": _L + "self_attn.indexer.k_norm.weight",
+    "indexer.k_norm_bias": _L + "self_attn.indexer.k_norm.bias",
+    "indexer.weights_proj": _L + "self_attn.indexer.weights_proj.weight",
     # dense MLP (w1 = gate_proj, w3 = up_proj, w2 = down_proj)
     "mlp.w1": _L + "mlp.gate_proj.weight",
     "mlp.w3": _L + "mlp.up_proj.weight",

@@ -22,6 +22,8 @@ from typing import Literal
 from pydantic import Field
 
 from .config import Config, yarn_mscale
+from .dsa_figures import (SparseAttentionFigures, context_cost, mla_flops_per_key,
+                          sparse_attention_figures)
 from .info import ParameterSummary
 from .results import Result
 from .tensor_plan import Group, Layout, TensorPlan
@@ -140,6 +142,8 @@ class ArchFigures(Result):
     flops: FlopFigures
     experts: ExpertFigures
     routing: RoutingSemantics
+    sparse_attention: SparseAttentionFigures | None = Field(
+        None, description="V3.2's lightning indexer (DeepSeek Sparse Attention); None without")
 
 
 def _layer_components(groups: list[Group], layer: int | None) -> Counter[str]:
@@ -280,14 +284,21 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
         if g.mtp or g.scale_of_family is not None or len(g.shape) != 2 or g.component == "embedding":
             continue
         matmul += g.numel * k // E if g.component == "routed_expert" else g.numel
-    attn_flops = 2 * n * c.num_attention_heads * (c.qk_head_dim + c.v_head_dim) * context
+    convention = ("2 x matmul parameters one token touches (main model, embedding lookup "
+                  "excluded, top-k routed experts) + 2 x heads x (qk_head_dim + v_head_dim) "
+                  f"x {context} per layer for attention over {context} earlier tokens "
+                  "(stored, non-absorbed MLA weights); MTP excluded")
+    if c.has_indexer:  # DSA: MLA over the selected keys only, plus the indexer's scores
+        attn_flops = context_cost(c, context).dsa_flops
+        convention = convention.replace(
+            f"x {context} per layer", f"x min({context}, index_topk) per layer, + 2 x "
+            f"index_n_heads x (index_head_dim + 1) x {context} for the indexer,")
+    else:
+        attn_flops = n * mla_flops_per_key(c) * context
     flops = FlopFigures(
         context=context, matmul_params_per_token=matmul, matmul_flops_per_token=2 * matmul,
         attention_flops_per_token=attn_flops, total_flops_per_token=2 * matmul + attn_flops,
-        convention=("2 x matmul parameters one token touches (main model, embedding lookup "
-                    "excluded, top-k routed experts) + 2 x heads x (qk_head_dim + v_head_dim) "
-                    f"x {context} per layer for attention over {context} earlier tokens "
-                    "(stored, non-absorbed MLA weights); MTP excluded"),
+        convention=convention,
     )
 
     experts = ExpertFigures(
@@ -302,5 +313,5 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
         components=components,
         weights=[_layout_bytes(plan, True), _layout_bytes(other, False)],
         kv_cache=kv, attention=attn_scale, flops=flops, experts=experts,
-        routing=routing_semantics(c),
+        routing=routing_semantics(c), sparse_attention=sparse_attention_figures(c, plan),
     )

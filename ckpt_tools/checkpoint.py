@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import Config, read_config_file
 from .dtypes import FP8_DTYPES
-from .errors import ConfigError, FormatError, MissingTensorError
+from .errors import CkptError, ConfigError, FormatError, MissingTensorError
 from .fp8 import dequantize, dequantize_rows
 from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
 from .reader_pool import PooledFiles, ReaderPool
@@ -58,7 +58,22 @@ class Checkpoint(PooledFiles):
 
     @cached_property
     def plan(self) -> TensorPlan:
-        return TensorPlan(self.config, self.layout)
+        """The config's plan in this checkpoint's layout, with the dtypes it stores where
+        the plan allows alternatives (e.g. transformers' float32 V3.2 `weights_proj`)."""
+        plan = TensorPlan(self.config, self.layout)
+        stored = plan.stored_dtypes_in(self._stored_dtype)
+        return TensorPlan(self.config, self.layout, stored_dtypes=stored) if stored else plan
+
+    def _stored_dtype(self, name: str) -> str | None:
+        """The dtype a shard's header gives `name`; None when it is not indexed or its shard
+        is absent or unreadable (a partial download: the plan then keeps its own dtype)."""
+        shard = self.index.weight_map.get(name)
+        if shard is None or not self.shard_path(shard).is_file():
+            return None
+        try:
+            return self.locate(name)[1].dtype
+        except CkptError:
+            return None
 
     @cached_property
     def index_path(self) -> Path | None:

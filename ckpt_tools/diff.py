@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from .arch_figures import DEFAULT_CONTEXT, ArchFigures, RoutingSemantics, arch_figures
+from .dsa_figures import diff_rows
 from .errors import ConfigError
 from .index import SINGLE_FILE
 from .progress import Progress
@@ -46,7 +47,8 @@ _CONCERN_OF: dict[str, Concern] = {
                      "rms_norm_eps"], "model"),
     **dict.fromkeys(["num_attention_heads", "num_key_value_heads", "q_lora_rank",
                      "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
-                     "attention_bias", "attention_dropout"], "attention"),
+                     "attention_bias", "attention_dropout", "index_n_heads", "index_head_dim",
+                     "index_topk"], "attention"),
     **dict.fromkeys(["n_routed_experts", "n_shared_experts", "num_experts_per_tok",
                      "moe_intermediate_size", "first_k_dense_replace", "moe_layer_freq",
                      "scoring_func", "topk_method", "n_group", "topk_group", "norm_topk_prob",
@@ -73,8 +75,14 @@ _TOPK_METHOD = {
 _SCORING = {"softmax": "softmax over all experts", "sigmoid": "independent sigmoid per expert"}
 _TRAINING_ONLY = "training-only auxiliary balance loss; no effect on inference"
 _MEANINGS: dict[str, str] = {
-    "model_type": "model class (transformers deepseek_v2 vs deepseek_v3 code)",
-    "architectures": "model class (transformers deepseek_v2 vs deepseek_v3 code)",
+    "model_type": "model class (transformers deepseek_v2 / deepseek_v3 / deepseek_v32 code)",
+    "architectures": "model class (transformers deepseek_v2 / deepseek_v3 / deepseek_v32 code)",
+    "index_n_heads": "DSA lightning-indexer heads; their ReLU scores, weighted per token, "
+                     "are summed into one score per key",
+    "index_head_dim": "DSA indexer query/key width; one such key per token and layer is "
+                      "cached besides MLA's latent",
+    "index_topk": "DSA: each query attends to at most this many earlier tokens (the "
+                  "indexer's top-k); shorter sequences compute exactly dense MLA",
     "hidden_size": "model width",
     "intermediate_size": "width of the dense (first-k) MLPs",
     "num_hidden_layers": "decoder layers of the main model (MTP not counted)",
@@ -139,7 +147,7 @@ class Side(Result):
 class QuantityRow(Result):
     key: str
     section: Literal["structure", "parameters", "components", "weights", "kv_cache",
-                     "attention", "compute", "experts"]
+                     "attention", "compute", "sparse_attention", "experts"]
     label: str
     unit: Literal["count", "params", "bytes", "flops", "scale", "ratio"]
     a: int | float | None
@@ -362,6 +370,8 @@ def _rows(fa: ArchFigures, fb: ArchFigures, plan_a: int, plan_b: int) -> list[Qu
     ]
     spec += [("components", f"components.{k}", label, "params",
               lambda f, k=k: getattr(f.components, k), False) for k, label in comp]
+    if fa.sparse_attention or fb.sparse_attention:
+        spec += diff_rows(fa.sparse_attention or fb.sparse_attention)
     for key in ("attention", "dense_mlp", "router", "routed_expert", "shared_expert", "norm"):
         spec.append(("components", f"components.total.{key}", f"all {key.replace('_', ' ')} (model)",
                      "params", lambda f, key=key: f.parameters.by_component.get(key, 0), False))
@@ -466,8 +476,31 @@ def _verdict(changes: list[FieldChange], plan: PlanDiff) -> Verdict:
     return "different_architecture"
 
 
+_INDEXER_FAMILY = ".self_attn.indexer."
+_INDEXER_FIELDS = frozenset({"model_type", "architectures", "index_n_heads", "index_head_dim",
+                             "index_topk"})
+
+
+def _indexer_only(changes: list[FieldChange], plan: PlanDiff) -> str | None:
+    """'plus' / 'minus' when the two sides differ by V3.2's indexer alone, else None."""
+    arch = {c.field.split(".")[0] for c in changes if c.architectural}
+    if not plan.changes or not arch <= _INDEXER_FIELDS:
+        return None
+    if not all(_INDEXER_FAMILY in c.family for c in plan.changes):
+        return None
+    statuses = {c.status for c in plan.changes}
+    return {frozenset({"added"}): "plus", frozenset({"removed"}): "minus"}.get(
+        frozenset(statuses))
+
+
 def _summary(changes: list[FieldChange], plan: PlanDiff, verdict: Verdict) -> str:
     arch = [c.field for c in changes if c.architectural]
+    indexer = _indexer_only(changes, plan)
+    if indexer is not None:
+        families = len(plan.changes)
+        return (f"Same weights layout {indexer} the indexer: B {'adds' if indexer == 'plus' else 'drops'} "
+                f"DeepSeek Sparse Attention's lightning indexer ({families} tensor families per "
+                f"layer under self_attn.indexer); every other tensor family is identical")
     if verdict == "identical_config":
         return "Same architecture; configs identical"
     if verdict == "same_architecture":

@@ -65,6 +65,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "inf-values": ("error", "infinite values in a tensor"),
     "fp8-nan": ("error", "FP8 NaN codes (0x7F/0xFF in e4m3fn) in a weight"),
     "scale-invalid": ("error", "weight_scale_inv entries that are not finite and > 0"),
+    "scale-not-power-of-two": ("error", "scale_fmt ue8m0, but weight_scale_inv entries that are "
+                                        "not exact powers of two"),
     "all-zero": ("warning", "a tensor whose every value is zero"),
     "read-error": ("error", "a tensor could not be read (I/O error)"),
     # checksums

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from .config_layouts import ConfigReading
+from .dsa_figures import SparseAttentionFigures, sparse_attention_figures
 from .dtypes import itemsize
 from .results import Result
 from .sources import resolve_config
@@ -111,6 +112,7 @@ class ModelInfo(Result):
     bytes_by_layer: list[LayerBytes] = Field(
         description="Where the plan's bytes live, in checkpoint order: embedding, each "
                     "decoder layer, head, MTP layers")
+    sparse_attention: SparseAttentionFigures | None = None  # V3.2: the indexer's share
 
 
 def bytes_by_layer(plan: TensorPlan) -> list[LayerBytes]:
@@ -184,4 +186,5 @@ def describe(spec: str | Path) -> ModelInfo:
         plan=TensorSummary(layout=plan.layout, tensors=len(plan), total_bytes=plan.total_bytes,
                            bytes_by_dtype=plan.bytes_by_dtype),
         files=files, bytes_by_layer=bytes_by_layer(plan),
+        sparse_attention=sparse_attention_figures(c, plan),
     )

@@ -156,6 +156,8 @@ def _inspect_hf(root: Path, single: str | None, subset: list[str] | None, config
         if own and not inv.partial:
             check_config_layout(cfg, layout, f)
         plan = TensorPlan(cfg, layout)
+        stored = plan.stored_dtypes_in(lambda n: e.dtype if (e := inv.entries.get(n)) else None)
+        plan = TensorPlan(cfg, layout, stored_dtypes=stored) if stored else plan
         mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
         check_plan(expected_tensors(plan), inv, mtp, f, prefix=plan.prefix)
         checks.append("plan")
@@ -205,8 +207,10 @@ def _inspect_mp(root: Path, config, f: Findings) -> Inspection:
     except CkptError as e:
         f.add("mp-split-invalid", str(e))
         return found
+    alt = {family: groups[0].alt_dtypes for family, groups in mp.plan.families.items()}
     for rank, inv in invs.items():
-        expected = {p.name: Expect(p.shape, p.dtype, None) for p in mp.ranks[rank]}
+        expected = {p.name: Expect(p.shape, p.dtype, None, alt[mp.plan.by_name[p.hf_name].family])
+                    for p in mp.ranks[rank]}
         check_plan(expected, inv, range(0), f, file=ranks[rank])
     checks.append("plan")
     return found

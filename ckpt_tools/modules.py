@@ -21,8 +21,8 @@ from .config import Config
 Shape = tuple[int, ...]
 Section = Literal["global_first", "attention", "dense_mlp", "router", "routed_expert",
                   "shared_expert", "global_last", "mtp_input", "mtp_output"]
-Component = Literal["embedding", "attention", "norm", "dense_mlp", "router", "routed_expert",
-                    "shared_expert", "lm_head", "mtp"]
+Component = Literal["embedding", "attention", "indexer", "norm", "dense_mlp", "router",
+                    "routed_expert", "shared_expert", "lm_head", "mtp"]
 COLUMN, ROW = 0, 1  # the dim a column-/row-parallel weight ([out, in]) is split on
 EXPERT = "expert"  # routed experts go whole to one rank
 Rule = int | Literal["expert"] | None  # None: replicated on every rank
@@ -55,6 +55,9 @@ class Module(NamedTuple):
     fp8: bool = False  # F8_E4M3 + weight_scale_inv in the FP8 layout
     f32: bool = False  # float32 in every layout
     when: Callable[[Config], bool] = _always
+    # also a legitimate stored dtype (another writer's choice); a checkpoint's plan adopts
+    # it through `TensorPlan(stored_dtypes=...)`
+    alt_dtypes: tuple[str, ...] = ()
 
     @property
     def hf_template(self) -> str:
@@ -89,8 +92,12 @@ def _has_score_bias(c: Config) -> bool:
     return c.has_score_bias
 
 
+def _has_indexer(c: Config) -> bool:
+    return c.has_indexer
+
+
 _M = Module
-# DeepSeek-V2/V3 (and R1, V3.1: the same tensors). Order within a section is the plan's.
+# DeepSeek-V2/V3 (and R1, V3.1: the same tensors; V3.2 adds the indexer rows). Order within a section is the plan's.
 DEEPSEEK_V3: tuple[Module, ...] = (
     _M("embed", "global_first", "model.embed_tokens.weight",  # ParallelEmbedding: vocab rows
        lambda c: (c.vocab_size, c.hidden_size), "embedding", "embed.weight", COLUMN),
@@ -116,6 +123,24 @@ DEEPSEEK_V3: tuple[Module, ...] = (
     _M("wo", "attention", "self_attn.o_proj.weight",
        lambda c: (c.hidden_size, c.num_attention_heads * c.v_head_dim), "attention",
        "attn.wo.weight", ROW, fp8=True),
+    # V3.2's lightning indexer: queries from MLA's compressed q, one shared key per token;
+    # DeepSeek's convert.py replicates it whole on every rank. Its release stores k_norm
+    # (a LayerNorm) in F32 and weights_proj in BF16; transformers keeps weights_proj in F32.
+    _M("indexer.wq_b", "attention", "self_attn.indexer.wq_b.weight",
+       lambda c: (c.index_n_heads * c.index_head_dim, c.q_lora_rank), "indexer",
+       "attn.indexer.wq_b.weight", fp8=True, when=_has_indexer),
+    _M("indexer.wk", "attention", "self_attn.indexer.wk.weight",
+       lambda c: (c.index_head_dim, c.hidden_size), "indexer", "attn.indexer.wk.weight",
+       fp8=True, when=_has_indexer),
+    _M("indexer.k_norm", "attention", "self_attn.indexer.k_norm.weight",
+       lambda c: (c.index_head_dim,), "indexer", "attn.indexer.k_norm.weight", f32=True,
+       when=_has_indexer, alt_dtypes=("BF16",)),
+    _M("indexer.k_norm_bias", "attention", "self_attn.indexer.k_norm.bias",
+       lambda c: (c.index_head_dim,), "indexer", "attn.indexer.k_norm.bias", f32=True,
+       when=_has_indexer, alt_dtypes=("BF16",)),
+    _M("indexer.weights_proj", "attention", "self_attn.indexer.weights_proj.weight",
+       lambda c: (c.index_n_heads, c.hidden_size), "indexer", "attn.indexer.weights_proj.weight",
+       when=_has_indexer, alt_dtypes=("F32",)),
     _M("ffn_norm", "attention", "post_attention_layernorm.weight", lambda c: (c.hidden_size,),
        "norm", "ffn_norm.weight"),
     # dense MLP (w1 = gate_proj, w3 = up_proj, w2 = down_proj)

@@ -178,9 +178,18 @@ def rank_plan(config, rank_tensor_names) -> TensorPlan:
     layer only when rank 0 holds it (DeepSeek's convert.py drops it)."""
     layout = mp_layout_of(rank_tensor_names)
     full = TensorPlan(config, layout)
+    stored = full.stored_dtypes_in(lambda name: _stored_dtype(full, name, rank_tensor_names))
+    full = TensorPlan(config, layout, stored_dtypes=stored) if stored else full
     if any(MpLayout.mp_name(s) in rank_tensor_names for s in full.specs if s.mtp):
         return full
-    return TensorPlan(config, layout, include_mtp=False)
+    return TensorPlan(config, layout, include_mtp=False, stored_dtypes=stored)
+
+
+def _stored_dtype(plan: TensorPlan, hf_name: str, entries) -> str | None:
+    """The dtype rank 0 stores an HF tensor in (replicated and split tensors are on every
+    rank), None when absent."""
+    entry = entries.get(MpLayout.mp_name(plan.by_name[hf_name]))
+    return entry.dtype if entry is not None else None
 
 
 def find_mp_files(path: str | Path) -> dict[int, Path]:

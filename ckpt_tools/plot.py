@@ -36,6 +36,7 @@ PLOT_FORMATS = {".png": "png", ".svg": "svg"}
 COMPONENTS: dict[str, tuple[str, str]] = {
     "embedding": ("embedding", "#8c564b"),
     "attention": ("attention", "#1f77b4"),
+    "indexer": ("DSA indexer", "#17becf"),  # V3.2's lightning indexer
     "dense_mlp": ("dense MLP", "#ff7f0e"),
     "routed_expert": ("routed experts", "#2ca02c"),
     "shared_expert": ("shared experts", "#98df8a"),

@@ -93,7 +93,8 @@ def _hf_source(src: Path) -> tuple[TensorPlan, dict[str, str], Sources]:
     inv = found.inventory
     plan = found.plan
     if not any(s.mtp and s.name in inv.entries for s in plan.specs):
-        plan = TensorPlan(found.config, found.layout, include_mtp=False)
+        plan = TensorPlan(found.config, found.layout, include_mtp=False,
+                          stored_dtypes=plan.stored_dtypes)
     sources = {(inv.shard_of[n], n): (e.dtype, e.shape) for n, e in inv.entries.items()}
     return plan, inv.shard_of, sources
 

@@ -4,7 +4,12 @@ Names and shape formulas come from the one module table (`ckpt_tools.modules`), 
 from one policy (docs/architecture.md, "FP8"): in the FP8 layout every linear weight
 except the router gate and the MTP `eh_proj` is F8_E4M3 with an F32 `weight_scale_inv` of
 ceil(rows/block) x ceil(cols/block); embeddings, lm_head, norms and the router are BF16; the
-aux-loss-free `e_score_correction_bias` is F32 in every layout.
+aux-loss-free `e_score_correction_bias` is F32 in every layout. V3.2's lightning indexer
+(`self_attn.indexer.*`) follows DeepSeek's release: `wq_b` and `wk` FP8 like the other
+projections, `weights_proj` BF16 without a scale, the `k_norm` LayerNorm (weight and bias)
+F32; `alt_dtypes` names what else a writer may legitimately have stored (transformers keeps
+`weights_proj` in float32; `k_norm` in BF16), and a checkpoint's plan adopts what it stores
+(`stored_dtypes`).
 
 Everything else (validate, diff, upcast, quantize, reshard, the forward pass, make-tiny)
 asks this module instead of knowing names itself.
@@ -14,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, NamedTuple
@@ -102,6 +107,7 @@ class Group:
     mtp: bool
     scale_family: str | None  # on an FP8 weight family: its scale family
     scale_of_family: str | None  # on a scale family: the weight family
+    alt_dtypes: tuple[str, ...] = ()  # also accepted as stored (the template's)
 
     @property
     def count(self) -> int:
@@ -130,7 +136,9 @@ class TensorPlan:
     """
 
     def __init__(self, config: Config, layout: Layout | None = None, *, include_mtp: bool = True,
-                 prefix: str | None = None):
+                 prefix: str | None = None, stored_dtypes: dict[str, str] | None = None):
+        """`stored_dtypes`: family -> one of its template's `alt_dtypes`, for a checkpoint
+        that stores that family so (see `stored_dtypes_in`); the plan then says so too."""
         self.config = config
         # a wrapper's language model lives under a prefix (`language_model.`, `language.`)
         self.prefix = config.reading.tensor_prefix if prefix is None else prefix
@@ -138,7 +146,25 @@ class TensorPlan:
         qc = config.quantization_config
         self.block: tuple[int, int] = tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK
         self.include_mtp = include_mtp
+        self.stored_dtypes: dict[str, str] = dict(stored_dtypes or {})
         self.groups: list[Group] = list(self._generate())
+        for family in self.stored_dtypes.keys() - self.families.keys():
+            raise ValueError(f"stored_dtypes: no family {family} in this plan")
+
+    def stored_dtypes_in(self, dtype_of: Callable[[str], str | None]) -> dict[str, str]:
+        """The families whose first readable tensor is stored in one of their `alt_dtypes`,
+        with that dtype (`dtype_of(name)`: the stored dtype, None when unknown, e.g. in a
+        shard not downloaded). Asks only about the few families that have alternatives
+        (V3.2's indexer norms and weights_proj), one tensor each."""
+        out = {}
+        for family, groups in self.families.items():
+            if not groups[0].alt_dtypes:
+                continue
+            found = (dtype_of(g.names[0]) for g in groups)
+            dtype = next((d for d in found if d is not None), None)
+            if dtype in groups[0].alt_dtypes:
+                out[family] = dtype
+        return out
 
     # -- generation ---------------------------------------------------------------------
     def _scoped(self, modules: tuple[Module, ...], prefix: str, layer=None, experts=None,
@@ -150,9 +176,16 @@ class TensorPlan:
             family = self.prefix + prefix + t.hf
             shape = tuple(int(d) for d in t.shape(c))
             quantized = t.fp8 and self.layout == "fp8"
-            dtype = "F32" if t.f32 else ("F8_E4M3" if quantized else "BF16")
+            planned = "F32" if t.f32 else ("F8_E4M3" if quantized else "BF16")
+            dtype = self.stored_dtypes.get(family, planned)
+            if dtype != planned and dtype not in t.alt_dtypes:
+                raise ValueError(f"stored_dtypes: {family} cannot be stored as {dtype}")
+            # what else a tensor of the family may be stored as: the other alternatives, and
+            # the planned dtype once a stored alternative was adopted
+            alt = () if quantized else tuple(d for d in (planned, *t.alt_dtypes) if d != dtype)
             scale = scale_name_for(family) if quantized else None
-            yield Group(family, shape, dtype, t.component, layer, experts, mtp, scale, None)
+            yield Group(family, shape, dtype, t.component, layer, experts, mtp, scale, None,
+                        alt if t.alt_dtypes else ())
             if quantized:
                 yield Group(scale, scale_shape(shape, self.block), "F32", t.component, layer,
                             experts, mtp, None, family)

@@ -20,7 +20,8 @@ Checks, in order (each finding carries a stable code from `ckpt_tools.findings.C
    may be stored as any of BF16/F16/F32 (loaders cast on load), which is a warning
    (`dtype-differs`); any other dtype is an error.
 4. `deep`: every tensor read once in bounded chunks: NaN/Inf, FP8 NaN codes, scales finite
-   and > 0, all-zero tensors.
+   and > 0 (and exact powers of two when the config says `scale_fmt: ue8m0`, as V3.1 and
+   V3.2 do), all-zero tensors.
 5. checksums: sizes and SHA-256 against a manifest (`ckpt download` writes the same
    format); `write_manifest` records them, only when no error was found.
 
@@ -122,8 +123,10 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
             for name, shard in inv.shard_of.items():
                 by_shard[shard].append((name, inv.entries[name].nbytes))
         suffix = MP_SCALE_SUFFIX if found.kind == "mp" else SCALE_SUFFIX
+        qc = found.config.quantization_config if found.config is not None else None
         scan = scan_shards(root, by_shard, scale_suffix=suffix, progress=progress,
-                           workers=workers, executor=executor)
+                           workers=workers, executor=executor,
+                           power_of_two_scales=qc is not None and qc.scale_fmt == "ue8m0")
         nodes += scan.nodes
         for code, file, tensor, expected, got, message in scan.results:
             f.add(code, message, file=file, tensor=tensor, expected=expected, found=got)

@@ -20,8 +20,11 @@
 Checkpoints are built by `ckpt make-tiny` in a child process (a large bench process would
 hand its RSS to every child it forks), in a temp dir removed afterwards unless --data.
 
-Reproduce: python bench/forward.py [--reps 3] [--tokens 16] [--threads 1] [--skip-real]
-           [--skip-v4] [--only-v4] [--data DIR]
+`--preset v3.2` runs [1] and [3] with DeepSeek-V3.2's lightning indexer (transformers'
+`DeepseekV32ForCausalLM` on the other side; the tiny indexer keeps 8 keys per query).
+
+Reproduce: python bench/forward.py [--preset v3|v3.2] [--reps 3] [--tokens 16] [--threads 1]
+           [--skip-real] [--skip-v4] [--only-v4] [--data DIR]
 """
 
 from __future__ import annotations
@@ -87,12 +90,12 @@ def build(ckpt: Path, *args: str) -> None:
     print(f"built {ckpt.name} in {time.perf_counter() - t0:.0f} s")
 
 
-def real_widths(data: Path, reps: int, tokens: list[int]) -> None:
+def real_widths(data: Path, reps: int, tokens: list[int], preset: str) -> None:
     from ckpt_tools.checkpoint import Checkpoint
 
-    ckpt = data / "v3-real-widths-fp8"
+    ckpt = data / f"{preset}-real-widths-fp8"
     sets = [a for k, v in REAL_OVERRIDES.items() for a in ("--set", f"{k}={v}")]
-    build(ckpt, "--preset", "v3", "--fp8", "--real-widths", "--shards", "4", *sets)
+    build(ckpt, "--preset", preset, "--fp8", "--real-widths", "--shards", "4", *sets)
     plan = Checkpoint(ckpt).plan
     in_layers = [s for s in plan.specs if s.layer is not None and s.layer < LAYERS]
     stored = sum(s.nbytes for s in in_layers)
@@ -104,7 +107,7 @@ def real_widths(data: Path, reps: int, tokens: list[int]) -> None:
     wall = statistics.median(r[0] for r in runs)
     cpu = statistics.median(r[1] for r in runs)
     rss = statistics.median(r[2] for r in runs)
-    print(f"\n[1] ckpt forward --layers {LAYERS}, V3 widths, 32 FP8 experts, {len(tokens)} tokens "
+    print(f"\n[1] ckpt forward --layers {LAYERS}, {preset} widths, 32 FP8 experts, {len(tokens)} tokens "
           f"(median of {reps})")
     print(f"    peak RSS      {rss:8.0f} MB   (goal < 2048 MB; runs: "
           f"{', '.join(f'{r[2]:.0f}' for r in runs)})")
@@ -112,7 +115,7 @@ def real_widths(data: Path, reps: int, tokens: list[int]) -> None:
           f"{1000 * cpu / len(tokens):.0f} ms per token, start-up and reads included)")
     print(f"    those {LAYERS} layers: {stored / 1e9:.2f} GB stored (FP8), {f32 / 1e9:.2f} GB as "
           f"float32; peak RSS is {rss * 2**20 / f32:.1%} of the float32 layers")
-    print(f"    reproduce: ckpt make-tiny DIR --preset v3 --fp8 --real-widths {' '.join(sets)}; "
+    print(f"    reproduce: ckpt make-tiny DIR --preset {preset} --fp8 --real-widths {' '.join(sets)}; "
           f"ckpt forward DIR --layers {LAYERS} --tokens {args[5]} --out hidden.npy")
 
 
@@ -147,9 +150,10 @@ def v4_flash_widths(data: Path, reps: int, tokens: list[int]) -> None:
           f"--tokens {args[5]} --out hidden.npy")
 
 
-def against_transformers(data: Path, reps: int, tokens: list[int], threads: int) -> None:
-    ckpt = data / "v3-tiny"
-    build(ckpt, "--preset", "v3")
+def against_transformers(data: Path, reps: int, tokens: list[int], threads: int,
+                         preset: str) -> None:
+    ckpt = data / f"{preset}-tiny"
+    build(ckpt, "--preset", preset)
     # both sides get the same thread count (BLAS and torch); 1 keeps medians steady when
     # other work shares the cores, where spinning OpenMP threads distort torch's timings
     env = {**os.environ, **{v: str(threads) for v in
@@ -162,7 +166,7 @@ def against_transformers(data: Path, reps: int, tokens: list[int], threads: int)
         results[side] = (json.loads(result.read_text())["median_s"], rss)
     (ours, our_rss), (theirs, their_rss) = results["numpy"], results["transformers"]
     per = lambda s: 1000 * s / len(tokens)
-    print(f"\n[3] same tiny model (make-tiny v3, BF16 -> float32), {len(tokens)} tokens, "
+    print(f"\n[3] same tiny model (make-tiny {preset}, BF16 -> float32), {len(tokens)} tokens, "
           f"median of {reps} forward passes after one warm-up")
     print(f"    NumPy reference   {per(ours):7.2f} ms/token   peak RSS {our_rss:5.0f} MB")
     print(f"    transformers      {per(theirs):7.2f} ms/token   peak RSS {their_rss:5.0f} MB "
@@ -172,6 +176,7 @@ def against_transformers(data: Path, reps: int, tokens: list[int], threads: int)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="v3", help="v3 (default) or v3.2 (with the indexer)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--tokens", type=int, default=16)
     ap.add_argument("--skip-real", action="store_true",
@@ -188,12 +193,12 @@ def main() -> None:
     data.mkdir(parents=True, exist_ok=True)
     try:
         if not args.skip_real and not args.only_v4:
-            real_widths(data, args.reps, tokens)
+            real_widths(data, args.reps, tokens, args.preset)
         if not args.skip_v4:
             v4_flash_widths(data, args.reps, tokens)
         if not args.only_v4:
             against_transformers(data, max(args.reps, 5), [t % 320 for t in tokens],
-                                 args.threads)
+                                 args.threads, args.preset)
     finally:
         if not args.data:
             shutil.rmtree(data, ignore_errors=True)

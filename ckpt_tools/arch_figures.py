@@ -2,7 +2,7 @@
 
 Every count comes from the tensor plan's groups (family x layer, a few thousand for V3),
 never from its 92k expanded tensor specs, so the figures for V3 take milliseconds and need
-no NumPy. Conventions (ARCHITECTURE.md sections 3.1, 4.1-4.3, 5, 7):
+no NumPy. Conventions (docs/architecture.md §6, §8):
 
 - Parameters: FP8 `weight_scale_inv` elements are storage, not parameters; "activated"
   excludes the input embedding (DeepSeek's convention) and includes lm_head.
@@ -19,24 +19,24 @@ no NumPy. Conventions (ARCHITECTURE.md sections 3.1, 4.1-4.3, 5, 7):
 from collections import Counter
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from .config import DeepseekV2Config, DeepseekV3Config, yarn_mscale
+from .config import Config, yarn_mscale
+from .dsa_figures import (SparseAttentionFigures, context_cost, mla_flops_per_key,
+                          sparse_attention_figures)
 from .info import ParameterSummary
+from .results import Result
 from .tensor_plan import Group, Layout, TensorPlan
 
-Config = DeepseekV2Config | DeepseekV3Config
 
 DEFAULT_CONTEXT = 4096
 KV_BYTES = 2  # BF16 cache entries
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 
-class ComponentFigures(BaseModel):
+class ComponentFigures(Result):
     """Parameters per component; per-layer figures are for one layer of the main model."""
 
-    model_config = _FROZEN
     embedding: int
     lm_head: int
     final_norm: int
@@ -52,17 +52,15 @@ class ComponentFigures(BaseModel):
     moe_layer: int = Field(description="attention + norms + MoE FFN")
 
 
-class LayoutBytes(BaseModel):
-    model_config = _FROZEN
-    layout: Literal["bf16", "fp8"]
+class LayoutBytes(Result):
+    layout: Layout
     native: bool = Field(description="True for the layout the config itself describes")
     tensors: int
     total_bytes: int
     bytes_by_dtype: dict[str, int]
 
 
-class KvCacheFigures(BaseModel):
-    model_config = _FROZEN
+class KvCacheFigures(Result):
     bytes_per_element: int
     layers: int = Field(description="Main-model layers that hold a cache")
     mla_per_token_per_layer: int = Field(description="(kv_lora_rank + qk_rope_head_dim) x bytes")
@@ -76,8 +74,7 @@ class KvCacheFigures(BaseModel):
     mha_at_context: int
 
 
-class AttentionScale(BaseModel):
-    model_config = _FROZEN
+class AttentionScale(Result):
     qk_head_dim: int
     base_scale: float = Field(description="qk_head_dim ** -0.5")
     yarn_factor: float | None
@@ -86,8 +83,7 @@ class AttentionScale(BaseModel):
     softmax_scale: float = Field(description="base_scale x mscale ** 2 (config.softmax_scale())")
 
 
-class FlopFigures(BaseModel):
-    model_config = _FROZEN
+class FlopFigures(Result):
     context: int
     matmul_params_per_token: int
     matmul_flops_per_token: int
@@ -96,8 +92,7 @@ class FlopFigures(BaseModel):
     convention: str
 
 
-class ExpertFigures(BaseModel):
-    model_config = _FROZEN
+class ExpertFigures(Result):
     dense_layers: int
     moe_layers: int
     mtp_layers: int
@@ -112,10 +107,9 @@ class ExpertFigures(BaseModel):
     groups_per_token: int
 
 
-class RoutingSemantics(BaseModel):
-    """How a MoE layer picks and weights experts (ARCHITECTURE.md 3.1, 4.2, 4.3, 5)."""
+class RoutingSemantics(Result):
+    """How a MoE layer picks and weights experts (docs/architecture.md §6)."""
 
-    model_config = _FROZEN
     topk_method: str
     scoring_func: Literal["softmax", "sigmoid"]
     group_rule: Literal["none", "group_max", "top2_sum"]
@@ -135,12 +129,11 @@ class RoutingSemantics(BaseModel):
     notes: list[str]
 
 
-class ArchFigures(BaseModel):
+class ArchFigures(Result):
     """Everything derived from one config (`ckpt diff` shows two side by side)."""
 
-    model_config = _FROZEN
     model_type: str
-    layout: Literal["bf16", "fp8"]
+    layout: Layout
     parameters: ParameterSummary = Field(description="Counts; by_component is the main model")
     components: ComponentFigures
     weights: list[LayoutBytes] = Field(description="Native layout first, then the other one")
@@ -149,6 +142,8 @@ class ArchFigures(BaseModel):
     flops: FlopFigures
     experts: ExpertFigures
     routing: RoutingSemantics
+    sparse_attention: SparseAttentionFigures | None = Field(
+        None, description="V3.2's lightning indexer (DeepSeek Sparse Attention); None without")
 
 
 def _layer_components(groups: list[Group], layer: int | None) -> Counter[str]:
@@ -289,14 +284,21 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
         if g.mtp or g.scale_of_family is not None or len(g.shape) != 2 or g.component == "embedding":
             continue
         matmul += g.numel * k // E if g.component == "routed_expert" else g.numel
-    attn_flops = 2 * n * c.num_attention_heads * (c.qk_head_dim + c.v_head_dim) * context
+    convention = ("2 x matmul parameters one token touches (main model, embedding lookup "
+                  "excluded, top-k routed experts) + 2 x heads x (qk_head_dim + v_head_dim) "
+                  f"x {context} per layer for attention over {context} earlier tokens "
+                  "(stored, non-absorbed MLA weights); MTP excluded")
+    if c.has_indexer:  # DSA: MLA over the selected keys only, plus the indexer's scores
+        attn_flops = context_cost(c, context).dsa_flops
+        convention = convention.replace(
+            f"x {context} per layer", f"x min({context}, index_topk) per layer, + 2 x "
+            f"index_n_heads x (index_head_dim + 1) x {context} for the indexer,")
+    else:
+        attn_flops = n * mla_flops_per_key(c) * context
     flops = FlopFigures(
         context=context, matmul_params_per_token=matmul, matmul_flops_per_token=2 * matmul,
         attention_flops_per_token=attn_flops, total_flops_per_token=2 * matmul + attn_flops,
-        convention=("2 x matmul parameters one token touches (main model, embedding lookup "
-                    "excluded, top-k routed experts) + 2 x heads x (qk_head_dim + v_head_dim) "
-                    f"x {context} per layer for attention over {context} earlier tokens "
-                    "(stored, non-absorbed MLA weights); MTP excluded"),
+        convention=convention,
     )
 
     experts = ExpertFigures(
@@ -311,5 +313,5 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
         components=components,
         weights=[_layout_bytes(plan, True), _layout_bytes(other, False)],
         kv_cache=kv, attention=attn_scale, flops=flops, experts=experts,
-        routing=routing_semantics(c),
+        routing=routing_semantics(c), sparse_attention=sparse_attention_figures(c, plan),
     )

@@ -8,30 +8,32 @@ from __future__ import annotations
 
 import json
 from concurrent.futures import ThreadPoolExecutor
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
 
-from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
+from .config import Config, read_config_file
 from .dtypes import FP8_DTYPES
 from .errors import CkptError, ConfigError, FormatError, MissingTensorError
-from .fp8 import dequantize
+from .fp8 import dequantize, dequantize_rows
 from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
-from .remote_path import RemotePath, as_path
+from .reader_pool import PooledFiles, ReaderPool
+from .remote import as_path
+from .remote_path import RemotePath
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .sources import CONFIG_FILE
-from .tensor_plan import SCALE_SUFFIX, TensorPlan
+from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
 
 PREFETCH_MAX_BYTES = 1 << 20  # a scale grid is a few KB; never read ahead a large tensor
 PREFETCH_THREADS = 16
 
 
-class Checkpoint:
+class Checkpoint(PooledFiles):
     """Read-only view of a checkpoint directory."""
 
-    def __init__(self, path: str | Path, config: DeepseekV2Config | DeepseekV3Config | None = None):
+    def __init__(self, path: str | Path, config: Config | None = None):
         """`config`: one the caller already read (e.g. leniently, to describe it); by default
         DIR/config.json, read strictly on first use."""
         self.dir = as_path(path)  # a local directory, or a remote one (remote_path.RemotePath)
@@ -39,21 +41,10 @@ class Checkpoint:
             raise FormatError(f"{self.dir}: no such directory")
         if not self.dir.is_dir():
             raise FormatError(f"{self.dir}: not a directory")
-        self._readers: dict[str, SafetensorsReader] = {}
+        self._readers = ReaderPool(self.dir, self.shard_path)
         self._prefetched: dict[str, np.ndarray] = {}  # remote: read ahead, taken by read()
         if config is not None:
             self.__dict__["config"] = config  # fills the cached property
-
-    def __enter__(self) -> Checkpoint:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for r in self._readers.values():
-            r.close()
-        self._readers.clear()
 
     # -- metadata -----------------------------------------------------------------------
     @cached_property
@@ -67,14 +58,29 @@ class Checkpoint:
         return json.loads(self.config_path.read_text(encoding="utf-8"))
 
     @cached_property
-    def config(self) -> DeepseekV2Config | DeepseekV3Config:
+    def config(self) -> Config:
         if not self.config_path.is_file():
             raise ConfigError(f"{self.dir}: directory has no {CONFIG_FILE}")
         return read_config_file(self.config_path)
 
     @cached_property
     def plan(self) -> TensorPlan:
-        return TensorPlan(self.config, self.layout)
+        """The config's plan in this checkpoint's layout, with the dtypes it stores where
+        the plan allows alternatives (e.g. transformers' float32 V3.2 `weights_proj`)."""
+        plan = TensorPlan(self.config, self.layout)
+        stored = plan.stored_dtypes_in(self._stored_dtype)
+        return TensorPlan(self.config, self.layout, stored_dtypes=stored) if stored else plan
+
+    def _stored_dtype(self, name: str) -> str | None:
+        """The dtype a shard's header gives `name`; None when it is not indexed or its shard
+        is absent or unreadable (a partial download: the plan then keeps its own dtype)."""
+        shard = self.index.weight_map.get(name)
+        if shard is None or not self.shard_path(shard).is_file():
+            return None
+        try:
+            return self.locate(name)[1].dtype
+        except CkptError:
+            return None
 
     @cached_property
     def index_path(self) -> Path | None:
@@ -121,10 +127,7 @@ class Checkpoint:
         return self.reader(shard).header
 
     def reader(self, shard: str) -> SafetensorsReader:
-        r = self._readers.get(shard)
-        if r is None:
-            r = self._readers[shard] = SafetensorsReader(self.shard_path(shard))
-        return r
+        return self._readers(shard)
 
     # -- tensors ------------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:
@@ -171,7 +174,7 @@ class Checkpoint:
         if scale_name not in self:
             raise MissingTensorError(f"{self.dir}: FP8 tensor '{name}' has no '{scale_name}'")
         qc = self.config.quantization_config
-        return scale_name, tuple(qc.weight_block_size) if qc else (128, 128)
+        return scale_name, tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK
 
     def read_float32(self, name: str) -> np.ndarray:
         """The tensor's value in float32; an FP8 weight is dequantised with its scale."""
@@ -194,9 +197,7 @@ class Checkpoint:
         if entry.dtype not in FP8_DTYPES:
             return reader.read_rows(name, start, stop).astype(np.float32)
         scale_name, block = self._fp8_scale(name)
-        # widen to whole row blocks so each scale row covers the rows it was computed on
-        first, last = start // block[0], -(-stop // block[0])
-        lo, hi = first * block[0], min(last * block[0], entry.shape[0])
-        scale = self.reader(self.locate(scale_name)[0]).read_rows(scale_name, first, last)
-        values = dequantize(reader.read_rows(name, lo, hi), scale, block)
-        return values if (lo, hi) == (start, stop) else values[start - lo:stop - lo].copy()
+        scales = self.reader(self.locate(scale_name)[0])
+        return dequantize_rows(partial(reader.read_rows, name),
+                               partial(scales.read_rows, scale_name), entry.shape[0], start,
+                               stop, block)

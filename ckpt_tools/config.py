@@ -1,4 +1,4 @@
-"""Pydantic v2 models of the DeepSeek V2 / V2.5 / V3 `config.json`, and `parse_config`.
+"""Pydantic v2 models of the DeepSeek V2 / V2.5 / V3 / V3.2 `config.json`, and `parse_config`.
 
 Lenient on what it does not know (unknown keys are kept and written back unchanged; a key
 within a small edit distance of a known one is a "did you mean" warning), strict on what it
@@ -34,7 +34,7 @@ from .config_layouts import (
     INFERENCE_LEAVES_OUT,
     QUANT_SCHEMES,
     REFUSED_MODEL_TYPES,
-    SUPPORTED_MODEL_TYPES,  # noqa: F401  (re-exported: `from ckpt_tools.config import ...`)
+    SUPPORTED_MODEL_TYPES,
     WRAPPER_KEYS,
     ConfigReading,
     choose_loader,
@@ -43,7 +43,7 @@ from .config_layouts import (
     recognise,
 )
 from .errors import ConfigError, UnsupportedModelError
-from .remote_path import as_path
+from .remote import as_path
 
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
 ScoringFunc = Literal["softmax", "sigmoid"]
@@ -68,6 +68,9 @@ class RopeScaling(BaseModel):
     )
 
 
+FP8_BLOCK = (128, 128)  # DeepSeek's weight_block_size: rows x columns per scale
+
+
 class Fp8QuantizationConfig(BaseModel):
     """DeepSeek's block FP8 format: e4m3 weights with one F32 scale per 128x128 block."""
 
@@ -77,7 +80,7 @@ class Fp8QuantizationConfig(BaseModel):
     fmt: Literal["e4m3"] = Field("e4m3", description="float8_e4m3fn: max 448, no inf")
     activation_scheme: Literal["dynamic", "static"] = "dynamic"
     weight_block_size: tuple[int, int] = Field(
-        (128, 128), description="Rows x columns covered by one weight_scale_inv entry"
+        FP8_BLOCK, description="Rows x columns covered by one weight_scale_inv entry"
     )
     scale_fmt: Literal["ue8m0", "float"] | None = Field(
         None, description="'ue8m0' (V3.1+): scales are powers of two"
@@ -150,6 +153,11 @@ class _DeepseekCommon(BaseModel):
     @property
     def num_mtp_layers(self) -> int:
         return getattr(self, "num_nextn_predict_layers", 0) or 0
+
+    @property
+    def has_indexer(self) -> bool:
+        """DeepSeek Sparse Attention's lightning indexer (V3.2) in every layer."""
+        return False
 
     @property
     def is_fp8(self) -> bool:
@@ -245,10 +253,51 @@ class DeepseekV3Config(_DeepseekCommon):
         ge=0, description="MTP modules stored after the main layers")
 
 
+class DeepseekV32Config(DeepseekV3Config):
+    """DeepSeek-V3.2-Exp, V3.2, V3.2-Speciale (`model_type: deepseek_v32`): V3 plus DeepSeek
+    Sparse Attention, a lightning indexer per layer that picks `index_topk` earlier tokens
+    for each query (docs/deepseek_v32.md)."""
+
+    model_type: Literal["deepseek_v32"]  # type: ignore[assignment]
+    # No pydantic defaults: absent keys get the loader's value (config_defaults).
+    index_n_heads: int = Field(gt=0, description="Lightning-indexer heads (H_I)")
+    index_head_dim: int = Field(gt=0, description="Lightning-indexer head width (d_I); "
+                                "its first qk_rope_head_dim dims carry RoPE")
+    index_topk: int = Field(gt=0, description="Keys each query attends to at most")
+
+    @property
+    def has_indexer(self) -> bool:
+        return True
+
+    @model_validator(mode="after")
+    def _indexer_rules(self):
+        if self.q_lora_rank is None:
+            raise ValueError("q_lora_rank: deepseek_v32's indexer reads the compressed query, "
+                             "so it cannot be null")
+        if self.index_head_dim < self.qk_rope_head_dim:
+            raise ValueError(f"index_head_dim: {self.index_head_dim} is smaller than the "
+                             f"qk_rope_head_dim {self.qk_rope_head_dim} it rotates")
+        # transformers 5 writes the dense/MoE pattern out; it must agree with ours
+        types = getattr(self, "mlp_layer_types", None)
+        if types is not None:
+            want = ["sparse" if self.is_moe_layer(i) else "dense"
+                    for i in range(self.num_hidden_layers)]
+            if list(types) != want:
+                raise ValueError(f"mlp_layer_types: disagrees with first_k_dense_replace "
+                                 f"{self.first_k_dense_replace} / moe_layer_freq "
+                                 f"{self.moe_layer_freq}")
+        return self
+
+
 DeepseekConfig = Annotated[
-    Union[DeepseekV2Config, DeepseekV3Config], Field(discriminator="model_type")
+    Union[DeepseekV2Config, DeepseekV3Config, DeepseekV32Config],
+    Field(discriminator="model_type"),
 ]
 _ADAPTER: TypeAdapter = TypeAdapter(DeepseekConfig)
+
+
+# Every config ckpt_tools understands; annotate with this, test with isinstance(x, Config).
+Config = DeepseekV2Config | DeepseekV3Config | DeepseekV32Config
 
 
 def yarn_mscale(factor: float, mscale: float) -> float:
@@ -279,7 +328,7 @@ def _normalise_transformers_v5(raw: dict[str, Any]) -> dict[str, Any]:
 
 def _one_line(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if p not in ("deepseek_v2", "deepseek_v3"))
+    loc = ".".join(str(p) for p in first["loc"] if p not in SUPPORTED_MODEL_TYPES)
     msg = first["msg"].removeprefix("Value error, ")
     more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
     if first["type"] == "missing":
@@ -336,7 +385,7 @@ def _split_quantization(data: dict[str, Any], reading: ConfigReading) -> None:
 
 
 def parse_config(raw: Any, *, source: str = "config",
-                 lenient: bool = False) -> DeepseekV2Config | DeepseekV3Config:
+                 lenient: bool = False) -> Config:
     """Validate a config.json mapping, in any layout `config_layouts` recognises.
 
     Args:
@@ -393,7 +442,7 @@ def parse_config(raw: Any, *, source: str = "config",
 
 
 def read_config_file(path: str | Path, *,
-                     lenient: bool = False) -> DeepseekV2Config | DeepseekV3Config:
+                     lenient: bool = False) -> Config:
     path = as_path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -5,10 +5,10 @@ A DeepSeek config is read by one of three loaders, and they disagree on defaults
 `n_group` is 8 for V3 but null for V2). `ckpt_tools` fills an absent key with the value of the
 loader the file names, so that two files a loader reads as the same model compare equal:
 
-- `transformers` `DeepseekV2Config` / `DeepseekV3Config` (the tested 5.x line), when the
-  config has no `auto_map`. Source: transformers `src/transformers/models/deepseek_v2/
-  configuration_deepseek_v2.py` and `.../deepseek_v3/configuration_deepseek_v3.py`
-  (https://github.com/huggingface/transformers).
+- `transformers` `DeepseekV2Config` / `DeepseekV3Config` / `DeepseekV32Config` (the tested
+  5.x line), when the config has no `auto_map`. Source: transformers `src/transformers/models/
+  deepseek_v2/configuration_deepseek_v2.py`, `.../deepseek_v3/configuration_deepseek_v3.py` and
+  `.../deepseek_v32/configuration_deepseek_v32.py` (https://github.com/huggingface/transformers).
 - DeepSeek's remote code `configuration_deepseek.py` (`DeepseekV2Config` in the V2 / V2.5 /
   Coder-V2 hub repos, `DeepseekV3Config` in the V3 / R1 / Kimi-K2 / Moonlight ones), when
   `auto_map` points at it. Source: the hub repos, e.g.
@@ -16,7 +16,10 @@ loader the file names, so that two files a loader reads as the same model compar
   https://huggingface.co/deepseek-ai/DeepSeek-V2-Lite/blob/main/configuration_deepseek.py.
 - DeepSeek's inference code (`ModelArgs` in `inference/model.py`,
   https://github.com/deepseek-ai/DeepSeek-V3/blob/main/inference/model.py), for the
-  `dim` / `n_layers` / ... inference configs; values given here under their HF names.
+  `dim` / `n_layers` / ... inference configs; values given here under their HF names. V3.2's
+  inference code (`ModelArgs` in https://github.com/deepseek-ai/DeepSeek-V3.2-Exp/blob/main/
+  inference/model.py) has the same defaults plus the indexer's (`index_n_heads` 64,
+  `index_head_dim` 128, `index_topk` 2048).
 
 Values under `IMPLIED` are not constructor arguments but fixed by the loader's modeling code
 (transformers' V3 router is always `noaux_tc` with sigmoid scores; its V2 router always
@@ -32,9 +35,11 @@ from typing import Any, Literal
 LoaderName = Literal[
     "transformers DeepseekV2Config",
     "transformers DeepseekV3Config",
+    "transformers DeepseekV32Config",
     "remote-code DeepseekV2Config",
     "remote-code DeepseekV3Config",
     "DeepSeek inference ModelArgs",
+    "DeepSeek V3.2 inference ModelArgs",
 ]
 
 # Keys shared by every HF loader of both generations.
@@ -105,12 +110,24 @@ CLASS_DEFAULTS: dict[LoaderName, dict[str, Any]] = {
         "rope_theta": 10000.0,
     },
 }
+_INDEXER = {"index_n_heads": 64, "index_head_dim": 128, "index_topk": 2048}
+# transformers' DeepseekV32Config: V3's values but max_position_embeddings, no MTP field.
+CLASS_DEFAULTS["transformers DeepseekV32Config"] = {
+    **{k: v for k, v in CLASS_DEFAULTS["transformers DeepseekV3Config"].items()
+       if k != "num_nextn_predict_layers"},
+    "max_position_embeddings": 163840, **_INDEXER,
+}
+CLASS_DEFAULTS["DeepSeek V3.2 inference ModelArgs"] = {
+    **CLASS_DEFAULTS["DeepSeek inference ModelArgs"], **_INDEXER}
 
 # Fixed by the loader's modeling code rather than by a constructor argument.
 IMPLIED: dict[LoaderName, dict[str, Any]] = {
     "transformers DeepseekV2Config": {"scoring_func": "softmax", "moe_layer_freq": 1},
     "transformers DeepseekV3Config": {"topk_method": "noaux_tc", "scoring_func": "sigmoid",
                                       "moe_layer_freq": 1},
+    # transformers' V3.2 router is V3's; its config and modeling have no MTP module.
+    "transformers DeepseekV32Config": {"topk_method": "noaux_tc", "scoring_func": "sigmoid",
+                                       "moe_layer_freq": 1, "num_nextn_predict_layers": 0},
     "remote-code DeepseekV2Config": {},
     "remote-code DeepseekV3Config": {},
     # inference/model.py has no MTP module, RMSNorm eps 1e-6, every layer after the dense
@@ -118,6 +135,7 @@ IMPLIED: dict[LoaderName, dict[str, Any]] = {
     "DeepSeek inference ModelArgs": {"num_nextn_predict_layers": 0, "rms_norm_eps": 1e-6,
                                      "moe_layer_freq": 1},
 }
+IMPLIED["DeepSeek V3.2 inference ModelArgs"] = IMPLIED["DeepSeek inference ModelArgs"]
 
 
 def loader_defaults(loader: LoaderName) -> dict[str, Any]:

@@ -26,15 +26,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from .config_defaults import CLASS_DEFAULTS, IMPLIED, LoaderName
 from .errors import UnsupportedModelError
 
-Family = Literal["deepseek_v2", "deepseek_v3"]
+Family = Literal["deepseek_v2", "deepseek_v3", "deepseek_v32"]
 LayoutName = Literal["hub", "transformers-5", "inference"]
 
-SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3")
+SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deepseek_v32")
 
 # Architectures we recognise but refuse, with the reason a user needs.
 REFUSED_MODEL_TYPES = {
-    "deepseek_v32": "DeepSeek V3.2 (deepseek_v32) adds a lightning indexer "
-    "(self_attn.indexer.*) that ckpt_tools does not handle yet",
     "deepseek_v4": "DeepSeek V4 (FP4 experts, E8M0 scales) is not supported yet",
     "deepseek": "DeepSeek-MoE v1 (model_type 'deepseek') has no MLA and is not supported",
 }
@@ -45,6 +43,8 @@ ARCHITECTURE_FAMILIES: dict[str, Family] = {
     "DeepseekV2Model": "deepseek_v2",
     "DeepseekV3ForCausalLM": "deepseek_v3",
     "DeepseekV3Model": "deepseek_v3",
+    "DeepseekV32ForCausalLM": "deepseek_v32",
+    "DeepseekV32Model": "deepseek_v32",
 }
 
 # model_types of derivatives that name no DeepSeek class of their own (Kimi-K2.5's
@@ -78,6 +78,8 @@ INFERENCE_KEYS = {
     "qk_rope_head_dim": "qk_rope_head_dim", "v_head_dim": "v_head_dim",
     "rope_theta": "rope_theta",
 }
+# V3.2's lightning indexer (DeepSeek-V3.2-Exp's inference/model.py `ModelArgs`): same names.
+INFERENCE_INDEX_KEYS = ("index_n_heads", "index_head_dim", "index_topk")
 # Written by `reshard --to deepseek-mp` beside model{i}-mp{N}.safetensors, for DeepSeek's
 # generate.py (`--config`).
 INFERENCE_CONFIG_FILE = "inference_config.json"
@@ -107,6 +109,7 @@ OTHER_KNOWN_KEYS = frozenset({
     "chunk_size_feed_forward", "return_dict", "output_hidden_states", "output_attentions",
     "torchscript", "use_bfloat16", "id2label", "label2id", "problem_type", "tokenizer_class",
     "is_encoder_decoder", "max_length", "num_experts_per_token", "rope_type",
+    "mlp_layer_types", "layer_types",  # transformers 5's DeepseekV32Config writes them out
 })
 
 QUANT_SCHEMES = {
@@ -164,6 +167,8 @@ def _remote_class(raw: dict[str, Any]) -> tuple[Family | None, str | None]:
         if not isinstance(target, str):
             continue
         name = target.split("--")[-1]  # "repo--module.Class" form
+        if name.split(".")[-1].startswith("DeepseekV32"):
+            continue  # no remote code for V3.2 is known; not V3's
         for cls, family in (("DeepseekV3", "deepseek_v3"), ("DeepseekV2", "deepseek_v2")):
             if name.split(".")[-1].startswith(cls) and "deepseek" in name.split(".")[0]:
                 return family, f"auto_map {key}: {target}"
@@ -185,8 +190,9 @@ def _foreign_message(raw: dict[str, Any], source: str) -> str:
     found += f", architectures {', '.join(archs)}" if archs else ""
     hint = _DISTILL_HINT if mt in ("qwen2", "llama") else ""
     if what:
-        return f"{source}: a {what} config ({found}), not a DeepSeek V2/V3 architecture{hint}"
-    return (f"{source}: {found} is not a DeepSeek V2/V3 config (recognised: model_type "
+        return (f"{source}: a {what} config ({found}), not a DeepSeek V2/V3/V3.2 "
+                f"architecture{hint}")
+    return (f"{source}: {found} is not a DeepSeek V2/V3/V3.2 config (recognised: model_type "
             f"{', '.join(SUPPORTED_MODEL_TYPES)}, architectures "
             f"{', '.join(ARCHITECTURE_FAMILIES)}, auto_map to DeepSeek's "
             f"configuration_deepseek.py, text_config/language_config wrappers, DeepSeek "
@@ -216,9 +222,9 @@ def recognise(raw: dict[str, Any], source: str) -> tuple[Family, str, LayoutName
         why = f"model_type {mt} (a DeepSeek-V3 derivative that names no class)"
         return DERIVATIVE_MODEL_TYPES[mt], why, layout, None
     if _is_inference_layout(raw):
-        if any(k.startswith("index_") for k in raw):
-            raise UnsupportedModelError(f"{source}: a DeepSeek inference config with index_* keys: "
-                                        f"{REFUSED_MODEL_TYPES['deepseek_v32']}")
+        if any(k in raw for k in INFERENCE_INDEX_KEYS):
+            return "deepseek_v32", ("DeepSeek inference config (dim, n_layers, ...) with the "
+                                    "V3.2 indexer (index_*)"), "inference", None
         family = "deepseek_v3" if raw.get("score_func") == "sigmoid" else "deepseek_v2"
         return family, ("DeepSeek inference config (dim, n_layers, ...); score_func "
                         f"{raw.get('score_func', 'softmax (default)')}"), "inference", None
@@ -243,15 +249,17 @@ def choose_loader(raw: dict[str, Any], family: Family, layout: LayoutName) -> Lo
     """The loader a user of this file gets: remote code when auto_map points at DeepSeek's
     configuration_deepseek.py, DeepSeek's inference code for its configs, else transformers."""
     if layout == "inference":
-        return "DeepSeek inference ModelArgs"
+        return ("DeepSeek V3.2 inference ModelArgs" if family == "deepseek_v32"
+                else "DeepSeek inference ModelArgs")
     remote, _ = _remote_class(raw)
     if raw.get("model_type") in DERIVATIVE_MODEL_TYPES and not _architectures(raw):
         remote = DERIVATIVE_MODEL_TYPES[raw["model_type"]]  # they ship DeepSeek's remote code
     if remote is not None:
         return ("remote-code DeepseekV3Config" if remote == "deepseek_v3"
                 else "remote-code DeepseekV2Config")
-    return ("transformers DeepseekV3Config" if family == "deepseek_v3"
-            else "transformers DeepseekV2Config")
+    return {"deepseek_v32": "transformers DeepseekV32Config",
+            "deepseek_v3": "transformers DeepseekV3Config"}.get(family,
+                                                                "transformers DeepseekV2Config")
 
 
 def from_inference_layout(raw: dict[str, Any]) -> dict[str, Any]:
@@ -266,7 +274,8 @@ def from_inference_layout(raw: dict[str, Any]) -> dict[str, Any]:
         data["q_lora_rank"] = None
     sigmoid = raw.get("score_func") == "sigmoid"
     groups = raw.get("n_expert_groups", 1)
-    data["model_type"] = "deepseek_v3" if sigmoid else "deepseek_v2"
+    data["model_type"] = ("deepseek_v32" if any(k in raw for k in INFERENCE_INDEX_KEYS)
+                          else "deepseek_v3" if sigmoid else "deepseek_v2")
     data["topk_method"] = ("noaux_tc" if sigmoid
                            else "group_limited_greedy" if groups > 1 else "greedy")
     data["norm_topk_prob"] = sigmoid  # model.py's Gate renormalises sigmoid weights only
@@ -302,6 +311,9 @@ def to_inference_layout(config: Any) -> dict[str, Any]:
     if rs is not None:
         out.update(original_seq_len=rs.original_max_position_embeddings, rope_factor=rs.factor,
                    beta_fast=rs.beta_fast, beta_slow=rs.beta_slow, mscale=rs.mscale_all_dim)
+    for key in INFERENCE_INDEX_KEYS:
+        if hasattr(config, key):
+            out[key] = getattr(config, key)
     qc = config.quantization_config
     out["dtype"] = "fp8" if qc is not None else "bf16"
     if qc is not None and qc.scale_fmt:
@@ -338,14 +350,16 @@ def near_miss_warnings(raw: dict[str, Any], family: Family, layout: LayoutName) 
     out = []
     for key in raw:
         if layout == "inference":
-            if key in INFERENCE_KEYS or key in INFERENCE_ROPE or key in INFERENCE_OTHER:
+            if (key in INFERENCE_KEYS or key in INFERENCE_ROPE or key in INFERENCE_OTHER
+                    or key in INFERENCE_INDEX_KEYS):
                 continue
             if key in known:
                 spelled = {hf: k for k, hf in INFERENCE_KEYS.items()}.get(key)
                 out.append(f"{key}: a key of HF configs, not read from an inference config"
                            + (f" (which spells it {spelled})" if spelled else ""))
                 continue
-            pool = set(INFERENCE_KEYS) | set(INFERENCE_ROPE) | set(INFERENCE_OTHER)
+            pool = (set(INFERENCE_KEYS) | set(INFERENCE_ROPE) | set(INFERENCE_OTHER)
+                    | set(INFERENCE_INDEX_KEYS))
         else:
             if key in known or key in WRAPPER_KEYS:
                 continue

@@ -21,26 +21,30 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from . import __version__, fp8, part_writer
 from .checkpoint import Checkpoint
 from .convert_jobs import (PART_BYTES, ShardJob, TensorOp, call, job_memory, split_file,
                            write_file, write_part)
 from .dtypes import FP8_DTYPES, itemsize
-from .errors import FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError
-from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
+from .errors import FormatError, UnexpectedTensorError
+from .index import (INDEX_FILE, ShardIndex, pack_greedy, shard_file_name, write_index,
+                    write_json_atomic)
+from .inventory import Inspection, require
 from .output import source_fingerprint
 from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
 from .remote_output import check_executor, open_output
 from .remote_path import RemotePath, is_remote
+from .results import Result
+from .safetensors_io import TensorEntry
 from .side_files import copy_side_files
 from .sources import CONFIG_FILE
-from .tensor_plan import SCALE_SUFFIX, TensorPlan
+from .tensor_plan import TensorPlan, scale_name_for
 
 UpcastDtype = Literal["bf16", "f32"]
 ScaleFmt = Literal["float", "ue8m0"]
@@ -68,10 +72,9 @@ class ConversionPlan(NamedTuple):
 
 
 # -- reports ------------------------------------------------------------------------------
-class RoundTripError(BaseModel):
+class RoundTripError(Result):
     """How far FP8 -> float32 lands from the source values of one quantised tensor."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     max_abs_error: float = Field(
         description="max |upcast_f32(quantised) - source| over finite values")
@@ -80,8 +83,7 @@ class RoundTripError(BaseModel):
                                           "left out of both statistics")
 
 
-class _WrittenCheckpoint(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _WrittenCheckpoint(Result):
     source: str
     destination: str
     files: list[str] = Field(description="Output shard files, in order")
@@ -115,99 +117,70 @@ class QuantizeReport(_WrittenCheckpoint):
 
 
 # -- planning -----------------------------------------------------------------------------
-def _source_tensors(ck: Checkpoint) -> list[tuple[str, Any]]:
-    """(shard, entry) of every tensor in shard-then-offset order; index and files must agree."""
-    weight_map = ck.index.weight_map
-    ck.prefetch_headers()  # remote: every header in one round trip
-    out = []
-    for shard in ck.shard_names:
-        if Path(shard).name != shard:
-            raise FormatError(f"{ck.dir}: shard '{shard}' is not a plain file name")
-        header = ck.header(shard)
-        for name, entry in header.entries.items():
-            where = weight_map.get(name)
-            if where != shard:
-                listed = "does not list it" if where is None else f"maps it to {where}"
-                raise FormatError(f"{header.path}: tensor '{name}' is in this file but the index "
-                                  f"{listed}")
-            out.append((shard, entry))
-    if len(out) != len(weight_map):
-        for name in weight_map:
-            ck.locate(name)  # raises naming the indexed tensor absent from its file
-    return out
+def _source_tensors(found: Inspection) -> list[tuple[str, TensorEntry]]:
+    """(shard, entry) of every tensor, shard by shard in header order (the inventory has
+    checked that index and files agree)."""
+    inv = found.inventory
+    return [(inv.shard_of[name], entry) for name, entry in inv.entries.items()]
 
 
-def _check_scale(ck: Checkpoint, name: str, scale: str, shape, block) -> str:
-    """The shard of `scale` after checking it is an F32 grid of finite, non-negative values."""
-    if scale not in ck:
-        raise MissingTensorError(f"{ck.dir}: FP8 tensor '{name}' has no '{scale}' in the index")
-    scale_shard, entry = ck.locate(scale)
-    want = fp8.expected_scale_shape(shape, block)
-    if entry.dtype != "F32" or entry.shape != want:
-        raise ShapeMismatchError(f"{ck.shard_path(scale_shard)}: tensor '{scale}': expected F32 "
-                                 f"{list(want)} for weight {list(shape)}, found {entry.dtype} "
-                                 f"{list(entry.shape)}")
+def _check_scale_values(ck: Checkpoint, scale: str) -> None:
+    """Scales must be finite and non-negative (a header check cannot see values)."""
     values = ck.read(scale).reshape(-1)
     ok = np.isfinite(values) & (values >= 0)
     if not ok.all():
-        raise FormatError(f"{ck.shard_path(scale_shard)}: tensor '{scale}': scales must be finite "
-                          f"and non-negative, found {values[~ok][0]}")
-    return scale_shard
+        error = FormatError(f"{ck.shard_path(ck.locate(scale)[0])}: tensor '{scale}': scales "
+                            f"must be finite and non-negative, found {values[~ok][0]} "
+                            f"[scale-invalid]")
+        error.code = "scale-invalid"
+        raise error
 
 
-def _upcast_ops(ck: Checkpoint, out_dtype: str) -> tuple[list[TensorOp], int, tuple[int, int]]:
-    plan = TensorPlan(ck.config, "fp8")
+def _upcast_ops(ck: Checkpoint, found: Inspection, out_dtype: str
+                ) -> tuple[list[TensorOp], int, tuple[int, int]]:
+    """Dequantise FP8 weights (the inventory paired each with its scale), drop the scales,
+    widen or copy the rest as stored."""
+    inv, block = found.inventory, found.plan.block
     ops, scales = [], 0
-    tensors = _source_tensors(ck)
+    tensors = _source_tensors(found)
     for i, (shard, e) in enumerate(tensors):
         if i % SCALE_WINDOW == 0:  # remote sources: the window's scales in one round trip
-            ck.prefetch([t.name + SCALE_SUFFIX for _, t in tensors[i:i + SCALE_WINDOW]
+            ck.prefetch([scale_name_for(t.name) for _, t in tensors[i:i + SCALE_WINDOW]
                          if t.dtype in FP8_DTYPES])
-        spec = plan.get(e.name)
-        where = ck.shard_path(shard)
         if e.dtype in FP8_DTYPES:
-            if spec is None or spec.dtype != e.dtype:
-                expected = "no such tensor" if spec is None else f"it as {spec.dtype}"
-                raise UnexpectedTensorError(f"{where}: tensor '{e.name}' is {e.dtype} but the "
-                                            f"tensor plan of this config has {expected}")
-            if e.shape != spec.shape:
-                raise ShapeMismatchError(f"{where}: tensor '{e.name}': expected shape "
-                                         f"{list(spec.shape)}, found {list(e.shape)}")
-            scale_shard = _check_scale(ck, e.name, spec.scale_name, e.shape, plan.block)
+            scale = scale_name_for(e.name)
+            _check_scale_values(ck, scale)
             ops.append(TensorOp(e.name, "dequantize", shard, e.dtype, out_dtype, e.shape,
-                                spec.scale_name, scale_shard))
-        elif (spec is not None and spec.scale_of) or e.name.endswith(SCALE_SUFFIX):
-            weight = spec.scale_of if spec is not None else None
-            if weight is None or weight not in ck or ck.locate(weight)[1].dtype not in FP8_DTYPES:
-                raise UnexpectedTensorError(f"{where}: tensor '{e.name}' is a scale without an "
-                                            f"FP8 weight to apply it to")
+                                scale, inv.shard_of[scale]))
+        elif e.name in inv.scales:
             scales += 1  # applied to its weight, not written
         elif out_dtype == "F32" and e.dtype in WIDENABLE:
             ops.append(TensorOp(e.name, "widen", shard, e.dtype, "F32", e.shape))
         else:
             ops.append(TensorOp(e.name, "copy", shard, e.dtype, e.dtype, e.shape))
-    return ops, scales, plan.block
+    return ops, scales, block
 
 
-def _quantize_ops(ck: Checkpoint) -> tuple[list[TensorOp], tuple[int, int]]:
-    plan = TensorPlan(ck.config, "fp8")
+def _quantize_ops(found: Inspection) -> tuple[list[TensorOp], tuple[int, int]]:
+    """Quantise what the FP8 plan stores as F8_E4M3; copy the rest as stored."""
+    plan = TensorPlan(found.config, "fp8")
     ops = []
-    for shard, e in _source_tensors(ck):
+    for shard, e in _source_tensors(found):
+        if e.dtype in FP8_DTYPES or e.name in found.inventory.scales:
+            raise UnexpectedTensorError(f"{found.root / shard}: tensor '{e.name}' ({e.dtype}) is "
+                                        f"already quantised; quantize takes a BF16/F16/F32 "
+                                        f"checkpoint")
         spec = plan.get(e.name)
-        where = ck.shard_path(shard)
-        if e.dtype in FP8_DTYPES or e.name.endswith(SCALE_SUFFIX):
-            raise UnexpectedTensorError(f"{where}: tensor '{e.name}' ({e.dtype}) is already "
-                                        f"quantised; quantize takes a BF16/F16/F32 checkpoint")
         if spec is not None and spec.dtype == "F8_E4M3":
-            if e.dtype not in QUANTIZABLE or e.shape != spec.shape:
-                raise ShapeMismatchError(f"{where}: tensor '{e.name}': expected a float tensor "
-                                         f"of shape {list(spec.shape)}, found {e.dtype} "
-                                         f"{list(e.shape)}")
             ops.append(TensorOp(e.name, "quantize", shard, e.dtype, "F8_E4M3", e.shape,
                                 spec.scale_name))
         else:
             ops.append(TensorOp(e.name, "copy", shard, e.dtype, e.dtype, e.shape))
     return ops, plan.block
+
+
+def _out_bytes(op: TensorOp, block: tuple[int, int]) -> int:
+    return sum(math.prod(shape) * itemsize(dtype) for _, dtype, shape in op.out_specs(block))
 
 
 def _group(ck: Checkpoint, ops: list[TensorOp], block, max_shard_size: int | None
@@ -221,15 +194,7 @@ def _group(ck: Checkpoint, ops: list[TensorOp], block, max_shard_size: int | Non
         return jobs, ck.index_path is not None or len(jobs) > 1
     order = {s.name: i for i, s in enumerate(TensorPlan(ck.config, "fp8").specs)}
     ranked = sorted(enumerate(ops), key=lambda p: (order.get(p[1].name, len(order)), p[0]))
-    groups: list[list[TensorOp]] = []
-    size = 0
-    for _, op in ranked:
-        nbytes = sum(math.prod(s) * itemsize(d) for _, d, s in op.out_specs(block))
-        if not groups or (size + nbytes > max_shard_size and groups[-1]):
-            groups.append([])
-            size = 0
-        groups[-1].append(op)
-        size += nbytes
+    groups = pack_greedy((([op], _out_bytes(op, block)) for _, op in ranked), max_shard_size)
     n = len(groups)
     return [ShardJob(shard_file_name(i, n), tuple(g)) for i, g in enumerate(groups, 1)], n > 1
 
@@ -314,9 +279,9 @@ def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
                 todo.append(j)
             else:
                 errors.update(info or {})
-        found, nodes = _write_shards(out, src if is_remote(src) else str(src), plan, todo, scale_fmt=scale_fmt,
-                                     workers=workers, executor=executor, progress=progress,
-                                     label=label)
+        found, nodes = _write_shards(out, src if is_remote(src) else str(src), plan, todo,
+                                     scale_fmt=scale_fmt, workers=workers, executor=executor,
+                                     progress=progress, label=label)
         errors.update(found)
         weight_map, total = {}, 0
         for file, (name, dtype, shape) in plan.out_specs():
@@ -357,13 +322,15 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
     """Decide every output tensor of `upcast` and check the source; writes nothing.
 
     Raises:
-        MissingTensorError, ShapeMismatchError, UnexpectedTensorError, FormatError: naming
-            the first tensor (or file) that makes the conversion impossible.
+        CkptError: the first finding of the inventory that makes the output wrong (its code
+            in brackets, as `ckpt validate` reports it), or scale values that are not
+            finite and non-negative.
     """
     if dtype not in OUT_DTYPES:
         raise ValueError(f"dtype must be one of {sorted(OUT_DTYPES)}, found {dtype!r}")
+    found = require(src, "upcast")
     with Checkpoint(src) as ck:
-        ops, scales, block = _upcast_ops(ck, OUT_DTYPES[dtype])
+        ops, scales, block = _upcast_ops(ck, found, OUT_DTYPES[dtype])
         jobs, with_index = _group(ck, ops, block, max_shard_size)
         meta = dict(ck.index.metadata)
     return ConversionPlan(jobs, block, with_index, meta, scales)
@@ -425,8 +392,9 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
 
 def plan_quantize(src: str | Path) -> ConversionPlan:
     """Decide every output tensor of `quantize` and check the source; writes nothing."""
+    found = require(src, "quantize")
     with Checkpoint(src) as ck:
-        ops, block = _quantize_ops(ck)
+        ops, block = _quantize_ops(found)
         jobs, with_index = _group(ck, ops, block, None)
         meta = dict(ck.index.metadata)
     return ConversionPlan(jobs, block, with_index, meta, 0)

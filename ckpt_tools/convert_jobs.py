@@ -19,8 +19,10 @@ import numpy as np
 from . import fp8, part_writer
 from .dtypes import DTYPES, itemsize
 from .parallel import WORKER_MEMORY
-from .remote_path import RemotePath, as_path
+from .reader_pool import ReaderPool
+from .remote_path import RemotePath
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
+from .tensor_plan import scale_shape
 
 STEP_BYTES = 4 << 20  # source bytes per streaming step (rounded to whole row blocks)
 # What one step's temporaries take at most (float32 copies of the rows, the output rows,
@@ -52,7 +54,7 @@ class TensorOp(NamedTuple):
     def out_specs(self, block: tuple[int, int]) -> list[tuple[str, str, tuple[int, ...]]]:
         specs = [(self.name, self.dtype, self.shape)]
         if self.kind == "quantize":
-            specs.append((self.scale, "F32", fp8.expected_scale_shape(self.shape, block)))
+            specs.append((self.scale, "F32", scale_shape(self.shape, block)))
         return specs
 
 
@@ -136,26 +138,6 @@ def _quantized(reader: SafetensorsReader, op: TensorOp, block: tuple[int, int],
         yield memoryview(q.reshape(-1).view(np.uint8))
 
 
-class _Readers:
-    """Source readers opened on first use, closed together. `src` is a local path, or a
-    remote source's `RemotePath` (unpickled in the worker from its URL and listing)."""
-
-    def __init__(self, src: str | RemotePath):
-        self.src, self.open = as_path(src), {}
-
-    def __enter__(self) -> _Readers:
-        return self
-
-    def __call__(self, shard: str) -> SafetensorsReader:
-        if shard not in self.open:
-            self.open[shard] = SafetensorsReader(self.src / shard)
-        return self.open[shard]
-
-    def __exit__(self, *exc) -> None:
-        for r in self.open.values():
-            r.close()
-
-
 def write_file(src: str | RemotePath, dst: str, job: ShardJob, block: tuple[int, int],
                scale_fmt: str | None) -> dict[str, list]:
     """Write one whole output shard (a job: every quantize shard, and upcast's shards for
@@ -163,7 +145,7 @@ def write_file(src: str | RemotePath, dst: str, job: ShardJob, block: tuple[int,
     [max_abs, rel_l2, nonfinite]."""
     errors: dict[str, list] = {}
     specs = [s for op in job.ops for s in op.out_specs(block)]
-    with _Readers(src) as reader, SafetensorsWriter(Path(dst) / job.file, specs) as w:
+    with ReaderPool(src) as reader, SafetensorsWriter(Path(dst) / job.file, specs) as w:
         for op in job.ops:
             r = reader(op.shard)
             if op.kind == "copy":
@@ -180,7 +162,7 @@ def write_file(src: str | RemotePath, dst: str, job: ShardJob, block: tuple[int,
             stats = _ErrorStats()
             w.write_bytes(op.name, _quantized(r, op, block, scale_fmt, scales, stats))
             w.write(op.scale, np.concatenate(scales) if scales
-                    else np.zeros(fp8.expected_scale_shape(op.shape, block), np.float32))
+                    else np.zeros(scale_shape(op.shape, block), np.float32))
             errors[op.name] = stats.result()
     return errors
 
@@ -226,7 +208,7 @@ def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[l
 def write_part(src: str | RemotePath, dst: str, file: str, pieces: list[Piece],
                 block: tuple[int, int]) -> dict:
     """Write `pieces` into DST/file.partial (created by `part_writer.create`); a job."""
-    with _Readers(src) as reader:
+    with ReaderPool(src) as reader:
         for p in pieces:
             op = p.op
             r = reader(op.shard)
@@ -252,6 +234,6 @@ def call(fn, *args):
 def job_memory(job: ShardJob, block: tuple[int, int]) -> int:
     """The most one job holds: a worker, one step's temporaries, the largest scale grid
     (read whole for dequantize, gathered whole for quantize)."""
-    grids = [math.prod(fp8.expected_scale_shape(op.shape, block)) * 4 for op in job.ops
+    grids = [math.prod(scale_shape(op.shape, block)) * 4 for op in job.ops
              if op.kind in ("dequantize", "quantize")]
     return WORKER_MEMORY + STEP_MEMORY + 2 * max(grids, default=0)

@@ -14,18 +14,19 @@ milliseconds. NumPy is imported only for checkpoint directories.
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .arch_figures import DEFAULT_CONTEXT, ArchFigures, RoutingSemantics, arch_figures
+from .dsa_figures import diff_rows
 from .errors import ConfigError
 from .index import SINGLE_FILE
 from .progress import Progress
 from .config_layouts import ConfigReading
+from .results import Result
 from .sources import ConfigSource, resolve_config
 from .tensor_diff import HeaderDiff, ValueDiff, header_diff, value_diff
-from .tensor_plan import TensorPlan
+from .tensor_plan import Layout, TensorPlan
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 Concern = Literal["model", "attention", "moe", "rope", "vocabulary", "quantization", "other"]
 CONCERN_TITLES: dict[str, str] = {
@@ -46,7 +47,8 @@ _CONCERN_OF: dict[str, Concern] = {
                      "rms_norm_eps"], "model"),
     **dict.fromkeys(["num_attention_heads", "num_key_value_heads", "q_lora_rank",
                      "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim",
-                     "attention_bias", "attention_dropout"], "attention"),
+                     "attention_bias", "attention_dropout", "index_n_heads", "index_head_dim",
+                     "index_topk"], "attention"),
     **dict.fromkeys(["n_routed_experts", "n_shared_experts", "num_experts_per_tok",
                      "moe_intermediate_size", "first_k_dense_replace", "moe_layer_freq",
                      "scoring_func", "topk_method", "n_group", "topk_group", "norm_topk_prob",
@@ -73,8 +75,14 @@ _TOPK_METHOD = {
 _SCORING = {"softmax": "softmax over all experts", "sigmoid": "independent sigmoid per expert"}
 _TRAINING_ONLY = "training-only auxiliary balance loss; no effect on inference"
 _MEANINGS: dict[str, str] = {
-    "model_type": "model class (transformers deepseek_v2 vs deepseek_v3 code)",
-    "architectures": "model class (transformers deepseek_v2 vs deepseek_v3 code)",
+    "model_type": "model class (transformers deepseek_v2 / deepseek_v3 / deepseek_v32 code)",
+    "architectures": "model class (transformers deepseek_v2 / deepseek_v3 / deepseek_v32 code)",
+    "index_n_heads": "DSA lightning-indexer heads; their ReLU scores, weighted per token, "
+                     "are summed into one score per key",
+    "index_head_dim": "DSA indexer query/key width; one such key per token and layer is "
+                      "cached besides MLA's latent",
+    "index_topk": "DSA: each query attends to at most this many earlier tokens (the "
+                  "indexer's top-k); shorter sequences compute exactly dense MLA",
     "hidden_size": "model width",
     "intermediate_size": "width of the dense (first-k) MLPs",
     "num_hidden_layers": "decoder layers of the main model (MTP not counted)",
@@ -115,8 +123,7 @@ _MEANINGS: dict[str, str] = {
 }
 
 
-class FieldChange(BaseModel):
-    model_config = _FROZEN
+class FieldChange(Result):
     field: str = Field(description="config.json key; nested keys dotted (rope_scaling.factor)")
     concern: Concern
     status: Literal["changed", "added", "removed"]
@@ -126,23 +133,21 @@ class FieldChange(BaseModel):
     meaning: str | None = None
 
 
-class Side(BaseModel):
-    model_config = _FROZEN
+class Side(Result):
     spec: str
     kind: Literal["preset", "config", "checkpoint"]
     label: str
     title: str | None
     model_type: str
-    layout: Literal["bf16", "fp8"]
+    layout: Layout
     reading: ConfigReading = Field(description="What was recognised, defaults filled, what the "
                                    "layout leaves out, and warnings (inconsistencies)")
 
 
-class QuantityRow(BaseModel):
-    model_config = _FROZEN
+class QuantityRow(Result):
     key: str
     section: Literal["structure", "parameters", "components", "weights", "kv_cache",
-                     "attention", "compute", "experts"]
+                     "attention", "compute", "sparse_attention", "experts"]
     label: str
     unit: Literal["count", "params", "bytes", "flops", "scale", "ratio"]
     a: int | float | None
@@ -151,8 +156,7 @@ class QuantityRow(BaseModel):
     headline: bool = False
 
 
-class FamilySide(BaseModel):
-    model_config = _FROZEN
+class FamilySide(Result):
     shape: list[int]
     dtype: str
     scale_shape: list[int] | None = Field(description="weight_scale_inv shape of an FP8 family")
@@ -161,8 +165,7 @@ class FamilySide(BaseModel):
     experts: int | None = Field(description="Routed experts per layer for an expert family")
 
 
-class FamilyChange(BaseModel):
-    model_config = _FROZEN
+class FamilyChange(Result):
     family: str
     status: Literal["added", "removed", "changed"]
     changes: list[Literal["shape", "dtype", "count"]]
@@ -170,8 +173,7 @@ class FamilyChange(BaseModel):
     b: FamilySide | None
 
 
-class PlanDiff(BaseModel):
-    model_config = _FROZEN
+class PlanDiff(Result):
     layout_a: str
     layout_b: str
     tensors_a: int
@@ -189,10 +191,9 @@ Verdict = Literal["identical_config", "same_architecture", "same_tensor_shapes",
                   "different_architecture"]
 
 
-class DiffReport(BaseModel):
+class DiffReport(Result):
     """What `ckpt diff A B` reports; `--json` prints exactly this."""
 
-    model_config = _FROZEN
     a: Side
     b: Side
     verdict: Verdict = Field(description="same_architecture: only training-only, metadata or "
@@ -369,6 +370,8 @@ def _rows(fa: ArchFigures, fb: ArchFigures, plan_a: int, plan_b: int) -> list[Qu
     ]
     spec += [("components", f"components.{k}", label, "params",
               lambda f, k=k: getattr(f.components, k), False) for k, label in comp]
+    if fa.sparse_attention or fb.sparse_attention:
+        spec += diff_rows(fa.sparse_attention or fb.sparse_attention)
     for key in ("attention", "dense_mlp", "router", "routed_expert", "shared_expert", "norm"):
         spec.append(("components", f"components.total.{key}", f"all {key.replace('_', ' ')} (model)",
                      "params", lambda f, key=key: f.parameters.by_component.get(key, 0), False))
@@ -473,8 +476,31 @@ def _verdict(changes: list[FieldChange], plan: PlanDiff) -> Verdict:
     return "different_architecture"
 
 
+_INDEXER_FAMILY = ".self_attn.indexer."
+_INDEXER_FIELDS = frozenset({"model_type", "architectures", "index_n_heads", "index_head_dim",
+                             "index_topk"})
+
+
+def _indexer_only(changes: list[FieldChange], plan: PlanDiff) -> str | None:
+    """'plus' / 'minus' when the two sides differ by V3.2's indexer alone, else None."""
+    arch = {c.field.split(".")[0] for c in changes if c.architectural}
+    if not plan.changes or not arch <= _INDEXER_FIELDS:
+        return None
+    if not all(_INDEXER_FAMILY in c.family for c in plan.changes):
+        return None
+    statuses = {c.status for c in plan.changes}
+    return {frozenset({"added"}): "plus", frozenset({"removed"}): "minus"}.get(
+        frozenset(statuses))
+
+
 def _summary(changes: list[FieldChange], plan: PlanDiff, verdict: Verdict) -> str:
     arch = [c.field for c in changes if c.architectural]
+    indexer = _indexer_only(changes, plan)
+    if indexer is not None:
+        families = len(plan.changes)
+        return (f"Same weights layout {indexer} the indexer: B {'adds' if indexer == 'plus' else 'drops'} "
+                f"DeepSeek Sparse Attention's lightning indexer ({families} tensor families per "
+                f"layer under self_attn.indexer); every other tensor family is identical")
     if verdict == "identical_config":
         return "Same architecture; configs identical"
     if verdict == "same_architecture":

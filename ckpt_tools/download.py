@@ -29,16 +29,18 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from . import hub
 from .checkpoint import Checkpoint
 from .errors import ConfigError, FormatError, HubError, MissingTensorError, VerificationError
 from .index import INDEX_FILE, SINGLE_FILE, read_index
+from .inventory import inspect
 from .manifest import (MANIFEST_FILE, Manifest, ManifestEntry, read_manifest, sha256_file,
                        write_manifest)
+from .policy import refuses
 from .progress import Progress, or_null
-from .safetensors_io import read_header
+from .results import Result
 from .sources import CONFIG_FILE
 from .tensor_plan import TensorPlan, TensorSpec
 
@@ -55,8 +57,7 @@ TOKENIZER_FILES = {"special_tokens_map.json", "added_tokens.json", "vocab.json",
 DEFAULT_WORKERS = 8  # as huggingface_hub's snapshot_download: downloads wait on the network
 
 
-class PlannedFile(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class PlannedFile(Result):
     path: str = Field(description="Path in the repository, '/'-separated")
     kind: FileKind
     size: int = Field(ge=0)
@@ -65,10 +66,9 @@ class PlannedFile(BaseModel):
     present: bool = Field(description="Already at the destination with this size")
 
 
-class DownloadPlan(BaseModel):
+class DownloadPlan(Result):
     """What a download will fetch, before it fetches it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     repo_id: str
     revision: str = Field(description="As asked: branch, tag or commit")
     commit: str = Field(description="The commit the revision resolved to; every file comes from it")
@@ -86,8 +86,7 @@ class DownloadPlan(BaseModel):
     fits: bool
 
 
-class FileResult(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class FileResult(Result):
     path: str
     size: int
     check: Literal["lfs-sha256", "git-blob", "size"] = Field(
@@ -99,8 +98,7 @@ class FileResult(BaseModel):
     moved_to: str | None = Field(None, description="Where a corrupt file was moved ('' = deleted)")
 
 
-class TensorCheck(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TensorCheck(Result):
     method: Literal["header", "validate"]
     shards: int
     tensors: int = Field(description="Tensors in the fetched shards, each checked against the plan")
@@ -110,8 +108,7 @@ class TensorCheck(BaseModel):
     problems: list[str]
 
 
-class DownloadReport(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class DownloadReport(Result):
     plan: DownloadPlan
     local_dir: str
     files: list[FileResult]
@@ -430,46 +427,29 @@ def check_tensors(root: str | Path, shards: Iterable[str], *,
                   layers: tuple[int, int] | None = None) -> TensorCheck:
     """Header-level check of fetched shards against the tensor plan of `root`'s config.
 
-    Every tensor in a shard must be in the plan with its dtype and shape and be indexed in
-    that shard; every indexed tensor of a fetched shard must be in it. Coverage: the plan's
+    The inventory judges the fetched shards on their own entries (each in the plan with its
+    dtype and shape, indexed in that shard, every indexed tensor of a fetched shard in it;
+    the whole checkpoint when every indexed shard was fetched). Coverage: the plan's
     tensors of `layers` (or all of them, when every indexed shard was fetched) must be
-    present.
+    present. Problems carry the finding code `ckpt validate` gives.
     """
     root = Path(root)
     fetched = list(shards)
-    problems: list[str] = []
-    seen: set[str] = set()
-    with Checkpoint(root) as ckpt:
-        plan, weight_map = ckpt.plan, ckpt.index.weight_map
-        for shard in fetched:
-            try:
-                header = read_header(root / shard)
-            except FormatError as e:
-                problems.append(str(e))
-                continue
-            for name, e in header.entries.items():
-                seen.add(name)
-                spec = plan.get(name)
-                if spec is None:
-                    problems.append(f"{shard}: tensor '{name}' is not in the tensor plan of "
-                                    f"{CONFIG_FILE}")
-                elif (spec.dtype, spec.shape) != (e.dtype, e.shape):
-                    problems.append(f"{shard}: tensor '{name}': expected {spec.dtype} "
-                                    f"{list(spec.shape)}, found {e.dtype} {list(e.shape)}")
-                if weight_map.get(name, shard) != shard:
-                    problems.append(f"{shard}: tensor '{name}' is here but {INDEX_FILE} puts it "
-                                    f"in {weight_map[name]}")
-        fetched_set = set(fetched)
-        problems += [f"{s}: tensor '{n}' is indexed here but absent from the file"
-                     for n, s in weight_map.items() if s in fetched_set and n not in seen]
-        if layers is not None:
-            expected = [s.name for s in _layer_specs(plan, layers)]
-        elif set(weight_map.values()) <= fetched_set:
-            expected = [s.name for s in plan.specs]
-        else:
-            expected = []
+    listed = read_index(root / INDEX_FILE).shards if (root / INDEX_FILE).is_file() else fetched
+    whole = set(listed) <= set(fetched)
+    found = inspect(root) if whole else inspect(root, shards=fetched)
+    if found.config is None:
+        raise ConfigError(next(f.message for f in found.findings if f.code.startswith("config")))
+    problems = [f"{f.message} [{f.code}]" for f in found.findings if refuses("download", f)]
+    seen = found.inventory.entries
+    if layers is not None:
+        expected = [s.name for s in _layer_specs(found.plan, layers)]
         missing = [n for n in expected if n not in seen]
-        problems += [f"tensor '{n}' of the tensor plan is in no fetched shard" for n in missing]
+        problems += [f"tensor '{n}' of the tensor plan is in no fetched shard [tensor-missing]"
+                     for n in missing]
+    else:
+        expected = list(found.plan.by_name) if whole else []
+        missing = [n for n in expected if n not in seen]
     return TensorCheck(method="header", shards=len(fetched), tensors=len(seen),
                        expected=len(expected), complete=bool(expected) and not missing,
                        problems=problems)
@@ -501,7 +481,7 @@ def _validate_all(dest: Path, notes: list[str]) -> TensorCheck:
         raise ConfigError(next((f.message for f in report.findings if f.code.startswith("config")),
                                "no usable config.json"))
     notes += [f"validate: {f.message}" for f in report.findings if f.severity == "warning"]
-    problems = [f.message for f in report.findings if f.severity == "error"]
+    problems = [f"{f.message} [{f.code}]" for f in report.findings if refuses("download", f)]
     return TensorCheck(method="validate", shards=report.files, tensors=report.tensors,
                        expected=report.tensors, complete=not problems, problems=problems)
 

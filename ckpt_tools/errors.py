@@ -12,6 +12,8 @@ from __future__ import annotations
 class CkptError(Exception):
     """Root of every error ckpt_tools raises on purpose."""
 
+    code: str | None = None  # the finding code (`findings.CODES`) when a finding caused it
+
     def __str__(self) -> str:  # KeyError would repr() the message; keep it plain
         return str(self.args[0]) if self.args else self.__class__.__name__
 

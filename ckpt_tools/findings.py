@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import Field, computed_field
+
+from .results import Result
+from .tensor_plan import Layout
 
 from .parallel import NodeWork
 
@@ -62,6 +65,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "inf-values": ("error", "infinite values in a tensor"),
     "fp8-nan": ("error", "FP8 NaN codes (0x7F/0xFF in e4m3fn) in a weight"),
     "scale-invalid": ("error", "weight_scale_inv entries that are not finite and > 0"),
+    "scale-not-power-of-two": ("error", "scale_fmt ue8m0, but weight_scale_inv entries that are "
+                                        "not exact powers of two"),
     "all-zero": ("warning", "a tensor whose every value is zero"),
     "read-error": ("error", "a tensor could not be read (I/O error)"),
     # checksums
@@ -76,10 +81,9 @@ Code = Literal[tuple(CODES)]  # the schema lists every code
 Check = Literal["structure", "pairing", "plan", "deep", "checksums"]
 
 
-class Finding(BaseModel):
+class Finding(Result):
     """One defect, located as precisely as known."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     severity: Severity
     code: Code = Field(description="Stable code; its meaning is in ckpt_tools.findings.CODES")
     file: str | None = Field(None, description="Relative to the checkpoint directory")
@@ -89,14 +93,13 @@ class Finding(BaseModel):
     message: str = Field(description="One line naming file, tensor, expected and found")
 
 
-class ValidationReport(BaseModel):
+class ValidationReport(Result):
     """What `ckpt validate` found; `--json` prints exactly this."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     path: str
     checks: list[Check] = Field(description="The checks that ran")
     config: str | None = Field(None, description="Where the config came from, if any")
-    layout: Literal["bf16", "fp8"] | None = None
+    layout: Layout | None = None
     files: int = Field(description="Safetensors files whose header was read")
     tensors: int
     tensor_bytes: int

@@ -1,25 +1,82 @@
-"""`model.safetensors.index.json`: which shard holds each tensor, and the total byte size."""
+"""File names of both layouts, and `model.safetensors.index.json` (which shard holds each
+tensor, and the total byte size). NumPy-free: header-only commands import it."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from .errors import FormatError
-from .remote_path import as_path
+from .remote import as_path
 
+CONFIG_FILE = "config.json"
+MANIFEST_FILE = "ckpt-manifest.json"  # sizes and SHA-256 of every file (download, validate)
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
 SHARD_NAME = "model-{i:05d}-of-{n:05d}.safetensors"
+SHARD_NAME_RE = re.compile(r"model-(\d+)-of-(\d+)\.safetensors")
 # DeepSeek's model-parallel files, model{i}-mp{N}.safetensors (one per rank)
+MP_FILE = "model{rank}-mp{n}.safetensors"
+MP_FILE_RE = re.compile(r"model(\d+)-mp(\d+)\.safetensors")
 MP_FILE_GLOB = "model*-mp*.safetensors"
+SCALE_SUFFIX = "_scale_inv"  # HF: "x.weight" -> "x.weight_scale_inv"
+# DeepSeek's demo model names an FP8 weight's scale "<module>.scale" (its Linear.scale)
+MP_SCALE_SUFFIX = ".scale"
+T = TypeVar("T")
+
+
+def mp_file_name(rank: int, model_parallel: int) -> str:
+    return MP_FILE.format(rank=rank, n=model_parallel)
+
+
+def mp_layout_of(rank_tensor_names) -> str:
+    """"fp8" when a rank file holds scales (DeepSeek converts FP8 with its scales), else "bf16"."""
+    return "fp8" if any(n.endswith(MP_SCALE_SUFFIX) for n in rank_tensor_names) else "bf16"
+
+
+def mp_rank_sets(root: Path) -> dict[int, dict[int, str]]:
+    """N -> (rank -> file name) of the `model{i}-mp{N}.safetensors` files in `root`."""
+    sets: dict[int, dict[int, str]] = {}
+    for p in sorted(root.glob(MP_FILE_GLOB)):
+        if m := MP_FILE_RE.fullmatch(p.name):
+            sets.setdefault(int(m[2]), {})[int(m[1])] = p.name
+    return sets
+
+
+def is_model_parallel(root: Path) -> bool:
+    """A directory in DeepSeek's model-parallel layout: rank files and no HF index or
+    model.safetensors (an HF checkpoint with stray rank files is still HF)."""
+    return (root.is_dir() and not (root / INDEX_FILE).exists()
+            and not (root / SINGLE_FILE).exists()
+            and any(MP_FILE_RE.fullmatch(p.name) for p in root.glob(MP_FILE_GLOB)))
 
 
 def shard_file_name(i: int, n: int) -> str:
     """HF naming; one shard is plain `model.safetensors` (i counts from 1)."""
     return SINGLE_FILE if n == 1 else SHARD_NAME.format(i=i, n=n)
+
+
+def pack_greedy(units: Iterable[tuple[list[T], int]], max_bytes: int) -> list[list[T]]:
+    """Shards filled in order from (items, bytes) units that must share a shard (a weight
+    and its scale); a unit larger than `max_bytes` gets a shard of its own, as
+    transformers' save_pretrained does. The one packer of upcast and reshard."""
+    shards: list[list[T]] = []
+    current: list[T] = []
+    size = 0
+    for items, nbytes in units:
+        if current and size + nbytes > max_bytes:
+            shards.append(current)
+            current, size = [], 0
+        current.extend(items)
+        size += nbytes
+    if current:
+        shards.append(current)
+    return shards
 
 
 @dataclass

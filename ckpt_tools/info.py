@@ -5,22 +5,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .config_layouts import ConfigReading
+from .dsa_figures import SparseAttentionFigures, sparse_attention_figures
 from .dtypes import itemsize
+from .results import Result
 from .sources import resolve_config
 from .tensor_plan import TensorPlan
 
 
-class Provenance(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Provenance(Result):
     kind: Literal["verbatim", "reconstructed", "file"]
     source: str
 
 
-class ArchitectureSummary(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ArchitectureSummary(Result):
     model_type: str
     hidden_size: int
     num_hidden_layers: int
@@ -42,8 +42,7 @@ class ArchitectureSummary(BaseModel):
     quantization: str | None
 
 
-class ParameterSummary(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ParameterSummary(Result):
     main: int
     activated: int
     activated_with_embedding: int
@@ -54,8 +53,7 @@ class ParameterSummary(BaseModel):
     by_component: dict[str, int]
 
 
-class TensorSummary(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TensorSummary(Result):
     layout: str
     tensors: int
     total_bytes: int
@@ -75,10 +73,9 @@ def rounds_to(count: int, published: str) -> bool:
     return abs(count - value) <= 0.5 * step or value <= count < value + step
 
 
-class PublishedFigures(BaseModel):
+class PublishedFigures(Result):
     """Parameter counts as the publisher gives them, and whether the plan's agree."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     total: str
     activated: str
     source: str
@@ -86,11 +83,10 @@ class PublishedFigures(BaseModel):
     activated_agrees: bool = Field(description="parameters.activated rounds to `activated`")
 
 
-class LayerBytes(BaseModel):
+class LayerBytes(Result):
     """Bytes of one stretch of the checkpoint, by component, in the plan's layout (FP8 scales
     count with the weight they scale)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     label: str = Field(description="'embedding', 'layer N', 'head' (final norm + lm_head) or "
                                    "'MTP N'")
     layer: int | None = Field(description="Decoder layer index; None for embedding and head")
@@ -98,10 +94,9 @@ class LayerBytes(BaseModel):
     bytes_by_component: dict[str, int] = Field(description="Tensor-plan component -> bytes")
 
 
-class ModelInfo(BaseModel):
+class ModelInfo(Result):
     """Everything `ckpt info` reports; `--json` prints exactly this."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     source: str
     source_kind: Literal["preset", "config", "checkpoint"]
     title: str | None
@@ -117,6 +112,7 @@ class ModelInfo(BaseModel):
     bytes_by_layer: list[LayerBytes] = Field(
         description="Where the plan's bytes live, in checkpoint order: embedding, each "
                     "decoder layer, head, MTP layers")
+    sparse_attention: SparseAttentionFigures | None = None  # V3.2: the indexer's share
 
 
 def bytes_by_layer(plan: TensorPlan) -> list[LayerBytes]:
@@ -191,4 +187,5 @@ def describe(spec: str | Path) -> ModelInfo:
         plan=TensorSummary(layout=plan.layout, tensors=len(plan), total_bytes=plan.total_bytes,
                            bytes_by_dtype=plan.bytes_by_dtype),
         files=files, bytes_by_layer=bytes_by_layer(plan),
+        sparse_attention=sparse_attention_figures(c, plan),
     )

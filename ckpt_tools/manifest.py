@@ -10,24 +10,23 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from .errors import FormatError
-from .index import write_json_atomic
+from .index import MANIFEST_FILE, write_json_atomic  # noqa: F401  (MANIFEST_FILE: API)
+from .results import Result
 
-MANIFEST_FILE = "ckpt-manifest.json"
+
 HASH_CHUNK = 8 << 20
 
 
-class ManifestEntry(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ManifestEntry(Result):
     path: str = Field(description="Relative to the checkpoint directory, '/'-separated")
     size: int = Field(ge=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
-class Manifest(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Manifest(Result):
     version: int = 1
     repo_id: str | None = None
     revision: str | None = Field(None, description="Commit the files were downloaded at, if known")

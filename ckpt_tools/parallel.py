@@ -20,34 +20,21 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .errors import WorkerError
+from .job import WORKER_MEMORY, Job, largest_first, timed_call  # noqa: F401  (re-exported)
 from .progress import Progress, or_null
+from .results import Result
 
 ExecutorName = Literal["local", "ray"]
 EXECUTORS = ("local", "ray")
-# What a worker process holds before any buffer: the interpreter, numpy and ml_dtypes
-# (measured ~90 MB resident), with headroom. Each job adds its own buffers to this.
-WORKER_MEMORY = 192 << 20
-
-
-class Job(NamedTuple):
-    label: str  # what the job writes or reads (for errors)
-    nbytes: int  # bytes it processes (progress, per-node totals)
-    args: tuple
-    memory: int = WORKER_MEMORY  # bytes it holds at most, worker included (Ray's `memory`)
-    resources: dict[str, float] | None = None  # custom Ray resources it must run on
-
-
-class NodeWork(BaseModel):
+class NodeWork(Result):
     """The jobs one machine (a Ray node, or this host for the local executor) ran."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     node: str = Field(description="Ray node id, or this host's name for the local executor")
     address: str = Field(description="The node's IP address (host name locally)")
     jobs: int
@@ -71,13 +58,6 @@ def workers_for(nbytes: int, workers: int | None = None, *, min_bytes: int = 1 <
     if workers is not None:
         return max(1, workers)
     return default_workers() if nbytes >= min_bytes else 1
-
-
-def timed_call(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
-    """`fn(*args)` and its wall time: what every executor runs where the job runs."""
-    t0 = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - t0
 
 
 def summarize_nodes(jobs: Sequence[Job], ran: list[tuple[str, str, float] | None]
@@ -115,12 +95,6 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Job | tuple], *, workers: in
         return JobRun(results, summarize_nodes(jobs, ran))
     finally:
         progress.finish()
-
-
-def largest_first(jobs: Sequence[Job]) -> list[int]:
-    """Job indices by decreasing size: started in this order, a big job never begins last
-    while the other workers idle (shards of one checkpoint differ by 2x and more)."""
-    return sorted(range(len(jobs)), key=lambda i: -jobs[i].nbytes)
 
 
 def merge_nodes(*runs: Iterable[NodeWork]) -> list[NodeWork]:

@@ -36,6 +36,7 @@ PLOT_FORMATS = {".png": "png", ".svg": "svg"}
 COMPONENTS: dict[str, tuple[str, str]] = {
     "embedding": ("embedding", "#8c564b"),
     "attention": ("attention", "#1f77b4"),
+    "indexer": ("DSA indexer", "#17becf"),  # V3.2's lightning indexer
     "dense_mlp": ("dense MLP", "#ff7f0e"),
     "routed_expert": ("routed experts", "#2ca02c"),
     "shared_expert": ("shared experts", "#98df8a"),
@@ -267,18 +268,16 @@ def _family_label(family: str) -> str:
 
 def _family_order() -> dict[str, int]:
     """Family -> column, in the tensor plan's order within a layer, globals last."""
-    from . import tensor_plan as tp
+    from .modules import MODULES
+    from .tensor_plan import SCALE_SUFFIX
 
-    layer = tp.LAYER_PREFIX
-    families = [layer + t.pattern for t in (*tp.MTP_INPUT, *tp.ATTENTION, *tp.DENSE_MLP,
-                                            *tp.MOE_ROUTER)]
-    families += [layer + tp.EXPERT_PREFIX + t.pattern for t in tp.ROUTED_EXPERT]
-    families += [layer + t.pattern for t in (*tp.SHARED_EXPERTS, *tp.MTP_OUTPUT)]
-    families += [t.pattern for t in (tp.EMBED, tp.FINAL_NORM, tp.LM_HEAD)]
+    sections = ("mtp_input", "attention", "dense_mlp", "router", "routed_expert",
+                "shared_expert", "mtp_output", "global_first", "global_last")
+    families = [m.hf_template for section in sections for m in MODULES if m.section == section]
     order: dict[str, int] = {}
     for family in families:
         order.setdefault(family, len(order))
-        order.setdefault(family + tp.SCALE_SUFFIX, len(order))
+        order.setdefault(family + SCALE_SUFFIX, len(order))
     return order
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import MissingDependencyError, WorkerError
-from .parallel import Job, largest_first, timed_call
+from .job import Job, largest_first, timed_call
 from .progress import Progress
 
 MAX_RETRIES = 3  # reruns of a task whose worker or node died (not of one that raised)

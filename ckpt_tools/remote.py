@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .byte_source import RangeSource
 from .errors import CkptError, FormatError, HubError
-from .remote_path import REMOTE_URL, RemoteFileInfo, RemotePath
+from .remote_path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
 from .safetensors_io import MAX_HEADER_BYTES
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
@@ -81,6 +81,10 @@ class TreeRef:
     files: tuple[tuple[str, RemoteFileInfo], ...]
     commit: str | None = None
     endpoint: str | None = None  # the Hub endpoint this process listed
+
+    def reopen(self) -> _Tree:
+        """The tree, in a worker (`reopen`); what an unpickled `RemotePath` reads."""
+        return reopen(self)
 
 
 @dataclass(eq=False)
@@ -417,3 +421,12 @@ def forget_remote() -> None:
     with _OPEN_LOCK:
         _OPENED.clear()
         _REOPENED.clear()
+
+
+def as_path(spec: str | os.PathLike | RemotePath) -> Path | RemotePath:
+    """A `RemotePath` for a remote URL (opened once per URL and process), else a `Path`."""
+    if isinstance(spec, RemotePath):
+        return spec
+    if isinstance(spec, str) and is_remote(spec):
+        return open_remote(spec)  # the client libraries load only for remote sources
+    return Path(spec)

@@ -8,9 +8,10 @@ file's bytes (`open_source()`, a `byte_source.RangeSource`). So validate, info, 
 the checkpoint reader read remote sources with the code that reads local ones; only the
 byte-level readers (`safetensors_io`) ask for `open_source()`.
 
-`as_path(x)` is the one place a source spec becomes a path: a `RemotePath` stays, a remote
-URL (`hf://`, `s3://`, ...) is opened with `ckpt_tools.remote.open_remote`, anything else is
-a local `Path`. Importing this module costs nothing (no client libraries).
+`remote.as_path(x)` is the one place a source spec becomes a path: a `RemotePath` stays, a
+remote URL (`hf://`, `s3://`, ...) is opened with `remote.open_remote`, anything else is a
+local `Path`. This module imports no other of ckpt_tools' (remote.py builds on it) and no
+client library.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import fnmatch
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Protocol
 
 REMOTE_URL = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -188,18 +189,6 @@ class RemotePath:
         return self.read_bytes().decode(encoding)
 
 
-def as_path(spec: str | os.PathLike | RemotePath) -> Path | RemotePath:
-    """A `RemotePath` for a remote URL (opened once per URL and process), else a `Path`."""
-    if isinstance(spec, RemotePath):
-        return spec
-    if isinstance(spec, str) and is_remote(spec):
-        from .remote import open_remote  # the client libraries load only for remote sources
-
-        return open_remote(spec)
-    return Path(spec)
-
-
 def _reopen(ref, rel: str) -> RemotePath:
-    from .remote import reopen
-
-    return RemotePath(reopen(ref), rel)
+    """Unpickle a `RemotePath`: its tree from the description (`remote.TreeRef.reopen`)."""
+    return RemotePath(ref.reopen(), rel)

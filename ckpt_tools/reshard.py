@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .config import read_config_file
 from .config_layouts import INFERENCE_CONFIG_FILE, to_inference_layout
@@ -37,11 +37,14 @@ from .parallel import WORKER_MEMORY, ExecutorName, Job, NodeWork, run_jobs, work
 from .progress import Progress
 from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
                            plan_reshard, planned_counts, prove_coverage)
+from .reader_pool import ReaderPool
 from .remote_output import check_executor, open_output
-from .remote_path import RemotePath, as_path, is_remote
-from .safetensors_io import CHUNK_BYTES, SafetensorsReader, SafetensorsWriter, read_header
+from .remote_path import RemotePath, is_remote
+from .results import Result
+from .safetensors_io import CHUNK_BYTES, SafetensorsWriter, read_header
 from .side_files import copy_file_atomic, copy_side_files
 from .sources import CONFIG_FILE
+from .tensor_plan import Layout
 
 REPORT_FILE = "reshard-report.json"
 REPLICA_CHUNK_MIN = 1 << 20
@@ -56,11 +59,7 @@ __all__ = ["reshard_by_size", "to_deepseek_mp", "from_deepseek_mp", "iter_layout
 
 
 # -- reports -------------------------------------------------------------------------------
-class _Report(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Coverage(_Report):
+class Coverage(Result):
     """Proof that every source element is accounted for exactly once."""
 
     source_files: int
@@ -82,7 +81,7 @@ class Coverage(_Report):
         description="placed + compared + dropped == source elements, no tensor twice")
 
 
-class OutputFileReport(_Report):
+class OutputFileReport(Result):
     name: str
     tensors: int
     bytes: int = Field(description="Bytes of tensor data in the file")
@@ -93,14 +92,14 @@ class OutputFileReport(_Report):
 RUN_FIELDS = {"resumed_files", "seconds", "nodes"}
 
 
-class ReshardReport(_Report):
+class ReshardReport(Result):
     """Result of `ckpt reshard` (also written to DST/reshard-report.json)."""
 
     mode: Mode = Field(description="size: HF shards by size; deepseek-mp: DeepSeek's "
                                    "model{i}-mp{N} layout; hf: back from it")
     source: str
     destination: str
-    layout: Literal["bf16", "fp8"]
+    layout: Layout
     model_parallel: int | None = Field(None, description="Ranks (deepseek-mp, hf)")
     ranks: list[int] | None = Field(
         None, description="deepseek-mp: the ranks whose files this run wrote, when only some "
@@ -123,21 +122,6 @@ class ReshardReport(_Report):
 
 
 # -- streaming one output file ---------------------------------------------------------------
-class _Readers:
-    def __init__(self, src: Path):
-        self.src, self.open = src, {}
-
-    def __call__(self, file: str) -> SafetensorsReader:
-        r = self.open.get(file)
-        if r is None:
-            r = self.open[file] = SafetensorsReader(self.src / file)
-        return r
-
-    def close(self) -> None:
-        for r in self.open.values():
-            r.close()
-
-
 def _counted(chunks: Iterator[bytes], key: Key, counts: Counter) -> Iterator[bytes]:
     for chunk in chunks:
         counts[key] += len(chunk)
@@ -156,7 +140,7 @@ def _same_as(chunks: Iterator[bytes], replicas: list[Iterator[bytes]],
         raise VerificationError(f"{where}: a replica is longer than rank 0's copy")
 
 
-def _tensor_chunks(readers: _Readers, t: OutTensor, written: Counter, compared: Counter,
+def _tensor_chunks(readers: ReaderPool, t: OutTensor, written: Counter, compared: Counter,
                    chunk_bytes: int) -> Iterator[bytes]:
     if len(t.parts) == 1:
         p = t.parts[0]
@@ -171,7 +155,7 @@ def _tensor_chunks(readers: _Readers, t: OutTensor, written: Counter, compared: 
         others = [_counted(readers(q.file).iter_chunks(q.tensor, size), (q.file, q.tensor),
                            compared) for q in t.replicas]
         first = _counted(r.iter_chunks(p.tensor, size), (p.file, p.tensor), written)
-        yield from _same_as(first, others, f"{readers.src}: tensor '{p.tensor}'")
+        yield from _same_as(first, others, f"{readers.root}: tensor '{p.tensor}'")
         return
     outer = math.prod(t.shape[:t.dim])
     if outer == 1:  # pieces follow each other
@@ -192,7 +176,7 @@ def _tensor_chunks(readers: _Readers, t: OutTensor, written: Counter, compared: 
         yield np.concatenate(blocks, axis=1).tobytes()
 
 
-def _kernel_spans(readers: _Readers, t: OutTensor,
+def _kernel_spans(readers: ReaderPool, t: OutTensor,
                   written: Counter) -> Iterator[tuple[int, int, int]] | None:
     """The (fd, offset, length) runs `t` is made of, when copying them in the kernel beats
     slicing rows in memory (no replicas to compare, runs not tiny); else None. Counts the
@@ -231,7 +215,7 @@ def write_file(src: str | RemotePath, dst: str, out: OutFile,
                chunk_bytes: int = CHUNK_BYTES) -> tuple[dict[Key, int], dict[Key, int]]:
     """Write one output file (a job: runs in a worker); returns the elements it took from
     each source tensor, counted from the bytes streamed: (written, compared)."""
-    readers = _Readers(as_path(src))
+    readers = ReaderPool(src)
     written: Counter = Counter()
     compared: Counter = Counter()
     item = {(p.file, p.tensor): itemsize(t.dtype) for t in out.tensors
@@ -444,7 +428,7 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | 
                         executor=executor)
 
 
-def _assemble(readers: _Readers, t: OutTensor) -> np.ndarray:
+def _assemble(readers: ReaderPool, t: OutTensor) -> np.ndarray:
     arrays = []
     for p in t.parts:
         a = readers(p.file).get(p.tensor)
@@ -465,7 +449,7 @@ def iter_layout(src: str | Path, layout: ReshardPlan | MpLayout,
     """
     if isinstance(layout, MpLayout):
         layout = plan_reshard(src, model_parallel=layout.model_parallel, keep_mtp=layout.keep_mtp)
-    readers = _Readers(as_path(src))
+    readers = ReaderPool(src)
     try:
         for rank, f in enumerate(layout.files):
             for t in f.tensors:

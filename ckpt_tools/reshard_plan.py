@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from .checkpoint import Checkpoint
 from .dtypes import itemsize
-from .errors import (FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError,
-                     VerificationError)
-from .index import INDEX_FILE, SINGLE_FILE, shard_file_name
-from .mp_layout import MP_FILE_GLOB, MP_FILE_RE, MpCheckpoint, MpLayout
-from .remote_path import as_path
-from .tensor_plan import TensorPlan, TensorSpec
+from .errors import FormatError, VerificationError
+from .index import is_model_parallel, pack_greedy, shard_file_name
+from .inventory import open_checkpoint, require
+from .mp_layout import MpLayout, find_mp_files
+from .remote import as_path
+from .sources import CONFIG_FILE
+from .tensor_plan import Layout, TensorPlan, TensorSpec
 
 DEFAULT_MAX_SHARD_SIZE = 5 * 10**9  # transformers' save_pretrained default
 Mode = Literal["size", "deepseek-mp", "hf"]
@@ -70,7 +70,7 @@ class ReshardPlan:
 
     mode: Mode
     src: Path
-    layout: Literal["bf16", "fp8"]
+    layout: Layout
     files: list[OutFile]
     sources: dict[Key, tuple[str, tuple[int, ...]]]  # every source tensor: (dtype, shape)
     copies: dict[Key, int] = field(default_factory=dict)  # intended copies, when not 1
@@ -84,44 +84,20 @@ class ReshardPlan:
 
 
 # -- planning ---------------------------------------------------------------------------------
-def _hf_source(ckpt: Checkpoint) -> tuple[TensorPlan, dict[Key, tuple[str, tuple[int, ...]]]]:
-    """The tensor plan an HF checkpoint matches exactly, and its source inventory."""
-    weight_map = ckpt.index.weight_map
-    sources: dict[Key, tuple[str, tuple[int, ...]]] = {}
-    ckpt.prefetch_headers()  # remote: every header in one round trip
-    for shard in ckpt.shard_names:
-        for name, e in ckpt.header(shard).entries.items():
-            owner = weight_map.get(name)
-            if owner != shard:
-                where = f"indexed in {owner}" if owner else "not in the index"
-                raise FormatError(f"{ckpt.shard_path(shard)}: tensor '{name}' is {where}")
-            sources[(shard, name)] = (e.dtype, e.shape)
-    for name, shard in weight_map.items():
-        if (shard, name) not in sources:
-            raise MissingTensorError(f"{ckpt.shard_path(shard)}: tensor '{name}' is indexed here "
-                                     f"but absent from the file")
-    plan = ckpt.plan
-    if not any(s.mtp and s.name in weight_map for s in plan.specs):
-        plan = TensorPlan(ckpt.config, ckpt.layout, include_mtp=False)
-    missing = [s.name for s in plan.specs if s.name not in weight_map]
-    if missing:
-        raise MissingTensorError(f"{ckpt.dir}: tensor '{missing[0]}' of the {ckpt.layout} plan is "
-                                 f"missing{_more(missing)}; run `ckpt validate`")
-    extra = [n for n in weight_map if n not in plan.by_name]
-    if extra:
-        raise UnexpectedTensorError(f"{ckpt.dir}: tensor '{extra[0]}' is not in the "
-                                    f"{ckpt.layout} plan{_more(extra)}; run `ckpt validate`")
-    for s in plan.specs:
-        dtype, shape = sources[(weight_map[s.name], s.name)]
-        if (dtype, shape) != (s.dtype, s.shape):
-            raise ShapeMismatchError(f"{ckpt.shard_path(weight_map[s.name])}: tensor '{s.name}': "
-                                     f"expected {s.dtype} {list(s.shape)}, found {dtype} "
-                                     f"{list(shape)}")
-    return plan, sources
+Sources = dict[Key, tuple[str, tuple[int, ...]]]  # (file, tensor) -> (stored dtype, shape)
 
 
-def _more(items: list) -> str:
-    return f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+def _hf_source(src: Path) -> tuple[TensorPlan, dict[str, str], Sources]:
+    """The tensor plan of what an HF checkpoint holds (MTP only when present), where each
+    tensor is, and the source inventory: (file, name) -> (stored dtype, shape)."""
+    found = require(src, "reshard")
+    inv = found.inventory
+    plan = found.plan
+    if not any(s.mtp and s.name in inv.entries for s in plan.specs):
+        plan = TensorPlan(found.config, found.layout, include_mtp=False,
+                          stored_dtypes=plan.stored_dtypes)
+    sources = {(inv.shard_of[n], n): (e.dtype, e.shape) for n, e in inv.entries.items()}
+    return plan, inv.shard_of, sources
 
 
 def pack_by_size(specs: list[TensorSpec], max_bytes: int) -> list[list[TensorSpec]]:
@@ -135,19 +111,7 @@ def pack_by_size(specs: list[TensorSpec], max_bytes: int) -> list[list[TensorSpe
         else:
             unit_of[s.name] = len(units)
             units.append([s])
-    shards: list[list[TensorSpec]] = []
-    current: list[TensorSpec] = []
-    size = 0
-    for unit in units:
-        nbytes = sum(s.nbytes for s in unit)
-        if current and size + nbytes > max_bytes:
-            shards.append(current)
-            current, size = [], 0
-        current.extend(unit)
-        size += nbytes
-    if current:
-        shards.append(current)
-    return shards
+    return pack_greedy(((unit, sum(s.nbytes for s in unit)) for unit in units), max_bytes)
 
 
 def _hf_files(plan: TensorPlan, max_bytes: int, out_tensor) -> list[OutFile]:
@@ -166,55 +130,58 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
 
     Raises:
         ConfigError: a dimension the rank count does not divide (and the like).
-        FormatError, MissingTensorError, UnexpectedTensorError, ShapeMismatchError: the
-            source does not match its config's tensor plan.
+        CkptError: the first finding of the inventory that makes the output wrong (its
+            code in brackets, as `ckpt validate` reports it).
     """
     src = as_path(src)
     if to_hf:
         return _plan_from_mp(src, max_shard_size or DEFAULT_MAX_SHARD_SIZE, config)
     if (max_shard_size is None) == (model_parallel is None):
         raise ValueError("pass exactly one of max_shard_size, model_parallel, to_hf")
-    if src.is_dir() and any(MP_FILE_RE.fullmatch(p.name) for p in src.glob(MP_FILE_GLOB)) \
-            and not (src / INDEX_FILE).is_file() and not (src / SINGLE_FILE).is_file():
+    if not src.is_dir():
+        raise FormatError(f"{src}: not a checkpoint directory")
+    if is_model_parallel(src):
         raise FormatError(f"{src}: holds DeepSeek's model-parallel layout "
                           f"(model{{i}}-mp{{N}}.safetensors); convert it back with --to hf first")
-    with Checkpoint(src) as ckpt:
-        plan, sources = _hf_source(ckpt)
-        where = ckpt.index.weight_map
-        has_mtp = any(s.mtp for s in plan.specs)
-        declared = ckpt.config.num_mtp_layers
-        if max_shard_size is not None:
-            files = _hf_files(plan, max_shard_size, lambda s: OutTensor(
-                s.name, s.dtype, s.shape, (Part(where[s.name], s.name),)))
-            notes = ([f"the source has no MTP tensors although config.json declares "
-                      f"num_nextn_predict_layers {declared}; config.json copied unchanged"]
-                     if declared and not has_mtp else [])
-            return ReshardPlan("size", src, plan.layout, files, sources,
-                               max_shard_size=max_shard_size, notes=notes,
-                               mtp="kept" if has_mtp else "absent", config_path=ckpt.config_path)
-        mp = MpLayout(plan, model_parallel, keep_mtp=keep_mtp)
-        files = [OutFile(mp.file_name(r), tuple(
-            OutTensor(p.name, p.dtype, p.shape,
-                      (Part(where[p.hf_name], p.hf_name, p.dim, p.start, p.stop),))
-            for p in pieces)) for r, pieces in enumerate(mp.ranks)]
-        copies = {(where[s.name], s.name): model_parallel for s in mp.specs
-                  if mp.rule(s.family) is None and model_parallel > 1}
-        dropped = [(where[s.name], s.name) for s in mp.dropped]
-        notes = ["config.json written to the destination (DeepSeek's convert.py writes none) so "
-                 "the layout describes itself: `ckpt reshard --to hf` and MpCheckpoint rebuild "
-                 "the tensor plan from it"]
-        if dropped:
-            notes.append(f"MTP layer dropped ({len(dropped)} tensors), as DeepSeek's convert.py "
-                         f"does: its inference model has no MTP module; config.json says "
-                         f"num_nextn_predict_layers 0; pass --keep-mtp to keep it")
-        mtp = "dropped" if dropped else ("kept" if has_mtp else "absent")
-        return ReshardPlan("deepseek-mp", src, plan.layout, files, sources, copies, dropped,
-                           model_parallel=model_parallel, mtp=mtp, notes=notes,
-                           config_path=ckpt.config_path, drop_mtp_from_config=bool(dropped))
+    plan, where, sources = _hf_source(src)
+    config_path = src / CONFIG_FILE
+    # a tensor is written in the dtype it is stored in (a BF16 router bias stays BF16)
+    stored = {name: sources[(shard, name)][0] for name, shard in where.items()}
+    has_mtp = any(s.mtp for s in plan.specs)
+    declared = plan.config.num_mtp_layers
+    if max_shard_size is not None:
+        files = _hf_files(plan, max_shard_size, lambda s: OutTensor(
+            s.name, stored[s.name], s.shape, (Part(where[s.name], s.name),)))
+        notes = ([f"the source has no MTP tensors although config.json declares "
+                  f"num_nextn_predict_layers {declared}; config.json copied unchanged"]
+                 if declared and not has_mtp else [])
+        return ReshardPlan("size", src, plan.layout, files, sources,
+                           max_shard_size=max_shard_size, notes=notes,
+                           mtp="kept" if has_mtp else "absent", config_path=config_path)
+    mp = MpLayout(plan, model_parallel, keep_mtp=keep_mtp)
+    files = [OutFile(mp.file_name(r), tuple(
+        OutTensor(p.name, stored[p.hf_name], p.shape,
+                  (Part(where[p.hf_name], p.hf_name, p.dim, p.start, p.stop),))
+        for p in pieces)) for r, pieces in enumerate(mp.ranks)]
+    copies = {(where[s.name], s.name): model_parallel for s in mp.specs
+              if mp.rule(s.family) is None and model_parallel > 1}
+    dropped = [(where[s.name], s.name) for s in mp.dropped]
+    notes = ["config.json written to the destination (DeepSeek's convert.py writes none) so "
+             "the layout describes itself: `ckpt reshard --to hf` and MpCheckpoint rebuild "
+             "the tensor plan from it"]
+    if dropped:
+        notes.append(f"MTP layer dropped ({len(dropped)} tensors), as DeepSeek's convert.py "
+                     f"does: its inference model has no MTP module; config.json says "
+                     f"num_nextn_predict_layers 0; pass --keep-mtp to keep it")
+    mtp = "dropped" if dropped else ("kept" if has_mtp else "absent")
+    return ReshardPlan("deepseek-mp", src, plan.layout, files, sources, copies, dropped,
+                       model_parallel=model_parallel, mtp=mtp, notes=notes,
+                       config_path=config_path, drop_mtp_from_config=bool(dropped))
 
 
 def _plan_from_mp(src: Path, max_bytes: int, config: str | Path | None) -> ReshardPlan:
-    with MpCheckpoint(src, config) as ckpt:
+    find_mp_files(src)  # names a missing rank file or a directory without rank files
+    with open_checkpoint(src, config=config, command="reshard") as ckpt:
         mp, n = ckpt.mp, ckpt.model_parallel
         sources = {(mp.file_name(r), e.name): (e.dtype, e.shape)
                    for r in range(n) for e in ckpt.reader(r).header.entries.values()}
@@ -222,9 +189,10 @@ def _plan_from_mp(src: Path, max_bytes: int, config: str | Path | None) -> Resha
         def out_tensor(s: TensorSpec) -> OutTensor:
             pieces = mp.by_hf[s.name]
             parts = tuple(Part(mp.file_name(p.rank), p.name) for p in pieces)
+            dtype = sources[(parts[0].file, parts[0].tensor)][0]  # as stored
             if pieces[0].dim is not None:
-                return OutTensor(s.name, s.dtype, s.shape, parts, pieces[0].dim)
-            return OutTensor(s.name, s.dtype, s.shape, parts[:1], replicas=parts[1:])
+                return OutTensor(s.name, dtype, s.shape, parts, pieces[0].dim)
+            return OutTensor(s.name, dtype, s.shape, parts[:1], replicas=parts[1:])
 
         files = _hf_files(ckpt.plan, max_bytes, out_tensor)
         declared = ckpt.config.num_mtp_layers

@@ -617,3 +617,4 @@ def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray] | Iterabl
     with SafetensorsWriter(path, specs, metadata) as w:
         for n, a in items:
             w.write(n, a)
+

@@ -6,19 +6,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
+from .config import Config, read_config_file
 from .errors import ConfigError
+from .index import CONFIG_FILE
 from .presets import Preset, all_presets, find_preset
-from .remote_path import as_path
+from .remote import as_path
 
-CONFIG_FILE = "config.json"
 
 
 @dataclass(frozen=True)
 class ConfigSource:
     spec: str
     kind: Literal["preset", "config", "checkpoint"]
-    config: DeepseekV2Config | DeepseekV3Config
+    config: Config
     path: Path | None = None  # the config.json, or the checkpoint directory
     preset: Preset | None = None
 

@@ -11,22 +11,17 @@ NumPy is imported only when values are compared.
 import math
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .dtypes import FP8_DTYPES
 from .progress import Progress, or_null
+from .results import Result
 from .tensor_plan import SCALE_SUFFIX
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
 
-# Built on first use: a preset diff never makes these, and building their validators at
-# import is a fifth of the command's own start-up (they are built inside DiffReport anyway).
-_FROZEN = ConfigDict(extra="forbid", frozen=True, defer_build=True)
-
-
-class TensorGroupDiff(BaseModel):
-    model_config = _FROZEN
+class TensorGroupDiff(Result):
     family: str = Field(description="Plan family of the tensors, or the name itself if unknown")
     kind: Literal["only_a", "only_b", "shape", "dtype", "fp8_vs_float"]
     count: int
@@ -35,8 +30,7 @@ class TensorGroupDiff(BaseModel):
     examples: list[str]
 
 
-class HeaderDiff(BaseModel):
-    model_config = _FROZEN
+class HeaderDiff(Result):
     tensors_a: int
     tensors_b: int
     common: int
@@ -48,8 +42,7 @@ class HeaderDiff(BaseModel):
     groups: list[TensorGroupDiff]
 
 
-class TensorValueDiff(BaseModel):
-    model_config = _FROZEN
+class TensorValueDiff(Result):
     name: str
     family: str | None = Field(description="Plan family of A's tensor, None if the plan has "
                                "no such tensor")
@@ -65,8 +58,7 @@ class TensorValueDiff(BaseModel):
                                  "not finite")
 
 
-class ValueDiff(BaseModel):
-    model_config = _FROZEN
+class ValueDiff(Result):
     compared: int
     identical: int
     skipped: dict[str, int] = Field(description="Reason -> tensors not compared")

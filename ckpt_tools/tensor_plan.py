@@ -1,10 +1,15 @@
 """The tensor plan: every tensor a checkpoint of a given config holds, as data.
 
-Names come from templates (`TEMPLATES` below), shapes from formulas over the config, and
-dtypes from one policy (`ARCHITECTURE.md` section 6): in the FP8 layout every linear weight
+Names and shape formulas come from the one module table (`ckpt_tools.modules`), dtypes
+from one policy (docs/architecture.md, "FP8"): in the FP8 layout every linear weight
 except the router gate and the MTP `eh_proj` is F8_E4M3 with an F32 `weight_scale_inv` of
 ceil(rows/block) x ceil(cols/block); embeddings, lm_head, norms and the router are BF16; the
-aux-loss-free `e_score_correction_bias` is F32 in every layout.
+aux-loss-free `e_score_correction_bias` is F32 in every layout. V3.2's lightning indexer
+(`self_attn.indexer.*`) follows DeepSeek's release: `wq_b` and `wk` FP8 like the other
+projections, `weights_proj` BF16 without a scale, the `k_norm` LayerNorm (weight and bias)
+F32; `alt_dtypes` names what else a writer may legitimately have stored (transformers keeps
+`weights_proj` in float32; `k_norm` in BF16), and a checkpoint's plan adopts what it stores
+(`stored_dtypes`).
 
 Everything else (validate, diff, upcast, quantize, reshard, the forward pass, make-tiny)
 asks this module instead of knowing names itself.
@@ -19,113 +24,25 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, NamedTuple
 
-from .config import DeepseekV2Config, DeepseekV3Config
+from .config import FP8_BLOCK, Config
 from .dtypes import itemsize
+from .index import SCALE_SUFFIX
+from .modules import EXPERT_PREFIX, LAYER_PREFIX, Component, Module, Shape, section
 
-Config = DeepseekV2Config | DeepseekV3Config
 Layout = Literal["bf16", "fp8"]
-Shape = tuple[int, ...]
 
-SCALE_SUFFIX = "_scale_inv"  # "x.weight" -> "x.weight_scale_inv"
-DEFAULT_BLOCK = (128, 128)
+DEFAULT_BLOCK = FP8_BLOCK
 
-Component = Literal[
-    "embedding", "attention", "norm", "dense_mlp", "router", "routed_expert",
-    "shared_expert", "lm_head", "mtp",
-]
-
-
-@dataclass(frozen=True)
-class Template:
-    """One family of tensors. `pattern` is relative to its scope's prefix."""
-
-    pattern: str
-    shape: Callable[[Config], Shape]
-    component: Component
-    fp8: bool = False  # stored as F8_E4M3 + weight_scale_inv in the FP8 layout
-    f32: bool = False  # kept in float32 in every layout
-    when: Callable[[Config], bool] = lambda c: True
-
-
-def _qh(c: Config) -> int:
-    return c.num_attention_heads * c.qk_head_dim
-
-
-_has_q_lora: Callable[[Config], bool] = lambda c: c.q_lora_rank is not None
-_no_q_lora: Callable[[Config], bool] = lambda c: c.q_lora_rank is None
-
-ATTENTION = (
-    Template("input_layernorm.weight", lambda c: (c.hidden_size,), "norm"),
-    Template("self_attn.q_proj.weight", lambda c: (_qh(c), c.hidden_size), "attention", fp8=True,
-             when=_no_q_lora),
-    Template("self_attn.q_a_proj.weight", lambda c: (c.q_lora_rank, c.hidden_size), "attention",
-             fp8=True, when=_has_q_lora),
-    Template("self_attn.q_a_layernorm.weight", lambda c: (c.q_lora_rank,), "attention",
-             when=_has_q_lora),
-    Template("self_attn.q_b_proj.weight", lambda c: (_qh(c), c.q_lora_rank), "attention", fp8=True,
-             when=_has_q_lora),
-    Template("self_attn.kv_a_proj_with_mqa.weight",
-             lambda c: (c.kv_lora_rank + c.qk_rope_head_dim, c.hidden_size), "attention", fp8=True),
-    Template("self_attn.kv_a_layernorm.weight", lambda c: (c.kv_lora_rank,), "attention"),
-    Template("self_attn.kv_b_proj.weight",
-             lambda c: (c.num_attention_heads * (c.qk_nope_head_dim + c.v_head_dim), c.kv_lora_rank),
-             "attention", fp8=True),
-    Template("self_attn.o_proj.weight",
-             lambda c: (c.hidden_size, c.num_attention_heads * c.v_head_dim), "attention", fp8=True),
-    Template("post_attention_layernorm.weight", lambda c: (c.hidden_size,), "norm"),
-)
-
-DENSE_MLP = (
-    Template("mlp.gate_proj.weight", lambda c: (c.intermediate_size, c.hidden_size), "dense_mlp", fp8=True),
-    Template("mlp.up_proj.weight", lambda c: (c.intermediate_size, c.hidden_size), "dense_mlp", fp8=True),
-    Template("mlp.down_proj.weight", lambda c: (c.hidden_size, c.intermediate_size), "dense_mlp", fp8=True),
-)
-
-
-def _shared_width(c: Config) -> int:
-    return c.n_shared_experts * c.moe_intermediate_size
-
-
-_has_shared: Callable[[Config], bool] = lambda c: c.n_shared_experts > 0
-
-MOE_ROUTER = (
-    Template("mlp.gate.weight", lambda c: (c.n_routed_experts, c.hidden_size), "router"),
-    Template("mlp.gate.e_score_correction_bias", lambda c: (c.n_routed_experts,), "router",
-             f32=True, when=lambda c: c.has_score_bias),
-)
-# One routed expert; the scope adds "mlp.experts.{E}."
-ROUTED_EXPERT = (
-    Template("gate_proj.weight", lambda c: (c.moe_intermediate_size, c.hidden_size), "routed_expert", fp8=True),
-    Template("up_proj.weight", lambda c: (c.moe_intermediate_size, c.hidden_size), "routed_expert", fp8=True),
-    Template("down_proj.weight", lambda c: (c.hidden_size, c.moe_intermediate_size), "routed_expert", fp8=True),
-)
-SHARED_EXPERTS = (
-    Template("mlp.shared_experts.gate_proj.weight", lambda c: (_shared_width(c), c.hidden_size),
-             "shared_expert", fp8=True, when=_has_shared),
-    Template("mlp.shared_experts.up_proj.weight", lambda c: (_shared_width(c), c.hidden_size),
-             "shared_expert", fp8=True, when=_has_shared),
-    Template("mlp.shared_experts.down_proj.weight", lambda c: (c.hidden_size, _shared_width(c)),
-             "shared_expert", fp8=True, when=_has_shared),
-)
-
-# The MTP module's own tensors; it also holds a full MoE decoder layer.
-MTP_INPUT = (
-    Template("embed_tokens.weight", lambda c: (c.vocab_size, c.hidden_size), "mtp"),
-    Template("enorm.weight", lambda c: (c.hidden_size,), "mtp"),
-    Template("hnorm.weight", lambda c: (c.hidden_size,), "mtp"),
-    Template("eh_proj.weight", lambda c: (c.hidden_size, 2 * c.hidden_size), "mtp"),  # BF16 in V3
-)
-MTP_OUTPUT = (
-    Template("shared_head.norm.weight", lambda c: (c.hidden_size,), "mtp"),
-    Template("shared_head.head.weight", lambda c: (c.vocab_size, c.hidden_size), "mtp"),
-)
-
-EMBED = Template("model.embed_tokens.weight", lambda c: (c.vocab_size, c.hidden_size), "embedding")
-FINAL_NORM = Template("model.norm.weight", lambda c: (c.hidden_size,), "norm")
-LM_HEAD = Template("lm_head.weight", lambda c: (c.vocab_size, c.hidden_size), "lm_head")
-
-LAYER_PREFIX = "model.layers.{L}."
-EXPERT_PREFIX = "mlp.experts.{E}."
+# The plan's sections, in plan order, from the one module table
+EMBED_SECTION = section("global_first")
+ATTENTION = section("attention")
+DENSE_MLP = section("dense_mlp")
+MOE_ROUTER = section("router")
+ROUTED_EXPERT = section("routed_expert")  # one expert; the scope adds "mlp.experts.{E}."
+SHARED_EXPERTS = section("shared_expert")
+FINAL = section("global_last")  # final norm, lm_head
+MTP_INPUT = section("mtp_input")  # the MTP module's own tensors around a full MoE layer
+MTP_OUTPUT = section("mtp_output")
 
 
 class TensorSpec(NamedTuple):
@@ -190,6 +107,7 @@ class Group:
     mtp: bool
     scale_family: str | None  # on an FP8 weight family: its scale family
     scale_of_family: str | None  # on a scale family: the weight family
+    alt_dtypes: tuple[str, ...] = ()  # also accepted as stored (the template's)
 
     @property
     def count(self) -> int:
@@ -218,7 +136,9 @@ class TensorPlan:
     """
 
     def __init__(self, config: Config, layout: Layout | None = None, *, include_mtp: bool = True,
-                 prefix: str | None = None):
+                 prefix: str | None = None, stored_dtypes: dict[str, str] | None = None):
+        """`stored_dtypes`: family -> one of its template's `alt_dtypes`, for a checkpoint
+        that stores that family so (see `stored_dtypes_in`); the plan then says so too."""
         self.config = config
         # a wrapper's language model lives under a prefix (`language_model.`, `language.`)
         self.prefix = config.reading.tensor_prefix if prefix is None else prefix
@@ -226,20 +146,46 @@ class TensorPlan:
         qc = config.quantization_config
         self.block: tuple[int, int] = tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK
         self.include_mtp = include_mtp
+        self.stored_dtypes: dict[str, str] = dict(stored_dtypes or {})
         self.groups: list[Group] = list(self._generate())
+        for family in self.stored_dtypes.keys() - self.families.keys():
+            raise ValueError(f"stored_dtypes: no family {family} in this plan")
+
+    def stored_dtypes_in(self, dtype_of: Callable[[str], str | None]) -> dict[str, str]:
+        """The families whose first readable tensor is stored in one of their `alt_dtypes`,
+        with that dtype (`dtype_of(name)`: the stored dtype, None when unknown, e.g. in a
+        shard not downloaded). Asks only about the few families that have alternatives
+        (V3.2's indexer norms and weights_proj), one tensor each."""
+        out = {}
+        for family, groups in self.families.items():
+            if not groups[0].alt_dtypes:
+                continue
+            found = (dtype_of(g.names[0]) for g in groups)
+            dtype = next((d for d in found if d is not None), None)
+            if dtype in groups[0].alt_dtypes:
+                out[family] = dtype
+        return out
 
     # -- generation ---------------------------------------------------------------------
-    def _scoped(self, templates, prefix: str, layer=None, experts=None, mtp=False) -> Iterator[Group]:
+    def _scoped(self, modules: tuple[Module, ...], prefix: str, layer=None, experts=None,
+                mtp=False) -> Iterator[Group]:
         c = self.config
-        for t in templates:
+        for t in modules:
             if not t.when(c):
                 continue
-            family = self.prefix + prefix + t.pattern
+            family = self.prefix + prefix + t.hf
             shape = tuple(int(d) for d in t.shape(c))
             quantized = t.fp8 and self.layout == "fp8"
-            dtype = "F32" if t.f32 else ("F8_E4M3" if quantized else "BF16")
+            planned = "F32" if t.f32 else ("F8_E4M3" if quantized else "BF16")
+            dtype = self.stored_dtypes.get(family, planned)
+            if dtype != planned and dtype not in t.alt_dtypes:
+                raise ValueError(f"stored_dtypes: {family} cannot be stored as {dtype}")
+            # what else a tensor of the family may be stored as: the other alternatives, and
+            # the planned dtype once a stored alternative was adopted
+            alt = () if quantized else tuple(d for d in (planned, *t.alt_dtypes) if d != dtype)
             scale = scale_name_for(family) if quantized else None
-            yield Group(family, shape, dtype, t.component, layer, experts, mtp, scale, None)
+            yield Group(family, shape, dtype, t.component, layer, experts, mtp, scale, None,
+                        alt if t.alt_dtypes else ())
             if quantized:
                 yield Group(scale, scale_shape(shape, self.block), "F32", t.component, layer,
                             experts, mtp, None, family)
@@ -257,10 +203,10 @@ class TensorPlan:
 
     def _generate(self) -> Iterator[Group]:
         c = self.config
-        yield from self._scoped([EMBED], "")
+        yield from self._scoped(EMBED_SECTION, "")
         for layer in range(c.num_hidden_layers):
             yield from self._layer(layer, mtp=False)
-        yield from self._scoped([FINAL_NORM, LM_HEAD], "")
+        yield from self._scoped(FINAL, "")
         if not self.include_mtp:
             return
         for layer in range(c.num_hidden_layers, c.num_hidden_layers + c.num_mtp_layers):

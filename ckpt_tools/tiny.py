@@ -46,6 +46,9 @@ TINY_Q_LORA_RANK = 48
 TINY_EXPERTS = 8
 TINY_TOP_K = 3
 TINY_MOE_LAYERS = 2
+# V3.2's indexer: enough heads that an all-ReLU-zero score (a tie) is rare, a head width
+# that leaves partial FP8 blocks, and a top-k below the test sequences' lengths.
+TINY_INDEXER = {"index_n_heads": 16, "index_head_dim": 32, "index_topk": 8}
 
 
 @dataclass(frozen=True)
@@ -65,8 +68,8 @@ def _source_config(source: str) -> tuple[dict[str, Any], ConfigReading]:
         raw["model_type"] = r.original_model_type
     raw.setdefault("architectures", None)
     if not raw["architectures"]:
-        raw["architectures"] = [("DeepseekV3" if config.model_type == "deepseek_v3"
-                                 else "DeepseekV2") + "ForCausalLM"]
+        raw["architectures"] = [{"deepseek_v32": "DeepseekV32", "deepseek_v3": "DeepseekV3"}.get(
+            config.model_type, "DeepseekV2") + "ForCausalLM"]
     return raw, r
 
 
@@ -81,6 +84,8 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
         raw.update(TINY_WIDTHS)
         if raw.get("q_lora_rank") is not None:
             raw["q_lora_rank"] = TINY_Q_LORA_RANK
+        if "index_topk" in raw:
+            raw.update(TINY_INDEXER)
     dense = min(raw.get("first_k_dense_replace", 0), 2)
     groups = raw.get("n_group", 1)
     raw.update(
@@ -95,6 +100,7 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
     )
     if raw["model_type"] == "deepseek_v2" or before.get("num_nextn_predict_layers") is None:
         raw.pop("num_nextn_predict_layers")
+    _per_layer_lists(raw)
     if fp8:
         raw["quantization_config"] = raw.get("quantization_config") or dict(FP8_QUANTIZATION_CONFIG)
     else:
@@ -112,11 +118,25 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
     return dict(sorted(raw.items()))
 
 
+def _per_layer_lists(raw: dict[str, Any]) -> None:
+    """transformers 5 writes V3.2's per-layer patterns out (`mlp_layer_types`, `layer_types`):
+    spelled again for the tiny layer count (a mixed `layer_types` is dropped)."""
+    n, dense = raw["num_hidden_layers"], raw["first_k_dense_replace"]
+    if isinstance(raw.get("mlp_layer_types"), list):
+        raw["mlp_layer_types"] = ["dense"] * dense + ["sparse"] * (n - dense)
+    kinds = raw.get("layer_types")
+    if isinstance(kinds, list):
+        if len(set(kinds)) == 1:
+            raw["layer_types"] = kinds[:1] * n
+        else:
+            raw.pop("layer_types")
+
+
 def tensor_value(spec: TensorSpec, seed: int) -> np.ndarray:
     """A deterministic float32 value for one tensor (depends on seed and name only)."""
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode())])
     shape = spec.shape
-    if spec.component == "router" and len(shape) == 1:  # e_score_correction_bias
+    if len(shape) == 1 and spec.name.endswith((".bias", "e_score_correction_bias")):
         return rng.normal(0.0, 0.1, shape).astype(np.float32)
     if len(shape) == 1:  # norms
         return (1.0 + 0.1 * rng.normal(size=shape)).astype(np.float32)
@@ -164,6 +184,8 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
     raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8, shrunk=shrunk)
     config = parse_config(raw)
     plan = TensorPlan(config)
+    qc = config.quantization_config
+    scale_fmt = qc.scale_fmt if qc else None  # ue8m0 releases: power-of-two scales
     groups = _split(list(plan.specs), shards)
     with OutputDir(dst, overwrite=overwrite) as out:
         weight_map: dict[str, str] = {}
@@ -175,7 +197,8 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
                     if s.scale_of:
                         w.write(s.name, pending_scales.pop(s.name))
                     elif s.scale_name:
-                        q, scale = quantize(tensor_value(s, seed), plan.block)
+                        q, scale = quantize(tensor_value(s, seed), plan.block,
+                                            scale_fmt=scale_fmt)
                         pending_scales[s.scale_name] = scale
                         w.write(s.name, q)
                     else:

@@ -2,7 +2,8 @@
 
 Counts come from the raw bits (no float conversion, no temporary of the tensor's size):
 NaN, Inf and zero for every float format, FP8 NaN codes (0x7F/0xFF in e4m3fn, which has no
-Inf), and, for a `weight_scale_inv`, the entries that are not finite and > 0.
+Inf), and, for a `weight_scale_inv`, the entries that are not finite and > 0 and, under
+`scale_fmt: ue8m0`, the valid ones that are not exact powers of two (E8M0 holds only those).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class TensorValues(NamedTuple):
     inf: int = 0
     zero: int = 0
     bad_scales: int = 0  # scales only: entries not finite and > 0
+    not_power_of_two: int = 0  # scales only, when asked: valid entries that are not 2^k
 
 
 def value_counts(chunk: bytes | memoryview, dtype: str,
@@ -80,12 +82,20 @@ def bad_scale_count(chunk: bytes, dtype: str) -> int:
     return int(values.size - np.count_nonzero(np.isfinite(values) & (values > 0)))
 
 
+def not_power_of_two_count(chunk: bytes, dtype: str) -> int:
+    """Entries of a scale chunk that are finite and > 0 but not exact powers of two
+    (frexp's mantissa is exactly 0.5 for 2^k, subnormals included)."""
+    values = np.frombuffer(chunk, DTYPES[dtype].numpy).astype(np.float32)
+    valid = values[np.isfinite(values) & (values > 0)]
+    return int(np.count_nonzero(np.frexp(valid)[0] != np.float32(0.5)))
+
+
 def scannable(dtype: str, *, is_scale: bool = False) -> bool:
     return is_scale and DTYPES[dtype].is_float or dtype in FLOAT_BITS
 
 
 def scan_tensor(reader: SafetensorsReader, name: str, *, is_scale: bool = False,
-                scratch: _Scratch | None = None) -> TensorValues:
+                scratch: _Scratch | None = None, power_of_two: bool = False) -> TensorValues:
     """Read one tensor once with pread (memory: one chunk) and count its odd values.
 
     Raises:
@@ -93,14 +103,15 @@ def scan_tensor(reader: SafetensorsReader, name: str, *, is_scale: bool = False,
     """
     e = reader.entry(name)
     scratch = scratch or _Scratch()
-    nan = inf = zero = bad = 0
+    nan = inf = zero = bad = odd = 0
     for chunk in reader.iter_into(name, scratch.read):
         if is_scale:
             bad += bad_scale_count(chunk, e.dtype)
+            odd += not_power_of_two_count(chunk, e.dtype) if power_of_two else 0
         else:
             n, i, z = value_counts(chunk, e.dtype, scratch)
             nan, inf, zero = nan + n, inf + i, zero + z
-    return TensorValues(e.numel, nan, inf, zero, bad)
+    return TensorValues(e.numel, nan, inf, zero, bad, odd)
 
 
 SCAN_PART_BYTES = 256 << 20  # tensors scanned per job (a bigger tensor is one job)
@@ -110,11 +121,12 @@ Found = tuple[str, str, str | None, object, object, str]
 
 
 def scan_shard(path: str, file: str, names: list[str], scale_suffix: str = SCALE_SUFFIX,
-               first_part: bool = True) -> list[Found]:
+               first_part: bool = True, power_of_two_scales: bool = False) -> list[Found]:
     """Findings for the named tensors of one shard (`file` is its name for messages), each
-    read once; names ending in `scale_suffix` are FP8 scales. Runs in a worker process:
-    everything it needs comes in the arguments. A shard scanned in parts reports a header
-    it cannot read from its first part only."""
+    read once; names ending in `scale_suffix` are FP8 scales, checked to be powers of two
+    with `power_of_two_scales`. Runs in a worker process: everything it needs comes in the
+    arguments. A shard scanned in parts reports a header it cannot read from its first part
+    only."""
     out: list[Found] = []
     try:
         reader = SafetensorsReader(path)
@@ -129,7 +141,8 @@ def scan_shard(path: str, file: str, names: list[str], scale_suffix: str = SCALE
             if e.numel == 0 or not scannable(e.dtype, is_scale=is_scale):
                 continue
             try:
-                v = scan_tensor(reader, name, is_scale=is_scale, scratch=scratch)
+                v = scan_tensor(reader, name, is_scale=is_scale, scratch=scratch,
+                                power_of_two=power_of_two_scales)
             except (FormatError, OSError) as err:
                 code = "shard-truncated" if isinstance(err, FormatError) else "read-error"
                 return [*out, (code, file, name, None, None, str(err).replace(path, file, 1))]
@@ -137,6 +150,10 @@ def scan_shard(path: str, file: str, names: list[str], scale_suffix: str = SCALE
             if v.bad_scales:
                 out.append(("scale-invalid", file, name, "finite and > 0", v.bad_scales,
                             f"{where}: {v.bad_scales:,} of {total} scales are not finite and > 0"))
+            if v.not_power_of_two:
+                out.append(("scale-not-power-of-two", file, name, "2^k (scale_fmt ue8m0)",
+                            v.not_power_of_two, f"{where}: {v.not_power_of_two:,} of {total} "
+                            f"scales are not exact powers of two, but scale_fmt is ue8m0"))
             if v.nan:
                 fp8 = e.dtype == "F8_E4M3"
                 out.append(("fp8-nan" if fp8 else "nan-values", file, name, 0, v.nan,
@@ -166,20 +183,22 @@ def _parts(tensors: list[tuple[str, int]], part_bytes: int) -> list[list[tuple[s
 
 def scan_shards(root: Path, tensors_by_shard: dict[str, list[tuple[str, int]]], *,
                 scale_suffix: str = SCALE_SUFFIX, progress: Progress | None = None,
-                workers: int | None = None, executor: ExecutorName = "local") -> JobRun:
+                workers: int | None = None, executor: ExecutorName = "local",
+                power_of_two_scales: bool = False) -> JobRun:
     """`scan_shard` over shards given as (tensor, bytes) lists, in worker processes when
     there is enough data; the results are every shard's findings, in shard order.
 
     Shards are scanned in parts of about `SCAN_PART_BYTES`: shards of one checkpoint differ
     in size by 2x and more, and with one job per shard the last big one runs alone while
     the other workers idle. A job holds one chunk (and bit-level temporaries of a few
-    times the chunk)."""
+    times the chunk). `power_of_two_scales`: check scales are 2^k (scale_fmt ue8m0)."""
     memory = WORKER_MEMORY + 4 * SCAN_CHUNK_BYTES
     jobs = []
     for shard, tensors in tensors_by_shard.items():
         for k, part in enumerate(_parts(tensors, SCAN_PART_BYTES)):
             jobs.append(Job(shard, sum(n for _, n in part),
-                            (str(root / shard), shard, [t for t, _ in part], scale_suffix, k == 0),
+                            (str(root / shard), shard, [t for t, _ in part], scale_suffix, k == 0,
+                             power_of_two_scales),
                             memory))
     workers = workers_for(sum(j.nbytes for j in jobs), workers)
     ran = run_jobs(scan_shard, jobs, workers=workers, executor=executor, progress=progress,

@@ -18,20 +18,20 @@ upcast stays near 0.03 after four layers, while one zeroed or negated expert giv
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-import json
-
-from .checkpoint import Checkpoint
 from .errors import ConfigError, FormatError, ShapeMismatchError
-from .index import MP_FILE_GLOB
+from .inventory import open_checkpoint
 from .reference import Model, TensorSource
-from .remote_path import RemotePath, as_path
+from .remote import as_path
+from .remote_path import RemotePath
+from .results import Result
 from .sources import CONFIG_FILE
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
@@ -54,20 +54,18 @@ def _model_type(path: Path | RemotePath) -> str | None:
 
 
 def open_tensor_source(path: str | Path) -> TensorSource:
-    """A reader for a checkpoint directory, local or remote: HF layout (`Checkpoint`),
-    DeepSeek's `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF
-    config.json), or a DeepSeek-V4 directory (`V4Checkpoint`: Hub names, FP8/FP4 or upcast,
-    or HF names)."""
+    """A reader for a checkpoint directory, local or remote, once the inventory has found
+    nothing that makes the forward pass wrong: HF layout (`Checkpoint`), DeepSeek's
+    `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF config.json), or a
+    DeepSeek-V4 directory (`V4Checkpoint`: Hub names, FP8/FP4 or upcast, or HF names)."""
     path = as_path(path)
-    if path.is_dir() and _model_type(path) == "deepseek_v4":
+    if not path.is_dir():
+        raise FormatError(f"{path}: not a checkpoint directory")
+    if _model_type(path) == "deepseek_v4":
         from .reference.v4_checkpoint import V4Checkpoint
 
         return V4Checkpoint(path)
-    if path.is_dir() and any(path.glob(MP_FILE_GLOB)):
-        from .mp_layout import MpCheckpoint  # only mp directories pay for the layout tables
-
-        return MpCheckpoint(path)
-    return Checkpoint(path)
+    return open_checkpoint(path, command="read")
 
 
 def _source(source: str | Path | TensorSource) -> TensorSource:
@@ -113,10 +111,9 @@ class ForwardResult(NamedTuple):
     tokens: list[int]
 
 
-class ForwardReport(BaseModel):
+class ForwardReport(Result):
     """What `ckpt forward` wrote."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     path: str
     output: Output = Field(description="logits [T, vocab], hidden_states [T, hidden] after "
@@ -182,10 +179,9 @@ def load_reference_outputs(path: str | Path) -> tuple[np.ndarray, list[int] | No
 
 
 # -- report ------------------------------------------------------------------------------
-class StageComparison(BaseModel):
+class StageComparison(Result):
     """One compared tensor: the hidden states after a layer, or the final output."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     stage: str = Field(description="'layer N' (hidden states after decoder layer N) or 'output'")
     layer: int | None = Field(description="Decoder layer, None for the final output")
@@ -198,10 +194,9 @@ class StageComparison(BaseModel):
                           "at that position; None for V2/V3 and for outputs")
 
 
-class PositionComparison(BaseModel):
+class PositionComparison(Result):
     """The final output at one position."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     position: int
     token: int
@@ -212,9 +207,7 @@ class PositionComparison(BaseModel):
         description="Shared fraction of the top-5 tokens (logits only)")
 
 
-class Divergence(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Divergence(Result):
     stage: str
     layer: int | None
     position: int
@@ -224,10 +217,9 @@ class Divergence(BaseModel):
     abs_error: float = Field(description="Largest |candidate - reference| at that position")
 
 
-class VerifyReport(BaseModel):
+class VerifyReport(Result):
     """Result of `ckpt verify`: ok when every compared tensor is within tolerance."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     candidate: str
     reference: str

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, parse_config
+from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, parse_config
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import all_presets, find_preset
 
@@ -15,8 +15,10 @@ def test_every_preset_parses_to_its_class():
     for p in all_presets().values():
         cfg = p.config
         arch = p.raw_config["architectures"][0]  # kimi-k2's model_type is kimi_k2
-        expected = DeepseekV3Config if arch == "DeepseekV3ForCausalLM" else DeepseekV2Config
-        assert isinstance(cfg, expected), p.name
+        expected = {"DeepseekV2ForCausalLM": DeepseekV2Config,
+                    "DeepseekV3ForCausalLM": DeepseekV3Config,
+                    "DeepseekV32ForCausalLM": DeepseekV32Config}[arch]
+        assert type(cfg) is expected, p.name
         assert p.provenance_kind in ("verbatim", "reconstructed")
 
 
@@ -28,9 +30,7 @@ def test_aliases(alias, name):
 
 def test_verbatim_r1_preset_equals_reference_file():
     from pathlib import Path
-    ref = Path(__file__).resolve().parents[2] / "shared/reference/configs/DeepSeek-R1/config.json"
-    if not ref.exists():
-        pytest.skip("shared/reference not beside the checkout")
+    ref = Path(__file__).parent / "data/configs/DeepSeek-R1/config.json"  # see data/SOURCES.md
     assert find_preset("r1").raw_config == json.loads(ref.read_text())
 
 
@@ -100,8 +100,35 @@ def test_unknown_and_refused_model_types():
     llama = {k: v for k, v in V3.items() if k not in ("architectures", "auto_map")}
     with pytest.raises(UnsupportedModelError, match="a Llama config .*not a DeepSeek V2/V3"):
         parse_config(dict(llama, model_type="llama", architectures=["LlamaForCausalLM"]))
-    with pytest.raises(UnsupportedModelError, match="indexer"):
-        parse_config(dict(V3, model_type="deepseek_v32"))
+    with pytest.raises(UnsupportedModelError, match="V4"):
+        parse_config(dict(V3, model_type="deepseek_v4"))
+
+
+V32 = find_preset("v3.2-exp").raw_config
+
+
+def test_v32_is_v3_plus_three_index_fields():
+    cfg = parse_config(V32)
+    assert isinstance(cfg, DeepseekV3Config) and cfg.has_indexer
+    assert (cfg.index_n_heads, cfg.index_head_dim, cfg.index_topk) == (64, 128, 2048)
+    assert not parse_config(V3).has_indexer
+    assert find_preset("deepseek-ai/DeepSeek-V3.2").name == "v3.2"
+    assert find_preset("v3.2-speciale").name == "v3.2"
+    v3_fields = {k: v for k, v in V32.items() if not k.startswith("index_")
+                 and k not in ("model_type", "architectures")}
+    assert v3_fields == {k: v for k, v in find_preset("v3.1").raw_config.items()
+                         if k not in ("model_type", "architectures", "auto_map")}
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"q_lora_rank": None}, "q_lora_rank"),
+    ({"index_head_dim": 32}, "index_head_dim"),  # narrower than the 64 RoPE dims
+    ({"index_topk": 0}, "index_topk"),
+    ({"mlp_layer_types": ["dense"] * 61}, "mlp_layer_types"),
+])
+def test_v32_rules_name_the_field(change, field):
+    with pytest.raises(ConfigError, match=f"field '{field}'"):
+        parse_config(dict(V32, **change))
 
 
 def test_quantization_config_typed():
@@ -128,20 +155,23 @@ def test_transformers_v5_layout_loads_as_same_architecture():
 
 
 @pytest.mark.reference
-@pytest.mark.parametrize("preset", ["v3", "v2-lite", "v2.5"])
+@pytest.mark.parametrize("preset", ["v3", "v2-lite", "v2.5", "v3.2"])
 def test_config_saved_by_transformers_loads(tmp_path, preset):
     transformers = pytest.importorskip("transformers")
     raw = find_preset(preset).raw_config
-    cls = (transformers.DeepseekV3Config if raw["model_type"] == "deepseek_v3"
-           else transformers.DeepseekV2Config)
+    cls = {"deepseek_v3": transformers.DeepseekV3Config,
+           "deepseek_v2": transformers.DeepseekV2Config,
+           "deepseek_v32": transformers.DeepseekV32Config}[raw["model_type"]]
     keys = {k: v for k, v in raw.items() if k not in ("auto_map", "architectures", "quantization_config")}
+    if preset == "v3.2":  # transformers' V3.2 config is strict: only its own fields
+        keys = {k: v for k, v in keys.items() if k in cls.__dataclass_fields__ or k == "rope_scaling"}
     cls(**keys).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     cfg = parse_config(saved)
     ref = parse_config(raw)
     for field in ("hidden_size", "num_hidden_layers", "n_routed_experts", "topk_method",
                   "scoring_func", "q_lora_rank", "routed_scaling_factor", "n_group", "topk_group",
-                  "norm_topk_prob", "first_k_dense_replace"):
+                  "norm_topk_prob", "first_k_dense_replace", "has_indexer"):
         assert getattr(cfg, field) == getattr(ref, field), field
     assert cfg.softmax_scale() == pytest.approx(ref.softmax_scale())
 

@@ -15,7 +15,8 @@ ACCEPTED = sorted([*CORPUS.glob("*.json"), *CORPUS.glob("transformers5/*.json")]
 REFUSED = sorted(CORPUS.glob("refused/*.json"))
 
 # Published total / activated parameters: DeepSeek-V2 (arXiv:2405.04434: 236B / 21B, Lite
-# 15.7B / 2.4B), DeepSeek-V3 (arXiv:2412.19437: 671B / 37B), Kimi-K2 (model card: 1T / 32B).
+# 15.7B / 2.4B), DeepSeek-V3 (arXiv:2412.19437: 671B / 37B; V3.2 keeps them, its indexer adds
+# 0.85B), Kimi-K2 (model card: 1T / 32B).
 V3, V2, V2_LITE, KIMI = ("671B", "37B"), ("236B", "21B"), ("15.7B", "2.4B"), ("1T", "32B")
 PUBLISHED = {
     "deepseek-r1.json": V3, "deepseek-r1-0528.json": V3, "helpy-deepseek-v3.json": V3,
@@ -23,6 +24,7 @@ PUBLISHED = {
     "tt-metal-config_671B-max-batch.json": V3, "ascend-config_671B-bf16.json": V3,
     "deepseek_v3-defaults.json": V3, "deepseek-r1-resaved.json": V3,
     "deepseek-r1-0528-resaved.json": V3,
+    "inference-config_671B_v3.2.json": V3, "deepseek_v32-defaults.json": V3,
     "inference-config_236B.json": V2, "inference-config_16B.json": V2_LITE,
     "ktransformers-deepseek-v2-lite.json": V2_LITE,
     "ktransformers-deepseek-v2-lite-resaved.json": V2_LITE,
@@ -30,7 +32,6 @@ PUBLISHED = {
 }
 QUANTISED = {"ascend-config_671B_test-int8.json": "int8", "ascend-config_debug-int4.json": "int4"}
 REFUSAL = {
-    "inference-config_671B_v3.2.json": "index_",
     "ktransformers-llama4-scout.json": "llama4",
     "llm-prof-llama-3.1-8b.json": "a Llama config",
     "llm-prof-qwen2.5-7b.json": "a Qwen2 config",
@@ -50,7 +51,7 @@ def test_info_describes_and_figures_match_published(path, run_cli):
     r = run_cli("info", path, "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["reading"]["architecture"] in ("deepseek_v2", "deepseek_v3")
+    assert doc["reading"]["architecture"] in ("deepseek_v2", "deepseek_v3", "deepseek_v32")
     assert not doc["reading"]["inconsistencies"]
     assert not doc["reading"]["warnings"]  # no "did you mean" for keys real files use
     if path.name in PUBLISHED:
@@ -65,7 +66,8 @@ def test_info_describes_and_figures_match_published(path, run_cli):
 @pytest.mark.parametrize("path", ACCEPTED, ids=lambda p: p.name)
 def test_diff_against_the_release_of_its_family(path, run_cli):
     family = describe(path).reading.architecture
-    r = run_cli("diff", path, "v3" if family == "deepseek_v3" else "v2-lite", "--json")
+    release = {"deepseek_v3": "v3", "deepseek_v32": "v3.2"}.get(family, "v2-lite")
+    r = run_cli("diff", path, release, "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["a"]["reading"]["architecture"] == family
 
@@ -108,3 +110,18 @@ def test_renamed_kimi_is_read_as_v3_and_written_back_with_its_name(tmp_path, run
     assert json.loads((out / "config.json").read_text())["model_type"] == "Create-Bot-V2_k2"
     doc = json.loads(run_cli("info", out, "--json").stdout)
     assert doc["reading"]["recognised_by"].startswith("architectures: DeepseekV3ForCausalLM")
+
+
+def test_v32_inference_config_makes_a_tiny_v32_that_transformers_would_load(tmp_path, run_cli):
+    """No model_type or architectures in DeepSeek's config_671B_v3.2.json: the tiny model's
+    config.json names V3.2's class, and transformers 5's V3.2 per-layer lists are respelled
+    for the tiny layer count."""
+    for name in ("inference-config_671B_v3.2.json", "transformers5/deepseek_v32-defaults.json"):
+        out = tmp_path / name.replace("/", "-")
+        assert run_cli("make-tiny", out, "--config", CORPUS / name).exit_code == 0
+        written = json.loads((out / "config.json").read_text())
+        assert written["model_type"] == "deepseek_v32"
+        assert written["architectures"] == ["DeepseekV32ForCausalLM"]
+        n = written["num_hidden_layers"]
+        for key in ("mlp_layer_types", "layer_types"):
+            assert key not in written or len(written[key]) == n, key

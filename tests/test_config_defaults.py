@@ -10,13 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, parse_config
+from ckpt_tools.config import (
+    DeepseekV2Config,
+    DeepseekV3Config,
+    DeepseekV32Config,
+    parse_config,
+)
 from ckpt_tools.config_defaults import CLASS_DEFAULTS, IMPLIED, loader_defaults
 from ckpt_tools.errors import ConfigError
 from ckpt_tools.presets import find_preset
 
 COMMITTED = Path(__file__).parent / "data" / "loader_defaults.json"
-TRANSFORMERS_LOADERS = ("transformers DeepseekV2Config", "transformers DeepseekV3Config")
+TRANSFORMERS_LOADERS = ("transformers DeepseekV2Config", "transformers DeepseekV3Config",
+                        "transformers DeepseekV32Config")
 
 
 def transformers_class_defaults() -> dict:
@@ -77,10 +83,20 @@ def test_implied_values_are_what_transformers_modeling_does():
     assert torch.all(weights < 1) and torch.all(weights > 0)  # softmax probabilities
     assert IMPLIED["transformers DeepseekV2Config"]["scoring_func"] == "softmax"
     assert IMPLIED["transformers DeepseekV3Config"]["topk_method"] == "noaux_tc"
+    # V3.2: V3's router (with the correction bias); its config has no MTP field at all
+    v32 = transformers.DeepseekV32ForCausalLM(transformers.DeepseekV32Config(
+        **tiny, index_n_heads=2, index_head_dim=8, index_topk=4))
+    assert "model.layers.2.mlp.gate.e_score_correction_bias" in dict(v32.state_dict())
+    fields = {f.name for f in dataclasses.fields(transformers.DeepseekV32Config)}
+    assert not fields & {"num_mtp_layers", "num_nextn_predict_layers"}
+    assert IMPLIED["transformers DeepseekV32Config"]["num_nextn_predict_layers"] == 0
 
 
 # A config of each loader from which keys are removed one at a time.
 def _base(loader: str) -> dict:
+    if loader == "DeepSeek V3.2 inference ModelArgs":
+        return {**_base("DeepSeek inference ModelArgs"), "index_n_heads": 64,
+                "index_head_dim": 128, "index_topk": 2048}
     if loader == "DeepSeek inference ModelArgs":
         return {"vocab_size": 129280, "dim": 7168, "inter_dim": 18432, "moe_inter_dim": 2048,
                 "n_layers": 61, "n_dense_layers": 3, "n_heads": 128, "n_routed_experts": 256,
@@ -88,9 +104,10 @@ def _base(loader: str) -> dict:
                 "n_limited_groups": 4, "route_scale": 2.5, "score_func": "sigmoid",
                 "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
                 "qk_rope_head_dim": 64, "v_head_dim": 128, "dtype": "fp8"}
-    raw = find_preset("v3" if "V3" in loader else "v2.5").raw_config
+    raw = find_preset("v3.2" if "V32" in loader else "v3" if "V3" in loader
+                      else "v2.5").raw_config
     if loader.startswith("transformers"):
-        raw.pop("auto_map")
+        raw.pop("auto_map", None)
     return raw
 
 
@@ -125,6 +142,10 @@ def test_absent_key_gets_the_loaders_default(loader, key):
         with pytest.raises(ConfigError, match=f"field '{key}': null"):
             parse_config(raw)
         return
+    if key == "q_lora_rank" and want is None and "V3.2" in loader:
+        with pytest.raises(ConfigError, match="field 'q_lora_rank'"):  # the indexer reads it
+            parse_config(raw)
+        return
     if want == "gready":  # the V2 remote code's typo: its own router rejects it, so do we
         with pytest.raises(ConfigError, match="field 'topk_method'"):
             parse_config(raw)
@@ -151,7 +172,7 @@ INFERENCE_FIXED = {"hidden_act": "silu", "tie_word_embeddings": False, "attentio
                    "num_key_value_heads": None, "bos_token_id": None, "eos_token_id": None}
 
 
-@pytest.mark.parametrize("cls", [DeepseekV2Config, DeepseekV3Config])
+@pytest.mark.parametrize("cls", [DeepseekV2Config, DeepseekV3Config, DeepseekV32Config])
 def test_schema_field_defaults_are_reached_only_where_they_are_the_loaders(cls):
     """parse_config fills every key of the loader's table first, so a pydantic field default
     (exported in the JSON schema) is reached only for a loader without that key; loader-
@@ -162,10 +183,13 @@ def test_schema_field_defaults_are_reached_only_where_they_are_the_loaders(cls):
             if field.is_required() or name in table or name in (
                     "architectures", "quantization_config", "torch_dtype", "rope_scaling"):
                 continue
-            assert loader == "DeepSeek inference ModelArgs", (name, loader)
+            assert loader.startswith("DeepSeek") and loader.endswith("inference ModelArgs"), (
+                name, loader)
             assert INFERENCE_FIXED[name] == field.default, name
     for name in ("n_group", "topk_group", "norm_topk_prob", "routed_scaling_factor",
-                 "first_k_dense_replace", "q_lora_rank", "topk_method", "scoring_func"):
+                 "first_k_dense_replace", "q_lora_rank", "topk_method", "scoring_func",
+                 *(("index_n_heads", "index_head_dim", "index_topk")
+                   if cls is DeepseekV32Config else ())):
         assert cls.model_fields[name].is_required(), name
 
 

@@ -3,6 +3,7 @@ you judge, near-miss keys, other quantisation schemes."""
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +13,7 @@ from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import find_preset
 
 V3 = find_preset("v3").raw_config
+CORPUS = Path(__file__).parent / "data" / "configs"
 
 
 def test_renamed_model_type_is_read_by_its_architectures():
@@ -68,8 +70,25 @@ def test_inference_config_read_and_round_tripped():
     assert parse_config(back).model_dump() == cfg.model_dump()
 
 
-def test_inference_config_of_v32_is_named():
-    with pytest.raises(UnsupportedModelError, match="index_"):
+def test_inference_config_of_v32_is_read_as_v32_and_round_tripped():
+    """DeepSeek's config_671B_v3.2.json: the index_* keys make it V3.2, read with V3.2-Exp's
+    ModelArgs, and written back with them."""
+    raw = json.loads((CORPUS / "inference-config_671B_v3.2.json").read_text())
+    cfg = parse_config(raw)
+    assert cfg.model_type == "deepseek_v32" and cfg.has_indexer
+    assert cfg.reading.layout == "inference"
+    assert cfg.reading.loader == "DeepSeek V3.2 inference ModelArgs"
+    assert (cfg.index_n_heads, cfg.index_head_dim, cfg.index_topk) == (64, 128, 2048)
+    v32 = find_preset("v3.2-exp").config
+    for field in ("hidden_size", "num_hidden_layers", "n_routed_experts", "num_experts_per_tok",
+                  "q_lora_rank", "topk_method", "scoring_func", "norm_topk_prob", "n_group",
+                  "index_n_heads", "index_head_dim", "index_topk"):
+        assert getattr(cfg, field) == getattr(v32, field), field
+    back = to_inference_layout(cfg)
+    assert {k: back[k] for k in raw} == raw
+    assert parse_config(back).model_dump() == cfg.model_dump()
+    # ModelArgs' q_lora_rank default is 0 (none), which the indexer cannot read from: named
+    with pytest.raises(ConfigError, match="field 'q_lora_rank'"):
         parse_config({"dim": 7168, "n_layers": 61, "n_heads": 128, "index_n_heads": 64})
 
 

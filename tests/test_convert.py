@@ -45,7 +45,7 @@ def same_bits_or_both_nan(a: np.ndarray, b: np.ndarray) -> bool:
 
 
 def definition(weight: np.ndarray, scale: np.ndarray, out_dtype, block=(128, 128)) -> np.ndarray:
-    """ARCHITECTURE.md 3.3 written plainly: expand the scale grid, crop, multiply, cast."""
+    """docs/architecture.md §3 written plainly: expand the scale grid, crop, multiply, cast."""
     rows, cols = weight.shape
     full = np.repeat(np.repeat(scale, block[0], axis=0), block[1], axis=1)[:rows, :cols]
     product = weight.astype(np.float32) * full
@@ -123,6 +123,8 @@ def edit_tensors(ckpt: Path, shard: str, edit) -> None:
     index = read_index(ckpt / INDEX_FILE)
     index.weight_map = {n: s for n, s in index.weight_map.items() if s != shard or n in tensors}
     index.weight_map.update({n: shard for n in tensors})
+    index.total_size = sum(e.nbytes for s in index.shards
+                           for e in read_header(ckpt / s).entries.values())
     write_index(ckpt / INDEX_FILE, index)
 
 
@@ -306,16 +308,25 @@ def _orphan_scale(src: Path) -> str:
     return weight + SCALE_SUFFIX
 
 
-@pytest.mark.parametrize("damage, error", [
-    (_drop_scale, MissingTensorError), (_bad_scale_shape, ShapeMismatchError),
-    (_nan_scale, FormatError), (_fp8_router, UnexpectedTensorError),
-    (_unknown_fp8, UnexpectedTensorError), (_orphan_scale, UnexpectedTensorError)])
-def test_refuses_before_writing_anything(make_ckpt, tmp_path, run_cli, damage, error):
+@pytest.mark.parametrize("damage, code, error", [
+    (_drop_scale, "scale-missing", MissingTensorError),
+    (_bad_scale_shape, "scale-shape", ShapeMismatchError),
+    (_nan_scale, "scale-invalid", FormatError),
+    (_fp8_router, "scale-missing", MissingTensorError),
+    (_unknown_fp8, "scale-missing", MissingTensorError),
+    (_orphan_scale, "scale-orphan", UnexpectedTensorError)])
+def test_refuses_before_writing_anything(make_ckpt, tmp_path, run_cli, damage, code, error):
+    """The refusal is validate's first error, under its code (values: the deep scan's)."""
+    from ckpt_tools.validate import validate
+
     src = make_ckpt("v3", fp8=True, shards=3)
     name = damage(src)
     dst = tmp_path / "out"
-    with pytest.raises(error, match=name.replace(".", r"\.")):
+    with pytest.raises(error, match=name.replace(".", r"\.")) as refused:
         upcast(src, dst, workers=1)
+    assert refused.value.code == code and f"[{code}]" in str(refused.value)
+    report = validate(src, deep=code == "scale-invalid")
+    assert [f.code for f in report.findings if f.severity == "error"][0] == code
     assert not dst.exists()
     dst.mkdir()
     r = run_cli("upcast", src, dst)

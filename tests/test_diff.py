@@ -1,4 +1,4 @@
-"""`ckpt diff`: derived figures against ARCHITECTURE.md section 7, the config/plan/routing
+"""`ckpt diff`: derived figures against docs/architecture.md §8, the config/plan/routing
 diff of the presets, and the header/value diff of tiny checkpoints."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def figures(name):
     return arch_figures(find_preset(name).config)
 
 
-# -- ARCHITECTURE.md section 7 ---------------------------------------------------------------
+# -- docs/architecture.md §8 ------------------------------------------------------------------
 def test_v3_components_match_section_7():
     c = figures("v3").components
     assert c.attention_per_layer == 187_107_328
@@ -111,7 +111,7 @@ def test_experts():
     assert e.active_ffn_width == (8 + 1) * 2048
 
 
-# -- routing semantics (ARCHITECTURE.md 3.1, 4.2, 4.3) ----------------------------------------
+# -- routing semantics (docs/architecture.md §6) ---------------------------------------------
 def test_routing_v2_v3_v2_lite():
     v2, v3, lite = figures("v2.5").routing, figures("v3").routing, figures("v2-lite").routing
     assert (v2.scoring_func, v2.group_rule, v2.uses_bias, v2.normalised) == ("softmax", "group_max", False, False)

@@ -34,9 +34,12 @@ CASES = {
     "v3-no-qlora-cos-sin-scaled": ("v3", {
         "q_lora_rank": None, "norm_topk_prob": False,
         "rope_scaling": {**_YARN, "mscale": 1.0, "mscale_all_dim": 0.707}}),
+    # V3.2: the indexer picks 4 of up to 12 keys (selection happens) / keeps every key
+    "v3.2-dsa-topk4": ("v3.2", {"index_topk": 4}),
+    "v3.2-topk-covers-all": ("v3.2-exp", {"index_topk": 64}),
 }
 # The golden file keeps a few KB: small vocabulary, fewer tokens.
-GOLDEN_CASES = ("v2-lite-greedy-2dense", "v2-group-limited", "v3-noaux")
+GOLDEN_CASES = ("v2-lite-greedy-2dense", "v2-group-limited", "v3-noaux", "v3.2-dsa-topk4")
 GOLDEN_OVERRIDES = {"vocab_size": 64}
 GOLDEN_TOKENS = [0, 15, 3, 7, 50, 60, 1, 63, 33, 17]
 
@@ -74,8 +77,9 @@ def test_logits_match_transformers(tmp_path, case):
 
 
 @pytest.mark.reference
-def test_hidden_states_after_k_layers_match_transformers(tmp_path):
-    path = _build(tmp_path, "v3-noaux")
+@pytest.mark.parametrize("case", ["v3-noaux", "v3.2-dsa-topk4"])
+def test_hidden_states_after_k_layers_match_transformers(tmp_path, case):
+    path = _build(tmp_path, case)
     _, hidden = transformers_logits(path, TOKENS, hidden=True)
     for k in range(len(hidden)):
         got = forward(Checkpoint(path), TOKENS, layers=k)

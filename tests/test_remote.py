@@ -16,7 +16,8 @@ from ckpt_tools.diff import diff
 from ckpt_tools.errors import CkptError, FormatError, HubError
 from ckpt_tools.info import describe
 from ckpt_tools.remote import HEADER_PROBE_BYTES, parse_hf_url
-from ckpt_tools.remote_path import RemotePath, as_path
+from ckpt_tools.remote import as_path
+from ckpt_tools.remote_path import RemotePath
 from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.tiny import make_tiny
 from ckpt_tools.validate import validate

@@ -49,7 +49,7 @@ def deepseek_demo_params(cfg: dict, world_size: int, rank: int) -> dict[str, tup
     """{name: (dtype, shape)} of DeepSeek's inference `Transformer` on one rank.
 
     Built the way inference/model.py builds it from ModelArgs (HF keys mapped as in
-    ARCHITECTURE.md 2.2): Linear allocates [out, in] and, when 1-byte, a float32 `scale` of
+    docs/architecture.md §1): Linear allocates [out, in] and, when 1-byte, a float32 `scale` of
     ceil(out/128) x ceil(in/128); ColumnParallelLinear divides out, RowParallelLinear
     divides in; ParallelEmbedding divides the vocabulary; MoE keeps experts
     [rank*E/N, (rank+1)*E/N); the head is a bf16 ColumnParallelLinear.
@@ -98,6 +98,13 @@ def deepseek_demo_params(cfg: dict, world_size: int, rank: int) -> dict[str, tup
         norm(p + "attn.kv_norm", kv_lora_rank)
         column(p + "attn.wkv_b", kv_lora_rank, n_heads * (nope + v_dim))
         row(p + "attn.wo", n_heads * v_dim, dim)
+        if "index_topk" in cfg:  # V3.2's Indexer: plain (replicated) Linears and a LayerNorm
+            heads, head_dim = cfg["index_n_heads"], cfg["index_head_dim"]
+            linear(p + "attn.indexer.wq_b", q_lora_rank, heads * head_dim)
+            linear(p + "attn.indexer.wk", dim, head_dim)
+            params[p + "attn.indexer.k_norm.weight"] = ("F32", (head_dim,))
+            params[p + "attn.indexer.k_norm.bias"] = ("F32", (head_dim,))
+            linear(p + "attn.indexer.weights_proj", dim, heads, dtype="BF16")  # default dtype
         if i < cfg["first_k_dense_replace"]:  # Block: MLP if layer_id < n_dense_layers
             mlp(p + "ffn", dim, cfg["intermediate_size"])
         else:
@@ -122,6 +129,7 @@ def deepseek_demo_params(cfg: dict, world_size: int, rank: int) -> dict[str, tup
 @pytest.mark.parametrize("preset,fp8,n", [
     ("v2-lite", False, 2), ("v2-lite", False, 4), ("v2", False, 2), ("v3", False, 4),
     ("v2-lite", True, 2), ("v3", True, 2), ("v3", True, 1),
+    ("v3.2", False, 4), ("v3.2", True, 2),
 ])
 def test_mp_names_and_shapes_equal_deepseeks_model(make_ckpt, tmp_path, preset, fp8, n):
     src = make_ckpt(preset, fp8=fp8, overrides=FP8_MP_WIDTHS if fp8 and n > 1 else None)
@@ -134,7 +142,7 @@ def test_mp_names_and_shapes_equal_deepseeks_model(make_ckpt, tmp_path, preset, 
 
 
 # -- round trips -------------------------------------------------------------------------------
-@pytest.mark.parametrize("preset", ["v2-lite", "v2", "v3"])
+@pytest.mark.parametrize("preset", ["v2-lite", "v2", "v3", "v3.2"])
 @pytest.mark.parametrize("fp8", [False, True])
 def test_hf_mp_hf_is_bitwise(make_ckpt, tmp_path, preset, fp8):
     src = make_ckpt(preset, fp8=fp8, shards=3, overrides=FP8_MP_WIDTHS if fp8 else None)
@@ -143,7 +151,7 @@ def test_hf_mp_hf_is_bitwise(make_ckpt, tmp_path, preset, fp8):
     from_deepseek_mp(tmp_path / "mp", tmp_path / "back", max_shard_size=200_000)
     before, after = tensors(src), tensors(tmp_path / "back")
     dropped = {k for k in before if k.startswith(mtp_prefix(src))}
-    assert (preset == "v3") == bool(dropped)
+    assert preset.startswith("v3") == bool(dropped)
     assert after.keys() == before.keys() - dropped
     assert all(after[k] == before[k] for k in after)
     # the MTP-less result says so, and is a checkpoint that matches its own plan
@@ -155,8 +163,9 @@ def test_hf_mp_hf_is_bitwise(make_ckpt, tmp_path, preset, fp8):
         (src / "tokenizer_config.json").read_bytes()
 
 
-def test_keep_mtp_round_trip_reproduces_everything(make_ckpt, tmp_path):
-    src = make_ckpt("v3", fp8=True, overrides=FP8_MP_WIDTHS)
+@pytest.mark.parametrize("preset", ["v3", "v3.2"])
+def test_keep_mtp_round_trip_reproduces_everything(make_ckpt, tmp_path, preset):
+    src = make_ckpt(preset, fp8=True, overrides=FP8_MP_WIDTHS)
     report = to_deepseek_mp(src, tmp_path / "mp", 2, keep_mtp=True)
     assert report.mtp == "kept" and report.coverage.dropped_tensors == 0
     names = read_header(tmp_path / "mp" / "model0-mp2.safetensors").entries

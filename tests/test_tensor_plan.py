@@ -1,4 +1,4 @@
-"""The plan must reproduce the published figures exactly (ARCHITECTURE.md sections 6-7)."""
+"""The plan must reproduce the published figures exactly (docs/architecture.md §2, §8)."""
 
 import math
 

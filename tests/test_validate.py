@@ -14,12 +14,14 @@ import pytest
 
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.errors import ConfigError, FormatError
-from ckpt_tools.index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index, write_index
+from ckpt_tools.index import INDEX_FILE, SINGLE_FILE, read_index
 from ckpt_tools.manifest import MANIFEST_FILE, read_manifest
-from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
+from ckpt_tools.safetensors_io import SafetensorsReader, write_safetensors
 from ckpt_tools.tensor_plan import SCALE_SUFFIX
 from ckpt_tools.tiny import make_tiny
 from ckpt_tools.validate import CODES, ValidationReport, validate
+
+from conftest import reindex
 
 
 # -- fixtures and surgery ---------------------------------------------------------------
@@ -59,17 +61,6 @@ def edit_shard(path, fn) -> None:
     tensors = load(path)
     fn(tensors)
     write_safetensors(path, tensors)
-
-
-def reindex(ck) -> None:
-    """The index as the shards now are (so that one defect stays the only one)."""
-    shards = read_index(ck / INDEX_FILE).shards
-    weight_map, total = {}, 0
-    for shard in shards:
-        for name, e in read_header(ck / shard).entries.items():
-            weight_map[name] = shard
-            total += e.nbytes
-    write_index(ck / INDEX_FILE, ShardIndex(weight_map, total))
 
 
 def plan_of(ck):

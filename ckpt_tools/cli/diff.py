@@ -91,7 +91,8 @@ _KIND = {
 _SECTIONS = {
     "structure": "Structure", "parameters": "Parameters", "components": "Parameters by component",
     "weights": "Weight bytes by layout and dtype", "kv_cache": "KV cache (BF16)",
-    "attention": "Attention softmax scale", "compute": "Compute", "experts": "Experts",
+    "attention": "Attention softmax scale", "compute": "Compute",
+    "sparse_attention": "DeepSeek Sparse Attention (lightning indexer)", "experts": "Experts",
 }
 _ROUTING = [("topk_method", "method"), ("scoring", "scoring"), ("group_selection", "groups"),
             ("bias", "bias"), ("selection", "selection"), ("weights", "weights from"),
@@ -153,6 +154,9 @@ def _blocks(r, markdown: bool) -> list[Block]:
         title = "Derived quantities (ratios B/A" + (", only those that differ)" if only_changed else ")")
         note = [f"FLOPs: {r.figures_a.flops.convention}."] if any(
             b.title == _SECTIONS["compute"] for b in derived) else []
+        dsa = r.figures_b.sparse_attention or r.figures_a.sparse_attention
+        if dsa is not None:
+            note.append(f"Sparse attention FLOPs: {dsa.convention}.")
         blocks.append(Block(title, note))
         blocks += derived
     else:

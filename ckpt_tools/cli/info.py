@@ -88,3 +88,35 @@ def info(source: str, as_json: bool, remote: bool, plot_path):
         click.echo(f"{label}: {t.tensors:,} tensors, {t.layout} layout")
         click.echo(table(rows, ["dtype", "bytes", ""], "lrr"))
         click.echo("")
+    if result.sparse_attention is not None:
+        _sparse_attention(result.sparse_attention)
+
+
+def _sparse_attention(d) -> None:
+    """V3.2: where the indexer's parameters and bytes sit, and what DSA saves."""
+    click.echo(f"DeepSeek Sparse Attention: lightning indexer of {d.index_n_heads} heads x "
+               f"{d.index_head_dim}, each query attends to its top {d.index_topk:,} keys")
+    rows = [
+        ["indexer, one layer", f"{d.indexer_per_layer:,}", human_count(d.indexer_per_layer),
+         human_bytes(d.indexer_bytes_per_layer)],
+        ["indexer, main model", f"{d.indexer_main:,}", human_count(d.indexer_main), ""],
+        ["indexer, MTP layers", f"{d.indexer_mtp:,}", human_count(d.indexer_mtp), ""],
+        ["indexer, stored (all layers)", "", "", human_bytes(d.indexer_bytes)],
+    ]
+    click.echo(table(rows, ["self_attn.indexer.*", "parameters", "", f"bytes ({d.layout})"],
+                     "lrrr"))
+    click.echo(f"extra KV cache per token: {d.kv_extra_per_token_bf16:,} B as BF16 "
+               f"(+{d.kv_extra_over_mla:.0%} over MLA's), {d.kv_extra_per_token_fp8:,} B as "
+               f"DeepSeek deploys it (FP8 keys + F32 scales)")
+    rows = [[f"{c.context:,}", human_flops(c.dense_mla_flops), human_flops(c.dsa_flops),
+             f"{c.dsa_over_dense:.2f}x"] for c in d.flops]
+    click.echo(table(rows, ["context", "dense MLA", "DSA", "DSA/dense"], "rrrr"))
+    cheaper = (f"DSA is cheaper from {d.crossover_context:,} tokens of context"
+               if d.crossover_context else "DSA is never cheaper: its indexer costs more per "
+               "key than MLA")
+    click.echo(f"attention FLOPs per token; {cheaper}")
+    click.echo("")
+
+
+def human_flops(n: int) -> str:
+    return f"{n / 1e9:,.2f} GFLOP"

@@ -13,7 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from ..config import DeepseekV2Config, DeepseekV3Config, parse_config
+from ..config import Config, parse_config
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Preset:
         return json.loads(self.config_json)
 
     @property
-    def config(self) -> DeepseekV2Config | DeepseekV3Config:
+    def config(self) -> Config:
         return parse_config(self.raw_config, source=f"preset {self.name}")
 
 

@@ -1,8 +1,9 @@
-"""The DeepSeek V2 / V2.5 / V3 decoder in NumPy: float32, causal, one sequence.
+"""The DeepSeek V2 / V2.5 / V3 / V3.2 decoder in NumPy: float32, causal, one sequence.
 
-Reads top to bottom in forward order: RMSNorm, YaRN RoPE, MLA attention, the router
+Reads top to bottom in forward order: RMSNorm, YaRN RoPE, V3.2's lightning indexer, MLA
+attention (restricted to the indexer's keys under V3.2), the router
 (greedy, group_limited_greedy, noaux_tc), experts, MoE, dense MLP, decoder block, model,
-MTP module. Every rule follows DeepSeek's code (ARCHITECTURE.md sections 3, 4 and 8); the
+MTP module. Every rule follows DeepSeek's code (docs/architecture.md §5-§7); the
 differences between generations are branches on config fields (`topk_method`,
 `scoring_func`, `norm_topk_prob`, `q_lora_rank`, `rope_scaling`, `first_k_dense_replace`,
 `moe_layer_freq`), never on a dimension.
@@ -19,7 +20,8 @@ Einsum letters, used in the code and in the shape comments:
     q  q_lora_rank              i  rotation pair (r / 2)
     e  routed expert            k  routed-expert slot of a token (num_experts_per_tok)
     g  expert group (g' kept)   f  MLP width
-    o  vocabulary
+    o  vocabulary               j  indexer head (index_n_heads)
+    x  indexer head width (index_head_dim)
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from .weights import Config, TensorSource, Weights
 # q_a_layernorm / kv_a_layernorm are built without an eps argument in DeepSeek's modeling
 # code and in transformers, so they use the RMSNorm default, not config.rms_norm_eps.
 LATENT_NORM_EPS = 1e-6
+# The indexer's k_norm is a LayerNorm built with eps=1e-6 in DeepSeek's and transformers' code.
+INDEXER_NORM_EPS = 1e-6
 # The renormalisation of top-k weights adds this in HF's modeling code (DeepSeek's own
 # inference code adds nothing; the difference is below float32 resolution).
 TOPK_NORM_EPS = 1e-20
@@ -49,6 +53,14 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     x = x.astype(F32, copy=False)
     variance = np.mean(x * x, axis=-1, keepdims=True)  # [t, 1]
     return weight * (x * (F32(1.0) / np.sqrt(variance + F32(eps))))
+
+
+def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    """weight * (x - mean) / sqrt(var + eps) + bias over the last axis, in float32."""
+    x = x.astype(F32, copy=False)
+    centred = x - np.mean(x, axis=-1, keepdims=True)
+    variance = np.mean(centred * centred, axis=-1, keepdims=True)
+    return weight * (centred * (F32(1.0) / np.sqrt(variance + F32(eps)))) + bias
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -125,10 +137,79 @@ def apply_rope(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
     return out
 
 
+def apply_rope_half_split(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np.ndarray:
+    """Rotate (x[i], x[i + r/2]) by angle i: the half-split (`rotate_half`) layout that V3.2's
+    indexer uses, unlike MLA (DeepSeek's November 2025 fix of its demo code; docs/deepseek_v32.md).
+    x: [t, ..., r]; cos, sin: [t, i]."""
+    extra = (1,) * (x.ndim - 2)
+    cos = cos.reshape(cos.shape[0], *extra, -1)  # [t, (1,) i]
+    sin = sin.reshape(sin.shape[0], *extra, -1)
+    half = x.shape[-1] // 2
+    first, second = x[..., :half], x[..., half:]  # [t, ..., i]
+    return np.concatenate([first * cos - second * sin, second * cos + first * sin], axis=-1)
+
+
+# -- lightning indexer (V3.2, DeepSeek Sparse Attention) ----------------------------------
+def _rope_first(x: np.ndarray, r: int, rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Half-split RoPE on the FIRST r dims of x, the rest passed through ([rope | nope],
+    the opposite order to MLA's [nope | rope])."""
+    return np.concatenate([apply_rope_half_split(x[..., :r], *rope), x[..., r:]], axis=-1)
+
+
+def indexer_scores(config: Config, w: Weights, layer: int, x: np.ndarray,
+                   q_latent: np.ndarray, rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The lightning indexer's score of every key for every query, -inf for future keys.
+    x: [t, d], q_latent: [t, q] (MLA's normed compressed query) -> [t, s]
+
+    score[t, s] = sum_j relu(q[t, j] . k[s]) * weights_proj(x)[t, j] * H_I^-1/2 * d_I^-1/2,
+    one LayerNorm'd key per token shared by all indexer heads. DeepSeek's kernel also
+    Hadamard-rotates and FP8-rounds q and k; the rotation keeps every dot product and the
+    rounding is a precision choice, so both are left out here, as transformers does.
+    """
+    T = x.shape[0]
+    J, X, r = config.index_n_heads, config.index_head_dim, config.qk_rope_head_dim
+    q = w.linear(q_latent, w.name("indexer.wq_b", layer)).reshape(T, J, X)  # [t, j, x]
+    k = layer_norm(w.linear(x, w.name("indexer.wk", layer)),  # [s, x]
+                   w.read(w.name("indexer.k_norm", layer)),
+                   w.read(w.name("indexer.k_norm_bias", layer)), INDEXER_NORM_EPS)
+    q, k = _rope_first(q, r, rope), _rope_first(k, r, rope)
+    head_weights = w.linear(x, w.name("indexer.weights_proj", layer)) * F32(J ** -0.5)  # [t, j]
+    score = np.zeros((T, T), dtype=F32)  # [t, s]; summed head by head: memory [t, s], not [t, j, s]
+    for j in range(J):
+        logits = q[:, j] @ k.T * F32(X ** -0.5)  # [t, s]
+        score += np.maximum(logits, F32(0.0)) * head_weights[:, j, None]
+    causal = ~np.triu(np.ones((T, T), dtype=bool), k=1)  # [t, s]
+    return np.where(causal, score, -np.inf).astype(F32)
+
+
+def top_keys(scores: np.ndarray, k: int, allowed: np.ndarray | None = None) -> np.ndarray:
+    """The k best allowed keys of each query (all of them when fewer); `allowed` defaults to
+    the finite (causal) scores. V4's indexer uses it too.  [t, s] -> bool [t, s]
+
+    Ties: keys with exactly equal scores are taken earliest position first (a stable sort);
+    torch's topk leaves the order among ties unspecified.
+    """
+    if allowed is None:
+        allowed = np.isfinite(scores)
+    masked = np.where(allowed, scores, -np.inf)  # [t, s]
+    chosen = np.argsort(-masked, axis=-1, kind="stable")[:, :k]  # [t, k]
+    selected = np.zeros(scores.shape, dtype=bool)
+    np.put_along_axis(selected, chosen, True, axis=-1)
+    return selected & allowed  # a row with fewer allowed keys than k took others
+
+
+def indexer_selection(config: Config, w: Weights, layer: int, x: np.ndarray,
+                      q_latent: np.ndarray, rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Which keys each query may attend to: its causal top-`index_topk` by indexer score.
+    -> bool [t, s]"""
+    return top_keys(indexer_scores(config, w, layer, x, q_latent, rope), config.index_topk)
+
+
 # -- attention (MLA) ---------------------------------------------------------------------
 def attention(config: Config, w: Weights, layer: int, x: np.ndarray,
               rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Multi-head latent attention, the naive (non-absorbed) form.  x: [t, d] -> [t, d]"""
+    """Multi-head latent attention, the naive (non-absorbed) form; under V3.2 each query
+    attends only to the keys its indexer selected.  x: [t, d] -> [t, d]"""
     T, H = x.shape[0], config.num_attention_heads
     n, r, v, c = (config.qk_nope_head_dim, config.qk_rope_head_dim, config.v_head_dim,
                   config.kv_lora_rank)
@@ -149,8 +230,11 @@ def attention(config: Config, w: Weights, layer: int, x: np.ndarray,
 
     scores = (np.einsum("thn,shn->hts", q_nope, k_nope)
               + np.einsum("thr,sr->hts", q_pe, k_pe)) * F32(config.softmax_scale())  # [h, t, s]
-    future = np.triu(np.ones((T, T), dtype=bool), k=1)  # [t, s]
-    scores = np.where(future, -np.inf, scores).astype(F32)
+    if config.has_indexer:
+        allowed = indexer_selection(config, w, layer, x, q_latent, rope)  # [t, s]
+    else:
+        allowed = ~np.triu(np.ones((T, T), dtype=bool), k=1)  # [t, s] causal
+    scores = np.where(allowed, scores, -np.inf).astype(F32)
     probs = softmax(scores)  # [h, t, s]
     out = np.einsum("hts,shv->thv", probs, value).reshape(T, H * v)  # [t, h*v]
     return w.linear(out, w.name("wo", layer))  # [t, d]

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .deepseek import sigmoid, silu, softmax  # shared with V3: the same activations
+from .deepseek import sigmoid, silu, softmax, top_keys  # shared with V3 / V3.2
 from .v4_weights import V4Weights
 
 F32 = np.float32
@@ -228,11 +228,7 @@ def select_compressed(scores: np.ndarray, visible: np.ndarray, topk: int) -> np.
     indexer's scores are sums of ReLUs, so exact ties (often at 0) do occur; transformers
     and DeepSeek leave their order to torch.topk. Returns a mask [t, c].
     """
-    masked = np.where(visible, scores, -np.inf)  # [t, c]
-    order = np.argsort(-masked, axis=-1, kind="stable")[:, :topk]  # [t, k]
-    chosen = np.zeros_like(visible)
-    np.put_along_axis(chosen, order, True, axis=-1)
-    return chosen & visible
+    return top_keys(scores, topk, visible)  # V3.2's selection, same tie rule
 
 
 def query_blocks(T: int, per_query_bytes: int, most: int | None = None

@@ -10,9 +10,9 @@ read row ranges (`read_float32_rows` + `shape_of`, as `Checkpoint` does) has its
 matrices streamed through a fixed budget of rows (`chunk_bytes`), which keeps an lm_head or
 a dense MLP of a 671B model out of memory as a whole.
 
-Names come from one explicit table (`ROLES`), relative to `tensor_plan`'s layer and expert
-prefixes; each resolved name must be in the config's `TensorPlan` and every array read must
-have the plan's shape, so a wrong or truncated tensor fails with its name before any math.
+Names come from the module table's roles (`ckpt_tools.modules`, as `ROLES`); each resolved
+name must be in the config's `TensorPlan` and every array read must have the plan's shape,
+so a wrong or truncated tensor fails with its name before any math.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..config import DeepseekV2Config, DeepseekV3Config
+from ..config import Config
 from ..errors import MissingTensorError, ShapeMismatchError
-from ..tensor_plan import EXPERT_PREFIX, LAYER_PREFIX, TensorPlan
-
-Config = DeepseekV2Config | DeepseekV3Config
+from ..modules import roles
+from ..tensor_plan import TensorPlan
 
 
 @runtime_checkable
@@ -51,43 +50,7 @@ class RowSource(TensorSource, Protocol):
 
 # role -> HF name template; {L} = layer, {E} = routed expert. DeepSeek's short module names
 # (inference/model.py) are the roles, so the maths reads like the reference code.
-_L, _X = LAYER_PREFIX, LAYER_PREFIX + EXPERT_PREFIX
-ROLES: dict[str, str] = {
-    "embed": "model.embed_tokens.weight",
-    "norm": "model.norm.weight",
-    "head": "lm_head.weight",
-    # attention, every layer
-    "attn_norm": _L + "input_layernorm.weight",
-    "wq": _L + "self_attn.q_proj.weight",  # q_lora_rank null
-    "wq_a": _L + "self_attn.q_a_proj.weight",
-    "q_norm": _L + "self_attn.q_a_layernorm.weight",
-    "wq_b": _L + "self_attn.q_b_proj.weight",
-    "wkv_a": _L + "self_attn.kv_a_proj_with_mqa.weight",
-    "kv_norm": _L + "self_attn.kv_a_layernorm.weight",
-    "wkv_b": _L + "self_attn.kv_b_proj.weight",
-    "wo": _L + "self_attn.o_proj.weight",
-    "ffn_norm": _L + "post_attention_layernorm.weight",
-    # dense MLP (w1 = gate_proj, w3 = up_proj, w2 = down_proj)
-    "mlp.w1": _L + "mlp.gate_proj.weight",
-    "mlp.w3": _L + "mlp.up_proj.weight",
-    "mlp.w2": _L + "mlp.down_proj.weight",
-    # MoE
-    "gate": _L + "mlp.gate.weight",
-    "gate_bias": _L + "mlp.gate.e_score_correction_bias",
-    "expert.w1": _X + "gate_proj.weight",
-    "expert.w3": _X + "up_proj.weight",
-    "expert.w2": _X + "down_proj.weight",
-    "shared.w1": _L + "mlp.shared_experts.gate_proj.weight",
-    "shared.w3": _L + "mlp.shared_experts.up_proj.weight",
-    "shared.w2": _L + "mlp.shared_experts.down_proj.weight",
-    # MTP module (layers num_hidden_layers ...), around a full MoE decoder layer
-    "mtp.embed": _L + "embed_tokens.weight",
-    "mtp.enorm": _L + "enorm.weight",
-    "mtp.hnorm": _L + "hnorm.weight",
-    "mtp.eh_proj": _L + "eh_proj.weight",
-    "mtp.norm": _L + "shared_head.norm.weight",
-    "mtp.head": _L + "shared_head.head.weight",
-}
+ROLES: dict[str, str] = roles()
 
 DEFAULT_CHUNK_BYTES = 64 << 20  # float32 rows of one streamed slice
 

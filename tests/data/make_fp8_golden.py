@@ -2,7 +2,7 @@
 
 For every e4m3fn code c (all 256) and a few float32 scales s, the golden value is
 round_f32(decode(c) * s) and round_bf16(round_f32(decode(c) * s)): the definition in
-ARCHITECTURE.md section 3.3, computed here in exact rational arithmetic (fractions) with a
+docs/architecture.md §3, computed here in exact rational arithmetic (fractions) with a
 hand-written round-to-nearest-even, so it shares no code with ckpt_tools, numpy or
 ml_dtypes (numpy only stores the result). NaN codes (0x7F, 0xFF) give the quiet NaN with
 the code's sign (f32 0x7FC00000 / 0xFFC00000, bf16 0x7FC0 / 0xFFC0), the convention

@@ -33,6 +33,7 @@ if __name__ == "__main__":
     OUT.mkdir(exist_ok=True)
     save(transformers.DeepseekV3Config, "deepseek_v3-defaults")
     save(transformers.DeepseekV2Config, "deepseek_v2-defaults-topk6", num_experts_per_tok=6)
+    save(transformers.DeepseekV32Config, "deepseek_v32-defaults")
     save(transformers.DeepseekV3Config, "deepseek-r1-resaved", **from_file("deepseek-r1.json"))
     save(transformers.DeepseekV3Config, "deepseek-r1-0528-resaved",
          **from_file("deepseek-r1-0528.json"))

@@ -3,8 +3,9 @@
 DeepSeek's `inference/convert.py` renames every HF tensor to its demo model's name,
 splits column-parallel weights on dim 0 and row-parallel weights on dim 1 across N ranks,
 sends each routed expert whole to rank e // (E / N) and copies everything else to every
-rank (`ARCHITECTURE.md` section 3.2). Here that is one table keyed by the exact HF module
-path of each tensor-plan family (no substring replace), so a family the table does not
+rank (docs/architecture.md, "Model-parallel layout"). Here that is one table keyed by the
+exact HF name of each tensor-plan family, derived from the module table (`ckpt_tools.modules`;
+no substring replace), so a family the table does not
 know is an error instead of a silent rename. Scales travel with their weights: an FP8
 weight is split only where every rank's piece starts on a block boundary, so each rank's
 `scale` is exactly the `ceil(out/128) x ceil(in/128)` grid DeepSeek's `Linear` allocates.
@@ -19,88 +20,40 @@ for `ckpt reshard --to hf`.
 
 from __future__ import annotations
 
-import re
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
 from .config import read_config_file
-from .errors import (ConfigError, FormatError, MissingTensorError, ShapeMismatchError,
-                     UnexpectedTensorError, UnsupportedModelError)
-from .fp8 import dequantize
-from .index import MP_FILE_GLOB
+from .errors import (ConfigError, FormatError, MissingTensorError, UnexpectedTensorError,
+                     UnsupportedModelError)
+from .fp8 import dequantize, dequantize_rows
+from .index import (MP_FILE, MP_FILE_GLOB, MP_FILE_RE, MP_SCALE_SUFFIX,  # noqa: F401
+                    mp_file_name, mp_layout_of, mp_rank_sets)
+from .modules import COLUMN, EXPERT, MODULES, ROW, Rule  # noqa: F401  (COLUMN, ROW: API)
+from .reader_pool import PooledFiles, ReaderPool
+from .remote import as_path
 from .safetensors_io import SafetensorsReader
 from .sources import CONFIG_FILE
-from .tensor_plan import EXPERT_PREFIX, LAYER_PREFIX, SCALE_SUFFIX, Group, TensorPlan, TensorSpec
-
-COLUMN, ROW = 0, 1  # the dim a column-/row-parallel weight ([out, in]) is split on
-EXPERT = "expert"  # routed experts go whole to one rank
-Rule = int | Literal["expert"] | None  # None: replicated on every rank
-
-MP_FILE = "model{rank}-mp{n}.safetensors"
-MP_FILE_RE = re.compile(r"model(\d+)-mp(\d+)\.safetensors")
-MP_LAYER_PREFIX = "layers.{L}."
-MP_EXPERT_PREFIX = "ffn.experts.{E}."
-
-# HF module -> (demo module, rule). convert.py's `mapping`, expanded to whole module paths.
-GLOBAL_MODULES: dict[str, tuple[str, Rule]] = {
-    "model.embed_tokens": ("embed", COLUMN),  # ParallelEmbedding: vocab rows
-    "model.norm": ("norm", None),
-    "lm_head": ("head", COLUMN),  # ColumnParallelLinear(dim, vocab)
-}
-LAYER_MODULES: dict[str, tuple[str, Rule]] = {
-    "input_layernorm": ("attn_norm", None),
-    "self_attn.q_proj": ("attn.wq", COLUMN),
-    "self_attn.q_a_proj": ("attn.wq_a", None),
-    "self_attn.q_a_layernorm": ("attn.q_norm", None),
-    "self_attn.q_b_proj": ("attn.wq_b", COLUMN),
-    "self_attn.kv_a_proj_with_mqa": ("attn.wkv_a", None),
-    "self_attn.kv_a_layernorm": ("attn.kv_norm", None),
-    "self_attn.kv_b_proj": ("attn.wkv_b", COLUMN),
-    "self_attn.o_proj": ("attn.wo", ROW),
-    "post_attention_layernorm": ("ffn_norm", None),
-    "mlp.gate_proj": ("ffn.w1", COLUMN),
-    "mlp.down_proj": ("ffn.w2", ROW),
-    "mlp.up_proj": ("ffn.w3", COLUMN),
-    "mlp.gate": ("ffn.gate", None),
-    EXPERT_PREFIX + "gate_proj": (MP_EXPERT_PREFIX + "w1", EXPERT),
-    EXPERT_PREFIX + "down_proj": (MP_EXPERT_PREFIX + "w2", EXPERT),
-    EXPERT_PREFIX + "up_proj": (MP_EXPERT_PREFIX + "w3", EXPERT),
-    "mlp.shared_experts.gate_proj": ("ffn.shared_experts.w1", COLUMN),
-    "mlp.shared_experts.down_proj": ("ffn.shared_experts.w2", ROW),
-    "mlp.shared_experts.up_proj": ("ffn.shared_experts.w3", COLUMN),
-    # The MTP module's own tensors (kept only with keep_mtp; the demo model has none).
-    "embed_tokens": ("embed", COLUMN),
-    "enorm": ("enorm", None),
-    "hnorm": ("hnorm", None),
-    "eh_proj": ("eh_proj", None),
-    "shared_head.norm": ("shared_head.norm", None),
-    "shared_head.head": ("shared_head.head", COLUMN),
-}
-# weight_scale_inv travels with its weight and is named `scale` (DeepSeek's Linear.scale).
-PARAMS = {"weight": "weight", "weight" + SCALE_SUFFIX: "scale"}
-ROUTER_BIAS = ("mlp.gate.e_score_correction_bias", "ffn.gate.bias")  # Gate.bias, fp32
+from .tensor_plan import SCALE_SUFFIX, Group, TensorPlan, TensorSpec
 
 
 def _family_table() -> dict[str, tuple[str, Rule]]:
-    """Every HF family template -> (demo name template, rule), by exact key."""
+    """Every HF family template -> (DeepSeek name template, rule), from the module table.
+    convert.py's `mapping`, expanded to whole names: a `weight_scale_inv` travels with its
+    weight and is named `scale` (DeepSeek's Linear.scale)."""
     table: dict[str, tuple[str, Rule]] = {}
-    for scope, demo_scope, modules in (("", "", GLOBAL_MODULES),
-                                       (LAYER_PREFIX, MP_LAYER_PREFIX, LAYER_MODULES)):
-        for module, (demo, rule) in modules.items():
-            for param, demo_param in PARAMS.items():
-                table[f"{scope}{module}.{param}"] = (f"{demo_scope}{demo}.{demo_param}", rule)
-    table[LAYER_PREFIX + ROUTER_BIAS[0]] = (MP_LAYER_PREFIX + ROUTER_BIAS[1], None)
+    for m in MODULES:
+        table[m.hf_template] = (m.mp_template, m.split)
+        if m.fp8:
+            table[m.hf_template + SCALE_SUFFIX] = (
+                m.mp_template.removesuffix(".weight") + MP_SCALE_SUFFIX, m.split)
     return table
 
 
 MP_FAMILIES = _family_table()
-
-
-def mp_file_name(rank: int, model_parallel: int) -> str:
-    return MP_FILE.format(rank=rank, n=model_parallel)
 
 
 class MpPiece(NamedTuple):
@@ -221,18 +174,33 @@ class MpLayout:
         return mp_file_name(rank, self.model_parallel)
 
 
+def rank_plan(config, rank_tensor_names) -> TensorPlan:
+    """The HF tensor plan a set of rank files holds: the layout their names show, and the MTP
+    layer only when rank 0 holds it (DeepSeek's convert.py drops it)."""
+    layout = mp_layout_of(rank_tensor_names)
+    full = TensorPlan(config, layout)
+    stored = full.stored_dtypes_in(lambda name: _stored_dtype(full, name, rank_tensor_names))
+    full = TensorPlan(config, layout, stored_dtypes=stored) if stored else full
+    if any(MpLayout.mp_name(s) in rank_tensor_names for s in full.specs if s.mtp):
+        return full
+    return TensorPlan(config, layout, include_mtp=False, stored_dtypes=stored)
+
+
+def _stored_dtype(plan: TensorPlan, hf_name: str, entries) -> str | None:
+    """The dtype rank 0 stores an HF tensor in (replicated and split tensors are on every
+    rank), None when absent."""
+    entry = entries.get(MpLayout.mp_name(plan.by_name[hf_name]))
+    return entry.dtype if entry is not None else None
+
+
 def find_mp_files(path: str | Path) -> dict[int, Path]:
     """rank -> file of a model-parallel directory; N is read from the names.
 
     Raises:
         FormatError: no such files, files of different N, or a rank missing.
     """
-    path = Path(path)
-    found: dict[int, dict[int, Path]] = {}
-    for p in sorted(path.glob(MP_FILE_GLOB)):
-        m = MP_FILE_RE.fullmatch(p.name)
-        if m:
-            found.setdefault(int(m[2]), {})[int(m[1])] = p
+    path = as_path(path)
+    found = mp_rank_sets(path)
     if not found:
         raise FormatError(f"{path}: no model{{i}}-mp{{N}}.safetensors files")
     if len(found) > 1:
@@ -243,10 +211,10 @@ def find_mp_files(path: str | Path) -> dict[int, Path]:
     if missing or len(files) != n:
         raise FormatError(f"{path}: {mp_file_name(missing[0] if missing else n, n)} is missing "
                           f"(expected ranks 0..{n - 1})")
-    return dict(sorted(files.items()))
+    return {rank: path / name for rank, name in sorted(files.items())}
 
 
-class MpCheckpoint:
+class MpCheckpoint(PooledFiles):
     """Read-only view of a model-parallel directory with HF tensor names.
 
     Offers the reading interface of `Checkpoint` that the forward pass uses: `.config`,
@@ -254,61 +222,30 @@ class MpCheckpoint:
     `name in ckpt`, `.shape_of(name)`, `.read(name)` (stored dtype, reassembled from the
     rank pieces), `.read_rows(name, start, stop)`, `.read_float32(name)` (FP8 dequantised
     with its reassembled scale) and `.read_float32_rows(name, start, stop)` (bounded
-    memory). The rank files' headers are checked against the layout on opening.
+    memory). It checks nothing: `inventory.open_checkpoint` opens it after the
+    inventory has judged the rank files.
     """
 
-    def __init__(self, path: str | Path, config: str | Path | None = None):
-        self.dir = Path(path)
+    def __init__(self, path: str | Path, config: str | Path | None = None, *,
+                 plan: TensorPlan | None = None):
+        self.dir = as_path(path)  # local, or remote (remote_path.RemotePath: read by range)
         if not self.dir.is_dir():
             raise FormatError(f"{self.dir}: no such directory")
         self.files = find_mp_files(self.dir)
         self.model_parallel = len(self.files)
-        self.config_path = Path(config) if config is not None else self.dir / CONFIG_FILE
+        self.config_path = as_path(config) if config is not None else self.dir / CONFIG_FILE
         if not self.config_path.is_file():
-            raise ConfigError(f"{self.dir}: no {CONFIG_FILE}; pass the HF config of the model "
+            raise ConfigError(f"{self.dir}: no {CONFIG_FILE}; give the HF config of the model "
                               f"(DeepSeek's convert.py does not write one)")
         self.config = read_config_file(self.config_path)
-        self._readers = {r: SafetensorsReader(p) for r, p in self.files.items()}
-        names0 = self._readers[0].header.entries
-        self.layout = "fp8" if any(n.endswith(".scale") for n in names0) else "bf16"
-        full = TensorPlan(self.config, self.layout)
-        mtp_names = {MpLayout.mp_name(s) for s in full.specs if s.mtp}
-        self.has_mtp = bool(mtp_names) and any(n in names0 for n in mtp_names)
-        self.plan = full if self.has_mtp else TensorPlan(self.config, self.layout,
-                                                         include_mtp=False)
+        self._readers = ReaderPool(self.dir)
+        self.plan = plan or rank_plan(self.config, self.reader(0).header.entries)
+        self.layout = self.plan.layout
+        self.has_mtp = any(s.mtp for s in self.plan.groups)
         self.mp = MpLayout(self.plan, self.model_parallel, keep_mtp=True)
-        self._check_headers()
-
-    def _check_headers(self) -> None:
-        for rank, pieces in enumerate(self.mp.ranks):
-            path, entries = self.files[rank], self._readers[rank].header.entries
-            expected = {p.name: p for p in pieces}
-            for p in pieces:
-                e = entries.get(p.name)
-                if e is None:
-                    raise MissingTensorError(f"{path}: tensor '{p.name}' (from '{p.hf_name}') "
-                                             f"is missing")
-                if (e.dtype, e.shape) != (p.dtype, p.shape):
-                    raise ShapeMismatchError(f"{path}: tensor '{p.name}': expected {p.dtype} "
-                                             f"{list(p.shape)}, found {e.dtype} {list(e.shape)}")
-            extra = [n for n in entries if n not in expected]
-            if extra:
-                more = f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""
-                raise UnexpectedTensorError(f"{path}: tensor '{extra[0]}' is not in the "
-                                            f"{self.model_parallel}-rank layout{more}")
-
-    def __enter__(self) -> MpCheckpoint:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def close(self) -> None:
-        for r in self._readers.values():
-            r.close()
 
     def reader(self, rank: int) -> SafetensorsReader:
-        return self._readers[rank]
+        return self._readers(self.files[rank].name)
 
     def __contains__(self, name: str) -> bool:
         return name in self.mp.by_hf
@@ -330,8 +267,8 @@ class MpCheckpoint:
         pieces = self.pieces(name)
         first = pieces[0]
         if first.dim is None:  # replicated (rank 0's copy) or a routed expert
-            return self._readers[first.rank].get(first.name)
-        return np.concatenate([self._readers[p.rank].get(p.name) for p in pieces], first.dim)
+            return self.reader(first.rank).get(first.name)
+        return np.concatenate([self.reader(p.rank).get(p.name) for p in pieces], first.dim)
 
     def read_rows(self, name: str, start: int, stop: int) -> np.ndarray:
         """Rows [start, stop) of the HF tensor, stored dtype, read with pread from the ranks
@@ -339,15 +276,15 @@ class MpCheckpoint:
         pieces = self.pieces(name)
         first = pieces[0]
         if first.dim is None:
-            return self._readers[first.rank].read_rows(first.name, start, stop)
+            return self.reader(first.rank).read_rows(first.name, start, stop)
         if first.dim:  # split across columns: every rank holds part of each row
-            return np.concatenate([self._readers[p.rank].read_rows(p.name, start, stop)
+            return np.concatenate([self.reader(p.rank).read_rows(p.name, start, stop)
                                    for p in pieces], first.dim)
-        rows = [self._readers[p.rank].read_rows(p.name, max(start, p.start) - p.start,
+        rows = [self.reader(p.rank).read_rows(p.name, max(start, p.start) - p.start,
                                                 min(stop, p.stop) - p.start)
                 for p in pieces if max(start, p.start) < min(stop, p.stop)]
         if not rows:
-            return self._readers[first.rank].read_rows(first.name, 0, 0)
+            return self.reader(first.rank).read_rows(first.name, 0, 0)
         return rows[0] if len(rows) == 1 else np.concatenate(rows)
 
     def read_float32(self, name: str) -> np.ndarray:
@@ -363,10 +300,6 @@ class MpCheckpoint:
         spec = self.plan.by_name[self.pieces(name)[0].hf_name]
         if spec.scale_name is None:
             return self.read_rows(name, start, stop).astype(np.float32)
-        block = self.plan.block
-        # whole row blocks, so each scale row meets the rows it was computed on
-        first, last = start // block[0], -(-stop // block[0])
-        lo, hi = first * block[0], min(last * block[0], spec.shape[0])
-        values = dequantize(self.read_rows(name, lo, hi),
-                            self.read_rows(spec.scale_name, first, last), block)
-        return values if (lo, hi) == (start, stop) else values[start - lo:stop - lo].copy()
+        return dequantize_rows(partial(self.read_rows, name),
+                               partial(self.read_rows, spec.scale_name), spec.shape[0], start,
+                               stop, self.plan.block)

@@ -446,3 +446,18 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self._entry.sent = len(body)
             self.wfile.write(body)
+
+
+CLIENT_ENV = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE",
+              "HF_TOKEN_PATH", "HF_HUB_OFFLINE", "CKPT_HEADER_CACHE")
+
+
+def point_client_at(fake: FakeHub, monkeypatch, home: Path) -> None:
+    """Point huggingface_hub at `fake` with HF_HOME at `home` and none of the caller's
+    tokens, caches or offline switches."""
+    for var in CLIENT_ENV:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", fake.url)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")

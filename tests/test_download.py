@@ -19,7 +19,7 @@ from ckpt_tools.manifest import read_manifest
 from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.tiny import make_tiny
 
-from fake_hub import FakeHub
+from fake_hub import FakeHub, point_client_at
 
 REPO = "org/tiny-v3"
 SHARDS = 5
@@ -57,13 +57,7 @@ def hub(sources, tmp_path, monkeypatch):
     """A started fake Hub with REPO on main; the client is pointed at it and HF_HOME isolated."""
     with FakeHub(sources / "hub-store") as fake:
         fake.add_commit(REPO, sources / "v3-seed0")
-        for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_CACHE", "HF_TOKEN_PATH",
-                    "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE"):
-            monkeypatch.delenv(var, raising=False)
-        monkeypatch.setenv("HF_ENDPOINT", fake.url)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        point_client_at(fake, monkeypatch, tmp_path / "hf-home")
         yield fake
 
 

@@ -22,7 +22,7 @@ from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.tiny import make_tiny
 from ckpt_tools.validate import validate
 from ckpt_tools.verify import forward, verify
-from fake_hub import FakeHub
+from fake_hub import FakeHub, point_client_at
 
 REPO = "org/tiny-v3"
 
@@ -57,13 +57,7 @@ def hub(sources, tmp_path, monkeypatch):
     with FakeHub(tmp_path / "hub-store") as fake:
         fake.first = fake.add_commit(REPO, sources / "seed0")
         fake.second = fake.add_commit(REPO, sources / "seed1")  # main is seed1 now
-        for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_CACHE", "HF_TOKEN_PATH",
-                    "HF_HUB_OFFLINE", "CKPT_HEADER_CACHE"):
-            monkeypatch.delenv(var, raising=False)
-        monkeypatch.setenv("HF_ENDPOINT", fake.url)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
-        monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
-        monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+        point_client_at(fake, monkeypatch, tmp_path / "hf-home")
         yield fake
 
 

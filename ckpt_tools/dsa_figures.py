@@ -18,20 +18,18 @@ formulas and their sources. Conventions:
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .dtypes import itemsize
+from .results import Result
 from .tensor_plan import TensorPlan
 
 REFERENCE_CONTEXTS = (4096, 32768, 131072)
 KV_BF16 = 2
 FP8_KEY_BLOCK = 128  # one float32 scale per 128 cached key elements
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
 
-
-class ContextCost(BaseModel):
-    model_config = _FROZEN
+class ContextCost(Result):
     context: int
     dense_mla_flops: int = Field(description="Per token, all layers: MLA over every earlier token")
     dsa_mla_flops: int = Field(description="MLA over the min(context, index_topk) selected keys")
@@ -40,10 +38,9 @@ class ContextCost(BaseModel):
     dsa_over_dense: float
 
 
-class SparseAttentionFigures(BaseModel):
+class SparseAttentionFigures(Result):
     """The lightning indexer's cost and what it saves (`ckpt info`, `ckpt diff`)."""
 
-    model_config = _FROZEN
     index_n_heads: int
     index_head_dim: int
     index_topk: int

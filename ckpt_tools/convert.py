@@ -23,18 +23,20 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from . import __version__, fp8
 from .checkpoint import Checkpoint
 from .dtypes import DTYPES, FP8_DTYPES, itemsize
-from .errors import FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError
+from .errors import (ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, MissingTensorError,
+                     ShapeMismatchError, UnexpectedTensorError)
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
 from .output import OutputDir, source_fingerprint
 from .parallel import run_jobs, workers_for
 from .progress import Progress
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
 from .side_files import copy_side_files
+from .sizes import Size, parse_size
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, TensorPlan
 
@@ -115,6 +117,11 @@ class _WrittenCheckpoint(BaseModel):
     resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
     side_files: list[str]
     seconds: float
+
+    @computed_field(description="Always true: a conversion that fails raises and leaves no output")
+    @property
+    def ok(self) -> bool:
+        return True
 
 
 class UpcastReport(_WrittenCheckpoint):
@@ -406,7 +413,7 @@ def _with_dtype(raw: dict, dtype: str) -> dict:
 
 
 def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
-                max_shard_size: int | None = None) -> ConversionPlan:
+                max_shard_size: Size | None = None, allow_copy: bool = False) -> ConversionPlan:
     """Decide every output tensor of `upcast` and check the source; writes nothing.
 
     Raises:
@@ -414,17 +421,25 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
             the first tensor (or file) that makes the conversion impossible.
     """
     if dtype not in OUT_DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(OUT_DTYPES)}, found {dtype!r}")
+        raise ArgumentError(f"dtype must be one of {sorted(OUT_DTYPES)}, found {dtype!r}")
+    if max_shard_size is not None:
+        max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
     with Checkpoint(src) as ck:
         ops, scales, block = _upcast_ops(ck, OUT_DTYPES[dtype])
+        if not allow_copy and all(op.kind == "copy" for op in ops):
+            raise UnexpectedTensorError(
+                f"{ck.dir}: no FP8 weight to dequantise{'' if dtype == 'bf16' else ' or widen'}: "
+                f"the output would be a copy of the source; pass {ARGUMENT_PLACEHOLDER} "
+                f"to write it anyway", argument="allow_copy")
         jobs, with_index = _group(ck, ops, block, max_shard_size)
         meta = dict(ck.index.metadata)
     return ConversionPlan(jobs, block, with_index, meta, scales)
 
 
 def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
-           workers: int | None = None, max_shard_size: int | None = None,
-           overwrite: bool = False, progress: Progress | None = None) -> UpcastReport:
+           workers: int | None = None, max_shard_size: Size | None = None,
+           overwrite: bool = False, allow_copy: bool = False,
+           progress: Progress | None = None) -> UpcastReport:
     """Dequantise an FP8 checkpoint into a BF16 (or F32) one that loads as is.
 
     Every FP8 weight becomes dtype(float32(w) * scale_inv[i // bs, j // bs]), bit for bit
@@ -440,8 +455,11 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         dtype: "bf16" or "f32".
         workers: worker processes (default: the machine's cores, one below 1 GiB).
         max_shard_size: reshard greedily in tensor-plan order, at most this many bytes of
-            tensor data per file (a larger tensor gets a file of its own).
+            tensor data per file (a larger tensor gets a file of its own); an int or a
+            string such as "5GB" or "500MiB".
         overwrite: replace the contents of a non-empty `dst`.
+        allow_copy: write the output even when nothing would change (a BF16 source with
+            `dtype="bf16"`); refused by default, since it is usually the wrong source.
         progress: receives bytes read as shards finish.
 
     Raises:
@@ -449,7 +467,9 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         for an unusable `dst`.
     """
     t0 = time.monotonic()
-    plan = plan_upcast(src, dtype=dtype, max_shard_size=max_shard_size)
+    max_shard_size = None if max_shard_size is None else parse_size(max_shard_size,
+                                                                     argument="max_shard_size")
+    plan = plan_upcast(src, dtype=dtype, max_shard_size=max_shard_size, allow_copy=allow_copy)
     out_dtype = OUT_DTYPES[dtype]
     with Checkpoint(src) as ck:
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
@@ -494,7 +514,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
     """
     t0 = time.monotonic()
     if scale_fmt not in ("float", "ue8m0"):
-        raise ValueError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
+        raise ArgumentError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
     plan = plan_quantize(src)
     with Checkpoint(src) as ck:
         qc = {**fp8.FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}

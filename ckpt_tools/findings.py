@@ -91,6 +91,7 @@ class ValidationReport(BaseModel):
     tensor_bytes: int
     findings: list[Finding]
     manifest_written: str | None = None
+    strict: bool = Field(False, description="Warnings count as failures (`ok` is false)")
 
     @computed_field
     @property
@@ -102,9 +103,11 @@ class ValidationReport(BaseModel):
     def warnings(self) -> int:
         return sum(f.severity == "warning" for f in self.findings)
 
-    def passed(self, strict: bool = False) -> bool:
+    @computed_field
+    @property
+    def ok(self) -> bool:
         """No error; with `strict`, no warning either."""
-        return self.errors == 0 and not (strict and self.warnings)
+        return self.errors == 0 and not (self.strict and self.warnings)
 
 
 class Findings:

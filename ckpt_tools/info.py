@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, computed_field
 
 from .sources import resolve_config
 from .tensor_plan import TensorPlan
@@ -73,6 +73,11 @@ class ModelInfo(BaseModel):
     parameters: ParameterSummary
     plan: TensorSummary  # what the config implies, in its own layout
     files: TensorSummary | None = None  # what a checkpoint directory holds (headers only)
+
+    @computed_field(description="Always true: describe raises on bad input")
+    @property
+    def ok(self) -> bool:
+        return True
 
 
 def describe(spec: str | Path) -> ModelInfo:

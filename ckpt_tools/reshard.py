@@ -8,7 +8,7 @@ slices are one run, column slices one run per row, rank pieces interleave back r
 row. Runs go through the kernel (copy_file_range, no user-space buffer) or, when short or
 when replicas must be compared, through bounded pread buffers; no shard and no rank's
 state dict is ever held in memory. Afterwards the output headers are re-read and the
-writers' element counts compared with the plan; the proof goes to `DST/reshard-report.json`
+writers' element counts compared with the plan; the proof goes to `DST.reshard-report.json`
 and into the returned report. An interrupted run resumes after the files it finished
 (`OutputDir` journal).
 """
@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from .dtypes import itemsize
-from .errors import VerificationError
+from .errors import ArgumentError, VerificationError
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
 from .output import OutputDir, source_fingerprint
@@ -36,6 +36,7 @@ from .progress import Progress
 from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
                            plan_reshard, planned_counts, prove_coverage)
 from .safetensors_io import CHUNK_BYTES, SafetensorsReader, SafetensorsWriter, read_header
+from .sizes import Size, parse_size
 from .side_files import copy_file_atomic, copy_side_files
 from .sources import CONFIG_FILE
 
@@ -43,8 +44,8 @@ REPORT_FILE = "reshard-report.json"
 REPLICA_CHUNK_MIN = 1 << 20
 KERNEL_COPY_MIN_RUN = 512  # shorter runs are cut from whole rows in memory instead
 
-__all__ = ["reshard_by_size", "to_deepseek_mp", "from_deepseek_mp", "iter_layout",
-           "execute_plan", "plan_reshard", "ReshardReport", "Coverage", "REPORT_FILE",
+__all__ = ["reshard", "reshard_by_size", "to_deepseek_mp", "from_deepseek_mp", "iter_layout",
+           "execute_plan", "plan_reshard", "ReshardReport", "Coverage", "REPORT_FILE", "report_file",
            "DEFAULT_MAX_SHARD_SIZE"]
 
 
@@ -107,6 +108,11 @@ class ReshardReport(_Report):
         0, description="Files an interrupted run had finished, kept as they were (run-specific: "
                        "not in the report file)")
     seconds: float = Field(0.0, description="Wall time of the run (not in the report file)")
+
+    @computed_field(description="Every source element accounted for exactly once (coverage.complete)")
+    @property
+    def ok(self) -> bool:
+        return self.coverage.complete
 
 
 # -- streaming one output file ---------------------------------------------------------------
@@ -327,13 +333,20 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
         if not report.coverage.complete:
             raise VerificationError(f"{out.path}: writers counted {counted} output elements, "
                                     f"planned {coverage['output_elements']}")
-        write_json_atomic(out.path / REPORT_FILE,
-                          report.model_dump(mode="json", exclude=RUN_FIELDS))
+    # Beside the checkpoint, not in it: an upload of DST must carry only the model.
+    write_json_atomic(report_file(dst), report.model_dump(mode="json", exclude=RUN_FIELDS | {"ok"}))
     return report
 
 
+def report_file(dst: str | Path) -> Path:
+    """Where the coverage proof of a reshard into `dst` is written: `DST.reshard-report.json`
+    next to DST (a source written by older versions may hold one inside; it is not copied)."""
+    dst = Path(dst)
+    return dst.parent / f"{dst.name}.{REPORT_FILE}"
+
+
 # -- the public calls -------------------------------------------------------------------------
-def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: int, *,
+def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: Size, *,
                     workers: int | None = None, overwrite: bool = False,
                     progress: Progress | None = None) -> ReshardReport:
     """Rewrite an HF checkpoint into shards of at most `max_shard_size` bytes.
@@ -343,8 +356,7 @@ def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: int, *,
     several get `model-0000i-of-0000n.safetensors` and an index with `total_size`.
     config.json and side files (tokenizer, ...) are copied.
     """
-    if max_shard_size <= 0:
-        raise ValueError(f"max_shard_size must be positive, found {max_shard_size}")
+    max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
     plan = plan_reshard(src, max_shard_size=max_shard_size)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress)
 
@@ -365,7 +377,7 @@ def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress)
 
 
-def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | None = None,
+def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: Size | None = None,
                      config: str | Path | None = None, workers: int | None = None,
                      overwrite: bool = False, progress: Progress | None = None) -> ReshardReport:
     """Rebuild the HF layout from `model{i}-mp{N}.safetensors` files (N from the names).
@@ -374,8 +386,44 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | 
     rank. `config` is the HF config.json when `src` has none (DeepSeek's convert.py writes
     none). Shards of at most `max_shard_size` bytes (default 5 GB).
     """
+    if max_shard_size is not None:
+        max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
     plan = plan_reshard(src, to_hf=True, max_shard_size=max_shard_size, config=config)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress)
+
+
+def reshard(src: str | Path, dst: str | Path, *, max_shard_size: Size | None = None,
+            to: Literal["deepseek-mp", "hf"] | None = None, model_parallel: int | None = None,
+            keep_mtp: bool = False, config: str | Path | None = None,
+            workers: int | None = None, overwrite: bool = False,
+            progress: Progress | None = None) -> ReshardReport:
+    """Rewrite `src` into `dst` in another layout: what `ckpt reshard` does.
+
+    `max_shard_size` alone: HF shards of at most that size (`reshard_by_size`);
+    `to="deepseek-mp"` with `model_parallel`: DeepSeek's inference layout (`to_deepseek_mp`);
+    `to="hf"`: back from it (`from_deepseek_mp`, `config` when `src` has no config.json).
+
+    Raises:
+        ArgumentError: a combination of arguments that names no single layout.
+        CkptError subclasses from the call chosen.
+    """
+    if to not in (None, "deepseek-mp", "hf"):
+        raise ArgumentError(f"to={to!r}: expected 'deepseek-mp', 'hf' or None")
+    if to is None and max_shard_size is None:
+        raise ArgumentError("pass max_shard_size, to='deepseek-mp' or to='hf'")
+    if to != "deepseek-mp" and (model_parallel is not None or keep_mtp):
+        raise ArgumentError("model_parallel and keep_mtp go with to='deepseek-mp'")
+    if to != "hf" and config is not None:
+        raise ArgumentError("config goes with to='hf'")
+    common = dict(workers=workers, overwrite=overwrite, progress=progress)
+    if to == "deepseek-mp":
+        if model_parallel is None or max_shard_size is not None:
+            raise ArgumentError("to='deepseek-mp' needs model_parallel and no max_shard_size "
+                                "(one file per rank)")
+        return to_deepseek_mp(src, dst, model_parallel, keep_mtp=keep_mtp, **common)
+    if to == "hf":
+        return from_deepseek_mp(src, dst, max_shard_size=max_shard_size, config=config, **common)
+    return reshard_by_size(src, dst, max_shard_size, **common)
 
 
 def _assemble(readers: _Readers, t: OutTensor) -> np.ndarray:

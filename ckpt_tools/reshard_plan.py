@@ -19,8 +19,8 @@ from typing import Literal, NamedTuple
 
 from .checkpoint import Checkpoint
 from .dtypes import itemsize
-from .errors import (FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError,
-                     VerificationError)
+from .errors import (ARGUMENT_PLACEHOLDER, FormatError, MissingTensorError, ShapeMismatchError,
+                     UnexpectedTensorError, VerificationError)
 from .index import INDEX_FILE, SINGLE_FILE, shard_file_name
 from .mp_layout import MP_FILE_GLOB, MP_FILE_RE, MpCheckpoint, MpLayout
 from .tensor_plan import TensorPlan, TensorSpec
@@ -175,7 +175,8 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
     if src.is_dir() and any(MP_FILE_RE.fullmatch(p.name) for p in src.glob(MP_FILE_GLOB)) \
             and not (src / INDEX_FILE).is_file() and not (src / SINGLE_FILE).is_file():
         raise FormatError(f"{src}: holds DeepSeek's model-parallel layout "
-                          f"(model{{i}}-mp{{N}}.safetensors); convert it back with --to hf first")
+                          f"(model{{i}}-mp{{N}}.safetensors); convert it back with "
+                          f"{ARGUMENT_PLACEHOLDER} first", argument="to", value="hf")
     with Checkpoint(src) as ckpt:
         plan, sources = _hf_source(ckpt)
         where = ckpt.index.weight_map

@@ -25,6 +25,8 @@ PUBLIC_MODELS: dict[str, str] = {
     "upcast_report": "ckpt_tools.convert:UpcastReport",
     "quantize_report": "ckpt_tools.convert:QuantizeReport",
     "reshard_report": "ckpt_tools.reshard:ReshardReport",
+    "error_report": "ckpt_tools.error_report:ErrorReport",
+    "tiny_checkpoint": "ckpt_tools.tiny:TinyCheckpoint",
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

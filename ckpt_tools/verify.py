@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from .checkpoint import Checkpoint
 from .errors import ConfigError, FormatError, ShapeMismatchError
@@ -82,6 +82,11 @@ class ForwardReport(BaseModel):
     dtype: Literal["float32"] = "float32"
     tokens: list[int]
     layers: int | None
+
+    @computed_field(description="Always true: forward raises when it cannot run")
+    @property
+    def ok(self) -> bool:
+        return True
 
 
 def forward_outputs(source: str | Path | TensorSource, tokens: Sequence[int] | None = None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import socket
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_tools import download as download_mod
 from ckpt_tools.download import download, plan_download
 from ckpt_tools.errors import HubError
 from ckpt_tools.manifest import read_manifest
@@ -20,6 +20,8 @@ from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.tiny import make_tiny
 
 from fake_hub import FakeHub
+
+download_mod = importlib.import_module("ckpt_tools.download")  # ckpt_tools.download is the function
 
 REPO = "org/tiny-v3"
 SHARDS = 5
@@ -97,8 +99,10 @@ def assert_one_line_error(result, *needles: str) -> None:
 
 
 # -- full, include, config-only -------------------------------------------------------------
-def test_full_download_verifies_every_file_and_writes_manifest(hub, sources, tmp_path, run_cli):
+def test_full_download_verifies_every_file_and_writes_manifest(hub, sources, tmp_path, run_cli,
+                                                               monkeypatch):
     dst = tmp_path / "out"
+    monkeypatch.setenv("CKPT_PROGRESS", "1")  # stderr is no terminal: ask for the bar
     r = run_cli("download", REPO, "--local-dir", dst, "--json")
     assert r.exit_code == 0, r.stderr
     report = json.loads(r.stdout)

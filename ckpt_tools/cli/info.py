@@ -5,26 +5,27 @@ from __future__ import annotations
 import click
 
 from ..info import describe
-from .render import emit_json, human_bytes, human_count, table
+from .conventions import json_mode, standard_options
+from .render import emit_json, human_bytes, human_count, say, table
 
 
 @click.command()
 @click.argument("source")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def info(source: str, as_json: bool):
+@standard_options
+def info(source: str):
     """Describe a preset (v2-lite, v2, v2.5, v3, r1, v3.1, ...), a config.json or a
     checkpoint directory."""
     result = describe(source)
-    if as_json:
+    if json_mode():
         emit_json(result)
         return
     a, p = result.architecture, result.parameters
     title = result.title or result.source
-    click.echo(f"{title}  [{a.model_type}, {result.source_kind}]")
+    say(f"{title}  [{a.model_type}, {result.source_kind}]")
     if result.hf_repo:
-        click.echo(f"hub repo:    {result.hf_repo}")
-    click.echo(f"provenance:  {result.provenance.kind}: {result.provenance.source}")
-    click.echo("")
+        say(f"hub repo:    {result.hf_repo}")
+    say(f"provenance:  {result.provenance.kind}: {result.provenance.source}")
+    say("")
     q = "none (q_proj)" if a.q_lora_rank is None else str(a.q_lora_rank)
     rows = [
         ["layers", f"{a.num_hidden_layers} ({a.dense_layers} dense + {a.moe_layers} MoE)"
@@ -38,21 +39,21 @@ def info(source: str, as_json: bool):
         ["vocab / context", f"{a.vocab_size} / {a.max_position_embeddings}"],
         ["quantization", a.quantization or "none (BF16)"],
     ]
-    click.echo(table(rows, align="ll"))
-    click.echo("")
+    say(table(rows, align="ll"))
+    say("")
     rows = [
         ["total (main model)", f"{p.main:,}", human_count(p.main)],
         ["activated per token", f"{p.activated:,}", human_count(p.activated)],
         ["MTP modules", f"{p.mtp:,}", human_count(p.mtp)],
         ["checkpoint total", f"{p.checkpoint:,}", human_count(p.checkpoint)],
     ]
-    click.echo(table(rows, ["parameters", "count", ""], "lrr"))
-    click.echo("")
+    say(table(rows, ["parameters", "count", ""], "lrr"))
+    say("")
     for label, t in (("plan", result.plan), ("files", result.files)):
         if t is None:
             continue
         rows = [[d, f"{b:,}", human_bytes(b)] for d, b in sorted(t.bytes_by_dtype.items())]
         rows.append(["total", f"{t.total_bytes:,}", human_bytes(t.total_bytes)])
-        click.echo(f"{label}: {t.tensors:,} tensors, {t.layout} layout")
-        click.echo(table(rows, ["dtype", "bytes", ""], "lrr"))
-        click.echo("")
+        say(f"{label}: {t.tensors:,} tensors, {t.layout} layout")
+        say(table(rows, ["dtype", "bytes", ""], "lrr"))
+        say("")

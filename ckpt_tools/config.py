@@ -292,6 +292,7 @@ def parse_config(raw: Any, *, source: str = "config") -> DeepseekV2Config | Deep
 
 
 def read_config_file(path: str | Path) -> DeepseekV2Config | DeepseekV3Config:
+    """Parse a config.json file (ConfigError naming the file when unreadable or invalid)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

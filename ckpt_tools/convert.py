@@ -125,6 +125,8 @@ class _WrittenCheckpoint(BaseModel):
 
 
 class UpcastReport(_WrittenCheckpoint):
+    """What `upcast` wrote; `ckpt upcast --json` prints exactly this."""
+
     dtype: UpcastDtype
     tensors: int = Field(description="Tensors in the output")
     dequantized: int = Field(description="FP8 weights dequantised with their scales")
@@ -134,6 +136,9 @@ class UpcastReport(_WrittenCheckpoint):
 
 
 class QuantizeReport(_WrittenCheckpoint):
+    """What `quantize` wrote, with the round-trip error per tensor; `ckpt quantize --json`
+    prints exactly this."""
+
     scale_fmt: ScaleFmt
     block: tuple[int, int]
     tensors: int = Field(description="Tensors in the output, scales included")

@@ -116,6 +116,9 @@ class TensorCheck(BaseModel):
 
 
 class DownloadReport(BaseModel):
+    """What `download` fetched and how each file was verified; `ckpt download --json`
+    prints exactly this."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
     plan: DownloadPlan
     local_dir: str

@@ -79,8 +79,9 @@ def table(rows: list[list[str]], headers: list[str] | None = None, align: str | 
           columns: int | None = None) -> str:
     """Aligned plain-text table; `align` is one char per column, 'l' or 'r'.
 
-    When wider than `columns` (default: the terminal), the widest left-aligned column
-    narrows and its cells wrap onto continuation lines, until the table fits.
+    When wider than `columns` (default: the terminal), the widest left-aligned (text)
+    columns narrow and their cells wrap onto continuation lines until the table fits;
+    right-aligned (number) columns keep their width.
     """
     all_rows = [[str(c) for c in r] for r in ([headers] if headers else []) + rows]
     if not all_rows:
@@ -90,12 +91,12 @@ def table(rows: list[list[str]], headers: list[str] | None = None, align: str | 
     align = align or "l" + "r" * (n - 1)
     widths = [max(len(r[i]) for r in all_rows) for i in range(n)]
     gap = 2
+    # narrow the widest text column a step at a time: columns end up about equally wide
     while sum(widths) + gap * (n - 1) > columns:
         wrappable = [i for i in range(n) if align[i] == "l" and widths[i] > MIN_COLUMN]
         if not wrappable:
             break
-        i = max(wrappable, key=lambda k: widths[k])
-        widths[i] = max(MIN_COLUMN, widths[i] - (sum(widths) + gap * (n - 1) - columns))
+        widths[max(wrappable, key=lambda k: widths[k])] -= 1
     lines = []
     for k, r in enumerate(all_rows):
         cells = [textwrap.wrap(c, w, break_on_hyphens=False) or [""] if len(c) > w else [c]

@@ -16,7 +16,7 @@ from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
 from .dtypes import FP8_DTYPES
 from .errors import ConfigError, FormatError, MissingTensorError
 from .fp8 import dequantize
-from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
+from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .sources import CONFIG_FILE
@@ -27,11 +27,21 @@ class Checkpoint:
     """Read-only view of a checkpoint directory."""
 
     def __init__(self, path: str | Path):
-        self.dir = Path(path)
+        """`path`: the checkpoint directory, or its index file (as `validate` accepts)."""
+        path = Path(path)
+        self.dir = path.parent if path.name == INDEX_FILE and path.is_file() else path
         if not self.dir.exists():
             raise FormatError(f"{self.dir}: no such directory")
         if not self.dir.is_dir():
-            raise FormatError(f"{self.dir}: not a directory")
+            hint = (f"; pass its checkpoint directory {self.dir.parent}"
+                    if self.dir.suffix == ".safetensors" else "")
+            raise FormatError(f"{self.dir}: not a checkpoint directory{hint}")
+        if not (self.dir / INDEX_FILE).is_file() and not (self.dir / SINGLE_FILE).is_file() \
+                and any(self.dir.glob(MP_FILE_GLOB)):
+            raise FormatError(f"{self.dir}: holds DeepSeek's model-parallel layout "
+                              f"(model{{i}}-mp{{N}}.safetensors); convert it to the HF layout "
+                              f"first: `ckpt reshard SRC DST --to hf` (Python: "
+                              f"reshard(src, dst, to='hf'))")
         self._readers: dict[str, SafetensorsReader] = {}
 
     def __enter__(self) -> Checkpoint:

@@ -173,6 +173,33 @@ def parse_header_bytes(path: Path, header: bytes, file_size: int) -> Safetensors
     return SafetensorsHeader(path, {e.name: e for e in entries}, metadata, 8 + n, file_size)
 
 
+SNIFF_BYTES = 64
+_KNOWN_STARTS = (
+    (b"version https://git-lfs", "a Git LFS pointer: fetch the file with `git lfs pull`"),
+    (b"PK\x03\x04", "a zip archive, such as a PyTorch .bin/.pt checkpoint"),
+    (b"\x80\x02", "a Python pickle, such as a PyTorch .bin checkpoint"),
+    (b"GGUF", "a GGUF file"),
+)
+
+
+def sniff_kind(start: bytes) -> str | None:
+    """What a file that is not safetensors seems to be, from its first bytes, or None.
+
+    A safetensors file starts with 8 bytes of header length then '{'; text in those first
+    bytes (an HTML error page, a README, an LFS pointer saved under the shard's name)
+    makes an absurd length, so name the likelier cause instead."""
+    for magic, kind in _KNOWN_STARTS:
+        if start.startswith(magic):
+            return kind
+    head = start.lstrip()
+    if head[:1] == b"<" and b"html" in head[:32].lower():
+        return "starts with HTML, e.g. an error page saved under this name"
+    first = start[:8].decode("utf-8", errors="ignore")  # a cut multi-byte char drops out
+    if len(first) >= 2 and all(c.isprintable() or c in "\r\n\t" for c in first):
+        return "starts with text"
+    return None
+
+
 def read_header(path: str | Path) -> SafetensorsHeader:
     """Read and validate the header of one safetensors file (no tensor data is read).
 
@@ -186,7 +213,13 @@ def read_header(path: str | Path) -> SafetensorsHeader:
             if size < 8:
                 raise FormatError(f"{path}: file is {size} bytes, too short for a safetensors "
                                   f"header (truncated?)")
-            (n,) = struct.unpack("<Q", f.read(8))
+            start = f.read(8)
+            (n,) = struct.unpack("<Q", start)
+            if n > MAX_HEADER_BYTES or 8 + n > size:  # likely not safetensors at all: say what
+                kind = sniff_kind(start + f.read(SNIFF_BYTES - 8))
+                if kind is not None:
+                    raise FormatError(f"{path}: not a safetensors file ({kind})")
+                f.seek(8)
             if n > MAX_HEADER_BYTES:
                 raise FormatError(f"{path}: header length {n} exceeds the "
                                   f"{MAX_HEADER_BYTES}-byte cap")

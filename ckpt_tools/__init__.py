@@ -83,6 +83,7 @@ _EXPORTS = {
     "OfflineError": "ckpt_tools.errors:OfflineError",
     "VerificationError": "ckpt_tools.errors:VerificationError",
     "WorkerError": "ckpt_tools.errors:WorkerError",
+    "MissingDependencyError": "ckpt_tools.errors:MissingDependencyError",
 }
 
 

@@ -120,6 +120,12 @@ class WorkerError(CkptError, RuntimeError):
     code = "worker"
 
 
+class MissingDependencyError(CkptError, ImportError):
+    """An optional extra that a requested feature needs is not installed."""
+
+    code = "missing_dependency"
+
+
 def _codes(cls: type[CkptError]) -> list[str]:
     out = [cls.code]
     for sub in cls.__subclasses__():

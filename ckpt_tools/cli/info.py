@@ -6,16 +6,19 @@ import click
 
 from ..info import describe
 from .conventions import json_mode, standard_options
+from .plotting import plot_option, save_plot
 from .render import emit_json, human_bytes, human_count, say, table
 
 
 @click.command()
 @click.argument("source")
+@plot_option
 @standard_options
-def info(source: str):
+def info(source: str, plot_path):
     """Describe a preset (v2-lite, v2, v2.5, v3, r1, v3.1, ...), a config.json or a
     checkpoint directory."""
     result = describe(source)
+    save_plot(plot_path, "info_figure", result)
     if json_mode():
         emit_json(result)
         return

@@ -11,6 +11,7 @@ import numpy as np
 from ..verify import (DEFAULT_ATOL, DEFAULT_RTOL, ForwardReport, forward_outputs,
                       load_reference_outputs, verify as run_verify)
 from .conventions import json_mode, note, standard_options
+from .plotting import plot_option, save_plot
 from .render import emit_json, say, table
 
 TOKENS_HELP = "Comma-separated token ids, e.g. 0,15,3 (default: 16 fixed ids from the vocabulary)."
@@ -84,9 +85,10 @@ def forward(ckpt, tokens, layers, mtp, out):
 @click.option("--atol", type=click.FloatRange(0), default=DEFAULT_ATOL, show_default=True)
 @click.option("--rtol", type=click.FloatRange(0), default=DEFAULT_RTOL, show_default=True,
               help="Relative to max(|ref|, rms of ref at that position).")
+@plot_option
 @standard_options
 @click.pass_context
-def verify(ctx, ckpt, against, ref_path, tokens, layers, atol, rtol):
+def verify(ctx, ckpt, against, ref_path, tokens, layers, atol, rtol, plot_path):
     """Check that CKPT computes what a reference computes: exit 0 within tolerance, 1 when
     not, naming the first layer and position that diverge."""
     if (against is None) == (ref_path is None):
@@ -103,6 +105,7 @@ def verify(ctx, ckpt, against, ref_path, tokens, layers, atol, rtol):
         emit_json(report)
     else:
         _render(report)
+    save_plot(plot_path, "verify_figure", report)
     if not report.ok:
         ctx.exit(1)
 

@@ -378,7 +378,8 @@ def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers:
                 todo.append(j)
             else:
                 errors.update(info or {})
-        args = [(j.file, sum(op.src_bytes for op in j.ops),
+        args = [(j.file, sum(math.prod(s) * itemsize(d) for op in j.ops
+                             for _, d, s in op.out_specs(plan.block)),
                  (str(src), str(out.path), j, plan.block, scale_fmt)) for j in todo]
 
         def finished(i: int, result: dict[str, list]) -> None:
@@ -465,7 +466,7 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         overwrite: replace the contents of a non-empty `dst`.
         allow_copy: write the output even when nothing would change (a BF16 source with
             `dtype="bf16"`); refused by default, since it is usually the wrong source.
-        progress: receives bytes read as shards finish.
+        progress: receives bytes written, chunk by chunk (also inside large tensors).
 
     Raises:
         CkptError subclasses before anything is written (see `plan_upcast`), OutputError

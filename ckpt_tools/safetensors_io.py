@@ -30,6 +30,7 @@ from . import dtypes
 from .dtypes import ITEMSIZES, dtype_name
 from .errors import FormatError, MissingTensorError
 from .fault_injection import crash_point
+from .parallel import report_bytes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -504,6 +505,7 @@ class SafetensorsWriter:
     def _written(self, n: int) -> None:
         # Overlaps the disk writes with producing the next bytes; DONTNEED starts the
         # writeback of the range (and keeps the page cache free of pages nobody reads back).
+        report_bytes(n)  # progress inside a job (ckpt_tools.parallel), per chunk
         self._pending += n
         if self._pending >= WRITEBACK_BYTES and hasattr(os, "posix_fadvise"):
             self._file.flush()

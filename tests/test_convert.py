@@ -29,6 +29,8 @@ from ckpt_tools.index import INDEX_FILE, read_index, write_index
 from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
 from ckpt_tools.tensor_plan import SCALE_SUFFIX, TensorPlan
 
+from conftest import NEEDS_REFERENCE
+
 GOLDEN = Path(__file__).parent / "data" / "fp8_golden.npz"
 BITS = {2: np.uint16, 4: np.uint32}
 
@@ -83,7 +85,7 @@ def test_block_layout_with_partial_blocks_matches_the_golden_table(shape):
 
 
 def test_matches_torch_float8_e4m3fn():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     rng = np.random.default_rng(7)
     rows, cols = 257, 390  # partial blocks on both axes
     codes = rng.integers(0, 256, (rows, cols), dtype=np.uint8)
@@ -201,7 +203,7 @@ def test_output_opens_with_the_safetensors_package(fp8_src, tmp_path):
         with safe_open(str(up32 / shard), "np") as f:
             for name in f.keys():
                 assert (f.get_tensor(name) == out.read(name)).all()
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     from safetensors.torch import load_file
 
     up16 = tmp_path / "bf16"

@@ -67,7 +67,7 @@ def main() -> None:
         f_wall, f_cpu, f_rss, _ = run([sys.executable, "-c", IO_FLOOR, str(written),
                                        str(Path(tmp) / "floor.bin")])
     first = err.strip().splitlines()[0] if err.strip() else "(nothing)"
-    print(f"command: {' '.join(cmd[len(ckpt) - 1:])}")
+    print(f"command: ckpt {' '.join(cmd[len(ckpt):])}")
     print(f"first line on stderr: {first}")
     print(f"{'run':<28} {'wall s':>8} {'cpu s':>8} {'peak RSS MB':>12} {'MB/s':>8}")
     for name, w, c, r in (("make-tiny --real-widths", wall, cpu, rss),

@@ -25,8 +25,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from .checkpoint import Checkpoint
+from .dtypes import itemsize
 from .errors import ConfigError, FormatError, ShapeMismatchError
 from .index import MP_FILE_GLOB
+from .progress import Progress
 from .reference import Model, TensorSource
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
@@ -89,22 +91,69 @@ class ForwardReport(BaseModel):
         return True
 
 
+class _LayerProgress:
+    """Progress of a run through decoder layers, in bytes of the checkpoint's layers (as
+    the plan stores them), so a V3 run moves in 61 steps of about 11 GB."""
+
+    def __init__(self, progress: Progress | None, config, layers: int | None, label: str,
+                 models: int = 1):
+        from .tensor_plan import TensorPlan  # only when someone watches
+
+        self.progress = progress
+        if progress is None:
+            return
+        n = config.num_hidden_layers if layers is None else layers
+        self.by_layer: dict[int, int] = {}
+        for g in TensorPlan(config).groups:
+            if g.layer is not None and not g.mtp and g.layer < n:
+                self.by_layer[g.layer] = (self.by_layer.get(g.layer, 0)
+                                          + g.numel * itemsize(g.dtype))
+        self.models = models
+        progress.start(sum(self.by_layer.values()) * models, label)
+
+    def layer_done(self, layer: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.by_layer.get(layer, 0) * self.models)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.finish()
+
+
+def _run_layers(model: Model, ids: list[int], layers: int | None,
+                watch: _LayerProgress) -> np.ndarray:
+    """`model.forward`, reporting each decoder layer as it completes."""
+    x = None
+    for layer, x in model.hidden_states(ids, layers):
+        watch.layer_done(layer)
+    if x is None:  # layers == 0: the embeddings
+        return model.forward(ids, 0)
+    return x if layers is not None else model.logits(x)
+
+
 def forward_outputs(source: str | Path | TensorSource, tokens: Sequence[int] | None = None,
-                    layers: int | None = None, *, mtp: bool = False) -> ForwardResult:
+                    layers: int | None = None, *, mtp: bool = False,
+                    progress: Progress | None = None) -> ForwardResult:
     """`forward`, with what was computed and on which tokens; `mtp=True` returns the first
-    MTP module's logits [T-1, vocab] (row t predicts token t+2) instead of the main ones."""
+    MTP module's logits [T-1, vocab] (row t predicts token t+2) instead of the main ones.
+    `progress` advances by each decoder layer's bytes as it completes."""
     model = Model(_source(source))
     ids = model.check_tokens(tokens if tokens is not None
                              else default_tokens(model.config.vocab_size)).tolist()
-    if mtp:
-        hidden = model.forward(ids, model.config.num_hidden_layers)
-        return ForwardResult(model.mtp_logits(ids, model.final_norm(hidden)), "mtp_logits", ids)
-    return ForwardResult(model.forward(ids, layers),
-                         "logits" if layers is None else "hidden_states", ids)
+    watch = _LayerProgress(progress, model.config, None if mtp else layers, "forward")
+    try:
+        if mtp:
+            hidden = _run_layers(model, ids, model.config.num_hidden_layers, watch)
+            return ForwardResult(model.mtp_logits(ids, model.final_norm(hidden)), "mtp_logits",
+                                 ids)
+        return ForwardResult(_run_layers(model, ids, layers, watch),
+                             "logits" if layers is None else "hidden_states", ids)
+    finally:
+        watch.finish()
 
 
 def forward(source: str | Path | TensorSource, tokens: Sequence[int] | None = None,
-            layers: int | None = None) -> np.ndarray:
+            layers: int | None = None, *, progress: Progress | None = None) -> np.ndarray:
     """Float32 logits [T, vocab]; with `layers`, the hidden states [T, hidden] after them.
 
     Args:
@@ -112,8 +161,9 @@ def forward(source: str | Path | TensorSource, tokens: Sequence[int] | None = No
         tokens: token ids at positions 0..T-1; `default_tokens(vocab)` when None.
         layers: stop after this many decoder layers (no final norm, no lm_head); only
             those layers' tensors are read.
+        progress: advances by each decoder layer's bytes as it completes.
     """
-    return forward_outputs(source, tokens, layers).array
+    return forward_outputs(source, tokens, layers, progress=progress).array
 
 
 def load_reference_outputs(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
@@ -256,7 +306,8 @@ def verify(candidate: str | Path | TensorSource,
            reference: str | Path | TensorSource | np.ndarray,
            tokens: Sequence[int] | None = None, *, layers: int | None = None,
            atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
-           reference_label: str | None = None) -> VerifyReport:
+           reference_label: str | None = None, progress: Progress | None = None
+           ) -> VerifyReport:
     """Run `candidate` and compare it with `reference` on the same tokens.
 
     Args:
@@ -267,6 +318,7 @@ def verify(candidate: str | Path | TensorSource,
         layers: compare the hidden states after this many layers instead of logits.
         atol, rtol: per-element tolerance, see the module docstring.
         reference_label: how to name an in-memory reference in the report.
+        progress: advances by each decoder layer's bytes (both models') as it completes.
 
     Returns:
         A `VerifyReport`; `ok` is False when any compared tensor leaves the tolerance, and
@@ -290,7 +342,11 @@ def verify(candidate: str | Path | TensorSource,
         if reference.shape != (len(ids), width):
             raise ShapeMismatchError(f"{ref_label}: expected {output} of shape "
                                      f"{[len(ids), width]}, found {list(reference.shape)}")
-        cand = cand_model.forward(ids, layers)
+        watch = _LayerProgress(progress, config, layers, "verify")
+        try:
+            cand = _run_layers(cand_model, ids, layers, watch)
+        finally:
+            watch.finish()
         ref = reference.astype(np.float32)
     else:
         kind = "checkpoint"
@@ -300,8 +356,13 @@ def verify(candidate: str | Path | TensorSource,
         diffs = _config_differences(config, ref_model.config)
         cand = ref = None
         pairs = zip(cand_model.hidden_states(ids, layers), ref_model.hidden_states(ids, layers))
-        for (layer, cand), (_, ref) in pairs:
-            stages.append(_compare(f"layer {layer}", layer, cand, ref, atol, rtol))
+        watch = _LayerProgress(progress, config, layers, "verify", models=2)
+        try:
+            for (layer, cand), (_, ref) in pairs:
+                stages.append(_compare(f"layer {layer}", layer, cand, ref, atol, rtol))
+                watch.layer_done(layer)
+        finally:
+            watch.finish()
         if cand is None:  # layers == 0
             cand, ref = cand_model.forward(ids, 0), ref_model.forward(ids, 0)
         if layers is None:

@@ -76,3 +76,19 @@ def test_no_bar_off_a_terminal_unless_asked(make_ckpt, tmp_path, run_cli, monkey
 def _headers(ckpt) -> int:
     with Checkpoint(ckpt) as ck:
         return sum(ck.header(s).data_offset for s in ck.shard_names)
+
+
+def test_forward_and_verify_advance_layer_by_layer(make_ckpt):
+    src = make_ckpt("v2-lite")
+    layers = Checkpoint(src).config.num_hidden_layers
+    progress = Recorder()
+    logits = ckpt_tools.forward(src, [0, 1, 2], progress=progress)
+    (total, label), = progress.starts
+    assert label == "forward" and len(progress.steps) == layers
+    assert sum(progress.steps) == total > 0 and progress.finished == 1
+    progress = Recorder()
+    assert ckpt_tools.verify(src, src, [0, 1, 2], progress=progress).ok
+    assert len(progress.steps) == layers and sum(progress.steps) == progress.starts[0][0]
+    progress = Recorder()
+    assert ckpt_tools.verify(src, logits, [0, 1, 2], progress=progress).ok
+    assert sum(progress.steps) == progress.starts[0][0] == total

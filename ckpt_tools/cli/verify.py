@@ -10,7 +10,7 @@ import numpy as np
 
 from ..verify import (DEFAULT_ATOL, DEFAULT_RTOL, ForwardReport, forward_outputs,
                       load_reference_outputs, verify as run_verify)
-from .conventions import json_mode, note, standard_options
+from .conventions import json_mode, note, progress, standard_options
 from .plotting import plot_option, save_plot
 from .render import emit_json, say, table
 
@@ -60,7 +60,7 @@ def forward(ckpt, tokens, layers, mtp, out):
     write float32 logits [T, vocab], or hidden states [T, hidden] with --layers."""
     if mtp and layers is not None:
         raise click.UsageError("--mtp runs the whole model; it cannot be combined with --layers")
-    result = forward_outputs(ckpt, tokens, layers, mtp=mtp)
+    result = forward_outputs(ckpt, tokens, layers, mtp=mtp, progress=progress())
     out = Path(out)
     _save(out, result)
     report = ForwardReport(path=str(out), output=result.output, shape=list(result.array.shape),
@@ -94,13 +94,15 @@ def verify(ctx, ckpt, against, ref_path, tokens, layers, atol, rtol, plot_path):
     if (against is None) == (ref_path is None):
         raise click.UsageError("give exactly one of --against OTHER or --logits REF.npy")
     if against is not None:
-        report = run_verify(ckpt, against, tokens, layers=layers, atol=atol, rtol=rtol)
+        report = run_verify(ckpt, against, tokens, layers=layers, atol=atol, rtol=rtol,
+                            progress=progress())
     else:
         ref, ref_tokens = load_reference_outputs(ref_path)
         if tokens is not None and ref_tokens is not None and tokens != ref_tokens:
             raise click.UsageError(f"--tokens differ from the tokens stored in {ref_path}")
         report = run_verify(ckpt, ref, tokens if tokens is not None else ref_tokens,
-                            layers=layers, atol=atol, rtol=rtol, reference_label=ref_path)
+                            layers=layers, atol=atol, rtol=rtol, reference_label=ref_path,
+                            progress=progress())
     if json_mode():
         emit_json(report)
     else:

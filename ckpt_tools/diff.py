@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from .arch_figures import DEFAULT_CONTEXT, ArchFigures, RoutingSemantics, arch_figures
-from .errors import ARGUMENT_PLACEHOLDER, ArgumentError, ConfigError
+from .errors import ARGUMENT_PLACEHOLDER, ArgumentError
 from .index import SINGLE_FILE
 from .progress import Progress
 from .sources import ConfigSource, resolve_config
@@ -199,7 +199,8 @@ class DiffReport(BaseModel):
     summary: str
     context: int = Field(description="Tokens attended to, for attention FLOPs and KV totals")
 
-    @computed_field(description="Always true: differences are findings, not failures (bad input raises)")
+    @computed_field(description="Always true: differences are findings, not failures "
+                                "(bad input raises)")
     @property
     def ok(self) -> bool:
         return True
@@ -511,8 +512,8 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         DiffReport (B relative to A: ratios are B / A).
 
     Raises:
-        ConfigError: an input is not a preset/config/checkpoint, or --values without two
-            checkpoint directories.
+        ConfigError: an input is not a preset/config/checkpoint.
+        ArgumentError: `values` without two checkpoint directories.
         FormatError, MissingTensorError: a broken checkpoint.
     """
     src_a, src_b = resolve_config(a), resolve_config(b)

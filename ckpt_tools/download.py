@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from . import hub
 from .checkpoint import Checkpoint
-from .errors import ARGUMENT_PLACEHOLDER, ArgumentError, ConfigError, FormatError, HubError, MissingTensorError, VerificationError
+from .errors import (ARGUMENT_PLACEHOLDER, ArgumentError, ConfigError, FormatError, HubError,
+                     MissingTensorError, VerificationError)
 from .index import INDEX_FILE, SINGLE_FILE, read_index
 from .manifest import (MANIFEST_FILE, Manifest, ManifestEntry, read_manifest, sha256_file,
                        write_manifest)
@@ -129,7 +130,8 @@ class DownloadReport(BaseModel):
     manifest: str | None
     notes: list[str] = []
 
-    @computed_field(description="Every file verified and every fetched shard matches the tensor plan")
+    @computed_field(description="Every file verified and every fetched shard matches the "
+                                "tensor plan")
     @property
     def ok(self) -> bool:
         tensors_ok = self.tensor_check is None or not self.tensor_check.problems

@@ -188,7 +188,8 @@ def check_repo_id(repo_id: str) -> None:
         validate_repo_id(repo_id)
     except HFValidationError as e:
         raise ArgumentError(f"{repo_id!r} is not a Hub repository id like "
-                            f"'deepseek-ai/DeepSeek-V3': {_first_line(e).split(' Use `repo_type`')[0]}") from None
+                            f"'deepseek-ai/DeepSeek-V3': "
+                            f"{_first_line(e).split(' Use `repo_type`')[0]}") from None
 
 
 def _status(e: HfHubHTTPError) -> int | None:

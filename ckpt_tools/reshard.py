@@ -45,7 +45,8 @@ REPLICA_CHUNK_MIN = 1 << 20
 KERNEL_COPY_MIN_RUN = 512  # shorter runs are cut from whole rows in memory instead
 
 __all__ = ["reshard", "reshard_by_size", "to_deepseek_mp", "from_deepseek_mp", "iter_layout",
-           "execute_plan", "plan_reshard", "ReshardReport", "Coverage", "REPORT_FILE", "report_file",
+           "execute_plan", "plan_reshard", "ReshardReport", "Coverage", "REPORT_FILE",
+           "report_file",
            "DEFAULT_MAX_SHARD_SIZE"]
 
 
@@ -109,7 +110,8 @@ class ReshardReport(_Report):
                        "not in the report file)")
     seconds: float = Field(0.0, description="Wall time of the run (not in the report file)")
 
-    @computed_field(description="Every source element accounted for exactly once (coverage.complete)")
+    @computed_field(description="Every source element accounted for exactly once "
+                                "(coverage.complete)")
     @property
     def ok(self) -> bool:
         return self.coverage.complete

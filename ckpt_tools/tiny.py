@@ -104,7 +104,8 @@ def value_chunks(spec: TensorSpec, seed: int,
     else:
         offset, std = 0.0, shape[1] ** -0.5
     row_elements = math.prod(shape[1:])
-    rows = max(rows_multiple, CHUNK_ELEMENTS // max(row_elements, 1) // rows_multiple * rows_multiple)
+    rows = CHUNK_ELEMENTS // max(row_elements, 1) // rows_multiple * rows_multiple
+    rows = max(rows_multiple, rows)
     for start in range(0, shape[0], rows):
         draw = rng.normal(offset, std, (min(rows, shape[0] - start), *shape[1:]))
         yield draw.astype(np.float32)

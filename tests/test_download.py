@@ -454,3 +454,21 @@ def test_progress_sink_counts_xet_bytes_once():
             total_bytes_completion_rate=1.0, total_transfer_bytes_completion_rate=1.0))
     reporter.close()
     assert sum(got) == 100
+
+
+def test_hf_flags_token_cache_dir_and_max_workers(hub, sources, tmp_path, run_cli):
+    """`hf download`'s names: --token instead of HF_TOKEN, --cache-dir instead of
+    HF_HUB_CACHE, --max-workers (and its alias --workers), -q."""
+    hub.add_commit("org/gated2", sources / "v3-seed0", gated=True)
+    cache = tmp_path / "my-cache"
+    r = run_cli("download", "org/gated2", "--config-only", "--cache-dir", cache,
+                "--token", hub.token, "--max-workers", "2", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr == ""  # -q: no notes, no bar
+    assert all(g.authorized for g in hub.gets())
+    snapshots = list(cache.glob("models--org--gated2/snapshots/*/config.json"))
+    assert len(snapshots) == 1
+    assert not (tmp_path / "hf-home" / "hub" / "models--org--gated2").exists()
+    r = run_cli("download", "org/gated2", "--config-only", "--cache-dir", cache,
+                "--token", hub.token, "--workers", "1", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["ok"] is True

@@ -51,7 +51,8 @@ def test_library_errors_name_arguments_and_the_cli_names_flags(make_ckpt, tmp_pa
     r = run_cli("reshard", src, tmp_path / "busy", "--max-shard-size", "1MB", "--json")
     assert r.exit_code == 1
     doc = json.loads(r.stdout)
-    assert doc["error"]["code"] == "output" and "pass --overwrite to replace" in doc["error"]["message"]
+    assert doc["error"]["code"] == "output"
+    assert "pass --overwrite to replace" in doc["error"]["message"]
 
 
 def test_model_parallel_directories_and_index_paths(make_ckpt, tmp_path, run_cli):

@@ -85,7 +85,8 @@ class BarProgress:
 
         self.finish()
         self.bar = tqdm(total=max(total, 0), desc=label, unit="B", unit_scale=True,
-                        unit_divisor=1000, delay=self.delay, file=sys.stderr, leave=not sys.stderr.isatty(),
+                        unit_divisor=1000, delay=self.delay, file=sys.stderr,
+                        leave=not sys.stderr.isatty(),  # a log keeps the final line
                         dynamic_ncols=True, mininterval=0.2)
 
     def advance(self, amount: int) -> None:

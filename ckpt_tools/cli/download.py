@@ -73,7 +73,8 @@ def download(repo_id, revision, local_dir, include, exclude, layers, config_only
     """Download a checkpoint from the Hugging Face Hub, or only part of it, and verify it.
 
     Honours HF_ENDPOINT, HF_TOKEN, HF_HOME and HF_HUB_CACHE; with HF_HUB_OFFLINE=1 it
-    stops and says so (a download must ask the Hub for the file list). Every file is checked against the Hub's
+    stops and says so (a download must ask the Hub for the file list). Every file is
+    checked against the Hub's
     SHA-256 (LFS) or git blob id, the shards' headers against the tensor plan of
     config.json, and ckpt-manifest.json is written for `ckpt validate --checksums`.
     """

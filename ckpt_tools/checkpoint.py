@@ -23,25 +23,24 @@ from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, TensorPlan
 
 
+def checkpoint_dir(path: str | Path) -> Path:
+    """The checkpoint directory `path` names: itself, or the directory of an index file."""
+    path = Path(path)
+    return path.parent if path.name == INDEX_FILE and path.is_file() else path
+
+
 class Checkpoint:
     """Read-only view of a checkpoint directory."""
 
     def __init__(self, path: str | Path):
         """`path`: the checkpoint directory, or its index file (as `validate` accepts)."""
-        path = Path(path)
-        self.dir = path.parent if path.name == INDEX_FILE and path.is_file() else path
+        self.dir = checkpoint_dir(path)
         if not self.dir.exists():
             raise FormatError(f"{self.dir}: no such directory")
         if not self.dir.is_dir():
             hint = (f"; pass its checkpoint directory {self.dir.parent}"
                     if self.dir.suffix == ".safetensors" else "")
             raise FormatError(f"{self.dir}: not a checkpoint directory{hint}")
-        if not (self.dir / INDEX_FILE).is_file() and not (self.dir / SINGLE_FILE).is_file() \
-                and any(self.dir.glob(MP_FILE_GLOB)):
-            raise FormatError(f"{self.dir}: holds DeepSeek's model-parallel layout "
-                              f"(model{{i}}-mp{{N}}.safetensors); convert it to the HF layout "
-                              f"first: `ckpt reshard SRC DST --to hf` (Python: "
-                              f"reshard(src, dst, to='hf'))")
         self._readers: dict[str, SafetensorsReader] = {}
 
     def __enter__(self) -> Checkpoint:
@@ -91,6 +90,11 @@ class Checkpoint:
             names = self.header(SINGLE_FILE).entries
             return ShardIndex({n: SINGLE_FILE for n in names},
                               sum(e.nbytes for e in names.values()))
+        if any(self.dir.glob(MP_FILE_GLOB)):  # name the command that reads this layout
+            raise FormatError(f"{self.dir}: holds DeepSeek's model-parallel layout "
+                              f"(model{{i}}-mp{{N}}.safetensors); convert it to the HF layout "
+                              f"first: `ckpt reshard SRC DST --to hf` (Python: "
+                              f"reshard(src, dst, to='hf'))")
         raise FormatError(f"{self.dir}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
 
     @property

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, checkpoint_dir
 from .dtypes import itemsize
 from .errors import (ARGUMENT_PLACEHOLDER, FormatError, MissingTensorError, ShapeMismatchError,
                      UnexpectedTensorError, VerificationError)
@@ -167,7 +167,7 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         FormatError, MissingTensorError, UnexpectedTensorError, ShapeMismatchError: the
             source does not match its config's tensor plan.
     """
-    src = Path(src)
+    src = checkpoint_dir(src)  # a directory, or its index file
     if to_hf:
         return _plan_from_mp(src, max_shard_size or DEFAULT_MAX_SHARD_SIZE, config)
     if (max_shard_size is None) == (model_parallel is None):

@@ -100,3 +100,18 @@ def test_download_speaks_hf_flags(run_cli):
     r = run_cli("download", "--help")
     for flag in ("--token", "--cache-dir", "--quiet", "--max-workers", "--workers"):
         assert flag in r.stdout, flag
+
+
+def test_an_index_path_works_wherever_a_directory_does(make_ckpt, tmp_path):
+    src = make_ckpt("v2-lite")
+    index = src / "model.safetensors.index.json"
+    assert ckpt_tools.reshard(index, tmp_path / "r", max_shard_size="300KB").ok
+    assert ckpt_tools.validate(index).ok
+    assert ckpt_tools.info(index).files is not None
+
+
+def test_diff_still_compares_the_config_of_a_model_parallel_directory(make_ckpt, tmp_path):
+    ckpt_tools.reshard(make_ckpt("v2-lite"), tmp_path / "mp", to="deepseek-mp", model_parallel=2)
+    assert ckpt_tools.diff(tmp_path / "mp", "v2-lite").a.kind == "checkpoint"
+    with pytest.raises(FormatError, match="reshard SRC DST --to hf"):
+        ckpt_tools.info(tmp_path / "mp")

@@ -19,8 +19,8 @@ from typing import Literal, NamedTuple
 
 from .checkpoint import Checkpoint, checkpoint_dir
 from .dtypes import itemsize
-from .errors import (ARGUMENT_PLACEHOLDER, FormatError, MissingTensorError, ShapeMismatchError,
-                     UnexpectedTensorError, VerificationError)
+from .errors import (ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, MissingTensorError,
+                     ShapeMismatchError, UnexpectedTensorError, VerificationError)
 from .index import INDEX_FILE, SINGLE_FILE, shard_file_name
 from .mp_layout import MP_FILE_GLOB, MP_FILE_RE, MpCheckpoint, MpLayout
 from .tensor_plan import TensorPlan, TensorSpec
@@ -171,7 +171,7 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
     if to_hf:
         return _plan_from_mp(src, max_shard_size or DEFAULT_MAX_SHARD_SIZE, config)
     if (max_shard_size is None) == (model_parallel is None):
-        raise ValueError("pass exactly one of max_shard_size, model_parallel, to_hf")
+        raise ArgumentError("pass exactly one of max_shard_size, model_parallel, to_hf")
     if src.is_dir() and any(MP_FILE_RE.fullmatch(p.name) for p in src.glob(MP_FILE_GLOB)) \
             and not (src / INDEX_FILE).is_file() and not (src / SINGLE_FILE).is_file():
         raise FormatError(f"{src}: holds DeepSeek's model-parallel layout "

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from . import dtypes
 from .dtypes import ITEMSIZES, dtype_name
-from .errors import FormatError, MissingTensorError
+from .errors import ArgumentError, FormatError, MissingTensorError
 from .fault_injection import crash_point
 from .parallel import report_bytes
 
@@ -304,7 +304,7 @@ class SafetensorsReader:
         """Bytes [start, stop) of one tensor's data, read with pread (no mmap)."""
         e = self.header[name]
         if not 0 <= start <= stop <= e.nbytes:
-            raise ValueError(f"{self.path}: tensor '{name}': byte range [{start}, {stop}) outside "
+            raise ArgumentError(f"{self.path}: tensor '{name}': byte range [{start}, {stop}) outside "
                              f"its {e.nbytes} bytes")
         fd, base = self._fileno(), self.header.data_offset + e.start
         pos, end, parts = base + start, base + stop, []
@@ -327,7 +327,7 @@ class SafetensorsReader:
         """
         e = self.header[name]
         if not (0 <= dim < len(e.shape) and 0 <= start <= stop <= e.shape[dim]):
-            raise ValueError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
+            raise ArgumentError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
                              f"outside shape {list(e.shape)}")
         inner = math.prod(e.shape[dim + 1:]) * ITEMSIZES[e.dtype]  # bytes per index on dim
         outer = math.prod(e.shape[:dim])
@@ -377,7 +377,7 @@ class SafetensorsReader:
             return
         stop = e.shape[dim] if stop is None else stop
         if not (0 <= dim < len(e.shape) and 0 <= start <= stop <= e.shape[dim]):
-            raise ValueError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
+            raise ArgumentError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
                              f"outside shape {list(e.shape)}")
         inner = math.prod(e.shape[dim + 1:]) * ITEMSIZES[e.dtype]
         outer, row, run = math.prod(e.shape[:dim]), e.shape[dim] * inner, (stop - start) * inner
@@ -399,7 +399,7 @@ class SafetensorsReader:
         e = self.header[name]
         rows = e.shape[0] if e.shape else 1
         if not 0 <= start <= stop <= rows:
-            raise ValueError(f"{self.path}: tensor '{name}': rows [{start}, {stop}) outside [0, {rows})")
+            raise ArgumentError(f"{self.path}: tensor '{name}': rows [{start}, {stop}) outside [0, {rows})")
         import numpy as np
 
         dtype = dtypes.DTYPES[e.dtype].numpy

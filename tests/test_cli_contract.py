@@ -180,3 +180,13 @@ def test_a_pipe_closed_before_any_output_is_exit_141_and_silent():
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
     os.close(write_end)
     assert proc.returncode == EXIT_PIPE_CLOSED and proc.stderr == ""
+
+
+@pytest.mark.parametrize("no_color", ["", "1"])
+def test_no_escape_sequences_for_colour(world, tmp_path, no_color):
+    """Nothing is coloured (so NO_COLOR is honoured trivially), not even a forced bar."""
+    root, _ = world
+    r = CliRunner().invoke(cli, ["upcast", str(root / "fp8"), str(tmp_path / "out")],
+                           env={"NO_COLOR": no_color, "CKPT_PROGRESS": "1", "COLUMNS": "80"})
+    assert r.exit_code == 0, r.stderr
+    assert "upcast" in r.stderr and "\x1b[" not in r.stdout + r.stderr

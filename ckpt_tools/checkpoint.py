@@ -16,24 +16,34 @@ from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
 from .dtypes import FP8_DTYPES
 from .errors import ConfigError, FormatError, MissingTensorError
 from .fp8 import dequantize
-from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
+from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, TensorPlan
 
 
+def checkpoint_dir(path: str | Path) -> Path:
+    """The checkpoint directory `path` names: itself, or the directory of an index file."""
+    path = Path(path)
+    return path.parent if path.name == INDEX_FILE and path.is_file() else path
+
+
 class Checkpoint:
     """Read-only view of a checkpoint directory."""
 
-    def __init__(self, path: str | Path, config: DeepseekV2Config | DeepseekV3Config | None = None):
-        """`config`: one the caller already read (e.g. leniently, to describe it); by default
+    def __init__(self, path: str | Path,
+                 config: DeepseekV2Config | DeepseekV3Config | None = None):
+        """`path`: the checkpoint directory, or its index file (as `validate` accepts).
+        `config`: one the caller already read (e.g. leniently, to describe it); by default
         DIR/config.json, read strictly on first use."""
-        self.dir = Path(path)
+        self.dir = checkpoint_dir(path)
         if not self.dir.exists():
             raise FormatError(f"{self.dir}: no such directory")
         if not self.dir.is_dir():
-            raise FormatError(f"{self.dir}: not a directory")
+            hint = (f"; pass its checkpoint directory {self.dir.parent}"
+                    if self.dir.suffix == ".safetensors" else "")
+            raise FormatError(f"{self.dir}: not a checkpoint directory{hint}")
         self._readers: dict[str, SafetensorsReader] = {}
         if config is not None:
             self.__dict__["config"] = config  # fills the cached property
@@ -85,6 +95,11 @@ class Checkpoint:
             names = self.header(SINGLE_FILE).entries
             return ShardIndex({n: SINGLE_FILE for n in names},
                               sum(e.nbytes for e in names.values()))
+        if any(self.dir.glob(MP_FILE_GLOB)):  # name the command that reads this layout
+            raise FormatError(f"{self.dir}: holds DeepSeek's model-parallel layout "
+                              f"(model{{i}}-mp{{N}}.safetensors); convert it to the HF layout "
+                              f"first: `ckpt reshard SRC DST --to hf` (Python: "
+                              f"reshard(src, dst, to='hf'))")
         raise FormatError(f"{self.dir}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
 
     @property

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, checkpoint_dir
 from .dtypes import itemsize
-from .errors import (FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError,
-                     VerificationError)
+from .errors import (ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, MissingTensorError,
+                     ShapeMismatchError, UnexpectedTensorError, VerificationError)
 from .index import INDEX_FILE, SINGLE_FILE, shard_file_name
 from .mp_layout import MP_FILE_GLOB, MP_FILE_RE, MpCheckpoint, MpLayout
 from .tensor_plan import TensorPlan, TensorSpec
@@ -167,15 +167,16 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         FormatError, MissingTensorError, UnexpectedTensorError, ShapeMismatchError: the
             source does not match its config's tensor plan.
     """
-    src = Path(src)
+    src = checkpoint_dir(src)  # a directory, or its index file
     if to_hf:
         return _plan_from_mp(src, max_shard_size or DEFAULT_MAX_SHARD_SIZE, config)
     if (max_shard_size is None) == (model_parallel is None):
-        raise ValueError("pass exactly one of max_shard_size, model_parallel, to_hf")
+        raise ArgumentError("pass exactly one of max_shard_size, model_parallel, to_hf")
     if src.is_dir() and any(MP_FILE_RE.fullmatch(p.name) for p in src.glob(MP_FILE_GLOB)) \
             and not (src / INDEX_FILE).is_file() and not (src / SINGLE_FILE).is_file():
         raise FormatError(f"{src}: holds DeepSeek's model-parallel layout "
-                          f"(model{{i}}-mp{{N}}.safetensors); convert it back with --to hf first")
+                          f"(model{{i}}-mp{{N}}.safetensors); convert it back with "
+                          f"{ARGUMENT_PLACEHOLDER} first", argument="to", value="hf")
     with Checkpoint(src) as ckpt:
         plan, sources = _hf_source(ckpt)
         where = ckpt.index.weight_map

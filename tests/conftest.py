@@ -11,6 +11,10 @@ from click.testing import CliRunner
 from ckpt_tools.cli import cli
 from ckpt_tools.tiny import make_tiny
 
+# Why a test that compares with torch/transformers skipped, in words a newcomer can act on.
+NEEDS_REFERENCE = ("needs the reference extra (torch, transformers): "
+                   "pip install -e '.[test,reference]'")
+
 
 @pytest.fixture
 def make_ckpt(tmp_path):

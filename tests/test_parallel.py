@@ -5,6 +5,7 @@ executor's missing-extra message."""
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import socket
 
@@ -70,4 +71,24 @@ def test_unknown_executor_and_missing_ray(monkeypatch):
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(MissingDependencyError, match=r"pip install 'ckpt-tools\[ray\]'"):
+        run_jobs(square, [Job("x", 1, (1,))], executor="ray")
+
+
+def test_missing_ray_through_the_cli_is_one_json_error_naming_the_option(
+        make_ckpt, tmp_path, run_cli, monkeypatch):
+    src = make_ckpt("v3", fp8=True)
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    r = run_cli("upcast", src, tmp_path / "out", "--executor", "ray", "--json")
+    assert r.exit_code == 1
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == "missing_dependency"
+    assert error["message"].startswith("--executor ray needs Ray")
+    with pytest.raises(MissingDependencyError, match=r"^executor='ray' needs Ray"):
         run_jobs(square, [Job("x", 1, (1,))], executor="ray")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import math
 import os
@@ -10,7 +11,6 @@ import os
 import numpy as np
 import pytest
 
-import ckpt_tools.reshard as reshard_mod
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.config import read_config_file
 from ckpt_tools.dtypes import DTYPES
@@ -19,10 +19,12 @@ from ckpt_tools.index import INDEX_FILE, SINGLE_FILE, read_index
 from ckpt_tools.mp_layout import MP_FAMILIES, MpCheckpoint, MpLayout
 from ckpt_tools.presets import all_presets, find_preset
 from ckpt_tools.reshard import (REPORT_FILE, ReshardReport, from_deepseek_mp, iter_layout,
-                                reshard_by_size, to_deepseek_mp)
+                                report_file, reshard_by_size, to_deepseek_mp)
 from ckpt_tools.reshard_plan import pack_by_size, plan_reshard, prove_coverage
 from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
 from ckpt_tools.tensor_plan import TensorPlan
+
+reshard_mod = importlib.import_module("ckpt_tools.reshard")  # ckpt_tools.reshard is the function
 
 # Tiny FP8 widths whose column/row splits fall on 128-wide scale blocks for N = 2, as V3's
 # do for N = 16 (the default tiny widths are below one block, so only N = 1 splits them).
@@ -292,7 +294,7 @@ def test_report_proves_coverage(make_ckpt, tmp_path):
     src = make_ckpt("v3", shards=2)
     n = 4
     report = to_deepseek_mp(src, tmp_path / "mp", n)
-    saved = ReshardReport.model_validate_json((tmp_path / "mp" / REPORT_FILE).read_text())
+    saved = ReshardReport.model_validate_json(report_file(tmp_path / "mp").read_text())
     assert saved == report.model_copy(update={"resumed_files": 0, "seconds": 0.0, "nodes": []})
     c = report.coverage
     with Checkpoint(src) as ck:
@@ -371,7 +373,7 @@ def test_resume_after_interruption_gives_identical_bytes(make_ckpt, tmp_path, mo
     assert report.resumed_files == 2
     assert (tmp_path / "resumed" / "model0-mp4.safetensors").stat().st_mtime_ns == first
     assert file_bytes(tmp_path / "resumed") == file_bytes(tmp_path / "clean")
-    a, b = (json.loads((tmp_path / d / REPORT_FILE).read_text()) for d in ("clean", "resumed"))
+    a, b = (json.loads(report_file(tmp_path / d).read_text()) for d in ("clean", "resumed"))
     assert {**a, "destination": None} == {**b, "destination": None}
 
 
@@ -418,7 +420,7 @@ def test_iter_slice_matches_numpy(tmp_path, shape, dtype):
                                         ("5GiB", 5 * 2**30), ("1.5gb", 1_500_000_000),
                                         ("123", 123), ("64KiB", 65536), ("2M", 2 * 10**6)])
 def test_size_parsing(text, value):
-    from ckpt_tools.cli.reshard import parse_size
+    from ckpt_tools.sizes import parse_size
     assert parse_size(text) == value
 
 
@@ -478,7 +480,7 @@ def test_every_output_passes_validate(make_ckpt, tmp_path, preset, fp8):
     to_deepseek_mp(src, tmp_path / "mp-mtp", 2, keep_mtp=True)
     for out in ("size", "mp", "back", "mp-mtp"):
         report = validate(tmp_path / out, deep=True)
-        assert report.passed(strict=True), (out, report.findings)
+        assert report.ok and not report.warnings, (out, report.findings)
         assert "plan" in report.checks
 
 

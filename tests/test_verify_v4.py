@@ -133,7 +133,7 @@ def test_a_corrupted_fp4_expert_fails_naming_its_layer_position_and_stream(
     assert report["stages"][0]["within_tolerance"]
     human = run_cli("verify", bad, "--against", upcast, "--tokens", TOKEN_ARG)
     assert f"layer 1 (residual stream {d['stream']}) diverges first, at position {first}" in (
-        human.stderr)
+        human.stdout)
 
 
 def test_a_corrupted_hc_attn_fn_fails_at_its_layer(checkpoints, run_cli, tmp_path):

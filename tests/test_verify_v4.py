@@ -15,9 +15,11 @@ import pytest
 
 from ckpt_tools.reference import deepseek_v4
 from ckpt_tools.reference.v4_checkpoint import V4Checkpoint, hf_name
+from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.verify import forward, open_tensor_source, reference_model, verify
 
 sys.path.insert(0, str(Path(__file__).parent))
+from test_progress import Recorder  # noqa: E402
 from v4_tiny import (hf_tensors, hub_config, hub_tensors, quantize_fp4,  # noqa: E402
                      quantized_tensors, stored_dtype, write_checkpoint)
 
@@ -167,6 +169,28 @@ def test_forward_writes_streams_logits_and_mtp_and_verify_reads_them(checkpoints
     assert r.exit_code == 0, r.stderr
     assert json.loads(r.stdout)["output"] == "mtp_logits"
     assert np.load(mtp).shape == (19, CONFIG["vocab_size"])
+
+
+@pytest.mark.parametrize("which", [0, 2])  # released (Hub names, FP8/FP4), transformers names
+def test_v4_forward_and_verify_advance_layer_by_layer_in_stored_bytes(checkpoints, which):
+    source, upcast = checkpoints[which], checkpoints[1]
+    layers = CONFIG["num_hidden_layers"]
+    stored = {}
+    for shard in sorted(source.glob("*.safetensors")):
+        for name, entry in read_header(shard).entries.items():
+            if not name.startswith("mtp.") and any(f"layers.{i}." in name for i in range(layers)):
+                stored[name] = entry.nbytes
+    progress = Recorder()
+    logits = forward(source, TOKENS, progress=progress)
+    (total, label), = progress.starts
+    assert label == "forward" and len(progress.steps) == layers and progress.finished == 1
+    assert sum(progress.steps) == total == sum(stored.values())
+    progress = Recorder()
+    assert verify(source, upcast, TOKENS, progress=progress).ok
+    assert len(progress.steps) == layers and sum(progress.steps) == progress.starts[0][0] > 0
+    progress = Recorder()
+    assert verify(source, logits, TOKENS, progress=progress).ok
+    assert sum(progress.steps) == progress.starts[0][0] == total
 
 
 @pytest.mark.reference

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from conftest import NEEDS_REFERENCE
 from ckpt_tools.config import parse_config
 from ckpt_tools.config_layouts import edit_distance, to_inference_layout
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
@@ -144,7 +145,7 @@ def test_wrapped_language_model():
 
 @pytest.mark.reference
 def test_transformers_5_default_v2_saved_is_read(tmp_path):
-    transformers = pytest.importorskip("transformers")
+    transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     transformers.DeepseekV2Config(num_experts_per_tok=6).save_pretrained(tmp_path)
     cfg = parse_config(json.loads((tmp_path / "config.json").read_text()))
     assert cfg.reading.layout == "transformers-5"

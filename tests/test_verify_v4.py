@@ -13,6 +13,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from conftest import NEEDS_REFERENCE
 from ckpt_tools.reference import deepseek_v4
 from ckpt_tools.reference.v4_checkpoint import V4Checkpoint, hf_name
 from ckpt_tools.safetensors_io import read_header
@@ -196,8 +197,8 @@ def test_v4_forward_and_verify_advance_layer_by_layer_in_stored_bytes(checkpoint
 @pytest.mark.reference
 def test_hf_names_are_transformers_own(checkpoints):
     """Every non-expert Hub name maps to a parameter of transformers' model."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
+    transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     from ckpt_tools.reference.v4_checkpoint import load_config
 
     released, _, _ = checkpoints

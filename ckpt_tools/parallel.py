@@ -44,7 +44,7 @@ WORKER_MEMORY = 192 << 20
 
 class Job(NamedTuple):
     label: str  # what the job writes or reads (for errors)
-    nbytes: int  # bytes it processes (progress, per-node totals)
+    nbytes: int  # bytes it writes, or reads if it writes nothing (progress, per-node totals)
     args: tuple
     memory: int = WORKER_MEMORY  # bytes it holds at most, worker included (Ray's `memory`)
     resources: dict[str, float] | None = None  # custom Ray resources it must run on
@@ -57,7 +57,8 @@ class NodeWork(BaseModel):
     node: str = Field(description="Ray node id, or this host's name for the local executor")
     address: str = Field(description="The node's IP address (host name locally)")
     jobs: int
-    bytes: int = Field(description="Bytes the node's jobs processed (read)")
+    bytes: int = Field(description="Bytes the node's jobs processed: written by writers "
+                                   "(upcast, quantize, reshard), read by validate")
     seconds: float = Field(description="Sum of the node's job wall times")
     files: list[str] = Field(description="The files its jobs wrote (or read), in job order")
 

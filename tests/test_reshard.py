@@ -517,3 +517,20 @@ def test_ranks_write_only_those_ranks_files(make_ckpt, tmp_path, run_cli):
     bad = run_cli("reshard", src, tmp_path / "bad", "--to", "deepseek-mp", "--model-parallel",
                   "4", "--rank-resource", "rank")
     assert bad.exit_code == 2 and "--executor ray" in bad.output
+
+
+def test_the_public_reshard_call_takes_ranks_and_refuses_them_elsewhere(make_ckpt, tmp_path):
+    import ckpt_tools
+    from ckpt_tools.errors import ArgumentError
+
+    src = make_ckpt("v3", shards=2)
+    report = ckpt_tools.reshard(src, tmp_path / "some", to="deepseek-mp", model_parallel=4,
+                                ranks=[2], workers=1)
+    assert report.ok and report.ranks == [2]
+    assert [p.name for p in (tmp_path / "some").glob("*.safetensors")] == ["model2-mp4.safetensors"]
+    for wrong in (dict(max_shard_size="1MB", ranks=[0]),
+                  dict(max_shard_size="1MB", rank_resource="rank"),
+                  dict(to="deepseek-mp", model_parallel=4, rank_resource="rank")):
+        with pytest.raises(ArgumentError, match="rank"):
+            ckpt_tools.reshard(src, tmp_path / "bad", **wrong)
+        assert not (tmp_path / "bad").exists()

@@ -16,7 +16,7 @@ from .config import Config, read_config_file
 from .dtypes import FP8_DTYPES
 from .errors import CkptError, ConfigError, FormatError, MissingTensorError
 from .fp8 import dequantize, dequantize_rows
-from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
+from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index
 from .reader_pool import PooledFiles, ReaderPool
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
@@ -24,17 +24,34 @@ from .sources import CONFIG_FILE
 from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
 
 
+def checkpoint_dir(path: str | Path) -> Path:
+    """The checkpoint directory `path` names: itself, or the directory of an index file."""
+    path = Path(path)
+    return path.parent if path.name == INDEX_FILE and path.is_file() else path
+
+
+def model_parallel_refusal(path: Path) -> FormatError:
+    """What a reader of the HF layout says about DeepSeek's model-parallel layout: the
+    command that converts it."""
+    return FormatError(f"{path}: holds DeepSeek's model-parallel layout "
+                       f"(model{{i}}-mp{{N}}.safetensors); convert it to the HF layout first: "
+                       f"`ckpt reshard SRC DST --to hf` (Python: reshard(src, dst, to='hf'))")
+
+
 class Checkpoint(PooledFiles):
     """Read-only view of a checkpoint directory."""
 
     def __init__(self, path: str | Path, config: Config | None = None):
-        """`config`: one the caller already read (e.g. leniently, to describe it); by default
+        """`path`: the checkpoint directory, or its index file (as `validate` accepts).
+        `config`: one the caller already read (e.g. leniently, to describe it); by default
         DIR/config.json, read strictly on first use."""
-        self.dir = Path(path)
+        self.dir = checkpoint_dir(path)
         if not self.dir.exists():
             raise FormatError(f"{self.dir}: no such directory")
         if not self.dir.is_dir():
-            raise FormatError(f"{self.dir}: not a directory")
+            hint = (f"; pass its checkpoint directory {self.dir.parent}"
+                    if self.dir.suffix == ".safetensors" else "")
+            raise FormatError(f"{self.dir}: not a checkpoint directory{hint}")
         self._readers = ReaderPool(self.dir, self.shard_path)
         if config is not None:
             self.__dict__["config"] = config  # fills the cached property
@@ -90,6 +107,8 @@ class Checkpoint(PooledFiles):
             names = self.header(SINGLE_FILE).entries
             return ShardIndex({n: SINGLE_FILE for n in names},
                               sum(e.nbytes for e in names.values()))
+        if any(self.dir.glob(MP_FILE_GLOB)):
+            raise model_parallel_refusal(self.dir)
         raise FormatError(f"{self.dir}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
 
     @property

@@ -442,6 +442,8 @@ def parse_config(raw: Any, *, source: str = "config",
 
 def read_config_file(path: str | Path, *,
                      lenient: bool = False) -> Config:
+    """Parse a config.json file (ConfigError naming the file when unreadable or invalid);
+    `lenient` as in `parse_config`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

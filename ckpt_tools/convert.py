@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from . import __version__, fp8, part_writer
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, model_parallel_refusal
 from .convert_jobs import (PART_BYTES, ShardJob, TensorOp, call, job_memory, split_file,
                            write_file, write_part)
 from .dtypes import FP8_DTYPES, itemsize
-from .errors import FormatError, UnexpectedTensorError
+from .errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
 from .index import (INDEX_FILE, ShardIndex, pack_greedy, shard_file_name, write_index,
                     write_json_atomic)
 from .inventory import Inspection, require
@@ -41,6 +41,7 @@ from .progress import Progress
 from .results import Result
 from .safetensors_io import TensorEntry
 from .side_files import copy_side_files
+from .sizes import Size, parse_size
 from .sources import CONFIG_FILE
 from .tensor_plan import TensorPlan, scale_name_for
 
@@ -89,11 +90,18 @@ class _WrittenCheckpoint(Result):
     side_files: list[str]
     seconds: float
     nodes: list[NodeWork] = Field(
-        default_factory=list, description="Per machine: the shards it wrote, bytes read, "
+        default_factory=list, description="Per machine: the shards it wrote, bytes written, "
                                           "seconds (Ray nodes with --executor ray)")
+
+    @computed_field(description="Always true: a conversion that fails raises and leaves no output")
+    @property
+    def ok(self) -> bool:
+        return True
 
 
 class UpcastReport(_WrittenCheckpoint):
+    """What `upcast` wrote; `ckpt upcast --json` prints exactly this."""
+
     dtype: UpcastDtype
     tensors: int = Field(description="Tensors in the output")
     dequantized: int = Field(description="FP8 weights dequantised with their scales")
@@ -103,6 +111,9 @@ class UpcastReport(_WrittenCheckpoint):
 
 
 class QuantizeReport(_WrittenCheckpoint):
+    """What `quantize` wrote, with the round-trip error per tensor; `ckpt quantize --json`
+    prints exactly this."""
+
     scale_fmt: ScaleFmt
     block: tuple[int, int]
     tensors: int = Field(description="Tensors in the output, scales included")
@@ -129,7 +140,7 @@ def _check_scale_values(ck: Checkpoint, scale: str) -> None:
         error = FormatError(f"{ck.shard_path(ck.locate(scale)[0])}: tensor '{scale}': scales "
                             f"must be finite and non-negative, found {values[~ok][0]} "
                             f"[scale-invalid]")
-        error.code = "scale-invalid"
+        error.finding = "scale-invalid"
         raise error
 
 
@@ -207,7 +218,9 @@ def _write_shards(out: OutputDir, src: str, plan: ConversionPlan, todo: list[Sha
         for j in todo:
             memory = job_memory(j, plan.block)
             if scale_fmt is not None:  # quantize: one job per file
-                args.append(Job(j.file, sum(op.src_bytes for op in j.ops),
+                out_bytes = sum(math.prod(s) * itemsize(d) for op in j.ops
+                                for _, d, s in op.out_specs(plan.block))
+                args.append(Job(j.file, out_bytes,
                                 (write_file, src, dst, j, plan.block, scale_fmt), memory))
                 files.append(j.file)
                 continue
@@ -215,7 +228,7 @@ def _write_shards(out: OutputDir, src: str, plan: ConversionPlan, todo: list[Sha
                                                    for s in op.out_specs(plan.block)])
             unfinished[j.file] = 0
             for pieces in split_file(j, plan.block, PART_BYTES):
-                args.append(Job(j.file, sum(p.src_bytes for p in pieces),
+                args.append(Job(j.file, sum(p.out_bytes for p in pieces),
                                 (write_part, src, dst, j.file, pieces, plan.block), memory))
                 files.append(j.file)
                 unfinished[j.file] += 1
@@ -294,7 +307,7 @@ def _with_dtype(raw: dict, dtype: str) -> dict:
 
 
 def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
-                max_shard_size: int | None = None) -> ConversionPlan:
+                max_shard_size: Size | None = None, allow_copy: bool = False) -> ConversionPlan:
     """Decide every output tensor of `upcast` and check the source; writes nothing.
 
     Raises:
@@ -303,19 +316,28 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
             finite and non-negative.
     """
     if dtype not in OUT_DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(OUT_DTYPES)}, found {dtype!r}")
+        raise ArgumentError(f"dtype must be one of {sorted(OUT_DTYPES)}, found {dtype!r}")
+    if max_shard_size is not None:
+        max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
     found = require(src, "upcast")
+    if found.kind == "mp":
+        raise model_parallel_refusal(found.root)
     with Checkpoint(src) as ck:
         ops, scales, block = _upcast_ops(ck, found, OUT_DTYPES[dtype])
+        if not allow_copy and all(op.kind == "copy" for op in ops):
+            raise UnexpectedTensorError(
+                f"{ck.dir}: no FP8 weight to dequantise{'' if dtype == 'bf16' else ' or widen'}: "
+                f"the output would be a copy of the source; pass {ARGUMENT_PLACEHOLDER} "
+                f"to write it anyway", argument="allow_copy")
         jobs, with_index = _group(ck, ops, block, max_shard_size)
         meta = dict(ck.index.metadata)
     return ConversionPlan(jobs, block, with_index, meta, scales)
 
 
 def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
-           workers: int | None = None, max_shard_size: int | None = None,
-           overwrite: bool = False, progress: Progress | None = None,
-           executor: ExecutorName = "local") -> UpcastReport:
+           workers: int | None = None, max_shard_size: Size | None = None,
+           overwrite: bool = False, allow_copy: bool = False,
+           progress: Progress | None = None, executor: ExecutorName = "local") -> UpcastReport:
     """Dequantise an FP8 checkpoint into a BF16 (or F32) one that loads as is.
 
     Every FP8 weight becomes dtype(float32(w) * scale_inv[i // bs, j // bs]), bit for bit
@@ -331,9 +353,12 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         dtype: "bf16" or "f32".
         workers: worker processes (default: the machine's cores, one below 1 GiB).
         max_shard_size: reshard greedily in tensor-plan order, at most this many bytes of
-            tensor data per file (a larger tensor gets a file of its own).
+            tensor data per file (a larger tensor gets a file of its own); an int or a
+            string such as "5GB" or "500MiB".
         overwrite: replace the contents of a non-empty `dst`.
-        progress: receives bytes read as shards finish.
+        allow_copy: write the output even when nothing would change (a BF16 source with
+            `dtype="bf16"`); refused by default, since it is usually the wrong source.
+        progress: receives bytes written, chunk by chunk (also inside large tensors).
         executor: "local" (worker processes here) or "ray" (tasks on the Ray cluster at
             RAY_ADDRESS, else a local Ray; src and dst on storage every node sees).
 
@@ -342,7 +367,9 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         for an unusable `dst`.
     """
     t0 = time.monotonic()
-    plan = plan_upcast(src, dtype=dtype, max_shard_size=max_shard_size)
+    max_shard_size = None if max_shard_size is None else parse_size(max_shard_size,
+                                                                     argument="max_shard_size")
+    plan = plan_upcast(src, dtype=dtype, max_shard_size=max_shard_size, allow_copy=allow_copy)
     out_dtype = OUT_DTYPES[dtype]
     with Checkpoint(src) as ck:
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
@@ -369,6 +396,8 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
 def plan_quantize(src: str | Path) -> ConversionPlan:
     """Decide every output tensor of `quantize` and check the source; writes nothing."""
     found = require(src, "quantize")
+    if found.kind == "mp":
+        raise model_parallel_refusal(found.root)
     with Checkpoint(src) as ck:
         ops, block = _quantize_ops(found)
         jobs, with_index = _group(ck, ops, block, None)
@@ -395,7 +424,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
     """
     t0 = time.monotonic()
     if scale_fmt not in ("float", "ue8m0"):
-        raise ValueError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
+        raise ArgumentError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
     plan = plan_quantize(src)
     with Checkpoint(src) as ck:
         qc = {**fp8.FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}

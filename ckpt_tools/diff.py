@@ -14,11 +14,11 @@ milliseconds. NumPy is imported only for checkpoint directories.
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from .arch_figures import DEFAULT_CONTEXT, ArchFigures, RoutingSemantics, arch_figures
 from .dsa_figures import diff_rows
-from .errors import ConfigError
+from .errors import ARGUMENT_PLACEHOLDER, ArgumentError
 from .index import SINGLE_FILE
 from .progress import Progress
 from .config_layouts import ConfigReading
@@ -202,6 +202,13 @@ class DiffReport(Result):
     same_architecture: bool = Field(description="verdict is identical_config or same_architecture")
     summary: str
     context: int = Field(description="Tokens attended to, for attention FLOPs and KV totals")
+
+    @computed_field(description="Always true: differences are findings, not failures "
+                                "(bad input raises)")
+    @property
+    def ok(self) -> bool:
+        return True
+
     config_changes: list[FieldChange]
     quantities: list[QuantityRow]
     routing: tuple[RoutingSemantics, RoutingSemantics]
@@ -534,16 +541,16 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         DiffReport (B relative to A: ratios are B / A).
 
     Raises:
-        ConfigError: an input is not a preset/config/checkpoint, or --values without two
-            checkpoint directories.
+        ConfigError: an input is not a preset/config/checkpoint.
+        ArgumentError: `values` without two checkpoint directories.
         FormatError, MissingTensorError: a broken checkpoint.
     """
     src_a, src_b = resolve_config(a, lenient=True), resolve_config(b, lenient=True)
     both = src_a.kind == src_b.kind == "checkpoint"
     if values and not both:
         kinds = f"A is a {src_a.kind}, B is a {src_b.kind}"
-        raise ConfigError(f"--values compares tensor values: A and B must both be checkpoint "
-                          f"directories ({kinds})")
+        raise ArgumentError(f"{ARGUMENT_PLACEHOLDER} compares tensor values: A and B must both "
+                            f"be checkpoint directories ({kinds})", argument="values")
     cks = []
     try:
         for src in (src_a, src_b):

@@ -108,6 +108,7 @@ class ValidationReport(Result):
     nodes: list[NodeWork] = Field(
         default_factory=list, description="Per machine, the deep scan's and hashing's jobs, "
                                           "bytes and seconds (Ray nodes with --executor ray)")
+    strict: bool = Field(False, description="Warnings count as failures (`ok` is false)")
 
     @computed_field
     @property
@@ -119,9 +120,11 @@ class ValidationReport(Result):
     def warnings(self) -> int:
         return sum(f.severity == "warning" for f in self.findings)
 
-    def passed(self, strict: bool = False) -> bool:
+    @computed_field
+    @property
+    def ok(self) -> bool:
         """No error; with `strict`, no warning either."""
-        return self.errors == 0 and not (strict and self.warnings)
+        return self.errors == 0 and not (self.strict and self.warnings)
 
 
 class Findings:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from .config_layouts import ConfigReading
 from .dsa_figures import SparseAttentionFigures, sparse_attention_figures
@@ -113,6 +113,11 @@ class ModelInfo(Result):
         description="Where the plan's bytes live, in checkpoint order: embedding, each "
                     "decoder layer, head, MTP layers")
     sparse_attention: SparseAttentionFigures | None = None  # V3.2: the indexer's share
+
+    @computed_field(description="Always true: describe raises on bad input")
+    @property
+    def ok(self) -> bool:
+        return True
 
 
 def bytes_by_layer(plan: TensorPlan) -> list[LayerBytes]:

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
+from .errors import ARGUMENT_PLACEHOLDER, OutputError
 from .index import write_json_atomic
 
 LOCK_FILE = ".ckpt.lock"
@@ -108,7 +108,8 @@ class OutputDir:
             hint = (" (it holds an unfinished run with other inputs or options)"
                     if journal is not None else "")
             raise OutputError(f"{self.path}: destination is not empty{hint}; "
-                              f"pass --overwrite to replace its contents")
+                              f"pass {ARGUMENT_PLACEHOLDER} to replace its contents",
+                              argument="overwrite")
         if self.job is not None:
             self._journal = journal if self.resumed else {"job": self.job, "done": {}}
             write_json_atomic(journal_path, self._journal)

@@ -74,5 +74,5 @@ def refusal(command: Command, findings: list[Finding], root: str) -> CkptError |
     more = (f" (and {len(refused) - 1} more error(s); `ckpt validate` lists them)"
             if len(refused) > 1 else "")
     error = ERROR_TYPES.get(first.code, FormatError)(f"{message} [{first.code}]{more}")
-    error.code = first.code
+    error.finding = first.code
     return error

@@ -8,7 +8,7 @@ from typing import Literal
 
 from .config import Config, read_config_file
 from .errors import ConfigError
-from .index import CONFIG_FILE
+from .index import CONFIG_FILE, INDEX_FILE
 from .presets import Preset, all_presets, find_preset
 
 
@@ -27,7 +27,8 @@ class ConfigSource:
 
 
 def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:
-    """Accepts a preset name/alias, a path to a config.json, or a checkpoint directory.
+    """Accepts a preset name/alias, a path to a config.json, or a checkpoint directory (or
+    its index file).
 
     With `lenient`, a config that parses but is inconsistent for routing (or uses another
     quantisation scheme) is returned with the problems in `config.reading.warnings`.
@@ -37,6 +38,8 @@ def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:
     """
     text = str(spec)
     path = Path(spec)
+    if path.name == INDEX_FILE and path.is_file():  # an index stands for its checkpoint
+        path = path.parent
     if path.is_dir():
         cfg_path = path / CONFIG_FILE
         if not cfg_path.is_file():

@@ -83,7 +83,7 @@ def _checksums(root: Path, single: str | None, manifest: Manifest | None,
 def validate(path: str | Path, *, config: str | Path | Config | None = None, deep: bool = False,
              checksums: str | Path | None = None, write_manifest: bool | str | Path = False,
              progress: Progress | None = None, workers: int | None = None,
-             executor: ExecutorName = "local") -> ValidationReport:
+             strict: bool = False, executor: ExecutorName = "local") -> ValidationReport:
     """Check a checkpoint directory (or one .safetensors file) and report every finding.
 
     Args:
@@ -97,6 +97,7 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
             no error was found. The one write into the checkpoint, and only on request.
         progress: byte progress for the deep scan and hashing (e.g. the CLI's stderr bar).
         workers: processes for the deep scan and hashing (default: all cores when over 1 GiB).
+        strict: warnings make `report.ok` false too.
         executor: "local" (worker processes here) or "ray" (the deep scan and hashing as
             tasks on the Ray cluster at RAY_ADDRESS, else a local Ray).
 
@@ -148,4 +149,4 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         layout=found.layout if tensors else None,
         files=sum(len(inv.shards) for inv in invs), tensors=tensors,
         tensor_bytes=sum(inv.tensor_bytes for inv in invs), findings=f.items,
-        manifest_written=written, nodes=merge_nodes(nodes))
+        manifest_written=written, strict=strict, nodes=merge_nodes(nodes))

@@ -7,6 +7,8 @@ from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, DeepseekV32Con
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import all_presets, find_preset
 
+from conftest import NEEDS_REFERENCE
+
 V3 = find_preset("v3").raw_config
 V2 = find_preset("v2").raw_config
 
@@ -157,7 +159,7 @@ def test_transformers_v5_layout_loads_as_same_architecture():
 @pytest.mark.reference
 @pytest.mark.parametrize("preset", ["v3", "v2-lite", "v2.5", "v3.2"])
 def test_config_saved_by_transformers_loads(tmp_path, preset):
-    transformers = pytest.importorskip("transformers")
+    transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     raw = find_preset(preset).raw_config
     cls = {"deepseek_v3": transformers.DeepseekV3Config,
            "deepseek_v2": transformers.DeepseekV2Config,

@@ -127,13 +127,13 @@ def _agrees(name: str, src: Path, run, tolerated=frozenset()) -> None:
         assert refused is None, f"{name} refused {src.name}, which validate passes: {refused}"
         return
     assert refused is not None, f"{name} wrote {src.name} despite validate's {sorted(errors)}"
-    code = refused.code or str(refused).rsplit("[", 1)[-1].split("]")[0]
+    code = refused.finding or str(refused).rsplit("[", 1)[-1].split("]")[0]
     assert code in errors and f"[{code}]" in str(refused), (name, str(refused), errors)
 
 
 def _hf_writers(src: Path, out: Path, fp8: bool) -> dict:
     writers = {
-        "upcast": lambda: upcast(src, out / "upcast", workers=1),
+        "upcast": lambda: upcast(src, out / "upcast", workers=1, allow_copy=True),
         "reshard": lambda: reshard_by_size(src, out / "size", 10**5, workers=1),
         "to-mp": lambda: to_deepseek_mp(src, out / "mp", 2, keep_mtp=True, workers=1),
         "read": lambda: open_tensor_source(src).close(),
@@ -221,7 +221,7 @@ def test_policy_tolerates_a_missing_mtp_layer_only_where_the_output_stays_right(
     _edit_all(src, lambda t, _: {n: a for n, a in t.items() if not n.startswith(
         "model.layers.4.")})  # v3's tiny preset: 4 decoder layers, then the MTP layer
     assert {f.code for f in validate(src).findings if f.severity == "error"} == {"mtp-missing"}
-    _agrees("upcast", src, lambda: upcast(src, tmp_path / "up", workers=1))
+    _agrees("upcast", src, lambda: upcast(src, tmp_path / "up", workers=1, allow_copy=True))
     report = reshard_by_size(src, tmp_path / "size", 10**5, workers=1)
     assert report.mtp == "absent" and report.notes
     open_tensor_source(src).close()

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import NEEDS_REFERENCE
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.config import parse_config, read_config_file
 from ckpt_tools.config_layouts import INFERENCE_CONFIG_FILE
@@ -72,8 +73,8 @@ def test_reshard_to_deepseek_mp_writes_the_inference_config(tmp_path, run_cli):
 
 @pytest.mark.reference
 def test_tiny_kimi_k2_forward_matches_transformers_deepseek_v3(tmp_path, run_cli):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
+    transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     transformers.logging.set_verbosity_error()
     path = tmp_path / "kimi"
     assert run_cli("make-tiny", path, "--config", "kimi-k2", "--seed", "7").exit_code == 0

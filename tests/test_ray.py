@@ -20,7 +20,8 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from ckpt_tools.convert import upcast  # noqa: E402
 from ckpt_tools.errors import VerificationError  # noqa: E402
 from ckpt_tools.fault_injection import KILL_ONCE_VAR, STALL_ONCE_VAR  # noqa: E402
-from ckpt_tools.reshard import REPORT_FILE, from_deepseek_mp, to_deepseek_mp  # noqa: E402
+from ckpt_tools.reshard import (REPORT_FILE, from_deepseek_mp, report_file,  # noqa: E402
+                                to_deepseek_mp)
 from ckpt_tools.safetensors_io import read_header  # noqa: E402
 from ckpt_tools.tiny import make_tiny  # noqa: E402
 from ckpt_tools.validate import validate  # noqa: E402
@@ -30,11 +31,12 @@ STORE = 100 << 20  # object store per node: jobs return small results only
 
 
 def files_of(path: Path) -> dict[str, bytes]:
-    """Every output file's bytes; the reshard report without the paths it names."""
+    """Every output file's bytes; the reshard report (beside the output) without the paths
+    it names."""
     out = {p.name: p.read_bytes() for p in sorted(path.iterdir())
            if p.is_file() and not p.name.startswith(".")}
-    if REPORT_FILE in out:
-        report = json.loads(out[REPORT_FILE])
+    if report_file(path).is_file():
+        report = json.loads(report_file(path).read_text())
         assert report.pop("destination") == str(path.resolve())
         report.pop("source")
         out[REPORT_FILE] = report
@@ -109,7 +111,7 @@ def test_same_bytes_as_local_on_more_than_one_node(sources, tmp_path, connect):
     validate(good, write_manifest=tmp_path / "local.json", workers=1)
     checked = validate(good, write_manifest=tmp_path / "ray.json", executor="ray")
     assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "local.json").read_bytes()
-    assert validate(good, checksums=tmp_path / "ray.json", executor="ray").passed()
+    assert validate(good, checksums=tmp_path / "ray.json", executor="ray").ok
     assert sum(n.jobs for n in checked.nodes) == len(list(good.iterdir()))
     # where Ray puts a run of a few tiny jobs depends on timing (a node whose worker is
     # free takes the next job; a loaded machine starts the other's late): judged over

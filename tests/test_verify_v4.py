@@ -13,11 +13,14 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from conftest import NEEDS_REFERENCE
 from ckpt_tools.reference import deepseek_v4
 from ckpt_tools.reference.v4_checkpoint import V4Checkpoint, hf_name
+from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.verify import forward, open_tensor_source, reference_model, verify
 
 sys.path.insert(0, str(Path(__file__).parent))
+from test_progress import Recorder  # noqa: E402
 from v4_tiny import (hf_tensors, hub_config, hub_tensors, quantize_fp4,  # noqa: E402
                      quantized_tensors, stored_dtype, write_checkpoint)
 
@@ -133,7 +136,7 @@ def test_a_corrupted_fp4_expert_fails_naming_its_layer_position_and_stream(
     assert report["stages"][0]["within_tolerance"]
     human = run_cli("verify", bad, "--against", upcast, "--tokens", TOKEN_ARG)
     assert f"layer 1 (residual stream {d['stream']}) diverges first, at position {first}" in (
-        human.stderr)
+        human.stdout)
 
 
 def test_a_corrupted_hc_attn_fn_fails_at_its_layer(checkpoints, run_cli, tmp_path):
@@ -169,11 +172,33 @@ def test_forward_writes_streams_logits_and_mtp_and_verify_reads_them(checkpoints
     assert np.load(mtp).shape == (19, CONFIG["vocab_size"])
 
 
+@pytest.mark.parametrize("which", [0, 2])  # released (Hub names, FP8/FP4), transformers names
+def test_v4_forward_and_verify_advance_layer_by_layer_in_stored_bytes(checkpoints, which):
+    source, upcast = checkpoints[which], checkpoints[1]
+    layers = CONFIG["num_hidden_layers"]
+    stored = {}
+    for shard in sorted(source.glob("*.safetensors")):
+        for name, entry in read_header(shard).entries.items():
+            if not name.startswith("mtp.") and any(f"layers.{i}." in name for i in range(layers)):
+                stored[name] = entry.nbytes
+    progress = Recorder()
+    logits = forward(source, TOKENS, progress=progress)
+    (total, label), = progress.starts
+    assert label == "forward" and len(progress.steps) == layers and progress.finished == 1
+    assert sum(progress.steps) == total == sum(stored.values())
+    progress = Recorder()
+    assert verify(source, upcast, TOKENS, progress=progress).ok
+    assert len(progress.steps) == layers and sum(progress.steps) == progress.starts[0][0] > 0
+    progress = Recorder()
+    assert verify(source, logits, TOKENS, progress=progress).ok
+    assert sum(progress.steps) == progress.starts[0][0] == total
+
+
 @pytest.mark.reference
 def test_hf_names_are_transformers_own(checkpoints):
     """Every non-expert Hub name maps to a parameter of transformers' model."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
+    transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     from ckpt_tools.reference.v4_checkpoint import load_config
 
     released, _, _ = checkpoints

@@ -85,7 +85,7 @@ def load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | N
     path = root / CONFIG_FILE
     if not path.is_file():
         f.add("config-missing", f"{root.name}: no {CONFIG_FILE}; tensor plan checks skipped "
-              f"(pass --config to check against one)", file=CONFIG_FILE)
+              f"(give a config to check against one)", file=CONFIG_FILE)
         return None, None, False
     try:
         cfg = read_config_file(path, lenient=True)

@@ -292,7 +292,7 @@ def _rank_files(plan: ReshardPlan, ranks: Sequence[int] | None) -> list[OutFile]
     bad = [r for r in ranks if not 0 <= r < len(plan.files)]
     if bad or not ranks:
         raise ConfigError(f"{plan.src}: rank {bad[0] if bad else 'list'} is outside 0-"
-                          f"{len(plan.files) - 1} of --model-parallel {plan.model_parallel}")
+                          f"{len(plan.files) - 1} of a {plan.model_parallel}-way model-parallel layout")
     return [plan.files[r] for r in sorted(set(ranks))]
 
 

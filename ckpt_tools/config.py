@@ -25,18 +25,19 @@ from pydantic import (
     model_validator,
 )
 
+from .config_v4 import V41_REFUSAL
 from .errors import ConfigError, UnsupportedModelError
 
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
 ScoringFunc = Literal["softmax", "sigmoid"]
 
-SUPPORTED_MODEL_TYPES = ("deepseek_v2", "deepseek_v3")
+SUPPORTED_MODEL_TYPES = ("deepseek_v2", "deepseek_v3", "deepseek_v4")
 
 # Architectures we recognise but refuse, with the reason a user needs.
 _REFUSED_MODEL_TYPES = {
     "deepseek_v32": "DeepSeek V3.2 (deepseek_v32) adds a lightning indexer "
     "(self_attn.indexer.*) that ckpt_tools does not handle yet",
-    "deepseek_v4": "DeepSeek V4 (FP4 experts, E8M0 scales) is not supported yet",
+    "deepseek_v41": V41_REFUSAL,
     "deepseek": "DeepSeek-MoE v1 (model_type 'deepseek') has no MLA and is not supported",
 }
 
@@ -285,10 +286,27 @@ def parse_config(raw: Any, *, source: str = "config") -> DeepseekV2Config | Deep
             f"{source}: model_type {json.dumps(model_type)} is not a DeepSeek V2/V3 config "
             f"(supported: {', '.join(SUPPORTED_MODEL_TYPES)})"
         )
+    if model_type == "deepseek_v4":
+        return _parse_v4(raw, source)
     try:
         return _ADAPTER.validate_python(_normalise_transformers_v5(raw))
     except ValidationError as e:
         raise ConfigError(_one_line(e, source)) from e
+
+
+def _parse_v4(raw: dict[str, Any], source: str):
+    # V4 is its own model (config_v4.py), outside the V2/V3 discriminated union
+    from .config_v4 import parse_v4
+
+    try:
+        return parse_v4(raw)
+    except UnsupportedModelError as e:
+        raise UnsupportedModelError(f"{source}: {e}") from None
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, source)) from e
+    except ValueError as e:
+        raise ConfigError(f"{source}: field '{str(e).partition(': ')[0]}': "
+                          f"{str(e).partition(': ')[2]}") from e
 
 
 def read_config_file(path: str | Path) -> DeepseekV2Config | DeepseekV3Config:

@@ -14,6 +14,7 @@ from pydantic import TypeAdapter
 
 PUBLIC_MODELS: dict[str, str] = {
     "deepseek_config": "ckpt_tools.config:DeepseekConfig",
+    "deepseek_v4_config": "ckpt_tools.config_v4:DeepseekV4Config",
     "model_info": "ckpt_tools.info:ModelInfo",
     "validation_report": "ckpt_tools.findings:ValidationReport",
     "diff_report": "ckpt_tools.diff:DiffReport",

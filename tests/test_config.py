@@ -4,6 +4,7 @@ import json
 import pytest
 
 from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, parse_config
+from ckpt_tools.config_v4 import DeepseekV4Config
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import all_presets, find_preset
 
@@ -14,7 +15,8 @@ V2 = find_preset("v2").raw_config
 def test_every_preset_parses_to_its_class():
     for p in all_presets().values():
         cfg = p.config
-        expected = DeepseekV3Config if p.raw_config["model_type"] == "deepseek_v3" else DeepseekV2Config
+        expected = {"deepseek_v2": DeepseekV2Config, "deepseek_v3": DeepseekV3Config,
+                    "deepseek_v4": DeepseekV4Config}[p.raw_config["model_type"]]
         assert isinstance(cfg, expected), p.name
         assert p.provenance_kind in ("verbatim", "reconstructed")
 

@@ -122,8 +122,18 @@ class TinyCheckpoint:
 
 def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards: int = 2,
               seed: int = 0, real_widths: bool = False, overrides: dict[str, Any] | None = None,
-              overwrite: bool = False) -> TinyCheckpoint:
-    """Write a tiny checkpoint of `preset` into `dst` (HF layout)."""
+              overwrite: bool = False, expert_dtype: str | None = None) -> TinyCheckpoint:
+    """Write a tiny checkpoint of `preset` into `dst` (HF layout; DeepSeek-V4: Hub names)."""
+    p = find_preset(preset)
+    if p is not None and p.raw_config["model_type"] == "deepseek_v4":
+        from .tiny_v4 import make_tiny_v4
+
+        if real_widths:
+            raise ConfigError(f"{preset}: --real-widths is not available for DeepSeek-V4 presets")
+        return make_tiny_v4(dst, preset, fp8=fp8, shards=shards, seed=seed, overrides=overrides,
+                            overwrite=overwrite, expert_dtype=expert_dtype)
+    if expert_dtype is not None:
+        raise ConfigError(f"{preset}: --expert-dtype applies to DeepSeek-V4 presets only")
     raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8)
     config = parse_config(raw)
     plan = TensorPlan(config)

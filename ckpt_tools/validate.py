@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
+from .config_v4 import DeepseekV4Config
 from .dtypes import FP8_DTYPES
 from .errors import CkptError, ConfigError, FormatError
 from .findings import CODES, Check, Finding, Findings, ValidationReport
@@ -56,6 +57,7 @@ from .safe_paths import safe_member
 from .safetensors_io import MAX_HEADER_BYTES, SafetensorsHeader, TensorEntry, read_header
 from .sources import CONFIG_FILE, resolve_config
 from .tensor_plan import DEFAULT_BLOCK, LAYER_PREFIX, SCALE_SUFFIX, TensorPlan, scale_shape
+from .validate_v4 import check_v4, looks_v4
 
 __all__ = ["CODES", "Finding", "ValidationReport", "detect_layout", "expected_tensors", "validate"]
 
@@ -284,7 +286,7 @@ class Expect(NamedTuple):
 
 def _load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | None, bool]:
     """(config, where it came from, whether it is the checkpoint's own config.json)."""
-    if isinstance(config, (DeepseekV2Config, DeepseekV3Config)):
+    if isinstance(config, (DeepseekV2Config, DeepseekV3Config, DeepseekV4Config)):
         return config, "given", False
     if config is not None:
         src = resolve_config(config)  # a bad --config is the caller's error: it raises
@@ -438,6 +440,10 @@ def _check_hf(root: Path, single: str | None, config, f: Findings):
     if not inv.entries and not inv.unreadable and not f.errors:
         f.add("no-tensors", f"{root.name}: no tensor in any shard", file=single)
     cfg, cfg_source, own = _load_config(root, config, f)
+    if cfg.model_type == "deepseek_v4" if cfg is not None else looks_v4(inv.entries):
+        layout, checks = check_v4(root, inv, cfg, own, f, _check_plan, expected_tensors,
+                                  _check_config_layout)
+        return [inv], cfg_source, layout, checks
     layout = _majority(inv.entries, len(inv.fp8), len(inv.scales))
     qc = cfg.quantization_config if cfg else None
     _check_pairing(inv, tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK, f)
@@ -574,7 +580,8 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
             for name, shard in inv.shard_of.items():
                 by_shard[shard].append(name)
                 nbytes[shard] += inv.entries[name].nbytes
-        suffix = MP_SCALE_SUFFIX if n else SCALE_SUFFIX
+        v4 = any(looks_v4(inv.entries) for inv in invs)  # V4 scales: "<module>.scale" too
+        suffix = MP_SCALE_SUFFIX if n or v4 else SCALE_SUFFIX
         for code, file, tensor, expected, got, message in scan_shards(
                 root, by_shard, nbytes, scale_suffix=suffix, progress=progress, workers=workers):
             f.add(code, message, file=file, tensor=tensor, expected=expected, found=got)

@@ -25,6 +25,8 @@ PUBLIC_MODELS: dict[str, str] = {
     "forward_report": "ckpt_tools.verify:ForwardReport",
     "upcast_report": "ckpt_tools.convert:UpcastReport",
     "quantize_report": "ckpt_tools.convert:QuantizeReport",
+    "upcast_v4_report": "ckpt_tools.convert_v4:V4UpcastReport",
+    "quantize_v4_report": "ckpt_tools.convert_v4:V4QuantizeReport",
     "reshard_report": "ckpt_tools.reshard:ReshardReport",
 }
 

@@ -28,6 +28,7 @@ PUBLIC_MODELS: dict[str, str] = {
     "upcast_v4_report": "ckpt_tools.convert_v4:V4UpcastReport",
     "quantize_v4_report": "ckpt_tools.convert_v4:V4QuantizeReport",
     "reshard_report": "ckpt_tools.reshard:ReshardReport",
+    "reshard_v4_mp_report": "ckpt_tools.mp_v4:V4MpReport",
 }
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"

@@ -42,7 +42,7 @@ TINY_V4_WIDTHS = {
     "moe_intermediate_size": 128,
     "n_routed_experts": 8,
     "num_experts_per_tok": 2,
-    "index_n_heads": 2,
+    "index_n_heads": 4,  # x index_head_dim = 256: the indexer wq_b splits in two 128-blocks
     "index_head_dim": 64,
     "index_topk": 4,
     "sliding_window": 8,

@@ -54,3 +54,7 @@ class VerificationError(CkptError, ValueError):
 
 class WorkerError(CkptError, RuntimeError):
     """A worker process died (killed, out of memory); the run can be resumed."""
+
+
+class MissingDependencyError(CkptError, ImportError):
+    """An optional extra that a requested feature needs is not installed."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from .sources import resolve_config
-from .tensor_plan import plan_for
+from .dtypes import itemsize
+from .tensor_plan import TensorPlan, plan_for
 
 
 class Provenance(BaseModel):
@@ -66,6 +67,18 @@ class TensorSummary(BaseModel):
     bytes_by_dtype: dict[str, int]
 
 
+class LayerBytes(BaseModel):
+    """Bytes of one stretch of the checkpoint, by component, in the plan's layout (FP8 scales
+    count with the weight they scale)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    label: str = Field(description="'embedding', 'layer N', 'head' (final norm + lm_head) or "
+                                   "'MTP N'")
+    layer: int | None = Field(description="Decoder layer index; None for embedding and head")
+    mtp: bool
+    bytes_by_component: dict[str, int] = Field(description="Tensor-plan component -> bytes")
+
+
 class ModelInfo(BaseModel):
     """Everything `ckpt info` reports; `--json` prints exactly this."""
 
@@ -79,6 +92,25 @@ class ModelInfo(BaseModel):
     parameters: ParameterSummary
     plan: TensorSummary  # what the config implies, in its own layout
     files: TensorSummary | None = None  # what a checkpoint directory holds (headers only)
+    bytes_by_layer: list[LayerBytes] = Field(
+        description="Where the plan's bytes live, in checkpoint order: embedding, each "
+                    "decoder layer, head, MTP layers")
+
+
+def bytes_by_layer(plan: TensorPlan) -> list[LayerBytes]:
+    """The plan's bytes per layer and component, from its groups (no tensor expansion)."""
+    stretches: dict[tuple, dict[str, int]] = {}
+    for g in plan.groups:
+        if g.layer is not None:
+            key = (f"{'MTP' if g.mtp else 'layer'} {g.layer}", g.layer, g.mtp)
+        else:  # the globals: the embedding opens the checkpoint, norm and lm_head close it
+            key = ("embedding" if g.component == "embedding" else "head", None, False)
+        by_component = stretches.setdefault(key, {})
+        by_component[g.component] = by_component.get(g.component, 0) + g.numel * itemsize(g.dtype)
+    order = {"embedding": 0, "layer": 1, "head": 2, "MTP": 3}
+    keys = sorted(stretches, key=lambda k: (order[k[0].split()[0]], k[1] or 0))
+    return [LayerBytes(label=k[0], layer=k[1], mtp=k[2], bytes_by_component=stretches[k])
+            for k in keys]
 
 
 def describe(spec: str | Path) -> ModelInfo:
@@ -160,5 +192,5 @@ def _model_info(spec, src, arch: ArchitectureSummary, plan) -> ModelInfo:
         provenance=prov, architecture=arch, parameters=params,
         plan=TensorSummary(layout=plan.layout, tensors=len(plan), total_bytes=plan.total_bytes,
                            bytes_by_dtype=plan.bytes_by_dtype),
-        files=files,
+        files=files, bytes_by_layer=bytes_by_layer(plan),
     )

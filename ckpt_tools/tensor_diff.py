@@ -51,6 +51,10 @@ class HeaderDiff(BaseModel):
 class TensorValueDiff(BaseModel):
     model_config = _FROZEN
     name: str
+    family: str | None = Field(description="Plan family of A's tensor, None if the plan has "
+                               "no such tensor")
+    layer: int | None = Field(description="Decoder layer (MTP layers follow the main ones); "
+                              "None for global tensors")
     shape: list[int]
     dtype_a: str
     dtype_b: str
@@ -216,7 +220,10 @@ def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint", progress: Progress | None
     try:
         for _, _, name, ea, eb in todo:
             max_abs, rel, cos = _compare(ck_a, ck_b, name, ea.shape)
-            results.append(TensorValueDiff(name=name, shape=list(ea.shape), dtype_a=ea.dtype,
+            spec = ck_a.plan.get(name)
+            results.append(TensorValueDiff(name=name, family=spec.family if spec else None,
+                                           layer=spec.layer if spec else None,
+                                           shape=list(ea.shape), dtype_a=ea.dtype,
                                            dtype_b=eb.dtype, max_abs=_finite(max_abs),
                                            rel_l2=_finite(rel), cosine=_finite(cos)))
             progress.advance(ea.nbytes + eb.nbytes)

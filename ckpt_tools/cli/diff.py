@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import click
 
+from .plotting import plot_option, save_plot
 from .render import emit_json, human_bytes, human_count, safe_name, table
 
 TOP_TENSORS = 20  # worst tensors shown by the terminal/markdown value table
@@ -284,7 +285,8 @@ def render_markdown(r) -> str:
               help="Compare every common tensor numerically (two checkpoint directories).")
 @click.option("--context", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Tokens attended to, for attention FLOPs and the KV-cache total.")
-def diff(a: str, b: str, as_json: bool, markdown: bool, values: bool, context: int):
+@plot_option
+def diff(a: str, b: str, as_json: bool, markdown: bool, values: bool, context: int, plot_path):
     """Explain what changed from A to B. Each is a preset (v2-lite, v2, v2.5, v3, r1,
     v3.1, ...), a config.json or a checkpoint directory. Ratios are B / A."""
     if as_json and markdown:
@@ -301,3 +303,4 @@ def diff(a: str, b: str, as_json: bool, markdown: bool, values: bool, context: i
         emit_json(report)
     else:
         click.echo(render_markdown(report) if markdown else render_text(report))
+    save_plot(plot_path, "value_diff_figure" if values else "diff_figure", report)

@@ -5,16 +5,19 @@ from __future__ import annotations
 import click
 
 from ..info import describe
+from .plotting import plot_option, save_plot
 from .render import emit_json, human_bytes, human_count, table
 
 
 @click.command()
 @click.argument("source")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def info(source: str, as_json: bool):
+@plot_option
+def info(source: str, as_json: bool, plot_path):
     """Describe a preset (v2-lite, v2, v2.5, v3, r1, v3.1, ...), a config.json or a
     checkpoint directory."""
     result = describe(source)
+    save_plot(plot_path, "info_figure", result)
     if as_json:
         emit_json(result)
         return

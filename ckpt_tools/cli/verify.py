@@ -10,6 +10,7 @@ import numpy as np
 
 from ..verify import (DEFAULT_ATOL, DEFAULT_RTOL, ForwardReport, forward_outputs,
                       load_reference_outputs, verify as run_verify)
+from .plotting import plot_option, save_plot
 from .render import emit_json, table
 
 TOKENS_HELP = "Comma-separated token ids, e.g. 0,15,3 (default: 16 fixed ids from the vocabulary)."
@@ -84,8 +85,9 @@ def forward(ckpt, tokens, layers, mtp, out, as_json):
 @click.option("--rtol", type=click.FloatRange(0), default=DEFAULT_RTOL, show_default=True,
               help="Relative to max(|ref|, rms of ref at that position).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
+@plot_option
 @click.pass_context
-def verify(ctx, ckpt, against, ref_path, tokens, layers, atol, rtol, as_json):
+def verify(ctx, ckpt, against, ref_path, tokens, layers, atol, rtol, as_json, plot_path):
     """Check that CKPT computes what a reference computes: exit 0 within tolerance, 1 when
     not, naming the first layer and position that diverge."""
     if (against is None) == (ref_path is None):
@@ -102,6 +104,7 @@ def verify(ctx, ckpt, against, ref_path, tokens, layers, atol, rtol, as_json):
         emit_json(report)
     else:
         _render(report)
+    save_plot(plot_path, "verify_figure", report)
     if not report.ok:
         ctx.exit(1)
 

@@ -18,6 +18,7 @@ PUBLIC_MODELS: dict[str, str] = {
     "model_info": "ckpt_tools.info:ModelInfo",
     "validation_report": "ckpt_tools.findings:ValidationReport",
     "diff_report": "ckpt_tools.diff:DiffReport",
+    "diff_v4_report": "ckpt_tools.diff_v4:V4DiffReport",
     "arch_figures": "ckpt_tools.arch_figures:ArchFigures",
     "download_plan": "ckpt_tools.download:DownloadPlan",
     "download_report": "ckpt_tools.download:DownloadReport",

@@ -510,6 +510,8 @@ def _check_mp(root: Path, n: int, ranks: dict[int, str], config, f: Findings):
         return list(invs.values()), cfg_source, layout, checks
     if own:
         _check_config_layout(cfg, layout, f)
+    if cfg.model_type == "deepseek_v4":
+        return list(invs.values()), cfg_source, layout, _check_mp_v4(cfg, n, invs, ranks, f)
     full = TensorPlan(cfg, layout)
     has_mtp = any(MpLayout.mp_name(s) in first for s in full.specs if s.mtp)
     try:
@@ -522,6 +524,28 @@ def _check_mp(root: Path, n: int, ranks: dict[int, str], config, f: Findings):
         expected = {p.name: Expect(p.shape, p.dtype, None) for p in mp.ranks[rank]}
         _check_plan(expected, inv, range(0), f, file=ranks[rank])
     return list(invs.values()), cfg_source, layout, [*checks, "plan"]
+
+
+def _check_mp_v4(cfg, n: int, invs: dict, ranks: dict[int, str], f: Findings) -> list[Check]:
+    """DeepSeek-V4 rank files against DeepSeek's V4 convert.py rules (mp_v4)."""
+    from .mp_v4 import _check_blocks, rank_pieces
+    from .tensor_plan_v4 import V4TensorPlan
+    from .validate_v4 import detect_layout
+
+    first = next(iter(invs.values())).entries
+    experts = "fp4" if any(e.dtype == "I8" for e in first.values()) else detect_layout(first)[1]
+    plan = V4TensorPlan(cfg, "fp8", expert_dtype=experts)
+    try:
+        _check_blocks(plan, n)
+        pieces = rank_pieces(plan, n)
+    except CkptError as e:
+        f.add("mp-split-invalid", str(e))
+        return ["structure"]
+    for rank, inv in invs.items():
+        expected = {p.name: Expect(p.shape, p.dtype, None) for p in pieces[rank]}
+        inv.scales = set()  # V4 scales are planned tensors here, checked by the plan
+        _check_plan(expected, inv, range(0), f, file=ranks[rank])
+    return ["structure", "plan"]
 
 
 # -- the entry point ------------------------------------------------------------------------

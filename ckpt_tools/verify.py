@@ -17,6 +17,7 @@ upcast stays near 0.03 after four layers, while one zeroed or negated expert giv
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -25,8 +26,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .checkpoint import Checkpoint
-from .errors import ConfigError, FormatError, ShapeMismatchError
+from .errors import ConfigError, FormatError, ShapeMismatchError, UnsupportedModelError
 from .index import MP_FILE_GLOB
+from .sources import CONFIG_FILE
 from .reference import Model, TensorSource
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
@@ -45,11 +47,24 @@ def open_tensor_source(path: str | Path) -> TensorSource:
     """A reader for a checkpoint directory: HF layout (`Checkpoint`), or DeepSeek's
     `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF config.json)."""
     path = Path(path)
+    _refuse_v4(path)
     if path.is_dir() and any(path.glob(MP_FILE_GLOB)):
         from .mp_layout import MpCheckpoint  # only mp directories pay for the layout tables
 
         return MpCheckpoint(path)
     return Checkpoint(path)
+
+
+def _refuse_v4(path: Path) -> None:
+    """The NumPy decoder covers V2/V3; DeepSeek-V4's forward pass is a separate piece of work."""
+    cfg = path / CONFIG_FILE if path.is_dir() else None
+    try:
+        model_type = json.loads(cfg.read_text()).get("model_type") if cfg and cfg.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        return  # the regular reader reports what is wrong with it
+    if model_type == "deepseek_v4":
+        raise UnsupportedModelError(f"{path}: the NumPy forward pass does not cover DeepSeek-V4 "
+                                    f"yet (validate, upcast, quantize, reshard and diff do)")
 
 
 def _source(source: str | Path | TensorSource) -> TensorSource:

@@ -112,3 +112,24 @@ def test_cli_round_trip(src, tmp_path, run_cli):
     assert json.loads(r.stdout)["wo_a_converted"] == 6
     r = run_cli("reshard", tmp_path / "mp", tmp_path / "hf", "--to", "hf")
     assert r.exit_code == 0, r.output
+
+
+def test_validate_v4_rank_files(src, tmp_path):
+    to_deepseek_mp(src, tmp_path / "mp", 2)
+    report = validate(tmp_path / "mp", deep=True)
+    assert report.findings == [] and "plan" in report.checks
+    from ckpt_tools.safetensors_io import write_safetensors
+
+    rank1 = tmp_path / "mp" / "model1-mp2.safetensors"
+    with SafetensorsReader(rank1) as r:
+        kept = {n: np.array(r.get(n)) for n in r.names if n != "layers.2.attn.wq_b.scale"}
+    write_safetensors(rank1, kept)
+    report = validate(tmp_path / "mp")
+    assert {f.code for f in report.findings} == {"tensor-missing"}
+    assert report.findings[0].tensor == "layers.2.attn.wq_b.scale"
+
+
+def test_forward_refuses_v4_in_one_line(src, run_cli):
+    r = run_cli("forward", src, "--out", src.parent / "x.npy")
+    assert r.exit_code == 1 and "does not cover DeepSeek-V4" in r.output
+    assert "Traceback" not in r.output

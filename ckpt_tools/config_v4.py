@@ -231,13 +231,13 @@ def _from_transformers(raw: dict[str, Any]) -> dict[str, Any]:
         data.setdefault("compress_rope_theta", compress.get("rope_theta", main.get("rope_theta")))
         prf = main.get("partial_rotary_factor", data.get("partial_rotary_factor"))
         if prf is not None and "qk_rope_head_dim" not in data and "head_dim" in data:
-            data["qk_rope_head_dim"] = int(round(data["head_dim"] * prf))
+            data["qk_rope_head_dim"] = round(data["head_dim"] * prf)
         if compress.get("rope_type", compress.get("type")) == "yarn" and "rope_scaling" not in data:
             keep = ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow")
             data["rope_scaling"] = {"type": "yarn", **{k: compress[k] for k in keep if k in compress}}
     prf = data.pop("partial_rotary_factor", None)
     if prf is not None and "qk_rope_head_dim" not in data and "head_dim" in data:
-        data["qk_rope_head_dim"] = int(round(data["head_dim"] * prf))
+        data["qk_rope_head_dim"] = round(data["head_dim"] * prf)
     return data
 
 

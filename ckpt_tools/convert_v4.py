@@ -32,8 +32,16 @@ from pydantic import Field
 
 from . import mx_formats as mx
 from .checkpoint import Checkpoint
-from .convert import (STEP_BYTES, QuantizeReport, RoundTripError, UpcastReport, _ErrorStats, _job,
-                      _source_tensors, _with_dtype)
+from .convert import (
+    STEP_BYTES,
+    QuantizeReport,
+    RoundTripError,
+    UpcastReport,
+    _ErrorStats,
+    _job,
+    _source_tensors,
+    _with_dtype,
+)
 from .dtypes import DTYPES, itemsize
 from .errors import MissingTensorError, ShapeMismatchError, UnexpectedTensorError
 from .findings import Findings

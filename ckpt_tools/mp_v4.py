@@ -39,7 +39,14 @@ from .convert import _source_tensors
 from .dtypes import itemsize
 from .errors import ConfigError, MissingTensorError, ShapeMismatchError
 from .fp8 import BF16
-from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
+from .index import (
+    INDEX_FILE,
+    SINGLE_FILE,
+    ShardIndex,
+    shard_file_name,
+    write_index,
+    write_json_atomic,
+)
 from .mp_layout import find_mp_files, mp_file_name
 from .output import OutputDir
 from .parallel import run_jobs, workers_for
@@ -48,7 +55,7 @@ from .reshard_plan import pack_by_size
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
 from .side_files import copy_side_files
 from .sources import CONFIG_FILE
-from .tensor_plan_v4 import V4TensorPlan, v4_scale_name
+from .tensor_plan_v4 import V4TensorPlan
 from .validate_v4 import detect_layout
 
 SPLIT_DIM = {"embed": 0, "head": 0, "wq_b": 0, "wo_a": 0, "attn_sink": 0, "weights_proj": 0,

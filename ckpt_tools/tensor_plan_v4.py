@@ -81,8 +81,8 @@ def _hd(c: C) -> int:
     return c.head_dim
 
 
-_compressed = lambda c, r, h: r > 0  # noqa: E731
-_csa = lambda c, r, h: r == CSA_RATIO  # noqa: E731
+_compressed = lambda c, r, h: r > 0
+_csa = lambda c, r, h: r == CSA_RATIO
 
 BLOCK = (
     V4Template("hc_attn_fn", lambda c: (c.hc_fn_rows, c.hc_mult * c.hidden_size), "hyper_connection", "f32"),

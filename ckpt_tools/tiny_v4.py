@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .config_v4 import ExpertDtype
 from .config import parse_config
+from .config_v4 import ExpertDtype
 from .dtypes import DTYPES
 from .errors import ConfigError
 from .fp8 import FP8_QUANTIZATION_CONFIG

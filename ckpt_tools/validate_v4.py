@@ -19,8 +19,13 @@ from .config_v4 import DeepseekV4Config, ExpertDtype
 from .findings import Findings
 from .safetensors_io import TensorEntry
 from .tensor_plan import scale_shape
-from .tensor_plan_v4 import (V4_SCALE_SUFFIX, V4TensorPlan, fp4_scale_shape, v4_scale_name,
-                             v4_weight_name)
+from .tensor_plan_v4 import (
+    V4_SCALE_SUFFIX,
+    V4TensorPlan,
+    fp4_scale_shape,
+    v4_scale_name,
+    v4_weight_name,
+)
 
 QUANTIZED = ("F8_E4M3", "I8")
 SCALE_DTYPE = "F8_E8M0"

@@ -11,8 +11,16 @@ import pytest
 
 from ckpt_tools.dtypes import DTYPES, dtype_name
 from ckpt_tools.errors import ShapeMismatchError
-from ckpt_tools.mx_formats import (E8M0, dequantize_fp4, dequantize_fp8, e8m0_to_float32,
-                                   fp4_to_fp8, is_fp4_pair, quantize_fp4, quantize_fp8)
+from ckpt_tools.mx_formats import (
+    E8M0,
+    dequantize_fp4,
+    dequantize_fp8,
+    e8m0_to_float32,
+    fp4_to_fp8,
+    is_fp4_pair,
+    quantize_fp4,
+    quantize_fp8,
+)
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 # e2m1: sign bit 3, exponent bits 2-1 (bias 1), mantissa bit 0; code 1 is the subnormal 0.5

@@ -102,10 +102,10 @@ def test_missing_scale_refused_before_writing(fp4_src, tmp_path):
 
 
 def test_missing_scale_is_named(fp4_src, tmp_path):
-    from ckpt_tools.safetensors_io import write_safetensors
     import shutil
 
     from ckpt_tools.index import ShardIndex, write_index
+    from ckpt_tools.safetensors_io import write_safetensors
 
     ck = tmp_path / "ck"
     shutil.copytree(fp4_src, ck)

@@ -21,8 +21,8 @@ from ckpt_tools.validate import validate
 def v4_pristine(tmp_path_factory):
     root = tmp_path_factory.mktemp("v4")
     out = {}
-    for name, kw in {"fp4": dict(fp8=True), "fp8": dict(fp8=True, expert_dtype="fp8"),
-                     "bf16": {}, "pro": dict(fp8=True)}.items():
+    for name, kw in {"fp4": {"fp8": True}, "fp8": {"fp8": True, "expert_dtype": "fp8"},
+                     "bf16": {}, "pro": {"fp8": True}}.items():
         preset = "v4-pro" if name == "pro" else "v4-flash"
         out[name] = make_tiny(root / name, preset, shards=3, **kw).path
     return out

@@ -67,6 +67,16 @@ class TensorSummary(BaseModel):
     bytes_by_dtype: dict[str, int]
 
 
+class ComponentParameters(BaseModel):
+    """Parameters of one tensor-plan component: main model, activated per token, MTP."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    component: str
+    total: int = Field(description="Main model")
+    activated: int = Field(description="Per token: k of E routed experts, no input embedding")
+    mtp: int = Field(description="MTP modules")
+
+
 class LayerBytes(BaseModel):
     """Bytes of one stretch of the checkpoint, by component, in the plan's layout (FP8 scales
     count with the weight they scale)."""
@@ -92,9 +102,32 @@ class ModelInfo(BaseModel):
     parameters: ParameterSummary
     plan: TensorSummary  # what the config implies, in its own layout
     files: TensorSummary | None = None  # what a checkpoint directory holds (headers only)
+    components: list[ComponentParameters] = Field(
+        default_factory=list, description="Parameters by component (sums are `parameters`)")
     bytes_by_layer: list[LayerBytes] = Field(
         description="Where the plan's bytes live, in checkpoint order: embedding, each "
                     "decoder layer, head, MTP layers")
+
+
+def component_parameters(plan: TensorPlan) -> list[ComponentParameters]:
+    """Total / activated / MTP parameters per component, from the plan's groups (the plan's
+    own counting: V4's packed FP4 bytes are two parameters, scales and tables none)."""
+    count = getattr(plan, "parameters_of", None) or (
+        lambda g: 0 if g.scale_of_family is not None else g.numel)
+    c = plan.config
+    k, experts = c.num_experts_per_tok, c.n_routed_experts
+    rows: dict[str, list[int]] = {}
+    for g in plan.groups:
+        n = count(g)
+        row = rows.setdefault(g.component, [0, 0, 0])
+        if g.mtp:
+            row[2] += n
+            continue
+        row[0] += n
+        row[1] += (n * k // experts if g.component == "routed_expert"
+                   else 0 if g.component == "embedding" else n)
+    return [ComponentParameters(component=name, total=t, activated=a, mtp=m)
+            for name, (t, a, m) in rows.items() if t or m]
 
 
 def bytes_by_layer(plan: TensorPlan) -> list[LayerBytes]:
@@ -192,5 +225,5 @@ def _model_info(spec, src, arch: ArchitectureSummary, plan) -> ModelInfo:
         provenance=prov, architecture=arch, parameters=params,
         plan=TensorSummary(layout=plan.layout, tensors=len(plan), total_bytes=plan.total_bytes,
                            bytes_by_dtype=plan.bytes_by_dtype),
-        files=files, bytes_by_layer=bytes_by_layer(plan),
+        files=files, components=component_parameters(plan), bytes_by_layer=bytes_by_layer(plan),
     )

@@ -166,5 +166,11 @@ def test_info_v4(run_cli):
     assert doc["plan"]["tensors"] == 69_187
     assert doc["architecture"]["attention_schedule"].startswith("2 sliding")
     assert doc["architecture"]["hash_layers"] == 3
+    comps = {c["component"]: c for c in doc["components"]}
+    params = doc["parameters"]
+    for key, field in (("total", "main"), ("activated", "activated"), ("mtp", "mtp")):
+        assert sum(c[key] for c in comps.values()) == params[field]
+    assert comps["routed_expert"]["activated"] * 256 == comps["routed_expert"]["total"] * 6
+    assert comps["embedding"]["activated"] == 0 and comps["hyper_connection"]["total"] > 0
     r = run_cli("info", "v4-pro")
     assert r.exit_code == 0 and "31 HCA" in r.stdout

@@ -59,6 +59,10 @@ def info(source: str, as_json: bool, plot_path):
     ]
     click.echo(table(rows, ["parameters", "count", ""], "lrr"))
     click.echo("")
+    rows = [[c.component, human_count(c.total), human_count(c.activated), human_count(c.mtp)]
+            for c in result.components]
+    click.echo(table(rows, ["component", "total", "activated", "MTP"], "lrrr"))
+    click.echo("")
     for label, t in (("plan", result.plan), ("files", result.files)):
         if t is None:
             continue

@@ -442,7 +442,7 @@ def _check_hf(root: Path, single: str | None, config, f: Findings):
     cfg, cfg_source, own = _load_config(root, config, f)
     if cfg.model_type == "deepseek_v4" if cfg is not None else looks_v4(inv.entries):
         layout, checks = check_v4(root, inv, cfg, own, f, _check_plan, expected_tensors,
-                                  _check_config_layout)
+                                  _check_config_layout, Expect)
         return [inv], cfg_source, layout, checks
     layout = _majority(inv.entries, len(inv.fp8), len(inv.scales))
     qc = cfg.quantization_config if cfg else None

@@ -126,10 +126,36 @@ def check_hash_tables(root: Path, entries: dict[str, TensorEntry], where: dict[s
                   found=f"{bad} entries in {lo}..{hi}")
 
 
+def hf_expected(plan: V4TensorPlan, expect) -> dict:
+    """`ckpt upcast --layout hf` names: transformers' (experts stacked), MTP under Hub names."""
+    from .names_v4_hf import expert_of, hf_name, stacked_names
+
+    c = plan.config
+    out = {}
+    for g in plan.groups:
+        if g.scale_of_family is not None:
+            continue
+        for name in g.names:
+            if expert_of(name) is None:
+                out[hf_name(name) or name] = expect(g.shape, g.dtype, g.layer if g.mtp else None)
+    for layer in range(c.num_hidden_layers):
+        gate_up, down = stacked_names(layer)
+        e, i, d = c.n_routed_experts, c.moe_intermediate_size, c.hidden_size
+        out[gate_up] = expect((e, 2 * i, d), "BF16", None)
+        out[down] = expect((e, d, i), "BF16", None)
+    return out
+
+
 def check_v4(root: Path, inv, cfg: DeepseekV4Config | None, own: bool, f: Findings,
-             check_plan, expected_tensors, check_config_layout) -> tuple[str, list[str]]:
+             check_plan, expected_tensors, check_config_layout, expect) -> tuple[str, list[str]]:
     """The V4 checks on an inventory from validate.py's structure pass; (layout, checks).
     validate.py hands in its plan comparison helpers (one implementation of each)."""
+    if cfg is not None and "model.embed_tokens.weight" in inv.entries:  # upcast --layout hf
+        inv.scales = set()
+        plan = V4TensorPlan(cfg, "bf16")
+        mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
+        check_plan(hf_expected(plan, expect), inv, mtp, f)
+        return "bf16", ["structure", "plan"]
     layout, experts = detect_layout(inv.entries)
     inv.scales = check_pairing(inv.entries, inv.shard_of, set(inv.unreadable), f)
     checks = ["structure", "pairing"]

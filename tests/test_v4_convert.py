@@ -144,3 +144,20 @@ def test_hf_layout_loads_in_transformers_and_equals_its_dequantisation(tmp_path,
     assert differ == []
     stacked = tensors(tmp_path / "hf")["model.layers.3.mlp.experts.gate_up_proj"]
     assert stacked.shape == (8, 256, 128) and stacked.dtype == BF16
+
+
+def test_hf_layout_names_and_validate(fp4_src, tmp_path):
+    report = upcast(fp4_src, tmp_path / "hf", layout="hf")
+    out = tensors(tmp_path / "hf")
+    src = tensors(fp4_src)
+    assert out["model.layers.2.mlp.experts.gate_up_proj"].shape == (8, 256, 128)
+    assert out["model.layers.2.mlp.experts.down_proj"].shape == (8, 128, 128)
+    # gate rows of expert 3 then its up rows, each the definition of the FP4 weight
+    w1 = dequantize_fp4(src["layers.2.ffn.experts.3.w1.weight"], src["layers.2.ffn.experts.3.w1.scale"], BF16)
+    w3 = dequantize_fp4(src["layers.2.ffn.experts.3.w3.weight"], src["layers.2.ffn.experts.3.w3.scale"], BF16)
+    stacked = out["model.layers.2.mlp.experts.gate_up_proj"][3]
+    assert stacked[:128].tobytes() == w1.tobytes() and stacked[128:].tobytes() == w3.tobytes()
+    assert out["model.layers.0.mlp.gate.tid2eid"].tobytes() == src["layers.0.ffn.gate.tid2eid"].tobytes()
+    assert "model.layers.3.mlp.gate.e_score_correction_bias" in out
+    assert "mtp.0.e_proj.weight" in out and report.experts_stacked == 10
+    assert validate(tmp_path / "hf", deep=True).findings == []

@@ -43,7 +43,7 @@ from .convert import (
     _with_dtype,
 )
 from .dtypes import DTYPES, itemsize
-from .errors import MissingTensorError, ShapeMismatchError, UnexpectedTensorError
+from .errors import FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError
 from .findings import Findings
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .names_v4_hf import expert_of, hf_name, stacked_names
@@ -245,6 +245,10 @@ def _part_bytes(reader, scale_reader, p: Part, out_dtype) -> Iterator[memoryview
         return
     block = mx.FP8_BLOCK[0] if p.kind == "fp8" else 1
     scale = scale_reader.read_rows(p.scale, 0, scale_reader.entry(p.scale).shape[0])
+    nan = int(np.count_nonzero(scale.view(np.uint8) == mx.E8M0_NAN))
+    if nan:  # the definition would give NaN weights; a broken checkpoint, not a conversion
+        raise FormatError(f"{scale_reader.path}: tensor '{p.scale}': {nan} E8M0 scales are NaN "
+                          f"(byte 255); `ckpt validate --deep` lists every defect")
     for r0, r1 in _steps(rows, row_bytes, block):
         w = reader.read_rows(p.name, r0, r1)
         if p.kind == "fp8":

@@ -161,3 +161,23 @@ def test_hf_layout_names_and_validate(fp4_src, tmp_path):
     assert "model.layers.3.mlp.gate.e_score_correction_bias" in out
     assert "mtp.0.e_proj.weight" in out and report.experts_stacked == 10
     assert validate(tmp_path / "hf", deep=True).findings == []
+
+
+def test_nan_scale_stops_upcast(fp4_src, tmp_path, run_cli):
+    import shutil
+
+    from ckpt_tools.safetensors_io import write_safetensors
+
+    ck = tmp_path / "ck"
+    shutil.copytree(fp4_src, ck)
+    name = "layers.1.ffn.experts.2.w2.scale"
+    shard = ck / read_index(ck / INDEX_FILE).weight_map[name]
+    with SafetensorsReader(shard) as r:
+        kept = {n: np.array(r.get(n)) for n in r.names}
+    raw = kept[name].view(np.uint8).copy()
+    raw[4, 1] = 255
+    kept[name] = raw.view(kept[name].dtype)
+    write_safetensors(shard, kept)
+    r = run_cli("upcast", ck, tmp_path / "out", "-q")
+    assert r.exit_code == 1 and "byte 255" in r.output and name in r.output
+    assert "Traceback" not in r.output

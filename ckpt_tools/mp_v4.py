@@ -137,7 +137,7 @@ def rank_pieces(plan: V4TensorPlan, n: int) -> list[list[Piece]]:
     return ranks
 
 
-def _check_blocks(plan: V4TensorPlan, n: int) -> None:
+def check_blocks(plan: V4TensorPlan, n: int) -> None:
     """A split FP8 weight's share must be whole 128-blocks, or its scale cannot follow."""
     for s in plan.specs:
         rule = rule_of(s.name)
@@ -216,7 +216,7 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
                 error = MissingTensorError if found is None else ShapeMismatchError
                 raise error(f"{ck.dir}: tensor '{s.name}': expected {s.dtype} {list(s.shape)}, "
                             f"found {what}")
-        _check_blocks(plan, model_parallel)
+        check_blocks(plan, model_parallel)
         ranks = rank_pieces(plan, model_parallel)
         where = {n: shard for n, (shard, _) in entries.items()}
         shapes = {s.name: s.shape for s in plan.specs}

@@ -528,7 +528,7 @@ def _check_mp(root: Path, n: int, ranks: dict[int, str], config, f: Findings):
 
 def _check_mp_v4(cfg, n: int, invs: dict, ranks: dict[int, str], f: Findings) -> list[Check]:
     """DeepSeek-V4 rank files against DeepSeek's V4 convert.py rules (mp_v4)."""
-    from .mp_v4 import _check_blocks, rank_pieces
+    from .mp_v4 import check_blocks, rank_pieces
     from .tensor_plan_v4 import V4TensorPlan
     from .validate_v4 import detect_layout
 
@@ -536,7 +536,7 @@ def _check_mp_v4(cfg, n: int, invs: dict, ranks: dict[int, str], f: Findings) ->
     experts = "fp4" if any(e.dtype == "I8" for e in first.values()) else detect_layout(first)[1]
     plan = V4TensorPlan(cfg, "fp8", expert_dtype=experts)
     try:
-        _check_blocks(plan, n)
+        check_blocks(plan, n)
         pieces = rank_pieces(plan, n)
     except CkptError as e:
         f.add("mp-split-invalid", str(e))

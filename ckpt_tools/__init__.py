@@ -1,4 +1,4 @@
-"""ckpt_tools: DeepSeek V2 / V2.5 / V3 checkpoint tools.
+"""ckpt_tools: DeepSeek V2 / V2.5 / V3 / V4 checkpoint tools.
 
 The public API is imported lazily (`ckpt_tools.make_tiny`, `ckpt_tools.TensorPlan`, ...)
 so that `import ckpt_tools` stays cheap for the CLI. Calls named like their module are
@@ -17,6 +17,11 @@ _EXPORTS = {
     "read_config_file": "ckpt_tools.config",
     "DeepseekV2Config": "ckpt_tools.config",
     "DeepseekV3Config": "ckpt_tools.config",
+    "DeepseekV4Config": "ckpt_tools.config_v4",
+    "V4TensorPlan": "ckpt_tools.tensor_plan_v4",
+    "plan_for": "ckpt_tools.tensor_plan",
+    "dequantize_fp4": "ckpt_tools.mx_formats",
+    "dequantize_fp8": "ckpt_tools.mx_formats",
     "resolve_config": "ckpt_tools.sources",
     "TensorPlan": "ckpt_tools.tensor_plan",
     "Checkpoint": "ckpt_tools.checkpoint",

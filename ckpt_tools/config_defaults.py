@@ -35,6 +35,7 @@ LoaderName = Literal[
     "remote-code DeepseekV2Config",
     "remote-code DeepseekV3Config",
     "DeepSeek inference ModelArgs",
+    "transformers DeepseekV4Config",  # V4's keys and defaults: config_v4.DeepseekV4Config
 ]
 
 # Keys shared by every HF loader of both generations.

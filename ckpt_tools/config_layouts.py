@@ -24,18 +24,19 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from .config_defaults import CLASS_DEFAULTS, IMPLIED, LoaderName
+from .config_v4 import V41_REFUSAL
 from .errors import UnsupportedModelError
 
-Family = Literal["deepseek_v2", "deepseek_v3"]
+Family = Literal["deepseek_v2", "deepseek_v3", "deepseek_v4"]
 LayoutName = Literal["hub", "transformers-5", "inference"]
 
-SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3")
+SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deepseek_v4")
 
 # Architectures we recognise but refuse, with the reason a user needs.
 REFUSED_MODEL_TYPES = {
     "deepseek_v32": "DeepSeek V3.2 (deepseek_v32) adds a lightning indexer "
     "(self_attn.indexer.*) that ckpt_tools does not handle yet",
-    "deepseek_v4": "DeepSeek V4 (FP4 experts, E8M0 scales) is not supported yet",
+    "deepseek_v41": V41_REFUSAL,
     "deepseek": "DeepSeek-MoE v1 (model_type 'deepseek') has no MLA and is not supported",
 }
 
@@ -45,6 +46,8 @@ ARCHITECTURE_FAMILIES: dict[str, Family] = {
     "DeepseekV2Model": "deepseek_v2",
     "DeepseekV3ForCausalLM": "deepseek_v3",
     "DeepseekV3Model": "deepseek_v3",
+    "DeepseekV4ForCausalLM": "deepseek_v4",
+    "DeepseekV4Model": "deepseek_v4",
 }
 
 # model_types of derivatives that name no DeepSeek class of their own (Kimi-K2.5's
@@ -185,8 +188,8 @@ def _foreign_message(raw: dict[str, Any], source: str) -> str:
     found += f", architectures {', '.join(archs)}" if archs else ""
     hint = _DISTILL_HINT if mt in ("qwen2", "llama") else ""
     if what:
-        return f"{source}: a {what} config ({found}), not a DeepSeek V2/V3 architecture{hint}"
-    return (f"{source}: {found} is not a DeepSeek V2/V3 config (recognised: model_type "
+        return f"{source}: a {what} config ({found}), not a DeepSeek V2/V3/V4 architecture{hint}"
+    return (f"{source}: {found} is not a DeepSeek V2/V3/V4 config (recognised: model_type "
             f"{', '.join(SUPPORTED_MODEL_TYPES)}, architectures "
             f"{', '.join(ARCHITECTURE_FAMILIES)}, auto_map to DeepSeek's "
             f"configuration_deepseek.py, text_config/language_config wrappers, DeepSeek "
@@ -244,6 +247,8 @@ def choose_loader(raw: dict[str, Any], family: Family, layout: LayoutName) -> Lo
     configuration_deepseek.py, DeepSeek's inference code for its configs, else transformers."""
     if layout == "inference":
         return "DeepSeek inference ModelArgs"
+    if family == "deepseek_v4":
+        return "transformers DeepseekV4Config"
     remote, _ = _remote_class(raw)
     if raw.get("model_type") in DERIVATIVE_MODEL_TYPES and not _architectures(raw):
         remote = DERIVATIVE_MODEL_TYPES[raw["model_type"]]  # they ship DeepSeek's remote code
@@ -334,6 +339,11 @@ def edit_distance(a: str, b: str) -> int:
 def near_miss_warnings(raw: dict[str, Any], family: Family, layout: LayoutName) -> list[str]:
     """'did you mean' for unknown keys close to a known one, and for keys of another layout."""
     known = known_keys()
+    if family == "deepseek_v4":  # V4's own keys (config_v4), both spellings
+        from .config_v4 import TRANSFORMERS_5_KEYS, DeepseekV4Config
+
+        known = (frozenset(DeepseekV4Config.model_fields) | OTHER_KNOWN_KEYS
+                 | TRANSFORMERS_5_KEYS)
     inference_only = (set(INFERENCE_KEYS) | set(INFERENCE_ROPE)) - known
     out = []
     for key in raw:

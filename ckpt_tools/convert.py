@@ -31,7 +31,8 @@ from .checkpoint import Checkpoint
 from .convert_jobs import (PART_BYTES, ShardJob, TensorOp, call, job_memory, split_file,
                            write_file, write_part)
 from .dtypes import FP8_DTYPES, itemsize
-from .errors import FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError
+from .errors import (ConfigError, FormatError, MissingTensorError, ShapeMismatchError,
+                     UnexpectedTensorError)
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
 from .output import OutputDir, source_fingerprint
 from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
@@ -342,10 +343,15 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
     return ConversionPlan(jobs, block, with_index, meta, scales)
 
 
+def _is_v4(src: str | Path) -> bool:
+    with Checkpoint(src) as ck:
+        return ck.raw_config.get("model_type") == "deepseek_v4"
+
+
 def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
            workers: int | None = None, max_shard_size: int | None = None,
            overwrite: bool = False, progress: Progress | None = None,
-           executor: ExecutorName = "local") -> UpcastReport:
+           executor: ExecutorName = "local", layout: str | None = None) -> UpcastReport:
     """Dequantise an FP8 checkpoint into a BF16 (or F32) one that loads as is.
 
     Every FP8 weight becomes dtype(float32(w) * scale_inv[i // bs, j // bs]), bit for bit
@@ -370,7 +376,21 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
     Raises:
         CkptError subclasses before anything is written (see `plan_upcast`), OutputError
         for an unusable `dst`.
+
+    DeepSeek-V4 sources go to `convert_v4.upcast_v4`, where `layout` ("deepseek", the
+    default, or "hf") picks the output names; V2/V3 checkpoints only have HF names.
     """
+    if _is_v4(src):
+        from .convert_v4 import upcast_v4
+
+        if max_shard_size is not None:
+            raise ConfigError(f"{src}: --max-shard-size is not available for DeepSeek-V4 upcast; "
+                              f"run `ckpt reshard` on the output")
+        return upcast_v4(src, dst, dtype=dtype, layout=layout or "deepseek", workers=workers,
+                         overwrite=overwrite, progress=progress, executor=executor)
+    if layout not in (None, "hf"):
+        raise ConfigError(f"{src}: --layout {layout} applies to DeepSeek-V4; V2/V3 checkpoints "
+                          f"already use transformers' names")
     t0 = time.monotonic()
     plan = plan_upcast(src, dtype=dtype, max_shard_size=max_shard_size)
     out_dtype = OUT_DTYPES[dtype]
@@ -405,10 +425,10 @@ def plan_quantize(src: str | Path) -> ConversionPlan:
     return ConversionPlan(jobs, block, with_index, meta, 0)
 
 
-def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
+def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = None,
              workers: int | None = None, overwrite: bool = False,
-             progress: Progress | None = None, executor: ExecutorName = "local"
-             ) -> QuantizeReport:
+             progress: Progress | None = None, executor: ExecutorName = "local",
+             expert_dtype: str | None = None) -> QuantizeReport:
     """Block-quantise a BF16/F32 checkpoint to DeepSeek's FP8 layout (e4m3, 128x128 scales).
 
     Exactly the tensors the tensor plan keeps in F8_E4M3 for this config are quantised
@@ -418,10 +438,23 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
     saturate. config.json gets `quantization_config`. The report gives, per tensor, the
     round-trip error of upcasting the result back to F32.
 
+    DeepSeek-V4 sources go to `convert_v4.quantize_v4` (ue8m0 scales only; `expert_dtype`
+    "fp4" or "fp8").
+
     Raises:
         CkptError subclasses before anything is written (see `plan_quantize`), OutputError
         for an unusable `dst`.
     """
+    if _is_v4(src):
+        from .convert_v4 import quantize_v4
+
+        if scale_fmt not in (None, "ue8m0"):
+            raise ConfigError(f"{src}: DeepSeek-V4 stores ue8m0 (E8M0) scales only")
+        return quantize_v4(src, dst, expert_dtype=expert_dtype or "fp4", workers=workers,
+                           overwrite=overwrite, progress=progress, executor=executor)
+    if expert_dtype is not None:
+        raise ConfigError(f"{src}: --expert-dtype applies to DeepSeek-V4 checkpoints only")
+    scale_fmt = scale_fmt or "float"
     t0 = time.monotonic()
     if scale_fmt not in ("float", "ue8m0"):
         raise ValueError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")

@@ -505,7 +505,8 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         progress: receives bytes compared (values only).
 
     Returns:
-        DiffReport (B relative to A: ratios are B / A).
+        DiffReport (B relative to A: ratios are B / A); `diff_v4.V4DiffReport` when a side
+        is DeepSeek-V4.
 
     Raises:
         ConfigError: an input is not a preset/config/checkpoint, or --values without two
@@ -513,6 +514,13 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         FormatError, MissingTensorError: a broken checkpoint.
     """
     src_a, src_b = resolve_config(a, lenient=True), resolve_config(b, lenient=True)
+    if "deepseek_v4" in (src_a.config.model_type, src_b.config.model_type):
+        from .diff_v4 import diff_v4  # a new architecture: explained, not field-matched
+
+        if values:
+            raise ConfigError("--values is not available with DeepSeek-V4 yet; compare the "
+                              "architectures without it")
+        return diff_v4(a, b)
     both = src_a.kind == src_b.kind == "checkpoint"
     if values and not both:
         kinds = f"A is a {src_a.kind}, B is a {src_b.kind}"

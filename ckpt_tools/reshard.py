@@ -418,9 +418,22 @@ def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
         ConfigError: a dimension `model_parallel` does not divide (before anything is
             written; DST is not even created).
     """
+    if _is_v4(src):  # DeepSeek-V4: its own convert.py rules (mp_v4), MTP always kept
+        from .mp_v4 import to_deepseek_mp_v4
+
+        return to_deepseek_mp_v4(src, dst, model_parallel, workers=workers, overwrite=overwrite,
+                                 progress=progress)
     plan = plan_reshard(src, model_parallel=model_parallel, keep_mtp=keep_mtp)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor, ranks=ranks, rank_resource=rank_resource)
+
+
+def _is_v4(src: str | Path, config: str | Path | None = None) -> bool:
+    path = Path(config) if config is not None else Path(src) / CONFIG_FILE
+    try:
+        return json.loads(path.read_text()).get("model_type") == "deepseek_v4"
+    except (OSError, ValueError, AttributeError):
+        return False  # the regular path reports what is wrong
 
 
 def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | None = None,
@@ -433,6 +446,13 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | 
     rank. `config` is the HF config.json when `src` has none (DeepSeek's convert.py writes
     none). Shards of at most `max_shard_size` bytes (default 5 GB).
     """
+    if _is_v4(src, config):
+        from .mp_v4 import from_deepseek_mp_v4
+
+        if config is not None:
+            raise ConfigError(f"{src}: for DeepSeek-V4 rank files, put config.json beside them")
+        return from_deepseek_mp_v4(src, dst, overwrite=overwrite,
+                                   **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     plan = plan_reshard(src, to_hf=True, max_shard_size=max_shard_size, config=config)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor)

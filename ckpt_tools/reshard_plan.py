@@ -100,7 +100,7 @@ def _hf_source(ckpt: Checkpoint) -> tuple[TensorPlan, dict[Key, tuple[str, tuple
                                      f"but absent from the file")
     plan = ckpt.plan
     if not any(s.mtp and s.name in weight_map for s in plan.specs):
-        plan = TensorPlan(ckpt.config, ckpt.layout, include_mtp=False)
+        plan = ckpt.plan_with(include_mtp=False)
     missing = [s.name for s in plan.specs if s.name not in weight_map]
     if missing:
         raise MissingTensorError(f"{ckpt.dir}: tensor '{missing[0]}' of the {ckpt.layout} plan is "

@@ -32,6 +32,7 @@ DEFAULT_BLOCK = (128, 128)
 Component = Literal[
     "embedding", "attention", "norm", "dense_mlp", "router", "routed_expert",
     "shared_expert", "lm_head", "mtp",
+    "compressor", "indexer", "hyper_connection",  # DeepSeek-V4 (tensor_plan_v4.py)
 ]
 
 
@@ -269,12 +270,19 @@ class TensorPlan:
             yield from self._scoped(MTP_OUTPUT, LAYER_PREFIX, layer, mtp=True)
 
     @staticmethod
-    def _expand(g: Group) -> Iterator[TensorSpec]:
+    def scale_name_of(weight_name: str) -> str:
+        return weight_name + SCALE_SUFFIX
+
+    @staticmethod
+    def weight_name_of(scale_name: str) -> str:
+        return scale_name.removesuffix(SCALE_SUFFIX)
+
+    def _expand(self, g: Group) -> Iterator[TensorSpec]:
         # weight and scale of one expert stay adjacent: `specs` interleaves expert groups
         experts = [None] if g.experts is None else range(g.experts)
         for name, expert in zip(g.names, experts):
-            scale_name = name + SCALE_SUFFIX if g.scale_family else None
-            scale_of = name.removesuffix(SCALE_SUFFIX) if g.scale_of_family else None
+            scale_name = self.scale_name_of(name) if g.scale_family else None
+            scale_of = self.weight_name_of(name) if g.scale_of_family else None
             yield TensorSpec(name, g.family, g.shape, g.dtype, g.component, g.layer, expert,
                              g.mtp, scale_name, scale_of)
 
@@ -368,3 +376,12 @@ class TensorPlan:
             scale_elements=scales,
             by_component=dict(by_component),
         )
+
+
+def plan_for(config, layout: Layout | None = None, **options) -> TensorPlan:
+    """The plan of any supported config: V2/V3 here, DeepSeek-V4 in tensor_plan_v4."""
+    if config.model_type == "deepseek_v4":
+        from .tensor_plan_v4 import V4TensorPlan
+
+        return V4TensorPlan(config, layout, **options)
+    return TensorPlan(config, layout, **options)

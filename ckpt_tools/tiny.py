@@ -22,6 +22,7 @@ import numpy as np
 from .config import parse_config
 from .config_layouts import ConfigReading
 from .dtypes import DTYPES
+from .errors import ConfigError
 from .fp8 import BF16, FP8_QUANTIZATION_CONFIG, quantize
 from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
 from .output import OutputDir
@@ -157,9 +158,18 @@ class TinyCheckpoint:
 
 def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards: int = 2,
               seed: int = 0, real_widths: bool = False, overrides: dict[str, Any] | None = None,
-              overwrite: bool = False) -> TinyCheckpoint:
+              overwrite: bool = False, expert_dtype: str | None = None) -> TinyCheckpoint:
     """Write a tiny checkpoint of `preset` (a preset, config.json or checkpoint directory)
-    into `dst` (HF layout)."""
+    into `dst` (HF layout; DeepSeek-V4: Hub names, `tiny_v4`)."""
+    if resolve_config(preset, lenient=True).config.model_type == "deepseek_v4":
+        from .tiny_v4 import make_tiny_v4
+
+        if real_widths:
+            raise ConfigError(f"{preset}: --real-widths is not available for DeepSeek-V4")
+        return make_tiny_v4(dst, preset, fp8=fp8, shards=shards, seed=seed, overrides=overrides,
+                            overwrite=overwrite, expert_dtype=expert_dtype)
+    if expert_dtype is not None:
+        raise ConfigError(f"{preset}: --expert-dtype applies to DeepSeek-V4 only")
     shrunk: list[Shrunk] = []
     raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8, shrunk=shrunk)
     config = parse_config(raw)

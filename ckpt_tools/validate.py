@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from .config import DeepseekV2Config, DeepseekV3Config, read_config_file
+from .config_v4 import DeepseekV4Config
 from .dtypes import FP8_DTYPES
 from .errors import CkptError, ConfigError, FormatError
 from .findings import CODES, Check, Finding, Findings, ValidationReport
@@ -57,6 +58,7 @@ from .safe_paths import safe_member
 from .safetensors_io import MAX_HEADER_BYTES, SafetensorsHeader, TensorEntry, read_header
 from .sources import CONFIG_FILE, resolve_config
 from .tensor_plan import DEFAULT_BLOCK, LAYER_PREFIX, SCALE_SUFFIX, TensorPlan, scale_shape
+from .validate_v4 import check_v4, looks_v4
 
 __all__ = ["CODES", "Finding", "ValidationReport", "detect_layout", "expected_tensors", "validate"]
 
@@ -285,7 +287,7 @@ class Expect(NamedTuple):
 
 def _load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | None, bool]:
     """(config, where it came from, whether it is the checkpoint's own config.json)."""
-    if isinstance(config, (DeepseekV2Config, DeepseekV3Config)):
+    if isinstance(config, (DeepseekV2Config, DeepseekV3Config, DeepseekV4Config)):
         return config, "given", False
     if config is not None:
         src = resolve_config(config, lenient=True)  # a bad --config is the caller's error
@@ -452,6 +454,10 @@ def _check_hf(root: Path, single: str | None, config, f: Findings):
     if not inv.entries and not inv.unreadable and not f.errors:
         f.add("no-tensors", f"{root.name}: no tensor in any shard", file=single)
     cfg, cfg_source, own = _load_config(root, config, f)
+    if cfg.model_type == "deepseek_v4" if cfg is not None else looks_v4(inv.entries):
+        layout, checks = check_v4(root, inv, cfg, own, f, _check_plan, expected_tensors,
+                                  _check_config_layout, Expect)
+        return [inv], cfg_source, layout, checks
     layout = _majority(inv.entries, len(inv.fp8), len(inv.scales))
     qc = cfg.quantization_config if cfg else None
     _check_pairing(inv, tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK, f)
@@ -519,6 +525,8 @@ def _check_mp(root: Path, n: int, ranks: dict[int, str], config, f: Findings):
         return list(invs.values()), cfg_source, layout, checks
     if own:
         _check_config_layout(cfg, layout, f)
+    if cfg.model_type == "deepseek_v4":
+        return list(invs.values()), cfg_source, layout, _check_mp_v4(cfg, n, invs, ranks, f)
     full = TensorPlan(cfg, layout)
     has_mtp = any(MpLayout.mp_name(s) in first for s in full.specs if s.mtp)
     try:
@@ -531,6 +539,28 @@ def _check_mp(root: Path, n: int, ranks: dict[int, str], config, f: Findings):
         expected = {p.name: Expect(p.shape, p.dtype, None) for p in mp.ranks[rank]}
         _check_plan(expected, inv, range(0), f, file=ranks[rank])
     return list(invs.values()), cfg_source, layout, [*checks, "plan"]
+
+
+def _check_mp_v4(cfg, n: int, invs: dict, ranks: dict[int, str], f: Findings) -> list[Check]:
+    """DeepSeek-V4 rank files against DeepSeek's V4 convert.py rules (mp_v4)."""
+    from .mp_v4 import check_blocks, rank_pieces
+    from .tensor_plan_v4 import V4TensorPlan
+    from .validate_v4 import detect_layout
+
+    first = next(iter(invs.values())).entries
+    experts = "fp4" if any(e.dtype == "I8" for e in first.values()) else detect_layout(first)[1]
+    plan = V4TensorPlan(cfg, "fp8", expert_dtype=experts)
+    try:
+        check_blocks(plan, n)
+        pieces = rank_pieces(plan, n)
+    except CkptError as e:
+        f.add("mp-split-invalid", str(e))
+        return ["structure"]
+    for rank, inv in invs.items():
+        expected = {p.name: Expect(p.shape, p.dtype, None) for p in pieces[rank]}
+        inv.scales = set()  # V4 scales are planned tensors here, checked by the plan
+        _check_plan(expected, inv, range(0), f, file=ranks[rank])
+    return ["structure", "plan"]
 
 
 # -- the entry point ------------------------------------------------------------------------
@@ -591,7 +621,8 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         for inv in invs:
             for name, shard in inv.shard_of.items():
                 by_shard[shard].append((name, inv.entries[name].nbytes))
-        suffix = MP_SCALE_SUFFIX if n else SCALE_SUFFIX
+        v4 = any(looks_v4(inv.entries) for inv in invs)  # V4 scales: "<module>.scale" too
+        suffix = MP_SCALE_SUFFIX if n or v4 else SCALE_SUFFIX
         scan = scan_shards(root, by_shard, scale_suffix=suffix, progress=progress,
                            workers=workers, executor=executor)
         nodes += scan.nodes

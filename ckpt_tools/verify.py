@@ -18,6 +18,7 @@ upcast stays near 0.03 after four layers, while one zeroed or negated expert giv
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -25,10 +26,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-import json
-
 from .checkpoint import Checkpoint
-from .errors import ConfigError, FormatError, ShapeMismatchError
+from .errors import ConfigError, FormatError, ShapeMismatchError, UnsupportedModelError
 from .index import MP_FILE_GLOB
 from .reference import Model, TensorSource
 from .sources import CONFIG_FILE
@@ -58,6 +57,7 @@ def open_tensor_source(path: str | Path) -> TensorSource:
     a DeepSeek-V4 directory (`V4Checkpoint`: Hub names, FP8/FP4 or upcast, or HF names)."""
     path = Path(path)
     if path.is_dir() and _model_type(path) == "deepseek_v4":
+        _refuse_v4_mp(path)
         from .reference.v4_checkpoint import V4Checkpoint
 
         return V4Checkpoint(path)
@@ -66,6 +66,15 @@ def open_tensor_source(path: str | Path) -> TensorSource:
 
         return MpCheckpoint(path)
     return Checkpoint(path)
+
+
+def _refuse_v4_mp(path: Path) -> None:
+    """V4Checkpoint reads Hub and transformers names; DeepSeek's V4 model-parallel files are
+    refused in one line."""
+    if any(path.glob(MP_FILE_GLOB)):
+        raise UnsupportedModelError(
+            f"{path}: the NumPy forward pass does not cover DeepSeek-V4 model-parallel files "
+            f"yet (`ckpt reshard SRC DST --to hf` turns them back into Hub shards)")
 
 
 def _source(source: str | Path | TensorSource) -> TensorSource:

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, parse_config
+from ckpt_tools.config_v4 import DeepseekV4Config
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import all_presets, find_preset
 
@@ -15,7 +16,9 @@ def test_every_preset_parses_to_its_class():
     for p in all_presets().values():
         cfg = p.config
         arch = p.raw_config["architectures"][0]  # kimi-k2's model_type is kimi_k2
-        expected = DeepseekV3Config if arch == "DeepseekV3ForCausalLM" else DeepseekV2Config
+        expected = {"DeepseekV2ForCausalLM": DeepseekV2Config,
+                    "DeepseekV3ForCausalLM": DeepseekV3Config,
+                    "DeepseekV4ForCausalLM": DeepseekV4Config}[arch]
         assert isinstance(cfg, expected), p.name
         assert p.provenance_kind in ("verbatim", "reconstructed")
 

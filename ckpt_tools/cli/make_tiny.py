@@ -35,12 +35,15 @@ def _parse_override(_ctx, _param, values):
               help="Keep the preset's widths (hidden, heads, ranks, vocab); shrink only counts.")
 @click.option("--set", "overrides", multiple=True, callback=_parse_override, metavar="KEY=VALUE",
               help="Override a config field (JSON value), e.g. --set n_routed_experts=32.")
+@click.option("--expert-dtype", type=click.Choice(["fp4", "fp8"]), default=None,
+              help="DeepSeek-V4 with --fp8: routed experts MXFP4 (the release) or FP8 blocks.")
 @click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
 @click.option("--json", "as_json", is_flag=True)
-def make_tiny(dst, source, fp8, shards, seed, real_widths, overrides, overwrite, as_json):
+def make_tiny(dst, source, fp8, shards, seed, real_widths, overrides, expert_dtype, overwrite,
+              as_json):
     """Write a real, small, deterministic checkpoint (config.json, index, shards) to DST."""
     result = build(dst, source, fp8=fp8, shards=shards, seed=seed, real_widths=real_widths,
-                   overrides=overrides, overwrite=overwrite)
+                   overrides=overrides, overwrite=overwrite, expert_dtype=expert_dtype)
     shrunk = {s.field: [s.source, s.tiny] for s in result.shrunk}
     if as_json:
         emit_json({"path": str(result.path), "preset": result.preset, "layout": result.layout,

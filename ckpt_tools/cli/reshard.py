@@ -132,6 +132,12 @@ def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, ranks, r
     if json_:
         emit_json(report)
         return
+    if hasattr(report, "direction"):  # DeepSeek-V4 (mp_v4.V4MpReport)
+        click.echo(f"wrote {safe_name(report.destination)}: {len(report.files)} file(s) "
+                   f"({report.direction}, {report.model_parallel} rank(s)), "
+                   f"{report.source_tensors:,} source tensors, {report.wo_a_converted} wo_a "
+                   f"converted, in {report.seconds:.1f} s")
+        return
     _render(report)
 
 

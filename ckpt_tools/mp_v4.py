@@ -1,0 +1,323 @@
+"""DeepSeek-V4's model-parallel inference layout (`model{i}-mp{N}.safetensors`), both ways.
+
+DeepSeek's V4 `inference/convert.py` keeps the Hub names (they are already its model's
+names) and, per tensor, by the module it belongs to:
+- splits on dim 0: `embed`, `head` (vocab), `wq_b` (the attention's and the indexer's:
+  heads), `wo_a` (groups), `attn_sink` (heads), `weights_proj` (indexer heads);
+- splits on dim 1: `wo_b`;
+- sends routed expert e whole to rank e // (E / N);
+- copies everything else to every rank (norms, `wq_a`, `wkv`, compressors, `hc_*`, router,
+  shared experts, `tid2eid`, the MTP block's own projections);
+- a scale travels with its weight (same dim, so each rank's share must be whole 128-blocks);
+- then dequantises each rank's `wo_a` to BF16 with its scale (the scale is dropped),
+  because the inference code uses it in a BF16 einsum.
+The MTP block is kept (V4 has no MTP embedding or head to skip). MXFP4 expert bytes are
+written as the Hub's I8 [out, in/2]; DeepSeek's script retags the same bytes as
+`float4_e2m1fn_x2` (safetensors "F4" [out, in]), which this project's I/O does not model.
+
+Back (`from_deepseek_mp_v4`): pieces are concatenated on their split dim, replicas taken
+from rank 0, and `wo_a` re-quantised to FP8 with ue8m0 block scales; that is lossless on
+V4's grid (the BF16 values are e4m3 codes times powers of two) and gives back the same
+bytes when the source scales follow the ue8m0 rule (amax / 448 rounded up to a power of two).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Literal, NamedTuple
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import mx_formats as mx
+from .checkpoint import Checkpoint
+from .config import read_config_file
+from .convert import _source_tensors
+from .dtypes import itemsize
+from .errors import ConfigError, MissingTensorError, ShapeMismatchError
+from .fp8 import BF16
+from .index import (
+    INDEX_FILE,
+    SINGLE_FILE,
+    ShardIndex,
+    shard_file_name,
+    write_index,
+    write_json_atomic,
+)
+from .mp_layout import find_mp_files, mp_file_name
+from .output import OutputDir
+from .parallel import run_jobs, workers_for
+from .progress import Progress
+from .reshard_plan import pack_by_size
+from .safetensors_io import SafetensorsReader, SafetensorsWriter
+from .side_files import copy_side_files
+from .sources import CONFIG_FILE
+from .tensor_plan_v4 import V4TensorPlan
+from .validate_v4 import detect_layout
+
+SPLIT_DIM = {"embed": 0, "head": 0, "wq_b": 0, "wo_a": 0, "attn_sink": 0, "weights_proj": 0,
+             "wo_b": 1}
+STEP_ROWS_BYTES = 4 << 20
+Rule = int | Literal["expert"] | None
+
+
+class V4MpReport(BaseModel):
+    """What `ckpt reshard --to deepseek-mp | hf` did to a DeepSeek-V4 checkpoint."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    source: str
+    destination: str
+    direction: Literal["deepseek-mp", "hf"]
+    model_parallel: int
+    files: list[str]
+    tensors_per_file: list[int]
+    source_tensors: int = Field(description="Tensors of the Hub layout (scales included)")
+    wo_a_converted: int = Field(description="wo_a weights dequantised to BF16 per rank (to "
+                                            "deepseek-mp) or re-quantised to FP8 (to hf)")
+    side_files: list[str]
+    seconds: float
+
+
+def module_of(name: str) -> str:
+    """The module a tensor belongs to: "layers.3.attn.wq_b.scale" -> "wq_b";
+    parameters without a ".weight"/".scale" leaf name themselves ("attn_sink", "ape")."""
+    parts = name.split(".")
+    return parts[-2] if parts[-1] in ("weight", "scale") and len(parts) > 1 else parts[-1]
+
+
+def rule_of(name: str) -> Rule:
+    if ".experts." in name and ".shared_experts." not in name:
+        return "expert"
+    return SPLIT_DIM.get(module_of(name))
+
+
+class Piece(NamedTuple):
+    """What one rank stores for one source tensor."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    dim: int | None  # split dim; None: whole tensor
+    start: int
+    stop: int
+    dequantize_with: str | None = None  # wo_a: the source scale applied, then dropped
+
+
+def rank_pieces(plan: V4TensorPlan, n: int) -> list[list[Piece]]:
+    """Every rank's tensors, in plan order; ConfigError when N does not divide something."""
+    c = plan.config
+    if c.n_routed_experts % n:
+        raise ConfigError(f"model_parallel {n} does not divide n_routed_experts {c.n_routed_experts}")
+    per_rank = c.n_routed_experts // n
+    ranks: list[list[Piece]] = [[] for _ in range(n)]
+    for s in plan.specs:
+        rule = rule_of(s.name)
+        if rule == "expert":
+            ranks[s.expert // per_rank].append(Piece(s.name, s.dtype, s.shape, None, 0, 0))
+            continue
+        if rule is None:
+            for r in range(n):
+                ranks[r].append(Piece(s.name, s.dtype, s.shape, None, 0, 0))
+            continue
+        size = s.shape[rule]
+        if size % n:
+            raise ConfigError(f"model_parallel {n} does not divide dim {rule} ({size}) of "
+                              f"'{s.name}' {list(s.shape)}")
+        part = size // n
+        shape = s.shape[:rule] + (part,) + s.shape[rule + 1:]
+        wo_a = module_of(s.name) == "wo_a" and s.scale_name is not None
+        if s.scale_of and module_of(s.name) == "wo_a":
+            continue  # applied to its weight on each rank, not written
+        for r in range(n):
+            ranks[r].append(Piece(s.name, "BF16" if wo_a else s.dtype, shape, rule, r * part,
+                                  (r + 1) * part, s.scale_name if wo_a else None))
+    return ranks
+
+
+def check_blocks(plan: V4TensorPlan, n: int) -> None:
+    """A split FP8 weight's share must be whole 128-blocks, or its scale cannot follow."""
+    for s in plan.specs:
+        rule = rule_of(s.name)
+        if isinstance(rule, int) and s.scale_name and (s.shape[rule] // n) % mx.FP8_BLOCK[0]:
+            raise ConfigError(f"model_parallel {n} splits dim {rule} of FP8 '{s.name}' "
+                              f"{list(s.shape)} into {s.shape[rule] // n}-wide pieces, not whole "
+                              f"128-blocks: its scale cannot be split with it")
+
+
+def _row_ranges(rows: int, row_bytes: int, align: int = 1):
+    step = max(1, STEP_ROWS_BYTES // max(row_bytes, 1) // align) * align
+    for r0 in range(0, rows, step):
+        yield r0, min(rows, r0 + step)
+
+
+def _bytes(a: np.ndarray) -> memoryview:
+    return memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+
+
+def _piece_chunks(reader, scale_reader, p: Piece, full_shape):
+    if p.dim is None:
+        yield from reader.iter_chunks(p.name)
+        return
+    row_bytes = math.prod(full_shape[1:]) * itemsize(reader.entry(p.name).dtype)
+    if p.dim == 1:
+        for r0, r1 in _row_ranges(full_shape[0], row_bytes):
+            yield _bytes(reader.read_rows(p.name, r0, r1)[:, p.start:p.stop])
+        return
+    if p.dequantize_with is None:
+        for r0, r1 in _row_ranges(p.stop - p.start, row_bytes):
+            yield _bytes(reader.read_rows(p.name, p.start + r0, p.start + r1))
+        return
+    block = mx.FP8_BLOCK[0]
+    scale = scale_reader.read_rows(p.dequantize_with, p.start // block, p.stop // block)
+    for r0, r1 in _row_ranges(p.stop - p.start, row_bytes, block):
+        w = reader.read_rows(p.name, p.start + r0, p.start + r1)
+        yield _bytes(mx.dequantize_fp8(w, scale[r0 // block: r1 // block], BF16))
+
+
+def _write_rank(src: str, dst: str, file: str, pieces: list[Piece], where: dict[str, str],
+                shapes: dict[str, tuple[int, ...]]) -> dict:
+    readers: dict[str, SafetensorsReader] = {}
+
+    def reader(name: str) -> SafetensorsReader:
+        shard = where[name]
+        if shard not in readers:
+            readers[shard] = SafetensorsReader(Path(src) / shard)
+        return readers[shard]
+
+    try:
+        with SafetensorsWriter(Path(dst) / file, [(p.name, p.dtype, p.shape) for p in pieces]) as w:
+            for p in pieces:
+                scale_reader = reader(p.dequantize_with) if p.dequantize_with else None
+                w.write_bytes(p.name, _piece_chunks(reader(p.name), scale_reader, p, shapes[p.name]))
+    finally:
+        for r in readers.values():
+            r.close()
+    return {}
+
+
+def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = None,
+                      overwrite: bool = False, progress: Progress | None = None) -> V4MpReport:
+    """DeepSeek's V4 inference layout, streaming; config.json and side files copied."""
+    t0 = time.monotonic()
+    with Checkpoint(src) as ck:
+        entries = {e.name: (shard, e) for shard, e in _source_tensors(ck)}
+        layout, experts = detect_layout({n: e for n, (_, e) in entries.items()})
+        if layout != "fp8":
+            raise ConfigError(f"{ck.dir}: --to deepseek-mp takes the released FP8/FP4 layout "
+                              f"(DeepSeek's convert.py dequantises wo_a from it)")
+        plan = V4TensorPlan(ck.config, layout, expert_dtype=experts)
+        for s in plan.specs:
+            found = entries.get(s.name)
+            if found is None or (found[1].dtype, found[1].shape) != (s.dtype, s.shape):
+                what = "absent" if found is None else f"{found[1].dtype} {list(found[1].shape)}"
+                error = MissingTensorError if found is None else ShapeMismatchError
+                raise error(f"{ck.dir}: tensor '{s.name}': expected {s.dtype} {list(s.shape)}, "
+                            f"found {what}")
+        check_blocks(plan, model_parallel)
+        ranks = rank_pieces(plan, model_parallel)
+        where = {n: shard for n, (shard, _) in entries.items()}
+        shapes = {s.name: s.shape for s in plan.specs}
+        files = [mp_file_name(r, model_parallel) for r in range(model_parallel)]
+        job = {"command": "reshard-v4-mp", "n": model_parallel, "source": str(Path(src).resolve())}
+        with OutputDir(dst, sources=[ck.dir], overwrite=overwrite, job=job) as out:
+            todo = [r for r in range(model_parallel) if not out.is_done(files[r])]
+            args = [(files[r], sum(math.prod(p.shape) for p in ranks[r]),
+                     (str(ck.dir), str(out.path), files[r], ranks[r], where, shapes)) for r in todo]
+            run_jobs(_write_rank, args, workers=workers_for(sum(a[1] for a in args), workers),
+                     progress=progress, label="reshard",
+                     on_result=lambda i, _: out.mark_done(files[todo[i]]))
+            write_json_atomic(out.path / CONFIG_FILE, ck.raw_config)
+            side = copy_side_files(ck.dir, out.path)
+    return V4MpReport(source=str(src), destination=str(dst), direction="deepseek-mp",
+                      model_parallel=model_parallel, files=files,
+                      tensors_per_file=[len(p) for p in ranks], source_tensors=len(plan),
+                      wo_a_converted=sum(p.dequantize_with is not None for p in ranks[0]),
+                      side_files=side, seconds=round(time.monotonic() - t0, 3))
+
+
+def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
+                        expert_dtype: str | None = None, overwrite: bool = False) -> V4MpReport:
+    """Rebuild the Hub layout from V4 rank files (N from the names): same names, FP8 wo_a."""
+    t0 = time.monotonic()
+    src = Path(src)
+    files = find_mp_files(src)
+    n = len(files)
+    config = read_config_file(src / CONFIG_FILE)
+    readers = {r: SafetensorsReader(p) for r, p in files.items()}
+    try:
+        first = readers[0].header.entries
+        experts = expert_dtype or ("fp4" if any(e.dtype == "I8" for e in first.values()) else "fp8")
+        plan = V4TensorPlan(config, "fp8", expert_dtype=experts)
+        ranks = rank_pieces(plan, n)
+        holder: dict[str, list[tuple[int, Piece]]] = {}
+        for r, pieces in enumerate(ranks):
+            for p in pieces:
+                e = readers[r].header.entries.get(p.name)
+                if e is None or (e.dtype, e.shape) != (p.dtype, p.shape):
+                    found = "absent" if e is None else f"{e.dtype} {list(e.shape)}"
+                    raise ShapeMismatchError(f"{files[r]}: tensor '{p.name}': expected {p.dtype} "
+                                             f"{list(p.shape)}, found {found}")
+                holder.setdefault(p.name, []).append((r, p))
+        groups = pack_by_size(plan.specs, max_shard_size)
+        names = [SINGLE_FILE] if len(groups) == 1 else [shard_file_name(i, len(groups))
+                                                        for i in range(1, len(groups) + 1)]
+        weight_map = {}
+        with OutputDir(dst, sources=[src], overwrite=overwrite) as out:
+            for fname, group in zip(names, groups):
+                with SafetensorsWriter(out.path / fname, [(s.name, s.dtype, s.shape) for s in group]) as w:
+                    pending: dict[str, np.ndarray] = {}  # wo_a's re-made scale, written next
+                    for s in group:
+                        weight_map[s.name] = fname
+                        if s.name in pending:
+                            w.write(s.name, pending.pop(s.name))
+                            continue
+                        pieces = holder.get(s.name)
+                        if pieces is None:
+                            raise MissingTensorError(f"{src}: no rank file holds '{s.name}'")
+                        if pieces[0][1].dequantize_with:
+                            scales: list[np.ndarray] = []
+                            w.write_bytes(s.name, _requantized(readers, pieces, scales))
+                            pending[s.scale_name] = np.concatenate(scales)
+                        else:
+                            w.write_bytes(s.name, _joined(readers, pieces, s.shape))
+            if len(groups) > 1:
+                write_index(out.path / INDEX_FILE, ShardIndex(weight_map, plan.total_bytes))
+            write_json_atomic(out.path / CONFIG_FILE, json.loads((src / CONFIG_FILE).read_text()))
+            side = copy_side_files(src, out.path)
+    finally:
+        for r in readers.values():
+            r.close()
+    return V4MpReport(source=str(src), destination=str(dst), direction="hf", model_parallel=n,
+                      files=names, tensors_per_file=[len(g) for g in groups],
+                      source_tensors=len(plan),
+                      wo_a_converted=sum(p.dequantize_with is not None for p in ranks[0]),
+                      side_files=side, seconds=round(time.monotonic() - t0, 3))
+
+
+def _joined(readers, pieces: list[tuple[int, Piece]], shape):
+    """The source tensor's bytes from its rank pieces (replicas: rank 0's copy)."""
+    rank0, p0 = pieces[0]
+    if p0.dim is None:
+        yield from readers[rank0].iter_chunks(p0.name)
+    elif p0.dim == 0:
+        for r, p in pieces:
+            yield from readers[r].iter_chunks(p.name)
+    else:
+        row_bytes = math.prod(shape[1:]) * itemsize(p0.dtype)
+        for r0, r1 in _row_ranges(shape[0], row_bytes):
+            yield _bytes(np.concatenate([readers[r].read_rows(p.name, r0, r1) for r, p in pieces], 1))
+
+
+def _requantized(readers, pieces: list[tuple[int, Piece]], scales: list[np.ndarray]):
+    """wo_a back to FP8 with ue8m0 scales, 128 rows at a time (each rank's share is whole
+    blocks); the scale rows are collected in `scales`."""
+    block = mx.FP8_BLOCK[0]
+    for r, p in pieces:
+        rows = p.shape[0]
+        for r0, r1 in _row_ranges(rows, math.prod(p.shape[1:]) * 2, block):
+            q, s = mx.quantize_fp8(readers[r].read_rows(p.name, r0, r1).astype(np.float32))
+            scales.append(s)
+            yield _bytes(q)

@@ -96,6 +96,14 @@ def tensor_value_v4(spec: TensorSpec, seed: int, config) -> np.ndarray:
     return rng.normal(0.0, std, shape).astype(np.float32)
 
 
+def stored_value(spec: TensorSpec, value: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """A float value as the plan stores it: (MXFP4 I8 or FP8 e4m3, E8M0 scale) for a tensor
+    with a scale, else (value in its dtype, None)."""
+    if spec.scale_name:
+        return quantize_fp4(value) if spec.dtype == "I8" else quantize_fp8(value)
+    return value.astype(DTYPES[spec.dtype].numpy), None
+
+
 def _split(specs: list[TensorSpec], shards: int) -> list[list[TensorSpec]]:
     from .tiny import _split as split  # one rule: the first cut puts a scale in the next shard
 
@@ -123,13 +131,11 @@ def make_tiny_v4(dst, preset: str = "v4-flash", *, fp8: bool = False, shards: in
                 for s in group:
                     if s.scale_of:
                         w.write(s.name, pending.pop(s.name))
-                    elif s.scale_name:
-                        value = tensor_value_v4(s, seed, config)
-                        q, scale = quantize_fp4(value) if s.dtype == "I8" else quantize_fp8(value)
-                        pending[s.scale_name] = scale
-                        w.write(s.name, q)
                     else:
-                        w.write(s.name, tensor_value_v4(s, seed, config).astype(DTYPES[s.dtype].numpy))
+                        stored, scale = stored_value(s, tensor_value_v4(s, seed, config))
+                        if scale is not None:
+                            pending[s.scale_name] = scale
+                        w.write(s.name, stored)
                     weight_map[s.name] = fname
         write_index(out.path / INDEX_FILE, ShardIndex(weight_map, plan.total_bytes))
         write_json_atomic(out.path / CONFIG_FILE, raw)

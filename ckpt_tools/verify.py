@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .checkpoint import Checkpoint
-from .errors import ConfigError, FormatError, ShapeMismatchError, UnsupportedModelError
+from .errors import ConfigError, FormatError, ShapeMismatchError
 from .index import MP_FILE_GLOB
 from .reference import Model, TensorSource
 from .sources import CONFIG_FILE
@@ -54,27 +54,18 @@ def _model_type(path: Path) -> str | None:
 def open_tensor_source(path: str | Path) -> TensorSource:
     """A reader for a checkpoint directory: HF layout (`Checkpoint`), DeepSeek's
     `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF config.json), or
-    a DeepSeek-V4 directory (`V4Checkpoint`: Hub names, FP8/FP4 or upcast, or HF names)."""
+    a DeepSeek-V4 directory (`V4Checkpoint`: Hub names, FP8/FP4 or upcast, or HF names;
+    `V4MpCheckpoint`: DeepSeek's V4 model-parallel files)."""
     path = Path(path)
     if path.is_dir() and _model_type(path) == "deepseek_v4":
-        _refuse_v4_mp(path)
-        from .reference.v4_checkpoint import V4Checkpoint
+        from .reference.v4_checkpoint import V4Checkpoint, V4MpCheckpoint
 
-        return V4Checkpoint(path)
+        return V4MpCheckpoint(path) if any(path.glob(MP_FILE_GLOB)) else V4Checkpoint(path)
     if path.is_dir() and any(path.glob(MP_FILE_GLOB)):
         from .mp_layout import MpCheckpoint  # only mp directories pay for the layout tables
 
         return MpCheckpoint(path)
     return Checkpoint(path)
-
-
-def _refuse_v4_mp(path: Path) -> None:
-    """V4Checkpoint reads Hub and transformers names; DeepSeek's V4 model-parallel files are
-    refused in one line."""
-    if any(path.glob(MP_FILE_GLOB)):
-        raise UnsupportedModelError(
-            f"{path}: the NumPy forward pass does not cover DeepSeek-V4 model-parallel files "
-            f"yet (`ckpt reshard SRC DST --to hf` turns them back into Hub shards)")
 
 
 def _source(source: str | Path | TensorSource) -> TensorSource:

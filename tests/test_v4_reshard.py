@@ -129,8 +129,38 @@ def test_validate_v4_rank_files(src, tmp_path):
     assert report.findings[0].tensor == "layers.2.attn.wq_b.scale"
 
 
-def test_forward_refuses_v4_mp_in_one_line(src, run_cli, tmp_path):
+def test_verify_hub_against_its_deepseek_mp_reshard(src, run_cli, tmp_path):
+    """forward/verify read V4 rank files through mp_v4's split rules: the same function
+    (wo_a's BF16 per rank is exact: e4m3 codes times powers of two)."""
     to_deepseek_mp(src, tmp_path / "mp", 2)
-    r = run_cli("forward", tmp_path / "mp", "--out", tmp_path / "x.npy")
-    assert r.exit_code == 1 and "does not cover DeepSeek-V4" in r.output
-    assert "Traceback" not in r.output
+    tokens = "3,17,5,200,9,41,7,128,64,1,2,250"
+    r = run_cli("verify", src, "--against", tmp_path / "mp", "--tokens", tokens, "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["ok"] and report["top1_agreement"] == 1.0
+    assert report["max_abs_error"] == 0.0
+    out = tmp_path / "mtp.npy"
+    r = run_cli("forward", tmp_path / "mp", "--mtp", "--tokens", tokens, "--out", out, "--json")
+    assert r.exit_code == 0, r.stderr
+    assert np.load(out).shape[0] == 11
+
+
+def test_v4_mp_rows_equal_the_hub_rows(src, tmp_path):
+    """Row ranges that cross rank boundaries (dim 0) and every rank's columns (wo_b)."""
+    from ckpt_tools.reference.v4_checkpoint import V4Checkpoint, V4MpCheckpoint
+
+    to_deepseek_mp(src, tmp_path / "mp", 2)
+    hub, mp = V4Checkpoint(src), V4MpCheckpoint(tmp_path / "mp")
+    try:
+        for name in ("embed.weight", "layers.0.attn.wq_b.weight", "layers.0.attn.wo_a.weight",
+                     "layers.0.attn.wo_b.weight", "layers.2.attn.indexer.wq_b.weight",
+                     "layers.3.ffn.experts.7.w1.weight", "layers.0.attn.attn_sink",
+                     "mtp.0.e_proj.weight"):
+            assert mp.shape_of(name) == hub.shape_of(name), name
+            rows = hub.shape_of(name)[0]
+            for a, b in ((0, rows), (max(0, rows // 2 - 3), min(rows, rows // 2 + 5)), (1, rows - 1)):
+                np.testing.assert_array_equal(mp.read_float32_rows(name, a, b),
+                                              hub.read_float32_rows(name, a, b), err_msg=name)
+    finally:
+        hub.close()
+        mp.close()

@@ -179,21 +179,119 @@ class V4Checkpoint:
         lo = where.offset
         _, entry = self._entry(where.name)
         scale = self._scale_name(where.name)
-        if scale is None:
-            return self._rows(where.name, lo + start, lo + stop).astype(np.float32)
-        if entry.dtype == "I8":  # MXFP4, decoded a bounded number of rows at a time
-            return mx.dequantize_fp4(self._rows(where.name, lo + start, lo + stop),
-                                     self._rows(scale, lo + start, lo + stop), name=hub)
-        # FP8: whole 128-row blocks, so each scale row meets the rows it was computed on
-        first, last = start // FP8_BLOCK, -(-stop // FP8_BLOCK)
-        r0, r1 = first * FP8_BLOCK, min(last * FP8_BLOCK, where.rows)
-        weight, scales = self._rows(where.name, lo + r0, lo + r1), self._rows(scale, first, last)
-        if scales.dtype == mx.E8M0:
-            values = mx.dequantize_fp8(weight, scales)
-        else:  # float scales (weight_scale_inv)
-            values = dequantize(weight, scales.astype(np.float32), mx.FP8_BLOCK)
-        return values if (r0, r1) == (start, stop) else values[start - r0:stop - r0].copy()
+        return decode_rows(lambda a, b: self._rows(where.name, lo + a, lo + b),
+                           None if scale is None else lambda a, b: self._rows(scale, a, b),
+                           entry.dtype, start, stop, where.rows, hub)
 
     def read_float32(self, hub: str) -> np.ndarray:
         return self.read_float32_rows(hub, 0, self._located(hub).rows)
 
+
+def decode_rows(rows, scale_rows, dtype: str, start: int, stop: int, total: int,
+                name: str) -> np.ndarray:
+    """Rows [start, stop) of a stored tensor as float32. `rows(a, b)` reads its stored rows,
+    `scale_rows(a, b)` its scale's rows (None: not quantised); `total` is its row count.
+    MXFP4 (I8) rows come with their own scale rows; FP8 is read in whole 128-row blocks,
+    so each scale row meets the rows it was computed on."""
+    if scale_rows is None:
+        return rows(start, stop).astype(np.float32)
+    if dtype == "I8":  # MXFP4, decoded a bounded number of rows at a time
+        return mx.dequantize_fp4(rows(start, stop), scale_rows(start, stop), name=name)
+    first, last = start // FP8_BLOCK, -(-stop // FP8_BLOCK)
+    r0, r1 = first * FP8_BLOCK, min(last * FP8_BLOCK, total)
+    weight, scales = rows(r0, r1), scale_rows(first, last)
+    if scales.dtype == mx.E8M0:
+        values = mx.dequantize_fp8(weight, scales)
+    else:  # float scales (weight_scale_inv)
+        values = dequantize(weight, scales.astype(np.float32), mx.FP8_BLOCK)
+    return values if (r0, r1) == (start, stop) else values[start - r0:stop - r0].copy()
+
+
+class V4MpCheckpoint:
+    """Read-only DeepSeek-V4 model-parallel directory (`model{i}-mp{N}.safetensors`, as
+    `ckpt reshard --to deepseek-mp` and DeepSeek's V4 convert.py write it), by Hub name.
+
+    Which rank holds which rows or columns of a tensor comes from `mp_v4.rank_pieces`, the
+    rule that writes the files: row-split tensors are read from the ranks whose rows
+    overlap the range asked for, `wo_b` (split on dim 1) from every rank, replicas and
+    routed experts from one rank; FP8 pieces keep their own scale pieces, `wo_a` is BF16.
+    """
+
+    layout = "deepseek-mp"
+
+    def __init__(self, path: str | Path):
+        from ..mp_layout import find_mp_files
+        from ..mp_v4 import rank_pieces
+        from ..tensor_plan_v4 import V4TensorPlan
+
+        self.dir = Path(path)
+        config_path = self.dir / CONFIG_FILE
+        if not config_path.is_file():
+            raise ConfigError(f"{self.dir}: directory has no {CONFIG_FILE}")
+        self.config = load_config(config_path)
+        files = find_mp_files(self.dir)
+        self._readers = {r: SafetensorsReader(p) for r, p in files.items()}
+        first = self._readers[0].header.entries
+        experts = "fp4" if any(e.dtype == "I8" for e in first.values()) else "fp8"
+        plan = V4TensorPlan(self.config, "fp8", expert_dtype=experts)
+        self._specs = {s.name: s for s in plan.specs}
+        self._pieces: dict[str, list] = {}
+        for r, pieces in enumerate(rank_pieces(plan, len(files))):
+            for p in pieces:
+                self._pieces.setdefault(p.name, []).append((r, p))
+
+    def close(self) -> None:
+        for r in self._readers.values():
+            r.close()
+        self._readers.clear()
+
+    def __contains__(self, hub: str) -> bool:
+        return hub in self._pieces and self._specs[hub].scale_of is None
+
+    def _spec(self, hub: str):
+        if hub not in self:
+            raise MissingTensorError(f"{self.dir}: tensor '{hub}' is missing")
+        return self._specs[hub]
+
+    def shape_of(self, hub: str) -> tuple[int, ...]:
+        spec = self._spec(hub)
+        rows, *cols = spec.shape
+        return (rows, cols[0] * 2) if spec.dtype == "I8" else (rows, *cols)
+
+    def _reader(self, rank: int, name: str) -> SafetensorsReader:
+        reader = self._readers[rank]
+        if name not in reader.header:
+            raise MissingTensorError(f"{reader.path}: tensor '{name}' is missing")
+        return reader
+
+    def _piece_rows(self, rank: int, piece, start: int, stop: int, name: str) -> np.ndarray:
+        """Rows [start, stop) of one rank's piece (its own row numbering), as float32."""
+        reader = self._reader(rank, piece.name)
+        spec = self._specs[piece.name]
+        scale = None if piece.dequantize_with or spec.scale_name is None else spec.scale_name
+        return decode_rows(lambda a, b: reader.read_rows(piece.name, a, b),
+                           None if scale is None
+                           else lambda a, b: self._reader(rank, scale).read_rows(scale, a, b),
+                           piece.dtype, start, stop, piece.shape[0] if piece.shape else 1, name)
+
+    def read_float32_rows(self, hub: str, start: int, stop: int) -> np.ndarray:
+        rows = self.shape_of(hub)[0]
+        if not 0 <= start <= stop <= rows:
+            raise ShapeMismatchError(f"{self.dir}: tensor '{hub}': rows [{start}, {stop}) "
+                                     f"outside [0, {rows})")
+        pieces = self._pieces[hub]
+        rank, first = pieces[0]
+        if first.dim is None:  # replica or routed expert: one rank holds it whole
+            return self._piece_rows(rank, first, start, stop, hub)
+        if first.dim == 1:
+            return np.concatenate([self._piece_rows(r, p, start, stop, hub) for r, p in pieces],
+                                  axis=1)
+        parts = [self._piece_rows(r, p, max(start, p.start) - p.start,
+                                  min(stop, p.stop) - p.start, hub)
+                 for r, p in pieces if p.start < stop and start < p.stop]
+        if not parts:
+            return np.empty((0, *self.shape_of(hub)[1:]), np.float32)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def read_float32(self, hub: str) -> np.ndarray:
+        return self.read_float32_rows(hub, 0, self.shape_of(hub)[0])

@@ -49,7 +49,7 @@ from .index import (
 )
 from .mp_layout import find_mp_files, mp_file_name
 from .output import OutputDir
-from .parallel import run_jobs, workers_for
+from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
 from .reshard_plan import pack_by_size
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
@@ -79,6 +79,10 @@ class V4MpReport(BaseModel):
                                             "deepseek-mp) or re-quantised to FP8 (to hf)")
     side_files: list[str]
     seconds: float
+    ranks: list[int] | None = Field(
+        None, description="deepseek-mp: the ranks whose files this run wrote, when only some")
+    nodes: list[NodeWork] = Field(
+        default_factory=list, description="Per machine: the files it wrote, bytes, seconds")
 
 
 def module_of(name: str) -> str:
@@ -199,9 +203,17 @@ def _write_rank(src: str, dst: str, file: str, pieces: list[Piece], where: dict[
 
 
 def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = None,
-                      overwrite: bool = False, progress: Progress | None = None) -> V4MpReport:
-    """DeepSeek's V4 inference layout, streaming; config.json and side files copied."""
+                      overwrite: bool = False, progress: Progress | None = None,
+                      executor: ExecutorName = "local", ranks=None,
+                      rank_resource: str | None = None) -> V4MpReport:
+    """DeepSeek's V4 inference layout, streaming; config.json and side files copied.
+    One job per rank file on `executor`; `ranks` writes only those ranks' files and
+    `rank_resource` (Ray) places rank i's job on the node holding `{rank_resource}{i}`, as
+    for V2/V3 (`reshard.execute_plan`)."""
     t0 = time.monotonic()
+    if rank_resource is not None and executor != "ray":
+        raise ValueError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
+                         "executor='ray'")
     with Checkpoint(src) as ck:
         entries = {e.name: (shard, e) for shard, e in _source_tensors(ck)}
         layout, experts = detect_layout({n: e for n, (_, e) in entries.items()})
@@ -217,31 +229,47 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
                 raise error(f"{ck.dir}: tensor '{s.name}': expected {s.dtype} {list(s.shape)}, "
                             f"found {what}")
         check_blocks(plan, model_parallel)
-        ranks = rank_pieces(plan, model_parallel)
+        ranks_ = rank_pieces(plan, model_parallel)
+        selected = sorted(set(ranks)) if ranks is not None else list(range(model_parallel))
+        bad = [r for r in selected if not 0 <= r < model_parallel]
+        if bad or not selected:
+            raise ConfigError(f"{ck.dir}: rank {bad[0] if bad else 'list'} is outside 0-"
+                              f"{model_parallel - 1} of --model-parallel {model_parallel}")
         where = {n: shard for n, (shard, _) in entries.items()}
         shapes = {s.name: s.shape for s in plan.specs}
         files = [mp_file_name(r, model_parallel) for r in range(model_parallel)]
-        job = {"command": "reshard-v4-mp", "n": model_parallel, "source": str(Path(src).resolve())}
+        job = {"command": "reshard-v4-mp", "n": model_parallel, "source": str(Path(src).resolve()),
+               "ranks": selected if ranks is not None else None}
         with OutputDir(dst, sources=[ck.dir], overwrite=overwrite, job=job) as out:
-            todo = [r for r in range(model_parallel) if not out.is_done(files[r])]
-            args = [(files[r], sum(math.prod(p.shape) for p in ranks[r]),
-                     (str(ck.dir), str(out.path), files[r], ranks[r], where, shapes)) for r in todo]
-            run_jobs(_write_rank, args, workers=workers_for(sum(a[1] for a in args), workers),
-                     progress=progress, label="reshard",
-                     on_result=lambda i, _: out.mark_done(files[todo[i]]))
+            todo = [r for r in selected if not out.is_done(files[r])]
+            jobs = [Job(files[r], sum(math.prod(p.shape) for p in ranks_[r]),
+                        (str(ck.dir), str(out.path), files[r], ranks_[r], where, shapes),
+                        resources={f"{rank_resource}{r}": 1} if rank_resource else None)
+                    for r in todo]
+            ran = run_jobs(_write_rank, jobs,
+                           workers=workers_for(sum(j.nbytes for j in jobs), workers),
+                           executor=executor, progress=progress, label="reshard",
+                           on_result=lambda i, _: out.mark_done(files[todo[i]]))
             write_json_atomic(out.path / CONFIG_FILE, ck.raw_config)
             side = copy_side_files(ck.dir, out.path)
     return V4MpReport(source=str(src), destination=str(dst), direction="deepseek-mp",
-                      model_parallel=model_parallel, files=files,
-                      tensors_per_file=[len(p) for p in ranks], source_tensors=len(plan),
-                      wo_a_converted=sum(p.dequantize_with is not None for p in ranks[0]),
-                      side_files=side, seconds=round(time.monotonic() - t0, 3))
+                      model_parallel=model_parallel, files=[files[r] for r in selected],
+                      tensors_per_file=[len(ranks_[r]) for r in selected],
+                      source_tensors=len(plan),
+                      wo_a_converted=sum(p.dequantize_with is not None for p in ranks_[0]),
+                      side_files=side, seconds=round(time.monotonic() - t0, 3),
+                      ranks=selected if ranks is not None else None, nodes=ran.nodes)
 
 
 def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
-                        expert_dtype: str | None = None, overwrite: bool = False) -> V4MpReport:
-    """Rebuild the Hub layout from V4 rank files (N from the names): same names, FP8 wo_a."""
+                        expert_dtype: str | None = None, overwrite: bool = False,
+                        executor: ExecutorName = "local") -> V4MpReport:
+    """Rebuild the Hub layout from V4 rank files (N from the names): same names, FP8 wo_a.
+    Runs in this process (no executor jobs yet: executor 'ray' is refused)."""
     t0 = time.monotonic()
+    if executor != "local":
+        raise ConfigError(f"{src}: DeepSeek-V4 rank files are joined in this process; "
+                          f"--executor {executor} is not available for them yet")
     src = Path(src)
     files = find_mp_files(src)
     n = len(files)

@@ -422,7 +422,8 @@ def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
         from .mp_v4 import to_deepseek_mp_v4
 
         return to_deepseek_mp_v4(src, dst, model_parallel, workers=workers, overwrite=overwrite,
-                                 progress=progress)
+                                 progress=progress, executor=executor, ranks=ranks,
+                                 rank_resource=rank_resource)
     plan = plan_reshard(src, model_parallel=model_parallel, keep_mtp=keep_mtp)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor, ranks=ranks, rank_resource=rank_resource)
@@ -451,7 +452,7 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | 
 
         if config is not None:
             raise ConfigError(f"{src}: for DeepSeek-V4 rank files, put config.json beside them")
-        return from_deepseek_mp_v4(src, dst, overwrite=overwrite,
+        return from_deepseek_mp_v4(src, dst, overwrite=overwrite, executor=executor,
                                    **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     plan = plan_reshard(src, to_hf=True, max_shard_size=max_shard_size, config=config)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,

@@ -164,3 +164,16 @@ def test_v4_mp_rows_equal_the_hub_rows(src, tmp_path):
     finally:
         hub.close()
         mp.close()
+
+
+def test_ranks_writes_only_those_rank_files(src, tmp_path):
+    """--ranks as for V2/V3: only the named ranks' files, byte-identical to a full run's."""
+    full = to_deepseek_mp(src, tmp_path / "full", 2)
+    part = to_deepseek_mp(src, tmp_path / "part", 2, ranks=[1])
+    assert part.files == ["model1-mp2.safetensors"] and part.ranks == [1]
+    assert full.ranks is None and sum(n.jobs for n in full.nodes) == 2
+    assert not (tmp_path / "part" / "model0-mp2.safetensors").exists()
+    assert ((tmp_path / "part" / "model1-mp2.safetensors").read_bytes()
+            == (tmp_path / "full" / "model1-mp2.safetensors").read_bytes())
+    with pytest.raises(ConfigError, match="rank 2 is outside 0-1"):
+        to_deepseek_mp(src, tmp_path / "bad", 2, ranks=[2])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from timing import run_child
+from upcast import CHECK, measure  # the bit-equality check and timing of bench/upcast.py
 
 FLASH_WIDTHS = {"vocab_size": 8192, "hidden_size": 4096, "num_attention_heads": 64,
                 "head_dim": 512, "qk_rope_head_dim": 64, "q_lora_rank": 1024, "o_groups": 8,
@@ -85,32 +84,6 @@ index = {"metadata": {}, "weight_map": new_map}
 (dst / "model.safetensors.index.json").write_text(json.dumps(index))
 print(json.dumps({"seconds": time.monotonic() - t0}))
 """
-
-CHECK = r"""
-import json, sys, torch
-from safetensors import safe_open
-a, b = sys.argv[1], sys.argv[2]
-wa = json.load(open(a + "/model.safetensors.index.json"))["weight_map"]
-wb = json.load(open(b + "/model.safetensors.index.json"))["weight_map"]
-assert set(wa) == set(wb), "different tensor sets"
-for name, shard in wa.items():
-    with safe_open(a + "/" + shard, "pt") as fa, safe_open(b + "/" + wb[name], "pt") as fb:
-        x, y = fa.get_tensor(name), fb.get_tensor(name)
-    assert x.dtype == y.dtype and x.shape == y.shape, name
-    if x.is_floating_point():
-        nan = x.float().isnan()
-        assert torch.equal(nan, y.float().isnan()) and torch.equal(x[~nan], y[~nan]), name
-    else:
-        assert torch.equal(x, y), name
-print(len(wa))
-"""
-
-
-def measure(cmd: list[str]) -> dict:
-    os.sync()
-    wall, cpu, rss = run_child(cmd)
-    return {"wall": wall, "cpu": cpu, "maxrss_mb": rss}
-
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

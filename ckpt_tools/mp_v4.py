@@ -35,7 +35,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from . import mx_formats as mx
 from .checkpoint import Checkpoint
 from .config import read_config_file
-from .convert import _source_tensors
 from .dtypes import itemsize
 from .errors import ConfigError, MissingTensorError, ShapeMismatchError
 from .fp8 import BF16
@@ -56,7 +55,6 @@ from .safetensors_io import SafetensorsReader, SafetensorsWriter
 from .side_files import copy_side_files
 from .sources import CONFIG_FILE
 from .tensor_plan_v4 import V4TensorPlan
-from .validate_v4 import detect_layout
 
 SPLIT_DIM = {"embed": 0, "head": 0, "wq_b": 0, "wo_a": 0, "attn_sink": 0, "weights_proj": 0,
              "wo_b": 1}
@@ -214,20 +212,14 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
     if rank_resource is not None and executor != "ray":
         raise ValueError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
                          "executor='ray'")
+    from .convert_v4 import _checked_source  # pairing and the V4 plan, as upcast checks them
+
     with Checkpoint(src) as ck:
-        entries = {e.name: (shard, e) for shard, e in _source_tensors(ck)}
-        layout, experts = detect_layout({n: e for n, (_, e) in entries.items()})
+        entries, layout, experts = _checked_source(ck)
         if layout != "fp8":
             raise ConfigError(f"{ck.dir}: --to deepseek-mp takes the released FP8/FP4 layout "
                               f"(DeepSeek's convert.py dequantises wo_a from it)")
         plan = V4TensorPlan(ck.config, layout, expert_dtype=experts)
-        for s in plan.specs:
-            found = entries.get(s.name)
-            if found is None or (found[1].dtype, found[1].shape) != (s.dtype, s.shape):
-                what = "absent" if found is None else f"{found[1].dtype} {list(found[1].shape)}"
-                error = MissingTensorError if found is None else ShapeMismatchError
-                raise error(f"{ck.dir}: tensor '{s.name}': expected {s.dtype} {list(s.shape)}, "
-                            f"found {what}")
         check_blocks(plan, model_parallel)
         ranks_ = rank_pieces(plan, model_parallel)
         selected = sorted(set(ranks)) if ranks is not None else list(range(model_parallel))

@@ -156,6 +156,34 @@ class TinyCheckpoint:
     shrunk: tuple[Shrunk, ...] = ()
 
 
+def write_tiny(dst: str | Path, plan, shards: int, stored, raw: dict[str, Any], *,
+               overwrite: bool, side_files: dict[str, dict[str, Any]]) -> int:
+    """Write `plan`'s tensors into `shards` shards (a scale opens the next shard at a cut),
+    with index, config.json `raw` and `side_files`; `stored(spec)` gives (stored value, its
+    scale or None) of a non-scale tensor. Returns the number of shards."""
+    groups = _split(list(plan.specs), shards)
+    with OutputDir(dst, overwrite=overwrite) as out:
+        weight_map: dict[str, str] = {}
+        pending_scales: dict[str, np.ndarray] = {}
+        for i, group in enumerate(groups, start=1):
+            fname = shard_file_name(i, len(groups))
+            with SafetensorsWriter(out.path / fname, [(s.name, s.dtype, s.shape) for s in group]) as w:
+                for s in group:
+                    if s.scale_of:
+                        w.write(s.name, pending_scales.pop(s.name))
+                    else:
+                        value, scale = stored(s)
+                        if scale is not None:
+                            pending_scales[s.scale_name] = scale
+                        w.write(s.name, value)
+                    weight_map[s.name] = fname
+        write_index(out.path / INDEX_FILE, ShardIndex(weight_map, plan.total_bytes))
+        write_json_atomic(out.path / CONFIG_FILE, raw)
+        for name, content in side_files.items():
+            write_json_atomic(out.path / name, content)
+    return len(groups)
+
+
 def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards: int = 2,
               seed: int = 0, real_widths: bool = False, overrides: dict[str, Any] | None = None,
               overwrite: bool = False, expert_dtype: str | None = None) -> TinyCheckpoint:
@@ -174,32 +202,19 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
     raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8, shrunk=shrunk)
     config = parse_config(raw)
     plan = TensorPlan(config)
-    groups = _split(list(plan.specs), shards)
-    with OutputDir(dst, overwrite=overwrite) as out:
-        weight_map: dict[str, str] = {}
-        pending_scales: dict[str, np.ndarray] = {}
-        for i, group in enumerate(groups, start=1):
-            fname = shard_file_name(i, len(groups))
-            with SafetensorsWriter(out.path / fname, [(s.name, s.dtype, s.shape) for s in group]) as w:
-                for s in group:
-                    if s.scale_of:
-                        w.write(s.name, pending_scales.pop(s.name))
-                    elif s.scale_name:
-                        q, scale = quantize(tensor_value(s, seed), plan.block)
-                        pending_scales[s.scale_name] = scale
-                        w.write(s.name, q)
-                    else:
-                        w.write(s.name, tensor_value(s, seed).astype(DTYPES[s.dtype].numpy))
-                    weight_map[s.name] = fname
-        write_index(out.path / INDEX_FILE, ShardIndex(weight_map, plan.total_bytes))
-        write_json_atomic(out.path / CONFIG_FILE, raw)
-        write_json_atomic(out.path / "generation_config.json",
-                          {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
-                           "do_sample": True, "temperature": 0.6})
-        write_json_atomic(out.path / "tokenizer_config.json",
-                          {"model_max_length": config.max_position_embeddings,
-                           "tokenizer_class": "LlamaTokenizerFast"})
-    return TinyCheckpoint(Path(dst), preset, plan.layout, len(groups), len(plan), plan.total_bytes,
+
+    def stored(s: TensorSpec) -> tuple[np.ndarray, np.ndarray | None]:
+        if s.scale_name:
+            return quantize(tensor_value(s, seed), plan.block)
+        return tensor_value(s, seed).astype(DTYPES[s.dtype].numpy), None
+
+    groups = write_tiny(dst, plan, shards, stored, raw, overwrite=overwrite, side_files={
+        "generation_config.json": {"bos_token_id": config.bos_token_id,
+                                   "eos_token_id": config.eos_token_id, "do_sample": True,
+                                   "temperature": 0.6},
+        "tokenizer_config.json": {"model_max_length": config.max_position_embeddings,
+                                  "tokenizer_class": "LlamaTokenizerFast"}})
+    return TinyCheckpoint(Path(dst), preset, plan.layout, groups, len(plan), plan.total_bytes,
                           tuple(shrunk))
 
 

@@ -20,12 +20,9 @@ from .config import parse_config
 from .config_v4 import ExpertDtype
 from .dtypes import DTYPES
 from .fp8 import FP8_QUANTIZATION_CONFIG
-from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
 from .mx_formats import quantize_fp4, quantize_fp8
-from .output import OutputDir
 from .presets import find_preset
-from .safetensors_io import SafetensorsWriter
-from .sources import CONFIG_FILE, resolve_config
+from .sources import resolve_config
 from .tensor_plan import TensorSpec
 from .tensor_plan_v4 import V4TensorPlan
 
@@ -104,44 +101,21 @@ def stored_value(spec: TensorSpec, value: np.ndarray) -> tuple[np.ndarray, np.nd
     return value.astype(DTYPES[spec.dtype].numpy), None
 
 
-def _split(specs: list[TensorSpec], shards: int) -> list[list[TensorSpec]]:
-    from .tiny import _split as split  # one rule: the first cut puts a scale in the next shard
-
-    return split(specs, shards)
-
-
 def make_tiny_v4(dst, preset: str = "v4-flash", *, fp8: bool = False, shards: int = 2,
                  seed: int = 0, expert_dtype: ExpertDtype | None = None,
                  overrides: dict[str, Any] | None = None, overwrite: bool = False):
     """Write a tiny V4 checkpoint (Hub names) into `dst`; returns tiny.TinyCheckpoint."""
     from pathlib import Path
 
-    from .tiny import TinyCheckpoint
+    from .tiny import TinyCheckpoint, write_tiny
 
     raw = tiny_v4_config(preset, fp8=fp8, expert_dtype=expert_dtype, overrides=overrides)
     config = parse_config(raw)
     plan = V4TensorPlan(config, expert_dtype=expert_dtype)
-    groups = _split(list(plan.specs), shards)
-    with OutputDir(dst, overwrite=overwrite) as out:
-        weight_map: dict[str, str] = {}
-        pending: dict[str, np.ndarray] = {}
-        for i, group in enumerate(groups, start=1):
-            fname = shard_file_name(i, len(groups))
-            with SafetensorsWriter(out.path / fname, [(s.name, s.dtype, s.shape) for s in group]) as w:
-                for s in group:
-                    if s.scale_of:
-                        w.write(s.name, pending.pop(s.name))
-                    else:
-                        stored, scale = stored_value(s, tensor_value_v4(s, seed, config))
-                        if scale is not None:
-                            pending[s.scale_name] = scale
-                        w.write(s.name, stored)
-                    weight_map[s.name] = fname
-        write_index(out.path / INDEX_FILE, ShardIndex(weight_map, plan.total_bytes))
-        write_json_atomic(out.path / CONFIG_FILE, raw)
-        write_json_atomic(out.path / "generation_config.json",
-                          {"bos_token_id": raw.get("bos_token_id"),
-                           "eos_token_id": raw.get("eos_token_id"), "do_sample": True})
-        write_json_atomic(out.path / "tokenizer_config.json",
-                          {"model_max_length": raw["max_position_embeddings"]})
-    return TinyCheckpoint(Path(dst), preset, plan.layout, len(groups), len(plan), plan.total_bytes)
+    groups = write_tiny(
+        dst, plan, shards, lambda s: stored_value(s, tensor_value_v4(s, seed, config)), raw,
+        overwrite=overwrite, side_files={
+            "generation_config.json": {"bos_token_id": raw.get("bos_token_id"),
+                                       "eos_token_id": raw.get("eos_token_id"), "do_sample": True},
+            "tokenizer_config.json": {"model_max_length": raw["max_position_embeddings"]}})
+    return TinyCheckpoint(Path(dst), preset, plan.layout, groups, len(plan), plan.total_bytes)

@@ -226,46 +226,49 @@ def _group(ck: Checkpoint, ops: list[TensorOp], block, max_shard_size: int | Non
 
 
 # -- running ------------------------------------------------------------------------------
-def _write_shards(out: OutputDir, src: str, plan: ConversionPlan, todo: list[ShardJob], *,
-                  scale_fmt: str | None, workers: int | None, executor: ExecutorName,
-                  progress: Progress | None, label: str
-                  ) -> tuple[dict[str, list], list[NodeWork]]:
-    """Run the jobs writing `todo`, journaling each file as it completes; quantize's
-    round-trip errors per tensor, and where the jobs ran. On failure no `.partial` of
-    upcast's stays behind (quantize's writers remove their own)."""
-    dst = str(out.path)
+class FileWork(NamedTuple):
+    """The jobs that write one output file: one whole-file job (`specs` None), or parts
+    writing byte ranges of a file `part_writer` creates from `specs` up front."""
+
+    file: str
+    jobs: list[Job]
+    specs: list[tuple[str, str, tuple[int, ...]]] | None = None
+
+
+def write_files(out: OutputDir, works: list[FileWork], *, workers: int | None,
+                executor: ExecutorName, progress: Progress | None, label: str
+                ) -> tuple[dict[str, list], list[NodeWork]]:
+    """Run the jobs writing `works`, journaling each file as it completes (a whole-file
+    job's result is journaled with it and merged into the returned dict); where the jobs
+    ran. On failure no `.partial` of a file written in parts stays behind (whole-file
+    writers remove their own)."""
     args, files, errors = [], [], {}
-    unfinished: dict[str, int] = {}  # upcast: file -> parts still to write
+    unfinished: dict[str, int] = {}  # file written in parts -> parts still to write
     try:
-        for j in todo:
-            memory = job_memory(j, plan.block)
-            if scale_fmt is not None:  # quantize: one job per file
-                args.append(Job(j.file, sum(op.src_bytes for op in j.ops),
-                                (write_file, src, dst, j, plan.block, scale_fmt), memory))
-                files.append(j.file)
+        for w in works:
+            if w.specs is None:
+                args += w.jobs
+                files += [w.file] * len(w.jobs)
                 continue
-            part_writer.create(out.path / j.file, [s for op in j.ops
-                                                   for s in op.out_specs(plan.block)])
-            unfinished[j.file] = 0
-            for pieces in split_file(j, plan.block, PART_BYTES):
-                args.append(Job(j.file, sum(p.src_bytes for p in pieces),
-                                (write_part, src, dst, j.file, pieces, plan.block), memory))
-                files.append(j.file)
-                unfinished[j.file] += 1
-            if not unfinished[j.file]:  # no tensor data: complete as created
-                del unfinished[j.file]
-                part_writer.commit(out.path / j.file)
-                out.mark_done(j.file)
+            part_writer.create(out.path / w.file, w.specs)
+            unfinished[w.file] = len(w.jobs)
+            args += w.jobs
+            files += [w.file] * len(w.jobs)
+            if not w.jobs:  # no tensor data: complete as created
+                del unfinished[w.file]
+                part_writer.commit(out.path / w.file)
+                out.mark_done(w.file)
 
         def finished(i: int, result: dict[str, list]) -> None:
             file = files[i]
-            if file in unfinished:  # a part: the file is complete with its last part
+            parts = file in unfinished
+            if parts:  # a part: the file is complete with its last part
                 unfinished[file] -= 1
                 if unfinished[file]:
                     return
                 del unfinished[file]
                 part_writer.commit(out.path / file)
-            out.mark_done(file, result if scale_fmt is not None else None)
+            out.mark_done(file, None if parts else result)
             errors.update(result)
 
         nbytes = sum(a.nbytes for a in args)
@@ -276,6 +279,30 @@ def _write_shards(out: OutputDir, src: str, plan: ConversionPlan, todo: list[Sha
             part_writer.discard(out.path / file)
         raise
     return errors, ran.nodes
+
+
+def _write_shards(out: OutputDir, src: str, plan: ConversionPlan, todo: list[ShardJob], *,
+                  scale_fmt: str | None, workers: int | None, executor: ExecutorName,
+                  progress: Progress | None, label: str
+                  ) -> tuple[dict[str, list], list[NodeWork]]:
+    """Upcast writes each shard in parts, quantize each with one job (its round-trip errors
+    per tensor come back); see `write_files`."""
+    dst = str(out.path)
+    works = []
+    for j in todo:
+        memory = job_memory(j, plan.block)
+        if scale_fmt is not None:  # quantize: one job per file
+            works.append(FileWork(j.file, [Job(j.file, sum(op.src_bytes for op in j.ops),
+                                               (write_file, src, dst, j, plan.block, scale_fmt),
+                                               memory)]))
+            continue
+        works.append(FileWork(
+            j.file, [Job(j.file, sum(p.src_bytes for p in pieces),
+                         (write_part, src, dst, j.file, pieces, plan.block), memory)
+                     for pieces in split_file(j, plan.block, PART_BYTES)],
+            [s for op in j.ops for s in op.out_specs(plan.block)]))
+    return write_files(out, works, workers=workers, executor=executor, progress=progress,
+                       label=label)
 
 
 def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers: int | None,

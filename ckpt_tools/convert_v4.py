@@ -31,23 +31,27 @@ import numpy as np
 from pydantic import Field
 
 from . import mx_formats as mx
+from . import part_writer
 from .checkpoint import Checkpoint
 from .convert import (
+    FileWork,
     QuantizeReport,
     RoundTripError,
     UpcastReport,
     _job,
     _source_tensors,
     _with_dtype,
+    write_files,
 )
-from .convert_jobs import STEP_BYTES, _ErrorStats
+from .convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, _ErrorStats
 from .dtypes import DTYPES, itemsize
 from .errors import FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError
 from .findings import Findings
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .names_v4_hf import expert_of, hf_name, stacked_names
 from .output import OutputDir
-from .parallel import ExecutorName, NodeWork, run_jobs, workers_for
+from .parallel import WORKER_MEMORY, ExecutorName, NodeWork
+from .parallel import Job as ParallelJob
 from .progress import Progress
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
 from .side_files import copy_side_files
@@ -62,6 +66,7 @@ FLOATS = ("BF16", "F16", "F32")
 # what a part does to its source: copy bytes, widen to F32, dequantise, quantise, re-pack
 PartKind = Literal["copy", "widen", "fp8", "fp4", "to_fp8", "to_fp4", "repack"]
 QUANTIZING = ("to_fp8", "to_fp4", "repack")
+JOB_MEMORY = WORKER_MEMORY + STEP_MEMORY  # one streaming step's temporaries at a time
 
 
 class Part(NamedTuple):
@@ -311,26 +316,71 @@ def _write_job(src: str, dst: str, job: Job, out_dtype: str) -> dict[str, list]:
     return errors
 
 
+def _write_part(src: str, dst: str, file: str, tensors: list[tuple[OutTensor, int]],
+                out_dtype: str) -> dict:
+    """Write whole output tensors at their offsets of DST/file.partial (an upcast part)."""
+    readers: dict[str, SafetensorsReader] = {}
+
+    def reader(shard: str | None) -> SafetensorsReader | None:
+        if shard is None:
+            return None
+        if shard not in readers:
+            readers[shard] = SafetensorsReader(Path(src) / shard)
+        return readers[shard]
+
+    dtype = DTYPES[out_dtype].numpy
+    try:
+        for t, offset in tensors:
+            chunks = chain.from_iterable(_part_bytes(reader(p.shard), reader(p.scale_shard), p,
+                                                     dtype) for p in t.parts)
+            part_writer.write_at(Path(dst) / file, offset, chunks,
+                                 math.prod(t.shape) * itemsize(t.dtype))
+    finally:
+        for r in readers.values():
+            r.close()
+    return {}
+
+
+def _file_work(src: str, dst: str, j: Job, out_dtype: str) -> FileWork:
+    """Quantize: one job per file (its error statistics come back). Upcast: parts of about
+    PART_BYTES of source, whole output tensors each, written into one pre-sized file."""
+    nbytes = [sum(p.src_bytes for p in t.parts) for t in j.tensors]
+    if not out_dtype:
+        return FileWork(j.file, [ParallelJob(j.file, sum(nbytes), (_write_job, src, dst, j, ""),
+                                             JOB_MEMORY)])
+    specs = [s for t in j.tensors for s in t.specs()]
+    offsets = part_writer.tensor_offsets(specs)
+    parts: list[list[tuple[OutTensor, int]]] = [[]]
+    size = 0
+    for t, n in zip(j.tensors, nbytes):
+        if parts[-1] and size + n > PART_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append((t, offsets[t.name]))
+        size += n
+    sizes = {t.name: n for t, n in zip(j.tensors, nbytes)}
+    return FileWork(j.file, [ParallelJob(j.file, sum(sizes[t.name] for t, _ in part),
+                                         (_write_part, src, dst, j.file, part, out_dtype),
+                                         JOB_MEMORY)
+                             for part in parts if part], specs)
+
+
 def _run(ck: Checkpoint, dst: Path, jobs: list[Job], job_id: dict, config: dict, out_dtype: str,
          *, workers, overwrite, progress, label: str, executor: ExecutorName = "local"
          ) -> tuple[int, list[str], dict, int, list[NodeWork]]:
     with OutputDir(dst, sources=[ck.dir], overwrite=overwrite, job=job_id) as out:
         todo, errors = [], {}
         for j in jobs:
-            info = out.done_info(j.file) if out.is_done(j.file) else None
-            if info is None:
+            done = out.is_done(j.file)
+            info = out.done_info(j.file) if done else None
+            if not done or (not out_dtype and info is None):  # quantize needs its stats
                 todo.append(j)
             else:
-                errors.update(info)
-        args = [(j.file, sum(p.src_bytes for t in j.tensors for p in t.parts),
-                 (str(ck.dir), str(out.path), j, out_dtype)) for j in todo]
-
-        def finished(i: int, result: dict) -> None:
-            out.mark_done(todo[i].file, result)
-            errors.update(result)
-
-        ran = run_jobs(_write_job, args, workers=workers_for(sum(a[1] for a in args), workers),
-                       executor=executor, progress=progress, label=label, on_result=finished)
+                errors.update(info or {})
+        works = [_file_work(str(ck.dir), str(out.path), j, out_dtype) for j in todo]
+        found, nodes = write_files(out, works, workers=workers, executor=executor,
+                                   progress=progress, label=label)
+        errors.update(found)
         weight_map, total = {}, 0
         for j in jobs:
             for t in j.tensors:
@@ -340,7 +390,7 @@ def _run(ck: Checkpoint, dst: Path, jobs: list[Job], job_id: dict, config: dict,
         write_index(out.path / INDEX_FILE, ShardIndex(weight_map, total, dict(ck.index.metadata)))
         write_json_atomic(out.path / CONFIG_FILE, config)
         side = copy_side_files(ck.dir, out.path)
-    return len(jobs) - len(todo), side, errors, total, ran.nodes
+    return len(jobs) - len(todo), side, errors, total, nodes
 
 
 def upcast_v4(src, dst, *, dtype: str = "bf16", layout: V4Layout = "deepseek",

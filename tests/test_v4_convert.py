@@ -181,3 +181,23 @@ def test_nan_scale_stops_upcast(fp4_src, tmp_path, run_cli):
     r = run_cli("upcast", ck, tmp_path / "out", "-q")
     assert r.exit_code == 1 and "byte 255" in r.output and name in r.output
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("layout", ["deepseek", "hf"])
+def test_upcast_in_parts_gives_the_same_bytes(fp4_src, tmp_path, monkeypatch, layout):
+    """Each output file is written by several part jobs (one tensor each with a tiny part
+    size), at offsets fixed by the header: the same files as whole-part runs."""
+    from ckpt_tools import convert_v4
+
+    whole = upcast(fp4_src, tmp_path / "whole", layout=layout, workers=1)
+    monkeypatch.setattr(convert_v4, "PART_BYTES", 1)
+    works = []
+    real = convert_v4._file_work
+    monkeypatch.setattr(convert_v4, "_file_work", lambda *a: works.append(real(*a)) or works[-1])
+    parts = upcast(fp4_src, tmp_path / "parts", layout=layout, workers=2)
+    assert all(len(w.jobs) == len(w.specs) > 1 for w in works)  # upcast writes no scales
+    assert len(works) == len(whole.files)
+    for f in whole.files + [INDEX_FILE, "config.json"]:
+        assert (tmp_path / "parts" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
+    assert sum(n.jobs for n in parts.nodes) == sum(len(w.jobs) for w in works)
+    assert not list((tmp_path / "parts").glob("*.partial"))

@@ -43,7 +43,7 @@ from .convert import (
     _with_dtype,
     write_files,
 )
-from .convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, _ErrorStats
+from .convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, _ErrorStats, _Readers
 from .dtypes import DTYPES, itemsize
 from .errors import FormatError, MissingTensorError, ShapeMismatchError, UnexpectedTensorError
 from .findings import Findings
@@ -287,18 +287,12 @@ def _quantized_bytes(reader, scale_reader, p: Part, scales: list, stats: _ErrorS
 
 
 def _write_job(src: str, dst: str, job: Job, out_dtype: str) -> dict[str, list]:
-    readers: dict[str, SafetensorsReader] = {}
-
-    def reader(shard: str | None) -> SafetensorsReader | None:
-        if shard is None:
-            return None
-        if shard not in readers:
-            readers[shard] = SafetensorsReader(Path(src) / shard)
-        return readers[shard]
-
     errors: dict[str, list] = {}
     dtype = DTYPES[out_dtype].numpy if out_dtype else None
-    try:
+    with _Readers(src) as readers:
+        def reader(shard: str | None) -> SafetensorsReader | None:
+            return None if shard is None else readers(shard)
+
         with SafetensorsWriter(Path(dst) / job.file, [s for t in job.tensors for s in t.specs()]) as w:
             for t in job.tensors:
                 if t.scale is None:
@@ -310,34 +304,20 @@ def _write_job(src: str, dst: str, job: Job, out_dtype: str) -> dict[str, list]:
                                                        scales, stats))
                 w.write(t.scale, np.concatenate(scales))
                 errors[t.name] = stats.result()
-    finally:
-        for r in readers.values():
-            r.close()
     return errors
 
 
 def _write_part(src: str, dst: str, file: str, tensors: list[tuple[OutTensor, int]],
                 out_dtype: str) -> dict:
     """Write whole output tensors at their offsets of DST/file.partial (an upcast part)."""
-    readers: dict[str, SafetensorsReader] = {}
-
-    def reader(shard: str | None) -> SafetensorsReader | None:
-        if shard is None:
-            return None
-        if shard not in readers:
-            readers[shard] = SafetensorsReader(Path(src) / shard)
-        return readers[shard]
-
     dtype = DTYPES[out_dtype].numpy
-    try:
+    with _Readers(src) as readers:
         for t, offset in tensors:
-            chunks = chain.from_iterable(_part_bytes(reader(p.shard), reader(p.scale_shard), p,
-                                                     dtype) for p in t.parts)
+            chunks = chain.from_iterable(
+                _part_bytes(readers(p.shard), p.scale_shard and readers(p.scale_shard), p, dtype)
+                for p in t.parts)
             part_writer.write_at(Path(dst) / file, offset, chunks,
                                  math.prod(t.shape) * itemsize(t.dtype))
-    finally:
-        for r in readers.values():
-            r.close()
     return {}
 
 

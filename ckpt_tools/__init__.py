@@ -1,4 +1,4 @@
-"""ckpt_tools: DeepSeek V2 / V2.5 / V3 / V3.2 checkpoint tools.
+"""ckpt_tools: DeepSeek V2 / V2.5 / V3 / V3.2 / V4 checkpoint tools.
 
 The public API, the calls a conversion pipeline imports::
 
@@ -50,6 +50,11 @@ _EXPORTS = {
     "DeepseekV2Config": "ckpt_tools.config:DeepseekV2Config",
     "DeepseekV3Config": "ckpt_tools.config:DeepseekV3Config",
     "DeepseekV32Config": "ckpt_tools.config:DeepseekV32Config",
+    "DeepseekV4Config": "ckpt_tools.config_v4:DeepseekV4Config",
+    "V4TensorPlan": "ckpt_tools.tensor_plan_v4:V4TensorPlan",
+    "plan_for": "ckpt_tools.tensor_plan_v4:plan_for",
+    "dequantize_fp4": "ckpt_tools.mx_formats:dequantize_fp4",
+    "dequantize_fp8": "ckpt_tools.mx_formats:dequantize_fp8",
     "resolve_config": "ckpt_tools.sources:resolve_config",
     "TensorPlan": "ckpt_tools.tensor_plan:TensorPlan",
     "Checkpoint": "ckpt_tools.checkpoint:Checkpoint",

@@ -22,6 +22,7 @@ from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .sources import CONFIG_FILE
 from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
+from .tensor_plan_v4 import V4_SCALE_SUFFIX
 
 
 def checkpoint_dir(path: str | Path) -> Path:
@@ -75,8 +76,16 @@ class Checkpoint(PooledFiles):
 
     @cached_property
     def plan(self) -> TensorPlan:
-        """The config's plan in this checkpoint's layout, with the dtypes it stores where
-        the plan allows alternatives (e.g. transformers' float32 V3.2 `weights_proj`)."""
+        """The config's plan in the layout found (DeepSeek-V4: expert format from the tensors)."""
+        if self.config.model_type == "deepseek_v4":
+            from .tensor_plan_v4 import V4TensorPlan
+            from .validate_v4 import detect_layout
+
+            entries = {n: self.locate(n)[1] for n in self.index.weight_map}
+            layout, experts = detect_layout(entries)
+            return V4TensorPlan(self.config, layout, expert_dtype=experts)
+        # V2/V3: with the dtypes it stores where the plan allows alternatives (e.g.
+        # transformers' float32 V3.2 `weights_proj`)
         plan = TensorPlan(self.config, self.layout)
         stored = plan.stored_dtypes_in(self._stored_dtype)
         return TensorPlan(self.config, self.layout, stored_dtypes=stored) if stored else plan
@@ -117,8 +126,10 @@ class Checkpoint(PooledFiles):
 
     @cached_property
     def layout(self) -> str:
-        """'fp8' when any indexed tensor is a weight_scale_inv, else 'bf16'."""
-        return "fp8" if any(n.endswith(SCALE_SUFFIX) for n in self.index.weight_map) else "bf16"
+        """'fp8' when any indexed tensor is a weight_scale_inv (DeepSeek-V4: a `.scale`),
+        else 'bf16'."""
+        suffixes = (SCALE_SUFFIX, V4_SCALE_SUFFIX)
+        return "fp8" if any(n.endswith(suffixes) for n in self.index.weight_map) else "bf16"
 
     def shard_path(self, shard: str) -> Path:
         return safe_member(self.dir, shard, what="shard")

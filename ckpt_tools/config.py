@@ -42,6 +42,7 @@ from .config_layouts import (
     near_miss_warnings,
     recognise,
 )
+from .config_v4 import DeepseekV4Config
 from .errors import ConfigError, UnsupportedModelError
 
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
@@ -400,6 +401,8 @@ def parse_config(raw: Any, *, source: str = "config",
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a JSON object, found {type(raw).__name__}")
     family, why, layout, wrapper_key = recognise(raw, source)
+    if family == "deepseek_v4":
+        return _parse_v4(raw, source, why, layout)
     outer = raw
     outside: list[str] = []
     if wrapper_key is not None:
@@ -437,6 +440,26 @@ def parse_config(raw: Any, *, source: str = "config",
     reading.inconsistencies.extend(problems)
     config.__pydantic_fields_set__.difference_update(reading.defaulted)
     config._reading = reading
+    return config
+
+
+def _parse_v4(raw: dict[str, Any], source: str, why: str, layout) -> DeepseekV4Config:
+    # V4 is its own model (config_v4.py), outside the V2/V3 discriminated union
+    from .config_v4 import parse_v4
+
+    try:
+        config = parse_v4(raw)
+    except UnsupportedModelError as e:
+        raise UnsupportedModelError(f"{source}: {e}") from None
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, source)) from e
+    except ValueError as e:
+        raise ConfigError(f"{source}: field '{str(e).partition(': ')[0]}': "
+                          f"{str(e).partition(': ')[2]}") from e
+    config._reading = ConfigReading(
+        architecture="deepseek_v4", recognised_by=why, original_model_type=raw.get("model_type"),
+        layout=layout, loader=choose_loader(raw, "deepseek_v4", layout),
+        warnings=near_miss_warnings(raw, "deepseek_v4", layout))
     return config
 
 

@@ -21,32 +21,58 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-from pydantic import Field, computed_field
 
-from . import __version__, fp8, part_writer
-from .checkpoint import Checkpoint, model_parallel_refusal
-from .convert_jobs import (PART_BYTES, ShardJob, TensorOp, call, job_memory, split_file,
-                           write_file, write_part)
+from . import fp8
+from .checkpoint import Checkpoint, checkpoint_dir, model_parallel_refusal
+from .convert_jobs import (
+    PART_BYTES,
+    ShardJob,
+    TensorOp,
+    job_memory,
+    split_file,
+    write_file,
+    write_part,
+)
+from .convert_output import (  # noqa: F401
+    FileWork,
+    QuantizeReport,
+    RoundTripError,
+    ScaleFmt,  # noqa: F401
+    UpcastDtype,
+    UpcastReport,
+    _job,
+    _with_dtype,
+    write_files,  # noqa: F401  (the reports are this module's API)
+)
 from .dtypes import FP8_DTYPES, itemsize
-from .errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
-from .index import (INDEX_FILE, ShardIndex, pack_greedy, shard_file_name, write_index,
-                    write_json_atomic)
+from .errors import (
+    ARGUMENT_PLACEHOLDER,
+    ArgumentError,
+    ConfigError,
+    FormatError,
+    UnexpectedTensorError,
+)
+from .index import (
+    INDEX_FILE,
+    ShardIndex,
+    pack_greedy,
+    shard_file_name,
+    write_index,
+    write_json_atomic,
+)
 from .inventory import Inspection, require
-from .output import OutputDir, source_fingerprint
-from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
+from .output import OutputDir
+from .parallel import ExecutorName, Job, NodeWork
 from .progress import Progress
-from .results import Result
 from .safetensors_io import TensorEntry
 from .side_files import copy_side_files
 from .sizes import Size, parse_size
-from .sources import CONFIG_FILE
+from .sources import CONFIG_FILE, declared_model_type
 from .tensor_plan import TensorPlan, scale_name_for
 
-UpcastDtype = Literal["bf16", "f32"]
-ScaleFmt = Literal["float", "ue8m0"]
 OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}
 TORCH_DTYPES = {"BF16": "bfloat16", "F32": "float32"}
 WIDENABLE = ("BF16", "F16")  # exact in float32: widened by upcast --dtype f32
@@ -67,61 +93,6 @@ class ConversionPlan(NamedTuple):
             for op in job.ops:
                 for spec in op.out_specs(self.block):
                     yield job.file, spec
-
-
-# -- reports ------------------------------------------------------------------------------
-class RoundTripError(Result):
-    """How far FP8 -> float32 lands from the source values of one quantised tensor."""
-
-    name: str
-    max_abs_error: float = Field(
-        description="max |upcast_f32(quantised) - source| over finite values")
-    rel_l2_error: float = Field(description="||upcast_f32(quantised) - source|| / ||source||")
-    nonfinite: int = Field(0, description="NaN/inf source values (NaN kept, inf saturated), "
-                                          "left out of both statistics")
-
-
-class _WrittenCheckpoint(Result):
-    source: str
-    destination: str
-    files: list[str] = Field(description="Output shard files, in order")
-    total_size: int = Field(description="Bytes of tensor data (the index's total_size)")
-    resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
-    side_files: list[str]
-    seconds: float
-    nodes: list[NodeWork] = Field(
-        default_factory=list, description="Per machine: the shards it wrote, bytes written, "
-                                          "seconds (Ray nodes with --executor ray)")
-
-    @computed_field(description="Always true: a conversion that fails raises and leaves no output")
-    @property
-    def ok(self) -> bool:
-        return True
-
-
-class UpcastReport(_WrittenCheckpoint):
-    """What `upcast` wrote; `ckpt upcast --json` prints exactly this."""
-
-    dtype: UpcastDtype
-    tensors: int = Field(description="Tensors in the output")
-    dequantized: int = Field(description="FP8 weights dequantised with their scales")
-    widened: int = Field(description="BF16/F16 tensors widened to F32 (--dtype f32)")
-    copied: int = Field(description="Tensors copied byte for byte")
-    scales_dropped: int
-
-
-class QuantizeReport(_WrittenCheckpoint):
-    """What `quantize` wrote, with the round-trip error per tensor; `ckpt quantize --json`
-    prints exactly this."""
-
-    scale_fmt: ScaleFmt
-    block: tuple[int, int]
-    tensors: int = Field(description="Tensors in the output, scales included")
-    quantized: int = Field(description="Weights quantised to F8_E4M3 (each with a scale)")
-    copied: int = Field(description="Tensors copied byte for byte")
-    max_abs_error: float = Field(description="Largest max_abs_error over all tensors")
-    max_rel_l2_error: float = Field(description="Largest rel_l2_error over all tensors")
-    errors: list[RoundTripError] = Field(description="Per quantised tensor, in output order")
 
 
 # -- planning -----------------------------------------------------------------------------
@@ -208,54 +179,26 @@ def _write_shards(out: OutputDir, src: str, plan: ConversionPlan, todo: list[Sha
                   scale_fmt: str | None, workers: int | None, executor: ExecutorName,
                   progress: Progress | None, label: str
                   ) -> tuple[dict[str, list], list[NodeWork]]:
-    """Run the jobs writing `todo`, journaling each file as it completes; quantize's
-    round-trip errors per tensor, and where the jobs ran. On failure no `.partial` of
-    upcast's stays behind (quantize's writers remove their own)."""
+    """Upcast writes each shard in parts, quantize each with one job (its round-trip errors
+    per tensor come back); see `write_files`."""
     dst = str(out.path)
-    args, files, errors = [], [], {}
-    unfinished: dict[str, int] = {}  # upcast: file -> parts still to write
-    try:
-        for j in todo:
-            memory = job_memory(j, plan.block)
-            if scale_fmt is not None:  # quantize: one job per file
-                out_bytes = sum(math.prod(s) * itemsize(d) for op in j.ops
-                                for _, d, s in op.out_specs(plan.block))
-                args.append(Job(j.file, out_bytes,
-                                (write_file, src, dst, j, plan.block, scale_fmt), memory))
-                files.append(j.file)
-                continue
-            part_writer.create(out.path / j.file, [s for op in j.ops
-                                                   for s in op.out_specs(plan.block)])
-            unfinished[j.file] = 0
-            for pieces in split_file(j, plan.block, PART_BYTES):
-                args.append(Job(j.file, sum(p.out_bytes for p in pieces),
-                                (write_part, src, dst, j.file, pieces, plan.block), memory))
-                files.append(j.file)
-                unfinished[j.file] += 1
-            if not unfinished[j.file]:  # no tensor data: complete as created
-                del unfinished[j.file]
-                part_writer.commit(out.path / j.file)
-                out.mark_done(j.file)
-
-        def finished(i: int, result: dict[str, list]) -> None:
-            file = files[i]
-            if file in unfinished:  # a part: the file is complete with its last part
-                unfinished[file] -= 1
-                if unfinished[file]:
-                    return
-                del unfinished[file]
-                part_writer.commit(out.path / file)
-            out.mark_done(file, result if scale_fmt is not None else None)
-            errors.update(result)
-
-        nbytes = sum(a.nbytes for a in args)
-        ran = run_jobs(call, args, workers=workers_for(nbytes, workers), executor=executor,
-                       progress=progress, label=label, on_result=finished)
-    except BaseException:
-        for file in unfinished:
-            part_writer.discard(out.path / file)
-        raise
-    return errors, ran.nodes
+    works = []
+    for j in todo:
+        memory = job_memory(j, plan.block)
+        if scale_fmt is not None:  # quantize: one job per file
+            out_bytes = sum(math.prod(s) * itemsize(d) for op in j.ops
+                            for _, d, s in op.out_specs(plan.block))
+            works.append(FileWork(j.file, [Job(j.file, out_bytes,
+                                               (write_file, src, dst, j, plan.block, scale_fmt),
+                                               memory)]))
+            continue
+        works.append(FileWork(
+            j.file, [Job(j.file, sum(p.out_bytes for p in pieces),
+                         (write_part, src, dst, j.file, pieces, plan.block), memory)
+                     for pieces in split_file(j, plan.block, PART_BYTES)],
+            [s for op in j.ops for s in op.out_specs(plan.block)]))
+    return write_files(out, works, workers=workers, executor=executor, progress=progress,
+                       label=label)
 
 
 def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers: int | None,
@@ -288,24 +231,6 @@ def _run(ck: Checkpoint, dst: Path, plan: ConversionPlan, job: dict, *, workers:
     return len(plan.jobs) - len(todo), side, errors, nodes
 
 
-def _job(command: str, ck: Checkpoint, options: dict) -> dict:
-    """The journal's identity of a run: a rerun resumes only when all of it matches."""
-    files = [ck.shard_path(s) for s in ck.shard_names] + [ck.config_path]
-    if ck.index_path is not None:
-        files.append(ck.index_path)
-    return {"command": command, "version": __version__, "options": options,
-            "sources": source_fingerprint(files)}
-
-
-def _with_dtype(raw: dict, dtype: str) -> dict:
-    """`raw` with its dtype key set (transformers v5 writes `dtype`, older ones `torch_dtype`)."""
-    out = dict(raw)
-    keys = [k for k in ("torch_dtype", "dtype") if k in out] or ["torch_dtype"]
-    for k in keys:
-        out[k] = dtype
-    return out
-
-
 def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
                 max_shard_size: Size | None = None, allow_copy: bool = False) -> ConversionPlan:
     """Decide every output tensor of `upcast` and check the source; writes nothing.
@@ -334,10 +259,15 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
     return ConversionPlan(jobs, block, with_index, meta, scales)
 
 
+def _is_v4(src: str | Path) -> bool:
+    return declared_model_type(checkpoint_dir(src)) == "deepseek_v4"
+
+
 def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
            workers: int | None = None, max_shard_size: Size | None = None,
            overwrite: bool = False, allow_copy: bool = False,
-           progress: Progress | None = None, executor: ExecutorName = "local") -> UpcastReport:
+           progress: Progress | None = None, executor: ExecutorName = "local",
+           layout: str | None = None) -> UpcastReport:
     """Dequantise an FP8 checkpoint into a BF16 (or F32) one that loads as is.
 
     Every FP8 weight becomes dtype(float32(w) * scale_inv[i // bs, j // bs]), bit for bit
@@ -365,7 +295,21 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
     Raises:
         CkptError subclasses before anything is written (see `plan_upcast`), OutputError
         for an unusable `dst`.
+
+    DeepSeek-V4 sources go to `convert_v4.upcast_v4`, where `layout` ("deepseek", the
+    default, or "hf") picks the output names; V2/V3 checkpoints only have HF names.
     """
+    if _is_v4(src):
+        from .convert_v4 import upcast_v4
+
+        if max_shard_size is not None:
+            raise ArgumentError(f"{src}: a maximum shard size is not available for DeepSeek-V4 "
+                                f"upcast; reshard the output by size instead")
+        return upcast_v4(src, dst, dtype=dtype, layout=layout or "deepseek", workers=workers,
+                         overwrite=overwrite, progress=progress, executor=executor)
+    if layout not in (None, "hf"):
+        raise ArgumentError(f"{src}: layout {layout!r} applies to DeepSeek-V4; V2/V3 "
+                            f"checkpoints already use transformers' names")
     t0 = time.monotonic()
     max_shard_size = None if max_shard_size is None else parse_size(max_shard_size,
                                                                      argument="max_shard_size")
@@ -405,10 +349,10 @@ def plan_quantize(src: str | Path) -> ConversionPlan:
     return ConversionPlan(jobs, block, with_index, meta, 0)
 
 
-def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
+def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = None,
              workers: int | None = None, overwrite: bool = False,
-             progress: Progress | None = None, executor: ExecutorName = "local"
-             ) -> QuantizeReport:
+             progress: Progress | None = None, executor: ExecutorName = "local",
+             expert_dtype: str | None = None) -> QuantizeReport:
     """Block-quantise a BF16/F32 checkpoint to DeepSeek's FP8 layout (e4m3, 128x128 scales).
 
     Exactly the tensors the tensor plan keeps in F8_E4M3 for this config are quantised
@@ -418,10 +362,23 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
     saturate. config.json gets `quantization_config`. The report gives, per tensor, the
     round-trip error of upcasting the result back to F32.
 
+    DeepSeek-V4 sources go to `convert_v4.quantize_v4` (ue8m0 scales only; `expert_dtype`
+    "fp4" or "fp8").
+
     Raises:
         CkptError subclasses before anything is written (see `plan_quantize`), OutputError
         for an unusable `dst`.
     """
+    if _is_v4(src):
+        from .convert_v4 import quantize_v4
+
+        if scale_fmt not in (None, "ue8m0"):
+            raise ConfigError(f"{src}: DeepSeek-V4 stores ue8m0 (E8M0) scales only")
+        return quantize_v4(src, dst, expert_dtype=expert_dtype or "fp4", workers=workers,
+                           overwrite=overwrite, progress=progress, executor=executor)
+    if expert_dtype is not None:
+        raise ArgumentError(f"{src}: expert_dtype applies to DeepSeek-V4 checkpoints only")
+    scale_fmt = scale_fmt or "float"
     t0 = time.monotonic()
     if scale_fmt not in ("float", "ue8m0"):
         raise ArgumentError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")

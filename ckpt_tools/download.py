@@ -33,12 +33,25 @@ from pydantic import Field, computed_field
 
 from . import hub
 from .checkpoint import Checkpoint
-from .errors import (ARGUMENT_PLACEHOLDER, ArgumentError, ConfigError, FormatError, HubError,
-                     MissingTensorError, VerificationError)
+from .errors import (
+    ARGUMENT_PLACEHOLDER,
+    ArgumentError,
+    ConfigError,
+    FormatError,
+    HubError,
+    MissingTensorError,
+    VerificationError,
+)
 from .index import INDEX_FILE, SINGLE_FILE, read_index
 from .inventory import inspect
-from .manifest import (MANIFEST_FILE, Manifest, ManifestEntry, read_manifest, sha256_file,
-                       write_manifest)
+from .manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    ManifestEntry,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 from .policy import refuses
 from .progress import Progress, or_null
 from .results import Result

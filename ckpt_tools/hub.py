@@ -35,7 +35,6 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .errors import ArgumentError, HubError, OfflineError

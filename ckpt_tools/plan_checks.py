@@ -19,8 +19,8 @@ from typing import NamedTuple
 from .config import Config, read_config_file
 from .errors import ConfigError
 from .findings import Findings
-from .shard_scan import Inventory, relative
 from .safetensors_io import TensorEntry
+from .shard_scan import Inventory, relative
 from .sources import CONFIG_FILE, resolve_config
 from .tensor_plan import LAYER_PREFIX, SCALE_SUFFIX, Layout, TensorPlan, scale_shape
 

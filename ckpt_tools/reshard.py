@@ -35,14 +35,23 @@ from .mp_layout import MpLayout
 from .output import OutputDir, source_fingerprint
 from .parallel import WORKER_MEMORY, ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
-from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
-                           plan_reshard, planned_counts, prove_coverage)
 from .reader_pool import ReaderPool
+from .reshard_plan import (
+    DEFAULT_MAX_SHARD_SIZE,
+    Key,
+    Mode,
+    OutFile,
+    OutTensor,
+    ReshardPlan,
+    plan_reshard,
+    planned_counts,
+    prove_coverage,
+)
 from .results import Result
 from .safetensors_io import CHUNK_BYTES, SafetensorsWriter, read_header
-from .sizes import Size, parse_size
 from .side_files import copy_file_atomic, copy_side_files
-from .sources import CONFIG_FILE
+from .sizes import Size, parse_size
+from .sources import CONFIG_FILE, declared_model_type
 from .tensor_plan import Layout
 
 REPORT_FILE = "reshard-report.json"
@@ -418,9 +427,19 @@ def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
         ConfigError: a dimension `model_parallel` does not divide (before anything is
             written; DST is not even created).
     """
+    if _is_v4(src):  # DeepSeek-V4: its own convert.py rules (mp_v4), MTP always kept
+        from .mp_v4 import to_deepseek_mp_v4
+
+        return to_deepseek_mp_v4(src, dst, model_parallel, workers=workers, overwrite=overwrite,
+                                 progress=progress, executor=executor, ranks=ranks,
+                                 rank_resource=rank_resource)
     plan = plan_reshard(src, model_parallel=model_parallel, keep_mtp=keep_mtp)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor, ranks=ranks, rank_resource=rank_resource)
+
+
+def _is_v4(src: str | Path, config: str | Path | None = None) -> bool:
+    return declared_model_type(src, config) == "deepseek_v4"
 
 
 def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: Size | None = None,
@@ -435,6 +454,13 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: Size |
     """
     if max_shard_size is not None:
         max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
+    if _is_v4(src, config):
+        from .mp_v4 import from_deepseek_mp_v4
+
+        if config is not None:
+            raise ConfigError(f"{src}: for DeepSeek-V4 rank files, put config.json beside them")
+        return from_deepseek_mp_v4(src, dst, overwrite=overwrite, executor=executor,
+                                   **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     plan = plan_reshard(src, to_hf=True, max_shard_size=max_shard_size, config=config)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor)

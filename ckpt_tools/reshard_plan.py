@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
-from .dtypes import itemsize
 from .checkpoint import checkpoint_dir
+from .dtypes import itemsize
 from .errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, VerificationError
 from .index import is_model_parallel, pack_greedy, shard_file_name
 from .inventory import open_checkpoint, require
@@ -94,8 +94,7 @@ def _hf_source(src: Path) -> tuple[TensorPlan, dict[str, str], Sources]:
     inv = found.inventory
     plan = found.plan
     if not any(s.mtp and s.name in inv.entries for s in plan.specs):
-        plan = TensorPlan(found.config, found.layout, include_mtp=False,
-                          stored_dtypes=plan.stored_dtypes)
+        plan = plan.without_mtp()
     sources = {(inv.shard_of[n], n): (e.dtype, e.shape) for n, e in inv.entries.items()}
     return plan, inv.shard_of, sources
 

@@ -15,11 +15,11 @@ renames it into place only when every byte is written.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import mmap
 import os
-import errno
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass

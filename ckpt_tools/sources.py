@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -10,7 +11,6 @@ from .config import Config, read_config_file
 from .errors import ConfigError
 from .index import CONFIG_FILE, INDEX_FILE
 from .presets import Preset, all_presets, find_preset
-
 
 
 @dataclass(frozen=True)
@@ -54,3 +54,14 @@ def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:
     if "/" in text or text.endswith(".json"):
         raise ConfigError(f"{text}: no such file or directory (and not a preset: {names})")
     raise ConfigError(f"{text}: not a preset ({names}), config.json or checkpoint directory")
+
+
+def declared_model_type(path: str | Path, config: str | Path | None = None) -> str | None:
+    """The `model_type` a checkpoint directory's config.json (or the file `config`) declares,
+    read without judging it; None when there is none to read (the readers then say what is
+    wrong in their words). Decides which family's code reads a checkpoint."""
+    target = Path(config) if config is not None else Path(path) / CONFIG_FILE
+    try:
+        return json.loads(target.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None

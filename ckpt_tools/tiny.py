@@ -17,21 +17,19 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from .config import parse_config
 from .config_layouts import ConfigReading
 from .dtypes import DTYPES
+from .errors import ConfigError
 from .fp8 import BF16, FP8_QUANTIZATION_CONFIG, quantize
-from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
-from .output import OutputDir
 from .progress import Progress, or_null
-from .safetensors_io import SafetensorsWriter
-from .sources import CONFIG_FILE, resolve_config
+from .sources import resolve_config
 from .tensor_plan import TensorPlan, TensorSpec
+from .tiny_writer import TinyCheckpoint, write_tiny  # noqa: F401  (TinyCheckpoint: API)
 
 # Widths that keep the tiny model fast while leaving some FP8 blocks partial (96, 160).
 TINY_WIDTHS = {
@@ -171,45 +169,6 @@ def tensor_value(spec: TensorSpec, seed: int) -> np.ndarray:
     return np.concatenate(list(value_chunks(spec, seed)))
 
 
-def _split(specs: list[TensorSpec], shards: int) -> list[list[TensorSpec]]:
-    """Contiguous groups of about equal bytes; with FP8, the first boundary falls between a
-    weight and its scale so that one scale lives in another shard (as in V3's release)."""
-    shards = max(1, min(shards, len(specs)))
-    total = sum(s.nbytes for s in specs)
-    cuts, acc = [], 0
-    for i, s in enumerate(specs):
-        acc += s.nbytes
-        if len(cuts) < shards - 1 and acc >= total * (len(cuts) + 1) / shards and i + 1 < len(specs):
-            cuts.append(i + 1)
-    if cuts:
-        limit = cuts[1] if len(cuts) > 1 else len(specs)
-        scale_at = next((j for j in range(cuts[0], limit) if specs[j].scale_of), None)
-        if scale_at is not None:
-            cuts[0] = scale_at  # the scale opens the next shard; its weight closes this one
-    bounds = [0, *cuts, len(specs)]
-    return [specs[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
-
-
-class TinyCheckpoint(BaseModel):
-    """What `make_tiny` wrote; `ckpt make-tiny --json` prints exactly this."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    path: Path
-    preset: str = Field(description="The source: a preset, config.json or checkpoint directory")
-    layout: Literal["bf16", "fp8"]
-    shards: int
-    tensors: int
-    total_bytes: int = Field(description="Bytes of tensor data (the index's total_size)")
-    shrunk: dict[str, tuple[Any, Any]] = Field(
-        default_factory=dict, description="Config fields made smaller: {field: [source value, "
-                                          "tiny value]}")
-
-    @computed_field(description="Always true: make_tiny raises when it cannot write")
-    @property
-    def ok(self) -> bool:
-        return True
-
-
 def tiny_plan(preset: str, *, fp8: bool = False, real_widths: bool = False,
               overrides: dict[str, Any] | None = None, shrunk: list[Shrunk] | None = None
               ) -> tuple[dict[str, Any], TensorPlan]:
@@ -241,28 +200,41 @@ def _encoded(spec: TensorSpec, seed: int, block: tuple[int, int], scale_fmt: str
 
 def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards: int = 2,
               seed: int = 0, real_widths: bool = False, overrides: dict[str, Any] | None = None,
-              overwrite: bool = False, progress: Progress | None = None) -> TinyCheckpoint:
-    """Write a small, real, deterministic checkpoint of `preset` into `dst` (HF layout).
+              overwrite: bool = False, progress: Progress | None = None,
+              expert_dtype: str | None = None) -> TinyCheckpoint:
+    """Write a small, real, deterministic checkpoint of `preset` into `dst` (HF layout;
+    DeepSeek-V4: its Hub names, `tiny_v4`).
 
     Args:
         dst: output directory (must be empty unless `overwrite`).
         preset: what to shrink: a preset (`ckpt_tools.presets.all_presets()`), a
             config.json (any recognised layout) or a checkpoint directory.
-        fp8: block-FP8 weights with `weight_scale_inv`, as V3's release.
+        fp8: block-FP8 weights with `weight_scale_inv`, as V3's release (V4: FP8 with E8M0
+            block scales).
         shards: number of shard files.
         seed: values depend only on the seed and each tensor's name.
         real_widths: keep the source's widths (hidden, heads, ranks, vocab); only layer and
             expert counts shrink. Generated in float32 chunks: memory stays bounded
-            (`tiny_plan(...)[1].total_bytes` says how much is written).
+            (`tiny_plan(...)[1].total_bytes` says how much is written). Not for V4.
         overrides: config fields to set, e.g. `{"n_routed_experts": 32}`.
         overwrite: replace the contents of a non-empty `dst`.
         progress: bytes written.
+        expert_dtype: V4 only: how routed experts are stored (see `tiny_v4`).
 
     Raises:
         ConfigError: not a preset, config or checkpoint, or overrides that make an invalid
-            config.
+            config; V4 options on another model and the reverse.
         OutputError: `dst` cannot be used.
     """
+    if resolve_config(preset, lenient=True).config.model_type == "deepseek_v4":
+        from .tiny_v4 import make_tiny_v4
+
+        if real_widths:
+            raise ConfigError(f"{preset}: real widths are not available for DeepSeek-V4")
+        return make_tiny_v4(dst, preset, fp8=fp8, shards=shards, seed=seed, overrides=overrides,
+                            overwrite=overwrite, expert_dtype=expert_dtype, progress=progress)
+    if expert_dtype is not None:
+        raise ConfigError(f"{preset}: expert_dtype applies to DeepSeek-V4 only")
     shrunk: list[Shrunk] = []
     raw, plan = tiny_plan(preset, fp8=fp8, real_widths=real_widths, overrides=overrides,
                           shrunk=shrunk)
@@ -271,31 +243,17 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
     scale_fmt = qc.scale_fmt if qc else None  # ue8m0 releases: power-of-two scales
     progress = or_null(progress)
     progress.start(plan.total_bytes, f"make-tiny {preset}")
-    groups = _split(list(plan.specs), shards)
-    with OutputDir(dst, overwrite=overwrite) as out:
-        weight_map: dict[str, str] = {}
-        pending_scales: dict[str, np.ndarray] = {}
-        for i, group in enumerate(groups, start=1):
-            fname = shard_file_name(i, len(groups))
-            with SafetensorsWriter(out.path / fname, [(s.name, s.dtype, s.shape) for s in group]) as w:
-                for s in group:
-                    if s.scale_of:
-                        w.write(s.name, pending_scales.pop(s.name))
-                        progress.advance(s.nbytes)
-                    else:
-                        w.write_bytes(s.name, _encoded(s, seed, plan.block, scale_fmt,
-                                                       pending_scales, progress))
-                    weight_map[s.name] = fname
-        write_index(out.path / INDEX_FILE, ShardIndex(weight_map, plan.total_bytes))
-        write_json_atomic(out.path / CONFIG_FILE, raw)
-        write_json_atomic(out.path / "generation_config.json",
-                          {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
-                           "do_sample": True, "temperature": 0.6})
-        write_json_atomic(out.path / "tokenizer_config.json",
-                          {"model_max_length": config.max_position_embeddings,
-                           "tokenizer_class": "LlamaTokenizerFast"})
+    groups = write_tiny(
+        dst, plan, shards,
+        lambda s, pending: _encoded(s, seed, plan.block, scale_fmt, pending, progress), raw,
+        overwrite=overwrite, progress=progress, side_files={
+            "generation_config.json": {"bos_token_id": config.bos_token_id,
+                                       "eos_token_id": config.eos_token_id, "do_sample": True,
+                                       "temperature": 0.6},
+            "tokenizer_config.json": {"model_max_length": config.max_position_embeddings,
+                                      "tokenizer_class": "LlamaTokenizerFast"}})
     progress.finish()
-    return TinyCheckpoint(path=Path(dst), preset=preset, layout=plan.layout, shards=len(groups),
+    return TinyCheckpoint(path=Path(dst), preset=preset, layout=plan.layout, shards=groups,
                           tensors=len(plan), total_bytes=plan.total_bytes,
                           shrunk={x.field: (x.source, x.tiny) for x in shrunk})
 

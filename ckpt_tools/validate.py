@@ -43,6 +43,7 @@ from .parallel import ExecutorName, NodeWork, merge_nodes
 from .plan_checks import detect_layout, expected_tensors
 from .progress import Progress
 from .tensor_plan import SCALE_SUFFIX
+from .validate_v4 import looks_v4
 
 __all__ = ["CODES", "Finding", "ValidationReport", "detect_layout", "expected_tensors", "validate"]
 
@@ -123,8 +124,13 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         for inv in invs:
             for name, shard in inv.shard_of.items():
                 by_shard[shard].append((name, inv.entries[name].nbytes))
-        suffix = MP_SCALE_SUFFIX if found.kind == "mp" else SCALE_SUFFIX
+        # DeepSeek-V4 names its E8M0 scales "<module>.scale" (its HF-named upcast has none,
+        # and there `.scale` names hyper-connection parameters)
+        v4 = any(looks_v4(inv.entries) for inv in invs)
+        suffix = MP_SCALE_SUFFIX if found.kind == "mp" or v4 else SCALE_SUFFIX
         qc = found.config.quantization_config if found.config is not None else None
+        if found.config is not None and found.config.model_type == "deepseek_v4":
+            qc = None  # E8M0 scales are powers of two by construction
         scan = scan_shards(root, by_shard, scale_suffix=suffix, progress=progress,
                            workers=workers, executor=executor,
                            power_of_two_scales=qc is not None and qc.scale_fmt == "ue8m0")

@@ -18,7 +18,6 @@ upcast stays near 0.03 after four layers, while one zeroed or negated expert giv
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,13 +28,13 @@ from pydantic import Field, computed_field
 
 from .dtypes import itemsize
 from .errors import ConfigError, FormatError, ShapeMismatchError
-from .inventory import open_checkpoint
+from .inventory import open_checkpoint, require
 from .progress import Progress
 from .reference import Model, TensorSource
 from .results import Result
 from .safe_paths import safe_member
 from .safetensors_io import read_header
-from .sources import CONFIG_FILE
+from .sources import declared_model_type
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
 # weights round once to BF16 moves hidden states and logits by a few of those steps.
@@ -49,25 +48,20 @@ _IGNORED_FIELDS = {"quantization_config", "torch_dtype", "dtype", "transformers_
                    "architectures", "auto_map", "_name_or_path"}
 
 
-def _model_type(path: Path) -> str | None:
-    try:
-        return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None  # the readers below report a missing or broken config in their words
-
-
 def open_tensor_source(path: str | Path) -> TensorSource:
     """A reader for a checkpoint directory, once the inventory has found nothing that makes
     the forward pass wrong: HF layout (`Checkpoint`), DeepSeek's `model{i}-mp{N}.safetensors`
     files (`MpCheckpoint`, which needs the HF config.json), or a DeepSeek-V4 directory
-    (`V4Checkpoint`: Hub names, FP8/FP4 or upcast, or HF names)."""
+    (`V4Checkpoint`: Hub names, FP8/FP4 or upcast, or HF names; `V4MpCheckpoint`:
+    DeepSeek's V4 model-parallel files)."""
     path = Path(path)
     if not path.is_dir():
         raise FormatError(f"{path}: not a checkpoint directory")
-    if _model_type(path) == "deepseek_v4":
-        from .reference.v4_checkpoint import V4Checkpoint
+    if declared_model_type(path) == "deepseek_v4":
+        from .reference.v4_checkpoint import V4Checkpoint, V4MpCheckpoint
 
-        return V4Checkpoint(path)
+        found = require(path, "read")
+        return V4MpCheckpoint(path) if found.kind == "mp" else V4Checkpoint(path)
     return open_checkpoint(path, command="read")
 
 

@@ -96,7 +96,8 @@ def test_tiny_kimi_k2_forward_matches_transformers_deepseek_v3(tmp_path, run_cli
 
 
 @pytest.mark.parametrize("preset", ["v2-lite", "v2", "v2.5", "v3", "r1", "r1-0528", "v3.1",
-                                    "v3.2-exp", "v3.2", "kimi-k2", "moonlight"])
+                                    "v3.2-exp", "v3.2", "kimi-k2", "moonlight", "v4-flash",
+                                    "v4-pro"])
 def test_preset_figures_agree_with_the_published_ones(preset, run_cli):
     doc = json.loads(run_cli("info", preset, "--json").stdout)
     pub = doc["published"]

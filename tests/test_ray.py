@@ -17,7 +17,7 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed "
                                         "(pip install 'ckpt-tools[ray]')")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from ckpt_tools.convert import upcast  # noqa: E402
+from ckpt_tools.convert import quantize, upcast  # noqa: E402
 from ckpt_tools.errors import VerificationError  # noqa: E402
 from ckpt_tools.fault_injection import KILL_ONCE_VAR, STALL_ONCE_VAR  # noqa: E402
 from ckpt_tools.reshard import (REPORT_FILE, from_deepseek_mp, report_file,  # noqa: E402
@@ -191,3 +191,24 @@ def test_removed_node_is_retried_to_the_same_bytes(sources, tmp_path, cluster, c
     assert not run.is_alive() and "report" in outcome
     assert files_of(tmp_path / "ray") == files_of(tmp_path / "local")
     assert node.node_id not in {n.node for n in outcome["report"].nodes}
+
+
+def test_v4_jobs_on_ray_give_the_local_bytes(tmp_path, connect):
+    """DeepSeek-V4 upcast (both layouts), quantize and reshard --to deepseek-mp run their
+    per-file jobs on the Ray executor with the local executor's bytes."""
+    connect()
+    src = make_tiny(tmp_path / "v4", "v4-flash", fp8=True, shards=3, seed=2).path
+    for layout in ("deepseek", "hf"):
+        upcast(src, tmp_path / f"up-local-{layout}", workers=1, layout=layout)
+        remote = upcast(src, tmp_path / f"up-ray-{layout}", executor="ray", layout=layout)
+        assert files_of(tmp_path / f"up-ray-{layout}") == files_of(tmp_path / f"up-local-{layout}")
+        assert sum(n.jobs for n in remote.nodes) == len(remote.files)
+    quantize(tmp_path / "up-local-deepseek", tmp_path / "q-local", workers=1)
+    q = quantize(tmp_path / "up-local-deepseek", tmp_path / "q-ray", executor="ray")
+    assert files_of(tmp_path / "q-ray") == files_of(tmp_path / "q-local")
+    assert sum(n.jobs for n in q.nodes) == len(q.files)
+    to_deepseek_mp(src, tmp_path / "mp-local", 2, workers=1)
+    mp = to_deepseek_mp(src, tmp_path / "mp-ray", 2, executor="ray")
+    assert files_of(tmp_path / "mp-ray") == files_of(tmp_path / "mp-local")
+    assert sum(n.jobs for n in mp.nodes) == 2
+

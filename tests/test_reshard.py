@@ -282,6 +282,8 @@ def test_fp8_blocks_must_not_straddle_ranks(make_ckpt, tmp_path):
 
 def test_every_preset_family_has_one_mapping():
     for name in all_presets():
+        if find_preset(name).config.model_type == "deepseek_v4":
+            continue  # V4 follows its own convert.py rules (test_v4_reshard.py)
         plan = TensorPlan(find_preset(name).config)
         MpLayout(plan, 1, keep_mtp=True)  # raises on a family without a mapping
         demo = [MP_FAMILIES[f][0] for f in plan.families]

@@ -34,13 +34,16 @@ def _echo_written(report, what: str) -> None:
               help="Output dtype of the dequantised weights (f32 also widens BF16 tensors).")
 @click.option("--max-shard-size", type=SizeParam(), default=None, metavar="SIZE",
               help="Re-shard the output (500MB, 5GB, 5GiB) instead of keeping shard names.")
+@click.option("--layout", type=click.Choice(["deepseek", "hf"]), default=None,
+              help="DeepSeek-V4 output names: deepseek (the source's, default) or hf "
+                   "(transformers' DeepseekV4ForCausalLM, experts stacked).")
 @_WORKERS
 @EXECUTOR
 @_OVERWRITE
 @click.option("--allow-copy", is_flag=True,
               help="Write the output even when SRC has no FP8 weight (it would be a copy).")
 @standard_options
-def upcast(src, dst, dtype, max_shard_size, workers, executor, overwrite, allow_copy):
+def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite, allow_copy):
     """Dequantise an FP8 checkpoint (V3, R1, V3.1) to BF16 or F32, exactly, on any CPU.
 
     Every FP8 weight becomes dtype(float32(w) x its block's weight_scale_inv), bit for bit
@@ -52,27 +55,34 @@ def upcast(src, dst, dtype, max_shard_size, workers, executor, overwrite, allow_
 
     report = run(src, dst, dtype=dtype, workers=workers, max_shard_size=max_shard_size,
                  overwrite=overwrite, allow_copy=allow_copy, progress=progress(),
-                 executor=executor)
+                 executor=executor, layout=layout)
     if json_mode():
         emit_json(report)
         return
     _echo_written(report, f"{report.tensors} tensors")
-    say(f"  {report.dequantized} FP8 weights dequantised to {dtype.upper()}, "
+    fp4 = getattr(report, "fp4_dequantized", 0)
+    what = f"FP8 weights (+ {fp4} MXFP4 experts)" if fp4 else "FP8 weights"
+    say(f"  {report.dequantized - fp4} {what} dequantised to {dtype.upper()}, "
         f"{report.scales_dropped} scales dropped, {report.copied} tensors copied"
-        + (f", {report.widened} widened to F32" if report.widened else ""))
+        + (f", {report.widened} widened to F32" if report.widened else "")
+        + (f", {report.experts_stacked} expert stacks ({report.layout} layout)"
+           if getattr(report, "experts_stacked", 0) else ""))
 
 
 @click.command()
 @_SRC
 @_DST
-@click.option("--scale-fmt", type=click.Choice(["float", "ue8m0"]), default="float",
-              show_default=True,
-              help="Scales amax/448 (V3, R1) or powers of two at or above it (V3.1).")
+@click.option("--scale-fmt", type=click.Choice(["float", "ue8m0"]), default=None,
+              help="Scales amax/448 (V3, R1; the default) or powers of two at or above it "
+                   "(V3.1; DeepSeek-V4 always).")
+@click.option("--expert-dtype", type=click.Choice(["fp4", "fp8"]), default=None,
+              help="DeepSeek-V4 routed experts: MXFP4 (default) or FP8 128-blocks; on an FP4 "
+                   "checkpoint, fp8 re-packs the experts losslessly.")
 @_WORKERS
 @EXECUTOR
 @_OVERWRITE
 @standard_options
-def quantize(src, dst, scale_fmt, workers, executor, overwrite):
+def quantize(src, dst, scale_fmt, expert_dtype, workers, executor, overwrite):
     """Quantise a BF16/F32 checkpoint to DeepSeek's block FP8 (e4m3, 128x128 scales).
 
     Exactly the weights V3's own checkpoint keeps in FP8 are quantised; values beyond the
@@ -81,11 +91,11 @@ def quantize(src, dst, scale_fmt, workers, executor, overwrite):
     from ..convert import quantize as run
 
     report = run(src, dst, scale_fmt=scale_fmt, workers=workers, overwrite=overwrite,
-                 progress=progress(), executor=executor)
+                 progress=progress(), executor=executor, expert_dtype=expert_dtype)
     if json_mode():
         emit_json(report)
         return
-    _echo_written(report, f"{report.quantized} weights quantised ({scale_fmt} scales), "
+    _echo_written(report, f"{report.quantized} weights quantised ({report.scale_fmt} scales), "
                           f"{report.copied} tensors copied")
     if report.errors:
         worst_abs = max(report.errors, key=lambda e: e.max_abs_error)

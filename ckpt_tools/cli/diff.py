@@ -15,7 +15,8 @@ import click
 
 from .conventions import json_mode, progress, standard_options
 from .plotting import plot_option, save_plot
-from .render import emit_json, human_bytes, human_count, safe_name, table, width as terminal_width
+from .render import emit_json, human_bytes, human_count, safe_name, table
+from .render import width as terminal_width
 
 TOP_TENSORS = 20  # worst tensors shown by the terminal/markdown value table
 
@@ -99,8 +100,26 @@ _ROUTING = [("topk_method", "method"), ("scoring", "scoring"), ("group_selection
 
 
 # -- the report as blocks --------------------------------------------------------------------
+def _v4_blocks(r, markdown: bool) -> list[Block]:
+    """The report of diff_v4 (one side DeepSeek-V4): sides, figures, explanations, fields."""
+    head = Block(f"{r.b.label} vs {r.a.label}", [
+        f"A: {r.a.title or r.a.label} ({r.a.model_type}): {r.a.attention}",
+        f"B: {r.b.title or r.b.label} ({r.b.model_type}): {r.b.attention}", r.summary], level=1)
+    rows = [[f.label, _num(f.a, f.unit, short=True), _num(f.b, f.unit, short=True),
+             f"{f.ratio:.3f}x" if f.ratio is not None else "-"] for f in r.figures]
+    blocks = [head, Block("Figures (B / A)", [], ["", "A", "B", "B/A"], rows, "lrrr")]
+    blocks += [Block(e.topic[0].upper() + e.topic[1:], [e.text]) for e in r.explanations]
+    arch = [c for c in r.config_changes if c.architectural]
+    rows = [[f"`{c.field}`" if markdown else c.field, _value(c.a), _value(c.b)] for c in arch]
+    blocks.append(Block(f"Config fields ({len(arch)} architectural)", [], ["field", "A", "B"],
+                        rows if markdown else _wrap(rows, 50), "lll"))
+    return blocks
+
+
 def _blocks(r, markdown: bool) -> list[Block]:
-    from ..diff import CONCERN_TITLES
+    if hasattr(r, "explanations"):
+        return _v4_blocks(r, markdown)
+    from ..config_diff import CONCERN_TITLES
 
     blocks = []
 
@@ -318,6 +337,8 @@ def diff(a: str, b: str, markdown: bool, values: bool, context: int, plot_path):
 
     report = run_diff(a, b, values=values, context=context,
                       progress=progress() if values else None)
+    if hasattr(report, "explanations") and plot_path is not None:
+        raise click.UsageError("--plot is not available with DeepSeek-V4 yet")
     if json_mode():
         emit_json(report)
     else:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..download import DownloadPlan, download as fetch_checkpoint, plan_download, require_fit
+from ..download import DownloadPlan, plan_download, require_fit
+from ..download import download as fetch_checkpoint
 from .conventions import json_mode, note, progress, standard_options
 from .render import emit_json, human_bytes, safe_name, say, table
 

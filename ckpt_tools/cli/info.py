@@ -55,7 +55,15 @@ def info(source: str, plot_path):
         ["layers", f"{a.num_hidden_layers} ({a.dense_layers} dense + {a.moe_layers} MoE)"
                    + (f" + {a.mtp_layers} MTP" if a.mtp_layers else "")],
         ["hidden / heads", f"{a.hidden_size} / {a.num_attention_heads}"],
-        ["MLA ranks q / kv", f"{q} / {a.kv_lora_rank}"],
+    ]
+    if a.attention_schedule is None:
+        rows.append(["MLA ranks q / kv", f"{q} / {a.kv_lora_rank}"])
+    else:  # DeepSeek-V4
+        rows += [["attention", f"shared-KV MQA, head_dim {a.head_dim}, q rank {q}"],
+                 ["schedule", a.attention_schedule],
+                 ["routing", f"{a.hash_layers} hash (tid2eid) layers, then learned"],
+                 ["hyper-conn.", f"{a.hyper_connection_streams} residual streams"]]
+    rows += [
         ["experts", f"{a.routed_experts} routed + {a.shared_experts} shared, "
                     f"{a.experts_per_token} per token"],
         ["router", f"{a.router}, groups {a.groups_per_token} of {a.expert_groups}, "
@@ -76,7 +84,11 @@ def info(source: str, plot_path):
         pub = result.published
         verdict = "agree" if pub.total_agrees and pub.activated_agrees else "DISAGREE"
         say(f"published:   {pub.total} total / {pub.activated} activated ({verdict}); "
-            f"{pub.source}")
+                   f"{pub.source}")
+    say("")
+    rows = [[c.component, human_count(c.total), human_count(c.activated), human_count(c.mtp)]
+            for c in result.components]
+    say(table(rows, ["component", "total", "activated", "MTP"], "lrrr"))
     say("")
     for label, t in (("plan", result.plan), ("files", result.files)):
         if t is None:

@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from .conventions import json_mode, note, progress, standard_options
-from .render import (EXECUTOR, echo_nodes, emit_json, human_bytes, human_count, safe_name, say,
-                     table)
+from .render import EXECUTOR, echo_nodes, emit_json, human_bytes, human_count, safe_name, say, table
 
 
 def parse_ranks(text: str) -> list[int]:
@@ -112,6 +111,12 @@ def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_
                  rank_resource=rank_resource)
     if json_mode():
         emit_json(report)
+        return
+    if hasattr(report, "direction"):  # DeepSeek-V4 (mp_v4.V4MpReport)
+        click.echo(f"wrote {safe_name(report.destination)}: {len(report.files)} file(s) "
+                   f"({report.direction}, {report.model_parallel} rank(s)), "
+                   f"{report.source_tensors:,} source tensors, {report.wo_a_converted} wo_a "
+                   f"converted, in {report.seconds:.1f} s")
         return
     _render(report)
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..validate import CODES, Finding, ValidationReport, validate as run_validate
+from ..validate import CODES, Finding, ValidationReport
+from ..validate import validate as run_validate
 from .conventions import json_mode, progress, standard_options
 from .render import EXECUTOR, echo_nodes, emit_json, human_bytes, safe_name, say
 

@@ -8,8 +8,14 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..verify import (DEFAULT_ATOL, DEFAULT_RTOL, ForwardReport, forward_outputs,
-                      load_reference_outputs, verify as run_verify)
+from ..verify import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    ForwardReport,
+    forward_outputs,
+    load_reference_outputs,
+)
+from ..verify import verify as run_verify
 from .conventions import json_mode, note, progress, standard_options
 from .plotting import plot_option, save_plot
 from .render import emit_json, say, table

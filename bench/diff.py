@@ -13,7 +13,10 @@ Every run is its own subprocess; its wall time, CPU time and peak RSS come from 
 on that child (bench/timing.py). The ckpt entry point is the console script next to this interpreter (not a pyenv
 shim, whose bash start-up would be counted otherwise).
 
-Reproduce: python bench/diff.py [--reps 15] [--values]
+With --compare TREE, the same preset diff also runs from this tree and from TREE through
+one identical entry (`python -c`), so a change's start-up cost is measured in one run.
+
+Reproduce: python bench/diff.py [--reps 15] [--values] [--compare TREE]
 """
 
 from __future__ import annotations
@@ -82,13 +85,24 @@ def report(results: Runs, reference: str) -> None:
               f"{med / ref:11.2f}x {rss:7.0f} MB")
 
 
-def bench_startup(reps: int) -> None:
+def tree_command(tree: Path) -> list[str]:
+    """`ckpt` run from the source tree `tree` (another checkout or an exported commit)."""
+    code = (f"import sys; sys.path.insert(0, {str(tree)!r}); sys.argv[0] = 'ckpt'; "
+            f"from ckpt_tools.cli import main; main()")
+    return [sys.executable, "-c", code]
+
+
+def bench_startup(reps: int, compare: Path | None = None) -> None:
     ckpt = ckpt_command()
     commands = {
         "python -c pass": [sys.executable, "-c", "pass"],
         "ckpt info v3": [*ckpt, "info", "v3"],
         "ckpt diff v2.5 v3": [*ckpt, "diff", "v2.5", "v3"],
         "ckpt diff v2.5 v3 --json": [*ckpt, "diff", "v2.5", "v3", "--json"],
+        **({"this tree: diff v2.5 v3": [*tree_command(Path(__file__).parents[1]), "diff",
+                                          "v2.5", "v3"],
+            "--compare tree: diff v2.5 v3": [*tree_command(compare), "diff", "v2.5", "v3"]}
+           if compare else {}),
     }
     print(f"start-up, {reps} runs each, entry point {' '.join(ckpt)}")
     results = measure(commands, reps)
@@ -126,12 +140,16 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=15, help="runs per command (>= 10 for startup)")
     ap.add_argument("--values", action="store_true", help="also bench --values (~3 GB temp data, minutes to build)")
     ap.add_argument("--values-reps", type=int, default=3)
+    ap.add_argument("--compare", type=Path, metavar="TREE",
+                    help="also time `diff v2.5 v3` from this source tree (e.g. `git archive "
+                         "<commit> | tar -x -C /tmp/before`), next to this one")
     args = ap.parse_args()
-    bench_startup(max(args.reps, 10))
+    bench_startup(max(args.reps, 10), args.compare)
     if args.values:
         bench_values(args.values_reps)
     print(f"\nreproduce: python bench/diff.py --reps {max(args.reps, 10)}"
-          + (f" --values --values-reps {args.values_reps}" if args.values else ""))
+          + (f" --values --values-reps {args.values_reps}" if args.values else "")
+          + (f" --compare {args.compare}" if args.compare else ""))
 
 
 if __name__ == "__main__":

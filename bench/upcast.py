@@ -80,7 +80,7 @@ print(json.dumps({"seconds": time.monotonic() - t0}))
 """
 
 
-# Compares every tensor of two outputs (bits; NaN only has to meet NaN). Run as a child:
+# Compares every tensor of two outputs (dtype, shape, bits; NaN need only meet NaN). As a child:
 # a parent's peak RSS is inherited by every child it forks afterwards.
 CHECK = r"""
 import json, sys, torch
@@ -92,9 +92,12 @@ assert set(wa) == set(wb), "different tensor sets"
 for name, shard in wa.items():
     with safe_open(a + "/" + shard, "pt") as fa, safe_open(b + "/" + wb[name], "pt") as fb:
         x, y = fa.get_tensor(name), fb.get_tensor(name)
-    nan = x.float().isnan()
-    assert x.dtype == y.dtype and torch.equal(nan, y.float().isnan()), name
-    assert torch.equal(x[~nan], y[~nan]), name
+    assert x.dtype == y.dtype and x.shape == y.shape, name
+    if x.is_floating_point():
+        nan = x.float().isnan()
+        assert torch.equal(nan, y.float().isnan()) and torch.equal(x[~nan], y[~nan]), name
+    else:
+        assert torch.equal(x, y), name
 print(len(wa))
 """
 

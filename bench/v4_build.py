@@ -24,8 +24,10 @@ import ml_dtypes
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ckpt_tools.config import parse_config  # noqa: E402
 from ckpt_tools.index import ShardIndex, write_index  # noqa: E402
 from ckpt_tools.safetensors_io import SafetensorsWriter  # noqa: E402
+from ckpt_tools.tensor_plan_v4 import V4TensorPlan  # noqa: E402
 
 FLASH = {
     "architectures": ["DeepseekV4ForCausalLM"], "model_type": "deepseek_v4",
@@ -50,59 +52,19 @@ FLASH = {
 }
 
 
-def layer_specs(c: dict, layer: int) -> list[tuple[str, str, tuple[int, ...]]]:
-    """(name, kind, shape): kind fp8 / fp4 / bf16 / f32 / i64 (scales added by the writer)."""
-    D, m, H, A = c["hidden_size"], c["hc_mult"], c["num_attention_heads"], c["head_dim"]
-    ql, G, R, E = c["q_lora_rank"], c["o_groups"], c["o_lora_rank"], c["n_routed_experts"]
-    f, X, Y = c["moe_intermediate_size"], c["index_n_heads"], c["index_head_dim"]
-    ratio, p, n = c["compress_ratios"][layer], f"layers.{layer}.", (2 + m) * m
-    specs = [(p + "attn_norm.weight", "bf16", (D,)), (p + "ffn_norm.weight", "bf16", (D,))]
-    for hc in ("hc_attn", "hc_ffn"):
-        specs += [(f"{p}{hc}_fn", "f32", (n, m * D)), (f"{p}{hc}_base", "f32", (n,)),
-                  (f"{p}{hc}_scale", "f32", (3,))]
-    a = p + "attn."
-    specs += [(a + "attn_sink", "f32", (H,)), (a + "wq_a.weight", "fp8", (ql, D)),
-              (a + "q_norm.weight", "bf16", (ql,)), (a + "wq_b.weight", "fp8", (H * A, ql)),
-              (a + "wkv.weight", "fp8", (A, D)), (a + "kv_norm.weight", "bf16", (A,)),
-              (a + "wo_a.weight", "fp8", (G * R, H * A // G)),
-              (a + "wo_b.weight", "fp8", (D, G * R))]
-    if ratio:
-        coff = 2 if ratio == 4 else 1
-        specs += [(a + "compressor.ape", "f32", (ratio, coff * A)),
-                  (a + "compressor.wkv.weight", "bf16", (coff * A, D)),
-                  (a + "compressor.wgate.weight", "bf16", (coff * A, D)),
-                  (a + "compressor.norm.weight", "bf16", (A,))]
-    if ratio == 4:
-        specs += [(a + "indexer.wq_b.weight", "fp8", (X * Y, ql)),
-                  (a + "indexer.weights_proj.weight", "bf16", (X, D)),
-                  (a + "indexer.compressor.ape", "f32", (4, 2 * Y)),
-                  (a + "indexer.compressor.wkv.weight", "bf16", (2 * Y, D)),
-                  (a + "indexer.compressor.wgate.weight", "bf16", (2 * Y, D)),
-                  (a + "indexer.compressor.norm.weight", "bf16", (Y,))]
-    specs.append((p + "ffn.gate.weight", "bf16", (E, D)))
-    if layer < c["num_hash_layers"]:
-        specs.append((p + "ffn.gate.tid2eid", "i64", (c["vocab_size"], c["num_experts_per_tok"])))
-    else:
-        specs.append((p + "ffn.gate.bias", "f32", (E,)))
-    specs += [(p + f"ffn.shared_experts.{w}.weight", "fp8", (D, f) if w == "w2" else (f, D))
-              for w in ("w1", "w2", "w3")]
-    specs += [(p + f"ffn.experts.{e}.{w}.weight", "fp4", (D, f) if w == "w2" else (f, D))
-              for e in range(E) for w in ("w1", "w2", "w3")]
-    return specs
+KINDS = {"F8_E4M3": "fp8", "I8": "fp4", "F8_E8M0": "e8m0", "I64": "i64", "BF16": "bf16",
+         "F32": "f32"}
 
 
-def stored(specs):
-    """The safetensors entries of logical specs: quantised weights get their `.scale`."""
-    for name, kind, shape in specs:
-        scale = name[:-len(".weight")] + ".scale"
-        if kind == "fp8":
-            yield name, "F8_E4M3", shape, kind
-            yield scale, "F8_E8M0", (-(-shape[0] // 128), -(-shape[1] // 128)), "e8m0"
-        elif kind == "fp4":
-            yield name, "I8", (shape[0], shape[1] // 2), kind
-            yield scale, "F8_E8M0", (shape[0], shape[1] // 32), "e8m0"
-        else:
-            yield name, {"bf16": "BF16", "f32": "F32", "i64": "I64"}[kind], shape, kind
+def files_of(c: dict) -> list[tuple[str, list[tuple[str, str, tuple[int, ...], str]]]]:
+    """(file, [(name, dtype, shape, kind)]): the V4 tensor plan of the released storage
+    (scales included), embedding/head/norm/hc_head in the first file, one file per layer."""
+    plan = V4TensorPlan(parse_config(c, source="bench V4 config"), "fp8", include_mtp=False)
+    files: dict[str, list] = {}
+    for s in plan.specs:
+        file = f"model-{0 if s.layer is None else s.layer + 1:05d}.safetensors"
+        files.setdefault(file, []).append((s.name, s.dtype, tuple(s.shape), KINDS[s.dtype]))
+    return sorted(files.items())
 
 
 def value(rng, name: str, kind: str, shape, c: dict) -> np.ndarray:
@@ -125,19 +87,13 @@ def value(rng, name: str, kind: str, shape, c: dict) -> np.ndarray:
 
 
 def build(dst: Path, layers: int, experts: int) -> None:
-    c = dict(FLASH, num_hidden_layers=layers, n_routed_experts=experts)
+    c = dict(FLASH, num_hidden_layers=layers, n_routed_experts=experts,
+             num_hash_layers=min(FLASH["num_hash_layers"], layers))
     c["compress_ratios"] = ([0, 0] + [4, 128] * layers)[:layers]  # no MTP block
     dst.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    D, V, m = c["hidden_size"], c["vocab_size"], c["hc_mult"]
-    files = [("model-00000.safetensors",
-              [("embed.weight", "bf16", (V, D)), ("head.weight", "bf16", (V, D)),
-               ("norm.weight", "bf16", (D,)), ("hc_head_fn", "f32", (m, m * D)),
-               ("hc_head_base", "f32", (m,)), ("hc_head_scale", "f32", (1,))])]
-    files += [(f"model-{k + 1:05d}.safetensors", layer_specs(c, k)) for k in range(layers)]
     weight_map, total = {}, 0
-    for file, specs in files:
-        entries = list(stored(specs))
+    for file, entries in files_of(c):
         with SafetensorsWriter(dst / file, [(n, d, s) for n, d, s, _ in entries]) as w:
             for name, _, shape, kind in entries:
                 array = value(rng, name, kind, shape, c)

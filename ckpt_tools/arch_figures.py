@@ -22,12 +22,15 @@ from typing import Literal
 from pydantic import Field
 
 from .config import Config, yarn_mscale
-from .dsa_figures import (SparseAttentionFigures, context_cost, mla_flops_per_key,
-                          sparse_attention_figures)
+from .dsa_figures import (
+    SparseAttentionFigures,
+    context_cost,
+    mla_flops_per_key,
+    sparse_attention_figures,
+)
 from .info import ParameterSummary
 from .results import Result
 from .tensor_plan import Group, Layout, TensorPlan
-
 
 DEFAULT_CONTEXT = 4096
 KV_BYTES = 2  # BF16 cache entries

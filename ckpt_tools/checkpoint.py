@@ -17,7 +17,7 @@ from .config import Config, read_config_file
 from .dtypes import FP8_DTYPES
 from .errors import CkptError, ConfigError, FormatError, MissingTensorError
 from .fp8 import dequantize, dequantize_rows
-from .index import INDEX_FILE, SINGLE_FILE, ShardIndex, read_index
+from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index
 from .reader_pool import PooledFiles, ReaderPool
 from .remote import as_path
 from .remote_path import RemotePath
@@ -25,6 +25,23 @@ from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .sources import CONFIG_FILE
 from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
+from .tensor_plan_v4 import V4_SCALE_SUFFIX
+
+
+def checkpoint_dir(path: str | Path | RemotePath) -> Path | RemotePath:
+    """The checkpoint directory `path` names: itself, or the directory of an index file;
+    a remote URL (hf://, s3://) as its `RemotePath`."""
+    path = as_path(path)
+    return path.parent if path.name == INDEX_FILE and path.is_file() else path
+
+
+def model_parallel_refusal(path: Path) -> FormatError:
+    """What a reader of the HF layout says about DeepSeek's model-parallel layout: the
+    command that converts it."""
+    return FormatError(f"{path}: holds DeepSeek's model-parallel layout "
+                       f"(model{{i}}-mp{{N}}.safetensors); convert it to the HF layout first: "
+                       f"`ckpt reshard SRC DST --to hf` (Python: reshard(src, dst, to='hf'))")
+
 
 PREFETCH_MAX_BYTES = 1 << 20  # a scale grid is a few KB; never read ahead a large tensor
 PREFETCH_THREADS = 16
@@ -34,13 +51,16 @@ class Checkpoint(PooledFiles):
     """Read-only view of a checkpoint directory."""
 
     def __init__(self, path: str | Path, config: Config | None = None):
-        """`config`: one the caller already read (e.g. leniently, to describe it); by default
+        """`path`: the checkpoint directory, or its index file (as `validate` accepts).
+        `config`: one the caller already read (e.g. leniently, to describe it); by default
         DIR/config.json, read strictly on first use."""
-        self.dir = as_path(path)  # a local directory, or a remote one (remote_path.RemotePath)
+        self.dir = checkpoint_dir(path)  # local, or remote (remote_path.RemotePath)
         if not self.dir.exists():
             raise FormatError(f"{self.dir}: no such directory")
         if not self.dir.is_dir():
-            raise FormatError(f"{self.dir}: not a directory")
+            hint = (f"; pass its checkpoint directory {self.dir.parent}"
+                    if self.dir.suffix == ".safetensors" else "")
+            raise FormatError(f"{self.dir}: not a checkpoint directory{hint}")
         self._readers = ReaderPool(self.dir, self.shard_path)
         self._prefetched: dict[str, np.ndarray] = {}  # remote: read ahead, taken by read()
         if config is not None:
@@ -65,8 +85,16 @@ class Checkpoint(PooledFiles):
 
     @cached_property
     def plan(self) -> TensorPlan:
-        """The config's plan in this checkpoint's layout, with the dtypes it stores where
-        the plan allows alternatives (e.g. transformers' float32 V3.2 `weights_proj`)."""
+        """The config's plan in the layout found (DeepSeek-V4: expert format from the tensors)."""
+        if self.config.model_type == "deepseek_v4":
+            from .tensor_plan_v4 import V4TensorPlan
+            from .validate_v4 import detect_layout
+
+            entries = {n: self.locate(n)[1] for n in self.index.weight_map}
+            layout, experts = detect_layout(entries)
+            return V4TensorPlan(self.config, layout, expert_dtype=experts)
+        # V2/V3: with the dtypes it stores where the plan allows alternatives (e.g.
+        # transformers' float32 V3.2 `weights_proj`)
         plan = TensorPlan(self.config, self.layout)
         stored = plan.stored_dtypes_in(self._stored_dtype)
         return TensorPlan(self.config, self.layout, stored_dtypes=stored) if stored else plan
@@ -97,6 +125,8 @@ class Checkpoint(PooledFiles):
             names = self.header(SINGLE_FILE).entries
             return ShardIndex({n: SINGLE_FILE for n in names},
                               sum(e.nbytes for e in names.values()))
+        if any(self.dir.glob(MP_FILE_GLOB)):
+            raise model_parallel_refusal(self.dir)
         raise FormatError(f"{self.dir}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
 
     @property
@@ -105,8 +135,10 @@ class Checkpoint(PooledFiles):
 
     @cached_property
     def layout(self) -> str:
-        """'fp8' when any indexed tensor is a weight_scale_inv, else 'bf16'."""
-        return "fp8" if any(n.endswith(SCALE_SUFFIX) for n in self.index.weight_map) else "bf16"
+        """'fp8' when any indexed tensor is a weight_scale_inv (DeepSeek-V4: a `.scale`),
+        else 'bf16'."""
+        suffixes = (SCALE_SUFFIX, V4_SCALE_SUFFIX)
+        return "fp8" if any(n.endswith(suffixes) for n in self.index.weight_map) else "bf16"
 
     def shard_path(self, shard: str) -> Path:
         return safe_member(self.dir, shard, what="shard")

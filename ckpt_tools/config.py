@@ -42,6 +42,7 @@ from .config_layouts import (
     near_miss_warnings,
     recognise,
 )
+from .config_v4 import DeepseekV4Config
 from .errors import ConfigError, UnsupportedModelError
 from .remote import as_path
 
@@ -401,6 +402,8 @@ def parse_config(raw: Any, *, source: str = "config",
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a JSON object, found {type(raw).__name__}")
     family, why, layout, wrapper_key = recognise(raw, source)
+    if family == "deepseek_v4":
+        return _parse_v4(raw, source, why, layout)
     outer = raw
     outside: list[str] = []
     if wrapper_key is not None:
@@ -441,8 +444,30 @@ def parse_config(raw: Any, *, source: str = "config",
     return config
 
 
+def _parse_v4(raw: dict[str, Any], source: str, why: str, layout) -> DeepseekV4Config:
+    # V4 is its own model (config_v4.py), outside the V2/V3 discriminated union
+    from .config_v4 import parse_v4
+
+    try:
+        config = parse_v4(raw)
+    except UnsupportedModelError as e:
+        raise UnsupportedModelError(f"{source}: {e}") from None
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, source)) from e
+    except ValueError as e:
+        raise ConfigError(f"{source}: field '{str(e).partition(': ')[0]}': "
+                          f"{str(e).partition(': ')[2]}") from e
+    config._reading = ConfigReading(
+        architecture="deepseek_v4", recognised_by=why, original_model_type=raw.get("model_type"),
+        layout=layout, loader=choose_loader(raw, "deepseek_v4", layout),
+        warnings=near_miss_warnings(raw, "deepseek_v4", layout))
+    return config
+
+
 def read_config_file(path: str | Path, *,
                      lenient: bool = False) -> Config:
+    """Parse a config.json file, local or remote (ConfigError naming the file when unreadable
+    or invalid); `lenient` as in `parse_config`."""
     path = as_path(path)
     try:
         text = path.read_text(encoding="utf-8")

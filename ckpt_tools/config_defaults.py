@@ -40,6 +40,7 @@ LoaderName = Literal[
     "remote-code DeepseekV3Config",
     "DeepSeek inference ModelArgs",
     "DeepSeek V3.2 inference ModelArgs",
+    "transformers DeepseekV4Config",  # V4's keys and defaults: config_v4.DeepseekV4Config
 ]
 
 # Keys shared by every HF loader of both generations.

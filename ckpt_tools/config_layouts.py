@@ -19,21 +19,19 @@ pydantic models validate. Recognition goes by what the loader would instantiate,
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from .config_defaults import CLASS_DEFAULTS, IMPLIED, LoaderName
+from .config_reading import ConfigReading, Family, LayoutName  # noqa: F401  (re-exported)
+from .config_v4 import V41_REFUSAL
 from .errors import UnsupportedModelError
 
-Family = Literal["deepseek_v2", "deepseek_v3", "deepseek_v32"]
-LayoutName = Literal["hub", "transformers-5", "inference"]
-
-SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deepseek_v32")
+SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deepseek_v32",
+                                             "deepseek_v4")
 
 # Architectures we recognise but refuse, with the reason a user needs.
 REFUSED_MODEL_TYPES = {
-    "deepseek_v4": "DeepSeek V4 (FP4 experts, E8M0 scales) is not supported yet",
+    "deepseek_v41": V41_REFUSAL,
     "deepseek": "DeepSeek-MoE v1 (model_type 'deepseek') has no MLA and is not supported",
 }
 
@@ -45,6 +43,8 @@ ARCHITECTURE_FAMILIES: dict[str, Family] = {
     "DeepseekV3Model": "deepseek_v3",
     "DeepseekV32ForCausalLM": "deepseek_v32",
     "DeepseekV32Model": "deepseek_v32",
+    "DeepseekV4ForCausalLM": "deepseek_v4",
+    "DeepseekV4Model": "deepseek_v4",
 }
 
 # model_types of derivatives that name no DeepSeek class of their own (Kimi-K2.5's
@@ -124,34 +124,6 @@ QUANT_SCHEMES = {
 }
 
 
-class ConfigReading(BaseModel):
-    """How a config file was read: what it is, why, and what was filled in."""
-
-    model_config = ConfigDict(extra="forbid")
-    architecture: Family = Field(description="The architecture whose tensor plan applies")
-    recognised_by: str = Field(description="Why, e.g. 'architectures: DeepseekV3ForCausalLM; "
-                                           "model_type kimi_k2'")
-    original_model_type: str | None = Field(description="model_type as written in the file")
-    layout: LayoutName
-    loader: LoaderName = Field(description="Whose defaults fill absent keys")
-    wrapper_key: str | None = Field(None, description="text_config / language_config, if wrapped")
-    wrapper_model_type: str | None = Field(None, description="model_type of the wrapper, if any")
-    tensor_prefix: str = Field("", description="Prefix of the language-model tensor names")
-    outside_plan: list[str] = Field(
-        default_factory=list, description="Wrapper parts (other towers) the plan does not cover")
-    defaulted: dict[str, Any] = Field(
-        default_factory=dict, description="Absent (or null) keys filled with the loader's value")
-    quantization_scheme: str | None = Field(None, description="quant_method other than block FP8")
-    leaves_out: list[str] = Field(default_factory=list,
-                                  description="What this layout cannot express")
-    warnings: list[str] = Field(default_factory=list,
-                                description="Unknown keys close to known ones ('did you mean')")
-    inconsistencies: list[str] = Field(
-        default_factory=list,
-        description="Routing/conversion problems, 'field: what'; validate reports them as "
-                    "errors and writers refuse the config")
-
-
 def _architectures(raw: dict[str, Any]) -> list[str]:
     archs = raw.get("architectures")
     return [a for a in archs if isinstance(a, str)] if isinstance(archs, list) else []
@@ -190,9 +162,9 @@ def _foreign_message(raw: dict[str, Any], source: str) -> str:
     found += f", architectures {', '.join(archs)}" if archs else ""
     hint = _DISTILL_HINT if mt in ("qwen2", "llama") else ""
     if what:
-        return (f"{source}: a {what} config ({found}), not a DeepSeek V2/V3/V3.2 "
+        return (f"{source}: a {what} config ({found}), not a DeepSeek V2/V3/V3.2/V4 "
                 f"architecture{hint}")
-    return (f"{source}: {found} is not a DeepSeek V2/V3/V3.2 config (recognised: model_type "
+    return (f"{source}: {found} is not a DeepSeek V2/V3/V3.2/V4 config (recognised: model_type "
             f"{', '.join(SUPPORTED_MODEL_TYPES)}, architectures "
             f"{', '.join(ARCHITECTURE_FAMILIES)}, auto_map to DeepSeek's "
             f"configuration_deepseek.py, text_config/language_config wrappers, DeepSeek "
@@ -251,6 +223,8 @@ def choose_loader(raw: dict[str, Any], family: Family, layout: LayoutName) -> Lo
     if layout == "inference":
         return ("DeepSeek V3.2 inference ModelArgs" if family == "deepseek_v32"
                 else "DeepSeek inference ModelArgs")
+    if family == "deepseek_v4":
+        return "transformers DeepseekV4Config"
     remote, _ = _remote_class(raw)
     if raw.get("model_type") in DERIVATIVE_MODEL_TYPES and not _architectures(raw):
         remote = DERIVATIVE_MODEL_TYPES[raw["model_type"]]  # they ship DeepSeek's remote code
@@ -346,6 +320,11 @@ def edit_distance(a: str, b: str) -> int:
 def near_miss_warnings(raw: dict[str, Any], family: Family, layout: LayoutName) -> list[str]:
     """'did you mean' for unknown keys close to a known one, and for keys of another layout."""
     known = known_keys()
+    if family == "deepseek_v4":  # V4's own keys (config_v4), both spellings
+        from .config_v4 import TRANSFORMERS_5_KEYS, DeepseekV4Config
+
+        known = (frozenset(DeepseekV4Config.model_fields) | OTHER_KNOWN_KEYS
+                 | TRANSFORMERS_5_KEYS)
     inference_only = (set(INFERENCE_KEYS) | set(INFERENCE_ROPE)) - known
     out = []
     for key in raw:

@@ -21,33 +21,59 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
-from pydantic import Field
 
-from . import __version__, fp8, part_writer
-from .checkpoint import Checkpoint
-from .convert_jobs import (PART_BYTES, ShardJob, TensorOp, call, job_memory, split_file,
-                           write_file, write_part)
+from . import fp8
+from .checkpoint import Checkpoint, checkpoint_dir, model_parallel_refusal
+from .convert_jobs import (
+    PART_BYTES,
+    ShardJob,
+    TensorOp,
+    job_memory,
+    split_file,
+    write_file,
+    write_part,
+)
+from .convert_output import (  # noqa: F401
+    FileWork,
+    QuantizeReport,
+    RoundTripError,
+    ScaleFmt,  # noqa: F401
+    UpcastDtype,
+    UpcastReport,
+    _job,
+    _with_dtype,
+    write_files,  # noqa: F401  (the reports are this module's API)
+)
 from .dtypes import FP8_DTYPES, itemsize
-from .errors import FormatError, UnexpectedTensorError
-from .index import (INDEX_FILE, ShardIndex, pack_greedy, shard_file_name, write_index,
-                    write_json_atomic)
+from .errors import (
+    ARGUMENT_PLACEHOLDER,
+    ArgumentError,
+    ConfigError,
+    FormatError,
+    UnexpectedTensorError,
+)
+from .index import (
+    INDEX_FILE,
+    ShardIndex,
+    pack_greedy,
+    shard_file_name,
+    write_index,
+    write_json_atomic,
+)
 from .inventory import Inspection, require
-from .output import source_fingerprint
-from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
+from .parallel import ExecutorName, Job, NodeWork
 from .progress import Progress
 from .remote_output import check_executor, open_output
-from .remote_path import RemotePath, is_remote
-from .results import Result
+from .remote_path import RemotePath, job_source
 from .safetensors_io import TensorEntry
 from .side_files import copy_side_files
-from .sources import CONFIG_FILE
+from .sizes import Size, parse_size
+from .sources import CONFIG_FILE, declared_model_type
 from .tensor_plan import TensorPlan, scale_name_for
 
-UpcastDtype = Literal["bf16", "f32"]
-ScaleFmt = Literal["float", "ue8m0"]
 OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}
 TORCH_DTYPES = {"BF16": "bfloat16", "F32": "float32"}
 WIDENABLE = ("BF16", "F16")  # exact in float32: widened by upcast --dtype f32
@@ -71,51 +97,6 @@ class ConversionPlan(NamedTuple):
                     yield job.file, spec
 
 
-# -- reports ------------------------------------------------------------------------------
-class RoundTripError(Result):
-    """How far FP8 -> float32 lands from the source values of one quantised tensor."""
-
-    name: str
-    max_abs_error: float = Field(
-        description="max |upcast_f32(quantised) - source| over finite values")
-    rel_l2_error: float = Field(description="||upcast_f32(quantised) - source|| / ||source||")
-    nonfinite: int = Field(0, description="NaN/inf source values (NaN kept, inf saturated), "
-                                          "left out of both statistics")
-
-
-class _WrittenCheckpoint(Result):
-    source: str
-    destination: str
-    files: list[str] = Field(description="Output shard files, in order")
-    total_size: int = Field(description="Bytes of tensor data (the index's total_size)")
-    resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
-    side_files: list[str]
-    seconds: float
-    nodes: list[NodeWork] = Field(
-        default_factory=list, description="Per machine: the shards it wrote, bytes read, "
-                                          "seconds (Ray nodes with --executor ray)")
-
-
-class UpcastReport(_WrittenCheckpoint):
-    dtype: UpcastDtype
-    tensors: int = Field(description="Tensors in the output")
-    dequantized: int = Field(description="FP8 weights dequantised with their scales")
-    widened: int = Field(description="BF16/F16 tensors widened to F32 (--dtype f32)")
-    copied: int = Field(description="Tensors copied byte for byte")
-    scales_dropped: int
-
-
-class QuantizeReport(_WrittenCheckpoint):
-    scale_fmt: ScaleFmt
-    block: tuple[int, int]
-    tensors: int = Field(description="Tensors in the output, scales included")
-    quantized: int = Field(description="Weights quantised to F8_E4M3 (each with a scale)")
-    copied: int = Field(description="Tensors copied byte for byte")
-    max_abs_error: float = Field(description="Largest max_abs_error over all tensors")
-    max_rel_l2_error: float = Field(description="Largest rel_l2_error over all tensors")
-    errors: list[RoundTripError] = Field(description="Per quantised tensor, in output order")
-
-
 # -- planning -----------------------------------------------------------------------------
 def _source_tensors(found: Inspection) -> list[tuple[str, TensorEntry]]:
     """(shard, entry) of every tensor, shard by shard in header order (the inventory has
@@ -132,7 +113,7 @@ def _check_scale_values(ck: Checkpoint, scale: str) -> None:
         error = FormatError(f"{ck.shard_path(ck.locate(scale)[0])}: tensor '{scale}': scales "
                             f"must be finite and non-negative, found {values[~ok][0]} "
                             f"[scale-invalid]")
-        error.code = "scale-invalid"
+        error.finding = "scale-invalid"
         raise error
 
 
@@ -204,9 +185,8 @@ def _write_shards(out, src: str | RemotePath, plan: ConversionPlan, todo: list[S
                   scale_fmt: str | None, workers: int | None, executor: ExecutorName,
                   progress: Progress | None, label: str
                   ) -> tuple[dict[str, list], list[NodeWork]]:
-    """Run the jobs writing `todo`, journaling each file as it completes; quantize's
-    round-trip errors per tensor, and where the jobs ran. On failure no `.partial` of
-    upcast's stays behind (quantize's writers remove their own).
+    """Upcast writes each shard in parts, quantize each with one job (its round-trip errors
+    per tensor come back); see `write_files`.
 
     `src` is a local path as a string, or a remote source's `RemotePath`, which pickles as
     its URL and listing and reopens in the worker (a Ray task, or a worker process) without
@@ -218,49 +198,23 @@ def _write_shards(out, src: str | RemotePath, plan: ConversionPlan, todo: list[S
     in flight at once would stage most of the checkpoint locally before the first upload;
     whole files keep the staging to the files being written (one per worker)."""
     dst = str(out.path)
-    args, files, errors = [], [], {}
-    unfinished: dict[str, int] = {}  # upcast: file -> parts still to write
-    whole_files = scale_fmt is not None or getattr(out, "remote", False)
-    try:
-        for j in todo:
-            memory = job_memory(j, plan.block)
-            if whole_files:  # quantize, or any job writing to an object store: one per file
-                args.append(Job(j.file, sum(op.src_bytes for op in j.ops),
-                                (write_file, src, dst, j, plan.block, scale_fmt), memory))
-                files.append(j.file)
-                continue
-            part_writer.create(out.path / j.file, [s for op in j.ops
-                                                   for s in op.out_specs(plan.block)])
-            unfinished[j.file] = 0
-            for pieces in split_file(j, plan.block, PART_BYTES):
-                args.append(Job(j.file, sum(p.src_bytes for p in pieces),
-                                (write_part, src, dst, j.file, pieces, plan.block), memory))
-                files.append(j.file)
-                unfinished[j.file] += 1
-            if not unfinished[j.file]:  # no tensor data: complete as created
-                del unfinished[j.file]
-                part_writer.commit(out.path / j.file)
-                out.mark_done(j.file)
-
-        def finished(i: int, result: dict[str, list]) -> None:
-            file = files[i]
-            if file in unfinished:  # a part: the file is complete with its last part
-                unfinished[file] -= 1
-                if unfinished[file]:
-                    return
-                del unfinished[file]
-                part_writer.commit(out.path / file)
-            out.mark_done(file, result if scale_fmt is not None else None)
-            errors.update(result)
-
-        nbytes = sum(a.nbytes for a in args)
-        ran = run_jobs(call, args, workers=workers_for(nbytes, workers), executor=executor,
-                       progress=progress, label=label, on_result=finished)
-    except BaseException:
-        for file in unfinished:
-            part_writer.discard(out.path / file)
-        raise
-    return errors, ran.nodes
+    works = []
+    for j in todo:
+        memory = job_memory(j, plan.block)
+        specs = [s for op in j.ops for s in op.out_specs(plan.block)]
+        if scale_fmt is not None or out.remote:  # quantize, or an object store: one job a file
+            out_bytes = sum(math.prod(s) * itemsize(d) for _, d, s in specs)
+            works.append(FileWork(j.file, [Job(j.file, out_bytes,
+                                               (write_file, src, dst, j, plan.block, scale_fmt),
+                                               memory)]))
+            continue
+        works.append(FileWork(
+            j.file, [Job(j.file, sum(p.out_bytes for p in pieces),
+                         (write_part, src, dst, j.file, pieces, plan.block), memory)
+                     for pieces in split_file(j, plan.block, PART_BYTES)],
+            specs))
+    return write_files(out, works, workers=workers, executor=executor, progress=progress,
+                       label=label)
 
 
 def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
@@ -279,7 +233,7 @@ def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
                 todo.append(j)
             else:
                 errors.update(info or {})
-        found, nodes = _write_shards(out, src if is_remote(src) else str(src), plan, todo,
+        found, nodes = _write_shards(out, job_source(src), plan, todo,
                                      scale_fmt=scale_fmt, workers=workers, executor=executor,
                                      progress=progress, label=label)
         errors.update(found)
@@ -294,31 +248,8 @@ def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
     return len(plan.jobs) - len(todo), side, errors, nodes
 
 
-def _destination(dst: str | Path) -> str | Path:
-    """A URL stays a string (an object-store destination), anything else is a local path."""
-    return dst if isinstance(dst, str) and is_remote(dst) else Path(dst)
-
-
-def _job(command: str, ck: Checkpoint, options: dict) -> dict:
-    """The journal's identity of a run: a rerun resumes only when all of it matches."""
-    files = [ck.shard_path(s) for s in ck.shard_names] + [ck.config_path]
-    if ck.index_path is not None:
-        files.append(ck.index_path)
-    return {"command": command, "version": __version__, "options": options,
-            "sources": source_fingerprint(files)}
-
-
-def _with_dtype(raw: dict, dtype: str) -> dict:
-    """`raw` with its dtype key set (transformers v5 writes `dtype`, older ones `torch_dtype`)."""
-    out = dict(raw)
-    keys = [k for k in ("torch_dtype", "dtype") if k in out] or ["torch_dtype"]
-    for k in keys:
-        out[k] = dtype
-    return out
-
-
 def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
-                max_shard_size: int | None = None) -> ConversionPlan:
+                max_shard_size: Size | None = None, allow_copy: bool = False) -> ConversionPlan:
     """Decide every output tensor of `upcast` and check the source; writes nothing.
 
     Raises:
@@ -327,19 +258,33 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
             finite and non-negative.
     """
     if dtype not in OUT_DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(OUT_DTYPES)}, found {dtype!r}")
+        raise ArgumentError(f"dtype must be one of {sorted(OUT_DTYPES)}, found {dtype!r}")
+    if max_shard_size is not None:
+        max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
     found = require(src, "upcast")
+    if found.kind == "mp":
+        raise model_parallel_refusal(found.root)
     with Checkpoint(src) as ck:
         ops, scales, block = _upcast_ops(ck, found, OUT_DTYPES[dtype])
+        if not allow_copy and all(op.kind == "copy" for op in ops):
+            raise UnexpectedTensorError(
+                f"{ck.dir}: no FP8 weight to dequantise{'' if dtype == 'bf16' else ' or widen'}: "
+                f"the output would be a copy of the source; pass {ARGUMENT_PLACEHOLDER} "
+                f"to write it anyway", argument="allow_copy")
         jobs, with_index = _group(ck, ops, block, max_shard_size)
         meta = dict(ck.index.metadata)
     return ConversionPlan(jobs, block, with_index, meta, scales)
 
 
+def _is_v4(src: str | Path) -> bool:
+    return declared_model_type(checkpoint_dir(src)) == "deepseek_v4"
+
+
 def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
-           workers: int | None = None, max_shard_size: int | None = None,
-           overwrite: bool = False, progress: Progress | None = None,
-           executor: ExecutorName = "local") -> UpcastReport:
+           workers: int | None = None, max_shard_size: Size | None = None,
+           overwrite: bool = False, allow_copy: bool = False,
+           progress: Progress | None = None, executor: ExecutorName = "local",
+           layout: str | None = None) -> UpcastReport:
     """Dequantise an FP8 checkpoint into a BF16 (or F32) one that loads as is.
 
     Every FP8 weight becomes dtype(float32(w) * scale_inv[i // bs, j // bs]), bit for bit
@@ -355,18 +300,37 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         dtype: "bf16" or "f32".
         workers: worker processes (default: the machine's cores, one below 1 GiB).
         max_shard_size: reshard greedily in tensor-plan order, at most this many bytes of
-            tensor data per file (a larger tensor gets a file of its own).
+            tensor data per file (a larger tensor gets a file of its own); an int or a
+            string such as "5GB" or "500MiB".
         overwrite: replace the contents of a non-empty `dst`.
-        progress: receives bytes read as shards finish.
+        allow_copy: write the output even when nothing would change (a BF16 source with
+            `dtype="bf16"`); refused by default, since it is usually the wrong source.
+        progress: receives bytes written, chunk by chunk (also inside large tensors).
         executor: "local" (worker processes here) or "ray" (tasks on the Ray cluster at
             RAY_ADDRESS, else a local Ray; src and dst on storage every node sees).
 
     Raises:
         CkptError subclasses before anything is written (see `plan_upcast`), OutputError
         for an unusable `dst`.
+
+    DeepSeek-V4 sources go to `convert_v4.upcast_v4`, where `layout` ("deepseek", the
+    default, or "hf") picks the output names; V2/V3 checkpoints only have HF names.
     """
+    if _is_v4(src):
+        from .convert_v4 import upcast_v4
+
+        if max_shard_size is not None:
+            raise ArgumentError(f"{src}: a maximum shard size is not available for DeepSeek-V4 "
+                                f"upcast; reshard the output by size instead")
+        return upcast_v4(src, dst, dtype=dtype, layout=layout or "deepseek", workers=workers,
+                         overwrite=overwrite, progress=progress, executor=executor)
+    if layout not in (None, "hf"):
+        raise ArgumentError(f"{src}: layout {layout!r} applies to DeepSeek-V4; V2/V3 "
+                            f"checkpoints already use transformers' names")
     t0 = time.monotonic()
-    plan = plan_upcast(src, dtype=dtype, max_shard_size=max_shard_size)
+    max_shard_size = None if max_shard_size is None else parse_size(max_shard_size,
+                                                                     argument="max_shard_size")
+    plan = plan_upcast(src, dtype=dtype, max_shard_size=max_shard_size, allow_copy=allow_copy)
     out_dtype = OUT_DTYPES[dtype]
     with Checkpoint(src) as ck:
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
@@ -376,7 +340,7 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
             config[wrapper] = {k: v for k, v in config[wrapper].items()
                                if k != "quantization_config"}
         job = _job("upcast", ck, {"dtype": dtype, "max_shard_size": max_shard_size})
-        resumed, side, _, nodes = _run(ck, _destination(dst), plan, job, workers=workers,
+        resumed, side, _, nodes = _run(ck, dst, plan, job, workers=workers,
                                        executor=executor, overwrite=overwrite, progress=progress,
                                        label="upcast", scale_fmt=None, config=config)
     ops = [op for j in plan.jobs for op in j.ops]
@@ -393,6 +357,8 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
 def plan_quantize(src: str | Path) -> ConversionPlan:
     """Decide every output tensor of `quantize` and check the source; writes nothing."""
     found = require(src, "quantize")
+    if found.kind == "mp":
+        raise model_parallel_refusal(found.root)
     with Checkpoint(src) as ck:
         ops, block = _quantize_ops(found)
         jobs, with_index = _group(ck, ops, block, None)
@@ -400,10 +366,10 @@ def plan_quantize(src: str | Path) -> ConversionPlan:
     return ConversionPlan(jobs, block, with_index, meta, 0)
 
 
-def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
+def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = None,
              workers: int | None = None, overwrite: bool = False,
-             progress: Progress | None = None, executor: ExecutorName = "local"
-             ) -> QuantizeReport:
+             progress: Progress | None = None, executor: ExecutorName = "local",
+             expert_dtype: str | None = None) -> QuantizeReport:
     """Block-quantise a BF16/F32 checkpoint to DeepSeek's FP8 layout (e4m3, 128x128 scales).
 
     Exactly the tensors the tensor plan keeps in F8_E4M3 for this config are quantised
@@ -413,13 +379,26 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
     saturate. config.json gets `quantization_config`. The report gives, per tensor, the
     round-trip error of upcasting the result back to F32.
 
+    DeepSeek-V4 sources go to `convert_v4.quantize_v4` (ue8m0 scales only; `expert_dtype`
+    "fp4" or "fp8").
+
     Raises:
         CkptError subclasses before anything is written (see `plan_quantize`), OutputError
         for an unusable `dst`.
     """
+    if _is_v4(src):
+        from .convert_v4 import quantize_v4
+
+        if scale_fmt not in (None, "ue8m0"):
+            raise ConfigError(f"{src}: DeepSeek-V4 stores ue8m0 (E8M0) scales only")
+        return quantize_v4(src, dst, expert_dtype=expert_dtype or "fp4", workers=workers,
+                           overwrite=overwrite, progress=progress, executor=executor)
+    if expert_dtype is not None:
+        raise ArgumentError(f"{src}: expert_dtype applies to DeepSeek-V4 checkpoints only")
+    scale_fmt = scale_fmt or "float"
     t0 = time.monotonic()
     if scale_fmt not in ("float", "ue8m0"):
-        raise ValueError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
+        raise ArgumentError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
     plan = plan_quantize(src)
     with Checkpoint(src) as ck:
         qc = {**fp8.FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}
@@ -427,7 +406,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt = "float",
             qc["scale_fmt"] = "ue8m0"
         config = {**ck.raw_config, "quantization_config": qc}
         job = _job("quantize", ck, {"scale_fmt": scale_fmt})
-        resumed, side, errors, nodes = _run(ck, _destination(dst), plan, job, workers=workers,
+        resumed, side, errors, nodes = _run(ck, dst, plan, job, workers=workers,
                                             executor=executor, overwrite=overwrite,
                                             progress=progress, label="quantize",
                                             scale_fmt=scale_fmt, config=config)

@@ -180,6 +180,10 @@ class Piece(NamedTuple):
     def src_bytes(self) -> int:
         return self.op.src_bytes // _rows(self.op) * (self.r1 - self.r0)
 
+    @property
+    def out_bytes(self) -> int:
+        return (self.r1 - self.r0) * math.prod(self.op.shape[1:]) * itemsize(self.op.dtype)
+
 
 def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[list[Piece]]:
     """The output file of `job` cut into parts of about `part_bytes` source bytes: runs of
@@ -212,7 +216,6 @@ def write_part(src: str | RemotePath, dst: str, file: str, pieces: list[Piece],
         for p in pieces:
             op = p.op
             r = reader(op.shard)
-            out_bytes = (p.r1 - p.r0) * (math.prod(op.shape[1:]) * itemsize(op.dtype))
             if op.kind == "copy":
                 row = math.prod(op.shape[1:]) * itemsize(op.src_dtype)
                 chunks = (r.read_range(op.name, a * row, b * row)
@@ -222,7 +225,7 @@ def write_part(src: str | RemotePath, dst: str, file: str, pieces: list[Piece],
             else:
                 scale = reader(op.scale_shard).read_rows(op.scale, 0, -(-op.shape[0] // block[0]))
                 chunks = _dequantized(r, scale, op, block, p.r0, p.r1)
-            part_writer.write_at(Path(dst) / file, p.offset, chunks, out_bytes)
+            part_writer.write_at(Path(dst) / file, p.offset, chunks, p.out_bytes)
     return {}
 
 

@@ -29,15 +29,29 @@ from functools import partial
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from . import hub
 from .checkpoint import Checkpoint
-from .errors import ConfigError, FormatError, HubError, MissingTensorError, VerificationError
+from .errors import (
+    ARGUMENT_PLACEHOLDER,
+    ArgumentError,
+    ConfigError,
+    FormatError,
+    HubError,
+    MissingTensorError,
+    VerificationError,
+)
 from .index import INDEX_FILE, SINGLE_FILE, read_index
 from .inventory import inspect
-from .manifest import (MANIFEST_FILE, Manifest, ManifestEntry, read_manifest, sha256_file,
-                       write_manifest)
+from .manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    ManifestEntry,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 from .policy import refuses
 from .progress import Progress, or_null
 from .results import Result
@@ -85,6 +99,11 @@ class DownloadPlan(Result):
     free_bytes: int | None = Field(None, description="Free space at the destination")
     fits: bool
 
+    @computed_field(description="The planned files fit in the free space")
+    @property
+    def ok(self) -> bool:
+        return self.fits
+
 
 class FileResult(Result):
     path: str
@@ -118,6 +137,13 @@ class DownloadReport(Result):
     manifest: str | None
     notes: list[str] = []
 
+    @computed_field(description="Every file verified and every fetched shard matches the "
+                                "tensor plan")
+    @property
+    def ok(self) -> bool:
+        tensors_ok = self.tensor_check is None or not self.tensor_check.problems
+        return tensors_ok and all(f.status == "verified" for f in self.files)
+
 
 # -- planning -------------------------------------------------------------------------------
 def file_kind(path: str) -> FileKind:
@@ -144,7 +170,7 @@ def _matches(path: str, patterns: Sequence[str]) -> bool:
 
 def _check_layers(layers: tuple[int, int] | None) -> None:
     if layers is not None and not (0 <= layers[0] <= layers[1]):
-        raise ConfigError(f"layers {layers[0]}-{layers[1]}: expected 0 <= A <= B")
+        raise ArgumentError(f"layers {layers[0]}-{layers[1]}: expected 0 <= A <= B")
 
 
 def _free_bytes(path: Path) -> int | None:
@@ -176,7 +202,8 @@ def _layer_selection(repo: hub.RemoteRepo, fetch: Callable[[str], Path],
     names = {f.path for f in repo.files}
     where = f"{repo.repo_id}@{repo.commit[:12]}"
     if CONFIG_FILE not in names:
-        raise FormatError(f"{where}: no {CONFIG_FILE}; --layers needs it to know the tensors")
+        raise FormatError(f"{where}: no {CONFIG_FILE}; {ARGUMENT_PLACEHOLDER} needs it to know "
+                          f"the tensors", argument="layers", value=layers)
     root = fetch(CONFIG_FILE).parent
     if INDEX_FILE in names:
         fetch(INDEX_FILE)
@@ -231,8 +258,8 @@ def _plan(repo: hub.RemoteRepo, dest: Path, fetch: Callable[[str], Path], *,
         chosen |= {p for p in files if include and _matches(p, include)}
         dropped = {p for p in chosen if _matches(p, exclude)}
         if dropped & required:
-            raise ConfigError(f"--exclude removes '{sorted(dropped & required)[0]}', which "
-                              f"--layers {layers[0]}-{layers[1]} needs")
+            raise ArgumentError(f"exclude removes '{sorted(dropped & required)[0]}', which "
+                                f"{ARGUMENT_PLACEHOLDER} needs", argument="layers", value=layers)
         chosen -= dropped
     order = {k: i for i, k in enumerate(FILE_KINDS)}
     planned = []
@@ -261,18 +288,21 @@ def _destination(repo: hub.RemoteRepo, local_dir: Path | None, settings: hub.Hub
 def plan_download(repo_id: str, *, revision: str = hub.DEFAULT_REVISION,
                   local_dir: str | Path | None = None, include: Sequence[str] = (),
                   exclude: Sequence[str] = (), layers: tuple[int, int] | None = None,
-                  config_only: bool = False) -> DownloadPlan:
+                  config_only: bool = False, token: str | bool | None = None,
+                  cache_dir: str | Path | None = None) -> DownloadPlan:
     """The files a download would fetch, their bytes, and whether they fit on disk.
 
     Nothing is written to `local_dir`; for `layers`, config.json and the index are read
-    through a temporary directory.
+    through a temporary directory. Arguments as for `download`.
 
     Raises:
-        HubError: repository/revision not found, unauthorised, network unreachable.
+        ArgumentError: `repo_id` is not a repository id, or `layers` is not A <= B.
+        HubError: repository/revision not found, unauthorised, network unreachable
+            (OfflineError when HF_HUB_OFFLINE is set).
         ConfigError, FormatError, MissingTensorError: the layers cannot be planned.
     """
     _check_layers(layers)
-    settings = hub.hub_settings()
+    settings = hub.hub_settings(token=token, cache_dir=cache_dir)
     repo = hub.repo_files(repo_id, revision, settings=settings)
     dest = _destination(repo, Path(local_dir) if local_dir is not None else None, settings)
     with tempfile.TemporaryDirectory(prefix="ckpt-plan-") as tmp:
@@ -516,6 +546,7 @@ def download(repo_id: str, *, revision: str = hub.DEFAULT_REVISION,
              local_dir: str | Path | None = None, include: Sequence[str] = (),
              exclude: Sequence[str] = (), layers: tuple[int, int] | None = None,
              config_only: bool = False, verify: bool = True, workers: int = DEFAULT_WORKERS,
+             token: str | bool | None = None, cache_dir: str | Path | None = None,
              progress: Progress | None = None) -> DownloadReport:
     """Plan, fetch and verify a checkpoint (or the part of it `layers` / `config_only` pick).
 
@@ -532,15 +563,19 @@ def download(repo_id: str, *, revision: str = hub.DEFAULT_REVISION,
         verify: hash every file against the Hub and write the manifest; when False only
             sizes and safetensors headers are checked.
         workers: files downloaded at once.
+        token: Hub token (default: HF_TOKEN, then the saved login); False sends none.
+        cache_dir: the Hugging Face cache to use instead of HF_HUB_CACHE / HF_HOME/hub.
         progress: receives bytes downloaded and hashed.
 
     Raises:
-        HubError: not found, unauthorised, unreachable, disk full, or the plan does not fit.
+        ArgumentError: `repo_id` is not a repository id, or `layers` is not A <= B.
+        HubError: not found, unauthorised, unreachable, disk full, or the plan does not fit
+            (OfflineError when HF_HUB_OFFLINE is set: a download must ask the Hub).
         VerificationError: a file's bytes differ from the Hub (it is moved aside) or the
             shards do not match the tensor plan.
     """
     _check_layers(layers)
-    settings = hub.hub_settings()
+    settings = hub.hub_settings(token=token, cache_dir=cache_dir)
     repo = hub.repo_files(repo_id, revision, settings=settings)
     target = Path(local_dir) if local_dir is not None else None
     dest = _destination(repo, target, settings)

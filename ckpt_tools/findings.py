@@ -10,10 +10,9 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, computed_field
 
+from .parallel import NodeWork
 from .results import Result
 from .tensor_plan import Layout
-
-from .parallel import NodeWork
 
 if TYPE_CHECKING:
     from .config_layouts import ConfigReading
@@ -38,10 +37,11 @@ CODES: dict[str, tuple[Severity, str]] = {
     "total-size-missing": ("info", "the index has no metadata.total_size"),
     "total-size-mismatch": ("error", "metadata.total_size differs from the sum of tensor bytes"),
     # FP8 pairing
-    "scale-missing": ("error", "an FP8 weight without its weight_scale_inv"),
-    "scale-shape": ("error", "a weight_scale_inv not of ceil(rows/block) x ceil(cols/block)"),
-    "scale-dtype": ("error", "a weight_scale_inv not stored as F32"),
-    "scale-orphan": ("error", "a weight_scale_inv whose weight is absent or not FP8"),
+    "scale-missing": ("error", "an FP8 (or V4 MXFP4) weight without its scale"),
+    "scale-shape": ("error", "a scale not of ceil(rows/block) x ceil(cols/block) "
+                             "(V4 MXFP4: rows x in/32)"),
+    "scale-dtype": ("error", "a scale not stored as F32 (V4: F8_E8M0)"),
+    "scale-orphan": ("error", "a scale whose weight is absent or not quantized"),
     # config and tensor plan
     "config-missing": ("error", "no config.json (and no --config): plan checks skipped"),
     "config-invalid": ("error", "config.json does not parse: plan checks skipped"),
@@ -60,6 +60,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "mtp-missing": ("error", "an MTP layer the config declares is absent"),
     "mtp-unexpected": ("warning", "an MTP layer the config does not declare"),
     "mp-split-invalid": ("error", "the config cannot be split across this many MP ranks"),
+    "tid2eid-range": ("error", "a DeepSeek-V4 hash table (tid2eid) entry outside [0, n_routed_experts)"),
     # deep
     "nan-values": ("error", "NaN values in a tensor"),
     "inf-values": ("error", "infinite values in a tensor"),
@@ -67,6 +68,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     "scale-invalid": ("error", "weight_scale_inv entries that are not finite and > 0"),
     "scale-not-power-of-two": ("error", "scale_fmt ue8m0, but weight_scale_inv entries that are "
                                         "not exact powers of two"),
+    "e8m0-nan": ("error", "F8_E8M0 scale bytes 255 (NaN) in a DeepSeek-V4 .scale"),
     "all-zero": ("warning", "a tensor whose every value is zero"),
     "read-error": ("error", "a tensor could not be read (I/O error)"),
     # checksums
@@ -108,6 +110,7 @@ class ValidationReport(Result):
     nodes: list[NodeWork] = Field(
         default_factory=list, description="Per machine, the deep scan's and hashing's jobs, "
                                           "bytes and seconds (Ray nodes with --executor ray)")
+    strict: bool = Field(False, description="Warnings count as failures (`ok` is false)")
 
     @computed_field
     @property
@@ -119,9 +122,11 @@ class ValidationReport(Result):
     def warnings(self) -> int:
         return sum(f.severity == "warning" for f in self.findings)
 
-    def passed(self, strict: bool = False) -> bool:
+    @computed_field
+    @property
+    def ok(self) -> bool:
         """No error; with `strict`, no warning either."""
-        return self.errors == 0 and not (strict and self.warnings)
+        return self.errors == 0 and not (self.strict and self.warnings)
 
 
 class Findings:

@@ -35,8 +35,9 @@ from huggingface_hub.errors import (
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from .errors import HubError
+from .errors import ArgumentError, HubError, OfflineError
 
 DEFAULT_REVISION = "main"
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -79,8 +80,9 @@ def _env_path(name: str) -> str | None:
     return os.path.expandvars(os.path.expanduser(value)) if value else None
 
 
-def hub_settings(token: str | bool | None = None) -> HubSettings:
-    """Endpoint, token and cache directory from the environment as it is now.
+def hub_settings(token: str | bool | None = None,
+                 cache_dir: str | Path | None = None) -> HubSettings:
+    """Endpoint, token and cache directory from the environment as it is now, unless given.
 
     Mirrors `huggingface_hub.constants` (HF_ENDPOINT, HF_TOKEN, HF_TOKEN_PATH, HF_HOME,
     HF_HUB_CACHE), which the client evaluates once at import time.
@@ -89,7 +91,7 @@ def hub_settings(token: str | bool | None = None) -> HubSettings:
     home = _env_path("HF_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
         "huggingface")
-    cache_dir = Path(_env_path("HF_HUB_CACHE") or _env_path("HUGGINGFACE_HUB_CACHE")
+    cache_dir = Path(cache_dir or _env_path("HF_HUB_CACHE") or _env_path("HUGGINGFACE_HUB_CACHE")
                      or os.path.join(home, "hub"))
     if token is None:
         token = os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN") or None
@@ -157,6 +159,9 @@ def _hub_errors(settings: HubSettings, repo_id: str, revision: str,
             raise HubError(f"{where}: unauthorised (HTTP {status}); check HF_TOKEN and that it "
                            f"may read this repository") from None
         raise HubError(f"{where}: the Hub answered HTTP {status}: {_first_line(e)}") from None
+    except OfflineModeIsEnabled:
+        raise OfflineError(f"{where}: offline mode is on ({OFFLINE_ENV}); unset it to reach "
+                           f"{settings.endpoint}") from None
     except _TRANSPORT_ERRORS as e:
         raise HubError(f"{where}: cannot reach {settings.endpoint} ({_first_line(e)}); check "
                        f"the network, proxy settings or HF_ENDPOINT") from None
@@ -166,6 +171,24 @@ def _hub_errors(settings: HubSettings, repo_id: str, revision: str,
                            f"({e.strerror}); free space and rerun (complete files are "
                            f"kept)") from None
         raise HubError(f"{where}: {_first_line(e)}") from None
+
+
+OFFLINE_ENV = "HF_HUB_OFFLINE"
+
+
+def offline() -> bool:
+    """HF_HUB_OFFLINE as the client reads it (read now, not at import)."""
+    return os.environ.get(OFFLINE_ENV, "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def check_repo_id(repo_id: str) -> None:
+    """The Hub's own rule for repository ids; raises ArgumentError before any request."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise ArgumentError(f"{repo_id!r} is not a Hub repository id like "
+                            f"'deepseek-ai/DeepSeek-V3': "
+                            f"{_first_line(e).split(' Use `repo_type`')[0]}") from None
 
 
 def _status(e: HfHubHTTPError) -> int | None:
@@ -180,7 +203,12 @@ def repo_files(repo_id: str, revision: str = DEFAULT_REVISION, *,
     Raises:
         HubError: repository or revision not found, unauthorised, network unreachable.
     """
+    check_repo_id(repo_id)
     settings = settings or hub_settings()
+    if offline():
+        raise OfflineError(f"{repo_id}: offline mode is on ({OFFLINE_ENV}="
+                           f"{os.environ[OFFLINE_ENV]}); a download asks the Hub for the file "
+                           f"list: unset it to reach {settings.endpoint}")
     api = HfApi(endpoint=settings.endpoint, token=settings.token)
     with _hub_errors(settings, repo_id, revision):
         info = api.model_info(repo_id, revision=revision, files_metadata=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from .config_layouts import ConfigReading
 from .dsa_figures import SparseAttentionFigures, sparse_attention_figures
@@ -13,6 +13,7 @@ from .dtypes import itemsize
 from .results import Result
 from .sources import resolve_config
 from .tensor_plan import TensorPlan
+from .tensor_plan_v4 import plan_for
 
 
 class Provenance(Result):
@@ -29,7 +30,7 @@ class ArchitectureSummary(Result):
     mtp_layers: int
     num_attention_heads: int
     q_lora_rank: int | None
-    kv_lora_rank: int
+    kv_lora_rank: int | None = None  # MLA (V2/V3); None for DeepSeek-V4's shared-KV MQA
     routed_experts: int
     shared_experts: int
     experts_per_token: int
@@ -40,6 +41,12 @@ class ArchitectureSummary(Result):
     vocab_size: int
     max_position_embeddings: int
     quantization: str | None
+    # DeepSeek-V4 only
+    head_dim: int | None = None
+    attention_schedule: str | None = None  # e.g. "2 sliding, 21 CSA (ratio 4), 20 HCA (ratio 128)"
+    hash_layers: int | None = None
+    hyper_connection_streams: int | None = None
+    expert_dtype: str | None = None
 
 
 class ParameterSummary(Result):
@@ -83,6 +90,15 @@ class PublishedFigures(Result):
     activated_agrees: bool = Field(description="parameters.activated rounds to `activated`")
 
 
+class ComponentParameters(Result):
+    """Parameters of one tensor-plan component: main model, activated per token, MTP."""
+
+    component: str
+    total: int = Field(description="Main model")
+    activated: int = Field(description="Per token: k of E routed experts, no input embedding")
+    mtp: int = Field(description="MTP modules")
+
+
 class LayerBytes(Result):
     """Bytes of one stretch of the checkpoint, by component, in the plan's layout (FP8 scales
     count with the weight they scale)."""
@@ -109,10 +125,38 @@ class ModelInfo(Result):
     plan: TensorSummary  # what the config implies, in its own layout
     files: TensorSummary | None = None  # what a checkpoint directory holds (headers only)
     published: PublishedFigures | None = None  # presets: the publisher's figures, checked
+    components: list[ComponentParameters] = Field(
+        default_factory=list, description="Parameters by component (sums are `parameters`)")
     bytes_by_layer: list[LayerBytes] = Field(
         description="Where the plan's bytes live, in checkpoint order: embedding, each "
                     "decoder layer, head, MTP layers")
     sparse_attention: SparseAttentionFigures | None = None  # V3.2: the indexer's share
+
+    @computed_field(description="Always true: describe raises on bad input")
+    @property
+    def ok(self) -> bool:
+        return True
+
+
+def component_parameters(plan: TensorPlan) -> list[ComponentParameters]:
+    """Total / activated / MTP parameters per component, from the plan's groups (the plan's
+    own counting: V4's packed FP4 bytes are two parameters, scales and tables none)."""
+    count = getattr(plan, "parameters_of", None) or (
+        lambda g: 0 if g.scale_of_family is not None else g.numel)
+    c = plan.config
+    k, experts = c.num_experts_per_tok, c.n_routed_experts
+    rows: dict[str, list[int]] = {}
+    for g in plan.groups:
+        n = count(g)
+        row = rows.setdefault(g.component, [0, 0, 0])
+        if g.mtp:
+            row[2] += n
+            continue
+        row[0] += n
+        row[1] += (n * k // experts if g.component == "routed_expert"
+                   else 0 if g.component == "embedding" else n)
+    return [ComponentParameters(component=name, total=t, activated=a, mtp=m)
+            for name, (t, a, m) in rows.items() if t or m]
 
 
 def bytes_by_layer(plan: TensorPlan) -> list[LayerBytes]:
@@ -135,14 +179,19 @@ def describe(spec: str | Path) -> ModelInfo:
     """Summarise a preset name, config.json path or checkpoint directory."""
     src = resolve_config(spec, lenient=True)
     c = src.config
-    plan = TensorPlan(c)
-    moe_layers = sum(c.is_moe_layer(i) for i in range(c.num_hidden_layers))
+    plan = plan_for(c)
     qc = c.quantization_config
     quant = c.reading.quantization_scheme
     if qc is not None:
         quant = f"{qc.quant_method} {qc.fmt} blocks {qc.weight_block_size[0]}x{qc.weight_block_size[1]}"
         quant += f", scale_fmt {qc.scale_fmt}" if qc.scale_fmt else ""
-    arch = ArchitectureSummary(
+    arch = _v4_summary(c, plan, quant) if c.model_type == "deepseek_v4" else _summary(c, quant)
+    return _model_info(spec, src, arch, plan)
+
+
+def _summary(c, quant: str | None) -> ArchitectureSummary:
+    moe_layers = sum(c.is_moe_layer(i) for i in range(c.num_hidden_layers))
+    return ArchitectureSummary(
         model_type=c.model_type, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
         dense_layers=c.num_hidden_layers - moe_layers, moe_layers=moe_layers,
         mtp_layers=c.num_mtp_layers, num_attention_heads=c.num_attention_heads,
@@ -152,6 +201,33 @@ def describe(spec: str | Path) -> ModelInfo:
         router=f"{c.topk_method} / {c.scoring_func}", routed_scaling_factor=c.routed_scaling_factor,
         vocab_size=c.vocab_size, max_position_embeddings=c.max_position_embeddings, quantization=quant,
     )
+
+
+def attention_schedule(c) -> str:
+    """DeepSeek-V4's main layers by compress ratio, e.g. "2 sliding, 21 CSA, 20 HCA"."""
+    ratios = c.compress_ratios[: c.num_hidden_layers]
+    parts = [(ratios.count(0), "sliding-window only"), (ratios.count(4), "CSA (ratio 4)"),
+             (ratios.count(128), "HCA (ratio 128)")]
+    return ", ".join(f"{n} {label}" for n, label in parts if n)
+
+
+def _v4_summary(c, plan, quant: str | None) -> ArchitectureSummary:
+    quant = f"{quant}; routed experts {plan.expert_dtype}" if quant else None
+    return ArchitectureSummary(
+        model_type=c.model_type, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
+        dense_layers=0, moe_layers=c.num_hidden_layers, mtp_layers=c.num_mtp_layers,
+        num_attention_heads=c.num_attention_heads, q_lora_rank=c.q_lora_rank,
+        routed_experts=c.n_routed_experts, shared_experts=c.n_shared_experts,
+        experts_per_token=c.num_experts_per_tok, expert_groups=1, groups_per_token=1,
+        router=f"{c.topk_method} / {c.scoring_func}", routed_scaling_factor=c.routed_scaling_factor,
+        vocab_size=c.vocab_size, max_position_embeddings=c.max_position_embeddings,
+        quantization=quant, head_dim=c.head_dim, attention_schedule=attention_schedule(c),
+        hash_layers=min(c.num_hash_layers, c.num_hidden_layers), hyper_connection_streams=c.hc_mult,
+        expert_dtype=plan.expert_dtype if c.is_fp8 else None,
+    )
+
+
+def _model_info(spec, src, arch: ArchitectureSummary, plan) -> ModelInfo:
     p = plan.parameters
     params = ParameterSummary(**{k: getattr(p, k) for k in ParameterSummary.model_fields})
     if src.preset is not None:
@@ -183,9 +259,10 @@ def describe(spec: str | Path) -> ModelInfo:
         source=str(spec), source_kind=src.kind, published=published,
         title=src.preset.title if src.preset else None,
         hf_repo=src.preset.hf_repo if src.preset else None,
-        provenance=prov, reading=c.reading, architecture=arch, parameters=params,
+        provenance=prov, reading=src.config.reading, architecture=arch, parameters=params,
         plan=TensorSummary(layout=plan.layout, tensors=len(plan), total_bytes=plan.total_bytes,
                            bytes_by_dtype=plan.bytes_by_dtype),
-        files=files, bytes_by_layer=bytes_by_layer(plan),
-        sparse_attention=sparse_attention_figures(c, plan),
+        files=files, components=component_parameters(plan), bytes_by_layer=bytes_by_layer(plan),
+        sparse_attention=(sparse_attention_figures(src.config, plan)
+                          if getattr(src.config, "has_indexer", False) else None),
     )

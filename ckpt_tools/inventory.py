@@ -31,15 +31,30 @@ from typing import Literal
 from .config import Config
 from .errors import CkptError, FormatError
 from .findings import Check, Finding, Findings
-from .index import (INDEX_FILE, SHARD_NAME_RE, is_model_parallel, mp_file_name, mp_layout_of,
-                    mp_rank_sets, read_index)
-from .plan_checks import (Expect, check_config_layout, check_pairing, check_plan,
-                          expected_tensors, load_config, majority)
+from .index import (
+    INDEX_FILE,
+    SHARD_NAME_RE,
+    is_model_parallel,
+    mp_file_name,
+    mp_layout_of,
+    mp_rank_sets,
+    read_index,
+)
+from .plan_checks import (
+    Expect,
+    check_config_layout,
+    check_pairing,
+    check_plan,
+    expected_tensors,
+    load_config,
+    majority,
+)
 from .policy import Command, refusal
 from .remote import as_path
 from .remote_path import RemotePath
 from .shard_scan import Inventory, gc_paused, read_headers, scan_hf
 from .tensor_plan import DEFAULT_BLOCK, Layout, TensorPlan
+from .validate_v4 import check_mp_v4, check_v4, looks_v4
 
 __all__ = ["Inspection", "Inventory", "inspect", "require", "open_checkpoint"]
 
@@ -154,6 +169,10 @@ def _inspect_hf(root: Path, single: str | None, subset: list[str] | None, config
     if not inv.entries and not inv.unreadable and not f.errors:
         f.add("no-tensors", f"{root.name}: no tensor in any shard", file=single)
     cfg, cfg_source, own = load_config(root, config, f)
+    if cfg.model_type == "deepseek_v4" if cfg is not None else looks_v4(inv.entries):
+        layout, checks, plan = check_v4(root, inv, cfg, own, f, check_plan, expected_tensors,
+                                        check_config_layout, Expect)
+        return Inspection(root, root, "hf", [inv], [], checks, layout, cfg, cfg_source, plan)
     layout = majority(inv.entries, len(inv.fp8), len(inv.scales))
     qc = cfg.quantization_config if cfg else None
     check_pairing(inv, tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK, f)
@@ -207,6 +226,9 @@ def _inspect_mp(root: Path, config, f: Findings) -> Inspection:
         return found
     if own:
         check_config_layout(cfg, layout, f)
+    if cfg.model_type == "deepseek_v4":
+        found.checks = check_mp_v4(cfg, n, invs, ranks, f, check_plan, Expect)
+        return found
     try:
         found.plan = rank_plan(cfg, first)
         mp = MpLayout(found.plan, n, keep_mtp=True)

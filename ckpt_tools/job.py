@@ -17,7 +17,7 @@ WORKER_MEMORY = 192 << 20
 
 class Job(NamedTuple):
     label: str  # what the job writes or reads (for errors)
-    nbytes: int  # bytes it processes (progress, per-node totals)
+    nbytes: int  # bytes it writes, or reads if it writes nothing (progress, per-node totals)
     args: tuple
     memory: int = WORKER_MEMORY  # bytes it holds at most, worker included (Ray's `memory`)
     resources: dict[str, float] | None = None  # custom Ray resources it must run on

@@ -16,7 +16,6 @@ from .errors import FormatError
 from .index import MANIFEST_FILE, write_json_atomic  # noqa: F401  (MANIFEST_FILE: API)
 from .results import Result
 
-
 HASH_CHUNK = 8 << 20
 
 

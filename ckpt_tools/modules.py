@@ -22,7 +22,8 @@ Shape = tuple[int, ...]
 Section = Literal["global_first", "attention", "dense_mlp", "router", "routed_expert",
                   "shared_expert", "global_last", "mtp_input", "mtp_output"]
 Component = Literal["embedding", "attention", "indexer", "norm", "dense_mlp", "router",
-                    "routed_expert", "shared_expert", "lm_head", "mtp"]
+                    "routed_expert", "shared_expert", "lm_head", "mtp",
+                    "compressor", "hyper_connection"]  # the last two: DeepSeek-V4's
 COLUMN, ROW = 0, 1  # the dim a column-/row-parallel weight ([out, in]) is split on
 EXPERT = "expert"  # routed experts go whole to one rank
 Rule = int | Literal["expert"] | None  # None: replicated on every rank

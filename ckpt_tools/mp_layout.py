@@ -27,11 +27,23 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import read_config_file
-from .errors import (ConfigError, FormatError, MissingTensorError, UnexpectedTensorError,
-                     UnsupportedModelError)
+from .errors import (
+    ConfigError,
+    FormatError,
+    MissingTensorError,
+    UnexpectedTensorError,
+    UnsupportedModelError,
+)
 from .fp8 import dequantize, dequantize_rows
-from .index import (MP_FILE, MP_FILE_GLOB, MP_FILE_RE, MP_SCALE_SUFFIX,  # noqa: F401
-                    mp_file_name, mp_layout_of, mp_rank_sets)
+from .index import (  # noqa: F401
+    MP_FILE,
+    MP_FILE_GLOB,
+    MP_FILE_RE,
+    MP_SCALE_SUFFIX,
+    mp_file_name,
+    mp_layout_of,
+    mp_rank_sets,
+)
 from .modules import COLUMN, EXPERT, MODULES, ROW, Rule  # noqa: F401  (COLUMN, ROW: API)
 from .reader_pool import PooledFiles, ReaderPool
 from .remote import as_path

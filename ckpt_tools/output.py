@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
+from .errors import ARGUMENT_PLACEHOLDER, OutputError
 from .index import write_json_atomic
 from .remote_path import RemotePath, is_remote
 
@@ -43,6 +43,8 @@ def source_fingerprint(paths: Iterable[Path]) -> dict[str, list[int]]:
 
 
 class OutputDir:
+    remote = False  # files are written in place (`RemoteOutputDir`: staged, uploaded whole)
+
     def __init__(self, dst: str | Path, *, sources: Iterable[str | Path] = (),
                  overwrite: bool = False, job: dict[str, Any] | None = None):
         self.path = Path(dst)
@@ -114,7 +116,8 @@ class OutputDir:
             hint = (" (it holds an unfinished run with other inputs or options)"
                     if journal is not None else "")
             raise OutputError(f"{self.path}: destination is not empty{hint}; "
-                              f"pass --overwrite to replace its contents")
+                              f"pass {ARGUMENT_PLACEHOLDER} to replace its contents",
+                              argument="overwrite")
         if self.job is not None:
             self._journal = journal if self.resumed else {"job": self.job, "done": {}}
             write_json_atomic(journal_path, self._journal)

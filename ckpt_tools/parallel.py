@@ -14,6 +14,12 @@ come back in job order whatever order jobs finish in; `on_result(i, result)` run
 process as each one finishes (e.g. to journal finished files) and the progress bar
 advances by the job's bytes. Each job is timed where it runs; `JobRun.nodes` sums bytes,
 jobs and seconds per node for the reports.
+
+Progress moves inside a job, not only when it ends: code running in a job calls
+`report_bytes(n)` as it goes (`SafetensorsWriter` does, per chunk written); local workers
+add to a shared counter per job that this process polls, and when a job ends its remaining
+bytes are counted (Ray tasks count when they end). So `nbytes` should be the bytes the job
+writes, or reads when it writes nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import Field
 
-from .errors import WorkerError
+from .errors import ArgumentError, WorkerError
 from .job import WORKER_MEMORY, Job, largest_first, timed_call  # noqa: F401  (re-exported)
 from .progress import Progress, or_null
 from .results import Result
@@ -38,7 +44,8 @@ class NodeWork(Result):
     node: str = Field(description="Ray node id, or this host's name for the local executor")
     address: str = Field(description="The node's IP address (host name locally)")
     jobs: int
-    bytes: int = Field(description="Bytes the node's jobs processed (read)")
+    bytes: int = Field(description="Bytes the node's jobs processed: written by writers "
+                                   "(upcast, quantize, reshard), read by validate")
     seconds: float = Field(description="Sum of the node's job wall times")
     files: list[str] = Field(description="The files its jobs wrote (or read), in job order")
 
@@ -46,6 +53,36 @@ class NodeWork(Result):
 class JobRun(NamedTuple):
     results: list[Any]
     nodes: list[NodeWork]
+
+
+POLL_SECONDS = 0.2  # how often worker byte counts are read for progress
+
+# Set inside a job: where report_bytes() counts (a worker's slot in shared memory, or the
+# caller's progress when jobs run in this process).
+_shared_counts = None
+_job = 0
+_in_process: list | None = None  # [progress, bytes counted, nbytes] of the current job
+
+
+def report_bytes(n: int) -> None:
+    """Count `n` bytes of the running job's work (no-op outside `run_jobs`)."""
+    if _in_process is not None:  # [progress, counted, the job's nbytes]: never past nbytes
+        n = min(n, max(0, _in_process[2] - _in_process[1]))
+        _in_process[0].advance(n)
+        _in_process[1] += n
+    elif _shared_counts is not None:
+        _shared_counts[_job] += n  # one job runs in one process: its slot has one writer
+
+
+def _init_worker(counts) -> None:
+    global _shared_counts
+    _shared_counts = counts
+
+
+def _run_job(fn: Callable[..., Any], index: int, args: tuple) -> tuple[Any, float]:
+    global _job
+    _job = index
+    return timed_call(fn, args)
 
 
 def default_workers() -> int:
@@ -80,9 +117,10 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Job | tuple], *, workers: in
         WorkerError when a worker died and (on Ray) its retries ran out;
         MissingDependencyError for executor="ray" without the `ray` extra.
     """
+    global _in_process
     jobs = [j if isinstance(j, Job) else Job(*j) for j in jobs]
     if executor not in EXECUTORS:
-        raise ValueError(f"executor must be one of {EXECUTORS}, found {executor!r}")
+        raise ArgumentError(f"executor={executor!r}: expected one of {', '.join(EXECUTORS)}")
     progress = or_null(progress)
     progress.start(sum(j.nbytes for j in jobs), label)
     try:
@@ -94,6 +132,7 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Job | tuple], *, workers: in
             results, ran = _run_local(fn, jobs, workers, progress, on_result)
         return JobRun(results, summarize_nodes(jobs, ran))
     finally:
+        _in_process = None
         progress.finish()
 
 
@@ -111,9 +150,11 @@ def merge_nodes(*runs: Iterable[NodeWork]) -> list[NodeWork]:
 
 def _run_local(fn, jobs: list[Job], workers: int, progress: Progress, on_result):
     # imported here: header-only commands import this module for NodeWork alone
+    import multiprocessing
     from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
     from concurrent.futures.process import BrokenProcessPool
 
+    global _in_process
     host = socket.gethostname()
     results: list[Any] = [None] * len(jobs)
     ran: list[tuple[str, str, float] | None] = [None] * len(jobs)
@@ -122,18 +163,33 @@ def _run_local(fn, jobs: list[Job], workers: int, progress: Progress, on_result)
         results[i], ran[i] = result, (host, host, seconds)
         if on_result is not None:
             on_result(i, result)
-        progress.advance(jobs[i].nbytes)
 
     if workers <= 1 or len(jobs) <= 1:
         for i, job in enumerate(jobs):
-            finished(i, *timed_call(fn, job.args))
+            _in_process = [progress, 0, job.nbytes]
+            result, seconds = timed_call(fn, job.args)
+            progress.advance(max(0, job.nbytes - _in_process[1]))
+            _in_process = None
+            finished(i, result, seconds)
         return results, ran
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)))
+    counts = multiprocessing.get_context().RawArray("q", len(jobs))
+    shown = [0] * len(jobs)
+
+    def show(i: int, upto: int) -> None:
+        upto = min(upto, jobs[i].nbytes)
+        if upto > shown[i]:
+            progress.advance(upto - shown[i])
+            shown[i] = upto
+
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_init_worker,
+                               initargs=(counts,))
     try:
-        futures = {pool.submit(timed_call, fn, jobs[i].args): i for i in largest_first(jobs)}
+        futures = {pool.submit(_run_job, fn, i, jobs[i].args): i for i in largest_first(jobs)}
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            done, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION)
+            for f in pending:
+                show(futures[f], counts[futures[f]])
             for f in done:
                 i = futures[f]
                 try:
@@ -144,6 +200,7 @@ def _run_local(fn, jobs: list[Job], workers: int, progress: Progress, on_result)
                         f"of memory); finished files are kept: rerun the same command to "
                         f"resume") from None
                 finished(i, result, seconds)
+                show(i, jobs[i].nbytes)
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # queued jobs never start
         raise

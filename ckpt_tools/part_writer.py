@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .errors import FormatError
 from .fault_injection import crash_point
+from .parallel import report_bytes
 from .safetensors_io import DEFAULT_METADATA, PARTIAL_SUFFIX, _header_bytes
 
 
@@ -70,6 +71,7 @@ def write_at(path: str | Path, offset: int, chunks: Iterable[bytes | memoryview]
             while view:
                 n = os.pwrite(fd, view, pos)
                 view, pos = view[n:], pos + n
+                report_bytes(n)  # progress inside a job (ckpt_tools.parallel)
         if pos - offset != expected:
             raise FormatError(f"{path}: bytes [{offset}, +{expected}) got {pos - offset}")
     finally:

@@ -19,8 +19,8 @@ from typing import NamedTuple
 from .config import Config, read_config_file
 from .errors import ConfigError
 from .findings import Findings
-from .shard_scan import Inventory, relative
 from .safetensors_io import TensorEntry
+from .shard_scan import Inventory, relative
 from .sources import CONFIG_FILE, resolve_config
 from .tensor_plan import LAYER_PREFIX, SCALE_SUFFIX, Layout, TensorPlan, scale_shape
 
@@ -85,7 +85,7 @@ def load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | N
     path = root / CONFIG_FILE
     if not path.is_file():
         f.add("config-missing", f"{root.name}: no {CONFIG_FILE}; tensor plan checks skipped "
-              f"(pass --config to check against one)", file=CONFIG_FILE)
+              f"(give a config to check against one)", file=CONFIG_FILE)
         return None, None, False
     try:
         cfg = read_config_file(path, lenient=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .cli.render import human_bytes, human_count
-from .errors import MissingDependencyError, OutputError
+from .errors import ArgumentError, MissingDependencyError, OutputError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -286,7 +286,7 @@ def value_diff_figure(report: "DiffReport") -> "Figure":
     with the worst tensors numbered on the map and named below it."""
     values = report.values
     if values is None:
-        raise ValueError("this DiffReport has no value comparison: build it with "
+        raise ArgumentError("this DiffReport has no value comparison: build it with "
                          "diff(a, b, values=True)")
     require_matplotlib()
     import numpy as np

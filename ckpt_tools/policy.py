@@ -16,22 +16,31 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .errors import (CkptError, ConfigError, FormatError, MissingTensorError,
-                     ShapeMismatchError, UnexpectedTensorError)
+from .errors import (
+    CkptError,
+    ConfigError,
+    FormatError,
+    MissingTensorError,
+    ShapeMismatchError,
+    UnexpectedTensorError,
+)
 from .findings import CODES, Finding
 
 Command = Literal["validate", "upcast", "quantize", "reshard", "download", "read"]
 
 # Error findings a command tolerates, because what it produces is still right without them.
+# A stale metadata.total_size misleads no writer: each writes its own index from the bytes
+# it wrote (download keeps the repository's index, so it refuses one).
 TOLERATED: dict[Command, frozenset[str]] = {
     "validate": frozenset(),
-    "upcast": frozenset(),
-    "quantize": frozenset(),
+    "upcast": frozenset({"total-size-mismatch"}),
+    "quantize": frozenset({"total-size-mismatch"}),
     # reshard plans only the MTP layer the tensors hold and says so in its notes
-    "reshard": frozenset({"mtp-missing"}),
+    "reshard": frozenset({"mtp-missing", "total-size-mismatch"}),
     "download": frozenset(),
-    # the forward pass never reads the MTP layer
-    "read": frozenset({"mtp-missing"}),
+    # the forward pass never reads the MTP layer, and reads each tensor as its header says
+    # (a config whose quantization_config disagrees with the tensors changes nothing)
+    "read": frozenset({"mtp-missing", "total-size-mismatch", "config-layout"}),
 }
 
 # The error type a refusal raises, by code (FormatError for every code not listed).
@@ -74,5 +83,5 @@ def refusal(command: Command, findings: list[Finding], root: str) -> CkptError |
     more = (f" (and {len(refused) - 1} more error(s); `ckpt validate` lists them)"
             if len(refused) > 1 else "")
     error = ERROR_TYPES.get(first.code, FormatError)(f"{message} [{first.code}]{more}")
-    error.code = first.code
+    error.finding = first.code
     return error

@@ -10,6 +10,10 @@ from typing import Protocol
 
 
 class Progress(Protocol):
+    """What a long call reports: `start(total_bytes, label)`, `advance(bytes)` as work is
+    done (inside large tensors, not only per file), `finish()`. Any object with these
+    three methods will do (a tqdm wrapper, a logger); None means no reporting."""
+
     def start(self, total: int, label: str) -> None: ...
 
     def advance(self, amount: int) -> None: ...

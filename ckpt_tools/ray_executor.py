@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from .errors import MissingDependencyError, WorkerError
+from .errors import ARGUMENT_PLACEHOLDER, MissingDependencyError, WorkerError
 from .job import Job, largest_first, timed_call
 from .progress import Progress
 
@@ -30,7 +30,8 @@ def _ray():
         import ray
     except ImportError:
         raise MissingDependencyError(
-            "--executor ray needs Ray: pip install 'ckpt-tools[ray]'") from None
+            f"{ARGUMENT_PLACEHOLDER} needs Ray: pip install 'ckpt-tools[ray]'",
+            argument="executor", value="ray") from None
     return ray
 
 

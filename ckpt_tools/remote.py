@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .byte_source import RangeSource
-from .errors import CkptError, FormatError, HubError
+from .errors import CkptError, FormatError, HubError, MissingDependencyError
 from .remote_path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
 from .safetensors_io import MAX_HEADER_BYTES
 
@@ -323,7 +323,10 @@ def _identity(info: dict) -> str | None:
     return None
 
 
-def _open_fsspec(url: str) -> _FsspecTree:
+def fsspec_for(url: str):
+    """fsspec's file system for `url` and the path in it (no trailing slash), for sources
+    and object-store destinations alike; MissingDependencyError naming the extra when the
+    scheme's backend (s3fs, gcsfs) is not installed."""
     import fsspec
 
     scheme = REMOTE_URL.match(url)["scheme"]
@@ -332,10 +335,15 @@ def _open_fsspec(url: str) -> _FsspecTree:
     except ImportError as e:
         extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme)
         hint = f"pip install 'ckpt-tools[{extra}]'" if extra else "install its fsspec backend"
-        raise CkptError(f"{url}: no fsspec backend for {scheme}:// ({e}); {hint}") from None
+        raise MissingDependencyError(f"{url}: no fsspec backend for {scheme}:// ({e}); "
+                                     f"{hint}") from None
     except ValueError as e:
         raise CkptError(f"{url}: {e}") from None
-    root = root.rstrip("/")
+    return fs, root.rstrip("/")
+
+
+def _open_fsspec(url: str) -> _FsspecTree:
+    fs, root = fsspec_for(url)
     try:
         found = fs.find(root, detail=True)
     except FileNotFoundError:

@@ -25,9 +25,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
-from .index import INDEX_FILE
+from .errors import ARGUMENT_PLACEHOLDER, OutputError
+from .index import INDEX_FILE, write_json_atomic
 from .output import JOURNAL_FILE, LOCK_FILE, OutputDir
+from .remote import fsspec_for, open_remote
+from .remote_path import is_remote
 
 
 def _etag(info: dict) -> str | None:
@@ -38,19 +40,12 @@ def _etag(info: dict) -> str | None:
 
 
 class RemoteOutputDir:
-    remote = True  # converters write whole files here (see convert._write_shards)
+    remote = True  # converters write whole files here, never parts (convert._write_shards)
 
     def __init__(self, dst: str, *, overwrite: bool = False, job: dict[str, Any] | None = None,
                  staging: str | Path | None = None):
-        import fsspec
-
         self.url = dst.rstrip("/")  # (used in this process only: workers write locally)
-        try:
-            self.fs, self.root = fsspec.core.url_to_fs(self.url, skip_instance_cache=True)
-        except ImportError as e:
-            raise OutputError(f"{dst}: no fsspec backend for this URL ({e}); "
-                              f"pip install 'ckpt-tools[s3]'") from None
-        self.root = self.root.rstrip("/")
+        self.fs, self.root = fsspec_for(self.url)
         self.overwrite, self.job = overwrite, job
         self._staging_parent = staging
         self._local: OutputDir | None = None
@@ -89,8 +84,9 @@ class RemoteOutputDir:
             self._journal, self.resumed = journal, True
         elif existing:
             hint = " (it holds an unfinished run of another job)" if journal else ""
-            raise OutputError(f"{self.url}: destination is not empty{hint}; pass --overwrite "
-                              f"to replace its contents")
+            raise OutputError(f"{self.url}: destination is not empty{hint}; "
+                              f"pass {ARGUMENT_PLACEHOLDER} to replace its contents",
+                              argument="overwrite")
         self._write_journal()
         self.path = Path(tempfile.mkdtemp(prefix="ckpt-staging-", dir=self._staging_parent))
         self._local = OutputDir(self.path, overwrite=True).__enter__()
@@ -130,8 +126,6 @@ class RemoteOutputDir:
 
     def written_root(self):
         """The destination as written so far, to read back (a fresh listing)."""
-        from .remote import open_remote
-
         return open_remote(self.url, fresh=True)
 
     # -- finish -------------------------------------------------------------------------------
@@ -152,8 +146,6 @@ class RemoteOutputDir:
 def open_output(dst: str | Path, *, sources=(), overwrite: bool = False,
                 job: dict[str, Any] | None = None):
     """An `OutputDir` for a local path, a `RemoteOutputDir` for a URL (s3://, gs://, ...)."""
-    from .remote_path import is_remote
-
     if isinstance(dst, str) and is_remote(dst):
         if dst.startswith("hf://"):
             raise OutputError(f"{dst}: writing to the Hub is not supported; write locally "
@@ -165,9 +157,19 @@ def open_output(dst: str | Path, *, sources=(), overwrite: bool = False,
 def check_executor(dst: str | Path, executor: str) -> None:
     """Refuse, before anything is written, an object-store destination with the Ray
     executor: files are staged on this machine's disk, which other nodes do not see."""
-    from .remote_path import is_remote
-
     if executor == "ray" and isinstance(dst, str) and is_remote(dst):
         raise OutputError(f"{dst}: an object-store destination is staged on this machine's "
-                          f"disk, which Ray's other nodes cannot see; use --executor local, or "
-                          f"write to shared storage and upload it")
+                          f"disk, which Ray's other nodes cannot see; use {ARGUMENT_PLACEHOLDER}, "
+                          f"or write to shared storage and upload it", argument="executor",
+                          value="local")
+
+
+def write_json_file(target: str | Path, data: Any) -> None:
+    """A JSON file outside any output directory (a report beside it): written atomically
+    on local disk, in one PUT (whole or absent) on an object store."""
+    if isinstance(target, str) and is_remote(target):
+        fs, key = fsspec_for(target)
+        with fs.open(key, "w") as f:
+            json.dump(data, f, indent=2)
+        return
+    write_json_atomic(Path(target), data)

@@ -34,6 +34,13 @@ def is_remote(spec) -> bool:
     return bool(m) and m["scheme"].lower() != "file"
 
 
+def job_source(path) -> str | RemotePath:
+    """How a job carries a source directory to its worker (a process or a Ray task): a
+    `RemotePath` as itself, pickled as its URL and listing and reopened without listing
+    again (so every job reads the one revision); a local path as a string."""
+    return path if isinstance(path, RemotePath) else str(path)
+
+
 @dataclass(frozen=True)
 class RemoteFileInfo:
     size: int

@@ -8,7 +8,7 @@ slices are one run, column slices one run per row, rank pieces interleave back r
 row. Runs go through the kernel (copy_file_range, no user-space buffer) or, when short or
 when replicas must be compared, through bounded pread buffers; no shard and no rank's
 state dict is ever held in memory. Afterwards the output headers are re-read and the
-writers' element counts compared with the plan; the proof goes to `DST/reshard-report.json`
+writers' element counts compared with the plan; the proof goes to `DST.reshard-report.json`
 and into the returned report. An interrupted run resumes after the files it finished
 (`OutputDir` journal).
 """
@@ -24,26 +24,36 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from .config import read_config_file
 from .config_layouts import INFERENCE_CONFIG_FILE, to_inference_layout
 from .dtypes import itemsize
-from .errors import ConfigError, VerificationError
+from .errors import ArgumentError, ConfigError, VerificationError
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
 from .output import source_fingerprint
 from .parallel import WORKER_MEMORY, ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
-from .reshard_plan import (DEFAULT_MAX_SHARD_SIZE, Key, Mode, OutFile, OutTensor, ReshardPlan,
-                           plan_reshard, planned_counts, prove_coverage)
 from .reader_pool import ReaderPool
-from .remote_output import check_executor, open_output
-from .remote_path import RemotePath, is_remote
+from .remote_output import check_executor, open_output, write_json_file
+from .remote_path import RemotePath, is_remote, job_source
+from .reshard_plan import (
+    DEFAULT_MAX_SHARD_SIZE,
+    Key,
+    Mode,
+    OutFile,
+    OutTensor,
+    ReshardPlan,
+    plan_reshard,
+    planned_counts,
+    prove_coverage,
+)
 from .results import Result
 from .safetensors_io import CHUNK_BYTES, SafetensorsWriter, read_header
 from .side_files import copy_file_atomic, copy_side_files
-from .sources import CONFIG_FILE
+from .sizes import Size, parse_size
+from .sources import CONFIG_FILE, declared_model_type
 from .tensor_plan import Layout
 
 REPORT_FILE = "reshard-report.json"
@@ -53,8 +63,9 @@ KERNEL_COPY_MIN_RUN = 512  # shorter runs are cut from whole rows in memory inst
 # replicas, the pieces it joins or compares (about another chunk), with headroom.
 JOB_MEMORY = WORKER_MEMORY + 3 * CHUNK_BYTES
 
-__all__ = ["reshard_by_size", "to_deepseek_mp", "from_deepseek_mp", "iter_layout",
+__all__ = ["reshard", "reshard_by_size", "to_deepseek_mp", "from_deepseek_mp", "iter_layout",
            "execute_plan", "plan_reshard", "ReshardReport", "Coverage", "REPORT_FILE",
+           "report_file",
            "DEFAULT_MAX_SHARD_SIZE"]
 
 
@@ -119,6 +130,12 @@ class ReshardReport(Result):
     nodes: list[NodeWork] = Field(
         default_factory=list, description="Per machine: files written, bytes, seconds (Ray "
                                           "nodes with --executor ray; not in the report file)")
+
+    @computed_field(description="Every source element accounted for exactly once "
+                                "(coverage.complete)")
+    @property
+    def ok(self) -> bool:
+        return self.coverage.complete
 
 
 # -- streaming one output file ---------------------------------------------------------------
@@ -282,11 +299,11 @@ def _rank_files(plan: ReshardPlan, ranks: Sequence[int] | None) -> list[OutFile]
     if ranks is None:
         return plan.files
     if plan.mode != "deepseek-mp":
-        raise ValueError("ranks apply to the deepseek-mp layout only")
+        raise ArgumentError("ranks apply to the deepseek-mp layout only")
     bad = [r for r in ranks if not 0 <= r < len(plan.files)]
     if bad or not ranks:
         raise ConfigError(f"{plan.src}: rank {bad[0] if bad else 'list'} is outside 0-"
-                          f"{len(plan.files) - 1} of --model-parallel {plan.model_parallel}")
+                          f"{len(plan.files) - 1} of a {plan.model_parallel}-way model-parallel layout")
     return [plan.files[r] for r in sorted(set(ranks))]
 
 
@@ -299,9 +316,9 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
                  executor: ExecutorName = "local", ranks: Sequence[int] | None = None,
                  rank_resource: str | None = None) -> ReshardReport:
     """Prove `plan` covers its source, then write it into `dst` (resuming an interrupted
-    run of the same job) and return the report (also written to DST/reshard-report.json).
-    One job per output file, on `workers` processes (default: every core from 1 GiB up), or
-    with executor="ray" one Ray task per file.
+    run of the same job) and return the report (also written beside DST, to
+    `report_file(dst)`). One job per output file, on `workers` processes (default: every
+    core from 1 GiB up), or with executor="ray" one Ray task per file.
 
     `ranks` (deepseek-mp): write only these ranks' files (the proof still covers the whole
     plan; the writers' counts are checked for the files written). `rank_resource` (Ray):
@@ -312,11 +329,12 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
         VerificationError: the plan or the written files fail the coverage proof.
         OutputError: `dst` cannot be used (see `OutputDir`).
         ConfigError: a rank outside the plan's ranks.
+        ArgumentError: `ranks` or `rank_resource` where they do not apply.
     """
     t0 = time.monotonic()
     if rank_resource is not None and (executor != "ray" or plan.mode != "deepseek-mp"):
-        raise ValueError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
-                         "executor='ray'")
+        raise ArgumentError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
+                            "executor='ray'")
     check_executor(dst, executor)
     coverage = prove_coverage(plan)  # before anything is written
     selected = _rank_files(plan, ranks)
@@ -336,9 +354,7 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
             out.mark_done(todo[i].name)
             results[todo[i].name] = result
 
-        # a remote source travels as its RemotePath (pickled as URL and listing, reopened
-        # by the worker without listing again); a local one as its path
-        job_src = src if is_remote(src) else str(src)
+        job_src = job_source(src)
         jobs = [Job(f.name, f.nbytes, (job_src, str(out.path), f), JOB_MEMORY,
                     {f"{rank_resource}{_rank_of(plan, f)}": 1} if rank_resource else None)
                 for f in todo]
@@ -368,13 +384,24 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
         if not report.coverage.complete:
             raise VerificationError(f"{out.path}: writers counted {counted} output elements, "
                                     f"planned {planned}")
-        write_json_atomic(out.path / REPORT_FILE,
-                          report.model_dump(mode="json", exclude=RUN_FIELDS))
+    # Beside the checkpoint, not in it: an upload of DST must carry only the model.
+    write_json_file(report_file(dst), report.model_dump(mode="json",
+                                                         exclude=RUN_FIELDS | {"ok"}))
     return report
 
 
+def report_file(dst: str | Path) -> str | Path:
+    """Where the coverage proof of a reshard into `dst` is written: `DST.reshard-report.json`
+    next to DST (a source written by older versions may hold one inside; it is not copied);
+    for an object-store DST, the object of that name beside its prefix."""
+    if isinstance(dst, str) and is_remote(dst):
+        return f"{dst.rstrip('/')}.{REPORT_FILE}"
+    dst = Path(dst)
+    return dst.parent / f"{dst.name}.{REPORT_FILE}"
+
+
 # -- the public calls -------------------------------------------------------------------------
-def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: int, *,
+def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: Size, *,
                     workers: int | None = None, overwrite: bool = False,
                     progress: Progress | None = None,
                     executor: ExecutorName = "local") -> ReshardReport:
@@ -385,8 +412,7 @@ def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: int, *,
     several get `model-0000i-of-0000n.safetensors` and an index with `total_size`.
     config.json and side files (tokenizer, ...) are copied.
     """
-    if max_shard_size <= 0:
-        raise ValueError(f"max_shard_size must be positive, found {max_shard_size}")
+    max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
     plan = plan_reshard(src, max_shard_size=max_shard_size)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor)
@@ -408,12 +434,22 @@ def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
         ConfigError: a dimension `model_parallel` does not divide (before anything is
             written; DST is not even created).
     """
+    if _is_v4(src):  # DeepSeek-V4: its own convert.py rules (mp_v4), MTP always kept
+        from .mp_v4 import to_deepseek_mp_v4
+
+        return to_deepseek_mp_v4(src, dst, model_parallel, workers=workers, overwrite=overwrite,
+                                 progress=progress, executor=executor, ranks=ranks,
+                                 rank_resource=rank_resource)
     plan = plan_reshard(src, model_parallel=model_parallel, keep_mtp=keep_mtp)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor, ranks=ranks, rank_resource=rank_resource)
 
 
-def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | None = None,
+def _is_v4(src: str | Path, config: str | Path | None = None) -> bool:
+    return declared_model_type(src, config) == "deepseek_v4"
+
+
+def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: Size | None = None,
                      config: str | Path | None = None, workers: int | None = None,
                      overwrite: bool = False, progress: Progress | None = None,
                      executor: ExecutorName = "local") -> ReshardReport:
@@ -423,9 +459,58 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: int | 
     rank. `config` is the HF config.json when `src` has none (DeepSeek's convert.py writes
     none). Shards of at most `max_shard_size` bytes (default 5 GB).
     """
+    if max_shard_size is not None:
+        max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
+    if _is_v4(src, config):
+        from .mp_v4 import from_deepseek_mp_v4
+
+        if config is not None:
+            raise ConfigError(f"{src}: for DeepSeek-V4 rank files, put config.json beside them")
+        return from_deepseek_mp_v4(src, dst, overwrite=overwrite, executor=executor,
+                                   **({"max_shard_size": max_shard_size} if max_shard_size else {}))
     plan = plan_reshard(src, to_hf=True, max_shard_size=max_shard_size, config=config)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor)
+
+
+def reshard(src: str | Path, dst: str | Path, *, max_shard_size: Size | None = None,
+            to: Literal["deepseek-mp", "hf"] | None = None, model_parallel: int | None = None,
+            keep_mtp: bool = False, config: str | Path | None = None,
+            workers: int | None = None, overwrite: bool = False,
+            progress: Progress | None = None, executor: ExecutorName = "local",
+            ranks: Sequence[int] | None = None,
+            rank_resource: str | None = None) -> ReshardReport:
+    """Rewrite `src` into `dst` in another layout: what `ckpt reshard` does.
+
+    `max_shard_size` alone: HF shards of at most that size (`reshard_by_size`);
+    `to="deepseek-mp"` with `model_parallel`: DeepSeek's inference layout (`to_deepseek_mp`,
+    where `ranks` and `rank_resource` apply); `to="hf"`: back from it (`from_deepseek_mp`,
+    `config` when `src` has no config.json). `executor`: "local" or "ray" (see `run_jobs`).
+
+    Raises:
+        ArgumentError: a combination of arguments that names no single layout.
+        CkptError subclasses from the call chosen.
+    """
+    if to not in (None, "deepseek-mp", "hf"):
+        raise ArgumentError(f"to={to!r}: expected 'deepseek-mp', 'hf' or None")
+    if to is None and max_shard_size is None:
+        raise ArgumentError("pass max_shard_size, to='deepseek-mp' or to='hf'")
+    if to != "deepseek-mp" and (model_parallel is not None or keep_mtp or ranks is not None
+                                or rank_resource is not None):
+        raise ArgumentError("model_parallel, keep_mtp, ranks and rank_resource go with "
+                            "to='deepseek-mp'")
+    if to != "hf" and config is not None:
+        raise ArgumentError("config goes with to='hf'")
+    common = dict(workers=workers, overwrite=overwrite, progress=progress, executor=executor)
+    if to == "deepseek-mp":
+        if model_parallel is None or max_shard_size is not None:
+            raise ArgumentError("to='deepseek-mp' needs model_parallel and no max_shard_size "
+                                "(one file per rank)")
+        return to_deepseek_mp(src, dst, model_parallel, keep_mtp=keep_mtp, ranks=ranks,
+                              rank_resource=rank_resource, **common)
+    if to == "hf":
+        return from_deepseek_mp(src, dst, max_shard_size=max_shard_size, config=config, **common)
+    return reshard_by_size(src, dst, max_shard_size, **common)
 
 
 def _assemble(readers: ReaderPool, t: OutTensor) -> np.ndarray:

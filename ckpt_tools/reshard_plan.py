@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple
 
+from .checkpoint import checkpoint_dir
 from .dtypes import itemsize
-from .errors import FormatError, VerificationError
+from .errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, VerificationError
 from .index import is_model_parallel, pack_greedy, shard_file_name
 from .inventory import open_checkpoint, require
 from .mp_layout import MpLayout, find_mp_files
-from .remote import as_path
 from .sources import CONFIG_FILE
 from .tensor_plan import Layout, TensorPlan, TensorSpec
 
@@ -94,8 +94,7 @@ def _hf_source(src: Path) -> tuple[TensorPlan, dict[str, str], Sources]:
     inv = found.inventory
     plan = found.plan
     if not any(s.mtp and s.name in inv.entries for s in plan.specs):
-        plan = TensorPlan(found.config, found.layout, include_mtp=False,
-                          stored_dtypes=plan.stored_dtypes)
+        plan = plan.without_mtp()
     sources = {(inv.shard_of[n], n): (e.dtype, e.shape) for n, e in inv.entries.items()}
     return plan, inv.shard_of, sources
 
@@ -133,16 +132,17 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         CkptError: the first finding of the inventory that makes the output wrong (its
             code in brackets, as `ckpt validate` reports it).
     """
-    src = as_path(src)
+    src = checkpoint_dir(src)  # a directory (local or remote), or its index file
     if to_hf:
         return _plan_from_mp(src, max_shard_size or DEFAULT_MAX_SHARD_SIZE, config)
     if (max_shard_size is None) == (model_parallel is None):
-        raise ValueError("pass exactly one of max_shard_size, model_parallel, to_hf")
+        raise ArgumentError("pass exactly one of max_shard_size, model_parallel, to_hf")
     if not src.is_dir():
         raise FormatError(f"{src}: not a checkpoint directory")
     if is_model_parallel(src):
         raise FormatError(f"{src}: holds DeepSeek's model-parallel layout "
-                          f"(model{{i}}-mp{{N}}.safetensors); convert it back with --to hf first")
+                          f"(model{{i}}-mp{{N}}.safetensors); convert it back with "
+                          f"{ARGUMENT_PLACEHOLDER} first", argument="to", value="hf")
     plan, where, sources = _hf_source(src)
     config_path = src / CONFIG_FILE
     # a tensor is written in the dtype it is stored in (a BF16 router bias stays BF16)
@@ -172,7 +172,7 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
     if dropped:
         notes.append(f"MTP layer dropped ({len(dropped)} tensors), as DeepSeek's convert.py "
                      f"does: its inference model has no MTP module; config.json says "
-                     f"num_nextn_predict_layers 0; pass --keep-mtp to keep it")
+                     f"num_nextn_predict_layers 0; keep_mtp keeps it")
     mtp = "dropped" if dropped else ("kept" if has_mtp else "absent")
     return ReshardPlan("deepseek-mp", src, plan.layout, files, sources, copies, dropped,
                        model_parallel=model_parallel, mtp=mtp, notes=notes,

@@ -15,11 +15,11 @@ renames it into place only when every byte is written.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import mmap
 import os
-import errno
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, NamedTuple
 
 from . import dtypes
 from .dtypes import ITEMSIZES, dtype_name
-from .errors import FormatError, MissingTensorError
+from .errors import ArgumentError, FormatError, MissingTensorError
 from .fault_injection import crash_point
+from .parallel import report_bytes
 from .remote_path import RemotePath
 
 if TYPE_CHECKING:
@@ -174,17 +175,51 @@ def parse_header_bytes(path: Path, header: bytes, file_size: int) -> Safetensors
     return SafetensorsHeader(path, {e.name: e for e in entries}, metadata, 8 + n, file_size)
 
 
-def _check_length(path, size: int, n: int | None) -> None:
-    """The length prefix `n` (None: the file is shorter than 8 bytes) against the cap and
-    the file's size."""
-    if n is None:
+SNIFF_BYTES = 64
+_KNOWN_STARTS = (
+    (b"version https://git-lfs", "a Git LFS pointer: fetch the file with `git lfs pull`"),
+    (b"PK\x03\x04", "a zip archive, such as a PyTorch .bin/.pt checkpoint"),
+    (b"\x80\x02", "a Python pickle, such as a PyTorch .bin checkpoint"),
+    (b"GGUF", "a GGUF file"),
+)
+
+
+def sniff_kind(start: bytes) -> str | None:
+    """What a file that is not safetensors seems to be, from its first bytes, or None.
+
+    A safetensors file starts with 8 bytes of header length then '{'; text in those first
+    bytes (an HTML error page, a README, an LFS pointer saved under the shard's name)
+    makes an absurd length, so name the likelier cause instead."""
+    for magic, kind in _KNOWN_STARTS:
+        if start.startswith(magic):
+            return kind
+    head = start.lstrip()
+    if head[:1] == b"<" and b"html" in head[:32].lower():
+        return "starts with HTML, e.g. an error page saved under this name"
+    first = start[:8].decode("utf-8", errors="ignore")  # a cut multi-byte char drops out
+    if len(first) >= 2 and all(c.isprintable() or c in "\r\n\t" for c in first):
+        return "starts with text"
+    return None
+
+
+def _check_length(path, size: int, start: bytes) -> int:
+    """The length prefix in `start` (the file's first bytes, up to `SNIFF_BYTES` of them)
+    checked against the cap and the file's size; an absurd one names what the file seems
+    to be instead (`sniff_kind`)."""
+    if size < 8:
         raise FormatError(f"{path}: file is {size} bytes, too short for a safetensors "
                           f"header (truncated?)")
+    (n,) = struct.unpack("<Q", start[:8])
+    if n > MAX_HEADER_BYTES or 8 + n > size:  # likely not safetensors at all: say what
+        kind = sniff_kind(start[:SNIFF_BYTES])
+        if kind is not None:
+            raise FormatError(f"{path}: not a safetensors file ({kind})")
     if n > MAX_HEADER_BYTES:
         raise FormatError(f"{path}: header length {n} exceeds the {MAX_HEADER_BYTES}-byte cap")
     if 8 + n > size:
         raise FormatError(f"{path}: header length {n} runs past the end of the "
                           f"{size}-byte file (truncated?)")
+    return n
 
 
 def _read_remote_header(path: RemotePath) -> SafetensorsHeader:
@@ -194,8 +229,7 @@ def _read_remote_header(path: RemotePath) -> SafetensorsHeader:
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file") from None
     raw = path.tree.header_bytes(path.rel)
-    (n,) = struct.unpack("<Q", raw[:8]) if len(raw) >= 8 else (None,)
-    _check_length(path, size, n)
+    n = _check_length(path, size, raw)
     return parse_header_bytes(path, raw[8:8 + n], size)
 
 
@@ -211,8 +245,8 @@ def read_header(path: str | Path | RemotePath) -> SafetensorsHeader:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            (n,) = struct.unpack("<Q", f.read(8)) if size >= 8 else (None,)
-            _check_length(path, size, n)
+            n = _check_length(path, size, f.read(SNIFF_BYTES))
+            f.seek(8)
             header = f.read(n)
     except FileNotFoundError:
         raise FormatError(f"{path}: no such file") from None
@@ -325,7 +359,7 @@ class SafetensorsReader:
         """Bytes [start, stop) of one tensor's data, read with pread (no mmap)."""
         e = self.header[name]
         if not 0 <= start <= stop <= e.nbytes:
-            raise ValueError(f"{self.path}: tensor '{name}': byte range [{start}, {stop}) outside "
+            raise ArgumentError(f"{self.path}: tensor '{name}': byte range [{start}, {stop}) outside "
                              f"its {e.nbytes} bytes")
         base = self.header.data_offset + e.start
         pos, end, parts = base + start, base + stop, []
@@ -348,7 +382,7 @@ class SafetensorsReader:
         """
         e = self.header[name]
         if not (0 <= dim < len(e.shape) and 0 <= start <= stop <= e.shape[dim]):
-            raise ValueError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
+            raise ArgumentError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
                              f"outside shape {list(e.shape)}")
         inner = math.prod(e.shape[dim + 1:]) * ITEMSIZES[e.dtype]  # bytes per index on dim
         outer = math.prod(e.shape[:dim])
@@ -406,7 +440,7 @@ class SafetensorsReader:
             return
         stop = e.shape[dim] if stop is None else stop
         if not (0 <= dim < len(e.shape) and 0 <= start <= stop <= e.shape[dim]):
-            raise ValueError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
+            raise ArgumentError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
                              f"outside shape {list(e.shape)}")
         inner = math.prod(e.shape[dim + 1:]) * ITEMSIZES[e.dtype]
         outer, row, run = math.prod(e.shape[:dim]), e.shape[dim] * inner, (stop - start) * inner
@@ -428,7 +462,7 @@ class SafetensorsReader:
         e = self.header[name]
         rows = e.shape[0] if e.shape else 1
         if not 0 <= start <= stop <= rows:
-            raise ValueError(f"{self.path}: tensor '{name}': rows [{start}, {stop}) outside [0, {rows})")
+            raise ArgumentError(f"{self.path}: tensor '{name}': rows [{start}, {stop}) outside [0, {rows})")
         import numpy as np
 
         dtype = dtypes.DTYPES[e.dtype].numpy
@@ -534,6 +568,7 @@ class SafetensorsWriter:
     def _written(self, n: int) -> None:
         # Overlaps the disk writes with producing the next bytes; DONTNEED starts the
         # writeback of the range (and keeps the page cache free of pages nobody reads back).
+        report_bytes(n)  # progress inside a job (ckpt_tools.parallel), per chunk
         self._pending += n
         if self._pending >= WRITEBACK_BYTES and hasattr(os, "posix_fadvise"):
             self._file.flush()

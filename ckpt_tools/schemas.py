@@ -14,9 +14,11 @@ from pydantic import TypeAdapter
 
 PUBLIC_MODELS: dict[str, str] = {
     "deepseek_config": "ckpt_tools.config:DeepseekConfig",
+    "deepseek_v4_config": "ckpt_tools.config_v4:DeepseekV4Config",
     "model_info": "ckpt_tools.info:ModelInfo",
     "validation_report": "ckpt_tools.findings:ValidationReport",
     "diff_report": "ckpt_tools.diff:DiffReport",
+    "diff_v4_report": "ckpt_tools.diff_v4:V4DiffReport",
     "arch_figures": "ckpt_tools.arch_figures:ArchFigures",
     "download_plan": "ckpt_tools.download:DownloadPlan",
     "download_report": "ckpt_tools.download:DownloadReport",
@@ -24,8 +26,15 @@ PUBLIC_MODELS: dict[str, str] = {
     "forward_report": "ckpt_tools.verify:ForwardReport",
     "upcast_report": "ckpt_tools.convert:UpcastReport",
     "quantize_report": "ckpt_tools.convert:QuantizeReport",
+    "upcast_v4_report": "ckpt_tools.convert_v4:V4UpcastReport",
+    "quantize_v4_report": "ckpt_tools.convert_v4:V4QuantizeReport",
     "reshard_report": "ckpt_tools.reshard:ReshardReport",
+    "error_report": "ckpt_tools.error_report:ErrorReport",
+    "tiny_checkpoint": "ckpt_tools.tiny:TinyCheckpoint",
+    "reshard_v4_mp_report": "ckpt_tools.mp_v4:V4MpReport",
 }
+
+INPUT_MODELS = {"deepseek_config"}
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -39,7 +48,10 @@ def build_schemas() -> dict[str, str]:
     """File name -> JSON text for every public model (deterministic)."""
     out = {}
     for stem, target in sorted(PUBLIC_MODELS.items()):
-        schema: dict[str, Any] = TypeAdapter(_load(target)).json_schema()
+        # results are documented as printed (computed fields such as `ok` included); the
+        # config models as accepted
+        mode = "validation" if stem in INPUT_MODELS else "serialization"
+        schema: dict[str, Any] = TypeAdapter(_load(target)).json_schema(mode=mode)
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
                   "$id": f"ckpt_tools/{stem}.schema.json", "title": schema.get("title", stem), **schema}
         out[f"{stem}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from .config import Config, read_config_file
 from .errors import ConfigError
-from .index import CONFIG_FILE
+from .index import CONFIG_FILE, INDEX_FILE
 from .presets import Preset, all_presets, find_preset
 from .remote import as_path
-
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,8 @@ class ConfigSource:
 
 
 def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:
-    """Accepts a preset name/alias, a path to a config.json, or a checkpoint directory.
+    """Accepts a preset name/alias, a path to a config.json, or a checkpoint directory (or
+    its index file).
 
     With `lenient`, a config that parses but is inconsistent for routing (or uses another
     quantisation scheme) is returned with the problems in `config.reading.warnings`.
@@ -37,7 +38,9 @@ def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:
         ConfigError: when it is none of these, or the config is invalid.
     """
     text = str(spec)
-    path = as_path(spec)
+    path = as_path(spec)  # local, or a remote URL's RemotePath
+    if path.name == INDEX_FILE and path.is_file():  # an index stands for its checkpoint
+        path = path.parent
     if path.is_dir():
         cfg_path = path / CONFIG_FILE
         if not cfg_path.is_file():
@@ -52,3 +55,14 @@ def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:
     if "/" in text or text.endswith(".json"):
         raise ConfigError(f"{text}: no such file or directory (and not a preset: {names})")
     raise ConfigError(f"{text}: not a preset ({names}), config.json or checkpoint directory")
+
+
+def declared_model_type(path: str | Path, config: str | Path | None = None) -> str | None:
+    """The `model_type` a checkpoint directory's config.json (or the file `config`) declares,
+    local or remote, read without judging it; None when there is none to read (the readers
+    then say what is wrong in their words). Decides which family's code reads a checkpoint."""
+    target = as_path(config) if config is not None else as_path(path) / CONFIG_FILE
+    try:
+        return json.loads(target.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None

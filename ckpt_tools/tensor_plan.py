@@ -151,6 +151,11 @@ class TensorPlan:
         for family in self.stored_dtypes.keys() - self.families.keys():
             raise ValueError(f"stored_dtypes: no family {family} in this plan")
 
+    def without_mtp(self) -> TensorPlan:
+        """The same plan without the MTP layers (what DeepSeek's convert.py keeps)."""
+        return TensorPlan(self.config, self.layout, include_mtp=False, prefix=self.prefix,
+                          stored_dtypes=self.stored_dtypes)
+
     def stored_dtypes_in(self, dtype_of: Callable[[str], str | None]) -> dict[str, str]:
         """The families whose first readable tensor is stored in one of their `alt_dtypes`,
         with that dtype (`dtype_of(name)`: the stored dtype, None when unknown, e.g. in a
@@ -215,12 +220,19 @@ class TensorPlan:
             yield from self._scoped(MTP_OUTPUT, LAYER_PREFIX, layer, mtp=True)
 
     @staticmethod
-    def _expand(g: Group) -> Iterator[TensorSpec]:
+    def scale_name_of(weight_name: str) -> str:
+        return weight_name + SCALE_SUFFIX
+
+    @staticmethod
+    def weight_name_of(scale_name: str) -> str:
+        return scale_name.removesuffix(SCALE_SUFFIX)
+
+    def _expand(self, g: Group) -> Iterator[TensorSpec]:
         # weight and scale of one expert stay adjacent: `specs` interleaves expert groups
         experts = [None] if g.experts is None else range(g.experts)
         for name, expert in zip(g.names, experts):
-            scale_name = name + SCALE_SUFFIX if g.scale_family else None
-            scale_of = name.removesuffix(SCALE_SUFFIX) if g.scale_of_family else None
+            scale_name = self.scale_name_of(name) if g.scale_family else None
+            scale_of = self.weight_name_of(name) if g.scale_of_family else None
             yield TensorSpec(name, g.family, g.shape, g.dtype, g.component, g.layer, expert,
                              g.mtp, scale_name, scale_of)
 

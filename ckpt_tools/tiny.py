@@ -12,7 +12,9 @@ only on the seed and the tensor's name, so the output is byte-identical for a se
 
 from __future__ import annotations
 
+import math
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,12 @@ import numpy as np
 from .config import parse_config
 from .config_layouts import ConfigReading
 from .dtypes import DTYPES
+from .errors import ConfigError
 from .fp8 import BF16, FP8_QUANTIZATION_CONFIG, quantize
-from .index import INDEX_FILE, ShardIndex, shard_file_name, write_index, write_json_atomic
-from .output import OutputDir
-from .safetensors_io import SafetensorsWriter
-from .sources import CONFIG_FILE, resolve_config
+from .progress import Progress, or_null
+from .sources import resolve_config
 from .tensor_plan import TensorPlan, TensorSpec
+from .tiny_writer import TinyCheckpoint, write_tiny  # noqa: F401  (TinyCheckpoint: API)
 
 # Widths that keep the tiny model fast while leaving some FP8 blocks partial (96, 160).
 TINY_WIDTHS = {
@@ -49,6 +51,8 @@ TINY_MOE_LAYERS = 2
 # V3.2's indexer: enough heads that an all-ReLU-zero score (a tie) is rare, a head width
 # that leaves partial FP8 blocks, and a top-k below the test sequences' lengths.
 TINY_INDEXER = {"index_n_heads": 16, "index_head_dim": 32, "index_topk": 8}
+CHUNK_ELEMENTS = 1 << 23  # 64 MB of float64 draws per block of rows
+CHUNK_ROWS_MULTIPLE = 128  # FP8 block rows (V3's 128): chunks quantise independently
 
 
 @dataclass(frozen=True)
@@ -132,88 +136,127 @@ def _per_layer_lists(raw: dict[str, Any]) -> None:
             raw.pop("layer_types")
 
 
-def tensor_value(spec: TensorSpec, seed: int) -> np.ndarray:
-    """A deterministic float32 value for one tensor (depends on seed and name only)."""
+def value_chunks(spec: TensorSpec, seed: int,
+                 rows_multiple: int = CHUNK_ROWS_MULTIPLE) -> Iterator[np.ndarray]:
+    """A tensor's deterministic float32 values (they depend on seed and name only), as
+    row blocks of about `CHUNK_ELEMENTS`; the row count is a multiple of FP8's block rows
+    so that each block can be quantised as it comes.
+
+    Memory is a chunk's whatever the width (a V3 embedding at real width is 0.9 G elements:
+    7 GB as one float64 draw). Each chunk is drawn as float64 and cast at once, because
+    the generator's float64 stream drawn chunk by chunk equals the whole-tensor draw: every
+    checkpoint (and the golden logits computed from them) stays byte-identical."""
     rng = np.random.default_rng([seed, zlib.crc32(spec.name.encode())])
     shape = spec.shape
     if len(shape) == 1 and spec.name.endswith((".bias", "e_score_correction_bias")):
-        return rng.normal(0.0, 0.1, shape).astype(np.float32)
-    if len(shape) == 1:  # norms
-        return (1.0 + 0.1 * rng.normal(size=shape)).astype(np.float32)
-    if spec.family.endswith(("embed_tokens.weight",)):
-        return rng.normal(0.0, 1.0, shape).astype(np.float32)
-    return rng.normal(0.0, shape[1] ** -0.5, shape).astype(np.float32)
+        offset, std = 0.0, 0.1  # the router's score bias, V3.2's indexer k_norm bias
+    elif len(shape) == 1:  # norms
+        offset, std = 1.0, 0.1
+    elif spec.family.endswith("embed_tokens.weight"):
+        offset, std = 0.0, 1.0
+    else:
+        offset, std = 0.0, shape[1] ** -0.5
+    row_elements = math.prod(shape[1:])
+    rows = CHUNK_ELEMENTS // max(row_elements, 1) // rows_multiple * rows_multiple
+    rows = max(rows_multiple, rows)
+    for start in range(0, shape[0], rows):
+        draw = rng.normal(offset, std, (min(rows, shape[0] - start), *shape[1:]))
+        yield draw.astype(np.float32)
 
 
-def _split(specs: list[TensorSpec], shards: int) -> list[list[TensorSpec]]:
-    """Contiguous groups of about equal bytes; with FP8, the first boundary falls between a
-    weight and its scale so that one scale lives in another shard (as in V3's release)."""
-    shards = max(1, min(shards, len(specs)))
-    total = sum(s.nbytes for s in specs)
-    cuts, acc = [], 0
-    for i, s in enumerate(specs):
-        acc += s.nbytes
-        if len(cuts) < shards - 1 and acc >= total * (len(cuts) + 1) / shards and i + 1 < len(specs):
-            cuts.append(i + 1)
-    if cuts:
-        limit = cuts[1] if len(cuts) > 1 else len(specs)
-        scale_at = next((j for j in range(cuts[0], limit) if specs[j].scale_of), None)
-        if scale_at is not None:
-            cuts[0] = scale_at  # the scale opens the next shard; its weight closes this one
-    bounds = [0, *cuts, len(specs)]
-    return [specs[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+def tensor_value(spec: TensorSpec, seed: int) -> np.ndarray:
+    """A tensor's whole float32 value (for tests and small tensors; writing streams)."""
+    return np.concatenate(list(value_chunks(spec, seed)))
 
 
-@dataclass(frozen=True)
-class TinyCheckpoint:
-    path: Path
-    preset: str  # the source: a preset, config.json or checkpoint directory
-    layout: str
-    shards: int
-    tensors: int
-    total_bytes: int
-    shrunk: tuple[Shrunk, ...] = ()
+def tiny_plan(preset: str, *, fp8: bool = False, real_widths: bool = False,
+              overrides: dict[str, Any] | None = None, shrunk: list[Shrunk] | None = None
+              ) -> tuple[dict[str, Any], TensorPlan]:
+    """The config.json and tensor plan `make_tiny` would write (its size is
+    `plan.total_bytes`); writes nothing. What was shrunk is appended to `shrunk`."""
+    raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8,
+                      shrunk=shrunk)
+    return raw, TensorPlan(parse_config(raw))
+
+
+def _encoded(spec: TensorSpec, seed: int, block: tuple[int, int], scale_fmt: str | None,
+             pending_scales: dict[str, np.ndarray], progress: Progress) -> Iterator[bytes]:
+    """The stored bytes of one tensor, chunk by chunk: memory stays at a chunk's worth
+    whatever the width. An FP8 weight's scale rows are kept for when the scale is written;
+    `scale_fmt` "ue8m0" (V3.1, V3.2) makes them powers of two."""
+    scales = []
+    for chunk in value_chunks(spec, seed, block[0]):
+        if spec.scale_name:
+            chunk, scale = quantize(chunk, block, scale_fmt=scale_fmt)
+            scales.append(scale)
+        else:
+            chunk = chunk.astype(DTYPES[spec.dtype].numpy)
+        data = np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)
+        progress.advance(data.size)
+        yield memoryview(data)
+    if spec.scale_name:
+        pending_scales[spec.scale_name] = np.concatenate(scales)
 
 
 def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards: int = 2,
               seed: int = 0, real_widths: bool = False, overrides: dict[str, Any] | None = None,
-              overwrite: bool = False) -> TinyCheckpoint:
-    """Write a tiny checkpoint of `preset` (a preset, config.json or checkpoint directory)
-    into `dst` (HF layout)."""
+              overwrite: bool = False, progress: Progress | None = None,
+              expert_dtype: str | None = None) -> TinyCheckpoint:
+    """Write a small, real, deterministic checkpoint of `preset` into `dst` (HF layout;
+    DeepSeek-V4: its Hub names, `tiny_v4`).
+
+    Args:
+        dst: output directory (must be empty unless `overwrite`).
+        preset: what to shrink: a preset (`ckpt_tools.presets.all_presets()`), a
+            config.json (any recognised layout) or a checkpoint directory.
+        fp8: block-FP8 weights with `weight_scale_inv`, as V3's release (V4: FP8 with E8M0
+            block scales).
+        shards: number of shard files.
+        seed: values depend only on the seed and each tensor's name.
+        real_widths: keep the source's widths (hidden, heads, ranks, vocab); only layer and
+            expert counts shrink. Generated in float32 chunks: memory stays bounded
+            (`tiny_plan(...)[1].total_bytes` says how much is written). Not for V4.
+        overrides: config fields to set, e.g. `{"n_routed_experts": 32}`.
+        overwrite: replace the contents of a non-empty `dst`.
+        progress: bytes written.
+        expert_dtype: V4 only: how routed experts are stored (see `tiny_v4`).
+
+    Raises:
+        ConfigError: not a preset, config or checkpoint, or overrides that make an invalid
+            config; V4 options on another model and the reverse.
+        OutputError: `dst` cannot be used.
+    """
+    if resolve_config(preset, lenient=True).config.model_type == "deepseek_v4":
+        from .tiny_v4 import make_tiny_v4
+
+        if real_widths:
+            raise ConfigError(f"{preset}: real widths are not available for DeepSeek-V4")
+        return make_tiny_v4(dst, preset, fp8=fp8, shards=shards, seed=seed, overrides=overrides,
+                            overwrite=overwrite, expert_dtype=expert_dtype, progress=progress)
+    if expert_dtype is not None:
+        raise ConfigError(f"{preset}: expert_dtype applies to DeepSeek-V4 only")
     shrunk: list[Shrunk] = []
-    raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8, shrunk=shrunk)
-    config = parse_config(raw)
-    plan = TensorPlan(config)
+    raw, plan = tiny_plan(preset, fp8=fp8, real_widths=real_widths, overrides=overrides,
+                          shrunk=shrunk)
+    config = plan.config
     qc = config.quantization_config
     scale_fmt = qc.scale_fmt if qc else None  # ue8m0 releases: power-of-two scales
-    groups = _split(list(plan.specs), shards)
-    with OutputDir(dst, overwrite=overwrite) as out:
-        weight_map: dict[str, str] = {}
-        pending_scales: dict[str, np.ndarray] = {}
-        for i, group in enumerate(groups, start=1):
-            fname = shard_file_name(i, len(groups))
-            with SafetensorsWriter(out.path / fname, [(s.name, s.dtype, s.shape) for s in group]) as w:
-                for s in group:
-                    if s.scale_of:
-                        w.write(s.name, pending_scales.pop(s.name))
-                    elif s.scale_name:
-                        q, scale = quantize(tensor_value(s, seed), plan.block,
-                                            scale_fmt=scale_fmt)
-                        pending_scales[s.scale_name] = scale
-                        w.write(s.name, q)
-                    else:
-                        w.write(s.name, tensor_value(s, seed).astype(DTYPES[s.dtype].numpy))
-                    weight_map[s.name] = fname
-        write_index(out.path / INDEX_FILE, ShardIndex(weight_map, plan.total_bytes))
-        write_json_atomic(out.path / CONFIG_FILE, raw)
-        write_json_atomic(out.path / "generation_config.json",
-                          {"bos_token_id": config.bos_token_id, "eos_token_id": config.eos_token_id,
-                           "do_sample": True, "temperature": 0.6})
-        write_json_atomic(out.path / "tokenizer_config.json",
-                          {"model_max_length": config.max_position_embeddings,
-                           "tokenizer_class": "LlamaTokenizerFast"})
-    return TinyCheckpoint(Path(dst), preset, plan.layout, len(groups), len(plan), plan.total_bytes,
-                          tuple(shrunk))
+    progress = or_null(progress)
+    progress.start(plan.total_bytes, f"make-tiny {preset}")
+    groups = write_tiny(
+        dst, plan, shards,
+        lambda s, pending: _encoded(s, seed, plan.block, scale_fmt, pending, progress), raw,
+        overwrite=overwrite, progress=progress, side_files={
+            "generation_config.json": {"bos_token_id": config.bos_token_id,
+                                       "eos_token_id": config.eos_token_id, "do_sample": True,
+                                       "temperature": 0.6},
+            "tokenizer_config.json": {"model_max_length": config.max_position_embeddings,
+                                      "tokenizer_class": "LlamaTokenizerFast"}})
+    progress.finish()
+    return TinyCheckpoint(path=Path(dst), preset=preset, layout=plan.layout, shards=groups,
+                          tensors=len(plan), total_bytes=plan.total_bytes,
+                          shrunk={x.field: (x.source, x.tiny) for x in shrunk})
 
 
-__all__ = ["make_tiny", "tiny_config", "tensor_value", "TinyCheckpoint", "Shrunk", "BF16"]
+__all__ = ["make_tiny", "tiny_plan", "tiny_config", "tensor_value", "value_chunks",
+           "TinyCheckpoint", "Shrunk", "BF16"]

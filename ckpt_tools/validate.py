@@ -46,6 +46,7 @@ from .progress import Progress
 from .remote import as_path
 from .remote_path import RemotePath
 from .tensor_plan import SCALE_SUFFIX
+from .validate_v4 import looks_v4
 
 __all__ = ["CODES", "Finding", "ValidationReport", "detect_layout", "expected_tensors", "validate"]
 
@@ -88,7 +89,7 @@ def _checksums(root: Path, single: str | None, manifest: Manifest | None,
 def validate(path: str | Path, *, config: str | Path | Config | None = None, deep: bool = False,
              checksums: str | Path | None = None, write_manifest: bool | str | Path = False,
              progress: Progress | None = None, workers: int | None = None,
-             executor: ExecutorName = "local") -> ValidationReport:
+             strict: bool = False, executor: ExecutorName = "local") -> ValidationReport:
     """Check a checkpoint directory (or one .safetensors file) and report every finding.
 
     Args:
@@ -102,6 +103,7 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
             no error was found. The one write into the checkpoint, and only on request.
         progress: byte progress for the deep scan and hashing (e.g. the CLI's stderr bar).
         workers: processes for the deep scan and hashing (default: all cores when over 1 GiB).
+        strict: warnings make `report.ok` false too.
         executor: "local" (worker processes here) or "ray" (the deep scan and hashing as
             tasks on the Ray cluster at RAY_ADDRESS, else a local Ray).
 
@@ -132,8 +134,13 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         for inv in invs:
             for name, shard in inv.shard_of.items():
                 by_shard[shard].append((name, inv.entries[name].nbytes))
-        suffix = MP_SCALE_SUFFIX if found.kind == "mp" else SCALE_SUFFIX
+        # DeepSeek-V4 names its E8M0 scales "<module>.scale" (its HF-named upcast has none,
+        # and there `.scale` names hyper-connection parameters)
+        v4 = any(looks_v4(inv.entries) for inv in invs)
+        suffix = MP_SCALE_SUFFIX if found.kind == "mp" or v4 else SCALE_SUFFIX
         qc = found.config.quantization_config if found.config is not None else None
+        if found.config is not None and found.config.model_type == "deepseek_v4":
+            qc = None  # E8M0 scales are powers of two by construction
         scan = scan_shards(root, by_shard, scale_suffix=suffix, progress=progress,
                            workers=workers, executor=executor,
                            power_of_two_scales=qc is not None and qc.scale_fmt == "ue8m0")
@@ -165,4 +172,4 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         layout=found.layout if tensors else None,
         files=sum(len(inv.shards) for inv in invs), tensors=tensors,
         tensor_bytes=sum(inv.tensor_bytes for inv in invs), findings=f.items,
-        manifest_written=written, nodes=merge_nodes(nodes))
+        manifest_written=written, strict=strict, nodes=merge_nodes(nodes))

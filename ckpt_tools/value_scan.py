@@ -53,10 +53,17 @@ class TensorValues(NamedTuple):
     not_power_of_two: int = 0  # scales only, when asked: valid entries that are not 2^k
 
 
+_FP4_PAIR_MAGNITUDE = 0x77  # an I8 byte of DeepSeek-V4 packs two e2m1 codes; bit 3 of each is its sign
+
+
 def value_counts(chunk: bytes | memoryview, dtype: str,
                  scratch: _Scratch | None = None) -> tuple[int, int, int]:
-    """(NaN, Inf, zero) in a chunk of a tensor stored as `dtype` (a `FLOAT_BITS` key);
+    """(NaN, Inf, zero) in a chunk of a tensor stored as `dtype` (a `FLOAT_BITS` key, or I8:
+    MXFP4 pairs, which have no NaN or Inf; a byte counts as zero when both values are);
     `scratch` (at least the chunk's size) saves allocating temporaries."""
+    if dtype == "I8":
+        bits = np.frombuffer(chunk, np.uint8) & np.uint8(_FP4_PAIR_MAGNITUDE)
+        return 0, 0, int(bits.size - np.count_nonzero(bits))
     view, mask, inf = FLOAT_BITS[dtype]
     values = np.frombuffer(chunk, view)
     nbytes = values.size * values.itemsize
@@ -91,7 +98,7 @@ def not_power_of_two_count(chunk: bytes, dtype: str) -> int:
 
 
 def scannable(dtype: str, *, is_scale: bool = False) -> bool:
-    return is_scale and DTYPES[dtype].is_float or dtype in FLOAT_BITS
+    return is_scale and DTYPES[dtype].is_float or dtype in FLOAT_BITS or dtype == "I8"
 
 
 def scan_tensor(reader: SafetensorsReader, name: str, *, is_scale: bool = False,
@@ -147,7 +154,10 @@ def scan_shard(path: str, file: str, names: list[str], scale_suffix: str = SCALE
                 code = "shard-truncated" if isinstance(err, FormatError) else "read-error"
                 return [*out, (code, file, name, None, None, str(err).replace(path, file, 1))]
             where, total = f"{file}: tensor '{name}'", f"{v.numel:,}"
-            if v.bad_scales:
+            if v.bad_scales and e.dtype == "F8_E8M0":  # only NaN is possible: byte 255
+                out.append(("e8m0-nan", file, name, "no byte 255", v.bad_scales,
+                            f"{where}: {v.bad_scales:,} of {total} E8M0 scales are NaN (byte 255)"))
+            elif v.bad_scales:
                 out.append(("scale-invalid", file, name, "finite and > 0", v.bad_scales,
                             f"{where}: {v.bad_scales:,} of {total} scales are not finite and > 0"))
             if v.not_power_of_two:

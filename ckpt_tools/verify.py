@@ -18,21 +18,25 @@ upcast stays near 0.03 after four layers, while one zeroed or negated expert giv
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, computed_field
 
+from .dtypes import itemsize
 from .errors import ConfigError, FormatError, ShapeMismatchError
-from .inventory import open_checkpoint
+from .inventory import open_checkpoint, require
+from .progress import Progress
 from .reference import Model, TensorSource
 from .remote import as_path
 from .remote_path import RemotePath
 from .results import Result
-from .sources import CONFIG_FILE
+from .safe_paths import safe_member
+from .safetensors_io import read_header
+from .sources import declared_model_type
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
 # weights round once to BF16 moves hidden states and logits by a few of those steps.
@@ -46,25 +50,20 @@ _IGNORED_FIELDS = {"quantization_config", "torch_dtype", "dtype", "transformers_
                    "architectures", "auto_map", "_name_or_path"}
 
 
-def _model_type(path: Path | RemotePath) -> str | None:
-    try:
-        return json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None  # the readers below report a missing or broken config in their words
-
-
 def open_tensor_source(path: str | Path) -> TensorSource:
-    """A reader for a checkpoint directory, local or remote, once the inventory has found
-    nothing that makes the forward pass wrong: HF layout (`Checkpoint`), DeepSeek's
-    `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which needs the HF config.json), or a
-    DeepSeek-V4 directory (`V4Checkpoint`: Hub names, FP8/FP4 or upcast, or HF names)."""
+    """A reader for a checkpoint directory, local or remote (hf://, s3://: read by range),
+    once the inventory has found nothing that makes the forward pass wrong: HF layout
+    (`Checkpoint`), DeepSeek's `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which
+    needs the HF config.json), or a DeepSeek-V4 directory (`V4Checkpoint`: Hub names, FP8/FP4
+    or upcast, or HF names; `V4MpCheckpoint`: DeepSeek's V4 model-parallel files)."""
     path = as_path(path)
     if not path.is_dir():
         raise FormatError(f"{path}: not a checkpoint directory")
-    if _model_type(path) == "deepseek_v4":
-        from .reference.v4_checkpoint import V4Checkpoint
+    if declared_model_type(path) == "deepseek_v4":
+        from .reference.v4_checkpoint import V4Checkpoint, V4MpCheckpoint
 
-        return V4Checkpoint(path)
+        found = require(path, "read")
+        return V4MpCheckpoint(path) if found.kind == "mp" else V4Checkpoint(path)
     return open_checkpoint(path, command="read")
 
 
@@ -124,25 +123,112 @@ class ForwardReport(Result):
     tokens: list[int]
     layers: int | None
 
+    @computed_field(description="Always true: forward raises when it cannot run")
+    @property
+    def ok(self) -> bool:
+        return True
+
+
+class _LayerProgress:
+    """Progress of a run through decoder layers, in bytes of the checkpoint's layers (as
+    the plan stores them, or for V4 as its files hold them), so a V3 run moves in 61 steps
+    of about 11 GB."""
+
+    def __init__(self, progress: Progress | None, model, layers: int | None, label: str,
+                 models: int = 1):
+        self.progress = progress
+        if progress is None:
+            return
+        config = model.config
+        n = config.num_hidden_layers if layers is None else layers
+        self.by_layer = (_v4_layer_bytes(model.weights.source, n) if _is_v4(config)
+                         else _plan_layer_bytes(config, n))
+        self.models = models
+        progress.start(sum(self.by_layer.values()) * models, label)
+
+    def layer_done(self, layer: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.by_layer.get(layer, 0) * self.models)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.finish()
+
+
+def _plan_layer_bytes(config, n: int) -> dict[int, int]:
+    """Bytes of each of the first `n` decoder layers as the V2/V3 tensor plan stores them."""
+    from .tensor_plan import TensorPlan  # only when someone watches
+
+    by_layer: dict[int, int] = {}
+    for g in TensorPlan(config).groups:
+        if g.layer is not None and not g.mtp and g.layer < n:
+            by_layer[g.layer] = by_layer.get(g.layer, 0) + g.numel * itemsize(g.dtype)
+    return by_layer
+
+
+_V4_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+
+
+def _v4_layer_bytes(source, n: int) -> dict[int, int]:
+    """Bytes of each of the first `n` V4 decoder layers in the files (any stored naming);
+    empty for a source without files, whose run then reports no bytes."""
+    weight_map = getattr(source, "weight_map", None)
+    if not weight_map:
+        return {}
+    by_layer: dict[int, int] = {}
+    for shard in sorted(set(weight_map.values())):
+        header = read_header(safe_member(source.dir, shard, what="shard"))
+        for entry in header.entries.values():
+            m = _V4_LAYER.search(entry.name)
+            if m and not entry.name.startswith("mtp.") and int(m.group(1)) < n:
+                layer = int(m.group(1))
+                by_layer[layer] = by_layer.get(layer, 0) + entry.nbytes
+    return by_layer
+
+
+def _walk_layers(model, ids: list[int], layers: int | None,
+                 watch: _LayerProgress) -> np.ndarray:
+    """The hidden states (V4: streams [t, m, d]) after `layers` layers (all when None),
+    reporting each decoder layer as it completes."""
+    x = None
+    for layer, x in model.hidden_states(ids, layers):
+        watch.layer_done(layer)
+    return x if x is not None else _hidden(model, ids, 0)  # layers == 0: the embeddings
+
+
+def _run_layers(model, ids: list[int], layers: int | None,
+                watch: _LayerProgress) -> np.ndarray:
+    """`model.forward`, reporting each decoder layer as it completes."""
+    x = _walk_layers(model, ids, layers, watch)
+    if layers is None:
+        return model.logits(x)
+    return x.reshape(x.shape[0], -1)  # V4: the streams side by side, as model.forward
+
 
 def forward_outputs(source: str | Path | TensorSource, tokens: Sequence[int] | None = None,
-                    layers: int | None = None, *, mtp: bool = False) -> ForwardResult:
+                    layers: int | None = None, *, mtp: bool = False,
+                    progress: Progress | None = None) -> ForwardResult:
     """`forward`, with what was computed and on which tokens; `mtp=True` returns the first
-    MTP module's logits [T-1, vocab] (row t predicts token t+2) instead of the main ones."""
+    MTP module's logits [T-1, vocab] (row t predicts token t+2) instead of the main ones.
+    `progress` advances by each decoder layer's bytes as it completes."""
     model = reference_model(source)
     ids = model.check_tokens(tokens if tokens is not None
                              else default_tokens(model.config.vocab_size)).tolist()
-    if mtp:
-        if _is_v4(model.config):  # V4's MTP reads the main model's streams
-            return ForwardResult(model.mtp_logits(ids, model.streams(ids)), "mtp_logits", ids)
-        hidden = model.forward(ids, model.config.num_hidden_layers)
-        return ForwardResult(model.mtp_logits(ids, model.final_norm(hidden)), "mtp_logits", ids)
-    return ForwardResult(model.forward(ids, layers),
-                         "logits" if layers is None else "hidden_states", ids)
+    watch = _LayerProgress(progress, model, None if mtp else layers, "forward")
+    try:
+        if mtp:
+            hidden = _walk_layers(model, ids, model.config.num_hidden_layers, watch)
+            if not _is_v4(model.config):  # V4's MTP reads the main model's streams
+                hidden = model.final_norm(hidden)
+            return ForwardResult(model.mtp_logits(ids, hidden), "mtp_logits", ids)
+        return ForwardResult(_run_layers(model, ids, layers, watch),
+                             "logits" if layers is None else "hidden_states", ids)
+    finally:
+        watch.finish()
 
 
 def forward(source: str | Path | TensorSource, tokens: Sequence[int] | None = None,
-            layers: int | None = None) -> np.ndarray:
+            layers: int | None = None, *, progress: Progress | None = None) -> np.ndarray:
     """Float32 logits [T, vocab]; with `layers`, the hidden states [T, hidden] after them.
 
     Args:
@@ -150,8 +236,9 @@ def forward(source: str | Path | TensorSource, tokens: Sequence[int] | None = No
         tokens: token ids at positions 0..T-1; `default_tokens(vocab)` when None.
         layers: stop after this many decoder layers (no final norm, no lm_head); only
             those layers' tensors are read.
+        progress: advances by each decoder layer's bytes as it completes.
     """
-    return forward_outputs(source, tokens, layers).array
+    return forward_outputs(source, tokens, layers, progress=progress).array
 
 
 def load_reference_outputs(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
@@ -312,7 +399,8 @@ def verify(candidate: str | Path | TensorSource,
            reference: str | Path | TensorSource | np.ndarray,
            tokens: Sequence[int] | None = None, *, layers: int | None = None,
            atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
-           reference_label: str | None = None) -> VerifyReport:
+           reference_label: str | None = None, progress: Progress | None = None
+           ) -> VerifyReport:
     """Run `candidate` and compare it with `reference` on the same tokens.
 
     Args:
@@ -323,6 +411,7 @@ def verify(candidate: str | Path | TensorSource,
         layers: compare the hidden states after this many layers instead of logits.
         atol, rtol: per-element tolerance, see the module docstring.
         reference_label: how to name an in-memory reference in the report.
+        progress: advances by each decoder layer's bytes (both models') as it completes.
 
     Returns:
         A `VerifyReport`; `ok` is False when any compared tensor leaves the tolerance, and
@@ -346,7 +435,11 @@ def verify(candidate: str | Path | TensorSource,
         if reference.shape != (len(ids), width):
             raise ShapeMismatchError(f"{ref_label}: expected {output} of shape "
                                      f"{[len(ids), width]}, found {list(reference.shape)}")
-        cand = cand_model.forward(ids, layers)
+        watch = _LayerProgress(progress, cand_model, layers, "verify")
+        try:
+            cand = _run_layers(cand_model, ids, layers, watch)
+        finally:
+            watch.finish()
         ref = reference.astype(np.float32)
         if layers is not None and _is_v4(config):  # judge each stream on its own scale
             cand, ref = (a.reshape(len(ids), config.hc_mult, -1) for a in (cand, ref))
@@ -358,8 +451,13 @@ def verify(candidate: str | Path | TensorSource,
         diffs = _config_differences(config, ref_model.config)
         cand = ref = None
         pairs = zip(cand_model.hidden_states(ids, layers), ref_model.hidden_states(ids, layers))
-        for (layer, cand), (_, ref) in pairs:
-            stages.append(_compare(f"layer {layer}", layer, cand, ref, atol, rtol))
+        watch = _LayerProgress(progress, cand_model, layers, "verify", models=2)
+        try:
+            for (layer, cand), (_, ref) in pairs:
+                stages.append(_compare(f"layer {layer}", layer, cand, ref, atol, rtol))
+                watch.layer_done(layer)
+        finally:
+            watch.finish()
         if cand is None:  # layers == 0
             cand, ref = _hidden(cand_model, ids, 0), _hidden(ref_model, ids, 0)
         if layers is None:

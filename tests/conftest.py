@@ -13,6 +13,10 @@ from ckpt_tools.index import INDEX_FILE, ShardIndex, read_index, write_index
 from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.tiny import make_tiny
 
+# Why a test that compares with torch/transformers skipped, in words a newcomer can act on.
+NEEDS_REFERENCE = ("needs the reference extra (torch, transformers): "
+                   "pip install -e '.[test,reference]'")
+
 
 @pytest.fixture
 def make_ckpt(tmp_path):

@@ -4,8 +4,11 @@ import json
 import pytest
 
 from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, parse_config
+from ckpt_tools.config_v4 import DeepseekV4Config
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import all_presets, find_preset
+
+from conftest import NEEDS_REFERENCE
 
 V3 = find_preset("v3").raw_config
 V2 = find_preset("v2").raw_config
@@ -17,7 +20,8 @@ def test_every_preset_parses_to_its_class():
         arch = p.raw_config["architectures"][0]  # kimi-k2's model_type is kimi_k2
         expected = {"DeepseekV2ForCausalLM": DeepseekV2Config,
                     "DeepseekV3ForCausalLM": DeepseekV3Config,
-                    "DeepseekV32ForCausalLM": DeepseekV32Config}[arch]
+                    "DeepseekV32ForCausalLM": DeepseekV32Config,
+                    "DeepseekV4ForCausalLM": DeepseekV4Config}[arch]
         assert type(cfg) is expected, p.name
         assert p.provenance_kind in ("verbatim", "reconstructed")
 
@@ -100,8 +104,8 @@ def test_unknown_and_refused_model_types():
     llama = {k: v for k, v in V3.items() if k not in ("architectures", "auto_map")}
     with pytest.raises(UnsupportedModelError, match="a Llama config .*not a DeepSeek V2/V3"):
         parse_config(dict(llama, model_type="llama", architectures=["LlamaForCausalLM"]))
-    with pytest.raises(UnsupportedModelError, match="V4"):
-        parse_config(dict(V3, model_type="deepseek_v4"))
+    with pytest.raises(UnsupportedModelError, match="V4.1 .*not supported"):
+        parse_config(dict(V3, model_type="deepseek_v41"))
 
 
 V32 = find_preset("v3.2-exp").raw_config
@@ -157,7 +161,7 @@ def test_transformers_v5_layout_loads_as_same_architecture():
 @pytest.mark.reference
 @pytest.mark.parametrize("preset", ["v3", "v2-lite", "v2.5", "v3.2"])
 def test_config_saved_by_transformers_loads(tmp_path, preset):
-    transformers = pytest.importorskip("transformers")
+    transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     raw = find_preset(preset).raw_config
     cls = {"deepseek_v3": transformers.DeepseekV3Config,
            "deepseek_v2": transformers.DeepseekV2Config,

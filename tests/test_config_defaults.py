@@ -10,12 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_tools.config import (
-    DeepseekV2Config,
-    DeepseekV3Config,
-    DeepseekV32Config,
-    parse_config,
-)
+from conftest import NEEDS_REFERENCE
+from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, parse_config
 from ckpt_tools.config_defaults import CLASS_DEFAULTS, IMPLIED, loader_defaults
 from ckpt_tools.errors import ConfigError
 from ckpt_tools.presets import find_preset
@@ -51,7 +47,7 @@ def test_table_equals_committed_copy_of_transformers_defaults():
 
 @pytest.mark.reference
 def test_committed_copy_equals_installed_transformers():
-    pytest.importorskip("transformers")
+    pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     live = transformers_class_defaults()
     committed = json.loads(COMMITTED.read_text())
     for loader in TRANSFORMERS_LOADERS:
@@ -62,8 +58,8 @@ def test_committed_copy_equals_installed_transformers():
 def test_implied_values_are_what_transformers_modeling_does():
     """transformers' V3 router is noaux_tc over sigmoid scores (it has a correction bias) and
     every layer from first_k_dense_replace on is MoE; its V2 router scores with softmax."""
-    transformers = pytest.importorskip("transformers")
-    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     tiny = {"vocab_size": 32, "hidden_size": 16, "intermediate_size": 32,
             "moe_intermediate_size": 8, "num_hidden_layers": 3, "num_attention_heads": 2,
             "n_routed_experts": 4, "n_shared_experts": 1, "num_experts_per_tok": 2, "n_group": 2,

@@ -29,6 +29,8 @@ from ckpt_tools.index import INDEX_FILE, read_index, write_index
 from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
 from ckpt_tools.tensor_plan import SCALE_SUFFIX, TensorPlan
 
+from conftest import NEEDS_REFERENCE
+
 GOLDEN = Path(__file__).parent / "data" / "fp8_golden.npz"
 BITS = {2: np.uint16, 4: np.uint32}
 
@@ -83,7 +85,7 @@ def test_block_layout_with_partial_blocks_matches_the_golden_table(shape):
 
 
 def test_matches_torch_float8_e4m3fn():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     rng = np.random.default_rng(7)
     rows, cols = 257, 390  # partial blocks on both axes
     codes = rng.integers(0, 256, (rows, cols), dtype=np.uint8)
@@ -203,7 +205,7 @@ def test_output_opens_with_the_safetensors_package(fp8_src, tmp_path):
         with safe_open(str(up32 / shard), "np") as f:
             for name in f.keys():
                 assert (f.get_tensor(name) == out.read(name)).all()
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     from safetensors.torch import load_file
 
     up16 = tmp_path / "bf16"
@@ -324,7 +326,7 @@ def test_refuses_before_writing_anything(make_ckpt, tmp_path, run_cli, damage, c
     dst = tmp_path / "out"
     with pytest.raises(error, match=name.replace(".", r"\.")) as refused:
         upcast(src, dst, workers=1)
-    assert refused.value.code == code and f"[{code}]" in str(refused.value)
+    assert refused.value.finding == code and f"[{code}]" in str(refused.value)
     report = validate(src, deep=code == "scale-invalid")
     assert [f.code for f in report.findings if f.severity == "error"][0] == code
     assert not dst.exists()
@@ -443,12 +445,15 @@ def test_quantize_refuses_an_fp8_source(make_ckpt, tmp_path):
 
 
 # -- CLI ----------------------------------------------------------------------------------------
-def test_cli_json_on_stdout_progress_on_stderr(fp8_src, tmp_path, run_cli):
+def test_cli_json_on_stdout_progress_on_stderr(fp8_src, tmp_path, run_cli, monkeypatch):
+    r = run_cli("upcast", fp8_src, tmp_path / "quiet-pipe", "--json", "--workers", "1")
+    assert r.exit_code == 0 and r.stderr == ""  # stderr is no terminal: no bar unless asked
+    monkeypatch.setenv("CKPT_PROGRESS", "1")
     r = run_cli("upcast", fp8_src, tmp_path / "out", "--json", "--workers", "1")
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["dequantized"] > 0 and doc["files"] == Checkpoint(fp8_src).shard_names
-    assert "upcast:" in r.stderr and "100.0%" in r.stderr
+    assert "upcast" in r.stderr and "100%" in r.stderr
     r = run_cli("quantize", tmp_path / "out", tmp_path / "q", "--scale-fmt", "ue8m0", "-q")
     assert r.exit_code == 0 and "round trip to F32" in r.stdout and r.stderr == ""
     assert run_cli("upcast", fp8_src, tmp_path / "x", "--dtype", "f16").exit_code == 2
@@ -463,7 +468,7 @@ def test_outputs_pass_validate(fp8_src, tmp_path):
     quantize(up, q, scale_fmt="ue8m0", workers=1)
     for out in (up, q):
         report = validate(out, deep=True)
-        assert report.passed(strict=True), [f.message for f in report.findings]
+        assert report.ok and not report.warnings, [f.message for f in report.findings]
     assert validate(q).layout == "fp8"
 
 

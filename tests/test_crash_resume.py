@@ -29,6 +29,12 @@ CASES = {
     # tiny FP8 widths are not multiples of 128 x N, so the mp split runs on BF16
     "reshard-mp": (False, ["reshard", "{src}", "{dst}", "--to", "deepseek-mp", "--model-parallel", "2",
                           "--workers", "1"]),
+    # DeepSeek-V4 (FP8 + MXFP4 experts)
+    "upcast-v4-hf": ("v4", ["upcast", "{src}", "{dst}", "--layout", "hf", "--workers", "1"]),
+    "quantize-v4-repack": ("v4", ["quantize", "{src}", "{dst}", "--expert-dtype", "fp8",
+                                  "--workers", "1"]),
+    "reshard-v4-mp": ("v4", ["reshard", "{src}", "{dst}", "--to", "deepseek-mp",
+                             "--model-parallel", "2", "--workers", "1"]),
 }
 
 
@@ -59,7 +65,8 @@ def sources(tmp_path_factory):
     bf16 = root / "bf16"
     make_tiny(fp8, "v3", fp8=True, shards=3, seed=5)
     make_tiny(bf16, "v3", fp8=False, shards=3, seed=5)
-    return {True: fp8, False: bf16}
+    v4 = make_tiny(root / "v4", "v4-flash", fp8=True, shards=3, seed=5).path
+    return {True: fp8, False: bf16, "v4": v4}
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -241,8 +241,9 @@ def test_cli_bad_inputs_one_line_exit_1(run_cli, tmp_path, make, needle):
 
 def test_cli_usage_errors(run_cli):
     assert run_cli("diff", "v3", "r1", "--json", "--markdown").exit_code == 2
-    res = run_cli("diff", "v3", "r1", "--values")
-    assert res.exit_code == 1 and "checkpoint directories" in res.stderr
+    res = run_cli("diff", "v3", "r1", "--values")  # a usage error, named as the CLI spells it
+    assert res.exit_code == 2 and "checkpoint directories" in res.stderr
+    assert res.stderr.startswith("Error: --values compares")
 
 
 # -- checkpoints ------------------------------------------------------------------------------

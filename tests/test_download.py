@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import socket
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_tools import download as download_mod
 from ckpt_tools.download import download, plan_download
 from ckpt_tools.errors import HubError
 from ckpt_tools.manifest import read_manifest
@@ -20,6 +20,8 @@ from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.tiny import make_tiny
 
 from fake_hub import FakeHub, point_client_at
+
+download_mod = importlib.import_module("ckpt_tools.download")  # ckpt_tools.download is the function
 
 REPO = "org/tiny-v3"
 SHARDS = 5
@@ -91,8 +93,10 @@ def assert_one_line_error(result, *needles: str) -> None:
 
 
 # -- full, include, config-only -------------------------------------------------------------
-def test_full_download_verifies_every_file_and_writes_manifest(hub, sources, tmp_path, run_cli):
+def test_full_download_verifies_every_file_and_writes_manifest(hub, sources, tmp_path, run_cli,
+                                                               monkeypatch):
     dst = tmp_path / "out"
+    monkeypatch.setenv("CKPT_PROGRESS", "1")  # stderr is no terminal: ask for the bar
     r = run_cli("download", REPO, "--local-dir", dst, "--json")
     assert r.exit_code == 0, r.stderr
     report = json.loads(r.stdout)
@@ -445,3 +449,21 @@ def test_progress_sink_counts_xet_bytes_once():
             total_bytes_completion_rate=1.0, total_transfer_bytes_completion_rate=1.0))
     reporter.close()
     assert sum(got) == 100
+
+
+def test_hf_flags_token_cache_dir_and_max_workers(hub, sources, tmp_path, run_cli):
+    """`hf download`'s names: --token instead of HF_TOKEN, --cache-dir instead of
+    HF_HUB_CACHE, --max-workers (and its alias --workers), -q."""
+    hub.add_commit("org/gated2", sources / "v3-seed0", gated=True)
+    cache = tmp_path / "my-cache"
+    r = run_cli("download", "org/gated2", "--config-only", "--cache-dir", cache,
+                "--token", hub.token, "--max-workers", "2", "-q")
+    assert r.exit_code == 0, r.stderr
+    assert r.stderr == ""  # -q: no notes, no bar
+    assert all(g.authorized for g in hub.gets())
+    snapshots = list(cache.glob("models--org--gated2/snapshots/*/config.json"))
+    assert len(snapshots) == 1
+    assert not (tmp_path / "hf-home" / "hub" / "models--org--gated2").exists()
+    r = run_cli("download", "org/gated2", "--config-only", "--cache-dir", cache,
+                "--token", hub.token, "--workers", "1", "--json")
+    assert r.exit_code == 0 and json.loads(r.stdout)["ok"] is True

@@ -10,10 +10,13 @@ from ckpt_tools.tensor_plan import SCALE_SUFFIX, TensorPlan
 
 
 def _families() -> set[str]:
-    """Every family any preset's plan has, in either layout."""
+    """Every family any V2/V3-architecture preset's plan has, in either layout (DeepSeek-V4's
+    own table is tensor_plan_v4's)."""
     out: set[str] = set()
     for name in all_presets():
         config = find_preset(name).config
+        if config.model_type == "deepseek_v4":
+            continue
         for layout in ("bf16", "fp8"):
             out |= set(TensorPlan(config, layout).families)
     return out

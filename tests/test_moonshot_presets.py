@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from conftest import NEEDS_REFERENCE
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.config import parse_config, read_config_file
 from ckpt_tools.config_layouts import INFERENCE_CONFIG_FILE
@@ -72,8 +73,8 @@ def test_reshard_to_deepseek_mp_writes_the_inference_config(tmp_path, run_cli):
 
 @pytest.mark.reference
 def test_tiny_kimi_k2_forward_matches_transformers_deepseek_v3(tmp_path, run_cli):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
+    transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     transformers.logging.set_verbosity_error()
     path = tmp_path / "kimi"
     assert run_cli("make-tiny", path, "--config", "kimi-k2", "--seed", "7").exit_code == 0
@@ -95,7 +96,8 @@ def test_tiny_kimi_k2_forward_matches_transformers_deepseek_v3(tmp_path, run_cli
 
 
 @pytest.mark.parametrize("preset", ["v2-lite", "v2", "v2.5", "v3", "r1", "r1-0528", "v3.1",
-                                    "v3.2-exp", "v3.2", "kimi-k2", "moonlight"])
+                                    "v3.2-exp", "v3.2", "kimi-k2", "moonlight", "v4-flash",
+                                    "v4-pro"])
 def test_preset_figures_agree_with_the_published_ones(preset, run_cli):
     doc = json.loads(run_cli("info", preset, "--json").stdout)
     pub = doc["published"]

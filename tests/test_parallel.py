@@ -5,6 +5,7 @@ executor's missing-extra message."""
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import socket
 
@@ -58,9 +59,9 @@ def test_merge_nodes_adds_runs_and_lists_each_file_once():
     assert (merged.jobs, merged.bytes, merged.files) == (3, 9, ["x", "y"])
 
 
-def test_unknown_executor_and_missing_ray(monkeypatch):
-    with pytest.raises(ValueError, match="executor"):
-        run_jobs(square, [Job("x", 1, (1,))], executor="dask")
+@pytest.fixture
+def without_ray(monkeypatch):
+    """`import ray` fails, as without the `ray` extra."""
     real_import = builtins.__import__
 
     def no_ray(name, *args, **kwargs):
@@ -69,5 +70,22 @@ def test_unknown_executor_and_missing_ray(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
+
+
+def test_unknown_executor_and_missing_ray(without_ray):
+    with pytest.raises(ValueError, match="executor"):
+        run_jobs(square, [Job("x", 1, (1,))], executor="dask")
     with pytest.raises(MissingDependencyError, match=r"pip install 'ckpt-tools\[ray\]'"):
+        run_jobs(square, [Job("x", 1, (1,))], executor="ray")
+
+
+def test_missing_ray_through_the_cli_is_one_json_error_naming_the_option(
+        make_ckpt, tmp_path, run_cli, without_ray):
+    r = run_cli("upcast", make_ckpt("v3", fp8=True), tmp_path / "out", "--executor", "ray",
+                "--json")
+    assert r.exit_code == 1
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == "missing_dependency"
+    assert error["message"].startswith("--executor ray needs Ray")
+    with pytest.raises(MissingDependencyError, match=r"^executor='ray' needs Ray"):
         run_jobs(square, [Job("x", 1, (1,))], executor="ray")

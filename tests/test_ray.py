@@ -17,10 +17,11 @@ ray = pytest.importorskip("ray", reason="the ray extra is not installed "
                                         "(pip install 'ckpt-tools[ray]')")
 from ray.cluster_utils import Cluster  # noqa: E402
 
-from ckpt_tools.convert import upcast  # noqa: E402
+from ckpt_tools.convert import quantize, upcast  # noqa: E402
 from ckpt_tools.errors import VerificationError  # noqa: E402
 from ckpt_tools.fault_injection import KILL_ONCE_VAR, STALL_ONCE_VAR  # noqa: E402
-from ckpt_tools.reshard import REPORT_FILE, from_deepseek_mp, to_deepseek_mp  # noqa: E402
+from ckpt_tools.reshard import (REPORT_FILE, from_deepseek_mp, report_file,  # noqa: E402
+                                to_deepseek_mp)
 from ckpt_tools.safetensors_io import read_header  # noqa: E402
 from ckpt_tools.tiny import make_tiny  # noqa: E402
 from ckpt_tools.validate import validate  # noqa: E402
@@ -30,11 +31,12 @@ STORE = 100 << 20  # object store per node: jobs return small results only
 
 
 def files_of(path: Path) -> dict[str, bytes]:
-    """Every output file's bytes; the reshard report without the paths it names."""
+    """Every output file's bytes; the reshard report (beside the output) without the paths
+    it names."""
     out = {p.name: p.read_bytes() for p in sorted(path.iterdir())
            if p.is_file() and not p.name.startswith(".")}
-    if REPORT_FILE in out:
-        report = json.loads(out[REPORT_FILE])
+    if report_file(path).is_file():
+        report = json.loads(report_file(path).read_text())
         assert report.pop("destination") == str(path.resolve())
         report.pop("source")
         out[REPORT_FILE] = report
@@ -109,7 +111,7 @@ def test_same_bytes_as_local_on_more_than_one_node(sources, tmp_path, connect):
     validate(good, write_manifest=tmp_path / "local.json", workers=1)
     checked = validate(good, write_manifest=tmp_path / "ray.json", executor="ray")
     assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "local.json").read_bytes()
-    assert validate(good, checksums=tmp_path / "ray.json", executor="ray").passed()
+    assert validate(good, checksums=tmp_path / "ray.json", executor="ray").ok
     assert sum(n.jobs for n in checked.nodes) == len(list(good.iterdir()))
     # where Ray puts a run of a few tiny jobs depends on timing (a node whose worker is
     # free takes the next job; a loaded machine starts the other's late): judged over
@@ -189,3 +191,24 @@ def test_removed_node_is_retried_to_the_same_bytes(sources, tmp_path, cluster, c
     assert not run.is_alive() and "report" in outcome
     assert files_of(tmp_path / "ray") == files_of(tmp_path / "local")
     assert node.node_id not in {n.node for n in outcome["report"].nodes}
+
+
+def test_v4_jobs_on_ray_give_the_local_bytes(tmp_path, connect):
+    """DeepSeek-V4 upcast (both layouts), quantize and reshard --to deepseek-mp run their
+    per-file jobs on the Ray executor with the local executor's bytes."""
+    connect()
+    src = make_tiny(tmp_path / "v4", "v4-flash", fp8=True, shards=3, seed=2).path
+    for layout in ("deepseek", "hf"):
+        upcast(src, tmp_path / f"up-local-{layout}", workers=1, layout=layout)
+        remote = upcast(src, tmp_path / f"up-ray-{layout}", executor="ray", layout=layout)
+        assert files_of(tmp_path / f"up-ray-{layout}") == files_of(tmp_path / f"up-local-{layout}")
+        assert sum(n.jobs for n in remote.nodes) == len(remote.files)
+    quantize(tmp_path / "up-local-deepseek", tmp_path / "q-local", workers=1)
+    q = quantize(tmp_path / "up-local-deepseek", tmp_path / "q-ray", executor="ray")
+    assert files_of(tmp_path / "q-ray") == files_of(tmp_path / "q-local")
+    assert sum(n.jobs for n in q.nodes) == len(q.files)
+    to_deepseek_mp(src, tmp_path / "mp-local", 2, workers=1)
+    mp = to_deepseek_mp(src, tmp_path / "mp-ray", 2, executor="ray")
+    assert files_of(tmp_path / "mp-ray") == files_of(tmp_path / "mp-local")
+    assert sum(n.jobs for n in mp.nodes) == 2
+

@@ -18,6 +18,8 @@ from ckpt_tools.reference import deepseek
 from ckpt_tools.reference.deepseek import apply_rope, route
 from ckpt_tools.tiny import make_tiny, tiny_config
 
+from conftest import NEEDS_REFERENCE
+
 GOLDEN = Path(__file__).parent / "data" / "reference_logits.npz"
 TOKENS = [0, 15, 3, 7, 100, 200, 5, 9, 11, 300, 42, 64]
 
@@ -52,8 +54,8 @@ def _build(tmp_path: Path, case: str, extra: dict | None = None) -> Path:
 
 
 def transformers_logits(path: Path, tokens: list[int], hidden: bool = False):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
+    transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     transformers.logging.set_verbosity_error()
     model = transformers.AutoModelForCausalLM.from_pretrained(
         path, dtype=torch.float32, attn_implementation="eager")

@@ -22,6 +22,8 @@ from ckpt_tools.safetensors_io import (
     write_safetensors,
 )
 
+from conftest import NEEDS_REFERENCE
+
 RNG = np.random.default_rng(0)
 
 
@@ -47,7 +49,8 @@ def test_golden_bytes_of_a_2x2_tensor(tmp_path):
 
 @pytest.mark.parametrize("dtype", [d for d in DTYPES if d != "F8_E8M0"])
 def test_round_trip_with_safetensors_package(tmp_path, dtype):
-    torch = pytest.importorskip("torch")  # safetensors has no numpy BF16/FP8
+    # safetensors has no numpy BF16/FP8
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     from safetensors.torch import load_file as st_load_torch
     from safetensors.torch import save_file as st_save_torch
 

@@ -89,7 +89,7 @@ def test_a_corrupted_expert_fails_naming_its_layer_and_first_position(make_ckpt,
 
     r = run_cli("verify", bad, "--against", good, "--tokens", TOKENS)
     assert r.exit_code == 1
-    assert f"FAILED: layer {layer} diverges first, at position {first_user}" in r.stderr
+    assert f"FAILED: layer {layer} diverges first, at position {first_user}" in r.stdout
     r = run_cli("verify", bad, "--against", good, "--tokens", TOKENS, "--json")
     assert r.exit_code == 1 and json.loads(r.stdout)["first_divergence"]["layer"] == layer
 

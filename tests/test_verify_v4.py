@@ -13,13 +13,17 @@ import ml_dtypes
 import numpy as np
 import pytest
 
+from conftest import NEEDS_REFERENCE
 from ckpt_tools.reference import deepseek_v4
-from ckpt_tools.reference.v4_checkpoint import V4Checkpoint, hf_name
+from ckpt_tools.names_v4_hf import hf_name
+from ckpt_tools.reference.v4_checkpoint import V4Checkpoint
+from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.verify import forward, open_tensor_source, reference_model, verify
 
 sys.path.insert(0, str(Path(__file__).parent))
+from test_progress import Recorder  # noqa: E402
 from v4_tiny import (hf_tensors, hub_config, hub_tensors, quantize_fp4,  # noqa: E402
-                     quantized_tensors, stored_dtype, write_checkpoint)
+                     quantized_tensors, stored_dtypes, write_checkpoint)
 
 CONFIG = hub_config(num_hidden_layers=3, compress_ratios=[0, 4, 128, 0], sliding_window=8,
                     index_topk=2)
@@ -32,12 +36,13 @@ def checkpoints(tmp_path_factory):
     """The released storage (FP8/FP4), its BF16 upcast with Hub names, and with HF names."""
     root = tmp_path_factory.mktemp("v4")
     released = write_checkpoint(root / "released", CONFIG,
-                                quantized_tensors(hub_tensors(CONFIG, 5)))
+                                quantized_tensors(CONFIG, hub_tensors(CONFIG, 5)))
     source = V4Checkpoint(released)
     values = {n: source.read_float32(n) for n in hub_tensors(CONFIG, 5)}  # dequantised
     # as an upcast stores them: F32 and I64 tensors unchanged, the rest BF16
     keep = {"f32": np.float32, "i64": np.int64}
-    as_bf16 = {n: v.astype(keep.get(stored_dtype(n), ml_dtypes.bfloat16))
+    kinds = stored_dtypes(CONFIG)
+    as_bf16 = {n: v.astype(keep.get(kinds[n], ml_dtypes.bfloat16))
                for n, v in values.items()}
     upcast = write_checkpoint(root / "upcast-deepseek", CONFIG, as_bf16, shards=3)
     hf = write_checkpoint(root / "upcast-hf", CONFIG, hf_tensors(CONFIG, as_bf16), shards=2)
@@ -68,9 +73,11 @@ def test_fp4_decoding_matches_the_definition():
         for j in range(64):
             code = codes[i, j // 2] >> 4 if j % 2 else codes[i, j // 2] & 0xF
             want[i, j] = table[code] * 2.0 ** (int(scale.view(np.uint8)[i, j // 32]) - 127)
-    from ckpt_tools.reference.v4_checkpoint import _fp4_rows
+    from ckpt_tools.mx_formats import dequantize_fp4  # what V4Checkpoint decodes with
 
-    np.testing.assert_array_equal(_fp4_rows(packed, scale, "w"), want)
+    np.testing.assert_array_equal(dequantize_fp4(packed, scale), want)
+    np.testing.assert_array_equal(dequantize_fp4(np.tile(packed, (50, 1)), np.tile(scale, (50, 1))),
+                                  np.tile(want, (50, 1)))  # across the decoder's row steps
     assert np.abs(want - w).max() <= np.abs(w).max() / 4  # it is a quantisation of w
 
 
@@ -133,7 +140,7 @@ def test_a_corrupted_fp4_expert_fails_naming_its_layer_position_and_stream(
     assert report["stages"][0]["within_tolerance"]
     human = run_cli("verify", bad, "--against", upcast, "--tokens", TOKEN_ARG)
     assert f"layer 1 (residual stream {d['stream']}) diverges first, at position {first}" in (
-        human.stderr)
+        human.stdout)
 
 
 def test_a_corrupted_hc_attn_fn_fails_at_its_layer(checkpoints, run_cli, tmp_path):
@@ -169,11 +176,33 @@ def test_forward_writes_streams_logits_and_mtp_and_verify_reads_them(checkpoints
     assert np.load(mtp).shape == (19, CONFIG["vocab_size"])
 
 
+@pytest.mark.parametrize("which", [0, 2])  # released (Hub names, FP8/FP4), transformers names
+def test_v4_forward_and_verify_advance_layer_by_layer_in_stored_bytes(checkpoints, which):
+    source, upcast = checkpoints[which], checkpoints[1]
+    layers = CONFIG["num_hidden_layers"]
+    stored = {}
+    for shard in sorted(source.glob("*.safetensors")):
+        for name, entry in read_header(shard).entries.items():
+            if not name.startswith("mtp.") and any(f"layers.{i}." in name for i in range(layers)):
+                stored[name] = entry.nbytes
+    progress = Recorder()
+    logits = forward(source, TOKENS, progress=progress)
+    (total, label), = progress.starts
+    assert label == "forward" and len(progress.steps) == layers and progress.finished == 1
+    assert sum(progress.steps) == total == sum(stored.values())
+    progress = Recorder()
+    assert verify(source, upcast, TOKENS, progress=progress).ok
+    assert len(progress.steps) == layers and sum(progress.steps) == progress.starts[0][0] > 0
+    progress = Recorder()
+    assert verify(source, logits, TOKENS, progress=progress).ok
+    assert sum(progress.steps) == progress.starts[0][0] == total
+
+
 @pytest.mark.reference
 def test_hf_names_are_transformers_own(checkpoints):
     """Every non-expert Hub name maps to a parameter of transformers' model."""
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
+    transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     from ckpt_tools.reference.v4_checkpoint import load_config
 
     released, _, _ = checkpoints

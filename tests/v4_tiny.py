@@ -71,57 +71,16 @@ def namespace(config: dict) -> SimpleNamespace:
     return SimpleNamespace(**config)
 
 
-def _block_shapes(c: dict, ratio: int, hashed: bool) -> dict[str, tuple]:
-    D, m, H, A = c["hidden_size"], c["hc_mult"], c["num_attention_heads"], c["head_dim"]
-    ql, G, R = c["q_lora_rank"], c["o_groups"], c["o_lora_rank"]
-    E, K, f = c["n_routed_experts"], c["num_experts_per_tok"], c["moe_intermediate_size"]
-    X, Y, V = c["index_n_heads"], c["index_head_dim"], c["vocab_size"]
-    n = (2 + m) * m
-    s = {"attn_norm.weight": (D,), "ffn_norm.weight": (D,)}
-    for hc in ("hc_attn", "hc_ffn"):
-        s.update({f"{hc}_fn": (n, m * D), f"{hc}_base": (n,), f"{hc}_scale": (3,)})
-    s.update({"attn.attn_sink": (H,), "attn.wq_a.weight": (ql, D), "attn.q_norm.weight": (ql,),
-              "attn.wq_b.weight": (H * A, ql), "attn.wkv.weight": (A, D),
-              "attn.kv_norm.weight": (A,), "attn.wo_a.weight": (G * R, H * A // G),
-              "attn.wo_b.weight": (D, G * R)})
-    if ratio:
-        coff = 2 if ratio == 4 else 1
-        s.update({"attn.compressor.ape": (ratio, coff * A),
-                  "attn.compressor.wkv.weight": (coff * A, D),
-                  "attn.compressor.wgate.weight": (coff * A, D),
-                  "attn.compressor.norm.weight": (A,)})
-    if ratio == 4:
-        s.update({"attn.indexer.wq_b.weight": (X * Y, ql),
-                  "attn.indexer.weights_proj.weight": (X, D),
-                  "attn.indexer.compressor.ape": (4, 2 * Y),
-                  "attn.indexer.compressor.wkv.weight": (2 * Y, D),
-                  "attn.indexer.compressor.wgate.weight": (2 * Y, D),
-                  "attn.indexer.compressor.norm.weight": (Y,)})
-    s["ffn.gate.weight"] = (E, D)
-    s["ffn.gate.tid2eid" if hashed else "ffn.gate.bias"] = (V, K) if hashed else (E,)
-    for prefix in ["ffn.shared_experts."] + [f"ffn.experts.{e}." for e in range(E)]:
-        s.update({prefix + "w1.weight": (f, D), prefix + "w3.weight": (f, D),
-                  prefix + "w2.weight": (D, f)})
-    return s
+def _plan(c: dict, layout: str):
+    from ckpt_tools.config import parse_config
+    from ckpt_tools.tensor_plan_v4 import V4TensorPlan
+
+    return V4TensorPlan(parse_config(c, source="tiny V4 config"), layout)
 
 
 def hub_shapes(c: dict) -> dict[str, tuple]:
-    """Every Hub tensor name of the config and its shape (MTP included)."""
-    D, m, V, L = c["hidden_size"], c["hc_mult"], c["vocab_size"], c["num_hidden_layers"]
-    shapes = {"embed.weight": (V, D), "head.weight": (V, D), "norm.weight": (D,),
-              "hc_head_fn": (m, m * D), "hc_head_base": (m,), "hc_head_scale": (1,)}
-    for layer in range(L):
-        block = _block_shapes(c, c["compress_ratios"][layer], layer < c["num_hash_layers"])
-        shapes.update({f"layers.{layer}.{k}": v for k, v in block.items()})
-    for depth in range(c.get("num_nextn_predict_layers", 0)):
-        p = f"mtp.{depth}."
-        shapes.update({p + k: v for k, v in _block_shapes(c, c["compress_ratios"][L + depth],
-                                                           False).items()})
-        shapes.update({p + "e_proj.weight": (D, D), p + "h_proj.weight": (D, D),
-                       p + "enorm.weight": (D,), p + "hnorm.weight": (D,), p + "norm.weight": (D,),
-                       p + "hc_head_fn": (m, m * D), p + "hc_head_base": (m,),
-                       p + "hc_head_scale": (1,)})
-    return shapes
+    """Every Hub tensor name of the config and its shape (MTP included): the V4 tensor plan."""
+    return {s.name: tuple(s.shape) for s in _plan(c, "bf16").specs}
 
 
 def hub_tensors(c: dict, seed: int) -> dict[str, np.ndarray]:
@@ -160,62 +119,32 @@ def write_float32_checkpoint(path: Path, config: dict, tensors: dict[str, np.nda
 
 
 # -- the released storage: FP8 dense, MXFP4 experts, BF16 / F32 / I64 for the rest ----------
-FP8_ROLES = ("attn.wq_a.weight", "attn.wq_b.weight", "attn.wkv.weight", "attn.wo_a.weight",
-             "attn.wo_b.weight", "indexer.wq_b.weight", "e_proj.weight", "h_proj.weight")
-F32_LEAVES = ("ape", "attn_sink", "bias")
-E2M1 = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6], np.float32)
+KINDS = {"F8_E4M3": "fp8", "I8": "fp4", "F32": "f32", "I64": "i64", "BF16": "bf16"}
 
 
-def stored_dtype(name: str) -> str:
-    """How the Hub release stores a tensor: 'fp8', 'fp4', 'f32', 'i64' or 'bf16'."""
-    if name.endswith("tid2eid"):
-        return "i64"
-    if ".ffn.experts." in name:
-        return "fp4"
-    if "shared_experts." in name or name.endswith(FP8_ROLES) and ".compressor." not in name:
-        return "fp8"
-    leaf = name.rsplit(".", 1)[-1]
-    if ".hc_" in "." + name or name.startswith("hc_") or leaf in F32_LEAVES:
-        return "f32"
-    return "bf16"
+def stored_dtypes(c: dict) -> dict[str, str]:
+    """How the Hub release stores each tensor: 'fp8', 'fp4', 'f32', 'i64' or 'bf16' (the
+    V4 tensor plan's "fp8" layout)."""
+    return {s.name: KINDS[s.dtype] for s in _plan(c, "fp8").specs if not s.scale_of}
 
 
 def quantize_fp4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """MXFP4: per row and 32 inputs a power-of-two scale (E8M0) putting amax at most at 6,
-    each value rounded to the nearest e2m1 code; two codes per byte, the even one low."""
-    import ml_dtypes
+    """MXFP4 (I8 codes, E8M0 scale per 32 inputs), as ckpt_tools writes it."""
+    from ckpt_tools.mx_formats import quantize_fp4 as quantize
 
-    rows, cols = w.shape
-    blocks = w.reshape(rows, cols // 32, 32).astype(np.float32)
-    amax = np.abs(blocks).max(axis=-1)
-    scale = np.exp2(np.ceil(np.log2(np.maximum(amax, 2.0 ** -100) / 6.0))).astype(np.float32)
-    scaled = (blocks / scale[..., None]).reshape(rows, cols)
-    codes = np.abs(scaled[..., None] - E2M1).argmin(axis=-1).astype(np.uint8)
-    packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).view(np.int8)
-    return packed, scale.astype(ml_dtypes.float8_e8m0fnu)
+    return quantize(w)
 
 
-def quantized_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def quantized_tensors(c: dict, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The same model stored as DeepSeek releases it (weights plus `.scale` companions)."""
-    import ml_dtypes
-
-    from ckpt_tools.fp8 import quantize
+    from ckpt_tools.tiny_v4 import stored_value
 
     out = {}
-    for name, value in tensors.items():
-        kind = stored_dtype(name)
-        if kind == "fp8":
-            q, s = quantize(value, scale_fmt="ue8m0")
-            out[name] = q
-            out[name[:-len(".weight")] + ".scale"] = s.astype(ml_dtypes.float8_e8m0fnu)
-        elif kind == "fp4":
-            out[name], out[name[:-len(".weight")] + ".scale"] = quantize_fp4(value)
-        elif kind == "f32":
-            out[name] = value.astype(np.float32)
-        elif kind == "i64":
-            out[name] = value.astype(np.int64)
-        else:
-            out[name] = value.astype(ml_dtypes.bfloat16)
+    for spec in _plan(c, "fp8").specs:
+        if not spec.scale_of:
+            out[spec.name], scale = stored_value(spec, tensors[spec.name])
+            if scale is not None:
+                out[spec.scale_name] = scale
     return out
 
 
@@ -242,17 +171,17 @@ def write_checkpoint(path: Path, config: dict, tensors: dict[str, np.ndarray],
 def hf_tensors(config: dict, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The float tensors under transformers' names, routed experts stacked per layer
     (gate_up_proj [E, 2I, D]: w1 rows then w3 rows; down_proj [E, D, I]); no MTP."""
-    from ckpt_tools.reference.v4_checkpoint import hf_name
+    from ckpt_tools.names_v4_hf import hf_name, stacked_names
 
     E = config["n_routed_experts"]
     out = {}
     for layer in range(config["num_hidden_layers"]):
         p = f"layers.{layer}.ffn.experts."
-        stacked = hf_name(p)
-        out[stacked + "gate_up_proj"] = np.stack(
+        gate_up, down = stacked_names(layer)
+        out[gate_up] = np.stack(
             [np.concatenate([tensors[f"{p}{e}.w1.weight"], tensors[f"{p}{e}.w3.weight"]])
              for e in range(E)])
-        out[stacked + "down_proj"] = np.stack([tensors[f"{p}{e}.w2.weight"] for e in range(E)])
+        out[down] = np.stack([tensors[f"{p}{e}.w2.weight"] for e in range(E)])
     for name, value in tensors.items():
         if ".ffn.experts." not in name and not name.startswith("mtp."):
             out[hf_name(name)] = value

@@ -1,20 +1,22 @@
 """`ckpt`: thin commands over the library, with one error boundary.
 
 Commands are imported only when invoked, so `ckpt diff` does not pay for numpy-heavy
-modules it does not use. Errors: a `CkptError` (or an OS error such as a full disk)
-prints `Error: <one line>` and exits 1; usage errors exit 2; `CKPT_DEBUG=1` re-raises so
-the traceback shows.
+modules it does not use. The conventions every command shares (stdout/stderr, `--json`
+also on failure, `-q`, exit codes) are in `conventions.py`; the boundary that turns an
+exception into a one-line error, a JSON error document and an exit code is here.
+`CKPT_DEBUG=1` re-raises so the traceback shows.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 
 import click
 
-from ..errors import CkptError
+from ..errors import ArgumentError, CkptError
 
 # name -> "module:attribute"; each module is one command.
 COMMANDS: dict[str, str] = {
@@ -31,13 +33,49 @@ COMMANDS: dict[str, str] = {
     "download": "ckpt_tools.cli.download:download",
 }
 
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports Ctrl-C
+EXIT_PIPE_CLOSED = 128 + signal.SIGPIPE  # 141, as a shell reports `yes | head -1`
+
+
+class _PipeClosed(Exception):
+    """stdout's reader went away; not an OSError so that click does not handle it."""
+
 
 def _available(name: str) -> bool:
     module = COMMANDS[name].partition(":")[0]
     return importlib.util.find_spec(module) is not None
 
 
+def _wants_json(args: list[str]) -> bool:
+    return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _option_spelling(command: click.Command | None):
+    """How an error's library argument is spelled on this command: `overwrite` ->
+    `--overwrite`, `to="hf"` -> `--to hf`, `layers=(3, 5)` -> `--layers 3-5`."""
+
+    def spell(name: str, value: object) -> str:
+        for param in (command.params if command is not None else []):
+            if isinstance(param, click.Option) and param.name == name:
+                flag = max(param.opts, key=len)
+                if param.is_flag:
+                    return flag
+                if isinstance(value, tuple):
+                    value = "-".join(map(str, value))
+                return f"{flag} {value}"
+        return f"{name}={value!r}"
+
+    return spell
+
+
 class LazyGroup(click.Group):
+    command_in_use: click.Command | None = None
+
     def list_commands(self, ctx):
         return [n for n in COMMANDS if _available(n)]
 
@@ -45,42 +83,104 @@ class LazyGroup(click.Group):
         if name not in COMMANDS or not _available(name):
             return None
         module, _, attr = COMMANDS[name].partition(":")
-        return getattr(importlib.import_module(module), attr)
+        command = getattr(importlib.import_module(module), attr)
+        self.command_in_use = command
+        return command
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort):
-            raise
+        except BrokenPipeError:
+            raise _PipeClosed() from None
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        """Run a command; every outcome becomes an exit code (and, with --json, stdout
+        holds one JSON document whatever happened)."""
+        args = list(sys.argv[1:] if args is None else args)
+        as_json = _wants_json(args)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            code = result if isinstance(result, int) else EXIT_OK
+        except _PipeClosed:
+            code = _pipe_closed()
+        except click.exceptions.Exit as e:
+            code = e.exit_code
+        except click.UsageError as e:
+            if as_json:
+                _emit_error("usage", e.format_message())
+            e.show()
+            code = EXIT_USAGE
+        except click.Abort:  # Ctrl-C while click itself was reading input
+            code = _fail(as_json, "interrupted", "interrupted", EXIT_INTERRUPTED)
+        except click.ClickException as e:
+            code = _fail(as_json, "error", e.format_message(), e.exit_code)
         except CkptError as e:
             if os.environ.get("CKPT_DEBUG"):
                 raise
-            raise click.ClickException(_one_line(str(e))) from None
+            message = _one_line(e.render(_option_spelling(self.command_in_use)))
+            usage = isinstance(e, ArgumentError)
+            code = _fail(as_json, e.code, message, EXIT_USAGE if usage else EXIT_FAILURE)
         except OSError as e:
             if os.environ.get("CKPT_DEBUG"):
                 raise
             where = f"{e.filename}: " if e.filename else ""
-            raise click.ClickException(f"{where}{e.strerror or e}") from None
+            code = _fail(as_json, "io", f"{where}{e.strerror or e}", EXIT_FAILURE)
         except KeyboardInterrupt:
-            click.echo("Interrupted; rerun the same command to resume.", err=True)
-            sys.exit(130)
+            code = _fail(as_json, "interrupted",
+                         "interrupted; rerun the same command to resume", EXIT_INTERRUPTED)
         except Exception as e:  # a bug: say so in one line, keep the traceback behind a flag
             if os.environ.get("CKPT_DEBUG"):
                 raise
-            raise click.ClickException(
-                f"internal error ({type(e).__name__}: {_one_line(str(e))}); "
-                f"rerun with CKPT_DEBUG=1 for the traceback and please report it") from None
+            code = _fail(as_json, "internal",
+                         f"internal error ({type(e).__name__}: {_one_line(str(e))}); rerun "
+                         f"with CKPT_DEBUG=1 for the traceback and please report it",
+                         EXIT_FAILURE)
+        if standalone_mode:
+            sys.exit(code)
+        return code
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
+def _emit_error(code: str, message: str) -> None:
+    from ..error_report import ErrorReport
+    from .render import emit_json
+
+    try:
+        emit_json(ErrorReport.of(code, _one_line(message)))
+    except BrokenPipeError:
+        _pipe_closed()
+
+
+def _fail(as_json: bool, code: str, message: str, exit_code: int) -> int:
+    if as_json:
+        _emit_error(code, message)
+    try:
+        click.echo(f"Error: {_one_line(message)}", err=True)
+    except BrokenPipeError:
+        pass
+    return exit_code
+
+
+def _pipe_closed() -> int:
+    """Nothing more can reach stdout: end quietly, and let the interpreter's final flush
+    go to /dev/null instead of complaining about the closed pipe."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout replaced (tests) or closed
+        pass
+    return EXIT_PIPE_CLOSED
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ckpt-tools", prog_name="ckpt")
 def cli():
     """Tools for DeepSeek V2 / V2.5 / V3 checkpoints: info, diff, validate, upcast,
-    quantize, reshard, forward/verify, download."""
+    quantize, reshard, forward/verify, download.
+
+    \b
+    Every command: --json prints one JSON document on stdout (also on failure),
+    -q silences progress and notes; exit 0 ok, 1 failure, 2 usage.
+    """
 
 
 def main() -> None:

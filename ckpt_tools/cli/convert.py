@@ -4,15 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .render import (
-    EXECUTOR,
-    SOURCE_OR_PATH,
-    StderrProgress,
-    echo_nodes,
-    emit_json,
-    human_bytes,
-    safe_name,
-)
+from .conventions import json_mode, note, progress, standard_options
+from .render import EXECUTOR, SOURCE_OR_PATH, echo_nodes, emit_json, human_bytes, safe_name, say
 from .reshard import SizeParam
 
 _WORKERS = click.option("--workers", type=click.IntRange(1), default=None,
@@ -20,9 +13,6 @@ _WORKERS = click.option("--workers", type=click.IntRange(1), default=None,
                              "1 below 1 GiB].")
 _OVERWRITE = click.option("--overwrite", is_flag=True,
                           help="Replace the contents of a non-empty DST.")
-_JSON = click.option("--json", "as_json", is_flag=True,
-                     help="Print the report as one JSON document.")
-_QUIET = click.option("-q", "--quiet", is_flag=True, help="No progress bar on stderr.")
 _SRC = click.argument("src", type=SOURCE_OR_PATH)  # a local path, or hf://, s3://, ...
 _DST = click.argument("dst", type=SOURCE_OR_PATH)
 
@@ -30,8 +20,8 @@ _DST = click.argument("dst", type=SOURCE_OR_PATH)
 def _echo_written(report, what: str) -> None:
     rate = f" ({human_bytes(report.total_size / report.seconds)}/s)" if report.seconds > 0 else ""
     kept = f", {report.resumed_files} kept from the interrupted run" if report.resumed_files else ""
-    click.echo(f"wrote {safe_name(str(report.destination))}: {len(report.files)} shard(s), {what}, "
-               f"{human_bytes(report.total_size)} in {report.seconds:.1f} s{rate}{kept}")
+    say(f"wrote {safe_name(str(report.destination))}: {len(report.files)} shard(s), {what}, "
+        f"{human_bytes(report.total_size)} in {report.seconds:.1f} s{rate}{kept}")
     echo_nodes(report.nodes)
 
 
@@ -42,12 +32,16 @@ def _echo_written(report, what: str) -> None:
               help="Output dtype of the dequantised weights (f32 also widens BF16 tensors).")
 @click.option("--max-shard-size", type=SizeParam(), default=None, metavar="SIZE",
               help="Re-shard the output (500MB, 5GB, 5GiB) instead of keeping shard names.")
+@click.option("--layout", type=click.Choice(["deepseek", "hf"]), default=None,
+              help="DeepSeek-V4 output names: deepseek (the source's, default) or hf "
+                   "(transformers' DeepseekV4ForCausalLM, experts stacked).")
 @_WORKERS
 @EXECUTOR
 @_OVERWRITE
-@_JSON
-@_QUIET
-def upcast(src, dst, dtype, max_shard_size, workers, executor, overwrite, as_json, quiet):
+@click.option("--allow-copy", is_flag=True,
+              help="Write the output even when SRC has no FP8 weight (it would be a copy).")
+@standard_options
+def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite, allow_copy):
     """Dequantise an FP8 checkpoint (V3, R1, V3.1) to BF16 or F32, exactly, on any CPU.
 
     Every FP8 weight becomes dtype(float32(w) x its block's weight_scale_inv), bit for bit
@@ -59,29 +53,35 @@ def upcast(src, dst, dtype, max_shard_size, workers, executor, overwrite, as_jso
     from ..convert import upcast as run
 
     report = run(src, dst, dtype=dtype, workers=workers, max_shard_size=max_shard_size,
-                 overwrite=overwrite, progress=StderrProgress(enabled=not quiet),
-                 executor=executor)
-    if as_json:
+                 overwrite=overwrite, allow_copy=allow_copy, progress=progress(),
+                 executor=executor, layout=layout)
+    if json_mode():
         emit_json(report)
         return
     _echo_written(report, f"{report.tensors} tensors")
-    click.echo(f"  {report.dequantized} FP8 weights dequantised to {dtype.upper()}, "
-               f"{report.scales_dropped} scales dropped, {report.copied} tensors copied"
-               + (f", {report.widened} widened to F32" if report.widened else ""))
+    fp4 = getattr(report, "fp4_dequantized", 0)
+    what = f"FP8 weights (+ {fp4} MXFP4 experts)" if fp4 else "FP8 weights"
+    say(f"  {report.dequantized - fp4} {what} dequantised to {dtype.upper()}, "
+        f"{report.scales_dropped} scales dropped, {report.copied} tensors copied"
+        + (f", {report.widened} widened to F32" if report.widened else "")
+        + (f", {report.experts_stacked} expert stacks ({report.layout} layout)"
+           if getattr(report, "experts_stacked", 0) else ""))
 
 
 @click.command()
 @_SRC
 @_DST
-@click.option("--scale-fmt", type=click.Choice(["float", "ue8m0"]), default="float",
-              show_default=True,
-              help="Scales amax/448 (V3, R1) or powers of two at or above it (V3.1).")
+@click.option("--scale-fmt", type=click.Choice(["float", "ue8m0"]), default=None,
+              help="Scales amax/448 (V3, R1; the default) or powers of two at or above it "
+                   "(V3.1; DeepSeek-V4 always).")
+@click.option("--expert-dtype", type=click.Choice(["fp4", "fp8"]), default=None,
+              help="DeepSeek-V4 routed experts: MXFP4 (default) or FP8 128-blocks; on an FP4 "
+                   "checkpoint, fp8 re-packs the experts losslessly.")
 @_WORKERS
 @EXECUTOR
 @_OVERWRITE
-@_JSON
-@_QUIET
-def quantize(src, dst, scale_fmt, workers, executor, overwrite, as_json, quiet):
+@standard_options
+def quantize(src, dst, scale_fmt, expert_dtype, workers, executor, overwrite):
     """Quantise a BF16/F32 checkpoint to DeepSeek's block FP8 (e4m3, 128x128 scales).
 
     Exactly the weights V3's own checkpoint keeps in FP8 are quantised; values beyond the
@@ -91,18 +91,18 @@ def quantize(src, dst, scale_fmt, workers, executor, overwrite, as_json, quiet):
     from ..convert import quantize as run
 
     report = run(src, dst, scale_fmt=scale_fmt, workers=workers, overwrite=overwrite,
-                 progress=StderrProgress(enabled=not quiet), executor=executor)
-    if as_json:
+                 progress=progress(), executor=executor, expert_dtype=expert_dtype)
+    if json_mode():
         emit_json(report)
         return
-    _echo_written(report, f"{report.quantized} weights quantised ({scale_fmt} scales), "
+    _echo_written(report, f"{report.quantized} weights quantised ({report.scale_fmt} scales), "
                           f"{report.copied} tensors copied")
     if report.errors:
         worst_abs = max(report.errors, key=lambda e: e.max_abs_error)
         worst_rel = max(report.errors, key=lambda e: e.rel_l2_error)
-        click.echo(f"  round trip to F32: max abs error {worst_abs.max_abs_error:.3g} "
-                   f"({safe_name(worst_abs.name)}), worst relative L2 {worst_rel.rel_l2_error:.3g} "
-                   f"({safe_name(worst_rel.name)})")
+        say(f"  round trip to F32: max abs error {worst_abs.max_abs_error:.3g} "
+            f"({safe_name(worst_abs.name)}), worst relative L2 {worst_rel.rel_l2_error:.3g} "
+            f"({safe_name(worst_rel.name)})")
         nonfinite = sum(e.nonfinite for e in report.errors)
         if nonfinite:
-            click.echo(f"  {nonfinite} NaN/inf source values (NaN kept, inf saturated)", err=True)
+            note(f"  {nonfinite} NaN/inf source values (NaN kept, inf saturated)")

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import click
 
 from ..remote import remote_spec
+from .conventions import json_mode, progress, standard_options
 from .plotting import plot_option, save_plot
 from .render import emit_json, human_bytes, human_count, remote_option, safe_name, table
+from .render import width as terminal_width
 
 TOP_TENSORS = 20  # worst tensors shown by the terminal/markdown value table
-WIDTH = 110  # prose lines of the terminal report wrap here (tables keep their rows)
 
 
 @dataclass
@@ -100,8 +101,26 @@ _ROUTING = [("topk_method", "method"), ("scoring", "scoring"), ("group_selection
 
 
 # -- the report as blocks --------------------------------------------------------------------
+def _v4_blocks(r, markdown: bool) -> list[Block]:
+    """The report of diff_v4 (one side DeepSeek-V4): sides, figures, explanations, fields."""
+    head = Block(f"{r.b.label} vs {r.a.label}", [
+        f"A: {r.a.title or r.a.label} ({r.a.model_type}): {r.a.attention}",
+        f"B: {r.b.title or r.b.label} ({r.b.model_type}): {r.b.attention}", r.summary], level=1)
+    rows = [[f.label, _num(f.a, f.unit, short=True), _num(f.b, f.unit, short=True),
+             f"{f.ratio:.3f}x" if f.ratio is not None else "-"] for f in r.figures]
+    blocks = [head, Block("Figures (B / A)", [], ["", "A", "B", "B/A"], rows, "lrrr")]
+    blocks += [Block(e.topic[0].upper() + e.topic[1:], [e.text]) for e in r.explanations]
+    arch = [c for c in r.config_changes if c.architectural]
+    rows = [[f"`{c.field}`" if markdown else c.field, _value(c.a), _value(c.b)] for c in arch]
+    blocks.append(Block(f"Config fields ({len(arch)} architectural)", [], ["field", "A", "B"],
+                        rows if markdown else _wrap(rows, 50), "lll"))
+    return blocks
+
+
 def _blocks(r, markdown: bool) -> list[Block]:
-    from ..diff import CONCERN_TITLES
+    if hasattr(r, "explanations"):
+        return _v4_blocks(r, markdown)
+    from ..config_diff import CONCERN_TITLES
 
     blocks = []
 
@@ -244,17 +263,19 @@ def _blocks(r, markdown: bool) -> list[Block]:
 
 
 # -- renderers -------------------------------------------------------------------------------
-def render_text(r) -> str:
+def render_text(r, columns: int | None = None) -> str:
+    """The terminal report, every line at most `columns` (default: the terminal) wide."""
+    columns = columns or terminal_width()
     out = []
     for b in _blocks(r, markdown=False):
         if b.level == 1:
             for line in b.lines:
-                out += textwrap.wrap(safe_name(line), WIDTH, subsequent_indent="  ")
+                out += textwrap.wrap(safe_name(line), columns, subsequent_indent="  ")
             continue
         indent = "  " * (b.level - 2)
         out += ["", indent + b.title, indent + "-" * len(b.title)]
         for line in b.lines:
-            out += textwrap.wrap(safe_name(line), WIDTH, initial_indent=indent,
+            out += textwrap.wrap(safe_name(line), columns, initial_indent=indent,
                                  subsequent_indent=indent + "  ")
         rows = [[safe_name(str(c)) for c in row] for row in b.rows]
         if b.stacked and rows:
@@ -263,10 +284,11 @@ def render_text(r) -> str:
                 for k, (tag, cell) in enumerate(zip(("A", "B"), row[1:])):
                     label = row[0] if k == 0 else ""
                     head = f"{indent}{label:<{width}}  {tag}: "
-                    out += textwrap.wrap(cell, WIDTH, initial_indent=head,
+                    out += textwrap.wrap(cell, columns, initial_indent=head,
                                          subsequent_indent=" " * len(head)) or [head]
         elif rows:
-            out += [indent + line for line in table(rows, b.headers, b.align).splitlines()]
+            out += [indent + line for line in
+                    table(rows, b.headers, b.align, columns - len(indent)).splitlines()]
     return "\n".join(out)
 
 
@@ -300,7 +322,6 @@ def render_markdown(r) -> str:
 @click.command()
 @click.argument("a")
 @click.argument("b")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (DiffReport).")
 @click.option("--markdown", is_flag=True, help="Print markdown (for an issue or a model card).")
 @click.option("--values", is_flag=True,
               help="Compare every common tensor numerically (two checkpoint directories).")
@@ -308,22 +329,19 @@ def render_markdown(r) -> str:
 @click.option("--context", type=click.IntRange(min=1), default=4096, show_default=True,
               help="Tokens attended to, for attention FLOPs and the KV-cache total.")
 @plot_option
-def diff(a: str, b: str, as_json: bool, markdown: bool, values: bool, remote: bool,
-         context: int, plot_path):
+@standard_options
+def diff(a: str, b: str, markdown: bool, values: bool, remote: bool, context: int, plot_path):
     """Explain what changed from A to B. Each is a preset (v2-lite, v2, v2.5, v3, r1,
     v3.1, ...), a config.json or a checkpoint directory. Ratios are B / A."""
-    if as_json and markdown:
+    if json_mode() and markdown:
         raise click.UsageError("--json and --markdown are mutually exclusive")
     from ..diff import diff as run_diff
 
-    progress = None
-    if values:
-        from .render import StderrProgress
-
-        progress = StderrProgress()
     report = run_diff(remote_spec(a, remote), remote_spec(b, remote), values=values,
-                      context=context, progress=progress)
-    if as_json:
+                      context=context, progress=progress() if values else None)
+    if hasattr(report, "explanations") and plot_path is not None:
+        raise click.UsageError("--plot is not available with DeepSeek-V4 yet")
+    if json_mode():
         emit_json(report)
     else:
         click.echo(render_markdown(report) if markdown else render_text(report))

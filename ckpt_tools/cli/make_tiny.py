@@ -7,7 +7,9 @@ import json
 import click
 
 from ..tiny import make_tiny as build
-from .render import emit_json, human_bytes
+from ..tiny import tiny_plan
+from .conventions import json_mode, note, progress, standard_options
+from .render import emit_json, human_bytes, say
 
 
 def _parse_override(_ctx, _param, values):
@@ -35,20 +37,21 @@ def _parse_override(_ctx, _param, values):
               help="Keep the preset's widths (hidden, heads, ranks, vocab); shrink only counts.")
 @click.option("--set", "overrides", multiple=True, callback=_parse_override, metavar="KEY=VALUE",
               help="Override a config field (JSON value), e.g. --set n_routed_experts=32.")
+@click.option("--expert-dtype", type=click.Choice(["fp4", "fp8"]), default=None,
+              help="DeepSeek-V4 with --fp8: routed experts MXFP4 (the release) or FP8 blocks.")
 @click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
-@click.option("--json", "as_json", is_flag=True)
-def make_tiny(dst, source, fp8, shards, seed, real_widths, overrides, overwrite, as_json):
+@standard_options
+def make_tiny(dst, source, fp8, shards, seed, real_widths, overrides, expert_dtype, overwrite):
     """Write a real, small, deterministic checkpoint (config.json, index, shards) to DST."""
+    _, plan = tiny_plan(source, fp8=fp8, real_widths=real_widths, overrides=overrides)
+    note(f"writing {len(plan):,} tensors, {human_bytes(plan.total_bytes)}, to {dst}")
     result = build(dst, source, fp8=fp8, shards=shards, seed=seed, real_widths=real_widths,
-                   overrides=overrides, overwrite=overwrite)
-    shrunk = {s.field: [s.source, s.tiny] for s in result.shrunk}
-    if as_json:
-        emit_json({"path": str(result.path), "preset": result.preset, "layout": result.layout,
-                   "shards": result.shards, "tensors": result.tensors,
-                   "total_bytes": result.total_bytes, "shrunk": shrunk})
-    else:
-        click.echo(f"wrote {result.path}: {source} ({result.layout}), {result.tensors} tensors in "
-                   f"{result.shards} shard(s), {human_bytes(result.total_bytes)}")
-        if shrunk:
-            click.echo("shrunk: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in shrunk.items()),
-                       err=True)
+                   overrides=overrides, overwrite=overwrite, progress=progress(),
+                   expert_dtype=expert_dtype)
+    if json_mode():
+        emit_json(result)
+        return
+    say(f"wrote {result.path}: {source} ({result.layout}), {result.tensors} tensors in "
+        f"{result.shards} shard(s), {human_bytes(result.total_bytes)}")
+    if result.shrunk:
+        note("shrunk: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in result.shrunk.items()))

@@ -39,4 +39,6 @@ def save_plot(path: Path | None, figure: str, report) -> None:
     from .. import plot
 
     plot.save_figure(getattr(plot, figure)(report), path)
-    click.echo(f"plot: wrote {path}", err=True)
+    from .conventions import note
+
+    note(f"plot: wrote {path}")

@@ -1,13 +1,29 @@
-"""Rendering helpers shared by the commands: JSON on stdout, tables, sizes, a progress bar."""
+"""Rendering shared by the commands: JSON on stdout, text fitted to the terminal, sizes.
+
+Text output fits the terminal: `COLUMNS` when set, the terminal's width on a terminal,
+80 columns when piped. Tables shrink their widest text column and wrap its cells onto
+continuation lines; any other line longer than the width is wrapped with a hanging indent.
+Nothing here colours its output (so `NO_COLOR` has nothing to turn off here; the progress
+bar honours it too).
+"""
 
 from __future__ import annotations
 
 import json
-import sys
-import time
+import os
+import shutil
+import textwrap
+from pathlib import Path
 
 import click
 from pydantic import BaseModel
+
+from ..remote_path import is_remote
+
+DEFAULT_WIDTH = 80  # when stdout is not a terminal and COLUMNS is not set
+MIN_WIDTH = 40
+MIN_COLUMN = 8
+CONTINUATION = "    "  # a wrapped line's rest, indented past any list item under it
 
 
 def emit_json(result: BaseModel | dict | list) -> None:
@@ -17,6 +33,34 @@ def emit_json(result: BaseModel | dict | list) -> None:
     else:
         text = json.dumps(result, indent=2, default=str)
     click.echo(text)
+
+
+def width() -> int:
+    """Columns available on stdout: COLUMNS, else the terminal's, else 80."""
+    columns = os.environ.get("COLUMNS", "")
+    if columns.isdigit() and int(columns) > 0:
+        return max(int(columns), MIN_WIDTH)
+    return max(shutil.get_terminal_size((DEFAULT_WIDTH, 24)).columns, MIN_WIDTH)
+
+
+def fit(text: str, columns: int | None = None) -> str:
+    """Every line of `text` at most `columns` wide, long lines wrapped under their indent."""
+    columns = columns or width()
+    out = []
+    for line in text.splitlines():
+        if len(line) <= columns:
+            out.append(line)
+            continue
+        indent = " " * (len(line) - len(line.lstrip()))
+        out += textwrap.wrap(line.strip(), columns, initial_indent=indent,
+                             subsequent_indent=indent + CONTINUATION,
+                             break_on_hyphens=False) or [""]
+    return "\n".join(out)
+
+
+def say(text: str = "") -> None:
+    """A verdict or report text on stdout, fitted to the terminal width."""
+    click.echo(fit(text))
 
 
 def human_bytes(n: float) -> str:
@@ -34,17 +78,37 @@ def human_count(n: float) -> str:
     return f"{n:g}"
 
 
-def table(rows: list[list[str]], headers: list[str] | None = None, align: str | None = None) -> str:
-    """Aligned plain-text table; `align` is one char per column, 'l' or 'r'."""
-    all_rows = ([headers] if headers else []) + rows
+def table(rows: list[list[str]], headers: list[str] | None = None, align: str | None = None,
+          columns: int | None = None) -> str:
+    """Aligned plain-text table; `align` is one char per column, 'l' or 'r'.
+
+    When wider than `columns` (default: the terminal), the widest left-aligned (text)
+    columns narrow and their cells wrap onto continuation lines until the table fits;
+    right-aligned (number) columns keep their width.
+    """
+    all_rows = [[str(c) for c in r] for r in ([headers] if headers else []) + rows]
     if not all_rows:
         return ""
-    widths = [max(len(str(r[i])) for r in all_rows) for i in range(len(all_rows[0]))]
-    align = align or "l" + "r" * (len(widths) - 1)
+    columns = columns or width()
+    n = len(all_rows[0])
+    align = align or "l" + "r" * (n - 1)
+    widths = [max(len(r[i]) for r in all_rows) for i in range(n)]
+    gap = 2
+    # narrow the widest text column a step at a time: columns end up about equally wide
+    while sum(widths) + gap * (n - 1) > columns:
+        wrappable = [i for i in range(n) if align[i] == "l" and widths[i] > MIN_COLUMN]
+        if not wrappable:
+            break
+        widths[max(wrappable, key=lambda k: widths[k])] -= 1
     lines = []
     for k, r in enumerate(all_rows):
-        cells = [str(c).ljust(w) if a == "l" else str(c).rjust(w) for c, w, a in zip(r, widths, align)]
-        lines.append("  ".join(cells).rstrip())
+        cells = [textwrap.wrap(c, w, break_on_hyphens=False) or [""] if len(c) > w else [c]
+                 for c, w in zip(r, widths)]
+        for j in range(max(len(c) for c in cells)):
+            parts = [(c[j] if j < len(c) else "") for c in cells]
+            line = "  ".join(p.ljust(w) if a == "l" else p.rjust(w)
+                             for p, w, a in zip(parts, widths, align))
+            lines.append(line.rstrip())
         if headers and k == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -55,46 +119,6 @@ def safe_name(name: str) -> str:
     if name.isprintable():  # the common case, without a per-character pass
         return name
     return "".join(ch if ch.isprintable() else f"\\x{ord(ch):02x}" for ch in name)
-
-
-class StderrProgress:
-    """Bytes, rate and ETA on stderr; redraws in place on a terminal, a line per 10% otherwise."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
-
-    def start(self, total: int, label: str) -> None:
-        self.total, self.label, self.done = max(total, 0), label, 0
-        self.t0 = self.last_draw = time.monotonic()
-        self.next_pct = 10
-
-    def advance(self, amount: int) -> None:
-        self.done += amount
-        now = time.monotonic()
-        pct = 100 * self.done / self.total if self.total else 100
-        if self.tty and now - self.last_draw > 0.2:
-            self._draw(end="\r")
-            self.last_draw = now
-        elif not self.tty and pct >= self.next_pct:
-            self._draw(end="\n")
-            self.next_pct = (int(pct) // 10 + 1) * 10
-
-    def _draw(self, end: str) -> None:
-        if not self.enabled:
-            return
-        elapsed = max(time.monotonic() - self.t0, 1e-9)
-        rate = self.done / elapsed
-        eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-        pct = 100 * self.done / self.total if self.total else 100.0
-        eta_s = f"{eta:,.0f}s" if eta != float("inf") else "?"
-        click.echo(f"{self.label}: {pct:5.1f}% {human_bytes(self.done)} / {human_bytes(self.total)} "
-                   f"{human_bytes(rate)}/s ETA {eta_s}   ", err=True, nl=False)
-        click.echo(end, err=True, nl=False)
-
-    def finish(self) -> None:
-        if self.enabled and self.tty:
-            self._draw(end="\n")
 
 
 # One option for every command that runs per-file jobs (upcast, quantize, reshard, validate).
@@ -111,8 +135,8 @@ def echo_nodes(nodes) -> None:
         return
     for n in nodes:
         rate = f", {human_bytes(n.bytes / n.seconds)}/s" if n.seconds > 0 else ""
-        click.echo(f"  node {safe_name(n.address)} {n.node[:8]}: {n.jobs} file(s), "
-                   f"{human_bytes(n.bytes)} in {n.seconds:.1f} s{rate}")
+        say(f"  node {safe_name(n.address)} {n.node[:8]}: {n.jobs} file(s), "
+            f"{human_bytes(n.bytes)} in {n.seconds:.1f} s{rate}")
 
 
 class SourceParam(click.ParamType):
@@ -122,8 +146,6 @@ class SourceParam(click.ParamType):
     name = "source"
 
     def convert(self, value, param, ctx):
-        from ..remote_path import is_remote
-
         if is_remote(value) or (ctx is not None and ctx.params.get("remote")):
             return value
         return click.Path(exists=True, file_okay=False).convert(value, param, ctx)
@@ -138,10 +160,6 @@ class SourceOrPath(click.ParamType):
     name = "path"
 
     def convert(self, value, param, ctx):
-        from pathlib import Path
-
-        from ..remote_path import is_remote
-
         return value if is_remote(value) else Path(value)
 
 

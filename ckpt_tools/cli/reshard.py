@@ -2,29 +2,22 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import click
 
-from .render import (EXECUTOR, SOURCE_OR_PATH, StderrProgress, echo_nodes, emit_json,
-                     human_bytes, human_count, safe_name, table)
-
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]i?b?|b)?\s*", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
-          "ki": 2**10, "mi": 2**20, "gi": 2**30, "ti": 2**40}
-
-
-def parse_size(text: str) -> int:
-    """Bytes from '500MB', '5GB' (decimal, as HF), '5GiB' (binary), '1.5G' or '1000000'."""
-    m = _SIZE.fullmatch(text)
-    if not m:
-        raise ValueError(f"{text!r} is not a size like 500MB, 5GB or 5GiB")
-    unit = (m[2] or "").lower().removesuffix("b")
-    value = round(float(m[1]) * _UNITS[unit])
-    if value <= 0:
-        raise ValueError(f"{text!r}: the size must be positive")
-    return value
+from .conventions import json_mode, note, progress, standard_options
+from .render import (
+    EXECUTOR,
+    SOURCE_OR_PATH,
+    echo_nodes,
+    emit_json,
+    human_bytes,
+    human_count,
+    safe_name,
+    say,
+    table,
+)
 
 
 def parse_ranks(text: str) -> list[int]:
@@ -55,12 +48,13 @@ class SizeParam(click.ParamType):
     name = "size"
 
     def convert(self, value, param, ctx):
-        if isinstance(value, int):
-            return value
+        from ..errors import ArgumentError
+        from ..sizes import parse_size
+
         try:
-            return parse_size(str(value))
-        except ValueError as e:
-            self.fail(str(e), param, ctx)
+            return parse_size(value)
+        except ArgumentError:
+            self.fail(f"{value!r} is not a positive size like 500MB, 5GB or 5GiB", param, ctx)
 
 
 @click.command()
@@ -69,7 +63,7 @@ class SizeParam(click.ParamType):
 @click.option("--max-shard-size", type=SizeParam(),
               help="HF layout with shards of at most SIZE (500MB, 5GB, 5GiB); with --to hf, "
                    "the shard size of the result (default 5GB).")
-@click.option("--to", "target", type=click.Choice(["deepseek-mp", "hf"]),
+@click.option("--to", "to", type=click.Choice(["deepseek-mp", "hf"]),
               help="deepseek-mp: DeepSeek's model{i}-mp{N}.safetensors inference layout; "
                    "hf: back from it.")
 @click.option("--model-parallel", type=click.IntRange(min=1), metavar="N",
@@ -89,9 +83,9 @@ class SizeParam(click.ParamType):
               help="Output files written in parallel (default: every core from 1 GiB up).")
 @EXECUTOR
 @click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
-@click.option("--json", "json_", is_flag=True, help="Print the report as JSON.")
-def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, ranks, rank_resource,
-            config, workers, executor, overwrite, json_):
+@standard_options
+def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_resource,
+            config, workers, executor, overwrite):
     """Rewrite SRC into DST in another layout, streaming, with a coverage proof.
 
     \b
@@ -101,12 +95,14 @@ def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, ranks, r
 
     SRC may be remote (hf://ORG/NAME[@REV], s3://...: read by range), DST an object store
     (s3://BUCKET/PREFIX).
-    """
-    from ..reshard import from_deepseek_mp, reshard_by_size, to_deepseek_mp
 
-    if target is None and max_shard_size is None:
+    The coverage proof is also written beside DST, as DST.reshard-report.json.
+    """
+    from ..reshard import reshard as run
+
+    if to is None and max_shard_size is None:
         raise click.UsageError("pass --max-shard-size SIZE, --to deepseek-mp or --to hf")
-    if target == "deepseek-mp":
+    if to == "deepseek-mp":
         if model_parallel is None:
             raise click.UsageError("--to deepseek-mp needs --model-parallel N")
         if max_shard_size is not None:
@@ -118,22 +114,22 @@ def reshard(src, dst, max_shard_size, target, model_parallel, keep_mtp, ranks, r
                                    f"of --model-parallel {model_parallel}")
     elif model_parallel is not None or keep_mtp or ranks is not None:
         raise click.UsageError("--model-parallel, --keep-mtp and --ranks go with --to deepseek-mp")
-    if rank_resource is not None and (executor != "ray" or target != "deepseek-mp"):
+    if rank_resource is not None and (executor != "ray" or to != "deepseek-mp"):
         raise click.UsageError("--rank-resource goes with --to deepseek-mp --executor ray")
-    if config is not None and target != "hf":
+    if config is not None and to != "hf":
         raise click.UsageError("--config goes with --to hf")
-    common = dict(workers=workers, overwrite=overwrite, progress=StderrProgress(),
-                  executor=executor)
-    if target == "deepseek-mp":
-        report = to_deepseek_mp(src, dst, model_parallel, keep_mtp=keep_mtp, ranks=ranks,
-                                rank_resource=rank_resource, **common)
-    elif target == "hf":
-        report = from_deepseek_mp(src, dst, max_shard_size=max_shard_size, config=config,
-                                  **common)
-    else:
-        report = reshard_by_size(src, dst, max_shard_size, **common)
-    if json_:
+    report = run(src, dst, max_shard_size=max_shard_size, to=to, model_parallel=model_parallel,
+                 keep_mtp=keep_mtp, config=config, workers=workers, overwrite=overwrite,
+                 progress=progress(), executor=executor, ranks=ranks,
+                 rank_resource=rank_resource)
+    if json_mode():
         emit_json(report)
+        return
+    if hasattr(report, "direction"):  # DeepSeek-V4 (mp_v4.V4MpReport)
+        click.echo(f"wrote {safe_name(report.destination)}: {len(report.files)} file(s) "
+                   f"({report.direction}, {report.model_parallel} rank(s)), "
+                   f"{report.source_tensors:,} source tensors, {report.wo_a_converted} wo_a "
+                   f"converted, in {report.seconds:.1f} s")
         return
     _render(report)
 
@@ -145,10 +141,10 @@ def _render(report) -> None:
     rows = [[safe_name(f.name), f"{f.tensors:,}", human_bytes(f.bytes)] for f in shown]
     if len(shown) < len(files):
         rows.insert(5, [f"... {len(files) - 10} more", "", ""])
-    click.echo(table(rows, ["file", "tensors", "size"]))
+    say(table(rows, ["file", "tensors", "size"]))
     resumed = (f" ({report.resumed_files} kept from an interrupted run)"
                if report.resumed_files else "")
-    click.echo(f"\n{len(files)} file(s), {human_bytes(report.total_size)} written to "
+    say(f"\n{len(files)} file(s), {human_bytes(report.total_size)} written to "
                f"{safe_name(report.destination)} in {report.seconds:.1f} s{resumed}")
     extra = []
     if c.replica_elements:
@@ -157,9 +153,9 @@ def _render(report) -> None:
         extra.append(f"{human_count(c.compared_elements)} rank replicas checked identical")
     if c.dropped_tensors:
         extra.append(f"{c.dropped_tensors:,} MTP tensors dropped")
-    click.echo(f"coverage: all {c.source_tensors:,} source tensors "
+    say(f"coverage: all {c.source_tensors:,} source tensors "
                f"({human_count(c.source_elements)} elements) accounted for exactly once"
                + (f"; {', '.join(extra)}" if extra else ""))
     echo_nodes(report.nodes)
-    for note in report.notes:
-        click.echo(f"note: {note}")
+    for text in report.notes:
+        note(f"note: {text}")

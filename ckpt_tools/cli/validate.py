@@ -6,9 +6,10 @@ import click
 
 from ..remote import remote_spec
 from ..remote_path import is_remote
-from ..validate import CODES, Finding, ValidationReport, validate as run_validate
-from .render import (EXECUTOR, StderrProgress, echo_nodes, emit_json, human_bytes,
-                     remote_option, safe_name)
+from ..validate import CODES, Finding, ValidationReport
+from ..validate import validate as run_validate
+from .conventions import json_mode, progress, standard_options
+from .render import EXECUTOR, echo_nodes, emit_json, human_bytes, remote_option, safe_name, say
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
@@ -31,15 +32,15 @@ SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 @click.option("--strict", is_flag=True, help="Warnings fail too (exit 1).")
 @click.option("--show", default=5, show_default=True, type=click.IntRange(min=0),
               help="Findings shown per code; the rest are counted.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document with every finding.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Processes for --deep and hashing, one file each [default: every core "
                    "from 1 GiB up].")
 @EXECUTOR
 @remote_option
+@standard_options
 def validate(path: str, config_spec: str | None, deep: bool, checksums: str | None,
-             manifest_out: str | None, strict: bool, show: int, as_json: bool,
-             workers: int | None, executor: str, remote: bool):
+             manifest_out: str | None, strict: bool, show: int, workers: int | None,
+             executor: str, remote: bool):
     """Check a checkpoint (HF or DeepSeek model-parallel directory, or one .safetensors file;
     local, or remote: hf://ORG/NAME[@REV][/DIR], s3://..., reading headers only) before anyone
     loads it: headers, index vs shards, the config's tensor plan, FP8 scales; with --deep
@@ -49,21 +50,21 @@ def validate(path: str, config_spec: str | None, deep: bool, checksums: str | No
     if checksums == "hub" and not is_remote(path):
         raise click.BadParameter("'hub' needs a remote source (hf://ORG/NAME or --remote)",
                                  param_hint="--checksums")
-    progress = StderrProgress() if deep or checksums or manifest_out is not None else None
+    reads_bytes = deep or checksums or manifest_out is not None
     write = False if manifest_out is None else (manifest_out or True)
     report = run_validate(path, config=config_spec, deep=deep, checksums=checksums,
-                          write_manifest=write, progress=progress, workers=workers,
-                          executor=executor)
-    if as_json:
+                          write_manifest=write, progress=progress() if reads_bytes else None,
+                          workers=workers, executor=executor, strict=strict)
+    if json_mode():
         emit_json(report)
     else:
-        click.echo(render(report, show, strict=strict))
+        say(render(report, show))
         echo_nodes(report.nodes)
-    if not report.passed(strict):
+    if not report.ok:
         raise click.exceptions.Exit(1)
 
 
-def render(report: ValidationReport, show: int = 5, *, strict: bool = False) -> str:
+def render(report: ValidationReport, show: int = 5) -> str:
     """Findings grouped by code (errors first), at most `show` of each, then a verdict."""
     layout = f", {report.layout.upper()} layout" if report.layout else ""
     lines = [f"{safe_name(report.path)}: {report.tensors:,} tensors in {report.files:,} files "
@@ -80,7 +81,7 @@ def render(report: ValidationReport, show: int = 5, *, strict: bool = False) -> 
             lines.append(f"  and {len(items) - show:,} more like this")
     if report.manifest_written:
         lines += ["", f"manifest written: {safe_name(report.manifest_written)}"]
-    verdict = "OK" if report.passed(strict) else "FAILED"
+    verdict = "OK" if report.ok else "FAILED"
     infos = len(report.findings) - report.errors - report.warnings
     lines += ["", f"{verdict}: {report.errors:,} error(s), {report.warnings:,} warning(s)"
                   + (f", {infos:,} note(s)" if infos else "")]

@@ -8,11 +8,18 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..verify import (DEFAULT_ATOL, DEFAULT_RTOL, ForwardReport, forward_outputs,
-                      load_reference_outputs, verify as run_verify)
 from ..remote import remote_spec
+from ..verify import (
+    DEFAULT_ATOL,
+    DEFAULT_RTOL,
+    ForwardReport,
+    forward_outputs,
+    load_reference_outputs,
+)
+from ..verify import verify as run_verify
+from .conventions import json_mode, note, progress, standard_options
 from .plotting import plot_option, save_plot
-from .render import SOURCE, emit_json, remote_option, table
+from .render import emit_json, remote_option, say, table
 
 TOKENS_HELP = "Comma-separated token ids, e.g. 0,15,3 (default: 16 fixed ids from the vocabulary)."
 
@@ -47,7 +54,7 @@ def _save(path: Path, result) -> None:
 
 @click.command("forward")
 @remote_option
-@click.argument("ckpt", type=SOURCE)
+@click.argument("ckpt")
 @click.option("--tokens", callback=_parse_tokens, help=TOKENS_HELP)
 @click.option("--layers", type=click.IntRange(0), default=None,
               help="Stop after K decoder layers and write the hidden states [T, hidden].")
@@ -55,32 +62,33 @@ def _save(path: Path, result) -> None:
               help="Write the MTP module's logits [T-1, vocab] (row t predicts token t+2).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Output file: .npy (the float32 array) or .npz (array and tokens).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
-def forward(remote, ckpt, tokens, layers, mtp, out, as_json):
+@standard_options
+def forward(remote, ckpt, tokens, layers, mtp, out):
     """Run the NumPy reference decoder on CKPT (HF BF16/FP8, DeepSeek mp files, or V4 with
     Hub or HF names, FP8/FP4 or upcast; local or remote) and write float32 logits
     [T, vocab], or hidden states [T, hidden] with --layers (V4: its hc_mult streams side by
     side)."""
     if mtp and layers is not None:
         raise click.UsageError("--mtp runs the whole model; it cannot be combined with --layers")
-    result = forward_outputs(remote_spec(ckpt, remote), tokens, layers, mtp=mtp)
+    result = forward_outputs(remote_spec(ckpt, remote), tokens, layers, mtp=mtp,
+                             progress=progress())
     out = Path(out)
     _save(out, result)
     report = ForwardReport(path=str(out), output=result.output, shape=list(result.array.shape),
                            tokens=result.tokens, layers=layers)
-    if as_json:
+    if json_mode():
         emit_json(report)
     else:
-        click.echo(f"wrote {out}: {report.output} float32 {report.shape} "
+        say(f"wrote {out}: {report.output} float32 {report.shape} "
                    f"for {len(report.tokens)} token(s)")
 
 
 @click.command("verify")
 @remote_option
-@click.argument("ckpt", type=SOURCE)
-@click.option("--against", type=SOURCE,
+@click.argument("ckpt")
+@click.option("--against",
               help="Reference checkpoint, run layer by layer next to CKPT (local or remote).")
-@click.option("--logits", "ref_path", type=click.Path(exists=True, dir_okay=False),
+@click.option("--logits", "ref_path",
               help="Reference outputs (.npy from `ckpt forward`, or .npz with 'logits' and "
                    "'tokens').")
 @click.option("--tokens", callback=_parse_tokens, help=TOKENS_HELP)
@@ -89,24 +97,26 @@ def forward(remote, ckpt, tokens, layers, mtp, out, as_json):
 @click.option("--atol", type=click.FloatRange(0), default=DEFAULT_ATOL, show_default=True)
 @click.option("--rtol", type=click.FloatRange(0), default=DEFAULT_RTOL, show_default=True,
               help="Relative to max(|ref|, rms of ref at that position).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")
 @plot_option
+@standard_options
 @click.pass_context
-def verify(ctx, remote, ckpt, against, ref_path, tokens, layers, atol, rtol, as_json, plot_path):
+def verify(ctx, remote, ckpt, against, ref_path, tokens, layers, atol, rtol, plot_path):
     """Check that CKPT computes what a reference computes: exit 0 within tolerance, 1 when
     not, naming the first layer and position that diverge."""
     if (against is None) == (ref_path is None):
         raise click.UsageError("give exactly one of --against OTHER or --logits REF.npy")
     ckpt = remote_spec(ckpt, remote)
     if against is not None:
-        report = run_verify(ckpt, against, tokens, layers=layers, atol=atol, rtol=rtol)
+        report = run_verify(ckpt, remote_spec(against, remote), tokens, layers=layers, atol=atol, rtol=rtol,
+                            progress=progress())
     else:
         ref, ref_tokens = load_reference_outputs(ref_path)
         if tokens is not None and ref_tokens is not None and tokens != ref_tokens:
             raise click.UsageError(f"--tokens differ from the tokens stored in {ref_path}")
         report = run_verify(ckpt, ref, tokens if tokens is not None else ref_tokens,
-                            layers=layers, atol=atol, rtol=rtol, reference_label=ref_path)
-    if as_json:
+                            layers=layers, atol=atol, rtol=rtol, reference_label=ref_path,
+                            progress=progress())
+    if json_mode():
         emit_json(report)
     else:
         _render(report)
@@ -116,25 +126,24 @@ def verify(ctx, remote, ckpt, against, ref_path, tokens, layers, atol, rtol, as_
 
 
 def _render(report) -> None:
-    click.echo(f"{report.candidate} vs {report.reference} ({report.reference_kind}), "
+    say(f"{report.candidate} vs {report.reference} ({report.reference_kind}), "
                f"{len(report.tokens)} tokens, {report.output}"
                + (f" after {report.layers} layer(s)" if report.layers is not None else ""))
     for diff in report.config_differences:
-        click.echo(f"config differs: {diff}")
+        note(f"config differs: {diff}")
     rows = [[s.stage, f"{s.max_abs_error:.3g}", f"{s.max_rel_error:.3g}",
              "ok" if s.within_tolerance else f"DIVERGES at position {s.first_bad_position}"]
             for s in report.stages]
-    click.echo(table(rows, ["stage", "max abs", "max rel", ""], "lrrl"))
+    say(table(rows, ["stage", "max abs", "max rel", "verdict"], "lrrl"))
     if report.top1_agreement is not None:
-        click.echo(f"top-1 agreement {report.top1_agreement:.1%}, "
+        say(f"top-1 agreement {report.top1_agreement:.1%}, "
                    f"top-5 overlap {report.top5_agreement:.1%}")
     d = report.first_divergence
     if d is None:
-        click.echo(f"OK: within atol {report.atol:g}, rtol {report.rtol:g}")
+        say(f"OK: within atol {report.atol:g}, rtol {report.rtol:g}")
     else:
         where = f"layer {d.layer}" if d.layer is not None else "the output (final norm, lm_head)"
         if d.stream is not None:
             where += f" (residual stream {d.stream})"
-        click.echo(f"FAILED: {where} diverges first, at position {d.position} (token {d.token}), "
-                   f"max abs error {d.abs_error:.3g} (atol {report.atol:g}, rtol {report.rtol:g})",
-                   err=True)
+        say(f"FAILED: {where} diverges first, at position {d.position} (token {d.token}), "
+            f"max abs error {d.abs_error:.3g} (atol {report.atol:g}, rtol {report.rtol:g})")

@@ -7,82 +7,40 @@ Layouts (detected from the tensor names):
   inputs) or upcast (BF16 / F32, no scales).
 - `hf`: transformers' names (`model.layers.N.self_attn.q_a_proj.weight`, routed experts
   stacked as `mlp.experts.gate_up_proj` [E, 2I, D] (w1 rows then w3 rows) and
-  `mlp.experts.down_proj` [E, D, I]), the rename table of transformers' conversion_mapping.
+  `mlp.experts.down_proj` [E, D, I]); MTP tensors keep the Hub names, as `ckpt upcast
+  --layout hf` writes them.
 
 Every read is by row range with pread (`read_float32_rows`): an FP8 weight is read whole
 128-row blocks at a time with its scale rows, an FP4 expert row by row with its own scales,
 so memory is bounded by the rows asked for. Nothing is cached.
 
-The FP4 decoding, the Hub -> transformers name table and the config reading here are
-stand-ins until the project's shared V4 config schema, number formats and name table
-exist on main; they should then be replaced by those (one place for each fact).
+The config is read by `config.read_config_file` (`config_v4.DeepseekV4Config`), the number
+formats decoded by `mx_formats`, the names mapped by `names_v4_hf`: one place for each.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from functools import cached_property
 from pathlib import Path
-from types import SimpleNamespace
 
-import ml_dtypes
 import numpy as np
 
+from .. import mx_formats as mx
+from ..config import read_config_file
+from ..config_v4 import DeepseekV4Config
 from ..dtypes import DTYPES
 from ..errors import ConfigError, FormatError, MissingTensorError, ShapeMismatchError
 from ..fp8 import dequantize
 from ..index import INDEX_FILE, SINGLE_FILE, read_index
+from ..names_v4_hf import expert_of, hf_name, stacked_names
 from ..remote import as_path
 from ..safe_paths import safe_member
 from ..safetensors_io import SafetensorsReader
 from ..sources import CONFIG_FILE
 
 SCALE_SUFFIX = ".scale"  # DeepSeek's name for the dequantisation scale of `X.weight`
-FP8_BLOCK = 128
-FP4_BLOCK = 32
-# e2m1 code -> value; bit 3 is the sign (OCP MX spec; DeepSeek's convert.py table)
-E2M1_VALUES = np.array([0, .5, 1, 1.5, 2, 3, 4, 6, -0., -.5, -1, -1.5, -2, -3, -4, -6],
-                       np.float32)
-
-# Hub -> transformers names, applied in this order (transformers' conversion_mapping for
-# deepseek_v4); the model prefix `model.` is added to everything but lm_head.
-_HF_RENAMES = [(re.compile(a), b) for a, b in [
-    (r"\.attn\.", ".self_attn."), (r"\.ffn\.", ".mlp."),
-    (r"\.indexer\.compressor\.", ".compressor.indexer."),
-    (r"^embed\.weight", "embed_tokens.weight"), (r"^head\.weight", "lm_head.weight"),
-    (r"^hc_head_fn", "hc_head.hc_fn"), (r"^hc_head_base", "hc_head.hc_base"),
-    (r"^hc_head_scale", "hc_head.hc_scale"),
-    (r"\.attn_norm\.", ".input_layernorm."), (r"\.ffn_norm\.", ".post_attention_layernorm."),
-    (r"\.hc_attn_fn", ".attn_hc.fn"), (r"\.hc_attn_base", ".attn_hc.base"),
-    (r"\.hc_attn_scale", ".attn_hc.scale"), (r"\.hc_ffn_fn", ".ffn_hc.fn"),
-    (r"\.hc_ffn_base", ".ffn_hc.base"), (r"\.hc_ffn_scale", ".ffn_hc.scale"),
-    (r"\.attn_sink", ".sinks"),
-    (r"\.indexer\.weights_proj\.", ".compressor.indexer.scorer.weights_proj."),
-    (r"\.indexer\.wq_b\.", ".compressor.indexer.q_b_proj."),
-    (r"\.norm\.", ".kv_norm."), (r"\.ape", ".position_bias"),
-    (r"\.wq_a\.", ".q_a_proj."), (r"\.self_attn\.wq_b\.", ".self_attn.q_b_proj."),
-    (r"\.wkv\.", ".kv_proj."), (r"\.wgate\.", ".gate_proj."),
-    (r"\.wo_a\.", ".o_a_proj."), (r"\.wo_b\.", ".o_b_proj."), (r"\.q_norm\.", ".q_a_norm."),
-    (r"\.gate\.bias", ".gate.e_score_correction_bias"),
-    (r"\.shared_experts\.w1\.", ".shared_experts.gate_proj."),
-    (r"\.shared_experts\.w2\.", ".shared_experts.down_proj."),
-    (r"\.shared_experts\.w3\.", ".shared_experts.up_proj."),
-]]
-_EXPERT = re.compile(r"^(layers\.\d+\.)ffn\.experts\.(\d+)\.(w[123])\.weight$")
-
-# byte -> its two values (low nibble first): one gather decodes a row
-_E2M1_PAIRS = np.stack([E2M1_VALUES[np.arange(256) & 0x0F], E2M1_VALUES[np.arange(256) >> 4]],
-                       axis=1)  # [256, 2]
-
-
-def hf_name(hub: str) -> str:
-    """transformers' name of a (non-routed-expert) Hub tensor."""
-    name = hub
-    for pattern, repl in _HF_RENAMES:
-        name = pattern.sub(repl, name)
-    return name if name.startswith("lm_head.") else "model." + name
+FP8_BLOCK = mx.FP8_BLOCK[0]
 
 
 class _Where:
@@ -94,33 +52,13 @@ class _Where:
         self.name, self.offset, self.rows, self.row_shape = name, offset, rows, row_shape
 
 
-# config.json keys the decoder reads (Hub spelling), and the ones with a default
-REQUIRED_KEYS = (
-    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "head_dim",
-    "qk_rope_head_dim", "q_lora_rank", "o_groups", "o_lora_rank", "n_routed_experts",
-    "num_experts_per_tok", "moe_intermediate_size", "index_n_heads", "index_head_dim",
-    "index_topk", "sliding_window", "hc_mult", "hc_sinkhorn_iters", "hc_eps",
-    "compress_rope_theta", "compress_ratios")
-DEFAULTS = {"num_hash_layers": 0, "num_nextn_predict_layers": 0, "rms_norm_eps": 1e-6,
-            "rope_theta": 10000.0, "rope_scaling": None, "n_shared_experts": 1,
-            "scoring_func": "sqrtsoftplus", "routed_scaling_factor": 1.0, "swiglu_limit": 0.0}
-
-
-def load_config(path: Path):
-    """The config as an object with the Hub keys as attributes (ckpt_tools' V4 schema)."""
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read config ({e})") from None
-    if raw.get("model_type") != "deepseek_v4":
+def load_config(path: Path) -> DeepseekV4Config:
+    """The V4 config (Hub keys as attributes), read as every command reads it."""
+    config = read_config_file(path)
+    if not isinstance(config, DeepseekV4Config):
         raise ConfigError(f"{path}: expected model_type 'deepseek_v4', found "
-                          f"{raw.get('model_type')!r}")
-    missing = [k for k in REQUIRED_KEYS if k not in raw]
-    if missing:
-        raise ConfigError(f"{path}: missing V4 config key(s) {', '.join(missing)}")
-    for key, default in DEFAULTS.items():
-        raw.setdefault(key, default)
-    return SimpleNamespace(**raw)
+                          f"{config.reading.original_model_type!r}")
+    return config
 
 
 class V4Checkpoint:
@@ -175,13 +113,12 @@ class V4Checkpoint:
     def _where(self, hub: str) -> _Where | None:
         stored = hub
         if self.layout == "hf":
-            m = _EXPERT.match(hub)
-            if m is None:
-                stored = hf_name(hub)
+            expert = expert_of(hub)
+            if expert is None:
+                stored = hf_name(hub) or hub  # MTP keeps the Hub names
             else:  # a slice of the stacked experts
-                prefix, e, w = m.group(1), int(m.group(2)), m.group(3)
-                stored = hf_name(prefix + "ffn.experts.") + (
-                    "down_proj" if w == "w2" else "gate_up_proj")
+                layer, e, w = expert
+                stored = stacked_names(layer)[1 if w == "w2" else 0]
                 if stored not in self.weight_map:
                     return None
                 _, entry = self._entry(stored)
@@ -243,30 +180,119 @@ class V4Checkpoint:
         lo = where.offset
         _, entry = self._entry(where.name)
         scale = self._scale_name(where.name)
-        if scale is None:
-            return self._rows(where.name, lo + start, lo + stop).astype(np.float32)
-        if entry.dtype == "I8":
-            return _fp4_rows(self._rows(where.name, lo + start, lo + stop),
-                             self._rows(scale, lo + start, lo + stop), hub)
-        # FP8: whole 128-row blocks, so each scale row meets the rows it was computed on
-        first, last = start // FP8_BLOCK, -(-stop // FP8_BLOCK)
-        r0, r1 = first * FP8_BLOCK, min(last * FP8_BLOCK, where.rows)
-        scales = self._rows(scale, first, last).astype(np.float32)
-        values = dequantize(self._rows(where.name, lo + r0, lo + r1), scales,
-                            (FP8_BLOCK, FP8_BLOCK))
-        return values if (r0, r1) == (start, stop) else values[start - r0:stop - r0].copy()
+        return decode_rows(lambda a, b: self._rows(where.name, lo + a, lo + b),
+                           None if scale is None else lambda a, b: self._rows(scale, a, b),
+                           entry.dtype, start, stop, where.rows, hub)
 
     def read_float32(self, hub: str) -> np.ndarray:
         return self.read_float32_rows(hub, 0, self._located(hub).rows)
 
 
-def _fp4_rows(packed: np.ndarray, scales: np.ndarray, name: str) -> np.ndarray:
-    """MXFP4 rows: byte k holds elements 2k (low nibble) and 2k+1 (high nibble); element j
-    is scaled by 2^(scale[j // 32] - 127).  packed [n, in/2] I8, scales [n, in/32] E8M0."""
-    n, half = packed.shape
-    if scales.shape != (n, 2 * half // FP4_BLOCK):
-        raise ShapeMismatchError(f"tensor '{name}': FP4 scale must be {[n, 2 * half // FP4_BLOCK]}"
-                                 f" for {2 * half} inputs, found {list(scales.shape)}")
-    values = _E2M1_PAIRS[packed.view(np.uint8)].reshape(n, -1, FP4_BLOCK)  # [n, in/32, 32]
-    values *= scales.view(ml_dtypes.float8_e8m0fnu).astype(np.float32)[:, :, None]
-    return values.reshape(n, 2 * half)
+def decode_rows(rows, scale_rows, dtype: str, start: int, stop: int, total: int,
+                name: str) -> np.ndarray:
+    """Rows [start, stop) of a stored tensor as float32. `rows(a, b)` reads its stored rows,
+    `scale_rows(a, b)` its scale's rows (None: not quantised); `total` is its row count.
+    MXFP4 (I8) rows come with their own scale rows; FP8 is read in whole 128-row blocks,
+    so each scale row meets the rows it was computed on."""
+    if scale_rows is None:
+        return rows(start, stop).astype(np.float32)
+    if dtype == "I8":  # MXFP4, decoded a bounded number of rows at a time
+        return mx.dequantize_fp4(rows(start, stop), scale_rows(start, stop), name=name)
+    first, last = start // FP8_BLOCK, -(-stop // FP8_BLOCK)
+    r0, r1 = first * FP8_BLOCK, min(last * FP8_BLOCK, total)
+    weight, scales = rows(r0, r1), scale_rows(first, last)
+    if scales.dtype == mx.E8M0:
+        values = mx.dequantize_fp8(weight, scales)
+    else:  # float scales (weight_scale_inv)
+        values = dequantize(weight, scales.astype(np.float32), mx.FP8_BLOCK)
+    return values if (r0, r1) == (start, stop) else values[start - r0:stop - r0].copy()
+
+
+class V4MpCheckpoint:
+    """Read-only DeepSeek-V4 model-parallel directory (`model{i}-mp{N}.safetensors`, as
+    `ckpt reshard --to deepseek-mp` and DeepSeek's V4 convert.py write it), by Hub name.
+
+    Which rank holds which rows or columns of a tensor comes from `mp_v4.rank_pieces`, the
+    rule that writes the files: row-split tensors are read from the ranks whose rows
+    overlap the range asked for, `wo_b` (split on dim 1) from every rank, replicas and
+    routed experts from one rank; FP8 pieces keep their own scale pieces, `wo_a` is BF16.
+    """
+
+    layout = "deepseek-mp"
+
+    def __init__(self, path: str | Path):
+        from ..mp_layout import find_mp_files
+        from ..mp_layout_v4 import rank_pieces
+        from ..tensor_plan_v4 import V4TensorPlan
+
+        self.dir = as_path(path)  # local, or remote (RemotePath: read by range)
+        config_path = self.dir / CONFIG_FILE
+        if not config_path.is_file():
+            raise ConfigError(f"{self.dir}: directory has no {CONFIG_FILE}")
+        self.config = load_config(config_path)
+        files = find_mp_files(self.dir)
+        self._readers = {r: SafetensorsReader(p) for r, p in files.items()}
+        first = self._readers[0].header.entries
+        experts = "fp4" if any(e.dtype == "I8" for e in first.values()) else "fp8"
+        plan = V4TensorPlan(self.config, "fp8", expert_dtype=experts)
+        self._specs = {s.name: s for s in plan.specs}
+        self._pieces: dict[str, list] = {}
+        for r, pieces in enumerate(rank_pieces(plan, len(files))):
+            for p in pieces:
+                self._pieces.setdefault(p.name, []).append((r, p))
+
+    def close(self) -> None:
+        for r in self._readers.values():
+            r.close()
+        self._readers.clear()
+
+    def __contains__(self, hub: str) -> bool:
+        return hub in self._pieces and self._specs[hub].scale_of is None
+
+    def _spec(self, hub: str):
+        if hub not in self:
+            raise MissingTensorError(f"{self.dir}: tensor '{hub}' is missing")
+        return self._specs[hub]
+
+    def shape_of(self, hub: str) -> tuple[int, ...]:
+        spec = self._spec(hub)
+        rows, *cols = spec.shape
+        return (rows, cols[0] * 2) if spec.dtype == "I8" else (rows, *cols)
+
+    def _reader(self, rank: int, name: str) -> SafetensorsReader:
+        reader = self._readers[rank]
+        if name not in reader.header:
+            raise MissingTensorError(f"{reader.path}: tensor '{name}' is missing")
+        return reader
+
+    def _piece_rows(self, rank: int, piece, start: int, stop: int, name: str) -> np.ndarray:
+        """Rows [start, stop) of one rank's piece (its own row numbering), as float32."""
+        reader = self._reader(rank, piece.name)
+        spec = self._specs[piece.name]
+        scale = None if piece.dequantize_with or spec.scale_name is None else spec.scale_name
+        return decode_rows(lambda a, b: reader.read_rows(piece.name, a, b),
+                           None if scale is None
+                           else lambda a, b: self._reader(rank, scale).read_rows(scale, a, b),
+                           piece.dtype, start, stop, piece.shape[0] if piece.shape else 1, name)
+
+    def read_float32_rows(self, hub: str, start: int, stop: int) -> np.ndarray:
+        rows = self.shape_of(hub)[0]
+        if not 0 <= start <= stop <= rows:
+            raise ShapeMismatchError(f"{self.dir}: tensor '{hub}': rows [{start}, {stop}) "
+                                     f"outside [0, {rows})")
+        pieces = self._pieces[hub]
+        rank, first = pieces[0]
+        if first.dim is None:  # replica or routed expert: one rank holds it whole
+            return self._piece_rows(rank, first, start, stop, hub)
+        if first.dim == 1:
+            return np.concatenate([self._piece_rows(r, p, start, stop, hub) for r, p in pieces],
+                                  axis=1)
+        parts = [self._piece_rows(r, p, max(start, p.start) - p.start,
+                                  min(stop, p.stop) - p.start, hub)
+                 for r, p in pieces if p.start < stop and start < p.stop]
+        if not parts:
+            return np.empty((0, *self.shape_of(hub)[1:]), np.float32)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def read_float32(self, hub: str) -> np.ndarray:
+        return self.read_float32_rows(hub, 0, self.shape_of(hub)[0])

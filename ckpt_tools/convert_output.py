@@ -1,0 +1,151 @@
+"""What upcast and quantize share with DeepSeek-V4's (`convert_v4`): the reports, the
+journal identity of a run, and running the jobs that write the output files (whole, or in
+byte-range parts). Apart from `convert` so that `convert` can hand V4 sources to
+`convert_v4` without the two importing each other.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+from pydantic import Field, computed_field
+
+from . import __version__, part_writer
+from .checkpoint import Checkpoint
+from .convert_jobs import call
+from .output import OutputDir, source_fingerprint
+from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
+from .progress import Progress
+from .results import Result
+
+UpcastDtype = Literal["bf16", "f32"]
+ScaleFmt = Literal["float", "ue8m0"]
+
+
+# -- reports ------------------------------------------------------------------------------
+class RoundTripError(Result):
+    """How far FP8 -> float32 lands from the source values of one quantised tensor."""
+
+    name: str
+    max_abs_error: float = Field(
+        description="max |upcast_f32(quantised) - source| over finite values")
+    rel_l2_error: float = Field(description="||upcast_f32(quantised) - source|| / ||source||")
+    nonfinite: int = Field(0, description="NaN/inf source values (NaN kept, inf saturated), "
+                                          "left out of both statistics")
+
+
+class _WrittenCheckpoint(Result):
+    source: str
+    destination: str
+    files: list[str] = Field(description="Output shard files, in order")
+    total_size: int = Field(description="Bytes of tensor data (the index's total_size)")
+    resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
+    side_files: list[str]
+    seconds: float
+    nodes: list[NodeWork] = Field(
+        default_factory=list, description="Per machine: the shards it wrote, bytes written, "
+                                          "seconds (Ray nodes with --executor ray)")
+
+    @computed_field(description="Always true: a conversion that fails raises and leaves no output")
+    @property
+    def ok(self) -> bool:
+        return True
+
+
+class UpcastReport(_WrittenCheckpoint):
+    """What `upcast` wrote; `ckpt upcast --json` prints exactly this."""
+
+    dtype: UpcastDtype
+    tensors: int = Field(description="Tensors in the output")
+    dequantized: int = Field(description="FP8 weights dequantised with their scales")
+    widened: int = Field(description="BF16/F16 tensors widened to F32 (--dtype f32)")
+    copied: int = Field(description="Tensors copied byte for byte")
+    scales_dropped: int
+
+
+class QuantizeReport(_WrittenCheckpoint):
+    """What `quantize` wrote, with the round-trip error per tensor; `ckpt quantize --json`
+    prints exactly this."""
+
+    scale_fmt: ScaleFmt
+    block: tuple[int, int]
+    tensors: int = Field(description="Tensors in the output, scales included")
+    quantized: int = Field(description="Weights quantised to F8_E4M3 (each with a scale)")
+    copied: int = Field(description="Tensors copied byte for byte")
+    max_abs_error: float = Field(description="Largest max_abs_error over all tensors")
+    max_rel_l2_error: float = Field(description="Largest rel_l2_error over all tensors")
+    errors: list[RoundTripError] = Field(description="Per quantised tensor, in output order")
+
+
+# -- running the jobs ---------------------------------------------------------------------
+class FileWork(NamedTuple):
+    """The jobs that write one output file: one whole-file job (`specs` None), or parts
+    writing byte ranges of a file `part_writer` creates from `specs` up front."""
+
+    file: str
+    jobs: list[Job]
+    specs: list[tuple[str, str, tuple[int, ...]]] | None = None
+
+
+def write_files(out: OutputDir, works: list[FileWork], *, workers: int | None,
+                executor: ExecutorName, progress: Progress | None, label: str
+                ) -> tuple[dict[str, list], list[NodeWork]]:
+    """Run the jobs writing `works`, journaling each file as it completes (a whole-file
+    job's result is journaled with it and merged into the returned dict); where the jobs
+    ran. On failure no `.partial` of a file written in parts stays behind (whole-file
+    writers remove their own)."""
+    args, files, errors = [], [], {}
+    unfinished: dict[str, int] = {}  # file written in parts -> parts still to write
+    try:
+        for w in works:
+            if w.specs is None:
+                args += w.jobs
+                files += [w.file] * len(w.jobs)
+                continue
+            part_writer.create(out.path / w.file, w.specs)
+            unfinished[w.file] = len(w.jobs)
+            args += w.jobs
+            files += [w.file] * len(w.jobs)
+            if not w.jobs:  # no tensor data: complete as created
+                del unfinished[w.file]
+                part_writer.commit(out.path / w.file)
+                out.mark_done(w.file)
+
+        def finished(i: int, result: dict[str, list]) -> None:
+            file = files[i]
+            parts = file in unfinished
+            if parts:  # a part: the file is complete with its last part
+                unfinished[file] -= 1
+                if unfinished[file]:
+                    return
+                del unfinished[file]
+                part_writer.commit(out.path / file)
+            out.mark_done(file, None if parts else result)
+            errors.update(result)
+
+        nbytes = sum(a.nbytes for a in args)
+        ran = run_jobs(call, args, workers=workers_for(nbytes, workers), executor=executor,
+                       progress=progress, label=label, on_result=finished)
+    except BaseException:
+        for file in unfinished:
+            part_writer.discard(out.path / file)
+        raise
+    return errors, ran.nodes
+
+
+def _job(command: str, ck: Checkpoint, options: dict) -> dict:
+    """The journal's identity of a run: a rerun resumes only when all of it matches."""
+    files = [ck.shard_path(s) for s in ck.shard_names] + [ck.config_path]
+    if ck.index_path is not None:
+        files.append(ck.index_path)
+    return {"command": command, "version": __version__, "options": options,
+            "sources": source_fingerprint(files)}
+
+
+def _with_dtype(raw: dict, dtype: str) -> dict:
+    """`raw` with its dtype key set (transformers v5 writes `dtype`, older ones `torch_dtype`)."""
+    out = dict(raw)
+    keys = [k for k in ("torch_dtype", "dtype") if k in out] or ["torch_dtype"]
+    for k in keys:
+        out[k] = dtype
+    return out

@@ -1,0 +1,250 @@
+"""`ckpt diff A B` when one side is DeepSeek-V4: the new architecture explained against
+V3 / V3.2 (or V4 against V4), with long-context figures computed from both configs.
+
+Conventions (docs/deepseek_v4.md, "Long context"):
+- KV cache: elements cached per token of context, summed over the main layers, and bytes
+  at 2 bytes per element (BF16, as `arch_figures`; DeepSeek's V4 kernels store part of
+  it in FP8, which lowers V4's absolute bytes but not the comparison by much).
+  MLA (V3): kv_lora_rank + qk_rope_head_dim per token and layer; V3.2 adds its indexer's
+  key (index_head_dim). V4: every layer keeps a `sliding_window` of head_dim-wide KV;
+  CSA (ratio 4) adds context/4 compressed entries plus its indexer's keys
+  (index_head_dim each); HCA (ratio 128) adds context/128 entries; sliding layers nothing.
+- Attention FLOPs for one new token attending to `context` earlier ones (2 per
+  multiply-add): MLA absorbed as DeepSeek's inference runs it, 2 H (kv_lora + rope) for
+  scores + 2 H kv_lora for values per attended token, every token (V3) or the indexer's
+  top-k (V3.2, plus 2 index_n_heads index_head_dim per context token for the indexer);
+  V4, per attended entry 4 H head_dim (shared-KV MQA), entries = window + top-k of the
+  compressed (CSA, plus its indexer over context/4) or window + all context/128 (HCA).
+- Total FLOPs per token = 2 x activated parameters + attention FLOPs (the tensor plan's
+  activated count; DeepSeek's per-token comparison counts the same two parts).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .config_diff import FieldChange, config_changes
+from .dtypes import itemsize
+from .info import attention_schedule
+from .sources import resolve_config
+from .tensor_plan_v4 import plan_for
+
+_FROZEN = ConfigDict(extra="forbid", frozen=True)
+CONTEXTS = (131_072, 1_048_576)
+KV_BYTES = 2
+
+
+class V4Side(BaseModel):
+    model_config = _FROZEN
+    spec: str
+    label: str
+    title: str | None
+    model_type: str
+    attention: str = Field(description="Attention kind and schedule, in words")
+
+
+class Figure(BaseModel):
+    model_config = _FROZEN
+    key: str
+    label: str
+    unit: Literal["params", "bytes", "elements", "flops", "count"]
+    a: int | float
+    b: int | float
+    ratio: float | None = Field(description="b / a")
+
+
+class Explanation(BaseModel):
+    model_config = _FROZEN
+    topic: str
+    text: str
+
+
+class V4DiffReport(BaseModel):
+    """What `ckpt diff` reports when one side is DeepSeek-V4; `--json` prints exactly this."""
+
+    model_config = _FROZEN
+    a: V4Side
+    b: V4Side
+    summary: str
+    contexts: list[int]
+    figures: list[Figure]
+    explanations: list[Explanation]
+    config_changes: list[FieldChange]
+
+
+def _is_v4(c) -> bool:
+    return c.model_type == "deepseek_v4"
+
+
+def _sparse(c) -> bool:
+    """V3.2-style DSA: a lightning indexer picking index_topk tokens for MLA."""
+    return not _is_v4(c) and getattr(c, "index_topk", None) is not None
+
+
+def kv_elements(c, context: int) -> int:
+    """KV-cache elements held for `context` tokens (main layers; conventions above)."""
+    if not _is_v4(c):
+        per_token = c.kv_lora_rank + c.qk_rope_head_dim + (c.index_head_dim if _sparse(c) else 0)
+        return per_token * context * c.num_hidden_layers
+    total = 0
+    for ratio in c.compress_ratios[: c.num_hidden_layers]:
+        total += min(context, c.sliding_window) * c.head_dim
+        if ratio:
+            total += context // ratio * c.head_dim
+        if ratio == 4:
+            total += context // ratio * c.index_head_dim
+    return total
+
+
+def attention_flops(c, context: int) -> int:
+    """FLOPs for one token attending to `context` earlier tokens, all main layers."""
+    if not _is_v4(c):
+        h, lat, rope = c.num_attention_heads, c.kv_lora_rank, c.qk_rope_head_dim
+        attended = min(context, c.index_topk) if _sparse(c) else context
+        per_layer = 2 * h * (2 * lat + rope) * attended
+        if _sparse(c):
+            per_layer += 2 * c.index_n_heads * c.index_head_dim * context
+        return per_layer * c.num_hidden_layers
+    per_entry = 4 * c.num_attention_heads * c.head_dim
+    window = min(context, c.sliding_window)
+    total = 0
+    for ratio in c.compress_ratios[: c.num_hidden_layers]:
+        if ratio == 0:
+            total += per_entry * window
+        elif ratio == 4:
+            compressed = context // ratio
+            total += per_entry * (window + min(compressed, c.index_topk))
+            total += 2 * c.index_n_heads * c.index_head_dim * compressed
+        else:
+            total += per_entry * (window + context // ratio)
+    return total
+
+
+def _side(src) -> V4Side:
+    c = src.config
+    if _is_v4(c):
+        words = (f"shared-KV MQA ({c.num_attention_heads} heads x {c.head_dim}, 1 KV head), "
+                 f"{attention_schedule(c)}")
+    elif _sparse(c):
+        words = f"MLA + DSA lightning indexer (top-{c.index_topk} tokens)"
+    else:
+        words = f"MLA (kv_lora_rank {c.kv_lora_rank}), dense"
+    return V4Side(spec=src.spec, label=src.label, title=src.preset.title if src.preset else None,
+                  model_type=c.model_type, attention=words)
+
+
+def _row(key, label, unit, a, b) -> Figure:
+    return Figure(key=key, label=label, unit=unit, a=a, b=b, ratio=b / a if a else None)
+
+
+def _figures(ca, cb, pa, pb) -> list[Figure]:
+    rows = [
+        _row("params.main", "parameters (main model)", "params", pa.parameters.main, pb.parameters.main),
+        _row("params.activated", "activated per token", "params", pa.parameters.activated,
+             pb.parameters.activated),
+        _row("params.mtp", "MTP parameters", "params", pa.parameters.mtp, pb.parameters.mtp),
+        _row("bytes.checkpoint", "checkpoint bytes (native layout)", "bytes", pa.total_bytes,
+             pb.total_bytes),
+        _row("bytes.routed_experts", "routed-expert bytes", "bytes", _expert_bytes(pa),
+             _expert_bytes(pb)),
+    ]
+    for t in CONTEXTS:
+        k = f"{t // 1024}K" if t < 1 << 20 else f"{t >> 20}M"
+        ka, kb = kv_elements(ca, t), kv_elements(cb, t)
+        rows.append(_row(f"kv.{k}", f"KV cache at {k} context (BF16 bytes)", "bytes",
+                         ka * KV_BYTES, kb * KV_BYTES))
+        fa, fb = attention_flops(ca, t), attention_flops(cb, t)
+        rows.append(_row(f"attention_flops.{k}", f"attention FLOPs per token at {k}", "flops", fa, fb))
+        rows.append(_row(f"total_flops.{k}", f"total FLOPs per token at {k} (2 x activated + "
+                         f"attention)", "flops", 2 * pa.parameters.activated + fa,
+                         2 * pb.parameters.activated + fb))
+    return rows
+
+
+def _expert_bytes(plan) -> int:
+    """Routed-expert weights and their scales, main model."""
+    return sum(g.numel * itemsize(g.dtype) for g in plan.groups
+               if g.component == "routed_expert" and not g.mtp)
+
+
+def _explain(ca, cb, figures: list[Figure]) -> list[Explanation]:
+    v4 = cb if _is_v4(cb) else ca
+    other = ca if v4 is cb else cb
+    fig = {f.key: f for f in figures}
+    out = []
+    rows = v4.hc_fn_rows
+    out.append(Explanation(topic="hyper-connections", text=(
+        f"V4 carries {v4.hc_mult} residual streams instead of one: before attention and before "
+        f"the FFN, hc_*_fn [{rows}, {v4.hc_mult}x{v4.hidden_size}] turns the flattened streams "
+        f"into {v4.hc_mult} read weights, {v4.hc_mult} write weights and a {v4.hc_mult}x"
+        f"{v4.hc_mult} mixing matrix made doubly stochastic by {v4.hc_sinkhorn_iters} Sinkhorn "
+        f"iterations; hc_head mixes the streams once more before the final norm. All F32, "
+        f"{2 * v4.num_hidden_layers} per-block sets in the main model.")))
+    counts = [v4.compress_ratios[: v4.num_hidden_layers].count(r) for r in (0, 4, 128)]
+    out.append(Explanation(topic="attention schedule", text=(
+        f"V4 replaces MLA by shared-KV multi-query attention ({v4.num_attention_heads} query "
+        f"heads of {v4.head_dim}, one KV head, RoPE on the last {v4.qk_rope_head_dim} dims, "
+        f"per-head attention sinks, a grouped low-rank output wo_a/wo_b in {v4.o_groups} "
+        f"groups). Each layer also sees a {v4.sliding_window}-token sliding window; by "
+        f"compress_ratios: {counts[0]} layers sliding-window only, {counts[1]} CSA (ratio 4: "
+        f"overlapping 4-token compression, a lightning indexer picks the top "
+        f"{v4.index_topk}), {counts[2]} HCA (ratio 128: every 128 tokens compressed to one "
+        f"entry, all attended). The MTP block is ratio {v4.compress_ratios[-1]}.")))
+    m = "1M"
+    out.append(Explanation(topic="KV cache", text=(
+        f"BF16 bytes as in docs/deepseek_v4.md; KV cache at 128K: {fig['kv.128K'].a:,.0f} vs "
+        f"{fig['kv.128K'].b:,.0f} bytes (B/A {fig['kv.128K'].ratio:.3f}); at 1M: "
+        f"{fig['kv.' + m].a:,.0f} vs {fig['kv.' + m].b:,.0f} (B/A {fig['kv.' + m].ratio:.3f}). "
+        f"DeepSeek states V4-Pro needs 10% of V3.2's KV cache at 1M tokens.")))
+    out.append(Explanation(topic="attention FLOPs", text=(
+        f"One token at 1M context: attention {fig['attention_flops.' + m].a:.3g} vs "
+        f"{fig['attention_flops.' + m].b:.3g} FLOPs (B/A {fig['attention_flops.' + m].ratio:.3f}); "
+        f"with the matmuls of the activated parameters {fig['total_flops.' + m].a:.3g} vs "
+        f"{fig['total_flops.' + m].b:.3g} (B/A {fig['total_flops.' + m].ratio:.3f}). DeepSeek "
+        f"states 27% of V3.2's single-token FLOPs for V4-Pro at 1M.")))
+    routing = (f"The first {v4.num_hash_layers} layers route by a fixed table: tid2eid[token id] "
+               f"(I64 [{v4.vocab_size}, {v4.num_experts_per_tok}]) names the experts, the gate "
+               f"only weights them; later layers pick the top-{v4.num_experts_per_tok} of "
+               f"{v4.n_routed_experts} by score + bias (no expert groups).")
+    if not _is_v4(other):
+        routing += (f" {other.model_type} routes every MoE layer by learned sigmoid scores in "
+                    f"{other.n_group} groups ({other.topk_group} kept).")
+    out.append(Explanation(topic="routing", text=routing))
+    out.append(Explanation(topic="scoring", text=(
+        f"V4 scores experts with {v4.scoring_func}: sqrt(softplus(logit)), unbounded and "
+        f"smooth near 0 where sigmoid saturates at 1; weights are renormalised over the chosen "
+        f"experts and scaled by {v4.routed_scaling_factor:g}; the routed SwiGLU clamps its "
+        f"inputs at {v4.swiglu_limit:g}.")))
+    eb = fig["bytes.routed_experts"]
+    out.append(Explanation(topic="FP4 experts", text=(
+        f"Routed experts are MXFP4: two e2m1 codes per byte (I8 [out, in/2]) plus one E8M0 "
+        f"scale byte per 32 inputs, 0.5625 bytes per parameter against 1 (+ 1/16384 scale) for "
+        f"FP8 blocks. Routed-expert bytes {eb.a:,.0f} vs {eb.b:,.0f}. Dense weights stay FP8 "
+        f"with one E8M0 (power-of-two) scale per 128x128 block instead of V3's F32 scales.")))
+    return out
+
+
+def diff_v4(a: str | Path, b: str | Path) -> V4DiffReport:
+    """Compare two configs of which at least one is DeepSeek-V4 (ratios are B / A)."""
+    src_a, src_b = resolve_config(a), resolve_config(b)
+    ca, cb = src_a.config, src_b.config
+    pa, pb = plan_for(ca), plan_for(cb)
+    figures = _figures(ca, cb, pa, pb)
+    changes = config_changes(ca, cb)
+    kv = next(f for f in figures if f.key == "kv.1M")
+    fl = next(f for f in figures if f.key == "total_flops.1M")
+    summary = (f"{src_b.label} vs {src_a.label}: {len([c for c in changes if c.architectural])} "
+               f"architectural config fields differ; parameters {pb.parameters.main / 1e9:,.1f}B "
+               f"vs {pa.parameters.main / 1e9:,.1f}B, activated {pb.parameters.activated / 1e9:.1f}B "
+               f"vs {pa.parameters.activated / 1e9:.1f}B; at 1M context KV cache x{kv.ratio:.3f} "
+               f"and FLOPs per token x{fl.ratio:.3f}")
+    return V4DiffReport(a=_side(src_a), b=_side(src_b), summary=summary, contexts=list(CONTEXTS),
+                        figures=figures, explanations=_explain(ca, cb, figures),
+                        config_changes=changes)
+
+
+def involves_v4(a: Any, b: Any) -> bool:
+    return any(_is_v4(resolve_config(x).config) for x in (a, b))

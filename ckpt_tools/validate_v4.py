@@ -1,0 +1,195 @@
+"""`ckpt validate` for DeepSeek-V4 checkpoints (Hub names, `.scale` beside `.weight`).
+
+What differs from V2/V3 (validate.py runs the shared structure checks, then this):
+- pairing: every quantized weight has its `<module>.scale`, stored as F8_E8M0. An F8_E4M3
+  weight needs [ceil(out/128), ceil(in/128)]; an I8 weight is MXFP4 and needs [out, in/32]
+  (its logical in = 2 x the stored columns). The format is read from the tensors, never
+  from `expert_dtype` (a published Pro config omits it).
+- plan: the V4 tensor plan in the layout and expert format the tensors show.
+- hash routing: every `ffn.gate.tid2eid` entry in [0, n_routed_experts) (a few MB, read
+  always); `--deep` adds E8M0 NaN bytes (255) in any scale (value_scan).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from .config_v4 import DeepseekV4Config, ExpertDtype
+from .findings import Findings
+from .safetensors_io import TensorEntry
+from .tensor_plan import scale_shape
+from .tensor_plan_v4 import (
+    V4_SCALE_SUFFIX,
+    V4TensorPlan,
+    fp4_scale_shape,
+    v4_scale_name,
+    v4_weight_name,
+)
+
+QUANTIZED = ("F8_E4M3", "I8")
+SCALE_DTYPE = "F8_E8M0"
+
+
+def looks_v4(entries: dict[str, TensorEntry]) -> bool:
+    """DeepSeek-V4 tensors, without a config: E8M0 `.scale` tensors or V4's global names."""
+    return "embed.weight" in entries or "hc_head_fn" in entries or any(
+        e.dtype == SCALE_DTYPE and n.endswith(V4_SCALE_SUFFIX) for n, e in entries.items())
+
+
+def quantized_weights(entries: dict[str, TensorEntry]) -> list[str]:
+    return [n for n, e in entries.items() if e.dtype in QUANTIZED and n.endswith(".weight")]
+
+
+def detect_layout(entries: dict[str, TensorEntry]) -> tuple[Literal["bf16", "fp8"], ExpertDtype | None]:
+    """("fp8", expert format) when quantized weights are present, else ("bf16", None); the
+    expert format is the dtype of the routed experts found (I8 = fp4, F8_E4M3 = fp8)."""
+    if not quantized_weights(entries):
+        return "bf16", None
+    experts = [e.dtype for n, e in entries.items()
+               if ".ffn.experts." in n and n.endswith(".weight")]
+    fp4 = sum(d == "I8" for d in experts)
+    return "fp8", ("fp4" if fp4 * 2 >= len(experts) else "fp8")
+
+
+def expected_scale(weight: TensorEntry) -> tuple[tuple[int, ...], str] | None:
+    """(scale shape, format name) a quantized weight needs, or None if it is not 2-D."""
+    if len(weight.shape) != 2:
+        return None
+    if weight.dtype == "I8":
+        rows, packed = weight.shape
+        return fp4_scale_shape((rows, 2 * packed)), "MXFP4 (one scale per 32 inputs)"
+    return scale_shape(weight.shape, (128, 128)), "FP8 (128x128 blocks)"
+
+
+def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: set[str],
+                  f: Findings) -> set[str]:
+    """Pair every quantized weight with its scale; returns the scale names seen."""
+    weights = quantized_weights(entries)
+    scales = {n for n, e in entries.items() if n.endswith(V4_SCALE_SUFFIX)}
+    for name in weights:
+        scale = v4_scale_name(name)
+        s = entries.get(scale)
+        fmt = "MXFP4" if entries[name].dtype == "I8" else "FP8"
+        if s is None:
+            if scale not in skip:
+                f.add("scale-missing", f"{where[name]}: {fmt} tensor '{name}' has no '{scale}'",
+                      file=where[name], tensor=name, expected=scale)
+            continue
+        if s.dtype != SCALE_DTYPE:
+            f.add("scale-dtype", f"{where[scale]}: tensor '{scale}': expected {SCALE_DTYPE}, found "
+                  f"{s.dtype}", file=where[scale], tensor=scale, expected=SCALE_DTYPE, found=s.dtype)
+        want = expected_scale(entries[name])
+        if want is None or s.shape != want[0]:
+            need = list(want[0]) if want else f"a 2-D weight (found {list(entries[name].shape)})"
+            what = want[1] if want else fmt
+            f.add("scale-shape", f"{where[scale]}: tensor '{scale}': expected {need} for {what} "
+                  f"weight {entries[name].dtype} {list(entries[name].shape)}, found "
+                  f"{list(s.shape)}", file=where[scale], tensor=scale, expected=need,
+                  found=s.shape)
+    paired = {v4_scale_name(n) for n in weights}
+    for name in sorted(scales - paired):
+        weight = v4_weight_name(name)
+        if weight in skip:
+            continue
+        w = entries.get(weight)
+        what = "absent" if w is None else f"stored as {w.dtype}, not FP8 or MXFP4"
+        f.add("scale-orphan", f"{where[name]}: tensor '{name}': its weight '{weight}' is {what}",
+              file=where[name], tensor=name, found=what)
+    return scales
+
+
+def check_hash_tables(root: Path, entries: dict[str, TensorEntry], where: dict[str, str],
+                      experts: int, f: Findings) -> None:
+    """Every tid2eid entry must name an expert: 0 <= id < n_routed_experts."""
+    import numpy as np  # header-only runs without hash tables never load it
+
+    from .safetensors_io import SafetensorsReader
+
+    for name in [n for n in entries if n.endswith("ffn.gate.tid2eid")]:
+        e = entries[name]
+        if e.dtype not in ("I64", "I32"):
+            continue  # the plan check reports the dtype
+        bad = lo = hi = 0
+        with SafetensorsReader(root / where[name]) as r:
+            rows = e.shape[0] if e.shape else 1
+            for r0 in range(0, rows, 1 << 16):
+                t = np.asarray(r.read_rows(name, r0, min(rows, r0 + (1 << 16))))
+                out = (t < 0) | (t >= experts)
+                if out.any():
+                    bad += int(np.count_nonzero(out))
+                    lo, hi = min(lo, int(t.min())), max(hi, int(t.max()))
+        if bad:
+            f.add("tid2eid-range", f"{where[name]}: tensor '{name}': {bad:,} entries outside "
+                  f"[0, {experts}) (n_routed_experts); found values from {lo} to {hi}",
+                  file=where[name], tensor=name, expected=f"0..{experts - 1}",
+                  found=f"{bad} entries in {lo}..{hi}")
+
+
+def hf_expected(plan: V4TensorPlan, expect) -> dict:
+    """`ckpt upcast --layout hf` names: transformers' (experts stacked), MTP under Hub names."""
+    from .names_v4_hf import expert_of, hf_name, stacked_names
+
+    c = plan.config
+    out = {}
+    for g in plan.groups:
+        if g.scale_of_family is not None:
+            continue
+        for name in g.names:
+            if expert_of(name) is None:
+                out[hf_name(name) or name] = expect(g.shape, g.dtype, g.layer if g.mtp else None)
+    for layer in range(c.num_hidden_layers):
+        gate_up, down = stacked_names(layer)
+        e, i, d = c.n_routed_experts, c.moe_intermediate_size, c.hidden_size
+        out[gate_up] = expect((e, 2 * i, d), "BF16", None)
+        out[down] = expect((e, d, i), "BF16", None)
+    return out
+
+
+def check_v4(root: Path, inv, cfg: DeepseekV4Config | None, own: bool, f: Findings,
+             check_plan, expected_tensors, check_config_layout, expect
+             ) -> tuple[str, list[str], V4TensorPlan | None]:
+    """The V4 checks on an inventory from the inventory's structure pass; (layout, checks,
+    the plan checked against). The inventory hands in its plan comparison helpers
+    (`plan_checks`: one implementation of each)."""
+    if cfg is not None and "model.embed_tokens.weight" in inv.entries:  # upcast --layout hf
+        inv.scales = set()
+        plan = V4TensorPlan(cfg, "bf16")
+        mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
+        check_plan(hf_expected(plan, expect), inv, mtp, f)
+        return "bf16", ["structure", "plan"], plan
+    layout, experts = detect_layout(inv.entries)
+    inv.scales = check_pairing(inv.entries, inv.shard_of, set(inv.unreadable), f)
+    checks = ["structure", "pairing"]
+    if cfg is None:
+        return layout, checks, None
+    if own:
+        check_config_layout(cfg, layout, f)
+    plan = V4TensorPlan(cfg, layout, expert_dtype=experts)
+    mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
+    check_plan(expected_tensors(plan), inv, mtp, f)
+    check_hash_tables(root, inv.entries, inv.shard_of, cfg.n_routed_experts, f)
+    return layout, [*checks, "plan"], plan
+
+
+def check_mp_v4(cfg: DeepseekV4Config, n: int, invs: dict, ranks: dict[int, str], f: Findings,
+                check_plan, expect) -> list[str]:
+    """DeepSeek-V4 rank files against DeepSeek's V4 convert.py rules (`mp_v4`); the checks
+    that ran."""
+    from .errors import CkptError
+    from .mp_layout_v4 import check_blocks, rank_pieces
+
+    first = next(iter(invs.values())).entries
+    experts = "fp4" if any(e.dtype == "I8" for e in first.values()) else detect_layout(first)[1]
+    plan = V4TensorPlan(cfg, "fp8", expert_dtype=experts)
+    try:
+        check_blocks(plan, n)
+        pieces = rank_pieces(plan, n)
+    except CkptError as e:
+        f.add("mp-split-invalid", str(e))
+        return ["structure"]
+    for rank, inv in invs.items():
+        expected = {p.name: expect(p.shape, p.dtype, None) for p in pieces[rank]}
+        inv.scales = set()  # V4 scales are planned tensors here, checked by the plan
+        check_plan(expected, inv, range(0), f, file=ranks[rank])
+    return ["structure", "plan"]

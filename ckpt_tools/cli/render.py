@@ -139,21 +139,6 @@ def echo_nodes(nodes) -> None:
             f"{human_bytes(n.bytes)} in {n.seconds:.1f} s{rate}")
 
 
-class SourceParam(click.ParamType):
-    """A checkpoint directory that must exist, or a remote URL (hf://, s3://, ...) that is
-    checked when it is opened."""
-
-    name = "source"
-
-    def convert(self, value, param, ctx):
-        if is_remote(value) or (ctx is not None and ctx.params.get("remote")):
-            return value
-        return click.Path(exists=True, file_okay=False).convert(value, param, ctx)
-
-
-SOURCE = SourceParam()
-
-
 class SourceOrPath(click.ParamType):
     """A remote URL as typed, anything else a local `Path` (checked by the library)."""
 

@@ -41,6 +41,7 @@ def sources(tmp_path_factory):
     wrapped_cfg.write_text(json.dumps({"model_type": "kimi_k25", "text_config": tiny}))
     make_tiny(root / "wrapped", str(wrapped_cfg), fp8=True, shards=2, seed=5)
     write_checkpoint(root / "v4", V4_CONFIG, quantized_tensors(V4_CONFIG, hub_tensors(V4_CONFIG, 2)))
+    make_tiny(root / "v4-flash", "v4-flash", fp8=True, shards=3)
     return root
 
 
@@ -84,6 +85,8 @@ def test_object_store_destination_with_ray_is_refused_before_anything(sources):
     with pytest.raises(OutputError, match="staged on this machine's disk") as e:
         upcast(sources / "fp8", "s3://bucket/out", executor="ray")
     assert "\n" not in str(e.value)
+    # the library names its argument, the CLI its option (test_remote_options_...)
+    assert "executor='local'" in str(e.value) and "--" not in str(e.value)
 
 
 def test_wrapped_checkpoint_from_remote(hub, sources, tmp_path):
@@ -102,3 +105,52 @@ def test_v4_checkpoint_from_remote(hub, sources):
     tokens = [1, 7, 2, 9]
     np.testing.assert_array_equal(forward("hf://org/v4", tokens, layers=1),
                                   forward(sources / "v4", tokens, layers=1))
+
+
+def test_v4_writers_read_a_remote_source_like_disk(hub, sources, tmp_path):
+    """DeepSeek-V4's writers take an hf:// source as V2/V3's do: upcast (convert_v4, parts
+    pickled to worker processes) and both reshard directions (mp_v4), the same bytes as
+    from disk; V4MpCheckpoint reads remote rank files by range."""
+    from ckpt_tools.reference.v4_checkpoint import V4MpCheckpoint
+    from ckpt_tools.reshard import from_deepseek_mp, to_deepseek_mp
+
+    local = sources / "v4-flash"
+    hub.add_commit("org/v4-flash", local)
+    upcast("hf://org/v4-flash", tmp_path / "up-remote", workers=2)
+    upcast(local, tmp_path / "up-disk", workers=1)
+    assert files_of(tmp_path / "up-remote") == files_of(tmp_path / "up-disk")
+    to_deepseek_mp("hf://org/v4-flash", tmp_path / "mp-remote", 2, workers=2)
+    to_deepseek_mp(local, tmp_path / "mp-disk", 2, workers=1)
+    assert files_of(tmp_path / "mp-remote") == files_of(tmp_path / "mp-disk")
+    hub.add_commit("org/v4-mp", tmp_path / "mp-disk")
+    from_deepseek_mp("hf://org/v4-mp", tmp_path / "back-remote")
+    from_deepseek_mp(tmp_path / "mp-disk", tmp_path / "back-disk")
+    assert files_of(tmp_path / "back-remote") == files_of(tmp_path / "back-disk")
+    remote, disk = V4MpCheckpoint("hf://org/v4-mp"), V4MpCheckpoint(tmp_path / "mp-disk")
+    try:
+        assert isinstance(remote.dir, RemotePath)
+        for name in ("embed.weight", "layers.0.attn.wo_b.weight", "layers.0.attn.wo_a.weight"):
+            np.testing.assert_array_equal(remote.read_float32(name), disk.read_float32(name))
+    finally:
+        remote.close()
+        disk.close()
+
+
+def test_remote_options_follow_the_cli_conventions(hub, sources):
+    """--remote on a command with --json: one JSON document, on success and on failure."""
+    from click.testing import CliRunner
+
+    from ckpt_tools.cli import cli
+
+    runner = CliRunner()
+    r = runner.invoke(cli, ["info", "--remote", "org/fp8", "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["ok"] is True
+    r = runner.invoke(cli, ["validate", str(sources / "fp8"), "--checksums", "hub", "--json"])
+    assert r.exit_code == 2
+    assert json.loads(r.stdout)["error"]["code"] == "usage"
+    r = runner.invoke(cli, ["upcast", str(sources / "fp8"), "s3://bucket/out", "--executor",
+                            "ray", "--json"])
+    assert r.exit_code == 1
+    error = json.loads(r.stdout)["error"]
+    assert error["code"] == "output" and "--executor local" in error["message"]

@@ -121,10 +121,25 @@ def test_reshard_s3_to_s3_equals_local(s3, local, tmp_path):
     reshard_by_size(local / "fp8", tmp_path / "want", 150_000, workers=1)
     got = objects(s3, "resharded/")
     want = files_of(tmp_path / "want")
-    assert got.keys() == want.keys() and len(report.files) > 3  # more, smaller shards
-    assert {k: v for k, v in got.items() if k != "reshard-report.json"} == {
-        k: v for k, v in want.items() if k != "reshard-report.json"}
+    assert got == want and len(report.files) > 3  # more, smaller shards
     assert report.coverage.complete and report.destination == f"s3://{s3.bucket}/resharded"
+    # the coverage proof beside DST, as for a local one: the object DST.reshard-report.json
+    proof = json.loads(objects(s3, "resharded.")["reshard-report.json"])
+    assert proof["coverage"]["complete"] and proof["destination"] == report.destination
+
+
+def test_v4_writers_to_s3_equal_local(s3, tmp_path):
+    """DeepSeek-V4's upcast (whole files staged, not parts) and rank files go to an object
+    store as V2/V3's do."""
+    from ckpt_tools.reshard import to_deepseek_mp
+
+    src = make_tiny(tmp_path / "v4", "v4-flash", fp8=True, shards=3).path
+    upcast(src, f"s3://{s3.bucket}/v4-bf16", workers=2)
+    upcast(src, tmp_path / "v4-bf16", workers=1)
+    assert objects(s3, "v4-bf16/") == files_of(tmp_path / "v4-bf16")
+    to_deepseek_mp(src, f"s3://{s3.bucket}/v4-mp", 2, workers=1)
+    to_deepseek_mp(src, tmp_path / "v4-mp", 2, workers=1)
+    assert objects(s3, "v4-mp/") == files_of(tmp_path / "v4-mp")
 
 
 @pytest.mark.parametrize("kill_after", [5, 90, 150])

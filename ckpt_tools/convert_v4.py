@@ -44,7 +44,7 @@ from .convert_output import (
     write_files,
 )
 from .dtypes import DTYPES, itemsize
-from .errors import FormatError, UnexpectedTensorError
+from .errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .inventory import require
 from .names_v4_hf import expert_of, hf_name, stacked_names
@@ -184,7 +184,8 @@ def plan_quantize_v4(ck: Checkpoint, expert_dtype: str) -> list[Job]:
     if layout == "fp8" and not (experts == "fp4" and expert_dtype == "fp8"):
         raise UnexpectedTensorError(f"{ck.dir}: already in V4's quantized format (experts "
                                     f"{experts}); quantize takes BF16/F32 DeepSeek names, or "
-                                    f"re-packs FP4 experts with --expert-dtype fp8")
+                                    f"re-packs FP4 experts with {ARGUMENT_PLACEHOLDER}",
+                                    argument="expert_dtype", value="fp8")
     target = V4TensorPlan(ck.config, "fp8", expert_dtype=expert_dtype)
     by_shard: dict[str, list[OutTensor]] = {s: [] for s in ck.shard_names}
     for spec in target.specs:
@@ -371,7 +372,7 @@ def upcast_v4(src, dst, *, dtype: str = "bf16", layout: V4Layout = "deepseek",
     """Dequantise a DeepSeek-V4 checkpoint (FP8 + MXFP4) into BF16/F32, `layout` names."""
     t0 = time.monotonic()
     if layout not in ("deepseek", "hf"):
-        raise ValueError(f"layout must be 'deepseek' or 'hf', found {layout!r}")
+        raise ArgumentError(f"layout must be 'deepseek' or 'hf', found {layout!r}")
     out_dtype = OUT_DTYPES[dtype]
     with Checkpoint(src) as ck:
         jobs, dropped = plan_upcast_v4(ck, out_dtype, layout)
@@ -400,7 +401,7 @@ def quantize_v4(src, dst, *, expert_dtype: str = "fp4", workers: int | None = No
     """BF16/F32 DeepSeek-V4 -> V4's on-disk format; or FP4 experts -> FP8 (`expert_dtype`)."""
     t0 = time.monotonic()
     if expert_dtype not in ("fp4", "fp8"):
-        raise ValueError(f"expert_dtype must be 'fp4' or 'fp8', found {expert_dtype!r}")
+        raise ArgumentError(f"expert_dtype must be 'fp4' or 'fp8', found {expert_dtype!r}")
     with Checkpoint(src) as ck:
         jobs = plan_quantize_v4(ck, expert_dtype)
         qc = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",

@@ -36,7 +36,13 @@ from . import mx_formats as mx
 from .checkpoint import Checkpoint
 from .config import read_config_file
 from .dtypes import itemsize
-from .errors import ConfigError, MissingTensorError, ShapeMismatchError
+from .errors import (
+    ARGUMENT_PLACEHOLDER,
+    ArgumentError,
+    ConfigError,
+    MissingTensorError,
+    ShapeMismatchError,
+)
 from .fp8 import BF16
 from .index import (
     INDEX_FILE,
@@ -136,15 +142,16 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
     for V2/V3 (`reshard.execute_plan`)."""
     t0 = time.monotonic()
     if rank_resource is not None and executor != "ray":
-        raise ValueError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
-                         "executor='ray'")
+        raise ArgumentError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
+                            "executor='ray'")
     from .convert_v4 import _checked_source  # pairing and the V4 plan, as upcast checks them
 
     with Checkpoint(src) as ck:
         entries, layout, experts = _checked_source(ck, "reshard")
         if layout != "fp8":
-            raise ConfigError(f"{ck.dir}: --to deepseek-mp takes the released FP8/FP4 layout "
-                              f"(DeepSeek's convert.py dequantises wo_a from it)")
+            raise ConfigError(f"{ck.dir}: DeepSeek's model-parallel layout is made from the "
+                              f"released FP8/FP4 layout (DeepSeek's convert.py dequantises "
+                              f"wo_a from it)")
         plan = V4TensorPlan(ck.config, layout, expert_dtype=experts)
         check_blocks(plan, model_parallel)
         ranks_ = rank_pieces(plan, model_parallel)
@@ -152,7 +159,8 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
         bad = [r for r in selected if not 0 <= r < model_parallel]
         if bad or not selected:
             raise ConfigError(f"{ck.dir}: rank {bad[0] if bad else 'list'} is outside 0-"
-                              f"{model_parallel - 1} of --model-parallel {model_parallel}")
+                              f"{model_parallel - 1} of a {model_parallel}-way model-parallel "
+                              f"layout")
         where = {n: shard for n, (shard, _) in entries.items()}
         shapes = {s.name: s.shape for s in plan.specs}
         files = [mp_file_name(r, model_parallel) for r in range(model_parallel)]
@@ -188,7 +196,8 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
     t0 = time.monotonic()
     if executor != "local":
         raise ConfigError(f"{src}: DeepSeek-V4 rank files are joined in this process; "
-                          f"--executor {executor} is not available for them yet")
+                          f"{ARGUMENT_PLACEHOLDER} is not available for them yet",
+                          argument="executor", value=executor)
     src = as_path(src)  # local, or remote (read by range)
     files = find_mp_files(src)
     n = len(files)

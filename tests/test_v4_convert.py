@@ -201,3 +201,17 @@ def test_upcast_in_parts_gives_the_same_bytes(fp4_src, tmp_path, monkeypatch, la
         assert (tmp_path / "parts" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
     assert sum(n.jobs for n in parts.nodes) == sum(len(w.jobs) for w in works)
     assert not list((tmp_path / "parts").glob("*.partial"))
+
+
+def test_quantize_of_a_quantized_v4_names_the_argument_its_caller_spells(fp4_src, tmp_path,
+                                                                          run_cli):
+    """The library says expert_dtype='fp8', the CLI --expert-dtype fp8 (never a flag in a
+    library message)."""
+    from ckpt_tools.errors import UnexpectedTensorError
+
+    with pytest.raises(UnexpectedTensorError) as e:
+        quantize(fp4_src, tmp_path / "lib")
+    assert "expert_dtype='fp8'" in str(e.value) and "--" not in str(e.value)
+    r = run_cli("quantize", fp4_src, tmp_path / "cli", "--json")
+    assert r.exit_code == 1
+    assert "--expert-dtype fp8" in json.loads(r.stdout)["error"]["message"]

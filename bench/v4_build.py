@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ckpt_tools.config import parse_config  # noqa: E402
 from ckpt_tools.index import ShardIndex, write_index  # noqa: E402
 from ckpt_tools.safetensors_io import SafetensorsWriter  # noqa: E402
-from ckpt_tools.tensor_plan_v4 import V4TensorPlan  # noqa: E402
+from ckpt_tools.v4.tensor_plan import V4TensorPlan  # noqa: E402
 
 FLASH = {
     "architectures": ["DeepseekV4ForCausalLM"], "model_type": "deepseek_v4",

@@ -40,11 +40,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import run_child
+
 from ckpt_tools.index import INDEX_FILE, shard_file_name
 from ckpt_tools.presets import find_preset
 from ckpt_tools.sources import CONFIG_FILE
 from ckpt_tools.tensor_plan import TensorPlan
-from timing import run_child
 
 SHARDS = 163  # as in deepseek-ai/DeepSeek-V3
 DEEP_OVERRIDES = {"vocab_size": 32768, "num_nextn_predict_layers": 0, "first_k_dense_replace": 1,

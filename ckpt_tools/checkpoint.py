@@ -25,7 +25,7 @@ from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .sources import CONFIG_FILE
 from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
-from .tensor_plan_v4 import V4_SCALE_SUFFIX
+from .v4.tensor_plan import V4_SCALE_SUFFIX
 
 
 def checkpoint_dir(path: str | Path | RemotePath) -> Path | RemotePath:
@@ -87,8 +87,8 @@ class Checkpoint(PooledFiles):
     def plan(self) -> TensorPlan:
         """The config's plan in the layout found (DeepSeek-V4: expert format from the tensors)."""
         if self.config.model_type == "deepseek_v4":
-            from .tensor_plan_v4 import V4TensorPlan
-            from .validate_v4 import detect_layout
+            from .v4.tensor_plan import V4TensorPlan
+            from .v4.validate import detect_layout
 
             entries = {n: self.locate(n)[1] for n in self.index.weight_map}
             layout, experts = detect_layout(entries)

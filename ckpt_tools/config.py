@@ -42,9 +42,9 @@ from .config_layouts import (
     near_miss_warnings,
     recognise,
 )
-from .config_v4 import DeepseekV4Config
 from .errors import ConfigError, UnsupportedModelError
 from .remote import as_path
+from .v4.config import DeepseekV4Config
 
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
 ScoringFunc = Literal["softmax", "sigmoid"]
@@ -446,7 +446,7 @@ def parse_config(raw: Any, *, source: str = "config",
 
 def _parse_v4(raw: dict[str, Any], source: str, why: str, layout) -> DeepseekV4Config:
     # V4 is its own model (config_v4.py), outside the V2/V3 discriminated union
-    from .config_v4 import parse_v4
+    from .v4.config import parse_v4
 
     try:
         config = parse_v4(raw)

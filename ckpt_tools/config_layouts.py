@@ -23,8 +23,8 @@ from typing import Any
 
 from .config_defaults import CLASS_DEFAULTS, IMPLIED, LoaderName
 from .config_reading import ConfigReading, Family, LayoutName  # noqa: F401  (re-exported)
-from .config_v4 import V41_REFUSAL
 from .errors import UnsupportedModelError
+from .v4.config import V41_REFUSAL
 
 SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deepseek_v32",
                                              "deepseek_v4")
@@ -320,8 +320,8 @@ def edit_distance(a: str, b: str) -> int:
 def near_miss_warnings(raw: dict[str, Any], family: Family, layout: LayoutName) -> list[str]:
     """'did you mean' for unknown keys close to a known one, and for keys of another layout."""
     known = known_keys()
-    if family == "deepseek_v4":  # V4's own keys (config_v4), both spellings
-        from .config_v4 import TRANSFORMERS_5_KEYS, DeepseekV4Config
+    if family == "deepseek_v4":  # V4's own keys (v4.config), both spellings
+        from .v4.config import TRANSFORMERS_5_KEYS, DeepseekV4Config
 
         known = (frozenset(DeepseekV4Config.model_fields) | OTHER_KNOWN_KEYS
                  | TRANSFORMERS_5_KEYS)

@@ -1,7 +1,7 @@
 """How a config file was read (`ConfigReading`): the record every config model carries.
 
 Apart from `config_layouts`, which decides it, so that the config models (V2/V3 in
-`config`, V4 in `config_v4`) can carry it without importing the recognisers.
+`config`, V4 in `v4.config`) can carry it without importing the recognisers.
 """
 
 from __future__ import annotations

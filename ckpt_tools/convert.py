@@ -313,11 +313,11 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         CkptError subclasses before anything is written (see `plan_upcast`), OutputError
         for an unusable `dst`.
 
-    DeepSeek-V4 sources go to `convert_v4.upcast_v4`, where `layout` ("deepseek", the
+    DeepSeek-V4 sources go to `v4.convert.upcast_v4`, where `layout` ("deepseek", the
     default, or "hf") picks the output names; V2/V3 checkpoints only have HF names.
     """
     if _is_v4(src):
-        from .convert_v4 import upcast_v4
+        from .v4.convert import upcast_v4
 
         if max_shard_size is not None:
             raise ArgumentError(f"{src}: a maximum shard size is not available for DeepSeek-V4 "
@@ -379,7 +379,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
     saturate. config.json gets `quantization_config`. The report gives, per tensor, the
     round-trip error of upcasting the result back to F32.
 
-    DeepSeek-V4 sources go to `convert_v4.quantize_v4` (ue8m0 scales only; `expert_dtype`
+    DeepSeek-V4 sources go to `v4.convert.quantize_v4` (ue8m0 scales only; `expert_dtype`
     "fp4" or "fp8").
 
     Raises:
@@ -387,7 +387,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
         for an unusable `dst`.
     """
     if _is_v4(src):
-        from .convert_v4 import quantize_v4
+        from .v4.convert import quantize_v4
 
         if scale_fmt not in (None, "ue8m0"):
             raise ConfigError(f"{src}: DeepSeek-V4 stores ue8m0 (E8M0) scales only")

@@ -365,7 +365,7 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         progress: receives bytes compared (values only).
 
     Returns:
-        DiffReport (B relative to A: ratios are B / A); `diff_v4.V4DiffReport` when a side
+        DiffReport (B relative to A: ratios are B / A); `v4.diff.V4DiffReport` when a side
         is DeepSeek-V4.
 
     Raises:
@@ -375,7 +375,7 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
     """
     src_a, src_b = resolve_config(a, lenient=True), resolve_config(b, lenient=True)
     if "deepseek_v4" in (src_a.config.model_type, src_b.config.model_type):
-        from .diff_v4 import diff_v4  # a new architecture: explained, not field-matched
+        from .v4.diff import diff_v4  # a new architecture: explained, not field-matched
 
         if values:
             raise ArgumentError(f"{ARGUMENT_PLACEHOLDER} is not available with DeepSeek-V4 yet; "

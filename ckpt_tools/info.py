@@ -13,7 +13,7 @@ from .dtypes import itemsize
 from .results import Result
 from .sources import resolve_config
 from .tensor_plan import TensorPlan
-from .tensor_plan_v4 import plan_for
+from .v4.tensor_plan import plan_for
 
 
 class Provenance(Result):

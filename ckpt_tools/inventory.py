@@ -54,7 +54,7 @@ from .remote import as_path
 from .remote_path import RemotePath
 from .shard_scan import Inventory, gc_paused, read_headers, scan_hf
 from .tensor_plan import DEFAULT_BLOCK, Layout, TensorPlan
-from .validate_v4 import check_mp_v4, check_v4, looks_v4
+from .v4.validate import check_mp_v4, check_v4, looks_v4
 
 __all__ = ["Inspection", "Inventory", "inspect", "require", "open_checkpoint"]
 

@@ -434,8 +434,8 @@ def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
         ConfigError: a dimension `model_parallel` does not divide (before anything is
             written; DST is not even created).
     """
-    if _is_v4(src):  # DeepSeek-V4: its own convert.py rules (mp_v4), MTP always kept
-        from .mp_v4 import to_deepseek_mp_v4
+    if _is_v4(src):  # DeepSeek-V4: its own convert.py rules (v4.mp), MTP always kept
+        from .v4.mp import to_deepseek_mp_v4
 
         return to_deepseek_mp_v4(src, dst, model_parallel, workers=workers, overwrite=overwrite,
                                  progress=progress, executor=executor, ranks=ranks,
@@ -462,7 +462,7 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: Size |
     if max_shard_size is not None:
         max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
     if _is_v4(src, config):
-        from .mp_v4 import from_deepseek_mp_v4
+        from .v4.mp import from_deepseek_mp_v4
 
         if config is not None:
             raise ConfigError(f"{src}: for DeepSeek-V4 rank files, put config.json beside them")

@@ -203,7 +203,7 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
               overwrite: bool = False, progress: Progress | None = None,
               expert_dtype: str | None = None) -> TinyCheckpoint:
     """Write a small, real, deterministic checkpoint of `preset` into `dst` (HF layout;
-    DeepSeek-V4: its Hub names, `tiny_v4`).
+    DeepSeek-V4: its Hub names, `v4.tiny`).
 
     Args:
         dst: output directory (must be empty unless `overwrite`).
@@ -219,7 +219,7 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
         overrides: config fields to set, e.g. `{"n_routed_experts": 32}`.
         overwrite: replace the contents of a non-empty `dst`.
         progress: bytes written.
-        expert_dtype: V4 only: how routed experts are stored (see `tiny_v4`).
+        expert_dtype: V4 only: how routed experts are stored (see `v4.tiny`).
 
     Raises:
         ConfigError: not a preset, config or checkpoint, or overrides that make an invalid
@@ -227,7 +227,7 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
         OutputError: `dst` cannot be used.
     """
     if resolve_config(preset, lenient=True).config.model_type == "deepseek_v4":
-        from .tiny_v4 import make_tiny_v4
+        from .v4.tiny import make_tiny_v4
 
         if real_widths:
             raise ConfigError(f"{preset}: real widths are not available for DeepSeek-V4")

@@ -46,7 +46,7 @@ from .progress import Progress
 from .remote import as_path
 from .remote_path import RemotePath
 from .tensor_plan import SCALE_SUFFIX
-from .validate_v4 import looks_v4
+from .v4.validate import looks_v4
 
 __all__ = ["CODES", "Finding", "ValidationReport", "detect_layout", "expected_tensors", "validate"]
 

@@ -22,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from fake_hub import FakeHub
 
 from ckpt_tools.cli import COMMANDS, EXIT_PIPE_CLOSED, cli
 from ckpt_tools.errors import ERROR_CODES
 from ckpt_tools.index import INDEX_FILE, read_index
 from ckpt_tools.tiny import make_tiny
-
-from fake_hub import FakeHub
 
 REPO = "org/tiny"
 TOKENS = "0,1,2"

@@ -2,13 +2,12 @@ import copy
 import json
 
 import pytest
+from conftest import NEEDS_REFERENCE
 
 from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, parse_config
-from ckpt_tools.config_v4 import DeepseekV4Config
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import all_presets, find_preset
-
-from conftest import NEEDS_REFERENCE
+from ckpt_tools.v4.config import DeepseekV4Config
 
 V3 = find_preset("v3").raw_config
 V2 = find_preset("v2").raw_config

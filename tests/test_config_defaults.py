@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import NEEDS_REFERENCE
+
 from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, parse_config
 from ckpt_tools.config_defaults import CLASS_DEFAULTS, IMPLIED, loader_defaults
 from ckpt_tools.errors import ConfigError

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import NEEDS_REFERENCE
+
 from ckpt_tools.config import parse_config
 from ckpt_tools.config_layouts import edit_distance, to_inference_layout
 from ckpt_tools.errors import ConfigError, UnsupportedModelError

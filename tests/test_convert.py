@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import NEEDS_REFERENCE
 
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.convert import plan_upcast, quantize, upcast
@@ -28,8 +29,6 @@ from ckpt_tools.fp8 import quantize as quantize_array
 from ckpt_tools.index import INDEX_FILE, read_index, write_index
 from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
 from ckpt_tools.tensor_plan import SCALE_SUFFIX, TensorPlan
-
-from conftest import NEEDS_REFERENCE
 
 GOLDEN = Path(__file__).parent / "data" / "fp8_golden.npz"
 BITS = {2: np.uint16, 4: np.uint32}

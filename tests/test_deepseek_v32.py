@@ -293,8 +293,9 @@ def convert_py(src: Path, mp: int, n_experts: int) -> list[dict[str, bytes]]:
 
 @pytest.mark.parametrize("fp8,mp", [(True, 2), (False, 4)])
 def test_reshard_to_deepseek_mp_equals_convert_py_tensor_for_tensor(tmp_path, fp8, mp):
-    from ckpt_tools.reshard import from_deepseek_mp, to_deepseek_mp
     from test_reshard import FP8_MP_WIDTHS, tensors
+
+    from ckpt_tools.reshard import from_deepseek_mp, to_deepseek_mp
 
     src = tmp_path / "hf"
     make_tiny(src, "v3.2", fp8=fp8, seed=2, shards=3, overrides=FP8_MP_WIDTHS)
@@ -340,7 +341,6 @@ def test_diff_v3_v32_is_the_same_layout_plus_the_indexer():
 def test_dsa_figures_from_independent_formulas():
     from ckpt_tools.diff import diff
 
-    c = find_preset("v3.2").config
     n, mla = 61, 2 * 128 * (192 + 128)  # per key and layer: scores + values of 128 heads
     indexer = 2 * 64 * (128 + 1)  # per key and layer: 64 dot products of 128, then the sum
     rows = {q.key: q for q in diff("v3.1", "v3.2").quantities}
@@ -410,9 +410,10 @@ def test_verify_mp_against_hf_passes_for_v32(tmp_path, run_cli):
 def test_transformers_dtypes_survive_reshard_both_ways(tmp_path):
     """transformers saves V3.2 with a float32 weights_proj; a BF16 k_norm is also accepted.
     reshard keeps what is stored, bit for bit, and the mp files validate and run."""
+    from test_reshard import tensors
+
     from ckpt_tools.mp_layout import MpCheckpoint
     from ckpt_tools.reshard import from_deepseek_mp, to_deepseek_mp
-    from test_reshard import tensors
 
     src = tmp_path / "hf"
     make_tiny(src, "v3.2", seed=8, shards=1)

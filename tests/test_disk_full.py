@@ -83,7 +83,7 @@ def test_make_tiny_onto_a_full_disk(small_disk):
 
 @pytest.mark.parametrize("command", ["upcast", "reshard", "quantize"])
 def test_converters_onto_a_full_disk(small_disk, tmp_path, command):
-    from ckpt_tools.cli import COMMANDS, _available
+    from ckpt_tools.cli import _available
     if not _available(command):
         pytest.skip(f"{command} not available")
     mnt, preexec = small_disk

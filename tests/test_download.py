@@ -12,14 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from fake_hub import FakeHub, point_client_at
 
 from ckpt_tools.download import download, plan_download
 from ckpt_tools.errors import HubError
 from ckpt_tools.manifest import read_manifest
 from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.tiny import make_tiny
-
-from fake_hub import FakeHub, point_client_at
 
 download_mod = importlib.import_module("ckpt_tools.download")  # ckpt_tools.download is the function
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import reindex
 
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.convert import quantize, upcast
@@ -28,8 +29,6 @@ from ckpt_tools.tensor_plan import SCALE_SUFFIX
 from ckpt_tools.tiny import make_tiny
 from ckpt_tools.validate import validate
 from ckpt_tools.verify import open_tensor_source
-
-from conftest import reindex
 
 BIAS = "mlp.gate.e_score_correction_bias"
 # FP8 widths whose 128-row scale blocks split whole across 2 ranks (tiny widths do not)

@@ -6,8 +6,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import NEEDS_REFERENCE
+
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.config import parse_config, read_config_file
 from ckpt_tools.config_layouts import INFERENCE_CONFIG_FILE

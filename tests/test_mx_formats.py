@@ -11,7 +11,7 @@ import pytest
 
 from ckpt_tools.dtypes import DTYPES, dtype_name
 from ckpt_tools.errors import ShapeMismatchError
-from ckpt_tools.mx_formats import (
+from ckpt_tools.v4.mx_formats import (
     E8M0,
     dequantize_fp4,
     dequantize_fp8,

@@ -20,8 +20,7 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from ckpt_tools.convert import quantize, upcast  # noqa: E402
 from ckpt_tools.errors import VerificationError  # noqa: E402
 from ckpt_tools.fault_injection import KILL_ONCE_VAR, STALL_ONCE_VAR  # noqa: E402
-from ckpt_tools.reshard import (REPORT_FILE, from_deepseek_mp, report_file,  # noqa: E402
-                                to_deepseek_mp)
+from ckpt_tools.reshard import REPORT_FILE, from_deepseek_mp, report_file, to_deepseek_mp  # noqa: E402
 from ckpt_tools.safetensors_io import read_header  # noqa: E402
 from ckpt_tools.tiny import make_tiny  # noqa: E402
 from ckpt_tools.validate import validate  # noqa: E402

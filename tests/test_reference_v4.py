@@ -21,8 +21,8 @@ from unittest import mock
 
 import numpy as np
 import pytest
-
 from conftest import NEEDS_REFERENCE
+
 from ckpt_tools.errors import ConfigError, MissingTensorError, ShapeMismatchError
 from ckpt_tools.reference import deepseek_v4
 from ckpt_tools.reference.deepseek_v4 import Model, select_compressed, sinkhorn

@@ -9,20 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_hub import FakeHub, point_client_at
 
 from ckpt_tools import byte_source, remote
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.diff import diff
 from ckpt_tools.errors import CkptError, FormatError, HubError
 from ckpt_tools.info import describe
-from ckpt_tools.remote import HEADER_PROBE_BYTES, parse_hf_url
-from ckpt_tools.remote import as_path
+from ckpt_tools.remote import HEADER_PROBE_BYTES, as_path, parse_hf_url
 from ckpt_tools.remote_path import RemotePath
 from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.tiny import make_tiny
 from ckpt_tools.validate import validate
 from ckpt_tools.verify import forward, verify
-from fake_hub import FakeHub, point_client_at
 
 REPO = "org/tiny-v3"
 

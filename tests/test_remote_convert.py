@@ -9,6 +9,8 @@ import subprocess
 import sys
 
 import pytest
+from fake_hub import FakeHub
+from test_remote import loopback_only, tensors_read  # noqa: F401  (autouse fixture)
 
 from ckpt_tools import remote
 from ckpt_tools.convert import quantize, upcast
@@ -17,8 +19,6 @@ from ckpt_tools.output import JOURNAL_FILE
 from ckpt_tools.reshard import reshard_by_size, to_deepseek_mp
 from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.tiny import make_tiny
-from fake_hub import FakeHub
-from test_remote import loopback_only, tensors_read  # noqa: F401  (autouse fixture)
 
 REPORTS = {"reshard-report.json"}  # name the source and time the run: differ by design
 

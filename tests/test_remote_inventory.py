@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_remote import REPO, hub, loopback_only, shard_reads  # noqa: F401, F811  (fixtures)
 
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.errors import CkptError
@@ -14,7 +15,6 @@ from ckpt_tools.reader_pool import ReaderPool
 from ckpt_tools.remote import HEADER_PROBE_BYTES
 from ckpt_tools.remote_path import RemotePath
 from ckpt_tools.tiny import make_tiny
-from test_remote import REPO, hub, loopback_only, shard_reads  # noqa: F401, F811  (fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_hub import FakeHub
+from test_remote import loopback_only  # noqa: F401  (autouse fixture)
+from test_remote_convert import files_of
 
 from ckpt_tools.convert import upcast
 from ckpt_tools.errors import OutputError
@@ -20,9 +23,6 @@ from ckpt_tools.remote_path import RemotePath
 from ckpt_tools.tiny import make_tiny
 from ckpt_tools.validate import validate
 from ckpt_tools.verify import forward
-from fake_hub import FakeHub
-from test_remote import loopback_only  # noqa: F401  (autouse fixture)
-from test_remote_convert import files_of
 
 sys.path.insert(0, str(Path(__file__).parent))
 from v4_tiny import hub_config, hub_tensors, quantized_tensors, write_checkpoint  # noqa: E402
@@ -109,7 +109,7 @@ def test_v4_checkpoint_from_remote(hub, sources):
 
 def test_v4_writers_read_a_remote_source_like_disk(hub, sources, tmp_path):
     """DeepSeek-V4's writers take an hf:// source as V2/V3's do: upcast (convert_v4, parts
-    pickled to worker processes) and both reshard directions (mp_v4), the same bytes as
+    pickled to worker processes) and both reshard directions (v4.mp), the same bytes as
     from disk; V4MpCheckpoint reads remote rank files by range."""
     from ckpt_tools.reference.v4_checkpoint import V4MpCheckpoint
     from ckpt_tools.reshard import from_deepseek_mp, to_deepseek_mp

@@ -16,6 +16,8 @@ pytest.importorskip("s3fs")  # the optional `s3` extra
 moto_server = pytest.importorskip("moto.server")
 boto3 = pytest.importorskip("boto3")
 
+from test_remote import loopback_only  # noqa: E402,F401  (autouse fixture)
+
 from ckpt_tools import remote  # noqa: E402
 from ckpt_tools.checkpoint import Checkpoint  # noqa: E402
 from ckpt_tools.convert import upcast  # noqa: E402
@@ -25,7 +27,6 @@ from ckpt_tools.output import JOURNAL_FILE  # noqa: E402
 from ckpt_tools.safetensors_io import parse_header_bytes  # noqa: E402
 from ckpt_tools.tiny import make_tiny  # noqa: E402
 from ckpt_tools.validate import validate  # noqa: E402
-from test_remote import loopback_only  # noqa: E402,F401  (autouse fixture)
 
 BUCKET = "ckpt"
 

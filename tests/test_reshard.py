@@ -18,8 +18,15 @@ from ckpt_tools.errors import ConfigError, FormatError, VerificationError
 from ckpt_tools.index import INDEX_FILE, SINGLE_FILE, read_index
 from ckpt_tools.mp_layout import MP_FAMILIES, MpCheckpoint, MpLayout
 from ckpt_tools.presets import all_presets, find_preset
-from ckpt_tools.reshard import (REPORT_FILE, ReshardReport, from_deepseek_mp, iter_layout,
-                                report_file, reshard_by_size, to_deepseek_mp)
+from ckpt_tools.reshard import (
+    REPORT_FILE,
+    ReshardReport,
+    from_deepseek_mp,
+    iter_layout,
+    report_file,
+    reshard_by_size,
+    to_deepseek_mp,
+)
 from ckpt_tools.reshard_plan import pack_by_size, plan_reshard, prove_coverage
 from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
 from ckpt_tools.tensor_plan import TensorPlan

@@ -9,6 +9,7 @@ import struct
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import NEEDS_REFERENCE
 from safetensors.numpy import load_file as st_load_numpy
 from safetensors.numpy import save_file as st_save_numpy
 
@@ -21,8 +22,6 @@ from ckpt_tools.safetensors_io import (
     read_header,
     write_safetensors,
 )
-
-from conftest import NEEDS_REFERENCE
 
 RNG = np.random.default_rng(0)
 

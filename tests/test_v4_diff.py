@@ -10,8 +10,8 @@ import pytest
 
 from ckpt_tools.config import parse_config
 from ckpt_tools.diff import diff
-from ckpt_tools.diff_v4 import V4DiffReport, attention_flops, kv_elements
 from ckpt_tools.presets import find_preset
+from ckpt_tools.v4.diff import V4DiffReport, attention_flops, kv_elements
 
 
 @pytest.fixture

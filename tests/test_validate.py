@@ -11,6 +11,7 @@ import struct
 
 import numpy as np
 import pytest
+from conftest import reindex
 
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.errors import ConfigError, FormatError
@@ -20,8 +21,6 @@ from ckpt_tools.safetensors_io import SafetensorsReader, write_safetensors
 from ckpt_tools.tensor_plan import SCALE_SUFFIX
 from ckpt_tools.tiny import make_tiny
 from ckpt_tools.validate import CODES, ValidationReport, validate
-
-from conftest import reindex
 
 
 # -- fixtures and surgery ---------------------------------------------------------------

@@ -12,18 +12,25 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 import pytest
-
 from conftest import NEEDS_REFERENCE
+
 from ckpt_tools.reference import deepseek_v4
-from ckpt_tools.names_v4_hf import hf_name
 from ckpt_tools.reference.v4_checkpoint import V4Checkpoint
 from ckpt_tools.safetensors_io import read_header
+from ckpt_tools.v4.names_hf import hf_name
 from ckpt_tools.verify import forward, open_tensor_source, reference_model, verify
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_progress import Recorder  # noqa: E402
-from v4_tiny import (hf_tensors, hub_config, hub_tensors, quantize_fp4,  # noqa: E402
-                     quantized_tensors, stored_dtypes, write_checkpoint)
+from v4_tiny import (  # noqa: E402
+    hf_tensors,
+    hub_config,
+    hub_tensors,
+    quantize_fp4,
+    quantized_tensors,
+    stored_dtypes,
+    write_checkpoint,
+)
 
 CONFIG = hub_config(num_hidden_layers=3, compress_ratios=[0, 4, 128, 0], sliding_window=8,
                     index_topk=2)
@@ -73,7 +80,7 @@ def test_fp4_decoding_matches_the_definition():
         for j in range(64):
             code = codes[i, j // 2] >> 4 if j % 2 else codes[i, j // 2] & 0xF
             want[i, j] = table[code] * 2.0 ** (int(scale.view(np.uint8)[i, j // 32]) - 127)
-    from ckpt_tools.mx_formats import dequantize_fp4  # what V4Checkpoint decodes with
+    from ckpt_tools.v4.mx_formats import dequantize_fp4  # what V4Checkpoint decodes with
 
     np.testing.assert_array_equal(dequantize_fp4(packed, scale), want)
     np.testing.assert_array_equal(dequantize_fp4(np.tile(packed, (50, 1)), np.tile(scale, (50, 1))),

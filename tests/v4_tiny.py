@@ -73,7 +73,7 @@ def namespace(config: dict) -> SimpleNamespace:
 
 def _plan(c: dict, layout: str):
     from ckpt_tools.config import parse_config
-    from ckpt_tools.tensor_plan_v4 import V4TensorPlan
+    from ckpt_tools.v4.tensor_plan import V4TensorPlan
 
     return V4TensorPlan(parse_config(c, source="tiny V4 config"), layout)
 
@@ -130,14 +130,14 @@ def stored_dtypes(c: dict) -> dict[str, str]:
 
 def quantize_fp4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """MXFP4 (I8 codes, E8M0 scale per 32 inputs), as ckpt_tools writes it."""
-    from ckpt_tools.mx_formats import quantize_fp4 as quantize
+    from ckpt_tools.v4.mx_formats import quantize_fp4 as quantize
 
     return quantize(w)
 
 
 def quantized_tensors(c: dict, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The same model stored as DeepSeek releases it (weights plus `.scale` companions)."""
-    from ckpt_tools.tiny_v4 import stored_value
+    from ckpt_tools.v4.tiny import stored_value
 
     out = {}
     for spec in _plan(c, "fp8").specs:
@@ -171,7 +171,7 @@ def write_checkpoint(path: Path, config: dict, tensors: dict[str, np.ndarray],
 def hf_tensors(config: dict, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The float tensors under transformers' names, routed experts stacked per layer
     (gate_up_proj [E, 2I, D]: w1 rows then w3 rows; down_proj [E, D, I]); no MTP."""
-    from ckpt_tools.names_v4_hf import hf_name, stacked_names
+    from ckpt_tools.v4.names_hf import hf_name, stacked_names
 
     E = config["n_routed_experts"]
     out = {}

@@ -14,8 +14,8 @@ Every read is by row range with pread (`read_float32_rows`): an FP8 weight is re
 128-row blocks at a time with its scale rows, an FP4 expert row by row with its own scales,
 so memory is bounded by the rows asked for. Nothing is cached.
 
-The config is read by `config.read_config_file` (`config_v4.DeepseekV4Config`), the number
-formats decoded by `mx_formats`, the names mapped by `names_v4_hf`: one place for each.
+The config is read by `config.read_config_file` (`v4.config.DeepseekV4Config`), the number
+formats decoded by `v4.mx_formats`, the names mapped by `v4.names_hf`: one place for each.
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import mx_formats as mx
 from ..config import read_config_file
-from ..config_v4 import DeepseekV4Config
 from ..dtypes import DTYPES
 from ..errors import ConfigError, FormatError, MissingTensorError, ShapeMismatchError
 from ..fp8 import dequantize
 from ..index import INDEX_FILE, SINGLE_FILE, read_index
-from ..names_v4_hf import expert_of, hf_name, stacked_names
 from ..remote import as_path
 from ..safe_paths import safe_member
 from ..safetensors_io import SafetensorsReader
 from ..sources import CONFIG_FILE
+from ..v4 import mx_formats as mx
+from ..v4.config import DeepseekV4Config
+from ..v4.names_hf import expert_of, hf_name, stacked_names
 
 SCALE_SUFFIX = ".scale"  # DeepSeek's name for the dequantisation scale of `X.weight`
 FP8_BLOCK = mx.FP8_BLOCK[0]
@@ -212,7 +212,7 @@ class V4MpCheckpoint:
     """Read-only DeepSeek-V4 model-parallel directory (`model{i}-mp{N}.safetensors`, as
     `ckpt reshard --to deepseek-mp` and DeepSeek's V4 convert.py write it), by Hub name.
 
-    Which rank holds which rows or columns of a tensor comes from `mp_v4.rank_pieces`, the
+    Which rank holds which rows or columns of a tensor comes from `v4.mp.rank_pieces`, the
     rule that writes the files: row-split tensors are read from the ranks whose rows
     overlap the range asked for, `wo_b` (split on dim 1) from every rank, replicas and
     routed experts from one rank; FP8 pieces keep their own scale pieces, `wo_a` is BF16.
@@ -222,8 +222,8 @@ class V4MpCheckpoint:
 
     def __init__(self, path: str | Path):
         from ..mp_layout import find_mp_files
-        from ..mp_layout_v4 import rank_pieces
-        from ..tensor_plan_v4 import V4TensorPlan
+        from ..v4.mp_layout import rank_pieces
+        from ..v4.tensor_plan import V4TensorPlan
 
         self.dir = as_path(path)  # local, or remote (RemotePath: read by range)
         config_path = self.dir / CONFIG_FILE

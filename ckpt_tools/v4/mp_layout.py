@@ -1,6 +1,6 @@
 """DeepSeek-V4's model-parallel layout as data: which rank holds which piece of a tensor.
 
-The rules of DeepSeek's V4 `inference/convert.py` (see `mp_v4`, which writes and reads the
+The rules of DeepSeek's V4 `inference/convert.py` (see `v4.mp`, which writes and reads the
 layout): split on dim 0 or 1 by module, routed experts whole to rank e // (E / N),
 everything else replicated, `wo_a` dequantised to BF16 per rank. Apart from the writer so
 that the inventory can check rank files against it without importing the writers.
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
+from ..errors import ConfigError
 from . import mx_formats as mx
-from .errors import ConfigError
-from .tensor_plan_v4 import V4TensorPlan
+from .tensor_plan import V4TensorPlan
 
 SPLIT_DIM = {"embed": 0, "head": 0, "wq_b": 0, "wo_a": 0, "attn_sink": 0, "weights_proj": 0,
              "wo_b": 1}

@@ -16,16 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from .config import parse_config
-from .config_v4 import ExpertDtype
-from .dtypes import DTYPES
-from .fp8 import FP8_QUANTIZATION_CONFIG
+from ..config import parse_config
+from ..dtypes import DTYPES
+from ..fp8 import FP8_QUANTIZATION_CONFIG
+from ..presets import find_preset
+from ..progress import or_null
+from ..sources import resolve_config
+from ..tensor_plan import TensorSpec
+from .config import ExpertDtype
 from .mx_formats import quantize_fp4, quantize_fp8
-from .presets import find_preset
-from .progress import or_null
-from .sources import resolve_config
-from .tensor_plan import TensorSpec
-from .tensor_plan_v4 import V4TensorPlan
+from .tensor_plan import V4TensorPlan
 
 TINY_V4_WIDTHS = {
     "vocab_size": 256,
@@ -109,7 +109,7 @@ def make_tiny_v4(dst, preset: str = "v4-flash", *, fp8: bool = False, shards: in
     """Write a tiny V4 checkpoint (Hub names) into `dst`; returns tiny.TinyCheckpoint."""
     from pathlib import Path
 
-    from .tiny_writer import TinyCheckpoint, write_tiny
+    from ..tiny_writer import TinyCheckpoint, write_tiny
 
     raw = tiny_v4_config(preset, fp8=fp8, expert_dtype=expert_dtype, overrides=overrides)
     config = parse_config(raw)

@@ -32,19 +32,18 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
-from . import mx_formats as mx
-from .checkpoint import Checkpoint
-from .config import read_config_file
-from .dtypes import itemsize
-from .errors import (
+from ..checkpoint import Checkpoint
+from ..config import read_config_file
+from ..dtypes import itemsize
+from ..errors import (
     ARGUMENT_PLACEHOLDER,
     ArgumentError,
     ConfigError,
     MissingTensorError,
     ShapeMismatchError,
 )
-from .fp8 import BF16
-from .index import (
+from ..fp8 import BF16
+from ..index import (
     INDEX_FILE,
     SINGLE_FILE,
     ShardIndex,
@@ -52,20 +51,21 @@ from .index import (
     write_index,
     write_json_atomic,
 )
-from .mp_layout import find_mp_files, mp_file_name
-from .mp_layout_v4 import SPLIT_DIM, Piece, Rule, check_blocks, module_of, rank_pieces, rule_of  # noqa: F401  (re-exported)
-from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
-from .progress import Progress
-from .reader_pool import ReaderPool
-from .remote import as_path
-from .remote_output import check_executor, open_output
-from .remote_path import RemotePath, job_source
-from .reshard_plan import pack_by_size
-from .results import Result
-from .safetensors_io import SafetensorsReader, SafetensorsWriter
-from .side_files import copy_side_files
-from .sources import CONFIG_FILE
-from .tensor_plan_v4 import V4TensorPlan
+from ..mp_layout import find_mp_files, mp_file_name
+from ..parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
+from ..progress import Progress
+from ..reader_pool import ReaderPool
+from ..remote import as_path
+from ..remote_output import check_executor, open_output
+from ..remote_path import RemotePath, job_source
+from ..reshard_plan import pack_by_size
+from ..results import Result
+from ..safetensors_io import SafetensorsReader, SafetensorsWriter
+from ..side_files import copy_side_files
+from ..sources import CONFIG_FILE
+from . import mx_formats as mx
+from .mp_layout import SPLIT_DIM, Piece, Rule, check_blocks, module_of, rank_pieces, rule_of  # noqa: F401  (re-exported)
+from .tensor_plan import V4TensorPlan
 
 STEP_ROWS_BYTES = 4 << 20
 
@@ -144,7 +144,7 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
     if rank_resource is not None and executor != "ray":
         raise ArgumentError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
                             "executor='ray'")
-    from .convert_v4 import _checked_source  # pairing and the V4 plan, as upcast checks them
+    from .convert import _checked_source  # pairing and the V4 plan, as upcast checks them
 
     with Checkpoint(src) as ck:
         entries, layout, experts = _checked_source(ck, "reshard")

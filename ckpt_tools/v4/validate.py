@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from .config_v4 import DeepseekV4Config, ExpertDtype
-from .findings import Findings
-from .safetensors_io import TensorEntry
-from .tensor_plan import scale_shape
-from .tensor_plan_v4 import (
+from ..findings import Findings
+from ..safetensors_io import TensorEntry
+from ..tensor_plan import scale_shape
+from .config import DeepseekV4Config, ExpertDtype
+from .tensor_plan import (
     V4_SCALE_SUFFIX,
     V4TensorPlan,
     fp4_scale_shape,
@@ -104,7 +104,7 @@ def check_hash_tables(root: Path, entries: dict[str, TensorEntry], where: dict[s
     """Every tid2eid entry must name an expert: 0 <= id < n_routed_experts."""
     import numpy as np  # header-only runs without hash tables never load it
 
-    from .safetensors_io import SafetensorsReader
+    from ..safetensors_io import SafetensorsReader
 
     for name in [n for n in entries if n.endswith("ffn.gate.tid2eid")]:
         e = entries[name]
@@ -128,7 +128,7 @@ def check_hash_tables(root: Path, entries: dict[str, TensorEntry], where: dict[s
 
 def hf_expected(plan: V4TensorPlan, expect) -> dict:
     """`ckpt upcast --layout hf` names: transformers' (experts stacked), MTP under Hub names."""
-    from .names_v4_hf import expert_of, hf_name, stacked_names
+    from .names_hf import expert_of, hf_name, stacked_names
 
     c = plan.config
     out = {}
@@ -174,10 +174,10 @@ def check_v4(root: Path, inv, cfg: DeepseekV4Config | None, own: bool, f: Findin
 
 def check_mp_v4(cfg: DeepseekV4Config, n: int, invs: dict, ranks: dict[int, str], f: Findings,
                 check_plan, expect) -> list[str]:
-    """DeepSeek-V4 rank files against DeepSeek's V4 convert.py rules (`mp_v4`); the checks
+    """DeepSeek-V4 rank files against DeepSeek's V4 convert.py rules (`v4.mp`); the checks
     that ran."""
-    from .errors import CkptError
-    from .mp_layout_v4 import check_blocks, rank_pieces
+    from ..errors import CkptError
+    from .mp_layout import check_blocks, rank_pieces
 
     first = next(iter(invs.values())).entries
     experts = "fp4" if any(e.dtype == "I8" for e in first.values()) else detect_layout(first)[1]

@@ -20,10 +20,10 @@ import functools
 import ml_dtypes
 import numpy as np
 
-from .errors import ShapeMismatchError
-from .fp8 import FP8_E4M3
-from .fp8 import dequantize as _dequantize_fp8
-from .fp8 import quantize as _quantize_fp8
+from ..errors import ShapeMismatchError
+from ..fp8 import FP8_E4M3
+from ..fp8 import dequantize as _dequantize_fp8
+from ..fp8 import quantize as _quantize_fp8
 
 E8M0 = np.dtype(ml_dtypes.float8_e8m0fnu)
 FP4_E2M1 = np.dtype(ml_dtypes.float4_e2m1fn)

@@ -4,7 +4,7 @@ upcast: every F8_E4M3 weight and every I8-packed MXFP4 expert is dequantised wit
 `.scale` into BF16 (or F32) by the definitions in mx_formats (bit for bit), scales are
 dropped, everything else is copied (widened with `dtype="f32"`). Two layouts:
 - "deepseek": the same names as the source (DeepSeek's own `inference/` code reads them);
-- "hf": transformers' `DeepseekV4ForCausalLM` names (names_v4_hf), routed experts stacked
+- "hf": transformers' `DeepseekV4ForCausalLM` names (v4.names_hf), routed experts stacked
   per layer into `gate_up_proj` [E, 2I, D] and `down_proj` [E, D, I], `tid2eid` kept, MTP
   tensors kept under DeepSeek's names (transformers ignores them on load).
 quantize: a "deepseek"-layout BF16/F32 checkpoint back to V4's format (dense linears FP8
@@ -30,11 +30,10 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import Field
 
-from . import mx_formats as mx
-from . import part_writer
-from .checkpoint import Checkpoint
-from .convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, _ErrorStats
-from .convert_output import (
+from .. import part_writer
+from ..checkpoint import Checkpoint
+from ..convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, _ErrorStats
+from ..convert_output import (
     FileWork,
     QuantizeReport,
     RoundTripError,
@@ -43,23 +42,24 @@ from .convert_output import (
     _with_dtype,
     write_files,
 )
-from .dtypes import DTYPES, itemsize
-from .errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
-from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
-from .inventory import require
-from .names_v4_hf import expert_of, hf_name, stacked_names
-from .parallel import WORKER_MEMORY, ExecutorName, NodeWork
-from .parallel import Job as ParallelJob
-from .policy import Command
-from .progress import Progress
-from .reader_pool import ReaderPool
-from .remote_output import check_executor, open_output
-from .remote_path import RemotePath, job_source
-from .safetensors_io import SafetensorsReader, SafetensorsWriter
-from .side_files import copy_side_files
-from .sources import CONFIG_FILE
-from .tensor_plan_v4 import V4TensorPlan
-from .validate_v4 import detect_layout
+from ..dtypes import DTYPES, itemsize
+from ..errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
+from ..index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
+from ..inventory import require
+from ..parallel import WORKER_MEMORY, ExecutorName, NodeWork
+from ..parallel import Job as ParallelJob
+from ..policy import Command
+from ..progress import Progress
+from ..reader_pool import ReaderPool
+from ..remote_output import check_executor, open_output
+from ..remote_path import RemotePath, job_source
+from ..safetensors_io import SafetensorsReader, SafetensorsWriter
+from ..side_files import copy_side_files
+from ..sources import CONFIG_FILE
+from . import mx_formats as mx
+from .names_hf import expert_of, hf_name, stacked_names
+from .tensor_plan import V4TensorPlan
+from .validate import detect_layout
 
 V4Layout = Literal["deepseek", "hf"]
 OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Literal
 
-from .config_v4 import CSA_RATIO, FP4_BLOCK, FP8_BLOCK, DeepseekV4Config, ExpertDtype
-from .tensor_plan import Group, ParameterCounts, Shape, TensorPlan, scale_shape
+from ..tensor_plan import Group, ParameterCounts, Shape, TensorPlan, scale_shape
+from .config import CSA_RATIO, FP4_BLOCK, FP8_BLOCK, DeepseekV4Config, ExpertDtype
 
 V4_SCALE_SUFFIX = ".scale"  # "x.weight" -> "x.scale"
 Kind = Literal["fp8", "expert", "bf16", "f32", "i64"]
@@ -170,7 +170,7 @@ def fp4_scale_shape(shape: Shape) -> Shape:
 
 def default_expert_dtype(config: C) -> ExpertDtype:
     """The config's declaration, else FP4 (both releases; a Pro config omits the key).
-    A checkpoint's real format is read from its tensors (validate_v4.detect_expert_dtype)."""
+    A checkpoint's real format is read from its tensors (v4.validate.detect_expert_dtype)."""
     return config.declared_expert_dtype or "fp4"
 
 

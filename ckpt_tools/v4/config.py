@@ -18,8 +18,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from .config_reading import ConfigReading
-from .errors import UnsupportedModelError
+from ..config_reading import ConfigReading
+from ..errors import UnsupportedModelError
 
 # compress_ratios entry -> transformers 5 `layer_types` name (and back)
 RATIO_TO_LAYER_TYPE = {

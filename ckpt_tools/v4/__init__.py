@@ -1,0 +1,1 @@
+"""DeepSeek-V4: its own config, tensor plan, formats and commands."""

@@ -19,8 +19,8 @@ from .errors import CkptError, ConfigError, FormatError, MissingTensorError
 from .fp8 import dequantize, dequantize_rows
 from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index
 from .reader_pool import PooledFiles, ReaderPool
-from .remote import as_path
-from .remote_path import RemotePath
+from .remote.path import RemotePath
+from .remote.stores import as_path
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .sources import CONFIG_FILE
@@ -54,7 +54,7 @@ class Checkpoint(PooledFiles):
         """`path`: the checkpoint directory, or its index file (as `validate` accepts).
         `config`: one the caller already read (e.g. leniently, to describe it); by default
         DIR/config.json, read strictly on first use."""
-        self.dir = checkpoint_dir(path)  # local, or remote (remote_path.RemotePath)
+        self.dir = checkpoint_dir(path)  # local, or remote (remote.path.RemotePath)
         if not self.dir.exists():
             raise FormatError(f"{self.dir}: no such directory")
         if not self.dir.is_dir():

@@ -43,7 +43,7 @@ from .config_layouts import (
     recognise,
 )
 from .errors import ConfigError, UnsupportedModelError
-from .remote import as_path
+from .remote.stores import as_path
 from .v4.config import DeepseekV4Config
 
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]

@@ -66,8 +66,8 @@ from .index import (
 from .inventory import Inspection, require
 from .parallel import ExecutorName, Job, NodeWork
 from .progress import Progress
-from .remote_output import check_executor, open_output
-from .remote_path import RemotePath, job_source
+from .remote.output import check_executor, open_output
+from .remote.path import RemotePath, job_source
 from .safetensors_io import TensorEntry
 from .side_files import copy_side_files
 from .sizes import Size, parse_size

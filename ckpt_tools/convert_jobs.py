@@ -20,7 +20,7 @@ from . import fp8, part_writer
 from .dtypes import DTYPES, itemsize
 from .parallel import WORKER_MEMORY
 from .reader_pool import ReaderPool
-from .remote_path import RemotePath
+from .remote.path import RemotePath
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
 from .tensor_plan import scale_shape
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import FormatError
-from .remote import as_path
+from .remote.stores import as_path
 
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "ckpt-manifest.json"  # sizes and SHA-256 of every file (download, validate)

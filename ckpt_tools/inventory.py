@@ -50,8 +50,8 @@ from .plan_checks import (
     majority,
 )
 from .policy import Command, refusal
-from .remote import as_path
-from .remote_path import RemotePath
+from .remote.path import RemotePath
+from .remote.stores import as_path
 from .shard_scan import Inventory, gc_paused, read_headers, scan_hf
 from .tensor_plan import DEFAULT_BLOCK, Layout, TensorPlan
 from .v4.validate import check_mp_v4, check_v4, looks_v4
@@ -128,7 +128,7 @@ def inspect(path: str | Path, *, config: str | Path | Config | None = None,
         FormatError: PATH does not exist or is no checkpoint.
         ConfigError: `config` names no preset, readable config.json or checkpoint.
     """
-    path = as_path(path)  # a local path, or a remote one (hf://, s3://: remote_path)
+    path = as_path(path)  # a local path, or a remote one (hf://, s3://: remote.path)
     root, single, part = _split_single(path)
     subset = [single] if part else shards
     f = Findings()

@@ -46,7 +46,7 @@ from .index import (  # noqa: F401
 )
 from .modules import COLUMN, EXPERT, MODULES, ROW, Rule  # noqa: F401  (COLUMN, ROW: API)
 from .reader_pool import PooledFiles, ReaderPool
-from .remote import as_path
+from .remote.stores import as_path
 from .safetensors_io import SafetensorsReader
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, Group, TensorPlan, TensorSpec
@@ -240,7 +240,7 @@ class MpCheckpoint(PooledFiles):
 
     def __init__(self, path: str | Path, config: str | Path | None = None, *,
                  plan: TensorPlan | None = None):
-        self.dir = as_path(path)  # local, or remote (remote_path.RemotePath: read by range)
+        self.dir = as_path(path)  # local, or remote (remote.path.RemotePath: read by range)
         if not self.dir.is_dir():
             raise FormatError(f"{self.dir}: no such directory")
         self.files = find_mp_files(self.dir)

@@ -21,7 +21,7 @@ from typing import Any
 
 from .errors import ARGUMENT_PLACEHOLDER, OutputError
 from .index import write_json_atomic
-from .remote_path import RemotePath, is_remote
+from .remote.path import RemotePath, is_remote
 
 LOCK_FILE = ".ckpt.lock"
 JOURNAL_FILE = ".ckpt-journal.json"

@@ -9,15 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from .remote import as_path
-from .remote_path import RemotePath
+from .remote.path import RemotePath
+from .remote.stores import as_path
 from .safetensors_io import SafetensorsReader
 
 
 class ReaderPool:
     """The open readers of one directory's files: each opened on first use, all closed
     together. `resolve(name) -> path` may check that a name stays inside the directory. The
-    directory may be remote (`remote_path.RemotePath`): its readers read by range."""
+    directory may be remote (`remote.path.RemotePath`): its readers read by range."""
 
     def __init__(self, root: str | Path | RemotePath,
                  resolve: Callable[[str], Path | RemotePath] | None = None):

@@ -36,8 +36,8 @@ from .output import source_fingerprint
 from .parallel import WORKER_MEMORY, ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
 from .reader_pool import ReaderPool
-from .remote_output import check_executor, open_output, write_json_file
-from .remote_path import RemotePath, is_remote, job_source
+from .remote.output import check_executor, open_output, write_json_file
+from .remote.path import RemotePath, is_remote, job_source
 from .reshard_plan import (
     DEFAULT_MAX_SHARD_SIZE,
     Key,

@@ -31,7 +31,7 @@ from .dtypes import ITEMSIZES, dtype_name
 from .errors import ArgumentError, FormatError, MissingTensorError
 from .fault_injection import crash_point
 from .parallel import report_bytes
-from .remote_path import RemotePath
+from .remote.path import RemotePath
 
 if TYPE_CHECKING:
     import numpy as np
@@ -265,7 +265,7 @@ class SafetensorsReader:
         self.header = header or read_header(self.path)
         self._fd: int | None = None
         self._mmap: mmap.mmap | None = None
-        self._remote = None  # a remote file's byte_source.RangeSource, opened on first read
+        self._remote = None  # a remote file's remote.byte_source.RangeSource, opened on first read
 
     def __enter__(self) -> SafetensorsReader:
         return self

@@ -5,7 +5,7 @@ indexed tensor is in its shard, every shard tensor is indexed, no tensor in two 
 listed shard absent, `metadata.total_size` = the sum of the tensor bytes); shard names that
 escape the directory; unreferenced `*.safetensors`. Header-only and NumPy-free.
 `ckpt_tools.inventory` is the entry point; this module only reads and reports. A remote
-directory (`remote_path.RemotePath`) is read the same way: its headers are fetched at once
+directory (`remote.path.RemotePath`) is read the same way: its headers are fetched at once
 into its tree's header cache, then parsed by the same code.
 """
 
@@ -26,7 +26,7 @@ from .dtypes import FP8_DTYPES
 from .errors import CkptError, FormatError
 from .findings import Findings
 from .index import INDEX_FILE, SINGLE_FILE, read_index
-from .remote_path import RemotePath
+from .remote.path import RemotePath
 from .safe_paths import safe_member
 from .safetensors_io import MAX_HEADER_BYTES, SafetensorsHeader, TensorEntry, read_header
 from .tensor_plan import SCALE_SUFFIX
@@ -49,7 +49,7 @@ def gc_paused() -> Iterator[None]:
 class Inventory:
     """The tensors found, from headers only."""
 
-    root: Path | RemotePath  # a local directory or a remote one (remote_path.RemotePath)
+    root: Path | RemotePath  # a local directory or a remote one (remote.path.RemotePath)
     shards: list[str] = field(default_factory=list)  # files whose header parsed
     entries: dict[str, TensorEntry] = field(default_factory=dict)  # first occurrence
     shard_of: dict[str, str] = field(default_factory=dict)

@@ -43,8 +43,8 @@ from .manifest import MANIFEST_FILE, Manifest, read_manifest
 from .parallel import ExecutorName, NodeWork, merge_nodes
 from .plan_checks import detect_layout, expected_tensors
 from .progress import Progress
-from .remote import as_path
-from .remote_path import RemotePath
+from .remote.path import RemotePath
+from .remote.stores import as_path
 from .tensor_plan import SCALE_SUFFIX
 from .v4.validate import looks_v4
 
@@ -159,7 +159,7 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
                                              executor=executor, nodes=nodes))
         checks += ["checksums"] if manifest is not None else []
     if checksums == HUB:
-        from .remote_checksums import check_hub_checksums
+        from .remote.checksums import check_hub_checksums
 
         for p in check_hub_checksums(path if single is None else root, [single] if single
                                      else None, progress=progress):

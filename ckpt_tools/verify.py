@@ -31,8 +31,8 @@ from .errors import ConfigError, FormatError, ShapeMismatchError
 from .inventory import open_checkpoint, require
 from .progress import Progress
 from .reference import Model, TensorSource
-from .remote import as_path
-from .remote_path import RemotePath
+from .remote.path import RemotePath
+from .remote.stores import as_path
 from .results import Result
 from .safe_paths import safe_member
 from .safetensors_io import read_header

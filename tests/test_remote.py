@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 from fake_hub import FakeHub, point_client_at
 
-from ckpt_tools import byte_source, remote
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.diff import diff
 from ckpt_tools.errors import CkptError, FormatError, HubError
 from ckpt_tools.info import describe
-from ckpt_tools.remote import HEADER_PROBE_BYTES, as_path, parse_hf_url
-from ckpt_tools.remote_path import RemotePath
+from ckpt_tools.remote import byte_source
+from ckpt_tools.remote import stores as remote
+from ckpt_tools.remote.path import RemotePath
+from ckpt_tools.remote.stores import HEADER_PROBE_BYTES, as_path, parse_hf_url
 from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.tiny import make_tiny
 from ckpt_tools.validate import validate

@@ -12,8 +12,8 @@ from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.errors import CkptError
 from ckpt_tools.inventory import inspect, open_checkpoint, require
 from ckpt_tools.reader_pool import ReaderPool
-from ckpt_tools.remote import HEADER_PROBE_BYTES
-from ckpt_tools.remote_path import RemotePath
+from ckpt_tools.remote.path import RemotePath
+from ckpt_tools.remote.stores import HEADER_PROBE_BYTES
 from ckpt_tools.tiny import make_tiny
 
 

@@ -18,8 +18,8 @@ from test_remote_convert import files_of
 from ckpt_tools.convert import upcast
 from ckpt_tools.errors import OutputError
 from ckpt_tools.info import describe
-from ckpt_tools.remote import open_remote
-from ckpt_tools.remote_path import RemotePath
+from ckpt_tools.remote.path import RemotePath
+from ckpt_tools.remote.stores import open_remote
 from ckpt_tools.tiny import make_tiny
 from ckpt_tools.validate import validate
 from ckpt_tools.verify import forward

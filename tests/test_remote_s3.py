@@ -18,12 +18,12 @@ boto3 = pytest.importorskip("boto3")
 
 from test_remote import loopback_only  # noqa: E402,F401  (autouse fixture)
 
-from ckpt_tools import remote  # noqa: E402
 from ckpt_tools.checkpoint import Checkpoint  # noqa: E402
 from ckpt_tools.convert import upcast  # noqa: E402
 from ckpt_tools.errors import FormatError, OutputError  # noqa: E402
 from ckpt_tools.fault_injection import ENV_VAR  # noqa: E402
 from ckpt_tools.output import JOURNAL_FILE  # noqa: E402
+from ckpt_tools.remote import stores as remote  # noqa: E402
 from ckpt_tools.safetensors_io import parse_header_bytes  # noqa: E402
 from ckpt_tools.tiny import make_tiny  # noqa: E402
 from ckpt_tools.validate import validate  # noqa: E402
@@ -92,7 +92,7 @@ def test_s3_object_replaced_after_listing_is_refused(s3, local):
 
 
 def test_s3_object_replaced_between_reads_is_refused(s3, local, monkeypatch):
-    from ckpt_tools import byte_source
+    from ckpt_tools.remote import byte_source
 
     monkeypatch.setattr(byte_source, "READAHEAD_BYTES", 0)
     ck = Checkpoint(f"s3://{s3.bucket}/src")

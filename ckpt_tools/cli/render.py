@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 from pydantic import BaseModel
 
-from ..remote_path import is_remote
+from ..remote.path import is_remote
 
 DEFAULT_WIDTH = 80  # when stdout is not a terminal and COLUMNS is not set
 MIN_WIDTH = 40

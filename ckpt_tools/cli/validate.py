@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..remote import remote_spec
-from ..remote_path import is_remote
+from ..remote.path import is_remote
+from ..remote.stores import remote_spec
 from ..validate import CODES, Finding, ValidationReport
 from ..validate import validate as run_validate
 from .conventions import json_mode, progress, standard_options

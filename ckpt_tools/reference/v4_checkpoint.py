@@ -31,7 +31,7 @@ from ..dtypes import DTYPES
 from ..errors import ConfigError, FormatError, MissingTensorError, ShapeMismatchError
 from ..fp8 import dequantize
 from ..index import INDEX_FILE, SINGLE_FILE, read_index
-from ..remote import as_path
+from ..remote.stores import as_path
 from ..safe_paths import safe_member
 from ..safetensors_io import SafetensorsReader
 from ..sources import CONFIG_FILE

@@ -51,8 +51,8 @@ from ..parallel import Job as ParallelJob
 from ..policy import Command
 from ..progress import Progress
 from ..reader_pool import ReaderPool
-from ..remote_output import check_executor, open_output
-from ..remote_path import RemotePath, job_source
+from ..remote.output import check_executor, open_output
+from ..remote.path import RemotePath, job_source
 from ..safetensors_io import SafetensorsReader, SafetensorsWriter
 from ..side_files import copy_side_files
 from ..sources import CONFIG_FILE

@@ -55,9 +55,9 @@ from ..mp_layout import find_mp_files, mp_file_name
 from ..parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from ..progress import Progress
 from ..reader_pool import ReaderPool
-from ..remote import as_path
-from ..remote_output import check_executor, open_output
-from ..remote_path import RemotePath, job_source
+from ..remote.output import check_executor, open_output
+from ..remote.path import RemotePath, job_source
+from ..remote.stores import as_path
 from ..reshard_plan import pack_by_size
 from ..results import Result
 from ..safetensors_io import SafetensorsReader, SafetensorsWriter

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 
-from .checksums import Problem
-from .errors import CkptError
-from .progress import Progress
-from .remote_path import RemotePath
+from ..checksums import Problem
+from ..errors import CkptError
+from ..progress import Progress
+from .path import RemotePath
 
 STREAM_BYTES = 16 << 20
 

@@ -29,10 +29,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import CkptError, FormatError, HubError, MissingDependencyError
+from ..safetensors_io import MAX_HEADER_BYTES
 from .byte_source import RangeSource
-from .errors import CkptError, FormatError, HubError, MissingDependencyError
-from .remote_path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
-from .safetensors_io import MAX_HEADER_BYTES
+from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
 HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)
@@ -190,7 +190,7 @@ class _HubTree(_Tree):
         from huggingface_hub.errors import HfHubHTTPError
         from huggingface_hub.utils import get_session, hf_raise_for_status
 
-        from .hub import _TRANSPORT_ERRORS, _hub_errors
+        from ..hub import _TRANSPORT_ERRORS, _hub_errors
 
         def get(start: int, stop: int) -> tuple[bytes, str | None]:
             headers = {**self._auth, "Range": f"bytes={start}-{stop - 1}"}
@@ -232,7 +232,7 @@ def _unquote_etag(etag: str | None) -> str | None:
 def _open_hub(url: str) -> _HubTree:
     from huggingface_hub import HfApi, HfFileSystem
 
-    from .hub import _hub_errors, hub_settings
+    from ..hub import _hub_errors, hub_settings
 
     loc = parse_hf_url(url)
     settings = hub_settings()
@@ -373,7 +373,7 @@ def reopen(ref: TreeRef) -> _Tree:
         if tree is None:
             files = dict(ref.files)
             if ref.commit is not None:  # the Hub: the URL names the commit
-                from .hub import hub_settings
+                from ..hub import hub_settings
 
                 settings = hub_settings()
                 if ref.endpoint and ref.endpoint != settings.endpoint:

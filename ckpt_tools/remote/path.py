@@ -4,13 +4,13 @@
 `name`, `is_file`, `is_dir`, `exists`, `glob` on one level, `read_text`, `read_bytes`,
 `stat().st_size`, `resolve`, `is_relative_to`) over a `RemoteTree`: a listing taken once
 (the Hub revision resolved to one commit, or an object store prefix) plus a way to open a
-file's bytes (`open_source()`, a `byte_source.RangeSource`). So validate, info, diff and
+file's bytes (`open_source()`, a `remote.byte_source.RangeSource`). So validate, info, diff and
 the checkpoint reader read remote sources with the code that reads local ones; only the
 byte-level readers (`safetensors_io`) ask for `open_source()`.
 
 `remote.as_path(x)` is the one place a source spec becomes a path: a `RemotePath` stays, a
 remote URL (`hf://`, `s3://`, ...) is opened with `remote.open_remote`, anything else is a
-local `Path`. This module imports no other of ckpt_tools' (remote.py builds on it) and no
+local `Path`. This module imports no other of ckpt_tools' (remote/stores.py builds on it) and no
 client library.
 """
 
@@ -52,7 +52,7 @@ class RemoteTree(Protocol):
     url: str  # the root, a Hub revision named by its commit (used in messages)
     files: dict[str, RemoteFileInfo]  # relative POSIX path -> info, every file below the root
 
-    def open(self, rel: str): ...  # -> byte_source.ByteSource
+    def open(self, rel: str): ...  # -> remote.byte_source.ByteSource
 
     def ref(self): ...  # -> remote.TreeRef, a picklable description (`RemotePath.__reduce__`)
 
@@ -181,7 +181,7 @@ class RemotePath:
 
     # -- bytes ---------------------------------------------------------------------------
     def open_source(self):
-        """The file's bytes, read by range (`byte_source.RangeSource`)."""
+        """The file's bytes, read by range (`remote.byte_source.RangeSource`)."""
         self.info()
         return self.tree.open(self.rel)
 

@@ -25,11 +25,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import ARGUMENT_PLACEHOLDER, OutputError
-from .index import INDEX_FILE, write_json_atomic
-from .output import JOURNAL_FILE, LOCK_FILE, OutputDir
-from .remote import fsspec_for, open_remote
-from .remote_path import is_remote
+from ..errors import ARGUMENT_PLACEHOLDER, OutputError
+from ..index import INDEX_FILE, write_json_atomic
+from ..output import JOURNAL_FILE, LOCK_FILE, OutputDir
+from .path import is_remote
+from .stores import fsspec_for, open_remote
 
 
 def _etag(info: dict) -> str | None:

@@ -2,7 +2,7 @@
 
 A `ByteSource` answers `read_at(offset, length)` with exactly that many bytes or raises a
 one-line `CkptError`. The safetensors header reader and tensor reads go through it when a
-file is remote (`ckpt_tools.remote`); local files keep their mmap / pread / copy_file_range
+file is remote (`ckpt_tools.remote.stores`); local files keep their mmap / pread / copy_file_range
 paths and use `LocalSource` only where a caller wants the common interface.
 
 `RangeSource` is the remote half. Every fetch is one ranged request (the `fetch` callable,
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .errors import FormatError
+from ..errors import FormatError
 
 READAHEAD_BYTES = 256 << 10  # a few rows of a wide matrix; an embedding row is 14 KB
 

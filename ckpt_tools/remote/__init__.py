@@ -1,0 +1,1 @@
+"""Checkpoints where they live: Hub repositories and object stores, read by byte range (`stores`, `path`, `remote.byte_source`); object-store destinations (`output`) and Hub checksums (`checksums`)."""

@@ -170,10 +170,16 @@ def tensor_value(spec: TensorSpec, seed: int) -> np.ndarray:
 
 
 def tiny_plan(preset: str, *, fp8: bool = False, real_widths: bool = False,
-              overrides: dict[str, Any] | None = None, shrunk: list[Shrunk] | None = None
-              ) -> tuple[dict[str, Any], TensorPlan]:
+              overrides: dict[str, Any] | None = None, shrunk: list[Shrunk] | None = None,
+              expert_dtype: str | None = None) -> tuple[dict[str, Any], TensorPlan]:
     """The config.json and tensor plan `make_tiny` would write (its size is
     `plan.total_bytes`); writes nothing. What was shrunk is appended to `shrunk`."""
+    if resolve_config(preset, lenient=True).config.model_type == "deepseek_v4":
+        from .v4.tensor_plan import V4TensorPlan
+        from .v4.tiny import tiny_v4_config
+
+        raw = tiny_v4_config(preset, fp8=fp8, expert_dtype=expert_dtype, overrides=overrides)
+        return raw, V4TensorPlan(parse_config(raw), expert_dtype=expert_dtype)
     raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8,
                       shrunk=shrunk)
     return raw, TensorPlan(parse_config(raw))

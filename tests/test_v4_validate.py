@@ -171,3 +171,25 @@ def test_validate_cli_v4(v4_pristine, run_cli):
     r = run_cli("validate", v4_pristine["fp4"], "--deep", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["errors"] == 0
+
+
+@pytest.mark.parametrize("expert_dtype", [None, "fp8"])
+def test_make_tiny_cli_announces_and_writes_v4(tmp_path, run_cli, expert_dtype):
+    """The CLI sizes a V4 checkpoint with V4's plan before writing it (as for V2/V3)."""
+    args = ["make-tiny", tmp_path / "v4", "--preset", "v4-flash", "--fp8", "--json"]
+    r = run_cli(*args, *(["--expert-dtype", expert_dtype] if expert_dtype else []))
+    assert r.exit_code == 0, r.stdout + r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and doc["layout"] == "fp8"
+    assert "writing" in r.stderr and f"{doc['tensors']:,} tensors" in r.stderr
+    experts = {e.dtype for n, e in _entries(tmp_path / "v4").items()
+               if ".ffn.experts." in n and n.endswith(".weight")}
+    assert experts == ({"F8_E4M3"} if expert_dtype == "fp8" else {"I8"})
+    assert validate(tmp_path / "v4").errors == 0
+
+
+def _entries(ck):
+    out = {}
+    for shard in read_index(ck / INDEX_FILE).shards:
+        out.update(read_header(ck / shard).entries)
+    return out

@@ -43,7 +43,8 @@ def _parse_override(_ctx, _param, values):
 @standard_options
 def make_tiny(dst, source, fp8, shards, seed, real_widths, overrides, expert_dtype, overwrite):
     """Write a real, small, deterministic checkpoint (config.json, index, shards) to DST."""
-    _, plan = tiny_plan(source, fp8=fp8, real_widths=real_widths, overrides=overrides)
+    _, plan = tiny_plan(source, fp8=fp8, real_widths=real_widths, overrides=overrides,
+                        expert_dtype=expert_dtype)
     note(f"writing {len(plan):,} tensors, {human_bytes(plan.total_bytes)}, to {dst}")
     result = build(dst, source, fp8=fp8, shards=shards, seed=seed, real_widths=real_widths,
                    overrides=overrides, overwrite=overwrite, progress=progress(),

@@ -33,14 +33,12 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from timing import run_child
+from timing import median_runs, run_child
 
 # The vocabulary is cut to 16384 rows: --layers 4 never reads lm_head and reads the embedding
 # row by row, so its size does not change the run, only the build (a 129280 x 7168 normal
@@ -90,64 +88,49 @@ def build(ckpt: Path, *args: str) -> None:
     print(f"built {ckpt.name} in {time.perf_counter() - t0:.0f} s")
 
 
-def real_widths(data: Path, reps: int, tokens: list[int], preset: str) -> None:
+def forward_memory(title: str, ckpt: Path, out: Path, tokens: list[int], reps: int,
+                   build_hint: str) -> None:
+    """`ckpt forward --layers LAYERS` on `ckpt`: medians, and peak RSS next to the bytes of
+    those layers as stored and as float32 (from the checkpoint's own tensor plan)."""
     from ckpt_tools.checkpoint import Checkpoint
 
-    ckpt = data / f"{preset}-real-widths-fp8"
-    sets = [a for k, v in REAL_OVERRIDES.items() for a in ("--set", f"{k}={v}")]
-    build(ckpt, "--preset", preset, "--fp8", "--real-widths", "--shards", "4", *sets)
-    plan = Checkpoint(ckpt).plan
-    in_layers = [s for s in plan.specs if s.layer is not None and s.layer < LAYERS]
+    with Checkpoint(ckpt) as ck:
+        in_layers = [s for s in ck.plan.specs
+                     if s.layer is not None and not s.mtp and s.layer < LAYERS]
     stored = sum(s.nbytes for s in in_layers)
     f32 = sum(s.numel * 4 for s in in_layers if s.scale_of is None)
-
     args = ["forward", str(ckpt), "--layers", str(LAYERS), "--tokens", ",".join(map(str, tokens)),
-            "--out", str(data / "hidden.npy")]
-    runs = [run_child([*ckpt_command(), *args]) for _ in range(reps)]
-    wall = statistics.median(r[0] for r in runs)
-    cpu = statistics.median(r[1] for r in runs)
-    rss = statistics.median(r[2] for r in runs)
-    print(f"\n[1] ckpt forward --layers {LAYERS}, {preset} widths, 32 FP8 experts, {len(tokens)} tokens "
-          f"(median of {reps})")
-    print(f"    peak RSS      {rss:8.0f} MB   (goal < 2048 MB; runs: "
-          f"{', '.join(f'{r[2]:.0f}' for r in runs)})")
-    print(f"    wall / CPU    {wall:6.1f} s / {cpu:.1f} s   ({1000 * wall / len(tokens):.0f} / "
-          f"{1000 * cpu / len(tokens):.0f} ms per token, start-up and reads included)")
-    print(f"    those {LAYERS} layers: {stored / 1e9:.2f} GB stored (FP8), {f32 / 1e9:.2f} GB as "
-          f"float32; peak RSS is {rss * 2**20 / f32:.1%} of the float32 layers")
-    print(f"    reproduce: ckpt make-tiny DIR --preset {preset} --fp8 --real-widths {' '.join(sets)}; "
-          f"ckpt forward DIR --layers {LAYERS} --tokens {args[5]} --out hidden.npy")
-
-
-def v4_flash_widths(data: Path, reps: int, tokens: list[int]) -> None:
-    from ckpt_tools.reference.v4_checkpoint import V4Checkpoint
-
-    ckpt = data / "v4-flash-widths"
-    if not (ckpt / "config.json").is_file():
-        t0 = time.perf_counter()
-        run_child([sys.executable, str(Path(__file__).with_name("v4_build.py")), str(ckpt)])
-        print(f"built {ckpt.name} in {time.perf_counter() - t0:.0f} s")
-    source = V4Checkpoint(ckpt)
-    in_layers = [n for n in source.weight_map if n.startswith("layers.")]
-    stored = sum(source._entry(n)[1].nbytes for n in in_layers)
-    f32 = sum(4 * int(np.prod(source.shape_of(n))) for n in in_layers
-              if not n.endswith(".scale"))
-    args = ["forward", str(ckpt), "--layers", str(LAYERS), "--tokens", ",".join(map(str, tokens)),
-            "--out", str(data / "v4-hidden.npy")]
-    runs = [run_child([*ckpt_command(), *args]) for _ in range(reps)]
-    wall = statistics.median(r[0] for r in runs)
-    cpu = statistics.median(r[1] for r in runs)
-    rss = statistics.median(r[2] for r in runs)
-    print(f"\n[2] ckpt forward --layers {LAYERS}, V4-Flash widths (FP8 + MXFP4 experts, "
-          f"32 experts), {len(tokens)} tokens (median of {reps})")
+            "--out", str(out)]
+    wall, cpu, rss, runs = median_runs([*ckpt_command(), *args], reps)
+    print(f"\n{title}, {len(tokens)} tokens (median of {reps})")
     print(f"    peak RSS      {rss:8.0f} MB   (goal < 2048 MB; runs: "
           f"{', '.join(f'{r[2]:.0f}' for r in runs)})")
     print(f"    wall / CPU    {wall:6.1f} s / {cpu:.1f} s   ({1000 * wall / len(tokens):.0f} / "
           f"{1000 * cpu / len(tokens):.0f} ms per token, start-up and reads included)")
     print(f"    those {LAYERS} layers: {stored / 1e9:.2f} GB stored, {f32 / 1e9:.2f} GB as "
           f"float32; peak RSS is {rss * 2**20 / f32:.1%} of the float32 layers")
-    print(f"    reproduce: python bench/v4_build.py DIR; ckpt forward DIR --layers {LAYERS} "
-          f"--tokens {args[5]} --out hidden.npy")
+    print(f"    reproduce: {build_hint}; ckpt forward DIR --layers {LAYERS} --tokens {args[5]} "
+          f"--out hidden.npy")
+
+
+def real_widths(data: Path, reps: int, tokens: list[int], preset: str) -> None:
+    ckpt = data / f"{preset}-real-widths-fp8"
+    sets = [a for k, v in REAL_OVERRIDES.items() for a in ("--set", f"{k}={v}")]
+    build(ckpt, "--preset", preset, "--fp8", "--real-widths", "--shards", "4", *sets)
+    forward_memory(f"[1] ckpt forward --layers {LAYERS}, {preset} widths, 32 FP8 experts", ckpt,
+                   data / "hidden.npy", tokens, reps,
+                   f"ckpt make-tiny DIR --preset {preset} --fp8 --real-widths {' '.join(sets)}")
+
+
+def v4_flash_widths(data: Path, reps: int, tokens: list[int]) -> None:
+    ckpt = data / "v4-flash-widths"
+    if not (ckpt / "config.json").is_file():
+        t0 = time.perf_counter()
+        run_child([sys.executable, str(Path(__file__).with_name("v4_build.py")), str(ckpt)])
+        print(f"built {ckpt.name} in {time.perf_counter() - t0:.0f} s")
+    forward_memory(f"[2] ckpt forward --layers {LAYERS}, V4-Flash widths (FP8 + MXFP4 experts, "
+                   f"32 experts)", ckpt, data / "v4-hidden.npy", tokens, reps,
+                   "python bench/v4_build.py DIR")
 
 
 def against_transformers(data: Path, reps: int, tokens: list[int], threads: int,

@@ -39,14 +39,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import BUILD_V3 as BUILD
 from timing import run_child  # bench/timing.py: wall, CPU and peak RSS of one child
 
 # This process stays small on purpose: a forked child's peak RSS starts from its parent's
 # (Linux carries the high-water mark across exec), so the checkpoint is built in a child.
 OVERRIDES = {"vocab_size": 32768, "num_nextn_predict_layers": 0}
-BUILD = ("import json, sys; from ckpt_tools.tiny import make_tiny; "
-         "make_tiny(sys.argv[1], 'v3', fp8=True, shards=int(sys.argv[2]), real_widths=True, "
-         "overrides=json.loads(sys.argv[3]))")
 
 
 PLAN_V3 = """

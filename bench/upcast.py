@@ -27,16 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import BUILD_V3 as BUILD
+from timing import V3_REAL_WIDTH_OVERRIDES as OVERRIDES
 from timing import run_child
-
-# V3 widths; 1 dense + 1 MoE layer, 4 routed experts, small vocab: ~1.0 GB of FP8 weights.
-OVERRIDES = {"vocab_size": 8192, "num_nextn_predict_layers": 0, "first_k_dense_replace": 1,
-             "num_hidden_layers": 2, "n_routed_experts": 4, "num_experts_per_tok": 2,
-             "n_group": 2, "topk_group": 1}
-
-BUILD = ("import json, sys; from ckpt_tools.tiny import make_tiny; "
-         "make_tiny(sys.argv[1], 'v3', fp8=True, shards=int(sys.argv[2]), real_widths=True, "
-         "overrides=json.loads(sys.argv[3]))")
 
 BASELINE = r"""
 import json, sys, time

@@ -54,3 +54,19 @@ def reindex(ck: Path) -> None:
 
 def read_json(path: Path):
     return json.loads(Path(path).read_text())
+
+
+def flip_sign_on_disk(ckpt_dir: Path, name: str) -> None:
+    """Corrupt one BF16 tensor in place: flip the sign bit of every element."""
+    import numpy as np
+
+    from ckpt_tools.checkpoint import Checkpoint
+
+    with Checkpoint(ckpt_dir) as ck:
+        shard, entry = ck.locate(name)
+        path, offset = ck.shard_path(shard), ck.header(shard).data_offset + entry.start
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        data = np.frombuffer(f.read(entry.nbytes), np.uint16) ^ np.uint16(0x8000)
+        f.seek(offset)
+        f.write(data.tobytes())

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import flip_sign_on_disk
 
-from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.diff import diff
 from ckpt_tools.errors import MissingDependencyError, OutputError
 from ckpt_tools.info import describe
@@ -33,26 +33,13 @@ def mpl():
                                                     "installed: pip install 'ckpt-tools[plot]'")
 
 
-def _negate_on_disk(ckpt_dir: Path, name: str) -> None:
-    """Flip the sign bit of every element of one BF16 tensor, in place."""
-    ck = Checkpoint(ckpt_dir)
-    shard, entry = ck.locate(name)
-    path, offset = ck.shard_path(shard), ck.header(shard).data_offset + entry.start
-    ck.close()
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        data = np.frombuffer(f.read(entry.nbytes), np.uint16) ^ np.uint16(0x8000)
-        f.seek(offset)
-        f.write(data.tobytes())
-
-
 @pytest.fixture
 def good_and_bad(make_ckpt, tmp_path):
     """A tiny V3 and a copy whose layer-2 attention output projection is negated."""
     good = make_ckpt("v3")
     bad = tmp_path / "bad"
     shutil.copytree(good, bad)
-    _negate_on_disk(bad, f"model.layers.{CORRUPTED_LAYER}.self_attn.o_proj.weight")
+    flip_sign_on_disk(bad, f"model.layers.{CORRUPTED_LAYER}.self_attn.o_proj.weight")
     return good, bad
 
 

@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import flip_sign_on_disk
 
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.errors import ConfigError
@@ -16,20 +17,6 @@ from ckpt_tools.verify import forward, open_tensor_source, verify
 
 TOKENS = "0,15,3,7,100,200,5,9,11,300"
 IDS = [int(t) for t in TOKENS.split(",")]
-
-
-def _flip_sign_on_disk(ckpt_dir, name):
-    """Corrupt one BF16 tensor in place: flip the sign bit of every element."""
-    ck = Checkpoint(ckpt_dir)
-    shard, entry = ck.locate(name)
-    path = ck.shard_path(shard)
-    offset = ck.header(shard).data_offset + entry.start
-    ck.close()
-    with open(path, "r+b") as f:
-        f.seek(offset)
-        data = np.frombuffer(f.read(entry.nbytes), np.uint16) ^ np.uint16(0x8000)
-        f.seek(offset)
-        f.write(data.tobytes())
 
 
 def test_fp8_checkpoint_verifies_against_its_bf16_upcast(make_ckpt, run_cli, tmp_path):
@@ -78,7 +65,7 @@ def test_a_corrupted_expert_fails_naming_its_layer_and_first_position(make_ckpt,
 
     bad = tmp_path / "bad"
     shutil.copytree(good, bad)
-    _flip_sign_on_disk(bad, f"model.layers.{layer}.mlp.experts.{expert}.down_proj.weight")
+    flip_sign_on_disk(bad, f"model.layers.{layer}.mlp.experts.{expert}.down_proj.weight")
 
     report = verify(bad, good, IDS)
     assert not report.ok

@@ -315,6 +315,17 @@ def block(config: Config, w: Weights, layer: int, x: np.ndarray,
     return x + mlp(w, h, *(w.name(role, layer) for role in ("mlp.w1", "mlp.w3", "mlp.w2")))
 
 
+def token_ids(tokens: Sequence[int], vocab_size: int) -> np.ndarray:
+    """Token ids as int64 [t]; ConfigError for none, or one outside [0, vocab_size)."""
+    ids = np.asarray(tokens, dtype=np.int64).reshape(-1)  # [t]
+    if ids.size == 0:
+        raise ConfigError("tokens: need at least one token id")
+    bad = ids[(ids < 0) | (ids >= vocab_size)]
+    if bad.size:
+        raise ConfigError(f"tokens: id {int(bad[0])} is outside the vocabulary [0, {vocab_size})")
+    return ids
+
+
 class Model:
     """The decoder over one `TensorSource`; nothing is held between calls.
 
@@ -327,14 +338,7 @@ class Model:
         self.config: Config = self.weights.config
 
     def check_tokens(self, tokens: Sequence[int]) -> np.ndarray:
-        ids = np.asarray(tokens, dtype=np.int64).reshape(-1)  # [t]
-        vocab = self.config.vocab_size
-        if ids.size == 0:
-            raise ConfigError("tokens: need at least one token id")
-        bad = ids[(ids < 0) | (ids >= vocab)]
-        if bad.size:
-            raise ConfigError(f"tokens: id {int(bad[0])} is outside the vocabulary [0, {vocab})")
-        return ids
+        return token_ids(tokens, self.config.vocab_size)
 
     def embed(self, tokens: np.ndarray) -> np.ndarray:
         w = self.weights

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from ..errors import ConfigError
-from .deepseek import sigmoid, silu, softmax, top_keys  # shared with V3 / V3.2
+from .deepseek import sigmoid, silu, softmax, token_ids, top_keys  # shared with V3 / V3.2
 from .v4_weights import V4Weights
 
 F32 = np.float32
@@ -406,14 +406,7 @@ class Model:
                               f"for {c.num_hidden_layers} layers")
 
     def check_tokens(self, tokens: Sequence[int]) -> np.ndarray:
-        ids = np.asarray(tokens, dtype=np.int64).reshape(-1)  # [t]
-        vocab = self.config.vocab_size
-        if ids.size == 0:
-            raise ConfigError("tokens: need at least one token id")
-        bad = ids[(ids < 0) | (ids >= vocab)]
-        if bad.size:
-            raise ConfigError(f"tokens: id {int(bad[0])} is outside the vocabulary [0, {vocab})")
-        return ids
+        return token_ids(tokens, self.config.vocab_size)
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         c = self.config

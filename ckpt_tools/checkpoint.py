@@ -16,6 +16,8 @@ import numpy as np
 from .config import Config, read_config_file
 from .dtypes import FP8_DTYPES
 from .errors import CkptError, ConfigError, FormatError, MissingTensorError
+from .families import DEFAULT as DEFAULT_FAMILY
+from .families import Family, family_for_raw, family_of
 from .fp8 import dequantize, dequantize_rows
 from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index
 from .reader_pool import PooledFiles, ReaderPool
@@ -25,7 +27,6 @@ from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .sources import CONFIG_FILE
 from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
-from .v4.tensor_plan import V4_SCALE_SUFFIX
 
 
 def checkpoint_dir(path: str | Path | RemotePath) -> Path | RemotePath:
@@ -84,20 +85,25 @@ class Checkpoint(PooledFiles):
         return read_config_file(self.config_path)
 
     @cached_property
+    def family(self) -> Family:
+        """The family config.json declares, read without judging it (`families`)."""
+        try:
+            return family_for_raw(self.raw_config)
+        except (CkptError, OSError, ValueError):
+            return DEFAULT_FAMILY
+
+    @cached_property
     def plan(self) -> TensorPlan:
         """The config's plan in the layout found (DeepSeek-V4: expert format from the tensors)."""
-        if self.config.model_type == "deepseek_v4":
-            from .v4.tensor_plan import V4TensorPlan
-            from .v4.validate import detect_layout
-
+        family = family_of(self.config)
+        if family.has_hook("checkpoint_plan"):  # read from the tensors (V4's expert format)
             entries = {n: self.locate(n)[1] for n in self.index.weight_map}
-            layout, experts = detect_layout(entries)
-            return V4TensorPlan(self.config, layout, expert_dtype=experts)
+            return family.hook("checkpoint_plan")(self.config, entries)
         # V2/V3: with the dtypes it stores where the plan allows alternatives (e.g.
         # transformers' float32 V3.2 `weights_proj`)
-        plan = TensorPlan(self.config, self.layout)
+        plan = family.plan(self.config, self.layout)
         stored = plan.stored_dtypes_in(self._stored_dtype)
-        return TensorPlan(self.config, self.layout, stored_dtypes=stored) if stored else plan
+        return family.plan(self.config, self.layout, stored_dtypes=stored) if stored else plan
 
     def _stored_dtype(self, name: str) -> str | None:
         """The dtype a shard's header gives `name`; None when it is not indexed or its shard
@@ -135,10 +141,11 @@ class Checkpoint(PooledFiles):
 
     @cached_property
     def layout(self) -> str:
-        """'fp8' when any indexed tensor is a weight_scale_inv (DeepSeek-V4: a `.scale`),
-        else 'bf16'."""
-        suffixes = (SCALE_SUFFIX, V4_SCALE_SUFFIX)
-        return "fp8" if any(n.endswith(suffixes) for n in self.index.weight_map) else "bf16"
+        """'fp8' when any indexed tensor is a weight_scale_inv, else 'bf16' (a family that
+        reads its layout from the tensors: its plan's; transformers' names are BF16)."""
+        if self.family.has_hook("checkpoint_plan"):
+            return "bf16" if self.plan.layout == "hf" else self.plan.layout
+        return "fp8" if any(n.endswith(SCALE_SUFFIX) for n in self.index.weight_map) else "bf16"
 
     def shard_path(self, shard: str) -> Path:
         return safe_member(self.dir, shard, what="shard")

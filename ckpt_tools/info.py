@@ -13,7 +13,7 @@ from .dtypes import itemsize
 from .results import Result
 from .sources import resolve_config
 from .tensor_plan import TensorPlan
-from .v4.tensor_plan import plan_for
+from .tensor_plan import plan_for
 
 
 class Provenance(Result):

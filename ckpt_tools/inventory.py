@@ -30,6 +30,7 @@ from typing import Literal
 
 from .config import Config
 from .errors import CkptError, FormatError
+from .families import family_of, family_of_tensors
 from .findings import Check, Finding, Findings
 from .index import (
     INDEX_FILE,
@@ -54,7 +55,6 @@ from .remote.path import RemotePath
 from .remote.stores import as_path
 from .shard_scan import Inventory, gc_paused, read_headers, scan_hf
 from .tensor_plan import DEFAULT_BLOCK, Layout, TensorPlan
-from .v4.validate import check_mp_v4, check_v4, looks_v4
 
 __all__ = ["Inspection", "Inventory", "inspect", "require", "open_checkpoint"]
 
@@ -169,9 +169,10 @@ def _inspect_hf(root: Path, single: str | None, subset: list[str] | None, config
     if not inv.entries and not inv.unreadable and not f.errors:
         f.add("no-tensors", f"{root.name}: no tensor in any shard", file=single)
     cfg, cfg_source, own = load_config(root, config, f)
-    if cfg.model_type == "deepseek_v4" if cfg is not None else looks_v4(inv.entries):
-        layout, checks, plan = check_v4(root, inv, cfg, own, f, check_plan, expected_tensors,
-                                        check_config_layout, Expect)
+    family = family_of(cfg) if cfg is not None else family_of_tensors(inv.entries)
+    if family.has_hook("check"):  # a family with its own checks (DeepSeek-V4's formats)
+        layout, checks, plan = family.hook("check")(root, inv, cfg, own, f, check_plan,
+                                                    expected_tensors, check_config_layout, Expect)
         return Inspection(root, root, "hf", [inv], [], checks, layout, cfg, cfg_source, plan)
     layout = majority(inv.entries, len(inv.fp8), len(inv.scales))
     qc = cfg.quantization_config if cfg else None
@@ -180,9 +181,9 @@ def _inspect_hf(root: Path, single: str | None, subset: list[str] | None, config
     if cfg is not None:
         if own and not inv.partial:
             check_config_layout(cfg, layout, f)
-        plan = TensorPlan(cfg, layout)
+        plan = family.plan(cfg, layout)
         stored = plan.stored_dtypes_in(lambda n: e.dtype if (e := inv.entries.get(n)) else None)
-        plan = TensorPlan(cfg, layout, stored_dtypes=stored) if stored else plan
+        plan = family.plan(cfg, layout, stored_dtypes=stored) if stored else plan
         mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
         check_plan(expected_tensors(plan), inv, mtp, f, prefix=plan.prefix)
         checks.append("plan")
@@ -226,8 +227,8 @@ def _inspect_mp(root: Path, config, f: Findings) -> Inspection:
         return found
     if own:
         check_config_layout(cfg, layout, f)
-    if cfg.model_type == "deepseek_v4":
-        found.checks = check_mp_v4(cfg, n, invs, ranks, f, check_plan, Expect)
+    if family_of(cfg).has_hook("check_mp"):
+        found.checks = family_of(cfg).hook("check_mp")(cfg, n, invs, ranks, f, check_plan, Expect)
         return found
     try:
         found.plan = rank_plan(cfg, first)

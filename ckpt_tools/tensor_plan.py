@@ -1,6 +1,6 @@
 """The tensor plan: every tensor a checkpoint of a given config holds, as data.
 
-Names and shape formulas come from the one module table (`ckpt_tools.modules`), dtypes
+Names and shape formulas come from the config's family's rows (`ckpt_tools.families`), dtypes
 from one policy (docs/architecture.md, "FP8"): in the FP8 layout every linear weight
 except the router gate and the MTP `eh_proj` is F8_E4M3 with an F32 `weight_scale_inv` of
 ceil(rows/block) x ceil(cols/block); embeddings, lm_head, norms and the router are BF16; the
@@ -26,23 +26,15 @@ from typing import Literal, NamedTuple
 
 from .config import FP8_BLOCK, Config
 from .dtypes import itemsize
+from .families import family_of
+from .families.base import HF_EXPERT_PREFIX as EXPERT_PREFIX  # noqa: F401  (API)
+from .families.base import HF_LAYER_PREFIX as LAYER_PREFIX  # noqa: F401  (API)
+from .families.base import Block, Component, Shape
 from .index import SCALE_SUFFIX
-from .modules import EXPERT_PREFIX, LAYER_PREFIX, Component, Module, Shape, section
 
 Layout = Literal["bf16", "fp8"]
 
 DEFAULT_BLOCK = FP8_BLOCK
-
-# The plan's sections, in plan order, from the one module table
-EMBED_SECTION = section("global_first")
-ATTENTION = section("attention")
-DENSE_MLP = section("dense_mlp")
-MOE_ROUTER = section("router")
-ROUTED_EXPERT = section("routed_expert")  # one expert; the scope adds "mlp.experts.{E}."
-SHARED_EXPERTS = section("shared_expert")
-FINAL = section("global_last")  # final norm, lm_head
-MTP_INPUT = section("mtp_input")  # the MTP module's own tensors around a full MoE layer
-MTP_OUTPUT = section("mtp_output")
 
 
 class TensorSpec(NamedTuple):
@@ -172,52 +164,56 @@ class TensorPlan:
         return out
 
     # -- generation ---------------------------------------------------------------------
-    def _scoped(self, modules: tuple[Module, ...], prefix: str, layer=None, experts=None,
-                mtp=False) -> Iterator[Group]:
-        c = self.config
-        for t in modules:
-            if not t.when(c):
+    @cached_property
+    def family(self):
+        return family_of(self.config)
+
+    def _scoped(self, section: str, layer=None, experts=None, mtp=False) -> Iterator[Group]:
+        c, family = self.config, self.family
+        block = Block(layer, mtp)
+        for t in family.section(section):
+            if not t.exists(c, block):
                 continue
-            family = self.prefix + prefix + t.hf
-            shape = tuple(int(d) for d in t.shape(c))
+            family_name = self.prefix + family.template(t, "hf")
+            shape = t.shape_of(c, block)
             quantized = t.fp8 and self.layout == "fp8"
-            planned = "F32" if t.f32 else ("F8_E4M3" if quantized else "BF16")
-            dtype = self.stored_dtypes.get(family, planned)
+            planned = "F8_E4M3" if quantized else t.keep
+            dtype = self.stored_dtypes.get(family_name, planned)
             if dtype != planned and dtype not in t.alt_dtypes:
-                raise ValueError(f"stored_dtypes: {family} cannot be stored as {dtype}")
+                raise ValueError(f"stored_dtypes: {family_name} cannot be stored as {dtype}")
             # what else a tensor of the family may be stored as: the other alternatives, and
             # the planned dtype once a stored alternative was adopted
             alt = () if quantized else tuple(d for d in (planned, *t.alt_dtypes) if d != dtype)
-            scale = scale_name_for(family) if quantized else None
-            yield Group(family, shape, dtype, t.component, layer, experts, mtp, scale, None,
+            scale = scale_name_for(family_name) if quantized else None
+            yield Group(family_name, shape, dtype, t.component, layer, experts, mtp, scale, None,
                         alt if t.alt_dtypes else ())
             if quantized:
                 yield Group(scale, scale_shape(shape, self.block), "F32", t.component, layer,
-                            experts, mtp, None, family)
+                            experts, mtp, None, family_name)
 
     def _layer(self, layer: int, mtp: bool) -> Iterator[Group]:
         c = self.config
-        yield from self._scoped(ATTENTION, LAYER_PREFIX, layer, mtp=mtp)
+        yield from self._scoped("attention", layer, mtp=mtp)
         if not c.is_moe_layer(layer):
-            yield from self._scoped(DENSE_MLP, LAYER_PREFIX, layer, mtp=mtp)
+            yield from self._scoped("dense_mlp", layer, mtp=mtp)
             return
-        yield from self._scoped(MOE_ROUTER, LAYER_PREFIX, layer, mtp=mtp)
-        yield from self._scoped(ROUTED_EXPERT, LAYER_PREFIX + EXPERT_PREFIX, layer,
-                                c.n_routed_experts, mtp)
-        yield from self._scoped(SHARED_EXPERTS, LAYER_PREFIX, layer, mtp=mtp)
+        yield from self._scoped("router", layer, mtp=mtp)
+        yield from self._scoped("routed_expert", layer, c.n_routed_experts, mtp)
+        yield from self._scoped("shared_expert", layer, mtp=mtp)
 
     def _generate(self) -> Iterator[Group]:
         c = self.config
-        yield from self._scoped(EMBED_SECTION, "")
+        yield from self._scoped("global_first")
         for layer in range(c.num_hidden_layers):
             yield from self._layer(layer, mtp=False)
-        yield from self._scoped(FINAL, "")
+        yield from self._scoped("global_last")  # final norm, lm_head
         if not self.include_mtp:
             return
         for layer in range(c.num_hidden_layers, c.num_hidden_layers + c.num_mtp_layers):
-            yield from self._scoped(MTP_INPUT, LAYER_PREFIX, layer, mtp=True)
+            # the MTP module's own tensors around a full MoE layer
+            yield from self._scoped("mtp_input", layer, mtp=True)
             yield from self._layer(layer, mtp=True)
-            yield from self._scoped(MTP_OUTPUT, LAYER_PREFIX, layer, mtp=True)
+            yield from self._scoped("mtp_output", layer, mtp=True)
 
     @staticmethod
     def scale_name_of(weight_name: str) -> str:
@@ -326,3 +322,8 @@ class TensorPlan:
             scale_elements=scales,
             by_component=dict(by_component),
         )
+
+
+def plan_for(config, layout: str | None = None, **options) -> TensorPlan:
+    """The plan of any supported config, by its family's planner (`families`)."""
+    return family_of(config).plan(config, layout, **options)

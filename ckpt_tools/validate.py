@@ -36,6 +36,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import CkptError
+from .families import family_of, family_of_tensors
 from .findings import CODES, Finding, Findings, ValidationReport
 from .index import MP_SCALE_SUFFIX
 from .inventory import inspect
@@ -46,7 +47,6 @@ from .progress import Progress
 from .remote.path import RemotePath
 from .remote.stores import as_path
 from .tensor_plan import SCALE_SUFFIX
-from .v4.validate import looks_v4
 
 __all__ = ["CODES", "Finding", "ValidationReport", "detect_layout", "expected_tensors", "validate"]
 
@@ -134,12 +134,12 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         for inv in invs:
             for name, shard in inv.shard_of.items():
                 by_shard[shard].append((name, inv.entries[name].nbytes))
-        # DeepSeek-V4 names its E8M0 scales "<module>.scale" (its HF-named upcast has none,
-        # and there `.scale` names hyper-connection parameters)
-        v4 = any(looks_v4(inv.entries) for inv in invs)
-        suffix = MP_SCALE_SUFFIX if found.kind == "mp" or v4 else SCALE_SUFFIX
+        # the scale names the tensors show (DeepSeek-V4's "<module>.scale"; its HF-named
+        # upcast has none, and there `.scale` names hyper-connection parameters)
+        shown = {family_of_tensors(inv.entries).scale_suffix for inv in invs} - {SCALE_SUFFIX}
+        suffix = MP_SCALE_SUFFIX if found.kind == "mp" else next(iter(shown), SCALE_SUFFIX)
         qc = found.config.quantization_config if found.config is not None else None
-        if found.config is not None and found.config.model_type == "deepseek_v4":
+        if found.config is not None and family_of(found.config).scale_dtype != "F32":
             qc = None  # E8M0 scales are powers of two by construction
         scan = scan_shards(root, by_shard, scale_suffix=suffix, progress=progress,
                            workers=workers, executor=executor,

@@ -17,7 +17,7 @@ from conftest import NEEDS_REFERENCE
 from ckpt_tools.reference import deepseek_v4
 from ckpt_tools.reference.v4_checkpoint import V4Checkpoint
 from ckpt_tools.safetensors_io import read_header
-from ckpt_tools.v4.names_hf import hf_name
+from ckpt_tools.families.deepseek_v4 import hf_name
 from ckpt_tools.verify import forward, open_tensor_source, reference_model, verify
 
 sys.path.insert(0, str(Path(__file__).parent))

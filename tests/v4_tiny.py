@@ -171,7 +171,7 @@ def write_checkpoint(path: Path, config: dict, tensors: dict[str, np.ndarray],
 def hf_tensors(config: dict, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The float tensors under transformers' names, routed experts stacked per layer
     (gate_up_proj [E, 2I, D]: w1 rows then w3 rows; down_proj [E, D, I]); no MTP."""
-    from ckpt_tools.v4.names_hf import hf_name, stacked_names
+    from ckpt_tools.families.deepseek_v4 import hf_name, stacked_names
 
     E = config["n_routed_experts"]
     out = {}

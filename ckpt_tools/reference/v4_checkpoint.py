@@ -37,7 +37,7 @@ from ..safetensors_io import SafetensorsReader
 from ..sources import CONFIG_FILE
 from ..v4 import mx_formats as mx
 from ..v4.config import DeepseekV4Config
-from ..v4.names_hf import expert_of, hf_name, stacked_names
+from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
 
 SCALE_SUFFIX = ".scale"  # DeepSeek's name for the dequantisation scale of `X.weight`
 FP8_BLOCK = mx.FP8_BLOCK[0]

@@ -57,7 +57,7 @@ from ..safetensors_io import SafetensorsReader, SafetensorsWriter
 from ..side_files import copy_side_files
 from ..sources import CONFIG_FILE
 from . import mx_formats as mx
-from .names_hf import expert_of, hf_name, stacked_names
+from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
 from .tensor_plan import V4TensorPlan
 from .validate import detect_layout
 

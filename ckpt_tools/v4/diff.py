@@ -30,7 +30,7 @@ from ..config_diff import FieldChange, config_changes
 from ..dtypes import itemsize
 from ..info import attention_schedule
 from ..sources import resolve_config
-from .tensor_plan import plan_for
+from ..tensor_plan import plan_for
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True)
 CONTEXTS = (131_072, 1_048_576)

@@ -19,6 +19,7 @@ from ..findings import Findings
 from ..safetensors_io import TensorEntry
 from ..tensor_plan import scale_shape
 from .config import DeepseekV4Config, ExpertDtype
+from ..families.deepseek_v4 import EMBED, SCALE_DTYPE
 from .tensor_plan import (
     V4_SCALE_SUFFIX,
     V4TensorPlan,
@@ -28,22 +29,20 @@ from .tensor_plan import (
 )
 
 QUANTIZED = ("F8_E4M3", "I8")
-SCALE_DTYPE = "F8_E8M0"
-
-
-def looks_v4(entries: dict[str, TensorEntry]) -> bool:
-    """DeepSeek-V4 tensors, without a config: E8M0 `.scale` tensors or V4's global names."""
-    return "embed.weight" in entries or "hc_head_fn" in entries or any(
-        e.dtype == SCALE_DTYPE and n.endswith(V4_SCALE_SUFFIX) for n, e in entries.items())
+HF_EMBED = EMBED.hf  # a V4 checkpoint under transformers' names (`upcast --layout hf`)
 
 
 def quantized_weights(entries: dict[str, TensorEntry]) -> list[str]:
     return [n for n, e in entries.items() if e.dtype in QUANTIZED and n.endswith(".weight")]
 
 
-def detect_layout(entries: dict[str, TensorEntry]) -> tuple[Literal["bf16", "fp8"], ExpertDtype | None]:
-    """("fp8", expert format) when quantized weights are present, else ("bf16", None); the
-    expert format is the dtype of the routed experts found (I8 = fp4, F8_E4M3 = fp8)."""
+def detect_layout(entries: dict[str, TensorEntry]
+                  ) -> tuple[Literal["bf16", "fp8", "hf"], ExpertDtype | None]:
+    """("fp8", expert format) when quantized weights are present, else ("bf16", None), or
+    ("hf", None) under transformers' names; the expert format is the dtype of the routed
+    experts found (I8 = fp4, F8_E4M3 = fp8)."""
+    if HF_EMBED in entries:
+        return "hf", None
     if not quantized_weights(entries):
         return "bf16", None
     experts = [e.dtype for n, e in entries.items()
@@ -126,24 +125,10 @@ def check_hash_tables(root: Path, entries: dict[str, TensorEntry], where: dict[s
                   found=f"{bad} entries in {lo}..{hi}")
 
 
-def hf_expected(plan: V4TensorPlan, expect) -> dict:
-    """`ckpt upcast --layout hf` names: transformers' (experts stacked), MTP under Hub names."""
-    from .names_hf import expert_of, hf_name, stacked_names
-
-    c = plan.config
-    out = {}
-    for g in plan.groups:
-        if g.scale_of_family is not None:
-            continue
-        for name in g.names:
-            if expert_of(name) is None:
-                out[hf_name(name) or name] = expect(g.shape, g.dtype, g.layer if g.mtp else None)
-    for layer in range(c.num_hidden_layers):
-        gate_up, down = stacked_names(layer)
-        e, i, d = c.n_routed_experts, c.moe_intermediate_size, c.hidden_size
-        out[gate_up] = expect((e, 2 * i, d), "BF16", None)
-        out[down] = expect((e, d, i), "BF16", None)
-    return out
+def checkpoint_plan(config: DeepseekV4Config, entries: dict[str, TensorEntry]) -> V4TensorPlan:
+    """The plan of a checkpoint's tensors: the layout and expert format they show."""
+    layout, experts = detect_layout(entries)
+    return V4TensorPlan(config, layout, expert_dtype=experts)
 
 
 def check_v4(root: Path, inv, cfg: DeepseekV4Config | None, own: bool, f: Findings,
@@ -152,13 +137,13 @@ def check_v4(root: Path, inv, cfg: DeepseekV4Config | None, own: bool, f: Findin
     """The V4 checks on an inventory from the inventory's structure pass; (layout, checks,
     the plan checked against). The inventory hands in its plan comparison helpers
     (`plan_checks`: one implementation of each)."""
-    if cfg is not None and "model.embed_tokens.weight" in inv.entries:  # upcast --layout hf
-        inv.scales = set()
-        plan = V4TensorPlan(cfg, "bf16")
-        mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
-        check_plan(hf_expected(plan, expect), inv, mtp, f)
-        return "bf16", ["structure", "plan"], plan
     layout, experts = detect_layout(inv.entries)
+    if cfg is not None and layout == "hf":  # upcast --layout hf: no scales
+        inv.scales = set()
+        plan = V4TensorPlan(cfg, "hf")
+        mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
+        check_plan(expected_tensors(plan), inv, mtp, f)
+        return "bf16", ["structure", "plan"], plan
     inv.scales = check_pairing(inv.entries, inv.shard_of, set(inv.unreadable), f)
     checks = ["structure", "pairing"]
     if cfg is None:

@@ -1,0 +1,81 @@
+"""The registry of architecture families: each one a module of rows and hooks (`base`).
+
+Commands ask `family_of(config)` (a parsed config), `family_at(path)` (a checkpoint
+directory or config file, read without judging it) or `family_of_tensors(entries)` (no
+config) and then the family's rows and hooks; none of them names a family.
+
+Adding a family: one module here (its rows, usually `derive(parent.ROWS, ...)`, and its
+`Family` entry), one line in `FAMILIES`, its presets in `ckpt_tools/presets/`, and its
+recognition in the config readers (`config_layouts`: model_type / architectures).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..config_layouts import recognise
+from ..errors import CkptError, UnsupportedModelError
+from ..index import CONFIG_FILE
+from ..remote.stores import as_path
+from .base import Block, Family, Row, derive  # noqa: F401  (re-exported)
+from .deepseek_v2 import DEEPSEEK_V2
+from .deepseek_v3 import DEEPSEEK_V3
+from .deepseek_v4 import DEEPSEEK_V4
+from .deepseek_v32 import DEEPSEEK_V32
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (DEEPSEEK_V2, DEEPSEEK_V3, DEEPSEEK_V32,
+                                                   DEEPSEEK_V4)}
+# what a command falls back to when nothing says which family it holds: the table-driven
+# machinery, whose readers then say what is wrong in their words
+DEFAULT = DEEPSEEK_V3
+
+
+def family_named(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise UnsupportedModelError(f"no architecture family {name!r}; known: "
+                                    f"{', '.join(FAMILIES)}") from None
+
+
+def family_of(config: Any) -> Family:
+    """The family of a parsed config (its `model_type` is the canonical family name)."""
+    return family_named(getattr(config, "model_type", DEFAULT.name))
+
+
+def family_for_raw(raw: Mapping[str, Any] | None) -> Family:
+    """The family a config.json mapping declares (model_type, architectures, auto_map,
+    wrappers: the config readers' recognition); DEFAULT when it is not one of ours."""
+    if not isinstance(raw, dict):
+        return DEFAULT
+    try:
+        return family_named(recognise(raw, "config")[0])
+    except CkptError:
+        return DEFAULT
+
+
+def family_at(path: str | Path, config: str | Path | None = None) -> Family:
+    """The family a checkpoint directory's config.json (or the file `config`) declares,
+    local or remote, read without judging it (DEFAULT when there is none to read)."""
+    target = as_path(config) if config is not None else as_path(path) / CONFIG_FILE
+    try:
+        raw = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT
+    return family_for_raw(raw)
+
+
+def family_of_tensors(entries: Mapping[str, Any]) -> Family:
+    """The family a set of tensors looks like when no config says (each family's
+    `looks_like` hook, in registry order); DEFAULT otherwise."""
+    for family in FAMILIES.values():
+        if family.has_hook("looks_like") and family.hook("looks_like")(entries):
+            return family
+    return DEFAULT
+
+
+__all__ = ["FAMILIES", "DEFAULT", "Family", "Row", "Block", "derive", "family_named",
+           "family_of", "family_for_raw", "family_at", "family_of_tensors"]

@@ -1,0 +1,182 @@
+"""What an architecture family is, as data: its rows (one per tensor family) and its entry.
+
+A `Row` says, for one tensor of a block: its role (DeepSeek's short name from its
+`inference/model.py`, which the reference forward pass uses), where it sits (`section`),
+its name in every layout the family has (transformers' `hf`, DeepSeek's model-parallel
+`mp`, DeepSeek's own `native` names where a release uses them; None: not in that layout),
+its shape as a function of the config and the block it sits in, its number format
+(`fmt`: "none", "fp8" block-quantised, "expert": the routed-expert format of the
+checkpoint), the dtype it keeps when not quantised, its model-parallel split, and when it
+exists. A `Family` is the registry entry: how a config is recognised, its rows, layouts
+and formats, and the hooks the commands call instead of asking which family they hold.
+
+A derived family is its parent's rows with a few changes: `derive(parent_rows,
+add_after={...}, drop=(...), change={...})`, the spirit of transformers' `modular_*.py`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, NamedTuple
+
+Shape = tuple[int, ...]
+Component = Literal["embedding", "attention", "indexer", "norm", "dense_mlp", "router",
+                    "routed_expert", "shared_expert", "lm_head", "mtp",
+                    "compressor", "hyper_connection"]
+Format = Literal["none", "fp8", "expert"]
+COLUMN, ROW = 0, 1  # the dim a column-/row-parallel weight ([out, in]) is split on
+EXPERT = "expert"  # routed experts go whole to one rank
+Rule = int | Literal["expert"] | None  # None: replicated on every rank
+LayoutKind = Literal["hf", "mp", "native"]
+# transformers' names of a decoder layer and of one routed expert in it (every family here)
+HF_LAYER_PREFIX = "model.layers.{L}."
+HF_EXPERT_PREFIX = "mlp.experts.{E}."
+
+
+class Block(NamedTuple):
+    """Where a row is being instantiated: its layer, whether it is an MTP block, and the
+    block's attention kind (DeepSeek-V4: compress ratio, hash-routed or not)."""
+
+    layer: int | None = None
+    mtp: bool = False
+    ratio: int = 0
+    hashed: bool = False
+
+
+def always(c: Any, b: Block) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Row:
+    """One tensor family of an architecture (see the module docstring)."""
+
+    role: str
+    section: str
+    hf: str | None  # transformers' name relative to the section's scope
+    shape: Callable[[Any, Block], Shape]
+    component: Component
+    mp: str | None = None  # DeepSeek's model-parallel name relative to the section's scope
+    split: Rule = None
+    fmt: Format = "none"
+    keep: str = "BF16"  # the dtype when not quantised ("F32" in every layout, "I64" tables)
+    when: Callable[[Any, Block], bool] = always
+    # also a legitimate stored dtype (another writer's choice); a checkpoint's plan adopts
+    # it through `TensorPlan(stored_dtypes=...)`
+    alt_dtypes: tuple[str, ...] = ()
+    native: str | None = None  # DeepSeek's own names where a release stores them (V4)
+    mp_dequantized: bool = False  # split after dequantising (DeepSeek-V4's wo_a)
+
+    # -- the V2/V3 table's spellings (tensor_plan, mp_layout, reference.weights) ----------
+    @property
+    def fp8(self) -> bool:
+        return self.fmt == "fp8"
+
+    @property
+    def f32(self) -> bool:
+        return self.keep == "F32"
+
+    def exists(self, config: Any, block: Block = Block()) -> bool:
+        return self.when(config, block)
+
+    def shape_of(self, config: Any, block: Block = Block()) -> Shape:
+        return tuple(int(d) for d in self.shape(config, block))
+
+    def name(self, layout: LayoutKind) -> str | None:
+        return {"hf": self.hf, "mp": self.mp, "native": self.native}[layout]
+
+
+def derive(parent: Iterable[Row], *, drop: Iterable[str] = (),
+           change: Mapping[str, Mapping[str, Any]] | None = None,
+           add_after: Mapping[str, Iterable[Row]] | None = None,
+           add: Iterable[Row] = ()) -> tuple[Row, ...]:
+    """A derived family's rows: the parent's, without `drop` (roles), with `change`
+    (role -> field changes, e.g. {"wq_b": {"hf": "self_attn.q_up.weight"}}), with new rows
+    inserted after a parent role (`add_after`) or appended (`add`). Unknown roles raise, so
+    a parent that renames a row breaks its children loudly."""
+    rows = list(parent)
+    roles = {r.role for r in rows}
+    change, add_after, drop = dict(change or {}), dict(add_after or {}), set(drop)
+    unknown = (drop | change.keys() | add_after.keys()) - roles
+    if unknown:
+        raise KeyError(f"derive: no parent row {sorted(unknown)}")
+    out: list[Row] = []
+    for r in rows:
+        if r.role not in drop:
+            out.append(replace(r, **change[r.role]) if r.role in change else r)
+        out.extend(add_after.get(r.role, ()))
+    out.extend(add)
+    if len({r.role for r in out}) != len(out):
+        raise ValueError("derive: two rows share a role")
+    return tuple(out)
+
+
+def resolve(target: str) -> Any:
+    """"package.module:attribute" -> the attribute. Hooks are named, not imported, so the
+    registry stays below the commands that call them (the way mlx-lm imports
+    `models.<model_type>` by name)."""
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+@dataclass(frozen=True)
+class Family:
+    """One architecture family: recognition, rows, layouts, formats and command hooks.
+
+    `hooks` name functions ("module:attribute") the commands call; a hook a family does
+    not name falls back to `DEFAULT_HOOKS` (the table-driven V2/V3 machinery).
+    """
+
+    name: str  # the canonical model_type the config readers return
+    title: str
+    model_types: tuple[str, ...]
+    architectures: tuple[str, ...]
+    rows: tuple[Row, ...]
+    scopes: Mapping[str, Mapping[LayoutKind, str]]  # section -> layout -> name prefix
+    layouts: tuple[str, ...]  # plan layouts: "bf16", "fp8" (+ "hf" where names differ)
+    formats: tuple[str, ...]  # number formats its checkpoints use
+    router: str  # "softmax-topk" / "group-limited" / "sigmoid-noaux" / "sqrt-softplus+hash"
+    attention: str  # "mla" / "mla+dsa" / "v4-csa-hca"
+    presets: tuple[str, ...] = ()
+    parent: str | None = None
+    hooks: Mapping[str, str] = field(default_factory=dict)
+    scale_suffix: str = ".weight_scale_inv"  # "x.weight" -> its scale (hf layout)
+    scale_dtype: str = "F32"  # of block-FP8 scales ("F8_E8M0": powers of two by construction)
+    # the HF names a checkpoint's tensors start with, when no config says what it is
+    tensor_marks: tuple[str, ...] = ()
+
+    def hook(self, name: str) -> Callable[..., Any]:
+        return resolve(self.hooks.get(name) or DEFAULT_HOOKS[name])
+
+    def has_hook(self, name: str) -> bool:
+        return name in self.hooks
+
+    def row(self, role: str) -> Row:
+        for r in self.rows:
+            if r.role == role:
+                return r
+        raise KeyError(f"{self.name}: no row {role!r}")
+
+    def section(self, name: str) -> tuple[Row, ...]:
+        return tuple(r for r in self.rows if r.section == name)
+
+    def template(self, row: Row, layout: LayoutKind) -> str | None:
+        """The row's full name template in `layout` ({L} layer, {E} expert, {J} MTP block)."""
+        leaf = row.name(layout)
+        return None if leaf is None else self.scopes[row.section][layout] + leaf
+
+    # -- the commands' questions, answered from the hooks ----------------------------------
+    def plan(self, config, layout=None, **options):
+        """The tensor plan of `config` in `layout` (a TensorPlan)."""
+        return self.hook("plan")(config, layout, **options)
+
+
+# Hooks every family has unless it names its own: the V2/V3 table-driven machinery.
+DEFAULT_HOOKS: dict[str, str] = {
+    "plan": "ckpt_tools.tensor_plan:TensorPlan",
+    "checkpoint_plan": "ckpt_tools.checkpoint:table_plan",
+    "figures": "ckpt_tools.info:table_summary",
+    "decoder": "ckpt_tools.reference.deepseek:Model",
+}

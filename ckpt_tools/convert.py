@@ -55,6 +55,7 @@ from .errors import (
     FormatError,
     UnexpectedTensorError,
 )
+from .families import FAMILIES, family_at
 from .index import (
     INDEX_FILE,
     ShardIndex,
@@ -71,7 +72,7 @@ from .remote.path import RemotePath, job_source
 from .safetensors_io import TensorEntry
 from .side_files import copy_side_files
 from .sizes import Size, parse_size
-from .sources import CONFIG_FILE, declared_model_type
+from .sources import CONFIG_FILE
 from .tensor_plan import TensorPlan, scale_name_for
 
 OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}
@@ -276,10 +277,6 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
     return ConversionPlan(jobs, block, with_index, meta, scales)
 
 
-def _is_v4(src: str | Path) -> bool:
-    return declared_model_type(checkpoint_dir(src)) == "deepseek_v4"
-
-
 def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
            workers: int | None = None, max_shard_size: Size | None = None,
            overwrite: bool = False, allow_copy: bool = False,
@@ -313,20 +310,26 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         CkptError subclasses before anything is written (see `plan_upcast`), OutputError
         for an unusable `dst`.
 
-    DeepSeek-V4 sources go to `v4.convert.upcast_v4`, where `layout` ("deepseek", the
-    default, or "hf") picks the output names; V2/V3 checkpoints only have HF names.
+    A family with names of its own (DeepSeek-V4) upcasts through its family's hook, where
+    `layout` ("deepseek", the default, or "hf") picks the output names; the others only have
+    transformers' names, so `layout="hf"` is what they write anyway (the report says so).
     """
-    if _is_v4(src):
-        from .v4.convert import upcast_v4
-
+    family = family_at(checkpoint_dir(src))
+    if family.has_hook("upcast"):
         if max_shard_size is not None:
-            raise ArgumentError(f"{src}: a maximum shard size is not available for DeepSeek-V4 "
-                                f"upcast; reshard the output by size instead")
-        return upcast_v4(src, dst, dtype=dtype, layout=layout or "deepseek", workers=workers,
-                         overwrite=overwrite, progress=progress, executor=executor)
+            raise ArgumentError(f"{src}: a maximum shard size is not available for "
+                                f"{family.title} upcast; reshard the output by size instead")
+        return family.hook("upcast")(src, dst, dtype=dtype, layout=layout or "deepseek",
+                                     workers=workers, overwrite=overwrite, progress=progress,
+                                     executor=executor)
     if layout not in (None, "hf"):
-        raise ArgumentError(f"{src}: layout {layout!r} applies to DeepSeek-V4; V2/V3 "
-                            f"checkpoints already use transformers' names")
+        own = ", ".join(f.title for f in FAMILIES.values() if f.has_hook("upcast"))
+        raise ArgumentError(f"{src}: layout {layout!r} applies to {own} (stored under "
+                            f"DeepSeek's own names); {family.title} checkpoints already use "
+                            f"transformers' names (the hf layout)")
+    # asked for the hf layout: it is the one these checkpoints have, so the names stay
+    notes = ([f"layout hf: {family.title} checkpoints already use transformers' names; the "
+              f"output keeps them"] if layout == "hf" else [])
     t0 = time.monotonic()
     max_shard_size = None if max_shard_size is None else parse_size(max_shard_size,
                                                                      argument="max_shard_size")
@@ -351,7 +354,7 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         copied=count["copy"], scales_dropped=plan.scales_dropped,
         total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
         resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3),
-        nodes=nodes)
+        nodes=nodes, notes=notes)
 
 
 def plan_quantize(src: str | Path) -> ConversionPlan:
@@ -379,22 +382,23 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
     saturate. config.json gets `quantization_config`. The report gives, per tensor, the
     round-trip error of upcasting the result back to F32.
 
-    DeepSeek-V4 sources go to `v4.convert.quantize_v4` (ue8m0 scales only; `expert_dtype`
-    "fp4" or "fp8").
+    A family with formats of its own (DeepSeek-V4: ue8m0 scales only; `expert_dtype` "fp4"
+    or "fp8") quantizes through its family's hook.
 
     Raises:
         CkptError subclasses before anything is written (see `plan_quantize`), OutputError
         for an unusable `dst`.
     """
-    if _is_v4(src):
-        from .v4.convert import quantize_v4
-
+    family = family_at(checkpoint_dir(src))
+    if family.has_hook("quantize"):
         if scale_fmt not in (None, "ue8m0"):
-            raise ConfigError(f"{src}: DeepSeek-V4 stores ue8m0 (E8M0) scales only")
-        return quantize_v4(src, dst, expert_dtype=expert_dtype or "fp4", workers=workers,
-                           overwrite=overwrite, progress=progress, executor=executor)
+            raise ConfigError(f"{src}: {family.title} stores ue8m0 (E8M0) scales only")
+        return family.hook("quantize")(src, dst, expert_dtype=expert_dtype or "fp4",
+                                       workers=workers, overwrite=overwrite, progress=progress,
+                                       executor=executor)
     if expert_dtype is not None:
-        raise ArgumentError(f"{src}: expert_dtype applies to DeepSeek-V4 checkpoints only")
+        raise ArgumentError(f"{src}: expert_dtype applies to checkpoints whose routed experts "
+                            f"have a format of their own (MXFP4); {family.title} has none")
     scale_fmt = scale_fmt or "float"
     t0 = time.monotonic()
     if scale_fmt not in ("float", "ue8m0"):

@@ -61,6 +61,10 @@ class UpcastReport(_WrittenCheckpoint):
     widened: int = Field(description="BF16/F16 tensors widened to F32 (--dtype f32)")
     copied: int = Field(description="Tensors copied byte for byte")
     scales_dropped: int
+    layout: str = Field("hf", description="Output names: hf (transformers'), or deepseek "
+                                          "(DeepSeek's own, for families stored under them)")
+    notes: list[str] = Field(default_factory=list, description="What a user should know about "
+                                                               "the options taken")
 
 
 class QuantizeReport(_WrittenCheckpoint):

@@ -30,6 +30,7 @@ from .config import read_config_file
 from .config_layouts import INFERENCE_CONFIG_FILE, to_inference_layout
 from .dtypes import itemsize
 from .errors import ArgumentError, ConfigError, VerificationError
+from .families import family_at
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
 from .output import source_fingerprint
@@ -53,7 +54,7 @@ from .results import Result
 from .safetensors_io import CHUNK_BYTES, SafetensorsWriter, read_header
 from .side_files import copy_file_atomic, copy_side_files
 from .sizes import Size, parse_size
-from .sources import CONFIG_FILE, declared_model_type
+from .sources import CONFIG_FILE
 from .tensor_plan import Layout
 
 REPORT_FILE = "reshard-report.json"
@@ -434,19 +435,14 @@ def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
         ConfigError: a dimension `model_parallel` does not divide (before anything is
             written; DST is not even created).
     """
-    if _is_v4(src):  # DeepSeek-V4: its own convert.py rules (v4.mp), MTP always kept
-        from .v4.mp import to_deepseek_mp_v4
-
-        return to_deepseek_mp_v4(src, dst, model_parallel, workers=workers, overwrite=overwrite,
-                                 progress=progress, executor=executor, ranks=ranks,
-                                 rank_resource=rank_resource)
+    family = family_at(src)
+    if family.has_hook("to_mp"):  # its own convert.py rules (DeepSeek-V4: MTP always kept)
+        return family.hook("to_mp")(src, dst, model_parallel, workers=workers,
+                                    overwrite=overwrite, progress=progress, executor=executor,
+                                    ranks=ranks, rank_resource=rank_resource)
     plan = plan_reshard(src, model_parallel=model_parallel, keep_mtp=keep_mtp)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor, ranks=ranks, rank_resource=rank_resource)
-
-
-def _is_v4(src: str | Path, config: str | Path | None = None) -> bool:
-    return declared_model_type(src, config) == "deepseek_v4"
 
 
 def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: Size | None = None,
@@ -461,13 +457,14 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: Size |
     """
     if max_shard_size is not None:
         max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
-    if _is_v4(src, config):
-        from .v4.mp import from_deepseek_mp_v4
-
+    family = family_at(src, config)
+    if family.has_hook("from_mp"):
         if config is not None:
-            raise ConfigError(f"{src}: for DeepSeek-V4 rank files, put config.json beside them")
-        return from_deepseek_mp_v4(src, dst, overwrite=overwrite, executor=executor,
-                                   **({"max_shard_size": max_shard_size} if max_shard_size else {}))
+            raise ConfigError(f"{src}: for {family.title} rank files, put config.json beside "
+                              f"them")
+        return family.hook("from_mp")(src, dst, overwrite=overwrite, executor=executor,
+                                      **({"max_shard_size": max_shard_size} if max_shard_size
+                                         else {}))
     plan = plan_reshard(src, to_hf=True, max_shard_size=max_shard_size, config=config)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor)

@@ -155,7 +155,7 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         notes = ([f"the source has no MTP tensors although config.json declares "
                   f"num_nextn_predict_layers {declared}; config.json copied unchanged"]
                  if declared and not has_mtp else [])
-        return ReshardPlan("size", src, plan.layout, files, sources,
+        return ReshardPlan("size", src, plan.precision, files, sources,
                            max_shard_size=max_shard_size, notes=notes,
                            mtp="kept" if has_mtp else "absent", config_path=config_path)
     mp = MpLayout(plan, model_parallel, keep_mtp=keep_mtp)

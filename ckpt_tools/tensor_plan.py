@@ -148,6 +148,11 @@ class TensorPlan:
         return TensorPlan(self.config, self.layout, include_mtp=False, prefix=self.prefix,
                           stored_dtypes=self.stored_dtypes)
 
+    @property
+    def precision(self) -> Layout:
+        """"bf16" or "fp8": the layout's number format, whatever its names."""
+        return self.layout
+
     def stored_dtypes_in(self, dtype_of: Callable[[str], str | None]) -> dict[str, str]:
         """The families whose first readable tensor is stored in one of their `alt_dtypes`,
         with that dtype (`dtype_of(name)`: the stored dtype, None when unknown, e.g. in a

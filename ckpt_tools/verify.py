@@ -28,6 +28,7 @@ from pydantic import Field, computed_field
 
 from .dtypes import itemsize
 from .errors import ConfigError, FormatError, ShapeMismatchError
+from .families import family_at, family_of
 from .inventory import open_checkpoint, require
 from .progress import Progress
 from .reference import Model, TensorSource
@@ -36,7 +37,6 @@ from .remote.stores import as_path
 from .results import Result
 from .safe_paths import safe_member
 from .safetensors_io import read_header
-from .sources import declared_model_type
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
 # weights round once to BF16 moves hidden states and logits by a few of those steps.
@@ -54,16 +54,14 @@ def open_tensor_source(path: str | Path) -> TensorSource:
     """A reader for a checkpoint directory, local or remote (hf://, s3://: read by range),
     once the inventory has found nothing that makes the forward pass wrong: HF layout
     (`Checkpoint`), DeepSeek's `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which
-    needs the HF config.json), or a DeepSeek-V4 directory (`V4Checkpoint`: Hub names, FP8/FP4
-    or upcast, or HF names; `V4MpCheckpoint`: DeepSeek's V4 model-parallel files)."""
+    needs the HF config.json), or the reader of a family with formats of its own (its
+    `reference_source` hook: DeepSeek-V4's Hub, HF and model-parallel files)."""
     path = as_path(path)
     if not path.is_dir():
         raise FormatError(f"{path}: not a checkpoint directory")
-    if declared_model_type(path) == "deepseek_v4":
-        from .reference.v4_checkpoint import V4Checkpoint, V4MpCheckpoint
-
-        found = require(path, "read")
-        return V4MpCheckpoint(path) if found.kind == "mp" else V4Checkpoint(path)
+    family = family_at(path)
+    if family.has_hook("reference_source"):  # a family with readers of its own formats
+        return family.hook("reference_source")(path, require(path, "read").kind)
     return open_checkpoint(path, command="read")
 
 
@@ -71,29 +69,27 @@ def _source(source: str | Path | TensorSource) -> TensorSource:
     return open_tensor_source(source) if isinstance(source, (str, Path, RemotePath)) else source
 
 
-def _is_v4(config) -> bool:
-    return getattr(config, "model_type", None) == "deepseek_v4"
+def _multi_stream(config) -> bool:
+    """Whether the family's layers pass on several residual streams (V4's hyper-connections)."""
+    return family_of(config).hidden_streams is not None
 
 
 def reference_model(source: str | Path | TensorSource):
-    """The NumPy decoder for a source: V4's (`deepseek_v4.Model`) or V2/V3's (`Model`)."""
+    """The NumPy decoder of a source's family (its `decoder` hook: `reference.Model` for
+    the table-driven families)."""
     source = _source(source)
-    if _is_v4(source.config):
-        from .reference.deepseek_v4 import Model as V4Model
-        from .reference.v4_weights import V4Weights
-
-        return V4Model(V4Weights(source))
-    return Model(source)
+    return family_of(source.config).hook("decoder")(source)
 
 
 def _hidden(model, ids: list[int], layers: int) -> np.ndarray:
-    """Hidden states after `layers` layers: [t, d], or V4's streams [t, m, d]."""
-    return model.streams(ids, layers) if _is_v4(model.config) else model.forward(ids, layers)
+    """Hidden states after `layers` layers: [t, d], or the streams [t, m, d]."""
+    return (model.streams(ids, layers) if _multi_stream(model.config)
+            else model.forward(ids, layers))
 
 
 def hidden_width(config) -> int:
-    """Width of the hidden states `forward(..., layers=K)` returns: V4 has hc_mult streams."""
-    return config.hidden_size * (config.hc_mult if _is_v4(config) else 1)
+    """Width of the hidden states `forward(..., layers=K)` returns (x the family's streams)."""
+    return config.hidden_size * family_of(config).streams(config)
 
 
 def default_tokens(vocab_size: int, count: int = DEFAULT_TOKEN_COUNT) -> list[int]:
@@ -141,7 +137,9 @@ class _LayerProgress:
             return
         config = model.config
         n = config.num_hidden_layers if layers is None else layers
-        self.by_layer = (_v4_layer_bytes(model.weights.source, n) if _is_v4(config)
+        # a family whose stored bytes depend on formats read from the tensors: its files
+        self.by_layer = (_file_layer_bytes(model.weights.source, n)
+                         if family_of(config).has_hook("checkpoint_plan")
                          else _plan_layer_bytes(config, n))
         self.models = models
         progress.start(sum(self.by_layer.values()) * models, label)
@@ -166,11 +164,11 @@ def _plan_layer_bytes(config, n: int) -> dict[int, int]:
     return by_layer
 
 
-_V4_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
+_LAYER = re.compile(r"(?:^|\.)layers\.(\d+)\.")
 
 
-def _v4_layer_bytes(source, n: int) -> dict[int, int]:
-    """Bytes of each of the first `n` V4 decoder layers in the files (any stored naming);
+def _file_layer_bytes(source, n: int) -> dict[int, int]:
+    """Bytes of each of the first `n` decoder layers in the files (any stored naming);
     empty for a source without files, whose run then reports no bytes."""
     weight_map = getattr(source, "weight_map", None)
     if not weight_map:
@@ -179,7 +177,7 @@ def _v4_layer_bytes(source, n: int) -> dict[int, int]:
     for shard in sorted(set(weight_map.values())):
         header = read_header(safe_member(source.dir, shard, what="shard"))
         for entry in header.entries.values():
-            m = _V4_LAYER.search(entry.name)
+            m = _LAYER.search(entry.name)
             if m and not entry.name.startswith("mtp.") and int(m.group(1)) < n:
                 layer = int(m.group(1))
                 by_layer[layer] = by_layer.get(layer, 0) + entry.nbytes
@@ -218,7 +216,7 @@ def forward_outputs(source: str | Path | TensorSource, tokens: Sequence[int] | N
     try:
         if mtp:
             hidden = _walk_layers(model, ids, model.config.num_hidden_layers, watch)
-            if not _is_v4(model.config):  # V4's MTP reads the main model's streams
+            if not _multi_stream(model.config):  # multi-stream MTP reads the streams
                 hidden = model.final_norm(hidden)
             return ForwardResult(model.mtp_logits(ids, hidden), "mtp_logits", ids)
         return ForwardResult(_run_layers(model, ids, layers, watch),
@@ -441,8 +439,9 @@ def verify(candidate: str | Path | TensorSource,
         finally:
             watch.finish()
         ref = reference.astype(np.float32)
-        if layers is not None and _is_v4(config):  # judge each stream on its own scale
-            cand, ref = (a.reshape(len(ids), config.hc_mult, -1) for a in (cand, ref))
+        if layers is not None and _multi_stream(config):  # each stream on its own scale
+            cand, ref = (a.reshape(len(ids), family_of(config).streams(config), -1)
+                         for a in (cand, ref))
     else:
         kind = "checkpoint"
         ref_model = reference_model(reference)

@@ -66,6 +66,8 @@ def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite
         + (f", {report.widened} widened to F32" if report.widened else "")
         + (f", {report.experts_stacked} expert stacks ({report.layout} layout)"
            if getattr(report, "experts_stacked", 0) else ""))
+    for text in report.notes:
+        note(f"  {text}")
 
 
 @click.command()

@@ -144,6 +144,12 @@ class Family:
     hooks: Mapping[str, str] = field(default_factory=dict)
     scale_suffix: str = ".weight_scale_inv"  # "x.weight" -> its scale (hf layout)
     scale_dtype: str = "F32"  # of block-FP8 scales ("F8_E8M0": powers of two by construction)
+    # the config field counting the residual streams a decoder layer passes on (DeepSeek-V4's
+    # hyper-connections: hc_mult); None: one hidden state
+    hidden_streams: str | None = None
+
+    def streams(self, config) -> int:
+        return getattr(config, self.hidden_streams) if self.hidden_streams else 1
     # the HF names a checkpoint's tensors start with, when no config says what it is
     tensor_marks: tuple[str, ...] = ()
 
@@ -176,7 +182,5 @@ class Family:
 # Hooks every family has unless it names its own: the V2/V3 table-driven machinery.
 DEFAULT_HOOKS: dict[str, str] = {
     "plan": "ckpt_tools.tensor_plan:TensorPlan",
-    "checkpoint_plan": "ckpt_tools.checkpoint:table_plan",
-    "figures": "ckpt_tools.info:table_summary",
     "decoder": "ckpt_tools.reference.deepseek:Model",
 }

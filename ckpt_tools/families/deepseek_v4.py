@@ -270,6 +270,7 @@ DEEPSEEK_V4 = Family(
     router="sqrt-softplus top-k with bias; hash routing (tid2eid) in the first layers",
     attention="v4 (sliding window + compressed sparse / heavily compressed, indexer)",
     presets=("v4-flash", "v4-pro"), scale_suffix=SCALE_SUFFIX, scale_dtype=SCALE_DTYPE,
+    hidden_streams="hc_mult",
     hooks={
         "plan": "ckpt_tools.v4.tensor_plan:V4TensorPlan",
         "looks_like": "ckpt_tools.families.deepseek_v4:looks_like",
@@ -285,5 +286,5 @@ DEEPSEEK_V4 = Family(
         "make_tiny": "ckpt_tools.v4.tiny:make_tiny_v4",
         "figures": "ckpt_tools.info:v4_summary",
         "decoder": "ckpt_tools.reference.deepseek_v4:decoder",
-        "reference_checkpoint": "ckpt_tools.reference.v4_checkpoint:open_checkpoint",
+        "reference_source": "ckpt_tools.reference.v4_checkpoint:open_source",
     })

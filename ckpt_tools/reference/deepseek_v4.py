@@ -473,3 +473,8 @@ class Model:
              + w.linear(h, p + "h_proj.weight", d))  # [t-1, m, d]
         x = block(c, w, p, layer_ratio(c, c.num_hidden_layers + depth), False, x, ids[1:])
         return w.linear(self.final_norm(x, p), "head.weight", c.vocab_size)  # [t-1, o]
+
+
+def decoder(source) -> Model:
+    """The family's decoder hook (`families`): this model over a source's weights."""
+    return Model(V4Weights(source))

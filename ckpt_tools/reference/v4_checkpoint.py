@@ -29,6 +29,7 @@ import numpy as np
 from ..config import read_config_file
 from ..dtypes import DTYPES
 from ..errors import ConfigError, FormatError, MissingTensorError, ShapeMismatchError
+from ..families.deepseek_v4 import SCALE_SUFFIX, expert_of, hf_name, stacked_names
 from ..fp8 import dequantize
 from ..index import INDEX_FILE, SINGLE_FILE, read_index
 from ..remote.stores import as_path
@@ -37,9 +38,6 @@ from ..safetensors_io import SafetensorsReader
 from ..sources import CONFIG_FILE
 from ..v4 import mx_formats as mx
 from ..v4.config import DeepseekV4Config
-from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
-
-SCALE_SUFFIX = ".scale"  # DeepSeek's name for the dequantisation scale of `X.weight`
 FP8_BLOCK = mx.FP8_BLOCK[0]
 
 
@@ -296,3 +294,8 @@ class V4MpCheckpoint:
 
     def read_float32(self, hub: str) -> np.ndarray:
         return self.read_float32_rows(hub, 0, self.shape_of(hub)[0])
+
+
+def open_source(path, kind: str):
+    """The family's reader hook (`families`): Hub / HF names, or DeepSeek's rank files."""
+    return V4MpCheckpoint(path) if kind == "mp" else V4Checkpoint(path)

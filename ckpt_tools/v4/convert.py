@@ -57,7 +57,7 @@ from ..safetensors_io import SafetensorsReader, SafetensorsWriter
 from ..side_files import copy_side_files
 from ..sources import CONFIG_FILE
 from . import mx_formats as mx
-from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
+from ..families.deepseek_v4 import expert_of, hf_name, scale_name, stacked_names
 from .tensor_plan import V4TensorPlan
 from .validate import detect_layout
 
@@ -132,7 +132,7 @@ def _checked_source(ck: Checkpoint, command: Command) -> tuple[dict, str, str | 
 
 def _upcast_part(name, shard, e, out_dtype: str) -> tuple[Part, str, tuple[int, ...]]:
     """(part, output dtype, output shape) of one non-scale source tensor."""
-    scale = name.removesuffix(".weight") + ".scale"
+    scale = scale_name(name)
     if e.dtype == "F8_E4M3":
         return Part(name, shard, e.dtype, e.shape, "fp8", scale), out_dtype, e.shape
     if e.dtype == "I8":
@@ -181,6 +181,11 @@ def plan_upcast_v4(ck: Checkpoint, out_dtype: str, layout: V4Layout) -> tuple[li
 def plan_quantize_v4(ck: Checkpoint, expert_dtype: str) -> list[Job]:
     """Quantise a BF16/F32 V4 checkpoint, or re-pack an FP4 one's experts to FP8."""
     entries, layout, experts = _checked_source(ck, "quantize")
+    if layout == "hf":
+        raise UnexpectedTensorError(
+            f"{ck.dir}: holds transformers' names with stacked experts (an upcast to the hf "
+            f"layout); quantize reads DeepSeek's names: quantize an upcast in the deepseek "
+            f"layout, or the original checkpoint")
     if layout == "fp8" and not (experts == "fp4" and expert_dtype == "fp8"):
         raise UnexpectedTensorError(f"{ck.dir}: already in V4's quantized format (experts "
                                     f"{experts}); quantize takes BF16/F32 DeepSeek names, or "
@@ -202,7 +207,7 @@ def plan_quantize_v4(ck: Checkpoint, expert_dtype: str) -> list[Job]:
             continue
         sshape = target.by_name[spec.scale_name].shape
         if e.dtype == "I8":
-            scale = spec.name.removesuffix(".weight") + ".scale"
+            scale = scale_name(spec.name)
             part = Part(spec.name, shard, e.dtype, e.shape, "repack", scale, entries[scale][0])
         else:
             part = Part(spec.name, shard, e.dtype, e.shape, "to_fp4" if spec.dtype == "I8" else "to_fp8")

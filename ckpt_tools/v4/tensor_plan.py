@@ -67,6 +67,10 @@ class V4TensorPlan(TensorPlan):
         self.expert_dtype: ExpertDtype = expert_dtype or default_expert_dtype(config)
         super().__init__(config, layout, include_mtp=include_mtp)  # type: ignore[arg-type]
 
+    @property
+    def precision(self) -> Literal["bf16", "fp8"]:
+        return "bf16" if self.layout == "hf" else self.layout
+
     def without_mtp(self) -> V4TensorPlan:
         return V4TensorPlan(self.config, self.layout, expert_dtype=self.expert_dtype,
                             include_mtp=False)

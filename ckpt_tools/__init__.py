@@ -52,7 +52,7 @@ _EXPORTS = {
     "DeepseekV32Config": "ckpt_tools.config:DeepseekV32Config",
     "DeepseekV4Config": "ckpt_tools.v4.config:DeepseekV4Config",
     "V4TensorPlan": "ckpt_tools.v4.tensor_plan:V4TensorPlan",
-    "plan_for": "ckpt_tools.v4.tensor_plan:plan_for",
+    "plan_for": "ckpt_tools.tensor_plan:plan_for",
     "dequantize_fp4": "ckpt_tools.v4.mx_formats:dequantize_fp4",
     "dequantize_fp8": "ckpt_tools.v4.mx_formats:dequantize_fp8",
     "resolve_config": "ckpt_tools.sources:resolve_config",

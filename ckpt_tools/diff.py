@@ -21,6 +21,7 @@ from .config_diff import _SHORT, FieldChange, config_changes  # noqa: F401  (dif
 from .config_layouts import ConfigReading
 from .dsa_figures import diff_rows
 from .errors import ARGUMENT_PLACEHOLDER, ArgumentError
+from .families import family_of
 from .index import SINGLE_FILE
 from .progress import Progress
 from .results import Result
@@ -365,8 +366,8 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         progress: receives bytes compared (values only).
 
     Returns:
-        DiffReport (B relative to A: ratios are B / A); `v4.diff.V4DiffReport` when a side
-        is DeepSeek-V4.
+        DiffReport (B relative to A: ratios are B / A); the family's own report when a side's
+        family has a `diff` hook (DeepSeek-V4).
 
     Raises:
         ConfigError: an input is not a preset/config/checkpoint.
@@ -374,13 +375,13 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         FormatError, MissingTensorError: a broken checkpoint.
     """
     src_a, src_b = resolve_config(a, lenient=True), resolve_config(b, lenient=True)
-    if "deepseek_v4" in (src_a.config.model_type, src_b.config.model_type):
-        from .v4.diff import diff_v4  # a new architecture: explained, not field-matched
-
+    own = next((f for f in (family_of(src_a.config), family_of(src_b.config))
+                if f.has_hook("diff")), None)
+    if own is not None:  # a family with a comparison of its own: explained, not field-matched
         if values:
-            raise ArgumentError(f"{ARGUMENT_PLACEHOLDER} is not available with DeepSeek-V4 yet; "
+            raise ArgumentError(f"{ARGUMENT_PLACEHOLDER} is not available with {own.title} yet; "
                                 f"compare the architectures without it", argument="values")
-        return diff_v4(a, b)
+        return own.hook("diff")(a, b)
     both = src_a.kind == src_b.kind == "checkpoint"
     if values and not both:
         kinds = f"A is a {src_a.kind}, B is a {src_b.kind}"

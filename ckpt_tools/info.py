@@ -10,10 +10,10 @@ from pydantic import Field, computed_field
 from .config_layouts import ConfigReading
 from .dsa_figures import SparseAttentionFigures, sparse_attention_figures
 from .dtypes import itemsize
+from .families import family_of
 from .results import Result
 from .sources import resolve_config
-from .tensor_plan import TensorPlan
-from .tensor_plan import plan_for
+from .tensor_plan import TensorPlan, plan_for
 
 
 class Provenance(Result):
@@ -185,11 +185,12 @@ def describe(spec: str | Path) -> ModelInfo:
     if qc is not None:
         quant = f"{qc.quant_method} {qc.fmt} blocks {qc.weight_block_size[0]}x{qc.weight_block_size[1]}"
         quant += f", scale_fmt {qc.scale_fmt}" if qc.scale_fmt else ""
-    arch = _v4_summary(c, plan, quant) if c.model_type == "deepseek_v4" else _summary(c, quant)
+    arch = family_of(c).hook("summary")(c, plan, quant)
     return _model_info(spec, src, arch, plan)
 
 
-def _summary(c, quant: str | None) -> ArchitectureSummary:
+def summary(c, plan, quant: str | None) -> ArchitectureSummary:
+    """The architecture of a table-planned family (MLA, dense then MoE layers)."""
     moe_layers = sum(c.is_moe_layer(i) for i in range(c.num_hidden_layers))
     return ArchitectureSummary(
         model_type=c.model_type, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,
@@ -204,14 +205,16 @@ def _summary(c, quant: str | None) -> ArchitectureSummary:
 
 
 def attention_schedule(c) -> str:
-    """DeepSeek-V4's main layers by compress ratio, e.g. "2 sliding, 21 CSA, 20 HCA"."""
+    """The main layers by compress ratio, e.g. "2 sliding, 21 CSA, 20 HCA" (DeepSeek-V4)."""
     ratios = c.compress_ratios[: c.num_hidden_layers]
     parts = [(ratios.count(0), "sliding-window only"), (ratios.count(4), "CSA (ratio 4)"),
              (ratios.count(128), "HCA (ratio 128)")]
     return ", ".join(f"{n} {label}" for n, label in parts if n)
 
 
-def _v4_summary(c, plan, quant: str | None) -> ArchitectureSummary:
+def multi_stream_summary(c, plan, quant: str | None) -> ArchitectureSummary:
+    """A family with hyper-connection streams, a compressed-attention schedule, hash-routed
+    layers and a routed-expert format of its own (DeepSeek-V4's `summary` hook)."""
     quant = f"{quant}; routed experts {plan.expert_dtype}" if quant else None
     return ArchitectureSummary(
         model_type=c.model_type, hidden_size=c.hidden_size, num_hidden_layers=c.num_hidden_layers,

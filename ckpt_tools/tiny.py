@@ -25,6 +25,7 @@ from .config import parse_config
 from .config_layouts import ConfigReading
 from .dtypes import DTYPES
 from .errors import ConfigError
+from .families import family_of
 from .fp8 import BF16, FP8_QUANTIZATION_CONFIG, quantize
 from .progress import Progress, or_null
 from .sources import resolve_config
@@ -72,8 +73,7 @@ def _source_config(source: str) -> tuple[dict[str, Any], ConfigReading]:
         raw["model_type"] = r.original_model_type
     raw.setdefault("architectures", None)
     if not raw["architectures"]:
-        raw["architectures"] = [{"deepseek_v32": "DeepseekV32", "deepseek_v3": "DeepseekV3"}.get(
-            config.model_type, "DeepseekV2") + "ForCausalLM"]
+        raw["architectures"] = [family_of(config).architectures[0]]
     return raw, r
 
 
@@ -174,12 +174,11 @@ def tiny_plan(preset: str, *, fp8: bool = False, real_widths: bool = False,
               expert_dtype: str | None = None) -> tuple[dict[str, Any], TensorPlan]:
     """The config.json and tensor plan `make_tiny` would write (its size is
     `plan.total_bytes`); writes nothing. What was shrunk is appended to `shrunk`."""
-    if resolve_config(preset, lenient=True).config.model_type == "deepseek_v4":
-        from .v4.tensor_plan import V4TensorPlan
-        from .v4.tiny import tiny_v4_config
-
-        raw = tiny_v4_config(preset, fp8=fp8, expert_dtype=expert_dtype, overrides=overrides)
-        return raw, V4TensorPlan(parse_config(raw), expert_dtype=expert_dtype)
+    family = family_of(resolve_config(preset, lenient=True).config)
+    if family.has_hook("tiny_config"):  # a family that shrinks its own way
+        raw = family.hook("tiny_config")(preset, fp8=fp8, expert_dtype=expert_dtype,
+                                         overrides=overrides, shrunk=shrunk)
+        return raw, family.plan(parse_config(raw), expert_dtype=expert_dtype)
     raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8,
                       shrunk=shrunk)
     return raw, TensorPlan(parse_config(raw))
@@ -232,15 +231,16 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
             config; V4 options on another model and the reverse.
         OutputError: `dst` cannot be used.
     """
-    if resolve_config(preset, lenient=True).config.model_type == "deepseek_v4":
-        from .v4.tiny import make_tiny_v4
-
+    family = family_of(resolve_config(preset, lenient=True).config)
+    if family.has_hook("make_tiny"):  # a family with a writer of its own formats
         if real_widths:
-            raise ConfigError(f"{preset}: real widths are not available for DeepSeek-V4")
-        return make_tiny_v4(dst, preset, fp8=fp8, shards=shards, seed=seed, overrides=overrides,
-                            overwrite=overwrite, expert_dtype=expert_dtype, progress=progress)
+            raise ConfigError(f"{preset}: real widths are not available for {family.title}")
+        return family.hook("make_tiny")(dst, preset, fp8=fp8, shards=shards, seed=seed,
+                                        overrides=overrides, overwrite=overwrite,
+                                        expert_dtype=expert_dtype, progress=progress)
     if expert_dtype is not None:
-        raise ConfigError(f"{preset}: expert_dtype applies to DeepSeek-V4 only")
+        raise ConfigError(f"{preset}: expert_dtype applies to families whose routed experts "
+                          f"have a format of their own (MXFP4); {family.title} has none")
     shrunk: list[Shrunk] = []
     raw, plan = tiny_plan(preset, fp8=fp8, real_widths=real_widths, overrides=overrides,
                           shrunk=shrunk)

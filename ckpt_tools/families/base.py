@@ -183,4 +183,5 @@ class Family:
 DEFAULT_HOOKS: dict[str, str] = {
     "plan": "ckpt_tools.tensor_plan:TensorPlan",
     "decoder": "ckpt_tools.reference.deepseek:Model",
+    "summary": "ckpt_tools.info:summary",
 }

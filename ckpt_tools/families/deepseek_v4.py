@@ -284,7 +284,7 @@ DEEPSEEK_V4 = Family(
         "diff": "ckpt_tools.v4.diff:diff_v4",
         "tiny_config": "ckpt_tools.v4.tiny:tiny_v4_config",
         "make_tiny": "ckpt_tools.v4.tiny:make_tiny_v4",
-        "figures": "ckpt_tools.info:v4_summary",
+        "summary": "ckpt_tools.info:multi_stream_summary",
         "decoder": "ckpt_tools.reference.deepseek_v4:decoder",
         "reference_source": "ckpt_tools.reference.v4_checkpoint:open_source",
     })

@@ -12,6 +12,7 @@ With `fp8=True` dense linears are e4m3 with E8M0 block scales and routed experts
 from __future__ import annotations
 
 import zlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,8 @@ from ..presets import find_preset
 from ..progress import or_null
 from ..sources import resolve_config
 from ..tensor_plan import TensorSpec
+from ..tiny import Shrunk
+from ..tiny_writer import TinyCheckpoint, write_tiny
 from .config import ExpertDtype
 from .mx_formats import quantize_fp4, quantize_fp8
 from .tensor_plan import V4TensorPlan
@@ -48,12 +51,16 @@ TINY_V4_LAYERS = 5
 
 
 def tiny_v4_config(preset: str, *, fp8: bool = False, expert_dtype: ExpertDtype | None = None,
-                   overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                   overrides: dict[str, Any] | None = None,
+                   shrunk: list[Shrunk] | None = None) -> dict[str, Any]:
+    """The tiny config.json of `preset`; what was shrunk is appended to `shrunk` (lists,
+    such as `compress_ratios`, as their lengths)."""
     p = find_preset(preset)
     if p is not None:
         raw = p.raw_config
     else:  # a config.json or checkpoint directory (already read as V4 by the caller)
         raw = resolve_config(preset).config.to_json_dict()
+    before = dict(raw)
     mtp = raw.get("num_nextn_predict_layers", 0)
     ratios = raw["compress_ratios"]
     raw.update(TINY_V4_WIDTHS)
@@ -71,6 +78,12 @@ def tiny_v4_config(preset: str, *, fp8: bool = False, expert_dtype: ExpertDtype 
     raw["torch_dtype"] = "bfloat16"
     raw.update(overrides or {})
     parse_config(raw, source=f"tiny {preset}")  # fail before writing anything
+    if shrunk is not None:
+        def size(v):
+            return len(v) if isinstance(v, list) else v
+        shrunk.extend(Shrunk(k, size(before[k]), size(raw[k])) for k in sorted(raw)
+                      if k in before and before[k] != raw[k] and k != "torch_dtype"
+                      and not isinstance(raw[k], dict))
     return dict(sorted(raw.items()))
 
 
@@ -105,13 +118,11 @@ def stored_value(spec: TensorSpec, value: np.ndarray) -> tuple[np.ndarray, np.nd
 def make_tiny_v4(dst, preset: str = "v4-flash", *, fp8: bool = False, shards: int = 2,
                  seed: int = 0, expert_dtype: ExpertDtype | None = None,
                  overrides: dict[str, Any] | None = None, overwrite: bool = False,
-                 progress=None):
-    """Write a tiny V4 checkpoint (Hub names) into `dst`; returns tiny.TinyCheckpoint."""
-    from pathlib import Path
-
-    from ..tiny_writer import TinyCheckpoint, write_tiny
-
-    raw = tiny_v4_config(preset, fp8=fp8, expert_dtype=expert_dtype, overrides=overrides)
+                 progress=None) -> TinyCheckpoint:
+    """Write a tiny V4 checkpoint (Hub names) into `dst`."""
+    shrunk: list[Shrunk] = []
+    raw = tiny_v4_config(preset, fp8=fp8, expert_dtype=expert_dtype, overrides=overrides,
+                         shrunk=shrunk)
     config = parse_config(raw)
     plan = V4TensorPlan(config, expert_dtype=expert_dtype)
     progress = or_null(progress)
@@ -133,4 +144,5 @@ def make_tiny_v4(dst, preset: str = "v4-flash", *, fp8: bool = False, shards: in
             "tokenizer_config.json": {"model_max_length": raw["max_position_embeddings"]}})
     progress.finish()
     return TinyCheckpoint(path=Path(dst), preset=preset, layout=plan.layout, shards=groups,
-                          tensors=len(plan), total_bytes=plan.total_bytes)
+                          tensors=len(plan), total_bytes=plan.total_bytes,
+                          shrunk={x.field: (x.source, x.tiny) for x in shrunk})

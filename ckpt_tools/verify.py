@@ -37,6 +37,7 @@ from .remote.stores import as_path
 from .results import Result
 from .safe_paths import safe_member
 from .safetensors_io import read_header
+from .tensor_plan import TensorPlan
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
 # weights round once to BF16 moves hidden states and logits by a few of those steps.
@@ -155,8 +156,6 @@ class _LayerProgress:
 
 def _plan_layer_bytes(config, n: int) -> dict[int, int]:
     """Bytes of each of the first `n` decoder layers as the V2/V3 tensor plan stores them."""
-    from .tensor_plan import TensorPlan  # only when someone watches
-
     by_layer: dict[int, int] = {}
     for g in TensorPlan(config).groups:
         if g.layer is not None and not g.mtp and g.layer < n:

@@ -4,7 +4,7 @@ upcast: every F8_E4M3 weight and every I8-packed MXFP4 expert is dequantised wit
 `.scale` into BF16 (or F32) by the definitions in mx_formats (bit for bit), scales are
 dropped, everything else is copied (widened with `dtype="f32"`). Two layouts:
 - "deepseek": the same names as the source (DeepSeek's own `inference/` code reads them);
-- "hf": transformers' `DeepseekV4ForCausalLM` names (v4.names_hf), routed experts stacked
+- "hf": transformers' `DeepseekV4ForCausalLM` names (families.deepseek_v4), routed experts stacked
   per layer into `gate_up_proj` [E, 2I, D] and `down_proj` [E, D, I], `tid2eid` kept, MTP
   tensors kept under DeepSeek's names (transformers ignores them on load).
 quantize: a "deepseek"-layout BF16/F32 checkpoint back to V4's format (dense linears FP8

@@ -15,8 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from ..errors import CkptError
 from ..findings import Findings
-from ..safetensors_io import TensorEntry
+from ..safetensors_io import SafetensorsReader, TensorEntry
 from ..tensor_plan import scale_shape
 from .config import DeepseekV4Config, ExpertDtype
 from ..families.deepseek_v4 import EMBED, SCALE_DTYPE
@@ -103,8 +104,6 @@ def check_hash_tables(root: Path, entries: dict[str, TensorEntry], where: dict[s
     """Every tid2eid entry must name an expert: 0 <= id < n_routed_experts."""
     import numpy as np  # header-only runs without hash tables never load it
 
-    from ..safetensors_io import SafetensorsReader
-
     for name in [n for n in entries if n.endswith("ffn.gate.tid2eid")]:
         e = entries[name]
         if e.dtype not in ("I64", "I32"):
@@ -161,7 +160,6 @@ def check_mp_v4(cfg: DeepseekV4Config, n: int, invs: dict, ranks: dict[int, str]
                 check_plan, expect) -> list[str]:
     """DeepSeek-V4 rank files against DeepSeek's V4 convert.py rules (`v4.mp`); the checks
     that ran."""
-    from ..errors import CkptError
     from .mp_layout import check_blocks, rank_pieces
 
     first = next(iter(invs.values())).entries

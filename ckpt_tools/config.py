@@ -44,7 +44,7 @@ from .config_layouts import (
 )
 from .errors import ConfigError, UnsupportedModelError
 from .remote.stores import as_path
-from .v4.config import DeepseekV4Config
+from .v4.config import DeepseekV4Config, parse_v4
 
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
 ScoringFunc = Literal["softmax", "sigmoid"]
@@ -445,9 +445,7 @@ def parse_config(raw: Any, *, source: str = "config",
 
 
 def _parse_v4(raw: dict[str, Any], source: str, why: str, layout) -> DeepseekV4Config:
-    # V4 is its own model (config_v4.py), outside the V2/V3 discriminated union
-    from .v4.config import parse_v4
-
+    # V4 is its own model (v4/config.py), outside the V2/V3 discriminated union
     try:
         config = parse_v4(raw)
     except UnsupportedModelError as e:

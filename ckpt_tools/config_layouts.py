@@ -24,7 +24,7 @@ from typing import Any
 from .config_defaults import CLASS_DEFAULTS, IMPLIED, LoaderName
 from .config_reading import ConfigReading, Family, LayoutName  # noqa: F401  (re-exported)
 from .errors import UnsupportedModelError
-from .v4.config import V41_REFUSAL
+from .v4.config import TRANSFORMERS_5_KEYS, V41_REFUSAL, DeepseekV4Config
 
 SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deepseek_v32",
                                              "deepseek_v4")
@@ -321,8 +321,6 @@ def near_miss_warnings(raw: dict[str, Any], family: Family, layout: LayoutName) 
     """'did you mean' for unknown keys close to a known one, and for keys of another layout."""
     known = known_keys()
     if family == "deepseek_v4":  # V4's own keys (v4.config), both spellings
-        from .v4.config import TRANSFORMERS_5_KEYS, DeepseekV4Config
-
         known = (frozenset(DeepseekV4Config.model_fields) | OTHER_KNOWN_KEYS
                  | TRANSFORMERS_5_KEYS)
     inference_only = (set(INFERENCE_KEYS) | set(INFERENCE_ROPE)) - known

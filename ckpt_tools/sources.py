@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -56,13 +55,3 @@ def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:
         raise ConfigError(f"{text}: no such file or directory (and not a preset: {names})")
     raise ConfigError(f"{text}: not a preset ({names}), config.json or checkpoint directory")
 
-
-def declared_model_type(path: str | Path, config: str | Path | None = None) -> str | None:
-    """The `model_type` a checkpoint directory's config.json (or the file `config`) declares,
-    local or remote, read without judging it; None when there is none to read (the readers
-    then say what is wrong in their words). Decides which family's code reads a checkpoint."""
-    target = as_path(config) if config is not None else as_path(path) / CONFIG_FILE
-    try:
-        return json.loads(target.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None

@@ -29,7 +29,7 @@ from .dtypes import itemsize
 from .families import family_of
 from .families.base import HF_EXPERT_PREFIX as EXPERT_PREFIX  # noqa: F401  (API)
 from .families.base import HF_LAYER_PREFIX as LAYER_PREFIX  # noqa: F401  (API)
-from .families.base import Block, Component, Shape
+from .families.base import Block, Component, Family, Shape
 from .index import SCALE_SUFFIX
 
 Layout = Literal["bf16", "fp8"]
@@ -128,10 +128,13 @@ class TensorPlan:
     """
 
     def __init__(self, config: Config, layout: Layout | None = None, *, include_mtp: bool = True,
-                 prefix: str | None = None, stored_dtypes: dict[str, str] | None = None):
+                 prefix: str | None = None, stored_dtypes: dict[str, str] | None = None,
+                 architecture: Family | None = None):
         """`stored_dtypes`: family -> one of its template's `alt_dtypes`, for a checkpoint
-        that stores that family so (see `stored_dtypes_in`); the plan then says so too."""
+        that stores that family so (see `stored_dtypes_in`); the plan then says so too.
+        `architecture`: the family whose rows are planned (default: the config's)."""
         self.config = config
+        self.architecture: Family = architecture or family_of(config)
         # a wrapper's language model lives under a prefix (`language_model.`, `language.`)
         self.prefix = config.reading.tensor_prefix if prefix is None else prefix
         self.layout: Layout = layout or ("fp8" if config.is_fp8 else "bf16")
@@ -146,7 +149,7 @@ class TensorPlan:
     def without_mtp(self) -> TensorPlan:
         """The same plan without the MTP layers (what DeepSeek's convert.py keeps)."""
         return TensorPlan(self.config, self.layout, include_mtp=False, prefix=self.prefix,
-                          stored_dtypes=self.stored_dtypes)
+                          stored_dtypes=self.stored_dtypes, architecture=self.architecture)
 
     @property
     def precision(self) -> Layout:
@@ -169,12 +172,8 @@ class TensorPlan:
         return out
 
     # -- generation ---------------------------------------------------------------------
-    @cached_property
-    def family(self):
-        return family_of(self.config)
-
     def _scoped(self, section: str, layer=None, experts=None, mtp=False) -> Iterator[Group]:
-        c, family = self.config, self.family
+        c, family = self.config, self.architecture
         block = Block(layer, mtp)
         for t in family.section(section):
             if not t.exists(c, block):

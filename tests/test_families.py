@@ -149,3 +149,26 @@ def test_no_module_outside_the_registry_names_a_family():
     assert offenders == {}
     stale = [rel for rel in ALLOWED if not _named(PACKAGE / rel)]
     assert stale == [], "these no longer name a family: remove them from ALLOWED"
+
+
+def test_a_derived_family_plans_its_parents_rows_with_its_changes():
+    """What adding e.g. Mistral 4 (V3's attention and experts, V2's router) takes: the
+    parent's rows without the aux-loss-free bias; every command then plans from them."""
+    v3 = FAMILIES["deepseek_v3"]
+    demo = replace(v3, name="demo", title="Demo", parent=v3.name,
+                   rows=derive(v3.rows, drop=["gate_bias"]))
+    config = find_preset("v3").config
+    base, plan = v3.plan(config, "fp8"), demo.plan(config, "fp8")
+    assert set(base.families) - set(plan.families) == {
+        "model.layers.{L}.mlp.gate.e_score_correction_bias"}
+    assert set(plan.families) < set(base.families) and plan.without_mtp().architecture is demo
+
+
+def test_the_config_readers_recognise_what_each_family_declares():
+    from ckpt_tools.config_layouts import ARCHITECTURE_FAMILIES, SUPPORTED_MODEL_TYPES
+
+    for family in FAMILIES.values():
+        assert set(family.model_types) <= set(SUPPORTED_MODEL_TYPES), family.name
+        assert {ARCHITECTURE_FAMILIES[a] for a in family.architectures} == {family.name}
+        assert family_for_raw({"model_type": family.model_types[0]}) is family
+    assert set(SUPPORTED_MODEL_TYPES) == {t for f in FAMILIES.values() for t in f.model_types}

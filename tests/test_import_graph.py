@@ -102,8 +102,6 @@ DEFERRED = {
     ("cli/reshard.py", "..errors"): "CLI start-up",
     ("cli/reshard.py", "..sizes"): "CLI start-up",
     ("cli/schema.py", "..schemas"): "CLI start-up: every model only for `schema`",
-    ("config.py", ".v4.config"): "config reader: to be hoisted (config.py imports it at the top)",
-    ("config_layouts.py", ".v4.config"): "config reader: to be hoisted (imported at the top too)",
     ("diff.py", ".checkpoint"): "numpy only for checkpoint directories",
     ("download.py", ".validate"): "validation only after a download",
     ("info.py", ".checkpoint"): "numpy only for checkpoint directories",

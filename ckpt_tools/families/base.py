@@ -150,8 +150,6 @@ class Family:
 
     def streams(self, config) -> int:
         return getattr(config, self.hidden_streams) if self.hidden_streams else 1
-    # the HF names a checkpoint's tensors start with, when no config says what it is
-    tensor_marks: tuple[str, ...] = ()
 
     def hook(self, name: str) -> Callable[..., Any]:
         return resolve(self.hooks.get(name) or DEFAULT_HOOKS[name])
@@ -175,8 +173,8 @@ class Family:
 
     # -- the commands' questions, answered from the hooks ----------------------------------
     def plan(self, config, layout=None, **options):
-        """The tensor plan of `config` in `layout` (a TensorPlan)."""
-        return self.hook("plan")(config, layout, **options)
+        """The tensor plan of `config` in `layout` (a TensorPlan) from this family's rows."""
+        return self.hook("plan")(config, layout, architecture=self, **options)
 
 
 # Hooks every family has unless it names its own: the V2/V3 table-driven machinery.

@@ -8,15 +8,13 @@ that the inventory can check rank files against it without importing the writers
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from ..errors import ConfigError
+from ..families.base import EXPERT, Rule
+from ..families.deepseek_v4 import ROWS, row_of
 from . import mx_formats as mx
 from .tensor_plan import V4TensorPlan
-
-SPLIT_DIM = {"embed": 0, "head": 0, "wq_b": 0, "wo_a": 0, "attn_sink": 0, "weights_proj": 0,
-             "wo_b": 1}
-Rule = int | Literal["expert"] | None
 
 
 def module_of(name: str) -> str:
@@ -27,9 +25,14 @@ def module_of(name: str) -> str:
 
 
 def rule_of(name: str) -> Rule:
-    if ".experts." in name and ".shared_experts." not in name:
-        return "expert"
-    return SPLIT_DIM.get(module_of(name))
+    """The split of the tensor's row (`families.deepseek_v4`); unknown names: replicated."""
+    row = row_of(name)
+    return None if row is None else row.split
+
+
+# module -> split dim of the rows split on a dim, e.g. {"wq_b": 0, "wo_b": 1, ...}
+SPLIT_DIM = {module_of(r.native): r.split for r in ROWS
+             if r.native is not None and r.split not in (None, EXPERT)}
 
 
 class Piece(NamedTuple):

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from functools import cached_property
 from typing import Literal
 
-from ..families.base import Block
+from ..families.base import Block, Family
 from ..families.deepseek_v4 import (
     DEEPSEEK_V4,
     LAYER_PREFIX,
@@ -63,9 +63,11 @@ class V4TensorPlan(TensorPlan):
     scale_suffix = V4_SCALE_SUFFIX
 
     def __init__(self, config: C, layout: Layout | None = None, *,
-                 expert_dtype: ExpertDtype | None = None, include_mtp: bool = True):
+                 expert_dtype: ExpertDtype | None = None, include_mtp: bool = True,
+                 architecture: Family | None = None):
         self.expert_dtype: ExpertDtype = expert_dtype or default_expert_dtype(config)
-        super().__init__(config, layout, include_mtp=include_mtp)  # type: ignore[arg-type]
+        super().__init__(config, layout, include_mtp=include_mtp,  # type: ignore[arg-type]
+                         architecture=architecture or DEEPSEEK_V4)
 
     @property
     def precision(self) -> Literal["bf16", "fp8"]:
@@ -73,7 +75,7 @@ class V4TensorPlan(TensorPlan):
 
     def without_mtp(self) -> V4TensorPlan:
         return V4TensorPlan(self.config, self.layout, expert_dtype=self.expert_dtype,
-                            include_mtp=False)
+                            include_mtp=False, architecture=self.architecture)
 
     # -- naming (the base class calls these) -----------------------------------------------
     @staticmethod
@@ -98,7 +100,7 @@ class V4TensorPlan(TensorPlan):
         """The rows of `section` in `block`; `prefix` replaces the scope's block prefix (an
         MTP block's "mtp.J."). transformers' layout names the main model's tensors its way
         (MTP keeps DeepSeek's: it has no transformers module)."""
-        c, f = self.config, DEEPSEEK_V4
+        c, f = self.config, self.architecture
         names = "hf" if self.layout == "hf" and not block.mtp else "native"
         for row in f.section(section):
             if not row.exists(c, block):

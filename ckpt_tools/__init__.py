@@ -53,6 +53,12 @@ _EXPORTS = {
     "DeepseekV4Config": "ckpt_tools.v4.config:DeepseekV4Config",
     "V4TensorPlan": "ckpt_tools.v4.tensor_plan:V4TensorPlan",
     "plan_for": "ckpt_tools.tensor_plan:plan_for",
+    # the architectures as data (ckpt_tools.families)
+    "family_of": "ckpt_tools.families:family_of",
+    "family_named": "ckpt_tools.families:family_named",
+    "Family": "ckpt_tools.families.base:Family",
+    "Row": "ckpt_tools.families.base:Row",
+    "derive": "ckpt_tools.families.base:derive",
     "dequantize_fp4": "ckpt_tools.v4.mx_formats:dequantize_fp4",
     "dequantize_fp8": "ckpt_tools.v4.mx_formats:dequantize_fp8",
     "resolve_config": "ckpt_tools.sources:resolve_config",

@@ -71,11 +71,14 @@ def test_v4_hf_layout_reshards_by_size(v4_hf, tmp_path):
     assert again.ok and again.tensors == validate(v4_hf / "hf").tensors
 
 
-def test_v4_hf_layout_quantize_refuses_in_one_line_before_writing(v4_hf, tmp_path):
+def test_v4_hf_layout_quantize_and_upcast_refuse_in_one_line_before_writing(v4_hf, tmp_path):
     with pytest.raises(UnexpectedTensorError) as e:
         quantize(v4_hf / "hf", tmp_path / "q")
     assert "transformers' names" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "q").exists()
+    with pytest.raises(UnexpectedTensorError, match="nothing to dequantise"):
+        upcast(v4_hf / "hf", tmp_path / "u")
+    assert not (tmp_path / "u").exists()
 
 
 def test_make_tiny_v4_reports_what_it_shrank(tmp_path):

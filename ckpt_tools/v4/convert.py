@@ -144,7 +144,11 @@ def _upcast_part(name, shard, e, out_dtype: str) -> tuple[Part, str, tuple[int, 
 
 def plan_upcast_v4(ck: Checkpoint, out_dtype: str, layout: V4Layout) -> tuple[list[Job], int]:
     """Output shards (the source's names) and the number of scales dropped."""
-    entries, _, _ = _checked_source(ck, "upcast")
+    entries, source_layout, _ = _checked_source(ck, "upcast")
+    if source_layout == "hf":
+        raise UnexpectedTensorError(
+            f"{ck.dir}: already upcast, under transformers' names with stacked experts (the hf "
+            f"layout): nothing to dequantise")
     scales = {n for n, (_, e) in entries.items() if e.dtype == "F8_E8M0"}
     by_shard: dict[str, list[OutTensor]] = {s: [] for s in ck.shard_names}
     stacks: dict[tuple[int, str], list] = {}  # (layer, "gate_up"/"down") -> [shard, parts, dtype]

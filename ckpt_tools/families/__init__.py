@@ -34,6 +34,7 @@ DEFAULT = DEEPSEEK_V3
 
 
 def family_named(name: str) -> Family:
+    """The registered family of that name (UnsupportedModelError naming the known ones)."""
     try:
         return FAMILIES[name]
     except KeyError:

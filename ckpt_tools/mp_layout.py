@@ -4,7 +4,7 @@ DeepSeek's `inference/convert.py` renames every HF tensor to its demo model's na
 splits column-parallel weights on dim 0 and row-parallel weights on dim 1 across N ranks,
 sends each routed expert whole to rank e // (E / N) and copies everything else to every
 rank (docs/architecture.md, "Model-parallel layout"). Here that is one table keyed by the
-exact HF name of each tensor-plan family, derived from the module table (`ckpt_tools.modules`;
+exact HF name of each tensor-plan family, derived from the families' rows (`ckpt_tools.modules`;
 no substring replace), so a family the table does not
 know is an error instead of a silent rename. Scales travel with their weights: an FP8
 weight is split only where every rank's piece starts on a block boundary, so each rank's

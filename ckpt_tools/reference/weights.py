@@ -10,7 +10,7 @@ read row ranges (`read_float32_rows` + `shape_of`, as `Checkpoint` does) has its
 matrices streamed through a fixed budget of rows (`chunk_bytes`), which keeps an lm_head or
 a dense MLP of a 671B model out of memory as a whole.
 
-Names come from the module table's roles (`ckpt_tools.modules`, as `ROLES`); each resolved
+Names come from the families' rows by role (`ckpt_tools.modules`, as `ROLES`); each resolved
 name must be in the config's `TensorPlan` and every array read must have the plan's shape,
 so a wrong or truncated tensor fails with its name before any math.
 """

@@ -8,7 +8,18 @@ The names and the model-parallel rules are those of transformers' `modeling_deep
 
 from __future__ import annotations
 
-from .base import COLUMN, EXPERT, HF_EXPERT_PREFIX, HF_LAYER_PREFIX, ROW, Block, Family, Row
+from .base import (
+    COLUMN,
+    EXPERT,
+    HF_EXPERT_PREFIX,
+    HF_LAYER_PREFIX,
+    ROW,
+    Block,
+    Family,
+    Row,
+    Rule,
+    always,
+)
 
 _R = Row
 
@@ -47,6 +58,23 @@ def _has_score_bias(c, b: Block) -> bool:
     return c.has_score_bias
 
 
+def _swiglu(role: str, section: str, hf: str, mp: str, width, up: Rule, down: Rule,
+            when=always) -> tuple[Row, ...]:
+    """A SwiGLU MLP of `width(config)`: w1 = gate_proj and w3 = up_proj [width, H], split on
+    `up`; w2 = down_proj [H, width], split on `down`; all block FP8 in the FP8 layout."""
+    return (
+        Row(role + "w1", section, hf + "gate_proj.weight",
+            lambda c, b: (width(c), c.hidden_size), section, mp + "w1.weight", up, fmt="fp8",
+            when=when),
+        Row(role + "w3", section, hf + "up_proj.weight",
+            lambda c, b: (width(c), c.hidden_size), section, mp + "w3.weight", up, fmt="fp8",
+            when=when),
+        Row(role + "w2", section, hf + "down_proj.weight",
+            lambda c, b: (c.hidden_size, width(c)), section, mp + "w2.weight", down, fmt="fp8",
+            when=when),
+    )
+
+
 # DeepSeek-V2 (and V3, R1, V3.1: the same tensors). Order within a section is the plan's.
 ROWS: tuple[Row, ...] = (
     _R("embed", "global_first", "model.embed_tokens.weight",  # ParallelEmbedding: vocab rows
@@ -76,40 +104,18 @@ ROWS: tuple[Row, ...] = (
     _R("ffn_norm", "attention", "post_attention_layernorm.weight", lambda c, b: (c.hidden_size,),
        "norm", "ffn_norm.weight"),
     # dense MLP (w1 = gate_proj, w3 = up_proj, w2 = down_proj)
-    _R("mlp.w1", "dense_mlp", "mlp.gate_proj.weight",
-       lambda c, b: (c.intermediate_size, c.hidden_size), "dense_mlp", "ffn.w1.weight", COLUMN,
-       fmt="fp8"),
-    _R("mlp.w3", "dense_mlp", "mlp.up_proj.weight",
-       lambda c, b: (c.intermediate_size, c.hidden_size), "dense_mlp", "ffn.w3.weight", COLUMN,
-       fmt="fp8"),
-    _R("mlp.w2", "dense_mlp", "mlp.down_proj.weight",
-       lambda c, b: (c.hidden_size, c.intermediate_size), "dense_mlp", "ffn.w2.weight", ROW,
-       fmt="fp8"),
+    *_swiglu("mlp.", "dense_mlp", "mlp.", "ffn.", lambda c: c.intermediate_size, COLUMN, ROW),
     # MoE router; the aux-loss-free bias is F32 in every layout (DeepSeek's Gate.bias)
     _R("gate", "router", "mlp.gate.weight", lambda c, b: (c.n_routed_experts, c.hidden_size),
        "router", "ffn.gate.weight"),
     _R("gate_bias", "router", "mlp.gate.e_score_correction_bias",
        lambda c, b: (c.n_routed_experts,), "router", "ffn.gate.bias", keep="F32",
        when=_has_score_bias),
-    # one routed expert
-    _R("expert.w1", "routed_expert", "gate_proj.weight",
-       lambda c, b: (c.moe_intermediate_size, c.hidden_size), "routed_expert", "w1.weight", EXPERT,
-       fmt="fp8"),
-    _R("expert.w3", "routed_expert", "up_proj.weight",
-       lambda c, b: (c.moe_intermediate_size, c.hidden_size), "routed_expert", "w3.weight", EXPERT,
-       fmt="fp8"),
-    _R("expert.w2", "routed_expert", "down_proj.weight",
-       lambda c, b: (c.hidden_size, c.moe_intermediate_size), "routed_expert", "w2.weight", EXPERT,
-       fmt="fp8"),
-    _R("shared.w1", "shared_expert", "mlp.shared_experts.gate_proj.weight",
-       lambda c, b: (_shared_width(c), c.hidden_size), "shared_expert",
-       "ffn.shared_experts.w1.weight", COLUMN, fmt="fp8", when=_has_shared),
-    _R("shared.w3", "shared_expert", "mlp.shared_experts.up_proj.weight",
-       lambda c, b: (_shared_width(c), c.hidden_size), "shared_expert",
-       "ffn.shared_experts.w3.weight", COLUMN, fmt="fp8", when=_has_shared),
-    _R("shared.w2", "shared_expert", "mlp.shared_experts.down_proj.weight",
-       lambda c, b: (c.hidden_size, _shared_width(c)), "shared_expert",
-       "ffn.shared_experts.w2.weight", ROW, fmt="fp8", when=_has_shared),
+    # one routed expert (whole on one rank), then the shared experts as one wider MLP
+    *_swiglu("expert.", "routed_expert", "", "", lambda c: c.moe_intermediate_size, EXPERT,
+             EXPERT),
+    *_swiglu("shared.", "shared_expert", "mlp.shared_experts.", "ffn.shared_experts.",
+             _shared_width, COLUMN, ROW, _has_shared),
     _R("norm", "global_last", "model.norm.weight", lambda c, b: (c.hidden_size,), "norm",
        "norm.weight"),
     _R("head", "global_last", "lm_head.weight", lambda c, b: (c.vocab_size, c.hidden_size),

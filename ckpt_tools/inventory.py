@@ -137,6 +137,7 @@ def inspect(path: str | Path, *, config: str | Path | Config | None = None,
             found = _inspect_mp(root, config, f)
         else:
             found = _inspect_hf(root, None if part else single, subset, config, f)
+    f.explain({name: shard for inv in found.inventories for name, shard in inv.unreadable.items()})
     found.path, found.single, found.findings = path, single, f.items
     return found
 

@@ -53,6 +53,7 @@ from .policy import Command, refusal
 from .remote.path import RemotePath
 from .remote.stores import as_path
 from .shard_scan import Inventory, gc_paused, read_headers, scan_hf
+from .sources import no_such_path
 from .tensor_plan import DEFAULT_BLOCK, Layout, TensorPlan
 from .v4.validate import check_mp_v4, check_v4, looks_v4
 
@@ -110,7 +111,7 @@ def _split_single(path: Path | RemotePath) -> tuple[Path | RemotePath, str | Non
         return path.parent, None, False
     if path.exists():
         raise FormatError(f"{path}: not a checkpoint directory, index or .safetensors file")
-    raise FormatError(f"{path}: no such file or directory")
+    raise no_such_path(path)
 
 
 def inspect(path: str | Path, *, config: str | Path | Config | None = None,

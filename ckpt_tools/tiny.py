@@ -12,6 +12,7 @@ only on the seed and the tensor's name, so the output is byte-identical for a se
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections.abc import Iterator
@@ -24,7 +25,7 @@ import numpy as np
 from .config import parse_config
 from .config_layouts import ConfigReading
 from .dtypes import DTYPES
-from .errors import ConfigError
+from .errors import ARGUMENT_PLACEHOLDER, ArgumentError
 from .fp8 import BF16, FP8_QUANTIZATION_CONFIG, quantize
 from .progress import Progress, or_null
 from .sources import resolve_config
@@ -169,20 +170,63 @@ def tensor_value(spec: TensorSpec, seed: int) -> np.ndarray:
     return np.concatenate(list(value_chunks(spec, seed)))
 
 
+def check_options(preset: str, *, fp8: bool = False, real_widths: bool = False,
+                  expert_dtype: str | None = None) -> bool:
+    """Refuse, before anything is written, an option `preset`'s model cannot honour;
+    whether it is DeepSeek-V4."""
+    v4 = resolve_config(preset, lenient=True).config.model_type == "deepseek_v4"
+    if v4 and real_widths:
+        raise ArgumentError(f"{preset}: {ARGUMENT_PLACEHOLDER} is not available for "
+                            f"DeepSeek-V4 (its tiny widths are fixed)", argument="real_widths",
+                            value=True)
+    if not v4 and expert_dtype is not None:
+        raise ArgumentError(f"{preset}: {ARGUMENT_PLACEHOLDER} applies to DeepSeek-V4 only",
+                            argument="expert_dtype", value=expert_dtype)
+    if v4 and expert_dtype is not None and not fp8:
+        raise ArgumentError(f"{preset}: {ARGUMENT_PLACEHOLDER} chooses how an FP8 checkpoint "
+                            f"stores its experts, and this one is BF16",
+                            argument="expert_dtype", value=expert_dtype)
+    return v4
+
+
+def _check_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None, preset: str) -> None:
+    """An override must name a key the config reads: a near miss is refused with its
+    'did you mean' (in a config file it is only a warning: the file may be someone else's)."""
+    if not overrides:
+        return
+    reading = parse_config(raw, source=f"tiny {preset}", lenient=True).reading
+    for warning in reading.warnings:
+        key = warning.partition(":")[0]
+        if key in overrides:
+            why = warning.partition(": ")[2].replace("kept but not read; ", "").replace(
+                "; kept, not read", "")
+            raise ArgumentError(f"{key}={json.dumps(overrides[key])}: {why}",
+                                argument="overrides", value=overrides)
+
+
 def tiny_plan(preset: str, *, fp8: bool = False, real_widths: bool = False,
               overrides: dict[str, Any] | None = None, shrunk: list[Shrunk] | None = None,
-              expert_dtype: str | None = None) -> tuple[dict[str, Any], TensorPlan]:
+              expert_dtype: str | None = None,
+              shards: int | None = None) -> tuple[dict[str, Any], TensorPlan]:
     """The config.json and tensor plan `make_tiny` would write (its size is
-    `plan.total_bytes`); writes nothing. What was shrunk is appended to `shrunk`."""
-    if resolve_config(preset, lenient=True).config.model_type == "deepseek_v4":
+    `plan.total_bytes`); writes nothing, and refuses every option that cannot be honoured
+    (`shards`: more shards than tensors). What was shrunk is appended to `shrunk`."""
+    if check_options(preset, fp8=fp8, real_widths=real_widths, expert_dtype=expert_dtype):
         from .v4.tensor_plan import V4TensorPlan
         from .v4.tiny import tiny_v4_config
 
         raw = tiny_v4_config(preset, fp8=fp8, expert_dtype=expert_dtype, overrides=overrides)
-        return raw, V4TensorPlan(parse_config(raw), expert_dtype=expert_dtype)
-    raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8,
-                      shrunk=shrunk)
-    return raw, TensorPlan(parse_config(raw))
+        plan = V4TensorPlan(parse_config(raw), expert_dtype=expert_dtype)
+    else:
+        raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8,
+                          shrunk=shrunk)
+        plan = TensorPlan(parse_config(raw))
+    _check_overrides(raw, overrides, preset)
+    if shards is not None and shards > len(plan):
+        raise ArgumentError(f"{preset}: {ARGUMENT_PLACEHOLDER}: the tiny model has "
+                            f"{len(plan)} tensors, so at most {len(plan)} shards",
+                            argument="shards", value=shards)
+    return raw, plan
 
 
 def _encoded(spec: TensorSpec, seed: int, block: tuple[int, int], scale_fmt: str | None,
@@ -229,18 +273,19 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
 
     Raises:
         ConfigError: not a preset, config or checkpoint, or overrides that make an invalid
-            config; V4 options on another model and the reverse.
+            config.
+        ArgumentError: V4 options on another model and the reverse, `expert_dtype` without
+            `fp8`, an override key that is a near miss of a known one, more shards than
+            tensors.
         OutputError: `dst` cannot be used.
     """
+    tiny_plan(preset, fp8=fp8, real_widths=real_widths, overrides=overrides,
+              expert_dtype=expert_dtype, shards=shards)  # every option, before any write
     if resolve_config(preset, lenient=True).config.model_type == "deepseek_v4":
         from .v4.tiny import make_tiny_v4
 
-        if real_widths:
-            raise ConfigError(f"{preset}: real widths are not available for DeepSeek-V4")
         return make_tiny_v4(dst, preset, fp8=fp8, shards=shards, seed=seed, overrides=overrides,
                             overwrite=overwrite, expert_dtype=expert_dtype, progress=progress)
-    if expert_dtype is not None:
-        raise ConfigError(f"{preset}: expert_dtype applies to DeepSeek-V4 only")
     shrunk: list[Shrunk] = []
     raw, plan = tiny_plan(preset, fp8=fp8, real_widths=real_widths, overrides=overrides,
                           shrunk=shrunk)

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field, computed_field
 
 from .dtypes import itemsize
-from .errors import ConfigError, FormatError, ShapeMismatchError
+from .errors import ArgumentError, ConfigError, FormatError, ShapeMismatchError
 from .inventory import open_checkpoint, require
 from .progress import Progress
 from .reference import Model, TensorSource
@@ -36,7 +36,7 @@ from .remote.stores import as_path
 from .results import Result
 from .safe_paths import safe_member
 from .safetensors_io import read_header
-from .sources import declared_model_type
+from .sources import declared_model_type, no_such_path
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
 # weights round once to BF16 moves hidden states and logits by a few of those steps.
@@ -57,6 +57,8 @@ def open_tensor_source(path: str | Path) -> TensorSource:
     needs the HF config.json), or a DeepSeek-V4 directory (`V4Checkpoint`: Hub names, FP8/FP4
     or upcast, or HF names; `V4MpCheckpoint`: DeepSeek's V4 model-parallel files)."""
     path = as_path(path)
+    if not path.exists():
+        raise no_such_path(path)
     if not path.is_dir():
         raise FormatError(f"{path}: not a checkpoint directory")
     if declared_model_type(path) == "deepseek_v4":
@@ -396,17 +398,26 @@ def _config_differences(a, b) -> list[str]:
 
 
 def verify(candidate: str | Path | TensorSource,
-           reference: str | Path | TensorSource | np.ndarray,
-           tokens: Sequence[int] | None = None, *, layers: int | None = None,
+           reference: str | Path | TensorSource | np.ndarray | None = None,
+           tokens: Sequence[int] | None = None, *, against: str | Path | TensorSource | None = None,
+           logits: str | Path | None = None, layers: int | None = None,
            atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
            reference_label: str | None = None, progress: Progress | None = None
            ) -> VerifyReport:
-    """Run `candidate` and compare it with `reference` on the same tokens.
+    """Run `candidate` and compare it with a reference on the same tokens: `against`
+    another checkpoint, `logits` stored in a file, or `reference` (either, or an array).
+
+    Example:
+        `verify("V3-bf16/", against="V3-fp8/")`, as `ckpt verify V3-bf16/ --against V3-fp8/`;
+        `verify("V3-bf16/", logits="ref.npz")`, as `ckpt verify V3-bf16/ --logits ref.npz`.
 
     Args:
         candidate: checkpoint under test (directory or `TensorSource`).
         reference: a checkpoint (run in lockstep, layer by layer) or reference outputs
             [T, vocab] (or [T, hidden] with `layers`), e.g. written by `ckpt forward`.
+        against: a reference checkpoint (the CLI's `--against`).
+        logits: a .npy / .npz of reference outputs (the CLI's `--logits`); the tokens
+            stored in a .npz are used when `tokens` is None.
         tokens: token ids; `default_tokens(vocab)` when None.
         layers: compare the hidden states after this many layers instead of logits.
         atol, rtol: per-element tolerance, see the module docstring.
@@ -418,9 +429,25 @@ def verify(candidate: str | Path | TensorSource,
         `first_divergence` names the earliest layer (then position) that does.
 
     Raises:
+        ArgumentError: not exactly one of `reference`, `against`, `logits`; `tokens` that
+            differ from those stored with `logits`.
         ConfigError: configs of different shapes, bad tokens or layer count.
         ShapeMismatchError: reference outputs of the wrong shape.
     """
+    given = [name for name, value in (("reference", reference), ("against", against),
+                                      ("logits", logits)) if value is not None]
+    if len(given) != 1:
+        raise ArgumentError(f"give exactly one reference: against (a checkpoint) or logits "
+                            f"(a .npy/.npz file); got {', '.join(given) or 'none'}")
+    if against is not None:
+        reference = against
+    elif logits is not None:
+        reference, stored = load_reference_outputs(logits)
+        if tokens is not None and stored is not None and list(tokens) != stored:
+            raise ArgumentError(f"{logits}: holds outputs for other tokens than those given; "
+                                f"leave tokens out to use the stored ones")
+        tokens = tokens if tokens is not None else stored
+        reference_label = reference_label or str(logits)
     cand_model = reference_model(candidate)
     config = cand_model.config
     ids = list(tokens) if tokens is not None else default_tokens(config.vocab_size)

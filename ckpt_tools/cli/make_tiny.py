@@ -44,7 +44,7 @@ def _parse_override(_ctx, _param, values):
 def make_tiny(dst, source, fp8, shards, seed, real_widths, overrides, expert_dtype, overwrite):
     """Write a real, small, deterministic checkpoint (config.json, index, shards) to DST."""
     _, plan = tiny_plan(source, fp8=fp8, real_widths=real_widths, overrides=overrides,
-                        expert_dtype=expert_dtype)
+                        expert_dtype=expert_dtype, shards=shards)  # every option checked
     note(f"writing {len(plan):,} tensors, {human_bytes(plan.total_bytes)}, to {dst}")
     result = build(dst, source, fp8=fp8, shards=shards, seed=seed, real_widths=real_widths,
                    overrides=overrides, overwrite=overwrite, progress=progress(),
@@ -55,4 +55,4 @@ def make_tiny(dst, source, fp8, shards, seed, real_widths, overrides, expert_dty
     say(f"wrote {result.path}: {source} ({result.layout}), {result.tensors} tensors in "
         f"{result.shards} shard(s), {human_bytes(result.total_bytes)}")
     if result.shrunk:
-        note("shrunk: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in result.shrunk.items()))
+        note("shrunk: " + ", ".join(f"{k} {a}->{b}" for k, (a, b) in result.shrunk.items()))

@@ -320,7 +320,14 @@ def render_markdown(r) -> str:
 @standard_options
 def diff(a: str, b: str, markdown: bool, values: bool, remote: bool, context: int, plot_path):
     """Explain what changed from A to B. Each is a preset (v2-lite, v2, v2.5, v3, r1,
-    v3.1, ...), a config.json or a checkpoint directory. Ratios are B / A."""
+    v3.1, ...), a config.json or a checkpoint directory. Ratios are B / A.
+
+    \b
+    Examples:
+      ckpt diff v2.5 v3
+      ckpt diff v3.1 v3.2 --markdown
+      ckpt diff ./V3-fp8 ./V3-bf16 --values
+    """
     if json_mode() and markdown:
         raise click.UsageError("--json and --markdown are mutually exclusive")
     from ..diff import diff as run_diff

@@ -46,7 +46,14 @@ def validate(path: str, config_spec: str | None, deep: bool, checksums: str | No
     local, or remote: hf://ORG/NAME[@REV][/DIR], s3://..., reading headers only) before anyone
     loads it: headers, index vs shards, the config's tensor plan, FP8 scales; with --deep
     every value; with --checksums every byte. Exit 0 when clean, 1 on errors (or on
-    warnings with --strict)."""
+    warnings with --strict).
+
+    \b
+    Examples:
+      ckpt validate ./DeepSeek-V3 --deep
+      ckpt validate ./my-ckpt --config v3 --strict
+      ckpt validate hf://deepseek-ai/DeepSeek-V3 --checksums hub
+    """
     path = remote_spec(path, remote)
     if checksums == "hub" and not is_remote(path):
         raise click.BadParameter("'hub' needs a remote source (hf://ORG/NAME or --remote)",

@@ -74,7 +74,13 @@ def forward(remote, ckpt, tokens, layers, mtp, out):
     """Run the NumPy reference decoder on CKPT (HF BF16/FP8, DeepSeek mp files, or V4 with
     Hub or HF names, FP8/FP4 or upcast; local or remote) and write float32 logits
     [T, vocab], or hidden states [T, hidden] with --layers (V4: its hc_mult streams side by
-    side)."""
+    side).
+
+    \b
+    Examples:
+      ckpt forward ./V3-bf16 --tokens 0,15,3 --out logits.npy
+      ckpt forward ./V3-bf16 --layers 2 --out hidden.npz
+    """
     if mtp and layers is not None:
         raise click.UsageError("--mtp runs the whole model; it cannot be combined with --layers")
     result = forward_outputs(remote_spec(ckpt, remote), tokens, layers, mtp=mtp,
@@ -101,7 +107,8 @@ def forward(remote, ckpt, tokens, layers, mtp, out):
 @click.option("--tokens", callback=_parse_tokens, help=TOKENS_HELP)
 @click.option("--layers", type=click.IntRange(0), default=None,
               help="Compare the hidden states after K layers (only K layers are computed).")
-@click.option("--atol", type=click.FloatRange(0), default=DEFAULT_ATOL, show_default=True)
+@click.option("--atol", type=click.FloatRange(0), default=DEFAULT_ATOL, show_default=True,
+              help="Absolute tolerance: an element passes within atol + rtol x its scale.")
 @click.option("--rtol", type=click.FloatRange(0), default=DEFAULT_RTOL, show_default=True,
               help="Relative to max(|ref|, rms of ref at that position).")
 @plot_option
@@ -109,7 +116,13 @@ def forward(remote, ckpt, tokens, layers, mtp, out):
 @click.pass_context
 def verify(ctx, remote, ckpt, against, ref_path, tokens, layers, atol, rtol, plot_path):
     """Check that CKPT computes what a reference computes: exit 0 within tolerance, 1 when
-    not, naming the first layer and position that diverge."""
+    not, naming the first layer and position that diverge.
+
+    \b
+    Examples:
+      ckpt verify ./V3-bf16 --against ./V3-fp8
+      ckpt verify ./V3-mp --logits logits.npy --atol 1e-2
+    """
     if (against is None) == (ref_path is None):
         raise click.UsageError("give exactly one of --against OTHER or --logits REF.npy")
     report = run_verify(remote_spec(ckpt, remote), tokens=tokens, layers=layers, atol=atol,

@@ -45,6 +45,17 @@ TINY_WIDTHS = {
     "qk_rope_head_dim": 8,
     "v_head_dim": 16,
 }
+# FP8: the dimensions DeepSeek's model-parallel layout splits hold whole 128-blocks on
+# each of 2 ranks (4 heads x 64; 256-wide MLPs), so `reshard --to deepseek-mp
+# --model-parallel 2` takes the default FP8 tiny model; the unsplit ones (hidden 96, the
+# LoRA ranks) still end in partial blocks.
+TINY_FP8_SPLIT_WIDTHS = {
+    "qk_nope_head_dim": 64,
+    "qk_rope_head_dim": 64,
+    "v_head_dim": 64,
+    "intermediate_size": 256,
+    "moe_intermediate_size": 256,
+}
 TINY_Q_LORA_RANK = 48
 TINY_EXPERTS = 8
 TINY_TOP_K = 3
@@ -91,6 +102,10 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
             raw["q_lora_rank"] = TINY_Q_LORA_RANK
         if "index_topk" in raw:
             raw.update(TINY_INDEXER)
+        if fp8:
+            raw.update(TINY_FP8_SPLIT_WIDTHS)
+            if "index_head_dim" in raw:  # the indexer rotates qk_rope_head_dim of its dims
+                raw["index_head_dim"] = max(raw["index_head_dim"], raw["qk_rope_head_dim"])
     dense = min(raw.get("first_k_dense_replace", 0), 2)
     groups = raw.get("n_group", 1)
     raw.update(

@@ -247,6 +247,8 @@ def load_reference_outputs(path: str | Path) -> tuple[np.ndarray, list[int] | No
     """Reference outputs from a .npy (the array) or .npz ('logits' or 'hidden_states', and
     optionally 'tokens'), as written by `ckpt forward` or kept as golden files."""
     path = Path(path)
+    if not path.exists():
+        raise no_such_path(path)
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -439,6 +441,7 @@ def verify(candidate: str | Path | TensorSource,
     if len(given) != 1:
         raise ArgumentError(f"give exactly one reference: against (a checkpoint) or logits "
                             f"(a .npy/.npz file); got {', '.join(given) or 'none'}")
+    cand_model = reference_model(candidate)  # the candidate is checked first
     if against is not None:
         reference = against
     elif logits is not None:
@@ -448,7 +451,6 @@ def verify(candidate: str | Path | TensorSource,
                                 f"leave tokens out to use the stored ones")
         tokens = tokens if tokens is not None else stored
         reference_label = reference_label or str(logits)
-    cand_model = reference_model(candidate)
     config = cand_model.config
     ids = list(tokens) if tokens is not None else default_tokens(config.vocab_size)
     ids = cand_model.check_tokens(ids).tolist()

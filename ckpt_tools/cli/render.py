@@ -58,17 +58,21 @@ def fit(text: str, columns: int | None = None) -> str:
     return "\n".join(out)
 
 
-# Words are never cut: a word longer than the line (a tensor name) breaks only after a `.`,
-# so that what a user copies from the output is whole on a line or split where names are.
-_NAME_PIECE = re.compile(r"[^.]*\.+|[^.]+$")
+# Words are never cut: a word longer than the line (a tensor name, a path) breaks only after
+# a `.` or a `/`, so that what a user copies from the output is whole on a line or split
+# where names are. Only a piece longer than the line itself (no tensor name has one) is cut.
+_NAME_PIECE = re.compile(r"[^./]*[./]+|[^./]+$")
 
 
 def _units(text: str, room: int) -> list[tuple[str, bool]]:
     """(piece, glued to the previous piece) for every word, the words longer than `room`
-    split after each `.`."""
+    split after each `.` and `/`."""
     units = []
     for word in text.split():
         pieces = _NAME_PIECE.findall(word) if len(word) > room else [word]
+        if room > 0 and any(len(piece) > room for piece in pieces):
+            pieces = [cut for piece in pieces
+                      for cut in (piece[k:k + room] for k in range(0, len(piece), room))]
         units += [(piece, k > 0) for k, piece in enumerate(pieces)]
     return units
 

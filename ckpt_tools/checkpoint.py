@@ -25,7 +25,7 @@ from .remote.path import RemotePath
 from .remote.stores import as_path
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
-from .sources import CONFIG_FILE
+from .sources import CONFIG_FILE, no_such_path
 from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
 
 
@@ -57,7 +57,7 @@ class Checkpoint(PooledFiles):
         DIR/config.json, read strictly on first use."""
         self.dir = checkpoint_dir(path)  # local, or remote (remote.path.RemotePath)
         if not self.dir.exists():
-            raise FormatError(f"{self.dir}: no such directory")
+            raise no_such_path(self.dir)
         if not self.dir.is_dir():
             hint = (f"; pass its checkpoint directory {self.dir.parent}"
                     if self.dir.suffix == ".safetensors" else "")

@@ -54,6 +54,7 @@ from .policy import Command, refusal
 from .remote.path import RemotePath
 from .remote.stores import as_path
 from .shard_scan import Inventory, gc_paused, read_headers, scan_hf
+from .sources import no_such_path
 from .tensor_plan import DEFAULT_BLOCK, Layout, TensorPlan
 
 __all__ = ["Inspection", "Inventory", "inspect", "require", "open_checkpoint"]
@@ -110,7 +111,7 @@ def _split_single(path: Path | RemotePath) -> tuple[Path | RemotePath, str | Non
         return path.parent, None, False
     if path.exists():
         raise FormatError(f"{path}: not a checkpoint directory, index or .safetensors file")
-    raise FormatError(f"{path}: no such file or directory")
+    raise no_such_path(path)
 
 
 def inspect(path: str | Path, *, config: str | Path | Config | None = None,
@@ -137,6 +138,7 @@ def inspect(path: str | Path, *, config: str | Path | Config | None = None,
             found = _inspect_mp(root, config, f)
         else:
             found = _inspect_hf(root, None if part else single, subset, config, f)
+    f.explain({name: shard for inv in found.inventories for name, shard in inv.unreadable.items()})
     found.path, found.single, found.findings = path, single, f.items
     return found
 

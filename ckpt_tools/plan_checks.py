@@ -84,8 +84,9 @@ def load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | N
         return src.config, src.label, False
     path = root / CONFIG_FILE
     if not path.is_file():
-        f.add("config-missing", f"{root.name}: no {CONFIG_FILE}; tensor plan checks skipped "
-              f"(give a config to check against one)", file=CONFIG_FILE)
+        f.add("config-missing", f"{CONFIG_FILE}: absent, so the tensor plan is unknown; copy "
+              f"the model's {CONFIG_FILE} into {root.name} (validate can also check against a "
+              f"preset or another config)", file=CONFIG_FILE)
         return None, None, False
     try:
         cfg = read_config_file(path, lenient=True)

@@ -24,7 +24,7 @@ from .errors import (
     ShapeMismatchError,
     UnexpectedTensorError,
 )
-from .findings import CODES, Finding
+from .findings import CODES, Finding, cause_label
 
 Command = Literal["validate", "upcast", "quantize", "reshard", "download", "read"]
 
@@ -78,10 +78,19 @@ def refusal(command: Command, findings: list[Finding], root: str) -> CkptError |
     if not refused:
         return None
     first = refused[0]
-    message = f"{root}/{first.message}" if first.file and first.message.startswith(first.file) \
-        else f"{root}: {first.message}"
+
+    def located(f: Finding) -> str:
+        return f"{root}/{f.message}" if f.file and f.message.startswith(f.file) \
+            else f"{root}: {f.message}"
+
+    message = f"{located(first)} [{first.code}]"
+    cause = next((f for f in findings if first.explained_by is not None
+                  and f.explained_by is None and cause_label(f) == first.explained_by), None)
+    if cause is not None:  # what explains the refusal comes first (findings.Findings.explain)
+        message = (f"{located(cause)} [{cause.code}]; {len(refused):,} error(s) follow from it, "
+                   f"the first: {first.message} [{first.code}]")
     more = (f" (and {len(refused) - 1} more error(s); `ckpt validate` lists them)"
-            if len(refused) > 1 else "")
-    error = ERROR_TYPES.get(first.code, FormatError)(f"{message} [{first.code}]{more}")
+            if len(refused) > 1 and cause is None else "")
+    error = ERROR_TYPES.get(first.code, FormatError)(f"{message}{more}")
     error.finding = first.code
     return error

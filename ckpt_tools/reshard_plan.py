@@ -22,6 +22,7 @@ from .dtypes import itemsize
 from .errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, VerificationError
 from .index import is_model_parallel, pack_greedy, shard_file_name
 from .inventory import open_checkpoint, require
+from .sources import no_such_path
 from .mp_layout import MpLayout, find_mp_files
 from .sources import CONFIG_FILE
 from .tensor_plan import Layout, TensorPlan, TensorSpec
@@ -133,6 +134,8 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
             code in brackets, as `ckpt validate` reports it).
     """
     src = checkpoint_dir(src)  # a directory (local or remote), or its index file
+    if not src.exists():
+        raise no_such_path(src)
     if to_hf:
         return _plan_from_mp(src, max_shard_size or DEFAULT_MAX_SHARD_SIZE, config)
     if (max_shard_size is None) == (model_parallel is None):

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from .config import Config, read_config_file
-from .errors import ConfigError
+from .errors import ConfigError, FormatError
 from .index import CONFIG_FILE, INDEX_FILE
 from .presets import Preset, all_presets, find_preset
 from .remote.stores import as_path
+
+
+# `org/name` or `org/name@revision`, as the Hub spells a repository id
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?")
+
+
+def not_found(path: str | Path) -> str:
+    """The one message for a path that does not exist, whatever the command; a bare
+    `org/name` gets how to read the Hub repository of that name instead."""
+    text = str(path)
+    if _REPO_ID.fullmatch(text) and not text.startswith((".", "/")):
+        return (f"{text}: no such file or directory; to read the Hub repository, write "
+                f"hf://{text}")
+    return f"{text}: no such file or directory"
+
+
+def no_such_path(path: str | Path) -> FormatError:
+    return FormatError(not_found(path))
 
 
 @dataclass(frozen=True)
@@ -52,6 +71,6 @@ def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:
         return ConfigSource(text, "preset", preset.config, preset=preset)
     names = ", ".join(all_presets())
     if "/" in text or text.endswith(".json"):
-        raise ConfigError(f"{text}: no such file or directory (and not a preset: {names})")
+        raise ConfigError(f"{not_found(text)} (and not a preset: {names})")
     raise ConfigError(f"{text}: not a preset ({names}), config.json or checkpoint directory")
 

@@ -12,6 +12,7 @@ only on the seed and the tensor's name, so the output is byte-identical for a se
 
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from collections.abc import Iterator
@@ -24,8 +25,8 @@ import numpy as np
 from .config import parse_config
 from .config_layouts import ConfigReading
 from .dtypes import DTYPES
-from .errors import ConfigError
-from .families import family_of
+from .errors import ARGUMENT_PLACEHOLDER, ArgumentError
+from .families import Family, family_of
 from .fp8 import BF16, FP8_QUANTIZATION_CONFIG, quantize
 from .progress import Progress, or_null
 from .sources import resolve_config
@@ -44,6 +45,17 @@ TINY_WIDTHS = {
     "qk_nope_head_dim": 16,
     "qk_rope_head_dim": 8,
     "v_head_dim": 16,
+}
+# FP8: the dimensions DeepSeek's model-parallel layout splits hold whole 128-blocks on
+# each of 2 ranks (4 heads x 64; 256-wide MLPs), so `reshard --to deepseek-mp
+# --model-parallel 2` takes the default FP8 tiny model; the unsplit ones (hidden 96, the
+# LoRA ranks) still end in partial blocks.
+TINY_FP8_SPLIT_WIDTHS = {
+    "qk_nope_head_dim": 64,
+    "qk_rope_head_dim": 64,
+    "v_head_dim": 64,
+    "intermediate_size": 256,
+    "moe_intermediate_size": 256,
 }
 TINY_Q_LORA_RANK = 48
 TINY_EXPERTS = 8
@@ -90,6 +102,10 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
             raw["q_lora_rank"] = TINY_Q_LORA_RANK
         if "index_topk" in raw:
             raw.update(TINY_INDEXER)
+        if fp8:
+            raw.update(TINY_FP8_SPLIT_WIDTHS)
+            if "index_head_dim" in raw:  # the indexer rotates qk_rope_head_dim of its dims
+                raw["index_head_dim"] = max(raw["index_head_dim"], raw["qk_rope_head_dim"])
     dense = min(raw.get("first_k_dense_replace", 0), 2)
     groups = raw.get("n_group", 1)
     raw.update(
@@ -169,19 +185,64 @@ def tensor_value(spec: TensorSpec, seed: int) -> np.ndarray:
     return np.concatenate(list(value_chunks(spec, seed)))
 
 
+def check_options(preset: str, *, fp8: bool = False, real_widths: bool = False,
+                  expert_dtype: str | None = None) -> Family:
+    """Refuse, before anything is written, an option `preset`'s model cannot honour;
+    the preset's family."""
+    family = family_of(resolve_config(preset, lenient=True).config)
+    own = family.has_hook("tiny_config")  # shrinks its own way: fixed widths, own expert format
+    if own and real_widths:
+        raise ArgumentError(f"{preset}: {ARGUMENT_PLACEHOLDER} is not available for "
+                            f"{family.title} (its tiny widths are fixed)", argument="real_widths",
+                            value=True)
+    if not own and expert_dtype is not None:
+        raise ArgumentError(f"{preset}: {ARGUMENT_PLACEHOLDER} applies to families whose routed "
+                            f"experts have a format of their own (MXFP4); {family.title} has "
+                            f"none", argument="expert_dtype", value=expert_dtype)
+    if own and expert_dtype is not None and not fp8:
+        raise ArgumentError(f"{preset}: {ARGUMENT_PLACEHOLDER} chooses how an FP8 checkpoint "
+                            f"stores its experts, and this one is BF16",
+                            argument="expert_dtype", value=expert_dtype)
+    return family
+
+
+def _check_overrides(raw: dict[str, Any], overrides: dict[str, Any] | None, preset: str) -> None:
+    """An override must name a key the config reads: a near miss is refused with its
+    'did you mean' (in a config file it is only a warning: the file may be someone else's)."""
+    if not overrides:
+        return
+    reading = parse_config(raw, source=f"tiny {preset}", lenient=True).reading
+    for warning in reading.warnings:
+        key = warning.partition(":")[0]
+        if key in overrides:
+            why = warning.partition(": ")[2].replace("kept but not read; ", "").replace(
+                "; kept, not read", "")
+            raise ArgumentError(f"{key}={json.dumps(overrides[key])}: {why}",
+                                argument="overrides", value=overrides)
+
+
 def tiny_plan(preset: str, *, fp8: bool = False, real_widths: bool = False,
               overrides: dict[str, Any] | None = None, shrunk: list[Shrunk] | None = None,
-              expert_dtype: str | None = None) -> tuple[dict[str, Any], TensorPlan]:
+              expert_dtype: str | None = None,
+              shards: int | None = None) -> tuple[dict[str, Any], TensorPlan]:
     """The config.json and tensor plan `make_tiny` would write (its size is
-    `plan.total_bytes`); writes nothing. What was shrunk is appended to `shrunk`."""
-    family = family_of(resolve_config(preset, lenient=True).config)
+    `plan.total_bytes`); writes nothing, and refuses every option that cannot be honoured
+    (`shards`: more shards than tensors). What was shrunk is appended to `shrunk`."""
+    family = check_options(preset, fp8=fp8, real_widths=real_widths, expert_dtype=expert_dtype)
     if family.has_hook("tiny_config"):  # a family that shrinks its own way
         raw = family.hook("tiny_config")(preset, fp8=fp8, expert_dtype=expert_dtype,
                                          overrides=overrides, shrunk=shrunk)
-        return raw, family.plan(parse_config(raw), expert_dtype=expert_dtype)
-    raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8,
-                      shrunk=shrunk)
-    return raw, TensorPlan(parse_config(raw))
+        plan = family.plan(parse_config(raw), expert_dtype=expert_dtype)
+    else:
+        raw = tiny_config(preset, real_widths=real_widths, overrides=overrides, fp8=fp8,
+                          shrunk=shrunk)
+        plan = TensorPlan(parse_config(raw))
+    _check_overrides(raw, overrides, preset)
+    if shards is not None and shards > len(plan):
+        raise ArgumentError(f"{preset}: {ARGUMENT_PLACEHOLDER}: the tiny model has "
+                            f"{len(plan)} tensors, so at most {len(plan)} shards",
+                            argument="shards", value=shards)
+    return raw, plan
 
 
 def _encoded(spec: TensorSpec, seed: int, block: tuple[int, int], scale_fmt: str | None,
@@ -228,19 +289,19 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
 
     Raises:
         ConfigError: not a preset, config or checkpoint, or overrides that make an invalid
-            config; V4 options on another model and the reverse.
+            config.
+        ArgumentError: V4 options on another model and the reverse, `expert_dtype` without
+            `fp8`, an override key that is a near miss of a known one, more shards than
+            tensors.
         OutputError: `dst` cannot be used.
     """
+    tiny_plan(preset, fp8=fp8, real_widths=real_widths, overrides=overrides,
+              expert_dtype=expert_dtype, shards=shards)  # every option, before any write
     family = family_of(resolve_config(preset, lenient=True).config)
     if family.has_hook("make_tiny"):  # a family with a writer of its own formats
-        if real_widths:
-            raise ConfigError(f"{preset}: real widths are not available for {family.title}")
         return family.hook("make_tiny")(dst, preset, fp8=fp8, shards=shards, seed=seed,
                                         overrides=overrides, overwrite=overwrite,
                                         expert_dtype=expert_dtype, progress=progress)
-    if expert_dtype is not None:
-        raise ConfigError(f"{preset}: expert_dtype applies to families whose routed experts "
-                          f"have a format of their own (MXFP4); {family.title} has none")
     shrunk: list[Shrunk] = []
     raw, plan = tiny_plan(preset, fp8=fp8, real_widths=real_widths, overrides=overrides,
                           shrunk=shrunk)

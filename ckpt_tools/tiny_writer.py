@@ -26,9 +26,12 @@ def _split(specs: list[TensorSpec], shards: int) -> list[list[TensorSpec]]:
     shards = max(1, min(shards, len(specs)))
     total = sum(s.nbytes for s in specs)
     cuts, acc = [], 0
-    for i, s in enumerate(specs):
+    for i, s in enumerate(specs[:-1]):
         acc += s.nbytes
-        if len(cuts) < shards - 1 and acc >= total * (len(cuts) + 1) / shards and i + 1 < len(specs):
+        wanted = shards - 1 - len(cuts)
+        # one big tensor may pass several shares: then cut right after it, as often as the
+        # tensors left still allow `shards` files in all
+        if wanted and (acc >= total * (len(cuts) + 1) / shards or len(specs) - i - 1 == wanted):
             cuts.append(i + 1)
     if cuts:
         limit = cuts[1] if len(cuts) > 1 else len(specs)

@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import Field, computed_field
 
 from .dtypes import itemsize
-from .errors import ConfigError, FormatError, ShapeMismatchError
+from .errors import ArgumentError, ConfigError, FormatError, ShapeMismatchError
 from .families import family_at, family_of
 from .inventory import open_checkpoint, require
 from .progress import Progress
@@ -37,6 +37,7 @@ from .remote.stores import as_path
 from .results import Result
 from .safe_paths import safe_member
 from .safetensors_io import read_header
+from .sources import no_such_path
 from .tensor_plan import TensorPlan
 
 # BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
@@ -58,6 +59,8 @@ def open_tensor_source(path: str | Path) -> TensorSource:
     needs the HF config.json), or the reader of a family with formats of its own (its
     `reference_source` hook: DeepSeek-V4's Hub, HF and model-parallel files)."""
     path = as_path(path)
+    if not path.exists():
+        raise no_such_path(path)
     if not path.is_dir():
         raise FormatError(f"{path}: not a checkpoint directory")
     family = family_at(path)
@@ -242,6 +245,8 @@ def load_reference_outputs(path: str | Path) -> tuple[np.ndarray, list[int] | No
     """Reference outputs from a .npy (the array) or .npz ('logits' or 'hidden_states', and
     optionally 'tokens'), as written by `ckpt forward` or kept as golden files."""
     path = Path(path)
+    if not path.exists():
+        raise no_such_path(path)
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -393,17 +398,26 @@ def _config_differences(a, b) -> list[str]:
 
 
 def verify(candidate: str | Path | TensorSource,
-           reference: str | Path | TensorSource | np.ndarray,
-           tokens: Sequence[int] | None = None, *, layers: int | None = None,
+           reference: str | Path | TensorSource | np.ndarray | None = None,
+           tokens: Sequence[int] | None = None, *, against: str | Path | TensorSource | None = None,
+           logits: str | Path | None = None, layers: int | None = None,
            atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
            reference_label: str | None = None, progress: Progress | None = None
            ) -> VerifyReport:
-    """Run `candidate` and compare it with `reference` on the same tokens.
+    """Run `candidate` and compare it with a reference on the same tokens: `against`
+    another checkpoint, `logits` stored in a file, or `reference` (either, or an array).
+
+    Example:
+        `verify("V3-bf16/", against="V3-fp8/")`, as `ckpt verify V3-bf16/ --against V3-fp8/`;
+        `verify("V3-bf16/", logits="ref.npz")`, as `ckpt verify V3-bf16/ --logits ref.npz`.
 
     Args:
         candidate: checkpoint under test (directory or `TensorSource`).
         reference: a checkpoint (run in lockstep, layer by layer) or reference outputs
             [T, vocab] (or [T, hidden] with `layers`), e.g. written by `ckpt forward`.
+        against: a reference checkpoint (the CLI's `--against`).
+        logits: a .npy / .npz of reference outputs (the CLI's `--logits`); the tokens
+            stored in a .npz are used when `tokens` is None.
         tokens: token ids; `default_tokens(vocab)` when None.
         layers: compare the hidden states after this many layers instead of logits.
         atol, rtol: per-element tolerance, see the module docstring.
@@ -415,10 +429,26 @@ def verify(candidate: str | Path | TensorSource,
         `first_divergence` names the earliest layer (then position) that does.
 
     Raises:
+        ArgumentError: not exactly one of `reference`, `against`, `logits`; `tokens` that
+            differ from those stored with `logits`.
         ConfigError: configs of different shapes, bad tokens or layer count.
         ShapeMismatchError: reference outputs of the wrong shape.
     """
-    cand_model = reference_model(candidate)
+    given = [name for name, value in (("reference", reference), ("against", against),
+                                      ("logits", logits)) if value is not None]
+    if len(given) != 1:
+        raise ArgumentError(f"give exactly one reference: against (a checkpoint) or logits "
+                            f"(a .npy/.npz file); got {', '.join(given) or 'none'}")
+    cand_model = reference_model(candidate)  # the candidate is checked first
+    if against is not None:
+        reference = against
+    elif logits is not None:
+        reference, stored = load_reference_outputs(logits)
+        if tokens is not None and stored is not None and list(tokens) != stored:
+            raise ArgumentError(f"{logits}: holds outputs for other tokens than those given; "
+                                f"leave tokens out to use the stored ones")
+        tokens = tokens if tokens is not None else stored
+        reference_label = reference_label or str(logits)
     config = cand_model.config
     ids = list(tokens) if tokens is not None else default_tokens(config.vocab_size)
     ids = cand_model.check_tokens(ids).tolist()

@@ -57,6 +57,7 @@ def cases(root: Path, out: Path) -> dict[str, tuple[list, int, list, int]]:
     out.mkdir(parents=True, exist_ok=True)
     return {
         "info": (["v3"], 0, [root / "nowhere"], 1),
+        "presets": ([], 0, ["--no-such-option"], 2),
         "make-tiny": ([out / "t", "--preset", "v2-lite"], 0, [out / "u", "--preset", "nope"], 1),
         "schema": ([], 0, ["export", "--dir", root / "notes.txt"], 2),
         "diff": (["v2.5", "v3"], 0, ["v3", root / "nowhere"], 1),
@@ -189,3 +190,42 @@ def test_no_escape_sequences_for_colour(world, tmp_path, no_color):
                            env={"NO_COLOR": no_color, "CKPT_PROGRESS": "1", "COLUMNS": "80"})
     assert r.exit_code == 0, r.stderr
     assert "upcast" in r.stderr and "\x1b[" not in r.stdout + r.stderr
+
+
+def _commands():
+    """Every command and subcommand, by its full name."""
+    import click
+
+    ctx = click.Context(cli)
+
+    def walk(command, name):
+        yield name, command
+        if isinstance(command, click.Group):
+            for sub in command.list_commands(ctx):
+                yield from walk(command.get_command(ctx, sub), f"{name} {sub}")
+
+    for name in COMMANDS:
+        yield from walk(cli.get_command(ctx, name), name)
+
+
+@pytest.mark.parametrize("name", [name for name, _ in _commands()])
+def test_every_help_has_an_example_and_every_option_says_what_it_does(name):
+    """As `hf` and `git` do: one or two examples in every command's --help, each a real
+    invocation of that command; no option without help text."""
+    r = CliRunner().invoke(cli, [*name.split(), "--help"], env={"COLUMNS": "100"})
+    assert r.exit_code == 0, r.output
+    assert "Example" in r.output, r.output
+    examples = r.output.partition("Example")[2].partition("Options:")[0]
+    assert f"ckpt {name}" in examples, examples
+    command = dict(_commands())[name]
+    import click
+    silent = [p.opts for p in command.params
+              if isinstance(p, click.Option) and not p.help and not p.hidden]
+    assert not silent, f"{name}: options without help: {silent}"
+
+
+def test_top_level_help_names_every_supported_family():
+    r = CliRunner().invoke(cli, ["--help"])
+    for family in ("V2", "V2.5", "V3", "V3.1", "V3.2", "V4", "Kimi-K2", "Moonlight"):
+        assert family in r.output, family
+    assert "Example" in r.output

@@ -305,12 +305,12 @@ def test_checkpoint_that_does_not_match_its_config(hub, sources, tmp_path, run_c
     (broken / "config.json").write_text(json.dumps(config))
     hub.add_commit("org/broken", broken)
     full = run_cli("download", "org/broken", "--local-dir", tmp_path / "full")  # ckpt validate
-    assert_one_line_error(full, "not the tensor plan", "experts.0.gate_proj.weight", "[64, 96]",
-                          "[32, 96]", "[shape-mismatch]")
+    assert_one_line_error(full, "not the tensor plan", "experts.0.gate_proj.weight", "[512, 96]",
+                          "[256, 96]", "[shape-mismatch]")
     layer = run_cli("download", "org/broken", "--local-dir", tmp_path / "layer", "--layers", "2-2")
     # the same judgement (the inventory's), hence the same words and code
     assert_one_line_error(layer, "not the tensor plan", "model.layers.2.mlp.experts.",
-                          "expected shape [64, 96], found [32, 96] [shape-mismatch]")
+                          "expected shape [512, 96], found [256, 96] [shape-mismatch]")
 
 
 def test_index_naming_a_missing_shard_fails_before_download(hub, sources, tmp_path, run_cli):

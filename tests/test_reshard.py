@@ -281,7 +281,8 @@ def test_indivisible_n_fails_before_writing(make_ckpt, tmp_path, run_cli):
 
 
 def test_fp8_blocks_must_not_straddle_ranks(make_ckpt, tmp_path):
-    src = make_ckpt("v3", fp8=True)  # q_b_proj has 96 rows: 48 per rank is not a whole block
+    # q_b_proj with 4 x (16 + 8) = 96 rows: 48 per rank is not a whole block
+    src = make_ckpt("v3", fp8=True, overrides={"qk_nope_head_dim": 16, "qk_rope_head_dim": 8})
     with pytest.raises(ConfigError, match="not a multiple of the 128-wide scale block"):
         to_deepseek_mp(src, tmp_path / "mp", 2)
     assert not (tmp_path / "mp").exists()

@@ -50,9 +50,11 @@ def test_structural_features_kept(make_ckpt):
         names = ck.index.weight_map
         assert "model.layers.4.eh_proj.weight" in names  # MTP after the 4 main layers
         assert "model.layers.2.mlp.gate.e_score_correction_bias" in names
-        # partial FP8 blocks: hidden 96 < 128 and intermediate 160 = 128 + 32
-        assert ck.locate("model.layers.0.mlp.gate_proj.weight")[1].shape == (160, 96)
+        # partial FP8 blocks where nothing splits (hidden 96 < 128, q_lora 48); whole ones
+        # on each of 2 model-parallel ranks where DeepSeek's layout splits (intermediate 256)
+        assert ck.locate("model.layers.0.mlp.gate_proj.weight")[1].shape == (256, 96)
         assert ck.locate("model.layers.0.mlp.gate_proj.weight_scale_inv")[1].shape == (2, 1)
+        assert ck.locate("model.layers.0.self_attn.q_b_proj.weight_scale_inv")[1].shape == (4, 1)
         cross = [n for n, s in names.items()
                  if n.endswith("_scale_inv") and names[n.removesuffix("_scale_inv")] != s]
         assert cross, "at least one scale must live in another shard"

@@ -21,6 +21,7 @@ from ..errors import ArgumentError, CkptError
 # name -> "module:attribute"; each module is one command.
 COMMANDS: dict[str, str] = {
     "info": "ckpt_tools.cli.info:info",
+    "presets": "ckpt_tools.cli.presets:presets",
     "make-tiny": "ckpt_tools.cli.make_tiny:make_tiny",
     "schema": "ckpt_tools.cli.schema:schema",
     "diff": "ckpt_tools.cli.diff:diff",
@@ -174,12 +175,20 @@ def _pipe_closed() -> int:
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ckpt-tools", prog_name="ckpt")
 def cli():
-    """Tools for DeepSeek V2 / V2.5 / V3 checkpoints: info, diff, validate, upcast,
-    quantize, reshard, forward/verify, download.
+    """Tools for DeepSeek checkpoints (V2, V2.5, V3, V3.1, V3.2, V4 and the derivatives
+    Kimi-K2 and Moonlight): info, diff, validate, upcast, quantize, reshard,
+    forward/verify, download, make-tiny.
 
     \b
     Every command: --json prints one JSON document on stdout (also on failure),
     -q silences progress and notes; exit 0 ok, 1 failure, 2 usage.
+    `ckpt COMMAND --help` shows examples; `ckpt presets` lists the presets.
+
+    \b
+    Examples:
+      ckpt info v3
+      ckpt validate ./DeepSeek-V3 --deep
+      ckpt upcast ./DeepSeek-V3 ./DeepSeek-V3-bf16
     """
 
 

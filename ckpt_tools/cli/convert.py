@@ -42,13 +42,19 @@ def _echo_written(report, what: str) -> None:
               help="Write the output even when SRC has no FP8 weight (it would be a copy).")
 @standard_options
 def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite, allow_copy):
-    """Dequantise an FP8 checkpoint (V3, R1, V3.1) to BF16 or F32, exactly, on any CPU.
+    """Dequantise an FP8 checkpoint (V3, R1, V3.1, V3.2, V4 with MXFP4 experts, Kimi-K2)
+    to BF16 or F32, exactly, on any CPU.
 
     Every FP8 weight becomes dtype(float32(w) x its block's weight_scale_inv), bit for bit
     DeepSeek's definition; other tensors are copied; the index, config.json and the
     tokenizer files come out ready to load. Nothing is written if a scale is missing or
     malformed. Rerun the same command after an interruption to resume. SRC may be remote
     (hf://ORG/NAME[@REV], s3://...: read by range), DST an object store (s3://BUCKET/PREFIX).
+
+    \b
+    Examples:
+      ckpt upcast ./DeepSeek-V3 ./DeepSeek-V3-bf16
+      ckpt upcast ./DeepSeek-V4-Flash ./V4-bf16 --layout hf --workers 4
     """
     from ..convert import upcast as run
 
@@ -89,6 +95,11 @@ def quantize(src, dst, scale_fmt, expert_dtype, workers, executor, overwrite):
     Exactly the weights V3's own checkpoint keeps in FP8 are quantised; values beyond the
     e4m3 range saturate. Reports, per tensor, the error of upcasting the result back. SRC
     may be remote (hf://, s3://), DST an object store (s3://BUCKET/PREFIX).
+
+    \b
+    Examples:
+      ckpt quantize ./V3-bf16 ./V3-fp8
+      ckpt quantize ./V3.1-bf16 ./V3.1-fp8 --scale-fmt ue8m0
     """
     from ..convert import quantize as run
 

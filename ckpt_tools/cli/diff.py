@@ -8,7 +8,6 @@ card, `--json` (one document, the DiffReport schema).
 from __future__ import annotations
 
 import json
-import textwrap
 from dataclasses import dataclass, field
 
 import click
@@ -16,7 +15,7 @@ import click
 from ..remote.stores import remote_spec
 from .conventions import json_mode, progress, standard_options
 from .plotting import plot_option, save_plot
-from .render import emit_json, human_bytes, human_count, remote_option, safe_name, table
+from .render import emit_json, human_bytes, human_count, remote_option, safe_name, table, wrap
 from .render import width as terminal_width
 
 TOP_TENSORS = 20  # worst tensors shown by the terminal/markdown value table
@@ -68,16 +67,6 @@ def _value(v) -> str:
     return v if isinstance(v, str) else json.dumps(v, separators=(", ", ": "))
 
 
-def _wrap(rows: list[list[str]], width: int) -> list[list[str]]:
-    """Split a long last cell over continuation rows (terminal tables stay narrow)."""
-    out = []
-    for row in rows:
-        parts = textwrap.wrap(row[-1], width) or [""]
-        out.append([*row[:-1], parts[0]])
-        out += [[""] * (len(row) - 1) + [p] for p in parts[1:]]
-    return out
-
-
 def _family_side(s) -> str:
     if s is None:
         return "-"
@@ -113,7 +102,7 @@ def _v4_blocks(r, markdown: bool) -> list[Block]:
     arch = [c for c in r.config_changes if c.architectural]
     rows = [[f"`{c.field}`" if markdown else c.field, _value(c.a), _value(c.b)] for c in arch]
     blocks.append(Block(f"Config fields ({len(arch)} architectural)", [], ["field", "A", "B"],
-                        rows if markdown else _wrap(rows, 50), "lll"))
+                        rows, "lll"))
     return blocks
 
 
@@ -158,7 +147,7 @@ def _blocks(r, markdown: bool) -> list[Block]:
                  c.meaning or ""] for c in r.config_changes if c.concern == concern]
         if rows:
             blocks.append(Block(title, headers=["field", "A", "B", "meaning"],
-                                rows=rows if markdown else _wrap(rows, 50), align="llll", level=3))
+                                rows=rows, align="llll", level=3))
 
     # 2. derived quantities; when the shapes are the same, only the figures that differ
     only_changed = r.verdict != "different_architecture"
@@ -207,12 +196,12 @@ def _blocks(r, markdown: bool) -> list[Block]:
     rows = []
     for c in p.changes:
         what = c.status if c.status != "changed" else ", ".join(c.changes)
-        row = [what, f"`{c.family}`" if markdown else c.family, _family_side(c.a), _family_side(c.b)]
+        row = [f"`{c.family}`" if markdown else c.family, what, _family_side(c.a), _family_side(c.b)]
         if markdown:
             row += [c.a.layers if c.a else "-", c.b.layers if c.b else "-"]
         rows.append(row)
     if rows:
-        headers = ["change", "family", "A", "B"] + (["layers A", "layers B"] if markdown else [])
+        headers = ["family", "change", "A", "B"] + (["layers A", "layers B"] if markdown else [])
         blocks.append(Block("Tensor plan by family", intro, headers, rows, "llrr" + "ll" * markdown))
     else:
         blocks.append(Block("Tensor plan by family", [f"identical: {p.tensors_a:,} tensors in "
@@ -270,13 +259,13 @@ def render_text(r, columns: int | None = None) -> str:
     for b in _blocks(r, markdown=False):
         if b.level == 1:
             for line in b.lines:
-                out += textwrap.wrap(safe_name(line), columns, subsequent_indent="  ")
+                out += wrap(safe_name(line), columns, columns - 2, "", "  ")
             continue
         indent = "  " * (b.level - 2)
         out += ["", indent + b.title, indent + "-" * len(b.title)]
         for line in b.lines:
-            out += textwrap.wrap(safe_name(line), columns, initial_indent=indent,
-                                 subsequent_indent=indent + "  ")
+            out += wrap(safe_name(line), columns - len(indent), columns - len(indent) - 2,
+                        indent, indent + "  ")
         rows = [[safe_name(str(c)) for c in row] for row in b.rows]
         if b.stacked and rows:
             width = max(len(row[0]) for row in rows)
@@ -284,8 +273,7 @@ def render_text(r, columns: int | None = None) -> str:
                 for k, (tag, cell) in enumerate(zip(("A", "B"), row[1:])):
                     label = row[0] if k == 0 else ""
                     head = f"{indent}{label:<{width}}  {tag}: "
-                    out += textwrap.wrap(cell, columns, initial_indent=head,
-                                         subsequent_indent=" " * len(head)) or [head]
+                    out += wrap(cell, columns - len(head), None, head, " " * len(head)) or [head]
         elif rows:
             out += [indent + line for line in
                     table(rows, b.headers, b.align, columns - len(indent)).splitlines()]
@@ -332,7 +320,14 @@ def render_markdown(r) -> str:
 @standard_options
 def diff(a: str, b: str, markdown: bool, values: bool, remote: bool, context: int, plot_path):
     """Explain what changed from A to B. Each is a preset (v2-lite, v2, v2.5, v3, r1,
-    v3.1, ...), a config.json or a checkpoint directory. Ratios are B / A."""
+    v3.1, ...), a config.json or a checkpoint directory. Ratios are B / A.
+
+    \b
+    Examples:
+      ckpt diff v2.5 v3
+      ckpt diff v3.1 v3.2 --markdown
+      ckpt diff ./V3-fp8 ./V3-bf16 --values
+    """
     if json_mode() and markdown:
         raise click.UsageError("--json and --markdown are mutually exclusive")
     from ..diff import diff as run_diff

@@ -78,6 +78,11 @@ def download(repo_id, revision, local_dir, include, exclude, layers, config_only
     checked against the Hub's
     SHA-256 (LFS) or git blob id, the shards' headers against the tensor plan of
     config.json, and ckpt-manifest.json is written for `ckpt validate --checksums`.
+
+    \b
+    Examples:
+      ckpt download deepseek-ai/DeepSeek-V3 --local-dir V3 --dry-run
+      ckpt download deepseek-ai/DeepSeek-V3 --local-dir V3 --layers 3-5
     """
     if layers and config_only:
         raise click.UsageError("--layers and --config-only exclude each other")

@@ -7,6 +7,7 @@ import json
 import click
 
 from ..info import describe
+from ..presets import find_preset
 from ..remote.stores import remote_spec
 from .conventions import json_mode, note, standard_options
 from .plotting import plot_option, save_plot
@@ -22,8 +23,16 @@ def info(source: str, remote: bool, plot_path):
     """Describe a preset (v2-lite, v2, v2.5, v3, r1, v3.1, kimi-k2, moonlight, ...),
     a config.json (any layout: HF, transformers 5, DeepSeek inference, wrapped) or a
     checkpoint directory, local or remote (hf://ORG/NAME[@REV][/DIR], s3://...: its config
-    and shard headers only)."""
+    and shard headers only).
+
+    \b
+    Examples:
+      ckpt info v3
+      ckpt info ./DeepSeek-V3/config.json --plot info.png
+      ckpt info hf://deepseek-ai/DeepSeek-V3
+    """
     result = describe(remote_spec(source, remote))
+    _say_which_preset(source, result.source_kind)
     save_plot(plot_path, "info_figure", result)
     if json_mode():
         emit_json(result)
@@ -129,6 +138,17 @@ def _sparse_attention(d) -> None:
                "key than MLA")
     say(f"attention FLOPs per token; {cheaper}")
     say("")
+
+
+def _say_which_preset(source: str, kind: str) -> None:
+    """An alias, a Hub id or a family name ("v4") is read as one preset: say which."""
+    preset = find_preset(source) if kind == "preset" else None
+    if preset is None or source.lower() == preset.name:
+        return
+    hub = (f"; for the Hub repository itself, write hf://{source}"
+           if source.lower() == preset.hf_repo.lower() else "")
+    note(f"{source}: the preset {preset.name} ({preset.title}){hub}; `ckpt presets` lists "
+         f"every preset and its aliases")
 
 
 def human_flops(n: int) -> str:

@@ -32,7 +32,8 @@ def _parse_override(_ctx, _param, values):
                    "or a checkpoint directory.")
 @click.option("--fp8", is_flag=True, help="Block-FP8 weights with weight_scale_inv, like V3's release.")
 @click.option("--shards", default=2, show_default=True, type=click.IntRange(1), help="Number of shards.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
+              help="Random seed; the same seed writes byte-identical files.")
 @click.option("--real-widths", is_flag=True,
               help="Keep the preset's widths (hidden, heads, ranks, vocab); shrink only counts.")
 @click.option("--set", "overrides", multiple=True, callback=_parse_override, metavar="KEY=VALUE",
@@ -42,9 +43,16 @@ def _parse_override(_ctx, _param, values):
 @click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
 @standard_options
 def make_tiny(dst, source, fp8, shards, seed, real_widths, overrides, expert_dtype, overwrite):
-    """Write a real, small, deterministic checkpoint (config.json, index, shards) to DST."""
+    """Write a real, small, deterministic checkpoint (config.json, index, shards) to DST.
+
+    \b
+    Examples:
+      ckpt make-tiny /tmp/v3-fp8 --preset v3 --fp8 --shards 3
+      ckpt make-tiny /tmp/v4 --preset v4-flash --fp8 --expert-dtype fp8
+      ckpt make-tiny /tmp/t --config ./my-finetune/ --set n_routed_experts=16
+    """
     _, plan = tiny_plan(source, fp8=fp8, real_widths=real_widths, overrides=overrides,
-                        expert_dtype=expert_dtype)
+                        expert_dtype=expert_dtype, shards=shards)  # every option checked
     note(f"writing {len(plan):,} tensors, {human_bytes(plan.total_bytes)}, to {dst}")
     result = build(dst, source, fp8=fp8, shards=shards, seed=seed, real_widths=real_widths,
                    overrides=overrides, overwrite=overwrite, progress=progress(),
@@ -55,4 +63,4 @@ def make_tiny(dst, source, fp8, shards, seed, real_widths, overrides, expert_dty
     say(f"wrote {result.path}: {source} ({result.layout}), {result.tensors} tensors in "
         f"{result.shards} shard(s), {human_bytes(result.total_bytes)}")
     if result.shrunk:
-        note("shrunk: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in result.shrunk.items()))
+        note("shrunk: " + ", ".join(f"{k} {a}->{b}" for k, (a, b) in result.shrunk.items()))

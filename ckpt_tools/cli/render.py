@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import textwrap
+import re
 from pathlib import Path
 
 import click
@@ -23,6 +23,7 @@ from ..remote.path import is_remote
 DEFAULT_WIDTH = 80  # when stdout is not a terminal and COLUMNS is not set
 MIN_WIDTH = 40
 MIN_COLUMN = 8
+PROSE_WIDTH = 24  # a text column narrows below this only when names cannot give way
 CONTINUATION = "    "  # a wrapped line's rest, indented past any list item under it
 
 
@@ -52,10 +53,69 @@ def fit(text: str, columns: int | None = None) -> str:
             out.append(line)
             continue
         indent = " " * (len(line) - len(line.lstrip()))
-        out += textwrap.wrap(line.strip(), columns, initial_indent=indent,
-                             subsequent_indent=indent + CONTINUATION,
-                             break_on_hyphens=False) or [""]
+        out += wrap(line.strip(), columns - len(indent), columns - len(indent + CONTINUATION),
+                    indent, indent + CONTINUATION)
     return "\n".join(out)
+
+
+# Words are never cut: a word longer than the line (a tensor name, a path) breaks only after
+# a `.` or a `/`, so that what a user copies from the output is whole on a line or split
+# where names are. Only a piece longer than the line itself (no tensor name has one) is cut.
+_NAME_PIECE = re.compile(r"[^./]*[./]+|[^./]+$")
+
+
+def _units(text: str, room: int) -> list[tuple[str, bool]]:
+    """(piece, glued to the previous piece) for every word, the words longer than `room`
+    split after each `.` and `/`."""
+    units = []
+    for word in text.split():
+        pieces = _NAME_PIECE.findall(word) if len(word) > room else [word]
+        if room > 0 and any(len(piece) > room for piece in pieces):
+            pieces = [cut for piece in pieces
+                      for cut in (piece[k:k + room] for k in range(0, len(piece), room))]
+        units += [(piece, k > 0) for k, piece in enumerate(pieces)]
+    return units
+
+
+def _length(units: list[tuple[str, bool]]) -> int:
+    return sum(len(u) for u, _ in units) + sum(not glued for _, glued in units[1:])
+
+
+def _join(units: list[tuple[str, bool]]) -> str:
+    return "".join(("" if glued or k == 0 else " ") + u for k, (u, glued) in enumerate(units))
+
+
+def wrap(text: str, first: int, rest: int | None = None, indent: str = "",
+         hang: str = "") -> list[str]:
+    """`text` in lines of at most `first` (then `rest`) characters, as few lines as greedy
+    wrapping needs, then with no line holding a lone word where a better break exists
+    ("no effect / on inference", not "no effect on / inference"), then balanced."""
+    rest = first if rest is None else rest
+    units = _units(text, max(rest, 1))
+    if not units:
+        return []
+    n = len(units)
+    # best[i]: (lines, lone lines, raggedness, next break) for units[i:], a line starting at i
+    best: list[tuple[int, int, int, int]] = [(0, 0, 0, n)] * (n + 1)
+    for i in range(n - 1, -1, -1):
+        room, choice = first if i == 0 else rest, None
+        for j in range(i + 1, n + 1):
+            length = _length(units[i:j])
+            if length > room and j > i + 1:
+                break
+            lines, lone, ragged, _ = best[j]
+            glued = j < n and units[j][1]  # inside a name: fill the line, no balancing
+            cost = (lines + 1, lone + (j == i + 1 and i > 0),  # a lone word after a break
+                    ragged + (0 if j == n or glued else (room - length) ** 2), j)
+            if choice is None or cost[:3] <= choice[:3]:
+                choice = cost
+        best[i] = choice
+    out, i = [], 0
+    while i < n:
+        j = best[i][3]
+        out.append((indent if i == 0 else hang) + _join(units[i:j]))
+        i = j
+    return out
 
 
 def say(text: str = "") -> None:
@@ -78,40 +138,98 @@ def human_count(n: float) -> str:
     return f"{n:g}"
 
 
+def _shortest(cell: str) -> int:
+    """The narrowest a cell can wrap to: its longest word, a long name's longest piece."""
+    return max((len(u) for u, _ in _units(cell, 0)), default=0)
+
+
 def table(rows: list[list[str]], headers: list[str] | None = None, align: str | None = None,
           columns: int | None = None) -> str:
     """Aligned plain-text table; `align` is one char per column, 'l' or 'r'.
 
-    When wider than `columns` (default: the terminal), the widest left-aligned (text)
-    columns narrow and their cells wrap onto continuation lines until the table fits;
-    right-aligned (number) columns keep their width.
+    When wider than `columns` (default: the terminal), text columns narrow and their cells
+    wrap onto continuation lines until the table fits: prose (cells with spaces) down to
+    PROSE_WIDTH, then names (cells without), which break only after a `.`. Words and name
+    pieces are never cut, and numbers (right-aligned columns) keep their width. Where that
+    is not enough, a first column of names goes on a line of its own above each row, or a
+    last column of prose under each row, on the whole width.
     """
     all_rows = [[str(c) for c in r] for r in ([headers] if headers else []) + rows]
     if not all_rows:
         return ""
     columns = columns or width()
+    align = align or "l" + "r" * (len(all_rows[0]) - 1)
+    groups = _row_groups(all_rows, headers is not None, align, columns)
+    return "\n".join(line for group in groups for line in group)
+
+
+def _row_groups(all_rows: list[list[str]], has_headers: bool, align: str,
+                columns: int) -> list[list[str]]:
+    """The lines of each row (the header and its rule first)."""
     n = len(all_rows[0])
-    align = align or "l" + "r" * (n - 1)
     widths = [max(len(r[i]) for r in all_rows) for i in range(n)]
+    body = all_rows[1:] if has_headers else all_rows
+    prose = [align[i] == "l" and any(" " in r[i].strip() for r in body) for i in range(n)]
+    floor = [max(_shortest(r[i]) for r in all_rows) for i in range(n)]
     gap = 2
-    # narrow the widest text column a step at a time: columns end up about equally wide
-    while sum(widths) + gap * (n - 1) > columns:
-        wrappable = [i for i in range(n) if align[i] == "l" and widths[i] > MIN_COLUMN]
-        if not wrappable:
-            break
-        widths[max(wrappable, key=lambda k: widths[k])] -= 1
-    lines = []
-    for k, r in enumerate(all_rows):
-        cells = [textwrap.wrap(c, w, break_on_hyphens=False) or [""] if len(c) > w else [c]
-                 for c, w in zip(r, widths)]
+    if n > 1 and align[0] == "l" and not prose[0] and widths[0] == max(widths):
+        rest = sum(widths[1:]) + gap * (n - 1)
+        if widths[0] + rest > columns:
+            return _names_above(all_rows, has_headers, align, columns)
+    for kind, least in ((True, PROSE_WIDTH), (False, 0), (True, 0)):
+        if kind and not least and n > 1 and prose[-1] and \
+                sum(widths) + gap * (n - 1) > columns:
+            return _prose_below(all_rows, has_headers, align, columns)
+        while sum(widths) + gap * (n - 1) > columns:
+            candidates = [i for i in range(n) if align[i] == "l" and prose[i] == kind
+                          and widths[i] > max(floor[i], least)]
+            if not candidates:
+                break
+            widths[max(candidates, key=lambda k: widths[k])] -= 1  # the widest first
+    wrapped = [[wrap(c, w) or [""] if len(c) > w else [c] for c, w in zip(r, widths)]
+               for r in all_rows]
+    if n > 1 and prose[-1] and any(len(line.split()) == 1 for cells in wrapped
+                                   for line in cells[-1][1:]):
+        return _prose_below(all_rows, has_headers, align, columns)  # rather than lone words
+    groups = []
+    for k, (r, cells) in enumerate(zip(all_rows, wrapped)):
+        group = []
         for j in range(max(len(c) for c in cells)):
             parts = [(c[j] if j < len(c) else "") for c in cells]
-            line = "  ".join(p.ljust(w) if a == "l" else p.rjust(w)
-                             for p, w, a in zip(parts, widths, align))
-            lines.append(line.rstrip())
-        if headers and k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+            group.append("  ".join(p.ljust(w) if a == "l" else p.rjust(w)
+                                   for p, w, a in zip(parts, widths, align)).rstrip())
+        if has_headers and k == 0:
+            group.append("  ".join("-" * w for w in widths))
+        groups.append(group)
+    return groups
+
+
+def _names_above(all_rows: list[list[str]], has_headers: bool, align: str,
+                 columns: int) -> list[list[str]]:
+    """Names too long to sit beside the rest of their row: each whole on its own line
+    (broken after a `.` only if wider than the terminal), the other cells under it."""
+    indent = CONTINUATION
+    groups = _row_groups([r[1:] for r in all_rows], has_headers, align[1:],
+                         columns - len(indent))
+    out = []
+    for k, (r, group) in enumerate(zip(all_rows, groups)):
+        name = [r[0]] if has_headers and k == 0 else wrap(r[0], columns) or [""]
+        out.append(name + [indent + line for line in group])
+    return out
+
+
+def _prose_below(all_rows: list[list[str]], has_headers: bool, align: str,
+                 columns: int) -> list[list[str]]:
+    """Prose with too little room beside the rest of its row: under it, indented, on the
+    whole width."""
+    indent = CONTINUATION
+    groups = _row_groups([r[:-1] for r in all_rows], has_headers, align[:-1], columns)
+    out = []
+    for k, (r, group) in enumerate(zip(all_rows, groups)):
+        below = [f"{indent}{r[-1]} (under each row)"] if has_headers and k == 0 else \
+            wrap(r[-1], columns - len(indent), None, indent, indent)
+        out.append(group[:1] + below + group[1:] if has_headers and k == 0 else group + below)
+    return out
 
 
 def safe_name(name: str) -> str:

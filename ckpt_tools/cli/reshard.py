@@ -89,6 +89,7 @@ def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_
     """Rewrite SRC into DST in another layout, streaming, with a coverage proof.
 
     \b
+    Examples:
     ckpt reshard SRC DST --max-shard-size 5GB
     ckpt reshard SRC DST --to deepseek-mp --model-parallel 16 [--keep-mtp] [--ranks 0-7]
     ckpt reshard SRC DST --to hf [--max-shard-size 5GB]

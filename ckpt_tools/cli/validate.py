@@ -6,6 +6,7 @@ import click
 
 from ..remote.path import is_remote
 from ..remote.stores import remote_spec
+from ..findings import cause_label
 from ..validate import CODES, Finding, ValidationReport
 from ..validate import validate as run_validate
 from .conventions import json_mode, progress, standard_options
@@ -45,7 +46,14 @@ def validate(path: str, config_spec: str | None, deep: bool, checksums: str | No
     local, or remote: hf://ORG/NAME[@REV][/DIR], s3://..., reading headers only) before anyone
     loads it: headers, index vs shards, the config's tensor plan, FP8 scales; with --deep
     every value; with --checksums every byte. Exit 0 when clean, 1 on errors (or on
-    warnings with --strict)."""
+    warnings with --strict).
+
+    \b
+    Examples:
+      ckpt validate ./DeepSeek-V3 --deep
+      ckpt validate ./my-ckpt --config v3 --strict
+      ckpt validate hf://deepseek-ai/DeepSeek-V3 --checksums hub
+    """
     path = remote_spec(path, remote)
     if checksums == "hub" and not is_remote(path):
         raise click.BadParameter("'hub' needs a remote source (hf://ORG/NAME or --remote)",
@@ -65,24 +73,42 @@ def validate(path: str, config_spec: str | None, deep: bool, checksums: str | No
 
 
 def render(report: ValidationReport, show: int = 5) -> str:
-    """Findings grouped by code (errors first), at most `show` of each, then a verdict."""
+    """Findings grouped by code, a finding that explains others first with what follows
+    from it counted under it, then errors, warnings, notes (at most `show` of each code),
+    then a verdict."""
     layout = f", {report.layout.upper()} layout" if report.layout else ""
     lines = [f"{safe_name(report.path)}: {report.tensors:,} tensors in {report.files:,} files "
              f"({human_bytes(report.tensor_bytes)}){layout}",
              f"checks: {', '.join(report.checks)}"
              + (f" (config: {safe_name(report.config)})" if report.config else "")]
+    effects: dict[str, dict[str, int]] = {}  # cause -> code -> how many follow from it
+    for finding in report.findings:
+        if finding.explained_by is not None:
+            counts = effects.setdefault(finding.explained_by, {})
+            counts[finding.code] = counts.get(finding.code, 0) + 1
     groups: dict[str, list[Finding]] = {}
     for finding in report.findings:
-        groups.setdefault(finding.code, []).append(finding)
-    for code, items in sorted(groups.items(), key=lambda kv: SEVERITY_ORDER[kv[1][0].severity]):
+        if finding.explained_by is None:
+            groups.setdefault(finding.code, []).append(finding)
+    causes = {code for code, items in groups.items()
+              if any(cause_label(x) in effects for x in items)}
+    for code, items in sorted(groups.items(), key=lambda kv: (
+            kv[0] not in causes, SEVERITY_ORDER[kv[1][0].severity])):
         lines += ["", f"{items[0].severity} {code} ({len(items):,}): {CODES[code][1]}"]
-        lines += [f"  {safe_name(x.message)}" for x in items[:show]]
+        for x in items[:show]:
+            lines.append(f"  {safe_name(x.message)}")
+            if cause_label(x) in effects:
+                counts = effects[cause_label(x)]
+                what = ", ".join(f"{c} {n:,}" for c, n in counts.items())
+                lines.append(f"    {sum(counts.values()):,} finding(s) follow from this "
+                             f"({what}): not listed (--json lists them); fix this first")
         if len(items) > show:
             lines.append(f"  and {len(items) - show:,} more like this")
     if report.manifest_written:
         lines += ["", f"manifest written: {safe_name(report.manifest_written)}"]
     verdict = "OK" if report.ok else "FAILED"
     infos = len(report.findings) - report.errors - report.warnings
-    lines += ["", f"{verdict}: {report.errors:,} error(s), {report.warnings:,} warning(s)"
-                  + (f", {infos:,} note(s)" if infos else "")]
+    follow = f" ({report.explained:,} follow from the first)" if report.explained else ""
+    lines += ["", f"{verdict}: {report.errors:,} error(s){follow}, {report.warnings:,} "
+                  f"warning(s)" + (f", {infos:,} note(s)" if infos else "")]
     return "\n".join(lines)

@@ -14,7 +14,6 @@ from ..verify import (
     DEFAULT_RTOL,
     ForwardReport,
     forward_outputs,
-    load_reference_outputs,
 )
 from ..verify import verify as run_verify
 from .conventions import json_mode, note, progress, standard_options
@@ -34,6 +33,14 @@ def _parse_tokens(_ctx, _param, value: str | None) -> list[int] | None:
     if not ids:
         raise click.BadParameter("expected at least one token id")
     return ids
+
+
+def _npy_or_npz(_ctx, _param, value: str) -> str:
+    """Checked before the forward pass runs: NumPy data never lands under another name."""
+    if Path(value).suffix not in (".npy", ".npz"):
+        raise click.BadParameter(f"{value}: the output is NumPy data; name it .npy (the "
+                                 f"array) or .npz (the array and the tokens)")
+    return value
 
 
 def _save(path: Path, result) -> None:
@@ -60,14 +67,20 @@ def _save(path: Path, result) -> None:
               help="Stop after K decoder layers and write the hidden states [T, hidden].")
 @click.option("--mtp", is_flag=True,
               help="Write the MTP module's logits [T-1, vocab] (row t predicts token t+2).")
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
+@click.option("--out", required=True, type=click.Path(dir_okay=False), callback=_npy_or_npz,
               help="Output file: .npy (the float32 array) or .npz (array and tokens).")
 @standard_options
 def forward(remote, ckpt, tokens, layers, mtp, out):
     """Run the NumPy reference decoder on CKPT (HF BF16/FP8, DeepSeek mp files, or V4 with
     Hub or HF names, FP8/FP4 or upcast; local or remote) and write float32 logits
     [T, vocab], or hidden states [T, hidden] with --layers (V4: its hc_mult streams side by
-    side)."""
+    side).
+
+    \b
+    Examples:
+      ckpt forward ./V3-bf16 --tokens 0,15,3 --out logits.npy
+      ckpt forward ./V3-bf16 --layers 2 --out hidden.npz
+    """
     if mtp and layers is not None:
         raise click.UsageError("--mtp runs the whole model; it cannot be combined with --layers")
     result = forward_outputs(remote_spec(ckpt, remote), tokens, layers, mtp=mtp,
@@ -94,7 +107,8 @@ def forward(remote, ckpt, tokens, layers, mtp, out):
 @click.option("--tokens", callback=_parse_tokens, help=TOKENS_HELP)
 @click.option("--layers", type=click.IntRange(0), default=None,
               help="Compare the hidden states after K layers (only K layers are computed).")
-@click.option("--atol", type=click.FloatRange(0), default=DEFAULT_ATOL, show_default=True)
+@click.option("--atol", type=click.FloatRange(0), default=DEFAULT_ATOL, show_default=True,
+              help="Absolute tolerance: an element passes within atol + rtol x its scale.")
 @click.option("--rtol", type=click.FloatRange(0), default=DEFAULT_RTOL, show_default=True,
               help="Relative to max(|ref|, rms of ref at that position).")
 @plot_option
@@ -102,20 +116,18 @@ def forward(remote, ckpt, tokens, layers, mtp, out):
 @click.pass_context
 def verify(ctx, remote, ckpt, against, ref_path, tokens, layers, atol, rtol, plot_path):
     """Check that CKPT computes what a reference computes: exit 0 within tolerance, 1 when
-    not, naming the first layer and position that diverge."""
+    not, naming the first layer and position that diverge.
+
+    \b
+    Examples:
+      ckpt verify ./V3-bf16 --against ./V3-fp8
+      ckpt verify ./V3-mp --logits logits.npy --atol 1e-2
+    """
     if (against is None) == (ref_path is None):
         raise click.UsageError("give exactly one of --against OTHER or --logits REF.npy")
-    ckpt = remote_spec(ckpt, remote)
-    if against is not None:
-        report = run_verify(ckpt, remote_spec(against, remote), tokens, layers=layers, atol=atol, rtol=rtol,
-                            progress=progress())
-    else:
-        ref, ref_tokens = load_reference_outputs(ref_path)
-        if tokens is not None and ref_tokens is not None and tokens != ref_tokens:
-            raise click.UsageError(f"--tokens differ from the tokens stored in {ref_path}")
-        report = run_verify(ckpt, ref, tokens if tokens is not None else ref_tokens,
-                            layers=layers, atol=atol, rtol=rtol, reference_label=ref_path,
-                            progress=progress())
+    report = run_verify(remote_spec(ckpt, remote), tokens=tokens, layers=layers, atol=atol,
+                        against=remote_spec(against, remote) if against else None,
+                        logits=ref_path, rtol=rtol, progress=progress())
     if json_mode():
         emit_json(report)
     else:

@@ -3,7 +3,9 @@
 Every command that writes a checkpoint goes through `OutputDir`:
 - DST may not be SRC, inside SRC, or contain SRC; a non-empty DST is refused unless
   `overwrite=True` or it holds an unfinished run of the same job (then the run resumes).
-- An exclusive `flock` on `DST/.ckpt.lock` refuses a second writer.
+- An exclusive `flock` on `DST/.ckpt.lock` refuses a second writer. The lock is the run's:
+  a forked child (a worker) closes its copy at once, so a killed run's workers, should
+  they outlive it, never keep its rerun out.
 - A journal `DST/.ckpt-journal.json` records the job (command, options, a fingerprint of
   every source file) and each finished output file (size, mtime). A rerun of the same job
   skips finished files; writers produce the others under `.partial` names. The journal is
@@ -27,6 +29,22 @@ LOCK_FILE = ".ckpt.lock"
 JOURNAL_FILE = ".ckpt-journal.json"
 PARTIAL_SUFFIX = ".partial"
 _OURS = {LOCK_FILE, JOURNAL_FILE}
+
+# Lock descriptors this process holds; a forked child drops them (an flock is shared by
+# every copy of the descriptor, and released only when the last copy is closed).
+_held_locks: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in _held_locks:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held_locks.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def source_fingerprint(paths: Iterable[Path]) -> dict[str, list[int]]:
@@ -77,12 +95,15 @@ class OutputDir:
             raise OutputError(f"{self.path}: exists and is not a directory")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            self._lock_fd = os.open(self.path / LOCK_FILE,
+                                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            _held_locks.add(self._lock_fd)
         except OSError as e:
             raise OutputError(f"{self.path}: cannot create output directory: {e.strerror}") from e
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            _held_locks.discard(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
             raise OutputError(f"{self.path}: another ckpt run is writing here (lock held)") from None
@@ -162,6 +183,7 @@ class OutputDir:
     def _release(self) -> None:
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            _held_locks.discard(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
             (self.path / LOCK_FILE).unlink(missing_ok=True)

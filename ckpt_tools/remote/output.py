@@ -29,7 +29,7 @@ from ..errors import ARGUMENT_PLACEHOLDER, OutputError
 from ..index import INDEX_FILE, write_json_atomic
 from ..output import JOURNAL_FILE, LOCK_FILE, OutputDir
 from .path import is_remote
-from .stores import fsspec_for, open_remote
+from .stores import fsspec_for, open_remote, store_errors
 
 
 def _etag(info: dict) -> str | None:
@@ -59,8 +59,9 @@ class RemoteOutputDir:
 
     def _listing(self) -> list[str]:
         try:
-            return [p.rstrip("/").rsplit("/", 1)[-1]
-                    for p in self.fs.find(self.root, maxdepth=1, withdirs=False)]
+            with store_errors(self.url):  # the first request: where missing keys show
+                return [p.rstrip("/").rsplit("/", 1)[-1]
+                        for p in self.fs.find(self.root, maxdepth=1, withdirs=False)]
         except FileNotFoundError:
             return []
 

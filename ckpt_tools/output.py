@@ -3,6 +3,12 @@
 Every command that writes a checkpoint goes through `OutputDir`:
 - DST may not be SRC, inside SRC, or contain SRC; a non-empty DST is refused unless
   `overwrite=True` or it holds an unfinished run of the same job (then the run resumes).
+- `overwrite=True` removes what a checkpoint consists of (tensor files, index, config,
+  generation and tokenizer files, the files a source directory holds and a converter
+  copies, this tool's manifest, journal and partial files) and keeps anything else a user
+  put there (README of their own, notes, evaluation results), listed in `kept`: like
+  `hf download --local-dir`, which never deletes what it did not fetch, a conversion must
+  not cost the user files it cannot give back.
 - An exclusive `flock` on `DST/.ckpt.lock` refuses a second writer. The lock is the run's:
   a forked child (a worker) closes its copy at once, so a killed run's workers, should
   they outlive it, never keep its rerun out.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,6 +36,10 @@ LOCK_FILE = ".ckpt.lock"
 JOURNAL_FILE = ".ckpt-journal.json"
 PARTIAL_SUFFIX = ".partial"
 _OURS = {LOCK_FILE, JOURNAL_FILE}
+# What `overwrite` replaces besides the files of the sources' own directories.
+CHECKPOINT_FILE_RE = re.compile(
+    r".*\.safetensors|.*\.safetensors\.index\.json|(generation_|inference_)?config\.json"
+    r"|tokenizer.*|special_tokens_map\.json|ckpt-manifest\.json|.*\.partial")
 
 # Lock descriptors this process holds; a forked child drops them (an flock is shared by
 # every copy of the descriptor, and released only when the last copy is closed).
@@ -73,6 +84,7 @@ class OutputDir:
         self._lock_fd: int | None = None
         self._journal: dict[str, Any] | None = None
         self.resumed = False
+        self.kept: list[str] = []  # what `overwrite` left in place: not a checkpoint's file
 
     # -- checks -------------------------------------------------------------------------
     def _check_not_source(self) -> None:
@@ -85,6 +97,14 @@ class OutputDir:
                 raise OutputError(f"{self.path}: destination is inside the source {src}")
             if src.is_relative_to(dst):
                 raise OutputError(f"{self.path}: destination contains the source {src}")
+
+    def _source_file_names(self) -> set[str]:
+        """Top-level files of the source directories: what a converter copies over."""
+        names: set[str] = set()
+        for src in self.sources:
+            root = src if src.is_dir() else src.parent
+            names.update(p.name for p in root.iterdir() if p.is_file())
+        return names
 
     def _existing(self) -> list[Path]:
         return [p for p in self.path.iterdir() if p.name not in _OURS]
@@ -126,9 +146,14 @@ class OutputDir:
             stale.unlink()
         same_job = journal is not None and self.job is not None and journal.get("job") == self.job
         if self.overwrite:
+            theirs = self._source_file_names()
             for p in self._existing():
-                if p.is_file() or p.is_symlink():
+                if not (p.is_file() or p.is_symlink()):
+                    continue
+                if CHECKPOINT_FILE_RE.fullmatch(p.name) or p.name in theirs:
                     p.unlink()
+                else:
+                    self.kept.append(p.name)
             journal_path.unlink(missing_ok=True)
             journal = None
         elif same_job:
@@ -193,6 +218,16 @@ class OutputDir:
             (self.path / JOURNAL_FILE).unlink(missing_ok=True)
             _fsync_dir(self.path)
         self._release()
+
+
+def foreign_files(dst: str | Path, side_files: Iterable[str] = ()) -> list[str]:
+    """Files in a written `dst` that are neither a checkpoint's nor copied from its source
+    (`side_files`): what `overwrite` kept. Empty for an object-store destination."""
+    if is_remote(dst) or not Path(dst).is_dir():
+        return []
+    side = set(side_files) | _OURS
+    return sorted(p.name for p in Path(dst).iterdir() if p.is_file() and p.name not in side
+                  and not CHECKPOINT_FILE_RE.fullmatch(p.name))
 
 
 def _fsync_dir(path: Path) -> None:

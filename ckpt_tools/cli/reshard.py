@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .conventions import json_mode, note, progress, standard_options
+from .conventions import json_mode, note, note_kept, progress, standard_options
 from .render import (
     EXECUTOR,
     SOURCE_OR_PATH,
@@ -130,8 +130,10 @@ def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_
                    f"({report.direction}, {report.model_parallel} rank(s)), "
                    f"{report.source_tensors:,} source tensors, {report.wo_a_converted} wo_a "
                    f"converted, in {report.seconds:.1f} s")
+        note_kept(report)
         return
     _render(report)
+    note_kept(report)
 
 
 def _render(report) -> None:

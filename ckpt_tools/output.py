@@ -29,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ARGUMENT_PLACEHOLDER, OutputError
+from .fault_injection import crash_point
 from .index import write_json_atomic
 from .remote.path import RemotePath, is_remote
 
 LOCK_FILE = ".ckpt.lock"
 JOURNAL_FILE = ".ckpt-journal.json"
 PARTIAL_SUFFIX = ".partial"
+REPORT_FILE = "reshard-report.json"  # reshard's coverage proof, beside DST (`report_file`)
 _OURS = {LOCK_FILE, JOURNAL_FILE}
 # What `overwrite` replaces besides the files of the sources' own directories.
 CHECKPOINT_FILE_RE = re.compile(
@@ -217,7 +219,34 @@ class OutputDir:
         if exc_type is None:
             (self.path / JOURNAL_FILE).unlink(missing_ok=True)
             _fsync_dir(self.path)
+            crash_point()  # complete and unjournaled: a rerun must find it finished
         self._release()
+
+
+def report_file(dst: str | Path) -> str | Path:
+    """Where the coverage proof of a reshard into `dst` is written: `DST.reshard-report.json`
+    next to DST (a source written by older versions may hold one inside; it is not copied);
+    for an object-store DST, the object of that name beside its prefix."""
+    if isinstance(dst, str) and is_remote(dst):
+        return f"{dst.rstrip('/')}.{REPORT_FILE}"
+    dst = Path(dst)
+    return dst.parent / f"{dst.name}.{REPORT_FILE}"
+
+
+def drop_stale_lock(dst: Path) -> bool:
+    """Remove the lock file a killed run left in `dst`; False when a live run holds it."""
+    try:
+        fd = os.open(dst / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    (dst / LOCK_FILE).unlink(missing_ok=True)
+    return True
 
 
 def foreign_files(dst: str | Path, side_files: Iterable[str] = ()) -> list[str]:

@@ -34,6 +34,7 @@ from .. import part_writer
 from ..checkpoint import Checkpoint
 from ..convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, _ErrorStats
 from ..convert_output import (
+    copy_refusal,
     FileWork,
     QuantizeReport,
     RoundTripError,
@@ -367,15 +368,19 @@ def _run(ck: Checkpoint, dst: str | Path, jobs: list[Job], job_id: dict, config:
 
 def upcast_v4(src, dst, *, dtype: str = "bf16", layout: V4Layout = "deepseek",
               workers: int | None = None, overwrite: bool = False,
-              progress: Progress | None = None, executor: ExecutorName = "local"
-              ) -> V4UpcastReport:
-    """Dequantise a DeepSeek-V4 checkpoint (FP8 + MXFP4) into BF16/F32, `layout` names."""
+              progress: Progress | None = None, executor: ExecutorName = "local",
+              allow_copy: bool = False) -> V4UpcastReport:
+    """Dequantise a DeepSeek-V4 checkpoint (FP8 + MXFP4) into BF16/F32, `layout` names;
+    a source it would only copy is refused unless `allow_copy` (as for V2/V3)."""
     t0 = time.monotonic()
     if layout not in ("deepseek", "hf"):
         raise ArgumentError(f"layout must be 'deepseek' or 'hf', found {layout!r}")
     out_dtype = OUT_DTYPES[dtype]
     with Checkpoint(src) as ck:
         jobs, dropped = plan_upcast_v4(ck, out_dtype, layout)
+        if not allow_copy and layout == "deepseek" and all(
+                p.kind == "copy" for j in jobs for t in j.tensors for p in t.parts):
+            raise copy_refusal(ck.dir, dtype)
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
         config.pop("quantization_config", None)
         config.pop("expert_dtype", None)

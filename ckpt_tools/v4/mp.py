@@ -55,7 +55,8 @@ from ..mp_layout import find_mp_files, mp_file_name
 from ..parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from ..progress import Progress
 from ..reader_pool import ReaderPool
-from ..remote.output import check_executor, open_output
+from ..output import REPORT_FILE, report_file
+from ..remote.output import check_executor, open_output, write_json_file
 from ..remote.path import RemotePath, job_source
 from ..remote.stores import as_path
 from ..reshard_plan import pack_by_size
@@ -178,14 +179,18 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
                            executor=executor, progress=progress, label="reshard",
                            on_result=lambda i, _: out.mark_done(files[todo[i]]))
             write_json_atomic(out.path / CONFIG_FILE, ck.raw_config)
-            side = copy_side_files(ck.dir, out.path)
-    return V4MpReport(source=str(src), destination=str(dst), direction="deepseek-mp",
-                      model_parallel=model_parallel, files=[files[r] for r in selected],
-                      tensors_per_file=[len(ranks_[r]) for r in selected],
-                      source_tensors=len(plan),
-                      wo_a_converted=sum(p.dequantize_with is not None for p in ranks_[0]),
-                      side_files=side, seconds=round(time.monotonic() - t0, 3),
-                      ranks=selected if ranks is not None else None, nodes=ran.nodes)
+            side = copy_side_files(ck.dir, out.path, exclude={REPORT_FILE})
+            report = V4MpReport(
+                source=str(src), destination=str(dst), direction="deepseek-mp",
+                model_parallel=model_parallel, files=[files[r] for r in selected],
+                tensors_per_file=[len(ranks_[r]) for r in selected], source_tensors=len(plan),
+                wo_a_converted=sum(p.dequantize_with is not None for p in ranks_[0]),
+                side_files=side, seconds=round(time.monotonic() - t0, 3),
+                ranks=selected if ranks is not None else None, nodes=ran.nodes)
+            # the proof beside DST, as V2/V3's, written while the journal still exists
+            write_json_file(report_file(dst), report.model_dump(
+                mode="json", exclude={"seconds", "nodes", "ok"}))
+    return report
 
 
 def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,

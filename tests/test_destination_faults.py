@@ -75,3 +75,15 @@ def test_v4_bf16_upcast_needs_allow_copy_like_v32(v4, tmp_path):
         upcast(v4[1], tmp_path / "out", workers=1)
     assert not (tmp_path / "out").exists()
     assert upcast(v4[1], tmp_path / "out", workers=1, allow_copy=True).ok
+
+
+def test_ray_executor_without_ray_creates_nothing(tmp_path, monkeypatch):
+    """Issue 28's item on the destination: the option is checked before DST is touched."""
+    from ckpt_tools import ray_executor
+    from ckpt_tools.errors import MissingDependencyError
+
+    monkeypatch.setattr(ray_executor, "find_spec", lambda name: None)
+    src = make_tiny(tmp_path / "src", "v3", fp8=True, seed=1).path
+    with pytest.raises(MissingDependencyError, match="needs Ray"):
+        upcast(src, tmp_path / "out", executor="ray")
+    assert not (tmp_path / "out").exists()

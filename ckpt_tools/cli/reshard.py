@@ -20,6 +20,11 @@ from .render import (
 )
 
 
+# Far above any deployment (DeepSeek serves V3 on 16-128 ranks); a bound checked before a
+# rank list is built, so an absurd one is a usage error, not a MemoryError.
+MAX_MODEL_PARALLEL = 1 << 16
+
+
 def parse_ranks(text: str) -> list[int]:
     """Ranks from '0-7', '3' or '0,2,4-5'."""
     ranks: list[int] = []
@@ -30,6 +35,9 @@ def parse_ranks(text: str) -> list[int]:
         first, last = int(lo), int(hi) if dash else int(lo)
         if last < first:
             raise ValueError(f"{part.strip()!r}: the range runs backwards")
+        if last >= MAX_MODEL_PARALLEL:
+            raise ValueError(f"rank {last} is beyond {MAX_MODEL_PARALLEL - 1}, the largest "
+                             f"rank of the largest model-parallel layout this tool writes")
         ranks += range(first, last + 1)
     return ranks
 
@@ -66,7 +74,7 @@ class SizeParam(click.ParamType):
 @click.option("--to", "to", type=click.Choice(["deepseek-mp", "hf"]),
               help="deepseek-mp: DeepSeek's model{i}-mp{N}.safetensors inference layout; "
                    "hf: back from it.")
-@click.option("--model-parallel", type=click.IntRange(min=1), metavar="N",
+@click.option("--model-parallel", type=click.IntRange(1, MAX_MODEL_PARALLEL), metavar="N",
               help="Ranks for --to deepseek-mp.")
 @click.option("--keep-mtp", is_flag=True,
               help="Keep the MTP layer in --to deepseek-mp (dropped by default, as DeepSeek's "

@@ -287,9 +287,9 @@ def _write_config(plan: ReshardPlan, dst: Path) -> None:
     if plan.config_path is None:
         return
     target = dst / CONFIG_FILE
-    if plan.drop_mtp_from_config:
+    if plan.drop_mtp_from_config or plan.mtp_layers_written is not None:
         raw = json.loads(plan.config_path.read_text(encoding="utf-8"))
-        raw["num_nextn_predict_layers"] = 0
+        raw["num_nextn_predict_layers"] = plan.mtp_layers_written or 0
         write_json_atomic(target, raw)
     else:
         copy_file_atomic(plan.config_path, target)

@@ -34,6 +34,7 @@ from .findings import Check, Finding, Findings
 from .index import (
     INDEX_FILE,
     SHARD_NAME_RE,
+    chosen_mp_set,
     is_model_parallel,
     mp_file_name,
     mp_layout_of,
@@ -193,7 +194,7 @@ def _mp_rank_files(root: Path, f: Findings) -> tuple[int, dict[int, str]]:
     """(N, rank -> file) of DeepSeek's model-parallel layout (`model{i}-mp{N}.safetensors`);
     the N with a complete set wins, other files are reported."""
     sets = mp_rank_sets(root)
-    n = max(sets, key=lambda k: (set(sets[k]) == set(range(k)), len(sets[k])))
+    n = chosen_mp_set(sets)
     for other, files in sets.items():
         for rank, name in files.items():
             if other != n or rank >= n:

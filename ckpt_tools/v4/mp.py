@@ -41,6 +41,7 @@ from ..errors import (
     ConfigError,
     MissingTensorError,
     ShapeMismatchError,
+    VerificationError,
 )
 from ..fp8 import BF16
 from ..index import (
@@ -51,6 +52,7 @@ from ..index import (
     write_index,
     write_json_atomic,
 )
+from ..inventory import require
 from ..mp_layout import find_mp_files, mp_file_name
 from ..parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from ..progress import Progress
@@ -204,8 +206,12 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
                           f"{ARGUMENT_PLACEHOLDER} is not available for them yet",
                           argument="executor", value=executor)
     src = as_path(src)  # local, or remote (read by range)
-    files = find_mp_files(src)
-    n = len(files)
+    find_mp_files(src)  # names a missing rank file
+    # judged as validate judges it (extra tensors, a stray index, an unknown layout ...):
+    # the refusals are the inventory's, with its codes
+    found = require(src, "reshard")
+    files = {r: src / name for r, name in found.rank_files.items()}
+    n = found.model_parallel
     config = read_config_file(src / CONFIG_FILE)
     readers = {r: SafetensorsReader(p) for r, p in files.items()}
     try:
@@ -214,13 +220,16 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
         plan = V4TensorPlan(config, "fp8", expert_dtype=experts)
         ranks = rank_pieces(plan, n)
         holder: dict[str, list[tuple[int, Piece]]] = {}
+        stored: dict[str, str] = {}  # a float retagged on the ranks (BF16 -> F16): as stored
         for r, pieces in enumerate(ranks):
             for p in pieces:
                 e = readers[r].header.entries.get(p.name)
-                if e is None or (e.dtype, e.shape) != (p.dtype, p.shape):
-                    found = "absent" if e is None else f"{e.dtype} {list(e.shape)}"
-                    raise ShapeMismatchError(f"{files[r]}: tensor '{p.name}': expected {p.dtype} "
-                                             f"{list(p.shape)}, found {found}")
+                if e is None or e.shape != p.shape:
+                    found_ = "absent" if e is None else f"{e.dtype} {list(e.shape)}"
+                    raise ShapeMismatchError(f"{files[r].name}: tensor '{p.name}': expected "
+                                             f"{p.dtype} {list(p.shape)}, found {found_}")
+                if e.dtype != p.dtype and p.dequantize_with is None:
+                    stored[p.name] = e.dtype
                 holder.setdefault(p.name, []).append((r, p))
         groups = pack_by_size(plan.specs, max_shard_size)
         names = [SINGLE_FILE] if len(groups) == 1 else [shard_file_name(i, len(groups))
@@ -228,7 +237,8 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
         weight_map = {}
         with open_output(dst, sources=[src], overwrite=overwrite) as out:
             for fname, group in zip(names, groups):
-                with SafetensorsWriter(out.path / fname, [(s.name, s.dtype, s.shape) for s in group]) as w:
+                specs = [(s.name, stored.get(s.name, s.dtype), s.shape) for s in group]
+                with SafetensorsWriter(out.path / fname, specs) as w:
                     pending: dict[str, np.ndarray] = {}  # wo_a's re-made scale, written next
                     for s in group:
                         weight_map[s.name] = fname
@@ -243,7 +253,8 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
                             w.write_bytes(s.name, _requantized(readers, pieces, scales))
                             pending[s.scale_name] = np.concatenate(scales)
                         else:
-                            w.write_bytes(s.name, _joined(readers, pieces, s.shape))
+                            w.write_bytes(s.name, _joined(readers, pieces, s.shape,
+                                                          f"{src}: tensor '{s.name}'"))
             if len(groups) > 1:
                 write_index(out.path / INDEX_FILE, ShardIndex(weight_map, plan.total_bytes))
             write_json_atomic(out.path / CONFIG_FILE, json.loads((src / CONFIG_FILE).read_text()))
@@ -258,11 +269,18 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
                       side_files=side, seconds=round(time.monotonic() - t0, 3))
 
 
-def _joined(readers, pieces: list[tuple[int, Piece]], shape):
-    """The source tensor's bytes from its rank pieces (replicas: rank 0's copy)."""
+def _joined(readers, pieces: list[tuple[int, Piece]], shape, where: str):
+    """The source tensor's bytes from its rank pieces (replicas: rank 0's copy, every
+    other rank's checked equal to it, as for V2/V3)."""
     rank0, p0 = pieces[0]
     if p0.dim is None:
-        yield from readers[rank0].iter_chunks(p0.name)
+        others = [(r, readers[r].iter_chunks(p.name)) for r, p in pieces[1:]]
+        for chunk in readers[rank0].iter_chunks(p0.name):
+            for r, copy in others:
+                if next(copy, None) != chunk:
+                    raise VerificationError(f"{where}: the copy on rank {r} differs from "
+                                            f"rank {rank0}'s")
+            yield chunk
     elif p0.dim == 0:
         for r, p in pieces:
             yield from readers[r].iter_chunks(p.name)

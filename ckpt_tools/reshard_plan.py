@@ -112,6 +112,15 @@ def _hf_source(src: Path) -> tuple[TensorPlan, dict[str, str], Sources, int]:
     return plan, inv.shard_of, sources, declared
 
 
+def refuse_model_parallel_source(src: Path) -> None:
+    """Every family: a rank-file directory is converted back to HF first (no direct
+    model-parallel to model-parallel or by-size conversion), refused before DST exists."""
+    if src.is_dir() and is_model_parallel(src):
+        raise FormatError(f"{src}: holds DeepSeek's model-parallel layout "
+                          f"(model{{i}}-mp{{N}}.safetensors); convert it back with "
+                          f"{ARGUMENT_PLACEHOLDER} first", argument="to", value="hf")
+
+
 def pack_by_size(specs: list[TensorSpec], max_bytes: int) -> list[list[TensorSpec]]:
     """Greedy shards in order; a weight and its scale always share one. A unit larger than
     `max_bytes` gets a shard of its own (as transformers does)."""
@@ -152,10 +161,7 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         raise ArgumentError("pass exactly one of max_shard_size, model_parallel, to_hf")
     if not src.is_dir():
         raise FormatError(f"{src}: not a checkpoint directory")
-    if is_model_parallel(src):
-        raise FormatError(f"{src}: holds DeepSeek's model-parallel layout "
-                          f"(model{{i}}-mp{{N}}.safetensors); convert it back with "
-                          f"{ARGUMENT_PLACEHOLDER} first", argument="to", value="hf")
+    refuse_model_parallel_source(src)
     plan, where, sources, declared = _hf_source(src)
     config_path = src / CONFIG_FILE
     # a tensor is written in the dtype it is stored in (a BF16 router bias stays BF16)

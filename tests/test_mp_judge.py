@@ -114,3 +114,13 @@ def test_extra_rank_file_is_extra_for_every_command(mp_dirs, family, tmp_path):
     assert not _errors(report) and "shard-unreferenced" in {f.code for f in report.findings}
     from_deepseek_mp(mp, tmp_path / "hf", workers=1)
     assert verify(mp, tmp_path / "hf", layers=1).ok
+
+
+@pytest.mark.parametrize("family", ["v3", "v4"])
+def test_model_parallel_to_model_parallel_is_refused_up_front(mp_dirs, family, tmp_path,
+                                                              run_cli):
+    """Issue 24: V4 as V3: one line pointing to --to hf, nothing written, no journal."""
+    r = run_cli("reshard", mp_dirs[family], tmp_path / "out", "--to", "deepseek-mp",
+                "--model-parallel", "2")
+    assert r.exit_code == 1 and "--to hf" in r.output and "internal error" not in r.output
+    assert not (tmp_path / "out").exists()

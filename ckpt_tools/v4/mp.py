@@ -61,7 +61,7 @@ from ..output import REPORT_FILE, report_file
 from ..remote.output import check_executor, open_output, write_json_file
 from ..remote.path import RemotePath, job_source
 from ..remote.stores import as_path
-from ..reshard_plan import pack_by_size
+from ..reshard_plan import pack_by_size, refuse_model_parallel_source
 from ..results import Result
 from ..safetensors_io import SafetensorsReader, SafetensorsWriter
 from ..side_files import copy_side_files
@@ -149,6 +149,7 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
                             "executor='ray'")
     from .convert import _checked_source  # pairing and the V4 plan, as upcast checks them
 
+    refuse_model_parallel_source(as_path(src))
     with Checkpoint(src) as ck:
         entries, layout, experts = _checked_source(ck, "reshard")
         if layout != "fp8":

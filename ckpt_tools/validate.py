@@ -46,7 +46,7 @@ from .progress import Progress
 from .remote.path import RemotePath
 from .remote.stores import as_path
 from .tensor_plan import SCALE_SUFFIX
-from .v4.validate import looks_v4
+from .v4.validate import looks_v4, scale_byte_limits
 
 __all__ = ["CODES", "Finding", "ValidationReport", "detect_layout", "expected_tensors", "validate"]
 
@@ -141,9 +141,13 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         qc = found.config.quantization_config if found.config is not None else None
         if found.config is not None and found.config.model_type == "deepseek_v4":
             qc = None  # E8M0 scales are powers of two by construction
+        limits = {}
+        for inv in invs if suffix == MP_SCALE_SUFFIX else ():
+            limits |= scale_byte_limits(inv.entries)
         scan = scan_shards(root, by_shard, scale_suffix=suffix, progress=progress,
                            workers=workers, executor=executor,
-                           power_of_two_scales=qc is not None and qc.scale_fmt == "ue8m0")
+                           power_of_two_scales=qc is not None and qc.scale_fmt == "ue8m0",
+                           scale_byte_limits=limits)
         nodes += scan.nodes
         for code, file, tensor, expected, got, message in scan.results:
             f.add(code, message, file=file, tensor=tensor, expected=expected, found=got)

@@ -60,7 +60,7 @@ from ..sources import CONFIG_FILE
 from . import mx_formats as mx
 from .names_hf import expert_of, hf_name, stacked_names
 from .tensor_plan import V4TensorPlan
-from .validate import detect_layout
+from .validate import detect_layout, largest_finite_scale_byte
 
 V4Layout = Literal["deepseek", "hf"]
 OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}
@@ -239,6 +239,13 @@ def _part_bytes(reader, scale_reader, p: Part, out_dtype) -> Iterator[memoryview
     if nan:  # the definition would give NaN weights; a broken checkpoint, not a conversion
         raise FormatError(f"{scale_reader.path}: tensor '{p.scale}': {nan} E8M0 scales are NaN "
                           f"(byte 255); `ckpt validate --deep` lists every defect")
+    limit = largest_finite_scale_byte("F8_E4M3" if p.kind == "fp8" else "I8")
+    top = int(scale.view(np.uint8).max(initial=0))
+    if top > limit:  # the product overflows: Inf weights, silently
+        raise FormatError(f"{scale_reader.path}: tensor '{p.scale}': E8M0 scale byte {top} "
+                          f"(2^{top - 127}) makes '{p.name}' overflow to Inf (at most byte "
+                          f"{limit} keeps it finite) [e8m0-overflow]; `ckpt validate --deep` "
+                          f"lists every defect")
     for r0, r1 in _steps(rows, row_bytes, block):
         w = reader.read_rows(p.name, r0, r1)
         if p.kind == "fp8":

@@ -207,6 +207,20 @@ def _mp_rank_files(root: Path, f: Findings) -> tuple[int, dict[int, str]]:
     return n, {r: name for r, name in sorted(sets[n].items()) if r < n}
 
 
+def _check_replica_dtypes(invs: dict[int, Inventory], ranks: dict[int, str],
+                          f: Findings) -> None:
+    """A tensor several ranks hold is stored alike on each (a float retag is accepted on
+    its own, but copies that disagree cannot be joined into one tensor): every family."""
+    first: dict[str, tuple[int, str]] = {}
+    for rank, inv in sorted(invs.items()):
+        for name, e in inv.entries.items():
+            seen = first.setdefault(name, (rank, e.dtype))
+            if seen[1] != e.dtype:
+                f.add("dtype-mismatch", f"{ranks[rank]}: tensor '{name}': stored as {e.dtype}, "
+                      f"but as {seen[1]} in {ranks[seen[0]]}: the ranks' copies disagree",
+                      file=ranks[rank], tensor=name, expected=seen[1], found=e.dtype)
+
+
 def _inspect_mp(root: Path, config, f: Findings) -> Inspection:
     from .mp_layout import MpLayout, rank_plan  # only for such directories (imports numpy)
 
@@ -227,6 +241,7 @@ def _inspect_mp(root: Path, config, f: Findings) -> Inspection:
         return found
     if own:
         check_config_layout(cfg, layout, f)
+    _check_replica_dtypes(invs, ranks, f)
     if cfg.model_type == "deepseek_v4":
         found.checks = check_mp_v4(cfg, n, invs, ranks, f, check_plan, Expect)
         return found

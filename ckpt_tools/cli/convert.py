@@ -12,7 +12,7 @@ _WORKERS = click.option("--workers", type=click.IntRange(1), default=None,
                         help="Worker processes, one shard each [default: the machine's cores; "
                              "1 below 1 GiB].")
 _OVERWRITE = click.option("--overwrite", is_flag=True,
-                          help="Replace the contents of a non-empty DST.")
+                          help="Replace the checkpoint in a non-empty DST (files of your own there are kept).")
 _SRC = click.argument("src", type=SOURCE_OR_PATH)  # a local path, or hf://, s3://, ...
 _DST = click.argument("dst", type=SOURCE_OR_PATH)
 

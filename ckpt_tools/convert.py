@@ -44,12 +44,12 @@ from .convert_output import (  # noqa: F401
     UpcastDtype,
     UpcastReport,
     _job,
+    copy_refusal,
     _with_dtype,
     write_files,  # noqa: F401  (the reports are this module's API)
 )
 from .dtypes import FP8_DTYPES, itemsize
 from .errors import (
-    ARGUMENT_PLACEHOLDER,
     ArgumentError,
     ConfigError,
     FormatError,
@@ -268,10 +268,7 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
     with Checkpoint(src) as ck:
         ops, scales, block = _upcast_ops(ck, found, OUT_DTYPES[dtype])
         if not allow_copy and all(op.kind == "copy" for op in ops):
-            raise UnexpectedTensorError(
-                f"{ck.dir}: no FP8 weight to dequantise{'' if dtype == 'bf16' else ' or widen'}: "
-                f"the output would be a copy of the source; pass {ARGUMENT_PLACEHOLDER} "
-                f"to write it anyway", argument="allow_copy")
+            raise copy_refusal(ck.dir, dtype)
         jobs, with_index = _group(ck, ops, block, max_shard_size)
         meta = dict(ck.index.metadata)
     return ConversionPlan(jobs, block, with_index, meta, scales)
@@ -321,7 +318,7 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
                                 f"{family.title} upcast; reshard the output by size instead")
         return family.hook("upcast")(src, dst, dtype=dtype, layout=layout or "deepseek",
                                      workers=workers, overwrite=overwrite, progress=progress,
-                                     executor=executor)
+                                     executor=executor, allow_copy=allow_copy)
     if layout not in (None, "hf"):
         own = ", ".join(f.title for f in FAMILIES.values() if f.has_hook("upcast"))
         raise ArgumentError(f"{src}: layout {layout!r} applies to {own} (stored under "

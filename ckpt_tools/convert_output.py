@@ -13,6 +13,7 @@ from pydantic import Field, computed_field
 from . import __version__, part_writer
 from .checkpoint import Checkpoint
 from .convert_jobs import call
+from .errors import ARGUMENT_PLACEHOLDER, UnexpectedTensorError
 from .output import OutputDir, source_fingerprint
 from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
@@ -79,6 +80,14 @@ class QuantizeReport(_WrittenCheckpoint):
     max_abs_error: float = Field(description="Largest max_abs_error over all tensors")
     max_rel_l2_error: float = Field(description="Largest rel_l2_error over all tensors")
     errors: list[RoundTripError] = Field(description="Per quantised tensor, in output order")
+
+
+def copy_refusal(where, dtype: str) -> UnexpectedTensorError:
+    """What `upcast` raises, without allow_copy, when nothing in the source would change."""
+    return UnexpectedTensorError(
+        f"{where}: no FP8 weight to dequantise{'' if dtype == 'bf16' else ' or widen'}: "
+        f"the output would be a copy of the source; pass {ARGUMENT_PLACEHOLDER} "
+        f"to write it anyway", argument="allow_copy")
 
 
 # -- running the jobs ---------------------------------------------------------------------

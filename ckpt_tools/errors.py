@@ -111,6 +111,13 @@ class OfflineError(HubError):
     code = "offline"
 
 
+class CredentialsError(CkptError, OSError):
+    """An object store asked for credentials this environment does not provide (the
+    user's setting: the message says which ones are looked for)."""
+
+    code = "credentials"
+
+
 class VerificationError(CkptError, ValueError):
     """Numbers that do not agree (checksums, coverage, logits)."""
 

@@ -11,6 +11,10 @@ create, so exactly one process ever does) and then
 - `CKPT_FAULT_KILL_ONCE=FILE`: SIGKILLs itself (a worker dies mid-job);
 - `CKPT_FAULT_STALL_ONCE=FILE`: writes its pid into FILE and waits until its parent (the
   node's raylet) is gone, then exits (the test removes that worker's node mid-job).
+
+`CKPT_FAULT_HANG_AFTER=N:FILE`: the first process to reach its N-th crash point writes its
+pid into FILE and hangs there for good; the test then kills the run (the hung worker must
+die with it, as must the others).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import time
 ENV_VAR = "CKPT_FAULT_KILL_AFTER"
 KILL_ONCE_VAR = "CKPT_FAULT_KILL_ONCE"
 STALL_ONCE_VAR = "CKPT_FAULT_STALL_ONCE"
+HANG_AFTER_VAR = "CKPT_FAULT_HANG_AFTER"
 _remaining: int | None = None
 
 
@@ -46,8 +51,25 @@ def _once() -> None:
         os._exit(1)
 
 
+_hang_points: list | None = None  # [points left, FILE] while a hang is armed
+
+
+def _hang() -> None:
+    global _hang_points
+    if _hang_points is None:
+        count, _, path = os.environ.get(HANG_AFTER_VAR, "").partition(":")
+        _hang_points = [int(count), path] if count.isdigit() and path else []
+    if not _hang_points:
+        return
+    _hang_points[0] -= 1
+    if _hang_points[0] == 0 and _first_to_claim(_hang_points[1]):
+        while True:
+            time.sleep(3600)
+
+
 def crash_point() -> None:
     global _remaining
+    _hang()
     if _remaining is None:
         value = os.environ.get(ENV_VAR, "")
         _remaining = int(value) if value.isdigit() else -1

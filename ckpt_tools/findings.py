@@ -70,6 +70,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "scale-not-power-of-two": ("error", "scale_fmt ue8m0, but weight_scale_inv entries that are "
                                         "not exact powers of two"),
     "e8m0-nan": ("error", "F8_E8M0 scale bytes 255 (NaN) in a DeepSeek-V4 .scale"),
+    "e8m0-overflow": ("error", "F8_E8M0 scales so large that the dequantised weight overflows "
+                               "BF16/F32 to Inf"),
     "all-zero": ("warning", "a tensor whose every value is zero"),
     "read-error": ("error", "a tensor could not be read (I/O error)"),
     # checksums

@@ -11,6 +11,10 @@ request from the last 10 MB chunk written, and a file complete on disk for the s
 is not fetched again. huggingface_hub 2.4 deletes a partial file when a download fails for
 good, so a file interrupted across runs starts again from byte 0. Xet-backed files take the
 client's Xet path; the caller verifies them like any other.
+
+One retry rule for every transfer (`with_retries`): a failure in transit (connection,
+timeout, HTTP 429 or 5xx) is tried again `TRANSFER_ATTEMPTS` times in all, with backoff,
+whether it is a whole-file download or a ranged read. Timeouts are `remote.byte_source.remote_timeouts()`.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import importlib
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,8 +43,10 @@ from huggingface_hub.errors import (
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from .errors import ArgumentError, HubError, OfflineError
+from .remote.byte_source import remote_timeouts
 
 DEFAULT_REVISION = "main"
+TRANSFER_ATTEMPTS = 4  # a transfer that fails in transit (connection, 429, 5xx) is tried again
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
@@ -120,6 +127,31 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
 
 
 _TRANSPORT_ERRORS = _transport_errors()
+
+
+def is_timeout(e: BaseException) -> bool:
+    return "timeout" in type(e).__name__.lower() or isinstance(e, TimeoutError)
+
+
+def _transient(e: BaseException) -> bool:
+    if isinstance(e, HfHubHTTPError):
+        status = _status(e)
+        return status is None or status == 429 or status >= 500
+    return isinstance(e, _TRANSPORT_ERRORS) and not isinstance(
+        e, (LocalEntryNotFoundError, OfflineModeIsEnabled))
+
+
+def with_retries(call: Callable[[], object], attempts: int = TRANSFER_ATTEMPTS):
+    """`call()`, tried again after a transient failure (backoff 0.5 s, 1 s, 2 s ...); the
+    last failure, or the first that is not transient, is raised as it came."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except (HfHubHTTPError, *_TRANSPORT_ERRORS) as e:
+            if not _transient(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.5 * 2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 def _first_line(e: BaseException) -> str:
@@ -280,7 +312,7 @@ def fetch_file(repo_id: str, path: str, commit: str, *, local_dir: Path | None,
     """
     dest = Path(local_dir) if local_dir is not None else None
     with _hub_errors(settings, repo_id, commit, path, dest):
-        return Path(hf_hub_download(
+        return Path(with_retries(lambda: hf_hub_download(
             repo_id, path, revision=commit, local_dir=dest, cache_dir=settings.cache_dir,
             endpoint=settings.endpoint, token=settings.token, force_download=force,
-            tqdm_class=_byte_counter(on_bytes, cancel)))
+            tqdm_class=_byte_counter(on_bytes, cancel))))

@@ -48,6 +48,13 @@ def mp_rank_sets(root: Path) -> dict[int, dict[int, str]]:
     return sets
 
 
+def chosen_mp_set(sets: dict[int, dict[int, str]]) -> int:
+    """The N a model-parallel directory is read as: the one whose ranks 0..N-1 are all
+    there, else the one with most files. Every other rank file is extra (a warning): the
+    one rule validate, every writer and verify apply."""
+    return max(sets, key=lambda k: (set(range(k)) <= set(sets[k]), len(sets[k])))
+
+
 def is_model_parallel(root: Path) -> bool:
     """A directory in DeepSeek's model-parallel layout: rank files and no HF index or
     model.safetensors (an HF checkpoint with stray rank files is still HF)."""

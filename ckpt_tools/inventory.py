@@ -35,6 +35,7 @@ from .findings import Check, Finding, Findings
 from .index import (
     INDEX_FILE,
     SHARD_NAME_RE,
+    chosen_mp_set,
     is_model_parallel,
     mp_file_name,
     mp_layout_of,
@@ -196,7 +197,7 @@ def _mp_rank_files(root: Path, f: Findings) -> tuple[int, dict[int, str]]:
     """(N, rank -> file) of DeepSeek's model-parallel layout (`model{i}-mp{N}.safetensors`);
     the N with a complete set wins, other files are reported."""
     sets = mp_rank_sets(root)
-    n = max(sets, key=lambda k: (set(sets[k]) == set(range(k)), len(sets[k])))
+    n = chosen_mp_set(sets)
     for other, files in sets.items():
         for rank, name in files.items():
             if other != n or rank >= n:
@@ -207,6 +208,20 @@ def _mp_rank_files(root: Path, f: Findings) -> tuple[int, dict[int, str]]:
             f.add("shard-missing", f"{mp_file_name(rank, n)}: rank {rank} of the {n}-way "
                   f"layout is absent", file=mp_file_name(rank, n))
     return n, {r: name for r, name in sorted(sets[n].items()) if r < n}
+
+
+def _check_replica_dtypes(invs: dict[int, Inventory], ranks: dict[int, str],
+                          f: Findings) -> None:
+    """A tensor several ranks hold is stored alike on each (a float retag is accepted on
+    its own, but copies that disagree cannot be joined into one tensor): every family."""
+    first: dict[str, tuple[int, str]] = {}
+    for rank, inv in sorted(invs.items()):
+        for name, e in inv.entries.items():
+            seen = first.setdefault(name, (rank, e.dtype))
+            if seen[1] != e.dtype:
+                f.add("dtype-mismatch", f"{ranks[rank]}: tensor '{name}': stored as {e.dtype}, "
+                      f"but as {seen[1]} in {ranks[seen[0]]}: the ranks' copies disagree",
+                      file=ranks[rank], tensor=name, expected=seen[1], found=e.dtype)
 
 
 def _inspect_mp(root: Path, config, f: Findings) -> Inspection:
@@ -229,6 +244,7 @@ def _inspect_mp(root: Path, config, f: Findings) -> Inspection:
         return found
     if own:
         check_config_layout(cfg, layout, f)
+    _check_replica_dtypes(invs, ranks, f)
     if family_of(cfg).has_hook("check_mp"):
         found.checks = family_of(cfg).hook("check_mp")(cfg, n, invs, ranks, f, check_plan, Expect)
         return found

@@ -39,6 +39,7 @@ from .index import (  # noqa: F401
     MP_FILE,
     MP_FILE_GLOB,
     MP_FILE_RE,
+    chosen_mp_set,
     MP_SCALE_SUFFIX,
     mp_file_name,
     mp_layout_of,
@@ -215,15 +216,13 @@ def find_mp_files(path: str | Path) -> dict[int, Path]:
     found = mp_rank_sets(path)
     if not found:
         raise FormatError(f"{path}: no model{{i}}-mp{{N}}.safetensors files")
-    if len(found) > 1:
-        raise FormatError(f"{path}: files for several model-parallel sizes "
-                          f"({', '.join(map(str, sorted(found)))}); keep one set")
-    (n, files), = found.items()
+    n = chosen_mp_set(found)  # as the inventory reads it: other files are extra, not wrong
+    files = found[n]
     missing = [r for r in range(n) if r not in files]
-    if missing or len(files) != n:
-        raise FormatError(f"{path}: {mp_file_name(missing[0] if missing else n, n)} is missing "
+    if missing:
+        raise FormatError(f"{path}: {mp_file_name(missing[0], n)} is missing "
                           f"(expected ranks 0..{n - 1})")
-    return {rank: path / name for rank, name in sorted(files.items())}
+    return {rank: path / files[rank] for rank in range(n)}
 
 
 class MpCheckpoint(PooledFiles):

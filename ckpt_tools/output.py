@@ -3,7 +3,15 @@
 Every command that writes a checkpoint goes through `OutputDir`:
 - DST may not be SRC, inside SRC, or contain SRC; a non-empty DST is refused unless
   `overwrite=True` or it holds an unfinished run of the same job (then the run resumes).
-- An exclusive `flock` on `DST/.ckpt.lock` refuses a second writer.
+- `overwrite=True` removes what a checkpoint consists of (tensor files, index, config,
+  generation and tokenizer files, the files a source directory holds and a converter
+  copies, this tool's manifest, journal and partial files) and keeps anything else a user
+  put there (README of their own, notes, evaluation results), listed in `kept`: like
+  `hf download --local-dir`, which never deletes what it did not fetch, a conversion must
+  not cost the user files it cannot give back.
+- An exclusive `flock` on `DST/.ckpt.lock` refuses a second writer. The lock is the run's:
+  a forked child (a worker) closes its copy at once, so a killed run's workers, should
+  they outlive it, never keep its rerun out.
 - A journal `DST/.ckpt-journal.json` records the job (command, options, a fingerprint of
   every source file) and each finished output file (size, mtime). A rerun of the same job
   skips finished files; writers produce the others under `.partial` names. The journal is
@@ -15,18 +23,41 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .errors import ARGUMENT_PLACEHOLDER, OutputError
+from .fault_injection import crash_point
 from .index import write_json_atomic
 from .remote.path import RemotePath, is_remote
 
 LOCK_FILE = ".ckpt.lock"
 JOURNAL_FILE = ".ckpt-journal.json"
 PARTIAL_SUFFIX = ".partial"
+REPORT_FILE = "reshard-report.json"  # reshard's coverage proof, beside DST (`report_file`)
 _OURS = {LOCK_FILE, JOURNAL_FILE}
+# What `overwrite` replaces besides the files of the sources' own directories.
+CHECKPOINT_FILE_RE = re.compile(
+    r".*\.safetensors|.*\.safetensors\.index\.json|(generation_|inference_)?config\.json"
+    r"|tokenizer.*|special_tokens_map\.json|ckpt-manifest\.json|.*\.partial")
+
+# Lock descriptors this process holds; a forked child drops them (an flock is shared by
+# every copy of the descriptor, and released only when the last copy is closed).
+_held_locks: set[int] = set()
+
+
+def _drop_inherited_locks() -> None:
+    for fd in _held_locks:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _held_locks.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
 
 
 def source_fingerprint(paths: Iterable[Path]) -> dict[str, list[int]]:
@@ -55,6 +86,7 @@ class OutputDir:
         self._lock_fd: int | None = None
         self._journal: dict[str, Any] | None = None
         self.resumed = False
+        self.kept: list[str] = []  # what `overwrite` left in place: not a checkpoint's file
 
     # -- checks -------------------------------------------------------------------------
     def _check_not_source(self) -> None:
@@ -68,6 +100,14 @@ class OutputDir:
             if src.is_relative_to(dst):
                 raise OutputError(f"{self.path}: destination contains the source {src}")
 
+    def _source_file_names(self) -> set[str]:
+        """Top-level files of the source directories: what a converter copies over."""
+        names: set[str] = set()
+        for src in self.sources:
+            root = src if src.is_dir() else src.parent
+            names.update(p.name for p in root.iterdir() if p.is_file())
+        return names
+
     def _existing(self) -> list[Path]:
         return [p for p in self.path.iterdir() if p.name not in _OURS]
 
@@ -77,12 +117,15 @@ class OutputDir:
             raise OutputError(f"{self.path}: exists and is not a directory")
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._lock_fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+            self._lock_fd = os.open(self.path / LOCK_FILE,
+                                    os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            _held_locks.add(self._lock_fd)
         except OSError as e:
             raise OutputError(f"{self.path}: cannot create output directory: {e.strerror}") from e
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            _held_locks.discard(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
             raise OutputError(f"{self.path}: another ckpt run is writing here (lock held)") from None
@@ -105,9 +148,14 @@ class OutputDir:
             stale.unlink()
         same_job = journal is not None and self.job is not None and journal.get("job") == self.job
         if self.overwrite:
+            theirs = self._source_file_names()
             for p in self._existing():
-                if p.is_file() or p.is_symlink():
+                if not (p.is_file() or p.is_symlink()):
+                    continue
+                if CHECKPOINT_FILE_RE.fullmatch(p.name) or p.name in theirs:
                     p.unlink()
+                else:
+                    self.kept.append(p.name)
             journal_path.unlink(missing_ok=True)
             journal = None
         elif same_job:
@@ -162,6 +210,7 @@ class OutputDir:
     def _release(self) -> None:
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            _held_locks.discard(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
             (self.path / LOCK_FILE).unlink(missing_ok=True)
@@ -170,7 +219,44 @@ class OutputDir:
         if exc_type is None:
             (self.path / JOURNAL_FILE).unlink(missing_ok=True)
             _fsync_dir(self.path)
+            crash_point()  # complete and unjournaled: a rerun must find it finished
         self._release()
+
+
+def report_file(dst: str | Path) -> str | Path:
+    """Where the coverage proof of a reshard into `dst` is written: `DST.reshard-report.json`
+    next to DST (a source written by older versions may hold one inside; it is not copied);
+    for an object-store DST, the object of that name beside its prefix."""
+    if isinstance(dst, str) and is_remote(dst):
+        return f"{dst.rstrip('/')}.{REPORT_FILE}"
+    dst = Path(dst)
+    return dst.parent / f"{dst.name}.{REPORT_FILE}"
+
+
+def drop_stale_lock(dst: Path) -> bool:
+    """Remove the lock file a killed run left in `dst`; False when a live run holds it."""
+    try:
+        fd = os.open(dst / LOCK_FILE, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    (dst / LOCK_FILE).unlink(missing_ok=True)
+    return True
+
+
+def foreign_files(dst: str | Path, side_files: Iterable[str] = ()) -> list[str]:
+    """Files in a written `dst` that are neither a checkpoint's nor copied from its source
+    (`side_files`): what `overwrite` kept. Empty for an object-store destination."""
+    if is_remote(dst) or not Path(dst).is_dir():
+        return []
+    side = set(side_files) | _OURS
+    return sorted(p.name for p in Path(dst).iterdir() if p.is_file() and p.name not in side
+                  and not CHECKPOINT_FILE_RE.fullmatch(p.name))
 
 
 def _fsync_dir(path: Path) -> None:

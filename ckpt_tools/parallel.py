@@ -20,12 +20,22 @@ Progress moves inside a job, not only when it ends: code running in a job calls
 add to a shared counter per job that this process polls, and when a job ends its remaining
 bytes are counted (Ray tasks count when they end). So `nbytes` should be the bytes the job
 writes, or reads when it writes nothing.
+
+Local workers live and die with the run: each one ignores Ctrl-C (the run handles it by
+killing them, as a SIGKILL would: every job resumes), dies with its parent (Linux's parent
+death signal, and a poll of the parent's pid elsewhere), and holds none of the run's
+locks (`output` closes them in a forked child). So a killed run leaves no worker writing
+behind it, and its rerun finds the destination free.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, NamedTuple
 
@@ -74,9 +84,47 @@ def report_bytes(n: int) -> None:
         _shared_counts[_job] += n  # one job runs in one process: its slot has one writer
 
 
-def _init_worker(counts) -> None:
+PARENT_POLL_SECONDS = 0.5  # how often a worker checks its parent where no death signal exists
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _init_worker(counts, parent: int) -> None:
     global _shared_counts
     _shared_counts = counts
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's: it stops its workers
+    _die_with_parent(parent)
+
+
+def _die_with_parent(parent: int) -> None:
+    """End this worker as soon as the process that started it is gone (SIGKILLed runs
+    included): the kernel's parent death signal on Linux, a pid poll as the fallback."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the poll below does it
+        pass
+    if os.getppid() != parent:  # it died before the death signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="ckpt-parent-watch", daemon=True).start()
+
+
+def _stop_workers(pool) -> None:
+    """Kill `pool`'s workers now and reap them (an interrupted run: its jobs resume)."""
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if in_main else None
+    try:  # a second Ctrl-C while the workers are reaped must not leave them running
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.kill()
+        pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
 
 
 def _run_job(fn: Callable[..., Any], index: int, args: tuple) -> tuple[Any, float]:
@@ -182,7 +230,7 @@ def _run_local(fn, jobs: list[Job], workers: int, progress: Progress, on_result)
             shown[i] = upto
 
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_init_worker,
-                               initargs=(counts,))
+                               initargs=(counts, os.getpid()))
     try:
         futures = {pool.submit(_run_job, fn, i, jobs[i].args): i for i in largest_first(jobs)}
         pending = set(futures)
@@ -201,6 +249,9 @@ def _run_local(fn, jobs: list[Job], workers: int, progress: Progress, on_result)
                         f"resume") from None
                 finished(i, result, seconds)
                 show(i, jobs[i].nbytes)
+    except KeyboardInterrupt:
+        _stop_workers(pool)
+        raise
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)  # queued jobs never start
         raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from importlib.util import find_spec
 from typing import Any
 
 from .errors import ARGUMENT_PLACEHOLDER, MissingDependencyError, WorkerError
@@ -25,13 +26,23 @@ MAX_RETRIES = 3  # reruns of a task whose worker or node died (not of one that r
 WAIT_SECONDS = 0.1  # the longest a finished job waits to be journaled and shown
 
 
+def require_ray() -> None:
+    """Raise, without importing it, when Ray is not installed: writers ask before they
+    create anything in their destination."""
+    if find_spec("ray") is None:
+        raise _missing()
+
+
+def _missing() -> MissingDependencyError:
+    return MissingDependencyError(f"{ARGUMENT_PLACEHOLDER} needs Ray: pip install "
+                                  f"'ckpt-tools[ray]'", argument="executor", value="ray")
+
+
 def _ray():
     try:
         import ray
     except ImportError:
-        raise MissingDependencyError(
-            f"{ARGUMENT_PLACEHOLDER} needs Ray: pip install 'ckpt-tools[ray]'",
-            argument="executor", value="ray") from None
+        raise _missing() from None
     return ray
 
 

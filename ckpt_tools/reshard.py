@@ -15,6 +15,7 @@ and into the returned report. An interrupted run resumes after the files it fini
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -29,11 +30,11 @@ from pydantic import Field, computed_field
 from .config import read_config_file
 from .config_layouts import INFERENCE_CONFIG_FILE, to_inference_layout
 from .dtypes import itemsize
-from .errors import ArgumentError, ConfigError, VerificationError
+from .errors import ArgumentError, ConfigError, OutputError, VerificationError
 from .families import family_at
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
-from .output import source_fingerprint
+from .output import JOURNAL_FILE, REPORT_FILE, drop_stale_lock, report_file, source_fingerprint
 from .parallel import WORKER_MEMORY, ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
 from .reader_pool import ReaderPool
@@ -57,7 +58,6 @@ from .sizes import Size, parse_size
 from .sources import CONFIG_FILE
 from .tensor_plan import Layout
 
-REPORT_FILE = "reshard-report.json"
 REPLICA_CHUNK_MIN = 1 << 20
 KERNEL_COPY_MIN_RUN = 512  # shorter runs are cut from whole rows in memory instead
 # A job holds one chunk being written plus, when interleaving rank pieces or comparing
@@ -124,6 +124,9 @@ class ReshardReport(Result):
         description="The MTP layer: kept, dropped (deepseek-mp default) or absent from the source")
     notes: list[str]
     coverage: Coverage
+    job_id: str | None = Field(
+        None, description="SHA-256 of the job (command, options, every source file's size and "
+                          "mtime): a rerun of the same job finds its finished output by it")
     resumed_files: int = Field(
         0, description="Files an interrupted run had finished, kept as they were (run-specific: "
                        "not in the report file)")
@@ -285,9 +288,9 @@ def _write_config(plan: ReshardPlan, dst: Path) -> None:
     if plan.config_path is None:
         return
     target = dst / CONFIG_FILE
-    if plan.drop_mtp_from_config:
+    if plan.drop_mtp_from_config or plan.mtp_layers_written is not None:
         raw = json.loads(plan.config_path.read_text(encoding="utf-8"))
-        raw["num_nextn_predict_layers"] = 0
+        raw["num_nextn_predict_layers"] = plan.mtp_layers_written or 0
         write_json_atomic(target, raw)
     else:
         copy_file_atomic(plan.config_path, target)
@@ -347,6 +350,10 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
            "ranks": sorted(set(ranks)) if ranks is not None else None,
            "config": str(plan.config_path.resolve()) if plan.config_path else None,
            "sources": source_fingerprint(inputs)}
+    job_id = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+    if not overwrite and (done := _finished_before(dst, job_id)) is not None:
+        return done.model_copy(update={"resumed_files": len(done.files),
+                                       "seconds": time.monotonic() - t0})
     with open_output(dst, sources=[src], overwrite=overwrite, job=job) as out:
         todo = [f for f in selected if not out.is_done(f.name)]
         results: dict[str, tuple[dict[Key, int], dict[Key, int]]] = {}
@@ -379,26 +386,38 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
                    for f in selected],
             total_size=sum(f.nbytes for f in selected), side_files=side, mtp=plan.mtp,
             notes=plan.notes, coverage=Coverage(**coverage, counted_elements=counted,
-                                                complete=counted == planned),
+                                                complete=counted == planned), job_id=job_id,
             resumed_files=len(selected) - len(todo), seconds=time.monotonic() - t0,
             nodes=ran.nodes)
         if not report.coverage.complete:
             raise VerificationError(f"{out.path}: writers counted {counted} output elements, "
                                     f"planned {planned}")
-    # Beside the checkpoint, not in it: an upload of DST must carry only the model.
-    write_json_file(report_file(dst), report.model_dump(mode="json",
-                                                         exclude=RUN_FIELDS | {"ok"}))
+        # Beside the checkpoint, not in it: an upload of DST must carry only the model.
+        # Written while the journal still exists: a run killed in between resumes and
+        # writes it, a run killed after finds it (`_finished_before`): never unproven.
+        write_json_file(report_file(dst), report.model_dump(mode="json",
+                                                             exclude=RUN_FIELDS | {"ok"}))
     return report
 
 
-def report_file(dst: str | Path) -> str | Path:
-    """Where the coverage proof of a reshard into `dst` is written: `DST.reshard-report.json`
-    next to DST (a source written by older versions may hold one inside; it is not copied);
-    for an object-store DST, the object of that name beside its prefix."""
+def _finished_before(dst: str | Path, job_id: str) -> ReshardReport | None:
+    """The report of a finished run of this very job into `dst` (its proof beside DST, no
+    journal left, every file it lists present), or None."""
     if isinstance(dst, str) and is_remote(dst):
-        return f"{dst.rstrip('/')}.{REPORT_FILE}"
-    dst = Path(dst)
-    return dst.parent / f"{dst.name}.{REPORT_FILE}"
+        return None
+    proof, dst = Path(report_file(dst)), Path(dst)
+    if not proof.is_file() or (dst / JOURNAL_FILE).exists():
+        return None
+    try:
+        report = ReshardReport.model_validate_json(proof.read_text())
+    except (OSError, ValueError):
+        return None
+    if report.job_id != job_id or not all((dst / f.name).is_file() for f in report.files):
+        return None
+    if not drop_stale_lock(dst):
+        raise OutputError(f"{dst}: another ckpt run is writing here (lock held)")
+    return report.model_copy(update={"notes": [*report.notes, "already complete: this job "
+                                               "finished before; nothing was written"]})
 
 
 # -- the public calls -------------------------------------------------------------------------

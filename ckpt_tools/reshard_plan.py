@@ -82,22 +82,44 @@ class ReshardPlan:
     notes: list[str] = field(default_factory=list)
     config_path: Path | None = None
     drop_mtp_from_config: bool = False
+    # the MTP layers written, when fewer than config.json declares (the source holds fewer)
+    mtp_layers_written: int | None = None
 
 
 # -- planning ---------------------------------------------------------------------------------
 Sources = dict[Key, tuple[str, tuple[int, ...]]]  # (file, tensor) -> (stored dtype, shape)
 
 
-def _hf_source(src: Path) -> tuple[TensorPlan, dict[str, str], Sources]:
+def _hf_source(src: Path) -> tuple[TensorPlan, dict[str, str], Sources, int]:
     """The tensor plan of what an HF checkpoint holds (MTP only when present), where each
-    tensor is, and the source inventory: (file, name) -> (stored dtype, shape)."""
+    tensor is, the source inventory: (file, name) -> (stored dtype, shape), and the MTP
+    layers config.json declares."""
     found = require(src, "reshard")
     inv = found.inventory
     plan = found.plan
+    declared = plan.config.num_mtp_layers
     if not any(s.mtp and s.name in inv.entries for s in plan.specs):
         plan = plan.without_mtp()
+    else:  # the policy lets `mtp-missing` through: plan the MTP layers that are there
+        first = plan.config.num_hidden_layers
+        held = {layer for layer in range(first, first + plan.config.num_mtp_layers)
+                if all(s.name in inv.entries for s in plan.specs if s.mtp and s.layer == layer)}
+        whole = next(k for k in range(len(held) + 1) if first + k not in held)
+        if whole < plan.config.num_mtp_layers:
+            config = plan.config.model_copy(update={"num_nextn_predict_layers": whole})
+            plan = TensorPlan(config, plan.layout, prefix=plan.prefix,
+                              stored_dtypes=plan.stored_dtypes)
     sources = {(inv.shard_of[n], n): (e.dtype, e.shape) for n, e in inv.entries.items()}
-    return plan, inv.shard_of, sources
+    return plan, inv.shard_of, sources, declared
+
+
+def refuse_model_parallel_source(src: Path) -> None:
+    """Every family: a rank-file directory is converted back to HF first (no direct
+    model-parallel to model-parallel or by-size conversion), refused before DST exists."""
+    if src.is_dir() and is_model_parallel(src):
+        raise FormatError(f"{src}: holds DeepSeek's model-parallel layout "
+                          f"(model{{i}}-mp{{N}}.safetensors); convert it back with "
+                          f"{ARGUMENT_PLACEHOLDER} first", argument="to", value="hf")
 
 
 def pack_by_size(specs: list[TensorSpec], max_bytes: int) -> list[list[TensorSpec]]:
@@ -142,16 +164,18 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         raise ArgumentError("pass exactly one of max_shard_size, model_parallel, to_hf")
     if not src.is_dir():
         raise FormatError(f"{src}: not a checkpoint directory")
-    if is_model_parallel(src):
-        raise FormatError(f"{src}: holds DeepSeek's model-parallel layout "
-                          f"(model{{i}}-mp{{N}}.safetensors); convert it back with "
-                          f"{ARGUMENT_PLACEHOLDER} first", argument="to", value="hf")
-    plan, where, sources = _hf_source(src)
+    refuse_model_parallel_source(src)
+    plan, where, sources, declared = _hf_source(src)
     config_path = src / CONFIG_FILE
     # a tensor is written in the dtype it is stored in (a BF16 router bias stays BF16)
     stored = {name: sources[(shard, name)][0] for name, shard in where.items()}
     has_mtp = any(s.mtp for s in plan.specs)
-    declared = plan.config.num_mtp_layers
+    fewer = plan.config.num_mtp_layers if has_mtp and plan.config.num_mtp_layers < declared \
+        else None
+    fewer_note = ([f"the source holds {fewer} whole MTP layer(s) of the {declared} config.json "
+                   f"declares (validate: mtp-missing); those are written, and the written "
+                   f"config.json says num_nextn_predict_layers {fewer}"]
+                  if fewer is not None else [])
     if max_shard_size is not None:
         files = _hf_files(plan, max_shard_size, lambda s: OutTensor(
             s.name, stored[s.name], s.shape, (Part(where[s.name], s.name),)))
@@ -159,8 +183,9 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
                   f"num_nextn_predict_layers {declared}; config.json copied unchanged"]
                  if declared and not has_mtp else [])
         return ReshardPlan("size", src, plan.precision, files, sources,
-                           max_shard_size=max_shard_size, notes=notes,
-                           mtp="kept" if has_mtp else "absent", config_path=config_path)
+                           max_shard_size=max_shard_size, notes=notes + fewer_note,
+                           mtp="kept" if has_mtp else "absent", config_path=config_path,
+                           mtp_layers_written=fewer)
     mp = MpLayout(plan, model_parallel, keep_mtp=keep_mtp)
     files = [OutFile(mp.file_name(r), tuple(
         OutTensor(p.name, stored[p.hf_name], p.shape,
@@ -176,10 +201,13 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         notes.append(f"MTP layer dropped ({len(dropped)} tensors), as DeepSeek's convert.py "
                      f"does: its inference model has no MTP module; config.json says "
                      f"num_nextn_predict_layers 0; keep_mtp keeps it")
+    elif fewer is not None:
+        notes += fewer_note
     mtp = "dropped" if dropped else ("kept" if has_mtp else "absent")
     return ReshardPlan("deepseek-mp", src, plan.layout, files, sources, copies, dropped,
                        model_parallel=model_parallel, mtp=mtp, notes=notes,
-                       config_path=config_path, drop_mtp_from_config=bool(dropped))
+                       config_path=config_path, drop_mtp_from_config=bool(dropped),
+                       mtp_layers_written=None if dropped else fewer)
 
 
 def _plan_from_mp(src: Path, max_bytes: int, config: str | Path | None) -> ReshardPlan:

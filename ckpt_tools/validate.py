@@ -141,9 +141,15 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         qc = found.config.quantization_config if found.config is not None else None
         if found.config is not None and family_of(found.config).scale_dtype != "F32":
             qc = None  # E8M0 scales are powers of two by construction
+        limits = {}
+        for inv in invs if suffix == MP_SCALE_SUFFIX else ():
+            family = family_of_tensors(inv.entries)  # E8M0 scales: bytes that stay finite
+            if family.has_hook("scale_byte_limits"):
+                limits |= family.hook("scale_byte_limits")(inv.entries)
         scan = scan_shards(root, by_shard, scale_suffix=suffix, progress=progress,
                            workers=workers, executor=executor,
-                           power_of_two_scales=qc is not None and qc.scale_fmt == "ue8m0")
+                           power_of_two_scales=qc is not None and qc.scale_fmt == "ue8m0",
+                           scale_byte_limits=limits)
         nodes += scan.nodes
         for code, file, tensor, expected, got, message in scan.results:
             f.add(code, message, file=file, tensor=tensor, expected=expected, found=got)

@@ -51,6 +51,7 @@ class TensorValues(NamedTuple):
     zero: int = 0
     bad_scales: int = 0  # scales only: entries not finite and > 0
     not_power_of_two: int = 0  # scales only, when asked: valid entries that are not 2^k
+    too_large: int = 0  # E8M0 scales only, when a limit is given: bytes above it (NaN aside)
 
 
 _FP4_PAIR_MAGNITUDE = 0x77  # an I8 byte of DeepSeek-V4 packs two e2m1 codes; bit 3 of each is its sign
@@ -102,7 +103,8 @@ def scannable(dtype: str, *, is_scale: bool = False) -> bool:
 
 
 def scan_tensor(reader: SafetensorsReader, name: str, *, is_scale: bool = False,
-                scratch: _Scratch | None = None, power_of_two: bool = False) -> TensorValues:
+                scratch: _Scratch | None = None, power_of_two: bool = False,
+                byte_limit: int | None = None) -> TensorValues:
     """Read one tensor once with pread (memory: one chunk) and count its odd values.
 
     Raises:
@@ -110,15 +112,18 @@ def scan_tensor(reader: SafetensorsReader, name: str, *, is_scale: bool = False,
     """
     e = reader.entry(name)
     scratch = scratch or _Scratch()
-    nan = inf = zero = bad = odd = 0
+    nan = inf = zero = bad = odd = large = 0
     for chunk in reader.iter_into(name, scratch.read):
         if is_scale:
             bad += bad_scale_count(chunk, e.dtype)
             odd += not_power_of_two_count(chunk, e.dtype) if power_of_two else 0
+            if byte_limit is not None:  # E8M0: one byte each; 255 (NaN) is counted as bad
+                codes = np.frombuffer(chunk, np.uint8)
+                large += int(np.count_nonzero((codes > byte_limit) & (codes != 255)))
         else:
             n, i, z = value_counts(chunk, e.dtype, scratch)
             nan, inf, zero = nan + n, inf + i, zero + z
-    return TensorValues(e.numel, nan, inf, zero, bad, odd)
+    return TensorValues(e.numel, nan, inf, zero, bad, odd, large)
 
 
 SCAN_PART_BYTES = 256 << 20  # tensors scanned per job (a bigger tensor is one job)
@@ -128,7 +133,8 @@ Found = tuple[str, str, str | None, object, object, str]
 
 
 def scan_shard(path: str, file: str, names: list[str], scale_suffix: str = SCALE_SUFFIX,
-               first_part: bool = True, power_of_two_scales: bool = False) -> list[Found]:
+               first_part: bool = True, power_of_two_scales: bool = False,
+               scale_byte_limits: dict[str, int] | None = None) -> list[Found]:
     """Findings for the named tensors of one shard (`file` is its name for messages), each
     read once; names ending in `scale_suffix` are FP8 scales, checked to be powers of two
     with `power_of_two_scales`. Runs in a worker process: everything it needs comes in the
@@ -148,8 +154,9 @@ def scan_shard(path: str, file: str, names: list[str], scale_suffix: str = SCALE
             if e.numel == 0 or not scannable(e.dtype, is_scale=is_scale):
                 continue
             try:
+                limit = (scale_byte_limits or {}).get(name) if e.dtype == "F8_E8M0" else None
                 v = scan_tensor(reader, name, is_scale=is_scale, scratch=scratch,
-                                power_of_two=power_of_two_scales)
+                                power_of_two=power_of_two_scales, byte_limit=limit)
             except (FormatError, OSError) as err:
                 code = "shard-truncated" if isinstance(err, FormatError) else "read-error"
                 return [*out, (code, file, name, None, None, str(err).replace(path, file, 1))]
@@ -160,6 +167,11 @@ def scan_shard(path: str, file: str, names: list[str], scale_suffix: str = SCALE
             elif v.bad_scales:
                 out.append(("scale-invalid", file, name, "finite and > 0", v.bad_scales,
                             f"{where}: {v.bad_scales:,} of {total} scales are not finite and > 0"))
+            if v.too_large:
+                out.append(("e8m0-overflow", file, name, f"bytes <= {limit}", v.too_large,
+                            f"{where}: {v.too_large:,} of {total} E8M0 scales exceed "
+                            f"2^{limit - 127} (byte {limit}): the dequantised weight would "
+                            f"overflow BF16/F32 to Inf"))
             if v.not_power_of_two:
                 out.append(("scale-not-power-of-two", file, name, "2^k (scale_fmt ue8m0)",
                             v.not_power_of_two, f"{where}: {v.not_power_of_two:,} of {total} "
@@ -194,21 +206,25 @@ def _parts(tensors: list[tuple[str, int]], part_bytes: int) -> list[list[tuple[s
 def scan_shards(root: Path, tensors_by_shard: dict[str, list[tuple[str, int]]], *,
                 scale_suffix: str = SCALE_SUFFIX, progress: Progress | None = None,
                 workers: int | None = None, executor: ExecutorName = "local",
-                power_of_two_scales: bool = False) -> JobRun:
+                power_of_two_scales: bool = False,
+                scale_byte_limits: dict[str, int] | None = None) -> JobRun:
     """`scan_shard` over shards given as (tensor, bytes) lists, in worker processes when
     there is enough data; the results are every shard's findings, in shard order.
 
     Shards are scanned in parts of about `SCAN_PART_BYTES`: shards of one checkpoint differ
     in size by 2x and more, and with one job per shard the last big one runs alone while
     the other workers idle. A job holds one chunk (and bit-level temporaries of a few
-    times the chunk). `power_of_two_scales`: check scales are 2^k (scale_fmt ue8m0)."""
+    times the chunk). `power_of_two_scales`: check scales are 2^k (scale_fmt ue8m0);
+    `scale_byte_limits`: E8M0 scale name -> largest byte that keeps its weight finite."""
     memory = WORKER_MEMORY + 4 * SCAN_CHUNK_BYTES
     jobs = []
     for shard, tensors in tensors_by_shard.items():
         for k, part in enumerate(_parts(tensors, SCAN_PART_BYTES)):
             jobs.append(Job(shard, sum(n for _, n in part),
                             (str(root / shard), shard, [t for t, _ in part], scale_suffix, k == 0,
-                             power_of_two_scales),
+                             power_of_two_scales,
+                             {t: scale_byte_limits[t] for t, _ in part
+                              if t in (scale_byte_limits or {})} or None),
                             memory))
     workers = workers_for(sum(j.nbytes for j in jobs), workers)
     ran = run_jobs(scan_shard, jobs, workers=workers, executor=executor, progress=progress,

@@ -23,7 +23,8 @@ same-length wrong bytes, `cut(file, after, times)` drops the connection after `a
 of a GET, `fail(file, status)` answers GETs of the file with that status (e.g. a 404 after
 the listing), `short(file)` sends a range one byte short (its headers say so: a truncated
 range), `change_etag(file)` serves another ETag (the object was replaced under the reader).
-`ignore_ranges(file)` answers ranges with the whole file (HTTP 200).
+`ignore_ranges(file)` answers ranges with the whole file (HTTP 200). `stall(file, after)`
+sends the headers and `after` body bytes of each GET, then nothing until the hub stops.
 `add_commit(..., hashed=False)` skips hashing the content (sparse benchmark data of hundreds
 of GB): sizes are right, sha256 and blob ids are then derived from name and size.
 """
@@ -102,9 +103,12 @@ class FakeHub:
         self._corrupt: set[str] = set()
         self._cuts: dict[str, list[int]] = {}  # file -> [after_bytes, remaining_times]
         self._fail: dict[str, int] = {}  # file -> HTTP status of its GETs
+        self._fail_times: dict[str, int] = {}  # file -> GETs left to fail (absent: all)
         self._short: set[str] = set()
         self._etag_changed: set[str] = set()
         self._no_ranges: set[str] = set()
+        self._stalls: dict[str, int] = {}  # file -> body bytes sent before going silent
+        self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -153,9 +157,12 @@ class FakeHub:
         """Drop the connection after `after` body bytes of the next `times` GETs of `path`."""
         self._cuts[path] = [after, times]
 
-    def fail(self, path: str, status: int = 404) -> None:
-        """Answer every GET of `path` with `status` (listings still show the file)."""
+    def fail(self, path: str, status: int = 404, times: int | None = None) -> None:
+        """Answer every GET of `path` (the next `times` ones, if given) with `status`
+        (listings still show the file)."""
         self._fail[path] = status
+        if times is not None:
+            self._fail_times[path] = times
 
     def short(self, path: str) -> None:
         """Send ranges of `path` one byte short, with headers that say so."""
@@ -164,6 +171,10 @@ class FakeHub:
     def ignore_ranges(self, path: str) -> None:
         """Answer range requests for `path` with the whole file (HTTP 200), as some proxies do."""
         self._no_ranges.add(path)
+
+    def stall(self, path: str, after: int) -> None:
+        """Send `after` body bytes of every GET of `path`, then go silent (never close)."""
+        self._stalls[path] = after
 
     def change_etag(self, path: str) -> None:
         """Serve `path` with another ETag from now on, as if the object had been replaced."""
@@ -204,6 +215,7 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        self._stopped.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -375,6 +387,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if not head and file in self.fake._fail:
             status = self.fake._fail[file]
+            with self.fake._lock:
+                left = self.fake._fail_times.get(file)
+                if left is not None:
+                    self.fake._fail_times[file] = left - 1
+                    if left <= 1:
+                        del self.fake._fail[file], self.fake._fail_times[file]
             self._error(status, "EntryNotFound" if status == 404 else None,
                         f"{file}: HTTP {status}", {"X-Repo-Commit": commit.sha})
             return
@@ -409,6 +427,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         limit = length if cut is None else min(cut, length)
+        stall = self.fake._stalls.get(file)
+        if stall is not None:
+            limit = min(limit, stall)
         self._entry.sent = limit
         with open(commit.root / file, "rb") as f:  # streamed: shards can be large in benches
             if limit == length and file not in self.fake._corrupt:
@@ -423,6 +444,10 @@ class _Handler(BaseHTTPRequestHandler):
                     chunk = bytes(b ^ 0x5A for b in chunk[:k]) + chunk[k:]
                 self.wfile.write(chunk)
                 pos += len(chunk)
+        if stall is not None:  # a server that stops answering, connection left open
+            self.wfile.flush()
+            self.fake._stopped.wait()
+            return
         if limit < length:  # the transfer is interrupted mid-way
             self.wfile.flush()
             self.close_connection = True

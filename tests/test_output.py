@@ -106,3 +106,20 @@ def test_second_cli_run_on_the_same_destination_is_refused(make_ckpt, tmp_path, 
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_overwrite_keeps_what_the_user_put_there(tmp_path):
+    """Issue 27, 12: --overwrite removes a checkpoint's files, never a user's own."""
+    src, dst = tmp_path / "src", tmp_path / "out"
+    src.mkdir()
+    dst.mkdir()
+    (src / "LICENSE").write_text("the model's")
+    for name in ("model-00001-of-00002.safetensors", "model.safetensors.index.json",
+                 "config.json", "tokenizer.json", "LICENSE", "ckpt-manifest.json"):
+        (dst / name).write_text("old")
+    user = {"README.md": "mine", "notes.txt": "mine", "my_eval_results.csv": "a,b"}
+    for name, text in user.items():
+        (dst / name).write_text(text)
+    with OutputDir(dst, sources=[src], overwrite=True) as out:
+        assert sorted(out.kept) == sorted(user)
+    assert {p.name: p.read_text() for p in dst.iterdir()} == user

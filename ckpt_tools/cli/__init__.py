@@ -111,8 +111,8 @@ class LazyGroup(click.Group):
                 _emit_error("usage", e.format_message())
             e.show()
             code = EXIT_USAGE
-        except click.Abort:  # Ctrl-C while click itself was reading input
-            code = _fail(as_json, "interrupted", "interrupted", EXIT_INTERRUPTED)
+        except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+            code = _interrupted(as_json)
         except click.ClickException as e:
             code = _fail(as_json, "error", e.format_message(), e.exit_code)
         except CkptError as e:
@@ -126,9 +126,6 @@ class LazyGroup(click.Group):
                 raise
             where = f"{e.filename}: " if e.filename else ""
             code = _fail(as_json, "io", f"{where}{e.strerror or e}", EXIT_FAILURE)
-        except KeyboardInterrupt:
-            code = _fail(as_json, "interrupted",
-                         "interrupted; rerun the same command to resume", EXIT_INTERRUPTED)
         except Exception as e:  # a bug: say so in one line, keep the traceback behind a flag
             if os.environ.get("CKPT_DEBUG"):
                 raise
@@ -139,6 +136,14 @@ class LazyGroup(click.Group):
         if standalone_mode:
             sys.exit(code)
         return code
+
+
+def _interrupted(as_json: bool) -> int:
+    """Ctrl-C: the run's workers are stopped already; further Ctrl-Cs while this process
+    ends could only print tracebacks. Writers resume from their journal."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return _fail(as_json, "interrupted", "interrupted; rerun the same command to resume "
+                 "(finished files are kept)", EXIT_INTERRUPTED)
 
 
 def _emit_error(code: str, message: str) -> None:

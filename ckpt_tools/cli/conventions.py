@@ -62,6 +62,17 @@ def note(text: str) -> None:
         click.echo(fit(text), err=True)
 
 
+def note_kept(report) -> None:
+    """Name the user's files --overwrite left in a written DST (never deleted: not ours)."""
+    from ..output import foreign_files
+    from .render import safe_name
+
+    kept = foreign_files(report.destination, report.side_files)
+    if kept:
+        note(f"kept {len(kept)} file(s) in {safe_name(str(report.destination))} that are not "
+             f"part of a checkpoint: {', '.join(map(safe_name, kept))}")
+
+
 def progress():
     """A progress bar for a library call, or None when nothing should be drawn."""
     if quiet():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .conventions import json_mode, note, progress, standard_options
+from .conventions import json_mode, note, note_kept, progress, standard_options
 from .render import EXECUTOR, SOURCE_OR_PATH, echo_nodes, emit_json, human_bytes, safe_name, say
 from .reshard import SizeParam
 
@@ -12,7 +12,7 @@ _WORKERS = click.option("--workers", type=click.IntRange(1), default=None,
                         help="Worker processes, one shard each [default: the machine's cores; "
                              "1 below 1 GiB].")
 _OVERWRITE = click.option("--overwrite", is_flag=True,
-                          help="Replace the contents of a non-empty DST.")
+                          help="Replace the checkpoint in a non-empty DST (files of your own there are kept).")
 _SRC = click.argument("src", type=SOURCE_OR_PATH)  # a local path, or hf://, s3://, ...
 _DST = click.argument("dst", type=SOURCE_OR_PATH)
 
@@ -23,6 +23,8 @@ def _echo_written(report, what: str) -> None:
     say(f"wrote {safe_name(str(report.destination))}: {len(report.files)} shard(s), {what}, "
         f"{human_bytes(report.total_size)} in {report.seconds:.1f} s{rate}{kept}")
     echo_nodes(report.nodes)
+    note_kept(report)
+
 
 
 @click.command()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import click
 
@@ -25,6 +27,27 @@ def _parse_override(_ctx, _param, values):
     return out
 
 
+def _require_room(dst: str, plan) -> None:
+    """Refuse, before anything is allocated, a checkpoint the disk under DST cannot hold or
+    whose largest tensor (built in memory) this machine cannot: a --set gone wrong."""
+    from ..reference.deepseek import available_memory
+
+    where = Path(dst).resolve()
+    while not where.exists():
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    largest = max(s.nbytes for s in plan.specs)
+    memory = available_memory()
+    if plan.total_bytes > free:
+        raise click.BadParameter(f"the checkpoint would need {human_bytes(plan.total_bytes)} "
+                                 f"but {where} has {human_bytes(free)} free",
+                                 param_hint="'--set' / '--config'")
+    if memory is not None and 2 * largest > memory:  # the tensor and its random source
+        raise click.BadParameter(f"its largest tensor would need {human_bytes(2 * largest)} "
+                                 f"of memory to build, {human_bytes(memory)} available",
+                                 param_hint="'--set' / '--config'")
+
+
 @click.command("make-tiny")
 @click.argument("dst", type=click.Path(file_okay=False))
 @click.option("--config", "--preset", "source", default="v3", show_default=True, metavar="X",
@@ -32,7 +55,7 @@ def _parse_override(_ctx, _param, values):
                    "or a checkpoint directory.")
 @click.option("--fp8", is_flag=True, help="Block-FP8 weights with weight_scale_inv, like V3's release.")
 @click.option("--shards", default=2, show_default=True, type=click.IntRange(1), help="Number of shards.")
-@click.option("--seed", default=0, show_default=True, type=click.IntRange(0),
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
               help="Random seed; the same seed writes byte-identical files.")
 @click.option("--real-widths", is_flag=True,
               help="Keep the preset's widths (hidden, heads, ranks, vocab); shrink only counts.")
@@ -53,6 +76,7 @@ def make_tiny(dst, source, fp8, shards, seed, real_widths, overrides, expert_dty
     """
     _, plan = tiny_plan(source, fp8=fp8, real_widths=real_widths, overrides=overrides,
                         expert_dtype=expert_dtype, shards=shards)  # every option checked
+    _require_room(dst, plan)
     note(f"writing {len(plan):,} tensors, {human_bytes(plan.total_bytes)}, to {dst}")
     result = build(dst, source, fp8=fp8, shards=shards, seed=seed, real_widths=real_widths,
                    overrides=overrides, overwrite=overwrite, progress=progress(),

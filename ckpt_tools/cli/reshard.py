@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .conventions import json_mode, note, progress, standard_options
+from .conventions import json_mode, note, note_kept, progress, standard_options
 from .render import (
     EXECUTOR,
     SOURCE_OR_PATH,
@@ -20,6 +20,11 @@ from .render import (
 )
 
 
+# Far above any deployment (DeepSeek serves V3 on 16-128 ranks); a bound checked before a
+# rank list is built, so an absurd one is a usage error, not a MemoryError.
+MAX_MODEL_PARALLEL = 1 << 16
+
+
 def parse_ranks(text: str) -> list[int]:
     """Ranks from '0-7', '3' or '0,2,4-5'."""
     ranks: list[int] = []
@@ -30,6 +35,9 @@ def parse_ranks(text: str) -> list[int]:
         first, last = int(lo), int(hi) if dash else int(lo)
         if last < first:
             raise ValueError(f"{part.strip()!r}: the range runs backwards")
+        if last >= MAX_MODEL_PARALLEL:
+            raise ValueError(f"rank {last} is beyond {MAX_MODEL_PARALLEL - 1}, the largest "
+                             f"rank of the largest model-parallel layout this tool writes")
         ranks += range(first, last + 1)
     return ranks
 
@@ -66,7 +74,7 @@ class SizeParam(click.ParamType):
 @click.option("--to", "to", type=click.Choice(["deepseek-mp", "hf"]),
               help="deepseek-mp: DeepSeek's model{i}-mp{N}.safetensors inference layout; "
                    "hf: back from it.")
-@click.option("--model-parallel", type=click.IntRange(min=1), metavar="N",
+@click.option("--model-parallel", type=click.IntRange(1, MAX_MODEL_PARALLEL), metavar="N",
               help="Ranks for --to deepseek-mp.")
 @click.option("--keep-mtp", is_flag=True,
               help="Keep the MTP layer in --to deepseek-mp (dropped by default, as DeepSeek's "
@@ -82,7 +90,7 @@ class SizeParam(click.ParamType):
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Output files written in parallel (default: every core from 1 GiB up).")
 @EXECUTOR
-@click.option("--overwrite", is_flag=True, help="Replace the contents of a non-empty DST.")
+@click.option("--overwrite", is_flag=True, help="Replace the checkpoint in a non-empty DST (files of your own there are kept).")
 @standard_options
 def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_resource,
             config, workers, executor, overwrite):
@@ -131,8 +139,10 @@ def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_
                    f"({report.direction}, {report.model_parallel} rank(s)), "
                    f"{report.source_tensors:,} source tensors, {report.wo_a_converted} wo_a "
                    f"converted, in {report.seconds:.1f} s")
+        note_kept(report)
         return
     _render(report)
+    note_kept(report)
 
 
 def _render(report) -> None:

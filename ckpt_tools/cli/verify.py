@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from .conventions import json_mode, note, progress, standard_options
 from .plotting import plot_option, save_plot
 from .render import emit_json, remote_option, say, table
 
+MAX_TOKEN_ID = 1 << 31
 TOKENS_HELP = "Comma-separated token ids, e.g. 0,15,3 (default: 16 fixed ids from the vocabulary)."
 
 
@@ -32,6 +34,10 @@ def _parse_tokens(_ctx, _param, value: str | None) -> list[int] | None:
         raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
     if not ids:
         raise click.BadParameter("expected at least one token id")
+    bad = next((t for t in ids if not 0 <= t < MAX_TOKEN_ID), None)
+    if bad is not None:  # the vocabulary is checked once the config is read
+        raise click.BadParameter(f"token id {bad} is outside [0, {MAX_TOKEN_ID}) (no "
+                                 f"vocabulary is larger)")
     return ids
 
 
@@ -40,6 +46,14 @@ def _npy_or_npz(_ctx, _param, value: str) -> str:
     if Path(value).suffix not in (".npy", ".npz"):
         raise click.BadParameter(f"{value}: the output is NumPy data; name it .npy (the "
                                  f"array) or .npz (the array and the tokens)")
+    return value
+
+
+def _finite(_ctx, param, value: float) -> float:
+    """A tolerance that decides something: NaN always fails, inf always passes."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite tolerance (expected 0 <= "
+                                 f"{param.name} < inf)")
     return value
 
 
@@ -108,8 +122,10 @@ def forward(remote, ckpt, tokens, layers, mtp, out):
 @click.option("--layers", type=click.IntRange(0), default=None,
               help="Compare the hidden states after K layers (only K layers are computed).")
 @click.option("--atol", type=click.FloatRange(0), default=DEFAULT_ATOL, show_default=True,
+              callback=_finite,
               help="Absolute tolerance: an element passes within atol + rtol x its scale.")
 @click.option("--rtol", type=click.FloatRange(0), default=DEFAULT_RTOL, show_default=True,
+              callback=_finite,
               help="Relative to max(|ref|, rms of ref at that position).")
 @plot_option
 @standard_options

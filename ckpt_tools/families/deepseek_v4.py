@@ -277,6 +277,7 @@ DEEPSEEK_V4 = Family(
         "checkpoint_plan": "ckpt_tools.v4.validate:checkpoint_plan",
         "check": "ckpt_tools.v4.validate:check_v4",
         "check_mp": "ckpt_tools.v4.validate:check_mp_v4",
+        "scale_byte_limits": "ckpt_tools.v4.validate:scale_byte_limits",
         "upcast": "ckpt_tools.v4.convert:upcast_v4",
         "quantize": "ckpt_tools.v4.convert:quantize_v4",
         "to_mp": "ckpt_tools.v4.mp:to_deepseek_mp_v4",

@@ -32,7 +32,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from ..config import yarn_mscale
-from ..errors import ConfigError
+from ..errors import ArgumentError, ConfigError
 from .weights import Config, TensorSource, Weights
 
 # q_a_layernorm / kv_a_layernorm are built without an eps argument in DeepSeek's modeling
@@ -315,15 +315,43 @@ def block(config: Config, w: Weights, layer: int, x: np.ndarray,
     return x + mlp(w, h, *(w.name(role, layer) for role in ("mlp.w1", "mlp.w3", "mlp.w2")))
 
 
-def token_ids(tokens: Sequence[int], vocab_size: int) -> np.ndarray:
-    """Token ids as int64 [t]; ConfigError for none, or one outside [0, vocab_size)."""
-    ids = np.asarray(tokens, dtype=np.int64).reshape(-1)  # [t]
-    if ids.size == 0:
+def token_ids(tokens: Sequence[int], config) -> np.ndarray:
+    """Token ids as int64 [t]; ConfigError for none, or one outside [0, vocab_size);
+    ArgumentError for more tokens than this machine's memory holds the pass of."""
+    tokens = [int(t) for t in np.asarray(tokens, dtype=object).reshape(-1)]
+    if not tokens:
         raise ConfigError("tokens: need at least one token id")
-    bad = ids[(ids < 0) | (ids >= vocab_size)]
-    if bad.size:
-        raise ConfigError(f"tokens: id {int(bad[0])} is outside the vocabulary [0, {vocab_size})")
-    return ids
+    vocab_size = config.vocab_size
+    bad = next((t for t in tokens if not 0 <= t < vocab_size), None)  # Python ints: no overflow
+    if bad is not None:
+        raise ConfigError(f"tokens: id {bad} is outside the vocabulary [0, {vocab_size})")
+    need, have = forward_bytes(config, len(tokens)), available_memory()
+    if have is not None and need > have:
+        raise ArgumentError(f"tokens: {len(tokens):,} tokens need about {need / 2**30:,.1f} GiB "
+                            f"for the forward pass ({config.num_attention_heads} heads of "
+                            f"{len(tokens):,}^2 attention scores, {vocab_size:,}-wide logits), "
+                            f"more than the {have / 2**30:,.1f} GiB available; pass fewer tokens")
+    return np.asarray(tokens, dtype=np.int64)  # [t]
+
+
+def forward_bytes(config, t: int) -> int:
+    """What a t-token pass holds at its peak, estimated from above: one layer's float32
+    attention scores and probabilities for every head, and per token the logits and a few
+    hidden-width activations (weights are read a tensor at a time)."""
+    heads = getattr(config, "num_attention_heads", 1)
+    return 8 * heads * t * t + 4 * t * (config.vocab_size + 32 * config.hidden_size)
+
+
+def available_memory() -> int | None:
+    """Bytes this machine can still give (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 class Model:
@@ -338,7 +366,7 @@ class Model:
         self.config: Config = self.weights.config
 
     def check_tokens(self, tokens: Sequence[int]) -> np.ndarray:
-        return token_ids(tokens, self.config.vocab_size)
+        return token_ids(tokens, self.config)
 
     def embed(self, tokens: np.ndarray) -> np.ndarray:
         w = self.weights

@@ -406,7 +406,7 @@ class Model:
                               f"for {c.num_hidden_layers} layers")
 
     def check_tokens(self, tokens: Sequence[int]) -> np.ndarray:
-        return token_ids(tokens, self.config.vocab_size)
+        return token_ids(tokens, self.config)
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         c = self.config

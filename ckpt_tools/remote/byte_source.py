@@ -12,10 +12,12 @@ what the listing said: the repository must not change between two reads). Small 
 through one read-ahead block of at most `readahead` bytes (the only buffer: memory stays
 bounded), so walking a header or a tensor's rows costs one request per block, not per read;
 reads of a block or more are fetched as they are. Transfers are counted (`TRANSFERS`).
+Every store's requests wait at most `remote_timeouts()` (connect, and each wait for bytes).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -23,9 +25,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import FormatError
+from ..errors import ArgumentError, FormatError
 
 READAHEAD_BYTES = 256 << 10  # a few rows of a wide matrix; an embedding row is 14 KB
+CONNECT_TIMEOUT_ENV, READ_TIMEOUT_ENV = "CKPT_CONNECT_TIMEOUT", "CKPT_READ_TIMEOUT"
+DEFAULT_CONNECT_SECONDS, DEFAULT_READ_SECONDS = 10.0, 60.0
+
+
+def remote_timeouts() -> tuple[float, float]:
+    """(connect, read) seconds for every remote request: CKPT_CONNECT_TIMEOUT and
+    CKPT_READ_TIMEOUT, read now. The read timeout bounds each wait for more bytes, so a
+    server that stalls mid-answer fails the read instead of hanging it."""
+    found = []
+    for name, default in ((CONNECT_TIMEOUT_ENV, DEFAULT_CONNECT_SECONDS),
+                          (READ_TIMEOUT_ENV, DEFAULT_READ_SECONDS)):
+        text = os.environ.get(name, "").strip()
+        try:
+            value = float(text) if text else default
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise ArgumentError(f"{name}={text!r}: expected a number of seconds above 0")
+        found.append(value)
+    return found[0], found[1]
 
 
 class ByteSource(Protocol):

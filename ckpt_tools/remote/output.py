@@ -28,8 +28,9 @@ from typing import Any
 from ..errors import ARGUMENT_PLACEHOLDER, OutputError
 from ..index import INDEX_FILE, write_json_atomic
 from ..output import JOURNAL_FILE, LOCK_FILE, OutputDir
+from ..ray_executor import require_ray
 from .path import is_remote
-from .stores import fsspec_for, open_remote
+from .stores import fsspec_for, open_remote, store_errors
 
 
 def _etag(info: dict) -> str | None:
@@ -59,8 +60,9 @@ class RemoteOutputDir:
 
     def _listing(self) -> list[str]:
         try:
-            return [p.rstrip("/").rsplit("/", 1)[-1]
-                    for p in self.fs.find(self.root, maxdepth=1, withdirs=False)]
+            with store_errors(self.url):  # the first request: where missing keys show
+                return [p.rstrip("/").rsplit("/", 1)[-1]
+                        for p in self.fs.find(self.root, maxdepth=1, withdirs=False)]
         except FileNotFoundError:
             return []
 
@@ -156,7 +158,10 @@ def open_output(dst: str | Path, *, sources=(), overwrite: bool = False,
 
 def check_executor(dst: str | Path, executor: str) -> None:
     """Refuse, before anything is written, an object-store destination with the Ray
-    executor: files are staged on this machine's disk, which other nodes do not see."""
+    executor: files are staged on this machine's disk, which other nodes do not see; and
+    the Ray executor when Ray is not installed."""
+    if executor == "ray":
+        require_ray()
     if executor == "ray" and isinstance(dst, str) and is_remote(dst):
         raise OutputError(f"{dst}: an object-store destination is staged on this machine's "
                           f"disk, which Ray's other nodes cannot see; use {ARGUMENT_PLACEHOLDER}, "

@@ -21,23 +21,25 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import importlib
 import os
 import re
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CkptError, FormatError, HubError, MissingDependencyError
+from ..errors import CkptError, CredentialsError, FormatError, HubError, MissingDependencyError
 from ..safetensors_io import MAX_HEADER_BYTES
-from .byte_source import RangeSource
+from .byte_source import CONNECT_TIMEOUT_ENV, READ_TIMEOUT_ENV, RangeSource, remote_timeouts
 from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
 HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)
 HEADER_THREADS = 16  # headers of many shards are fetched concurrently: latency, not bandwidth
-RANGE_ATTEMPTS = 4  # a range that fails in transit (connection, 429, 5xx) is asked again
 _HF_URL = re.compile(r"^hf://(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>refs/pr/\d+|[^/]+))?"
                      r"(?P<sub>/.*)?$")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -187,14 +189,15 @@ class _HubTree(_Tree):
                            info.identity)
 
     def _fetcher(self, url: str, path_in_repo: str, label: str, size: int):
-        from huggingface_hub.errors import HfHubHTTPError
         from huggingface_hub.utils import get_session, hf_raise_for_status
 
-        from ..hub import _TRANSPORT_ERRORS, _hub_errors
+        from ..hub import TRANSFER_ATTEMPTS, _hub_errors, is_timeout, with_retries
 
         def get(start: int, stop: int) -> tuple[bytes, str | None]:
             headers = {**self._auth, "Range": f"bytes={start}-{stop - 1}"}
-            with get_session().stream("GET", url, headers=headers) as r:  # body read last
+            connect, read = remote_timeouts()
+            with get_session().stream("GET", url, headers=headers,  # body read last
+                                      timeout=(connect, read, read, connect)) as r:
                 if r.status_code >= 400:
                     r.read()
                     hf_raise_for_status(r)
@@ -211,16 +214,17 @@ class _HubTree(_Tree):
 
         def fetch(start: int, stop: int) -> tuple[bytes, str | None]:
             with _hub_errors(self.settings, self.loc.repo_id, self.commit, path_in_repo):
-                for attempt in range(RANGE_ATTEMPTS):
-                    try:
-                        return get(start, stop)
-                    except _TRANSPORT_ERRORS + (HfHubHTTPError,) as e:
-                        status = getattr(getattr(e, "response", None), "status_code", None)
-                        transient = status is None or status == 429 or status >= 500
-                        if not transient or attempt == RANGE_ATTEMPTS - 1:
-                            raise
-                        time.sleep(0.5 * 2 ** attempt)
-            raise AssertionError("unreachable")
+                try:
+                    return with_retries(lambda: get(start, stop))
+                except Exception as e:
+                    if not is_timeout(e):
+                        raise
+                    connect, read = remote_timeouts()
+                    raise HubError(
+                        f"{label}: bytes [{start}, {stop}): the server stopped answering "
+                        f"({type(e).__name__}, connect {connect:g} s / read {read:g} s, "
+                        f"{TRANSFER_ATTEMPTS} attempts); retry later, or raise "
+                        f"{READ_TIMEOUT_ENV} / {CONNECT_TIMEOUT_ENV} for a slow link") from None
 
         return fetch
 
@@ -311,7 +315,8 @@ class _FsspecTree(_Tree):
                         raise FormatError(f"{label}: changed while being read (ETag no longer "
                                           f"{(now or '')[:16]}); rerun to read one consistent "
                                           f"version") from None
-                    raise CkptError(f"{label}: read failed: {e}") from None
+                    raise CkptError(f"{label}: bytes [{start}, {stop}): read failed: {e}"
+                                    ) from None
 
         return RangeSource(label, info.size, fetch, info.identity, on_close=f.close)
 
@@ -330,8 +335,13 @@ def fsspec_for(url: str):
     import fsspec
 
     scheme = REMOTE_URL.match(url)["scheme"]
+    options = {}
+    if scheme == "s3":  # botocore's own defaults: 60 s each
+        connect, read = remote_timeouts()
+        options["config_kwargs"] = {"connect_timeout": connect, "read_timeout": read}
     try:
-        fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True)  # env may change
+        fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True,  # env may change
+                                         **options)
     except ImportError as e:
         extra = {"s3": "s3", "gs": "gcs", "gcs": "gcs"}.get(scheme)
         hint = f"pip install 'ckpt-tools[{extra}]'" if extra else "install its fsspec backend"
@@ -342,14 +352,50 @@ def fsspec_for(url: str):
     return fs, root.rstrip("/")
 
 
+# What each object store's client looks for when it signs a request, for the message.
+_CREDENTIAL_SOURCES = {
+    "s3": "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws/credentials, or "
+          "an instance role (or AWS_NO_SIGN_REQUEST=yes for a public bucket)",
+    "gs": "GOOGLE_APPLICATION_CREDENTIALS, `gcloud auth application-default login`, or a "
+          "service account",
+}
+
+
+def _credential_errors() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = []
+    for module, names in (("botocore.exceptions", ("NoCredentialsError",
+                                                  "PartialCredentialsError")),
+                          ("google.auth.exceptions", ("DefaultCredentialsError",))):
+        try:
+            loaded = importlib.import_module(module)
+        except ImportError:
+            continue
+        found += [getattr(loaded, n) for n in names if hasattr(loaded, n)]
+    return tuple(found)
+
+
+@contextmanager
+def store_errors(url: str) -> Iterator[None]:
+    """Missing object-store credentials as one line naming what was looked for."""
+    try:
+        yield
+    except _credential_errors() as e:
+        scheme = REMOTE_URL.match(url)["scheme"] if REMOTE_URL.match(url) else ""
+        looked = _CREDENTIAL_SOURCES.get("gs" if scheme == "gcs" else scheme,
+                                         "the store's credentials")
+        raise CredentialsError(f"{url}: no credentials to access it ({type(e).__name__}: "
+                               f"{e}); set {looked}") from None
+
+
 def _open_fsspec(url: str) -> _FsspecTree:
     fs, root = fsspec_for(url)
-    try:
-        found = fs.find(root, detail=True)
-    except FileNotFoundError:
-        found = {}
-    except OSError as e:
-        raise CkptError(f"{url}: cannot list ({e})") from None
+    with store_errors(url):
+        try:
+            found = fs.find(root, detail=True)
+        except FileNotFoundError:
+            found = {}
+        except OSError as e:
+            raise CkptError(f"{url}: cannot list ({e})") from None
     files = {}
     for name, e in found.items():
         name = name.rstrip("/")

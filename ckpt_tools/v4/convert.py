@@ -34,6 +34,7 @@ from .. import part_writer
 from ..checkpoint import Checkpoint
 from ..convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, _ErrorStats
 from ..convert_output import (
+    copy_refusal,
     FileWork,
     QuantizeReport,
     RoundTripError,
@@ -59,7 +60,7 @@ from ..sources import CONFIG_FILE
 from . import mx_formats as mx
 from ..families.deepseek_v4 import expert_of, hf_name, scale_name, stacked_names
 from .tensor_plan import V4TensorPlan
-from .validate import detect_layout
+from .validate import detect_layout, largest_finite_scale_byte
 
 V4Layout = Literal["deepseek", "hf"]
 OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}
@@ -247,6 +248,13 @@ def _part_bytes(reader, scale_reader, p: Part, out_dtype) -> Iterator[memoryview
     if nan:  # the definition would give NaN weights; a broken checkpoint, not a conversion
         raise FormatError(f"{scale_reader.path}: tensor '{p.scale}': {nan} E8M0 scales are NaN "
                           f"(byte 255); `ckpt validate --deep` lists every defect")
+    limit = largest_finite_scale_byte("F8_E4M3" if p.kind == "fp8" else "I8")
+    top = int(scale.view(np.uint8).max(initial=0))
+    if top > limit:  # the product overflows: Inf weights, silently
+        raise FormatError(f"{scale_reader.path}: tensor '{p.scale}': E8M0 scale byte {top} "
+                          f"(2^{top - 127}) makes '{p.name}' overflow to Inf (at most byte "
+                          f"{limit} keeps it finite) [e8m0-overflow]; `ckpt validate --deep` "
+                          f"lists every defect")
     for r0, r1 in _steps(rows, row_bytes, block):
         w = reader.read_rows(p.name, r0, r1)
         if p.kind == "fp8":
@@ -376,15 +384,19 @@ def _run(ck: Checkpoint, dst: str | Path, jobs: list[Job], job_id: dict, config:
 
 def upcast_v4(src, dst, *, dtype: str = "bf16", layout: V4Layout = "deepseek",
               workers: int | None = None, overwrite: bool = False,
-              progress: Progress | None = None, executor: ExecutorName = "local"
-              ) -> V4UpcastReport:
-    """Dequantise a DeepSeek-V4 checkpoint (FP8 + MXFP4) into BF16/F32, `layout` names."""
+              progress: Progress | None = None, executor: ExecutorName = "local",
+              allow_copy: bool = False) -> V4UpcastReport:
+    """Dequantise a DeepSeek-V4 checkpoint (FP8 + MXFP4) into BF16/F32, `layout` names;
+    a source it would only copy is refused unless `allow_copy` (as for V2/V3)."""
     t0 = time.monotonic()
     if layout not in ("deepseek", "hf"):
         raise ArgumentError(f"layout must be 'deepseek' or 'hf', found {layout!r}")
     out_dtype = OUT_DTYPES[dtype]
     with Checkpoint(src) as ck:
         jobs, dropped = plan_upcast_v4(ck, out_dtype, layout)
+        if not allow_copy and layout == "deepseek" and all(
+                p.kind == "copy" for j in jobs for t in j.tensors for p in t.parts):
+            raise copy_refusal(ck.dir, dtype)
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
         config.pop("quantization_config", None)
         config.pop("expert_dtype", None)

@@ -41,6 +41,7 @@ from ..errors import (
     ConfigError,
     MissingTensorError,
     ShapeMismatchError,
+    VerificationError,
 )
 from ..fp8 import BF16
 from ..index import (
@@ -51,14 +52,16 @@ from ..index import (
     write_index,
     write_json_atomic,
 )
+from ..inventory import require
 from ..mp_layout import find_mp_files, mp_file_name
 from ..parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from ..progress import Progress
 from ..reader_pool import ReaderPool
-from ..remote.output import check_executor, open_output
+from ..output import REPORT_FILE, report_file
+from ..remote.output import check_executor, open_output, write_json_file
 from ..remote.path import RemotePath, job_source
 from ..remote.stores import as_path
-from ..reshard_plan import pack_by_size
+from ..reshard_plan import pack_by_size, refuse_model_parallel_source
 from ..results import Result
 from ..safetensors_io import SafetensorsReader, SafetensorsWriter
 from ..side_files import copy_side_files
@@ -146,6 +149,7 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
                             "executor='ray'")
     from .convert import _checked_source  # pairing and the V4 plan, as upcast checks them
 
+    refuse_model_parallel_source(as_path(src))
     with Checkpoint(src) as ck:
         entries, layout, experts = _checked_source(ck, "reshard")
         if layout != "fp8":
@@ -178,14 +182,18 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
                            executor=executor, progress=progress, label="reshard",
                            on_result=lambda i, _: out.mark_done(files[todo[i]]))
             write_json_atomic(out.path / CONFIG_FILE, ck.raw_config)
-            side = copy_side_files(ck.dir, out.path)
-    return V4MpReport(source=str(src), destination=str(dst), direction="deepseek-mp",
-                      model_parallel=model_parallel, files=[files[r] for r in selected],
-                      tensors_per_file=[len(ranks_[r]) for r in selected],
-                      source_tensors=len(plan),
-                      wo_a_converted=sum(p.dequantize_with is not None for p in ranks_[0]),
-                      side_files=side, seconds=round(time.monotonic() - t0, 3),
-                      ranks=selected if ranks is not None else None, nodes=ran.nodes)
+            side = copy_side_files(ck.dir, out.path, exclude={REPORT_FILE})
+            report = V4MpReport(
+                source=str(src), destination=str(dst), direction="deepseek-mp",
+                model_parallel=model_parallel, files=[files[r] for r in selected],
+                tensors_per_file=[len(ranks_[r]) for r in selected], source_tensors=len(plan),
+                wo_a_converted=sum(p.dequantize_with is not None for p in ranks_[0]),
+                side_files=side, seconds=round(time.monotonic() - t0, 3),
+                ranks=selected if ranks is not None else None, nodes=ran.nodes)
+            # the proof beside DST, as V2/V3's, written while the journal still exists
+            write_json_file(report_file(dst), report.model_dump(
+                mode="json", exclude={"seconds", "nodes", "ok"}))
+    return report
 
 
 def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
@@ -199,8 +207,12 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
                           f"{ARGUMENT_PLACEHOLDER} is not available for them yet",
                           argument="executor", value=executor)
     src = as_path(src)  # local, or remote (read by range)
-    files = find_mp_files(src)
-    n = len(files)
+    find_mp_files(src)  # names a missing rank file
+    # judged as validate judges it (extra tensors, a stray index, an unknown layout ...):
+    # the refusals are the inventory's, with its codes
+    found = require(src, "reshard")
+    files = {r: src / name for r, name in found.rank_files.items()}
+    n = found.model_parallel
     config = read_config_file(src / CONFIG_FILE)
     readers = {r: SafetensorsReader(p) for r, p in files.items()}
     try:
@@ -209,13 +221,16 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
         plan = V4TensorPlan(config, "fp8", expert_dtype=experts)
         ranks = rank_pieces(plan, n)
         holder: dict[str, list[tuple[int, Piece]]] = {}
+        stored: dict[str, str] = {}  # a float retagged on the ranks (BF16 -> F16): as stored
         for r, pieces in enumerate(ranks):
             for p in pieces:
                 e = readers[r].header.entries.get(p.name)
-                if e is None or (e.dtype, e.shape) != (p.dtype, p.shape):
-                    found = "absent" if e is None else f"{e.dtype} {list(e.shape)}"
-                    raise ShapeMismatchError(f"{files[r]}: tensor '{p.name}': expected {p.dtype} "
-                                             f"{list(p.shape)}, found {found}")
+                if e is None or e.shape != p.shape:
+                    found_ = "absent" if e is None else f"{e.dtype} {list(e.shape)}"
+                    raise ShapeMismatchError(f"{files[r].name}: tensor '{p.name}': expected "
+                                             f"{p.dtype} {list(p.shape)}, found {found_}")
+                if e.dtype != p.dtype and p.dequantize_with is None:
+                    stored[p.name] = e.dtype
                 holder.setdefault(p.name, []).append((r, p))
         groups = pack_by_size(plan.specs, max_shard_size)
         names = [SINGLE_FILE] if len(groups) == 1 else [shard_file_name(i, len(groups))
@@ -223,7 +238,8 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
         weight_map = {}
         with open_output(dst, sources=[src], overwrite=overwrite) as out:
             for fname, group in zip(names, groups):
-                with SafetensorsWriter(out.path / fname, [(s.name, s.dtype, s.shape) for s in group]) as w:
+                specs = [(s.name, stored.get(s.name, s.dtype), s.shape) for s in group]
+                with SafetensorsWriter(out.path / fname, specs) as w:
                     pending: dict[str, np.ndarray] = {}  # wo_a's re-made scale, written next
                     for s in group:
                         weight_map[s.name] = fname
@@ -238,7 +254,8 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
                             w.write_bytes(s.name, _requantized(readers, pieces, scales))
                             pending[s.scale_name] = np.concatenate(scales)
                         else:
-                            w.write_bytes(s.name, _joined(readers, pieces, s.shape))
+                            w.write_bytes(s.name, _joined(readers, pieces, s.shape,
+                                                          f"{src}: tensor '{s.name}'"))
             if len(groups) > 1:
                 write_index(out.path / INDEX_FILE, ShardIndex(weight_map, plan.total_bytes))
             write_json_atomic(out.path / CONFIG_FILE, json.loads((src / CONFIG_FILE).read_text()))
@@ -253,11 +270,18 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
                       side_files=side, seconds=round(time.monotonic() - t0, 3))
 
 
-def _joined(readers, pieces: list[tuple[int, Piece]], shape):
-    """The source tensor's bytes from its rank pieces (replicas: rank 0's copy)."""
+def _joined(readers, pieces: list[tuple[int, Piece]], shape, where: str):
+    """The source tensor's bytes from its rank pieces (replicas: rank 0's copy, every
+    other rank's checked equal to it, as for V2/V3)."""
     rank0, p0 = pieces[0]
     if p0.dim is None:
-        yield from readers[rank0].iter_chunks(p0.name)
+        others = [(r, readers[r].iter_chunks(p.name)) for r, p in pieces[1:]]
+        for chunk in readers[rank0].iter_chunks(p0.name):
+            for r, copy in others:
+                if next(copy, None) != chunk:
+                    raise VerificationError(f"{where}: the copy on rank {r} differs from "
+                                            f"rank {rank0}'s")
+            yield chunk
     elif p0.dim == 0:
         for r, p in pieces:
             yield from readers[r].iter_chunks(p.name)

@@ -12,6 +12,7 @@ What differs from V2/V3 (validate.py runs the shared structure checks, then this
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +32,21 @@ from .tensor_plan import (
 
 QUANTIZED = ("F8_E4M3", "I8")
 HF_EMBED = EMBED.hf  # a V4 checkpoint under transformers' names (`upcast --layout hf`)
+# The largest |code| of each quantized weight format: e4m3fn 448, e2m1 (MXFP4) 6.
+_CODE_MAX = {"F8_E4M3": 448.0, "I8": 6.0}
+
+
+def largest_finite_scale_byte(weight_dtype: str) -> int:
+    """The largest E8M0 byte b (scale 2^(b-127)) for which every dequantised value of a
+    `weight_dtype` weight stays finite in BF16 and F32, which both end just below 2^128:
+    code_max * 2^(b-127) < 2^128 (and code_max's mantissa, 1.75 or 1.5, fits BF16's)."""
+    return 254 - math.floor(math.log2(_CODE_MAX[weight_dtype]))
+
+
+def scale_byte_limits(entries: dict[str, TensorEntry]) -> dict[str, int]:
+    """scale name -> largest allowed byte, for every quantized weight's E8M0 scale."""
+    return {v4_scale_name(n): largest_finite_scale_byte(entries[n].dtype)
+            for n in quantized_weights(entries)}
 
 
 def quantized_weights(entries: dict[str, TensorEntry]) -> list[str]:

@@ -1,0 +1,162 @@
+"""numba-compiled loops for the formats' hot paths (chosen by `kernels`; NumPy is the oracle).
+
+Every kernel computes the very operations of the NumPy path: the dequantisation gathers
+read tables that NumPy built (so their bytes are NumPy's by construction); quantisation
+divides in float32 as NumPy does and rounds to e4m3 by the IEEE rule on the bits (round
+to nearest, ties to even; checked against ml_dtypes by tests/test_kernels.py). Kernels
+are single-threaded (workers are processes) and compiled on first call, then cached on
+disk (`cache=True`). Importing this module imports numba (about 0.3 s).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_jit = numba.njit(cache=True, nogil=True)
+_U32 = np.uint32
+_WORD = 8  # codes read per 64-bit load
+
+
+@_jit
+def _gather_fp8_bytes(codes, tables, br, bc, out):
+    rows, cols = codes.shape
+    for r in range(rows):
+        row_tables = tables[r // br]
+        for jb in range(row_tables.shape[0]):
+            table = row_tables[jb]
+            for j in range(jb * bc, min(cols, (jb + 1) * bc)):
+                out[r, j] = table[codes[r, j]]
+
+
+@_jit
+def _gather_fp8_words(words, tables, br, words_per_block, out):
+    # one 64-bit load yields 8 codes: the loads, not the table reads, bound a byte loop
+    rows, width = words.shape
+    for r in range(rows):
+        row_tables = tables[r // br]
+        row_words, row_out = words[r], out[r]
+        for jb in range(row_tables.shape[0]):
+            table = row_tables[jb]
+            for k in range(jb * words_per_block, min(width, (jb + 1) * words_per_block)):
+                x, o = row_words[k], k * _WORD
+                row_out[o] = table[x & 0xFF]
+                row_out[o + 1] = table[(x >> 8) & 0xFF]
+                row_out[o + 2] = table[(x >> 16) & 0xFF]
+                row_out[o + 3] = table[(x >> 24) & 0xFF]
+                row_out[o + 4] = table[(x >> 32) & 0xFF]
+                row_out[o + 5] = table[(x >> 40) & 0xFF]
+                row_out[o + 6] = table[(x >> 48) & 0xFF]
+                row_out[o + 7] = table[(x >> 56) & 0xFF]
+
+
+def gather_fp8(codes: np.ndarray, tables: np.ndarray, br: int, bc: int, out: np.ndarray) -> None:
+    """out[i, j] = tables[i // br, j // bc, codes[i, j]] (codes uint8, out the tables' dtype)."""
+    rows, cols = codes.shape
+    if cols % _WORD == 0 and bc % _WORD == 0:
+        _gather_fp8_words(codes.view(np.uint64), tables, br, bc // _WORD, out)
+    else:
+        _gather_fp8_bytes(codes, tables, br, bc, out)
+
+
+@_jit
+def _gather_fp4_bytes(codes, scale_bytes, table, per_scale, out):
+    rows, half = codes.shape
+    for r in range(rows):
+        for k in range(half):
+            out[r, k] = table[scale_bytes[r, k // per_scale], codes[r, k]]
+
+
+@_jit
+def _gather_fp4_words(words, scale_bytes, table, words_per_scale, out):
+    rows, width = words.shape
+    for r in range(rows):
+        row_words, row_out, row_scales = words[r], out[r], scale_bytes[r]
+        for k in range(width):
+            pairs = table[row_scales[k // words_per_scale]]
+            x, o = row_words[k], k * _WORD
+            row_out[o] = pairs[x & 0xFF]
+            row_out[o + 1] = pairs[(x >> 8) & 0xFF]
+            row_out[o + 2] = pairs[(x >> 16) & 0xFF]
+            row_out[o + 3] = pairs[(x >> 24) & 0xFF]
+            row_out[o + 4] = pairs[(x >> 32) & 0xFF]
+            row_out[o + 5] = pairs[(x >> 40) & 0xFF]
+            row_out[o + 6] = pairs[(x >> 48) & 0xFF]
+            row_out[o + 7] = pairs[(x >> 56) & 0xFF]
+
+
+def gather_fp4(codes: np.ndarray, scale_bytes: np.ndarray, table: np.ndarray, per_scale: int,
+               out: np.ndarray) -> None:
+    """out[i, k] = table[scale_bytes[i, k // per_scale], codes[i, k]] (a pair of values per
+    packed byte)."""
+    if codes.shape[1] % _WORD == 0 and per_scale % _WORD == 0:
+        _gather_fp4_words(codes.view(np.uint64), scale_bytes, table, per_scale // _WORD, out)
+    else:
+        _gather_fp4_bytes(codes, scale_bytes, table, per_scale, out)
+
+
+@_jit
+def block_amax_bits(bits, br, bc, magnitude, inf, amax_bits):
+    """amax_bits[i // br, j // bc] = max over the block of the finite |value|'s bits (0 when
+    none): `bits` are F32 (uint32) or BF16 (uint16) bits, `magnitude` and `inf` their |x|
+    mask and +inf in the same type. Non-negative floats order as their bits do, and an
+    integer max vectorises where a float one with NaN rules does not."""
+    rows, cols = bits.shape
+    zero = magnitude ^ magnitude
+    for r in range(rows):
+        row, row_amax = bits[r], amax_bits[r // br]
+        for jb in range(row_amax.shape[0]):
+            m = row_amax[jb]
+            for j in range(jb * bc, min(cols, (jb + 1) * bc)):
+                a = row[j] & magnitude
+                m = max(m, a if a < inf else zero)
+            row_amax[jb] = m
+
+
+@_jit
+def quantize_e4m3_bits(bits, scale, br, bc, decoded, q, want_errors):
+    """q = e4m3(clip(value / scale, +-448)) per block (NaN stays NaN), from F32 or BF16 bits;
+    with `want_errors`, the round-trip sums (max |err|, sum err^2, sum ref^2, non-finite)."""
+    rows, cols = bits.shape
+    shift = 32 - 8 * bits.itemsize
+    tile_bits = np.empty(bc, np.uint32)
+    tile = tile_bits.view(np.float32)
+    scaled = np.empty(bc, np.float32)
+    scaled_bits = scaled.view(np.uint32)
+    lo, hi, to_int = np.float32(-448.0), np.float32(448.0), np.float32(8388608.0)
+    max_abs, sq_err, sq_ref, nonfinite = 0.0, 0.0, 0.0, 0
+    for r in range(rows):
+        row, row_scale, row_q = bits[r], scale[r // br], q[r]
+        for jb in range(row_scale.shape[0]):
+            s, j0 = row_scale[jb], jb * bc
+            n = min(cols, j0 + bc) - j0
+            for k in range(n):  # float32 bits: F32 as they are, BF16 in the top half
+                tile_bits[k] = _U32(row[j0 + k]) << shift
+            for k in range(n):
+                x = tile[k] / s
+                x = lo if x < lo else x  # NaN compares false: it stays NaN
+                x = hi if x > hi else x
+                scaled[k] = x
+            for k in range(n):
+                b = scaled_bits[k]
+                a = b & _U32(0x7FFFFFFF)
+                # |x| < 2^-6 is an e4m3 subnormal: k * 2^-9, k = |x| * 512 rounded half-even
+                x = scaled[k]
+                sub = np.float32((x if x >= 0 else -x) * np.float32(512.0) + to_int) - to_int
+                # keep 3 of 23 mantissa bits, ties to even; re-bias the exponent 127 -> 7
+                normal = ((a + _U32(0x7FFFF) + ((a >> _U32(20)) & _U32(1))) >> _U32(20)) - _U32(960)
+                c = _U32(normal) if a >= _U32(0x3C800000) else _U32(sub)
+                c = _U32(0x7F) if a > _U32(0x7F800000) else c
+                row_q[j0 + k] = np.uint8(c | ((b >> _U32(24)) & _U32(0x80)))
+            if want_errors:
+                for k in range(n):
+                    v = tile[k]
+                    if np.isfinite(v):
+                        err = abs(np.float64(np.float32(decoded[row_q[j0 + k]] * s - v)))
+                        max_abs = max(max_abs, err)
+                        sq_err += err * err
+                        sq_ref += np.float64(v) * np.float64(v)
+                    else:
+                        nonfinite += 1
+    return max_abs, sq_err, sq_ref, nonfinite
+

@@ -113,6 +113,25 @@ def block_amax_bits(bits, br, bc, magnitude, inf, amax_bits):
             row_amax[jb] = m
 
 
+# fastmath without "contract" (no FMA: back - ref is rounded as NumPy rounds it): the sums
+# may be reassociated (vectorised); no NaN or inf reaches them (a
+# non-finite source value counts apart, and a finite one never quantises to NaN)
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nnan", "ninf", "nsz"})
+def _tile_errors(tile, tile_bits, codes, decoded, s, n):
+    """Round-trip error sums of n values against decoded[codes] * s: (max |err|, sum err^2,
+    sum ref^2, non-finite count); each err is |float32(back - ref)| in float64."""
+    max_abs, sq_err, sq_ref, nonfinite = 0.0, 0.0, 0.0, 0
+    for k in range(n):
+        finite = (tile_bits[k] & _U32(0x7FFFFFFF)) < _U32(0x7F800000)
+        v = tile[k] if finite else np.float32(0.0)
+        err = np.float64(abs(np.float32(decoded[codes[k]] * s - v))) if finite else 0.0
+        max_abs = max(max_abs, err)
+        sq_err += err * err
+        sq_ref += np.float64(v) * np.float64(v)
+        nonfinite += 0 if finite else 1
+    return max_abs, sq_err, sq_ref, nonfinite
+
+
 @_jit
 def quantize_e4m3_bits(bits, scale, br, bc, decoded, q, want_errors):
     """q = e4m3(clip(value / scale, +-448)) per block (NaN stays NaN), from F32 or BF16 bits;
@@ -149,14 +168,8 @@ def quantize_e4m3_bits(bits, scale, br, bc, decoded, q, want_errors):
                 c = _U32(0x7F) if a > _U32(0x7F800000) else c
                 row_q[j0 + k] = np.uint8(c | ((b >> _U32(24)) & _U32(0x80)))
             if want_errors:
-                for k in range(n):
-                    v = tile[k]
-                    if np.isfinite(v):
-                        err = abs(np.float64(np.float32(decoded[row_q[j0 + k]] * s - v)))
-                        max_abs = max(max_abs, err)
-                        sq_err += err * err
-                        sq_ref += np.float64(v) * np.float64(v)
-                    else:
-                        nonfinite += 1
+                m, e2, r2, bad = _tile_errors(tile, tile_bits, row_q[j0:j0 + n], decoded, s, n)
+                max_abs, sq_err, sq_ref, nonfinite = (max(max_abs, m), sq_err + e2, sq_ref + r2,
+                                                      nonfinite + bad)
     return max_abs, sq_err, sq_ref, nonfinite
 

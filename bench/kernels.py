@@ -1,13 +1,13 @@
 """Throughput of the number-format kernels, compiled (numba) and NumPy, against memcpy.
 
 Builds its own data (a V3-width 7168 x 2048 block by default: FP8 codes of every finite
-value, BF16 weights, MXFP4 experts), then for each kernel and backend times `--reps`
-calls into preallocated outputs (no page faults billed to the kernel) and prints the
-median CPU and wall time per call as G elements/s, and the ratio to memcpy of the same
-bytes per element (bytes read + written: FP8 -> BF16 3, MXFP4 -> BF16 2.5, BF16 -> FP8 3),
-timed the same way. The first compiled call (numba's compile, or its cache load) is
-reported apart. The machine may be shared: CPU time (time.process_time) is the figure to
-compare, wall time is printed beside it.
+value, BF16 weights, MXFP4 experts), then for each kernel and backend times `--reps` calls
+and prints the median CPU and wall time per call as G elements/s, and the ratio to memcpy
+of the same bytes per element (read + written: FP8 -> BF16 3, FP8 -> F32 5, MXFP4 -> BF16
+2.5, BF16 -> FP8 3, F32 -> MXFP4 4.5), timed the same way. Dequantisation writes into
+preallocated outputs; quantisation allocates its outputs, as a conversion does. The first
+compiled call (numba's compile, or its cache load) is reported apart. The machine may be
+shared: CPU time (time.process_time) is the figure to compare, wall time is beside it.
 
 Reproduce: python bench/kernels.py [--rows 7168] [--cols 2048] [--reps 7] [--json]
 """
@@ -55,6 +55,7 @@ def cases(rows: int, cols: int) -> list[tuple[str, float, int, object]]:
     packed = rng.integers(-128, 128, (rows, cols // 2), dtype=np.int8)
     fp4_scale = rng.integers(110, 130, (rows, cols // 32), dtype=np.uint8).view(E8M0)
     weight = (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(fp8_block.BF16)
+    weight32 = weight.astype(np.float32)
     bf16, f32 = np.empty((rows, cols), fp8_block.BF16), np.empty((rows, cols), np.float32)
     n = rows * cols
     return [
@@ -70,6 +71,7 @@ def cases(rows: int, cols: int) -> list[tuple[str, float, int, object]]:
          lambda: mxfp4.dequantize_fp4(packed, fp4_scale, fp8_block.BF16, out=bf16)),
         ("MXFP4 -> F32", 4.5, n, lambda: mxfp4.dequantize_fp4(packed, fp4_scale, out=f32)),
         ("BF16 -> FP8 (F32 scales)", 3, n, lambda: fp8_block.quantize(weight)),
+        ("F32 -> MXFP4", 4.5, n, lambda: mxfp4.quantize_fp4(weight32)),
         ("BF16 -> FP8 (ue8m0) + round-trip error", 3, n,
          lambda: fp8_block.quantize(weight, scale_fmt="ue8m0", errors=RoundTripStats())),
     ]

@@ -110,6 +110,36 @@ def test_fp8_quantize_same_bytes(monkeypatch, shape, seed, scale_fmt, dtype, blo
     assert a[1] == pytest.approx(b[1], rel=1e-9, abs=1e-300)  # a sum: order may differ
 
 
+@FAST
+@given(rows=st.integers(1, 40), half=st.integers(1, 120), seed=seeds,
+       dtype=st.sampled_from([np.float32, BF16]))
+def test_mxfp4_quantize_same_bytes(monkeypatch, rows, half, seed, dtype):
+    w = adversarial_weights(np.random.default_rng(seed), (rows, 2 * half), dtype)
+    stats = [RoundTripStats(), RoundTripStats()]
+    runs = iter(stats)
+    (qa, sa), (qb, sb) = both(monkeypatch, lambda: mxfp4.quantize_fp4(w, errors=next(runs)))
+    same_bytes(qa, qb)
+    same_bytes(sa.view(np.uint8), sb.view(np.uint8))
+    assert stats[0].result() == stats[1].result()  # both sums are NumPy's here
+
+
+def test_e2m1_rounding_ties_and_neighbours(monkeypatch):
+    """Every e2m1 value, every midpoint (ties to even) and the float32 either side, both
+    signs, in a block whose scale is 1 (its largest value is 6)."""
+    grid = np.unique(np.abs(mxfp4.E2M1))
+    mids = (grid[:-1] + grid[1:]) / 2
+    probes = np.concatenate([grid, mids, np.nextafter(mids, 0), np.nextafter(mids, 7)])
+    probes = np.concatenate([probes, -probes]).astype(np.float32)
+    for k in range(0, probes.size, 30):
+        w = np.zeros((1, 32), np.float32)
+        w[0, 0] = 6.0
+        chunk = probes[k:k + 30]
+        w[0, 1:1 + chunk.size] = chunk
+        (qa, sa), (qb, sb) = both(monkeypatch, lambda: mxfp4.quantize_fp4(w))
+        assert sa.view(np.uint8)[0, 0] == 127  # 2^0
+        same_bytes(qa, qb)
+
+
 def test_e4m3_rounding_ties_and_neighbours(monkeypatch):
     """Every e4m3 value, every midpoint between neighbours (ties to even) and the float32
     just either side of it, both signs, with a scale of 1: what ml_dtypes' cast gives."""

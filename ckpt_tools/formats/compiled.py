@@ -137,6 +137,7 @@ def quantize_e4m3_bits(bits, scale, br, bc, decoded, q, want_errors):
     """q = e4m3(clip(value / scale, +-448)) per block (NaN stays NaN), from F32 or BF16 bits;
     with `want_errors`, the round-trip sums (max |err|, sum err^2, sum ref^2, non-finite)."""
     rows, cols = bits.shape
+    scale_bits = scale.view(np.uint32)
     shift = 32 - 8 * bits.itemsize
     tile_bits = np.empty(bc, np.uint32)
     tile = tile_bits.view(np.float32)
@@ -151,8 +152,16 @@ def quantize_e4m3_bits(bits, scale, br, bc, decoded, q, want_errors):
             n = min(cols, j0 + bc) - j0
             for k in range(n):  # float32 bits: F32 as they are, BF16 in the top half
                 tile_bits[k] = _U32(row[j0 + k]) << shift
+            if scale_bits[r // br, jb] & _U32(0x7FFFFF) == 0 and s >= np.float32(2.0 ** -126):
+                # a power of two (ue8m0): times its exact inverse is exactly the division
+                inverse = np.float32(1.0) / s
+                for k in range(n):
+                    scaled[k] = tile[k] * inverse
+            else:
+                for k in range(n):
+                    scaled[k] = tile[k] / s
             for k in range(n):
-                x = tile[k] / s
+                x = scaled[k]
                 x = lo if x < lo else x  # NaN compares false: it stays NaN
                 x = hi if x > hi else x
                 scaled[k] = x
@@ -173,3 +182,55 @@ def quantize_e4m3_bits(bits, scale, br, bc, decoded, q, want_errors):
                                                       nonfinite + bad)
     return max_abs, sq_err, sq_ref, nonfinite
 
+
+
+@_jit
+def fp4_block_amax(bits, block, amax):
+    """amax[i, j // block] = max |value| of F32 `bits` over each run of `block` inputs, with
+    NaN as 0 and +-inf as the largest float32 (NumPy's nan_to_num before the max)."""
+    rows, cols = bits.shape
+    for r in range(rows):
+        row, row_amax = bits[r], amax[r]
+        for b in range(row_amax.shape[0]):
+            m = _U32(0)
+            for j in range(b * block, min(cols, (b + 1) * block)):
+                a = row[j] & _U32(0x7FFFFFFF)
+                a = _U32(0x7F7FFFFF) if a == _U32(0x7F800000) else a
+                m = max(m, a if a < _U32(0x7F800000) else _U32(0))
+            row_amax[b] = m
+
+
+@_jit
+def _e2m1(v, b, inverse):
+    """e2m1 code of float32 `v` (bits `b`) * inverse: NaN as 0, +-inf as +-the largest
+    float32, clipped to +-6, rounded to nearest, ties to even, over 0, .5, 1, 1.5, 2, 3, 4,
+    6. `inverse` is 1 / a power-of-two scale, so the product is exactly NumPy's v / scale."""
+    big = np.float32(3.4028234663852886e38)
+    nan = v != v
+    v = np.float32(0.0) if nan else v
+    v = big if v > big else (-big if v < -big else v)
+    a = abs(v * inverse)
+    a = np.float32(6.0) if a > np.float32(6.0) else a
+    mag = (_U32(a > np.float32(0.25)) + _U32(a >= np.float32(0.75)) + _U32(a > np.float32(1.25))
+           + _U32(a >= np.float32(1.75)) + _U32(a > np.float32(2.5)) + _U32(a >= np.float32(3.5))
+           + _U32(a > np.float32(5.0)))
+    # the sign of v / s is v's (s > 0), -0.0 included; NaN became +0
+    return mag | (_U32(0) if nan else (b >> _U32(28)) & _U32(8))
+
+
+@_jit
+def quantize_e2m1_bits(values, bits, scale, block, packed):
+    """packed[i, k] = e2m1 codes of inputs 2k (low nibble) and 2k+1 (high nibble) of float32
+    `values` (and their `bits`), each divided by scale[i, input // block], a power of two."""
+    rows, cols = values.shape
+    codes = np.empty(block, np.uint32)
+    for r in range(rows):
+        row, row_bits, row_scale, row_out = values[r], bits[r], scale[r], packed[r]
+        for b in range(row_scale.shape[0]):
+            inverse = np.float32(1.0) / row_scale[b]  # exact: the scale is 2^k, |k| <= 127
+            j0 = b * block
+            n = min(cols, j0 + block) - j0
+            for j in range(n):
+                codes[j] = _e2m1(row[j0 + j], row_bits[j0 + j], inverse)
+            for k in range(n // 2):
+                row_out[j0 // 2 + k] = np.uint8(codes[2 * k] | (codes[2 * k + 1] << _U32(4)))

@@ -126,6 +126,15 @@ def quantize_fp4(weight: np.ndarray, *, errors: RoundTripStats | None = None
                                  f"columns, found {list(weight.shape)}")
     rows, cols = weight.shape
     ref = np.ascontiguousarray(weight, dtype=np.float32)
+    kernels = compiled_for(ref.size)
+    if kernels is not None:
+        bits = ref.view(np.uint32)
+        amax_bits = np.empty(fp4_scale_shape((rows, cols // 2)), np.uint32)
+        kernels.fp4_block_amax(bits, FP4_BLOCK, amax_bits)
+        scale = pow2_at_least(np.maximum(amax_bits.view(np.float32) / FP4_MAX, 2.0 ** -127))
+        packed = np.empty((rows, cols // 2), np.uint8)
+        kernels.quantize_e2m1_bits(ref, bits, scale, FP4_BLOCK, packed)
+        return _packed_result(ref, packed.view(np.int8), scale.astype(E8M0), errors)
     blocks = -(-cols // FP4_BLOCK)
     pad = blocks * FP4_BLOCK - cols
     big = np.finfo(np.float32).max
@@ -136,10 +145,14 @@ def quantize_fp4(weight: np.ndarray, *, errors: RoundTripStats | None = None
     scaled = np.clip(padded / scale[:, :, None], -FP4_MAX, FP4_MAX).reshape(rows, -1)[:, :cols]
     codes = scaled.astype(FP4_E2M1).view(np.uint8)
     packed = (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8).view(np.int8)
-    e8m0 = scale.astype(E8M0)
+    return _packed_result(ref, packed, scale.astype(E8M0), errors)
+
+
+def _packed_result(ref: np.ndarray, packed: np.ndarray, scale: np.ndarray,
+                   errors: RoundTripStats | None) -> tuple[np.ndarray, np.ndarray]:
     if errors is not None:
-        errors.add(ref, dequantize_fp4(packed, e8m0))
-    return packed, e8m0
+        errors.add(ref, dequantize_fp4(packed, scale))
+    return packed, scale
 
 
 def fp4_to_fp8(weight: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,9 +29,22 @@ def _gather_fp8_bytes(codes, tables, br, bc, out):
                 out[r, j] = table[codes[r, j]]
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _gather_word(x, table, out, o):
+    """out[o + b] = table[byte b of the 64-bit word x], b = 0..7 (unrolled: one load yields
+    8 codes, and the loads, not the table reads, bound a loop over bytes)."""
+    out[o] = table[x & 0xFF]
+    out[o + 1] = table[(x >> 8) & 0xFF]
+    out[o + 2] = table[(x >> 16) & 0xFF]
+    out[o + 3] = table[(x >> 24) & 0xFF]
+    out[o + 4] = table[(x >> 32) & 0xFF]
+    out[o + 5] = table[(x >> 40) & 0xFF]
+    out[o + 6] = table[(x >> 48) & 0xFF]
+    out[o + 7] = table[(x >> 56) & 0xFF]
+
+
 @_jit
 def _gather_fp8_words(words, tables, br, words_per_block, out):
-    # one 64-bit load yields 8 codes: the loads, not the table reads, bound a byte loop
     rows, width = words.shape
     for r in range(rows):
         row_tables = tables[r // br]
@@ -39,15 +52,7 @@ def _gather_fp8_words(words, tables, br, words_per_block, out):
         for jb in range(row_tables.shape[0]):
             table = row_tables[jb]
             for k in range(jb * words_per_block, min(width, (jb + 1) * words_per_block)):
-                x, o = row_words[k], k * _WORD
-                row_out[o] = table[x & 0xFF]
-                row_out[o + 1] = table[(x >> 8) & 0xFF]
-                row_out[o + 2] = table[(x >> 16) & 0xFF]
-                row_out[o + 3] = table[(x >> 24) & 0xFF]
-                row_out[o + 4] = table[(x >> 32) & 0xFF]
-                row_out[o + 5] = table[(x >> 40) & 0xFF]
-                row_out[o + 6] = table[(x >> 48) & 0xFF]
-                row_out[o + 7] = table[(x >> 56) & 0xFF]
+                _gather_word(row_words[k], table, row_out, k * _WORD)
 
 
 def gather_fp8(codes: np.ndarray, tables: np.ndarray, br: int, bc: int, out: np.ndarray) -> None:
@@ -73,16 +78,8 @@ def _gather_fp4_words(words, scale_bytes, table, words_per_scale, out):
     for r in range(rows):
         row_words, row_out, row_scales = words[r], out[r], scale_bytes[r]
         for k in range(width):
-            pairs = table[row_scales[k // words_per_scale]]
-            x, o = row_words[k], k * _WORD
-            row_out[o] = pairs[x & 0xFF]
-            row_out[o + 1] = pairs[(x >> 8) & 0xFF]
-            row_out[o + 2] = pairs[(x >> 16) & 0xFF]
-            row_out[o + 3] = pairs[(x >> 24) & 0xFF]
-            row_out[o + 4] = pairs[(x >> 32) & 0xFF]
-            row_out[o + 5] = pairs[(x >> 40) & 0xFF]
-            row_out[o + 6] = pairs[(x >> 48) & 0xFF]
-            row_out[o + 7] = pairs[(x >> 56) & 0xFF]
+            _gather_word(row_words[k], table[row_scales[k // words_per_scale]], row_out,
+                         k * _WORD)
 
 
 def gather_fp4(codes: np.ndarray, scale_bytes: np.ndarray, table: np.ndarray, per_scale: int,

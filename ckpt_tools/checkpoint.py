@@ -16,7 +16,7 @@ import numpy as np
 from .config import Config, read_config_file
 from .dtypes import FP8_DTYPES
 from .errors import CkptError, ConfigError, FormatError, MissingTensorError
-from .fp8 import dequantize, dequantize_rows
+from .formats.fp8_block import dequantize, dequantize_rows
 from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index
 from .reader_pool import PooledFiles, ReaderPool
 from .remote.path import RemotePath

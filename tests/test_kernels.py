@@ -196,3 +196,15 @@ def test_conversions_identical_with_compiled_on_and_off(tmp_path, monkeypatch, p
         outs[backend] = d
     for sub in ("bf16", "f32", "q"):
         same_tree(outs["numpy"] / sub, outs["compiled"] / sub)
+
+
+def test_format_constants_and_conversion_imports_stay_light():
+    """The constants import neither numpy nor ml_dtypes (the tensor plan and `ckpt info` use
+    them), and the NumPy kernels do not import numba: only a compiled call does."""
+    import subprocess
+    import sys
+
+    code = ("import sys, ckpt_tools.formats; assert 'numpy' not in sys.modules; "
+            "assert 'ml_dtypes' not in sys.modules; import ckpt_tools.formats.mxfp4, "
+            "ckpt_tools.convert; assert 'numba' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import ml_dtypes
 import numpy as np
 
+from ..dtypes import DTYPES
 from . import E8M0_EXPONENTS
 
-E8M0 = np.dtype(ml_dtypes.float8_e8m0fnu)
+E8M0 = DTYPES["F8_E8M0"].numpy
 
 
 def e8m0_to_float32(scale: np.ndarray) -> np.ndarray:

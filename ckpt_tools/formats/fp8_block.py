@@ -16,17 +16,17 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
-import ml_dtypes
 import numpy as np
 
+from ..dtypes import DTYPES
 from ..errors import ShapeMismatchError
 from . import E4M3_MAX, FP8_BLOCK, block_grid
 from .kernels import compiled_for
 from .round_trip import RoundTripStats
 
-FP8_E4M3 = np.dtype(ml_dtypes.float8_e4m3fn)
-FP8_E5M2 = np.dtype(ml_dtypes.float8_e5m2)
-BF16 = np.dtype(ml_dtypes.bfloat16)
+FP8_E4M3 = DTYPES["F8_E4M3"].numpy
+FP8_E5M2 = DTYPES["F8_E5M2"].numpy
+BF16 = DTYPES["BF16"].numpy
 UINT_OF_SIZE = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 _SMALLEST_F32 = np.finfo(np.float32).smallest_subnormal
 # Rows gathered per NumPy step: the intp index buffer (rows x cols x 8 bytes) stays small.

@@ -15,7 +15,7 @@ Every read is by row range with pread (`read_float32_rows`): an FP8 weight is re
 so memory is bounded by the rows asked for. Nothing is cached.
 
 The config is read by `config.read_config_file` (`v4.config.DeepseekV4Config`), the number
-formats decoded by `v4.mx_formats`, the names mapped by `v4.names_hf`: one place for each.
+formats decoded by `ckpt_tools.formats`, the names mapped by `v4.names_hf`: one place for each.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`ckpt upcast` and `ckpt quantize` for DeepSeek-V4 (FP8 + E8M0 blocks, MXFP4 experts).
 
 upcast: every F8_E4M3 weight and every I8-packed MXFP4 expert is dequantised with its
-`.scale` into BF16 (or F32) by the definitions in mx_formats (bit for bit), scales are
+`.scale` into BF16 (or F32) by the definitions in `formats` (bit for bit), scales are
 dropped, everything else is copied (widened with `dtype="f32"`). Two layouts:
 - "deepseek": the same names as the source (DeepSeek's own `inference/` code reads them);
 - "hf": transformers' `DeepseekV4ForCausalLM` names (v4.names_hf), routed experts stacked

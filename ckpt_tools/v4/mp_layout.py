@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Literal, NamedTuple
 
 from ..errors import ConfigError
-from . import mx_formats as mx
+from ..formats import FP8_BLOCK
 from .tensor_plan import V4TensorPlan
 
 SPLIT_DIM = {"embed": 0, "head": 0, "wq_b": 0, "wo_a": 0, "attn_sink": 0, "weights_proj": 0,
@@ -79,7 +79,7 @@ def check_blocks(plan: V4TensorPlan, n: int) -> None:
     """A split FP8 weight's share must be whole 128-blocks, or its scale cannot follow."""
     for s in plan.specs:
         rule = rule_of(s.name)
-        if isinstance(rule, int) and s.scale_name and (s.shape[rule] // n) % mx.FP8_BLOCK[0]:
+        if isinstance(rule, int) and s.scale_name and (s.shape[rule] // n) % FP8_BLOCK[0]:
             raise ConfigError(f"model_parallel {n} splits dim {rule} of FP8 '{s.name}' "
                               f"{list(s.shape)} into {s.shape[rule] // n}-wide pieces, not whole "
                               f"128-blocks: its scale cannot be split with it")

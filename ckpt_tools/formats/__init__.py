@@ -21,9 +21,7 @@ from typing import Literal
 FP8_BLOCK: tuple[int, int] = (128, 128)  # rows x columns one FP8 scale covers
 FP4_BLOCK = 32  # inputs one MXFP4 scale covers
 E4M3_MAX = 448.0  # largest finite float8_e4m3fn (it has no inf)
-E5M2_MAX = 57344.0
 FP4_MAX = 6.0  # largest e2m1
-E8M0_BIAS = 127
 E8M0_NAN = 255  # the one E8M0 byte that is not a power of two
 E8M0_EXPONENTS = (-127, 127)  # 2^k held by E8M0 bytes 0..254
 # e2m1 code -> value (bit 3 is the sign)

@@ -18,7 +18,7 @@ from .dtypes import FP8_DTYPES
 from .errors import CkptError, ConfigError, FormatError, MissingTensorError
 from .families import DEFAULT as DEFAULT_FAMILY
 from .families import Family, family_for_raw, family_of
-from .fp8 import dequantize, dequantize_rows
+from .formats.fp8_block import dequantize, dequantize_rows
 from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index
 from .reader_pool import PooledFiles, ReaderPool
 from .remote.path import RemotePath

@@ -43,6 +43,7 @@ from .config_layouts import (
     recognise,
 )
 from .errors import ConfigError, UnsupportedModelError
+from .formats import FP8_BLOCK
 from .remote.stores import as_path
 from .v4.config import DeepseekV4Config, parse_v4
 
@@ -69,7 +70,6 @@ class RopeScaling(BaseModel):
     )
 
 
-FP8_BLOCK = (128, 128)  # DeepSeek's weight_block_size: rows x columns per scale
 
 
 class Fp8QuantizationConfig(BaseModel):

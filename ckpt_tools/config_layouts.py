@@ -24,6 +24,7 @@ from typing import Any
 from .config_defaults import CLASS_DEFAULTS, IMPLIED, LoaderName
 from .config_reading import ConfigReading, Family, LayoutName  # noqa: F401  (re-exported)
 from .errors import UnsupportedModelError
+from .formats import FP8_BLOCK
 from .v4.config import TRANSFORMERS_5_KEYS, V41_REFUSAL, DeepseekV4Config
 
 SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deepseek_v32",
@@ -261,7 +262,7 @@ def from_inference_layout(raw: dict[str, Any]) -> dict[str, Any]:
     if dtype == "fp8":
         data["quantization_config"] = {"quant_method": "fp8", "fmt": "e4m3",
                                        "activation_scheme": "dynamic",
-                                       "weight_block_size": [128, 128]}
+                                       "weight_block_size": list(FP8_BLOCK)}
         if raw.get("scale_fmt"):
             data["quantization_config"]["scale_fmt"] = raw["scale_fmt"]
     elif dtype != "bf16":  # forks quantise further (int8, int4): named, not read

@@ -1,7 +1,7 @@
 """The jobs of `upcast` and `quantize`, as the executors run them (in workers, or Ray tasks).
 
 A job gets everything it needs in its arguments (paths, the tensor ops, the block) and
-streams a few row blocks at a time: pread in, `fp8.dequantize` / `fp8.quantize`, write out,
+streams a few row blocks at a time: pread in, `formats` dequantize / quantize, write out,
 so it holds a few MB, never a tensor or a shard. quantize writes one whole output file per
 job (`SafetensorsWriter`); upcast writes each output file in parts of about `PART_BYTES`
 of source, several jobs at once (`part_writer`), so the largest shard never runs alone.
@@ -16,13 +16,15 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
-from . import fp8, part_writer
+from . import part_writer
 from .dtypes import DTYPES, itemsize
 from .parallel import WORKER_MEMORY
 from .reader_pool import ReaderPool
 from .remote.path import RemotePath
+from .formats import block_grid
+from .formats.fp8_block import dequantize, quantize
+from .formats.round_trip import RoundTripStats
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
-from .tensor_plan import scale_shape
 
 STEP_BYTES = 4 << 20  # source bytes per streaming step (rounded to whole row blocks)
 # What one step's temporaries take at most (float32 copies of the rows, the output rows,
@@ -54,7 +56,7 @@ class TensorOp(NamedTuple):
     def out_specs(self, block: tuple[int, int]) -> list[tuple[str, str, tuple[int, ...]]]:
         specs = [(self.name, self.dtype, self.shape)]
         if self.kind == "quantize":
-            specs.append((self.scale, "F32", scale_shape(self.shape, block)))
+            specs.append((self.scale, "F32", block_grid(self.shape, block)))
         return specs
 
 
@@ -97,44 +99,21 @@ def _dequantized(reader: SafetensorsReader, scale: np.ndarray, op: TensorOp,
     for r0, r1 in _row_steps(rows, cols, block[0], start, stop):
         if buf is None:
             buf = np.empty((r1 - r0, cols), out_dtype)
-        out = fp8.dequantize(reader.read_rows(op.name, r0, r1),
+        out = dequantize(reader.read_rows(op.name, r0, r1),
                              scale[r0 // block[0]:-(-r1 // block[0])], block, out_dtype,
                              out=buf[:r1 - r0])
         yield memoryview(out.reshape(-1).view(np.uint8))
 
 
-class _ErrorStats:
-    def __init__(self):
-        self.max_abs, self.sq_err, self.sq_ref, self.nonfinite = 0.0, 0.0, 0.0, 0
-
-    def add(self, ref: np.ndarray, back: np.ndarray) -> None:
-        finite = np.isfinite(ref)
-        if not finite.all():
-            self.nonfinite += int(finite.size - np.count_nonzero(finite))
-            ref, back = ref[finite], back[finite]
-        err = np.abs(back - ref, dtype=np.float64)
-        if err.size:
-            self.max_abs = max(self.max_abs, float(err.max()))
-        # einsum, not np.dot: dot goes to BLAS, whose threads spin on every core (a
-        # quantize worker took two cores' CPU time for one core's work)
-        self.sq_err += float(np.einsum("i,i->", err.ravel(), err.ravel()))
-        ref64 = ref.astype(np.float64).ravel()
-        self.sq_ref += float(np.einsum("i,i->", ref64, ref64))
-
-    def result(self) -> list:
-        rel = math.sqrt(self.sq_err / self.sq_ref) if self.sq_ref > 0 else 0.0
-        return [self.max_abs, rel, self.nonfinite]
-
-
 def _quantized(reader: SafetensorsReader, op: TensorOp, block: tuple[int, int],
-               scale_fmt: str, scales: list[np.ndarray], stats: _ErrorStats
+               scale_fmt: str, scales: list[np.ndarray], stats: RoundTripStats
                ) -> Iterator[memoryview]:
     rows, cols = op.shape
     for r0, r1 in _row_steps(rows, cols * itemsize(op.src_dtype), block[0]):
-        w = reader.read_rows(op.name, r0, r1).astype(np.float32)
-        q, s = fp8.quantize(w, block, scale_fmt=scale_fmt)
+        # the round-trip error is against exactly what upcast --dtype f32 gives back
+        q, s = quantize(reader.read_rows(op.name, r0, r1), block, scale_fmt=scale_fmt,
+                        errors=stats)
         scales.append(s)
-        stats.add(w, fp8.dequantize(q, s, block))  # exactly what upcast --dtype f32 gives back
         yield memoryview(q.reshape(-1).view(np.uint8))
 
 
@@ -159,10 +138,10 @@ def write_file(src: str | RemotePath, dst: str, job: ShardJob, block: tuple[int,
                 w.write_bytes(op.name, _dequantized(r, scale, op, block))
                 continue
             scales: list[np.ndarray] = []
-            stats = _ErrorStats()
+            stats = RoundTripStats()
             w.write_bytes(op.name, _quantized(r, op, block, scale_fmt, scales, stats))
             w.write(op.scale, np.concatenate(scales) if scales
-                    else np.zeros(scale_shape(op.shape, block), np.float32))
+                    else np.zeros(block_grid(op.shape, block), np.float32))
             errors[op.name] = stats.result()
     return errors
 
@@ -237,6 +216,6 @@ def call(fn, *args):
 def job_memory(job: ShardJob, block: tuple[int, int]) -> int:
     """The most one job holds: a worker, one step's temporaries, the largest scale grid
     (read whole for dequantize, gathered whole for quantize)."""
-    grids = [math.prod(scale_shape(op.shape, block)) * 4 for op in job.ops
+    grids = [math.prod(block_grid(op.shape, block)) * 4 for op in job.ops
              if op.kind in ("dequantize", "quantize")]
     return WORKER_MEMORY + STEP_MEMORY + 2 * max(grids, default=0)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .errors import FormatError
+from .formats import MP_SCALE_SUFFIX, SCALE_SUFFIX  # noqa: F401  (re-exported to older importers)
 from .remote.stores import as_path
 
 CONFIG_FILE = "config.json"
@@ -24,9 +25,6 @@ SHARD_NAME_RE = re.compile(r"model-(\d+)-of-(\d+)\.safetensors")
 MP_FILE = "model{rank}-mp{n}.safetensors"
 MP_FILE_RE = re.compile(r"model(\d+)-mp(\d+)\.safetensors")
 MP_FILE_GLOB = "model*-mp*.safetensors"
-SCALE_SUFFIX = "_scale_inv"  # HF: "x.weight" -> "x.weight_scale_inv"
-# DeepSeek's demo model names an FP8 weight's scale "<module>.scale" (its Linear.scale)
-MP_SCALE_SUFFIX = ".scale"
 T = TypeVar("T")
 
 

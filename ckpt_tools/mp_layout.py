@@ -34,7 +34,7 @@ from .errors import (
     UnexpectedTensorError,
     UnsupportedModelError,
 )
-from .fp8 import dequantize, dequantize_rows
+from .formats.fp8_block import dequantize, dequantize_rows
 from .index import (  # noqa: F401
     MP_FILE,
     MP_FILE_GLOB,

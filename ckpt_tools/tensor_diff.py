@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from .dtypes import FP8_DTYPES
+from .formats import FP8_BLOCK
 from .progress import Progress, or_null
 from .results import Result
 from .tensor_plan import SCALE_SUFFIX
@@ -128,8 +129,8 @@ def _compare(ck_a: "Checkpoint", ck_b: "Checkpoint", name: str, shape: tuple[int
     rows = shape[0] if shape else 1
     cols = math.prod(shape[1:]) if len(shape) > 1 else 1
     step = max(1, _CHUNK_ELEMENTS // max(cols, 1))
-    if step >= 128:
-        step -= step % 128  # whole FP8 row blocks: no scale row is read twice
+    if step >= FP8_BLOCK[0]:
+        step -= step % FP8_BLOCK[0]  # whole FP8 row blocks: no scale row is read twice
     sq_d = sq_a = sq_b = dot = 0.0
     max_abs = 0.0
 

@@ -27,7 +27,8 @@ from .config_layouts import ConfigReading
 from .dtypes import DTYPES
 from .errors import ARGUMENT_PLACEHOLDER, ArgumentError
 from .families import Family, family_of
-from .fp8 import BF16, FP8_QUANTIZATION_CONFIG, quantize
+from .formats import FP8_BLOCK, FP8_QUANTIZATION_CONFIG
+from .formats.fp8_block import BF16, quantize
 from .progress import Progress, or_null
 from .sources import resolve_config
 from .tensor_plan import TensorPlan, TensorSpec
@@ -65,7 +66,7 @@ TINY_MOE_LAYERS = 2
 # that leaves partial FP8 blocks, and a top-k below the test sequences' lengths.
 TINY_INDEXER = {"index_n_heads": 16, "index_head_dim": 32, "index_topk": 8}
 CHUNK_ELEMENTS = 1 << 23  # 64 MB of float64 draws per block of rows
-CHUNK_ROWS_MULTIPLE = 128  # FP8 block rows (V3's 128): chunks quantise independently
+CHUNK_ROWS_MULTIPLE = FP8_BLOCK[0]  # whole FP8 block rows: chunks quantise independently
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,10 @@ import numpy as np
 
 from .dtypes import DTYPES
 from .errors import FormatError
+from .formats import SCALE_SUFFIX
 from .parallel import WORKER_MEMORY, ExecutorName, Job, JobRun, run_jobs, workers_for
 from .progress import Progress
 from .safetensors_io import SafetensorsReader
-from .tensor_plan import SCALE_SUFFIX
 
 # bits view, |x| mask, |x| bits of +inf (None: no inf; then |x| == mask is NaN, as in e4m3fn)
 FLOAT_BITS: dict[str, tuple[type, int, int | None]] = {

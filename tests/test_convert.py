@@ -24,8 +24,8 @@ from ckpt_tools.errors import (
     UnexpectedTensorError,
 )
 from ckpt_tools.fault_injection import ENV_VAR
-from ckpt_tools.fp8 import BF16, FP8_E4M3, dequantize
-from ckpt_tools.fp8 import quantize as quantize_array
+from ckpt_tools.formats.fp8_block import BF16, FP8_E4M3, dequantize
+from ckpt_tools.formats.fp8_block import quantize as quantize_array
 from ckpt_tools.index import INDEX_FILE, read_index, write_index
 from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
 from ckpt_tools.tensor_plan import SCALE_SUFFIX, TensorPlan

@@ -221,7 +221,7 @@ def test_transformers_v32_with_covering_topk_equals_transformers_v3(tmp_path):
 @pytest.mark.reference
 def test_upcast_of_fp8_v32_loads_in_transformers_and_matches_ckpt_forward(v32_fp8, tmp_path,
                                                                           run_cli):
-    from ckpt_tools.fp8 import BF16
+    from ckpt_tools.formats.fp8_block import BF16
     from ckpt_tools.tensor_plan import SCALE_SUFFIX
 
     out = tmp_path / "bf16"

@@ -14,7 +14,7 @@ import pytest
 from ckpt_tools.arch_figures import arch_figures
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.diff import diff
-from ckpt_tools.fp8 import BF16
+from ckpt_tools.formats.fp8_block import BF16
 from ckpt_tools.index import INDEX_FILE, ShardIndex, read_index, write_index, write_json_atomic
 from ckpt_tools.presets import find_preset
 from ckpt_tools.safetensors_io import read_header, write_safetensors

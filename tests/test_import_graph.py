@@ -107,6 +107,7 @@ DEFERRED = {
     ("diff.py", ".checkpoint"): "numpy only for checkpoint directories",
     ("download.py", ".validate"): "validation only after a download",
     ("info.py", ".checkpoint"): "numpy only for checkpoint directories",
+    ("formats/kernels.py", "."): "numba (the compiled kernels) only when a kernel is first used",
     ("inventory.py", ".checkpoint"): "numpy: the inventory itself reads headers only",
     ("inventory.py", ".mp_layout"): "numpy: only model-parallel directories pay for it",
     ("parallel.py", ".ray_executor"): "the ray extra",

@@ -18,7 +18,7 @@ from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.convert import quantize, upcast
 from ckpt_tools.download import check_tensors
 from ckpt_tools.errors import CkptError
-from ckpt_tools.fp8 import BF16
+from ckpt_tools.formats.fp8_block import BF16
 from ckpt_tools.index import INDEX_FILE, read_index
 from ckpt_tools.inventory import inspect
 from ckpt_tools.policy import TOLERATED

@@ -11,13 +11,12 @@ import pytest
 
 from ckpt_tools.dtypes import DTYPES, dtype_name
 from ckpt_tools.errors import ShapeMismatchError
-from ckpt_tools.v4.mx_formats import (
-    E8M0,
+from ckpt_tools.formats import is_fp4_pair
+from ckpt_tools.formats.e8m0 import E8M0, e8m0_to_float32
+from ckpt_tools.formats.mxfp4 import (
     dequantize_fp4,
     dequantize_fp8,
-    e8m0_to_float32,
     fp4_to_fp8,
-    is_fp4_pair,
     quantize_fp4,
     quantize_fp8,
 )

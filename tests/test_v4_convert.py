@@ -13,7 +13,7 @@ from ckpt_tools.errors import ArgumentError, MissingTensorError
 from ckpt_tools.index import INDEX_FILE, read_index
 from ckpt_tools.safetensors_io import SafetensorsReader
 from ckpt_tools.tiny import make_tiny
-from ckpt_tools.v4.mx_formats import dequantize_fp4, dequantize_fp8
+from ckpt_tools.formats.mxfp4 import dequantize_fp4, dequantize_fp8
 from ckpt_tools.validate import validate
 
 BF16 = np.dtype(ml_dtypes.bfloat16)

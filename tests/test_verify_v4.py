@@ -80,7 +80,7 @@ def test_fp4_decoding_matches_the_definition():
         for j in range(64):
             code = codes[i, j // 2] >> 4 if j % 2 else codes[i, j // 2] & 0xF
             want[i, j] = table[code] * 2.0 ** (int(scale.view(np.uint8)[i, j // 32]) - 127)
-    from ckpt_tools.v4.mx_formats import dequantize_fp4  # what V4Checkpoint decodes with
+    from ckpt_tools.formats.mxfp4 import dequantize_fp4  # what V4Checkpoint decodes with
 
     np.testing.assert_array_equal(dequantize_fp4(packed, scale), want)
     np.testing.assert_array_equal(dequantize_fp4(np.tile(packed, (50, 1)), np.tile(scale, (50, 1))),

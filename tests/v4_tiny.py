@@ -130,7 +130,7 @@ def stored_dtypes(c: dict) -> dict[str, str]:
 
 def quantize_fp4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """MXFP4 (I8 codes, E8M0 scale per 32 inputs), as ckpt_tools writes it."""
-    from ckpt_tools.v4.mx_formats import quantize_fp4 as quantize
+    from ckpt_tools.formats.mxfp4 import quantize_fp4 as quantize
 
     return quantize(w)
 

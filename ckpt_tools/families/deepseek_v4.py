@@ -20,10 +20,11 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 
+from ..formats import MP_SCALE_SUFFIX as SCALE_SUFFIX  # "x.weight" -> "x.scale"
+from ..formats import mp_scale_name as scale_name
 from .base import EXPERT, HF_LAYER_PREFIX, Block, Family, Row
 
 CSA_RATIO = 4  # compressed sparse attention: overlapping windows, plus an indexer
-SCALE_SUFFIX = ".scale"  # "x.weight" -> "x.scale"
 
 
 def _row(role: str, section: str, native: str, hf: str | None, shape, component: str,
@@ -190,10 +191,6 @@ SCOPES = {
     "mtp_input": {"native": MTP_PREFIX, "mp": MTP_PREFIX, "hf": MTP_PREFIX},
     "mtp_output": {"native": MTP_PREFIX, "mp": MTP_PREFIX, "hf": MTP_PREFIX},
 }
-
-
-def scale_name(weight_name: str) -> str:
-    return weight_name.removesuffix(".weight") + SCALE_SUFFIX
 
 
 def weight_name(scale: str) -> str:

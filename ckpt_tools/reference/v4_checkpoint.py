@@ -15,7 +15,7 @@ Every read is by row range with pread (`read_float32_rows`): an FP8 weight is re
 so memory is bounded by the rows asked for. Nothing is cached.
 
 The config is read by `config.read_config_file` (`v4.config.DeepseekV4Config`), the number
-formats decoded by `v4.mx_formats`, the names mapped by `families.deepseek_v4`: one place for each.
+formats decoded by `ckpt_tools.formats`, the names mapped by `families.deepseek_v4`: one place for each.
 """
 
 from __future__ import annotations
@@ -29,16 +29,17 @@ import numpy as np
 from ..config import read_config_file
 from ..dtypes import DTYPES
 from ..errors import ConfigError, FormatError, MissingTensorError, ShapeMismatchError
-from ..families.deepseek_v4 import SCALE_SUFFIX, expert_of, hf_name, stacked_names
-from ..fp8 import dequantize
+from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
+from ..formats import FP8_BLOCK, SCALE_SUFFIX, mp_scale_name
+from ..formats.e8m0 import E8M0
+from ..formats.fp8_block import dequantize
+from ..formats.mxfp4 import dequantize_fp4, dequantize_fp8
 from ..index import INDEX_FILE, SINGLE_FILE, read_index
 from ..remote.stores import as_path
 from ..safe_paths import safe_member
 from ..safetensors_io import SafetensorsReader
 from ..sources import CONFIG_FILE
-from ..v4 import mx_formats as mx
 from ..v4.config import DeepseekV4Config
-FP8_BLOCK = mx.FP8_BLOCK[0]
 
 
 class _Where:
@@ -152,9 +153,7 @@ class V4Checkpoint:
     def _scale_name(self, stored: str) -> str | None:
         if not stored.endswith(".weight"):
             return None
-        for suffix in (SCALE_SUFFIX, ".weight_scale_inv", "_scale_inv"):
-            name = (stored[:-len(".weight")] + suffix if suffix != "_scale_inv"
-                    else stored + suffix)
+        for name in (mp_scale_name(stored), stored + SCALE_SUFFIX):  # DeepSeek's, HF's
             if name in self.weight_map:
                 return name
         return None
@@ -195,14 +194,15 @@ def decode_rows(rows, scale_rows, dtype: str, start: int, stop: int, total: int,
     if scale_rows is None:
         return rows(start, stop).astype(np.float32)
     if dtype == "I8":  # MXFP4, decoded a bounded number of rows at a time
-        return mx.dequantize_fp4(rows(start, stop), scale_rows(start, stop), name=name)
-    first, last = start // FP8_BLOCK, -(-stop // FP8_BLOCK)
-    r0, r1 = first * FP8_BLOCK, min(last * FP8_BLOCK, total)
+        return dequantize_fp4(rows(start, stop), scale_rows(start, stop), name=name)
+    block_rows = FP8_BLOCK[0]
+    first, last = start // block_rows, -(-stop // block_rows)
+    r0, r1 = first * block_rows, min(last * block_rows, total)
     weight, scales = rows(r0, r1), scale_rows(first, last)
-    if scales.dtype == mx.E8M0:
-        values = mx.dequantize_fp8(weight, scales)
+    if scales.dtype == E8M0:
+        values = dequantize_fp8(weight, scales)
     else:  # float scales (weight_scale_inv)
-        values = dequantize(weight, scales.astype(np.float32), mx.FP8_BLOCK)
+        values = dequantize(weight, scales.astype(np.float32), FP8_BLOCK)
     return values if (r0, r1) == (start, stop) else values[start - r0:stop - r0].copy()
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..config import Config
 from ..errors import MissingTensorError, ShapeMismatchError
+from ..formats import FP8_BLOCK
 from ..modules import roles
 from ..tensor_plan import TensorPlan
 
@@ -132,7 +133,7 @@ def project_in_row_slices(x: np.ndarray, source, name: str, want: tuple[int, int
     so a large matrix never sits in memory whole; `check(name, want, got)` vets each slice."""
     out_rows, in_cols = want
     step = max(1, chunk_bytes // (in_cols * 4))
-    step = step // 128 * 128 or step  # whole FP8 row blocks when the budget allows
+    step = step // FP8_BLOCK[0] * FP8_BLOCK[0] or step  # whole FP8 row blocks when it fits
     y = np.empty((*x.shape[:-1], out_rows), np.float32)  # [..., out]
     for r0 in range(0, out_rows, step):
         r1 = min(r0 + step, out_rows)

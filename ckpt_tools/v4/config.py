@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from ..config_reading import ConfigReading
 from ..errors import UnsupportedModelError
+from ..formats import FP4_BLOCK  # noqa: F401  (v4.tensor_plan imports it from here)
+from ..formats import FP8_BLOCK as FP8_BLOCK_SHAPE
 
 # compress_ratios entry -> transformers 5 `layer_types` name (and back)
 RATIO_TO_LAYER_TYPE = {
@@ -30,8 +32,7 @@ RATIO_TO_LAYER_TYPE = {
 LAYER_TYPE_TO_RATIO = {v: k for k, v in RATIO_TO_LAYER_TYPE.items()}
 CSA_RATIO = 4  # compressed sparse attention: overlapping windows of 4, plus an indexer
 HCA_RATIO = 128  # heavily compressed attention: windows of 128, no indexer
-FP8_BLOCK = 128
-FP4_BLOCK = 32  # one E8M0 scale per 32 inputs of an MXFP4 expert row
+FP8_BLOCK = FP8_BLOCK_SHAPE[0]  # the side of V4's square blocks (v4.tensor_plan uses it)
 
 ExpertDtype = Literal["fp4", "fp8"]
 
@@ -44,7 +45,7 @@ class V4QuantizationConfig(BaseModel):
     quant_method: Literal["fp8"] = Field(description="DeepSeek block FP8 for the dense weights")
     fmt: Literal["e4m3"] = "e4m3"
     activation_scheme: Literal["dynamic", "static"] = "dynamic"
-    weight_block_size: tuple[int, int] = Field((128, 128), description="V4 ships 128x128 only")
+    weight_block_size: tuple[int, int] = Field(FP8_BLOCK_SHAPE, description="V4 ships 128x128 only")
     scale_fmt: Literal["ue8m0", "float"] | None = Field(
         None, description="'ue8m0': scales are stored as F8_E8M0 powers of two")
     expert_dtype: ExpertDtype | None = Field(
@@ -52,7 +53,7 @@ class V4QuantizationConfig(BaseModel):
 
     @model_validator(mode="after")
     def _block(self):
-        if tuple(self.weight_block_size) != (FP8_BLOCK, FP8_BLOCK):
+        if tuple(self.weight_block_size) != FP8_BLOCK_SHAPE:
             raise ValueError(f"weight_block_size: V4 stores 128x128 blocks, found "
                              f"{list(self.weight_block_size)}")
         return self

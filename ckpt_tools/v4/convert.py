@@ -1,7 +1,7 @@
 """`ckpt upcast` and `ckpt quantize` for DeepSeek-V4 (FP8 + E8M0 blocks, MXFP4 experts).
 
 upcast: every F8_E4M3 weight and every I8-packed MXFP4 expert is dequantised with its
-`.scale` into BF16 (or F32) by the definitions in mx_formats (bit for bit), scales are
+`.scale` into BF16 (or F32) by the definitions in `formats` (bit for bit), scales are
 dropped, everything else is copied (widened with `dtype="f32"`). Two layouts:
 - "deepseek": the same names as the source (DeepSeek's own `inference/` code reads them);
 - "hf": transformers' `DeepseekV4ForCausalLM` names (families.deepseek_v4), routed experts stacked
@@ -32,7 +32,7 @@ from pydantic import Field
 
 from .. import part_writer
 from ..checkpoint import Checkpoint
-from ..convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, _ErrorStats
+from ..convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY
 from ..convert_output import (
     copy_refusal,
     FileWork,
@@ -44,6 +44,9 @@ from ..convert_output import (
     write_files,
 )
 from ..dtypes import DTYPES, itemsize
+from ..formats import E8M0_NAN, FP8_BLOCK, FP8_QUANTIZATION_CONFIG, mp_scale_name
+from ..formats import mxfp4 as mx
+from ..formats.round_trip import RoundTripStats
 from ..errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
 from ..index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from ..inventory import require
@@ -57,8 +60,7 @@ from ..remote.path import RemotePath, job_source
 from ..safetensors_io import SafetensorsReader, SafetensorsWriter
 from ..side_files import copy_side_files
 from ..sources import CONFIG_FILE
-from . import mx_formats as mx
-from ..families.deepseek_v4 import expert_of, hf_name, scale_name, stacked_names
+from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
 from .tensor_plan import V4TensorPlan
 from .validate import detect_layout, largest_finite_scale_byte
 
@@ -133,7 +135,7 @@ def _checked_source(ck: Checkpoint, command: Command) -> tuple[dict, str, str | 
 
 def _upcast_part(name, shard, e, out_dtype: str) -> tuple[Part, str, tuple[int, ...]]:
     """(part, output dtype, output shape) of one non-scale source tensor."""
-    scale = scale_name(name)
+    scale = mp_scale_name(name)
     if e.dtype == "F8_E4M3":
         return Part(name, shard, e.dtype, e.shape, "fp8", scale), out_dtype, e.shape
     if e.dtype == "I8":
@@ -212,7 +214,7 @@ def plan_quantize_v4(ck: Checkpoint, expert_dtype: str) -> list[Job]:
             continue
         sshape = target.by_name[spec.scale_name].shape
         if e.dtype == "I8":
-            scale = scale_name(spec.name)
+            scale = mp_scale_name(spec.name)
             part = Part(spec.name, shard, e.dtype, e.shape, "repack", scale, entries[scale][0])
         else:
             part = Part(spec.name, shard, e.dtype, e.shape, "to_fp4" if spec.dtype == "I8" else "to_fp8")
@@ -242,9 +244,9 @@ def _part_bytes(reader, scale_reader, p: Part, out_dtype) -> Iterator[memoryview
         for r0, r1 in _steps(rows, row_bytes, 1):
             yield _bytes(reader.read_rows(p.name, r0, r1).astype(np.float32))
         return
-    block = mx.FP8_BLOCK[0] if p.kind == "fp8" else 1
+    block = FP8_BLOCK[0] if p.kind == "fp8" else 1
     scale = scale_reader.read_rows(p.scale, 0, scale_reader.entry(p.scale).shape[0])
-    nan = int(np.count_nonzero(scale.view(np.uint8) == mx.E8M0_NAN))
+    nan = int(np.count_nonzero(scale.view(np.uint8) == E8M0_NAN))
     if nan:  # the definition would give NaN weights; a broken checkpoint, not a conversion
         raise FormatError(f"{scale_reader.path}: tensor '{p.scale}': {nan} E8M0 scales are NaN "
                           f"(byte 255); `ckpt validate --deep` lists every defect")
@@ -263,28 +265,22 @@ def _part_bytes(reader, scale_reader, p: Part, out_dtype) -> Iterator[memoryview
             yield _bytes(mx.dequantize_fp4(w, scale[r0:r1], out_dtype, name=p.name))
 
 
-def _quantized_bytes(reader, scale_reader, p: Part, scales: list, stats: _ErrorStats
+def _quantized_bytes(reader, scale_reader, p: Part, scales: list, stats: RoundTripStats
                      ) -> Iterator[memoryview]:
     rows = p.shape[0]
     row_bytes = p.shape[1] * itemsize(p.dtype)
-    align = 1 if p.kind == "to_fp4" else mx.FP8_BLOCK[0]
+    align = 1 if p.kind == "to_fp4" else FP8_BLOCK[0]
     src_scale = (scale_reader.read_rows(p.scale, 0, rows) if p.kind == "repack" else None)
     for r0, r1 in _steps(rows, row_bytes, align):
         w = reader.read_rows(p.name, r0, r1)
         if p.kind == "repack":
-            ref = mx.dequantize_fp4(w, src_scale[r0:r1])
             q, s = mx.fp4_to_fp8(w, src_scale[r0:r1])
-            back = mx.dequantize_fp8(q, s)
+            stats.add(mx.dequantize_fp4(w, src_scale[r0:r1]), mx.dequantize_fp8(q, s))
         elif p.kind == "to_fp4":
-            ref = w.astype(np.float32)
-            q, s = mx.quantize_fp4(ref)
-            back = mx.dequantize_fp4(q, s)
+            q, s = mx.quantize_fp4(w, errors=stats)
         else:
-            ref = w.astype(np.float32)
-            q, s = mx.quantize_fp8(ref)
-            back = mx.dequantize_fp8(q, s)
+            q, s = mx.quantize_fp8(w, errors=stats)
         scales.append(s)
-        stats.add(ref, back)
         yield _bytes(q)
 
 
@@ -303,7 +299,7 @@ def _write_job(src: str | RemotePath, dst: str, job: Job, out_dtype: str) -> dic
                     w.write_bytes(t.name, chain.from_iterable(
                         _part_bytes(reader(p.shard), reader(p.scale_shard), p, dtype) for p in t.parts))
                     continue
-                p, scales, stats = t.parts[0], [], _ErrorStats()
+                p, scales, stats = t.parts[0], [], RoundTripStats()
                 w.write_bytes(t.name, _quantized_bytes(reader(p.shard), reader(p.scale_shard), p,
                                                        scales, stats))
                 w.write(t.scale, np.concatenate(scales))
@@ -425,8 +421,7 @@ def quantize_v4(src, dst, *, expert_dtype: str = "fp4", workers: int | None = No
         raise ArgumentError(f"expert_dtype must be 'fp4' or 'fp8', found {expert_dtype!r}")
     with Checkpoint(src) as ck:
         jobs = plan_quantize_v4(ck, expert_dtype)
-        qc = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
-              "scale_fmt": "ue8m0", "weight_block_size": [128, 128]}
+        qc = dict(sorted({**FP8_QUANTIZATION_CONFIG, "scale_fmt": "ue8m0"}.items()))
         config = {**_with_dtype(ck.raw_config, "bfloat16"), "quantization_config": qc,
                   "expert_dtype": expert_dtype}
         job_id = _job("quantize-v4", ck, {"expert_dtype": expert_dtype})
@@ -438,7 +433,7 @@ def quantize_v4(src, dst, *, expert_dtype: str = "fp4", workers: int | None = No
                           rel_l2_error=errors[t.name][1], nonfinite=errors[t.name][2])
            for t in quantized]
     return V4QuantizeReport(
-        source=str(src), destination=str(dst), scale_fmt="ue8m0", block=(128, 128),
+        source=str(src), destination=str(dst), scale_fmt="ue8m0", block=FP8_BLOCK,
         expert_dtype=expert_dtype, files=[j.file for j in jobs],
         tensors=sum(len(t.specs()) for j in jobs for t in j.tensors), quantized=len(per),
         quantized_fp4=sum(t.parts[0].kind == "to_fp4" for t in quantized),

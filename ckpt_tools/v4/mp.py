@@ -43,7 +43,9 @@ from ..errors import (
     ShapeMismatchError,
     VerificationError,
 )
-from ..fp8 import BF16
+from ..formats import FP8_BLOCK
+from ..formats.fp8_block import BF16
+from ..formats.mxfp4 import dequantize_fp8, quantize_fp8
 from ..index import (
     INDEX_FILE,
     SINGLE_FILE,
@@ -66,7 +68,6 @@ from ..results import Result
 from ..safetensors_io import SafetensorsReader, SafetensorsWriter
 from ..side_files import copy_side_files
 from ..sources import CONFIG_FILE
-from . import mx_formats as mx
 from .mp_layout import SPLIT_DIM, Piece, Rule, check_blocks, module_of, rank_pieces, rule_of  # noqa: F401  (re-exported)
 from .tensor_plan import V4TensorPlan
 
@@ -116,11 +117,11 @@ def _piece_chunks(reader, scale_reader, p: Piece, full_shape):
         for r0, r1 in _row_ranges(p.stop - p.start, row_bytes):
             yield _bytes(reader.read_rows(p.name, p.start + r0, p.start + r1))
         return
-    block = mx.FP8_BLOCK[0]
+    block = FP8_BLOCK[0]
     scale = scale_reader.read_rows(p.dequantize_with, p.start // block, p.stop // block)
     for r0, r1 in _row_ranges(p.stop - p.start, row_bytes, block):
         w = reader.read_rows(p.name, p.start + r0, p.start + r1)
-        yield _bytes(mx.dequantize_fp8(w, scale[r0 // block: r1 // block], BF16))
+        yield _bytes(dequantize_fp8(w, scale[r0 // block: r1 // block], BF16))
 
 
 def _write_rank(src: str | RemotePath, dst: str, file: str, pieces: list[Piece],
@@ -294,10 +295,10 @@ def _joined(readers, pieces: list[tuple[int, Piece]], shape, where: str):
 def _requantized(readers, pieces: list[tuple[int, Piece]], scales: list[np.ndarray]):
     """wo_a back to FP8 with ue8m0 scales, 128 rows at a time (each rank's share is whole
     blocks); the scale rows are collected in `scales`."""
-    block = mx.FP8_BLOCK[0]
+    block = FP8_BLOCK[0]
     for r, p in pieces:
         rows = p.shape[0]
         for r0, r1 in _row_ranges(rows, math.prod(p.shape[1:]) * 2, block):
-            q, s = mx.quantize_fp8(readers[r].read_rows(p.name, r0, r1).astype(np.float32))
+            q, s = quantize_fp8(readers[r].read_rows(p.name, r0, r1).astype(np.float32))
             scales.append(s)
             yield _bytes(q)

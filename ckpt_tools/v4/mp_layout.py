@@ -13,7 +13,7 @@ from typing import NamedTuple
 from ..errors import ConfigError
 from ..families.base import EXPERT, Rule
 from ..families.deepseek_v4 import ROWS, row_of
-from . import mx_formats as mx
+from ..formats import FP8_BLOCK
 from .tensor_plan import V4TensorPlan
 
 
@@ -82,7 +82,7 @@ def check_blocks(plan: V4TensorPlan, n: int) -> None:
     """A split FP8 weight's share must be whole 128-blocks, or its scale cannot follow."""
     for s in plan.specs:
         rule = rule_of(s.name)
-        if isinstance(rule, int) and s.scale_name and (s.shape[rule] // n) % mx.FP8_BLOCK[0]:
+        if isinstance(rule, int) and s.scale_name and (s.shape[rule] // n) % FP8_BLOCK[0]:
             raise ConfigError(f"model_parallel {n} splits dim {rule} of FP8 '{s.name}' "
                               f"{list(s.shape)} into {s.shape[rule] // n}-wide pieces, not whole "
                               f"128-blocks: its scale cannot be split with it")

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..config import parse_config
 from ..dtypes import DTYPES
-from ..fp8 import FP8_QUANTIZATION_CONFIG
+from ..formats import FP8_QUANTIZATION_CONFIG
 from ..presets import find_preset
 from ..progress import or_null
 from ..sources import resolve_config
@@ -27,7 +27,7 @@ from ..tensor_plan import TensorSpec
 from ..tiny import Shrunk
 from ..tiny_writer import TinyCheckpoint, write_tiny
 from .config import ExpertDtype
-from .mx_formats import quantize_fp4, quantize_fp8
+from ..formats.mxfp4 import quantize_fp4, quantize_fp8
 from .tensor_plan import V4TensorPlan
 
 TINY_V4_WIDTHS = {

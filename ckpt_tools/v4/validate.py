@@ -18,6 +18,7 @@ from typing import Literal
 
 from ..errors import CkptError
 from ..findings import Findings
+from ..formats import FP8_BLOCK
 from ..safetensors_io import SafetensorsReader, TensorEntry
 from ..tensor_plan import scale_shape
 from .config import DeepseekV4Config, ExpertDtype
@@ -75,7 +76,7 @@ def expected_scale(weight: TensorEntry) -> tuple[tuple[int, ...], str] | None:
     if weight.dtype == "I8":
         rows, packed = weight.shape
         return fp4_scale_shape((rows, 2 * packed)), "MXFP4 (one scale per 32 inputs)"
-    return scale_shape(weight.shape, (128, 128)), "FP8 (128x128 blocks)"
+    return scale_shape(weight.shape, FP8_BLOCK), "FP8 (128x128 blocks)"
 
 
 def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: set[str],

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..errors import OutputError
 from ..tiny import make_tiny as build
 from ..tiny import tiny_plan
 from .conventions import json_mode, note, progress, standard_options
@@ -38,14 +39,13 @@ def _require_room(dst: str, plan) -> None:
     free = shutil.disk_usage(where).free
     largest = max(s.nbytes for s in plan.specs)
     memory = available_memory()
-    if plan.total_bytes > free:
-        raise click.BadParameter(f"the checkpoint would need {human_bytes(plan.total_bytes)} "
-                                 f"but {where} has {human_bytes(free)} free",
-                                 param_hint="'--set' / '--config'")
     if memory is not None and 2 * largest > memory:  # the tensor and its random source
         raise click.BadParameter(f"its largest tensor would need {human_bytes(2 * largest)} "
                                  f"of memory to build, {human_bytes(memory)} available",
                                  param_hint="'--set' / '--config'")
+    if plan.total_bytes > free:  # a full disk, not a wrong option: a failure (exit 1)
+        raise OutputError(f"{dst}: No space left for the {human_bytes(plan.total_bytes)} "
+                          f"checkpoint: {where} has {human_bytes(free)} free")
 
 
 @click.command("make-tiny")

@@ -27,6 +27,7 @@ from .results import Result
 from .sources import ConfigSource, resolve_config
 from .tensor_diff import HeaderDiff, ValueDiff, header_diff, value_diff
 from .tensor_plan import Layout, TensorPlan
+from .v4.diff import V4DiffReport, diff_v4
 
 
 class Side(Result):
@@ -355,7 +356,7 @@ def _summary(changes: list[FieldChange], plan: PlanDiff, verdict: Verdict) -> st
 
 
 def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = DEFAULT_CONTEXT,
-         progress: Progress | None = None) -> DiffReport:
+         progress: Progress | None = None) -> DiffReport | V4DiffReport:
     """Compare two presets, config.json files or checkpoint directories.
 
     Args:
@@ -366,7 +367,7 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
 
     Returns:
         DiffReport (B relative to A: ratios are B / A); `v4.diff.V4DiffReport` when a side
-        is DeepSeek-V4.
+        is DeepSeek-V4 (with the same tensor sections for two checkpoints).
 
     Raises:
         ConfigError: an input is not a preset/config/checkpoint.
@@ -374,18 +375,12 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         FormatError, MissingTensorError: a broken checkpoint.
     """
     src_a, src_b = resolve_config(a, lenient=True), resolve_config(b, lenient=True)
-    if "deepseek_v4" in (src_a.config.model_type, src_b.config.model_type):
-        from .v4.diff import diff_v4  # a new architecture: explained, not field-matched
-
-        if values:
-            raise ArgumentError(f"{ARGUMENT_PLACEHOLDER} is not available with DeepSeek-V4 yet; "
-                                f"compare the architectures without it", argument="values")
-        return diff_v4(a, b)
     both = src_a.kind == src_b.kind == "checkpoint"
     if values and not both:
         kinds = f"A is a {src_a.kind}, B is a {src_b.kind}"
         raise ArgumentError(f"{ARGUMENT_PLACEHOLDER} compares tensor values: A and B must both "
                             f"be checkpoint directories ({kinds})", argument="values")
+    v4 = "deepseek_v4" in (src_a.config.model_type, src_b.config.model_type)
     cks = []
     try:
         for src in (src_a, src_b):
@@ -401,19 +396,21 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         # a directory with a config.json but no weights is compared as a config
         weights = [ck is not None and (ck.index_path is not None or (ck.dir / SINGLE_FILE).is_file())
                    for ck in cks]
-        plan_a = TensorPlan(src_a.config, ck_a.layout if weights[0] else None)
-        plan_b = TensorPlan(src_b.config, ck_b.layout if weights[1] else None)
-        fig_a = arch_figures(src_a.config, context=context, plan=plan_a)
-        fig_b = arch_figures(src_b.config, context=context, plan=plan_b)
-        plan = plan_diff(plan_a, plan_b)
-        changes = config_changes(src_a.config, src_b.config)
-        verdict = _verdict(changes, plan)
         headers = header_diff(ck_a, ck_b) if all(weights) or values else None
         vals = value_diff(ck_a, ck_b, progress) if values else None
+        if v4:  # a new architecture: explained, not field-matched
+            return diff_v4(src_a, src_b, headers=headers, values=vals)
+        plan_a = TensorPlan(src_a.config, ck_a.layout if weights[0] else None)
+        plan_b = TensorPlan(src_b.config, ck_b.layout if weights[1] else None)
     finally:
         for ck in cks:
             if ck is not None:
                 ck.close()
+    fig_a = arch_figures(src_a.config, context=context, plan=plan_a)
+    fig_b = arch_figures(src_b.config, context=context, plan=plan_b)
+    plan = plan_diff(plan_a, plan_b)
+    changes = config_changes(src_a.config, src_b.config)
+    verdict = _verdict(changes, plan)
     return DiffReport(
         a=_side(src_a, fig_a.layout), b=_side(src_b, fig_b.layout), verdict=verdict,
         same_architecture=verdict in ("identical_config", "same_architecture"),

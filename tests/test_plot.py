@@ -124,19 +124,25 @@ def test_diff_figure_has_one_bar_group_per_component_and_the_other_panels(mpl, t
     fig = diff_figure(report)
     params, dtypes, kv = fig.axes
     groups = _tick_labels(params.xaxis)
-    assert groups[:len(COMPONENTS)] == [label for label, _ in COMPONENTS.values()]
-    assert [g.replace("\n", " ") for g in groups[len(COMPONENTS):]] == [
+    # neither side has V3.2's indexer: no empty group for it
+    keys = [key for key in COMPONENTS if key != "indexer"]
+    assert groups[:len(keys)] == [COMPONENTS[key][0] for key in keys]
+    assert fig.findobj(lambda artist: artist.get_gid() == "component-indexer-A") == []
+    assert [g.replace("\n", " ") for g in groups[len(keys):]] == [
         "total (main model)", "activated per token"]
     assert params.get_yscale() == "log" and "parameters" in params.get_ylabel()
     for side, figures in (("A", report.figures_a), ("B", report.figures_b)):
         p = figures.parameters
-        for key in COMPONENTS:
+        for key in keys:
             (bar,) = _by_gid(fig, f"component-{key}-{side}")
             expected = p.mtp if key == "mtp" else p.by_component.get(key, 0)
             assert bar.get_height() == expected
         assert _by_gid(fig, f"component-total-{side}")[0].get_height() == p.main
         assert _by_gid(fig, f"component-activated-{side}")[0].get_height() == p.activated
     # V3 adds MTP, V2.5 has none
+    with_indexer = diff_figure(diff("v3.1", "v3.2"))
+    assert COMPONENTS["indexer"][0] in _tick_labels(with_indexer.axes[0].xaxis)
+    assert _by_gid(with_indexer, "component-indexer-A")[0].get_height() == 0
     assert _by_gid(fig, "component-mtp-A")[0].get_height() == 0
     assert _by_gid(fig, "component-mtp-B")[0].get_height() == report.figures_b.parameters.mtp
 

@@ -114,7 +114,7 @@ def _v4_blocks(r, markdown: bool) -> list[Block]:
     rows = [[f"`{c.field}`" if markdown else c.field, _value(c.a), _value(c.b)] for c in arch]
     blocks.append(Block(f"Config fields ({len(arch)} architectural)", [], ["field", "A", "B"],
                         rows if markdown else _wrap(rows, 50), "lll"))
-    return blocks
+    return blocks + _tensor_blocks(r)
 
 
 def _blocks(r, markdown: bool) -> list[Block]:
@@ -219,6 +219,12 @@ def _blocks(r, markdown: bool) -> list[Block]:
                                                       f"{p.families_a} families"]))
 
     # 5. checkpoints
+    return blocks + _tensor_blocks(r)
+
+
+def _tensor_blocks(r) -> list[Block]:
+    """The tensor sections of two checkpoints (headers, then values), any architecture."""
+    blocks = []
     h = r.headers
     if h is not None:
         intro = [f"A: {h.tensors_a:,} tensors ({h.layout_a}), B: {h.tensors_b:,} ({h.layout_b}), "
@@ -339,8 +345,6 @@ def diff(a: str, b: str, markdown: bool, values: bool, remote: bool, context: in
 
     report = run_diff(remote_spec(a, remote), remote_spec(b, remote), values=values,
                       context=context, progress=progress() if values else None)
-    if hasattr(report, "explanations") and plot_path is not None:
-        raise click.UsageError("--plot is not available with DeepSeek-V4 yet")
     if json_mode():
         emit_json(report)
     else:

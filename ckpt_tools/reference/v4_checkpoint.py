@@ -85,7 +85,7 @@ class V4Checkpoint:
         if (self.dir / INDEX_FILE).is_file():
             return read_index(self.dir / INDEX_FILE).weight_map
         if (self.dir / SINGLE_FILE).is_file():
-            return {n: SINGLE_FILE for n in self._reader(SINGLE_FILE).names()}
+            return {n: SINGLE_FILE for n in self._reader(SINGLE_FILE).names}
         raise FormatError(f"{self.dir}: neither {INDEX_FILE} nor {SINGLE_FILE} found")
 
     @cached_property

@@ -24,21 +24,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, computed_field
 
 from ..config_diff import FieldChange, config_changes
 from ..dtypes import itemsize
 from ..info import attention_schedule
-from ..sources import resolve_config
+from ..results import Result
+from ..sources import ConfigSource, resolve_config
+from ..tensor_diff import HeaderDiff, ValueDiff
 from .tensor_plan import plan_for
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
 CONTEXTS = (131_072, 1_048_576)
 KV_BYTES = 2
 
 
-class V4Side(BaseModel):
-    model_config = _FROZEN
+class V4Side(Result):
     spec: str
     label: str
     title: str | None
@@ -46,8 +46,7 @@ class V4Side(BaseModel):
     attention: str = Field(description="Attention kind and schedule, in words")
 
 
-class Figure(BaseModel):
-    model_config = _FROZEN
+class Figure(Result):
     key: str
     label: str
     unit: Literal["params", "bytes", "elements", "flops", "count"]
@@ -56,23 +55,32 @@ class Figure(BaseModel):
     ratio: float | None = Field(description="b / a")
 
 
-class Explanation(BaseModel):
-    model_config = _FROZEN
+class Explanation(Result):
     topic: str
     text: str
 
 
-class V4DiffReport(BaseModel):
+class V4DiffReport(Result):
     """What `ckpt diff` reports when one side is DeepSeek-V4; `--json` prints exactly this."""
 
-    model_config = _FROZEN
     a: V4Side
     b: V4Side
     summary: str
     contexts: list[int]
     figures: list[Figure]
-    explanations: list[Explanation]
+    explanations: list[Explanation] = Field(description="What changes from A to B, in words; "
+                                            "none when the configs are the same architecture")
     config_changes: list[FieldChange]
+    headers: HeaderDiff | None = Field(None, description="Two checkpoints: names, shapes and "
+                                       "dtypes from their headers")
+    values: ValueDiff | None = Field(None, description="With values=True: every common tensor "
+                                     "compared by its (dequantised) value")
+
+    @computed_field(description="Always true: differences are findings, not failures "
+                                "(bad input raises)")
+    @property
+    def ok(self) -> bool:
+        return True
 
 
 def _is_v4(c) -> bool:
@@ -227,23 +235,31 @@ def _explain(ca, cb, figures: list[Figure]) -> list[Explanation]:
     return out
 
 
-def diff_v4(a: str | Path, b: str | Path) -> V4DiffReport:
-    """Compare two configs of which at least one is DeepSeek-V4 (ratios are B / A)."""
-    src_a, src_b = resolve_config(a), resolve_config(b)
+def diff_v4(a: str | Path | ConfigSource, b: str | Path | ConfigSource, *,
+            headers: HeaderDiff | None = None, values: ValueDiff | None = None) -> V4DiffReport:
+    """Compare two configs of which at least one is DeepSeek-V4 (ratios are B / A), with the
+    tensor sections `diff` computed for two checkpoints."""
+    src_a, src_b = (x if isinstance(x, ConfigSource) else resolve_config(x) for x in (a, b))
     ca, cb = src_a.config, src_b.config
     pa, pb = plan_for(ca), plan_for(cb)
     figures = _figures(ca, cb, pa, pb)
     changes = config_changes(ca, cb)
+    architectural = [c for c in changes if c.architectural]
     kv = next(f for f in figures if f.key == "kv.1M")
     fl = next(f for f in figures if f.key == "total_flops.1M")
-    summary = (f"{src_b.label} vs {src_a.label}: {len([c for c in changes if c.architectural])} "
-               f"architectural config fields differ; parameters {pb.parameters.main / 1e9:,.1f}B "
-               f"vs {pa.parameters.main / 1e9:,.1f}B, activated {pb.parameters.activated / 1e9:.1f}B "
-               f"vs {pa.parameters.activated / 1e9:.1f}B; at 1M context KV cache x{kv.ratio:.3f} "
-               f"and FLOPs per token x{fl.ratio:.3f}")
+    if architectural:
+        summary = (f"{src_b.label} vs {src_a.label}: {len(architectural)} architectural config "
+                   f"fields differ; parameters {pb.parameters.main / 1e9:,.1f}B vs "
+                   f"{pa.parameters.main / 1e9:,.1f}B, activated "
+                   f"{pb.parameters.activated / 1e9:.1f}B vs {pa.parameters.activated / 1e9:.1f}B; "
+                   f"at 1M context KV cache x{kv.ratio:.3f} and FLOPs per token x{fl.ratio:.3f}")
+    else:  # e.g. a checkpoint and its own round trip: nothing to explain
+        summary = ("Same architecture; " + ("configs identical" if not changes else
+                   "differences only in: " + ", ".join(c.field for c in changes)))
     return V4DiffReport(a=_side(src_a), b=_side(src_b), summary=summary, contexts=list(CONTEXTS),
-                        figures=figures, explanations=_explain(ca, cb, figures),
-                        config_changes=changes)
+                        figures=figures,
+                        explanations=_explain(ca, cb, figures) if architectural else [],
+                        config_changes=changes, headers=headers, values=values)
 
 
 def involves_v4(a: Any, b: Any) -> bool:

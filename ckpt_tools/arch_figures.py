@@ -19,7 +19,7 @@ no NumPy. Conventions (docs/architecture.md §6, §8):
 from collections import Counter
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from .config import Config, yarn_mscale
 from .dsa_figures import (
@@ -147,6 +147,12 @@ class ArchFigures(Result):
     routing: RoutingSemantics
     sparse_attention: SparseAttentionFigures | None = Field(
         None, description="V3.2's lightning indexer (DeepSeek Sparse Attention); None without")
+
+    @computed_field(description="Always true: figures are derived from a parsed config (a "
+                                "config that cannot be parsed raises)")
+    @property
+    def ok(self) -> bool:
+        return True
 
 
 def _layer_components(groups: list[Group], layer: int | None) -> Counter[str]:

@@ -159,6 +159,8 @@ def _rows(fa: ArchFigures, fb: ArchFigures, plan_a: int, plan_b: int) -> list[Qu
         ("kv_cache", "kv.mha_over_mla", "MHA / MLA", "ratio", lambda f: f.kv_cache.mha_over_mla, False),
         ("kv_cache", "kv.mla_at_context", f"MLA cache for {ctx:,} tokens", "bytes",
          lambda f: f.kv_cache.mla_at_context, False),
+        ("kv_cache", "kv.total_at_context", f"KV cache for {ctx:,} tokens (with indexer keys)",
+         "bytes", lambda f: f.kv_cache.total_at_context, False),
         ("attention", "attention.softmax_scale", "attention softmax scale", "scale",
          lambda f: f.attention.softmax_scale, True),
         ("attention", "attention.base_scale", "  qk_head_dim^-0.5", "scale",

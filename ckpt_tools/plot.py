@@ -38,6 +38,8 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "embedding": ("embedding", "#8c564b"),
     "attention": ("attention", "#1f77b4"),
     "indexer": ("DSA indexer", "#17becf"),  # V3.2's lightning indexer
+    "compressor": ("KV compressor", "#bcbd22"),  # V4's CSA / HCA compressors
+    "hyper_connection": ("hyper-connections", "#aec7e8"),  # V4's residual-stream mixing
     "dense_mlp": ("dense MLP", "#ff7f0e"),
     "routed_expert": ("routed experts", "#2ca02c"),
     "shared_expert": ("shared experts", "#98df8a"),
@@ -417,14 +419,19 @@ def info_figure(info: "ModelInfo") -> "Figure":
     """Where the bytes live: one bar per layer (embedding and head apart, MTP after),
     stacked by component, in the layout the config describes."""
     stretches = info.bytes_by_layer
-    totals = {key: sum(s.bytes_by_component.get(key, 0) for s in stretches) for key in COMPONENTS}
+    # every component the model has (one the chart has no colour for still counts: the
+    # bars add up to the model's bytes, as `ckpt info` states them)
+    keys = [*COMPONENTS, *sorted({k for s in stretches for k in s.bytes_by_component}
+                                 - set(COMPONENTS))]
+    totals = {key: sum(s.bytes_by_component.get(key, 0) for s in stretches) for key in keys}
     total = sum(totals.values())
     unit, size = _byte_unit(max(sum(s.bytes_by_component.values()) for s in stretches))
     fig = _figure(max(7.0, 0.16 * len(stretches) + 4), 4.8)
     ax = fig.add_subplot()
     x = range(len(stretches))
     bottoms = [0.0] * len(stretches)
-    for key, (label, color) in COMPONENTS.items():
+    for key in keys:
+        label, color = COMPONENTS.get(key, (key.replace("_", " "), None))
         heights = [s.bytes_by_component.get(key, 0) / size for s in stretches]
         if not any(heights):
             continue

@@ -1,22 +1,10 @@
 """`ckpt diff A B` when one side is DeepSeek-V4: the new architecture explained against
 V3 / V3.2 (or V4 against V4), with long-context figures computed from both configs.
 
-Conventions (docs/deepseek_v4.md, "Long context"):
-- KV cache: elements cached per token of context, summed over the main layers, and bytes
-  at 2 bytes per element (BF16, as `arch_figures`; DeepSeek's V4 kernels store part of
-  it in FP8, which lowers V4's absolute bytes but not the comparison by much).
-  MLA (V3): kv_lora_rank + qk_rope_head_dim per token and layer; V3.2 adds its indexer's
-  key (index_head_dim). V4: every layer keeps a `sliding_window` of head_dim-wide KV;
-  CSA (ratio 4) adds context/4 compressed entries plus its indexer's keys
-  (index_head_dim each); HCA (ratio 128) adds context/128 entries; sliding layers nothing.
-- Attention FLOPs for one new token attending to `context` earlier ones (2 per
-  multiply-add): MLA absorbed as DeepSeek's inference runs it, 2 H (kv_lora + rope) for
-  scores + 2 H kv_lora for values per attended token, every token (V3) or the indexer's
-  top-k (V3.2, plus 2 index_n_heads index_head_dim per context token for the indexer);
-  V4, per attended entry 4 H head_dim (shared-KV MQA), entries = window + top-k of the
-  compressed (CSA, plus its indexer over context/4) or window + all context/128 (HCA).
-- Total FLOPs per token = 2 x activated parameters + attention FLOPs (the tensor plan's
-  activated count; DeepSeek's per-token comparison counts the same two parts).
+The KV cache and attention FLOPs of either side are `attention_cost`'s (the figures
+`info` and every other diff show; formulas and sources in docs/attention_cost.md). Total
+FLOPs per token = 2 x activated parameters + attention FLOPs (the tensor plan's activated
+count; DeepSeek's per-token comparison counts the same two parts).
 """
 
 from __future__ import annotations
@@ -26,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, computed_field
 
+from ..attention_cost import attention_flops, kv_cache_bytes
 from ..config_diff import FieldChange, config_changes
 from ..dtypes import itemsize
 from ..info import attention_schedule
@@ -35,7 +24,6 @@ from ..tensor_diff import HeaderDiff, ValueDiff
 from .tensor_plan import plan_for
 
 CONTEXTS = (131_072, 1_048_576)
-KV_BYTES = 2
 
 
 class V4Side(Result):
@@ -92,45 +80,6 @@ def _sparse(c) -> bool:
     return not _is_v4(c) and getattr(c, "index_topk", None) is not None
 
 
-def kv_elements(c, context: int) -> int:
-    """KV-cache elements held for `context` tokens (main layers; conventions above)."""
-    if not _is_v4(c):
-        per_token = c.kv_lora_rank + c.qk_rope_head_dim + (c.index_head_dim if _sparse(c) else 0)
-        return per_token * context * c.num_hidden_layers
-    total = 0
-    for ratio in c.compress_ratios[: c.num_hidden_layers]:
-        total += min(context, c.sliding_window) * c.head_dim
-        if ratio:
-            total += context // ratio * c.head_dim
-        if ratio == 4:
-            total += context // ratio * c.index_head_dim
-    return total
-
-
-def attention_flops(c, context: int) -> int:
-    """FLOPs for one token attending to `context` earlier tokens, all main layers."""
-    if not _is_v4(c):
-        h, lat, rope = c.num_attention_heads, c.kv_lora_rank, c.qk_rope_head_dim
-        attended = min(context, c.index_topk) if _sparse(c) else context
-        per_layer = 2 * h * (2 * lat + rope) * attended
-        if _sparse(c):
-            per_layer += 2 * c.index_n_heads * c.index_head_dim * context
-        return per_layer * c.num_hidden_layers
-    per_entry = 4 * c.num_attention_heads * c.head_dim
-    window = min(context, c.sliding_window)
-    total = 0
-    for ratio in c.compress_ratios[: c.num_hidden_layers]:
-        if ratio == 0:
-            total += per_entry * window
-        elif ratio == 4:
-            compressed = context // ratio
-            total += per_entry * (window + min(compressed, c.index_topk))
-            total += 2 * c.index_n_heads * c.index_head_dim * compressed
-        else:
-            total += per_entry * (window + context // ratio)
-    return total
-
-
 def _side(src) -> V4Side:
     c = src.config
     if _is_v4(c):
@@ -161,9 +110,8 @@ def _figures(ca, cb, pa, pb) -> list[Figure]:
     ]
     for t in CONTEXTS:
         k = f"{t // 1024}K" if t < 1 << 20 else f"{t >> 20}M"
-        ka, kb = kv_elements(ca, t), kv_elements(cb, t)
         rows.append(_row(f"kv.{k}", f"KV cache at {k} context (BF16 bytes)", "bytes",
-                         ka * KV_BYTES, kb * KV_BYTES))
+                         kv_cache_bytes(ca, t), kv_cache_bytes(cb, t)))
         fa, fb = attention_flops(ca, t), attention_flops(cb, t)
         rows.append(_row(f"attention_flops.{k}", f"attention FLOPs per token at {k}", "flops", fa, fb))
         rows.append(_row(f"total_flops.{k}", f"total FLOPs per token at {k} (2 x activated + "
@@ -203,7 +151,7 @@ def _explain(ca, cb, figures: list[Figure]) -> list[Explanation]:
         f"entry, all attended). The MTP block is ratio {v4.compress_ratios[-1]}.")))
     m = "1M"
     out.append(Explanation(topic="KV cache", text=(
-        f"BF16 bytes as in docs/deepseek_v4.md; KV cache at 128K: {fig['kv.128K'].a:,.0f} vs "
+        f"BF16 bytes as in docs/attention_cost.md; KV cache at 128K: {fig['kv.128K'].a:,.0f} vs "
         f"{fig['kv.128K'].b:,.0f} bytes (B/A {fig['kv.128K'].ratio:.3f}); at 1M: "
         f"{fig['kv.' + m].a:,.0f} vs {fig['kv.' + m].b:,.0f} (B/A {fig['kv.' + m].ratio:.3f}). "
         f"DeepSeek states V4-Pro needs 10% of V3.2's KV cache at 1M tokens.")))

@@ -283,6 +283,40 @@ def test_info_figure_of_a_tiny_checkpoint(mpl, make_ckpt, tmp_path):
     _save_both(fig, tmp_path, "tiny-info")
 
 
+# -- DeepSeek-V4 ------------------------------------------------------------------------------
+def test_v4_diff_figure_draws_each_figure_row_for_both_sides(mpl, tmp_path):
+    from ckpt_tools.plot import diff_figure
+
+    report = diff("v3.2", "v4-flash")
+    fig = diff_figure(report)
+    ax = fig.axes[0]
+    assert _tick_labels(ax.yaxis) == [f.label for f in report.figures]
+    for side in ("A", "B"):
+        bars = _by_gid(fig, f"figures-{side}")
+        assert len(bars) == len(report.figures)
+        for bar, f in zip(bars, report.figures):  # each row relative to its larger side
+            assert bar.get_width() == pytest.approx(getattr(f, side.lower()) / max(f.a, f.b))
+    _save_both(fig, tmp_path, "v4-diff")
+
+
+def test_v4_value_diff_figure_and_plot_option(mpl, run_cli, tmp_path):
+    from ckpt_tools.convert import upcast
+    from ckpt_tools.tiny import make_tiny
+
+    make_tiny(tmp_path / "fp4", "v4-flash", fp8=True, expert_dtype="fp4")
+    flip_sign_on_disk(upcast(tmp_path / "fp4", tmp_path / "bf16", workers=1).destination,
+                      "layers.1.attn.wq_a.weight")
+    out = tmp_path / "values.svg"
+    r = run_cli("diff", tmp_path / "fp4", tmp_path / "bf16", "--values", "--plot", out)
+    assert r.exit_code == 0, r.output
+    svg = out.read_text()
+    assert "1. layers.1.attn.wq_a.weight" in svg
+    report = diff(tmp_path / "fp4", tmp_path / "bf16", values=True)
+    (worst,) = [t for t in report.values.tensors if t.max_abs]
+    assert worst.name == "layers.1.attn.wq_a.weight" and worst.rel_l2 == pytest.approx(2.0)
+    assert report.values.compared == report.headers.common
+
+
 # -- files and the command line --------------------------------------------------------------
 def test_saved_files_are_reproducible_and_only_png_or_svg(mpl, tmp_path):
     from ckpt_tools.plot import info_figure, save_figure

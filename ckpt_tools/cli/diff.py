@@ -87,7 +87,7 @@ def _family_side(s) -> str:
 
 _KIND = {
     "only_a": "only in A", "only_b": "only in B", "shape": "shape differs",
-    "dtype": "dtype differs", "fp8_vs_float": "FP8 vs float (compared by value)",
+    "dtype": "dtype differs", "fp8_vs_float": "quantised vs float (compared by value)",
 }
 _SECTIONS = {
     "structure": "Structure", "parameters": "Parameters", "components": "Parameters by component",
@@ -235,11 +235,11 @@ def _tensor_blocks(r) -> list[Block]:
             n = sum(g.count for g in layout_groups)
             dt_a, dt_b = layout_groups[0].a.split()[-1], layout_groups[0].b.split()[-1]
             intro.append(f"{n:,} weights in {len(layout_groups)} families are {dt_a} in A and "
-                         f"{dt_b} in B (FP8 compared by its dequantised value)")
+                         f"{dt_b} in B (compared by their dequantised values)")
         for n, this in ((h.scales_only_a, "A"), (h.scales_only_b, "B")):
             if n:
-                intro.append(f"{n:,} weight_scale_inv only in {this} (the other side stores "
-                             f"those weights unquantised): not compared")
+                intro.append(f"{n:,} scales only in {this} (the other side stores those "
+                             f"weights unquantised): not compared")
         rows = [[_KIND[g.kind], g.family, f"{g.count:,}", g.a or "-", g.b or "-"]
                 for g in h.groups if g.kind != "fp8_vs_float"]
         blocks.append(Block("Checkpoint tensors (headers)", intro,

@@ -12,22 +12,20 @@ no NumPy. Conventions (docs/architecture.md §6, §8):
   Main-model layers only (the MTP module is a draft head, its cache is not counted).
 - FLOPs per token: 2 x the matmul parameters one token touches (every 2-D weight of the
   main model except the embedding lookup; k of E routed experts), plus attention scores
-  and values for one token attending to `context` earlier tokens with the stored
-  (non-absorbed) MLA weights: 2 x heads x (qk_head_dim + v_head_dim) x context per layer.
+  and values for one token attending to `context` earlier tokens: `attention_cost`'s
+  figure (MLA absorbed as DeepSeek runs it; V3.2 with its indexer), the one every command
+  shows.
+- KV cache at `context`: `attention_cost`'s too (V3.2's indexer keys included).
 """
 
 from collections import Counter
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from .config import Config, yarn_mscale
-from .dsa_figures import (
-    SparseAttentionFigures,
-    context_cost,
-    mla_flops_per_key,
-    sparse_attention_figures,
-)
+from .attention_cost import attention_flops, kv_cache_bytes
+from .dsa_figures import SparseAttentionFigures, sparse_attention_figures
 from .info import ParameterSummary
 from .results import Result
 from .tensor_plan import Group, Layout, TensorPlan
@@ -75,6 +73,9 @@ class KvCacheFigures(Result):
     context: int
     mla_at_context: int
     mha_at_context: int
+    total_at_context: int = Field(description="Every element cached for `context` tokens "
+                                  "(MLA, plus V3.2's indexer keys), BF16: the KV cache every "
+                                  "command shows (attention_cost.kv_cache_bytes)")
 
 
 class AttentionScale(Result):
@@ -147,6 +148,12 @@ class ArchFigures(Result):
     routing: RoutingSemantics
     sparse_attention: SparseAttentionFigures | None = Field(
         None, description="V3.2's lightning indexer (DeepSeek Sparse Attention); None without")
+
+    @computed_field(description="Always true: figures are derived from a parsed config (a "
+                                "config that cannot be parsed raises)")
+    @property
+    def ok(self) -> bool:
+        return True
 
 
 def _layer_components(groups: list[Group], layer: int | None) -> Counter[str]:
@@ -271,7 +278,7 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
         bytes_per_element=KV_BYTES, layers=n, mla_per_token_per_layer=kv_mla,
         mla_per_token=kv_mla * n, mha_per_token_per_layer=kv_mha, mha_per_token=kv_mha * n,
         mha_over_mla=kv_mha / kv_mla, context=context, mla_at_context=kv_mla * n * context,
-        mha_at_context=kv_mha * n * context,
+        mha_at_context=kv_mha * n * context, total_at_context=kv_cache_bytes(c, context),
     )
 
     rs = c.rope_scaling
@@ -288,16 +295,13 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
             continue
         matmul += g.numel * k // E if g.component == "routed_expert" else g.numel
     convention = ("2 x matmul parameters one token touches (main model, embedding lookup "
-                  "excluded, top-k routed experts) + 2 x heads x (qk_head_dim + v_head_dim) "
-                  f"x {context} per layer for attention over {context} earlier tokens "
-                  "(stored, non-absorbed MLA weights); MTP excluded")
-    if c.has_indexer:  # DSA: MLA over the selected keys only, plus the indexer's scores
-        attn_flops = context_cost(c, context).dsa_flops
-        convention = convention.replace(
-            f"x {context} per layer", f"x min({context}, index_topk) per layer, + 2 x "
-            f"index_n_heads x (index_head_dim + 1) x {context} for the indexer,")
-    else:
-        attn_flops = n * mla_flops_per_key(c) * context
+                  "excluded, top-k routed experts) + attention over "
+                  f"{context} earlier tokens: 2 x heads x (2 kv_lora_rank + qk_rope_head_dim) "
+                  "per attended entry (MLA absorbed, as DeepSeek runs it)"
+                  + (f", min({context}, index_topk) entries + 2 x index_n_heads x "
+                     f"(index_head_dim + 1) x {context} for the indexer" if c.has_indexer else "")
+                  + "; MTP excluded")
+    attn_flops = attention_flops(c, context)
     flops = FlopFigures(
         context=context, matmul_params_per_token=matmul, matmul_flops_per_token=2 * matmul,
         attention_flops_per_token=attn_flops, total_flops_per_token=2 * matmul + attn_flops,

@@ -28,6 +28,7 @@ from .results import Result
 from .sources import ConfigSource, resolve_config
 from .tensor_diff import HeaderDiff, ValueDiff, header_diff, value_diff
 from .tensor_plan import Layout, TensorPlan
+from .v4.diff import V4DiffReport  # the return annotation: what the V4 hook returns
 
 
 class Side(Result):
@@ -159,6 +160,8 @@ def _rows(fa: ArchFigures, fb: ArchFigures, plan_a: int, plan_b: int) -> list[Qu
         ("kv_cache", "kv.mha_over_mla", "MHA / MLA", "ratio", lambda f: f.kv_cache.mha_over_mla, False),
         ("kv_cache", "kv.mla_at_context", f"MLA cache for {ctx:,} tokens", "bytes",
          lambda f: f.kv_cache.mla_at_context, False),
+        ("kv_cache", "kv.total_at_context", f"KV cache for {ctx:,} tokens (with indexer keys)",
+         "bytes", lambda f: f.kv_cache.total_at_context, False),
         ("attention", "attention.softmax_scale", "attention softmax scale", "scale",
          lambda f: f.attention.softmax_scale, True),
         ("attention", "attention.base_scale", "  qk_head_dim^-0.5", "scale",
@@ -356,7 +359,7 @@ def _summary(changes: list[FieldChange], plan: PlanDiff, verdict: Verdict) -> st
 
 
 def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = DEFAULT_CONTEXT,
-         progress: Progress | None = None) -> DiffReport:
+         progress: Progress | None = None) -> DiffReport | V4DiffReport:
     """Compare two presets, config.json files or checkpoint directories.
 
     Args:
@@ -367,7 +370,8 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
 
     Returns:
         DiffReport (B relative to A: ratios are B / A); the family's own report when a side's
-        family has a `diff` hook (DeepSeek-V4).
+        family has a `diff` hook (DeepSeek-V4: `V4DiffReport`, with the same tensor sections
+        for two checkpoints).
 
     Raises:
         ConfigError: an input is not a preset/config/checkpoint.
@@ -375,18 +379,14 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         FormatError, MissingTensorError: a broken checkpoint.
     """
     src_a, src_b = resolve_config(a, lenient=True), resolve_config(b, lenient=True)
-    own = next((f for f in (family_of(src_a.config), family_of(src_b.config))
-                if f.has_hook("diff")), None)
-    if own is not None:  # a family with a comparison of its own: explained, not field-matched
-        if values:
-            raise ArgumentError(f"{ARGUMENT_PLACEHOLDER} is not available with {own.title} yet; "
-                                f"compare the architectures without it", argument="values")
-        return own.hook("diff")(a, b)
     both = src_a.kind == src_b.kind == "checkpoint"
     if values and not both:
         kinds = f"A is a {src_a.kind}, B is a {src_b.kind}"
         raise ArgumentError(f"{ARGUMENT_PLACEHOLDER} compares tensor values: A and B must both "
                             f"be checkpoint directories ({kinds})", argument="values")
+    # a family with a comparison of its own (explained, not field-matched) on either side
+    own = next((f for f in (family_of(src_a.config), family_of(src_b.config))
+                if f.has_hook("diff")), None)
     cks = []
     try:
         for src in (src_a, src_b):
@@ -402,19 +402,21 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         # a directory with a config.json but no weights is compared as a config
         weights = [ck is not None and (ck.index_path is not None or (ck.dir / SINGLE_FILE).is_file())
                    for ck in cks]
-        plan_a = TensorPlan(src_a.config, ck_a.layout if weights[0] else None)
-        plan_b = TensorPlan(src_b.config, ck_b.layout if weights[1] else None)
-        fig_a = arch_figures(src_a.config, context=context, plan=plan_a)
-        fig_b = arch_figures(src_b.config, context=context, plan=plan_b)
-        plan = plan_diff(plan_a, plan_b)
-        changes = config_changes(src_a.config, src_b.config)
-        verdict = _verdict(changes, plan)
         headers = header_diff(ck_a, ck_b) if all(weights) or values else None
         vals = value_diff(ck_a, ck_b, progress) if values else None
+        if own is not None:
+            return own.hook("diff")(src_a, src_b, headers=headers, values=vals)
+        plan_a = TensorPlan(src_a.config, ck_a.layout if weights[0] else None)
+        plan_b = TensorPlan(src_b.config, ck_b.layout if weights[1] else None)
     finally:
         for ck in cks:
             if ck is not None:
                 ck.close()
+    fig_a = arch_figures(src_a.config, context=context, plan=plan_a)
+    fig_b = arch_figures(src_b.config, context=context, plan=plan_b)
+    plan = plan_diff(plan_a, plan_b)
+    changes = config_changes(src_a.config, src_b.config)
+    verdict = _verdict(changes, plan)
     return DiffReport(
         a=_side(src_a, fig_a.layout), b=_side(src_b, fig_b.layout), verdict=verdict,
         same_architecture=verdict in ("identical_config", "same_architecture"),

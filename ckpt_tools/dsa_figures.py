@@ -8,18 +8,19 @@ formulas and their sources. Conventions:
 - Extra KV cache: one `index_head_dim` key per token and layer (shared by all indexer
   heads). BF16 like the rest of `arch_figures`' cache, and as DeepSeek deploys it: FP8
   e4m3 plus one float32 scale per 128 elements (inference/model.py's k_cache/k_scale_cache).
-- Attention FLOPs per token for one query over `context` earlier tokens, main-model layers,
-  the stored (non-absorbed) MLA weights as in `arch_figures`: dense MLA scores and values
-  cost 2 x heads x (qk_head_dim + v_head_dim) per key; DSA pays that for min(context,
-  index_topk) keys plus the indexer's 2 x index_n_heads x (index_head_dim + 1) per key
-  (a dot product per head, then the weighted sum over heads). Projections are matmul FLOPs
-  (`arch_figures`), the top-k selection is not counted.
+- Attention FLOPs per token for one query over `context` earlier tokens, main-model layers:
+  `attention_cost`'s, the one formula every command shows (docs/attention_cost.md): MLA
+  absorbed as DeepSeek runs it, 2 x heads x (2 kv_lora_rank + qk_rope_head_dim) per
+  attended entry; dense MLA attends every earlier token, DSA min(context, index_topk) of
+  them plus the indexer's 2 x index_n_heads x (index_head_dim + 1) per earlier token.
+  Projections are matmul FLOPs (`arch_figures`), the top-k selection is not counted.
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
+from .attention_cost import attention_flops, indexer_flops_per_key, mla_flops_per_entry
 from .dtypes import itemsize
 from .results import Result
 from .tensor_plan import TensorPlan
@@ -63,29 +64,20 @@ class SparseAttentionFigures(Result):
     convention: str
 
 
-def mla_flops_per_key(config) -> int:
-    """Scores and values of one query against one key, all heads, one layer."""
-    return 2 * config.num_attention_heads * (config.qk_head_dim + config.v_head_dim)
-
-
-def indexer_flops_per_key(config) -> int:
-    return 2 * config.index_n_heads * (config.index_head_dim + 1)
-
-
 def context_cost(config, context: int) -> ContextCost:
-    n, mla, idx = config.num_hidden_layers, mla_flops_per_key(config), indexer_flops_per_key(config)
+    n, mla, idx = config.num_hidden_layers, mla_flops_per_entry(config), indexer_flops_per_key(config)
     dense = n * mla * context
     sparse_mla = n * mla * min(context, config.index_topk)
     indexer = n * idx * context
+    dsa = attention_flops(config, context)  # = sparse_mla + indexer (tested)
     return ContextCost(context=context, dense_mla_flops=dense, dsa_mla_flops=sparse_mla,
-                       indexer_flops=indexer, dsa_flops=sparse_mla + indexer,
-                       dsa_over_dense=(sparse_mla + indexer) / dense)
+                       indexer_flops=indexer, dsa_flops=dsa, dsa_over_dense=dsa / dense)
 
 
 def crossover_context(config) -> int | None:
     """Smallest L with L*idx + min(L, k)*mla < L*mla: beyond k, L > k*mla / (mla - idx).
     None when the indexer costs at least as much per key as MLA (tiny test models)."""
-    mla, idx, k = mla_flops_per_key(config), indexer_flops_per_key(config), config.index_topk
+    mla, idx, k = mla_flops_per_entry(config), indexer_flops_per_key(config), config.index_topk
     if idx >= mla:
         return None
     return k * mla // (mla - idx) + 1
@@ -123,10 +115,11 @@ def sparse_attention_figures(config, plan: TensorPlan | None = None,
         kv_extra_over_mla=kv_bf16 / mla_kv,
         flops=[context_cost(c, L) for L in contexts],
         crossover_context=crossover_context(c),
-        convention=("per token, main-model layers; dense MLA: 2 x heads x (qk_head_dim + "
-                    "v_head_dim) per earlier token; DSA: that for min(context, index_topk) "
-                    "keys + 2 x index_n_heads x (index_head_dim + 1) per earlier token for the "
-                    "indexer; projections and top-k selection not counted"),
+        convention=("per token, main-model layers; dense MLA (absorbed, as DeepSeek runs it): "
+                    "2 x heads x (2 kv_lora_rank + qk_rope_head_dim) per earlier token; DSA: "
+                    "that for min(context, index_topk) entries + 2 x index_n_heads x "
+                    "(index_head_dim + 1) per earlier token for the indexer; projections and "
+                    "top-k selection not counted"),
     )
 
 

@@ -9,26 +9,25 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from .errors import ERROR_CODES
+from .results import Result
 
 ErrorCode = Literal[ERROR_CODES]  # the schema lists every code
 
 
-class ErrorDetail(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ErrorDetail(Result):
     code: ErrorCode = Field(description="Stable; see ckpt_tools.errors for each class's code")
     message: str = Field(description="One line naming file, tensor, expected and found")
 
 
-class ErrorReport(BaseModel):
+class ErrorReport(Result):
     """A failed command under `--json`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
     error: ErrorDetail
 
-    @property
+    @property  # not printed: the document is {"error": ...} alone
     def ok(self) -> bool:
         return False
 

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from .diff import DiffReport
     from .info import ModelInfo
+    from .v4.diff import V4DiffReport
     from .verify import VerifyReport
 
 PLOT_EXTRA_INSTALL = "pip install 'ckpt-tools[plot]'"
@@ -37,6 +38,8 @@ COMPONENTS: dict[str, tuple[str, str]] = {
     "embedding": ("embedding", "#8c564b"),
     "attention": ("attention", "#1f77b4"),
     "indexer": ("DSA indexer", "#17becf"),  # V3.2's lightning indexer
+    "compressor": ("KV compressor", "#bcbd22"),  # V4's CSA / HCA compressors
+    "hyper_connection": ("hyper-connections", "#aec7e8"),  # V4's residual-stream mixing
     "dense_mlp": ("dense MLP", "#ff7f0e"),
     "routed_expert": ("routed experts", "#2ca02c"),
     "shared_expert": ("shared experts", "#98df8a"),
@@ -166,20 +169,27 @@ def _bar_labels(ax, bars, values, fmt) -> None:
                     rotation=90 if bar.get_width() < 0.3 else 0)
 
 
-def diff_figure(report: "DiffReport") -> "Figure":
+def diff_figure(report: "DiffReport | V4DiffReport") -> "Figure":
     """Parameters by component for A and B (grouped bars, totals and activated per token
     marked), bytes by dtype in both layouts, and KV cache per token, MLA vs plain MHA."""
+    if not hasattr(report, "figures_a"):  # one side DeepSeek-V4: its figures, side by side
+        return _figure_rows_chart(report)
     fa, fb = report.figures_a, report.figures_b
     name_a, name_b = _short(report.a.label, 24), _short(report.b.label, 24)
     fig = _figure(12, 8)
     grid = fig.add_gridspec(2, 2)
     ax = fig.add_subplot(grid[0, :])
 
-    def by_component(f):
-        return [f.parameters.mtp if key == "mtp" else f.parameters.by_component.get(key, 0)
-                for key in COMPONENTS]
+    def count(f, key):
+        return f.parameters.mtp if key == "mtp" else f.parameters.by_component.get(key, 0)
 
-    groups = [label for label, _ in COMPONENTS.values()]
+    # a component neither side has (V3.2's indexer in a V3 diff) gets no empty group
+    keys = [key for key in COMPONENTS if count(fa, key) or count(fb, key)]
+
+    def by_component(f):
+        return [count(f, key) for key in keys]
+
+    groups = [COMPONENTS[key][0] for key in keys]
     totals = ["total\n(main model)", "activated\nper token"]
     values_a = by_component(fa) + [fa.parameters.main, fa.parameters.activated]
     values_b = by_component(fb) + [fb.parameters.main, fb.parameters.activated]
@@ -190,7 +200,7 @@ def diff_figure(report: "DiffReport") -> "Figure":
                                         ("B", values_b, _B_COLOR, width / 2)):
         name = name_a if side == "A" else name_b
         bars = ax.bar([v + offset for v in x], values, width, color=color, label=f"{side}: {name}")
-        for bar, key in zip(bars, [*COMPONENTS, "total", "activated"]):
+        for bar, key in zip(bars, [*keys, "total", "activated"]):
             bar.set_gid(f"component-{key}-{side}")
             if key in ("total", "activated"):
                 bar.set_hatch("//" if key == "activated" else "")
@@ -254,6 +264,35 @@ def diff_figure(report: "DiffReport") -> "Figure":
     return fig
 
 
+def _figure_rows_chart(report) -> "Figure":
+    """A report's A/B figures (parameters, bytes, KV cache, FLOPs) as paired bars per row,
+    each row on its own scale (B relative to A), the values written on the bars."""
+    rows = report.figures
+    fig = _figure(10, 0.42 * len(rows) + 1.8)
+    ax = fig.add_subplot()
+    y = list(range(len(rows)))
+    height = 0.38
+    for side, color, offset in (("A", _A_COLOR, -height / 2), ("B", _B_COLOR, height / 2)):
+        values = [getattr(r, side.lower()) for r in rows]
+        peaks = [max(r.a, r.b) or 1 for r in rows]
+        label = f"{side}: {_short(getattr(report, side.lower()).label, 24)}"
+        bars = ax.barh([v + offset for v in y], [v / p for v, p in zip(values, peaks)], height,
+                       color=color, label=label, gid=f"figures-{side}")
+        fmt = {"bytes": human_bytes, "flops": lambda v: f"{v / 1e9:,.2f} G"}
+        for bar, row, value in zip(bars, rows, values):
+            text = fmt.get(row.unit, human_count)(value)
+            ax.annotate(text, (bar.get_width(), bar.get_y() + bar.get_height() / 2),
+                        xytext=(2, 0), textcoords="offset points", va="center", fontsize=7)
+    ax.set_yticks(y, [r.label for r in rows], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.3)
+    ax.set_xticks([])
+    ax.set_xlabel("each row relative to its larger side")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"ckpt diff {_short(report.a.spec)} {_short(report.b.spec)}", fontsize=10)
+    return fig
+
+
 # -- diff --values ---------------------------------------------------------------------------
 def _family_label(family: str) -> str:
     from .tensor_plan import EXPERT_PREFIX, LAYER_PREFIX, SCALE_SUFFIX
@@ -281,7 +320,7 @@ def _family_order() -> dict[str, int]:
     return order
 
 
-def value_diff_figure(report: "DiffReport") -> "Figure":
+def value_diff_figure(report: "DiffReport | V4DiffReport") -> "Figure":
     """Heat map of relative L2 error, layer x tensor family (the worst tensor of each cell),
     with the worst tensors numbered on the map and named below it."""
     values = report.values
@@ -292,7 +331,9 @@ def value_diff_figure(report: "DiffReport") -> "Figure":
     import numpy as np
     from matplotlib.colors import LogNorm
 
-    main_layers = report.figures_a.experts.dense_layers + report.figures_a.experts.moe_layers
+    figures = getattr(report, "figures_a", None)  # (a V4 report numbers its MTP blocks apart)
+    main_layers = (figures.experts.dense_layers + figures.experts.moe_layers if figures
+                   else math.inf)
     order = _family_order()
     families = sorted({t.family or "other" for t in values.tensors},
                       key=lambda f: (order.get(f, len(order)), f))
@@ -378,14 +419,19 @@ def info_figure(info: "ModelInfo") -> "Figure":
     """Where the bytes live: one bar per layer (embedding and head apart, MTP after),
     stacked by component, in the layout the config describes."""
     stretches = info.bytes_by_layer
-    totals = {key: sum(s.bytes_by_component.get(key, 0) for s in stretches) for key in COMPONENTS}
+    # every component the model has (one the chart has no colour for still counts: the
+    # bars add up to the model's bytes, as `ckpt info` states them)
+    keys = [*COMPONENTS, *sorted({k for s in stretches for k in s.bytes_by_component}
+                                 - set(COMPONENTS))]
+    totals = {key: sum(s.bytes_by_component.get(key, 0) for s in stretches) for key in keys}
     total = sum(totals.values())
     unit, size = _byte_unit(max(sum(s.bytes_by_component.values()) for s in stretches))
     fig = _figure(max(7.0, 0.16 * len(stretches) + 4), 4.8)
     ax = fig.add_subplot()
     x = range(len(stretches))
     bottoms = [0.0] * len(stretches)
-    for key, (label, color) in COMPONENTS.items():
+    for key in keys:
+        label, color = COMPONENTS.get(key, (key.replace("_", " "), None))
         heights = [s.bytes_by_component.get(key, 0) / size for s in stretches]
         if not any(heights):
             continue

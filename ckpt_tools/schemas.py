@@ -35,6 +35,8 @@ PUBLIC_MODELS: dict[str, str] = {
 }
 
 INPUT_MODELS = {"deepseek_config"}
+# what a config.json holds; every other public model is a result (`results.Result`, `.ok`)
+CONFIG_MODELS = {"deepseek_config", "deepseek_v4_config"}
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 

@@ -2,8 +2,10 @@
 
 `header_diff` compares names, shapes and dtypes from the index and shard headers, grouped
 by tensor-plan family. `value_diff` compares every common tensor numerically (max abs,
-relative L2, cosine) by streaming row chunks through `Checkpoint.read_float32_rows`: an
-FP8 weight is dequantised with its scale, so FP8 + scale against BF16 is compared by value.
+relative L2, cosine) by streaming row chunks: a quantised weight is dequantised with its
+scale in the format its plan gives (block FP8 with F32 `weight_scale_inv` or E8M0 `.scale`,
+MXFP4 with E8M0 `.scale`), so a quantised weight against a BF16 one is compared by value.
+Which tensor is whose scale comes from each checkpoint's plan, never from a name suffix.
 Memory: a few chunks of one tensor (float64 temporaries of `_CHUNK_ELEMENTS` elements).
 NumPy is imported only when values are compared.
 """
@@ -17,14 +19,15 @@ from .dtypes import FP8_DTYPES
 from .formats import FP8_BLOCK
 from .progress import Progress, or_null
 from .results import Result
-from .tensor_plan import SCALE_SUFFIX
 
 if TYPE_CHECKING:
     from .checkpoint import Checkpoint
+    from .safetensors_io import TensorEntry
 
 class TensorGroupDiff(Result):
     family: str = Field(description="Plan family of the tensors, or the name itself if unknown")
-    kind: Literal["only_a", "only_b", "shape", "dtype", "fp8_vs_float"]
+    kind: Literal["only_a", "only_b", "shape", "dtype", "fp8_vs_float"] = Field(
+        description="fp8_vs_float: quantised (FP8 or MXFP4, with a scale) on one side only")
     count: int
     a: str | None = Field(description="Shape and dtype on side A of the first tensor")
     b: str | None
@@ -37,8 +40,9 @@ class HeaderDiff(Result):
     common: int
     layout_a: str
     layout_b: str
-    matching: bool = Field(description="Same names, shapes and dtypes up to FP8 vs BF16 storage")
-    scales_only_a: int = Field(description="weight_scale_inv in A whose weight B stores unquantised")
+    matching: bool = Field(description="Same names, shapes and dtypes up to quantised vs float "
+                           "storage")
+    scales_only_a: int = Field(description="Scales in A whose weight B stores unquantised")
     scales_only_b: int
     groups: list[TensorGroupDiff]
 
@@ -78,6 +82,33 @@ def _describe(entry) -> str:
     return f"{list(entry.shape)} {entry.dtype}"
 
 
+def _scale_of(ck: "Checkpoint", name: str) -> str | None:
+    """The scale tensor `ck` stores for weight `name`, None when it stores it unquantised."""
+    spec = ck.plan.get(name)
+    scale = spec.scale_name if spec is not None else None
+    return scale if scale is not None and scale in ck else None
+
+
+def _scaled_weight(ck: "Checkpoint", name: str) -> str | None:
+    """The weight that `name` is the scale of in `ck`'s plan, None for any other tensor."""
+    spec = ck.plan.get(name)
+    return spec.scale_of if spec is not None else None
+
+
+def _is_quantised(ck: "Checkpoint", name: str, entry: "TensorEntry") -> bool:
+    return entry.dtype in FP8_DTYPES or _scale_of(ck, name) is not None
+
+
+def _logical_shape(ck: "Checkpoint", name: str, entry: "TensorEntry") -> tuple[int, ...]:
+    """The shape of the value: an MXFP4 weight stores two codes a byte ([out, in/2] I8)."""
+    if entry.dtype in _PACKED and _scale_of(ck, name) is not None:
+        return (*entry.shape[:-1], entry.shape[-1] * 2)
+    return tuple(entry.shape)
+
+
+_PACKED = frozenset({"I8", "U8"})  # MXFP4: two e2m1 codes per byte
+
+
 def header_diff(ck_a: "Checkpoint", ck_b: "Checkpoint") -> HeaderDiff:
     """Names, shapes and dtypes of two checkpoints' tensors, grouped by plan family."""
     names_a, names_b = ck_a.index.weight_map, ck_b.index.weight_map
@@ -100,13 +131,14 @@ def header_diff(ck_a: "Checkpoint", ck_b: "Checkpoint") -> HeaderDiff:
                 if side == "b":
                     continue
                 ea, eb = ck_a.locate(name)[1], ck_b.locate(name)[1]
-                if ea.shape != eb.shape:
+                if _logical_shape(ck_a, name, ea) != _logical_shape(ck_b, name, eb):
                     add("shape", name, _describe(ea), _describe(eb))
                 elif ea.dtype != eb.dtype:
-                    fp8 = (ea.dtype in FP8_DTYPES) != (eb.dtype in FP8_DTYPES)
-                    add("fp8_vs_float" if fp8 else "dtype", name, _describe(ea), _describe(eb))
-            elif name.endswith(SCALE_SUFFIX) and name.removesuffix(SCALE_SUFFIX) in other:
-                scales_only[side] += 1  # FP8 on this side, unquantised on the other
+                    quantised = _is_quantised(ck_a, name, ea) != _is_quantised(ck_b, name, eb)
+                    add("fp8_vs_float" if quantised else "dtype", name, _describe(ea),
+                        _describe(eb))
+            elif _scaled_weight(ck, name) in other:
+                scales_only[side] += 1  # quantised on this side, unquantised on the other
             else:
                 described = _describe(ck.locate(name)[1])
                 add(f"only_{side}", name, *((described, None) if side == "a" else (None, described)))
@@ -122,8 +154,23 @@ def header_diff(ck_a: "Checkpoint", ck_b: "Checkpoint") -> HeaderDiff:
 _CHUNK_ELEMENTS = 1 << 21  # float32 rows per step: 8 MB per side and for their difference
 
 
+def _float32_rows(ck: "Checkpoint", name: str, start: int, stop: int):
+    """Rows [start, stop) of a tensor's value in float32, dequantised with its scale in the
+    format the plan gives it (FP8 blocks with F32 or E8M0 scales, MXFP4)."""
+    scale = _scale_of(ck, name)
+    entry = ck.locate(name)[1]
+    if scale is None or (entry.dtype in FP8_DTYPES and ck.locate(scale)[1].dtype == "F32"):
+        return ck.read_float32_rows(name, start, stop)  # weight_scale_inv: Checkpoint's own
+    from .formats.mxfp4 import decode_rows  # numpy: E8M0-scaled FP8 and MXFP4 codecs
+
+    weights, scales = ck.reader(ck.locate(name)[0]), ck.reader(ck.locate(scale)[0])
+    return decode_rows(lambda a, b: weights.read_rows(name, a, b),
+                       lambda a, b: scales.read_rows(scale, a, b), entry.dtype, start, stop,
+                       entry.shape[0], name)
+
+
 def _compare(ck_a: "Checkpoint", ck_b: "Checkpoint", name: str, shape: tuple[int, ...]) -> tuple:
-    """(max_abs, rel_l2, cosine) of one tensor, streamed in row chunks."""
+    """(max_abs, rel_l2, cosine) of one tensor (`shape`: its value's), streamed in row chunks."""
     import numpy as np
 
     rows = shape[0] if shape else 1
@@ -139,8 +186,8 @@ def _compare(ck_a: "Checkpoint", ck_b: "Checkpoint", name: str, shape: tuple[int
 
     for r0 in range(0, rows, step):
         r1 = min(rows, r0 + step)
-        x = ck_a.read_float32_rows(name, r0, r1).ravel()
-        y = ck_b.read_float32_rows(name, r0, r1).ravel()
+        x = _float32_rows(ck_a, name, r0, r1).ravel()
+        y = _float32_rows(ck_b, name, r0, r1).ravel()
         d = x - y
         dd = inner(d, d)
         if math.isnan(dd):  # equal non-finite values in the same place are no difference
@@ -174,8 +221,8 @@ def _worst_key(t: TensorValueDiff):
     return (-rel, -mx, t.name)
 
 
-def _only_reason(name: str, other: dict, side: str) -> str:
-    if name.endswith(SCALE_SUFFIX) and name.removesuffix(SCALE_SUFFIX) in other:
+def _only_reason(ck: "Checkpoint", name: str, other: dict, side: str) -> str:
+    if _scaled_weight(ck, name) in other:
         return "scale, other side unquantised"
     return f"only in {side}"
 
@@ -183,8 +230,8 @@ def _only_reason(name: str, other: dict, side: str) -> str:
 def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint", progress: Progress | None = None) -> ValueDiff:
     """Per-tensor max abs, relative L2 and cosine of the tensors both checkpoints hold.
 
-    FP8 weights are compared by their dequantised values (so FP8 + scale against BF16
-    works); a scale tensor is skipped when the other side has none. Memory: a few row
+    Quantised weights are compared by their dequantised values (so FP8 or MXFP4 + scale
+    against BF16 works); a scale tensor is skipped when the other side has none. Memory: a few row
     chunks of one tensor at a time.
     """
     progress = or_null(progress)
@@ -193,17 +240,18 @@ def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint", progress: Progress | None
     names_a = ck_a.index.weight_map
     for name in names_a:
         if name not in names_b:
-            reason = _only_reason(name, names_b, "A")
+            reason = _only_reason(ck_a, name, names_b, "A")
             skipped[reason] = skipped.get(reason, 0) + 1
             continue
         (shard_a, ea), (_, eb) = ck_a.locate(name), ck_b.locate(name)
-        if ea.shape != eb.shape:
+        shape = _logical_shape(ck_a, name, ea)
+        if shape != _logical_shape(ck_b, name, eb):
             skipped["shape differs"] = skipped.get("shape differs", 0) + 1
             continue
-        todo.append((shard_a, ea.start, name, ea, eb))
+        todo.append((shard_a, ea.start, name, shape, ea, eb))
     for name in names_b:
         if name not in names_a:
-            reason = _only_reason(name, names_a, "B")
+            reason = _only_reason(ck_b, name, names_a, "B")
             skipped[reason] = skipped.get(reason, 0) + 1
     shard_order = {shard: i for i, shard in enumerate(ck_a.shard_names)}
     todo.sort(key=lambda t: (shard_order[t[0]], t[1]))  # read A sequentially
@@ -211,12 +259,12 @@ def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint", progress: Progress | None
     progress.start(total, "comparing values")
     results = []
     try:
-        for _, _, name, ea, eb in todo:
-            max_abs, rel, cos = _compare(ck_a, ck_b, name, ea.shape)
+        for _, _, name, shape, ea, eb in todo:
+            max_abs, rel, cos = _compare(ck_a, ck_b, name, shape)
             spec = ck_a.plan.get(name)
             results.append(TensorValueDiff(name=name, family=spec.family if spec else None,
                                            layer=spec.layer if spec else None,
-                                           shape=list(ea.shape), dtype_a=ea.dtype,
+                                           shape=list(shape), dtype_a=ea.dtype,
                                            dtype_b=eb.dtype, max_abs=_finite(max_abs),
                                            rel_l2=_finite(rel), cosine=_finite(cos)))
             progress.advance(ea.nbytes + eb.nbytes)

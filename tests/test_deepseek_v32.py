@@ -338,10 +338,15 @@ def test_diff_v3_v32_is_the_same_layout_plus_the_indexer():
     assert not diff("v2.5", "v3.2").summary.startswith("Same weights layout")
 
 
+def figures_flops():
+    return describe("v3.2").sparse_attention.flops
+
+
 def test_dsa_figures_from_independent_formulas():
     from ckpt_tools.diff import diff
 
-    n, mla = 61, 2 * 128 * (192 + 128)  # per key and layer: scores + values of 128 heads
+    # per entry and layer, MLA absorbed: 128 heads score over 512 + 64, sum 512 values
+    n, mla = 61, 2 * 128 * (2 * 512 + 64)
     indexer = 2 * 64 * (128 + 1)  # per key and layer: 64 dot products of 128, then the sum
     rows = {q.key: q for q in diff("v3.1", "v3.2").quantities}
     for L in (4096, 32768, 131072):
@@ -355,6 +360,8 @@ def test_dsa_figures_from_independent_formulas():
     cost = lambda L: n * (mla * min(L, 2048) + indexer * L)  # noqa: E731
     assert cost(crossover) < n * mla * crossover and cost(crossover - 1) >= n * mla * (crossover - 1)
     assert 2048 < crossover < 4096
+    for cost in figures_flops():
+        assert cost.dsa_flops == cost.dsa_mla_flops + cost.indexer_flops
     figures = describe("v3.2").sparse_attention
     assert figures.crossover_context == crossover
     assert figures.indexer_main + figures.indexer_mtp == 62 * 13_959_424
@@ -367,7 +374,8 @@ def test_dsa_figures_from_independent_formulas():
 
 def test_cli_info_and_diff_show_dsa(run_cli):
     r = run_cli("info", "v3.2")
-    assert r.exit_code == 0 and "lightning indexer" in r.output and "2,566" in r.output
+    crossover = describe("v3.2").sparse_attention.crossover_context
+    assert r.exit_code == 0 and "lightning indexer" in r.output and f"{crossover:,}" in r.output
     r = run_cli("info", "v3.2", "--json")
     assert json.loads(r.output)["sparse_attention"]["index_topk"] == 2048
     r = run_cli("diff", "v3", "v3.2")

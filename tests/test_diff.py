@@ -98,10 +98,11 @@ def test_flops_convention_v3():
     norms = 61 * (2 * 7168 + 1536 + 512) + 7168
     matmul = 36_625_618_432 - norms - 58 * 256
     assert f.flops.matmul_params_per_token == matmul
-    assert f.flops.attention_flops_per_token == 2 * 61 * 128 * (192 + 128) * f.flops.context
+    # MLA absorbed: per cached entry, 128 heads score over 512 + 64 and sum 512 values
+    assert f.flops.attention_flops_per_token == 2 * 61 * 128 * (2 * 512 + 64) * f.flops.context
     assert f.flops.total_flops_per_token == 2 * matmul + f.flops.attention_flops_per_token
     assert arch_figures(find_preset("v3").config, context=1).flops.attention_flops_per_token == \
-        2 * 61 * 128 * 320
+        2 * 61 * 128 * 1088
 
 
 def test_experts():

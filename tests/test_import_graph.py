@@ -108,6 +108,7 @@ DEFERRED = {
     ("download.py", ".validate"): "validation only after a download",
     ("info.py", ".checkpoint"): "numpy only for checkpoint directories",
     ("formats/kernels.py", "."): "numba (the compiled kernels) only when a kernel is first used",
+    ("tensor_diff.py", ".formats.mxfp4"): "numpy: only when values are compared",
     ("inventory.py", ".checkpoint"): "numpy: the inventory itself reads headers only",
     ("inventory.py", ".mp_layout"): "numpy: only model-parallel directories pay for it",
     ("parallel.py", ".ray_executor"): "the ray extra",

@@ -124,19 +124,25 @@ def test_diff_figure_has_one_bar_group_per_component_and_the_other_panels(mpl, t
     fig = diff_figure(report)
     params, dtypes, kv = fig.axes
     groups = _tick_labels(params.xaxis)
-    assert groups[:len(COMPONENTS)] == [label for label, _ in COMPONENTS.values()]
-    assert [g.replace("\n", " ") for g in groups[len(COMPONENTS):]] == [
+    # neither side has V3.2's indexer nor V4's parts: no empty group for them
+    keys = [key for key in COMPONENTS if key not in ("indexer", "compressor", "hyper_connection")]
+    assert groups[:len(keys)] == [COMPONENTS[key][0] for key in keys]
+    assert fig.findobj(lambda artist: artist.get_gid() == "component-indexer-A") == []
+    assert [g.replace("\n", " ") for g in groups[len(keys):]] == [
         "total (main model)", "activated per token"]
     assert params.get_yscale() == "log" and "parameters" in params.get_ylabel()
     for side, figures in (("A", report.figures_a), ("B", report.figures_b)):
         p = figures.parameters
-        for key in COMPONENTS:
+        for key in keys:
             (bar,) = _by_gid(fig, f"component-{key}-{side}")
             expected = p.mtp if key == "mtp" else p.by_component.get(key, 0)
             assert bar.get_height() == expected
         assert _by_gid(fig, f"component-total-{side}")[0].get_height() == p.main
         assert _by_gid(fig, f"component-activated-{side}")[0].get_height() == p.activated
     # V3 adds MTP, V2.5 has none
+    with_indexer = diff_figure(diff("v3.1", "v3.2"))
+    assert COMPONENTS["indexer"][0] in _tick_labels(with_indexer.axes[0].xaxis)
+    assert _by_gid(with_indexer, "component-indexer-A")[0].get_height() == 0
     assert _by_gid(fig, "component-mtp-A")[0].get_height() == 0
     assert _by_gid(fig, "component-mtp-B")[0].get_height() == report.figures_b.parameters.mtp
 
@@ -275,6 +281,40 @@ def test_info_figure_of_a_tiny_checkpoint(mpl, make_ckpt, tmp_path):
     assert len(_tick_labels(fig.axes[0].xaxis)) == info.architecture.num_hidden_layers + 2
     assert "KB" in fig.axes[0].get_ylabel()
     _save_both(fig, tmp_path, "tiny-info")
+
+
+# -- DeepSeek-V4 ------------------------------------------------------------------------------
+def test_v4_diff_figure_draws_each_figure_row_for_both_sides(mpl, tmp_path):
+    from ckpt_tools.plot import diff_figure
+
+    report = diff("v3.2", "v4-flash")
+    fig = diff_figure(report)
+    ax = fig.axes[0]
+    assert _tick_labels(ax.yaxis) == [f.label for f in report.figures]
+    for side in ("A", "B"):
+        bars = _by_gid(fig, f"figures-{side}")
+        assert len(bars) == len(report.figures)
+        for bar, f in zip(bars, report.figures):  # each row relative to its larger side
+            assert bar.get_width() == pytest.approx(getattr(f, side.lower()) / max(f.a, f.b))
+    _save_both(fig, tmp_path, "v4-diff")
+
+
+def test_v4_value_diff_figure_and_plot_option(mpl, run_cli, tmp_path):
+    from ckpt_tools.convert import upcast
+    from ckpt_tools.tiny import make_tiny
+
+    make_tiny(tmp_path / "fp4", "v4-flash", fp8=True, expert_dtype="fp4")
+    flip_sign_on_disk(upcast(tmp_path / "fp4", tmp_path / "bf16", workers=1).destination,
+                      "layers.1.attn.wq_a.weight")
+    out = tmp_path / "values.svg"
+    r = run_cli("diff", tmp_path / "fp4", tmp_path / "bf16", "--values", "--plot", out)
+    assert r.exit_code == 0, r.output
+    svg = out.read_text()
+    assert "1. layers.1.attn.wq_a.weight" in svg
+    report = diff(tmp_path / "fp4", tmp_path / "bf16", values=True)
+    (worst,) = [t for t in report.values.tensors if t.max_abs]
+    assert worst.name == "layers.1.attn.wq_a.weight" and worst.rel_l2 == pytest.approx(2.0)
+    assert report.values.compared == report.headers.common
 
 
 # -- files and the command line --------------------------------------------------------------

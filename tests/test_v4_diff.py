@@ -11,7 +11,8 @@ import pytest
 from ckpt_tools.config import parse_config
 from ckpt_tools.diff import diff
 from ckpt_tools.presets import find_preset
-from ckpt_tools.v4.diff import V4DiffReport, attention_flops, kv_elements
+from ckpt_tools.attention_cost import attention_flops, kv_cache_elements
+from ckpt_tools.v4.diff import V4DiffReport
 
 
 @pytest.fixture
@@ -63,12 +64,13 @@ def test_long_context_formulas_by_hand():
     c = parse_config(raw)
     t = 1024
     # sliding: 8 x 16; CSA: 8 x 16 + 256 x 16 + 256 x 2; HCA: 8 x 16 + 8 x 16
-    assert kv_elements(c, t) == 128 + (128 + 4096 + 512) + (128 + 128)
+    assert kv_cache_elements(c, t) == 128 + (128 + 4096 + 512) + (128 + 128)
     per_entry = 4 * 8 * 16
-    want = per_entry * 8 + (per_entry * (8 + 5) + 2 * 3 * 2 * 256) + per_entry * (8 + 8)
+    # the CSA indexer: 3 heads x (2 + 1: the weighted sum over heads) per compressed entry
+    want = per_entry * 8 + (per_entry * (8 + 5) + 2 * 3 * (2 + 1) * 256) + per_entry * (8 + 8)
     assert attention_flops(c, t) == want
     v3 = find_preset("v3").config
-    assert kv_elements(v3, 10) == 576 * 10 * 61
+    assert kv_cache_elements(v3, 10) == 576 * 10 * 61
     assert attention_flops(v3, 10) == 2 * 128 * (2 * 512 + 64) * 10 * 61
 
 

@@ -76,7 +76,7 @@ def _family_side(s) -> str:
 
 _KIND = {
     "only_a": "only in A", "only_b": "only in B", "shape": "shape differs",
-    "dtype": "dtype differs", "fp8_vs_float": "FP8 vs float (compared by value)",
+    "dtype": "dtype differs", "fp8_vs_float": "quantised vs float (compared by value)",
 }
 _SECTIONS = {
     "structure": "Structure", "parameters": "Parameters", "components": "Parameters by component",
@@ -103,7 +103,7 @@ def _v4_blocks(r, markdown: bool) -> list[Block]:
     rows = [[f"`{c.field}`" if markdown else c.field, _value(c.a), _value(c.b)] for c in arch]
     blocks.append(Block(f"Config fields ({len(arch)} architectural)", [], ["field", "A", "B"],
                         rows, "lll"))
-    return blocks
+    return blocks + _tensor_blocks(r)
 
 
 def _blocks(r, markdown: bool) -> list[Block]:
@@ -208,6 +208,12 @@ def _blocks(r, markdown: bool) -> list[Block]:
                                                       f"{p.families_a} families"]))
 
     # 5. checkpoints
+    return blocks + _tensor_blocks(r)
+
+
+def _tensor_blocks(r) -> list[Block]:
+    """The tensor sections of two checkpoints (headers, then values), any architecture."""
+    blocks = []
     h = r.headers
     if h is not None:
         intro = [f"A: {h.tensors_a:,} tensors ({h.layout_a}), B: {h.tensors_b:,} ({h.layout_b}), "
@@ -218,11 +224,11 @@ def _blocks(r, markdown: bool) -> list[Block]:
             n = sum(g.count for g in layout_groups)
             dt_a, dt_b = layout_groups[0].a.split()[-1], layout_groups[0].b.split()[-1]
             intro.append(f"{n:,} weights in {len(layout_groups)} families are {dt_a} in A and "
-                         f"{dt_b} in B (FP8 compared by its dequantised value)")
+                         f"{dt_b} in B (compared by their dequantised values)")
         for n, this in ((h.scales_only_a, "A"), (h.scales_only_b, "B")):
             if n:
-                intro.append(f"{n:,} weight_scale_inv only in {this} (the other side stores "
-                             f"those weights unquantised): not compared")
+                intro.append(f"{n:,} scales only in {this} (the other side stores those "
+                             f"weights unquantised): not compared")
         rows = [[_KIND[g.kind], g.family, f"{g.count:,}", g.a or "-", g.b or "-"]
                 for g in h.groups if g.kind != "fp8_vs_float"]
         blocks.append(Block("Checkpoint tensors (headers)", intro,
@@ -334,8 +340,6 @@ def diff(a: str, b: str, markdown: bool, values: bool, remote: bool, context: in
 
     report = run_diff(remote_spec(a, remote), remote_spec(b, remote), values=values,
                       context=context, progress=progress() if values else None)
-    if hasattr(report, "explanations") and plot_path is not None:
-        raise click.UsageError("--plot is not available with DeepSeek-V4 yet")
     if json_mode():
         emit_json(report)
     else:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ..formats import MP_SCALE_SUFFIX as SCALE_SUFFIX  # "x.weight" -> "x.scale"
-from ..formats import mp_scale_name as scale_name
+from ..formats import mp_scale_name as scale_name  # noqa: F401  (the family's naming)
 from .base import EXPERT, HF_LAYER_PREFIX, Block, Family, Row
 
 CSA_RATIO = 4  # compressed sparse attention: overlapping windows, plus an indexer

@@ -181,3 +181,24 @@ def fp4_to_fp8(weight: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.nd
             factor = np.repeat(block_scales / ns, FP4_BLOCK, axis=1)[:, : c1 - c0]
             q[r0:r1, c0:c1] = (values[r0:r1, c0:c1] * factor).astype(FP8_E4M3)
     return q, new_scale.astype(E8M0)
+
+
+def decode_rows(rows, scale_rows, dtype: str, start: int, stop: int, total: int,
+                name: str) -> np.ndarray:
+    """Rows [start, stop) of a stored tensor as float32. `rows(a, b)` reads its stored rows,
+    `scale_rows(a, b)` its scale's rows (None: not quantised); `total` is its row count.
+    MXFP4 (I8) rows come with their own scale rows; FP8 is read in whole 128-row blocks,
+    so each scale row meets the rows it was computed on."""
+    if scale_rows is None:
+        return rows(start, stop).astype(np.float32)
+    if dtype == "I8":  # MXFP4, decoded a bounded number of rows at a time
+        return dequantize_fp4(rows(start, stop), scale_rows(start, stop), name=name)
+    block_rows = FP8_BLOCK[0]
+    first, last = start // block_rows, -(-stop // block_rows)
+    r0, r1 = first * block_rows, min(last * block_rows, total)
+    weight, scales = rows(r0, r1), scale_rows(first, last)
+    if scales.dtype == E8M0:
+        values = dequantize_fp8(weight, scales)
+    else:  # float scales (weight_scale_inv)
+        values = dequantize_fp8_f32_scales(weight, scales.astype(np.float32), FP8_BLOCK)
+    return values if (r0, r1) == (start, stop) else values[start - r0:stop - r0].copy()

@@ -30,10 +30,8 @@ from ..config import read_config_file
 from ..dtypes import DTYPES
 from ..errors import ConfigError, FormatError, MissingTensorError, ShapeMismatchError
 from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
-from ..formats import FP8_BLOCK, SCALE_SUFFIX, mp_scale_name
-from ..formats.e8m0 import E8M0
-from ..formats.fp8_block import dequantize
-from ..formats.mxfp4 import dequantize_fp4, dequantize_fp8
+from ..formats import SCALE_SUFFIX, mp_scale_name
+from ..formats.mxfp4 import decode_rows
 from ..index import INDEX_FILE, SINGLE_FILE, read_index
 from ..remote.stores import as_path
 from ..safe_paths import safe_member
@@ -183,27 +181,6 @@ class V4Checkpoint:
 
     def read_float32(self, hub: str) -> np.ndarray:
         return self.read_float32_rows(hub, 0, self._located(hub).rows)
-
-
-def decode_rows(rows, scale_rows, dtype: str, start: int, stop: int, total: int,
-                name: str) -> np.ndarray:
-    """Rows [start, stop) of a stored tensor as float32. `rows(a, b)` reads its stored rows,
-    `scale_rows(a, b)` its scale's rows (None: not quantised); `total` is its row count.
-    MXFP4 (I8) rows come with their own scale rows; FP8 is read in whole 128-row blocks,
-    so each scale row meets the rows it was computed on."""
-    if scale_rows is None:
-        return rows(start, stop).astype(np.float32)
-    if dtype == "I8":  # MXFP4, decoded a bounded number of rows at a time
-        return dequantize_fp4(rows(start, stop), scale_rows(start, stop), name=name)
-    block_rows = FP8_BLOCK[0]
-    first, last = start // block_rows, -(-stop // block_rows)
-    r0, r1 = first * block_rows, min(last * block_rows, total)
-    weight, scales = rows(r0, r1), scale_rows(first, last)
-    if scales.dtype == E8M0:
-        values = dequantize_fp8(weight, scales)
-    else:  # float scales (weight_scale_inv)
-        values = dequantize(weight, scales.astype(np.float32), FP8_BLOCK)
-    return values if (r0, r1) == (start, stop) else values[start - r0:stop - r0].copy()
 
 
 class V4MpCheckpoint:

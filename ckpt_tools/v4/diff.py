@@ -1,22 +1,10 @@
 """`ckpt diff A B` when one side is DeepSeek-V4: the new architecture explained against
 V3 / V3.2 (or V4 against V4), with long-context figures computed from both configs.
 
-Conventions (docs/deepseek_v4.md, "Long context"):
-- KV cache: elements cached per token of context, summed over the main layers, and bytes
-  at 2 bytes per element (BF16, as `arch_figures`; DeepSeek's V4 kernels store part of
-  it in FP8, which lowers V4's absolute bytes but not the comparison by much).
-  MLA (V3): kv_lora_rank + qk_rope_head_dim per token and layer; V3.2 adds its indexer's
-  key (index_head_dim). V4: every layer keeps a `sliding_window` of head_dim-wide KV;
-  CSA (ratio 4) adds context/4 compressed entries plus its indexer's keys
-  (index_head_dim each); HCA (ratio 128) adds context/128 entries; sliding layers nothing.
-- Attention FLOPs for one new token attending to `context` earlier ones (2 per
-  multiply-add): MLA absorbed as DeepSeek's inference runs it, 2 H (kv_lora + rope) for
-  scores + 2 H kv_lora for values per attended token, every token (V3) or the indexer's
-  top-k (V3.2, plus 2 index_n_heads index_head_dim per context token for the indexer);
-  V4, per attended entry 4 H head_dim (shared-KV MQA), entries = window + top-k of the
-  compressed (CSA, plus its indexer over context/4) or window + all context/128 (HCA).
-- Total FLOPs per token = 2 x activated parameters + attention FLOPs (the tensor plan's
-  activated count; DeepSeek's per-token comparison counts the same two parts).
+The KV cache and attention FLOPs of either side are `attention_cost`'s (the figures
+`info` and every other diff show; formulas and sources in docs/attention_cost.md). Total
+FLOPs per token = 2 x activated parameters + attention FLOPs (the tensor plan's activated
+count; DeepSeek's per-token comparison counts the same two parts).
 """
 
 from __future__ import annotations
@@ -24,21 +12,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, computed_field
 
+from ..attention_cost import attention_flops, kv_cache_bytes
 from ..config_diff import FieldChange, config_changes
 from ..dtypes import itemsize
 from ..info import attention_schedule
-from ..sources import resolve_config
+from ..results import Result
+from ..sources import ConfigSource, resolve_config
+from ..tensor_diff import HeaderDiff, ValueDiff
 from ..tensor_plan import plan_for
 
-_FROZEN = ConfigDict(extra="forbid", frozen=True)
 CONTEXTS = (131_072, 1_048_576)
-KV_BYTES = 2
 
 
-class V4Side(BaseModel):
-    model_config = _FROZEN
+class V4Side(Result):
     spec: str
     label: str
     title: str | None
@@ -46,8 +34,7 @@ class V4Side(BaseModel):
     attention: str = Field(description="Attention kind and schedule, in words")
 
 
-class Figure(BaseModel):
-    model_config = _FROZEN
+class Figure(Result):
     key: str
     label: str
     unit: Literal["params", "bytes", "elements", "flops", "count"]
@@ -56,23 +43,32 @@ class Figure(BaseModel):
     ratio: float | None = Field(description="b / a")
 
 
-class Explanation(BaseModel):
-    model_config = _FROZEN
+class Explanation(Result):
     topic: str
     text: str
 
 
-class V4DiffReport(BaseModel):
+class V4DiffReport(Result):
     """What `ckpt diff` reports when one side is DeepSeek-V4; `--json` prints exactly this."""
 
-    model_config = _FROZEN
     a: V4Side
     b: V4Side
     summary: str
     contexts: list[int]
     figures: list[Figure]
-    explanations: list[Explanation]
+    explanations: list[Explanation] = Field(description="What changes from A to B, in words; "
+                                            "none when the configs are the same architecture")
     config_changes: list[FieldChange]
+    headers: HeaderDiff | None = Field(None, description="Two checkpoints: names, shapes and "
+                                       "dtypes from their headers")
+    values: ValueDiff | None = Field(None, description="With values=True: every common tensor "
+                                     "compared by its (dequantised) value")
+
+    @computed_field(description="Always true: differences are findings, not failures "
+                                "(bad input raises)")
+    @property
+    def ok(self) -> bool:
+        return True
 
 
 def _is_v4(c) -> bool:
@@ -82,45 +78,6 @@ def _is_v4(c) -> bool:
 def _sparse(c) -> bool:
     """V3.2-style DSA: a lightning indexer picking index_topk tokens for MLA."""
     return not _is_v4(c) and getattr(c, "index_topk", None) is not None
-
-
-def kv_elements(c, context: int) -> int:
-    """KV-cache elements held for `context` tokens (main layers; conventions above)."""
-    if not _is_v4(c):
-        per_token = c.kv_lora_rank + c.qk_rope_head_dim + (c.index_head_dim if _sparse(c) else 0)
-        return per_token * context * c.num_hidden_layers
-    total = 0
-    for ratio in c.compress_ratios[: c.num_hidden_layers]:
-        total += min(context, c.sliding_window) * c.head_dim
-        if ratio:
-            total += context // ratio * c.head_dim
-        if ratio == 4:
-            total += context // ratio * c.index_head_dim
-    return total
-
-
-def attention_flops(c, context: int) -> int:
-    """FLOPs for one token attending to `context` earlier tokens, all main layers."""
-    if not _is_v4(c):
-        h, lat, rope = c.num_attention_heads, c.kv_lora_rank, c.qk_rope_head_dim
-        attended = min(context, c.index_topk) if _sparse(c) else context
-        per_layer = 2 * h * (2 * lat + rope) * attended
-        if _sparse(c):
-            per_layer += 2 * c.index_n_heads * c.index_head_dim * context
-        return per_layer * c.num_hidden_layers
-    per_entry = 4 * c.num_attention_heads * c.head_dim
-    window = min(context, c.sliding_window)
-    total = 0
-    for ratio in c.compress_ratios[: c.num_hidden_layers]:
-        if ratio == 0:
-            total += per_entry * window
-        elif ratio == 4:
-            compressed = context // ratio
-            total += per_entry * (window + min(compressed, c.index_topk))
-            total += 2 * c.index_n_heads * c.index_head_dim * compressed
-        else:
-            total += per_entry * (window + context // ratio)
-    return total
 
 
 def _side(src) -> V4Side:
@@ -153,9 +110,8 @@ def _figures(ca, cb, pa, pb) -> list[Figure]:
     ]
     for t in CONTEXTS:
         k = f"{t // 1024}K" if t < 1 << 20 else f"{t >> 20}M"
-        ka, kb = kv_elements(ca, t), kv_elements(cb, t)
         rows.append(_row(f"kv.{k}", f"KV cache at {k} context (BF16 bytes)", "bytes",
-                         ka * KV_BYTES, kb * KV_BYTES))
+                         kv_cache_bytes(ca, t), kv_cache_bytes(cb, t)))
         fa, fb = attention_flops(ca, t), attention_flops(cb, t)
         rows.append(_row(f"attention_flops.{k}", f"attention FLOPs per token at {k}", "flops", fa, fb))
         rows.append(_row(f"total_flops.{k}", f"total FLOPs per token at {k} (2 x activated + "
@@ -195,7 +151,7 @@ def _explain(ca, cb, figures: list[Figure]) -> list[Explanation]:
         f"entry, all attended). The MTP block is ratio {v4.compress_ratios[-1]}.")))
     m = "1M"
     out.append(Explanation(topic="KV cache", text=(
-        f"BF16 bytes as in docs/deepseek_v4.md; KV cache at 128K: {fig['kv.128K'].a:,.0f} vs "
+        f"BF16 bytes as in docs/attention_cost.md; KV cache at 128K: {fig['kv.128K'].a:,.0f} vs "
         f"{fig['kv.128K'].b:,.0f} bytes (B/A {fig['kv.128K'].ratio:.3f}); at 1M: "
         f"{fig['kv.' + m].a:,.0f} vs {fig['kv.' + m].b:,.0f} (B/A {fig['kv.' + m].ratio:.3f}). "
         f"DeepSeek states V4-Pro needs 10% of V3.2's KV cache at 1M tokens.")))
@@ -227,23 +183,31 @@ def _explain(ca, cb, figures: list[Figure]) -> list[Explanation]:
     return out
 
 
-def diff_v4(a: str | Path, b: str | Path) -> V4DiffReport:
-    """Compare two configs of which at least one is DeepSeek-V4 (ratios are B / A)."""
-    src_a, src_b = resolve_config(a), resolve_config(b)
+def diff_v4(a: str | Path | ConfigSource, b: str | Path | ConfigSource, *,
+            headers: HeaderDiff | None = None, values: ValueDiff | None = None) -> V4DiffReport:
+    """Compare two configs of which at least one is DeepSeek-V4 (ratios are B / A), with the
+    tensor sections `diff` computed for two checkpoints."""
+    src_a, src_b = (x if isinstance(x, ConfigSource) else resolve_config(x) for x in (a, b))
     ca, cb = src_a.config, src_b.config
     pa, pb = plan_for(ca), plan_for(cb)
     figures = _figures(ca, cb, pa, pb)
     changes = config_changes(ca, cb)
+    architectural = [c for c in changes if c.architectural]
     kv = next(f for f in figures if f.key == "kv.1M")
     fl = next(f for f in figures if f.key == "total_flops.1M")
-    summary = (f"{src_b.label} vs {src_a.label}: {len([c for c in changes if c.architectural])} "
-               f"architectural config fields differ; parameters {pb.parameters.main / 1e9:,.1f}B "
-               f"vs {pa.parameters.main / 1e9:,.1f}B, activated {pb.parameters.activated / 1e9:.1f}B "
-               f"vs {pa.parameters.activated / 1e9:.1f}B; at 1M context KV cache x{kv.ratio:.3f} "
-               f"and FLOPs per token x{fl.ratio:.3f}")
+    if architectural:
+        summary = (f"{src_b.label} vs {src_a.label}: {len(architectural)} architectural config "
+                   f"fields differ; parameters {pb.parameters.main / 1e9:,.1f}B vs "
+                   f"{pa.parameters.main / 1e9:,.1f}B, activated "
+                   f"{pb.parameters.activated / 1e9:.1f}B vs {pa.parameters.activated / 1e9:.1f}B; "
+                   f"at 1M context KV cache x{kv.ratio:.3f} and FLOPs per token x{fl.ratio:.3f}")
+    else:  # e.g. a checkpoint and its own round trip: nothing to explain
+        summary = ("Same architecture; " + ("configs identical" if not changes else
+                   "differences only in: " + ", ".join(c.field for c in changes)))
     return V4DiffReport(a=_side(src_a), b=_side(src_b), summary=summary, contexts=list(CONTEXTS),
-                        figures=figures, explanations=_explain(ca, cb, figures),
-                        config_changes=changes)
+                        figures=figures,
+                        explanations=_explain(ca, cb, figures) if architectural else [],
+                        config_changes=changes, headers=headers, values=values)
 
 
 def involves_v4(a: Any, b: Any) -> bool:

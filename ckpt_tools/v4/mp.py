@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, computed_field
 
 from ..checkpoint import Checkpoint
 from ..config import read_config_file
@@ -92,6 +92,12 @@ class V4MpReport(Result):
         None, description="deepseek-mp: the ranks whose files this run wrote, when only some")
     nodes: list[NodeWork] = Field(
         default_factory=list, description="Per machine: the files it wrote, bytes, seconds")
+
+    @computed_field(description="Every file listed was written with tensors in it (a "
+                                "conversion that cannot complete raises)")
+    @property
+    def ok(self) -> bool:
+        return len(self.files) == len(self.tensors_per_file) and all(self.tensors_per_file)
 
 
 def _row_ranges(rows: int, row_bytes: int, align: int = 1):

@@ -29,6 +29,7 @@ from . import fp8
 from .checkpoint import Checkpoint, checkpoint_dir, model_parallel_refusal
 from .convert_jobs import (
     PART_BYTES,
+    Piece,
     ShardJob,
     TensorOp,
     job_memory,
@@ -63,14 +64,14 @@ from .index import (
     write_index,
     write_json_atomic,
 )
-from .inventory import Inspection, require
+from .inventory import Inspection, reader_of, require
 from .parallel import ExecutorName, Job, NodeWork
 from .progress import Progress
 from .remote.output import check_executor, open_output
-from .remote.path import RemotePath, job_source
 from .safetensors_io import TensorEntry
 from .side_files import copy_side_files
 from .sizes import Size, parse_size
+from .source import Source
 from .sources import CONFIG_FILE, declared_model_type
 from .tensor_plan import TensorPlan, scale_name_for
 
@@ -181,16 +182,25 @@ def _group(ck: Checkpoint, ops: list[TensorOp], block, max_shard_size: int | Non
 
 
 # -- running ------------------------------------------------------------------------------
-def _write_shards(out, src: str | RemotePath, plan: ConversionPlan, todo: list[ShardJob], *,
+def _job_source(ck: Checkpoint, job: ShardJob | list[Piece]) -> Source:
+    """What a job reads, for its worker: the header entries of its tensors and scales."""
+    ops = [p.op for p in job] if isinstance(job, list) else job.ops
+    wanted = [(ck.shard_path(op.shard), [op.name]) for op in ops]
+    wanted += [(ck.shard_path(op.scale_shard), [op.scale]) for op in ops if op.scale_shard]
+    return ck.source.for_tensors(ck.dir, wanted)
+
+
+def _write_shards(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob], *,
                   scale_fmt: str | None, workers: int | None, executor: ExecutorName,
                   progress: Progress | None, label: str
                   ) -> tuple[dict[str, list], list[NodeWork]]:
     """Upcast writes each shard in parts, quantize each with one job (its round-trip errors
     per tensor come back); see `write_files`.
 
-    `src` is a local path as a string, or a remote source's `RemotePath`, which pickles as
-    its URL and listing and reopens in the worker (a Ray task, or a worker process) without
-    listing again: every job reads the one revision, checked against the one set of ETags.
+    Each job reads through a `Source` carrying the header entries it needs (`_job_source`):
+    no worker reads a header. A remote source's `RemotePath` pickles as its URL and listing
+    and reopens in the worker (a Ray task, or a worker process) without listing again:
+    every job reads the one revision, checked against the one set of ETags.
 
     An object-store destination (`out.remote`) gets one whole-file job per shard for upcast
     too, not parts: part-wise pwrite works only on a file every writer sees, and the files
@@ -205,12 +215,13 @@ def _write_shards(out, src: str | RemotePath, plan: ConversionPlan, todo: list[S
         if scale_fmt is not None or out.remote:  # quantize, or an object store: one job a file
             out_bytes = sum(math.prod(s) * itemsize(d) for _, d, s in specs)
             works.append(FileWork(j.file, [Job(j.file, out_bytes,
-                                               (write_file, src, dst, j, plan.block, scale_fmt),
-                                               memory)]))
+                                               (write_file, _job_source(ck, j), dst, j,
+                                                plan.block, scale_fmt), memory)]))
             continue
         works.append(FileWork(
             j.file, [Job(j.file, sum(p.out_bytes for p in pieces),
-                         (write_part, src, dst, j.file, pieces, plan.block), memory)
+                         (write_part, _job_source(ck, pieces), dst, j.file, pieces,
+                          plan.block), memory)
                      for pieces in split_file(j, plan.block, PART_BYTES)],
             specs))
     return write_files(out, works, workers=workers, executor=executor, progress=progress,
@@ -233,7 +244,7 @@ def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
                 todo.append(j)
             else:
                 errors.update(info or {})
-        found, nodes = _write_shards(out, job_source(src), plan, todo,
+        found, nodes = _write_shards(out, ck, plan, todo,
                                      scale_fmt=scale_fmt, workers=workers, executor=executor,
                                      progress=progress, label=label)
         errors.update(found)
@@ -248,7 +259,7 @@ def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
     return len(plan.jobs) - len(todo), side, errors, nodes
 
 
-def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
+def plan_upcast(src: str | Path | Source, *, dtype: UpcastDtype = "bf16",
                 max_shard_size: Size | None = None, allow_copy: bool = False) -> ConversionPlan:
     """Decide every output tensor of `upcast` and check the source; writes nothing.
 
@@ -264,7 +275,7 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
     found = require(src, "upcast")
     if found.kind == "mp":
         raise model_parallel_refusal(found.root)
-    with Checkpoint(src) as ck:
+    with reader_of(found) as ck:
         ops, scales, block = _upcast_ops(ck, found, OUT_DTYPES[dtype])
         if not allow_copy and all(op.kind == "copy" for op in ops):
             raise UnexpectedTensorError(
@@ -276,7 +287,7 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
     return ConversionPlan(jobs, block, with_index, meta, scales)
 
 
-def _is_v4(src: str | Path) -> bool:
+def _is_v4(src: str | Path | Source) -> bool:
     return declared_model_type(checkpoint_dir(src)) == "deepseek_v4"
 
 
@@ -316,13 +327,14 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
     DeepSeek-V4 sources go to `v4.convert.upcast_v4`, where `layout` ("deepseek", the
     default, or "hf") picks the output names; V2/V3 checkpoints only have HF names.
     """
-    if _is_v4(src):
+    source = Source.open(src)  # the one place upcast resolves `src`
+    if _is_v4(source):
         from .v4.convert import upcast_v4
 
         if max_shard_size is not None:
             raise ArgumentError(f"{src}: a maximum shard size is not available for DeepSeek-V4 "
                                 f"upcast; reshard the output by size instead")
-        return upcast_v4(src, dst, dtype=dtype, layout=layout or "deepseek", workers=workers,
+        return upcast_v4(source, dst, dtype=dtype, layout=layout or "deepseek", workers=workers,
                          overwrite=overwrite, progress=progress, executor=executor)
     if layout not in (None, "hf"):
         raise ArgumentError(f"{src}: layout {layout!r} applies to DeepSeek-V4; V2/V3 "
@@ -330,9 +342,10 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
     t0 = time.monotonic()
     max_shard_size = None if max_shard_size is None else parse_size(max_shard_size,
                                                                      argument="max_shard_size")
-    plan = plan_upcast(src, dtype=dtype, max_shard_size=max_shard_size, allow_copy=allow_copy)
+    plan = plan_upcast(source, dtype=dtype, max_shard_size=max_shard_size,
+                       allow_copy=allow_copy)
     out_dtype = OUT_DTYPES[dtype]
-    with Checkpoint(src) as ck:
+    with Checkpoint(source) as ck:
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
         config.pop("quantization_config", None)
         wrapper = ck.config.reading.wrapper_key  # a wrapper's language model may declare it
@@ -354,12 +367,12 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         nodes=nodes)
 
 
-def plan_quantize(src: str | Path) -> ConversionPlan:
+def plan_quantize(src: str | Path | Source) -> ConversionPlan:
     """Decide every output tensor of `quantize` and check the source; writes nothing."""
     found = require(src, "quantize")
     if found.kind == "mp":
         raise model_parallel_refusal(found.root)
-    with Checkpoint(src) as ck:
+    with reader_of(found) as ck:
         ops, block = _quantize_ops(found)
         jobs, with_index = _group(ck, ops, block, None)
         meta = dict(ck.index.metadata)
@@ -386,12 +399,13 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
         CkptError subclasses before anything is written (see `plan_quantize`), OutputError
         for an unusable `dst`.
     """
-    if _is_v4(src):
+    source = Source.open(src)  # the one place quantize resolves `src`
+    if _is_v4(source):
         from .v4.convert import quantize_v4
 
         if scale_fmt not in (None, "ue8m0"):
             raise ConfigError(f"{src}: DeepSeek-V4 stores ue8m0 (E8M0) scales only")
-        return quantize_v4(src, dst, expert_dtype=expert_dtype or "fp4", workers=workers,
+        return quantize_v4(source, dst, expert_dtype=expert_dtype or "fp4", workers=workers,
                            overwrite=overwrite, progress=progress, executor=executor)
     if expert_dtype is not None:
         raise ArgumentError(f"{src}: expert_dtype applies to DeepSeek-V4 checkpoints only")
@@ -399,8 +413,8 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
     t0 = time.monotonic()
     if scale_fmt not in ("float", "ue8m0"):
         raise ArgumentError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
-    plan = plan_quantize(src)
-    with Checkpoint(src) as ck:
+    plan = plan_quantize(source)
+    with Checkpoint(source) as ck:
         qc = {**fp8.FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}
         if scale_fmt == "ue8m0":
             qc["scale_fmt"] = "ue8m0"

@@ -1,6 +1,7 @@
 """The jobs of `upcast` and `quantize`, as the executors run them (in workers, or Ray tasks).
 
-A job gets everything it needs in its arguments (paths, the tensor ops, the block) and
+A job gets everything it needs in its arguments (a `Source` carrying the header entries of
+the tensors it reads, the output path, the tensor ops, the block) and
 streams a few row blocks at a time: pread in, `fp8.dequantize` / `fp8.quantize`, write out,
 so it holds a few MB, never a tensor or a shard. quantize writes one whole output file per
 job (`SafetensorsWriter`); upcast writes each output file in parts of about `PART_BYTES`
@@ -20,8 +21,8 @@ from . import fp8, part_writer
 from .dtypes import DTYPES, itemsize
 from .parallel import WORKER_MEMORY
 from .reader_pool import ReaderPool
-from .remote.path import RemotePath
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
+from .source import Source
 from .tensor_plan import scale_shape
 
 STEP_BYTES = 4 << 20  # source bytes per streaming step (rounded to whole row blocks)
@@ -138,7 +139,7 @@ def _quantized(reader: SafetensorsReader, op: TensorOp, block: tuple[int, int],
         yield memoryview(q.reshape(-1).view(np.uint8))
 
 
-def write_file(src: str | RemotePath, dst: str, job: ShardJob, block: tuple[int, int],
+def write_file(src: Source, dst: str, job: ShardJob, block: tuple[int, int],
                scale_fmt: str | None) -> dict[str, list]:
     """Write one whole output shard (a job: every quantize shard, and upcast's shards for
     an object-store destination); returns, per quantised tensor, its round-trip error
@@ -209,7 +210,7 @@ def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[l
     return [p for p in parts if p]
 
 
-def write_part(src: str | RemotePath, dst: str, file: str, pieces: list[Piece],
+def write_part(src: Source, dst: str, file: str, pieces: list[Piece],
                 block: tuple[int, int]) -> dict:
     """Write `pieces` into DST/file.partial (created by `part_writer.create`); a job."""
     with ReaderPool(src) as reader:

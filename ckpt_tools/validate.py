@@ -141,8 +141,8 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
         qc = found.config.quantization_config if found.config is not None else None
         if found.config is not None and found.config.model_type == "deepseek_v4":
             qc = None  # E8M0 scales are powers of two by construction
-        scan = scan_shards(root, by_shard, scale_suffix=suffix, progress=progress,
-                           workers=workers, executor=executor,
+        scan = scan_shards(found.source, root, by_shard, scale_suffix=suffix,
+                           progress=progress, workers=workers, executor=executor,
                            power_of_two_scales=qc is not None and qc.scale_fmt == "ue8m0")
         nodes += scan.nodes
         for code, file, tensor, expected, got, message in scan.results:

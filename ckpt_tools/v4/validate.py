@@ -17,6 +17,7 @@ from typing import Literal
 
 from ..findings import Findings
 from ..safetensors_io import TensorEntry
+from ..source import Source
 from ..tensor_plan import scale_shape
 from .config import DeepseekV4Config, ExpertDtype
 from .tensor_plan import (
@@ -99,19 +100,18 @@ def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: 
     return scales
 
 
-def check_hash_tables(root: Path, entries: dict[str, TensorEntry], where: dict[str, str],
-                      experts: int, f: Findings) -> None:
-    """Every tid2eid entry must name an expert: 0 <= id < n_routed_experts."""
+def check_hash_tables(source: Source, root: Path, entries: dict[str, TensorEntry],
+                      where: dict[str, str], experts: int, f: Findings) -> None:
+    """Every tid2eid entry must name an expert: 0 <= id < n_routed_experts (read through
+    the run's `source`: no header is read again)."""
     import numpy as np  # header-only runs without hash tables never load it
-
-    from ..safetensors_io import SafetensorsReader
 
     for name in [n for n in entries if n.endswith("ffn.gate.tid2eid")]:
         e = entries[name]
         if e.dtype not in ("I64", "I32"):
             continue  # the plan check reports the dtype
         bad = lo = hi = 0
-        with SafetensorsReader(root / where[name]) as r:
+        with source.reader(root / where[name]) as r:
             rows = e.shape[0] if e.shape else 1
             for r0 in range(0, rows, 1 << 16):
                 t = np.asarray(r.read_rows(name, r0, min(rows, r0 + (1 << 16))))
@@ -146,8 +146,8 @@ def hf_expected(plan: V4TensorPlan, expect) -> dict:
     return out
 
 
-def check_v4(root: Path, inv, cfg: DeepseekV4Config | None, own: bool, f: Findings,
-             check_plan, expected_tensors, check_config_layout, expect
+def check_v4(source: Source, root: Path, inv, cfg: DeepseekV4Config | None, own: bool,
+             f: Findings, check_plan, expected_tensors, check_config_layout, expect
              ) -> tuple[str, list[str], V4TensorPlan | None]:
     """The V4 checks on an inventory from the inventory's structure pass; (layout, checks,
     the plan checked against). The inventory hands in its plan comparison helpers
@@ -168,7 +168,7 @@ def check_v4(root: Path, inv, cfg: DeepseekV4Config | None, own: bool, f: Findin
     plan = V4TensorPlan(cfg, layout, expert_dtype=experts)
     mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
     check_plan(expected_tensors(plan), inv, mtp, f)
-    check_hash_tables(root, inv.entries, inv.shard_of, cfg.n_routed_experts, f)
+    check_hash_tables(source, root, inv.entries, inv.shard_of, cfg.n_routed_experts, f)
     return layout, [*checks, "plan"], plan
 
 

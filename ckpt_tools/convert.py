@@ -194,16 +194,16 @@ def _write_shards(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob
                   scale_fmt: str | None, workers: int | None, executor: ExecutorName,
                   progress: Progress | None, label: str
                   ) -> tuple[dict[str, list], list[NodeWork]]:
-    """Upcast writes each shard in parts, quantize each with one job (its round-trip errors
-    per tensor come back); see `write_files`.
+    """Both write each shard in parts of about `PART_BYTES` of source, whole row blocks of
+    a tensor each (`split_file`), so one large shard keeps every worker busy; quantize's
+    parts return their error sums per tensor, combined in part order (`write_files`).
 
     Each job reads through a `Source` carrying the header entries it needs (`_job_source`):
     no worker reads a header. A remote source's `RemotePath` pickles as its URL and listing
     and reopens in the worker (a Ray task, or a worker process) without listing again:
     every job reads the one revision, checked against the one set of ETags.
 
-    An object-store destination (`out.remote`) gets one whole-file job per shard for upcast
-    too, not parts: part-wise pwrite works only on a file every writer sees, and the files
+    An object-store destination (`out.remote`) gets one whole-file job per shard, not parts: part-wise pwrite works only on a file every writer sees, and the files
     are staged on this machine's disk and uploaded whole when complete. Parts of many files
     in flight at once would stage most of the checkpoint locally before the first upload;
     whole files keep the staging to the files being written (one per worker)."""
@@ -212,7 +212,7 @@ def _write_shards(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob
     for j in todo:
         memory = job_memory(j, plan.block)
         specs = [s for op in j.ops for s in op.out_specs(plan.block)]
-        if scale_fmt is not None or out.remote:  # quantize, or an object store: one job a file
+        if out.remote:  # an object store: one job a file
             out_bytes = sum(math.prod(s) * itemsize(d) for _, d, s in specs)
             works.append(FileWork(j.file, [Job(j.file, out_bytes,
                                                (write_file, _job_source(ck, j), dst, j,
@@ -221,7 +221,7 @@ def _write_shards(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob
         works.append(FileWork(
             j.file, [Job(j.file, sum(p.out_bytes for p in pieces),
                          (write_part, _job_source(ck, pieces), dst, j.file, pieces,
-                          plan.block), memory)
+                          plan.block, scale_fmt), memory)
                      for pieces in split_file(j, plan.block, PART_BYTES)],
             specs))
     return write_files(out, works, workers=workers, executor=executor, progress=progress,
@@ -425,9 +425,11 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
                                             progress=progress, label="quantize",
                                             scale_fmt=scale_fmt, config=config)
     ops = [op for j in plan.jobs for op in j.ops]
-    per_tensor = [RoundTripError(name=op.name, max_abs_error=errors[op.name][0],
-                                 rel_l2_error=errors[op.name][1], nonfinite=errors[op.name][2])
-                  for op in ops if op.kind == "quantize"]
+    no_rows = [0.0, 0.0, 0]  # a weight of no rows: no part wrote it, nothing to compare
+    per_tensor = [RoundTripError(name=op.name, max_abs_error=e[0], rel_l2_error=e[1],
+                                 nonfinite=e[2])
+                  for op in ops if op.kind == "quantize"
+                  for e in [errors.get(op.name, no_rows)]]
     return QuantizeReport(
         source=str(src), destination=str(dst), scale_fmt=scale_fmt, block=plan.block,
         files=[j.file for j in plan.jobs], tensors=sum(len(op.out_specs(plan.block)) for op in ops),

@@ -123,15 +123,29 @@ class _ErrorStats:
         self.sq_ref += float(np.einsum("i,i->", ref64, ref64))
 
     def result(self) -> list:
-        rel = math.sqrt(self.sq_err / self.sq_ref) if self.sq_ref > 0 else 0.0
-        return [self.max_abs, rel, self.nonfinite]
+        return combine_errors([self.sums()])
+
+    def sums(self) -> list:
+        """What parts of one tensor add up (`combine_errors`)."""
+        return [self.max_abs, self.sq_err, self.sq_ref, self.nonfinite]
+
+
+def combine_errors(sums: list[list]) -> list:
+    """[max_abs, rel_l2, nonfinite] of a tensor from its parts' `sums`, added in part order
+    (so the figure does not depend on which part finished first)."""
+    max_abs = max((s[0] for s in sums), default=0.0)
+    sq_err, sq_ref = sum(s[1] for s in sums), sum(s[2] for s in sums)
+    rel = math.sqrt(sq_err / sq_ref) if sq_ref > 0 else 0.0
+    return [max_abs, rel, sum(s[3] for s in sums)]
 
 
 def _quantized(reader: SafetensorsReader, op: TensorOp, block: tuple[int, int],
-               scale_fmt: str, scales: list[np.ndarray], stats: _ErrorStats
-               ) -> Iterator[memoryview]:
+               scale_fmt: str, scales: list[np.ndarray], stats: _ErrorStats, start: int = 0,
+               stop: int | None = None) -> Iterator[memoryview]:
+    """Rows [start, stop) (whole row blocks) of a quantised weight; their scale rows go to
+    `scales`, their round-trip error to `stats`."""
     rows, cols = op.shape
-    for r0, r1 in _row_steps(rows, cols * itemsize(op.src_dtype), block[0]):
+    for r0, r1 in _row_steps(rows, cols * itemsize(op.src_dtype), block[0], start, stop):
         w = reader.read_rows(op.name, r0, r1).astype(np.float32)
         q, s = fp8.quantize(w, block, scale_fmt=scale_fmt)
         scales.append(s)
@@ -170,12 +184,14 @@ def write_file(src: Source, dst: str, job: ShardJob, block: tuple[int, int],
 
 # -- several jobs per output file (upcast) ----------------------------------------------
 class Piece(NamedTuple):
-    """Rows [r0, r1) of one output tensor, written at `offset` of the output file."""
+    """Rows [r0, r1) of one output tensor, written at `offset` of the output file (and, for
+    quantize, their scale rows at `scale_offset`)."""
 
     op: TensorOp
     r0: int
     r1: int
     offset: int
+    scale_offset: int = -1
 
     @property
     def src_bytes(self) -> int:
@@ -196,12 +212,16 @@ def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[l
         rows = _rows(op)
         row_src = op.src_bytes // rows if rows else 0
         row_out = math.prod(op.shape[1:]) * itemsize(op.dtype)
-        align = block[0] if op.kind == "dequantize" else 1
+        align = block[0] if op.kind in ("dequantize", "quantize") else 1
         r0 = 0
         while r0 < rows:
             take = max(align, (part_bytes - size) // max(row_src, 1) // align * align)
             r1 = min(rows, r0 + take)
-            parts[-1].append(Piece(op, r0, r1, offsets[op.name] + r0 * row_out))
+            scale_at = -1
+            if op.kind == "quantize":  # F32 scale rows of the 128-row blocks [r0, r1)
+                scale_row = scale_shape(op.shape, block)[1] * 4
+                scale_at = offsets[op.scale] + r0 // block[0] * scale_row
+            parts[-1].append(Piece(op, r0, r1, offsets[op.name] + r0 * row_out, scale_at))
             size += (r1 - r0) * row_src
             r0 = r1
             if size >= part_bytes:
@@ -211,12 +231,25 @@ def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[l
 
 
 def write_part(src: Source, dst: str, file: str, pieces: list[Piece],
-                block: tuple[int, int]) -> dict:
-    """Write `pieces` into DST/file.partial (created by `part_writer.create`); a job."""
+               block: tuple[int, int], scale_fmt: str | None = None) -> dict[str, list]:
+    """Write `pieces` into DST/file.partial (created by `part_writer.create`); a job.
+    Returns, per quantised tensor, the error sums of its rows here (`combine_errors`)."""
+    sums: dict[str, list] = {}
     with ReaderPool(src) as reader:
         for p in pieces:
             op = p.op
             r = reader(op.shard)
+            if op.kind == "quantize":
+                scales: list[np.ndarray] = []
+                stats = _ErrorStats()
+                part_writer.write_at(Path(dst) / file, p.offset,
+                                     _quantized(r, op, block, scale_fmt, scales, stats, p.r0,
+                                                p.r1), p.out_bytes)
+                grid = np.concatenate(scales) if scales else np.zeros(0, np.float32)
+                part_writer.write_at(Path(dst) / file, p.scale_offset,
+                                     [memoryview(grid.reshape(-1).view(np.uint8))], grid.nbytes)
+                sums[op.name] = stats.sums()
+                continue
             if op.kind == "copy":
                 row = math.prod(op.shape[1:]) * itemsize(op.src_dtype)
                 chunks = (r.read_range(op.name, a * row, b * row)
@@ -227,7 +260,7 @@ def write_part(src: Source, dst: str, file: str, pieces: list[Piece],
                 scale = reader(op.scale_shard).read_rows(op.scale, 0, -(-op.shape[0] // block[0]))
                 chunks = _dequantized(r, scale, op, block, p.r0, p.r1)
             part_writer.write_at(Path(dst) / file, p.offset, chunks, p.out_bytes)
-    return {}
+    return sums
 
 
 def call(fn, *args):

@@ -45,8 +45,8 @@ def quantized_weights(entries: dict[str, TensorEntry]) -> list[str]:
 def detect_layout(entries: dict[str, TensorEntry]) -> tuple[Literal["bf16", "fp8"], ExpertDtype | None]:
     """("fp8", expert format) when quantized weights are present, else ("bf16", None); the
     expert format is the dtype of the routed experts found (I8 = fp4, F8_E4M3 = fp8)."""
-    if not quantized_weights(entries):
-        return "bf16", None
+    if not any(e.dtype in QUANTIZED and n.endswith(".weight") for n, e in entries.items()):
+        return "bf16", None  # (stops at the first quantized weight)
     experts = [e.dtype for n, e in entries.items()
                if ".ffn.experts." in n and n.endswith(".weight")]
     fp4 = sum(d == "I8" for d in experts)
@@ -67,9 +67,12 @@ def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: 
                   f: Findings) -> set[str]:
     """Pair every quantized weight with its scale; returns the scale names seen."""
     weights = quantized_weights(entries)
-    scales = {n for n, e in entries.items() if n.endswith(V4_SCALE_SUFFIX)}
+    scales = {n for n in entries if n.endswith(V4_SCALE_SUFFIX)}
+    paired = set()
+    wanted = {}  # (dtype, shape) -> expected_scale: V4-Pro's 72k weights have a few shapes
     for name in weights:
         scale = v4_scale_name(name)
+        paired.add(scale)
         s = entries.get(scale)
         fmt = "MXFP4" if entries[name].dtype == "I8" else "FP8"
         if s is None:
@@ -80,7 +83,10 @@ def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: 
         if s.dtype != SCALE_DTYPE:
             f.add("scale-dtype", f"{where[scale]}: tensor '{scale}': expected {SCALE_DTYPE}, found "
                   f"{s.dtype}", file=where[scale], tensor=scale, expected=SCALE_DTYPE, found=s.dtype)
-        want = expected_scale(entries[name])
+        w = entries[name]
+        want = wanted.get((w.dtype, w.shape), False)
+        if want is False:
+            want = wanted[w.dtype, w.shape] = expected_scale(w)
         if want is None or s.shape != want[0]:
             need = list(want[0]) if want else f"a 2-D weight (found {list(entries[name].shape)})"
             what = want[1] if want else fmt
@@ -88,7 +94,6 @@ def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: 
                   f"weight {entries[name].dtype} {list(entries[name].shape)}, found "
                   f"{list(s.shape)}", file=where[scale], tensor=scale, expected=need,
                   found=s.shape)
-    paired = {v4_scale_name(n) for n in weights}
     for name in sorted(scales - paired):
         weight = v4_weight_name(name)
         if weight in skip:

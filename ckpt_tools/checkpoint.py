@@ -1,7 +1,8 @@
 """A checkpoint directory in HF layout: config.json, an index (or one file), shards.
 
-Nothing is read until asked: headers on first use of a shard, tensor data per tensor
-through mmap. Shard file names from the index are checked to stay inside the directory.
+Nothing is read until asked: headers on first use of a shard (or never, when the run's
+`source.Source` holds them from the inventory), tensor data per tensor through mmap. Shard
+file names from the index are checked to stay inside the directory.
 """
 
 from __future__ import annotations
@@ -25,14 +26,15 @@ from .remote.path import RemotePath
 from .remote.stores import as_path
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
+from .source import Source
 from .sources import CONFIG_FILE, no_such_path
 from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
 
 
-def checkpoint_dir(path: str | Path | RemotePath) -> Path | RemotePath:
+def checkpoint_dir(path: str | Path | RemotePath | Source) -> Path | RemotePath:
     """The checkpoint directory `path` names: itself, or the directory of an index file;
     a remote URL (hf://, s3://) as its `RemotePath`."""
-    path = as_path(path)
+    path = path.path if isinstance(path, Source) else as_path(path)
     return path.parent if path.name == INDEX_FILE and path.is_file() else path
 
 
@@ -51,10 +53,13 @@ PREFETCH_THREADS = 16
 class Checkpoint(PooledFiles):
     """Read-only view of a checkpoint directory."""
 
-    def __init__(self, path: str | Path, config: Config | None = None):
-        """`path`: the checkpoint directory, or its index file (as `validate` accepts).
-        `config`: one the caller already read (e.g. leniently, to describe it); by default
-        DIR/config.json, read strictly on first use."""
+    def __init__(self, path: str | Path | Source, config: Config | None = None, *,
+                 source: Source | None = None):
+        """`path`: the checkpoint directory, or its index file (as `validate` accepts), or
+        the run's `Source`. `config`: one the caller already read (e.g. leniently, to
+        describe it); by default DIR/config.json, read strictly on first use. `source`: the
+        run's source of `path`, whose headers the readers use (default: `path`'s)."""
+        self.source = source or Source.open(path)
         self.dir = checkpoint_dir(path)  # local, or remote (remote.path.RemotePath)
         if not self.dir.exists():
             raise no_such_path(self.dir)
@@ -62,7 +67,7 @@ class Checkpoint(PooledFiles):
             hint = (f"; pass its checkpoint directory {self.dir.parent}"
                     if self.dir.suffix == ".safetensors" else "")
             raise FormatError(f"{self.dir}: not a checkpoint directory{hint}")
-        self._readers = ReaderPool(self.dir, self.shard_path)
+        self._readers = ReaderPool(self.dir, self.shard_path, source=self.source)
         self._prefetched: dict[str, np.ndarray] = {}  # remote: read ahead, taken by read()
         if config is not None:
             self.__dict__["config"] = config  # fills the cached property

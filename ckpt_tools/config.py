@@ -57,7 +57,7 @@ _REFUSED_MODEL_TYPES = REFUSED_MODEL_TYPES
 class RopeScaling(BaseModel):
     """YaRN context extension, as in the hub configs (`rope_scaling`)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     type: Literal["yarn"] = Field(description="RoPE scaling type; DeepSeek ships only YaRN")
     factor: float = Field(gt=0, description="Context extension factor (40 for every release)")
@@ -75,7 +75,7 @@ class RopeScaling(BaseModel):
 class Fp8QuantizationConfig(BaseModel):
     """DeepSeek's block FP8 format: e4m3 weights with one F32 scale per 128x128 block."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     quant_method: Literal["fp8"] = Field(description="Only DeepSeek-style block FP8 is supported")
     fmt: Literal["e4m3"] = Field("e4m3", description="float8_e4m3fn: max 448, no inf")
@@ -95,7 +95,7 @@ class Fp8QuantizationConfig(BaseModel):
 
 
 class _DeepseekCommon(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     architectures: list[str] | None = None
     vocab_size: int = Field(gt=0, description="Vocabulary size (rows of embed_tokens and lm_head)")
@@ -294,7 +294,10 @@ DeepseekConfig = Annotated[
     Union[DeepseekV2Config, DeepseekV3Config, DeepseekV32Config],
     Field(discriminator="model_type"),
 ]
-_ADAPTER: TypeAdapter = TypeAdapter(DeepseekConfig)
+# model_type -> its model: parsing builds only the one validator it needs (building the
+# union's at import was a quarter of `ckpt info`'s start-up)
+_MODELS = {"deepseek_v2": DeepseekV2Config, "deepseek_v3": DeepseekV3Config,
+           "deepseek_v32": DeepseekV32Config}
 
 
 # Every config ckpt_tools understands; annotate with this, test with isinstance(x, Config).
@@ -426,7 +429,7 @@ def parse_config(raw: Any, *, source: str = "config",
     _fill_loader_defaults(data, reading, source)
     _split_quantization(data, reading)
     try:
-        config = _ADAPTER.validate_python(data)
+        config = _MODELS[family].model_validate(data)
     except ValidationError as e:
         raise ConfigError(_one_line(e, source)) from e
     problems = config.routing_problems()
@@ -497,4 +500,4 @@ def _modelopt_quantization(path: Path) -> dict[str, Any]:
 
 
 def config_json_schema() -> dict[str, Any]:
-    return _ADAPTER.json_schema()
+    return TypeAdapter(DeepseekConfig).json_schema()

@@ -19,7 +19,7 @@ LayoutName = Literal["hub", "transformers-5", "inference"]
 class ConfigReading(BaseModel):
     """How a config file was read: what it is, why, and what was filled in."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     architecture: Family = Field(description="The architecture whose tensor plan applies")
     recognised_by: str = Field(description="Why, e.g. 'architectures: DeepseekV3ForCausalLM; "
                                            "model_type kimi_k2'")

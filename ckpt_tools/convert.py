@@ -29,6 +29,7 @@ from . import fp8
 from .checkpoint import Checkpoint, checkpoint_dir, model_parallel_refusal
 from .convert_jobs import (
     PART_BYTES,
+    Piece,
     ShardJob,
     TensorOp,
     job_memory,
@@ -64,14 +65,14 @@ from .index import (
     write_index,
     write_json_atomic,
 )
-from .inventory import Inspection, require
+from .inventory import Inspection, reader_of, require
 from .parallel import ExecutorName, Job, NodeWork
 from .progress import Progress
 from .remote.output import check_executor, open_output
-from .remote.path import RemotePath, job_source
 from .safetensors_io import TensorEntry
 from .side_files import copy_side_files
 from .sizes import Size, parse_size
+from .source import Source
 from .sources import CONFIG_FILE
 from .tensor_plan import TensorPlan, scale_name_for
 
@@ -182,19 +183,28 @@ def _group(ck: Checkpoint, ops: list[TensorOp], block, max_shard_size: int | Non
 
 
 # -- running ------------------------------------------------------------------------------
-def _write_shards(out, src: str | RemotePath, plan: ConversionPlan, todo: list[ShardJob], *,
+def _job_source(ck: Checkpoint, job: ShardJob | list[Piece]) -> Source:
+    """What a job reads, for its worker: the header entries of its tensors and scales."""
+    ops = [p.op for p in job] if isinstance(job, list) else job.ops
+    wanted = [(ck.shard_path(op.shard), [op.name]) for op in ops]
+    wanted += [(ck.shard_path(op.scale_shard), [op.scale]) for op in ops if op.scale_shard]
+    return ck.source.for_tensors(ck.dir, wanted)
+
+
+def _write_shards(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob], *,
                   scale_fmt: str | None, workers: int | None, executor: ExecutorName,
                   progress: Progress | None, label: str
                   ) -> tuple[dict[str, list], list[NodeWork]]:
-    """Upcast writes each shard in parts, quantize each with one job (its round-trip errors
-    per tensor come back); see `write_files`.
+    """Both write each shard in parts of about `PART_BYTES` of source, whole row blocks of
+    a tensor each (`split_file`), so one large shard keeps every worker busy; quantize's
+    parts return their error sums per tensor, combined in part order (`write_files`).
 
-    `src` is a local path as a string, or a remote source's `RemotePath`, which pickles as
-    its URL and listing and reopens in the worker (a Ray task, or a worker process) without
-    listing again: every job reads the one revision, checked against the one set of ETags.
+    Each job reads through a `Source` carrying the header entries it needs (`_job_source`):
+    no worker reads a header. A remote source's `RemotePath` pickles as its URL and listing
+    and reopens in the worker (a Ray task, or a worker process) without listing again:
+    every job reads the one revision, checked against the one set of ETags.
 
-    An object-store destination (`out.remote`) gets one whole-file job per shard for upcast
-    too, not parts: part-wise pwrite works only on a file every writer sees, and the files
+    An object-store destination (`out.remote`) gets one whole-file job per shard, not parts: part-wise pwrite works only on a file every writer sees, and the files
     are staged on this machine's disk and uploaded whole when complete. Parts of many files
     in flight at once would stage most of the checkpoint locally before the first upload;
     whole files keep the staging to the files being written (one per worker)."""
@@ -203,15 +213,16 @@ def _write_shards(out, src: str | RemotePath, plan: ConversionPlan, todo: list[S
     for j in todo:
         memory = job_memory(j, plan.block)
         specs = [s for op in j.ops for s in op.out_specs(plan.block)]
-        if scale_fmt is not None or out.remote:  # quantize, or an object store: one job a file
+        if out.remote:  # an object store: one job a file
             out_bytes = sum(math.prod(s) * itemsize(d) for _, d, s in specs)
             works.append(FileWork(j.file, [Job(j.file, out_bytes,
-                                               (write_file, src, dst, j, plan.block, scale_fmt),
-                                               memory)]))
+                                               (write_file, _job_source(ck, j), dst, j,
+                                                plan.block, scale_fmt), memory)]))
             continue
         works.append(FileWork(
             j.file, [Job(j.file, sum(p.out_bytes for p in pieces),
-                         (write_part, src, dst, j.file, pieces, plan.block), memory)
+                         (write_part, _job_source(ck, pieces), dst, j.file, pieces,
+                          plan.block, scale_fmt), memory)
                      for pieces in split_file(j, plan.block, PART_BYTES)],
             specs))
     return write_files(out, works, workers=workers, executor=executor, progress=progress,
@@ -234,7 +245,7 @@ def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
                 todo.append(j)
             else:
                 errors.update(info or {})
-        found, nodes = _write_shards(out, job_source(src), plan, todo,
+        found, nodes = _write_shards(out, ck, plan, todo,
                                      scale_fmt=scale_fmt, workers=workers, executor=executor,
                                      progress=progress, label=label)
         errors.update(found)
@@ -249,7 +260,7 @@ def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
     return len(plan.jobs) - len(todo), side, errors, nodes
 
 
-def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
+def plan_upcast(src: str | Path | Source, *, dtype: UpcastDtype = "bf16",
                 max_shard_size: Size | None = None, allow_copy: bool = False) -> ConversionPlan:
     """Decide every output tensor of `upcast` and check the source; writes nothing.
 
@@ -265,7 +276,7 @@ def plan_upcast(src: str | Path, *, dtype: UpcastDtype = "bf16",
     found = require(src, "upcast")
     if found.kind == "mp":
         raise model_parallel_refusal(found.root)
-    with Checkpoint(src) as ck:
+    with reader_of(found) as ck:
         ops, scales, block = _upcast_ops(ck, found, OUT_DTYPES[dtype])
         if not allow_copy and all(op.kind == "copy" for op in ops):
             raise copy_refusal(ck.dir, dtype)
@@ -311,12 +322,13 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
     `layout` ("deepseek", the default, or "hf") picks the output names; the others only have
     transformers' names, so `layout="hf"` is what they write anyway (the report says so).
     """
-    family = family_at(checkpoint_dir(src))
+    source = Source.open(src)  # the one place upcast resolves `src`
+    family = family_at(checkpoint_dir(source))
     if family.has_hook("upcast"):
         if max_shard_size is not None:
             raise ArgumentError(f"{src}: a maximum shard size is not available for "
                                 f"{family.title} upcast; reshard the output by size instead")
-        return family.hook("upcast")(src, dst, dtype=dtype, layout=layout or "deepseek",
+        return family.hook("upcast")(source, dst, dtype=dtype, layout=layout or "deepseek",
                                      workers=workers, overwrite=overwrite, progress=progress,
                                      executor=executor, allow_copy=allow_copy)
     if layout not in (None, "hf"):
@@ -330,9 +342,10 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
     t0 = time.monotonic()
     max_shard_size = None if max_shard_size is None else parse_size(max_shard_size,
                                                                      argument="max_shard_size")
-    plan = plan_upcast(src, dtype=dtype, max_shard_size=max_shard_size, allow_copy=allow_copy)
+    plan = plan_upcast(source, dtype=dtype, max_shard_size=max_shard_size,
+                       allow_copy=allow_copy)
     out_dtype = OUT_DTYPES[dtype]
-    with Checkpoint(src) as ck:
+    with Checkpoint(source) as ck:
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
         config.pop("quantization_config", None)
         wrapper = ck.config.reading.wrapper_key  # a wrapper's language model may declare it
@@ -354,12 +367,12 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         nodes=nodes, notes=notes)
 
 
-def plan_quantize(src: str | Path) -> ConversionPlan:
+def plan_quantize(src: str | Path | Source) -> ConversionPlan:
     """Decide every output tensor of `quantize` and check the source; writes nothing."""
     found = require(src, "quantize")
     if found.kind == "mp":
         raise model_parallel_refusal(found.root)
-    with Checkpoint(src) as ck:
+    with reader_of(found) as ck:
         ops, block = _quantize_ops(found)
         jobs, with_index = _group(ck, ops, block, None)
         meta = dict(ck.index.metadata)
@@ -386,11 +399,12 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
         CkptError subclasses before anything is written (see `plan_quantize`), OutputError
         for an unusable `dst`.
     """
-    family = family_at(checkpoint_dir(src))
+    source = Source.open(src)  # the one place quantize resolves `src`
+    family = family_at(checkpoint_dir(source))
     if family.has_hook("quantize"):
         if scale_fmt not in (None, "ue8m0"):
             raise ConfigError(f"{src}: {family.title} stores ue8m0 (E8M0) scales only")
-        return family.hook("quantize")(src, dst, expert_dtype=expert_dtype or "fp4",
+        return family.hook("quantize")(source, dst, expert_dtype=expert_dtype or "fp4",
                                        workers=workers, overwrite=overwrite, progress=progress,
                                        executor=executor)
     if expert_dtype is not None:
@@ -400,8 +414,8 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
     t0 = time.monotonic()
     if scale_fmt not in ("float", "ue8m0"):
         raise ArgumentError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
-    plan = plan_quantize(src)
-    with Checkpoint(src) as ck:
+    plan = plan_quantize(source)
+    with Checkpoint(source) as ck:
         qc = {**fp8.FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}
         if scale_fmt == "ue8m0":
             qc["scale_fmt"] = "ue8m0"
@@ -412,9 +426,11 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
                                             progress=progress, label="quantize",
                                             scale_fmt=scale_fmt, config=config)
     ops = [op for j in plan.jobs for op in j.ops]
-    per_tensor = [RoundTripError(name=op.name, max_abs_error=errors[op.name][0],
-                                 rel_l2_error=errors[op.name][1], nonfinite=errors[op.name][2])
-                  for op in ops if op.kind == "quantize"]
+    no_rows = [0.0, 0.0, 0]  # a weight of no rows: no part wrote it, nothing to compare
+    per_tensor = [RoundTripError(name=op.name, max_abs_error=e[0], rel_l2_error=e[1],
+                                 nonfinite=e[2])
+                  for op in ops if op.kind == "quantize"
+                  for e in [errors.get(op.name, no_rows)]]
     return QuantizeReport(
         source=str(src), destination=str(dst), scale_fmt=scale_fmt, block=plan.block,
         files=[j.file for j in plan.jobs], tensors=sum(len(op.out_specs(plan.block)) for op in ops),

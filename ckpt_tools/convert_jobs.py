@@ -1,6 +1,7 @@
 """The jobs of `upcast` and `quantize`, as the executors run them (in workers, or Ray tasks).
 
-A job gets everything it needs in its arguments (paths, the tensor ops, the block) and
+A job gets everything it needs in its arguments (a `Source` carrying the header entries of
+the tensors it reads, the output path, the tensor ops, the block) and
 streams a few row blocks at a time: pread in, `formats` dequantize / quantize, write out,
 so it holds a few MB, never a tensor or a shard. quantize writes one whole output file per
 job (`SafetensorsWriter`); upcast writes each output file in parts of about `PART_BYTES`
@@ -20,11 +21,12 @@ from . import part_writer
 from .dtypes import DTYPES, itemsize
 from .parallel import WORKER_MEMORY
 from .reader_pool import ReaderPool
-from .remote.path import RemotePath
 from .formats import block_grid
 from .formats.fp8_block import dequantize, quantize
 from .formats.round_trip import RoundTripStats
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
+from .source import Source
+from .tensor_plan import scale_shape
 
 STEP_BYTES = 4 << 20  # source bytes per streaming step (rounded to whole row blocks)
 # What one step's temporaries take at most (float32 copies of the rows, the output rows,
@@ -106,10 +108,12 @@ def _dequantized(reader: SafetensorsReader, scale: np.ndarray, op: TensorOp,
 
 
 def _quantized(reader: SafetensorsReader, op: TensorOp, block: tuple[int, int],
-               scale_fmt: str, scales: list[np.ndarray], stats: RoundTripStats
-               ) -> Iterator[memoryview]:
+               scale_fmt: str, scales: list[np.ndarray], stats: RoundTripStats, start: int = 0,
+               stop: int | None = None) -> Iterator[memoryview]:
+    """Rows [start, stop) (whole row blocks) of a quantised weight; their scale rows go to
+    `scales`, their round-trip error to `stats`."""
     rows, cols = op.shape
-    for r0, r1 in _row_steps(rows, cols * itemsize(op.src_dtype), block[0]):
+    for r0, r1 in _row_steps(rows, cols * itemsize(op.src_dtype), block[0], start, stop):
         # the round-trip error is against exactly what upcast --dtype f32 gives back
         q, s = quantize(reader.read_rows(op.name, r0, r1), block, scale_fmt=scale_fmt,
                         errors=stats)
@@ -117,7 +121,7 @@ def _quantized(reader: SafetensorsReader, op: TensorOp, block: tuple[int, int],
         yield memoryview(q.reshape(-1).view(np.uint8))
 
 
-def write_file(src: str | RemotePath, dst: str, job: ShardJob, block: tuple[int, int],
+def write_file(src: Source, dst: str, job: ShardJob, block: tuple[int, int],
                scale_fmt: str | None) -> dict[str, list]:
     """Write one whole output shard (a job: every quantize shard, and upcast's shards for
     an object-store destination); returns, per quantised tensor, its round-trip error
@@ -148,12 +152,14 @@ def write_file(src: str | RemotePath, dst: str, job: ShardJob, block: tuple[int,
 
 # -- several jobs per output file (upcast) ----------------------------------------------
 class Piece(NamedTuple):
-    """Rows [r0, r1) of one output tensor, written at `offset` of the output file."""
+    """Rows [r0, r1) of one output tensor, written at `offset` of the output file (and, for
+    quantize, their scale rows at `scale_offset`)."""
 
     op: TensorOp
     r0: int
     r1: int
     offset: int
+    scale_offset: int = -1
 
     @property
     def src_bytes(self) -> int:
@@ -174,12 +180,16 @@ def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[l
         rows = _rows(op)
         row_src = op.src_bytes // rows if rows else 0
         row_out = math.prod(op.shape[1:]) * itemsize(op.dtype)
-        align = block[0] if op.kind == "dequantize" else 1
+        align = block[0] if op.kind in ("dequantize", "quantize") else 1
         r0 = 0
         while r0 < rows:
             take = max(align, (part_bytes - size) // max(row_src, 1) // align * align)
             r1 = min(rows, r0 + take)
-            parts[-1].append(Piece(op, r0, r1, offsets[op.name] + r0 * row_out))
+            scale_at = -1
+            if op.kind == "quantize":  # F32 scale rows of the 128-row blocks [r0, r1)
+                scale_row = scale_shape(op.shape, block)[1] * 4
+                scale_at = offsets[op.scale] + r0 // block[0] * scale_row
+            parts[-1].append(Piece(op, r0, r1, offsets[op.name] + r0 * row_out, scale_at))
             size += (r1 - r0) * row_src
             r0 = r1
             if size >= part_bytes:
@@ -188,13 +198,26 @@ def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[l
     return [p for p in parts if p]
 
 
-def write_part(src: str | RemotePath, dst: str, file: str, pieces: list[Piece],
-                block: tuple[int, int]) -> dict:
-    """Write `pieces` into DST/file.partial (created by `part_writer.create`); a job."""
+def write_part(src: Source, dst: str, file: str, pieces: list[Piece],
+               block: tuple[int, int], scale_fmt: str | None = None) -> dict[str, list]:
+    """Write `pieces` into DST/file.partial (created by `part_writer.create`); a job.
+    Returns, per quantised tensor, the error sums of its rows here (`RoundTripStats.sums`, combined by `combine_errors`)."""
+    sums: dict[str, list] = {}
     with ReaderPool(src) as reader:
         for p in pieces:
             op = p.op
             r = reader(op.shard)
+            if op.kind == "quantize":
+                scales: list[np.ndarray] = []
+                stats = RoundTripStats()
+                part_writer.write_at(Path(dst) / file, p.offset,
+                                     _quantized(r, op, block, scale_fmt, scales, stats, p.r0,
+                                                p.r1), p.out_bytes)
+                grid = np.concatenate(scales) if scales else np.zeros(0, np.float32)
+                part_writer.write_at(Path(dst) / file, p.scale_offset,
+                                     [memoryview(grid.reshape(-1).view(np.uint8))], grid.nbytes)
+                sums[op.name] = stats.sums()
+                continue
             if op.kind == "copy":
                 row = math.prod(op.shape[1:]) * itemsize(op.src_dtype)
                 chunks = (r.read_range(op.name, a * row, b * row)
@@ -205,7 +228,7 @@ def write_part(src: str | RemotePath, dst: str, file: str, pieces: list[Piece],
                 scale = reader(op.scale_shard).read_rows(op.scale, 0, -(-op.shape[0] // block[0]))
                 chunks = _dequantized(r, scale, op, block, p.r0, p.r1)
             part_writer.write_at(Path(dst) / file, p.offset, chunks, p.out_bytes)
-    return {}
+    return sums
 
 
 def call(fn, *args):

@@ -14,6 +14,7 @@ from . import __version__, part_writer
 from .checkpoint import Checkpoint
 from .convert_jobs import call
 from .errors import ARGUMENT_PLACEHOLDER, UnexpectedTensorError
+from .formats.round_trip import combine_errors
 from .output import OutputDir, source_fingerprint
 from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
@@ -109,6 +110,7 @@ def write_files(out: OutputDir, works: list[FileWork], *, workers: int | None,
     writers remove their own)."""
     args, files, errors = [], [], {}
     unfinished: dict[str, int] = {}  # file written in parts -> parts still to write
+    part_results: dict[str, dict[int, dict]] = {}  # file -> job index -> its error sums
     try:
         for w in works:
             if w.specs is None:
@@ -126,14 +128,17 @@ def write_files(out: OutputDir, works: list[FileWork], *, workers: int | None,
 
         def finished(i: int, result: dict[str, list]) -> None:
             file = files[i]
-            parts = file in unfinished
-            if parts:  # a part: the file is complete with its last part
+            if file in unfinished:  # a part: the file is complete with its last part
                 unfinished[file] -= 1
+                part_results.setdefault(file, {})[i] = result
                 if unfinished[file]:
                     return
                 del unfinished[file]
                 part_writer.commit(out.path / file)
-            out.mark_done(file, None if parts else result)
+                result = _combined(part_results.pop(file))
+                out.mark_done(file, result or None)
+            else:
+                out.mark_done(file, result)
             errors.update(result)
 
         nbytes = sum(a.nbytes for a in args)
@@ -144,6 +149,15 @@ def write_files(out: OutputDir, works: list[FileWork], *, workers: int | None,
             part_writer.discard(out.path / file)
         raise
     return errors, ran.nodes
+
+
+def _combined(parts: dict[int, dict[str, list]]) -> dict[str, list]:
+    """Per tensor, quantize's round-trip error from the sums of its parts (in job order)."""
+    sums: dict[str, list[list]] = {}
+    for i in sorted(parts):
+        for name, s in parts[i].items():
+            sums.setdefault(name, []).append(s)
+    return {name: combine_errors(s) for name, s in sums.items()}
 
 
 def _job(command: str, ck: Checkpoint, options: dict) -> dict:

@@ -17,9 +17,10 @@ present (DeepSeek's convert.py drops it); FP8 scales are named `.scale` and are 
 tensors. Another layout plugs in the same way: build `Inventory`s from its headers and
 call `check_plan` with name -> `Expect` maps.
 
-A remote source (`hf://`, `s3://`: `remote.as_path`) is inspected by the same code:
-its `RemotePath` answers the directory questions from one listing and its headers are read
-by range (`shard_scan.read_headers` fetches them at once).
+A remote source (`hf://`, `s3://`) is inspected by the same code: its `RemotePath`
+answers the directory questions from one listing and its headers are read by range
+(`shard_scan.read_headers` fetches them at once). Every header is read through the
+`source.Source` the run opened, which keeps it: the readers and jobs that follow reuse it.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ from .plan_checks import (
 )
 from .policy import Command, refusal
 from .remote.path import RemotePath
-from .remote.stores import as_path
 from .shard_scan import Inventory, gc_paused, read_headers, scan_hf
+from .source import Source
 from .sources import no_such_path
 from .tensor_plan import DEFAULT_BLOCK, Layout, TensorPlan
 
@@ -78,6 +79,7 @@ class Inspection:
     single: str | None = None  # the one file asked for, if any
     rank_files: dict[int, str] = field(default_factory=dict)  # model-parallel: rank -> file
     model_parallel: int = 0  # model-parallel: N of model{i}-mp{N} (some ranks may be absent)
+    source: Source | None = None  # what was read: its headers, for every reader that follows
 
     @property
     def inventory(self) -> Inventory:
@@ -115,13 +117,14 @@ def _split_single(path: Path | RemotePath) -> tuple[Path | RemotePath, str | Non
     raise no_such_path(path)
 
 
-def inspect(path: str | Path, *, config: str | Path | Config | None = None,
+def inspect(path: str | Path | Source, *, config: str | Path | Config | None = None,
             shards: list[str] | None = None) -> Inspection:
     """Read `path`'s headers and judge them against the tensor plan; writes nothing.
 
     Args:
         path: a checkpoint directory (HF or model-parallel), its index, or one .safetensors
-            file (a lone checkpoint, or one shard of a set: then only its own entries).
+            file (a lone checkpoint, or one shard of a set: then only its own entries); or
+            the `Source` a caller opened (its headers are read through it, once).
         config: what to check against (a preset name, a config.json, a checkpoint directory
             or a parsed config); default: the checkpoint's config.json.
         shards: judge only these shards of the index's set (a partial download).
@@ -130,51 +133,58 @@ def inspect(path: str | Path, *, config: str | Path | Config | None = None,
         FormatError: PATH does not exist or is no checkpoint.
         ConfigError: `config` names no preset, readable config.json or checkpoint.
     """
-    path = as_path(path)  # a local path, or a remote one (hf://, s3://: remote.path)
-    root, single, part = _split_single(path)
+    source = Source.open(path)
+    root, single, part = _split_single(source.path)
     subset = [single] if part else shards
     f = Findings()
     with gc_paused():
         if single is None and shards is None and is_model_parallel(root):
-            found = _inspect_mp(root, config, f)
+            found = _inspect_mp(source, root, config, f)
         else:
-            found = _inspect_hf(root, None if part else single, subset, config, f)
+            found = _inspect_hf(source, root, None if part else single, subset, config, f)
     f.explain({name: shard for inv in found.inventories for name, shard in inv.unreadable.items()})
-    found.path, found.single, found.findings = path, single, f.items
+    found.path, found.single, found.findings = source.path, single, f.items
+    found.source = source
     return found
 
 
-def require(path: str | Path, command: Command, *,
+def require(path: str | Path | Source, command: Command, *,
             config: str | Path | Config | None = None) -> Inspection:
     """`inspect(path)`, raising for the first finding `command` refuses (`policy`)."""
     return inspect(path, config=config).require(command)
 
 
-def open_checkpoint(path: str | Path, *, config: str | Path | None = None,
+def open_checkpoint(path: str | Path | Source, *, config: str | Path | None = None,
                     command: Command = "read"):
     """The reader of `path`'s layout, after the inventory let `command` through:
-    `checkpoint.Checkpoint` (HF) or `mp_layout.MpCheckpoint` (model-parallel)."""
+    `checkpoint.Checkpoint` (HF) or `mp_layout.MpCheckpoint` (model-parallel), reading
+    through the headers the inventory read."""
     found = require(path, command, config=config)
+    return reader_of(found, config)
+
+
+def reader_of(found: Inspection, config: str | Path | None = None):
+    """The reader of an inspected checkpoint, over the headers its inventory read."""
     if found.kind == "mp":
         from .mp_layout import MpCheckpoint  # only model-parallel directories pay for it
 
-        return MpCheckpoint(found.root, config, plan=found.plan)
+        return MpCheckpoint(found.root, config, plan=found.plan, source=found.source)
     from .checkpoint import Checkpoint
 
-    return Checkpoint(found.root)
+    return Checkpoint(found.root, source=found.source)
 
 
 # -- the two layouts ----------------------------------------------------------------------
-def _inspect_hf(root: Path, single: str | None, subset: list[str] | None, config,
-                f: Findings) -> Inspection:
+def _inspect_hf(source: Source, root: Path, single: str | None, subset: list[str] | None,
+                config, f: Findings) -> Inspection:
     checks: list[Check] = ["structure", "pairing"]
-    inv = scan_hf(root, f, single=single, subset=subset)
+    inv = scan_hf(source, root, f, single=single, subset=subset)
     if not inv.entries and not inv.unreadable and not f.errors:
         f.add("no-tensors", f"{root.name}: no tensor in any shard", file=single)
     cfg, cfg_source, own = load_config(root, config, f)
     family = family_of(cfg) if cfg is not None else family_of_tensors(inv.entries)
     if family.has_hook("check"):  # a family with its own checks (DeepSeek-V4's formats)
-        layout, checks, plan = family.hook("check")(root, inv, cfg, own, f, check_plan,
+        layout, checks, plan = family.hook("check")(source, root, inv, cfg, own, f, check_plan,
                                                     expected_tensors, check_config_layout, Expect)
         return Inspection(root, root, "hf", [inv], [], checks, layout, cfg, cfg_source, plan)
     layout = majority(inv.entries, len(inv.fp8), len(inv.scales))
@@ -224,12 +234,12 @@ def _check_replica_dtypes(invs: dict[int, Inventory], ranks: dict[int, str],
                       file=ranks[rank], tensor=name, expected=seen[1], found=e.dtype)
 
 
-def _inspect_mp(root: Path, config, f: Findings) -> Inspection:
+def _inspect_mp(source: Source, root: Path, config, f: Findings) -> Inspection:
     from .mp_layout import MpLayout, rank_plan  # only for such directories (imports numpy)
 
     n, ranks = _mp_rank_files(root, f)
     checks: list[Check] = ["structure"]
-    headers = read_headers(root, list(ranks.values()), f)
+    headers = read_headers(source, root, list(ranks.values()), f)
     invs: dict[int, Inventory] = {}
     for rank, name in ranks.items():
         if (h := headers.get(name)) is not None:

@@ -49,6 +49,7 @@ from .modules import COLUMN, EXPERT, MODULES, ROW, Rule  # noqa: F401  (COLUMN, 
 from .reader_pool import PooledFiles, ReaderPool
 from .remote.stores import as_path
 from .safetensors_io import SafetensorsReader
+from .source import Source
 from .sources import CONFIG_FILE
 from .tensor_plan import SCALE_SUFFIX, Group, TensorPlan, TensorSpec
 
@@ -238,7 +239,8 @@ class MpCheckpoint(PooledFiles):
     """
 
     def __init__(self, path: str | Path, config: str | Path | None = None, *,
-                 plan: TensorPlan | None = None):
+                 plan: TensorPlan | None = None, source: Source | None = None):
+        """`source`: the run's, whose headers the readers use (the inventory's)."""
         self.dir = as_path(path)  # local, or remote (remote.path.RemotePath: read by range)
         if not self.dir.is_dir():
             raise FormatError(f"{self.dir}: no such directory")
@@ -249,7 +251,7 @@ class MpCheckpoint(PooledFiles):
             raise ConfigError(f"{self.dir}: no {CONFIG_FILE}; give the HF config of the model "
                               f"(DeepSeek's convert.py does not write one)")
         self.config = read_config_file(self.config_path)
-        self._readers = ReaderPool(self.dir)
+        self._readers = ReaderPool(self.dir, source=source)
         self.plan = plan or rank_plan(self.config, self.reader(0).header.entries)
         self.layout = self.plan.layout
         self.has_mtp = any(s.mtp for s in self.plan.groups)

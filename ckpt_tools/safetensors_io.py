@@ -23,6 +23,9 @@ import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
+from itertools import chain
+from operator import itemgetter, mul, sub
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -132,6 +135,57 @@ def parse_header_bytes(path: Path, header: bytes, file_size: int) -> Safetensors
         isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
     ):
         raise FormatError(f"{path}: __metadata__ must map strings to strings")
+    entries = _sound_entries(doc, file_size - 8 - n)
+    if entries is None:  # some entry is wrong: the exact checks say which, and how
+        entries = {e.name: e for e in _checked_entries(path, doc, file_size - 8 - n)}
+    return SafetensorsHeader(path, entries, metadata, 8 + n, file_size)
+
+
+def _sound_entries(doc: dict, data_size: int) -> dict[str, TensorEntry] | None:
+    """The entries by name in offset order when every one passes `_checked_entries`' rules, else
+    None. The same rules, checked a column at a time with C-level maps (V3's 92k entries in
+    a fraction of the time): dtypes known, shapes and offsets lists of non-negative ints
+    (bool is not int here), each span the shape's bytes, spans tiling the data section."""
+    names, infos = list(doc), list(doc.values())
+    if not infos:
+        return {} if data_size == 0 else None
+    try:  # an entry that is not an object, or lacks a key: TypeError, KeyError
+        dtypes_ = list(map(itemgetter("dtype"), infos))
+        shapes = list(map(itemgetter("shape"), infos))
+        offsets = list(map(itemgetter("data_offsets"), infos))
+        if (set(map(type, infos)) != {dict} or not set(dtypes_) <= ITEMSIZES.keys()
+                or set(map(type, shapes)) != {list} or set(map(type, offsets)) != {list}
+                or set(map(len, offsets)) != {2}):
+            return None
+    except (TypeError, KeyError):
+        return None
+    starts, ends = list(map(itemgetter(0), offsets)), list(map(itemgetter(1), offsets))
+    dims = list(chain.from_iterable(shapes))
+    if (not set(map(type, starts)) | set(map(type, ends)) | set(map(type, dims)) <= {int}
+            or min(starts) < 0 or (dims and min(dims) < 0)):
+        return None
+    spans = list(map(sub, ends, starts))
+    if spans != list(map(mul, map(math.prod, shapes), map(ITEMSIZES.__getitem__, dtypes_))):
+        return None
+    if starts[1:] != ends[:-1]:  # not stored in file order (names sorted, as most writers do)
+        order = sorted(range(len(names)), key=starts.__getitem__)
+        names, dtypes_, shapes, starts, ends = ([column[i] for i in order] for column in
+                                                (names, dtypes_, shapes, starts, ends))
+        if starts[1:] != ends[:-1]:  # a gap or overlap (or zero-size ties): the exact path
+            return None
+    if starts[0] != 0 or ends[-1] != data_size:
+        return None
+    rows = zip(names, dtypes_, map(tuple, shapes), starts, ends)
+    return dict(zip(names, map(partial(tuple.__new__, TensorEntry), rows)))
+
+
+def _by_offset(e: TensorEntry) -> tuple[int, int]:
+    return e.start, e.end
+
+
+def _checked_entries(path: Path, doc: dict, data_size: int) -> list[TensorEntry]:
+    """The entries sorted by offset, each rule checked entry by entry: raises FormatError
+    naming the first entry that breaks one."""
     entries: list[TensorEntry] = []
     append, prod, sizes = entries.append, math.prod, ITEMSIZES
     for name, info in doc.items():
@@ -155,8 +209,7 @@ def parse_header_bytes(path: Path, header: bytes, file_size: int) -> Safetensors
                 f"{path}: tensor '{name}': shape {shape} of {dtype} needs {expected} bytes, "
                 f"data_offsets span {end - begin}")
         append(TensorEntry(name, dtype, tuple(shape), begin, end))
-    entries.sort(key=lambda e: (e.start, e.end))
-    data_size = file_size - 8 - n
+    entries.sort(key=_by_offset)
     cursor, previous = 0, None
     for e in entries:
         if e.start != cursor:
@@ -172,7 +225,7 @@ def parse_header_bytes(path: Path, header: bytes, file_size: int) -> Safetensors
             raise FormatError(f"{path}: tensors need {cursor} data bytes but the file holds "
                               f"{data_size} (truncated?)")
         raise FormatError(f"{path}: {data_size - cursor} trailing bytes after the last tensor")
-    return SafetensorsHeader(path, {e.name: e for e in entries}, metadata, 8 + n, file_size)
+    return entries
 
 
 SNIFF_BYTES = 64
@@ -339,11 +392,17 @@ class SafetensorsReader:
             pos += len(chunk)
             yield chunk
 
-    def iter_into(self, name: str, buffer: bytearray) -> Iterator[memoryview]:
-        """The raw bytes of one tensor read into `buffer` over and over (pread): each view
-        is valid until the next is yielded. No allocation per chunk."""
+    def iter_into(self, name: str, buffer: bytearray, start: int = 0,
+                  stop: int | None = None) -> Iterator[memoryview]:
+        """The raw bytes [start, stop) of one tensor (default: all) read into `buffer` over
+        and over (pread): each view is valid until the next is yielded. No allocation per
+        chunk."""
         e, view, base = self.header[name], memoryview(buffer), self.header.data_offset
-        fd, pos, end = self._fileno(), base + e.start, base + e.end
+        stop = e.nbytes if stop is None else stop
+        if not 0 <= start <= stop <= e.nbytes:
+            raise ArgumentError(f"{self.path}: tensor '{name}': byte range [{start}, {stop}) "
+                                f"outside its {e.nbytes} bytes")
+        fd, pos, end = self._fileno(), base + e.start + start, base + e.start + stop
         while pos < end:
             want = min(len(view), end - pos)
             n = os.preadv(fd, [view[:want]], pos)

@@ -28,7 +28,8 @@ from .findings import Findings
 from .index import INDEX_FILE, SINGLE_FILE, read_index
 from .remote.path import RemotePath
 from .safe_paths import safe_member
-from .safetensors_io import MAX_HEADER_BYTES, SafetensorsHeader, TensorEntry, read_header
+from .safetensors_io import MAX_HEADER_BYTES, SafetensorsHeader, TensorEntry
+from .source import Source
 from .tensor_plan import SCALE_SUFFIX
 
 
@@ -111,15 +112,17 @@ def _header_doc(path: Path | RemotePath):
     return size, n, json.loads(raw[8:8 + n])
 
 
-def read_headers(root: Path | RemotePath, names: list[str],
+def read_headers(source: Source, root: Path | RemotePath, names: list[str],
                  f: Findings) -> dict[str, SafetensorsHeader]:
+    """The headers of `root`'s files `names`, read through `source` (which keeps them for
+    the readers that follow); a file whose header is bad is a finding."""
     headers = {}
     if isinstance(root, RemotePath):  # one round trip for all shards, not one per shard
         root.tree.prefetch_headers([(root / name).rel for name in names])
     for name in names:
         path = root / name
         try:
-            h = read_header(path)
+            h = source.header(path)
         except FormatError as e:
             code = "shard-truncated" if _looks_truncated(path) else "header-invalid"
             f.add(code, relative(str(e), path, name), file=name)
@@ -134,8 +137,8 @@ def read_headers(root: Path | RemotePath, names: list[str],
     return headers
 
 
-def scan_hf(root: Path | RemotePath, f: Findings, *, single: str | None = None,
-            subset: list[str] | None = None) -> Inventory:
+def scan_hf(source: Source, root: Path | RemotePath, f: Findings, *,
+            single: str | None = None, subset: list[str] | None = None) -> Inventory:
     """The HF layout's headers and index: the whole set, one lone file (`single`, e.g. a
     model.safetensors) or a `subset` of the index's shards (then only their own entries)."""
     inv = Inventory(root, partial=subset is not None)
@@ -185,7 +188,7 @@ def scan_hf(root: Path | RemotePath, f: Findings, *, single: str | None = None,
                 f.add("shard-unreferenced", f"{name}: not listed in {INDEX_FILE}; loaders that "
                       f"glob *.safetensors would read it", file=name)
 
-    headers = read_headers(root, readable, f)
+    headers = read_headers(source, root, readable, f)
     inv.shards = list(headers)
     duplicates: dict[str, list[str]] = {}
     for shard, h in headers.items():

@@ -45,7 +45,7 @@ from .parallel import ExecutorName, NodeWork, merge_nodes
 from .plan_checks import detect_layout, expected_tensors
 from .progress import Progress
 from .remote.path import RemotePath
-from .remote.stores import as_path
+from .source import Source
 from .tensor_plan import SCALE_SUFFIX
 
 __all__ = ["CODES", "Finding", "ValidationReport", "detect_layout", "expected_tensors", "validate"]
@@ -115,14 +115,15 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
             the checksums manifest cannot be read.
         ConfigError: `config` names no preset, readable config.json or checkpoint.
     """
-    path = as_path(path)
+    source = Source.open(path)  # the one place validate resolves `path`
+    path = source.path
     if isinstance(path, RemotePath) and (deep or write_manifest or checksums not in (None, HUB)):
         raise CkptError(f"{path}: deep scans and manifests read or write every byte; on a "
                         f"remote source check the Hub's checksums, or download it first")
     if checksums == HUB and not isinstance(path, RemotePath):
         raise CkptError(f"{path}: checksums from the Hub need a remote source (hf://...)")
     manifest = read_manifest(checksums) if checksums not in (None, HUB) else None
-    found = inspect(path, config=config)
+    found = inspect(source, config=config)
     root, single, invs, checks = found.root, found.single, found.inventories, found.checks
     f = Findings()
     nodes: list[NodeWork] = []  # where the deep scan's and hashing's jobs ran
@@ -146,8 +147,8 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
             family = family_of_tensors(inv.entries)  # E8M0 scales: bytes that stay finite
             if family.has_hook("scale_byte_limits"):
                 limits |= family.hook("scale_byte_limits")(inv.entries)
-        scan = scan_shards(root, by_shard, scale_suffix=suffix, progress=progress,
-                           workers=workers, executor=executor,
+        scan = scan_shards(found.source, root, by_shard, scale_suffix=suffix,
+                           progress=progress, workers=workers, executor=executor,
                            power_of_two_scales=qc is not None and qc.scale_fmt == "ue8m0",
                            scale_byte_limits=limits)
         nodes += scan.nodes

@@ -13,12 +13,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .dtypes import DTYPES
+from .dtypes import DTYPES, itemsize
 from .errors import FormatError
 from .formats import SCALE_SUFFIX
 from .parallel import WORKER_MEMORY, ExecutorName, Job, JobRun, run_jobs, workers_for
 from .progress import Progress
 from .safetensors_io import SafetensorsReader
+from .source import Source
 
 # bits view, |x| mask, |x| bits of +inf (None: no inf; then |x| == mask is NaN, as in e4m3fn)
 FLOAT_BITS: dict[str, tuple[type, int, int | None]] = {
@@ -104,8 +105,11 @@ def scannable(dtype: str, *, is_scale: bool = False) -> bool:
 
 def scan_tensor(reader: SafetensorsReader, name: str, *, is_scale: bool = False,
                 scratch: _Scratch | None = None, power_of_two: bool = False,
-                byte_limit: int | None = None) -> TensorValues:
-    """Read one tensor once with pread (memory: one chunk) and count its odd values.
+                byte_limit: int | None = None, start: int = 0,
+                stop: int | None = None) -> TensorValues:
+    """Read one tensor (or its bytes [start, stop), whole elements) once with pread (memory:
+    one chunk) and count its odd values; `byte_limit`: E8M0 scale bytes above it count as
+    too large.
 
     Raises:
         FormatError: the file ended early. OSError: the read failed.
@@ -113,7 +117,9 @@ def scan_tensor(reader: SafetensorsReader, name: str, *, is_scale: bool = False,
     e = reader.entry(name)
     scratch = scratch or _Scratch()
     nan = inf = zero = bad = odd = large = 0
-    for chunk in reader.iter_into(name, scratch.read):
+    stop = e.nbytes if stop is None else stop
+    numel = e.numel if (start, stop) == (0, e.nbytes) else (stop - start) // itemsize(e.dtype)
+    for chunk in reader.iter_into(name, scratch.read, start, stop):
         if is_scale:
             bad += bad_scale_count(chunk, e.dtype)
             odd += not_power_of_two_count(chunk, e.dtype) if power_of_two else 0
@@ -123,110 +129,157 @@ def scan_tensor(reader: SafetensorsReader, name: str, *, is_scale: bool = False,
         else:
             n, i, z = value_counts(chunk, e.dtype, scratch)
             nan, inf, zero = nan + n, inf + i, zero + z
-    return TensorValues(e.numel, nan, inf, zero, bad, odd, large)
+    return TensorValues(numel, nan, inf, zero, bad, odd, large)
 
 
-SCAN_PART_BYTES = 256 << 20  # tensors scanned per job (a bigger tensor is one job)
+# Bytes scanned per job: a tensor larger than that is cut into byte ranges, so one big shard
+# (or one big tensor) keeps every worker busy; small enough that jobs even out across two
+# workers, large enough that a job's start costs nothing next to its reading.
+SCAN_PART_BYTES = 64 << 20
 # A finding as a small picklable tuple: (code, file, tensor, expected, found, message); the
 # codes are `ckpt_tools.findings.CODES` keys.
 Found = tuple[str, str, str | None, object, object, str]
+Piece = tuple[str, int, int]  # (tensor, first byte, end byte) of one job's reading
 
 
-def scan_shard(path: str, file: str, names: list[str], scale_suffix: str = SCALE_SUFFIX,
-               first_part: bool = True, power_of_two_scales: bool = False,
-               scale_byte_limits: dict[str, int] | None = None) -> list[Found]:
-    """Findings for the named tensors of one shard (`file` is its name for messages), each
-    read once; names ending in `scale_suffix` are FP8 scales, checked to be powers of two
-    with `power_of_two_scales`. Runs in a worker process: everything it needs comes in the
-    arguments. A shard scanned in parts reports a header it cannot read from its first part
-    only."""
-    out: list[Found] = []
-    try:
-        reader = SafetensorsReader(path)
-    except FormatError as e:
-        return [("shard-truncated", file, None, None, None, str(e).replace(path, file, 1))
-                ] if first_part else []
+def scan_part(source: Source, file: str, pieces: list[Piece], scale_suffix: str = SCALE_SUFFIX,
+              power_of_two_scales: bool = False, scale_byte_limits: dict[str, int] | None = None
+              ) -> tuple[list[tuple[str, TensorValues]], Found | None]:
+    """The counts of each piece of one shard (`file`, in the directory `source.path`), and
+    the error that stopped the reading, if any. Runs in a worker: everything it needs comes
+    in the arguments, the header entries in `source` (no header is read here).
+    `scale_byte_limits`: E8M0 scale name -> largest byte that keeps its weight finite."""
+    out: list[tuple[str, TensorValues]] = []
     scratch = _Scratch()
-    with reader:
-        for name in names:
-            e = reader.entry(name)
-            is_scale = name.endswith(scale_suffix)
-            if e.numel == 0 or not scannable(e.dtype, is_scale=is_scale):
-                continue
+    path = source.path / file
+    with source.reader(path) as reader:
+        for name, start, stop in pieces:
             try:
+                e = reader.entry(name)
                 limit = (scale_byte_limits or {}).get(name) if e.dtype == "F8_E8M0" else None
-                v = scan_tensor(reader, name, is_scale=is_scale, scratch=scratch,
-                                power_of_two=power_of_two_scales, byte_limit=limit)
+                v = scan_tensor(reader, name, is_scale=name.endswith(scale_suffix),
+                                scratch=scratch, power_of_two=power_of_two_scales,
+                                byte_limit=limit, start=start, stop=stop)
             except (FormatError, OSError) as err:
                 code = "shard-truncated" if isinstance(err, FormatError) else "read-error"
-                return [*out, (code, file, name, None, None, str(err).replace(path, file, 1))]
-            where, total = f"{file}: tensor '{name}'", f"{v.numel:,}"
-            if v.bad_scales and e.dtype == "F8_E8M0":  # only NaN is possible: byte 255
-                out.append(("e8m0-nan", file, name, "no byte 255", v.bad_scales,
-                            f"{where}: {v.bad_scales:,} of {total} E8M0 scales are NaN (byte 255)"))
-            elif v.bad_scales:
-                out.append(("scale-invalid", file, name, "finite and > 0", v.bad_scales,
-                            f"{where}: {v.bad_scales:,} of {total} scales are not finite and > 0"))
-            if v.too_large:
-                out.append(("e8m0-overflow", file, name, f"bytes <= {limit}", v.too_large,
-                            f"{where}: {v.too_large:,} of {total} E8M0 scales exceed "
-                            f"2^{limit - 127} (byte {limit}): the dequantised weight would "
-                            f"overflow BF16/F32 to Inf"))
-            if v.not_power_of_two:
-                out.append(("scale-not-power-of-two", file, name, "2^k (scale_fmt ue8m0)",
-                            v.not_power_of_two, f"{where}: {v.not_power_of_two:,} of {total} "
-                            f"scales are not exact powers of two, but scale_fmt is ue8m0"))
-            if v.nan:
-                fp8 = e.dtype == "F8_E4M3"
-                out.append(("fp8-nan" if fp8 else "nan-values", file, name, 0, v.nan,
-                            f"{where}: {v.nan:,} of {total} values are "
-                            + ("FP8 NaN codes (0x7F/0xFF)" if fp8 else "NaN")))
-            if v.inf:
-                out.append(("inf-values", file, name, 0, v.inf,
-                            f"{where}: {v.inf:,} of {total} values are infinite"))
-            if v.zero == v.numel and not is_scale:
-                out.append(("all-zero", file, name, None, None,
-                            f"{where}: all {total} values are zero"))
+                return out, (code, file, name, None, None, str(err).replace(str(path), file, 1))
+            out.append((name, v))
+    return out, None
+
+
+def findings_of(file: str, name: str, dtype: str, v: TensorValues, is_scale: bool,
+                byte_limit: int | None = None) -> list[Found]:
+    """What the counts of one whole tensor say."""
+    out: list[Found] = []
+    where, total = f"{file}: tensor '{name}'", f"{v.numel:,}"
+    if v.bad_scales and dtype == "F8_E8M0":  # only NaN is possible: byte 255
+        out.append(("e8m0-nan", file, name, "no byte 255", v.bad_scales,
+                    f"{where}: {v.bad_scales:,} of {total} E8M0 scales are NaN (byte 255)"))
+    elif v.bad_scales:
+        out.append(("scale-invalid", file, name, "finite and > 0", v.bad_scales,
+                    f"{where}: {v.bad_scales:,} of {total} scales are not finite and > 0"))
+    if v.too_large:
+        out.append(("e8m0-overflow", file, name, f"bytes <= {byte_limit}", v.too_large,
+                    f"{where}: {v.too_large:,} of {total} E8M0 scales exceed "
+                    f"2^{byte_limit - 127} (byte {byte_limit}): the dequantised weight would "
+                    f"overflow BF16/F32 to Inf"))
+    if v.not_power_of_two:
+        out.append(("scale-not-power-of-two", file, name, "2^k (scale_fmt ue8m0)",
+                    v.not_power_of_two, f"{where}: {v.not_power_of_two:,} of {total} "
+                    f"scales are not exact powers of two, but scale_fmt is ue8m0"))
+    if v.nan:
+        fp8 = dtype == "F8_E4M3"
+        out.append(("fp8-nan" if fp8 else "nan-values", file, name, 0, v.nan,
+                    f"{where}: {v.nan:,} of {total} values are "
+                    + ("FP8 NaN codes (0x7F/0xFF)" if fp8 else "NaN")))
+    if v.inf:
+        out.append(("inf-values", file, name, 0, v.inf,
+                    f"{where}: {v.inf:,} of {total} values are infinite"))
+    if v.zero == v.numel and not is_scale:
+        out.append(("all-zero", file, name, None, None, f"{where}: all {total} values are zero"))
     return out
 
 
-def _parts(tensors: list[tuple[str, int]], part_bytes: int) -> list[list[tuple[str, int]]]:
-    """Consecutive runs of tensors of about `part_bytes` each (a bigger tensor alone)."""
-    parts: list[list[tuple[str, int]]] = [[]]
-    size = 0
+def split_pieces(tensors: list[tuple[str, int]], part_bytes: int) -> list[list[Piece]]:
+    """Jobs of about `part_bytes` each over consecutive tensors; a tensor that does not fit
+    is cut into byte ranges at multiples of 8 bytes (whole elements of every dtype)."""
+    step = max(8, part_bytes)
+    parts: list[list[Piece]] = []
+    current: list[Piece] = []
+    room = step
     for name, nbytes in tensors:
-        if parts[-1] and size + nbytes > part_bytes:
-            parts.append([])
-            size = 0
-        parts[-1].append((name, nbytes))
-        size += nbytes
-    return parts
+        start = 0
+        while start < nbytes:
+            take = min(nbytes - start, room)
+            if take < nbytes - start:  # a cut inside the tensor
+                take -= take % 8
+            if take:
+                current.append((name, start, start + take))
+                start, room = start + take, room - take
+            if room < 8 or not take:  # this job is full
+                parts.append(current)
+                current, room = [], step
+    return [p for p in [*parts, current] if p]
 
 
-def scan_shards(root: Path, tensors_by_shard: dict[str, list[tuple[str, int]]], *,
+def scan_shards(source: Source, root: Path, tensors_by_shard: dict[str, list[tuple[str, int]]],
+                *,
                 scale_suffix: str = SCALE_SUFFIX, progress: Progress | None = None,
                 workers: int | None = None, executor: ExecutorName = "local",
                 power_of_two_scales: bool = False,
                 scale_byte_limits: dict[str, int] | None = None) -> JobRun:
-    """`scan_shard` over shards given as (tensor, bytes) lists, in worker processes when
-    there is enough data; the results are every shard's findings, in shard order.
+    """The value findings of shards given as (tensor, bytes) lists (files of the directory
+    `root`, their headers in `source`), in worker processes when there is enough data; the
+    results are every shard's findings, in shard and tensor order.
 
-    Shards are scanned in parts of about `SCAN_PART_BYTES`: shards of one checkpoint differ
-    in size by 2x and more, and with one job per shard the last big one runs alone while
-    the other workers idle. A job holds one chunk (and bit-level temporaries of a few
-    times the chunk). `power_of_two_scales`: check scales are 2^k (scale_fmt ue8m0);
-    `scale_byte_limits`: E8M0 scale name -> largest byte that keeps its weight finite."""
+    Jobs read about `SCAN_PART_BYTES` each, a large tensor in byte ranges (`split_pieces`):
+    shards of one checkpoint differ in size by 2x and more, a checkpoint may be one file, and
+    with one job per shard or per tensor the last big one runs alone while the other
+    workers idle. Counts are sums, so a tensor's ranges add up to its counts. A job holds
+    one chunk (and bit-level temporaries of a few times the chunk). `power_of_two_scales`:
+    check scales are 2^k (scale_fmt ue8m0); `scale_byte_limits`: E8M0 scale name -> largest
+    byte that keeps its weight finite."""
+    limits = scale_byte_limits or {}
     memory = WORKER_MEMORY + 4 * SCAN_CHUNK_BYTES
     jobs = []
     for shard, tensors in tensors_by_shard.items():
-        for k, part in enumerate(_parts(tensors, SCAN_PART_BYTES)):
-            jobs.append(Job(shard, sum(n for _, n in part),
-                            (str(root / shard), shard, [t for t, _ in part], scale_suffix, k == 0,
-                             power_of_two_scales,
-                             {t: scale_byte_limits[t] for t, _ in part
-                              if t in (scale_byte_limits or {})} or None),
-                            memory))
+        header = source.header(root / shard)
+        wanted = [(t, n) for t, n in tensors if n and scannable(
+            header.entries[t].dtype, is_scale=t.endswith(scale_suffix))]
+        for pieces in split_pieces(wanted, SCAN_PART_BYTES):
+            names = dict.fromkeys(t for t, _, _ in pieces)
+            jobs.append(Job(shard, sum(b - a for _, a, b in pieces),
+                            (scan_part, source.for_tensors(root, [(root / shard, names)]), shard,
+                             pieces, scale_suffix, power_of_two_scales,
+                             {t: limits[t] for t in names if t in limits} or None), memory))
     workers = workers_for(sum(j.nbytes for j in jobs), workers)
-    ran = run_jobs(scan_shard, jobs, workers=workers, executor=executor, progress=progress,
+    ran = run_jobs(_call, jobs, workers=workers, executor=executor, progress=progress,
                    label="reading tensors")
-    return JobRun([found for shard_found in ran.results for found in shard_found], ran.nodes)
+    counts: dict[tuple[str, str], list[int]] = {}
+    errors: dict[str, tuple[str, Found]] = {}  # shard -> (tensor it stopped at, finding)
+    for job, (values, error) in zip(jobs, ran.results):
+        shard = job.label
+        for name, v in values:
+            total = counts.setdefault((shard, name), [0] * len(v))
+            total[:] = [a + b for a, b in zip(total, v)]
+        if error is not None and shard not in errors:
+            errors[shard] = (error[2], error)
+    results: list[Found] = []
+    for shard, tensors in tensors_by_shard.items():
+        entries = source.header(root / shard).entries
+        stopped = errors.get(shard)
+        for name, nbytes in tensors:
+            if stopped is not None and stopped[0] == name:
+                results.append(stopped[1])
+                stopped = None
+            v = counts.get((shard, name))
+            if v is not None and v[0] == entries[name].numel:  # every range of it counted
+                results += findings_of(shard, name, entries[name].dtype, TensorValues(*v),
+                                       name.endswith(scale_suffix), limits.get(name))
+        if stopped is not None:
+            results.append(stopped[1])
+    return JobRun(results, ran.nodes)
+
+
+def _call(fn, *args):
+    return fn(*args)

@@ -1,7 +1,8 @@
 """`ckpt`: thin commands over the library, with one error boundary.
 
 Commands are imported only when invoked, so `ckpt diff` does not pay for numpy-heavy
-modules it does not use. The conventions every command shares (stdout/stderr, `--json`
+modules it does not use, and `ckpt --help` imports none: its listing comes from
+`SUMMARIES` (a test checks each equals its command's own first sentence). The conventions every command shares (stdout/stderr, `--json`
 also on failure, `-q`, exit codes) are in `conventions.py`; the boundary that turns an
 exception into a one-line error, a JSON error document and an exit code is here.
 `CKPT_DEBUG=1` re-raises so the traceback shows.
@@ -13,6 +14,7 @@ import importlib
 import os
 import signal
 import sys
+import textwrap
 
 import click
 
@@ -33,6 +35,36 @@ COMMANDS: dict[str, str] = {
     "verify": "ckpt_tools.cli.verify:verify",
     "download": "ckpt_tools.cli.download:download",
 }
+# name -> the first sentence of its help, as `ckpt --help` lists it without importing it
+SUMMARIES: dict[str, str] = {
+    "info": "Describe a preset (v2-lite, v2, v2.5, v3, r1, v3.1, kimi-k2, moonlight, ...), a "
+            "config.json (any layout: HF, transformers 5, DeepSeek inference, wrapped) or a "
+            "checkpoint directory, local or remote (hf://ORG/NAME[@REV][/DIR], s3://...: its "
+            "config and shard headers only).",
+    "presets": "List the presets accepted wherever a config is (info, diff, make-tiny, validate "
+               "--config, ...): name, model type, aliases and provenance (verbatim upstream file,"
+               " or reconstructed, and from where: `ckpt info NAME` shows the source).",
+    "make-tiny": "Write a real, small, deterministic checkpoint (config.json, index, shards) to "
+                 "DST.",
+    "schema": "JSON Schema of the config models and of every --json result (and error).",
+    "diff": "Explain what changed from A to B.",
+    "validate": "Check a checkpoint (HF or DeepSeek model-parallel directory, or one .safetensors"
+                " file; local, or remote: hf://ORG/NAME[@REV][/DIR], s3://..., reading headers "
+                "only) before anyone loads it: headers, index vs shards, the config's tensor "
+                "plan, FP8 scales; with --deep every value; with --checksums every byte.",
+    "upcast": "Dequantise an FP8 checkpoint (V3, R1, V3.1, V3.2, V4 with MXFP4 experts, Kimi-K2) "
+              "to BF16 or F32, exactly, on any CPU.",
+    "quantize": "Quantise a BF16/F32 checkpoint to DeepSeek's block FP8 (e4m3, 128x128 scales).",
+    "reshard": "Rewrite SRC into DST in another layout, streaming, with a coverage proof.",
+    "forward": "Run the NumPy reference decoder on CKPT (HF BF16/FP8, DeepSeek mp files, or V4 "
+               "with Hub or HF names, FP8/FP4 or upcast; local or remote) and write float32 "
+               "logits [T, vocab], or hidden states [T, hidden] with --layers (V4: its hc_mult "
+               "streams side by side).",
+    "verify": "Check that CKPT computes what a reference computes: exit 0 within tolerance, 1 "
+              "when not, naming the first layer and position that diverge.",
+    "download": "Download a checkpoint from the Hugging Face Hub, or only part of it, and verify "
+                "it.",
+}
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 EXIT_INTERRUPTED = 128 + signal.SIGINT  # 130, as a shell reports Ctrl-C
@@ -50,6 +82,12 @@ def _available(name: str) -> bool:
 
 def _wants_json(args: list[str]) -> bool:
     return "--json" in (args[:args.index("--")] if "--" in args else args)
+
+
+def _shortened(text: str, limit: int) -> str:
+
+    return text if len(text) <= limit else textwrap.shorten(
+        text, max(limit, 3), placeholder="...", break_on_hyphens=False)
 
 
 def _one_line(text: str) -> str:
@@ -79,6 +117,14 @@ class LazyGroup(click.Group):
 
     def list_commands(self, ctx):
         return [n for n in COMMANDS if _available(n)]
+
+    def format_commands(self, ctx, formatter) -> None:
+        """The command listing from `SUMMARIES`: `ckpt --help` imports no command."""
+        names = self.list_commands(ctx)
+        if names:
+            limit = formatter.width - 6 - max(map(len, names))
+            with formatter.section("Commands"):
+                formatter.write_dl([(n, _shortened(SUMMARIES[n], limit)) for n in names])
 
     def get_command(self, ctx, name):
         if name not in COMMANDS or not _available(name):

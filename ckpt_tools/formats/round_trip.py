@@ -37,7 +37,19 @@ class RoundTripStats:
         self.sq_ref += float(sq_ref)
         self.nonfinite += int(nonfinite)
 
+    def sums(self) -> list:
+        """What the parts of one tensor add up (`combine_errors`)."""
+        return [self.max_abs, self.sq_err, self.sq_ref, self.nonfinite]
+
     def result(self) -> list:
         """[max_abs, rel_l2, nonfinite], as the reports store it."""
-        rel = math.sqrt(self.sq_err / self.sq_ref) if self.sq_ref > 0 else 0.0
-        return [self.max_abs, rel, self.nonfinite]
+        return combine_errors([self.sums()])
+
+
+def combine_errors(sums: list[list]) -> list:
+    """[max_abs, rel_l2, nonfinite] of a tensor from its parts' `sums`, added in part order
+    (so the figure does not depend on which part finished first)."""
+    max_abs = max((s[0] for s in sums), default=0.0)
+    sq_err, sq_ref = sum(s[1] for s in sums), sum(s[2] for s in sums)
+    rel = math.sqrt(sq_err / sq_ref) if sq_ref > 0 else 0.0
+    return [max_abs, rel, sum(s[3] for s in sums)]

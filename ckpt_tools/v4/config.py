@@ -40,7 +40,7 @@ ExpertDtype = Literal["fp4", "fp8"]
 class V4QuantizationConfig(BaseModel):
     """Dense weights: e4m3 with one E8M0 (`ue8m0`) scale per 128x128 block."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     quant_method: Literal["fp8"] = Field(description="DeepSeek block FP8 for the dense weights")
     fmt: Literal["e4m3"] = "e4m3"
@@ -62,7 +62,7 @@ class V4QuantizationConfig(BaseModel):
 class V4RopeScaling(BaseModel):
     """YaRN of the compressed layers (the sliding-window branch uses plain RoPE)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
 
     type: Literal["yarn"]
     factor: float = Field(gt=0)
@@ -74,7 +74,7 @@ class V4RopeScaling(BaseModel):
 class DeepseekV4Config(BaseModel):
     """DeepSeek-V4-Flash, V4-Pro (and their -Base) `config.json`, Hub spelling."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     model_type: Literal["deepseek_v4"]
     architectures: list[str] | None = None

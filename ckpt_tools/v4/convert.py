@@ -126,7 +126,7 @@ class V4QuantizeReport(QuantizeReport):
 def _checked_source(ck: Checkpoint, command: Command) -> tuple[dict, str, str | None]:
     """{name: (shard, entry)}, layout, expert format of a source the inventory lets
     `command` through (pairing, the V4 plan, hash tables: as `ckpt validate` judges it)."""
-    found = require(ck.dir, command)
+    found = require(ck.source, command)  # its headers, read once for the run
     inv = found.inventory
     entries = {n: (inv.shard_of[n], e) for n, e in inv.entries.items()}
     layout, experts = detect_layout(inv.entries)

@@ -19,7 +19,8 @@ from typing import Literal
 from ..errors import CkptError
 from ..findings import Findings
 from ..formats import FP8_BLOCK
-from ..safetensors_io import SafetensorsReader, TensorEntry
+from ..safetensors_io import TensorEntry
+from ..source import Source
 from ..tensor_plan import scale_shape
 from .config import DeepseekV4Config, ExpertDtype
 from ..families.deepseek_v4 import EMBED, SCALE_DTYPE
@@ -61,8 +62,8 @@ def detect_layout(entries: dict[str, TensorEntry]
     experts found (I8 = fp4, F8_E4M3 = fp8)."""
     if HF_EMBED in entries:
         return "hf", None
-    if not quantized_weights(entries):
-        return "bf16", None
+    if not any(e.dtype in QUANTIZED and n.endswith(".weight") for n, e in entries.items()):
+        return "bf16", None  # (stops at the first quantized weight)
     experts = [e.dtype for n, e in entries.items()
                if ".ffn.experts." in n and n.endswith(".weight")]
     fp4 = sum(d == "I8" for d in experts)
@@ -83,9 +84,12 @@ def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: 
                   f: Findings) -> set[str]:
     """Pair every quantized weight with its scale; returns the scale names seen."""
     weights = quantized_weights(entries)
-    scales = {n for n, e in entries.items() if n.endswith(V4_SCALE_SUFFIX)}
+    scales = {n for n in entries if n.endswith(V4_SCALE_SUFFIX)}
+    paired = set()
+    wanted = {}  # (dtype, shape) -> expected_scale: V4-Pro's 72k weights have a few shapes
     for name in weights:
         scale = v4_scale_name(name)
+        paired.add(scale)
         s = entries.get(scale)
         fmt = "MXFP4" if entries[name].dtype == "I8" else "FP8"
         if s is None:
@@ -96,7 +100,10 @@ def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: 
         if s.dtype != SCALE_DTYPE:
             f.add("scale-dtype", f"{where[scale]}: tensor '{scale}': expected {SCALE_DTYPE}, found "
                   f"{s.dtype}", file=where[scale], tensor=scale, expected=SCALE_DTYPE, found=s.dtype)
-        want = expected_scale(entries[name])
+        w = entries[name]
+        want = wanted.get((w.dtype, w.shape), False)
+        if want is False:
+            want = wanted[w.dtype, w.shape] = expected_scale(w)
         if want is None or s.shape != want[0]:
             need = list(want[0]) if want else f"a 2-D weight (found {list(entries[name].shape)})"
             what = want[1] if want else fmt
@@ -104,7 +111,6 @@ def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: 
                   f"weight {entries[name].dtype} {list(entries[name].shape)}, found "
                   f"{list(s.shape)}", file=where[scale], tensor=scale, expected=need,
                   found=s.shape)
-    paired = {v4_scale_name(n) for n in weights}
     for name in sorted(scales - paired):
         weight = v4_weight_name(name)
         if weight in skip:
@@ -116,9 +122,10 @@ def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: 
     return scales
 
 
-def check_hash_tables(root: Path, entries: dict[str, TensorEntry], where: dict[str, str],
-                      experts: int, f: Findings) -> None:
-    """Every tid2eid entry must name an expert: 0 <= id < n_routed_experts."""
+def check_hash_tables(source: Source, root: Path, entries: dict[str, TensorEntry],
+                      where: dict[str, str], experts: int, f: Findings) -> None:
+    """Every tid2eid entry must name an expert: 0 <= id < n_routed_experts (read through
+    the run's `source`: no header is read again)."""
     import numpy as np  # header-only runs without hash tables never load it
 
     for name in [n for n in entries if n.endswith("ffn.gate.tid2eid")]:
@@ -126,7 +133,7 @@ def check_hash_tables(root: Path, entries: dict[str, TensorEntry], where: dict[s
         if e.dtype not in ("I64", "I32"):
             continue  # the plan check reports the dtype
         bad = lo = hi = 0
-        with SafetensorsReader(root / where[name]) as r:
+        with source.reader(root / where[name]) as r:
             rows = e.shape[0] if e.shape else 1
             for r0 in range(0, rows, 1 << 16):
                 t = np.asarray(r.read_rows(name, r0, min(rows, r0 + (1 << 16))))
@@ -147,8 +154,8 @@ def checkpoint_plan(config: DeepseekV4Config, entries: dict[str, TensorEntry]) -
     return V4TensorPlan(config, layout, expert_dtype=experts)
 
 
-def check_v4(root: Path, inv, cfg: DeepseekV4Config | None, own: bool, f: Findings,
-             check_plan, expected_tensors, check_config_layout, expect
+def check_v4(source: Source, root: Path, inv, cfg: DeepseekV4Config | None, own: bool,
+             f: Findings, check_plan, expected_tensors, check_config_layout, expect
              ) -> tuple[str, list[str], V4TensorPlan | None]:
     """The V4 checks on an inventory from the inventory's structure pass; (layout, checks,
     the plan checked against). The inventory hands in its plan comparison helpers
@@ -169,7 +176,7 @@ def check_v4(root: Path, inv, cfg: DeepseekV4Config | None, own: bool, f: Findin
     plan = V4TensorPlan(cfg, layout, expert_dtype=experts)
     mtp = range(cfg.num_hidden_layers, cfg.num_hidden_layers + cfg.num_mtp_layers)
     check_plan(expected_tensors(plan), inv, mtp, f)
-    check_hash_tables(root, inv.entries, inv.shard_of, cfg.n_routed_experts, f)
+    check_hash_tables(source, root, inv.entries, inv.shard_of, cfg.n_routed_experts, f)
     return layout, [*checks, "plan"], plan
 
 

@@ -1,0 +1,74 @@
+"""What every command pays before its work: start-up time of `ckpt`. Goal: under 0.3 s.
+
+Runs, interleaved, each a fresh child process (bench/timing.py: wall, CPU, peak RSS):
+- `python -c pass`, the interpreter's floor;
+- `ckpt --help` (lists every command, imports none of them);
+- `ckpt info v3` (a preset: config, plan and figures, no numpy);
+- `ckpt validate --help` and `ckpt upcast --help` (a command's module, no work);
+- `python -c "import numpy"` and `python -c "import numpy, ml_dtypes"`, what a command that
+  touches tensor data adds on top (ml_dtypes 0.7.0 costs about 1 s at import, 0.6.0 about
+  0.02 s: see the README's start-up note).
+
+"fixed s" is a command's median wall time minus the interpreter's, "fixed CPU s" the same in
+CPU time (the figure to read on a shared, busy machine, where wall time waits for a core).
+ckpt runs as
+`python -m ckpt_tools` with this interpreter, so a pyenv shim's bash start-up is not counted.
+
+Reproduce: python bench/startup.py [--reps 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+
+from timing import run_child
+
+GOAL_SECONDS = 0.3
+CKPT = [sys.executable, "-m", "ckpt_tools"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=15)
+    args = ap.parse_args()
+    commands = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "ckpt --help": [*CKPT, "--help"],
+        "ckpt info v3": [*CKPT, "info", "v3"],
+        "ckpt validate --help": [*CKPT, "validate", "--help"],
+        "ckpt upcast --help": [*CKPT, "upcast", "--help"],
+        "import numpy": [sys.executable, "-c", "import numpy"],
+        "import numpy, ml_dtypes": [sys.executable, "-c", "import numpy, ml_dtypes"],
+    }
+    for cmd in commands.values():  # warm the page cache and the .pyc files
+        run_child(cmd)
+    runs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in commands}
+    for _ in range(args.reps):  # interleaved: a noisy neighbour hits every command alike
+        for name, cmd in commands.items():
+            runs[name].append(run_child(cmd))
+    med = {k: [statistics.median(r[i] for r in v) for i in range(3)] for k, v in runs.items()}
+    floor, cpu_floor = med["python -c pass"][:2]
+    import ml_dtypes
+    import numpy
+
+    print(f"medians of {args.reps} runs; load average {os.getloadavg()[0]:.2f}; numpy "
+          f"{numpy.__version__}, ml_dtypes {ml_dtypes.__version__}")
+    print(f"{'command':<26}{'wall s':>8}{'CPU s':>8}{'fixed s':>9}{'fixed CPU s':>13}"
+          f"{'peak RSS MB':>13}")
+    for name, (wall, cpu, rss) in med.items():
+        print(f"{name:<26}{wall:>8.3f}{cpu:>8.3f}{wall - floor:>9.3f}{cpu - cpu_floor:>13.3f}"
+              f"{rss:>13.0f}")
+    ours = [k for k in commands if k.startswith("ckpt")]
+    worst = max(med[k][0] - floor for k in ours)
+    worst_cpu = max(med[k][1] - cpu_floor for k in ours)
+    verdict = "meets" if worst < GOAL_SECONDS else "MISSES"
+    print(f"\nlargest fixed cost of a ckpt command: {worst:.3f} s wall, {worst_cpu:.3f} s CPU; "
+          f"{verdict} the {GOAL_SECONDS} s goal")
+    print(f"reproduce: python bench/startup.py --reps {args.reps}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Commands that touch no tensor data import nothing heavy (start-up, issue 26).
+
+Each case runs the CLI in a fresh interpreter and lists the heavy modules it imported: the
+start-up figure itself is bench/startup.py's (no timing assertions here).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import click
+import pytest
+
+from ckpt_tools.cli import COMMANDS, SUMMARIES, cli
+
+HEAVY = ("numpy", "ml_dtypes", "huggingface_hub", "fsspec", "torch", "ray")
+PROBE = r"""
+import contextlib, io, json, sys
+from ckpt_tools.cli import cli
+with contextlib.redirect_stdout(io.StringIO()):
+    code = cli.main(sys.argv[1:], standalone_mode=False)
+print(json.dumps([code, sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)]))
+"""
+
+
+def _imported(*args: str) -> tuple[int, list[str]]:
+    out = subprocess.run([sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{PROBE}", *args],
+                         capture_output=True, text=True, check=True).stdout
+    code, heavy = json.loads(out.splitlines()[-1])
+    return code, sorted({m.split(".")[0] for m in heavy})
+
+
+@pytest.mark.parametrize("args", [("--help",), ("info", "v3"), ("info", "v2-lite", "--json"),
+                                  ("validate", "--help"), ("upcast", "--help")])
+def test_light_commands_import_nothing_heavy(args):
+    code, heavy = _imported(*args)
+    assert code == 0
+    assert heavy == []
+
+
+def test_header_only_validate_imports_no_numpy(make_ckpt):
+    """A header-only validate reads JSON headers: numpy and ml_dtypes stay out."""
+    code, heavy = _imported("validate", str(make_ckpt("v3", fp8=True)))
+    assert code == 0
+    assert heavy == []
+
+
+def test_help_lists_every_command_by_its_own_first_sentence():
+    """`ckpt --help` shows SUMMARIES without importing commands: each must be what its
+    command says of itself."""
+    ctx = click.Context(cli)
+    for name in COMMANDS:
+        assert cli.get_command(ctx, name).get_short_help_str(10**6) == SUMMARIES[name], name
+    assert set(SUMMARIES) == set(COMMANDS)

@@ -31,13 +31,14 @@ STORE = 100 << 20  # object store per node: jobs return small results only
 
 def files_of(path: Path) -> dict[str, bytes]:
     """Every output file's bytes; the reshard report (beside the output) without the paths
-    it names."""
+    it names (and the job id, which fingerprints the source files by path and mtime)."""
     out = {p.name: p.read_bytes() for p in sorted(path.iterdir())
            if p.is_file() and not p.name.startswith(".")}
     if report_file(path).is_file():
         report = json.loads(report_file(path).read_text())
         assert report.pop("destination") == str(path.resolve())
         report.pop("source")
+        report.pop("job_id")
         out[REPORT_FILE] = report
     return out
 

@@ -377,13 +377,13 @@ def _split_quantization(data: dict[str, Any], reading: ConfigReading) -> None:
     """Name a quantisation scheme other than DeepSeek's block FP8 and describe the model
     without it (its dtypes come from the headers)."""
     qc = data.get("quantization_config")
-    method = qc.get("quant_method") if isinstance(qc, dict) else None
-    if method == "fp8" and qc.get("fmt", "e4m3") == "e4m3" and "weight_block_size" in qc:
-        return
     if not isinstance(qc, dict):
-        for key, who in FOREIGN_QUANT_KEYS.items():
+        for key, who in FOREIGN_QUANT_KEYS.items():  # declared outside quantization_config
             if data.get(key) not in (None, False):
                 reading.quantization_scheme = f"{who} {data[key]} (key '{key}')"
+        return
+    method = qc.get("quant_method")
+    if method == "fp8" and qc.get("fmt", "e4m3") == "e4m3" and "weight_block_size" in qc:
         return
     algo = qc.get("quant_algo") or qc.get("format") or qc.get("bits") or qc.get("dtype")
     name = QUANT_SCHEMES.get(method, f"quant_method {json.dumps(method)}")

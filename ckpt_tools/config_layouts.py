@@ -136,8 +136,9 @@ PRETRAINED_CONFIG_KEYS = frozenset({
     # What any transformers config may carry: PretrainedConfig.__init__'s arguments and the
     # keys it pops (transformers 4.57 configuration_utils.py), and the generation keys
     # older configs saved (GenerationConfig._get_default_generation_params() in 5.24,
-    # _get_global_generation_defaults() in 4.57). tests/test_config_layouts.py checks the
-    # installed transformers against this list.
+    # _get_global_generation_defaults() in 4.57). tests/test_config_real_cases.py checks
+    # the installed transformers against this list. Some overlap OTHER_KNOWN_KEYS, which
+    # are the keys DeepSeek's own configs use.
     "output_hidden_states", "output_attentions", "return_dict", "torchscript", "dtype",
     "pruned_heads", "tie_word_embeddings", "chunk_size_feed_forward", "is_encoder_decoder",
     "is_decoder", "cross_attention_hidden_size", "add_cross_attention", "tie_encoder_decoder",

@@ -88,6 +88,19 @@ def test_vl2_language_model_routes_noaux_tc_as_its_own_code_does():
     assert cfg.reading.tensor_prefix == "language."
 
 
+@pytest.mark.parametrize("names", [{}, {"model_type": "deepseek_v2"}], ids=["bare", "named"])
+def test_vl2_language_config_gets_deepseek_vl2_defaults(names):
+    inner = {k: v for k, v in V2_BODY.items()
+             if k not in ("num_hidden_layers", "scoring_func", "moe_layer_freq")}
+    cfg = parse_config({"model_type": "deepseek_vl_v2", "language_config": {**inner, **names}})
+    assert cfg.reading.loader == "remote-code DeepSeek-VL2 DeepseekV2Config"
+    # its DeepseekV2Config's defaults (30 layers; transformers' class says 32), use_mla on
+    filled = {k: cfg.reading.defaulted[k]
+              for k in ("num_hidden_layers", "scoring_func", "moe_layer_freq", "use_mla")}
+    assert filled == {"num_hidden_layers": 30, "scoring_func": "softmax", "moe_layer_freq": 1,
+                      "use_mla": True}
+
+
 def test_plain_deepseek_v2_with_noaux_tc_is_still_inconsistent_for_its_loader():
     raw = dict(V2_BODY, model_type="deepseek_v2", **NOAUX)
     with pytest.raises(ConfigError, match="topk_method.*transformers DeepseekV2Config router"):

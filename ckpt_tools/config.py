@@ -29,8 +29,9 @@ from pydantic import (
     model_validator,
 )
 
-from .config_defaults import loader_defaults
+from .config_defaults import V2_NOAUX_TC_LOADERS, loader_defaults
 from .config_layouts import (
+    FOREIGN_QUANT_KEYS,
     INFERENCE_LEAVES_OUT,
     QUANT_SCHEMES,
     REFUSED_MODEL_TYPES,
@@ -41,6 +42,7 @@ from .config_layouts import (
     from_inference_layout,
     near_miss_warnings,
     recognise,
+    variant_refusal,
 )
 from .errors import ConfigError, UnsupportedModelError
 from .remote.stores import as_path
@@ -122,7 +124,8 @@ class _DeepseekCommon(BaseModel):
     qk_nope_head_dim: int = Field(gt=0)
     qk_rope_head_dim: int = Field(gt=0, description="Decoupled RoPE key/query width (even)")
     v_head_dim: int = Field(gt=0)
-    hidden_act: Literal["silu"] = "silu"
+    hidden_act: str = Field("silu", description="Expert/MLP activation (transformers ACT2FN "
+                            "name); no tensor depends on it, only the forward")
     max_position_embeddings: int = Field(gt=0)
     rms_norm_eps: float = Field(1e-6, gt=0)
     rope_theta: float = Field(10000.0, gt=0)
@@ -241,8 +244,10 @@ class DeepseekV2Config(_DeepseekCommon):
     model_type: Literal["deepseek_v2"]
 
     def routing_problems(self) -> list[str]:
-        extra = (["topk_method: deepseek_v2 routes with greedy or group_limited_greedy"]
-                 if self.topk_method == "noaux_tc" else [])
+        loader = self.reading.loader
+        extra = ([f"topk_method: the {loader} router routes with greedy or "
+                  f"group_limited_greedy only"]
+                 if self.topk_method == "noaux_tc" and loader not in V2_NOAUX_TC_LOADERS else [])
         return extra + super().routing_problems()
 
 
@@ -373,6 +378,9 @@ def _split_quantization(data: dict[str, Any], reading: ConfigReading) -> None:
     without it (its dtypes come from the headers)."""
     qc = data.get("quantization_config")
     if not isinstance(qc, dict):
+        for key, who in FOREIGN_QUANT_KEYS.items():  # declared outside quantization_config
+            if data.get(key) not in (None, False):
+                reading.quantization_scheme = f"{who} {data[key]} (key '{key}')"
         return
     method = qc.get("quant_method")
     if method == "fp8" and qc.get("fmt", "e4m3") == "e4m3" and "weight_block_size" in qc:
@@ -417,18 +425,27 @@ def parse_config(raw: Any, *, source: str = "config",
     data["model_type"] = family
     reading = ConfigReading(
         architecture=family, recognised_by=why, original_model_type=raw.get("model_type"),
-        layout=layout, loader=choose_loader(raw, family, layout), wrapper_key=wrapper_key,
+        layout=layout, loader=choose_loader(raw, family, layout,
+                                            wrapper=outer if wrapper_key else None),
+        wrapper_key=wrapper_key,
         tensor_prefix=WRAPPER_KEYS[wrapper_key] if wrapper_key else "", outside_plan=outside,
         wrapper_model_type=outer.get("model_type") if wrapper_key else None,
         leaves_out=list(INFERENCE_LEAVES_OUT) if layout == "inference" else [],
         warnings=near_miss_warnings(raw, family, layout),
     )
     _fill_loader_defaults(data, reading, source)
+    refusal = variant_refusal(data)
+    if refusal is not None:
+        where = f"{wrapper_key} of model_type {outer.get('model_type')}: " if wrapper_key else ""
+        raise UnsupportedModelError(f"{source}: {where}{refusal}")
+    declared = ("quantization_config is" if isinstance(data.get("quantization_config"), dict)
+                else "quantised as")
     _split_quantization(data, reading)
     try:
         config = _ADAPTER.validate_python(data)
     except ValidationError as e:
         raise ConfigError(_one_line(e, source)) from e
+    config._reading = reading  # the routing rules depend on the loader
     problems = config.routing_problems()
     if not lenient:
         if problems:
@@ -436,7 +453,7 @@ def parse_config(raw: Any, *, source: str = "config",
             raise ConfigError(f"{source}: field '{field}': {rest}")
         if reading.quantization_scheme:
             raise UnsupportedModelError(
-                f"{source}: quantization_config is {reading.quantization_scheme}; this command "
+                f"{source}: {declared} {reading.quantization_scheme}; this command "
                 f"needs DeepSeek's block FP8 (quant_method fp8, 128x128 blocks) or BF16")
     reading.inconsistencies.extend(problems)
     config.__pydantic_fields_set__.difference_update(reading.defaulted)

@@ -14,6 +14,12 @@ loader the file names, so that two files a loader reads as the same model compar
   `auto_map` points at it. Source: the hub repos, e.g.
   https://huggingface.co/deepseek-ai/DeepSeek-V3/blob/main/configuration_deepseek.py and
   https://huggingface.co/deepseek-ai/DeepSeek-V2-Lite/blob/main/configuration_deepseek.py.
+- DeepSeek-VL2's own `DeepseekV2Config` (`deepseek_vl2/models/configuration_deepseek.py` of
+  https://github.com/deepseek-ai/DeepSeek-VL2, commit 6036493d), which its
+  `DeepseekVLV2Config` builds from `language_config` (DeepSeek-VL2, DeepSeek-OCR): the V2 remote
+  code's defaults plus `use_mla` (true). Its router (`MoEGate` in `modeling_deepseek.py`) also
+  routes `noaux_tc` with sigmoid scores and an `e_score_correction_bias`, which neither V2
+  loader above does.
 - DeepSeek's inference code (`ModelArgs` in `inference/model.py`,
   https://github.com/deepseek-ai/DeepSeek-V3/blob/main/inference/model.py), for the
   `dim` / `n_layers` / ... inference configs; values given here under their HF names. V3.2's
@@ -41,6 +47,7 @@ LoaderName = Literal[
     "DeepSeek inference ModelArgs",
     "DeepSeek V3.2 inference ModelArgs",
     "transformers DeepseekV4Config",  # V4's keys and defaults: config_v4.DeepseekV4Config
+    "remote-code DeepSeek-VL2 DeepseekV2Config",
 ]
 
 # Keys shared by every HF loader of both generations.
@@ -118,6 +125,8 @@ CLASS_DEFAULTS["transformers DeepseekV32Config"] = {
        if k != "num_nextn_predict_layers"},
     "max_position_embeddings": 163840, **_INDEXER,
 }
+CLASS_DEFAULTS["remote-code DeepSeek-VL2 DeepseekV2Config"] = {
+    **CLASS_DEFAULTS["remote-code DeepseekV2Config"], "use_mla": True}
 CLASS_DEFAULTS["DeepSeek V3.2 inference ModelArgs"] = {
     **CLASS_DEFAULTS["DeepSeek inference ModelArgs"], **_INDEXER}
 
@@ -131,12 +140,19 @@ IMPLIED: dict[LoaderName, dict[str, Any]] = {
                                        "moe_layer_freq": 1, "num_nextn_predict_layers": 0},
     "remote-code DeepseekV2Config": {},
     "remote-code DeepseekV3Config": {},
+    "remote-code DeepSeek-VL2 DeepseekV2Config": {},
     # inference/model.py has no MTP module, RMSNorm eps 1e-6, every layer after the dense
     # ones is MoE, and its gate renormalises exactly when scores are sigmoid.
     "DeepSeek inference ModelArgs": {"num_nextn_predict_layers": 0, "rms_norm_eps": 1e-6,
                                      "moe_layer_freq": 1},
 }
 IMPLIED["DeepSeek V3.2 inference ModelArgs"] = IMPLIED["DeepSeek inference ModelArgs"]
+
+
+# Loaders whose deepseek_v2 router implements `noaux_tc` (sigmoid scores plus the score
+# correction bias); transformers' and DeepSeek-V2's own V2 routers stop at
+# group_limited_greedy.
+V2_NOAUX_TC_LOADERS: frozenset[LoaderName] = frozenset({"remote-code DeepSeek-VL2 DeepseekV2Config"})
 
 
 def loader_defaults(loader: LoaderName) -> dict[str, Any]:

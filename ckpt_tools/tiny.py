@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .config import parse_config
-from .config_layouts import ConfigReading
+from .config_layouts import FOREIGN_QUANT_KEYS, ConfigReading
 from .dtypes import DTYPES
 from .errors import ConfigError
 from .families import family_of
@@ -66,8 +66,12 @@ class Shrunk:
 def _source_config(source: str) -> tuple[dict[str, Any], ConfigReading]:
     """Every effective value of `source` as config.json keys (defaults spelled out), and how
     it was read."""
-    config = resolve_config(source).config  # strict: an inconsistent config is refused
+    config = resolve_config(source, lenient=True).config
+    if config.reading.inconsistencies:
+        resolve_config(source)  # strict: an inconsistent config is refused, in its one line
     raw = config.model_dump(mode="json", by_alias=True)
+    for key in FOREIGN_QUANT_KEYS:  # another scheme's declaration: the tiny model is BF16/FP8
+        raw.pop(key, None)
     r = config.reading
     if r.original_model_type and r.layout != "inference":
         raw["model_type"] = r.original_model_type

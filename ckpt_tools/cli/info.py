@@ -72,7 +72,7 @@ def info(source: str, remote: bool, plot_path):
         ["router", f"{a.router}, groups {a.groups_per_token} of {a.expert_groups}, "
                    f"scale x{a.routed_scaling_factor:g}"],
         ["vocab / context", f"{a.vocab_size} / {a.max_position_embeddings}"],
-        ["quantization", a.quantization or "none (BF16)"],
+        ["quantization", a.quantization or f"none ({a.weights_dtype})"],
     ]
     say(table(rows, align="ll"))
     say("")

@@ -77,6 +77,31 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x * sigmoid(x)
 
 
+def _gelu_erf(x: np.ndarray) -> np.ndarray:
+    erf = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf; exact GELU needs it
+    return (x * F32(0.5) * (F32(1.0) + erf(x / math.sqrt(2.0)).astype(F32))).astype(F32)
+
+
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    inner = F32(math.sqrt(2.0 / math.pi)) * (x + F32(0.044715) * x * x * x)
+    return F32(0.5) * x * (F32(1.0) + np.tanh(inner))
+
+
+# transformers' ACT2FN names (activations.py) the forward computes: "gelu" is the exact
+# (erf) GELU, "gelu_new" and "gelu_pytorch_tanh" its tanh approximation.
+ACTIVATIONS = {"silu": silu, "swish": silu, "gelu": _gelu_erf, "gelu_new": _gelu_tanh,
+               "gelu_pytorch_tanh": _gelu_tanh, "relu": lambda x: np.maximum(x, F32(0.0))}
+
+
+def activation(config: Config):
+    """The experts' and MLPs' activation named by `hidden_act` (ConfigError for another)."""
+    name = config.hidden_act
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"hidden_act: the NumPy forward computes {', '.join(ACTIVATIONS)}; "
+                          f"found {name!r}")
+    return ACTIVATIONS[name]
+
+
 # -- rotary embedding --------------------------------------------------------------------
 def rope_frequencies(config: Config) -> np.ndarray:
     """Inverse frequencies of the r/2 rotation pairs, YaRN-blended when configured.  # [i]
@@ -282,9 +307,9 @@ def route(config: Config, x: np.ndarray, gate: np.ndarray,
 
 
 # -- feed-forward ------------------------------------------------------------------------
-def mlp(w: Weights, x: np.ndarray, w1: str, w3: str, w2: str) -> np.ndarray:
-    """SwiGLU: w2(silu(w1 x) * w3 x).  x: [t, d] -> [t, d]"""
-    hidden = silu(w.linear(x, w1))  # [t, f]
+def mlp(w: Weights, x: np.ndarray, w1: str, w3: str, w2: str, act=silu) -> np.ndarray:
+    """Gated MLP: w2(act(w1 x) * w3 x), SwiGLU for silu.  x: [t, d] -> [t, d]"""
+    hidden = act(w.linear(x, w1))  # [t, f]
     hidden *= w.linear(x, w3)
     return w.linear(hidden, w2)  # [t, d]
 
@@ -293,13 +318,15 @@ def moe(config: Config, w: Weights, layer: int, x: np.ndarray) -> np.ndarray:
     """Routed experts (each read only if a token chose it, then dropped) plus shared ones."""
     bias = w.read(w.name("gate_bias", layer)) if config.has_score_bias else None
     experts, weights = route(config, x, w.read(w.name("gate", layer)), bias)  # [t, k], [t, k]
+    act = activation(config)
     y = np.zeros_like(x)  # [t, d]
     for e in np.unique(experts):
         tokens, slots = np.nonzero(experts == e)  # a token picks an expert at most once
         names = (w.name(role, layer, int(e)) for role in ("expert.w1", "expert.w3", "expert.w2"))
-        y[tokens] += mlp(w, x[tokens], *names) * weights[tokens, slots, None]
+        y[tokens] += mlp(w, x[tokens], *names, act=act) * weights[tokens, slots, None]
     if config.n_shared_experts:
-        y += mlp(w, x, *(w.name(role, layer) for role in ("shared.w1", "shared.w3", "shared.w2")))
+        y += mlp(w, x, *(w.name(role, layer) for role in ("shared.w1", "shared.w3", "shared.w2")),
+                 act=act)
     return y
 
 
@@ -312,7 +339,8 @@ def block(config: Config, w: Weights, layer: int, x: np.ndarray,
     h = rms_norm(x, w.read(w.name("ffn_norm", layer)), eps)
     if config.is_moe_layer(layer):
         return x + moe(config, w, layer, h)
-    return x + mlp(w, h, *(w.name(role, layer) for role in ("mlp.w1", "mlp.w3", "mlp.w2")))
+    return x + mlp(w, h, *(w.name(role, layer) for role in ("mlp.w1", "mlp.w3", "mlp.w2")),
+                   act=activation(config))
 
 
 def token_ids(tokens: Sequence[int], vocab_size: int) -> np.ndarray:
@@ -336,6 +364,7 @@ class Model:
     def __init__(self, source: TensorSource | Weights):
         self.weights = source if isinstance(source, Weights) else Weights(source)
         self.config: Config = self.weights.config
+        activation(self.config)  # refuse an activation it cannot compute before any work
 
     def check_tokens(self, tokens: Sequence[int]) -> np.ndarray:
         return token_ids(tokens, self.config.vocab_size)

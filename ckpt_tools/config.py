@@ -295,15 +295,47 @@ class DeepseekV32Config(DeepseekV3Config):
         return self
 
 
+class Glm4MoeLiteConfig(DeepseekV3Config):
+    """GLM-4.7-Flash (`model_type: glm4_moe_lite`): DeepSeek-V3's MLA and noaux_tc MoE read by
+    transformers' Glm4MoeLiteConfig, whose dense/MoE pattern is `mlp_layer_types` (default:
+    layer 0 dense, then MoE), not `first_k_dense_replace` (docs/derived_families.md)."""
+
+    model_type: Literal["glm4_moe_lite"]  # type: ignore[assignment]
+    mlp_layer_types: list[Literal["dense", "sparse"]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dense_layers_from_pattern(cls, data: Any) -> Any:
+        # transformers ignores first_k_dense_replace here; the pattern (or its default)
+        # decides, so the plan's dense prefix is read off it
+        if isinstance(data, dict):
+            types = data.get("mlp_layer_types")
+            dense = 1 if types is None else next(
+                (i for i, t in enumerate(types) if t != "dense"), len(types))
+            data = {**data, "first_k_dense_replace": dense}
+        return data
+
+    @model_validator(mode="after")
+    def _pattern_is_a_dense_prefix(self):
+        types = self.mlp_layer_types
+        if types is not None:
+            want = ["dense"] * self.first_k_dense_replace + ["sparse"] * (
+                self.num_hidden_layers - self.first_k_dense_replace)
+            if list(types) != want:
+                raise ValueError(f"mlp_layer_types: {len(types)} entries; ckpt_tools reads "
+                                 f"{self.num_hidden_layers} layers of dense ones then sparse ones")
+        return self
+
+
 DeepseekConfig = Annotated[
-    Union[DeepseekV2Config, DeepseekV3Config, DeepseekV32Config],
+    Union[DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, Glm4MoeLiteConfig],
     Field(discriminator="model_type"),
 ]
 _ADAPTER: TypeAdapter = TypeAdapter(DeepseekConfig)
 
 
 # Every config ckpt_tools understands; annotate with this, test with isinstance(x, Config).
-Config = DeepseekV2Config | DeepseekV3Config | DeepseekV32Config
+Config = DeepseekV2Config | DeepseekV3Config | DeepseekV32Config | Glm4MoeLiteConfig
 
 
 def yarn_mscale(factor: float, mscale: float) -> float:

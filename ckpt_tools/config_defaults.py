@@ -48,6 +48,7 @@ LoaderName = Literal[
     "DeepSeek V3.2 inference ModelArgs",
     "transformers DeepseekV4Config",  # V4's keys and defaults: config_v4.DeepseekV4Config
     "remote-code DeepSeek-VL2 DeepseekV2Config",
+    "transformers Glm4MoeLiteConfig",
 ]
 
 # Keys shared by every HF loader of both generations.
@@ -127,6 +128,21 @@ CLASS_DEFAULTS["transformers DeepseekV32Config"] = {
 }
 CLASS_DEFAULTS["remote-code DeepSeek-VL2 DeepseekV2Config"] = {
     **CLASS_DEFAULTS["remote-code DeepseekV2Config"], "use_mla": True}
+# transformers' Glm4MoeLiteConfig (models/glm4_moe_lite/configuration_glm4_moe_lite.py): the
+# GLM-4.7-Flash shape. It has no first_k_dense_replace, moe_layer_freq, topk_method or
+# scoring_func: the dense/MoE pattern is `mlp_layer_types` (layer 0 dense by default) and its
+# router (Glm4MoeTopkRouter) is V3's noaux_tc; no num_nextn_predict_layers either (a file's
+# value is kept as an attribute; transformers ignores the MTP layer on load).
+CLASS_DEFAULTS["transformers Glm4MoeLiteConfig"] = {
+    **_HF_COMMON,
+    "vocab_size": 154880, "hidden_size": 2048, "intermediate_size": 10240,
+    "moe_intermediate_size": 1536, "num_hidden_layers": 47, "num_attention_heads": 20,
+    "num_key_value_heads": 20, "n_shared_experts": 1, "n_routed_experts": 64,
+    "num_experts_per_tok": 4, "routed_scaling_factor": 1.8, "n_group": 1, "topk_group": 1,
+    "norm_topk_prob": True, "q_lora_rank": 768, "qk_nope_head_dim": 192, "v_head_dim": 256,
+    "rms_norm_eps": 1e-5, "max_position_embeddings": 202752, "bos_token_id": 0,
+    "eos_token_id": 1,
+}
 CLASS_DEFAULTS["DeepSeek V3.2 inference ModelArgs"] = {
     **CLASS_DEFAULTS["DeepSeek inference ModelArgs"], **_INDEXER}
 
@@ -147,6 +163,8 @@ IMPLIED: dict[LoaderName, dict[str, Any]] = {
                                      "moe_layer_freq": 1},
 }
 IMPLIED["DeepSeek V3.2 inference ModelArgs"] = IMPLIED["DeepSeek inference ModelArgs"]
+IMPLIED["transformers Glm4MoeLiteConfig"] = {"topk_method": "noaux_tc", "scoring_func": "sigmoid",
+                                             "moe_layer_freq": 1, "num_nextn_predict_layers": 0}
 
 
 # Loaders whose deepseek_v2 router implements `noaux_tc` (sigmoid scores plus the score

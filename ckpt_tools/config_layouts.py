@@ -28,8 +28,16 @@ from .config_reading import ConfigReading, Family, LayoutName  # noqa: F401  (re
 from .errors import UnsupportedModelError
 from .v4.config import TRANSFORMERS_5_KEYS, V41_REFUSAL, DeepseekV4Config
 
+# Families other publishers built on DeepSeek's modules, each read by a transformers config
+# class of its own: model_type -> (its model classes, the loader whose defaults it gets).
+# The family's rows and hooks are its module in families/ (docs/derived_families.md).
+DERIVED_FAMILIES: dict[Family, tuple[tuple[str, ...], LoaderName]] = {
+    "glm4_moe_lite": (("Glm4MoeLiteForCausalLM", "Glm4MoeLiteModel"),
+                      "transformers Glm4MoeLiteConfig"),
+}
+
 SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deepseek_v32",
-                                             "deepseek_v4")
+                                             "deepseek_v4", *DERIVED_FAMILIES)
 
 # Architectures we recognise but refuse, with the reason a user needs.
 REFUSED_MODEL_TYPES = {
@@ -47,6 +55,7 @@ ARCHITECTURE_FAMILIES: dict[str, Family] = {
     "DeepseekV32Model": "deepseek_v32",
     "DeepseekV4ForCausalLM": "deepseek_v4",
     "DeepseekV4Model": "deepseek_v4",
+    **{arch: family for family, (archs, _) in DERIVED_FAMILIES.items() for arch in archs},
 }
 
 # model_types of derivatives that name no DeepSeek class of their own (Kimi-K2.5's
@@ -316,6 +325,8 @@ def choose_loader(raw: dict[str, Any], family: Family, layout: LayoutName,
                 else "DeepSeek inference ModelArgs")
     if family == "deepseek_v4":
         return "transformers DeepseekV4Config"
+    if family in DERIVED_FAMILIES:
+        return DERIVED_FAMILIES[family][1]
     remote, _ = _remote_class(raw)
     if raw.get("model_type") in DERIVATIVE_MODEL_TYPES and not _architectures(raw):
         remote = DERIVATIVE_MODEL_TYPES[raw["model_type"]]  # they ship DeepSeek's remote code

@@ -59,6 +59,8 @@ class ParameterSummary(Result):
     checkpoint: int
     scale_elements: int
     by_component: dict[str, int]
+    buffers: int = Field(0, description="Of main: the routers' e_score_correction_bias, saved "
+                                        "buffers in transformers, not nn.Parameters")
 
 
 class TensorSummary(Result):

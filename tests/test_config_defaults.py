@@ -18,7 +18,7 @@ from ckpt_tools.presets import find_preset
 
 COMMITTED = Path(__file__).parent / "data" / "loader_defaults.json"
 TRANSFORMERS_LOADERS = ("transformers DeepseekV2Config", "transformers DeepseekV3Config",
-                        "transformers DeepseekV32Config")
+                        "transformers DeepseekV32Config", "transformers Glm4MoeLiteConfig")
 
 
 def transformers_class_defaults() -> dict:
@@ -100,6 +100,10 @@ def _base(loader: str) -> dict:
                 "n_limited_groups": 4, "route_scale": 2.5, "score_func": "sigmoid",
                 "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
                 "qk_rope_head_dim": 64, "v_head_dim": 128, "dtype": "fp8"}
+    if "Glm4MoeLite" in loader:  # hub spelling: rope_theta at the top
+        raw = find_preset("glm-4.7-flash").raw_config
+        raw["rope_theta"] = raw.pop("rope_parameters")["rope_theta"]
+        return raw
     raw = find_preset("v3.2" if "V32" in loader else "v3" if "V3" in loader
                       else "v2.5").raw_config
     if loader.startswith("transformers"):

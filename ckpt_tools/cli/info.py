@@ -78,6 +78,8 @@ def info(source: str, remote: bool, plot_path):
     say("")
     rows = [
         ["total (main model)", f"{p.main:,}", human_count(p.main)],
+        *([["  without router buffers", f"{p.main - p.buffers:,}",
+            human_count(p.main - p.buffers)]] if p.buffers else []),
         ["activated per token", f"{p.activated:,}", human_count(p.activated)],
         ["MTP modules", f"{p.mtp:,}", human_count(p.mtp)],
         ["checkpoint total", f"{p.checkpoint:,}", human_count(p.checkpoint)],

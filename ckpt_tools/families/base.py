@@ -156,6 +156,9 @@ class Family:
     # the config field counting the residual streams a decoder layer passes on (DeepSeek-V4's
     # hyper-connections: hc_mult); None: one hidden state
     hidden_streams: str | None = None
+    # why DeepSeek's model-parallel layout (its inference/model.py and convert.py) is not
+    # meaningful for this family, when it is not: reshard --to/from deepseek-mp refuse with it
+    no_mp_layout: str | None = None
 
     def streams(self, config) -> int:
         return getattr(config, self.hidden_streams) if self.hidden_streams else 1

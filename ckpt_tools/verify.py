@@ -31,7 +31,7 @@ from .errors import ConfigError, FormatError, ShapeMismatchError
 from .families import family_at, family_of
 from .inventory import open_checkpoint, require
 from .progress import Progress
-from .reference import Model, TensorSource
+from .reference import TensorSource
 from .remote.path import RemotePath
 from .remote.stores import as_path
 from .results import Result

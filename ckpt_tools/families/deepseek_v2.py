@@ -28,7 +28,8 @@ MP_LAYER_PREFIX = "layers.{L}."
 # each section's scope: layout -> name prefix
 SCOPES = {
     "global_first": {"hf": "", "mp": ""}, "global_last": {"hf": "", "mp": ""},
-    "routed_expert": {"hf": LAYER_PREFIX + EXPERT_PREFIX, "mp": MP_LAYER_PREFIX + "ffn.experts.{E}."},
+    "routed_expert": {"hf": LAYER_PREFIX + EXPERT_PREFIX,
+                      "mp": MP_LAYER_PREFIX + "ffn.experts.{E}."},
     **{s: {"hf": LAYER_PREFIX, "mp": MP_LAYER_PREFIX}
        for s in ("attention", "dense_mlp", "router", "shared_expert", "mtp_input", "mtp_output")},
 }
@@ -84,7 +85,8 @@ ROWS: tuple[Row, ...] = (
        "attn_norm.weight"),
     _R("wq", "attention", "self_attn.q_proj.weight", lambda c, b: (_qh(c), c.hidden_size),
        "attention", "attn.wq.weight", COLUMN, fmt="fp8", when=_no_q_lora),
-    _R("wq_a", "attention", "self_attn.q_a_proj.weight", lambda c, b: (c.q_lora_rank, c.hidden_size),
+    _R("wq_a", "attention", "self_attn.q_a_proj.weight",
+       lambda c, b: (c.q_lora_rank, c.hidden_size),
        "attention", "attn.wq_a.weight", fmt="fp8", when=_has_q_lora),
     _R("q_norm", "attention", "self_attn.q_a_layernorm.weight", lambda c, b: (c.q_lora_rank,),
        "attention", "attn.q_norm.weight", when=_has_q_lora),
@@ -128,11 +130,13 @@ ROWS: tuple[Row, ...] = (
        "enorm.weight"),
     _R("mtp.hnorm", "mtp_input", "hnorm.weight", lambda c, b: (c.hidden_size,), "mtp",
        "hnorm.weight"),
-    _R("mtp.eh_proj", "mtp_input", "eh_proj.weight", lambda c, b: (c.hidden_size, 2 * c.hidden_size),
+    _R("mtp.eh_proj", "mtp_input", "eh_proj.weight",
+       lambda c, b: (c.hidden_size, 2 * c.hidden_size),
        "mtp", "eh_proj.weight"),  # BF16 in V3's FP8 release
     _R("mtp.norm", "mtp_output", "shared_head.norm.weight", lambda c, b: (c.hidden_size,), "mtp",
        "shared_head.norm.weight"),
-    _R("mtp.head", "mtp_output", "shared_head.head.weight", lambda c, b: (c.vocab_size, c.hidden_size),
+    _R("mtp.head", "mtp_output", "shared_head.head.weight",
+       lambda c, b: (c.vocab_size, c.hidden_size),
        "mtp", "shared_head.head.weight", COLUMN),
 )
 

@@ -142,11 +142,10 @@ STACKED_ROWS = (  # transformers' layout only, one per main-model layer
         "routed_expert"),
 )
 SHARED_EXPERT_ROWS = tuple(
-    _row(f"shared.{w}", "shared_expert", f"ffn.shared_experts.{w}.weight",
-         f"mlp.shared_experts.{proj}.weight", shape, "shared_expert", "fp8")
-    for w, proj, shape in (("w1", "gate_proj", lambda c, b: (c.moe_intermediate_size, c.hidden_size)),
-                           ("w2", "down_proj", lambda c, b: (c.hidden_size, c.moe_intermediate_size)),
-                           ("w3", "up_proj", lambda c, b: (c.moe_intermediate_size, c.hidden_size))))
+    _row(f"shared.{r.role.removeprefix('expert.')}", "shared_expert",
+         f"ffn.shared_experts.{r.native}", f"mlp.shared_experts.{proj}.weight", r.shape,
+         "shared_expert", "fp8")
+    for r, proj in zip(ROUTED_EXPERT_ROWS, ("gate_proj", "down_proj", "up_proj")))
 HC_HEAD_ROWS = (
     _row("hc_head_fn", "global_last", "hc_head_fn", "model.hc_head.hc_fn",
          lambda c, b: (c.hc_mult, c.hc_mult * c.hidden_size), "hyper_connection", "f32"),
@@ -250,7 +249,8 @@ def expert_of(name: str) -> tuple[int, int, str] | None:
 
 def stacked_names(layer: int) -> tuple[str, str]:
     """transformers' stacked expert tensors of a layer: (gate_up, down)."""
-    return tuple(HF_LAYER_PREFIX.format(L=layer) + r.hf for r in STACKED_ROWS)  # type: ignore[return-value]
+    gate_up, down = (HF_LAYER_PREFIX.format(L=layer) + r.hf for r in STACKED_ROWS)
+    return gate_up, down
 
 
 # -- recognising a checkpoint from its tensors, when no config says ---------------------------

@@ -26,6 +26,7 @@ from pydantic import (
     PrivateAttr,
     TypeAdapter,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 
@@ -170,6 +171,17 @@ class _DeepseekCommon(BaseModel):
     @property
     def has_score_bias(self) -> bool:
         """Only aux-loss-free routing carries `e_score_correction_bias`."""
+        return self.topk_method == "noaux_tc"
+
+    @property
+    def groups_ranked_by_top2(self) -> bool:
+        """Expert groups ranked by the sum of their two best scores (V3's noaux_tc), not by
+        their best one (V2's group_limited_greedy)."""
+        return self.topk_method == "noaux_tc"
+
+    @property
+    def scales_renormalised_weights(self) -> bool:
+        """routed_scaling_factor applied also after renormalising the top-k weights."""
         return self.topk_method == "noaux_tc"
 
     def is_moe_layer(self, layer: int) -> bool:
@@ -327,15 +339,65 @@ class Glm4MoeLiteConfig(DeepseekV3Config):
         return self
 
 
+class Mistral4Config(_DeepseekCommon):
+    """Mistral 4 (`model_type: mistral4`): DeepSeek-V3's MLA and experts (fused per layer in
+    transformers' names), a softmax router with V3's group ranking and scaling and no bias,
+    and Llama-4 query scaling by position (docs/derived_families.md)."""
+
+    model_type: Literal["mistral4"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _router_is_fixed_by_the_model(cls, data: Any) -> Any:
+        # Mistral4TopkRouter reads neither key; a file's value would describe another router
+        if not isinstance(data, dict):
+            return data
+        data = {**data, "topk_method": "group_limited_greedy", "scoring_func": "softmax"}
+        rs = data.get("rope_scaling")
+        if isinstance(rs, dict) and "partial_rotary_factor" in rs:
+            # transformers' default is qk_rope / (qk_nope + qk_rope); another value rotates a
+            # width that is not qk_rope_head_dim (its forward fails), so it is derived here
+            rs = dict(rs)
+            factor = rs.pop("partial_rotary_factor")
+            rope, nope = data.get("qk_rope_head_dim"), data.get("qk_nope_head_dim")
+            if isinstance(rope, int) and isinstance(nope, int) and rope + nope and (
+                    abs(factor * (rope + nope) - rope) > 1e-6):
+                raise ValueError(f"rope_parameters: partial_rotary_factor {factor} rotates "
+                                 f"{factor * (rope + nope):g} dims of each head, but "
+                                 f"qk_rope_head_dim is {rope}")
+            data["rope_scaling"] = rs
+        return data
+
+    @model_serializer(mode="wrap")
+    def _spell_partial_rotary_factor(self, handler):
+        # written out as transformers does: its config drops the default when rope
+        # parameters come from a file, and then rotates the whole head
+        data = handler(self)
+        if isinstance(data.get("rope_scaling"), dict):
+            data["rope_scaling"]["partial_rotary_factor"] = (
+                self.qk_rope_head_dim / self.qk_head_dim)
+        return data
+
+    @property
+    def groups_ranked_by_top2(self) -> bool:
+        return True
+
+    @property
+    def scales_renormalised_weights(self) -> bool:
+        return True
+
+
 DeepseekConfig = Annotated[
-    Union[DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, Glm4MoeLiteConfig],
+    Union[DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, Glm4MoeLiteConfig,
+          Mistral4Config],
     Field(discriminator="model_type"),
 ]
 _ADAPTER: TypeAdapter = TypeAdapter(DeepseekConfig)
 
 
 # Every config ckpt_tools understands; annotate with this, test with isinstance(x, Config).
-Config = DeepseekV2Config | DeepseekV3Config | DeepseekV32Config | Glm4MoeLiteConfig
+Config = (DeepseekV2Config | DeepseekV3Config | DeepseekV32Config | Glm4MoeLiteConfig
+          | Mistral4Config)
 
 
 def yarn_mscale(factor: float, mscale: float) -> float:

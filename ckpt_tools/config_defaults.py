@@ -49,6 +49,7 @@ LoaderName = Literal[
     "transformers DeepseekV4Config",  # V4's keys and defaults: config_v4.DeepseekV4Config
     "remote-code DeepSeek-VL2 DeepseekV2Config",
     "transformers Glm4MoeLiteConfig",
+    "transformers Mistral4Config",
 ]
 
 # Keys shared by every HF loader of both generations.
@@ -143,6 +144,23 @@ CLASS_DEFAULTS["transformers Glm4MoeLiteConfig"] = {
     "rms_norm_eps": 1e-5, "max_position_embeddings": 202752, "bos_token_id": 0,
     "eos_token_id": 1,
 }
+# transformers' Mistral4Config (models/mistral4/configuration_mistral4.py, docstring checkpoint
+# mistralai/Mistral-Small-4-119B-2603). Absent rope parameters are YaRN 128 over 8192 with
+# Llama-4 query scaling (beta 0.1); its router (Mistral4TopkRouter) is softmax, groups ranked
+# by their two best scores, renormalised, then scaled, and has no score-correction bias.
+CLASS_DEFAULTS["transformers Mistral4Config"] = {
+    **_HF_COMMON,
+    "vocab_size": 131072, "hidden_size": 4096, "intermediate_size": 12288,
+    "moe_intermediate_size": 2048, "num_hidden_layers": 36, "num_attention_heads": 32,
+    "num_key_value_heads": 32, "n_shared_experts": 1, "n_routed_experts": 128,
+    "num_experts_per_tok": 4, "routed_scaling_factor": 1.0, "n_group": 1, "topk_group": 1,
+    "norm_topk_prob": True, "first_k_dense_replace": 0, "q_lora_rank": 1024,
+    "kv_lora_rank": 256, "qk_nope_head_dim": 64, "max_position_embeddings": 1048576,
+    "bos_token_id": 1, "eos_token_id": 2,
+    "rope_scaling": {"type": "yarn", "factor": 128.0, "original_max_position_embeddings": 8192,
+                     "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0,
+                     "llama_4_scaling_beta": 0.1},
+}
 CLASS_DEFAULTS["DeepSeek V3.2 inference ModelArgs"] = {
     **CLASS_DEFAULTS["DeepSeek inference ModelArgs"], **_INDEXER}
 
@@ -165,6 +183,10 @@ IMPLIED: dict[LoaderName, dict[str, Any]] = {
 IMPLIED["DeepSeek V3.2 inference ModelArgs"] = IMPLIED["DeepSeek inference ModelArgs"]
 IMPLIED["transformers Glm4MoeLiteConfig"] = {"topk_method": "noaux_tc", "scoring_func": "sigmoid",
                                              "moe_layer_freq": 1, "num_nextn_predict_layers": 0}
+# no topk_method / scoring_func in Mistral4Config: its router is softmax with V3's group
+# ranking (config.Mistral4Config says how); no MTP module
+IMPLIED["transformers Mistral4Config"] = {"topk_method": "group_limited_greedy",
+                                          "scoring_func": "softmax", "moe_layer_freq": 1}
 
 
 # Loaders whose deepseek_v2 router implements `noaux_tc` (sigmoid scores plus the score

@@ -34,6 +34,7 @@ from .v4.config import TRANSFORMERS_5_KEYS, V41_REFUSAL, DeepseekV4Config
 DERIVED_FAMILIES: dict[Family, tuple[tuple[str, ...], LoaderName]] = {
     "glm4_moe_lite": (("Glm4MoeLiteForCausalLM", "Glm4MoeLiteModel"),
                       "transformers Glm4MoeLiteConfig"),
+    "mistral4": (("Mistral4ForCausalLM", "Mistral4Model"), "transformers Mistral4Config"),
 }
 
 SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deepseek_v32",

@@ -87,10 +87,11 @@ class PublishedFigures(Result):
     """Parameter counts as the publisher gives them, and whether the plan's agree."""
 
     total: str
-    activated: str
+    activated: str | None = Field(description="None: the publisher gives only the total")
     source: str
     total_agrees: bool = Field(description="parameters.main rounds to `total`")
-    activated_agrees: bool = Field(description="parameters.activated rounds to `activated`")
+    activated_agrees: bool = Field(description="parameters.activated rounds to `activated` "
+                                               "(true when none is published)")
 
 
 class ComponentParameters(Result):
@@ -270,9 +271,9 @@ def _model_info(spec, src, arch: ArchitectureSummary, plan) -> ModelInfo:
     if src.preset is not None and src.preset.published:
         pub = dict(src.preset.published)
         published = PublishedFigures(
-            total=pub["total"], activated=pub["activated"], source=pub["source"],
+            total=pub["total"], activated=pub.get("activated"), source=pub["source"],
             total_agrees=rounds_to(p.main, pub["total"]),
-            activated_agrees=rounds_to(p.activated, pub["activated"]))
+            activated_agrees="activated" not in pub or rounds_to(p.activated, pub["activated"]))
     return ModelInfo(
         source=str(spec), source_kind=src.kind, published=published,
         title=src.preset.title if src.preset else None,

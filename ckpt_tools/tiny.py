@@ -109,6 +109,10 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
     if raw["model_type"] == "deepseek_v2" or before.get("num_nextn_predict_layers") is None:
         raw.pop("num_nextn_predict_layers")
     _per_layer_lists(raw)
+    rope = raw.get("rope_scaling")
+    if isinstance(rope, dict) and "partial_rotary_factor" in rope:  # Mistral 4: of the new widths
+        raw["rope_scaling"] = {**rope, "partial_rotary_factor": raw["qk_rope_head_dim"] / (
+            raw["qk_rope_head_dim"] + raw["qk_nope_head_dim"])}
     if fp8:
         raw["quantization_config"] = raw.get("quantization_config") or dict(FP8_QUANTIZATION_CONFIG)
     else:
@@ -245,6 +249,8 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
     if expert_dtype is not None:
         raise ConfigError(f"{preset}: expert_dtype applies to families whose routed experts "
                           f"have a format of their own (MXFP4); {family.title} has none")
+    if fp8:
+        family.refuse_block_fp8(preset)
     shrunk: list[Shrunk] = []
     raw, plan = tiny_plan(preset, fp8=fp8, real_widths=real_widths, overrides=overrides,
                           shrunk=shrunk)

@@ -9,6 +9,7 @@ from ckpt_tools.config import (
     DeepseekV3Config,
     DeepseekV32Config,
     Glm4MoeLiteConfig,
+    Mistral4Config,
     parse_config,
 )
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
@@ -27,7 +28,8 @@ def test_every_preset_parses_to_its_class():
                     "DeepseekV3ForCausalLM": DeepseekV3Config,
                     "DeepseekV32ForCausalLM": DeepseekV32Config,
                     "DeepseekV4ForCausalLM": DeepseekV4Config,
-                    "Glm4MoeLiteForCausalLM": Glm4MoeLiteConfig}[arch]
+                    "Glm4MoeLiteForCausalLM": Glm4MoeLiteConfig,
+                    "Mistral4ForCausalLM": Mistral4Config}[arch]
         assert type(cfg) is expected, p.name
         assert p.provenance_kind in ("verbatim", "reconstructed")
 

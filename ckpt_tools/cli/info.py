@@ -88,7 +88,8 @@ def info(source: str, remote: bool, plot_path):
     if result.published:
         pub = result.published
         verdict = "agree" if pub.total_agrees and pub.activated_agrees else "DISAGREE"
-        say(f"published:   {pub.total} total / {pub.activated} activated ({verdict}); "
+        activated = f" / {pub.activated} activated" if pub.activated else ""
+        say(f"published:   {pub.total} total{activated} ({verdict}); "
                    f"{pub.source}")
     say("")
     rows = [[c.component, human_count(c.total), human_count(c.activated), human_count(c.mtp)]

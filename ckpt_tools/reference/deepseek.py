@@ -231,6 +231,17 @@ def indexer_selection(config: Config, w: Weights, layer: int, x: np.ndarray,
 
 
 # -- attention (MLA) ---------------------------------------------------------------------
+def position_query_scale(config: Config, T: int) -> np.ndarray | None:
+    """Llama-4's query scaling by position (Mistral 4: `llama_4_scaling_beta` among the rope
+    parameters): 1 + beta log(1 + floor(t / original length)); None when not configured.  # [t]"""
+    rs = config.rope_scaling
+    beta = getattr(rs, "llama_4_scaling_beta", None) if rs is not None else None
+    if beta is None:
+        return None
+    t = np.arange(T, dtype=np.float32)
+    return (1 + F32(beta) * np.log1p(np.floor(t / F32(rs.original_max_position_embeddings))))
+
+
 def attention(config: Config, w: Weights, layer: int, x: np.ndarray,
               rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Multi-head latent attention, the naive (non-absorbed) form; under V3.2 each query
@@ -255,6 +266,9 @@ def attention(config: Config, w: Weights, layer: int, x: np.ndarray,
 
     scores = (np.einsum("thn,shn->hts", q_nope, k_nope)
               + np.einsum("thr,sr->hts", q_pe, k_pe)) * F32(config.softmax_scale())  # [h, t, s]
+    query_scale = position_query_scale(config, T)
+    if query_scale is not None:
+        scores = scores * query_scale[None, :, None]  # = scaling query t
     if config.has_indexer:
         allowed = indexer_selection(config, w, layer, x, q_latent, rope)  # [t, s]
     else:
@@ -288,7 +302,7 @@ def route(config: Config, x: np.ndarray, gate: np.ndarray,
     if config.topk_method != "greedy":
         G = config.n_group
         grouped = choice.reshape(T, G, E // G)  # [t, g, e/g]
-        if config.topk_method == "noaux_tc":
+        if config.groups_ranked_by_top2:
             group_score = -np.sort(-grouped, axis=-1)[..., :2].sum(-1)  # [t, g]
         else:
             group_score = grouped.max(-1)  # [t, g]
@@ -301,7 +315,7 @@ def route(config: Config, x: np.ndarray, gate: np.ndarray,
     renormalise = config.norm_topk_prob and K > 1
     if renormalise:
         weights = weights / (weights.sum(-1, keepdims=True) + F32(TOPK_NORM_EPS))
-    if config.topk_method == "noaux_tc" or not renormalise:
+    if config.scales_renormalised_weights or not renormalise:
         weights = weights * F32(config.routed_scaling_factor)
     return experts, weights.astype(F32)
 
@@ -314,16 +328,30 @@ def mlp(w: Weights, x: np.ndarray, w1: str, w3: str, w2: str, act=silu) -> np.nd
     return w.linear(hidden, w2)  # [t, d]
 
 
+def fused_expert(w: Weights, layer: int, e: int, x: np.ndarray, act) -> np.ndarray:
+    """Expert `e` of fused tensors: gate_up [E, 2I, H] (gate rows, then up rows) and down
+    [E, H, I], only expert e's slice read.  x: [t, d] -> [t, d]"""
+    gate_up = w.rows(w.name("experts.gate_up", layer), [e])[0]  # [2I, H]
+    gate, up = np.split(x @ gate_up.T, 2, axis=-1)  # [t, I], [t, I]
+    return (act(gate) * up) @ w.rows(w.name("experts.down", layer), [e])[0].T  # [t, d]
+
+
 def moe(config: Config, w: Weights, layer: int, x: np.ndarray) -> np.ndarray:
     """Routed experts (each read only if a token chose it, then dropped) plus shared ones."""
     bias = w.read(w.name("gate_bias", layer)) if config.has_score_bias else None
     experts, weights = route(config, x, w.read(w.name("gate", layer)), bias)  # [t, k], [t, k]
     act = activation(config)
     y = np.zeros_like(x)  # [t, d]
+    fused = w.has("experts.gate_up")  # all experts in one tensor per layer (Mistral 4)
     for e in np.unique(experts):
         tokens, slots = np.nonzero(experts == e)  # a token picks an expert at most once
-        names = (w.name(role, layer, int(e)) for role in ("expert.w1", "expert.w3", "expert.w2"))
-        y[tokens] += mlp(w, x[tokens], *names, act=act) * weights[tokens, slots, None]
+        if fused:
+            out = fused_expert(w, layer, int(e), x[tokens], act)
+        else:
+            names = (w.name(role, layer, int(e)) for role in ("expert.w1", "expert.w3",
+                                                               "expert.w2"))
+            out = mlp(w, x[tokens], *names, act=act)
+        y[tokens] += out * weights[tokens, slots, None]
     if config.n_shared_experts:
         y += mlp(w, x, *(w.name(role, layer) for role in ("shared.w1", "shared.w3", "shared.w2")),
                  act=act)

@@ -44,6 +44,19 @@ SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deep
 REFUSED_MODEL_TYPES = {
     "deepseek_v41": V41_REFUSAL,
     "deepseek": "DeepSeek-MoE v1 (model_type 'deepseek') has no MLA and is not supported",
+    # DeepSeek-derived families not in the registry yet, with what each needs
+    # (docs/derived_families.md)
+    "longcat_flash": (
+        "LongCat-Flash (longcat_flash) is not supported: the family registry cannot express it "
+        "(two attention blocks and two dense MLPs per layer beside one MoE, 256 zero-computation "
+        "expert slots without tensors, its own config key names, a shortcut block order, MTP "
+        "under model.mtp.)"),
+    "glm_moe_dsa": (
+        "GLM-5 (glm_moe_dsa) is not supported yet: a DeepSeek-V3.2 derivative whose indexer "
+        "exists only on 'full' layers (indexer_types) with interleaved RoPE"),
+    "mistral_large4": (
+        "Mistral Large 4 (mistral_large4) is not supported yet: GLM-5's attention plus NoPE "
+        "layers with per-layer shapes, KV sharing, learned softmax scaling and LeRoPE"),
 }
 
 # Model classes whose weights follow DeepSeek's V2 / V3 tensor names.

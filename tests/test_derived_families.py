@@ -221,3 +221,18 @@ def test_forward_matches_transformers(tiny):
     with Checkpoint(bf16) as ck:
         got = forward(ck, TOKENS)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("preset,title", [("longcat-flash", "LongCat-Flash"),
+                                          ("glm-5", "GLM-5"),
+                                          ("mistral-large-4", "Mistral Large 4")])
+def test_families_not_in_the_registry_are_refused_naming_what_they_need(preset, title, tmp_path,
+                                                                      run_cli):
+    raw = json.loads((DATA / "derived_presets" / f"{preset}.json").read_text())
+    raw.pop("_provenance")
+    with pytest.raises(UnsupportedModelError, match=f"{title} .* not supported"):
+        parse_config(raw, source=preset)
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    r = run_cli("info", tmp_path / "config.json")
+    assert r.exit_code == 1 and title in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

@@ -184,6 +184,16 @@ class _DeepseekCommon(BaseModel):
         """routed_scaling_factor applied also after renormalising the top-k weights."""
         return self.topk_method == "noaux_tc"
 
+    @property
+    def indexer_rope_interleaved(self) -> bool:
+        """The DSA indexer rotates adjacent pairs (GLM-5), not V3.2's halves."""
+        return False
+
+    def indexer_full(self, layer: int) -> bool:
+        """Whether `layer` runs its own DSA indexer (else it reuses the previous full
+        layer's selection, GLM-5's "shared" layers)."""
+        return True
+
     def is_moe_layer(self, layer: int) -> bool:
         """Same rule as DeepSeek's modeling code; MTP layers (>= num_hidden_layers) are MoE."""
         if layer >= self.num_hidden_layers:
@@ -339,6 +349,50 @@ class Glm4MoeLiteConfig(DeepseekV3Config):
         return self
 
 
+class GlmMoeDsaConfig(DeepseekV32Config):
+    """GLM-5 (`model_type: glm_moe_dsa`): DeepSeek-V3.2 whose indexer runs only on "full"
+    layers (`indexer_types`; "shared" layers reuse the previous full layer's selection) and
+    rotates adjacent pairs (docs/derived_families.md)."""
+
+    model_type: Literal["glm_moe_dsa"]  # type: ignore[assignment]
+    indexer_types: list[Literal["full", "shared"]] | None = None
+    index_topk_pattern: str | list[str] | None = None
+    index_topk_freq: int = Field(1, ge=1)
+    index_skip_topk_offset: int = 2
+
+    @property
+    def indexer_rope_interleaved(self) -> bool:
+        return True
+
+    @property
+    def layer_indexers(self) -> list[str]:
+        """transformers' GlmMoeDsaConfig.__post_init__: the list, else the pattern, else the
+        freq/offset schedule (every layer "full" by default)."""
+        if self.indexer_types is not None:
+            return list(self.indexer_types)
+        if self.index_topk_pattern is not None:
+            pattern = self.index_topk_pattern
+            return ([{"F": "full", "S": "shared"}[c] for c in pattern]
+                    if isinstance(pattern, str) else list(pattern))
+        freq, offset = self.index_topk_freq, self.index_skip_topk_offset
+        return ["full" if max(i - offset + 1, 0) % freq == 0 else "shared"
+                for i in range(self.num_hidden_layers)]
+
+    def indexer_full(self, layer: int) -> bool:
+        return layer >= self.num_hidden_layers or self.layer_indexers[layer] == "full"
+
+    @model_validator(mode="after")
+    def _indexer_pattern(self):
+        kinds = self.layer_indexers
+        if len(kinds) != self.num_hidden_layers or set(kinds) - {"full", "shared"}:
+            raise ValueError(f"indexer_types: needs 'full' or 'shared' for each of the "
+                             f"{self.num_hidden_layers} layers")
+        if kinds and kinds[0] != "full":
+            raise ValueError("indexer_types: layer 0 is 'shared', but no earlier layer runs "
+                             "an indexer whose selection it could reuse")
+        return self
+
+
 class Mistral4Config(_DeepseekCommon):
     """Mistral 4 (`model_type: mistral4`): DeepSeek-V3's MLA and experts (fused per layer in
     transformers' names), a softmax router with V3's group ranking and scaling and no bias,
@@ -389,7 +443,7 @@ class Mistral4Config(_DeepseekCommon):
 
 DeepseekConfig = Annotated[
     Union[DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, Glm4MoeLiteConfig,
-          Mistral4Config],
+          Mistral4Config, GlmMoeDsaConfig],
     Field(discriminator="model_type"),
 ]
 _ADAPTER: TypeAdapter = TypeAdapter(DeepseekConfig)
@@ -397,7 +451,7 @@ _ADAPTER: TypeAdapter = TypeAdapter(DeepseekConfig)
 
 # Every config ckpt_tools understands; annotate with this, test with isinstance(x, Config).
 Config = (DeepseekV2Config | DeepseekV3Config | DeepseekV32Config | Glm4MoeLiteConfig
-          | Mistral4Config)
+          | Mistral4Config | GlmMoeDsaConfig)
 
 
 def yarn_mscale(factor: float, mscale: float) -> float:

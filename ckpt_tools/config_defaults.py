@@ -50,6 +50,7 @@ LoaderName = Literal[
     "remote-code DeepSeek-VL2 DeepseekV2Config",
     "transformers Glm4MoeLiteConfig",
     "transformers Mistral4Config",
+    "transformers GlmMoeDsaConfig",
 ]
 
 # Keys shared by every HF loader of both generations.
@@ -161,6 +162,17 @@ CLASS_DEFAULTS["transformers Mistral4Config"] = {
                      "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0,
                      "llama_4_scaling_beta": 0.1},
 }
+# transformers' GlmMoeDsaConfig(DeepseekV32Config) (models/glm_moe_dsa/, the GLM-5 shape):
+# V3.2's keys with GLM's values; which layers run their own indexer is `indexer_types`
+# (else `index_topk_pattern`, else `index_topk_freq` / `index_skip_topk_offset`: all "full")
+CLASS_DEFAULTS["transformers GlmMoeDsaConfig"] = {
+    **CLASS_DEFAULTS["transformers DeepseekV32Config"],
+    "vocab_size": 154880, "hidden_size": 6144, "intermediate_size": 12288,
+    "num_hidden_layers": 78, "num_attention_heads": 64, "num_key_value_heads": 64,
+    "q_lora_rank": 2048, "v_head_dim": 256, "qk_nope_head_dim": 192, "n_group": 1,
+    "topk_group": 1, "max_position_embeddings": 202752, "rms_norm_eps": 1e-5,
+    "index_n_heads": 32,
+}
 CLASS_DEFAULTS["DeepSeek V3.2 inference ModelArgs"] = {
     **CLASS_DEFAULTS["DeepSeek inference ModelArgs"], **_INDEXER}
 
@@ -185,6 +197,7 @@ IMPLIED["transformers Glm4MoeLiteConfig"] = {"topk_method": "noaux_tc", "scoring
                                              "moe_layer_freq": 1, "num_nextn_predict_layers": 0}
 # no topk_method / scoring_func in Mistral4Config: its router is softmax with V3's group
 # ranking (config.Mistral4Config says how); no MTP module
+IMPLIED["transformers GlmMoeDsaConfig"] = IMPLIED["transformers DeepseekV32Config"]
 IMPLIED["transformers Mistral4Config"] = {"topk_method": "group_limited_greedy",
                                           "scoring_func": "softmax", "moe_layer_freq": 1}
 

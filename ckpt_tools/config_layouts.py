@@ -35,6 +35,7 @@ DERIVED_FAMILIES: dict[Family, tuple[tuple[str, ...], LoaderName]] = {
     "glm4_moe_lite": (("Glm4MoeLiteForCausalLM", "Glm4MoeLiteModel"),
                       "transformers Glm4MoeLiteConfig"),
     "mistral4": (("Mistral4ForCausalLM", "Mistral4Model"), "transformers Mistral4Config"),
+    "glm_moe_dsa": (("GlmMoeDsaForCausalLM", "GlmMoeDsaModel"), "transformers GlmMoeDsaConfig"),
 }
 
 SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deepseek_v32",
@@ -51,9 +52,6 @@ REFUSED_MODEL_TYPES = {
         "(two attention blocks and two dense MLPs per layer beside one MoE, 256 zero-computation "
         "expert slots without tensors, its own config key names, a shortcut block order, MTP "
         "under model.mtp.)"),
-    "glm_moe_dsa": (
-        "GLM-5 (glm_moe_dsa) is not supported yet: a DeepSeek-V3.2 derivative whose indexer "
-        "exists only on 'full' layers (indexer_types) with interleaved RoPE"),
     "mistral_large4": (
         "Mistral Large 4 (mistral_large4) is not supported yet: GLM-5's attention plus NoPE "
         "layers with per-layer shapes, KV sharing, learned softmax scaling and LeRoPE"),

@@ -9,6 +9,7 @@ from ckpt_tools.config import (
     DeepseekV3Config,
     DeepseekV32Config,
     Glm4MoeLiteConfig,
+    GlmMoeDsaConfig,
     Mistral4Config,
     parse_config,
 )
@@ -29,7 +30,8 @@ def test_every_preset_parses_to_its_class():
                     "DeepseekV32ForCausalLM": DeepseekV32Config,
                     "DeepseekV4ForCausalLM": DeepseekV4Config,
                     "Glm4MoeLiteForCausalLM": Glm4MoeLiteConfig,
-                    "Mistral4ForCausalLM": Mistral4Config}[arch]
+                    "Mistral4ForCausalLM": Mistral4Config,
+                    "GlmMoeDsaForCausalLM": GlmMoeDsaConfig}[arch]
         assert type(cfg) is expected, p.name
         assert p.provenance_kind in ("verbatim", "reconstructed")
 

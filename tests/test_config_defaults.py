@@ -19,7 +19,7 @@ from ckpt_tools.presets import find_preset
 COMMITTED = Path(__file__).parent / "data" / "loader_defaults.json"
 TRANSFORMERS_LOADERS = ("transformers DeepseekV2Config", "transformers DeepseekV3Config",
                         "transformers DeepseekV32Config", "transformers Glm4MoeLiteConfig",
-                        "transformers Mistral4Config")
+                        "transformers Mistral4Config", "transformers GlmMoeDsaConfig")
 
 
 def transformers_class_defaults() -> dict:
@@ -105,7 +105,7 @@ def _base(loader: str) -> dict:
                 "n_limited_groups": 4, "route_scale": 2.5, "score_func": "sigmoid",
                 "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
                 "qk_rope_head_dim": 64, "v_head_dim": 128, "dtype": "fp8"}
-    derived = {"Glm4MoeLite": "glm-4.7-flash", "Mistral4": "mistral-4"}
+    derived = {"Glm4MoeLite": "glm-4.7-flash", "Mistral4": "mistral-4", "GlmMoeDsa": "glm-5"}
     for cls, preset in derived.items():
         if cls in loader:  # hub spelling: rope_theta at the top, rope_scaling
             raw = find_preset(preset).raw_config

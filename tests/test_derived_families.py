@@ -34,7 +34,8 @@ from ckpt_tools.verify import verify
 DATA = Path(__file__).parent / "data"
 COUNTS = json.loads((DATA / "derived_param_counts.json").read_text())
 # preset -> (family, its DeepSeek parent's preset)
-PRESETS = {"glm-4.7-flash": ("glm4_moe_lite", "v3"), "mistral-4": ("mistral4", "v3")}
+PRESETS = {"glm-4.7-flash": ("glm4_moe_lite", "v3"), "mistral-4": ("mistral4", "v3"),
+           "glm-5": ("glm_moe_dsa", "v3.2")}
 # the tiny models' own settings, where the preset's would leave a difference unexercised:
 # Mistral 4's Llama-4 query scaling starts after original_max_position_embeddings tokens,
 # its group ranking needs groups, its scaling a factor other than 1
@@ -42,7 +43,9 @@ TINY = {"mistral-4": {
     "rope_scaling": {"type": "yarn", "factor": 128.0, "original_max_position_embeddings": 4,
                      "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0,
                      "llama_4_scaling_beta": 0.1, "partial_rotary_factor": 8 / 24},
-    "n_group": 2, "topk_group": 1, "routed_scaling_factor": 1.5}}
+    "n_group": 2, "topk_group": 1, "routed_scaling_factor": 1.5},
+    # GLM-5: the indexer picks 4 keys, on layers 0 and 2; layers 1 and 3 reuse their choice
+    "glm-5": {"index_topk": 4, "index_topk_freq": 2, "index_skip_topk_offset": 1}}
 TOKENS = [0, 15, 3, 7, 100, 200, 5, 9, 11, 300, 42, 64]
 
 
@@ -139,6 +142,17 @@ def test_glm_dense_pattern_is_mlp_layer_types_not_first_k_dense_replace():
         parse_config({**raw, "mlp_layer_types": ["sparse", "dense"] + ["sparse"] * 45})
 
 
+def test_glm5_shared_layers_have_no_indexer_tensors():
+    raw = {**find_preset("glm-5").raw_config, "num_hidden_layers": 4, "first_k_dense_replace": 1,
+           "indexer_types": ["full", "shared", "shared", "full"]}
+    config = parse_config(raw)
+    plan = family_of(config).plan(config)
+    with_indexer = {s.layer for s in plan.specs if ".indexer." in s.name}
+    assert with_indexer == {0, 3, 4}  # 4: the MTP layer runs its own
+    with pytest.raises(Exception, match="indexer_types"):
+        parse_config({**raw, "indexer_types": ["shared", "full", "full", "full"]})
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_diff_against_the_deepseek_parent_names_what_changed(name):
     parent = PRESETS[name][1]
@@ -224,7 +238,6 @@ def test_forward_matches_transformers(tiny):
 
 
 @pytest.mark.parametrize("preset,title", [("longcat-flash", "LongCat-Flash"),
-                                          ("glm-5", "GLM-5"),
                                           ("mistral-large-4", "Mistral Large 4")])
 def test_families_not_in_the_registry_are_refused_naming_what_they_need(preset, title, tmp_path,
                                                                       run_cli):

@@ -175,10 +175,12 @@ def apply_rope_half_split(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np
 
 
 # -- lightning indexer (V3.2, DeepSeek Sparse Attention) ----------------------------------
-def _rope_first(x: np.ndarray, r: int, rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Half-split RoPE on the FIRST r dims of x, the rest passed through ([rope | nope],
-    the opposite order to MLA's [nope | rope])."""
-    return np.concatenate([apply_rope_half_split(x[..., :r], *rope), x[..., r:]], axis=-1)
+def _rope_first(x: np.ndarray, r: int, rope: tuple[np.ndarray, np.ndarray],
+                interleaved: bool = False) -> np.ndarray:
+    """Half-split (V3.2) or interleaved (GLM-5) RoPE on the FIRST r dims of x, the rest
+    passed through ([rope | nope], the opposite order to MLA's [nope | rope])."""
+    rotate = apply_rope if interleaved else apply_rope_half_split
+    return np.concatenate([rotate(x[..., :r], *rope), x[..., r:]], axis=-1)
 
 
 def indexer_scores(config: Config, w: Weights, layer: int, x: np.ndarray,
@@ -197,7 +199,8 @@ def indexer_scores(config: Config, w: Weights, layer: int, x: np.ndarray,
     k = layer_norm(w.linear(x, w.name("indexer.wk", layer)),  # [s, x]
                    w.read(w.name("indexer.k_norm", layer)),
                    w.read(w.name("indexer.k_norm_bias", layer)), INDEXER_NORM_EPS)
-    q, k = _rope_first(q, r, rope), _rope_first(k, r, rope)
+    pairs = config.indexer_rope_interleaved
+    q, k = _rope_first(q, r, rope, pairs), _rope_first(k, r, rope, pairs)
     head_weights = w.linear(x, w.name("indexer.weights_proj", layer)) * F32(J ** -0.5)  # [t, j]
     score = np.zeros((T, T), dtype=F32)  # [t, s]; summed head by head: memory [t, s], not [t, j, s]
     for j in range(J):
@@ -243,7 +246,7 @@ def position_query_scale(config: Config, T: int) -> np.ndarray | None:
 
 
 def attention(config: Config, w: Weights, layer: int, x: np.ndarray,
-              rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+              rope: tuple[np.ndarray, np.ndarray], selections: dict | None = None) -> np.ndarray:
     """Multi-head latent attention, the naive (non-absorbed) form; under V3.2 each query
     attends only to the keys its indexer selected.  x: [t, d] -> [t, d]"""
     T, H = x.shape[0], config.num_attention_heads
@@ -270,7 +273,15 @@ def attention(config: Config, w: Weights, layer: int, x: np.ndarray,
     if query_scale is not None:
         scores = scores * query_scale[None, :, None]  # = scaling query t
     if config.has_indexer:
-        allowed = indexer_selection(config, w, layer, x, q_latent, rope)  # [t, s]
+        if config.indexer_full(layer):
+            allowed = indexer_selection(config, w, layer, x, q_latent, rope)  # [t, s]
+            if selections is not None:
+                selections["last"] = allowed
+        else:  # GLM-5's "shared" layer: the previous full layer's choice
+            if selections is None or "last" not in selections:
+                raise ConfigError(f"layer {layer}: a shared-indexer layer needs the layers "
+                                  f"before it run in the same pass")
+            allowed = selections["last"]
     else:
         allowed = ~np.triu(np.ones((T, T), dtype=bool), k=1)  # [t, s] causal
     scores = np.where(allowed, scores, -np.inf).astype(F32)
@@ -360,10 +371,11 @@ def moe(config: Config, w: Weights, layer: int, x: np.ndarray) -> np.ndarray:
 
 # -- decoder block and model -------------------------------------------------------------
 def block(config: Config, w: Weights, layer: int, x: np.ndarray,
-          rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+          rope: tuple[np.ndarray, np.ndarray], selections: dict | None = None) -> np.ndarray:
     """Pre-norm residual block: x + attn(norm(x)), then + ffn(norm(x)).  [t, d] -> [t, d]"""
     eps = config.rms_norm_eps
-    x = x + attention(config, w, layer, rms_norm(x, w.read(w.name("attn_norm", layer)), eps), rope)
+    normed = rms_norm(x, w.read(w.name("attn_norm", layer)), eps)
+    x = x + attention(config, w, layer, normed, rope, selections)
     h = rms_norm(x, w.read(w.name("ffn_norm", layer)), eps)
     if config.is_moe_layer(layer):
         return x + moe(config, w, layer, h)
@@ -411,8 +423,9 @@ class Model:
                               f"found {n}")
         rope = rope_tables(self.config, np.arange(len(ids)))
         x = self.embed(ids)  # [t, d]
+        selections: dict = {}  # the last DSA selection, for GLM-5's shared-indexer layers
         for layer in range(n):
-            x = block(self.config, self.weights, layer, x, rope)
+            x = block(self.config, self.weights, layer, x, rope, selections)
             yield layer, x
 
     def final_norm(self, hidden: np.ndarray) -> np.ndarray:

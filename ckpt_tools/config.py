@@ -26,11 +26,13 @@ from pydantic import (
     PrivateAttr,
     TypeAdapter,
     ValidationError,
+    model_serializer,
     model_validator,
 )
 
-from .config_defaults import loader_defaults
+from .config_defaults import V2_NOAUX_TC_LOADERS, loader_defaults
 from .config_layouts import (
+    FOREIGN_QUANT_KEYS,
     INFERENCE_LEAVES_OUT,
     QUANT_SCHEMES,
     REFUSED_MODEL_TYPES,
@@ -41,6 +43,7 @@ from .config_layouts import (
     from_inference_layout,
     near_miss_warnings,
     recognise,
+    variant_refusal,
 )
 from .errors import ConfigError, UnsupportedModelError
 from .formats import FP8_BLOCK
@@ -122,7 +125,8 @@ class _DeepseekCommon(BaseModel):
     qk_nope_head_dim: int = Field(gt=0)
     qk_rope_head_dim: int = Field(gt=0, description="Decoupled RoPE key/query width (even)")
     v_head_dim: int = Field(gt=0)
-    hidden_act: Literal["silu"] = "silu"
+    hidden_act: str = Field("silu", description="Expert/MLP activation (transformers ACT2FN "
+                            "name); no tensor depends on it, only the forward")
     max_position_embeddings: int = Field(gt=0)
     rms_norm_eps: float = Field(1e-6, gt=0)
     rope_theta: float = Field(10000.0, gt=0)
@@ -168,6 +172,27 @@ class _DeepseekCommon(BaseModel):
     def has_score_bias(self) -> bool:
         """Only aux-loss-free routing carries `e_score_correction_bias`."""
         return self.topk_method == "noaux_tc"
+
+    @property
+    def groups_ranked_by_top2(self) -> bool:
+        """Expert groups ranked by the sum of their two best scores (V3's noaux_tc), not by
+        their best one (V2's group_limited_greedy)."""
+        return self.topk_method == "noaux_tc"
+
+    @property
+    def scales_renormalised_weights(self) -> bool:
+        """routed_scaling_factor applied also after renormalising the top-k weights."""
+        return self.topk_method == "noaux_tc"
+
+    @property
+    def indexer_rope_interleaved(self) -> bool:
+        """The DSA indexer rotates adjacent pairs (GLM-5), not V3.2's halves."""
+        return False
+
+    def indexer_full(self, layer: int) -> bool:
+        """Whether `layer` runs its own DSA indexer (else it reuses the previous full
+        layer's selection, GLM-5's "shared" layers)."""
+        return True
 
     def is_moe_layer(self, layer: int) -> bool:
         """Same rule as DeepSeek's modeling code; MTP layers (>= num_hidden_layers) are MoE."""
@@ -241,8 +266,10 @@ class DeepseekV2Config(_DeepseekCommon):
     model_type: Literal["deepseek_v2"]
 
     def routing_problems(self) -> list[str]:
-        extra = (["topk_method: deepseek_v2 routes with greedy or group_limited_greedy"]
-                 if self.topk_method == "noaux_tc" else [])
+        loader = self.reading.loader
+        extra = ([f"topk_method: the {loader} router routes with greedy or "
+                  f"group_limited_greedy only"]
+                 if self.topk_method == "noaux_tc" and loader not in V2_NOAUX_TC_LOADERS else [])
         return extra + super().routing_problems()
 
 
@@ -290,18 +317,145 @@ class DeepseekV32Config(DeepseekV3Config):
         return self
 
 
+class Glm4MoeLiteConfig(DeepseekV3Config):
+    """GLM-4.7-Flash (`model_type: glm4_moe_lite`): DeepSeek-V3's MLA and noaux_tc MoE read by
+    transformers' Glm4MoeLiteConfig, whose dense/MoE pattern is `mlp_layer_types` (default:
+    layer 0 dense, then MoE), not `first_k_dense_replace` (docs/derived_families.md)."""
+
+    model_type: Literal["glm4_moe_lite"]  # type: ignore[assignment]
+    mlp_layer_types: list[Literal["dense", "sparse"]] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dense_layers_from_pattern(cls, data: Any) -> Any:
+        # transformers ignores first_k_dense_replace here; the pattern (or its default)
+        # decides, so the plan's dense prefix is read off it
+        if isinstance(data, dict):
+            types = data.get("mlp_layer_types")
+            dense = 1 if types is None else next(
+                (i for i, t in enumerate(types) if t != "dense"), len(types))
+            data = {**data, "first_k_dense_replace": dense}
+        return data
+
+    @model_validator(mode="after")
+    def _pattern_is_a_dense_prefix(self):
+        types = self.mlp_layer_types
+        if types is not None:
+            want = ["dense"] * self.first_k_dense_replace + ["sparse"] * (
+                self.num_hidden_layers - self.first_k_dense_replace)
+            if list(types) != want:
+                raise ValueError(f"mlp_layer_types: {len(types)} entries; ckpt_tools reads "
+                                 f"{self.num_hidden_layers} layers of dense ones then sparse ones")
+        return self
+
+
+class GlmMoeDsaConfig(DeepseekV32Config):
+    """GLM-5 (`model_type: glm_moe_dsa`): DeepSeek-V3.2 whose indexer runs only on "full"
+    layers (`indexer_types`; "shared" layers reuse the previous full layer's selection) and
+    rotates adjacent pairs (docs/derived_families.md)."""
+
+    model_type: Literal["glm_moe_dsa"]  # type: ignore[assignment]
+    indexer_types: list[Literal["full", "shared"]] | None = None
+    index_topk_pattern: str | list[str] | None = None
+    index_topk_freq: int = Field(1, ge=1)
+    index_skip_topk_offset: int = 2
+
+    @property
+    def indexer_rope_interleaved(self) -> bool:
+        return True
+
+    @property
+    def layer_indexers(self) -> list[str]:
+        """transformers' GlmMoeDsaConfig.__post_init__: the list, else the pattern, else the
+        freq/offset schedule (every layer "full" by default)."""
+        if self.indexer_types is not None:
+            return list(self.indexer_types)
+        if self.index_topk_pattern is not None:
+            pattern = self.index_topk_pattern
+            return ([{"F": "full", "S": "shared"}[c] for c in pattern]
+                    if isinstance(pattern, str) else list(pattern))
+        freq, offset = self.index_topk_freq, self.index_skip_topk_offset
+        return ["full" if max(i - offset + 1, 0) % freq == 0 else "shared"
+                for i in range(self.num_hidden_layers)]
+
+    def indexer_full(self, layer: int) -> bool:
+        return layer >= self.num_hidden_layers or self.layer_indexers[layer] == "full"
+
+    @model_validator(mode="after")
+    def _indexer_pattern(self):
+        kinds = self.layer_indexers
+        if len(kinds) != self.num_hidden_layers or set(kinds) - {"full", "shared"}:
+            raise ValueError(f"indexer_types: needs 'full' or 'shared' for each of the "
+                             f"{self.num_hidden_layers} layers")
+        if kinds and kinds[0] != "full":
+            raise ValueError("indexer_types: layer 0 is 'shared', but no earlier layer runs "
+                             "an indexer whose selection it could reuse")
+        return self
+
+
+class Mistral4Config(_DeepseekCommon):
+    """Mistral 4 (`model_type: mistral4`): DeepSeek-V3's MLA and experts (fused per layer in
+    transformers' names), a softmax router with V3's group ranking and scaling and no bias,
+    and Llama-4 query scaling by position (docs/derived_families.md)."""
+
+    model_type: Literal["mistral4"]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _router_is_fixed_by_the_model(cls, data: Any) -> Any:
+        # Mistral4TopkRouter reads neither key; a file's value would describe another router
+        if not isinstance(data, dict):
+            return data
+        data = {**data, "topk_method": "group_limited_greedy", "scoring_func": "softmax"}
+        rs = data.get("rope_scaling")
+        if isinstance(rs, dict) and "partial_rotary_factor" in rs:
+            # transformers' default is qk_rope / (qk_nope + qk_rope); another value rotates a
+            # width that is not qk_rope_head_dim (its forward fails), so it is derived here
+            rs = dict(rs)
+            factor = rs.pop("partial_rotary_factor")
+            rope, nope = data.get("qk_rope_head_dim"), data.get("qk_nope_head_dim")
+            if isinstance(rope, int) and isinstance(nope, int) and rope + nope and (
+                    abs(factor * (rope + nope) - rope) > 1e-6):
+                raise ValueError(f"rope_parameters: partial_rotary_factor {factor} rotates "
+                                 f"{factor * (rope + nope):g} dims of each head, but "
+                                 f"qk_rope_head_dim is {rope}")
+            data["rope_scaling"] = rs
+        return data
+
+    @model_serializer(mode="wrap")
+    def _spell_partial_rotary_factor(self, handler):
+        # written out as transformers does: its config drops the default when rope
+        # parameters come from a file, and then rotates the whole head
+        data = handler(self)
+        if isinstance(data.get("rope_scaling"), dict):
+            data["rope_scaling"]["partial_rotary_factor"] = (
+                self.qk_rope_head_dim / self.qk_head_dim)
+        return data
+
+    @property
+    def groups_ranked_by_top2(self) -> bool:
+        return True
+
+    @property
+    def scales_renormalised_weights(self) -> bool:
+        return True
+
+
 DeepseekConfig = Annotated[
-    Union[DeepseekV2Config, DeepseekV3Config, DeepseekV32Config],
+    Union[DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, Glm4MoeLiteConfig,
+          Mistral4Config, GlmMoeDsaConfig],
     Field(discriminator="model_type"),
 ]
 # model_type -> its model: parsing builds only the one validator it needs (building the
 # union's at import was a quarter of `ckpt info`'s start-up)
 _MODELS = {"deepseek_v2": DeepseekV2Config, "deepseek_v3": DeepseekV3Config,
-           "deepseek_v32": DeepseekV32Config}
+           "deepseek_v32": DeepseekV32Config, "glm4_moe_lite": Glm4MoeLiteConfig,
+           "mistral4": Mistral4Config, "glm_moe_dsa": GlmMoeDsaConfig}
 
 
 # Every config ckpt_tools understands; annotate with this, test with isinstance(x, Config).
-Config = DeepseekV2Config | DeepseekV3Config | DeepseekV32Config
+Config = (DeepseekV2Config | DeepseekV3Config | DeepseekV32Config | Glm4MoeLiteConfig
+          | Mistral4Config | GlmMoeDsaConfig)
 
 
 def yarn_mscale(factor: float, mscale: float) -> float:
@@ -376,6 +530,9 @@ def _split_quantization(data: dict[str, Any], reading: ConfigReading) -> None:
     without it (its dtypes come from the headers)."""
     qc = data.get("quantization_config")
     if not isinstance(qc, dict):
+        for key, who in FOREIGN_QUANT_KEYS.items():  # declared outside quantization_config
+            if data.get(key) not in (None, False):
+                reading.quantization_scheme = f"{who} {data[key]} (key '{key}')"
         return
     method = qc.get("quant_method")
     if method == "fp8" and qc.get("fmt", "e4m3") == "e4m3" and "weight_block_size" in qc:
@@ -420,18 +577,27 @@ def parse_config(raw: Any, *, source: str = "config",
     data["model_type"] = family
     reading = ConfigReading(
         architecture=family, recognised_by=why, original_model_type=raw.get("model_type"),
-        layout=layout, loader=choose_loader(raw, family, layout), wrapper_key=wrapper_key,
+        layout=layout, loader=choose_loader(raw, family, layout,
+                                            wrapper=outer if wrapper_key else None),
+        wrapper_key=wrapper_key,
         tensor_prefix=WRAPPER_KEYS[wrapper_key] if wrapper_key else "", outside_plan=outside,
         wrapper_model_type=outer.get("model_type") if wrapper_key else None,
         leaves_out=list(INFERENCE_LEAVES_OUT) if layout == "inference" else [],
         warnings=near_miss_warnings(raw, family, layout),
     )
     _fill_loader_defaults(data, reading, source)
+    refusal = variant_refusal(data)
+    if refusal is not None:
+        where = f"{wrapper_key} of model_type {outer.get('model_type')}: " if wrapper_key else ""
+        raise UnsupportedModelError(f"{source}: {where}{refusal}")
+    declared = ("quantization_config is" if isinstance(data.get("quantization_config"), dict)
+                else "quantised as")
     _split_quantization(data, reading)
     try:
         config = _MODELS[family].model_validate(data)
     except ValidationError as e:
         raise ConfigError(_one_line(e, source)) from e
+    config._reading = reading  # the routing rules depend on the loader
     problems = config.routing_problems()
     if not lenient:
         if problems:
@@ -439,7 +605,7 @@ def parse_config(raw: Any, *, source: str = "config",
             raise ConfigError(f"{source}: field '{field}': {rest}")
         if reading.quantization_scheme:
             raise UnsupportedModelError(
-                f"{source}: quantization_config is {reading.quantization_scheme}; this command "
+                f"{source}: {declared} {reading.quantization_scheme}; this command "
                 f"needs DeepSeek's block FP8 (quant_method fp8, 128x128 blocks) or BF16")
     reading.inconsistencies.extend(problems)
     config.__pydantic_fields_set__.difference_update(reading.defaulted)

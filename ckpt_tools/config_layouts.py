@@ -8,7 +8,9 @@ DeepSeek-architecture configs come in several spellings of the same model:
   unused routing groups, no `scoring_func`);
 - renamed fine-tunes and derivatives (`model_type: kimi_k2`) whose `architectures` or
   `auto_map` still name DeepSeek's V2/V3 classes;
-- wrappers whose `text_config` / `language_config` is such a model (Kimi-K2.5, DeepSeek-VL2);
+- wrappers whose `text_config` / `language_config` is such a model (Kimi-K2.5, DeepSeek-VL2),
+  or whose own code builds a DeepSeek config class from it whatever it names (Kimi-VL's
+  `text_config` names no model_type, architectures or auto_map);
 - DeepSeek's own inference configs (`dim`, `inter_dim`, `n_layers`, ... for `generate.py`).
 
 `read_layout` recognises which, says why, and returns the HF-spelled mapping that the
@@ -27,13 +29,33 @@ from .errors import UnsupportedModelError
 from .formats import FP8_BLOCK
 from .v4.config import TRANSFORMERS_5_KEYS, V41_REFUSAL, DeepseekV4Config
 
+# Families other publishers built on DeepSeek's modules, each read by a transformers config
+# class of its own: model_type -> (its model classes, the loader whose defaults it gets).
+# The family's rows and hooks are its module in families/ (docs/derived_families.md).
+DERIVED_FAMILIES: dict[Family, tuple[tuple[str, ...], LoaderName]] = {
+    "glm4_moe_lite": (("Glm4MoeLiteForCausalLM", "Glm4MoeLiteModel"),
+                      "transformers Glm4MoeLiteConfig"),
+    "mistral4": (("Mistral4ForCausalLM", "Mistral4Model"), "transformers Mistral4Config"),
+    "glm_moe_dsa": (("GlmMoeDsaForCausalLM", "GlmMoeDsaModel"), "transformers GlmMoeDsaConfig"),
+}
+
 SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deepseek_v32",
-                                             "deepseek_v4")
+                                             "deepseek_v4", *DERIVED_FAMILIES)
 
 # Architectures we recognise but refuse, with the reason a user needs.
 REFUSED_MODEL_TYPES = {
     "deepseek_v41": V41_REFUSAL,
     "deepseek": "DeepSeek-MoE v1 (model_type 'deepseek') has no MLA and is not supported",
+    # DeepSeek-derived families not in the registry yet, with what each needs
+    # (docs/derived_families.md)
+    "longcat_flash": (
+        "LongCat-Flash (longcat_flash) is not supported: the family registry cannot express it "
+        "(two attention blocks and two dense MLPs per layer beside one MoE, 256 zero-computation "
+        "expert slots without tensors, its own config key names, a shortcut block order, MTP "
+        "under model.mtp.)"),
+    "mistral_large4": (
+        "Mistral Large 4 (mistral_large4) is not supported yet: GLM-5's attention plus NoPE "
+        "layers with per-layer shapes, KV sharing, learned softmax scaling and LeRoPE"),
 }
 
 # Model classes whose weights follow DeepSeek's V2 / V3 tensor names.
@@ -46,6 +68,7 @@ ARCHITECTURE_FAMILIES: dict[str, Family] = {
     "DeepseekV32Model": "deepseek_v32",
     "DeepseekV4ForCausalLM": "deepseek_v4",
     "DeepseekV4Model": "deepseek_v4",
+    **{arch: family for family, (archs, _) in DERIVED_FAMILIES.items() for arch in archs},
 }
 
 # model_types of derivatives that name no DeepSeek class of their own (Kimi-K2.5's
@@ -56,6 +79,25 @@ DERIVATIVE_MODEL_TYPES: dict[str, Family] = {"kimi_k2": "deepseek_v3"}
 # prefix their checkpoints use for it (DeepSeek-VL2: `language.`; Kimi-K2.5 / Kimi-VL:
 # `language_model.`).
 WRAPPER_KEYS = {"text_config": "language_model.", "language_config": "language."}
+
+# Wrappers whose own configuration code builds the language model's config class from the
+# wrapper key's mapping, whatever that mapping says: wrapper model_type -> (architecture,
+# loader, what its code does). Sources: Kimi-VL's configuration_kimi_vl.py
+# (https://huggingface.co/moonshotai/Kimi-VL-A3B-Instruct) and DeepSeek-VL2's
+# deepseek_vl2/models/modeling_deepseek_vl_v2.py (https://github.com/deepseek-ai/DeepSeek-VL2),
+# whose config class DeepSeek-OCR reuses (docs/config-layouts.md).
+WRAPPER_LOADERS: dict[str, tuple[Family, LoaderName, str]] = {
+    "kimi_vl": ("deepseek_v3", "transformers DeepseekV3Config",
+                "its KimiVLConfig builds DeepseekV3Config(**text_config)"),
+    "deepseek_vl_v2": ("deepseek_v2", "remote-code DeepSeek-VL2 DeepseekV2Config",
+                       "its DeepseekVLV2Config builds its own DeepseekV2Config(**language_config)"),
+}
+# The same wrappers named by a class instead of a model_type (architectures, auto_map).
+WRAPPER_CLASSES = {
+    "KimiVLForConditionalGeneration": "kimi_vl", "KimiVLConfig": "kimi_vl",
+    "DeepseekVLV2ForCausalLM": "deepseek_vl_v2", "DeepseekVLV2Config": "deepseek_vl_v2",
+    "DeepseekOCRForCausalLM": "deepseek_vl_v2",
+}
 
 # Other architectures people hold next to DeepSeek's, named when refused.
 FOREIGN_MODEL_TYPES = {
@@ -112,6 +154,39 @@ OTHER_KNOWN_KEYS = frozenset({
     "is_encoder_decoder", "max_length", "num_experts_per_token", "rope_type",
     "mlp_layer_types", "layer_types",  # transformers 5's DeepseekV32Config writes them out
 })
+PRETRAINED_CONFIG_KEYS = frozenset({
+    # What any transformers config may carry: PretrainedConfig.__init__'s arguments and the
+    # keys it pops (transformers 4.57 configuration_utils.py), and the generation keys
+    # older configs saved (GenerationConfig._get_default_generation_params() in 5.24,
+    # _get_global_generation_defaults() in 4.57). tests/test_config_real_cases.py checks
+    # the installed transformers against this list. Some overlap OTHER_KNOWN_KEYS, which
+    # are the keys DeepSeek's own configs use.
+    "output_hidden_states", "output_attentions", "return_dict", "torchscript", "dtype",
+    "pruned_heads", "tie_word_embeddings", "chunk_size_feed_forward", "is_encoder_decoder",
+    "is_decoder", "cross_attention_hidden_size", "add_cross_attention", "tie_encoder_decoder",
+    "architectures", "finetuning_task", "id2label", "label2id", "num_labels",
+    "task_specific_params", "problem_type", "tokenizer_class", "prefix", "bos_token_id",
+    "pad_token_id", "eos_token_id", "sep_token_id", "decoder_start_token_id", "torch_dtype",
+    "name_or_path", "_name_or_path", "_commit_hash", "attn_implementation",
+    "_attn_implementation", "_attn_implementation_autoset", "experts_implementation",
+    "transformers_version", "tf_legacy_loss", "use_bfloat16",
+    "assistant_confidence_threshold", "assistant_lookbehind", "bad_words_ids",
+    "begin_suppress_tokens", "diversity_penalty", "do_sample", "early_stopping",
+    "encoder_no_repeat_ngram_size", "encoder_repetition_penalty", "epsilon_cutoff", "eta_cutoff",
+    "exponential_decay_length_penalty", "forced_bos_token_id", "forced_eos_token_id",
+    "length_penalty", "max_length", "min_length", "no_repeat_ngram_size",
+    "num_assistant_tokens", "num_assistant_tokens_schedule", "num_beam_groups", "num_beams",
+    "num_return_sequences", "output_scores", "remove_invalid_values", "repetition_penalty",
+    "return_dict_in_generate", "suppress_tokens", "target_lookbehind", "temperature", "top_k",
+    "top_p", "typical_p", "use_cache",
+})
+
+# Quantisation declared outside `quantization_config`: key -> who writes it. Named by
+# `info`, refused by the writers like any scheme other than block FP8, and left out of a
+# tiny checkpoint's config (its weights are BF16).
+FOREIGN_QUANT_KEYS = {
+    "quantize": "Ascend msModelSlim / MindIE",  # e.g. "w8a8_dynamic" in Ascend's DeepSeek ports
+}
 
 QUANT_SCHEMES = {
     "fp8": "DeepSeek block FP8",
@@ -207,9 +282,40 @@ def recognise(raw: dict[str, Any], source: str) -> tuple[Family, str, LayoutName
             try:
                 family, why, inner_layout, _ = recognise(inner, f"{source}: {key}")
             except UnsupportedModelError:
-                continue
+                wrapper = wrapper_name(raw)
+                if wrapper is None or _names_a_model(inner):
+                    continue
+                family, _, does = WRAPPER_LOADERS[wrapper]
+                inner_layout = "transformers-5" if _looks_transformers_5(inner) else "hub"
+                return family, f"{key} of {wrapper} ({does})", inner_layout, key
             return family, f"{key} ({why}) of model_type {mt}", inner_layout, key
     raise UnsupportedModelError(_foreign_message(raw, source))
+
+
+def _names_a_model(raw: dict[str, Any]) -> bool:
+    return any(k in raw for k in ("model_type", "architectures", "auto_map"))
+
+
+def wrapper_name(raw: dict[str, Any]) -> str | None:
+    """The WRAPPER_LOADERS entry a wrapper config names by model_type, architectures or
+    auto_map (None for any other mapping)."""
+    mt = raw.get("model_type")
+    if isinstance(mt, str) and mt in WRAPPER_LOADERS:
+        return mt
+    auto_map = raw.get("auto_map") if isinstance(raw.get("auto_map"), dict) else {}
+    classes = [*_architectures(raw), *(str(v).split(".")[-1] for v in auto_map.values())]
+    return next((WRAPPER_CLASSES[c] for c in classes if c in WRAPPER_CLASSES), None)
+
+
+def variant_refusal(data: dict[str, Any]) -> str | None:
+    """What a DeepSeek-bodied config is when its attention is not MLA (None when it is)."""
+    if data.get("use_mla") is False:
+        # DeepSeek-VL2's decoder layer takes LlamaAttention for use_mla false
+        # (modeling_deepseek.py ATTENTION_CLASSES["mha_eager"]): docs/config-layouts.md
+        return ("use_mla false: plain multi-head attention (q_proj, k_proj, v_proj, o_proj, "
+                "as DeepSeek-OCR's language model) on a deepseek_v2 MoE body, not multi-head "
+                "latent attention; ckpt_tools reads MLA models only")
+    return None
 
 
 def _looks_transformers_5(raw: dict[str, Any]) -> bool:
@@ -218,14 +324,22 @@ def _looks_transformers_5(raw: dict[str, Any]) -> bool:
         "rope_parameters" in raw)
 
 
-def choose_loader(raw: dict[str, Any], family: Family, layout: LayoutName) -> LoaderName:
-    """The loader a user of this file gets: remote code when auto_map points at DeepSeek's
-    configuration_deepseek.py, DeepSeek's inference code for its configs, else transformers."""
+def choose_loader(raw: dict[str, Any], family: Family, layout: LayoutName,
+                  wrapper: dict[str, Any] | None = None) -> LoaderName:
+    """The loader a user of this file gets: the wrapper's own code when `wrapper` (the config
+    `raw` is the language model of) is one of WRAPPER_LOADERS, remote code when auto_map
+    points at DeepSeek's configuration_deepseek.py, DeepSeek's inference code for its
+    configs, else transformers."""
+    name = wrapper_name(wrapper) if wrapper is not None else None
+    if name is not None and WRAPPER_LOADERS[name][0] == family:
+        return WRAPPER_LOADERS[name][1]
     if layout == "inference":
         return ("DeepSeek V3.2 inference ModelArgs" if family == "deepseek_v32"
                 else "DeepSeek inference ModelArgs")
     if family == "deepseek_v4":
         return "transformers DeepseekV4Config"
+    if family in DERIVED_FAMILIES:
+        return DERIVED_FAMILIES[family][1]
     remote, _ = _remote_class(raw)
     if raw.get("model_type") in DERIVATIVE_MODEL_TYPES and not _architectures(raw):
         remote = DERIVATIVE_MODEL_TYPES[raw["model_type"]]  # they ship DeepSeek's remote code
@@ -297,7 +411,7 @@ def to_inference_layout(config: Any) -> dict[str, Any]:
 
 
 def known_keys() -> frozenset[str]:
-    keys = set(OTHER_KNOWN_KEYS)
+    keys = set(OTHER_KNOWN_KEYS | PRETRAINED_CONFIG_KEYS)
     for table in (*CLASS_DEFAULTS.values(), *IMPLIED.values()):
         keys.update(table)
     return frozenset(keys)
@@ -323,7 +437,7 @@ def near_miss_warnings(raw: dict[str, Any], family: Family, layout: LayoutName) 
     known = known_keys()
     if family == "deepseek_v4":  # V4's own keys (v4.config), both spellings
         known = (frozenset(DeepseekV4Config.model_fields) | OTHER_KNOWN_KEYS
-                 | TRANSFORMERS_5_KEYS)
+                 | PRETRAINED_CONFIG_KEYS | TRANSFORMERS_5_KEYS)
     inference_only = (set(INFERENCE_KEYS) | set(INFERENCE_ROPE)) - known
     out = []
     for key in raw:
@@ -331,6 +445,8 @@ def near_miss_warnings(raw: dict[str, Any], family: Family, layout: LayoutName) 
             if (key in INFERENCE_KEYS or key in INFERENCE_ROPE or key in INFERENCE_OTHER
                     or key in INFERENCE_INDEX_KEYS):
                 continue
+            if key in PRETRAINED_CONFIG_KEYS - OTHER_KNOWN_KEYS:
+                continue  # generation and legacy keys of any config say nothing of the model
             if key in known:
                 spelled = {hf: k for k, hf in INFERENCE_KEYS.items()}.get(key)
                 out.append(f"{key}: a key of HF configs, not read from an inference config"

@@ -12,7 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from .config_defaults import LoaderName
 
-Family = Literal["deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4"]
+Family = Literal["deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "glm4_moe_lite",
+                 "mistral4", "glm_moe_dsa"]
 LayoutName = Literal["hub", "transformers-5", "inference"]
 
 

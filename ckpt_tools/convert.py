@@ -410,6 +410,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
     if expert_dtype is not None:
         raise ArgumentError(f"{src}: expert_dtype applies to checkpoints whose routed experts "
                             f"have a format of their own (MXFP4); {family.title} has none")
+    family.refuse_block_fp8(src)
     scale_fmt = scale_fmt or "float"
     t0 = time.monotonic()
     if scale_fmt not in ("float", "ue8m0"):

@@ -41,6 +41,7 @@ class ArchitectureSummary(Result):
     vocab_size: int
     max_position_embeddings: int
     quantization: str | None
+    weights_dtype: str = "BF16"  # what torch_dtype names (F16, F32, BF16), quantised or not
     # DeepSeek-V4 only
     head_dim: int | None = None
     attention_schedule: str | None = None  # e.g. "2 sliding, 21 CSA (ratio 4), 20 HCA (ratio 128)"
@@ -58,6 +59,8 @@ class ParameterSummary(Result):
     checkpoint: int
     scale_elements: int
     by_component: dict[str, int]
+    buffers: int = Field(0, description="Of main: the routers' e_score_correction_bias, saved "
+                                        "buffers in transformers, not nn.Parameters")
 
 
 class TensorSummary(Result):
@@ -84,10 +87,11 @@ class PublishedFigures(Result):
     """Parameter counts as the publisher gives them, and whether the plan's agree."""
 
     total: str
-    activated: str
+    activated: str | None = Field(description="None: the publisher gives only the total")
     source: str
     total_agrees: bool = Field(description="parameters.main rounds to `total`")
-    activated_agrees: bool = Field(description="parameters.activated rounds to `activated`")
+    activated_agrees: bool = Field(description="parameters.activated rounds to `activated` "
+                                               "(true when none is published)")
 
 
 class ComponentParameters(Result):
@@ -186,7 +190,19 @@ def describe(spec: str | Path) -> ModelInfo:
         quant = f"{qc.quant_method} {qc.fmt} blocks {qc.weight_block_size[0]}x{qc.weight_block_size[1]}"
         quant += f", scale_fmt {qc.scale_fmt}" if qc.scale_fmt else ""
     arch = family_of(c).hook("summary")(c, plan, quant)
+    arch = arch.model_copy(update={"weights_dtype": weights_dtype(c)})
     return _model_info(spec, src, arch, plan)
+
+
+# torch_dtype / dtype values -> safetensors dtype names; absent means BF16 (every release)
+_TORCH_DTYPES = {"bfloat16": "BF16", "float16": "F16", "half": "F16", "float32": "F32",
+                 "float": "F32"}
+
+
+def weights_dtype(c) -> str:
+    """The unquantised weights' dtype the config names (torch_dtype; BF16 when absent)."""
+    name = getattr(c, "torch_dtype", None) or getattr(c, "dtype", None) or "bfloat16"
+    return _TORCH_DTYPES.get(str(name).removeprefix("torch."), str(name))
 
 
 def summary(c, plan, quant: str | None) -> ArchitectureSummary:
@@ -255,9 +271,9 @@ def _model_info(spec, src, arch: ArchitectureSummary, plan) -> ModelInfo:
     if src.preset is not None and src.preset.published:
         pub = dict(src.preset.published)
         published = PublishedFigures(
-            total=pub["total"], activated=pub["activated"], source=pub["source"],
+            total=pub["total"], activated=pub.get("activated"), source=pub["source"],
             total_agrees=rounds_to(p.main, pub["total"]),
-            activated_agrees=rounds_to(p.activated, pub["activated"]))
+            activated_agrees="activated" not in pub or rounds_to(p.activated, pub["activated"]))
     return ModelInfo(
         source=str(spec), source_kind=src.kind, published=published,
         title=src.preset.title if src.preset else None,

@@ -24,7 +24,7 @@ class Module(NamedTuple):
     section: str
     component: Component
     hf_template: str
-    mp_template: str
+    mp_template: str | None  # None: not in DeepSeek's model-parallel layout
     split: Rule
     fp8: bool
     f32: bool
@@ -47,7 +47,7 @@ MODULES: tuple[Module, ...] = _table_modules()
 # each section's scope: (HF prefix, DeepSeek model-parallel prefix)
 SCOPES: dict[str, tuple[str, str]] = {
     m.section: (m.hf_template.removesuffix(m.row.hf), m.mp_template.removesuffix(m.row.mp))
-    for m in MODULES}
+    for m in MODULES if m.mp_template is not None}
 
 
 def section(name: str) -> tuple[Module, ...]:

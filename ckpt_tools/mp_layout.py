@@ -60,6 +60,8 @@ def _family_table() -> dict[str, tuple[str, Rule]]:
     weight and is named `scale` (DeepSeek's Linear.scale)."""
     table: dict[str, tuple[str, Rule]] = {}
     for m in MODULES:
+        if m.mp_template is None:  # a derived family's row DeepSeek's layout has no place for
+            continue
         table[m.hf_template] = (m.mp_template, m.split)
         if m.fp8:
             table[m.hf_template + SCALE_SUFFIX] = (

@@ -30,7 +30,8 @@ from pydantic import Field, computed_field
 from .config import read_config_file
 from .config_layouts import INFERENCE_CONFIG_FILE, to_inference_layout
 from .dtypes import itemsize
-from .errors import ArgumentError, ConfigError, OutputError, VerificationError
+from .errors import (ArgumentError, ConfigError, OutputError, UnsupportedModelError,
+                     VerificationError)
 from .families import family_at
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
@@ -438,6 +439,12 @@ def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: Size, *,
                         executor=executor)
 
 
+def _refuse_mp_layout(src, family) -> None:
+    if family.no_mp_layout is not None:
+        raise UnsupportedModelError(f"{src}: DeepSeek's model-parallel layout is not meaningful "
+                                    f"for {family.title}: {family.no_mp_layout}")
+
+
 def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
                    keep_mtp: bool = False, workers: int | None = None, overwrite: bool = False,
                    progress: Progress | None = None, executor: ExecutorName = "local",
@@ -455,6 +462,7 @@ def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
             written; DST is not even created).
     """
     family = family_at(src)
+    _refuse_mp_layout(src, family)
     if family.has_hook("to_mp"):  # its own convert.py rules (DeepSeek-V4: MTP always kept)
         return family.hook("to_mp")(src, dst, model_parallel, workers=workers,
                                     overwrite=overwrite, progress=progress, executor=executor,
@@ -477,6 +485,7 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: Size |
     if max_shard_size is not None:
         max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
     family = family_at(src, config)
+    _refuse_mp_layout(src, family)
     if family.has_hook("from_mp"):
         if config is not None:
             raise ConfigError(f"{src}: for {family.title} rank files, put config.json beside "

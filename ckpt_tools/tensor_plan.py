@@ -35,6 +35,8 @@ from .index import SCALE_SUFFIX
 Layout = Literal["bf16", "fp8"]
 
 DEFAULT_BLOCK = FP8_BLOCK
+# the one tensor of these families transformers registers as a buffer, not a parameter
+ROUTER_BUFFER = "e_score_correction_bias"
 
 
 class TensorSpec(NamedTuple):
@@ -84,6 +86,9 @@ class ParameterCounts:
     checkpoint: int  # main + mtp
     scale_elements: int  # FP8 weight_scale_inv elements (not parameters)
     by_component: dict[str, int] = field(default_factory=dict)  # main model only
+    # of `main`, elements transformers keeps as saved buffers, not nn.Parameters (the routers'
+    # e_score_correction_bias): main - buffers is its parameter count of the model
+    buffers: int = 0
 
 
 @dataclass(frozen=True)
@@ -300,7 +305,7 @@ class TensorPlan:
     @cached_property
     def parameters(self) -> ParameterCounts:
         c = self.config
-        main = mtp = mtp_copies = scales = routed = embed = 0
+        main = mtp = mtp_copies = scales = routed = embed = buffers = 0
         by_component: Counter[str] = Counter()
         for g in self.groups:
             if g.scale_of_family is not None:
@@ -314,6 +319,7 @@ class TensorPlan:
                 by_component[g.component] += g.numel
                 routed += g.numel if g.component == "routed_expert" else 0
                 embed += g.numel if g.component == "embedding" else 0
+                buffers += g.numel if g.family.endswith(ROUTER_BUFFER) else 0
         k, E = c.num_experts_per_tok, c.n_routed_experts
         active_with_embed = main - routed * (E - k) // E
         return ParameterCounts(
@@ -325,6 +331,7 @@ class TensorPlan:
             checkpoint=main + mtp,
             scale_elements=scales,
             by_component=dict(by_component),
+            buffers=buffers,
         )
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .config import parse_config
-from .config_layouts import ConfigReading
+from .config_layouts import FOREIGN_QUANT_KEYS, ConfigReading
 from .dtypes import DTYPES
 from .errors import ARGUMENT_PLACEHOLDER, ArgumentError
 from .families import Family, family_of
@@ -79,8 +79,12 @@ class Shrunk:
 def _source_config(source: str) -> tuple[dict[str, Any], ConfigReading]:
     """Every effective value of `source` as config.json keys (defaults spelled out), and how
     it was read."""
-    config = resolve_config(source).config  # strict: an inconsistent config is refused
+    config = resolve_config(source, lenient=True).config
+    if config.reading.inconsistencies:
+        resolve_config(source)  # strict: an inconsistent config is refused, in its one line
     raw = config.model_dump(mode="json", by_alias=True)
+    for key in FOREIGN_QUANT_KEYS:  # another scheme's declaration: the tiny model is BF16/FP8
+        raw.pop(key, None)
     r = config.reading
     if r.original_model_type and r.layout != "inference":
         raw["model_type"] = r.original_model_type
@@ -122,6 +126,10 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
     if raw["model_type"] == "deepseek_v2" or before.get("num_nextn_predict_layers") is None:
         raw.pop("num_nextn_predict_layers")
     _per_layer_lists(raw)
+    rope = raw.get("rope_scaling")
+    if isinstance(rope, dict) and "partial_rotary_factor" in rope:  # Mistral 4: of the new widths
+        raw["rope_scaling"] = {**rope, "partial_rotary_factor": raw["qk_rope_head_dim"] / (
+            raw["qk_rope_head_dim"] + raw["qk_nope_head_dim"])}
     if fp8:
         raw["quantization_config"] = raw.get("quantization_config") or dict(FP8_QUANTIZATION_CONFIG)
     else:
@@ -192,6 +200,8 @@ def check_options(preset: str, *, fp8: bool = False, real_widths: bool = False,
     the preset's family."""
     family = family_of(resolve_config(preset, lenient=True).config)
     own = family.has_hook("tiny_config")  # shrinks its own way: fixed widths, own expert format
+    if fp8:
+        family.refuse_block_fp8(preset)  # a family whose releases use another scheme
     if own and real_widths:
         raise ArgumentError(f"{preset}: {ARGUMENT_PLACEHOLDER} is not available for "
                             f"{family.title} (its tiny widths are fixed)", argument="real_widths",

@@ -4,7 +4,15 @@ import json
 import pytest
 from conftest import NEEDS_REFERENCE
 
-from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, parse_config
+from ckpt_tools.config import (
+    DeepseekV2Config,
+    DeepseekV3Config,
+    DeepseekV32Config,
+    Glm4MoeLiteConfig,
+    GlmMoeDsaConfig,
+    Mistral4Config,
+    parse_config,
+)
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import all_presets, find_preset
 from ckpt_tools.v4.config import DeepseekV4Config
@@ -20,7 +28,10 @@ def test_every_preset_parses_to_its_class():
         expected = {"DeepseekV2ForCausalLM": DeepseekV2Config,
                     "DeepseekV3ForCausalLM": DeepseekV3Config,
                     "DeepseekV32ForCausalLM": DeepseekV32Config,
-                    "DeepseekV4ForCausalLM": DeepseekV4Config}[arch]
+                    "DeepseekV4ForCausalLM": DeepseekV4Config,
+                    "Glm4MoeLiteForCausalLM": Glm4MoeLiteConfig,
+                    "Mistral4ForCausalLM": Mistral4Config,
+                    "GlmMoeDsaForCausalLM": GlmMoeDsaConfig}[arch]
         assert type(cfg) is expected, p.name
         assert p.provenance_kind in ("verbatim", "reconstructed")
 

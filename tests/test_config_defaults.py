@@ -18,7 +18,8 @@ from ckpt_tools.presets import find_preset
 
 COMMITTED = Path(__file__).parent / "data" / "loader_defaults.json"
 TRANSFORMERS_LOADERS = ("transformers DeepseekV2Config", "transformers DeepseekV3Config",
-                        "transformers DeepseekV32Config")
+                        "transformers DeepseekV32Config", "transformers Glm4MoeLiteConfig",
+                        "transformers Mistral4Config", "transformers GlmMoeDsaConfig")
 
 
 def transformers_class_defaults() -> dict:
@@ -34,7 +35,11 @@ def transformers_class_defaults() -> dict:
                 fields[name] = fields.pop(alias)
         rope = cls().rope_parameters  # v5 keeps rope_theta / scaling type here
         fields["rope_theta"] = rope["rope_theta"]
-        fields["rope_scaling"] = None if rope.get("rope_type", "default") == "default" else rope
+        kind = rope.get("rope_type", "default")
+        # as our reader spells it: hub `rope_scaling`, without the keys derived from the widths
+        fields["rope_scaling"] = None if kind == "default" else {"type": kind, **{
+            k: v for k, v in rope.items() if k not in (
+                "rope_type", "rope_theta", "max_position_embeddings", "partial_rotary_factor")}}
         out[loader] = {k: fields[k] for k in sorted(CLASS_DEFAULTS[loader]) if k in fields}
     return out
 
@@ -100,6 +105,15 @@ def _base(loader: str) -> dict:
                 "n_limited_groups": 4, "route_scale": 2.5, "score_func": "sigmoid",
                 "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
                 "qk_rope_head_dim": 64, "v_head_dim": 128, "dtype": "fp8"}
+    derived = {"Glm4MoeLite": "glm-4.7-flash", "Mistral4": "mistral-4", "GlmMoeDsa": "glm-5"}
+    for cls, preset in derived.items():
+        if cls in loader:  # hub spelling: rope_theta at the top, rope_scaling
+            raw = find_preset(preset).raw_config
+            rope = raw.pop("rope_parameters")
+            raw["rope_theta"] = rope.pop("rope_theta")
+            kind = rope.pop("rope_type")
+            raw["rope_scaling"] = None if kind == "default" else {"type": kind, **rope}
+            return raw
     raw = find_preset("v3.2" if "V32" in loader else "v3" if "V3" in loader
                       else "v2.5").raw_config
     if loader.startswith("transformers"):
@@ -158,6 +172,8 @@ def test_absent_key_gets_the_loaders_default(loader, key):
         want, got = cfg.num_attention_heads, got or cfg.num_attention_heads
     if key == "rope_scaling" and loader.startswith("DeepSeek"):
         pytest.skip("the inference layout always has YaRN (ModelArgs defaults)")
+    if key == "rope_scaling" and got is not None:  # Mistral 4: YaRN unless the file says
+        got = got.model_dump()
     assert got == want
     assert key in cfg.reading.defaulted
 

@@ -38,6 +38,7 @@ from ckpt_tools import (
     verify,
 )
 from ckpt_tools.checkpoint import Checkpoint
+from ckpt_tools.families import family_named
 from ckpt_tools.presets import all_presets
 
 # -- how each family is stored: the only per-family data this module holds ------------------
@@ -76,14 +77,23 @@ class Case:
         return self.scale_fmt == "ue8m0"
 
     @property
+    def family(self):
+        return family_named(self.model_type)
+
+    @property
     def quantize_formats(self) -> list[dict]:
-        """The quantize options of every FP8 format of the family."""
+        """The quantize options of every FP8 format of the family (none: block FP8 is
+        refused by design, e.g. Mistral 4's fused experts)."""
+        if self.family.no_block_fp8 is not None:
+            return []
         if self.model_type in FAMILY_STORAGE:
             return [{"expert_dtype": e} for e in FAMILY_STORAGE[self.model_type]]
         return [{"scale_fmt": "float"}, {"scale_fmt": "ue8m0"}]
 
     @property
     def has_mp(self) -> bool:
+        if self.family.no_mp_layout is not None:  # refused by design, naming why
+            return False
         return MP_SOURCE_LAYOUT.get(self.model_type, "fp8" if self.fp8 else "bf16") == (
             "fp8" if self.fp8 else "bf16")
 
@@ -255,6 +265,10 @@ def test_upcast_then_quantize_back(sources, tmp_path, case):
 def test_quantize_each_format_then_upcast(sources, tmp_path, case):
     src = sources(case)
     n = len(tensors(src))
+    if not case.quantize_formats:  # the family refuses block FP8, in one line, writing nothing
+        with pytest.raises(CkptError) as info:
+            quantize(src, tmp_path / "q", workers=1)
+        assert_clean_failure(info.value, tmp_path / "q")
     for i, options in enumerate(case.quantize_formats):
         q, up = tmp_path / f"q{i}", tmp_path / f"up{i}"
         report = quantize(src, q, workers=1, **options)

@@ -31,10 +31,14 @@ def test_every_row_is_used_and_every_family_has_a_row():
 
 def test_derived_tables_agree_with_the_rows():
     assert ROLES == roles() and set(ROLES.values()) <= _families()
-    assert set(MP_FAMILIES) == _families()
+    # rows DeepSeek's layout has no name for (a derived family's own) are not mapped
+    unmapped = {m.hf_template for m in MODULES if m.mp_template is None}
+    assert set(MP_FAMILIES) == _families() - unmapped
     demo = [name for name, _ in MP_FAMILIES.values()]
     assert len(demo) == len(set(demo))  # no two HF families share a DeepSeek name
     for m in MODULES:
+        if m.mp_template is None:
+            continue
         name, rule = MP_FAMILIES[m.hf_template]
         assert name.startswith(SCOPES[m.section][1]) and rule == m.split
         if m.fp8:  # the scale travels with its weight, named `scale`

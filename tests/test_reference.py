@@ -37,6 +37,10 @@ CASES = {
     # V3.2: the indexer picks 4 of up to 12 keys (selection happens) / keeps every key
     "v3.2-dsa-topk4": ("v3.2", {"index_topk": 4}),
     "v3.2-topk-covers-all": ("v3.2-exp", {"index_topk": 64}),
+    # hidden_act other than silu (transformers' own DeepSeek-V2 test config says "gelu")
+    "v2-lite-gelu": ("v2-lite", {"hidden_act": "gelu"}),
+    "v3-gelu-tanh": ("v3", {"hidden_act": "gelu_pytorch_tanh"}),
+    "v2-relu": ("v2", {"hidden_act": "relu"}),
 }
 # The golden file keeps a few KB: small vocabulary, fewer tokens.
 GOLDEN_CASES = ("v2-lite-greedy-2dense", "v2-group-limited", "v3-noaux", "v3.2-dsa-topk4")
@@ -234,6 +238,12 @@ def test_wrong_shape_and_missing_tensor_name_the_tensor(tmp_path):
     del data["weight_map"]["model.layers.1.mlp.up_proj.weight"]
     index.write_text(json.dumps(data))
     with pytest.raises(MissingTensorError, match="'model.layers.1.mlp.up_proj.weight' is missing"):
+        forward(Checkpoint(path), TOKENS)
+
+
+def test_an_activation_the_forward_cannot_compute_is_refused_naming_it(tmp_path):
+    path = _build(tmp_path, "v2-lite-gelu", {"hidden_act": "quick_gelu"})
+    with pytest.raises(ConfigError, match="hidden_act: .*found 'quick_gelu'"):
         forward(Checkpoint(path), TOKENS)
 
 

@@ -81,12 +81,14 @@ def info(source: str, remote: bool, plot_path):
         ["router", f"{a.router}, groups {a.groups_per_token} of {a.expert_groups}, "
                    f"scale x{a.routed_scaling_factor:g}"],
         ["vocab / context", f"{a.vocab_size} / {a.max_position_embeddings}"],
-        ["quantization", a.quantization or "none (BF16)"],
+        ["quantization", a.quantization or f"none ({a.weights_dtype})"],
     ]
     say(table(rows, align="ll"))
     say("")
     rows = [
         ["total (main model)", f"{p.main:,}", human_count(p.main)],
+        *([["  without router buffers", f"{p.main - p.buffers:,}",
+            human_count(p.main - p.buffers)]] if p.buffers else []),
         ["activated per token", f"{p.activated:,}", human_count(p.activated)],
         ["MTP modules", f"{p.mtp:,}", human_count(p.mtp)],
         ["checkpoint total", f"{p.checkpoint:,}", human_count(p.checkpoint)],
@@ -95,7 +97,8 @@ def info(source: str, remote: bool, plot_path):
     if result.published:
         pub = result.published
         verdict = "agree" if pub.total_agrees and pub.activated_agrees else "DISAGREE"
-        say(f"published:   {pub.total} total / {pub.activated} activated ({verdict}); "
+        activated = f" / {pub.activated} activated" if pub.activated else ""
+        say(f"published:   {pub.total} total{activated} ({verdict}); "
                    f"{pub.source}")
     say("")
     rows = [[c.component, human_count(c.total), human_count(c.activated), human_count(c.mtp)]

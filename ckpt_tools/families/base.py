@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal, NamedTuple
 
+from ..errors import UnsupportedModelError
+
 Shape = tuple[int, ...]
 Component = Literal["embedding", "attention", "indexer", "norm", "dense_mlp", "router",
                     "routed_expert", "shared_expert", "lm_head", "mtp",
@@ -156,9 +158,21 @@ class Family:
     # the config field counting the residual streams a decoder layer passes on (DeepSeek-V4's
     # hyper-connections: hc_mult); None: one hidden state
     hidden_streams: str | None = None
+    # why DeepSeek's model-parallel layout (its inference/model.py and convert.py) is not
+    # meaningful for this family, when it is not: reshard --to/from deepseek-mp refuse with it
+    no_mp_layout: str | None = None
+    # why DeepSeek's block FP8 (128x128 weight_scale_inv) does not apply to this family, when
+    # it does not: quantize and make-tiny --fp8 refuse with it
+    no_block_fp8: str | None = None
 
     def streams(self, config) -> int:
         return getattr(config, self.hidden_streams) if self.hidden_streams else 1
+
+    def refuse_block_fp8(self, source: Any) -> None:
+        """UnsupportedModelError naming why, when DeepSeek's block FP8 does not apply."""
+        if self.no_block_fp8 is not None:
+            raise UnsupportedModelError(f"{source}: block FP8 is not available for "
+                                        f"{self.title}: {self.no_block_fp8}")
 
     def hook(self, name: str) -> Callable[..., Any]:
         return resolve(self.hooks.get(name) or DEFAULT_HOOKS[name])

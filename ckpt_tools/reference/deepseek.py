@@ -77,6 +77,31 @@ def silu(x: np.ndarray) -> np.ndarray:
     return x * sigmoid(x)
 
 
+def _gelu_erf(x: np.ndarray) -> np.ndarray:
+    erf = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf; exact GELU needs it
+    return (x * F32(0.5) * (F32(1.0) + erf(x / math.sqrt(2.0)).astype(F32))).astype(F32)
+
+
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    inner = F32(math.sqrt(2.0 / math.pi)) * (x + F32(0.044715) * x * x * x)
+    return F32(0.5) * x * (F32(1.0) + np.tanh(inner))
+
+
+# transformers' ACT2FN names (activations.py) the forward computes: "gelu" is the exact
+# (erf) GELU, "gelu_new" and "gelu_pytorch_tanh" its tanh approximation.
+ACTIVATIONS = {"silu": silu, "swish": silu, "gelu": _gelu_erf, "gelu_new": _gelu_tanh,
+               "gelu_pytorch_tanh": _gelu_tanh, "relu": lambda x: np.maximum(x, F32(0.0))}
+
+
+def activation(config: Config):
+    """The experts' and MLPs' activation named by `hidden_act` (ConfigError for another)."""
+    name = config.hidden_act
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"hidden_act: the NumPy forward computes {', '.join(ACTIVATIONS)}; "
+                          f"found {name!r}")
+    return ACTIVATIONS[name]
+
+
 # -- rotary embedding --------------------------------------------------------------------
 def rope_frequencies(config: Config) -> np.ndarray:
     """Inverse frequencies of the r/2 rotation pairs, YaRN-blended when configured.  # [i]
@@ -150,10 +175,12 @@ def apply_rope_half_split(x: np.ndarray, cos: np.ndarray, sin: np.ndarray) -> np
 
 
 # -- lightning indexer (V3.2, DeepSeek Sparse Attention) ----------------------------------
-def _rope_first(x: np.ndarray, r: int, rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Half-split RoPE on the FIRST r dims of x, the rest passed through ([rope | nope],
-    the opposite order to MLA's [nope | rope])."""
-    return np.concatenate([apply_rope_half_split(x[..., :r], *rope), x[..., r:]], axis=-1)
+def _rope_first(x: np.ndarray, r: int, rope: tuple[np.ndarray, np.ndarray],
+                interleaved: bool = False) -> np.ndarray:
+    """Half-split (V3.2) or interleaved (GLM-5) RoPE on the FIRST r dims of x, the rest
+    passed through ([rope | nope], the opposite order to MLA's [nope | rope])."""
+    rotate = apply_rope if interleaved else apply_rope_half_split
+    return np.concatenate([rotate(x[..., :r], *rope), x[..., r:]], axis=-1)
 
 
 def indexer_scores(config: Config, w: Weights, layer: int, x: np.ndarray,
@@ -172,7 +199,8 @@ def indexer_scores(config: Config, w: Weights, layer: int, x: np.ndarray,
     k = layer_norm(w.linear(x, w.name("indexer.wk", layer)),  # [s, x]
                    w.read(w.name("indexer.k_norm", layer)),
                    w.read(w.name("indexer.k_norm_bias", layer)), INDEXER_NORM_EPS)
-    q, k = _rope_first(q, r, rope), _rope_first(k, r, rope)
+    pairs = config.indexer_rope_interleaved
+    q, k = _rope_first(q, r, rope, pairs), _rope_first(k, r, rope, pairs)
     head_weights = w.linear(x, w.name("indexer.weights_proj", layer)) * F32(J ** -0.5)  # [t, j]
     score = np.zeros((T, T), dtype=F32)  # [t, s]; summed head by head: memory [t, s], not [t, j, s]
     for j in range(J):
@@ -206,8 +234,19 @@ def indexer_selection(config: Config, w: Weights, layer: int, x: np.ndarray,
 
 
 # -- attention (MLA) ---------------------------------------------------------------------
+def position_query_scale(config: Config, T: int) -> np.ndarray | None:
+    """Llama-4's query scaling by position (Mistral 4: `llama_4_scaling_beta` among the rope
+    parameters): 1 + beta log(1 + floor(t / original length)); None when not configured.  # [t]"""
+    rs = config.rope_scaling
+    beta = getattr(rs, "llama_4_scaling_beta", None) if rs is not None else None
+    if beta is None:
+        return None
+    t = np.arange(T, dtype=np.float32)
+    return (1 + F32(beta) * np.log1p(np.floor(t / F32(rs.original_max_position_embeddings))))
+
+
 def attention(config: Config, w: Weights, layer: int, x: np.ndarray,
-              rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+              rope: tuple[np.ndarray, np.ndarray], selections: dict | None = None) -> np.ndarray:
     """Multi-head latent attention, the naive (non-absorbed) form; under V3.2 each query
     attends only to the keys its indexer selected.  x: [t, d] -> [t, d]"""
     T, H = x.shape[0], config.num_attention_heads
@@ -230,8 +269,19 @@ def attention(config: Config, w: Weights, layer: int, x: np.ndarray,
 
     scores = (np.einsum("thn,shn->hts", q_nope, k_nope)
               + np.einsum("thr,sr->hts", q_pe, k_pe)) * F32(config.softmax_scale())  # [h, t, s]
+    query_scale = position_query_scale(config, T)
+    if query_scale is not None:
+        scores = scores * query_scale[None, :, None]  # = scaling query t
     if config.has_indexer:
-        allowed = indexer_selection(config, w, layer, x, q_latent, rope)  # [t, s]
+        if config.indexer_full(layer):
+            allowed = indexer_selection(config, w, layer, x, q_latent, rope)  # [t, s]
+            if selections is not None:
+                selections["last"] = allowed
+        else:  # GLM-5's "shared" layer: the previous full layer's choice
+            if selections is None or "last" not in selections:
+                raise ConfigError(f"layer {layer}: a shared-indexer layer needs the layers "
+                                  f"before it run in the same pass")
+            allowed = selections["last"]
     else:
         allowed = ~np.triu(np.ones((T, T), dtype=bool), k=1)  # [t, s] causal
     scores = np.where(allowed, scores, -np.inf).astype(F32)
@@ -263,7 +313,7 @@ def route(config: Config, x: np.ndarray, gate: np.ndarray,
     if config.topk_method != "greedy":
         G = config.n_group
         grouped = choice.reshape(T, G, E // G)  # [t, g, e/g]
-        if config.topk_method == "noaux_tc":
+        if config.groups_ranked_by_top2:
             group_score = -np.sort(-grouped, axis=-1)[..., :2].sum(-1)  # [t, g]
         else:
             group_score = grouped.max(-1)  # [t, g]
@@ -276,43 +326,61 @@ def route(config: Config, x: np.ndarray, gate: np.ndarray,
     renormalise = config.norm_topk_prob and K > 1
     if renormalise:
         weights = weights / (weights.sum(-1, keepdims=True) + F32(TOPK_NORM_EPS))
-    if config.topk_method == "noaux_tc" or not renormalise:
+    if config.scales_renormalised_weights or not renormalise:
         weights = weights * F32(config.routed_scaling_factor)
     return experts, weights.astype(F32)
 
 
 # -- feed-forward ------------------------------------------------------------------------
-def mlp(w: Weights, x: np.ndarray, w1: str, w3: str, w2: str) -> np.ndarray:
-    """SwiGLU: w2(silu(w1 x) * w3 x).  x: [t, d] -> [t, d]"""
-    hidden = silu(w.linear(x, w1))  # [t, f]
+def mlp(w: Weights, x: np.ndarray, w1: str, w3: str, w2: str, act=silu) -> np.ndarray:
+    """Gated MLP: w2(act(w1 x) * w3 x), SwiGLU for silu.  x: [t, d] -> [t, d]"""
+    hidden = act(w.linear(x, w1))  # [t, f]
     hidden *= w.linear(x, w3)
     return w.linear(hidden, w2)  # [t, d]
+
+
+def fused_expert(w: Weights, layer: int, e: int, x: np.ndarray, act) -> np.ndarray:
+    """Expert `e` of fused tensors: gate_up [E, 2I, H] (gate rows, then up rows) and down
+    [E, H, I], only expert e's slice read.  x: [t, d] -> [t, d]"""
+    gate_up = w.rows(w.name("experts.gate_up", layer), [e])[0]  # [2I, H]
+    gate, up = np.split(x @ gate_up.T, 2, axis=-1)  # [t, I], [t, I]
+    return (act(gate) * up) @ w.rows(w.name("experts.down", layer), [e])[0].T  # [t, d]
 
 
 def moe(config: Config, w: Weights, layer: int, x: np.ndarray) -> np.ndarray:
     """Routed experts (each read only if a token chose it, then dropped) plus shared ones."""
     bias = w.read(w.name("gate_bias", layer)) if config.has_score_bias else None
     experts, weights = route(config, x, w.read(w.name("gate", layer)), bias)  # [t, k], [t, k]
+    act = activation(config)
     y = np.zeros_like(x)  # [t, d]
+    fused = w.has("experts.gate_up")  # all experts in one tensor per layer (Mistral 4)
     for e in np.unique(experts):
         tokens, slots = np.nonzero(experts == e)  # a token picks an expert at most once
-        names = (w.name(role, layer, int(e)) for role in ("expert.w1", "expert.w3", "expert.w2"))
-        y[tokens] += mlp(w, x[tokens], *names) * weights[tokens, slots, None]
+        if fused:
+            out = fused_expert(w, layer, int(e), x[tokens], act)
+        else:
+            names = (w.name(role, layer, int(e)) for role in ("expert.w1", "expert.w3",
+                                                               "expert.w2"))
+            out = mlp(w, x[tokens], *names, act=act)
+        y[tokens] += out * weights[tokens, slots, None]
     if config.n_shared_experts:
-        y += mlp(w, x, *(w.name(role, layer) for role in ("shared.w1", "shared.w3", "shared.w2")))
+        y += mlp(w, x, *(w.name(role, layer) for role in ("shared.w1", "shared.w3", "shared.w2")),
+                 act=act)
     return y
 
 
 # -- decoder block and model -------------------------------------------------------------
 def block(config: Config, w: Weights, layer: int, x: np.ndarray,
-          rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+          rope: tuple[np.ndarray, np.ndarray], selections: dict | None = None) -> np.ndarray:
     """Pre-norm residual block: x + attn(norm(x)), then + ffn(norm(x)).  [t, d] -> [t, d]"""
     eps = config.rms_norm_eps
-    x = x + attention(config, w, layer, rms_norm(x, w.read(w.name("attn_norm", layer)), eps), rope)
+    normed = rms_norm(x, w.read(w.name("attn_norm", layer)), eps)
+    x = x + attention(config, w, layer, normed, rope, selections)
     h = rms_norm(x, w.read(w.name("ffn_norm", layer)), eps)
     if config.is_moe_layer(layer):
         return x + moe(config, w, layer, h)
-    return x + mlp(w, h, *(w.name(role, layer) for role in ("mlp.w1", "mlp.w3", "mlp.w2")))
+    return x + mlp(w, h, *(w.name(role, layer) for role in ("mlp.w1", "mlp.w3", "mlp.w2")),
+                   act=activation(config))
 
 
 def token_ids(tokens: Sequence[int], config) -> np.ndarray:
@@ -364,6 +432,7 @@ class Model:
     def __init__(self, source: TensorSource | Weights):
         self.weights = source if isinstance(source, Weights) else Weights(source)
         self.config: Config = self.weights.config
+        activation(self.config)  # refuse an activation it cannot compute before any work
 
     def check_tokens(self, tokens: Sequence[int]) -> np.ndarray:
         return token_ids(tokens, self.config)
@@ -382,8 +451,9 @@ class Model:
                               f"found {n}")
         rope = rope_tables(self.config, np.arange(len(ids)))
         x = self.embed(ids)  # [t, d]
+        selections: dict = {}  # the last DSA selection, for GLM-5's shared-indexer layers
         for layer in range(n):
-            x = block(self.config, self.weights, layer, x, rope)
+            x = block(self.config, self.weights, layer, x, rope, selections)
             yield layer, x
 
     def final_norm(self, hidden: np.ndarray) -> np.ndarray:

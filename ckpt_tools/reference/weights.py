@@ -82,6 +82,10 @@ class Weights:
                                      f"config's tensor plan")
         return name
 
+    def has(self, role: str) -> bool:
+        """Whether the config's family has a row `role` (e.g. fused experts)."""
+        return any(r.role == role for r in self.plan.architecture.rows)
+
     def _expected(self, name: str) -> tuple[int, ...]:
         if name not in self.source:
             raise MissingTensorError(f"{self._label}: tensor '{name}' is missing")
@@ -105,7 +109,7 @@ class Weights:
         return array
 
     def rows(self, name: str, index: Iterable[int]) -> np.ndarray:
-        """Rows `index` of a 2-D tensor (embedding lookup) without reading the rest."""
+        """Rows `index` along dim 0 (embedding lookup, one fused expert) without reading the rest."""
         want = self._expected(name)
         index = [int(i) for i in index]
         if not self._rows:

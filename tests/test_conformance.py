@@ -396,8 +396,18 @@ def transformers_logits(path: Path, tokens: list[int]) -> np.ndarray:
         ours = read_config_file(path / "config.json").model_type
         keep = {k: v for k, v in raw.items() if k not in ("model_type", "auto_map")}
         config = transformers.AutoConfig.for_model(ours, **keep)
-    model = transformers.AutoModelForCausalLM.from_pretrained(
-        path, config=config, dtype=torch.float32, attn_implementation="eager")
+    ours = read_config_file(path / "config.json").model_type
+    # a text model transformers registers only inside its multimodal wrapper (Mistral 4):
+    # the family's own causal-LM class
+    classes = [getattr(transformers, a) for a in family_named(ours).architectures
+               if a.endswith("ForCausalLM") and hasattr(transformers, a)]
+    loader = transformers.AutoModelForCausalLM
+    if raw["model_type"] in transformers.CONFIG_MAPPING and classes and (
+            transformers.CONFIG_MAPPING[raw["model_type"]]
+            not in transformers.MODEL_FOR_CAUSAL_LM_MAPPING):
+        loader = classes[0]
+    model = loader.from_pretrained(path, config=config, dtype=torch.float32,
+                                   attn_implementation="eager")
     with torch.no_grad():
         return model(torch.tensor([tokens])).logits[0].numpy()
 

@@ -159,14 +159,15 @@ def open_output(dst: str | Path, *, sources=(), overwrite: bool = False,
 def check_executor(dst: str | Path, executor: str) -> None:
     """Refuse, before anything is written, an object-store destination with the Ray
     executor: files are staged on this machine's disk, which other nodes do not see; and
-    the Ray executor when Ray is not installed."""
-    if executor == "ray":
-        require_ray()
+    the Ray executor when Ray is not installed (after the first: installing Ray would not
+    make that combination work)."""
     if executor == "ray" and isinstance(dst, str) and is_remote(dst):
         raise OutputError(f"{dst}: an object-store destination is staged on this machine's "
                           f"disk, which Ray's other nodes cannot see; use {ARGUMENT_PLACEHOLDER}, "
                           f"or write to shared storage and upload it", argument="executor",
                           value="local")
+    if executor == "ray":
+        require_ray()
 
 
 def write_json_file(target: str | Path, data: Any) -> None:

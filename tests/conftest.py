@@ -70,3 +70,15 @@ def flip_sign_on_disk(ckpt_dir: Path, name: str) -> None:
         data = np.frombuffer(f.read(entry.nbytes), np.uint16) ^ np.uint16(0x8000)
         f.seek(offset)
         f.write(data.tobytes())
+
+
+def counts_script():
+    """tests/data/make_derived_param_counts.py as a module (it counts a preset's parameters
+    the way transformers builds it, on the meta device)."""
+    import importlib.util
+
+    path = Path(__file__).parent / "data" / "make_derived_param_counts.py"
+    spec = importlib.util.spec_from_file_location("make_counts", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return script

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import NEEDS_REFERENCE
+from conftest import NEEDS_REFERENCE, counts_script
 
 from ckpt_tools.info import rounds_to
 
@@ -69,12 +69,7 @@ def test_committed_counts_are_what_transformers_builds(name):
     """Live check of the smallest (the script rebuilds all five in about 30 s)."""
     pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_counts",
-                                                  DATA / "make_derived_param_counts.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = counts_script()
     live = script.count(DATA / "derived_presets" / f"{name}.json")
     assert {k: v for k, v in live.items() if k != "transformers"} == {
         k: v for k, v in COUNTS[name].items() if k != "transformers"}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NEEDS_REFERENCE
+from conftest import NEEDS_REFERENCE, counts_script
 
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.config import parse_config
@@ -82,12 +82,7 @@ def test_bundled_preset_builds_to_the_same_count_in_transformers(name, tmp_path)
     were made from tests/data/derived_presets, this checks the bundled copy)."""
     pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("make_counts",
-                                                  DATA / "make_derived_param_counts.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = counts_script()
     preset = find_preset(name)
     path = tmp_path / "preset.json"
     path.write_text(json.dumps({**preset.raw_config, "_provenance": {

@@ -27,7 +27,7 @@ from .remote.stores import as_path
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .source import Source
-from .sources import CONFIG_FILE, no_such_path
+from .sources import CONFIG_FILE, ConfigSource, no_such_path
 from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
 
 
@@ -54,11 +54,13 @@ class Checkpoint(PooledFiles):
     """Read-only view of a checkpoint directory."""
 
     def __init__(self, path: str | Path | Source, config: Config | None = None, *,
-                 source: Source | None = None):
+                 source: Source | None = None, given: ConfigSource | None = None):
         """`path`: the checkpoint directory, or its index file (as `validate` accepts), or
         the run's `Source`. `config`: one the caller already read (e.g. leniently, to
         describe it); by default DIR/config.json, read strictly on first use. `source`: the
-        run's source of `path`, whose headers the readers use (default: `path`'s)."""
+        run's source of `path`, whose headers the readers use (default: `path`'s). `given`:
+        the config the user gave (`--config`) for a directory without one, read instead of
+        DIR/config.json (its `raw_config` is what an output's config.json becomes)."""
         self.source = source or Source.open(path)
         self.dir = checkpoint_dir(path)  # local, or remote (remote.path.RemotePath)
         if not self.dir.exists():
@@ -71,6 +73,9 @@ class Checkpoint(PooledFiles):
         self._prefetched: dict[str, np.ndarray] = {}  # remote: read ahead, taken by read()
         if config is not None:
             self.__dict__["config"] = config  # fills the cached property
+        if given is not None:  # fills the cached properties
+            self.__dict__.update(config=given.config, raw_config=given.raw(),
+                                 config_path=given.file)
 
     # -- metadata -----------------------------------------------------------------------
     @cached_property

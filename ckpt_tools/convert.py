@@ -49,6 +49,7 @@ from .convert_output import (  # noqa: F401
     _with_dtype,
     write_files,  # noqa: F401  (the reports are this module's API)
 )
+from .config import Config
 from .dtypes import FP8_DTYPES, itemsize
 from .errors import (
     ArgumentError,
@@ -56,7 +57,7 @@ from .errors import (
     FormatError,
     UnexpectedTensorError,
 )
-from .families import FAMILIES, family_at
+from .families import FAMILIES, Family, family_at, family_of
 from .index import (
     INDEX_FILE,
     ShardIndex,
@@ -73,7 +74,7 @@ from .safetensors_io import TensorEntry
 from .side_files import copy_side_files
 from .sizes import Size, parse_size
 from .source import Source
-from .sources import CONFIG_FILE
+from .sources import CONFIG_FILE, ConfigSource, given_config
 from .tensor_plan import TensorPlan, scale_name_for
 
 OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}
@@ -260,9 +261,29 @@ def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
     return len(plan.jobs) - len(todo), side, errors, nodes
 
 
+def _family(source: Source, given: ConfigSource | None, command: str) -> Family:
+    """The family the given config (else SRC/config.json) declares. A family converting
+    through a hook of its own reads SRC/config.json there: a given config is refused."""
+    if given is None:
+        return family_at(checkpoint_dir(source))
+    family = family_of(given.config)
+    if family.has_hook(command):
+        raise ArgumentError(f"{source.path}: a config given with --config is not available "
+                            f"for {family.title} {command}; copy the model's {CONFIG_FILE} "
+                            f"into {source.path}")
+    return family
+
+
+def _config_option(given: ConfigSource | None) -> dict:
+    """The journal's record of a given config: a rerun with another one starts afresh."""
+    return {} if given is None else {"config": given.label}
+
+
 def plan_upcast(src: str | Path | Source, *, dtype: UpcastDtype = "bf16",
-                max_shard_size: Size | None = None, allow_copy: bool = False) -> ConversionPlan:
+                max_shard_size: Size | None = None, allow_copy: bool = False,
+                config: str | Path | Config | ConfigSource | None = None) -> ConversionPlan:
     """Decide every output tensor of `upcast` and check the source; writes nothing.
+    `config`: as `upcast`'s.
 
     Raises:
         CkptError: the first finding of the inventory that makes the output wrong (its code
@@ -273,10 +294,11 @@ def plan_upcast(src: str | Path | Source, *, dtype: UpcastDtype = "bf16",
         raise ArgumentError(f"dtype must be one of {sorted(OUT_DTYPES)}, found {dtype!r}")
     if max_shard_size is not None:
         max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
-    found = require(src, "upcast")
+    given = given_config(config)
+    found = require(src, "upcast", config=given and given.config)
     if found.kind == "mp":
         raise model_parallel_refusal(found.root)
-    with reader_of(found) as ck:
+    with reader_of(found, given=given) as ck:
         ops, scales, block = _upcast_ops(ck, found, OUT_DTYPES[dtype])
         if not allow_copy and all(op.kind == "copy" for op in ops):
             raise copy_refusal(ck.dir, dtype)
@@ -289,7 +311,8 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
            workers: int | None = None, max_shard_size: Size | None = None,
            overwrite: bool = False, allow_copy: bool = False,
            progress: Progress | None = None, executor: ExecutorName = "local",
-           layout: str | None = None) -> UpcastReport:
+           layout: str | None = None,
+           config: str | Path | Config | None = None) -> UpcastReport:
     """Dequantise an FP8 checkpoint into a BF16 (or F32) one that loads as is.
 
     Every FP8 weight becomes dtype(float32(w) * scale_inv[i // bs, j // bs]), bit for bit
@@ -313,6 +336,9 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         progress: receives bytes written, chunk by chunk (also inside large tensors).
         executor: "local" (worker processes here) or "ray" (tasks on the Ray cluster at
             RAY_ADDRESS, else a local Ray; src and dst on storage every node sees).
+        config: the model's config, for a source without config.json (a preset name, a
+            config.json, a checkpoint directory or a parsed config); read instead of
+            SRC/config.json, and written as DST's config.json (with the output's dtype).
 
     Raises:
         CkptError subclasses before anything is written (see `plan_upcast`), OutputError
@@ -323,7 +349,8 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
     transformers' names, so `layout="hf"` is what they write anyway (the report says so).
     """
     source = Source.open(src)  # the one place upcast resolves `src`
-    family = family_at(checkpoint_dir(source))
+    given = given_config(config)
+    family = _family(source, given, "upcast")
     if family.has_hook("upcast"):
         if max_shard_size is not None:
             raise ArgumentError(f"{src}: a maximum shard size is not available for "
@@ -343,16 +370,17 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
     max_shard_size = None if max_shard_size is None else parse_size(max_shard_size,
                                                                      argument="max_shard_size")
     plan = plan_upcast(source, dtype=dtype, max_shard_size=max_shard_size,
-                       allow_copy=allow_copy)
+                       allow_copy=allow_copy, config=given)
     out_dtype = OUT_DTYPES[dtype]
-    with Checkpoint(source) as ck:
+    with Checkpoint(source, given=given) as ck:
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
         config.pop("quantization_config", None)
         wrapper = ck.config.reading.wrapper_key  # a wrapper's language model may declare it
         if wrapper and isinstance(config.get(wrapper), dict):
             config[wrapper] = {k: v for k, v in config[wrapper].items()
                                if k != "quantization_config"}
-        job = _job("upcast", ck, {"dtype": dtype, "max_shard_size": max_shard_size})
+        job = _job("upcast", ck, {"dtype": dtype, "max_shard_size": max_shard_size,
+                                  **_config_option(given)})
         resumed, side, _, nodes = _run(ck, dst, plan, job, workers=workers,
                                        executor=executor, overwrite=overwrite, progress=progress,
                                        label="upcast", scale_fmt=None, config=config)
@@ -367,12 +395,15 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         nodes=nodes, notes=notes)
 
 
-def plan_quantize(src: str | Path | Source) -> ConversionPlan:
-    """Decide every output tensor of `quantize` and check the source; writes nothing."""
-    found = require(src, "quantize")
+def plan_quantize(src: str | Path | Source, *,
+                  config: str | Path | Config | ConfigSource | None = None) -> ConversionPlan:
+    """Decide every output tensor of `quantize` and check the source; writes nothing.
+    `config`: as `quantize`'s."""
+    given = given_config(config)
+    found = require(src, "quantize", config=given and given.config)
     if found.kind == "mp":
         raise model_parallel_refusal(found.root)
-    with reader_of(found) as ck:
+    with reader_of(found, given=given) as ck:
         ops, block = _quantize_ops(found)
         jobs, with_index = _group(ck, ops, block, None)
         meta = dict(ck.index.metadata)
@@ -382,7 +413,8 @@ def plan_quantize(src: str | Path | Source) -> ConversionPlan:
 def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = None,
              workers: int | None = None, overwrite: bool = False,
              progress: Progress | None = None, executor: ExecutorName = "local",
-             expert_dtype: str | None = None) -> QuantizeReport:
+             expert_dtype: str | None = None,
+             config: str | Path | Config | None = None) -> QuantizeReport:
     """Block-quantise a BF16/F32 checkpoint to DeepSeek's FP8 layout (e4m3, 128x128 scales).
 
     Exactly the tensors the tensor plan keeps in F8_E4M3 for this config are quantised
@@ -395,12 +427,17 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
     A family with formats of its own (DeepSeek-V4: ue8m0 scales only; `expert_dtype` "fp4"
     or "fp8") quantizes through its family's hook.
 
+    `config`: the model's config, for a source without config.json (a preset name, a
+    config.json, a checkpoint directory or a parsed config); read instead of
+    SRC/config.json, and written as DST's config.json (with `quantization_config`).
+
     Raises:
         CkptError subclasses before anything is written (see `plan_quantize`), OutputError
         for an unusable `dst`.
     """
     source = Source.open(src)  # the one place quantize resolves `src`
-    family = family_at(checkpoint_dir(source))
+    given = given_config(config)
+    family = _family(source, given, "quantize")
     if family.has_hook("quantize"):
         if scale_fmt not in (None, "ue8m0"):
             raise ConfigError(f"{src}: {family.title} stores ue8m0 (E8M0) scales only")
@@ -415,13 +452,13 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
     t0 = time.monotonic()
     if scale_fmt not in ("float", "ue8m0"):
         raise ArgumentError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
-    plan = plan_quantize(source)
-    with Checkpoint(source) as ck:
+    plan = plan_quantize(source, config=given)
+    with Checkpoint(source, given=given) as ck:
         qc = {**fp8.FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}
         if scale_fmt == "ue8m0":
             qc["scale_fmt"] = "ue8m0"
         config = {**ck.raw_config, "quantization_config": qc}
-        job = _job("quantize", ck, {"scale_fmt": scale_fmt})
+        job = _job("quantize", ck, {"scale_fmt": scale_fmt, **_config_option(given)})
         resumed, side, errors, nodes = _run(ck, dst, plan, job, workers=workers,
                                             executor=executor, overwrite=overwrite,
                                             progress=progress, label="quantize",

@@ -162,9 +162,8 @@ def _combined(parts: dict[int, dict[str, list]]) -> dict[str, list]:
 
 def _job(command: str, ck: Checkpoint, options: dict) -> dict:
     """The journal's identity of a run: a rerun resumes only when all of it matches."""
-    files = [ck.shard_path(s) for s in ck.shard_names] + [ck.config_path]
-    if ck.index_path is not None:
-        files.append(ck.index_path)
+    files = [ck.shard_path(s) for s in ck.shard_names]
+    files += [p for p in (ck.config_path, ck.index_path) if p is not None]  # a preset has no file
     return {"command": command, "version": __version__, "options": options,
             "sources": source_fingerprint(files)}
 

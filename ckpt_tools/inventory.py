@@ -56,7 +56,7 @@ from .policy import Command, refusal
 from .remote.path import RemotePath
 from .shard_scan import Inventory, gc_paused, read_headers, scan_hf
 from .source import Source
-from .sources import no_such_path
+from .sources import ConfigSource, no_such_path
 from .tensor_plan import DEFAULT_BLOCK, Layout, TensorPlan
 
 __all__ = ["Inspection", "Inventory", "inspect", "require", "open_checkpoint"]
@@ -163,15 +163,17 @@ def open_checkpoint(path: str | Path | Source, *, config: str | Path | None = No
     return reader_of(found, config)
 
 
-def reader_of(found: Inspection, config: str | Path | None = None):
-    """The reader of an inspected checkpoint, over the headers its inventory read."""
+def reader_of(found: Inspection, config: str | Path | None = None, *,
+              given: ConfigSource | None = None):
+    """The reader of an inspected checkpoint, over the headers its inventory read (`given`:
+    the config a user gave for an HF directory, read instead of its config.json)."""
     if found.kind == "mp":
         from .mp_layout import MpCheckpoint  # only model-parallel directories pay for it
 
         return MpCheckpoint(found.root, config, plan=found.plan, source=found.source)
     from .checkpoint import Checkpoint
 
-    return Checkpoint(found.root, source=found.source)
+    return Checkpoint(found.root, source=found.source, given=given)
 
 
 # -- the two layouts ----------------------------------------------------------------------

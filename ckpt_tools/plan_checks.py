@@ -85,8 +85,8 @@ def load_config(root: Path, config, f: Findings) -> tuple[Config | None, str | N
     path = root / CONFIG_FILE
     if not path.is_file():
         f.add("config-missing", f"{CONFIG_FILE}: absent, so the tensor plan is unknown; copy "
-              f"the model's {CONFIG_FILE} into {root.name} (validate can also check against a "
-              f"preset or another config)", file=CONFIG_FILE)
+              f"the model's {CONFIG_FILE} into {root.name}, or name one with --config (a preset, "
+              f"a {CONFIG_FILE} or a checkpoint directory)", file=CONFIG_FILE)
         return None, None, False
     try:
         cfg = read_config_file(path, lenient=True)

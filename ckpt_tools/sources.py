@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ def no_such_path(path: str | Path) -> FormatError:
 @dataclass(frozen=True)
 class ConfigSource:
     spec: str
-    kind: Literal["preset", "config", "checkpoint"]
+    kind: Literal["preset", "config", "checkpoint", "parsed"]
     config: Config
     path: Path | None = None  # the config.json, or the checkpoint directory
     preset: Preset | None = None
@@ -43,6 +44,30 @@ class ConfigSource:
     @property
     def label(self) -> str:
         return self.preset.name if self.preset else self.spec
+
+    @property
+    def file(self) -> Path | None:
+        """The config.json it was read from (None for a preset)."""
+        if self.path is None:
+            return None
+        return self.path / CONFIG_FILE if self.kind == "checkpoint" else self.path
+
+    def raw(self) -> dict:
+        """The config as config.json keys, as a command writes it beside its output: the
+        file's own keys, unknown ones included; a preset's config as config.json keys."""
+        if self.file is None:
+            return self.config.to_json_dict()
+        return json.loads(self.file.read_text(encoding="utf-8"))
+
+
+def given_config(config: str | Path | Config | ConfigSource | None) -> ConfigSource | None:
+    """What a command's `config=` (the CLI's `--config`) names, resolved once: a preset, a
+    config.json, a checkpoint directory or a parsed config; None when nothing was given."""
+    if config is None or isinstance(config, ConfigSource):
+        return config
+    if isinstance(config, Config):
+        return ConfigSource("given", "parsed", config)
+    return resolve_config(config)
 
 
 def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:

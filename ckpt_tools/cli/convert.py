@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from .conventions import json_mode, note, note_kept, progress, standard_options
-from .render import EXECUTOR, SOURCE_OR_PATH, echo_nodes, emit_json, human_bytes, safe_name, say
+from .render import CONFIG, EXECUTOR, SOURCE_OR_PATH, echo_nodes, emit_json, human_bytes, safe_name, say
 from .reshard import SizeParam
 
 _WORKERS = click.option("--workers", type=click.IntRange(1), default=None,
@@ -42,8 +42,10 @@ def _echo_written(report, what: str) -> None:
 @_OVERWRITE
 @click.option("--allow-copy", is_flag=True,
               help="Write the output even when SRC has no FP8 weight (it would be a copy).")
+@CONFIG
 @standard_options
-def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite, allow_copy):
+def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite, allow_copy,
+           config_spec):
     """Dequantise an FP8 checkpoint (V3, R1, V3.1, V3.2, V4 with MXFP4 experts, Kimi-K2)
     to BF16 or F32, exactly, on any CPU.
 
@@ -57,12 +59,13 @@ def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite
     Examples:
       ckpt upcast ./DeepSeek-V3 ./DeepSeek-V3-bf16
       ckpt upcast ./DeepSeek-V4-Flash ./V4-bf16 --layout hf --workers 4
+      ckpt upcast ./weights-only ./V3-bf16 --config v3
     """
     from ..convert import upcast as run
 
     report = run(src, dst, dtype=dtype, workers=workers, max_shard_size=max_shard_size,
                  overwrite=overwrite, allow_copy=allow_copy, progress=progress(),
-                 executor=executor, layout=layout)
+                 executor=executor, layout=layout, config=config_spec)
     if json_mode():
         emit_json(report)
         return
@@ -90,8 +93,9 @@ def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite
 @_WORKERS
 @EXECUTOR
 @_OVERWRITE
+@CONFIG
 @standard_options
-def quantize(src, dst, scale_fmt, expert_dtype, workers, executor, overwrite):
+def quantize(src, dst, scale_fmt, expert_dtype, workers, executor, overwrite, config_spec):
     """Quantise a BF16/F32 checkpoint to DeepSeek's block FP8 (e4m3, 128x128 scales).
 
     Exactly the weights V3's own checkpoint keeps in FP8 are quantised; values beyond the
@@ -106,7 +110,8 @@ def quantize(src, dst, scale_fmt, expert_dtype, workers, executor, overwrite):
     from ..convert import quantize as run
 
     report = run(src, dst, scale_fmt=scale_fmt, workers=workers, overwrite=overwrite,
-                 progress=progress(), executor=executor, expert_dtype=expert_dtype)
+                 progress=progress(), executor=executor, expert_dtype=expert_dtype,
+                 config=config_spec)
     if json_mode():
         emit_json(report)
         return

@@ -268,6 +268,12 @@ class SourceOrPath(click.ParamType):
 
 SOURCE_OR_PATH = SourceOrPath()
 
+# one option, one help, wherever a command reads a checkpoint's config (library: `config=`)
+CONFIG = click.option(
+    "--config", "config_spec", metavar="C",
+    help="The config to use instead of the checkpoint's config.json (e.g. for a folder "
+         "without one): a preset (ckpt presets), a config.json or a checkpoint directory.")
+
 remote_option = click.option(
     "--remote", is_flag=True,
     help="Read a bare ORG/NAME[@REV] as the Hub repository hf://ORG/NAME[@REV] (ranged reads, "

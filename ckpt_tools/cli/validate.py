@@ -10,16 +10,14 @@ from ..findings import cause_label
 from ..validate import CODES, Finding, ValidationReport
 from ..validate import validate as run_validate
 from .conventions import json_mode, progress, standard_options
-from .render import EXECUTOR, echo_nodes, emit_json, human_bytes, remote_option, safe_name, say
+from .render import CONFIG, EXECUTOR, echo_nodes, emit_json, human_bytes, remote_option, safe_name, say
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
 @click.command()
 @click.argument("path")
-@click.option("--config", "config_spec", metavar="C",
-              help="Check against this preset, config.json or checkpoint instead of "
-                   "PATH/config.json.")
+@CONFIG
 @click.option("--deep", is_flag=True,
               help="Also read every tensor once: NaN/Inf, FP8 NaN codes, scales > 0, all-zero.")
 @click.option("--checksums", metavar="MANIFEST|hub",

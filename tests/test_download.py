@@ -223,7 +223,7 @@ def test_dry_run_prints_the_plan_and_downloads_nothing(hub, sources, tmp_path, r
 
 
 def test_plan_that_does_not_fit_stops_before_downloading(hub, tmp_path, run_cli, monkeypatch):
-    monkeypatch.setattr(download_mod, "_free_bytes", lambda path: 1000)
+    monkeypatch.setattr(importlib.import_module("ckpt_tools.download_plan"), "_free_bytes", lambda path: 1000)
     dst = tmp_path / "out"
     dry = run_cli("download", REPO, "--local-dir", dst, "--dry-run")
     assert "DOES NOT FIT" in dry.stdout

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..download import DownloadPlan, plan_download, require_fit
+from ..download_plan import DownloadPlan, plan_download, require_fit
 from ..download import download as fetch_checkpoint
 from .conventions import json_mode, note, progress, standard_options
 from .render import emit_json, human_bytes, safe_name, say, table

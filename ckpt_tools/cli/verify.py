@@ -10,12 +10,8 @@ import click
 import numpy as np
 
 from ..remote.stores import remote_spec
-from ..verify import (
-    DEFAULT_ATOL,
-    DEFAULT_RTOL,
-    ForwardReport,
-    forward_outputs,
-)
+from ..forward import ForwardReport, forward_outputs
+from ..verify import DEFAULT_ATOL, DEFAULT_RTOL
 from ..verify import verify as run_verify
 from .conventions import json_mode, note, progress, standard_options
 from .plotting import plot_option, save_plot

@@ -112,3 +112,97 @@ def test_names_too_wide_for_their_row_go_on_their_own_line():
                  columns=80)
     assert all(n in text.splitlines() for n in names)
     assert all(len(ln) <= 80 for ln in text.splitlines())
+
+
+# -- every command that prints a table ---------------------------------------------------
+DIFF_PAIRS = [("v2-lite", "v2.5"), ("v3", "v3.2"), ("v3", "kimi-k2"), ("v3", "moonlight"),
+              ("v3.2", "v4-flash"), ("v4-flash", "v4-pro"), ("v3", "glm-4.7-flash"),
+              ("v3", "mistral-4"), ("glm-4.7-flash", "glm-5")]
+
+
+def lone_words_of_wrapped_text(calls: list[tuple[str, list[str]]]) -> list[tuple[str, str]]:
+    """(text, line) for each line after the first of a wrapped sentence that holds one
+    word; a line continuing a name broken after its `.` or `/` is the name's, not a word."""
+    found = []
+    for text, lines in calls:
+        if " " not in text.strip():
+            continue  # a name or a number, broken only at its dots
+        for before, line in zip(lines, lines[1:]):
+            if len(line.split()) == 1 and not before.rstrip().endswith((".", "/")):
+                found.append((text, line))
+    return found
+
+
+def every_family_segment() -> set[str]:
+    """The pieces of every tensor family name of every preset, numbers, a glob's `*`."""
+    from ckpt_tools.families import family_of
+    from ckpt_tools.presets import all_presets
+
+    segments = {"*"} | {str(k) for k in range(1000)}  # layer and expert numbers
+    for preset in all_presets():
+        config = resolve_config(preset).config
+        plan = family_of(config).plan(config, "fp8")
+        segments |= {s for f in plan.families for s in f.split(".")}
+    return segments
+
+
+def table_commands(root) -> dict[str, list[str]]:
+    from ckpt_tools.presets import all_presets
+
+    commands = {f"info {p}": ["info", p] for p in all_presets()}
+    commands |= {f"diff {a} {b}": ["diff", a, b] for a, b in DIFF_PAIRS}
+    commands["diff checkpoints"] = ["diff", str(root / "fp8"), str(root / "bf16")]
+    commands["validate findings"] = ["validate", str(root / "broken")]
+    return commands
+
+
+@pytest.fixture(scope="module")
+def broken(pair):
+    """A checkpoint with findings of several kinds: a misspelt key, a missing MTP layer."""
+    import json
+    import shutil
+
+    root, _ = pair
+    shutil.copytree(root / "bf16", root / "broken")
+    config = json.loads((root / "broken" / "config.json").read_text())
+    config["num_hidden_layers"] -= 1
+    config["norm_topk_prob_typo"] = True
+    (root / "broken" / "config.json").write_text(json.dumps(config))
+    return root
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_no_table_cell_ends_in_a_lone_word(broken, pair, monkeypatch, columns):
+    """Every table the CLI prints (info on every preset, diff of families, validate's
+    findings): no wrapped cell or sentence leaves a word alone, no name is cut, no line
+    overflows."""
+    from ckpt_tools.cli import render
+
+    calls: list[tuple[str, list[str]]] = []
+    real = render.wrap
+
+    def recording(text, *args, **kwargs):
+        lines = real(text, *args, **kwargs)
+        calls.append((text, [ln.strip() for ln in lines]))
+        return lines
+
+    monkeypatch.setattr(render, "wrap", recording)
+    segments = pair[1] | every_family_segment()
+    wrapped = 0  # cells and sentences wrapped onto several lines: what the check looked at
+    for what, argv in table_commands(broken).items():
+        calls.clear()
+        r = CliRunner().invoke(cli, argv, env={"COLUMNS": str(columns)})
+        assert r.exit_code in (0, 1) and r.stdout, (what, r.stderr)
+        text = r.stdout + r.stderr
+        wrapped += sum(len(lines) > 1 for _, lines in calls)
+        assert not lone_words_of_wrapped_text(calls), (what, lone_words_of_wrapped_text(calls))
+        assert not cut_names(text, segments), (what, cut_names(text, segments))
+        assert not [ln for ln in text.splitlines() if len(ln) > columns], what
+    assert wrapped
+
+
+def test_a_narrow_prose_column_takes_the_width_that_leaves_no_lone_word():
+    rows = [["a.b", "no effect on inference", "x" * 28, "y" * 28]]  # 12 left for the prose
+    text = table(rows, ["name", "meaning", "A", "B"], "llll", columns=80)
+    assert "no effect" in text and "on inference" in text
+    assert not lone_words(text) and all(len(ln) <= 80 for ln in text.splitlines())

@@ -202,7 +202,7 @@ def _blocks(r, markdown: bool) -> list[Block]:
         rows.append(row)
     if rows:
         headers = ["family", "change", "A", "B"] + (["layers A", "layers B"] if markdown else [])
-        blocks.append(Block("Tensor plan by family", intro, headers, rows, "llrr" + "ll" * markdown))
+        blocks.append(Block("Tensor plan by family", intro, headers, rows, "llll" + "ll" * markdown))
     else:
         blocks.append(Block("Tensor plan by family", [f"identical: {p.tensors_a:,} tensors in "
                                                       f"{p.families_a} families"]))

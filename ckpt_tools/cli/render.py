@@ -9,6 +9,7 @@ bar honours it too).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -92,10 +93,28 @@ def wrap(text: str, first: int, rest: int | None = None, indent: str = "",
     ("no effect / on inference", not "no effect on / inference"), then balanced."""
     rest = first if rest is None else rest
     units = _units(text, max(rest, 1))
-    if not units:
-        return []
+    best = _breaks(units, first, rest)
+    out, i = [], 0
+    while i < len(units):
+        j = best[i][3]
+        out.append((indent if i == 0 else hang) + _join(units[i:j]))
+        i = j
+    return out
+
+
+@functools.lru_cache(maxsize=4096)  # a table asks it for each cell at each width it tries
+def leaves_lone_word(text: str, width: int) -> bool:
+    """Whether `wrap(text, width)` must leave a word (or a name's piece) alone on a line
+    after the first: a table column this narrow would show one."""
+    units = _units(text, max(width, 1))
+    return bool(units) and _breaks(units, width, width)[0][1] > 0
+
+
+def _breaks(units: list[tuple[str, bool]], first: int, rest: int
+            ) -> list[tuple[int, int, int, int]]:
+    """For each unit i, the best wrapping of units[i:] from a line starting at i:
+    (lines, lone lines, raggedness, next break)."""
     n = len(units)
-    # best[i]: (lines, lone lines, raggedness, next break) for units[i:], a line starting at i
     best: list[tuple[int, int, int, int]] = [(0, 0, 0, n)] * (n + 1)
     for i in range(n - 1, -1, -1):
         room, choice = first if i == 0 else rest, None
@@ -110,12 +129,7 @@ def wrap(text: str, first: int, rest: int | None = None, indent: str = "",
             if choice is None or cost[:3] <= choice[:3]:
                 choice = cost
         best[i] = choice
-    out, i = [], 0
-    while i < n:
-        j = best[i][3]
-        out.append((indent if i == 0 else hang) + _join(units[i:j]))
-        i = j
-    return out
+    return best
 
 
 def say(text: str = "") -> None:
@@ -176,16 +190,29 @@ def _row_groups(all_rows: list[list[str]], has_headers: bool, align: str,
         rest = sum(widths[1:]) + gap * (n - 1)
         if widths[0] + rest > columns:
             return _names_above(all_rows, has_headers, align, columns)
-    for kind, least in ((True, PROSE_WIDTH), (False, 0), (True, 0)):
-        if kind and not least and n > 1 and prose[-1] and \
+    cells = [[r[i] for r in all_rows if " " in r[i].strip()] for i in range(n)]
+
+    def narrower(i: int, least: int, lone_ok: bool) -> int | None:
+        """Column i's next width below its own (not below `least` or its floor) at which
+        no prose cell wraps leaving a lone word (with `lone_ok`: one less)."""
+        for w in range(widths[i] - 1, max(floor[i], least) - 1, -1):
+            if lone_ok or not any(len(c) > w and leaves_lone_word(c, w) for c in cells[i]):
+                return w
+        return None
+
+    # prose to PROSE_WIDTH, names, prose further; a lone word only where nothing else fits
+    for kind, least, lone_ok in ((True, PROSE_WIDTH, False), (False, 0, False),
+                                 (True, 0, False), (True, 0, True)):
+        if kind and not least and not lone_ok and n > 1 and prose[-1] and \
                 sum(widths) + gap * (n - 1) > columns:
             return _prose_below(all_rows, has_headers, align, columns)
         while sum(widths) + gap * (n - 1) > columns:
-            candidates = [i for i in range(n) if align[i] == "l" and prose[i] == kind
-                          and widths[i] > max(floor[i], least)]
-            if not candidates:
+            steps = {i: w for i in range(n) if align[i] == "l" and prose[i] == kind
+                     and (w := narrower(i, least, lone_ok)) is not None}
+            if not steps:
                 break
-            widths[max(candidates, key=lambda k: widths[k])] -= 1  # the widest first
+            widest = max(steps, key=lambda k: widths[k])  # the widest first
+            widths[widest] = steps[widest]
     wrapped = [[wrap(c, w) or [""] if len(c) > w else [c] for c, w in zip(r, widths)]
                for r in all_rows]
     if n > 1 and prose[-1] and any(len(line.split()) == 1 for cells in wrapped

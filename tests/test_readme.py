@@ -38,3 +38,15 @@ def test_the_quick_tour_runs_and_prints_what_its_comments_say(tmp_path):
         assert r.exit_code == 0, f"{command}: exit {r.exit_code}\n{r.stdout}\n{r.stderr}"
         for claim in claims:
             assert " ".join(claim.split()) in printed, f"{command}: {claim!r} not in\n{printed}"
+
+
+def test_the_opening_lines_and_ckpt_help_name_every_family_the_registry_holds():
+    from ckpt_tools.families import FAMILIES
+
+    opening = " ".join(README.read_text().split("\n\n")[1].split()).replace("**", "")
+    helptext = " ".join(CliRunner().invoke(cli, ["--help"]).stdout.split())
+    for family in FAMILIES.values():
+        # DeepSeek's own versions are listed as "V2, V2.5, ..."; the others by their title
+        name = family.title.removeprefix("DeepSeek-")
+        assert name in opening, (family.title, opening)
+        assert name in helptext, (family.title, helptext)

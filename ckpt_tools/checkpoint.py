@@ -16,9 +16,9 @@ import numpy as np
 
 from .config import Config, read_config_file
 from .dtypes import FP8_DTYPES
-from .errors import CkptError, ConfigError, FormatError, MissingTensorError
+from .errors import ArgumentError, CkptError, ConfigError, FormatError, MissingTensorError
 from .families import DEFAULT as DEFAULT_FAMILY
-from .families import Family, family_for_raw, family_of
+from .families import Family, family_at, family_for_raw, family_of
 from .formats.fp8_block import dequantize, dequantize_rows
 from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index
 from .reader_pool import PooledFiles, ReaderPool
@@ -36,6 +36,20 @@ def checkpoint_dir(path: str | Path | RemotePath | Source) -> Path | RemotePath:
     a remote URL (hf://, s3://) as its `RemotePath`."""
     path = path.path if isinstance(path, Source) else as_path(path)
     return path.parent if path.name == INDEX_FILE and path.is_file() else path
+
+
+def family_given(path: Path | RemotePath, given: ConfigSource | None, hook: str,
+                 action: str) -> Family:
+    """The family the config a user gave declares (else PATH/config.json). A family whose
+    `hook` does the work reads PATH/config.json there itself: a given config is refused."""
+    if given is None:
+        return family_at(path)
+    family = family_of(given.config)
+    if family.has_hook(hook):
+        raise ArgumentError(f"{path}: a config given with --config is not available for "
+                            f"{family.title} {action}; copy the model's {CONFIG_FILE} into "
+                            f"{path}")
+    return family
 
 
 def model_parallel_refusal(path: Path) -> FormatError:

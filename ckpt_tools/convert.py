@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import fp8
-from .checkpoint import Checkpoint, checkpoint_dir, model_parallel_refusal
+from .checkpoint import Checkpoint, checkpoint_dir, family_given, model_parallel_refusal
 from .convert_jobs import (
     PART_BYTES,
     Piece,
@@ -57,7 +57,7 @@ from .errors import (
     FormatError,
     UnexpectedTensorError,
 )
-from .families import FAMILIES, Family, family_at, family_of
+from .families import FAMILIES
 from .index import (
     INDEX_FILE,
     ShardIndex,
@@ -261,19 +261,6 @@ def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
     return len(plan.jobs) - len(todo), side, errors, nodes
 
 
-def _family(source: Source, given: ConfigSource | None, command: str) -> Family:
-    """The family the given config (else SRC/config.json) declares. A family converting
-    through a hook of its own reads SRC/config.json there: a given config is refused."""
-    if given is None:
-        return family_at(checkpoint_dir(source))
-    family = family_of(given.config)
-    if family.has_hook(command):
-        raise ArgumentError(f"{source.path}: a config given with --config is not available "
-                            f"for {family.title} {command}; copy the model's {CONFIG_FILE} "
-                            f"into {source.path}")
-    return family
-
-
 def _config_option(given: ConfigSource | None) -> dict:
     """The journal's record of a given config: a rerun with another one starts afresh."""
     return {} if given is None else {"config": given.label}
@@ -350,7 +337,7 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
     """
     source = Source.open(src)  # the one place upcast resolves `src`
     given = given_config(config)
-    family = _family(source, given, "upcast")
+    family = family_given(checkpoint_dir(source), given, "upcast", "upcast")
     if family.has_hook("upcast"):
         if max_shard_size is not None:
             raise ArgumentError(f"{src}: a maximum shard size is not available for "
@@ -437,7 +424,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
     """
     source = Source.open(src)  # the one place quantize resolves `src`
     given = given_config(config)
-    family = _family(source, given, "quantize")
+    family = family_given(checkpoint_dir(source), given, "quantize", "quantize")
     if family.has_hook("quantize"):
         if scale_fmt not in (None, "ue8m0"):
             raise ConfigError(f"{src}: {family.title} stores ue8m0 (E8M0) scales only")

@@ -18,9 +18,11 @@ import numpy as np
 from pydantic import Field, computed_field
 
 from .dtypes import itemsize
-from .errors import FormatError
-from .families import family_at, family_of
-from .inventory import open_checkpoint, require
+from .checkpoint import family_given
+from .config import Config
+from .errors import ArgumentError, FormatError
+from .families import family_of
+from .inventory import open_checkpoint, reader_of, require
 from .progress import Progress
 from .reference import TensorSource
 from .remote.path import RemotePath
@@ -28,31 +30,43 @@ from .remote.stores import as_path
 from .results import Result
 from .safe_paths import safe_member
 from .safetensors_io import read_header
-from .sources import no_such_path
+from .sources import CONFIG_FILE, given_config, no_such_path
 from .tensor_plan import TensorPlan
 
 DEFAULT_TOKEN_COUNT = 16
 
 
-def open_tensor_source(path: str | Path) -> TensorSource:
+def open_tensor_source(path: str | Path, *,
+                       config: str | Path | Config | None = None) -> TensorSource:
     """A reader for a checkpoint directory, local or remote (hf://, s3://: read by range),
     once the inventory has found nothing that makes the forward pass wrong: HF layout
     (`Checkpoint`), DeepSeek's `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which
     needs the HF config.json), or the reader of a family with formats of its own (its
-    `reference_source` hook: DeepSeek-V4's Hub, HF and model-parallel files)."""
+    `reference_source` hook: DeepSeek-V4's Hub, HF and model-parallel files). `config`: the
+    model's config for a directory without config.json (a preset name, a config.json, a
+    checkpoint directory or a parsed config), read instead of PATH/config.json."""
     path = as_path(path)
     if not path.exists():
         raise no_such_path(path)
     if not path.is_dir():
         raise FormatError(f"{path}: not a checkpoint directory")
-    family = family_at(path)
+    given = given_config(config)
+    family = family_given(path, given, "reference_source", "forward pass")
     if family.has_hook("reference_source"):  # a family with readers of its own formats
         return family.hook("reference_source")(path, require(path, "read").kind)
-    return open_checkpoint(path, command="read")
+    if given is None:
+        return open_checkpoint(path, command="read")
+    found = require(path, "read", config=given.config)
+    if found.kind == "mp" and given.file is None:
+        raise ArgumentError(f"{path}: DeepSeek's model-parallel files are read with a "
+                            f"{CONFIG_FILE}; give one (or a checkpoint directory) to --config")
+    return reader_of(found, given.file, given=given)
 
 
-def _source(source: str | Path | TensorSource) -> TensorSource:
-    return open_tensor_source(source) if isinstance(source, (str, Path, RemotePath)) else source
+def _source(source: str | Path | TensorSource, config=None) -> TensorSource:
+    if isinstance(source, (str, Path, RemotePath)):
+        return open_tensor_source(source, config=config)
+    return source
 
 
 def multi_stream(config) -> bool:
@@ -60,10 +74,11 @@ def multi_stream(config) -> bool:
     return family_of(config).hidden_streams is not None
 
 
-def reference_model(source: str | Path | TensorSource):
+def reference_model(source: str | Path | TensorSource, *,
+                    config: str | Path | Config | None = None):
     """The NumPy decoder of a source's family (its `decoder` hook: `reference.Model` for
-    the table-driven families)."""
-    source = _source(source)
+    the table-driven families); `config` as `open_tensor_source`'s."""
+    source = _source(source, config)
     return family_of(source.config).hook("decoder")(source)
 
 
@@ -189,11 +204,12 @@ def run_layers(model, ids: list[int], layers: int | None,
 
 def forward_outputs(source: str | Path | TensorSource, tokens: Sequence[int] | None = None,
                     layers: int | None = None, *, mtp: bool = False,
-                    progress: Progress | None = None) -> ForwardResult:
+                    progress: Progress | None = None,
+                    config: str | Path | Config | None = None) -> ForwardResult:
     """`forward`, with what was computed and on which tokens; `mtp=True` returns the first
     MTP module's logits [T-1, vocab] (row t predicts token t+2) instead of the main ones.
     `progress` advances by each decoder layer's bytes as it completes."""
-    model = reference_model(source)
+    model = reference_model(source, config=config)
     ids = model.check_tokens(tokens if tokens is not None
                              else default_tokens(model.config.vocab_size)).tolist()
     watch = LayerProgress(progress, model, None if mtp else layers, "forward")
@@ -210,7 +226,8 @@ def forward_outputs(source: str | Path | TensorSource, tokens: Sequence[int] | N
 
 
 def forward(source: str | Path | TensorSource, tokens: Sequence[int] | None = None,
-            layers: int | None = None, *, progress: Progress | None = None) -> np.ndarray:
+            layers: int | None = None, *, progress: Progress | None = None,
+            config: str | Path | Config | None = None) -> np.ndarray:
     """Float32 logits [T, vocab]; with `layers`, the hidden states [T, hidden] after them.
 
     Args:
@@ -219,8 +236,10 @@ def forward(source: str | Path | TensorSource, tokens: Sequence[int] | None = No
         layers: stop after this many decoder layers (no final norm, no lm_head); only
             those layers' tensors are read.
         progress: advances by each decoder layer's bytes as it completes.
+        config: the model's config for a directory without config.json (a preset name, a
+            config.json, a checkpoint directory or a parsed config).
     """
-    return forward_outputs(source, tokens, layers, progress=progress).array
+    return forward_outputs(source, tokens, layers, progress=progress, config=config).array
 
 
 def load_reference_outputs(path: str | Path) -> tuple[np.ndarray, list[int] | None]:

@@ -25,6 +25,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field
 
+from .config import Config
 from .errors import ArgumentError, ConfigError, ShapeMismatchError
 from .families import family_of
 from .forward import (  # noqa: F401  (forward and its report: this module's API before the split)
@@ -191,8 +192,8 @@ def verify(candidate: str | Path | TensorSource,
            tokens: Sequence[int] | None = None, *, against: str | Path | TensorSource | None = None,
            logits: str | Path | None = None, layers: int | None = None,
            atol: float = DEFAULT_ATOL, rtol: float = DEFAULT_RTOL,
-           reference_label: str | None = None, progress: Progress | None = None
-           ) -> VerifyReport:
+           reference_label: str | None = None, progress: Progress | None = None,
+           config: str | Path | Config | None = None) -> VerifyReport:
     """Run `candidate` and compare it with a reference on the same tokens: `against`
     another checkpoint, `logits` stored in a file, or `reference` (either, or an array).
 
@@ -212,6 +213,8 @@ def verify(candidate: str | Path | TensorSource,
         atol, rtol: per-element tolerance, see the module docstring.
         reference_label: how to name an in-memory reference in the report.
         progress: advances by each decoder layer's bytes (both models') as it completes.
+        config: the candidate's config for a directory without config.json (a preset
+            name, a config.json, a checkpoint directory or a parsed config).
 
     Returns:
         A `VerifyReport`; `ok` is False when any compared tensor leaves the tolerance, and
@@ -228,7 +231,7 @@ def verify(candidate: str | Path | TensorSource,
     if len(given) != 1:
         raise ArgumentError(f"give exactly one reference: against (a checkpoint) or logits "
                             f"(a .npy/.npz file); got {', '.join(given) or 'none'}")
-    cand_model = reference_model(candidate)  # the candidate is checked first
+    cand_model = reference_model(candidate, config=config)  # the candidate is checked first
     if against is not None:
         reference = against
     elif logits is not None:

@@ -11,6 +11,7 @@ import pytest
 
 from ckpt_tools.config import read_config_file
 from ckpt_tools.convert import quantize, upcast
+from ckpt_tools.forward import forward
 
 CONVERTERS = ("upcast", "quantize")
 
@@ -93,8 +94,31 @@ def test_a_rerun_with_another_config_does_not_resume_the_first(make_ckpt, tmp_pa
 
 
 def test_every_command_reading_a_config_offers_the_same_option(run_cli):
-    helps = {c: run_cli(c, "--help").stdout for c in (*CONVERTERS, "validate")}
+    helps = {c: run_cli(c, "--help").stdout
+             for c in (*CONVERTERS, "validate", "forward", "verify")}
     lines = {c: " ".join(h.split("--config C", 1)[1].split("  -")[0].split())
              for c, h in helps.items()}
     assert "config.json" in lines["validate"]
     assert len(set(lines.values())) == 1, lines
+
+
+def test_forward_and_verify_read_a_folder_without_config_given_one(make_ckpt, tmp_path, run_cli):
+    ck = make_ckpt(fp8=True)
+    bare, kept = _without_config(ck, tmp_path)
+    assert (forward(bare, [1, 2, 3], config=read_config_file(kept))
+            == forward(ck, [1, 2, 3])).all()
+    refused = run_cli("verify", bare, "--against", ck)
+    assert refused.exit_code == 1 and "--config" in refused.stderr
+    r = run_cli("verify", bare, "--against", ck, "--config", kept)
+    assert r.exit_code == 0, r.stderr
+    assert "OK: within atol" in r.stdout
+
+
+def test_a_config_whose_family_reads_its_own_files_is_refused_naming_why(make_ckpt, tmp_path,
+                                                                           run_cli):
+    bare, _ = _without_config(make_ckpt(fp8=True), tmp_path)
+    for argv in (["upcast", bare, tmp_path / "out"], ["forward", bare, "--out", tmp_path / "x.npy"]):
+        r = run_cli(*argv, "--config", "v4-flash")
+        assert r.exit_code == 2  # a combination of arguments that cannot work: usage
+        assert "not available for DeepSeek-V4" in r.stderr and "config.json" in r.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "x.npy").exists()

@@ -15,7 +15,7 @@ from ..verify import DEFAULT_ATOL, DEFAULT_RTOL
 from ..verify import verify as run_verify
 from .conventions import json_mode, note, progress, standard_options
 from .plotting import plot_option, save_plot
-from .render import emit_json, remote_option, say, table
+from .render import CONFIG, emit_json, remote_option, say, table
 
 MAX_TOKEN_ID = 1 << 31
 TOKENS_HELP = "Comma-separated token ids, e.g. 0,15,3 (default: 16 fixed ids from the vocabulary)."
@@ -79,8 +79,9 @@ def _save(path: Path, result) -> None:
               help="Write the MTP module's logits [T-1, vocab] (row t predicts token t+2).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), callback=_npy_or_npz,
               help="Output file: .npy (the float32 array) or .npz (array and tokens).")
+@CONFIG
 @standard_options
-def forward(remote, ckpt, tokens, layers, mtp, out):
+def forward(remote, ckpt, tokens, layers, mtp, out, config_spec):
     """Run the NumPy reference decoder on CKPT (HF BF16/FP8, DeepSeek mp files, or V4 with
     Hub or HF names, FP8/FP4 or upcast; local or remote) and write float32 logits
     [T, vocab], or hidden states [T, hidden] with --layers (V4: its hc_mult streams side by
@@ -94,7 +95,7 @@ def forward(remote, ckpt, tokens, layers, mtp, out):
     if mtp and layers is not None:
         raise click.UsageError("--mtp runs the whole model; it cannot be combined with --layers")
     result = forward_outputs(remote_spec(ckpt, remote), tokens, layers, mtp=mtp,
-                             progress=progress())
+                             progress=progress(), config=config_spec)
     out = Path(out)
     _save(out, result)
     report = ForwardReport(path=str(out), output=result.output, shape=list(result.array.shape),
@@ -124,9 +125,11 @@ def forward(remote, ckpt, tokens, layers, mtp, out):
               callback=_finite,
               help="Relative to max(|ref|, rms of ref at that position).")
 @plot_option
+@CONFIG
 @standard_options
 @click.pass_context
-def verify(ctx, remote, ckpt, against, ref_path, tokens, layers, atol, rtol, plot_path):
+def verify(ctx, remote, ckpt, against, ref_path, tokens, layers, atol, rtol, plot_path,
+           config_spec):
     """Check that CKPT computes what a reference computes: exit 0 within tolerance, 1 when
     not, naming the first layer and position that diverge.
 
@@ -139,7 +142,7 @@ def verify(ctx, remote, ckpt, against, ref_path, tokens, layers, atol, rtol, plo
         raise click.UsageError("give exactly one of --against OTHER or --logits REF.npy")
     report = run_verify(remote_spec(ckpt, remote), tokens=tokens, layers=layers, atol=atol,
                         against=remote_spec(against, remote) if against else None,
-                        logits=ref_path, rtol=rtol, progress=progress())
+                        logits=ref_path, rtol=rtol, progress=progress(), config=config_spec)
     if json_mode():
         emit_json(report)
     else:

@@ -122,3 +122,10 @@ def test_a_config_whose_family_reads_its_own_files_is_refused_naming_why(make_ck
         assert r.exit_code == 2  # a combination of arguments that cannot work: usage
         assert "not available for DeepSeek-V4" in r.stderr and "config.json" in r.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "x.npy").exists()
+
+
+def test_reshard_says_what_to_do_for_an_hf_folder_without_config(make_ckpt, tmp_path, run_cli):
+    bare, kept = _without_config(make_ckpt(), tmp_path)
+    r = run_cli("reshard", bare, tmp_path / "out", "--max-shard-size", "1MB", "--config", kept)
+    assert r.exit_code == 2 and "copy the model's config.json into SRC" in r.stderr
+    assert not (tmp_path / "out").exists()

@@ -126,7 +126,9 @@ def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_
     if rank_resource is not None and (executor != "ray" or to != "deepseek-mp"):
         raise click.UsageError("--rank-resource goes with --to deepseek-mp --executor ray")
     if config is not None and to != "hf":
-        raise click.UsageError("--config goes with --to hf")
+        raise click.UsageError("--config goes with --to hf (DeepSeek's rank files); resharding "
+                               "an HF folder reads SRC/config.json: copy the model's "
+                               "config.json into SRC")
     report = run(src, dst, max_shard_size=max_shard_size, to=to, model_parallel=model_parallel,
                  keep_mtp=keep_mtp, config=config, workers=workers, overwrite=overwrite,
                  progress=progress(), executor=executor, ranks=ranks,

@@ -206,3 +206,30 @@ def test_a_narrow_prose_column_takes_the_width_that_leaves_no_lone_word():
     text = table(rows, ["name", "meaning", "A", "B"], "llll", columns=80)
     assert "no effect" in text and "on inference" in text
     assert not lone_words(text) and all(len(ln) <= 80 for ln in text.splitlines())
+
+
+def help_pages() -> list[str]:
+    """Every command and subcommand by its full name (schema's too)."""
+    import click
+
+    from ckpt_tools.cli import COMMANDS
+
+    ctx = click.Context(cli)
+    names = []
+    for name in COMMANDS:
+        command = cli.get_command(ctx, name)
+        names.append(name)
+        if isinstance(command, click.Group):
+            names += [f"{name} {sub}" for sub in command.list_commands(ctx)]
+    return names
+
+
+@pytest.mark.parametrize("columns", [80, 100])
+def test_every_help_page_fits_and_leaves_no_lone_word(columns):
+    """--help is wrapped as the reports are: an option's help or a paragraph never ends in
+    a word alone on its line, and no line (examples included) is wider than the terminal."""
+    for name in ["", *help_pages()]:
+        r = CliRunner().invoke(cli, [*name.split(), "--help"], env={"COLUMNS": str(columns)})
+        assert r.exit_code == 0, (name, r.output)
+        assert not lone_words(r.output), (name, lone_words(r.output))
+        assert not [ln for ln in r.output.splitlines() if len(ln) > columns], name

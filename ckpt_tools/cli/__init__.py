@@ -19,6 +19,7 @@ import textwrap
 import click
 
 from ..errors import ArgumentError, CkptError
+from .help_text import HelpContext, use_help_formatter
 
 # name -> "module:attribute"; each module is one command.
 COMMANDS: dict[str, str] = {
@@ -114,6 +115,7 @@ def _option_spelling(command: click.Command | None):
 
 class LazyGroup(click.Group):
     command_in_use: click.Command | None = None
+    context_class = HelpContext  # --help wrapped as the reports are
 
     def list_commands(self, ctx):
         return [n for n in COMMANDS if _available(n)]
@@ -130,7 +132,7 @@ class LazyGroup(click.Group):
         if name not in COMMANDS or not _available(name):
             return None
         module, _, attr = COMMANDS[name].partition(":")
-        command = getattr(importlib.import_module(module), attr)
+        command = use_help_formatter(getattr(importlib.import_module(module), attr))
         self.command_in_use = command
         return command
 

@@ -99,7 +99,7 @@ def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_
     \b
     Examples:
     ckpt reshard SRC DST --max-shard-size 5GB
-    ckpt reshard SRC DST --to deepseek-mp --model-parallel 16 [--keep-mtp] [--ranks 0-7]
+    ckpt reshard SRC DST --to deepseek-mp --model-parallel 16 --ranks 0-7
     ckpt reshard SRC DST --to hf [--max-shard-size 5GB]
 
     SRC may be remote (hf://ORG/NAME[@REV], s3://...: read by range), DST an object store

@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, computed_field
 
+from .checkpoint import checkpoint_dir, family_given
 from .config import read_config_file
 from .config_layouts import INFERENCE_CONFIG_FILE, to_inference_layout
 from .dtypes import itemsize
@@ -48,6 +49,7 @@ from .reshard_plan import (
     OutFile,
     OutTensor,
     ReshardPlan,
+    config_file_given,
     plan_reshard,
     planned_counts,
     prove_coverage,
@@ -424,17 +426,18 @@ def _finished_before(dst: str | Path, job_id: str) -> ReshardReport | None:
 # -- the public calls -------------------------------------------------------------------------
 def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: Size, *,
                     workers: int | None = None, overwrite: bool = False,
-                    progress: Progress | None = None,
-                    executor: ExecutorName = "local") -> ReshardReport:
+                    progress: Progress | None = None, executor: ExecutorName = "local",
+                    config: str | Path | None = None) -> ReshardReport:
     """Rewrite an HF checkpoint into shards of at most `max_shard_size` bytes.
 
     Greedy in tensor-plan order; a weight and its scale share a shard; a tensor larger than
     the limit gets a shard of its own; one shard is named `model.safetensors` (no index),
     several get `model-0000i-of-0000n.safetensors` and an index with `total_size`.
-    config.json and side files (tokenizer, ...) are copied.
+    config.json and side files (tokenizer, ...) are copied; `config`: a config.json or a
+    checkpoint directory for a `src` without config.json, copied instead.
     """
     max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
-    plan = plan_reshard(src, max_shard_size=max_shard_size)
+    plan = plan_reshard(src, max_shard_size=max_shard_size, config=config)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor)
 
@@ -448,26 +451,28 @@ def _refuse_mp_layout(src, family) -> None:
 def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
                    keep_mtp: bool = False, workers: int | None = None, overwrite: bool = False,
                    progress: Progress | None = None, executor: ExecutorName = "local",
-                   ranks: Sequence[int] | None = None,
-                   rank_resource: str | None = None) -> ReshardReport:
+                   ranks: Sequence[int] | None = None, rank_resource: str | None = None,
+                   config: str | Path | None = None) -> ReshardReport:
     """Write DeepSeek's inference layout: `model{i}-mp{N}.safetensors` for each rank i.
 
     Equivalent to DeepSeek's convert.py (names, splits, expert placement), streaming, with
     config.json and side files copied. The MTP layer is dropped unless `keep_mtp`.
     `ranks` writes only those ranks' files; `rank_resource` places rank i's job on the Ray
-    node holding custom resource `{rank_resource}{i}` (see `execute_plan`).
+    node holding custom resource `{rank_resource}{i}` (see `execute_plan`). `config`: a
+    config.json or a checkpoint directory for a `src` without config.json.
 
     Raises:
         ConfigError: a dimension `model_parallel` does not divide (before anything is
             written; DST is not even created).
     """
-    family = family_at(src)
+    given = config_file_given(src, config)
+    family = family_given(checkpoint_dir(src), given, "to_mp", "reshard --to deepseek-mp")
     _refuse_mp_layout(src, family)
     if family.has_hook("to_mp"):  # its own convert.py rules (DeepSeek-V4: MTP always kept)
         return family.hook("to_mp")(src, dst, model_parallel, workers=workers,
                                     overwrite=overwrite, progress=progress, executor=executor,
                                     ranks=ranks, rank_resource=rank_resource)
-    plan = plan_reshard(src, model_parallel=model_parallel, keep_mtp=keep_mtp)
+    plan = plan_reshard(src, model_parallel=model_parallel, keep_mtp=keep_mtp, config=given)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor, ranks=ranks, rank_resource=rank_resource)
 
@@ -479,11 +484,14 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: Size |
     """Rebuild the HF layout from `model{i}-mp{N}.safetensors` files (N from the names).
 
     Tensors are reassembled bit for bit; replicated tensors are checked equal on every
-    rank. `config` is the HF config.json when `src` has none (DeepSeek's convert.py writes
-    none). Shards of at most `max_shard_size` bytes (default 5 GB).
+    rank. `config` is the HF config.json (or a checkpoint directory holding it) when `src`
+    has none (DeepSeek's convert.py writes none). Shards of at most `max_shard_size` bytes
+    (default 5 GB).
     """
     if max_shard_size is not None:
         max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
+    given = config_file_given(src, config)
+    config = given and given.file
     family = family_at(src, config)
     _refuse_mp_layout(src, family)
     if family.has_hook("from_mp"):
@@ -510,7 +518,8 @@ def reshard(src: str | Path, dst: str | Path, *, max_shard_size: Size | None = N
     `max_shard_size` alone: HF shards of at most that size (`reshard_by_size`);
     `to="deepseek-mp"` with `model_parallel`: DeepSeek's inference layout (`to_deepseek_mp`,
     where `ranks` and `rank_resource` apply); `to="hf"`: back from it (`from_deepseek_mp`,
-    `config` when `src` has no config.json). `executor`: "local" or "ray" (see `run_jobs`).
+    `config`, every layout: a config.json or checkpoint directory when `src` has no
+    config.json). `executor`: "local" or "ray" (see `run_jobs`).
 
     Raises:
         ArgumentError: a combination of arguments that names no single layout.
@@ -524,18 +533,16 @@ def reshard(src: str | Path, dst: str | Path, *, max_shard_size: Size | None = N
                                 or rank_resource is not None):
         raise ArgumentError("model_parallel, keep_mtp, ranks and rank_resource go with "
                             "to='deepseek-mp'")
-    if to != "hf" and config is not None:
-        raise ArgumentError("config goes with to='hf'")
     common = dict(workers=workers, overwrite=overwrite, progress=progress, executor=executor)
     if to == "deepseek-mp":
         if model_parallel is None or max_shard_size is not None:
             raise ArgumentError("to='deepseek-mp' needs model_parallel and no max_shard_size "
                                 "(one file per rank)")
         return to_deepseek_mp(src, dst, model_parallel, keep_mtp=keep_mtp, ranks=ranks,
-                              rank_resource=rank_resource, **common)
+                              rank_resource=rank_resource, config=config, **common)
     if to == "hf":
         return from_deepseek_mp(src, dst, max_shard_size=max_shard_size, config=config, **common)
-    return reshard_by_size(src, dst, max_shard_size, **common)
+    return reshard_by_size(src, dst, max_shard_size, config=config, **common)
 
 
 def _assemble(readers: ReaderPool, t: OutTensor) -> np.ndarray:

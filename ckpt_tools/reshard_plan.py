@@ -22,7 +22,8 @@ from .dtypes import itemsize
 from .errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, VerificationError
 from .index import is_model_parallel, pack_greedy, shard_file_name
 from .inventory import open_checkpoint, require
-from .sources import no_such_path
+from .remote.path import RemotePath
+from .sources import ConfigSource, given_config, no_such_path
 from .mp_layout import MpLayout, find_mp_files
 from .sources import CONFIG_FILE
 from .tensor_plan import Layout, TensorPlan, TensorSpec
@@ -90,11 +91,12 @@ class ReshardPlan:
 Sources = dict[Key, tuple[str, tuple[int, ...]]]  # (file, tensor) -> (stored dtype, shape)
 
 
-def _hf_source(src: Path) -> tuple[TensorPlan, dict[str, str], Sources, int]:
+def _hf_source(src: Path, given: ConfigSource | None
+               ) -> tuple[TensorPlan, dict[str, str], Sources, int]:
     """The tensor plan of what an HF checkpoint holds (MTP only when present), where each
     tensor is, the source inventory: (file, name) -> (stored dtype, shape), and the MTP
-    layers config.json declares."""
-    found = require(src, "reshard")
+    layers config.json (or the `given` one) declares."""
+    found = require(src, "reshard", config=given and given.config)
     inv = found.inventory
     plan = found.plan
     declared = plan.config.num_mtp_layers
@@ -111,6 +113,17 @@ def _hf_source(src: Path) -> tuple[TensorPlan, dict[str, str], Sources, int]:
                               stored_dtypes=plan.stored_dtypes)
     sources = {(inv.shard_of[n], n): (e.dtype, e.shape) for n, e in inv.entries.items()}
     return plan, inv.shard_of, sources, declared
+
+
+def config_file_given(src: Path | RemotePath, config: str | Path | None) -> ConfigSource | None:
+    """The config a user gave for `src` (a config.json or a checkpoint directory): reshard
+    copies that file beside its output, so a preset, which has none, is refused."""
+    given = given_config(config)
+    if given is not None and given.file is None:
+        raise ArgumentError(f"{src}: reshard writes the config.json it is given beside the "
+                            f"output; give a config.json or a checkpoint directory to "
+                            f"--config, not a preset")
+    return given
 
 
 def refuse_model_parallel_source(src: Path) -> None:
@@ -144,7 +157,7 @@ def _hf_files(plan: TensorPlan, max_bytes: int, out_tensor) -> list[OutFile]:
 
 def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
                  model_parallel: int | None = None, to_hf: bool = False, keep_mtp: bool = False,
-                 config: str | Path | None = None) -> ReshardPlan:
+                 config: str | Path | ConfigSource | None = None) -> ReshardPlan:
     """Plan one conversion of `src` without writing anything.
 
     Exactly one of: `max_shard_size` (HF layout by size), `model_parallel` (to DeepSeek's
@@ -159,14 +172,16 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
     if not src.exists():
         raise no_such_path(src)
     if to_hf:
-        return _plan_from_mp(src, max_shard_size or DEFAULT_MAX_SHARD_SIZE, config)
+        given = config_file_given(src, config)
+        return _plan_from_mp(src, max_shard_size or DEFAULT_MAX_SHARD_SIZE, given and given.file)
     if (max_shard_size is None) == (model_parallel is None):
         raise ArgumentError("pass exactly one of max_shard_size, model_parallel, to_hf")
     if not src.is_dir():
         raise FormatError(f"{src}: not a checkpoint directory")
     refuse_model_parallel_source(src)
-    plan, where, sources, declared = _hf_source(src)
-    config_path = src / CONFIG_FILE
+    given = config_file_given(src, config)
+    plan, where, sources, declared = _hf_source(src, given)
+    config_path = given.file if given else src / CONFIG_FILE
     # a tensor is written in the dtype it is stored in (a BF16 router bias stays BF16)
     stored = {name: sources[(shard, name)][0] for name, shard in where.items()}
     has_mtp = any(s.mtp for s in plan.specs)

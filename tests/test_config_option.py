@@ -95,7 +95,7 @@ def test_a_rerun_with_another_config_does_not_resume_the_first(make_ckpt, tmp_pa
 
 def test_every_command_reading_a_config_offers_the_same_option(run_cli):
     helps = {c: run_cli(c, "--help").stdout
-             for c in (*CONVERTERS, "validate", "forward", "verify")}
+             for c in (*CONVERTERS, "validate", "forward", "verify", "reshard")}
     lines = {c: " ".join(h.split("--config C", 1)[1].split("  -")[0].split())
              for c, h in helps.items()}
     assert "config.json" in lines["validate"]
@@ -124,8 +124,22 @@ def test_a_config_whose_family_reads_its_own_files_is_refused_naming_why(make_ck
     assert not (tmp_path / "out").exists() and not (tmp_path / "x.npy").exists()
 
 
-def test_reshard_says_what_to_do_for_an_hf_folder_without_config(make_ckpt, tmp_path, run_cli):
-    bare, kept = _without_config(make_ckpt(), tmp_path)
-    r = run_cli("reshard", bare, tmp_path / "out", "--max-shard-size", "1MB", "--config", kept)
-    assert r.exit_code == 2 and "copy the model's config.json into SRC" in r.stderr
+@pytest.mark.parametrize("layout", [["--max-shard-size", "1MB"],
+                                    ["--to", "deepseek-mp", "--model-parallel", "2"]])
+def test_reshard_with_a_given_config_writes_what_a_folder_with_one_does(layout, make_ckpt,
+                                                                          tmp_path, run_cli):
+    ck = make_ckpt(fp8=True)
+    bare, kept = _without_config(ck, tmp_path)
+    refused = run_cli("reshard", bare, tmp_path / "refused", *layout)
+    assert refused.exit_code == 1 and "--config" in refused.stderr
+    assert run_cli("reshard", ck, tmp_path / "with", *layout).exit_code == 0
+    r = run_cli("reshard", bare, tmp_path / "given", *layout, "--config", kept)
+    assert r.exit_code == 0, r.stderr
+    assert _files(tmp_path / "given") == _files(tmp_path / "with")
+
+
+def test_reshard_refuses_a_preset_it_could_not_copy(make_ckpt, tmp_path, run_cli):
+    bare, _ = _without_config(make_ckpt(), tmp_path)
+    r = run_cli("reshard", bare, tmp_path / "out", "--max-shard-size", "1MB", "--config", "v3")
+    assert r.exit_code == 2 and "not a preset" in r.stderr
     assert not (tmp_path / "out").exists()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import click
 
 from .conventions import json_mode, note, note_kept, progress, standard_options
 from .render import (
+    CONFIG,
     EXECUTOR,
     SOURCE_OR_PATH,
     echo_nodes,
@@ -85,15 +85,14 @@ class SizeParam(click.ParamType):
 @click.option("--rank-resource", metavar="NAME",
               help="With --executor ray: rank i's job runs on the node holding custom "
                    "resource NAMEi (ray start --resources '{\"NAME3\": 1}').")
-@click.option("--config", "config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="With --to hf: the HF config.json when SRC has none.")
+@CONFIG
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Output files written in parallel (default: every core from 1 GiB up).")
 @EXECUTOR
 @click.option("--overwrite", is_flag=True, help="Replace the checkpoint in a non-empty DST (files of your own there are kept).")
 @standard_options
 def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_resource,
-            config, workers, executor, overwrite):
+            config_spec, workers, executor, overwrite):
     """Rewrite SRC into DST in another layout, streaming, with a coverage proof.
 
     \b
@@ -125,12 +124,8 @@ def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_
         raise click.UsageError("--model-parallel, --keep-mtp and --ranks go with --to deepseek-mp")
     if rank_resource is not None and (executor != "ray" or to != "deepseek-mp"):
         raise click.UsageError("--rank-resource goes with --to deepseek-mp --executor ray")
-    if config is not None and to != "hf":
-        raise click.UsageError("--config goes with --to hf (DeepSeek's rank files); resharding "
-                               "an HF folder reads SRC/config.json: copy the model's "
-                               "config.json into SRC")
     report = run(src, dst, max_shard_size=max_shard_size, to=to, model_parallel=model_parallel,
-                 keep_mtp=keep_mtp, config=config, workers=workers, overwrite=overwrite,
+                 keep_mtp=keep_mtp, config=config_spec, workers=workers, overwrite=overwrite,
                  progress=progress(), executor=executor, ranks=ranks,
                  rank_resource=rank_resource)
     if json_mode():

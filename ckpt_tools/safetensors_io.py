@@ -229,6 +229,16 @@ class SafetensorsReader:
         """The file's descriptor (opened on first use), e.g. for `SafetensorsWriter.write_copy`."""
         return self._fileno()
 
+    def span(self, name: str, start: int, length: int) -> tuple:
+        """(fd, file offset, length) of bytes [start, start + length) of a tensor's data,
+        as `iter_spans` gives them (a remote file: its `RangeSource` for the descriptor)."""
+        e = self.header[name]
+        if not 0 <= start <= start + length <= e.nbytes:
+            raise ArgumentError(f"{self.path}: tensor '{name}': byte range [{start}, "
+                                f"{start + length}) outside its {e.nbytes} bytes")
+        fd = self._range_source() if isinstance(self.path, RemotePath) else self._fileno()
+        return fd, self.header.data_offset + e.start + start, length
+
     def iter_spans(self, name: str, dim: int | None = None, start: int = 0,
                    stop: int | None = None) -> Iterator[tuple[int, int, int]]:
         """(fd, file offset, length) of the contiguous byte runs of a tensor, or of its slice

@@ -23,7 +23,7 @@ from .formats.fp8_block import dequantize, dequantize_rows
 from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index
 from .reader_pool import PooledFiles, ReaderPool
 from .remote.path import RemotePath
-from .remote.path import as_path
+from .remote.stores import as_path
 from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .source import Source

@@ -47,7 +47,7 @@ from .config_layouts import (
 )
 from .errors import ConfigError, UnsupportedModelError
 from .formats import FP8_BLOCK
-from .remote.path import as_path
+from .remote.stores import as_path
 from .v4.config import DeepseekV4Config, parse_v4
 
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 from .errors import FormatError
 from .formats import MP_SCALE_SUFFIX, SCALE_SUFFIX  # noqa: F401  (re-exported to older importers)
-from .remote.path import as_path
+from .remote.stores import as_path
 
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "ckpt-manifest.json"  # sizes and SHA-256 of every file (download, validate)

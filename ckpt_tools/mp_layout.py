@@ -47,7 +47,7 @@ from .index import (  # noqa: F401
 )
 from .modules import COLUMN, EXPERT, MODULES, ROW, Rule  # noqa: F401  (COLUMN, ROW: API)
 from .reader_pool import PooledFiles, ReaderPool
-from .remote.path import as_path
+from .remote.stores import as_path
 from .safetensors_io import SafetensorsReader
 from .source import Source
 from .sources import CONFIG_FILE

@@ -12,7 +12,7 @@ from .index import INDEX_FILE
 from .manifest import MANIFEST_FILE
 from .output import JOURNAL_FILE, LOCK_FILE
 from .remote.path import RemotePath
-from .remote.path import as_path
+from .remote.stores import as_path
 
 # Written by the converter itself, never copied.
 _OWN = {"config.json", INDEX_FILE, MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE, INFERENCE_CONFIG_FILE}

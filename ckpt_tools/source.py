@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .remote.path import RemotePath
-from .remote.path import as_path
+from .remote.stores import as_path
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, read_header
 
 

@@ -11,7 +11,7 @@ from .config import Config, read_config_file
 from .errors import ConfigError, FormatError
 from .index import CONFIG_FILE, INDEX_FILE
 from .presets import Preset, all_presets, find_preset
-from .remote.path import as_path
+from .remote.stores import as_path
 
 
 # `org/name` or `org/name@revision`, as the Hub spells a repository id

@@ -33,7 +33,7 @@ from .inventory import open_checkpoint, require
 from .progress import Progress
 from .reference import TensorSource
 from .remote.path import RemotePath
-from .remote.path import as_path
+from .remote.stores import as_path
 from .results import Result
 from .safe_paths import safe_member
 from .safetensors_io import read_header

@@ -94,6 +94,8 @@ DEFERRED = {
     ("cli/conventions.py", ".render"): "CLI start-up",
     ("cli/conventions.py", "..output"): "CLI start-up: only when --overwrite keeps a user's files",
     ("cli/make_tiny.py", "..reference.deepseek"): "CLI start-up: numpy only when run",
+    ("cli/make_tiny.py", "..tiny"): "CLI start-up: numpy only when run",
+    ("cli/download.py", "..download"): "CLI start-up: the Hub client only when run",
     ("cli/convert.py", "..convert"): "CLI start-up: the library (numpy) only when run",
     ("cli/diff.py", "..config_diff"): "CLI start-up",
     ("cli/diff.py", "..diff"): "CLI start-up: numpy only when run",

@@ -16,10 +16,9 @@ import pytest
 from ckpt_tools.cli import COMMANDS, SUMMARIES, cli
 
 HEAVY = ("numpy", "ml_dtypes", "huggingface_hub", "fsspec", "torch", "ray")
-# Local work needs none of the remote machinery (client glue, thread pools: ~0.1 s), nor
-# the process pool of the executors
-REMOTE_ONLY = ("ckpt_tools.remote.stores", "ckpt_tools.remote.byte_source",
-               "concurrent.futures")
+# Local work needs neither the Hub glue nor thread or process pools (remote header
+# prefetch, the executors)
+REMOTE_ONLY = ("ckpt_tools.hub", "concurrent.futures")
 PROBE = r"""
 import contextlib, io, json, sys
 from ckpt_tools.cli import cli

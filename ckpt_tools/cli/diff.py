@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from ..remote.path import remote_spec
+from ..remote.stores import remote_spec
 from .conventions import json_mode, progress, standard_options
 from .plotting import plot_option, save_plot
 from .render import emit_json, human_bytes, human_count, remote_option, safe_name, table, wrap

@@ -8,7 +8,7 @@ import click
 
 from ..info import describe
 from ..presets import find_preset
-from ..remote.path import remote_spec
+from ..remote.stores import remote_spec
 from .conventions import json_mode, note, standard_options
 from .plotting import plot_option, save_plot
 from .render import emit_json, human_bytes, human_count, remote_option, say, table

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..remote.path import is_remote
-from ..remote.path import remote_spec
+from ..remote.stores import remote_spec
 from ..findings import cause_label
 from ..validate import CODES, Finding, ValidationReport
 from ..validate import validate as run_validate

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from ..remote.path import remote_spec
+from ..remote.stores import remote_spec
 from ..verify import (
     DEFAULT_ATOL,
     DEFAULT_RTOL,

@@ -19,7 +19,7 @@ from typing import Any
 from ..config_layouts import recognise
 from ..errors import CkptError, UnsupportedModelError
 from ..index import CONFIG_FILE
-from ..remote.path import as_path
+from ..remote.stores import as_path
 from .base import Block, Family, Row, derive  # noqa: F401  (re-exported)
 from .deepseek_v2 import DEEPSEEK_V2
 from .deepseek_v3 import DEEPSEEK_V3

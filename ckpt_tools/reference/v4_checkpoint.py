@@ -33,7 +33,7 @@ from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
 from ..formats import SCALE_SUFFIX, mp_scale_name
 from ..formats.mxfp4 import decode_rows
 from ..index import INDEX_FILE, SINGLE_FILE, read_index
-from ..remote.path import as_path
+from ..remote.stores import as_path
 from ..safe_paths import safe_member
 from ..safetensors_io import SafetensorsReader
 from ..sources import CONFIG_FILE

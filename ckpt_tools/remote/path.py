@@ -20,7 +20,7 @@ import fnmatch
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Protocol
 
 REMOTE_URL = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://")
@@ -199,23 +199,3 @@ class RemotePath:
 def _reopen(ref, rel: str) -> RemotePath:
     """Unpickle a `RemotePath`: its tree from the description (`remote.TreeRef.reopen`)."""
     return RemotePath(ref.reopen(), rel)
-
-
-def as_path(spec: str | os.PathLike | RemotePath) -> Path | RemotePath:
-    """A `RemotePath` for a remote URL (opened once per URL and process), else a `Path`.
-    Here, not in `stores`, so that local work imports none of the remote machinery."""
-    if isinstance(spec, RemotePath):
-        return spec
-    if isinstance(spec, str) and is_remote(spec):
-        from .stores import open_remote  # the client libraries load only for remote sources
-
-        return open_remote(spec)
-    return Path(spec)
-
-
-def remote_spec(spec: str, remote: bool) -> str:
-    """What the CLI passes on: with `remote` a bare `org/name[@rev]` that is no local path
-    means `hf://org/name[@rev]`; presets, local paths and URLs stay as they are."""
-    if remote and "/" in spec and not REMOTE_URL.match(spec) and not Path(spec).exists():
-        return "hf://" + spec
-    return spec

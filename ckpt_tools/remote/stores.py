@@ -27,21 +27,14 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CkptError, CredentialsError, FormatError, HubError, MissingDependencyError
-from ..safetensors_io import MAX_HEADER_BYTES
+from ..safetensors_header import MAX_HEADER_BYTES
 from .byte_source import CONNECT_TIMEOUT_ENV, READ_TIMEOUT_ENV, RangeSource, remote_timeouts
-from .path import (  # noqa: F401  (as_path, remote_spec: re-exported to older importers)
-    REMOTE_URL,
-    RemoteFileInfo,
-    RemotePath,
-    as_path,
-    remote_spec,
-)
+from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
 HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)
@@ -68,6 +61,14 @@ def parse_hf_url(url: str) -> HfLocation:
     if not m:
         raise HubError(f"{url}: expected hf://ORG/NAME[@REVISION][/SUBDIR]")
     return HfLocation(m["repo"], m["rev"] or "main", (m["sub"] or "").strip("/"))
+
+
+def remote_spec(spec: str, remote: bool) -> str:
+    """What the CLI passes on: with `remote` a bare `org/name[@rev]` that is no local path
+    means `hf://org/name[@rev]`; presets, local paths and URLs stay as they are."""
+    if remote and "/" in spec and not REMOTE_URL.match(spec) and not Path(spec).exists():
+        return "hf://" + spec
+    return spec
 
 
 # -- trees -----------------------------------------------------------------------------------
@@ -128,6 +129,8 @@ class _Tree:
                 self._headers[rel] = self.header_bytes(rel)
             except (CkptError, OSError):
                 pass
+
+        from concurrent.futures import ThreadPoolExecutor  # remote sources only: ~20 ms
 
         with ThreadPoolExecutor(min(HEADER_THREADS, len(todo))) as pool:
             list(pool.map(one, todo))
@@ -473,3 +476,12 @@ def forget_remote() -> None:
     with _OPEN_LOCK:
         _OPENED.clear()
         _REOPENED.clear()
+
+
+def as_path(spec: str | os.PathLike | RemotePath) -> Path | RemotePath:
+    """A `RemotePath` for a remote URL (opened once per URL and process), else a `Path`."""
+    if isinstance(spec, RemotePath):
+        return spec
+    if isinstance(spec, str) and is_remote(spec):
+        return open_remote(spec)  # the client libraries load only for remote sources
+    return Path(spec)

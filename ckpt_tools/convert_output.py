@@ -6,6 +6,7 @@ byte-range parts). Apart from `convert` so that `convert` can hand V4 sources to
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 from pydantic import Field, computed_field
@@ -102,10 +103,12 @@ class FileWork(NamedTuple):
 
 
 def write_files(out: OutputDir, works: list[FileWork], *, workers: int | None,
-                executor: ExecutorName, progress: Progress | None, label: str
+                executor: ExecutorName, progress: Progress | None, label: str,
+                combine: Callable[[dict[int, dict]], dict] | None = None
                 ) -> tuple[dict[str, list], list[NodeWork]]:
     """Run the jobs writing `works`, journaling each file as it completes (a whole-file
-    job's result is journaled with it and merged into the returned dict); where the jobs
+    job's result, or `combine` of its parts' results by job index (default: quantize's
+    error sums), is journaled with it and merged into the returned dict); where the jobs
     ran. On failure no `.partial` of a file written in parts stays behind (whole-file
     writers remove their own)."""
     args, files, errors = [], [], {}
@@ -135,7 +138,7 @@ def write_files(out: OutputDir, works: list[FileWork], *, workers: int | None,
                     return
                 del unfinished[file]
                 part_writer.commit(out.path / file)
-                result = _combined(part_results.pop(file))
+                result = (combine or _combined)(part_results.pop(file))
                 out.mark_done(file, result or None)
             else:
                 out.mark_done(file, result)

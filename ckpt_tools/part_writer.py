@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import FormatError
 from .fault_injection import crash_point
 from .parallel import report_bytes
-from .safetensors_io import DEFAULT_METADATA, PARTIAL_SUFFIX, _header_bytes
+from .safetensors_io import DEFAULT_METADATA, PARTIAL_SUFFIX, _header_bytes, copy_spans
 
 
 def partial_path(path: str | Path) -> Path:
@@ -88,4 +88,18 @@ def commit(path: str | Path) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
+    crash_point()
+
+
+def copy_at(path: str | Path, offset: int, spans: Iterable[tuple], expected: int) -> None:
+    """Write the concatenation of `spans` ((fd, offset, length) of other files, see
+    `safetensors_io.copy_spans`) at `offset` of `path.partial` (exactly `expected` bytes)."""
+    fd = os.open(partial_path(path), os.O_WRONLY)
+    try:
+        end, _ = copy_spans(fd, offset, spans, hasattr(os, "copy_file_range"), str(path))
+    finally:
+        os.close(fd)
+    report_bytes(end - offset)
+    if end - offset != expected:
+        raise FormatError(f"{path}: bytes [{offset}, +{expected}) got {end - offset}")
     crash_point()

@@ -2,12 +2,10 @@
 
 Each run plans first (`reshard_plan.plan_reshard`: the source checked against its tensor
 plan, every output tensor described as slices of source tensors), proves the plan covers
-every source element exactly once (`prove_coverage`) and only then writes, one job per
-output file. Tensors are copied as byte runs of the source files: whole tensors and dim-0
-slices are one run, column slices one run per row, rank pieces interleave back row by
-row. Runs go through the kernel (copy_file_range, no user-space buffer) or, when short or
-when replicas must be compared, through bounded pread buffers; no shard and no rank's
-state dict is ever held in memory. Afterwards the output headers are re-read and the
+every source element exactly once (`prove_coverage`) and only then writes: each output
+file in parts of about 128 MiB, several jobs at once (`reshard_write`: tensors as byte
+runs of the source files, through the kernel or bounded buffers; no shard and no rank's
+state dict is ever held in memory). Afterwards the output headers are re-read and the
 writers' element counts compared with the plan; the proof goes to `DST.reshard-report.json`
 and into the returned report. An interrupted run resumes after the files it finished
 (`OutputDir` journal).
@@ -19,7 +17,6 @@ import hashlib
 import json
 import math
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -37,7 +34,8 @@ from .families import family_at
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
 from .output import JOURNAL_FILE, REPORT_FILE, drop_stale_lock, report_file, source_fingerprint
-from .parallel import WORKER_MEMORY, ExecutorName, Job, NodeWork, run_jobs, workers_for
+from .convert_output import FileWork, write_files
+from .parallel import ExecutorName, Job, NodeWork
 from .progress import Progress
 from .reader_pool import ReaderPool
 from .remote.output import check_executor, open_output, write_json_file
@@ -55,17 +53,12 @@ from .reshard_plan import (
     prove_coverage,
 )
 from .results import Result
-from .safetensors_io import CHUNK_BYTES, SafetensorsWriter, read_header
+from .reshard_write import JOB_MEMORY, PART_BYTES, combine_counts, split_file, write_file, write_part
+from .safetensors_io import read_header
 from .side_files import copy_file_atomic, copy_side_files
 from .sizes import Size, parse_size
 from .sources import CONFIG_FILE
 from .tensor_plan import Layout
-
-REPLICA_CHUNK_MIN = 1 << 20
-KERNEL_COPY_MIN_RUN = 512  # shorter runs are cut from whole rows in memory instead
-# A job holds one chunk being written plus, when interleaving rank pieces or comparing
-# replicas, the pieces it joins or compares (about another chunk), with headroom.
-JOB_MEMORY = WORKER_MEMORY + 3 * CHUNK_BYTES
 
 __all__ = ["reshard", "reshard_by_size", "to_deepseek_mp", "from_deepseek_mp", "iter_layout",
            "execute_plan", "plan_reshard", "ReshardReport", "Coverage", "REPORT_FILE",
@@ -145,122 +138,35 @@ class ReshardReport(Result):
         return self.coverage.complete
 
 
-# -- streaming one output file ---------------------------------------------------------------
-def _counted(chunks: Iterator[bytes], key: Key, counts: Counter) -> Iterator[bytes]:
-    for chunk in chunks:
-        counts[key] += len(chunk)
-        yield chunk
-
-
-def _same_as(chunks: Iterator[bytes], replicas: list[Iterator[bytes]],
-             where: str) -> Iterator[bytes]:
-    """Yield `chunks`, checking each replica yields the same bytes (same chunking)."""
-    for chunk in chunks:
-        for i, other in enumerate(replicas):
-            if next(other, None) != chunk:
-                raise VerificationError(f"{where}: the copy on rank {i + 1} differs from rank 0's")
-        yield chunk
-    if any(next(other, None) is not None for other in replicas):
-        raise VerificationError(f"{where}: a replica is longer than rank 0's copy")
-
-
-def _tensor_chunks(readers: ReaderPool, t: OutTensor, written: Counter, compared: Counter,
-                   chunk_bytes: int) -> Iterator[bytes]:
-    if len(t.parts) == 1:
-        p = t.parts[0]
-        r = readers(p.file)
-        whole = p.dim is None or (p.start, p.stop) == (0, r.entry(p.tensor).shape[p.dim])
-        if not t.replicas:
-            chunks = (r.iter_chunks(p.tensor, chunk_bytes) if whole
-                      else r.iter_slice(p.tensor, p.dim, p.start, p.stop, chunk_bytes))
-            yield from _counted(chunks, (p.file, p.tensor), written)
-            return
-        size = max(REPLICA_CHUNK_MIN, chunk_bytes // (1 + len(t.replicas)))
-        others = [_counted(readers(q.file).iter_chunks(q.tensor, size), (q.file, q.tensor),
-                           compared) for q in t.replicas]
-        first = _counted(r.iter_chunks(p.tensor, size), (p.file, p.tensor), written)
-        yield from _same_as(first, others, f"{readers.root}: tensor '{p.tensor}'")
-        return
-    outer = math.prod(t.shape[:t.dim])
-    if outer == 1:  # pieces follow each other
-        for p in t.parts:
-            yield from _counted(readers(p.file).iter_chunks(p.tensor, chunk_bytes),
-                                (p.file, p.tensor), written)
-        return
-    # interleave: each outer index (row) is the concatenation of every piece's run
-    run = t.nbytes // outer // len(t.parts)
-    rows = max(1, chunk_bytes // (run * len(t.parts)))
-    for o0 in range(0, outer, rows):
-        o1 = min(outer, o0 + rows)
-        blocks = []
-        for p in t.parts:
-            data = readers(p.file).read_range(p.tensor, o0 * run, o1 * run)
-            written[(p.file, p.tensor)] += len(data)
-            blocks.append(np.frombuffer(data, np.uint8).reshape(o1 - o0, run))
-        yield np.concatenate(blocks, axis=1).tobytes()
-
-
-def _kernel_spans(readers: ReaderPool, t: OutTensor,
-                  written: Counter) -> Iterator[tuple[int, int, int]] | None:
-    """The (fd, offset, length) runs `t` is made of, when copying them in the kernel beats
-    slicing rows in memory (no replicas to compare, runs not tiny); else None. Counts the
-    bytes each source tensor gives into `written`."""
-    if t.replicas:
-        return None
-    if len(t.parts) == 1:
-        p = t.parts[0]
-        r = readers(p.file)
-        entry = r.entry(p.tensor)
-        if p.dim is None:
-            nbytes = entry.nbytes
-        else:
-            shape = entry.shape
-            run = (p.stop - p.start) * math.prod(shape[p.dim + 1:]) * itemsize(t.dtype)
-            if run < KERNEL_COPY_MIN_RUN and math.prod(shape[:p.dim]) > 1 \
-                    and p.stop - p.start != shape[p.dim]:
-                return None
-            nbytes = run * math.prod(shape[:p.dim])
-        written[(p.file, p.tensor)] += nbytes  # write_copy fails unless all of it is copied
-        return r.iter_spans(p.tensor, p.dim, p.start, p.stop)
-    outer = math.prod(t.shape[:t.dim])
-    run = t.nbytes // outer // len(t.parts)  # bytes of one piece per outer index
-    if outer > 1 and run < KERNEL_COPY_MIN_RUN:
-        return None
-    pieces = []
-    for p in t.parts:
-        r = readers(p.file)
-        entry = r.entry(p.tensor)
-        written[(p.file, p.tensor)] += entry.nbytes
-        pieces.append((r.fileno(), r.header.data_offset + entry.start))
-    return ((fd, base + o * run, run) for o in range(outer) for fd, base in pieces)
-
-
-def write_file(src: str | RemotePath, dst: str, out: OutFile,
-               chunk_bytes: int = CHUNK_BYTES) -> tuple[dict[Key, int], dict[Key, int]]:
-    """Write one output file (a job: runs in a worker); returns the elements it took from
-    each source tensor, counted from the bytes streamed: (written, compared)."""
-    readers = ReaderPool(src)
-    written: Counter = Counter()
-    compared: Counter = Counter()
-    item = {(p.file, p.tensor): itemsize(t.dtype) for t in out.tensors
-            for p in (*t.parts, *t.replicas)}
-    try:
-        with SafetensorsWriter(Path(dst) / out.name,
-                               [(t.name, t.dtype, t.shape) for t in out.tensors]) as w:
-            for t in out.tensors:
-                spans = _kernel_spans(readers, t, written)
-                if spans is not None:
-                    w.write_copy(t.name, spans)
-                else:
-                    w.write_bytes(t.name,
-                                  _tensor_chunks(readers, t, written, compared, chunk_bytes))
-    finally:
-        readers.close()
-    return ({k: n // item[k] for k, n in written.items()},
-            {k: n // item[k] for k, n in compared.items()})
-
-
 # -- running a plan --------------------------------------------------------------------------
+def _works(plan: ReshardPlan, todo: list[OutFile], src: str | RemotePath, dst: str,
+           remote: bool, resources) -> list[FileWork]:
+    """The jobs writing `todo`: parts of about `PART_BYTES` per file (`split_file`), so
+    a source of few large shards keeps every worker busy; one whole-file job per file for
+    an object-store destination (staged here and uploaded whole, as upcast's)."""
+    works = []
+    for f in todo:
+        if remote:
+            works.append(FileWork(f.name, [Job(f.name, f.nbytes, (write_file, src, dst, f),
+                                               JOB_MEMORY, resources(f))]))
+            continue
+        works.append(FileWork(
+            f.name, [Job(f.name, sum(p.stop - p.start for p in pieces),
+                         (write_part, src, dst, f.name, pieces), JOB_MEMORY, resources(f))
+                     for pieces in split_file(f, PART_BYTES)],
+            [(t.name, t.dtype, t.shape) for t in f.tensors]))
+    return works
+
+
+def _elements(rows: list, plan: ReshardPlan) -> tuple[dict[Key, int], dict[Key, int]]:
+    """A file's (written, compared) elements per source tensor, from its jobs' bytes."""
+    written, compared = {}, {}
+    for file, tensor, w, c in rows:
+        size = itemsize(plan.sources[(file, tensor)][0])
+        written[(file, tensor)], compared[(file, tensor)] = w // size, c // size
+    return written, compared
+
+
 def _check_outputs(plan: ReshardPlan, files: list[OutFile], dst: Path | RemotePath,
                    results: dict[str, tuple[dict[Key, int], dict[Key, int]]]) -> int:
     """Re-read the header of every output file written against the plan and compare the
@@ -324,8 +230,9 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
                  rank_resource: str | None = None) -> ReshardReport:
     """Prove `plan` covers its source, then write it into `dst` (resuming an interrupted
     run of the same job) and return the report (also written beside DST, to
-    `report_file(dst)`). One job per output file, on `workers` processes (default: every
-    core from 1 GiB up), or with executor="ray" one Ray task per file.
+    `report_file(dst)`). Jobs of about `PART_BYTES` of a file each (one per file for an
+    object-store destination), on `workers` processes (default: every core from 1 GiB
+    up), or with executor="ray" as Ray tasks.
 
     `ranks` (deepseek-mp): write only these ranks' files (the proof still covers the whole
     plan; the writers' counts are checked for the files written). `rank_resource` (Ray):
@@ -359,19 +266,13 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
                                        "seconds": time.monotonic() - t0})
     with open_output(dst, sources=[src], overwrite=overwrite, job=job) as out:
         todo = [f for f in selected if not out.is_done(f.name)]
-        results: dict[str, tuple[dict[Key, int], dict[Key, int]]] = {}
-
-        def finished(i: int, result) -> None:
-            out.mark_done(todo[i].name)
-            results[todo[i].name] = result
-
-        job_src = job_source(src)
-        jobs = [Job(f.name, f.nbytes, (job_src, str(out.path), f), JOB_MEMORY,
-                    {f"{rank_resource}{_rank_of(plan, f)}": 1} if rank_resource else None)
-                for f in todo]
-        ran = run_jobs(write_file, jobs, workers=workers_for(sum(f.nbytes for f in todo), workers),
-                       executor=executor, progress=progress, label=f"reshard to {plan.mode}",
-                       on_result=finished)
+        resources = (lambda f: {f"{rank_resource}{_rank_of(plan, f)}": 1}) if rank_resource \
+            else (lambda f: None)
+        found, nodes = write_files(out, _works(plan, todo, job_source(src), str(out.path),
+                                               out.remote, resources),
+                                   workers=workers, executor=executor, progress=progress,
+                                   label=f"reshard to {plan.mode}", combine=combine_counts)
+        results = {name: _elements(rows, plan) for name, rows in found.items()}
         counted = _check_outputs(plan, selected, out.written_root(), results)
         planned = sum(math.prod(t.shape) for f in selected for t in f.tensors)
         side = copy_side_files(src, out.path, exclude={REPORT_FILE})
@@ -391,7 +292,7 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
             notes=plan.notes, coverage=Coverage(**coverage, counted_elements=counted,
                                                 complete=counted == planned), job_id=job_id,
             resumed_files=len(selected) - len(todo), seconds=time.monotonic() - t0,
-            nodes=ran.nodes)
+            nodes=nodes)
         if not report.coverage.complete:
             raise VerificationError(f"{out.path}: writers counted {counted} output elements, "
                                     f"planned {planned}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ckpt_tools import quantize, upcast, validate
-from ckpt_tools import safetensors_io
+from ckpt_tools import safetensors_header, safetensors_io
 from ckpt_tools.source import Source
 
 
@@ -21,13 +21,13 @@ from ckpt_tools.source import Source
 def header_reads(monkeypatch):
     """Counts header parses per file name (every header read goes through this)."""
     reads: Counter = Counter()
-    parse = safetensors_io.parse_header_bytes
+    parse = safetensors_header.parse_header_bytes
 
     def counted(path, header, file_size):
         reads[Path(str(path)).name] += 1
         return parse(path, header, file_size)
 
-    monkeypatch.setattr(safetensors_io, "parse_header_bytes", counted)
+    monkeypatch.setattr(safetensors_header, "parse_header_bytes", counted)
     return reads
 
 
@@ -103,7 +103,7 @@ def test_header_fast_path_agrees_with_the_exact_checks(seed, monkeypatch):
 
     def parse(raw, exact: bool):
         if exact:
-            monkeypatch.setattr(safetensors_io, "_sound_entries", lambda doc, size: None)
+            monkeypatch.setattr(safetensors_header, "_sound_entries", lambda doc, size: None)
         else:
             monkeypatch.undo()
         try:

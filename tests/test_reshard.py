@@ -11,6 +11,7 @@ import os
 import numpy as np
 import pytest
 
+from ckpt_tools import reshard_write
 from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.config import read_config_file
 from ckpt_tools.dtypes import DTYPES
@@ -377,20 +378,20 @@ def test_missing_rank_file_is_reported(make_ckpt, tmp_path):
 def test_resume_after_interruption_gives_identical_bytes(make_ckpt, tmp_path, monkeypatch):
     src = make_ckpt("v3", shards=2)
     to_deepseek_mp(src, tmp_path / "clean", 4)
-    real, calls = reshard_mod.write_file, []
+    real, calls = reshard_mod.write_part, []  # tiny files: one part (job) each
 
     def crash_on_third(*args):
-        calls.append(args[2].name)
+        calls.append(args[2])
         if len(calls) == 3:
             raise KeyboardInterrupt
         return real(*args)
 
-    monkeypatch.setattr(reshard_mod, "write_file", crash_on_third)
+    monkeypatch.setattr(reshard_mod, "write_part", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         to_deepseek_mp(src, tmp_path / "resumed", 4)
     first = (tmp_path / "resumed" / "model0-mp4.safetensors").stat().st_mtime_ns
     assert not (tmp_path / "resumed" / "model2-mp4.safetensors").exists()
-    monkeypatch.setattr(reshard_mod, "write_file", real)
+    monkeypatch.setattr(reshard_mod, "write_part", real)
     report = to_deepseek_mp(src, tmp_path / "resumed", 4)
     assert report.resumed_files == 2
     assert (tmp_path / "resumed" / "model0-mp4.safetensors").stat().st_mtime_ns == first
@@ -479,9 +480,9 @@ def test_copy_paths_give_the_same_bytes(make_ckpt, tmp_path, monkeypatch, path):
     to_deepseek_mp(src, tmp_path / "ref", 2)
     from_deepseek_mp(tmp_path / "ref", tmp_path / "ref-back")
     if path == "kernel copies only":
-        monkeypatch.setattr(reshard_mod, "KERNEL_COPY_MIN_RUN", 1)
+        monkeypatch.setattr(reshard_write, "KERNEL_COPY_MIN_RUN", 1)
     elif path == "buffered only":
-        monkeypatch.setattr(reshard_mod, "KERNEL_COPY_MIN_RUN", 10**12)
+        monkeypatch.setattr(reshard_write, "KERNEL_COPY_MIN_RUN", 10**12)
     else:
         def unsupported(*args):
             raise OSError(errno.EXDEV, "cross-device")

@@ -16,24 +16,32 @@ import pytest
 from ckpt_tools.cli import COMMANDS, SUMMARIES, cli
 
 HEAVY = ("numpy", "ml_dtypes", "huggingface_hub", "fsspec", "torch", "ray")
+# Local work needs neither the Hub glue nor thread or process pools (remote header
+# prefetch, the executors)
+REMOTE_ONLY = ("ckpt_tools.hub", "concurrent.futures")
 PROBE = r"""
 import contextlib, io, json, sys
 from ckpt_tools.cli import cli
 with contextlib.redirect_stdout(io.StringIO()):
     code = cli.main(sys.argv[1:], standalone_mode=False)
-print(json.dumps([code, sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)]))
+print(json.dumps([code, sorted(m for m in sys.modules if m.split(".")[0] in HEAVY
+                               or m in REMOTE_ONLY)]))
 """
 
 
 def _imported(*args: str) -> tuple[int, list[str]]:
-    out = subprocess.run([sys.executable, "-c", f"HEAVY = {HEAVY!r}\n{PROBE}", *args],
+    out = subprocess.run([sys.executable, "-c",
+                          f"HEAVY = {HEAVY!r}\nREMOTE_ONLY = {REMOTE_ONLY!r}\n{PROBE}", *args],
                          capture_output=True, text=True, check=True).stdout
     code, heavy = json.loads(out.splitlines()[-1])
-    return code, sorted({m.split(".")[0] for m in heavy})
+    return code, sorted({m if m in REMOTE_ONLY else m.split(".")[0] for m in heavy})
 
 
 @pytest.mark.parametrize("args", [("--help",), ("info", "v3"), ("info", "v2-lite", "--json"),
-                                  ("validate", "--help"), ("upcast", "--help")])
+                                  ("validate", "--help"), ("upcast", "--help"),
+                                  ("reshard", "--help"), ("quantize", "--help"),
+                                  ("diff", "--help"), ("download", "--help"),
+                                  ("make-tiny", "--help")])
 def test_light_commands_import_nothing_heavy(args):
     code, heavy = _imported(*args)
     assert code == 0
@@ -41,7 +49,8 @@ def test_light_commands_import_nothing_heavy(args):
 
 
 def test_header_only_validate_imports_no_numpy(make_ckpt):
-    """A header-only validate reads JSON headers: numpy and ml_dtypes stay out."""
+    """A header-only validate reads JSON headers: numpy and ml_dtypes stay out, and so
+    does the remote machinery for a local directory."""
     code, heavy = _imported("validate", str(make_ckpt("v3", fp8=True)))
     assert code == 0
     assert heavy == []

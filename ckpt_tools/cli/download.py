@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 
-from ..download_plan import DownloadPlan, plan_download, require_fit
-from ..download import download as fetch_checkpoint
 from .conventions import json_mode, note, progress, standard_options
 from .render import emit_json, human_bytes, safe_name, say, table
 
@@ -30,7 +28,7 @@ class LayerRange(click.ParamType):
         return a, b
 
 
-def _render_plan(plan: DownloadPlan) -> None:
+def _render_plan(plan) -> None:  # a download.DownloadPlan
     what = {"full": "all selected files", "config-only": "config, index, tokenizer and code",
             "layers": f"layers {plan.layers[0]}-{plan.layers[1]}" if plan.layers else ""}[plan.mode]
     tensors = f", {plan.tensors:,} tensors" if plan.tensors is not None else ""
@@ -86,6 +84,10 @@ def download(repo_id, revision, local_dir, include, exclude, layers, config_only
     """
     if layers and config_only:
         raise click.UsageError("--layers and --config-only exclude each other")
+    # here, not at the top: `ckpt download --help` stays clear of the Hub client (~1 s)
+    from ..download import download as fetch_checkpoint
+    from ..download_plan import plan_download, require_fit
+
     options = dict(revision=revision, local_dir=local_dir, include=include, exclude=exclude,
                    layers=layers, config_only=config_only, token=token, cache_dir=cache_dir)
     if dry_run:

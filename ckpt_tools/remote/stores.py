@@ -27,13 +27,12 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CkptError, CredentialsError, FormatError, HubError, MissingDependencyError
-from ..safetensors_io import MAX_HEADER_BYTES
+from ..safetensors_header import MAX_HEADER_BYTES
 from .byte_source import CONNECT_TIMEOUT_ENV, READ_TIMEOUT_ENV, RangeSource, remote_timeouts
 from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
 
@@ -130,6 +129,8 @@ class _Tree:
                 self._headers[rel] = self.header_bytes(rel)
             except (CkptError, OSError):
                 pass
+
+        from concurrent.futures import ThreadPoolExecutor  # remote sources only: ~20 ms
 
         with ThreadPoolExecutor(min(HEADER_THREADS, len(todo))) as pool:
             list(pool.map(one, todo))

@@ -48,7 +48,7 @@ from .config_layouts import (
 from .errors import ConfigError, UnsupportedModelError
 from .formats import FP8_BLOCK
 from .remote.stores import as_path
-from .v4.config import DeepseekV4Config, parse_v4
+from .config_v4 import DeepseekV4Config, parse_v4
 
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
 ScoringFunc = Literal["softmax", "sigmoid"]

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import fp8
+from .formats import FP8_QUANTIZATION_CONFIG
 from .checkpoint import Checkpoint, checkpoint_dir, model_parallel_refusal
 from .convert_jobs import (
     PART_BYTES,
@@ -417,7 +417,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
         raise ArgumentError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
     plan = plan_quantize(source)
     with Checkpoint(source) as ck:
-        qc = {**fp8.FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}
+        qc = {**FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}
         if scale_fmt == "ue8m0":
             qc["scale_fmt"] = "ue8m0"
         config = {**ck.raw_config, "quantization_config": qc}

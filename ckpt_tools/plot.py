@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from .diff import DiffReport
     from .info import ModelInfo
-    from .v4.diff import V4DiffReport
+    from .families.deepseek_v4.diff import V4DiffReport
     from .verify import VerifyReport
 
 PLOT_EXTRA_INSTALL = "pip install 'ckpt-tools[plot]'"

@@ -27,17 +27,20 @@ from pathlib import Path
 import numpy as np
 
 from ..config import read_config_file
+from ..config_v4 import DeepseekV4Config
 from ..dtypes import DTYPES
 from ..errors import ConfigError, FormatError, MissingTensorError, ShapeMismatchError
 from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
+from ..families.deepseek_v4.mp_layout import rank_pieces
+from ..families.deepseek_v4.tensor_plan import V4TensorPlan
 from ..formats import SCALE_SUFFIX, mp_scale_name
 from ..formats.mxfp4 import decode_rows
 from ..index import INDEX_FILE, SINGLE_FILE, read_index
+from ..mp_layout import find_mp_files
 from ..remote.stores import as_path
 from ..safe_paths import safe_member
 from ..safetensors_io import SafetensorsReader
 from ..sources import CONFIG_FILE
-from ..v4.config import DeepseekV4Config
 
 
 class _Where:
@@ -196,10 +199,6 @@ class V4MpCheckpoint:
     layout = "deepseek-mp"
 
     def __init__(self, path: str | Path):
-        from ..mp_layout import find_mp_files
-        from ..v4.mp_layout import rank_pieces
-        from ..v4.tensor_plan import V4TensorPlan
-
         self.dir = as_path(path)  # local, or remote (RemotePath: read by range)
         config_path = self.dir / CONFIG_FILE
         if not config_path.is_file():

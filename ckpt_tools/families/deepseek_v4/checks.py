@@ -16,14 +16,15 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from ..errors import CkptError
-from ..findings import Findings
-from ..formats import FP8_BLOCK
-from ..safetensors_io import TensorEntry
-from ..source import Source
-from ..tensor_plan import scale_shape
-from .config import DeepseekV4Config, ExpertDtype
-from ..families.deepseek_v4 import EMBED, SCALE_DTYPE
+from ...errors import CkptError
+from ...findings import Findings
+from ...formats import FP8_BLOCK
+from ...safetensors_io import TensorEntry
+from ...source import Source
+from ...tensor_plan import scale_shape
+from ...config_v4 import DeepseekV4Config, ExpertDtype
+from . import EMBED, SCALE_DTYPE
+from .mp_layout import check_blocks, rank_pieces
 from .tensor_plan import (
     V4_SCALE_SUFFIX,
     V4TensorPlan,
@@ -184,8 +185,6 @@ def check_mp_v4(cfg: DeepseekV4Config, n: int, invs: dict, ranks: dict[int, str]
                 check_plan, expect) -> list[str]:
     """DeepSeek-V4 rank files against DeepSeek's V4 convert.py rules (`v4.mp`); the checks
     that ran."""
-    from .mp_layout import check_blocks, rank_pieces
-
     first = next(iter(invs.values())).entries
     experts = "fp4" if any(e.dtype == "I8" for e in first.values()) else detect_layout(first)[1]
     plan = V4TensorPlan(cfg, "fp8", expert_dtype=experts)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..errors import ConfigError
-from ..families.base import EXPERT, Rule
-from ..families.deepseek_v4 import ROWS, row_of
-from ..formats import FP8_BLOCK
+from ...errors import ConfigError
+from ..base import EXPERT, Rule
+from . import ROWS, row_of
+from ...formats import FP8_BLOCK
 from .tensor_plan import V4TensorPlan
 
 

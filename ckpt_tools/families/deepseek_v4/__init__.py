@@ -20,9 +20,9 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 
-from ..formats import MP_SCALE_SUFFIX as SCALE_SUFFIX  # "x.weight" -> "x.scale"
-from ..formats import mp_scale_name as scale_name  # noqa: F401  (the family's naming)
-from .base import EXPERT, HF_LAYER_PREFIX, Block, Family, Row
+from ...formats import MP_SCALE_SUFFIX as SCALE_SUFFIX  # "x.weight" -> "x.scale"
+from ...formats import mp_scale_name as scale_name  # noqa: F401  (the family's naming)
+from ..base import EXPERT, HF_LAYER_PREFIX, Block, Family, Row
 
 CSA_RATIO = 4  # compressed sparse attention: overlapping windows, plus an indexer
 
@@ -269,19 +269,19 @@ DEEPSEEK_V4 = Family(
     presets=("v4-flash", "v4-pro"), scale_suffix=SCALE_SUFFIX, scale_dtype=SCALE_DTYPE,
     hidden_streams="hc_mult",
     hooks={
-        "plan": "ckpt_tools.v4.tensor_plan:V4TensorPlan",
+        "plan": "ckpt_tools.families.deepseek_v4.tensor_plan:V4TensorPlan",
         "looks_like": "ckpt_tools.families.deepseek_v4:looks_like",
-        "checkpoint_plan": "ckpt_tools.v4.validate:checkpoint_plan",
-        "check": "ckpt_tools.v4.validate:check_v4",
-        "check_mp": "ckpt_tools.v4.validate:check_mp_v4",
-        "scale_byte_limits": "ckpt_tools.v4.validate:scale_byte_limits",
-        "upcast": "ckpt_tools.v4.convert:upcast_v4",
-        "quantize": "ckpt_tools.v4.convert:quantize_v4",
-        "to_mp": "ckpt_tools.v4.mp:to_deepseek_mp_v4",
-        "from_mp": "ckpt_tools.v4.mp:from_deepseek_mp_v4",
-        "diff": "ckpt_tools.v4.diff:diff_v4",
-        "tiny_config": "ckpt_tools.v4.tiny:tiny_v4_config",
-        "make_tiny": "ckpt_tools.v4.tiny:make_tiny_v4",
+        "checkpoint_plan": "ckpt_tools.families.deepseek_v4.checks:checkpoint_plan",
+        "check": "ckpt_tools.families.deepseek_v4.checks:check_v4",
+        "check_mp": "ckpt_tools.families.deepseek_v4.checks:check_mp_v4",
+        "scale_byte_limits": "ckpt_tools.families.deepseek_v4.checks:scale_byte_limits",
+        "upcast": "ckpt_tools.families.deepseek_v4.convert:upcast_v4",
+        "quantize": "ckpt_tools.families.deepseek_v4.convert:quantize_v4",
+        "to_mp": "ckpt_tools.families.deepseek_v4.mp:to_deepseek_mp_v4",
+        "from_mp": "ckpt_tools.families.deepseek_v4.mp:from_deepseek_mp_v4",
+        "diff": "ckpt_tools.families.deepseek_v4.diff:diff_v4",
+        "tiny_config": "ckpt_tools.families.deepseek_v4.tiny:tiny_v4_config",
+        "make_tiny": "ckpt_tools.families.deepseek_v4.tiny:make_tiny_v4",
         "summary": "ckpt_tools.info:multi_stream_summary",
         "decoder": "ckpt_tools.reference.deepseek_v4:decoder",
         "reference_source": "ckpt_tools.reference.v4_checkpoint:open_source",

@@ -30,10 +30,10 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import Field
 
-from .. import part_writer
-from ..checkpoint import Checkpoint
-from ..convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY
-from ..convert_output import (
+from ... import part_writer
+from ...checkpoint import Checkpoint
+from ...convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY
+from ...convert_output import (
     copy_refusal,
     FileWork,
     QuantizeReport,
@@ -43,26 +43,26 @@ from ..convert_output import (
     _with_dtype,
     write_files,
 )
-from ..dtypes import DTYPES, itemsize
-from ..formats import E8M0_NAN, FP8_BLOCK, FP8_QUANTIZATION_CONFIG, mp_scale_name
-from ..formats import mxfp4 as mx
-from ..formats.round_trip import RoundTripStats
-from ..errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
-from ..index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
-from ..inventory import require
-from ..parallel import WORKER_MEMORY, ExecutorName, NodeWork
-from ..parallel import Job as ParallelJob
-from ..policy import Command
-from ..progress import Progress
-from ..reader_pool import ReaderPool
-from ..remote.output import check_executor, open_output
-from ..remote.path import RemotePath, job_source
-from ..safetensors_io import SafetensorsReader, SafetensorsWriter
-from ..side_files import copy_side_files
-from ..sources import CONFIG_FILE
-from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
+from ...dtypes import DTYPES, itemsize
+from ...formats import E8M0_NAN, FP8_BLOCK, FP8_QUANTIZATION_CONFIG, mp_scale_name
+from ...formats import mxfp4 as mx
+from ...formats.round_trip import RoundTripStats
+from ...errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
+from ...index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
+from ...inventory import require
+from ...parallel import WORKER_MEMORY, ExecutorName, NodeWork
+from ...parallel import Job as ParallelJob
+from ...policy import Command
+from ...progress import Progress
+from ...reader_pool import ReaderPool
+from ...remote.output import check_executor, open_output
+from ...remote.path import RemotePath, job_source
+from ...safetensors_io import SafetensorsReader, SafetensorsWriter
+from ...side_files import copy_side_files
+from ...sources import CONFIG_FILE
+from . import expert_of, hf_name, stacked_names
 from .tensor_plan import V4TensorPlan
-from .validate import detect_layout, largest_finite_scale_byte
+from .checks import detect_layout, largest_finite_scale_byte
 
 V4Layout = Literal["deepseek", "hf"]
 OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}

@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from functools import cached_property
 from typing import Literal
 
-from ..families.base import Block, Family
-from ..families.deepseek_v4 import (
+from ..base import Block, Family
+from . import (
     DEEPSEEK_V4,
     LAYER_PREFIX,
     MTP_PREFIX,
@@ -35,8 +35,8 @@ from ..families.deepseek_v4 import (
     scale_name,
     weight_name,
 )
-from ..tensor_plan import Group, ParameterCounts, Shape, TensorPlan, scale_shape
-from .config import FP4_BLOCK, FP8_BLOCK, DeepseekV4Config, ExpertDtype
+from ...tensor_plan import Group, ParameterCounts, Shape, TensorPlan, scale_shape
+from ...config_v4 import FP4_BLOCK, FP8_BLOCK, DeepseekV4Config, ExpertDtype
 
 V4_SCALE_SUFFIX = SCALE_SUFFIX
 v4_scale_name, v4_weight_name = scale_name, weight_name

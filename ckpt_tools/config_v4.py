@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from ..config_reading import ConfigReading
-from ..errors import UnsupportedModelError
-from ..formats import FP4_BLOCK  # noqa: F401  (v4.tensor_plan imports it from here)
-from ..formats import FP8_BLOCK as FP8_BLOCK_SHAPE
+from .config_reading import ConfigReading
+from .errors import UnsupportedModelError
+from .formats import FP4_BLOCK  # noqa: F401  (v4.tensor_plan imports it from here)
+from .formats import FP8_BLOCK as FP8_BLOCK_SHAPE
 
 # compress_ratios entry -> transformers 5 `layer_types` name (and back)
 RATIO_TO_LAYER_TYPE = {

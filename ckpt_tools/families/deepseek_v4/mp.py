@@ -32,10 +32,10 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, computed_field
 
-from ..checkpoint import Checkpoint
-from ..config import read_config_file
-from ..dtypes import itemsize
-from ..errors import (
+from ...checkpoint import Checkpoint
+from ...config import read_config_file
+from ...dtypes import itemsize
+from ...errors import (
     ARGUMENT_PLACEHOLDER,
     ArgumentError,
     ConfigError,
@@ -43,10 +43,10 @@ from ..errors import (
     ShapeMismatchError,
     VerificationError,
 )
-from ..formats import FP8_BLOCK
-from ..formats.fp8_block import BF16
-from ..formats.mxfp4 import dequantize_fp8, quantize_fp8
-from ..index import (
+from ...formats import FP8_BLOCK
+from ...formats.fp8_block import BF16
+from ...formats.mxfp4 import dequantize_fp8, quantize_fp8
+from ...index import (
     INDEX_FILE,
     SINGLE_FILE,
     ShardIndex,
@@ -54,20 +54,21 @@ from ..index import (
     write_index,
     write_json_atomic,
 )
-from ..inventory import require
-from ..mp_layout import find_mp_files, mp_file_name
-from ..parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
-from ..progress import Progress
-from ..reader_pool import ReaderPool
-from ..output import REPORT_FILE, report_file
-from ..remote.output import check_executor, open_output, write_json_file
-from ..remote.path import RemotePath, job_source
-from ..remote.stores import as_path
-from ..reshard_plan import pack_by_size, refuse_model_parallel_source
-from ..results import Result
-from ..safetensors_io import SafetensorsReader, SafetensorsWriter
-from ..side_files import copy_side_files
-from ..sources import CONFIG_FILE
+from ...inventory import require
+from ...mp_layout import find_mp_files, mp_file_name
+from ...parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
+from ...progress import Progress
+from ...reader_pool import ReaderPool
+from ...output import REPORT_FILE, report_file
+from ...remote.output import check_executor, open_output, write_json_file
+from ...remote.path import RemotePath, job_source
+from ...remote.stores import as_path
+from ...reshard_plan import pack_by_size, refuse_model_parallel_source
+from ...results import Result
+from ...safetensors_io import SafetensorsReader, SafetensorsWriter
+from ...side_files import copy_side_files
+from ...sources import CONFIG_FILE
+from .convert import _checked_source  # pairing and the V4 plan, as upcast checks them
 from .mp_layout import SPLIT_DIM, Piece, Rule, check_blocks, module_of, rank_pieces, rule_of  # noqa: F401  (re-exported)
 from .tensor_plan import V4TensorPlan
 
@@ -154,7 +155,6 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
     if rank_resource is not None and executor != "ray":
         raise ArgumentError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
                             "executor='ray'")
-    from .convert import _checked_source  # pairing and the V4 plan, as upcast checks them
 
     refuse_model_parallel_source(as_path(src))
     with Checkpoint(src) as ck:

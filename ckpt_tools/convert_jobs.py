@@ -26,7 +26,6 @@ from .formats.fp8_block import dequantize, quantize
 from .formats.round_trip import RoundTripStats
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
 from .source import Source
-from .tensor_plan import scale_shape
 
 STEP_BYTES = 4 << 20  # source bytes per streaming step (rounded to whole row blocks)
 # What one step's temporaries take at most (float32 copies of the rows, the output rows,
@@ -187,7 +186,7 @@ def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[l
             r1 = min(rows, r0 + take)
             scale_at = -1
             if op.kind == "quantize":  # F32 scale rows of the 128-row blocks [r0, r1)
-                scale_row = scale_shape(op.shape, block)[1] * 4
+                scale_row = block_grid(op.shape, block)[1] * 4
                 scale_at = offsets[op.scale] + r0 // block[0] * scale_row
             parts[-1].append(Piece(op, r0, r1, offsets[op.name] + r0 * row_out, scale_at))
             size += (r1 - r0) * row_src

@@ -31,7 +31,6 @@ PUBLIC_MODELS: dict[str, str] = {
     "reshard_report": "ckpt_tools.reshard:ReshardReport",
     "error_report": "ckpt_tools.error_report:ErrorReport",
     "tiny_checkpoint": "ckpt_tools.tiny:TinyCheckpoint",
-    "reshard_v4_mp_report": "ckpt_tools.families.deepseek_v4.mp:V4MpReport",
 }
 
 INPUT_MODELS = {"deepseek_config"}

@@ -134,13 +134,6 @@ def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_
     if json_mode():
         emit_json(report)
         return
-    if hasattr(report, "direction"):  # DeepSeek-V4 (v4.mp.V4MpReport)
-        click.echo(f"wrote {safe_name(report.destination)}: {len(report.files)} file(s) "
-                   f"({report.direction}, {report.model_parallel} rank(s)), "
-                   f"{report.source_tensors:,} source tensors, {report.wo_a_converted} wo_a "
-                   f"converted, in {report.seconds:.1f} s")
-        note_kept(report)
-        return
     _render(report)
     note_kept(report)
 

@@ -18,17 +18,15 @@ from typing import Literal
 
 from ...errors import CkptError
 from ...findings import Findings
-from ...formats import FP8_BLOCK
+from ...formats import block_grid, fp4_scale_shape
 from ...safetensors_io import TensorEntry
 from ...source import Source
-from ...tensor_plan import scale_shape
 from ...config_v4 import DeepseekV4Config, ExpertDtype
 from . import EMBED, SCALE_DTYPE
 from .mp_layout import check_blocks, rank_pieces
 from .tensor_plan import (
     V4_SCALE_SUFFIX,
     V4TensorPlan,
-    fp4_scale_shape,
     v4_scale_name,
     v4_weight_name,
 )
@@ -76,9 +74,8 @@ def expected_scale(weight: TensorEntry) -> tuple[tuple[int, ...], str] | None:
     if len(weight.shape) != 2:
         return None
     if weight.dtype == "I8":
-        rows, packed = weight.shape
-        return fp4_scale_shape((rows, 2 * packed)), "MXFP4 (one scale per 32 inputs)"
-    return scale_shape(weight.shape, FP8_BLOCK), "FP8 (128x128 blocks)"
+        return fp4_scale_shape(weight.shape), "MXFP4 (one scale per 32 inputs)"
+    return block_grid(weight.shape), "FP8 (128x128 blocks)"
 
 
 def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: set[str],

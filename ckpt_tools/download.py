@@ -57,6 +57,7 @@ from .progress import Progress, or_null
 from .results import Result
 from .sources import CONFIG_FILE
 from .tensor_plan import TensorPlan, TensorSpec
+from .validate import validate
 
 FileKind = Literal["config", "index", "tokenizer", "code", "weights", "other"]
 FILE_KINDS: tuple[FileKind, ...] = ("config", "index", "tokenizer", "code", "weights", "other")
@@ -504,8 +505,6 @@ def _check_result(dest: Path, plan: DownloadPlan, results: list[FileResult],
 
 
 def _validate_all(dest: Path, notes: list[str]) -> TensorCheck:
-    from .validate import validate  # the full structural check; imports numpy
-
     report = validate(dest)
     if "plan" not in report.checks:
         raise ConfigError(next((f.message for f in report.findings if f.code.startswith("config")),

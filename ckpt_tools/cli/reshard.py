@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..errors import ArgumentError
+from ..sizes import parse_size
 from .conventions import json_mode, note, note_kept, progress, standard_options
 from .render import (
     EXECUTOR,
@@ -56,9 +58,6 @@ class SizeParam(click.ParamType):
     name = "size"
 
     def convert(self, value, param, ctx):
-        from ..errors import ArgumentError
-        from ..sizes import parse_size
-
         try:
             return parse_size(value)
         except ArgumentError:

@@ -30,7 +30,7 @@ from ..config import read_config_file
 from ..config_v4 import DeepseekV4Config
 from ..dtypes import DTYPES
 from ..errors import ConfigError, FormatError, MissingTensorError, ShapeMismatchError
-from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
+from ..families.deepseek_v4 import EMBED, expert_of, hf_name, stacked_names
 from ..families.deepseek_v4.mp_layout import rank_pieces
 from ..families.deepseek_v4.tensor_plan import V4TensorPlan
 from ..formats import SCALE_SUFFIX, mp_scale_name
@@ -90,7 +90,7 @@ class V4Checkpoint:
 
     @cached_property
     def layout(self) -> str:
-        return "hf" if any(n.startswith("model.") for n in self.weight_map) else "deepseek"
+        return "hf" if EMBED.hf in self.weight_map else "deepseek"  # as the V4 checks tell
 
     def _reader(self, shard: str) -> SafetensorsReader:
         r = self._readers.get(shard)

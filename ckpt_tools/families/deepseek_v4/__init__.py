@@ -121,9 +121,9 @@ BLOCK_ROWS = (
          lambda c, b: (c.hidden_size,), "norm"),
     _row("gate", "block", "ffn.gate.weight", "mlp.gate.weight",
          lambda c, b: (c.n_routed_experts, c.hidden_size), "router"),
-    _row("gate.tid2eid", "block", "ffn.gate.tid2eid", "mlp.gate.tid2eid",
-         lambda c, b: (c.vocab_size, c.num_experts_per_tok), "router", "i64",
-         when=lambda c, b: b.hashed),
+    TID2EID := _row("gate.tid2eid", "block", "ffn.gate.tid2eid", "mlp.gate.tid2eid",
+                    lambda c, b: (c.vocab_size, c.num_experts_per_tok), "router", "i64",
+                    when=lambda c, b: b.hashed),
     _row("gate.bias", "block", "ffn.gate.bias", "mlp.gate.e_score_correction_bias",
          lambda c, b: (c.n_routed_experts,), "router", "f32", when=lambda c, b: not b.hashed),
 )
@@ -191,6 +191,18 @@ SCOPES = {
     "mtp_input": {"native": MTP_PREFIX, "mp": MTP_PREFIX, "hf": MTP_PREFIX},
     "mtp_output": {"native": MTP_PREFIX, "mp": MTP_PREFIX, "hf": MTP_PREFIX},
 }
+
+
+_BY_ROLE = {r.role: r for r in ROWS}
+
+
+def native_name(role: str, block: str = "", expert: int | None = None) -> str:
+    """DeepSeek's (Hub) name of row `role` in the block whose prefix is `block` ("layers.3.",
+    "mtp.0."; global rows have none), of routed expert `expert`: the reference decoder
+    reads its weights by these."""
+    row = _BY_ROLE[role]
+    scope = SCOPES[row.section]["native"].replace(LAYER_PREFIX, block).replace(MTP_PREFIX, block)
+    return scope.replace("{E}", str(expert)) + row.native
 
 
 def weight_name(scale: str) -> str:

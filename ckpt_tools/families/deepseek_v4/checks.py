@@ -22,7 +22,7 @@ from ...formats import block_grid, fp4_scale_shape
 from ...safetensors_io import TensorEntry
 from ...source import Source
 from ...config_v4 import DeepseekV4Config, ExpertDtype
-from . import EMBED, SCALE_DTYPE
+from . import EMBED, SCALE_DTYPE, TID2EID, row_of
 from .mp_layout import check_blocks, rank_pieces
 from .tensor_plan import (
     V4_SCALE_SUFFIX,
@@ -63,10 +63,14 @@ def detect_layout(entries: dict[str, TensorEntry]
         return "hf", None
     if not any(e.dtype in QUANTIZED and n.endswith(".weight") for n, e in entries.items()):
         return "bf16", None  # (stops at the first quantized weight)
-    experts = [e.dtype for n, e in entries.items()
-               if ".ffn.experts." in n and n.endswith(".weight")]
+    experts = [e.dtype for n, e in entries.items() if _is_routed_expert(n)]
     fp4 = sum(d == "I8" for d in experts)
     return "fp8", ("fp4" if fp4 * 2 >= len(experts) else "fp8")
+
+
+def _is_routed_expert(name: str) -> bool:
+    row = row_of(name)
+    return row is not None and row.section == "routed_expert" and name.endswith(".weight")
 
 
 def expected_scale(weight: TensorEntry) -> tuple[tuple[int, ...], str] | None:
@@ -126,7 +130,7 @@ def check_hash_tables(source: Source, root: Path, entries: dict[str, TensorEntry
     the run's `source`: no header is read again)."""
     import numpy as np  # header-only runs without hash tables never load it
 
-    for name in [n for n in entries if n.endswith("ffn.gate.tid2eid")]:
+    for name in [n for n in entries if (row_of(n) or EMBED).role == TID2EID.role]:
         e = entries[name]
         if e.dtype not in ("I64", "I32"):
             continue  # the plan check reports the dtype

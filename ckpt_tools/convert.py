@@ -33,6 +33,7 @@ from .convert_jobs import (
     ShardJob,
     TensorOp,
     job_memory,
+    job_source,
     split_file,
     write_file,
     write_part,
@@ -185,10 +186,7 @@ def _group(ck: Checkpoint, ops: list[TensorOp], block, max_shard_size: int | Non
 # -- running ------------------------------------------------------------------------------
 def _job_source(ck: Checkpoint, job: ShardJob | list[Piece]) -> Source:
     """What a job reads, for its worker: the header entries of its tensors and scales."""
-    ops = [p.op for p in job] if isinstance(job, list) else job.ops
-    wanted = [(ck.shard_path(op.shard), [op.name]) for op in ops]
-    wanted += [(ck.shard_path(op.scale_shard), [op.scale]) for op in ops if op.scale_shard]
-    return ck.source.for_tensors(ck.dir, wanted)
+    return job_source(ck, [p.op for p in job] if isinstance(job, list) else job.ops)
 
 
 def _write_shards(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob], *,

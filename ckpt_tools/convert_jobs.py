@@ -11,7 +11,7 @@ of source, several jobs at once (`part_writer`), so the largest shard never runs
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -150,6 +150,17 @@ def write_file(src: Source, dst: str, job: ShardJob, block: tuple[int, int],
 
 
 # -- several jobs per output file (upcast) ----------------------------------------------
+def job_source(ck, reads: Iterable) -> Source:
+    """What a job reads, for its worker: the header entries of the tensors and scales
+    `reads` names (each with `name`, `shard`, `scale`, `scale_shard`: a `TensorOp`, or a
+    family's own conversion parts), cut from the headers the run read (`ck.source`), so
+    no worker reads a header again."""
+    reads = list(reads)
+    wanted = [(ck.shard_path(r.shard), [r.name]) for r in reads]
+    wanted += [(ck.shard_path(r.scale_shard), [r.scale]) for r in reads if r.scale_shard]
+    return ck.source.for_tensors(ck.dir, wanted)
+
+
 class Piece(NamedTuple):
     """Rows [r0, r1) of one output tensor, written at `offset` of the output file (and, for
     quantize, their scale rows at `scale_offset`)."""

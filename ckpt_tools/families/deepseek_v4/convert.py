@@ -32,7 +32,7 @@ from pydantic import Field
 
 from ... import part_writer
 from ...checkpoint import Checkpoint
-from ...convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY
+from ...convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, job_source
 from ...convert_output import (
     copy_refusal,
     FileWork,
@@ -56,7 +56,7 @@ from ...policy import Command
 from ...progress import Progress
 from ...reader_pool import ReaderPool
 from ...remote.output import check_executor, open_output
-from ...remote.path import RemotePath, job_source
+from ...source import Source
 from ...safetensors_io import SafetensorsReader, SafetensorsWriter
 from ...side_files import copy_side_files
 from ...sources import CONFIG_FILE
@@ -284,9 +284,10 @@ def _quantized_bytes(reader, scale_reader, p: Part, scales: list, stats: RoundTr
         yield _bytes(q)
 
 
-def _write_job(src: str | RemotePath, dst: str, job: Job, out_dtype: str) -> dict[str, list]:
+def _write_job(src: Source, dst: str, job: Job, out_dtype: str) -> dict[str, list]:
     """Write one whole output file: every quantize file, and upcast's for an object-store
-    destination (staged and uploaded whole); quantize's round-trip errors per tensor."""
+    destination (staged and uploaded whole); quantize's round-trip errors per tensor. `src`
+    carries the headers of what the job reads (`convert_jobs.job_source`)."""
     errors: dict[str, list] = {}
     dtype = DTYPES[out_dtype].numpy if out_dtype else None
     with ReaderPool(src) as readers:
@@ -307,7 +308,7 @@ def _write_job(src: str | RemotePath, dst: str, job: Job, out_dtype: str) -> dic
     return errors
 
 
-def _write_part(src: str | RemotePath, dst: str, file: str, tensors: list[tuple[OutTensor, int]],
+def _write_part(src: Source, dst: str, file: str, tensors: list[tuple[OutTensor, int]],
                 out_dtype: str) -> dict:
     """Write whole output tensors at their offsets of DST/file.partial (an upcast part)."""
     dtype = DTYPES[out_dtype].numpy
@@ -321,13 +322,18 @@ def _write_part(src: str | RemotePath, dst: str, file: str, tensors: list[tuple[
     return {}
 
 
-def _file_work(src: str | RemotePath, dst: str, j: Job, out_dtype: str, whole: bool
-               ) -> FileWork:
+def _reads(tensors) -> list[Part]:
+    return [p for t in tensors for p in t.parts]
+
+
+def _file_work(ck: Checkpoint, dst: str, j: Job, out_dtype: str, whole: bool) -> FileWork:
     """Quantize, or any file for an object store (`whole`): one job per file (quantize's
     error statistics come back). Upcast: parts of about PART_BYTES of source, whole output
-    tensors each, written into one pre-sized file."""
+    tensors each, written into one pre-sized file. Each job carries the header entries it
+    reads, from the run's source (`job_source`): no worker reads a header."""
     nbytes = [sum(p.src_bytes for p in t.parts) for t in j.tensors]
     if not out_dtype or whole:
+        src = job_source(ck, _reads(j.tensors))
         return FileWork(j.file, [ParallelJob(j.file, sum(nbytes),
                                              (_write_job, src, dst, j, out_dtype), JOB_MEMORY)])
     specs = [s for t in j.tensors for s in t.specs()]
@@ -342,7 +348,8 @@ def _file_work(src: str | RemotePath, dst: str, j: Job, out_dtype: str, whole: b
         size += n
     sizes = {t.name: n for t, n in zip(j.tensors, nbytes)}
     return FileWork(j.file, [ParallelJob(j.file, sum(sizes[t.name] for t, _ in part),
-                                         (_write_part, src, dst, j.file, part, out_dtype),
+                                         (_write_part, job_source(ck, _reads(t for t, _ in part)),
+                                          dst, j.file, part, out_dtype),
                                          JOB_MEMORY)
                              for part in parts if part], specs)
 
@@ -361,8 +368,7 @@ def _run(ck: Checkpoint, dst: str | Path, jobs: list[Job], job_id: dict, config:
                 todo.append(j)
             else:
                 errors.update(info or {})
-        works = [_file_work(job_source(ck.dir), str(out.path), j, out_dtype, out.remote)
-                 for j in todo]
+        works = [_file_work(ck, str(out.path), j, out_dtype, out.remote) for j in todo]
         found, nodes = write_files(out, works, workers=workers, executor=executor,
                                    progress=progress, label=label)
         errors.update(found)

@@ -60,11 +60,10 @@ from ...progress import Progress
 from ...reader_pool import ReaderPool
 from ...output import REPORT_FILE, report_file
 from ...remote.output import check_executor, open_output, write_json_file
-from ...remote.path import RemotePath, job_source
-from ...remote.stores import as_path
+from ...source import Source
 from ...reshard import RUN_FIELDS, Coverage, OutputFileReport, ReshardReport
 from ...reshard_plan import pack_by_size, refuse_model_parallel_source
-from ...safetensors_io import SafetensorsReader, SafetensorsWriter
+from ...safetensors_io import SafetensorsWriter
 from ...side_files import copy_side_files
 from ...sources import CONFIG_FILE
 from .convert import _checked_source  # pairing and the V4 plan, as upcast checks them
@@ -158,8 +157,15 @@ def _piece_chunks(reader, scale_reader, p: Piece, full_shape):
         yield _bytes(dequantize_fp8(w, scale[r0 // block: r1 // block], BF16))
 
 
-def _write_rank(src: str | RemotePath, dst: str, file: str, pieces: list[Piece],
-                where: dict[str, str], shapes: dict[str, tuple[int, ...]]) -> dict:
+def _rank_source(ck: Checkpoint, pieces: list[Piece], where: dict[str, str]) -> Source:
+    """The header entries one rank's job reads (its pieces and wo_a's scales), from the
+    run's source: the worker reads no header."""
+    names = [p.name for p in pieces] + [p.dequantize_with for p in pieces if p.dequantize_with]
+    return ck.source.for_tensors(ck.dir, [(ck.shard_path(where[n]), [n]) for n in names])
+
+
+def _write_rank(src: Source, dst: str, file: str, pieces: list[Piece],
+                where: dict[str, str], shapes: dict[str, tuple[int, ...]]) -> int:
     """Write one rank's file (a job); `src` local, or remote (read by range)."""
     with ReaderPool(src) as readers, SafetensorsWriter(
             Path(dst) / file, [(p.name, p.dtype, p.shape) for p in pieces]) as w:
@@ -182,9 +188,9 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
     if rank_resource is not None and executor != "ray":
         raise ArgumentError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
                             "executor='ray'")
-
-    refuse_model_parallel_source(as_path(src))
-    with Checkpoint(src) as ck:
+    source = Source.open(src)  # the one place this resolves `src`
+    refuse_model_parallel_source(source.path)
+    with Checkpoint(source) as ck:
         entries, layout, experts = _checked_source(ck, "reshard")
         if layout != "fp8":
             raise ConfigError(f"{ck.dir}: DeepSeek's model-parallel layout is made from the "
@@ -208,7 +214,8 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
         with open_output(dst, sources=[ck.dir], overwrite=overwrite, job=job) as out:
             todo = [r for r in selected if not out.is_done(files[r])]
             jobs = [Job(files[r], sum(math.prod(p.shape) for p in ranks_[r]),
-                        (job_source(ck.dir), str(out.path), files[r], ranks_[r], where, shapes),
+                        (_rank_source(ck, ranks_[r], where), str(out.path), files[r], ranks_[r],
+                         where, shapes),
                         resources={f"{rank_resource}{r}": 1} if rank_resource else None)
                     for r in todo]
             counted = {r: sum(map(_numel, ranks_[r])) for r in selected if r not in todo}
@@ -254,15 +261,16 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
         raise ConfigError(f"{src}: DeepSeek-V4 rank files are joined in this process; "
                           f"{ARGUMENT_PLACEHOLDER} is not available for them yet",
                           argument="executor", value=executor)
-    src = as_path(src)  # local, or remote (read by range)
+    source = Source.open(src)  # the one place this resolves `src`: local, or remote
+    src = source.path
     find_mp_files(src)  # names a missing rank file
     # judged as validate judges it (extra tensors, a stray index, an unknown layout ...):
-    # the refusals are the inventory's, with its codes
-    found = require(src, "reshard")
+    # the refusals are the inventory's, with its codes; its headers serve the readers
+    found = require(source, "reshard")
     files = {r: src / name for r, name in found.rank_files.items()}
     n = found.model_parallel
     config = read_config_file(src / CONFIG_FILE)
-    readers = {r: SafetensorsReader(p) for r, p in files.items()}
+    readers = {r: source.reader(p) for r, p in files.items()}  # headers read once
     try:
         first = readers[0].header.entries
         experts = expert_dtype or ("fp4" if any(e.dtype == "I8" for e in first.values()) else "fp8")

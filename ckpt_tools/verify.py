@@ -33,10 +33,10 @@ from .inventory import open_checkpoint, require
 from .progress import Progress
 from .reference import TensorSource
 from .remote.path import RemotePath
-from .remote.stores import as_path
 from .results import Result
 from .safe_paths import safe_member
 from .safetensors_io import read_header
+from .source import Source
 from .sources import no_such_path
 from .tensor_plan import TensorPlan
 
@@ -58,15 +58,16 @@ def open_tensor_source(path: str | Path) -> TensorSource:
     (`Checkpoint`), DeepSeek's `model{i}-mp{N}.safetensors` files (`MpCheckpoint`, which
     needs the HF config.json), or the reader of a family with formats of its own (its
     `reference_source` hook: DeepSeek-V4's Hub, HF and model-parallel files)."""
-    path = as_path(path)
+    source = Source.open(path)  # the one place the forward pass resolves its source
+    path = source.path
     if not path.exists():
         raise no_such_path(path)
     if not path.is_dir():
         raise FormatError(f"{path}: not a checkpoint directory")
     family = family_at(path)
     if family.has_hook("reference_source"):  # a family with readers of its own formats
-        return family.hook("reference_source")(path, require(path, "read").kind)
-    return open_checkpoint(path, command="read")
+        return family.hook("reference_source")(source, require(source, "read").kind)
+    return open_checkpoint(source, command="read")
 
 
 def _source(source: str | Path | TensorSource) -> TensorSource:

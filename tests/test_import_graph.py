@@ -95,7 +95,6 @@ DEFERRED = {
     ("cli/conventions.py", "..output"): "CLI start-up: only when --overwrite keeps a user's files",
     ("cli/make_tiny.py", "..reference.deepseek"): "CLI start-up: numpy only when run",
     ("cli/convert.py", "..convert"): "CLI start-up: the library (numpy) only when run",
-    ("cli/diff.py", "..config_diff"): "CLI start-up",
     ("cli/diff.py", "..diff"): "CLI start-up: numpy only when run",
     ("cli/plotting.py", "..plot"): "CLI start-up: matplotlib only with --plot",
     ("cli/plotting.py", ".."): "CLI start-up",
@@ -109,7 +108,6 @@ DEFERRED = {
     ("inventory.py", ".mp_layout"): "numpy: only model-parallel directories pay for it",
     ("parallel.py", ".ray_executor"): "the ray extra",
     ("remote/stores.py", "..hub"): "the huggingface_hub extra",
-    ("validate.py", ".checksums"): "only with --checksums / manifests",
     ("validate.py", ".value_scan"): "numpy: only with --deep",
     ("validate.py", ".remote.checksums"): "only with --checksums hub",
 }

@@ -12,6 +12,11 @@ names and split on `split` (`wo_a` dequantised to BF16 first, `mp_dequantized`).
 Number formats: dense linears `fp8` (F8_E4M3, one E8M0 scale per 128x128 block, at
 `x.scale`), routed experts `expert` (MXFP4: I8 [out, in/2] with one E8M0 per 32 inputs, or
 FP8 blocks after `--expert-dtype fp8`), the rest kept in BF16 / F32 / I64 (`tid2eid`).
+
+This package's other modules are the hooks the entry names (imported on first use, never by
+the registry): `tensor_plan` (the planner over these rows), `checks` (what validate adds:
+E8M0 / MXFP4 pairing, hash tables, rank files), `tiny`, `convert` (upcast / quantize of its
+formats), `mp_layout` + `mp` (DeepSeek's V4 model-parallel files) and `diff`.
 """
 
 from __future__ import annotations

@@ -184,7 +184,7 @@ def check_v4(source: Source, root: Path, inv, cfg: DeepseekV4Config | None, own:
 
 def check_mp_v4(cfg: DeepseekV4Config, n: int, invs: dict, ranks: dict[int, str], f: Findings,
                 check_plan, expect) -> list[str]:
-    """DeepSeek-V4 rank files against DeepSeek's V4 convert.py rules (`v4.mp`); the checks
+    """DeepSeek-V4 rank files against DeepSeek's V4 convert.py rules (`mp`); the checks
     that ran."""
     first = next(iter(invs.values())).entries
     experts = "fp4" if any(e.dtype == "I8" for e in first.values()) else detect_layout(first)[1]

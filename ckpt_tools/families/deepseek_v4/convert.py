@@ -34,32 +34,28 @@ from ... import part_writer
 from ...checkpoint import Checkpoint
 from ...convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, job_source
 from ...convert_output import (
-    copy_refusal,
     FileWork,
     QuantizeReport,
     RoundTripError,
     UpcastReport,
     _job,
     _with_dtype,
-    write_files,
+    copy_refusal,
+    run_conversion,
 )
 from ...dtypes import DTYPES, itemsize
 from ...formats import E8M0_NAN, FP8_BLOCK, FP8_QUANTIZATION_CONFIG, mp_scale_name
 from ...formats import mxfp4 as mx
 from ...formats.round_trip import RoundTripStats
 from ...errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
-from ...index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from ...inventory import require
 from ...parallel import WORKER_MEMORY, ExecutorName, NodeWork
 from ...parallel import Job as ParallelJob
 from ...policy import Command
 from ...progress import Progress
 from ...reader_pool import ReaderPool
-from ...remote.output import check_executor, open_output
-from ...source import Source
 from ...safetensors_io import SafetensorsReader, SafetensorsWriter
-from ...side_files import copy_side_files
-from ...sources import CONFIG_FILE
+from ...source import Source
 from . import expert_of, hf_name, stacked_names
 from .tensor_plan import V4TensorPlan
 from .checks import detect_layout, largest_finite_scale_byte
@@ -357,31 +353,16 @@ def _file_work(ck: Checkpoint, dst: str, j: Job, out_dtype: str, whole: bool) ->
 def _run(ck: Checkpoint, dst: str | Path, jobs: list[Job], job_id: dict, config: dict,
          out_dtype: str, *, workers, overwrite, progress, label: str,
          executor: ExecutorName = "local") -> tuple[int, list[str], dict, int, list[NodeWork]]:
-    """`ck` may be remote (read by range), `dst` an object store (staged, uploaded whole)."""
-    check_executor(dst, executor)
-    with open_output(dst, sources=[ck.dir], overwrite=overwrite, job=job_id) as out:
-        todo, errors = [], {}
-        for j in jobs:
-            done = out.is_done(j.file)
-            info = out.done_info(j.file) if done else None
-            if not done or (not out_dtype and info is None):  # quantize needs its stats
-                todo.append(j)
-            else:
-                errors.update(info or {})
-        works = [_file_work(ck, str(out.path), j, out_dtype, out.remote) for j in todo]
-        found, nodes = write_files(out, works, workers=workers, executor=executor,
-                                   progress=progress, label=label)
-        errors.update(found)
-        weight_map, total = {}, 0
-        for j in jobs:
-            for t in j.tensors:
-                for name, dtype, shape in t.specs():
-                    weight_map[name] = j.file
-                    total += math.prod(shape) * itemsize(dtype)
-        write_index(out.path / INDEX_FILE, ShardIndex(weight_map, total, dict(ck.index.metadata)))
-        write_json_atomic(out.path / CONFIG_FILE, config)
-        side = copy_side_files(ck.dir, out.path)
-    return len(jobs) - len(todo), side, errors, total, nodes
+    """The shared run (`convert_output.run_conversion`) over V4's jobs; quantize (no
+    `out_dtype`) keeps its round-trip statistics."""
+    return run_conversion(
+        ck, dst, [j.file for j in jobs],
+        lambda out, todo: [_file_work(ck, str(out.path), jobs[i], out_dtype, out.remote)
+                           for i in todo],
+        ((j.file, spec) for j in jobs for t in j.tensors for spec in t.specs()),
+        job=job_id, config=config, index_metadata=dict(ck.index.metadata),
+        keeps_stats=not out_dtype, workers=workers, executor=executor, overwrite=overwrite,
+        progress=progress, label=label)
 
 
 def upcast_v4(src, dst, *, dtype: str = "bf16", layout: V4Layout = "deepseek",

@@ -47,7 +47,7 @@ Layout = Literal["bf16", "fp8", "hf"]
 
 def default_expert_dtype(config: C) -> ExpertDtype:
     """The config's declaration, else FP4 (both releases; a Pro config omits the key).
-    A checkpoint's real format is read from its tensors (v4.validate.detect_expert_dtype)."""
+    A checkpoint's real format is read from its tensors (checks.detect_layout)."""
     return config.declared_expert_dtype or "fp4"
 
 

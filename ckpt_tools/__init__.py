@@ -50,8 +50,8 @@ _EXPORTS = {
     "DeepseekV2Config": "ckpt_tools.config:DeepseekV2Config",
     "DeepseekV3Config": "ckpt_tools.config:DeepseekV3Config",
     "DeepseekV32Config": "ckpt_tools.config:DeepseekV32Config",
-    "DeepseekV4Config": "ckpt_tools.v4.config:DeepseekV4Config",
-    "V4TensorPlan": "ckpt_tools.v4.tensor_plan:V4TensorPlan",
+    "DeepseekV4Config": "ckpt_tools.config_v4:DeepseekV4Config",
+    "V4TensorPlan": "ckpt_tools.families.deepseek_v4.tensor_plan:V4TensorPlan",
     "plan_for": "ckpt_tools.tensor_plan:plan_for",
     # the architectures as data (ckpt_tools.families)
     "family_of": "ckpt_tools.families:family_of",

@@ -19,6 +19,7 @@ from .dtypes import FP8_DTYPES
 from .errors import ArgumentError, CkptError, ConfigError, FormatError, MissingTensorError
 from .families import DEFAULT as DEFAULT_FAMILY
 from .families import Family, family_at, family_for_raw, family_of
+from .formats import FP8_BLOCK
 from .formats.fp8_block import dequantize, dequantize_rows
 from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index
 from .reader_pool import PooledFiles, ReaderPool
@@ -28,7 +29,7 @@ from .safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
 from .source import Source
 from .sources import CONFIG_FILE, ConfigSource, no_such_path
-from .tensor_plan import DEFAULT_BLOCK, SCALE_SUFFIX, TensorPlan
+from .tensor_plan import SCALE_SUFFIX, TensorPlan
 
 
 def checkpoint_dir(path: str | Path | RemotePath | Source) -> Path | RemotePath:
@@ -237,7 +238,7 @@ class Checkpoint(PooledFiles):
         if scale_name not in self:
             raise MissingTensorError(f"{self.dir}: FP8 tensor '{name}' has no '{scale_name}'")
         qc = self.config.quantization_config
-        return scale_name, tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK
+        return scale_name, tuple(qc.weight_block_size) if qc else FP8_BLOCK
 
     def read_float32(self, name: str) -> np.ndarray:
         """The tensor's value in float32; an FP8 weight is dequantised with its scale."""

@@ -48,7 +48,7 @@ from .config_layouts import (
 from .errors import ConfigError, UnsupportedModelError
 from .formats import FP8_BLOCK
 from .remote.stores import as_path
-from .v4.config import DeepseekV4Config, parse_v4
+from .config_v4 import DeepseekV4Config, parse_v4
 
 TopkMethod = Literal["greedy", "group_limited_greedy", "noaux_tc"]
 ScoringFunc = Literal["softmax", "sigmoid"]
@@ -455,7 +455,7 @@ _MODELS = {"deepseek_v2": DeepseekV2Config, "deepseek_v3": DeepseekV3Config,
 
 # Every config ckpt_tools understands; annotate with this, test with isinstance(x, Config).
 Config = (DeepseekV2Config | DeepseekV3Config | DeepseekV32Config | Glm4MoeLiteConfig
-          | Mistral4Config | GlmMoeDsaConfig)
+          | Mistral4Config | GlmMoeDsaConfig | DeepseekV4Config)
 
 
 def yarn_mscale(factor: float, mscale: float) -> float:
@@ -614,7 +614,7 @@ def parse_config(raw: Any, *, source: str = "config",
 
 
 def _parse_v4(raw: dict[str, Any], source: str, why: str, layout) -> DeepseekV4Config:
-    # V4 is its own model (v4/config.py), outside the V2/V3 discriminated union
+    # V4 is its own model (config_v4.py), outside the V2/V3 discriminated union
     try:
         config = parse_v4(raw)
     except UnsupportedModelError as e:

@@ -1,6 +1,6 @@
 """Config fields of two architectures side by side: what changed, grouped by concern
 (attention, MoE, RoPE, ...), each change with what it means for the model. Used by `diff`
-(V2/V3) and `v4.diff`.
+(V2/V3) and `families/deepseek_v4/diff`.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from .config_defaults import CLASS_DEFAULTS, IMPLIED, LoaderName
 from .config_reading import ConfigReading, Family, LayoutName  # noqa: F401  (re-exported)
 from .errors import UnsupportedModelError
 from .formats import FP8_BLOCK
-from .v4.config import TRANSFORMERS_5_KEYS, V41_REFUSAL, DeepseekV4Config
+from .config_v4 import TRANSFORMERS_5_KEYS, V41_REFUSAL, DeepseekV4Config
 
 # Families other publishers built on DeepSeek's modules, each read by a transformers config
 # class of its own: model_type -> (its model classes, the loader whose defaults it gets).

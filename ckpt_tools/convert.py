@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import fp8
+from .formats import FP8_QUANTIZATION_CONFIG
 from .checkpoint import Checkpoint, checkpoint_dir, family_given, model_parallel_refusal
 from .convert_jobs import (
     PART_BYTES,
@@ -33,6 +33,7 @@ from .convert_jobs import (
     ShardJob,
     TensorOp,
     job_memory,
+    job_source,
     split_file,
     write_file,
     write_part,
@@ -47,6 +48,7 @@ from .convert_output import (  # noqa: F401
     _job,
     copy_refusal,
     _with_dtype,
+    run_conversion,
     write_files,  # noqa: F401  (the reports are this module's API)
 )
 from .config import Config
@@ -58,20 +60,11 @@ from .errors import (
     UnexpectedTensorError,
 )
 from .families import FAMILIES
-from .index import (
-    INDEX_FILE,
-    ShardIndex,
-    pack_greedy,
-    shard_file_name,
-    write_index,
-    write_json_atomic,
-)
+from .index import pack_greedy, shard_file_name
 from .inventory import Inspection, reader_of, require
 from .parallel import ExecutorName, Job, NodeWork
 from .progress import Progress
-from .remote.output import check_executor, open_output
 from .safetensors_io import TensorEntry
-from .side_files import copy_side_files
 from .sizes import Size, parse_size
 from .source import Source
 from .sources import CONFIG_FILE, ConfigSource, given_config
@@ -186,17 +179,12 @@ def _group(ck: Checkpoint, ops: list[TensorOp], block, max_shard_size: int | Non
 # -- running ------------------------------------------------------------------------------
 def _job_source(ck: Checkpoint, job: ShardJob | list[Piece]) -> Source:
     """What a job reads, for its worker: the header entries of its tensors and scales."""
-    ops = [p.op for p in job] if isinstance(job, list) else job.ops
-    wanted = [(ck.shard_path(op.shard), [op.name]) for op in ops]
-    wanted += [(ck.shard_path(op.scale_shard), [op.scale]) for op in ops if op.scale_shard]
-    return ck.source.for_tensors(ck.dir, wanted)
+    return job_source(ck, [p.op for p in job] if isinstance(job, list) else job.ops)
 
 
-def _write_shards(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob], *,
-                  scale_fmt: str | None, workers: int | None, executor: ExecutorName,
-                  progress: Progress | None, label: str
-                  ) -> tuple[dict[str, list], list[NodeWork]]:
-    """Both write each shard in parts of about `PART_BYTES` of source, whole row blocks of
+def _shard_works(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob], *,
+                 scale_fmt: str | None) -> list[FileWork]:
+    """The jobs of the shards `todo`. Both write each shard in parts of about `PART_BYTES` of source, whole row blocks of
     a tensor each (`split_file`), so one large shard keeps every worker busy; quantize's
     parts return their error sums per tensor, combined in part order (`write_files`).
 
@@ -226,8 +214,7 @@ def _write_shards(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob
                           plan.block, scale_fmt), memory)
                      for pieces in split_file(j, plan.block, PART_BYTES)],
             specs))
-    return write_files(out, works, workers=workers, executor=executor, progress=progress,
-                       label=label)
+    return works
 
 
 def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
@@ -235,30 +222,15 @@ def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
          progress: Progress | None, label: str, scale_fmt: str | None, config: dict
          ) -> tuple[int, list[str], dict[str, list], list[NodeWork]]:
     """Write every shard (skipping journaled ones), then index, config and side files."""
-    src = ck.dir
-    check_executor(dst, executor)
-    with open_output(dst, sources=[src], overwrite=overwrite, job=job) as out:
-        todo, errors = [], {}
-        for j in plan.jobs:
-            done = out.is_done(j.file)
-            info = out.done_info(j.file) if done else None
-            if not done or (scale_fmt is not None and info is None):  # quantize needs its stats
-                todo.append(j)
-            else:
-                errors.update(info or {})
-        found, nodes = _write_shards(out, ck, plan, todo,
-                                     scale_fmt=scale_fmt, workers=workers, executor=executor,
-                                     progress=progress, label=label)
-        errors.update(found)
-        weight_map, total = {}, 0
-        for file, (name, dtype, shape) in plan.out_specs():
-            weight_map[name] = file
-            total += math.prod(shape) * itemsize(dtype)
-        if plan.write_index:
-            write_index(out.path / INDEX_FILE, ShardIndex(weight_map, total, plan.index_metadata))
-        write_json_atomic(out.path / CONFIG_FILE, config)
-        side = copy_side_files(src, out.path)
-    return len(plan.jobs) - len(todo), side, errors, nodes
+    resumed, side, errors, _, nodes = run_conversion(
+        ck, dst, [j.file for j in plan.jobs],
+        lambda out, todo: _shard_works(out, ck, plan, [plan.jobs[i] for i in todo],
+                                       scale_fmt=scale_fmt),
+        plan.out_specs(), job=job, config=config,
+        index_metadata=plan.index_metadata if plan.write_index else None,
+        keeps_stats=scale_fmt is not None, workers=workers, executor=executor,
+        overwrite=overwrite, progress=progress, label=label)
+    return resumed, side, errors, nodes
 
 
 def _config_option(given: ConfigSource | None) -> dict:
@@ -441,7 +413,7 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
         raise ArgumentError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
     plan = plan_quantize(source, config=given)
     with Checkpoint(source, given=given) as ck:
-        qc = {**fp8.FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}
+        qc = {**FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}
         if scale_fmt == "ue8m0":
             qc["scale_fmt"] = "ue8m0"
         config = {**ck.raw_config, "quantization_config": qc}

@@ -11,7 +11,7 @@ of source, several jobs at once (`part_writer`), so the largest shard never runs
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -26,7 +26,6 @@ from .formats.fp8_block import dequantize, quantize
 from .formats.round_trip import RoundTripStats
 from .safetensors_io import SafetensorsReader, SafetensorsWriter
 from .source import Source
-from .tensor_plan import scale_shape
 
 STEP_BYTES = 4 << 20  # source bytes per streaming step (rounded to whole row blocks)
 # What one step's temporaries take at most (float32 copies of the rows, the output rows,
@@ -151,6 +150,17 @@ def write_file(src: Source, dst: str, job: ShardJob, block: tuple[int, int],
 
 
 # -- several jobs per output file (upcast) ----------------------------------------------
+def job_source(ck, reads: Iterable) -> Source:
+    """What a job reads, for its worker: the header entries of the tensors and scales
+    `reads` names (each with `name`, `shard`, `scale`, `scale_shard`: a `TensorOp`, or a
+    family's own conversion parts), cut from the headers the run read (`ck.source`), so
+    no worker reads a header again."""
+    reads = list(reads)
+    wanted = [(ck.shard_path(r.shard), [r.name]) for r in reads]
+    wanted += [(ck.shard_path(r.scale_shard), [r.scale]) for r in reads if r.scale_shard]
+    return ck.source.for_tensors(ck.dir, wanted)
+
+
 class Piece(NamedTuple):
     """Rows [r0, r1) of one output tensor, written at `offset` of the output file (and, for
     quantize, their scale rows at `scale_offset`)."""
@@ -187,7 +197,7 @@ def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[l
             r1 = min(rows, r0 + take)
             scale_at = -1
             if op.kind == "quantize":  # F32 scale rows of the 128-row blocks [r0, r1)
-                scale_row = scale_shape(op.shape, block)[1] * 4
+                scale_row = block_grid(op.shape, block)[1] * 4
                 scale_at = offsets[op.scale] + r0 // block[0] * scale_row
             parts[-1].append(Piece(op, r0, r1, offsets[op.name] + r0 * row_out, scale_at))
             size += (r1 - r0) * row_src

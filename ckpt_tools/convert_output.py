@@ -1,12 +1,13 @@
-"""What upcast and quantize share with DeepSeek-V4's (`v4.convert`): the reports, the
-journal identity of a run, and running the jobs that write the output files (whole, or in
+"""What upcast and quantize share with DeepSeek-V4's (`families/deepseek_v4/convert`): the
+reports, the journal identity of a run, and running the jobs that write the output files (whole, or in
 byte-range parts). Apart from `convert` so that `convert` can hand V4 sources to
-`v4.convert` without the two importing each other.
+`families/deepseek_v4/convert` without the two importing each other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable, Sequence
 from typing import Literal, NamedTuple
 
 from pydantic import Field, computed_field
@@ -14,12 +15,17 @@ from pydantic import Field, computed_field
 from . import __version__, part_writer
 from .checkpoint import Checkpoint
 from .convert_jobs import call
+from .dtypes import itemsize
 from .errors import ARGUMENT_PLACEHOLDER, UnexpectedTensorError
 from .formats.round_trip import combine_errors
+from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .output import OutputDir, source_fingerprint
 from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
+from .remote.output import check_executor, open_output
 from .results import Result
+from .side_files import copy_side_files
+from .sources import CONFIG_FILE
 
 UpcastDtype = Literal["bf16", "f32"]
 ScaleFmt = Literal["float", "ue8m0"]
@@ -152,6 +158,44 @@ def write_files(out: OutputDir, works: list[FileWork], *, workers: int | None,
             part_writer.discard(out.path / file)
         raise
     return errors, ran.nodes
+
+
+def run_conversion(ck: Checkpoint, dst, files: Sequence[str],
+                   works: Callable[[OutputDir, list[int]], list[FileWork]],
+                   specs: Iterable[tuple[str, tuple[str, str, tuple[int, ...]]]], *,
+                   job: dict, config: dict, index_metadata: dict | None, keeps_stats: bool,
+                   workers: int | None, executor: ExecutorName, overwrite: bool,
+                   progress: Progress | None, label: str
+                   ) -> tuple[int, list[str], dict[str, list], int, list[NodeWork]]:
+    """Upcast's and quantize's run, every family's: write the output `files` a journaled
+    earlier run has not finished (`works(out, indices)`: their jobs; quantize's files
+    `keeps_stats`, so one finished without them is written again), then the index of
+    `specs` ((file, (name, dtype, shape)); none without `index_metadata`), config.json and
+    the side files. `ck` may be remote (read by range), `dst` an object store (staged,
+    uploaded whole). Returns (files resumed, side files, round-trip errors by tensor,
+    bytes of tensor data, per-node work)."""
+    check_executor(dst, executor)
+    with open_output(dst, sources=[ck.dir], overwrite=overwrite, job=job) as out:
+        todo, errors = [], {}
+        for i, file in enumerate(files):
+            done = out.is_done(file)
+            info = out.done_info(file) if done else None
+            if not done or (keeps_stats and info is None):
+                todo.append(i)
+            else:
+                errors.update(info or {})
+        found, nodes = write_files(out, works(out, todo), workers=workers, executor=executor,
+                                   progress=progress, label=label)
+        errors.update(found)
+        weight_map, total = {}, 0
+        for file, (name, dtype, shape) in specs:
+            weight_map[name] = file
+            total += math.prod(shape) * itemsize(dtype)
+        if index_metadata is not None:
+            write_index(out.path / INDEX_FILE, ShardIndex(weight_map, total, index_metadata))
+        write_json_atomic(out.path / CONFIG_FILE, config)
+        side = copy_side_files(ck.dir, out.path)
+    return len(files) - len(todo), side, errors, total, nodes
 
 
 def _combined(parts: dict[int, dict[str, list]]) -> dict[str, list]:

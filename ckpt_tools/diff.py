@@ -28,7 +28,7 @@ from .results import Result
 from .sources import ConfigSource, resolve_config
 from .tensor_diff import HeaderDiff, ValueDiff, header_diff, value_diff
 from .tensor_plan import Layout, TensorPlan
-from .v4.diff import V4DiffReport  # the return annotation: what the V4 hook returns
+from .families.deepseek_v4.diff import V4DiffReport  # the return annotation: what the V4 hook returns
 
 
 class Side(Result):

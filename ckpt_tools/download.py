@@ -48,6 +48,7 @@ from .policy import refuses
 from .progress import Progress
 from .results import Result
 from .sources import CONFIG_FILE
+from .validate import validate
 
 
 class TensorCheck(Result):
@@ -131,8 +132,6 @@ def _check_result(dest: Path, plan: DownloadPlan, results: list[FileResult],
 
 
 def _validate_all(dest: Path, notes: list[str]) -> TensorCheck:
-    from .validate import validate  # the full structural check; imports numpy
-
     report = validate(dest)
     if "plan" not in report.checks:
         raise ConfigError(next((f.message for f in report.findings if f.code.startswith("config")),

@@ -26,10 +26,10 @@ from .inventory import open_checkpoint, reader_of, require
 from .progress import Progress
 from .reference import TensorSource
 from .remote.path import RemotePath
-from .remote.stores import as_path
 from .results import Result
 from .safe_paths import safe_member
 from .safetensors_io import read_header
+from .source import Source
 from .sources import CONFIG_FILE, given_config, no_such_path
 from .tensor_plan import TensorPlan
 
@@ -45,7 +45,8 @@ def open_tensor_source(path: str | Path, *,
     `reference_source` hook: DeepSeek-V4's Hub, HF and model-parallel files). `config`: the
     model's config for a directory without config.json (a preset name, a config.json, a
     checkpoint directory or a parsed config), read instead of PATH/config.json."""
-    path = as_path(path)
+    source = Source.open(path)  # the one place the forward pass resolves its source
+    path = source.path
     if not path.exists():
         raise no_such_path(path)
     if not path.is_dir():
@@ -53,10 +54,10 @@ def open_tensor_source(path: str | Path, *,
     given = given_config(config)
     family = family_given(path, given, "reference_source", "forward pass")
     if family.has_hook("reference_source"):  # a family with readers of its own formats
-        return family.hook("reference_source")(path, require(path, "read").kind)
+        return family.hook("reference_source")(source, require(source, "read").kind)
     if given is None:
-        return open_checkpoint(path, command="read")
-    found = require(path, "read", config=given.config)
+        return open_checkpoint(source, command="read")
+    found = require(source, "read", config=given.config)
     if found.kind == "mp" and given.file is None:
         raise ArgumentError(f"{path}: DeepSeek's model-parallel files are read with a "
                             f"{CONFIG_FILE}; give one (or a checkpoint directory) to --config")

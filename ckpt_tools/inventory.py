@@ -33,6 +33,7 @@ from .config import Config
 from .errors import CkptError, FormatError
 from .families import family_of, family_of_tensors
 from .findings import Check, Finding, Findings
+from .formats import FP8_BLOCK
 from .index import (
     INDEX_FILE,
     SHARD_NAME_RE,
@@ -57,7 +58,7 @@ from .remote.path import RemotePath
 from .shard_scan import Inventory, gc_paused, read_headers, scan_hf
 from .source import Source
 from .sources import ConfigSource, no_such_path
-from .tensor_plan import DEFAULT_BLOCK, Layout, TensorPlan
+from .tensor_plan import Layout, TensorPlan
 
 __all__ = ["Inspection", "Inventory", "inspect", "require", "open_checkpoint"]
 
@@ -191,7 +192,7 @@ def _inspect_hf(source: Source, root: Path, single: str | None, subset: list[str
         return Inspection(root, root, "hf", [inv], [], checks, layout, cfg, cfg_source, plan)
     layout = majority(inv.entries, len(inv.fp8), len(inv.scales))
     qc = cfg.quantization_config if cfg else None
-    check_pairing(inv, tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK, f)
+    check_pairing(inv, tuple(qc.weight_block_size) if qc else FP8_BLOCK, f)
     plan = None
     if cfg is not None:
         if own and not inv.partial:

@@ -47,6 +47,7 @@ from .index import (  # noqa: F401
 )
 from .modules import COLUMN, EXPERT, MODULES, ROW, Rule  # noqa: F401  (COLUMN, ROW: API)
 from .reader_pool import PooledFiles, ReaderPool
+from .remote.path import RemotePath
 from .remote.stores import as_path
 from .safetensors_io import SafetensorsReader
 from .source import Source
@@ -209,13 +210,13 @@ def _stored_dtype(plan: TensorPlan, hf_name: str, entries) -> str | None:
     return entry.dtype if entry is not None else None
 
 
-def find_mp_files(path: str | Path) -> dict[int, Path]:
-    """rank -> file of a model-parallel directory; N is read from the names.
+def find_mp_files(path: Path | RemotePath) -> dict[int, Path]:
+    """rank -> file of a model-parallel directory (resolved: `Source.open`); N is read from
+    the names.
 
     Raises:
         FormatError: no such files, files of different N, or a rank missing.
     """
-    path = as_path(path)
     found = mp_rank_sets(path)
     if not found:
         raise FormatError(f"{path}: no model{{i}}-mp{{N}}.safetensors files")
@@ -243,7 +244,8 @@ class MpCheckpoint(PooledFiles):
     def __init__(self, path: str | Path, config: str | Path | None = None, *,
                  plan: TensorPlan | None = None, source: Source | None = None):
         """`source`: the run's, whose headers the readers use (the inventory's)."""
-        self.dir = as_path(path)  # local, or remote (remote.path.RemotePath: read by range)
+        source = source or Source.open(path)
+        self.dir = source.path  # local, or remote (remote.path.RemotePath: read by range)
         if not self.dir.is_dir():
             raise FormatError(f"{self.dir}: no such directory")
         self.files = find_mp_files(self.dir)
@@ -253,7 +255,7 @@ class MpCheckpoint(PooledFiles):
             raise ConfigError(f"{self.dir}: no {CONFIG_FILE}; give the HF config of the model "
                               f"(DeepSeek's convert.py does not write one)")
         self.config = read_config_file(self.config_path)
-        self._readers = ReaderPool(self.dir, source=source)
+        self._readers = ReaderPool(source)
         self.plan = plan or rank_plan(self.config, self.reader(0).header.entries)
         self.layout = self.plan.layout
         self.has_mtp = any(s.mtp for s in self.plan.groups)

@@ -19,10 +19,11 @@ from typing import NamedTuple
 from .config import Config, read_config_file
 from .errors import ConfigError
 from .findings import Findings
+from .formats import block_grid
 from .safetensors_io import TensorEntry
 from .shard_scan import Inventory, relative
 from .sources import CONFIG_FILE, resolve_config
-from .tensor_plan import LAYER_PREFIX, SCALE_SUFFIX, Layout, TensorPlan, scale_shape
+from .tensor_plan import LAYER_PREFIX, SCALE_SUFFIX, Layout, TensorPlan
 
 FLOAT_DTYPES = frozenset({"BF16", "F16", "F32"})  # what a loader casts between on load
 
@@ -47,7 +48,7 @@ def check_pairing(inv: Inventory, block: tuple[int, int], f: Findings) -> None:
         f.add("scale-orphan", f"{where[name]}: tensor '{name}': its weight '{weight}' is "
               f"{what}", file=where[name], tensor=name, found=what)
     # a few distinct weight shapes: their scale shapes first, then one comprehension
-    want = {shape: scale_shape(shape, block) if len(shape) == 2 else None
+    want = {shape: block_grid(shape, block) if len(shape) == 2 else None
             for shape in {entries[n].shape for n in pairs.values()}}
     for scale_name in [sn for sn, n in pairs.items() if (s := entries.get(sn)) is not None
                        and (s.dtype != "F32" or s.shape != want[entries[n].shape])]:

@@ -20,13 +20,16 @@ from typing import TYPE_CHECKING
 
 from .cli.render import human_bytes, human_count
 from .errors import ArgumentError, MissingDependencyError, OutputError
+from .families.base import HF_EXPERT_PREFIX, HF_LAYER_PREFIX
+from .index import SCALE_SUFFIX
+from .modules import MODULES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from .diff import DiffReport
     from .info import ModelInfo
-    from .v4.diff import V4DiffReport
+    from .families.deepseek_v4.diff import V4DiffReport
     from .verify import VerifyReport
 
 PLOT_EXTRA_INSTALL = "pip install 'ckpt-tools[plot]'"
@@ -295,11 +298,9 @@ def _figure_rows_chart(report) -> "Figure":
 
 # -- diff --values ---------------------------------------------------------------------------
 def _family_label(family: str) -> str:
-    from .tensor_plan import EXPERT_PREFIX, LAYER_PREFIX, SCALE_SUFFIX
-
     scale = family.endswith(SCALE_SUFFIX)
-    label = family.removesuffix(SCALE_SUFFIX).removeprefix(LAYER_PREFIX)  # globals keep model.
-    label = label.replace(EXPERT_PREFIX, "experts.").removesuffix(".weight")
+    label = family.removesuffix(SCALE_SUFFIX).removeprefix(HF_LAYER_PREFIX)  # globals keep model.
+    label = label.replace(HF_EXPERT_PREFIX, "experts.").removesuffix(".weight")
     for prefix in ("self_attn.", "mlp."):
         label = label.removeprefix(prefix)
     return label + (" scale" if scale else "")
@@ -307,9 +308,6 @@ def _family_label(family: str) -> str:
 
 def _family_order() -> dict[str, int]:
     """Family -> column, in the tensor plan's order within a layer, globals last."""
-    from .modules import MODULES
-    from .tensor_plan import SCALE_SUFFIX
-
     sections = ("mtp_input", "attention", "dense_mlp", "router", "routed_expert",
                 "shared_expert", "mtp_output", "global_first", "global_last")
     families = [m.hf_template for section in sections for m in MODULES if m.section == section]

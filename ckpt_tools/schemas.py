@@ -14,11 +14,11 @@ from pydantic import TypeAdapter
 
 PUBLIC_MODELS: dict[str, str] = {
     "deepseek_config": "ckpt_tools.config:DeepseekConfig",
-    "deepseek_v4_config": "ckpt_tools.v4.config:DeepseekV4Config",
+    "deepseek_v4_config": "ckpt_tools.config_v4:DeepseekV4Config",
     "model_info": "ckpt_tools.info:ModelInfo",
     "validation_report": "ckpt_tools.findings:ValidationReport",
     "diff_report": "ckpt_tools.diff:DiffReport",
-    "diff_v4_report": "ckpt_tools.v4.diff:V4DiffReport",
+    "diff_v4_report": "ckpt_tools.families.deepseek_v4.diff:V4DiffReport",
     "arch_figures": "ckpt_tools.arch_figures:ArchFigures",
     "download_plan": "ckpt_tools.download:DownloadPlan",
     "download_report": "ckpt_tools.download:DownloadReport",
@@ -26,12 +26,11 @@ PUBLIC_MODELS: dict[str, str] = {
     "forward_report": "ckpt_tools.verify:ForwardReport",
     "upcast_report": "ckpt_tools.convert:UpcastReport",
     "quantize_report": "ckpt_tools.convert:QuantizeReport",
-    "upcast_v4_report": "ckpt_tools.v4.convert:V4UpcastReport",
-    "quantize_v4_report": "ckpt_tools.v4.convert:V4QuantizeReport",
+    "upcast_v4_report": "ckpt_tools.families.deepseek_v4.convert:V4UpcastReport",
+    "quantize_v4_report": "ckpt_tools.families.deepseek_v4.convert:V4QuantizeReport",
     "reshard_report": "ckpt_tools.reshard:ReshardReport",
     "error_report": "ckpt_tools.error_report:ErrorReport",
     "tiny_checkpoint": "ckpt_tools.tiny:TinyCheckpoint",
-    "reshard_v4_mp_report": "ckpt_tools.v4.mp:V4MpReport",
 }
 
 INPUT_MODELS = {"deepseek_config"}

@@ -24,17 +24,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal, NamedTuple
 
-from .config import FP8_BLOCK, Config
+from .config import Config
 from .dtypes import itemsize
 from .families import family_of
 from .families.base import HF_EXPERT_PREFIX as EXPERT_PREFIX  # noqa: F401  (API)
 from .families.base import HF_LAYER_PREFIX as LAYER_PREFIX  # noqa: F401  (API)
 from .families.base import Block, Component, Family, Shape
+from .formats import FP8_BLOCK, block_grid
 from .index import SCALE_SUFFIX
 
 Layout = Literal["bf16", "fp8"]
 
-DEFAULT_BLOCK = FP8_BLOCK
 # the one tensor of these families transformers registers as a buffer, not a parameter
 ROUTER_BUFFER = "e_score_correction_bias"
 
@@ -69,11 +69,6 @@ class TensorSpec(NamedTuple):
 
 def scale_name_for(weight_name: str) -> str:
     return weight_name + SCALE_SUFFIX
-
-
-def scale_shape(shape: Shape, block: tuple[int, int] = DEFAULT_BLOCK) -> Shape:
-    rows, cols = shape
-    return (-(-rows // block[0]), -(-cols // block[1]))
 
 
 @dataclass(frozen=True)
@@ -144,7 +139,7 @@ class TensorPlan:
         self.prefix = config.reading.tensor_prefix if prefix is None else prefix
         self.layout: Layout = layout or ("fp8" if config.is_fp8 else "bf16")
         qc = config.quantization_config
-        self.block: tuple[int, int] = tuple(qc.weight_block_size) if qc else DEFAULT_BLOCK
+        self.block: tuple[int, int] = tuple(qc.weight_block_size) if qc else FP8_BLOCK
         self.include_mtp = include_mtp
         self.stored_dtypes: dict[str, str] = dict(stored_dtypes or {})
         self.groups: list[Group] = list(self._generate())
@@ -197,7 +192,7 @@ class TensorPlan:
             yield Group(family_name, shape, dtype, t.component, layer, experts, mtp, scale, None,
                         alt if t.alt_dtypes else ())
             if quantized:
-                yield Group(scale, scale_shape(shape, self.block), "F32", t.component, layer,
+                yield Group(scale, block_grid(shape, self.block), "F32", t.component, layer,
                             experts, mtp, None, family_name)
 
     def _layer(self, layer: int, mtp: bool) -> Iterator[Group]:

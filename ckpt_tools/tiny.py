@@ -280,7 +280,7 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
               overwrite: bool = False, progress: Progress | None = None,
               expert_dtype: str | None = None) -> TinyCheckpoint:
     """Write a small, real, deterministic checkpoint of `preset` into `dst` (HF layout;
-    DeepSeek-V4: its Hub names, `v4.tiny`).
+    DeepSeek-V4: its Hub names, `families/deepseek_v4/tiny`).
 
     Args:
         dst: output directory (must be empty unless `overwrite`).
@@ -296,7 +296,7 @@ def make_tiny(dst: str | Path, preset: str = "v3", *, fp8: bool = False, shards:
         overrides: config fields to set, e.g. `{"n_routed_experts": 32}`.
         overwrite: replace the contents of a non-empty `dst`.
         progress: bytes written.
-        expert_dtype: V4 only: how routed experts are stored (see `v4.tiny`).
+        expert_dtype: V4 only: how routed experts are stored (see `families/deepseek_v4/tiny`).
 
     Raises:
         ConfigError: not a preset, config or checkpoint, or overrides that make an invalid

@@ -1,6 +1,6 @@
-"""Writing a tiny checkpoint from its plan (any family: `tiny` for V2/V3, `v4.tiny`), and
-the report of what was written. Apart from `tiny` so that `tiny` can hand V4 sources to
-`v4.tiny` without the two importing each other.
+"""Writing a tiny checkpoint from its plan (any family: `tiny` for V2/V3,
+`families/deepseek_v4/tiny`), and the report of what was written. Apart from `tiny` so that `tiny` can hand V4 sources to
+`families/deepseek_v4/tiny` without the two importing each other.
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
+from .checksums import check_files, checkpoint_files, record
 from .config import Config
 from .errors import CkptError
 from .families import family_of, family_of_tensors
@@ -67,7 +68,6 @@ def _checksums(root: Path, single: str | None, manifest: Manifest | None,
                run: dict) -> str | None:
     """Check against `manifest`, then record into `target`; the path written, if any.
     `run`: how to hash (progress, workers, executor, nodes)."""
-    from .checksums import check_files, checkpoint_files, record  # only when asked: hashing
     skip = {MANIFEST_FILE, _inside(root, target), _inside(root, manifest_path)} - {None}
     files = [single] if single else checkpoint_files(root, skip=frozenset(skip))
     known = {}

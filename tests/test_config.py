@@ -15,7 +15,7 @@ from ckpt_tools.config import (
 )
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import all_presets, find_preset
-from ckpt_tools.v4.config import DeepseekV4Config
+from ckpt_tools.config_v4 import DeepseekV4Config
 
 V3 = find_preset("v3").raw_config
 V2 = find_preset("v2").raw_config

@@ -66,7 +66,9 @@ def v4(tmp_path_factory):
 def test_v4_to_deepseek_mp_writes_its_proof_beside_dst(v4, tmp_path):
     report = to_deepseek_mp(v4[0], tmp_path / "mp", 2, workers=1)
     saved = json.loads(report_file(tmp_path / "mp").read_text())
-    assert saved["files"] == report.files == ["model0-mp2.safetensors", "model1-mp2.safetensors"]
+    assert saved["files"] == [f.model_dump() for f in report.files]
+    assert [f.name for f in report.files] == ["model0-mp2.safetensors", "model1-mp2.safetensors"]
+    assert saved["coverage"]["complete"] and "seconds" not in saved
     assert not (tmp_path / "mp" / "reshard-report.json").exists()
 
 

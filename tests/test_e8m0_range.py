@@ -11,7 +11,7 @@ from ckpt_tools.convert import upcast
 from ckpt_tools.errors import FormatError
 from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
 from ckpt_tools.tiny import make_tiny
-from ckpt_tools.v4.validate import largest_finite_scale_byte
+from ckpt_tools.families.deepseek_v4.checks import largest_finite_scale_byte
 from ckpt_tools.validate import validate
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_tools import quantize, upcast, validate
+from ckpt_tools import from_deepseek_mp, quantize, to_deepseek_mp, upcast, validate
 from ckpt_tools import safetensors_header, safetensors_io
 from ckpt_tools.source import Source
 
@@ -53,6 +53,25 @@ def test_quantize_reads_each_source_header_once(make_ckpt, header_reads, tmp_pat
     ck = make_ckpt("v3", shards=2)
     quantize(ck, tmp_path / "out", workers=1)
     assert {n: header_reads[n] for n in _shards(ck)} == dict.fromkeys(_shards(ck), 1)
+
+
+@pytest.mark.parametrize("run", ["upcast", "upcast-hf", "quantize-fp8-experts", "to-mp"])
+def test_v4_conversions_read_each_source_header_once(make_ckpt, header_reads, tmp_path, run):
+    """DeepSeek-V4's jobs (its own formats) reuse the run's headers as V3's do; the rank
+    files written to deepseek-mp are then joined back reading each of theirs once."""
+    ck = make_ckpt("v4-flash", fp8=True, shards=3)
+    out = tmp_path / "out"
+    if run.startswith("upcast"):
+        upcast(ck, out, workers=1, layout="hf" if run == "upcast-hf" else None)
+    elif run == "quantize-fp8-experts":
+        quantize(ck, out, workers=1, expert_dtype="fp8")
+    else:
+        to_deepseek_mp(ck, out, 2, workers=1)
+    assert {n: header_reads[n] for n in _shards(ck)} == dict.fromkeys(_shards(ck), 1)
+    if run == "to-mp":
+        header_reads.clear()
+        from_deepseek_mp(out, tmp_path / "back")
+        assert {n: header_reads[n] for n in _shards(out)} == dict.fromkeys(_shards(out), 1)
 
 
 def test_a_job_source_carries_its_entries_and_reads_no_header(make_ckpt, header_reads):

@@ -38,7 +38,7 @@ def files_of(path: Path) -> dict[str, bytes]:
         report = json.loads(report_file(path).read_text())
         assert report.pop("destination") == str(path.resolve())
         report.pop("source")
-        report.pop("job_id", None)  # V4's model-parallel report has none
+        report.pop("job_id", None)  # V4's model-parallel runs have none
         out[REPORT_FILE] = report
     return out
 

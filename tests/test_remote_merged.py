@@ -109,8 +109,8 @@ def test_v4_checkpoint_from_remote(hub, sources):
 
 def test_v4_writers_read_a_remote_source_like_disk(hub, sources, tmp_path):
     """DeepSeek-V4's writers take an hf:// source as V2/V3's do: upcast (convert_v4, parts
-    pickled to worker processes) and both reshard directions (v4.mp), the same bytes as
-    from disk; V4MpCheckpoint reads remote rank files by range."""
+    pickled to worker processes) and both reshard directions (families/deepseek_v4/mp), the
+    same bytes as from disk; V4MpCheckpoint reads remote rank files by range."""
     from ckpt_tools.reference.v4_checkpoint import V4MpCheckpoint
     from ckpt_tools.reshard import from_deepseek_mp, to_deepseek_mp
 

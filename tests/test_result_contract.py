@@ -127,18 +127,6 @@ def _calls() -> dict[str, tuple[str, typing.Callable]]:
 
 
 CALLS = _calls()
-FALSE_ANNOTATIONS = {  # call -> what is wrong and who fixes it (strict: fixing one is seen)
-    **{c: "reshard(..., to='deepseek-mp'|'hf'), to_deepseek_mp and from_deepseek_mp of "
-          "DeepSeek-V4 return v4.mp.V4MpReport, annotated ReshardReport (reshard.py); fixed "
-          "by issue 24 registry"
-       for c in ("reshard-to-mp-v4", "reshard-to-hf-v4", "to_deepseek_mp-v4",
-                 "from_deepseek_mp-v4")},
-    **{c: "parse_config / read_config_file of DeepSeek-V4 return DeepseekV4Config, annotated "
-          "Config (V2 | V3 | V3.2; config.py); fixed by issue 24 registry"
-       for c in ("parse_config-v4", "read_config_file-v4")},
-}
-
-
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     from ckpt_tools import make_tiny
@@ -153,9 +141,7 @@ def built(tmp_path_factory):
     return paths
 
 
-@pytest.mark.parametrize("call", [
-    pytest.param(c, id=c, marks=[pytest.mark.xfail(strict=True, reason=FALSE_ANNOTATIONS[c])]
-                 if c in FALSE_ANNOTATIONS else []) for c in sorted(CALLS)])
+@pytest.mark.parametrize("call", sorted(CALLS))
 def test_public_functions_return_what_they_are_annotated_with(built, call):
     name, run = CALLS[call]
     fn = getattr(ckpt_tools, name)

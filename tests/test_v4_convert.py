@@ -187,7 +187,7 @@ def test_nan_scale_stops_upcast(fp4_src, tmp_path, run_cli):
 def test_upcast_in_parts_gives_the_same_bytes(fp4_src, tmp_path, monkeypatch, layout):
     """Each output file is written by several part jobs (one tensor each with a tiny part
     size), at offsets fixed by the header: the same files as whole-part runs."""
-    from ckpt_tools.v4 import convert as convert_v4
+    from ckpt_tools.families.deepseek_v4 import convert as convert_v4
 
     whole = upcast(fp4_src, tmp_path / "whole", layout=layout, workers=1)
     monkeypatch.setattr(convert_v4, "PART_BYTES", 1)

@@ -71,7 +71,7 @@ def src(tmp_path_factory):
 @pytest.mark.parametrize("n", [1, 2])
 def test_to_deepseek_mp_matches_convert_py_and_back_is_bit_exact(src, tmp_path, n):
     report = to_deepseek_mp(src, tmp_path / "mp", n)
-    assert report.files == [f"model{i}-mp{n}.safetensors" for i in range(n)]
+    assert [f.name for f in report.files] == [f"model{i}-mp{n}.safetensors" for i in range(n)]
     source = hub_tensors(src)
     want = expected_ranks(source, n, json.loads((src / "config.json").read_text())["n_routed_experts"])
     for i in range(n):
@@ -83,7 +83,11 @@ def test_to_deepseek_mp_matches_convert_py_and_back_is_bit_exact(src, tmp_path, 
             assert got[name].tobytes() == value.tobytes(), name
     assert any(k.startswith("mtp.0.") for k in want[0])  # V4's converter keeps MTP
     back = from_deepseek_mp(tmp_path / "mp", tmp_path / "back")
-    assert back.direction == "hf" and back.source_tensors == len(source)
+    assert back.mode == "hf" and back.ok and back.coverage.output_tensors == len(source)
+    assert report.ok and report.coverage.source_tensors == len(source)
+    assert report.coverage.placed_elements == report.coverage.source_elements
+    assert (report.coverage.replica_elements > 0) == (n > 1)
+    assert back.coverage.compared_elements == report.coverage.replica_elements
     again = hub_tensors(tmp_path / "back")
     assert again.keys() == source.keys()
     assert all(again[k].dtype == source[k].dtype and again[k].tobytes() == source[k].tobytes()
@@ -109,7 +113,8 @@ def test_cli_round_trip(src, tmp_path, run_cli):
     r = run_cli("reshard", src, tmp_path / "mp", "--to", "deepseek-mp", "--model-parallel", "2",
                 "--json")
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["wo_a_converted"] == 6
+    out = json.loads(r.stdout)
+    assert out["mode"] == "deepseek-mp" and out["ok"] and out["notes"][0].startswith("6 wo_a")
     r = run_cli("reshard", tmp_path / "mp", tmp_path / "hf", "--to", "hf")
     assert r.exit_code == 0, r.output
 
@@ -170,7 +175,7 @@ def test_ranks_writes_only_those_rank_files(src, tmp_path):
     """--ranks as for V2/V3: only the named ranks' files, byte-identical to a full run's."""
     full = to_deepseek_mp(src, tmp_path / "full", 2)
     part = to_deepseek_mp(src, tmp_path / "part", 2, ranks=[1])
-    assert part.files == ["model1-mp2.safetensors"] and part.ranks == [1]
+    assert [f.name for f in part.files] == ["model1-mp2.safetensors"] and part.ranks == [1]
     assert full.ranks is None and sum(n.jobs for n in full.nodes) == 2
     assert not (tmp_path / "part" / "model0-mp2.safetensors").exists()
     assert ((tmp_path / "part" / "model1-mp2.safetensors").read_bytes()

@@ -73,7 +73,7 @@ def namespace(config: dict) -> SimpleNamespace:
 
 def _plan(c: dict, layout: str):
     from ckpt_tools.config import parse_config
-    from ckpt_tools.v4.tensor_plan import V4TensorPlan
+    from ckpt_tools.families.deepseek_v4.tensor_plan import V4TensorPlan
 
     return V4TensorPlan(parse_config(c, source="tiny V4 config"), layout)
 
@@ -137,7 +137,7 @@ def quantize_fp4(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def quantized_tensors(c: dict, tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The same model stored as DeepSeek releases it (weights plus `.scale` companions)."""
-    from ckpt_tools.v4.tiny import stored_value
+    from ckpt_tools.families.deepseek_v4.tiny import stored_value
 
     out = {}
     for spec in _plan(c, "fp8").specs:

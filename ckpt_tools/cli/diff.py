@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import click
 
+from ..config_diff import CONCERN_TITLES
 from ..remote.stores import remote_spec
 from .conventions import json_mode, progress, standard_options
 from .plotting import plot_option, save_plot
@@ -109,8 +110,6 @@ def _v4_blocks(r, markdown: bool) -> list[Block]:
 def _blocks(r, markdown: bool) -> list[Block]:
     if hasattr(r, "explanations"):
         return _v4_blocks(r, markdown)
-    from ..config_diff import CONCERN_TITLES
-
     blocks = []
 
     def side(s, tag):

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from .conventions import note
+
 
 def _check(_ctx, _param, value: Path | None) -> Path | None:
     if value is None:
@@ -39,6 +41,4 @@ def save_plot(path: Path | None, figure: str, report) -> None:
     from .. import plot
 
     plot.save_figure(getattr(plot, figure)(report), path)
-    from .conventions import note
-
     note(f"plot: wrote {path}")

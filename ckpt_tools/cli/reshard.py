@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import click
 
+from ..errors import ArgumentError
+from ..sizes import parse_size
 from .conventions import json_mode, note, note_kept, progress, standard_options
 from .render import (
     CONFIG,
@@ -56,9 +58,6 @@ class SizeParam(click.ParamType):
     name = "size"
 
     def convert(self, value, param, ctx):
-        from ..errors import ArgumentError
-        from ..sizes import parse_size
-
         try:
             return parse_size(value)
         except ArgumentError:
@@ -130,13 +129,6 @@ def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_
                  rank_resource=rank_resource)
     if json_mode():
         emit_json(report)
-        return
-    if hasattr(report, "direction"):  # DeepSeek-V4 (v4.mp.V4MpReport)
-        click.echo(f"wrote {safe_name(report.destination)}: {len(report.files)} file(s) "
-                   f"({report.direction}, {report.model_parallel} rank(s)), "
-                   f"{report.source_tensors:,} source tensors, {report.wo_a_converted} wo_a "
-                   f"converted, in {report.seconds:.1f} s")
-        note_kept(report)
         return
     _render(report)
     note_kept(report)

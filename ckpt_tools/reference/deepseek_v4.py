@@ -33,6 +33,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..families.deepseek_v4 import LAYER_PREFIX, MTP_PREFIX
+from ..families.deepseek_v4 import native_name as N  # every tensor name: the family's rows
 from .deepseek import sigmoid, silu, softmax, token_ids, top_keys  # shared with V3 / V3.2
 from .v4_weights import V4Weights
 
@@ -147,17 +149,19 @@ def sinkhorn(comb: np.ndarray, iters: int, eps: float) -> np.ndarray:
     return comb
 
 
-def hc_pre(config, w: V4Weights, prefix: str, streams: np.ndarray
+def hc_pre(config, w: V4Weights, block: str, where: str, streams: np.ndarray
            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Collapse the streams into the sublayer input; also the weights for `hc_post`.
 
-    prefix is e.g. 'layers.3.hc_attn' (fn [(2+m)*m, m*d], base [(2+m)*m], scale [3]).
+    `where` is "attn" or "ffn" of the block `block` ('layers.3.'): its hc_fn
+    [(2+m)*m, m*d], hc_base [(2+m)*m], hc_scale [3].
     Returns collapsed [t, d], post [t, m], comb [t, j, k].
     """
     m, d, eps = config.hc_mult, config.hidden_size, config.hc_eps
     n = (2 + m) * m
-    mixes = hc_mixes(config, streams, w.read(prefix + "_fn", (n, m * d)))  # [t, n]
-    base, scale = w.read(prefix + "_base", (n,)), w.read(prefix + "_scale", (3,))
+    mixes = hc_mixes(config, streams, w.read(N(f"hc_{where}_fn", block), (n, m * d)))  # [t, n]
+    base = w.read(N(f"hc_{where}_base", block), (n,))
+    scale = w.read(N(f"hc_{where}_scale", block), (3,))
     pre = sigmoid(mixes[:, :m] * scale[0] + base[:m]) + F32(eps)  # [t, m]
     post = F32(2.0) * sigmoid(mixes[:, m:2 * m] * scale[1] + base[m:2 * m])  # [t, m]
     logits = (mixes[:, 2 * m:] * scale[2] + base[2 * m:]).reshape(-1, m, m)  # [t, j, k]
@@ -173,20 +177,29 @@ def hc_post(out: np.ndarray, streams: np.ndarray, post: np.ndarray, comb: np.nda
     return post[:, :, None] * out[:, None, :] + np.einsum("tjk,tjd->tkd", comb, streams)
 
 
-def hc_head(config, w: V4Weights, prefix: str, streams: np.ndarray) -> np.ndarray:
+def _head_role(role: str, mtp: str) -> str:
+    """The model's own final rows, or those of the MTP block `mtp` ('mtp.0.')."""
+    return "mtp." + role if mtp else role
+
+
+def hc_head(config, w: V4Weights, mtp: str, streams: np.ndarray) -> np.ndarray:
     """Fold the streams into one before the final norm: weights sigmoid(...) + eps, no
-    Sinkhorn.  prefix '' (model) or 'mtp.0.'.  [t, m, d] -> [t, d]"""
+    Sinkhorn.  mtp '' (model) or 'mtp.0.'.  [t, m, d] -> [t, d]"""
     m, d = config.hc_mult, config.hidden_size
-    mixes = hc_mixes(config, streams, w.read(prefix + "hc_head_fn", (m, m * d)))  # [t, m]
-    base, scale = w.read(prefix + "hc_head_base", (m,)), w.read(prefix + "hc_head_scale", (1,))
+    fn, base, scale = (N(_head_role(f"hc_head_{x}", mtp), mtp) for x in ("fn", "base", "scale"))
+    mixes = hc_mixes(config, streams, w.read(fn, (m, m * d)))  # [t, m]
+    base, scale = w.read(base, (m,)), w.read(scale, (1,))
     pre = sigmoid(mixes * scale[0] + base) + F32(config.hc_eps)  # [t, m]
     return np.einsum("tm,tmd->td", pre, streams)
 
 
 # -- compressor and indexer ----------------------------------------------------------------
-def compress(config, w: V4Weights, prefix: str, x: np.ndarray, ratio: int, head: int
-             ) -> np.ndarray:
+def compress(config, w: V4Weights, block: str, kind: str, x: np.ndarray, ratio: int,
+             head: int) -> np.ndarray:
     """Pool each full window of `ratio` tokens into one entry.  x: [t, d] -> [c, head]
+
+    `kind` is the compressor's rows: "compressor." (the attention's) or
+    "indexer.compressor." (the indexer's).
 
     Per channel, a softmax over the window's slots of (gate + ape) weighs the projected
     values. With the CSA ratio the windows overlap: each token projects two series
@@ -201,9 +214,9 @@ def compress(config, w: V4Weights, prefix: str, x: np.ndarray, ratio: int, head:
     if n == 0:
         return np.zeros((0, head), F32)
     xs = x[:n * ratio]
-    kv = w.linear(xs, prefix + "wkv.weight", width).reshape(n, ratio, width)  # [c, w, 2y]
-    gate = w.linear(xs, prefix + "wgate.weight", width).reshape(n, ratio, width)
-    gate = gate + w.read(prefix + "ape", (ratio, width))  # [c, w, 2y]
+    kv = w.linear(xs, N(kind + "wkv", block), width).reshape(n, ratio, width)  # [c, w, 2y]
+    gate = w.linear(xs, N(kind + "wgate", block), width).reshape(n, ratio, width)
+    gate = gate + w.read(N(kind + "ape", block), (ratio, width))  # [c, w, 2y]
     if overlap:
         kv_slots = np.zeros((n, 2 * ratio, head), F32)  # [c, 2w, y]
         gate_slots = np.full((n, 2 * ratio, head), NEG_INF, F32)
@@ -211,7 +224,7 @@ def compress(config, w: V4Weights, prefix: str, x: np.ndarray, ratio: int, head:
         kv_slots[1:, :ratio], gate_slots[1:, :ratio] = kv[:-1, :, :head], gate[:-1, :, :head]
         kv, gate = kv_slots, gate_slots
     pooled = np.sum(softmax(gate, axis=1) * kv, axis=1)  # [c, y]
-    pooled = rms_norm(pooled, w.read(prefix + "norm.weight", (head,)), config.rms_norm_eps)
+    pooled = rms_norm(pooled, w.read(N(kind + "norm", block), (head,)), config.rms_norm_eps)
     cos, sin = rope_tables(config, np.arange(n) * ratio, compressed=True)
     return apply_rope(pooled, cos, sin)  # [c, y]
 
@@ -239,7 +252,7 @@ def query_blocks(T: int, per_query_bytes: int, most: int | None = None
         yield t0, min(T, t0 + step)
 
 
-def indexer_scores(config, w: V4Weights, prefix: str, x: np.ndarray, q_latent: np.ndarray,
+def indexer_scores(config, w: V4Weights, block: str, x: np.ndarray, q_latent: np.ndarray,
                    rope: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """The lightning indexer's score of every (query, compressed entry).  -> [t, c]
 
@@ -248,10 +261,10 @@ def indexer_scores(config, w: V4Weights, prefix: str, x: np.ndarray, q_latent: n
     """
     T = x.shape[0]
     X, Y = config.index_n_heads, config.index_head_dim
-    keys = compress(config, w, prefix + "compressor.", x, CSA, Y)  # [c, y]
-    q = w.linear(q_latent, prefix + "wq_b.weight", X * Y).reshape(T, X, Y)  # [t, x, y]
+    keys = compress(config, w, block, "indexer.compressor.", x, CSA, Y)  # [c, y]
+    q = w.linear(q_latent, N("indexer.wq_b", block), X * Y).reshape(T, X, Y)  # [t, x, y]
     q = apply_rope(q, *rope)
-    weights = w.linear(x, prefix + "weights_proj.weight", X) * F32(X ** -0.5)  # [t, x]
+    weights = w.linear(x, N("indexer.weights_proj", block), X) * F32(X ** -0.5)  # [t, x]
     scores = np.empty((T, keys.shape[0]), F32)  # [t, c]
     for t0, t1 in query_blocks(T, 4 * X * keys.shape[0]):
         dots = np.maximum(np.einsum("txy,cy->txc", q[t0:t1], keys), F32(0.0)) * F32(Y ** -0.5)
@@ -269,31 +282,30 @@ def layer_ratio(config, layer: int) -> int:
     return ratio
 
 
-def attention(config, w: V4Weights, prefix: str, ratio: int, x: np.ndarray) -> np.ndarray:
+def attention(config, w: V4Weights, block: str, ratio: int, x: np.ndarray) -> np.ndarray:
     """Shared-KV multi-query attention over the sliding window plus compressed entries.
-    prefix 'layers.N.attn.'.  x: [t, d] -> [t, d]"""
+    block 'layers.N.'.  x: [t, d] -> [t, d]"""
     T, d = x.shape
     H, A, eps = config.num_attention_heads, config.head_dim, config.rms_norm_eps
     G, R = config.o_groups, config.o_lora_rank
     rope = rope_tables(config, np.arange(T), compressed=ratio != SLIDING)
 
-    q_latent = w.linear(x, prefix + "wq_a.weight", config.q_lora_rank)  # [t, q]
-    q_latent = rms_norm(q_latent, w.read(prefix + "q_norm.weight", (config.q_lora_rank,)), eps)
-    q = w.linear(q_latent, prefix + "wq_b.weight", H * A).reshape(T, H, A)  # [t, h, a]
+    q_latent = w.linear(x, N("wq_a", block), config.q_lora_rank)  # [t, q]
+    q_latent = rms_norm(q_latent, w.read(N("q_norm", block), (config.q_lora_rank,)), eps)
+    q = w.linear(q_latent, N("wq_b", block), H * A).reshape(T, H, A)  # [t, h, a]
     q = apply_rope(rms_norm(q, None, eps), *rope)  # unweighted RMSNorm per head
-    kv = rms_norm(w.linear(x, prefix + "wkv.weight", A), w.read(prefix + "kv_norm.weight", (A,)),
-                  eps)
+    kv = rms_norm(w.linear(x, N("wkv", block), A), w.read(N("kv_norm", block), (A,)), eps)
     kv = apply_rope(kv, *rope)  # [s, a]: the one head, both key and value
 
     entries, visible = np.zeros((0, A), F32), np.zeros((T, 0), bool)  # [c, a], [t, c]
     if ratio != SLIDING:
-        entries = compress(config, w, prefix + "compressor.", x, ratio, A)
+        entries = compress(config, w, block, "compressor.", x, ratio, A)
         visible = visible_entries(T, entries.shape[0], ratio)
         if ratio == CSA and entries.shape[0]:
-            scores = indexer_scores(config, w, prefix + "indexer.", x, q_latent, rope)
+            scores = indexer_scores(config, w, block, x, q_latent, rope)
             visible = select_compressed(scores, visible, config.index_topk)
 
-    sink = w.read(prefix + "attn_sink", (H,))[:, None, None]  # [h, 1, 1]
+    sink = w.read(N("attn_sink", block), (H,))[:, None, None]  # [h, 1, 1]
     W, pos = config.sliding_window, np.arange(T)
     out = np.empty((T, H, A), F32)  # [t, h, a]
     # a block of at most W queries sees at most 2W window keys plus the compressed entries
@@ -318,9 +330,9 @@ def attention(config, w: V4Weights, prefix: str, ratio: int, x: np.ndarray) -> n
     out = out.reshape(T, G, Z)  # [t, g, z]
     grouped = np.empty((T, G, R), F32)
     for g in range(G):
-        wo_a = w.read_rows(prefix + "wo_a.weight", g * R, (g + 1) * R, (G * R, Z))  # [r, z]
+        wo_a = w.read_rows(N("wo_a", block), g * R, (g + 1) * R, (G * R, Z))  # [r, z]
         grouped[:, g] = out[:, g] @ wo_a.T  # einsum("tz,rz->tr")
-    return w.linear(grouped.reshape(T, G * R), prefix + "wo_b.weight", d)  # [t, d]
+    return w.linear(grouped.reshape(T, G * R), N("wo_b", block), d)  # [t, d]
 
 
 # -- router, experts, MoE ------------------------------------------------------------------
@@ -343,41 +355,49 @@ def route(config, x: np.ndarray, gate: np.ndarray, bias: np.ndarray | None,
     return experts, (weights * F32(config.routed_scaling_factor)).astype(F32)
 
 
-def swiglu(config, w: V4Weights, prefix: str, x: np.ndarray) -> np.ndarray:
+def swiglu(config, w: V4Weights, names: dict[str, str], x: np.ndarray) -> np.ndarray:
     """w2(silu(min(w1 x, L)) * clip(w3 x, -L, L)), L = swiglu_limit (no clip when 0).
-    prefix '...experts.E.' or '...shared_experts.'.  x: [t, d] -> [t, d]"""
+    `names`: "w1", "w2", "w3" -> the expert's tensors.  x: [t, d] -> [t, d]"""
     f, limit = config.moe_intermediate_size, config.swiglu_limit
-    gate = w.linear(x, prefix + "w1.weight", f)  # [t, f]
-    up = w.linear(x, prefix + "w3.weight", f)
+    gate = w.linear(x, names["w1"], f)  # [t, f]
+    up = w.linear(x, names["w3"], f)
     if limit and limit > 0:
         gate = np.minimum(gate, F32(limit))
         up = np.clip(up, F32(-limit), F32(limit))
-    return w.linear(silu(gate) * up, prefix + "w2.weight", config.hidden_size)
+    return w.linear(silu(gate) * up, names["w2"], config.hidden_size)
 
 
-def moe(config, w: V4Weights, prefix: str, hashed_layer: bool, x: np.ndarray,
+def _expert(block: str, expert: int | None) -> dict[str, str]:
+    """A routed expert's tensors, or (None) the shared expert's."""
+    if expert is None:
+        return {p: N(f"shared.{p}", block) for p in ("w1", "w2", "w3")}
+    return {p: N(f"expert.{p}", block, expert) for p in ("w1", "w2", "w3")}
+
+
+def moe(config, w: V4Weights, block: str, hashed_layer: bool, x: np.ndarray,
         ids: np.ndarray) -> np.ndarray:
     """Routed experts (each read only if a token chose it) plus the shared expert.
-    prefix 'layers.N.ffn.'.  x: [t, d] -> [t, d]"""
+    block 'layers.N.'.  x: [t, d] -> [t, d]"""
     E, K, d = config.n_routed_experts, config.num_experts_per_tok, config.hidden_size
-    gate = w.read(prefix + "gate.weight", (E, d))
+    gate = w.read(N("gate", block), (E, d))
     if hashed_layer:
-        hashed = w.int_rows(prefix + "gate.tid2eid", ids, (config.vocab_size, K))  # [t, k]
+        table = N("gate.tid2eid", block)
+        hashed = w.int_rows(table, ids, (config.vocab_size, K))  # [t, k]
         if hashed.size and (hashed.min() < 0 or hashed.max() >= E):
-            raise ConfigError(f"{w.label}: tensor '{prefix}gate.tid2eid': expert ids must be "
+            raise ConfigError(f"{w.label}: tensor '{table}': expert ids must be "
                               f"in [0, {E}), found {int(hashed.min())}..{int(hashed.max())}")
         experts, weights = route(config, x, gate, None, hashed)
     else:
-        experts, weights = route(config, x, gate, w.read(prefix + "gate.bias", (E,)), None)
+        experts, weights = route(config, x, gate, w.read(N("gate.bias", block), (E,)), None)
     del gate
     y = np.zeros_like(x)  # [t, d]
     for e in np.unique(experts):
         tokens, slots = np.nonzero(experts == e)
         # a hash table may list an expert twice for a token: both slots count
-        contrib = swiglu(config, w, f"{prefix}experts.{int(e)}.", x[tokens])
+        contrib = swiglu(config, w, _expert(block, int(e)), x[tokens])
         np.add.at(y, tokens, contrib * weights[tokens, slots, None])
     for _ in range(config.n_shared_experts):  # V4 ships one; its weights are not numbered
-        y += swiglu(config, w, prefix + "shared_experts.", x)
+        y += swiglu(config, w, _expert(block, None), x)
     return y
 
 
@@ -386,12 +406,12 @@ def block(config, w: V4Weights, prefix: str, ratio: int, hashed_layer: bool,
           streams: np.ndarray, ids: np.ndarray) -> np.ndarray:
     """mHC around attention, then around the MoE.  prefix 'layers.N.'.  [t, m, d] -> same"""
     d, eps = config.hidden_size, config.rms_norm_eps
-    x, post, comb = hc_pre(config, w, prefix + "hc_attn", streams)
-    x = rms_norm(x, w.read(prefix + "attn_norm.weight", (d,)), eps)
-    streams = hc_post(attention(config, w, prefix + "attn.", ratio, x), streams, post, comb)
-    x, post, comb = hc_pre(config, w, prefix + "hc_ffn", streams)
-    x = rms_norm(x, w.read(prefix + "ffn_norm.weight", (d,)), eps)
-    return hc_post(moe(config, w, prefix + "ffn.", hashed_layer, x, ids), streams, post, comb)
+    x, post, comb = hc_pre(config, w, prefix, "attn", streams)
+    x = rms_norm(x, w.read(N("attn_norm", prefix), (d,)), eps)
+    streams = hc_post(attention(config, w, prefix, ratio, x), streams, post, comb)
+    x, post, comb = hc_pre(config, w, prefix, "ffn", streams)
+    x = rms_norm(x, w.read(N("ffn_norm", prefix), (d,)), eps)
+    return hc_post(moe(config, w, prefix, hashed_layer, x, ids), streams, post, comb)
 
 
 class Model:
@@ -410,7 +430,7 @@ class Model:
 
     def embed(self, ids: np.ndarray) -> np.ndarray:
         c = self.config
-        return self.weights.rows("embed.weight", ids, (c.vocab_size, c.hidden_size))  # [t, d]
+        return self.weights.rows(N("embed"), ids, (c.vocab_size, c.hidden_size))  # [t, d]
 
     def hidden_states(self, tokens: Sequence[int], layers: int | None = None
                       ) -> Iterator[tuple[int, np.ndarray]]:
@@ -421,7 +441,7 @@ class Model:
             raise ConfigError(f"layers: must be in [0, {c.num_hidden_layers}], found {n}")
         streams = np.repeat(self.embed(ids)[:, None, :], c.hc_mult, axis=1)  # [t, m, d]
         for layer in range(n):
-            streams = block(c, self.weights, f"layers.{layer}.", layer_ratio(c, layer),
+            streams = block(c, self.weights, LAYER_PREFIX.format(L=layer), layer_ratio(c, layer),
                             layer < c.num_hash_layers, streams, ids)
             yield layer, streams
 
@@ -439,11 +459,12 @@ class Model:
         """hc_head folding, then the final RMSNorm.  [t, m, d] -> [t, d]"""
         c, w = self.config, self.weights
         x = hc_head(c, w, prefix, streams)
-        return rms_norm(x, w.read(prefix + "norm.weight", (c.hidden_size,)), c.rms_norm_eps)
+        norm = N(_head_role("norm", prefix), prefix)
+        return rms_norm(x, w.read(norm, (c.hidden_size,)), c.rms_norm_eps)
 
     def logits(self, streams: np.ndarray) -> np.ndarray:
         """hc_head, final norm and head.  [t, m, d] -> [t, o]"""
-        return self.weights.linear(self.final_norm(streams), "head.weight", self.config.vocab_size)
+        return self.weights.linear(self.final_norm(streams), N("head"), self.config.vocab_size)
 
     def forward(self, tokens: Sequence[int], layers: int | None = None) -> np.ndarray:
         """Logits [t, o]; with `layers`, the streams after them, flattened to [t, m*d]."""
@@ -466,13 +487,13 @@ class Model:
         ids = self.check_tokens(tokens)
         if len(ids) < 2:
             raise ConfigError("tokens: the MTP module needs at least two tokens")
-        p, d, eps = f"mtp.{depth}.", c.hidden_size, c.rms_norm_eps
-        e = rms_norm(self.embed(ids[1:]), w.read(p + "enorm.weight", (d,)), eps)  # [t-1, d]
-        h = rms_norm(streams[:-1], w.read(p + "hnorm.weight", (d,)), eps)  # [t-1, m, d]
-        x = (w.linear(e, p + "e_proj.weight", d)[:, None, :]
-             + w.linear(h, p + "h_proj.weight", d))  # [t-1, m, d]
+        p, d, eps = MTP_PREFIX.format(J=depth), c.hidden_size, c.rms_norm_eps
+        e = rms_norm(self.embed(ids[1:]), w.read(N("mtp.enorm", p), (d,)), eps)  # [t-1, d]
+        h = rms_norm(streams[:-1], w.read(N("mtp.hnorm", p), (d,)), eps)  # [t-1, m, d]
+        x = (w.linear(e, N("mtp.e_proj", p), d)[:, None, :]
+             + w.linear(h, N("mtp.h_proj", p), d))  # [t-1, m, d]
         x = block(c, w, p, layer_ratio(c, c.num_hidden_layers + depth), False, x, ids[1:])
-        return w.linear(self.final_norm(x, p), "head.weight", c.vocab_size)  # [t-1, o]
+        return w.linear(self.final_norm(x, p), N("head"), c.vocab_size)  # [t-1, o]
 
 
 def decoder(source) -> Model:

@@ -14,7 +14,7 @@ Every read is by row range with pread (`read_float32_rows`): an FP8 weight is re
 128-row blocks at a time with its scale rows, an FP4 expert row by row with its own scales,
 so memory is bounded by the rows asked for. Nothing is cached.
 
-The config is read by `config.read_config_file` (`v4.config.DeepseekV4Config`), the number
+The config is read by `config.read_config_file` (`config_v4.DeepseekV4Config`), the number
 formats decoded by `ckpt_tools.formats`, the names mapped by `families.deepseek_v4`: one place for each.
 """
 
@@ -27,17 +27,20 @@ from pathlib import Path
 import numpy as np
 
 from ..config import read_config_file
+from ..config_v4 import DeepseekV4Config
 from ..dtypes import DTYPES
 from ..errors import ConfigError, FormatError, MissingTensorError, ShapeMismatchError
-from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
+from ..families.deepseek_v4 import EMBED, expert_of, hf_name, stacked_names
+from ..families.deepseek_v4.mp_layout import rank_pieces
+from ..families.deepseek_v4.tensor_plan import V4TensorPlan
 from ..formats import SCALE_SUFFIX, mp_scale_name
 from ..formats.mxfp4 import decode_rows
 from ..index import INDEX_FILE, SINGLE_FILE, read_index
-from ..remote.stores import as_path
+from ..mp_layout import find_mp_files
 from ..safe_paths import safe_member
 from ..safetensors_io import SafetensorsReader
+from ..source import Source
 from ..sources import CONFIG_FILE
-from ..v4.config import DeepseekV4Config
 
 
 class _Where:
@@ -61,8 +64,9 @@ def load_config(path: Path) -> DeepseekV4Config:
 class V4Checkpoint:
     """Read-only V4 checkpoint (see the module docstring); the `V4Weights` source."""
 
-    def __init__(self, path: str | Path):
-        self.dir = as_path(path)  # local, or remote (RemotePath: read by range)
+    def __init__(self, path: str | Path | Source):
+        self.source = Source.open(path)  # the run's: the headers the inventory read
+        self.dir = self.source.path  # local, or remote (RemotePath: read by range)
         if not self.dir.is_dir():
             raise FormatError(f"{self.dir}: no such directory")
         config_path = self.dir / CONFIG_FILE
@@ -87,13 +91,13 @@ class V4Checkpoint:
 
     @cached_property
     def layout(self) -> str:
-        return "hf" if any(n.startswith("model.") for n in self.weight_map) else "deepseek"
+        return "hf" if EMBED.hf in self.weight_map else "deepseek"  # as the V4 checks tell
 
     def _reader(self, shard: str) -> SafetensorsReader:
         r = self._readers.get(shard)
         if r is None:
-            r = self._readers[shard] = SafetensorsReader(safe_member(self.dir, shard,
-                                                                     what="shard"))
+            r = self._readers[shard] = self.source.reader(safe_member(self.dir, shard,
+                                                                      what="shard"))
         return r
 
     def _entry(self, stored: str):
@@ -187,26 +191,23 @@ class V4MpCheckpoint:
     """Read-only DeepSeek-V4 model-parallel directory (`model{i}-mp{N}.safetensors`, as
     `ckpt reshard --to deepseek-mp` and DeepSeek's V4 convert.py write it), by Hub name.
 
-    Which rank holds which rows or columns of a tensor comes from `v4.mp.rank_pieces`, the
-    rule that writes the files: row-split tensors are read from the ranks whose rows
+    Which rank holds which rows or columns of a tensor comes from the rule that writes the
+    files (`families/deepseek_v4/mp_layout.rank_pieces`): row-split tensors are read from the ranks whose rows
     overlap the range asked for, `wo_b` (split on dim 1) from every rank, replicas and
     routed experts from one rank; FP8 pieces keep their own scale pieces, `wo_a` is BF16.
     """
 
     layout = "deepseek-mp"
 
-    def __init__(self, path: str | Path):
-        from ..mp_layout import find_mp_files
-        from ..v4.mp_layout import rank_pieces
-        from ..v4.tensor_plan import V4TensorPlan
-
-        self.dir = as_path(path)  # local, or remote (RemotePath: read by range)
+    def __init__(self, path: str | Path | Source):
+        source = Source.open(path)  # the run's: the headers the inventory read
+        self.dir = source.path  # local, or remote (RemotePath: read by range)
         config_path = self.dir / CONFIG_FILE
         if not config_path.is_file():
             raise ConfigError(f"{self.dir}: directory has no {CONFIG_FILE}")
         self.config = load_config(config_path)
         files = find_mp_files(self.dir)
-        self._readers = {r: SafetensorsReader(p) for r, p in files.items()}
+        self._readers = {r: source.reader(p) for r, p in files.items()}
         first = self._readers[0].header.entries
         experts = "fp4" if any(e.dtype == "I8" for e in first.values()) else "fp8"
         plan = V4TensorPlan(self.config, "fp8", expert_dtype=experts)

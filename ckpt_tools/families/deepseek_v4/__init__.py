@@ -12,6 +12,11 @@ names and split on `split` (`wo_a` dequantised to BF16 first, `mp_dequantized`).
 Number formats: dense linears `fp8` (F8_E4M3, one E8M0 scale per 128x128 block, at
 `x.scale`), routed experts `expert` (MXFP4: I8 [out, in/2] with one E8M0 per 32 inputs, or
 FP8 blocks after `--expert-dtype fp8`), the rest kept in BF16 / F32 / I64 (`tid2eid`).
+
+This package's other modules are the hooks the entry names (imported on first use, never by
+the registry): `tensor_plan` (the planner over these rows), `checks` (what validate adds:
+E8M0 / MXFP4 pairing, hash tables, rank files), `tiny`, `convert` (upcast / quantize of its
+formats), `mp_layout` + `mp` (DeepSeek's V4 model-parallel files) and `diff`.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 
-from ..formats import MP_SCALE_SUFFIX as SCALE_SUFFIX  # "x.weight" -> "x.scale"
-from ..formats import mp_scale_name as scale_name  # noqa: F401  (the family's naming)
-from .base import EXPERT, HF_LAYER_PREFIX, Block, Family, Row
+from ...formats import MP_SCALE_SUFFIX as SCALE_SUFFIX  # "x.weight" -> "x.scale"
+from ...formats import mp_scale_name as scale_name  # noqa: F401  (the family's naming)
+from ..base import EXPERT, HF_LAYER_PREFIX, Block, Family, Row
 
 CSA_RATIO = 4  # compressed sparse attention: overlapping windows, plus an indexer
 
@@ -121,9 +126,9 @@ BLOCK_ROWS = (
          lambda c, b: (c.hidden_size,), "norm"),
     _row("gate", "block", "ffn.gate.weight", "mlp.gate.weight",
          lambda c, b: (c.n_routed_experts, c.hidden_size), "router"),
-    _row("gate.tid2eid", "block", "ffn.gate.tid2eid", "mlp.gate.tid2eid",
-         lambda c, b: (c.vocab_size, c.num_experts_per_tok), "router", "i64",
-         when=lambda c, b: b.hashed),
+    TID2EID := _row("gate.tid2eid", "block", "ffn.gate.tid2eid", "mlp.gate.tid2eid",
+                    lambda c, b: (c.vocab_size, c.num_experts_per_tok), "router", "i64",
+                    when=lambda c, b: b.hashed),
     _row("gate.bias", "block", "ffn.gate.bias", "mlp.gate.e_score_correction_bias",
          lambda c, b: (c.n_routed_experts,), "router", "f32", when=lambda c, b: not b.hashed),
 )
@@ -191,6 +196,18 @@ SCOPES = {
     "mtp_input": {"native": MTP_PREFIX, "mp": MTP_PREFIX, "hf": MTP_PREFIX},
     "mtp_output": {"native": MTP_PREFIX, "mp": MTP_PREFIX, "hf": MTP_PREFIX},
 }
+
+
+_BY_ROLE = {r.role: r for r in ROWS}
+
+
+def native_name(role: str, block: str = "", expert: int | None = None) -> str:
+    """DeepSeek's (Hub) name of row `role` in the block whose prefix is `block` ("layers.3.",
+    "mtp.0."; global rows have none), of routed expert `expert`: the reference decoder
+    reads its weights by these."""
+    row = _BY_ROLE[role]
+    scope = SCOPES[row.section]["native"].replace(LAYER_PREFIX, block).replace(MTP_PREFIX, block)
+    return scope.replace("{E}", str(expert)) + row.native
 
 
 def weight_name(scale: str) -> str:
@@ -269,19 +286,19 @@ DEEPSEEK_V4 = Family(
     presets=("v4-flash", "v4-pro"), scale_suffix=SCALE_SUFFIX, scale_dtype=SCALE_DTYPE,
     hidden_streams="hc_mult",
     hooks={
-        "plan": "ckpt_tools.v4.tensor_plan:V4TensorPlan",
+        "plan": "ckpt_tools.families.deepseek_v4.tensor_plan:V4TensorPlan",
         "looks_like": "ckpt_tools.families.deepseek_v4:looks_like",
-        "checkpoint_plan": "ckpt_tools.v4.validate:checkpoint_plan",
-        "check": "ckpt_tools.v4.validate:check_v4",
-        "check_mp": "ckpt_tools.v4.validate:check_mp_v4",
-        "scale_byte_limits": "ckpt_tools.v4.validate:scale_byte_limits",
-        "upcast": "ckpt_tools.v4.convert:upcast_v4",
-        "quantize": "ckpt_tools.v4.convert:quantize_v4",
-        "to_mp": "ckpt_tools.v4.mp:to_deepseek_mp_v4",
-        "from_mp": "ckpt_tools.v4.mp:from_deepseek_mp_v4",
-        "diff": "ckpt_tools.v4.diff:diff_v4",
-        "tiny_config": "ckpt_tools.v4.tiny:tiny_v4_config",
-        "make_tiny": "ckpt_tools.v4.tiny:make_tiny_v4",
+        "checkpoint_plan": "ckpt_tools.families.deepseek_v4.checks:checkpoint_plan",
+        "check": "ckpt_tools.families.deepseek_v4.checks:check_v4",
+        "check_mp": "ckpt_tools.families.deepseek_v4.checks:check_mp_v4",
+        "scale_byte_limits": "ckpt_tools.families.deepseek_v4.checks:scale_byte_limits",
+        "upcast": "ckpt_tools.families.deepseek_v4.convert:upcast_v4",
+        "quantize": "ckpt_tools.families.deepseek_v4.convert:quantize_v4",
+        "to_mp": "ckpt_tools.families.deepseek_v4.mp:to_deepseek_mp_v4",
+        "from_mp": "ckpt_tools.families.deepseek_v4.mp:from_deepseek_mp_v4",
+        "diff": "ckpt_tools.families.deepseek_v4.diff:diff_v4",
+        "tiny_config": "ckpt_tools.families.deepseek_v4.tiny:tiny_v4_config",
+        "make_tiny": "ckpt_tools.families.deepseek_v4.tiny:make_tiny_v4",
         "summary": "ckpt_tools.info:multi_stream_summary",
         "decoder": "ckpt_tools.reference.deepseek_v4:decoder",
         "reference_source": "ckpt_tools.reference.v4_checkpoint:open_source",

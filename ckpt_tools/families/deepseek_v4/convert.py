@@ -30,39 +30,35 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import Field
 
-from .. import part_writer
-from ..checkpoint import Checkpoint
-from ..convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY
-from ..convert_output import (
-    copy_refusal,
+from ... import part_writer
+from ...checkpoint import Checkpoint
+from ...convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, job_source
+from ...convert_output import (
     FileWork,
     QuantizeReport,
     RoundTripError,
     UpcastReport,
     _job,
     _with_dtype,
-    write_files,
+    copy_refusal,
+    run_conversion,
 )
-from ..dtypes import DTYPES, itemsize
-from ..formats import E8M0_NAN, FP8_BLOCK, FP8_QUANTIZATION_CONFIG, mp_scale_name
-from ..formats import mxfp4 as mx
-from ..formats.round_trip import RoundTripStats
-from ..errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
-from ..index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
-from ..inventory import require
-from ..parallel import WORKER_MEMORY, ExecutorName, NodeWork
-from ..parallel import Job as ParallelJob
-from ..policy import Command
-from ..progress import Progress
-from ..reader_pool import ReaderPool
-from ..remote.output import check_executor, open_output
-from ..remote.path import RemotePath, job_source
-from ..safetensors_io import SafetensorsReader, SafetensorsWriter
-from ..side_files import copy_side_files
-from ..sources import CONFIG_FILE
-from ..families.deepseek_v4 import expert_of, hf_name, stacked_names
+from ...dtypes import DTYPES, itemsize
+from ...formats import E8M0_NAN, FP8_BLOCK, FP8_QUANTIZATION_CONFIG, mp_scale_name
+from ...formats import mxfp4 as mx
+from ...formats.round_trip import RoundTripStats
+from ...errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
+from ...inventory import require
+from ...parallel import WORKER_MEMORY, ExecutorName, NodeWork
+from ...parallel import Job as ParallelJob
+from ...policy import Command
+from ...progress import Progress
+from ...reader_pool import ReaderPool
+from ...safetensors_io import SafetensorsReader, SafetensorsWriter
+from ...source import Source
+from . import expert_of, hf_name, stacked_names
 from .tensor_plan import V4TensorPlan
-from .validate import detect_layout, largest_finite_scale_byte
+from .checks import detect_layout, largest_finite_scale_byte
 
 V4Layout = Literal["deepseek", "hf"]
 OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}
@@ -284,9 +280,10 @@ def _quantized_bytes(reader, scale_reader, p: Part, scales: list, stats: RoundTr
         yield _bytes(q)
 
 
-def _write_job(src: str | RemotePath, dst: str, job: Job, out_dtype: str) -> dict[str, list]:
+def _write_job(src: Source, dst: str, job: Job, out_dtype: str) -> dict[str, list]:
     """Write one whole output file: every quantize file, and upcast's for an object-store
-    destination (staged and uploaded whole); quantize's round-trip errors per tensor."""
+    destination (staged and uploaded whole); quantize's round-trip errors per tensor. `src`
+    carries the headers of what the job reads (`convert_jobs.job_source`)."""
     errors: dict[str, list] = {}
     dtype = DTYPES[out_dtype].numpy if out_dtype else None
     with ReaderPool(src) as readers:
@@ -307,7 +304,7 @@ def _write_job(src: str | RemotePath, dst: str, job: Job, out_dtype: str) -> dic
     return errors
 
 
-def _write_part(src: str | RemotePath, dst: str, file: str, tensors: list[tuple[OutTensor, int]],
+def _write_part(src: Source, dst: str, file: str, tensors: list[tuple[OutTensor, int]],
                 out_dtype: str) -> dict:
     """Write whole output tensors at their offsets of DST/file.partial (an upcast part)."""
     dtype = DTYPES[out_dtype].numpy
@@ -321,13 +318,18 @@ def _write_part(src: str | RemotePath, dst: str, file: str, tensors: list[tuple[
     return {}
 
 
-def _file_work(src: str | RemotePath, dst: str, j: Job, out_dtype: str, whole: bool
-               ) -> FileWork:
+def _reads(tensors) -> list[Part]:
+    return [p for t in tensors for p in t.parts]
+
+
+def _file_work(ck: Checkpoint, dst: str, j: Job, out_dtype: str, whole: bool) -> FileWork:
     """Quantize, or any file for an object store (`whole`): one job per file (quantize's
     error statistics come back). Upcast: parts of about PART_BYTES of source, whole output
-    tensors each, written into one pre-sized file."""
+    tensors each, written into one pre-sized file. Each job carries the header entries it
+    reads, from the run's source (`job_source`): no worker reads a header."""
     nbytes = [sum(p.src_bytes for p in t.parts) for t in j.tensors]
     if not out_dtype or whole:
+        src = job_source(ck, _reads(j.tensors))
         return FileWork(j.file, [ParallelJob(j.file, sum(nbytes),
                                              (_write_job, src, dst, j, out_dtype), JOB_MEMORY)])
     specs = [s for t in j.tensors for s in t.specs()]
@@ -342,7 +344,8 @@ def _file_work(src: str | RemotePath, dst: str, j: Job, out_dtype: str, whole: b
         size += n
     sizes = {t.name: n for t, n in zip(j.tensors, nbytes)}
     return FileWork(j.file, [ParallelJob(j.file, sum(sizes[t.name] for t, _ in part),
-                                         (_write_part, src, dst, j.file, part, out_dtype),
+                                         (_write_part, job_source(ck, _reads(t for t, _ in part)),
+                                          dst, j.file, part, out_dtype),
                                          JOB_MEMORY)
                              for part in parts if part], specs)
 
@@ -350,32 +353,16 @@ def _file_work(src: str | RemotePath, dst: str, j: Job, out_dtype: str, whole: b
 def _run(ck: Checkpoint, dst: str | Path, jobs: list[Job], job_id: dict, config: dict,
          out_dtype: str, *, workers, overwrite, progress, label: str,
          executor: ExecutorName = "local") -> tuple[int, list[str], dict, int, list[NodeWork]]:
-    """`ck` may be remote (read by range), `dst` an object store (staged, uploaded whole)."""
-    check_executor(dst, executor)
-    with open_output(dst, sources=[ck.dir], overwrite=overwrite, job=job_id) as out:
-        todo, errors = [], {}
-        for j in jobs:
-            done = out.is_done(j.file)
-            info = out.done_info(j.file) if done else None
-            if not done or (not out_dtype and info is None):  # quantize needs its stats
-                todo.append(j)
-            else:
-                errors.update(info or {})
-        works = [_file_work(job_source(ck.dir), str(out.path), j, out_dtype, out.remote)
-                 for j in todo]
-        found, nodes = write_files(out, works, workers=workers, executor=executor,
-                                   progress=progress, label=label)
-        errors.update(found)
-        weight_map, total = {}, 0
-        for j in jobs:
-            for t in j.tensors:
-                for name, dtype, shape in t.specs():
-                    weight_map[name] = j.file
-                    total += math.prod(shape) * itemsize(dtype)
-        write_index(out.path / INDEX_FILE, ShardIndex(weight_map, total, dict(ck.index.metadata)))
-        write_json_atomic(out.path / CONFIG_FILE, config)
-        side = copy_side_files(ck.dir, out.path)
-    return len(jobs) - len(todo), side, errors, total, nodes
+    """The shared run (`convert_output.run_conversion`) over V4's jobs; quantize (no
+    `out_dtype`) keeps its round-trip statistics."""
+    return run_conversion(
+        ck, dst, [j.file for j in jobs],
+        lambda out, todo: [_file_work(ck, str(out.path), jobs[i], out_dtype, out.remote)
+                           for i in todo],
+        ((j.file, spec) for j in jobs for t in j.tensors for spec in t.specs()),
+        job=job_id, config=config, index_metadata=dict(ck.index.metadata),
+        keeps_stats=not out_dtype, workers=workers, executor=executor, overwrite=overwrite,
+        progress=progress, label=label)
 
 
 def upcast_v4(src, dst, *, dtype: str = "bf16", layout: V4Layout = "deepseek",

@@ -16,18 +16,17 @@ import math
 from pathlib import Path
 from typing import Literal
 
-from ..errors import CkptError
-from ..findings import Findings
-from ..formats import FP8_BLOCK
-from ..safetensors_io import TensorEntry
-from ..source import Source
-from ..tensor_plan import scale_shape
-from .config import DeepseekV4Config, ExpertDtype
-from ..families.deepseek_v4 import EMBED, SCALE_DTYPE
+from ...errors import CkptError
+from ...findings import Findings
+from ...formats import block_grid, fp4_scale_shape
+from ...safetensors_io import TensorEntry
+from ...source import Source
+from ...config_v4 import DeepseekV4Config, ExpertDtype
+from . import EMBED, SCALE_DTYPE, TID2EID, row_of
+from .mp_layout import check_blocks, rank_pieces
 from .tensor_plan import (
     V4_SCALE_SUFFIX,
     V4TensorPlan,
-    fp4_scale_shape,
     v4_scale_name,
     v4_weight_name,
 )
@@ -64,10 +63,14 @@ def detect_layout(entries: dict[str, TensorEntry]
         return "hf", None
     if not any(e.dtype in QUANTIZED and n.endswith(".weight") for n, e in entries.items()):
         return "bf16", None  # (stops at the first quantized weight)
-    experts = [e.dtype for n, e in entries.items()
-               if ".ffn.experts." in n and n.endswith(".weight")]
+    experts = [e.dtype for n, e in entries.items() if _is_routed_expert(n)]
     fp4 = sum(d == "I8" for d in experts)
     return "fp8", ("fp4" if fp4 * 2 >= len(experts) else "fp8")
+
+
+def _is_routed_expert(name: str) -> bool:
+    row = row_of(name)
+    return row is not None and row.section == "routed_expert" and name.endswith(".weight")
 
 
 def expected_scale(weight: TensorEntry) -> tuple[tuple[int, ...], str] | None:
@@ -75,9 +78,8 @@ def expected_scale(weight: TensorEntry) -> tuple[tuple[int, ...], str] | None:
     if len(weight.shape) != 2:
         return None
     if weight.dtype == "I8":
-        rows, packed = weight.shape
-        return fp4_scale_shape((rows, 2 * packed)), "MXFP4 (one scale per 32 inputs)"
-    return scale_shape(weight.shape, FP8_BLOCK), "FP8 (128x128 blocks)"
+        return fp4_scale_shape(weight.shape), "MXFP4 (one scale per 32 inputs)"
+    return block_grid(weight.shape), "FP8 (128x128 blocks)"
 
 
 def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: set[str],
@@ -128,7 +130,7 @@ def check_hash_tables(source: Source, root: Path, entries: dict[str, TensorEntry
     the run's `source`: no header is read again)."""
     import numpy as np  # header-only runs without hash tables never load it
 
-    for name in [n for n in entries if n.endswith("ffn.gate.tid2eid")]:
+    for name in [n for n in entries if (row_of(n) or EMBED).role == TID2EID.role]:
         e = entries[name]
         if e.dtype not in ("I64", "I32"):
             continue  # the plan check reports the dtype
@@ -182,10 +184,8 @@ def check_v4(source: Source, root: Path, inv, cfg: DeepseekV4Config | None, own:
 
 def check_mp_v4(cfg: DeepseekV4Config, n: int, invs: dict, ranks: dict[int, str], f: Findings,
                 check_plan, expect) -> list[str]:
-    """DeepSeek-V4 rank files against DeepSeek's V4 convert.py rules (`v4.mp`); the checks
+    """DeepSeek-V4 rank files against DeepSeek's V4 convert.py rules (`mp`); the checks
     that ran."""
-    from .mp_layout import check_blocks, rank_pieces
-
     first = next(iter(invs.values())).entries
     experts = "fp4" if any(e.dtype == "I8" for e in first.values()) else detect_layout(first)[1]
     plan = V4TensorPlan(cfg, "fp8", expert_dtype=experts)

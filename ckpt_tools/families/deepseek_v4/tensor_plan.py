@@ -26,8 +26,8 @@ from collections.abc import Iterator
 from functools import cached_property
 from typing import Literal
 
-from ..families.base import Block, Family
-from ..families.deepseek_v4 import (
+from ..base import Block, Family
+from . import (
     DEEPSEEK_V4,
     LAYER_PREFIX,
     MTP_PREFIX,
@@ -35,8 +35,9 @@ from ..families.deepseek_v4 import (
     scale_name,
     weight_name,
 )
-from ..tensor_plan import Group, ParameterCounts, Shape, TensorPlan, scale_shape
-from .config import FP4_BLOCK, FP8_BLOCK, DeepseekV4Config, ExpertDtype
+from ...tensor_plan import Group, ParameterCounts, Shape, TensorPlan
+from ...config_v4 import DeepseekV4Config, ExpertDtype
+from ...formats import block_grid, fp4_scale_shape
 
 V4_SCALE_SUFFIX = SCALE_SUFFIX
 v4_scale_name, v4_weight_name = scale_name, weight_name
@@ -44,15 +45,9 @@ C = DeepseekV4Config
 Layout = Literal["bf16", "fp8", "hf"]
 
 
-def fp4_scale_shape(shape: Shape) -> Shape:
-    """MXFP4: one scale per 32 inputs of each row, shape given as the logical [out, in]."""
-    rows, cols = shape
-    return (rows, -(-cols // FP4_BLOCK))
-
-
 def default_expert_dtype(config: C) -> ExpertDtype:
     """The config's declaration, else FP4 (both releases; a Pro config omits the key).
-    A checkpoint's real format is read from its tensors (v4.validate.detect_expert_dtype)."""
+    A checkpoint's real format is read from its tensors (checks.detect_layout)."""
     return config.declared_expert_dtype or "fp4"
 
 
@@ -92,8 +87,9 @@ class V4TensorPlan(TensorPlan):
         if row.fmt == "none" or self.layout in ("bf16", "hf"):
             return shape, row.keep, None
         if row.fmt == "expert" and self.expert_dtype == "fp4":
-            return (shape[0], shape[1] // 2), "I8", fp4_scale_shape(shape)
-        return shape, "F8_E4M3", scale_shape(shape, (FP8_BLOCK, FP8_BLOCK))
+            packed = (shape[0], shape[1] // 2)  # two e2m1 codes per byte
+            return packed, "I8", fp4_scale_shape(packed)
+        return shape, "F8_E4M3", block_grid(shape)
 
     def _scoped(self, section: str, prefix: str | None = None, block: Block = Block(),
                 experts: int | None = None) -> Iterator[Group]:

@@ -18,10 +18,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from ..config_reading import ConfigReading
-from ..errors import UnsupportedModelError
-from ..formats import FP4_BLOCK  # noqa: F401  (v4.tensor_plan imports it from here)
-from ..formats import FP8_BLOCK as FP8_BLOCK_SHAPE
+from .config_reading import ConfigReading
+from .errors import UnsupportedModelError
+from .formats import FP8_BLOCK as FP8_BLOCK_SHAPE
 
 # compress_ratios entry -> transformers 5 `layer_types` name (and back)
 RATIO_TO_LAYER_TYPE = {
@@ -32,7 +31,6 @@ RATIO_TO_LAYER_TYPE = {
 LAYER_TYPE_TO_RATIO = {v: k for k, v in RATIO_TO_LAYER_TYPE.items()}
 CSA_RATIO = 4  # compressed sparse attention: overlapping windows of 4, plus an indexer
 HCA_RATIO = 128  # heavily compressed attention: windows of 128, no indexer
-FP8_BLOCK = FP8_BLOCK_SHAPE[0]  # the side of V4's square blocks (v4.tensor_plan uses it)
 
 ExpertDtype = Literal["fp4", "fp8"]
 

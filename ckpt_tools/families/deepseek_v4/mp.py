@@ -30,12 +30,11 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, computed_field
 
-from ..checkpoint import Checkpoint
-from ..config import read_config_file
-from ..dtypes import itemsize
-from ..errors import (
+from ...checkpoint import Checkpoint
+from ...config import read_config_file
+from ...dtypes import itemsize
+from ...errors import (
     ARGUMENT_PLACEHOLDER,
     ArgumentError,
     ConfigError,
@@ -43,10 +42,10 @@ from ..errors import (
     ShapeMismatchError,
     VerificationError,
 )
-from ..formats import FP8_BLOCK
-from ..formats.fp8_block import BF16
-from ..formats.mxfp4 import dequantize_fp8, quantize_fp8
-from ..index import (
+from ...formats import FP8_BLOCK
+from ...formats.fp8_block import BF16
+from ...formats.mxfp4 import dequantize_fp8, quantize_fp8
+from ...index import (
     INDEX_FILE,
     SINGLE_FILE,
     ShardIndex,
@@ -54,50 +53,78 @@ from ..index import (
     write_index,
     write_json_atomic,
 )
-from ..inventory import require
-from ..mp_layout import find_mp_files, mp_file_name
-from ..parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
-from ..progress import Progress
-from ..reader_pool import ReaderPool
-from ..output import REPORT_FILE, report_file
-from ..remote.output import check_executor, open_output, write_json_file
-from ..remote.path import RemotePath, job_source
-from ..remote.stores import as_path
-from ..reshard_plan import pack_by_size, refuse_model_parallel_source
-from ..results import Result
-from ..safetensors_io import SafetensorsReader, SafetensorsWriter
-from ..side_files import copy_side_files
-from ..sources import CONFIG_FILE
-from .mp_layout import SPLIT_DIM, Piece, Rule, check_blocks, module_of, rank_pieces, rule_of  # noqa: F401  (re-exported)
+from ...inventory import require
+from ...mp_layout import find_mp_files, mp_file_name
+from ...parallel import ExecutorName, Job, run_jobs, workers_for
+from ...progress import Progress
+from ...reader_pool import ReaderPool
+from ...output import REPORT_FILE, report_file
+from ...remote.output import check_executor, open_output, write_json_file
+from ...source import Source
+from ...reshard import RUN_FIELDS, Coverage, OutputFileReport, ReshardReport
+from ...reshard_plan import pack_by_size, refuse_model_parallel_source
+from ...safetensors_io import SafetensorsWriter
+from ...side_files import copy_side_files
+from ...sources import CONFIG_FILE
+from .convert import _checked_source  # pairing and the V4 plan, as upcast checks them
+from .mp_layout import Piece, check_blocks, rank_pieces
 from .tensor_plan import V4TensorPlan
 
 STEP_ROWS_BYTES = 4 << 20
 
 
-class V4MpReport(Result):
-    """What `ckpt reshard --to deepseek-mp | hf` did to a DeepSeek-V4 checkpoint."""
+def _wo_a_note(pieces: list[Piece], direction: str) -> str:
+    count = sum(p.dequantize_with is not None for p in pieces)
+    return (f"{count} wo_a weights dequantised to BF16 on every rank with their scales (the "
+            f"scales are applied, not written), as DeepSeek's convert.py does"
+            if direction == "deepseek-mp" else
+            f"{count} wo_a weights re-quantised to FP8 with ue8m0 block scales")
 
-    source: str
-    destination: str
-    direction: Literal["deepseek-mp", "hf"]
-    model_parallel: int
-    files: list[str]
-    tensors_per_file: list[int]
-    source_tensors: int = Field(description="Tensors of the Hub layout (scales included)")
-    wo_a_converted: int = Field(description="wo_a weights dequantised to BF16 per rank (to "
-                                            "deepseek-mp) or re-quantised to FP8 (to hf)")
-    side_files: list[str]
-    seconds: float
-    ranks: list[int] | None = Field(
-        None, description="deepseek-mp: the ranks whose files this run wrote, when only some")
-    nodes: list[NodeWork] = Field(
-        default_factory=list, description="Per machine: the files it wrote, bytes, seconds")
 
-    @computed_field(description="Every file listed was written with tensors in it (a "
-                                "conversion that cannot complete raises)")
-    @property
-    def ok(self) -> bool:
-        return len(self.files) == len(self.tensors_per_file) and all(self.tensors_per_file)
+def _numel(p) -> int:
+    return math.prod(p.shape)
+
+
+def _file_report(name: str, pieces) -> OutputFileReport:
+    return OutputFileReport(name=name, tensors=len(pieces),
+                            bytes=sum(_numel(p) * itemsize(p.dtype) for p in pieces))
+
+
+def _mtp(plan: V4TensorPlan) -> Literal["kept", "absent"]:
+    return "kept" if plan.config.num_mtp_layers else "absent"  # DeepSeek's V4 convert keeps it
+
+
+def _coverage(plan: V4TensorPlan, ranks: list[list[Piece]], source_files: int,
+              counted: int, planned: int, *, joined: bool) -> Coverage:
+    """The proof V2/V3's reshard gives, over V4's rank layout: each source element placed
+    once (split pieces and experts on their rank, a replica once, a wo_a scale applied to
+    its weight), the replicas' copies written (to deepseek-mp) or compared (`joined`: back
+    to the Hub layout), and the writers' count equal to the plan's."""
+    specs = {s.name: s for s in plan.specs}
+    copies: dict[str, int] = {}
+    placed = replicas = 0
+    for p in (p for rank in ranks for p in rank):
+        copies[p.name] = copies.get(p.name, 0) + 1
+        if p.dim is None and copies[p.name] > 1:
+            replicas += _numel(p)
+        else:
+            placed += _numel(p)
+    applied = [specs[p.dequantize_with] for p in ranks[0] if p.dequantize_with]
+    placed += sum(map(_numel, applied))
+    source = sum(map(_numel, plan.specs))
+    pieces = [p for rank in ranks for p in rank]
+    rank_elements = sum(map(_numel, pieces))
+    return Coverage(
+        source_files=source_files,
+        source_tensors=len(pieces) if joined else len(specs),
+        source_elements=rank_elements if joined else source,
+        placed_elements=rank_elements - replicas if joined else placed,
+        replica_elements=0 if joined else replicas,
+        compared_elements=replicas if joined else 0, dropped_tensors=0, dropped_elements=0,
+        output_tensors=len(specs) if joined else len(pieces),
+        output_elements=source if joined else rank_elements, counted_elements=counted,
+        complete=placed == source and counted == planned and set(copies) | {
+            s.name for s in applied} == set(specs))
 
 
 def _row_ranges(rows: int, row_bytes: int, align: int = 1):
@@ -130,8 +157,15 @@ def _piece_chunks(reader, scale_reader, p: Piece, full_shape):
         yield _bytes(dequantize_fp8(w, scale[r0 // block: r1 // block], BF16))
 
 
-def _write_rank(src: str | RemotePath, dst: str, file: str, pieces: list[Piece],
-                where: dict[str, str], shapes: dict[str, tuple[int, ...]]) -> dict:
+def _rank_source(ck: Checkpoint, pieces: list[Piece], where: dict[str, str]) -> Source:
+    """The header entries one rank's job reads (its pieces and wo_a's scales), from the
+    run's source: the worker reads no header."""
+    names = [p.name for p in pieces] + [p.dequantize_with for p in pieces if p.dequantize_with]
+    return ck.source.for_tensors(ck.dir, [(ck.shard_path(where[n]), [n]) for n in names])
+
+
+def _write_rank(src: Source, dst: str, file: str, pieces: list[Piece],
+                where: dict[str, str], shapes: dict[str, tuple[int, ...]]) -> int:
     """Write one rank's file (a job); `src` local, or remote (read by range)."""
     with ReaderPool(src) as readers, SafetensorsWriter(
             Path(dst) / file, [(p.name, p.dtype, p.shape) for p in pieces]) as w:
@@ -139,13 +173,13 @@ def _write_rank(src: str | RemotePath, dst: str, file: str, pieces: list[Piece],
             scale_reader = readers(where[p.dequantize_with]) if p.dequantize_with else None
             w.write_bytes(p.name, _piece_chunks(readers(where[p.name]), scale_reader, p,
                                                 shapes[p.name]))
-    return {}
+    return sum(map(_numel, pieces))  # the writer checked each tensor's byte count
 
 
 def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = None,
                       overwrite: bool = False, progress: Progress | None = None,
                       executor: ExecutorName = "local", ranks=None,
-                      rank_resource: str | None = None) -> V4MpReport:
+                      rank_resource: str | None = None) -> ReshardReport:
     """DeepSeek's V4 inference layout, streaming; config.json and side files copied.
     One job per rank file on `executor`; `ranks` writes only those ranks' files and
     `rank_resource` (Ray) places rank i's job on the node holding `{rank_resource}{i}`, as
@@ -154,10 +188,9 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
     if rank_resource is not None and executor != "ray":
         raise ArgumentError("rank_resource places deepseek-mp ranks on Ray nodes: it needs "
                             "executor='ray'")
-    from .convert import _checked_source  # pairing and the V4 plan, as upcast checks them
-
-    refuse_model_parallel_source(as_path(src))
-    with Checkpoint(src) as ck:
+    source = Source.open(src)  # the one place this resolves `src`
+    refuse_model_parallel_source(source.path)
+    with Checkpoint(source) as ck:
         entries, layout, experts = _checked_source(ck, "reshard")
         if layout != "fp8":
             raise ConfigError(f"{ck.dir}: DeepSeek's model-parallel layout is made from the "
@@ -181,31 +214,46 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
         with open_output(dst, sources=[ck.dir], overwrite=overwrite, job=job) as out:
             todo = [r for r in selected if not out.is_done(files[r])]
             jobs = [Job(files[r], sum(math.prod(p.shape) for p in ranks_[r]),
-                        (job_source(ck.dir), str(out.path), files[r], ranks_[r], where, shapes),
+                        (_rank_source(ck, ranks_[r], where), str(out.path), files[r], ranks_[r],
+                         where, shapes),
                         resources={f"{rank_resource}{r}": 1} if rank_resource else None)
                     for r in todo]
+            counted = {r: sum(map(_numel, ranks_[r])) for r in selected if r not in todo}
+
+            def finished(i: int, elements: int) -> None:
+                out.mark_done(files[todo[i]])
+                counted[todo[i]] = elements
+
             ran = run_jobs(_write_rank, jobs,
                            workers=workers_for(sum(j.nbytes for j in jobs), workers),
                            executor=executor, progress=progress, label="reshard",
-                           on_result=lambda i, _: out.mark_done(files[todo[i]]))
+                           on_result=finished)
             write_json_atomic(out.path / CONFIG_FILE, ck.raw_config)
             side = copy_side_files(ck.dir, out.path, exclude={REPORT_FILE})
-            report = V4MpReport(
-                source=str(src), destination=str(dst), direction="deepseek-mp",
-                model_parallel=model_parallel, files=[files[r] for r in selected],
-                tensors_per_file=[len(ranks_[r]) for r in selected], source_tensors=len(plan),
-                wo_a_converted=sum(p.dequantize_with is not None for p in ranks_[0]),
-                side_files=side, seconds=round(time.monotonic() - t0, 3),
-                ranks=selected if ranks is not None else None, nodes=ran.nodes)
+            outputs = [_file_report(files[r], ranks_[r]) for r in selected]
+            planned = sum(_numel(p) for r in selected for p in ranks_[r])
+            report = ReshardReport(
+                mode="deepseek-mp", source=str(src), destination=out.destination,
+                layout="fp8", model_parallel=model_parallel,
+                ranks=selected if ranks is not None else None, files=outputs,
+                total_size=sum(f.bytes for f in outputs), side_files=side, mtp=_mtp(plan),
+                notes=[_wo_a_note(ranks_[0], "deepseek-mp")],
+                coverage=_coverage(plan, ranks_, len(set(where.values())),
+                                   sum(counted.values()), planned, joined=False),
+                resumed_files=len(selected) - len(todo),
+                seconds=round(time.monotonic() - t0, 3), nodes=ran.nodes)
+            if not report.coverage.complete:
+                raise VerificationError(f"{out.path}: the rank files do not account for every "
+                                        f"source element once: {report.coverage}")
             # the proof beside DST, as V2/V3's, written while the journal still exists
             write_json_file(report_file(dst), report.model_dump(
-                mode="json", exclude={"seconds", "nodes", "ok"}))
+                mode="json", exclude=RUN_FIELDS | {"ok"}))
     return report
 
 
 def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
                         expert_dtype: str | None = None, overwrite: bool = False,
-                        executor: ExecutorName = "local") -> V4MpReport:
+                        executor: ExecutorName = "local") -> ReshardReport:
     """Rebuild the Hub layout from V4 rank files (N from the names): same names, FP8 wo_a.
     Runs in this process (no executor jobs yet: executor 'ray' is refused)."""
     t0 = time.monotonic()
@@ -213,15 +261,16 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
         raise ConfigError(f"{src}: DeepSeek-V4 rank files are joined in this process; "
                           f"{ARGUMENT_PLACEHOLDER} is not available for them yet",
                           argument="executor", value=executor)
-    src = as_path(src)  # local, or remote (read by range)
+    source = Source.open(src)  # the one place this resolves `src`: local, or remote
+    src = source.path
     find_mp_files(src)  # names a missing rank file
     # judged as validate judges it (extra tensors, a stray index, an unknown layout ...):
-    # the refusals are the inventory's, with its codes
-    found = require(src, "reshard")
+    # the refusals are the inventory's, with its codes; its headers serve the readers
+    found = require(source, "reshard")
     files = {r: src / name for r, name in found.rank_files.items()}
     n = found.model_parallel
     config = read_config_file(src / CONFIG_FILE)
-    readers = {r: SafetensorsReader(p) for r, p in files.items()}
+    readers = {r: source.reader(p) for r, p in files.items()}  # headers read once
     try:
         first = readers[0].header.entries
         experts = expert_dtype or ("fp4" if any(e.dtype == "I8" for e in first.values()) else "fp8")
@@ -270,11 +319,18 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
     finally:
         for r in readers.values():
             r.close()
-    return V4MpReport(source=str(src), destination=str(dst), direction="hf", model_parallel=n,
-                      files=names, tensors_per_file=[len(g) for g in groups],
-                      source_tensors=len(plan),
-                      wo_a_converted=sum(p.dequantize_with is not None for p in ranks[0]),
-                      side_files=side, seconds=round(time.monotonic() - t0, 3))
+    outputs = [_file_report(name, group) for name, group in zip(names, groups)]
+    written = sum(map(_numel, plan.specs))  # every tensor through a checking writer
+    report = ReshardReport(
+        mode="hf", source=str(src), destination=str(dst), layout="fp8", model_parallel=n,
+        max_shard_size=max_shard_size, files=outputs, total_size=sum(f.bytes for f in outputs),
+        side_files=side, mtp=_mtp(plan), notes=[_wo_a_note(ranks[0], "hf")],
+        coverage=_coverage(plan, ranks, len(files), written, written, joined=True),
+        seconds=round(time.monotonic() - t0, 3))
+    if not report.coverage.complete:
+        raise VerificationError(f"{dst}: the rank files do not account for every tensor of "
+                                f"the Hub layout once: {report.coverage}")
+    return report
 
 
 def _joined(readers, pieces: list[tuple[int, Piece]], shape, where: str):

@@ -1,6 +1,6 @@
 """DeepSeek-V4's model-parallel layout as data: which rank holds which piece of a tensor.
 
-The rules of DeepSeek's V4 `inference/convert.py` (see `v4.mp`, which writes and reads the
+The rules of DeepSeek's V4 `inference/convert.py` (see `mp`, which writes and reads the
 layout): split on dim 0 or 1 by module, routed experts whole to rank e // (E / N),
 everything else replicated, `wo_a` dequantised to BF16 per rank. Apart from the writer so
 that the inventory can check rank files against it without importing the writers.
@@ -10,29 +10,17 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..errors import ConfigError
-from ..families.base import EXPERT, Rule
-from ..families.deepseek_v4 import ROWS, row_of
-from ..formats import FP8_BLOCK
+from ...errors import ConfigError
+from ..base import EXPERT, Rule
+from . import row_of
+from ...formats import FP8_BLOCK
 from .tensor_plan import V4TensorPlan
-
-
-def module_of(name: str) -> str:
-    """The module a tensor belongs to: "layers.3.attn.wq_b.scale" -> "wq_b";
-    parameters without a ".weight"/".scale" leaf name themselves ("attn_sink", "ape")."""
-    parts = name.split(".")
-    return parts[-2] if parts[-1] in ("weight", "scale") and len(parts) > 1 else parts[-1]
 
 
 def rule_of(name: str) -> Rule:
     """The split of the tensor's row (`families.deepseek_v4`); unknown names: replicated."""
     row = row_of(name)
     return None if row is None else row.split
-
-
-# module -> split dim of the rows split on a dim, e.g. {"wq_b": 0, "wo_b": 1, ...}
-SPLIT_DIM = {module_of(r.native): r.split for r in ROWS
-             if r.native is not None and r.split not in (None, EXPERT)}
 
 
 class Piece(NamedTuple):
@@ -56,7 +44,7 @@ def rank_pieces(plan: V4TensorPlan, n: int) -> list[list[Piece]]:
     ranks: list[list[Piece]] = [[] for _ in range(n)]
     for s in plan.specs:
         rule = rule_of(s.name)
-        if rule == "expert":
+        if rule == EXPERT:
             ranks[s.expert // per_rank].append(Piece(s.name, s.dtype, s.shape, None, 0, 0))
             continue
         if rule is None:
@@ -69,9 +57,11 @@ def rank_pieces(plan: V4TensorPlan, n: int) -> list[list[Piece]]:
                               f"'{s.name}' {list(s.shape)}")
         part = size // n
         shape = s.shape[:rule] + (part,) + s.shape[rule + 1:]
-        wo_a = module_of(s.name) == "wo_a" and s.scale_name is not None
-        if s.scale_of and module_of(s.name) == "wo_a":
+        row = row_of(s.name)
+        dequantized = row is not None and row.mp_dequantized  # wo_a
+        if s.scale_of and dequantized:
             continue  # applied to its weight on each rank, not written
+        wo_a = dequantized and s.scale_name is not None
         for r in range(n):
             ranks[r].append(Piece(s.name, "BF16" if wo_a else s.dtype, shape, rule, r * part,
                                   (r + 1) * part, s.scale_name if wo_a else None))

@@ -17,17 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from ..config import parse_config
-from ..dtypes import DTYPES
-from ..formats import FP8_QUANTIZATION_CONFIG
-from ..presets import find_preset
-from ..progress import or_null
-from ..sources import resolve_config
-from ..tensor_plan import TensorSpec
-from ..tiny import Shrunk
-from ..tiny_writer import TinyCheckpoint, write_tiny
-from .config import ExpertDtype
-from ..formats.mxfp4 import quantize_fp4, quantize_fp8
+from ...config import parse_config
+from ...dtypes import DTYPES
+from ...formats import FP8_QUANTIZATION_CONFIG
+from ...presets import find_preset
+from ...progress import or_null
+from ...sources import resolve_config
+from ...tensor_plan import TensorSpec
+from ...tiny import Shrunk
+from ...tiny_writer import TinyCheckpoint, write_tiny
+from ...config_v4 import ExpertDtype
+from ...formats.mxfp4 import quantize_fp4, quantize_fp8
 from .tensor_plan import V4TensorPlan
 
 TINY_V4_WIDTHS = {

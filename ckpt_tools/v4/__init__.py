@@ -1,1 +1,0 @@
-"""DeepSeek-V4: its own config, tensor plan, formats and commands."""

@@ -37,7 +37,9 @@ LOCK_FILE = ".ckpt.lock"
 JOURNAL_FILE = ".ckpt-journal.json"
 PARTIAL_SUFFIX = ".partial"
 REPORT_FILE = "reshard-report.json"  # reshard's coverage proof, beside DST (`report_file`)
-_OURS = {LOCK_FILE, JOURNAL_FILE}
+# a remote source's files, checked against their SHA-256 while the run lasts (remote.verified)
+SOURCE_COPY_DIR = ".ckpt-checked-source"
+_OURS = {LOCK_FILE, JOURNAL_FILE, SOURCE_COPY_DIR}
 # What `overwrite` replaces besides the files of the sources' own directories.
 CHECKPOINT_FILE_RE = re.compile(
     r".*\.safetensors|.*\.safetensors\.index\.json|(generation_|inference_)?config\.json"

@@ -27,10 +27,11 @@ from typing import Any
 
 from ..errors import ARGUMENT_PLACEHOLDER, OutputError
 from ..index import INDEX_FILE, write_json_atomic
-from ..output import JOURNAL_FILE, LOCK_FILE, OutputDir
+from ..output import JOURNAL_FILE, LOCK_FILE, SOURCE_COPY_DIR, OutputDir
 from ..ray_executor import require_ray
-from .path import is_remote
+from .path import RemotePath, is_remote
 from .stores import fsspec_for, open_remote, store_errors
+from .verified import hashed_files, serve_checked_copies, stop_serving_copies, verification_on
 
 
 def _etag(info: dict) -> str | None:
@@ -145,15 +146,45 @@ class RemoteOutputDir:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
+class _CheckedSources:
+    """An output directory whose remote sources are read from copies checked against
+    their listed SHA-256 (`remote.verified`), kept in the directory while the run lasts."""
+
+    def __init__(self, out: OutputDir | RemoteOutputDir, roots: list[RemotePath]):
+        self.out, self.roots = out, roots
+        self.copies: Path | None = None
+
+    def __enter__(self) -> OutputDir | RemoteOutputDir:
+        out = self.out.__enter__()
+        self.copies = Path(out.path) / SOURCE_COPY_DIR  # the staging dir for an object store
+        try:
+            serve_checked_copies(self.roots, self.copies)
+        except BaseException as e:
+            stop_serving_copies(self.roots)
+            self.out.__exit__(type(e), e, e.__traceback__)
+            raise
+        return out
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        stop_serving_copies(self.roots)
+        if exc_type is None:  # kept after a failure: the rerun does not fetch them again
+            shutil.rmtree(self.copies, ignore_errors=True)
+        self.out.__exit__(exc_type, exc, tb)
+
+
 def open_output(dst: str | Path, *, sources=(), overwrite: bool = False,
                 job: dict[str, Any] | None = None):
-    """An `OutputDir` for a local path, a `RemoteOutputDir` for a URL (s3://, gs://, ...)."""
+    """An `OutputDir` for a local path, a `RemoteOutputDir` for a URL (s3://, gs://, ...);
+    remote `sources` whose listing gives SHA-256s are read from checked copies."""
     if isinstance(dst, str) and is_remote(dst):
         if dst.startswith("hf://"):
             raise OutputError(f"{dst}: writing to the Hub is not supported; write locally "
                               f"and upload with `hf upload`")
-        return RemoteOutputDir(dst, overwrite=overwrite, job=job)
-    return OutputDir(dst, sources=sources, overwrite=overwrite, job=job)
+        out = RemoteOutputDir(dst, overwrite=overwrite, job=job)
+    else:
+        out = OutputDir(dst, sources=sources, overwrite=overwrite, job=job)
+    hashed = [s for s in sources if isinstance(s, RemotePath) and hashed_files(s)]
+    return _CheckedSources(out, hashed) if hashed and verification_on() else out
 
 
 def check_executor(dst: str | Path, executor: str) -> None:

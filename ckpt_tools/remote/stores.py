@@ -34,7 +34,13 @@ from pathlib import Path
 
 from ..errors import CkptError, CredentialsError, FormatError, HubError, MissingDependencyError
 from ..safetensors_io import MAX_HEADER_BYTES
-from .byte_source import CONNECT_TIMEOUT_ENV, READ_TIMEOUT_ENV, RangeSource, remote_timeouts
+from .byte_source import (
+    CONNECT_TIMEOUT_ENV,
+    READ_TIMEOUT_ENV,
+    LocalSource,
+    RangeSource,
+    remote_timeouts,
+)
 from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
@@ -83,6 +89,7 @@ class TreeRef:
     files: tuple[tuple[str, RemoteFileInfo], ...]
     commit: str | None = None
     endpoint: str | None = None  # the Hub endpoint this process listed
+    checked_copies: str | None = None  # where verified copies are read from (remote.verified)
 
     def reopen(self) -> _Tree:
         """The tree, in a worker (`reopen`); what an unpickled `RemotePath` reads."""
@@ -95,10 +102,26 @@ class _Tree:
     files: dict[str, RemoteFileInfo]
     commit: str | None = None
     _headers: dict[str, bytes] = field(default_factory=dict)  # prefetched header bytes
+    # a directory of copies checked against the listed SHA-256 (`remote.verified`): while
+    # set, a hashed file is read from its copy, never from the store
+    checked_copies: str | None = None
 
     def ref(self) -> TreeRef:
         endpoint = self.settings.endpoint if isinstance(self, _HubTree) else None
-        return TreeRef(self.url, tuple(sorted(self.files.items())), self.commit, endpoint)
+        return TreeRef(self.url, tuple(sorted(self.files.items())), self.commit, endpoint,
+                       self.checked_copies)
+
+    def _checked_copy(self, rel: str) -> LocalSource | None:
+        info = self.files[rel]
+        if self.checked_copies is None or not info.sha256:
+            return None
+        path = Path(self.checked_copies) / info.sha256
+        label = f"{self.url.rstrip('/')}/{rel}"
+        if not path.is_file():
+            raise FormatError(f"{label}: its checked copy {path} disappeared during the run")
+        source = LocalSource(path)
+        source.label = label
+        return source
 
     def header_bytes(self, rel: str) -> bytes:
         """8 + N bytes: the length prefix and the JSON header of a safetensors file."""
@@ -177,9 +200,12 @@ class _HubTree(_Tree):
 
         self._auth = build_hf_headers(token=settings.token)
 
-    def open(self, rel: str) -> RangeSource:
+    def open(self, rel: str) -> RangeSource | LocalSource:
         from huggingface_hub import hf_hub_url
 
+        checked = self._checked_copy(rel)
+        if checked is not None:
+            return checked
         info = self.files[rel]
         path_in_repo = f"{self.loc.subdir}/{rel}" if self.loc.subdir else rel
         url = hf_hub_url(self.loc.repo_id, path_in_repo, revision=self.commit,
@@ -285,7 +311,10 @@ class _FsspecTree(_Tree):
             self._pid = os.getpid()
         return self._fs
 
-    def open(self, rel: str) -> RangeSource:
+    def open(self, rel: str) -> RangeSource | LocalSource:
+        checked = self._checked_copy(rel)
+        if checked is not None:
+            return checked
         info = self.files[rel]
         path, label = f"{self.root}/{rel}", f"{self.url.rstrip('/')}/{rel}"
         self.fs.invalidate_cache(path)
@@ -430,6 +459,7 @@ def reopen(ref: TreeRef) -> _Tree:
 
                 fs, root = fsspec.core.url_to_fs(ref.url, skip_instance_cache=True)
                 tree = _FsspecTree(ref.url, fs, root.rstrip("/"), files)
+            tree.checked_copies = ref.checked_copies
             _REOPENED[ref] = tree
         return tree
 

@@ -31,7 +31,7 @@ from ..output import JOURNAL_FILE, LOCK_FILE, SOURCE_COPY_DIR, OutputDir
 from ..ray_executor import require_ray
 from .path import RemotePath, is_remote
 from .stores import fsspec_for, open_remote, store_errors
-from .verified import hashed_files, serve_checked_copies, stop_serving_copies, verification_on
+from .verified import CheckedCopies, hashed_files, verification_on
 
 
 def _etag(info: dict) -> str | None:
@@ -152,23 +152,27 @@ class _CheckedSources:
 
     def __init__(self, out: OutputDir | RemoteOutputDir, roots: list[RemotePath]):
         self.out, self.roots = out, roots
-        self.copies: Path | None = None
+        self.copies: CheckedCopies | None = None
 
     def __enter__(self) -> OutputDir | RemoteOutputDir:
         out = self.out.__enter__()
-        self.copies = Path(out.path) / SOURCE_COPY_DIR  # the staging dir for an object store
+        # inside DST (the staging directory for an object store): its disk, its lifetime
+        self.copies = CheckedCopies(self.roots, Path(out.path) / SOURCE_COPY_DIR)
         try:
-            serve_checked_copies(self.roots, self.copies)
+            self.copies.start()
         except BaseException as e:
-            stop_serving_copies(self.roots)
             self.out.__exit__(type(e), e, e.__traceback__)
             raise
         return out
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        stop_serving_copies(self.roots)
+        try:
+            self.copies.stop(failed=exc_type is not None)
+        except BaseException as e:
+            self.out.__exit__(type(e), e, e.__traceback__)
+            raise
         if exc_type is None:  # kept after a failure: the rerun does not fetch them again
-            shutil.rmtree(self.copies, ignore_errors=True)
+            shutil.rmtree(self.copies.copies, ignore_errors=True)
         self.out.__exit__(exc_type, exc, tb)
 
 

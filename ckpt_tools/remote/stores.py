@@ -42,6 +42,7 @@ from .byte_source import (
     remote_timeouts,
 )
 from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
+from .verified import wait_for_copy
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
 HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)
@@ -111,15 +112,14 @@ class _Tree:
         return TreeRef(self.url, tuple(sorted(self.files.items())), self.commit, endpoint,
                        self.checked_copies)
 
-    def _checked_copy(self, rel: str) -> LocalSource | None:
+    def open(self, rel: str) -> RangeSource | LocalSource:
+        """A reader of `rel`'s bytes: its checked copy while there are some (waiting until
+        it is checked), else the store's."""
         info = self.files[rel]
         if self.checked_copies is None or not info.sha256:
-            return None
-        path = Path(self.checked_copies) / info.sha256
+            return self.open_store(rel)
         label = f"{self.url.rstrip('/')}/{rel}"
-        if not path.is_file():
-            raise FormatError(f"{label}: its checked copy {path} disappeared during the run")
-        source = LocalSource(path)
+        source = LocalSource(wait_for_copy(Path(self.checked_copies), info.sha256, label))
         source.label = label
         return source
 
@@ -200,12 +200,9 @@ class _HubTree(_Tree):
 
         self._auth = build_hf_headers(token=settings.token)
 
-    def open(self, rel: str) -> RangeSource | LocalSource:
+    def open_store(self, rel: str) -> RangeSource:
         from huggingface_hub import hf_hub_url
 
-        checked = self._checked_copy(rel)
-        if checked is not None:
-            return checked
         info = self.files[rel]
         path_in_repo = f"{self.loc.subdir}/{rel}" if self.loc.subdir else rel
         url = hf_hub_url(self.loc.repo_id, path_in_repo, revision=self.commit,
@@ -311,10 +308,7 @@ class _FsspecTree(_Tree):
             self._pid = os.getpid()
         return self._fs
 
-    def open(self, rel: str) -> RangeSource | LocalSource:
-        checked = self._checked_copy(rel)
-        if checked is not None:
-            return checked
+    def open_store(self, rel: str) -> RangeSource:
         info = self.files[rel]
         path, label = f"{self.root}/{rel}", f"{self.url.rstrip('/')}/{rel}"
         self.fs.invalidate_cache(path)

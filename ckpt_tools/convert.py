@@ -68,7 +68,7 @@ from .index import (
 from .inventory import Inspection, reader_of, require
 from .parallel import ExecutorName, Job, NodeWork
 from .progress import Progress
-from .remote.output import check_executor, open_output
+from .remote.output import check_executor, kept_files, open_output
 from .safetensors_io import TensorEntry
 from .side_files import copy_side_files
 from .sizes import Size, parse_size
@@ -363,7 +363,7 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
         tensors=len(ops), dequantized=count["dequantize"], widened=count["widen"],
         copied=count["copy"], scales_dropped=plan.scales_dropped,
         total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
-        resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3),
+        resumed_files=resumed, side_files=side, kept=kept_files(dst, side), seconds=round(time.monotonic() - t0, 3),
         nodes=nodes, notes=notes)
 
 
@@ -437,8 +437,8 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
         files=[j.file for j in plan.jobs], tensors=sum(len(op.out_specs(plan.block)) for op in ops),
         quantized=len(per_tensor), copied=sum(op.kind == "copy" for op in ops),
         total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
-        resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3),
-        nodes=nodes, max_abs_error=max((e.max_abs_error for e in per_tensor), default=0.0),
+        resumed_files=resumed, side_files=side, kept=kept_files(dst, side),
+        seconds=round(time.monotonic() - t0, 3), nodes=nodes, max_abs_error=max((e.max_abs_error for e in per_tensor), default=0.0),
         max_rel_l2_error=max((e.rel_l2_error for e in per_tensor), default=0.0),
         errors=per_tensor)
 

@@ -15,7 +15,7 @@ from .checkpoint import Checkpoint
 from .convert_jobs import call
 from .errors import ARGUMENT_PLACEHOLDER, UnexpectedTensorError
 from .formats.round_trip import combine_errors
-from .output import OutputDir, source_fingerprint
+from .output import KEPT_DESCRIPTION, OutputDir, source_fingerprint
 from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
 from .results import Result
@@ -43,6 +43,7 @@ class _WrittenCheckpoint(Result):
     total_size: int = Field(description="Bytes of tensor data (the index's total_size)")
     resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
     side_files: list[str]
+    kept: list[str] = Field(default_factory=list, description=KEPT_DESCRIPTION)
     seconds: float
     nodes: list[NodeWork] = Field(
         default_factory=list, description="Per machine: the shards it wrote, bytes written, "

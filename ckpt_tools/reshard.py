@@ -35,11 +35,18 @@ from .errors import (ArgumentError, ConfigError, OutputError, UnsupportedModelEr
 from .families import family_at
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
-from .output import JOURNAL_FILE, REPORT_FILE, drop_stale_lock, report_file, source_fingerprint
+from .output import (
+    JOURNAL_FILE,
+    KEPT_DESCRIPTION,
+    REPORT_FILE,
+    drop_stale_lock,
+    report_file,
+    source_fingerprint,
+)
 from .parallel import WORKER_MEMORY, ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
 from .reader_pool import ReaderPool
-from .remote.output import check_executor, open_output, write_json_file
+from .remote.output import check_executor, kept_files, open_output, write_json_file
 from .remote.path import RemotePath, is_remote, job_source
 from .reshard_plan import (
     DEFAULT_MAX_SHARD_SIZE,
@@ -102,7 +109,7 @@ class OutputFileReport(Result):
 
 # Fields that depend on the run, not on the inputs: kept out of DST/reshard-report.json so
 # an interrupted-and-resumed run writes the same bytes as an uninterrupted one.
-RUN_FIELDS = {"resumed_files", "seconds", "nodes"}
+RUN_FIELDS = {"resumed_files", "seconds", "nodes", "kept"}
 
 
 class ReshardReport(Result):
@@ -121,6 +128,8 @@ class ReshardReport(Result):
     files: list[OutputFileReport] = Field(description="Output tensor files, in order")
     total_size: int = Field(description="Bytes of tensor data written (an HF index's total_size)")
     side_files: list[str] = Field(description="Tokenizer and other files copied unchanged")
+    kept: list[str] = Field(default_factory=list,
+                            description=f"{KEPT_DESCRIPTION} (not in the report file)")
     mtp: Literal["kept", "dropped", "absent"] = Field(
         description="The MTP layer: kept, dropped (deepseek-mp default) or absent from the source")
     notes: list[str]
@@ -354,6 +363,7 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
     job_id = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
     if not overwrite and (done := _finished_before(dst, job_id)) is not None:
         return done.model_copy(update={"resumed_files": len(done.files),
+                                       "kept": kept_files(dst, done.side_files),
                                        "seconds": time.monotonic() - t0})
     with open_output(dst, sources=[src], overwrite=overwrite, job=job) as out:
         todo = [f for f in selected if not out.is_done(f.name)]
@@ -386,6 +396,7 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
             files=[OutputFileReport(name=f.name, tensors=len(f.tensors), bytes=f.nbytes)
                    for f in selected],
             total_size=sum(f.nbytes for f in selected), side_files=side, mtp=plan.mtp,
+            kept=kept_files(dst, side),
             notes=plan.notes, coverage=Coverage(**coverage, counted_elements=counted,
                                                 complete=counted == planned), job_id=job_id,
             resumed_files=len(selected) - len(todo), seconds=time.monotonic() - t0,

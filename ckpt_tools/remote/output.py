@@ -22,12 +22,20 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from ..errors import ARGUMENT_PLACEHOLDER, OutputError
 from ..index import INDEX_FILE, write_json_atomic
-from ..output import JOURNAL_FILE, LOCK_FILE, SOURCE_COPY_DIR, OutputDir
+from ..output import (
+    JOURNAL_FILE,
+    LOCK_FILE,
+    SOURCE_COPY_DIR,
+    OutputDir,
+    foreign_files,
+    overwritten_names,
+)
 from ..ray_executor import require_ray
 from .path import RemotePath, is_remote
 from .stores import fsspec_for, open_remote, store_errors
@@ -45,8 +53,11 @@ class RemoteOutputDir:
     remote = True  # converters write whole files here, never parts (convert._write_shards)
 
     def __init__(self, dst: str, *, overwrite: bool = False, job: dict[str, Any] | None = None,
-                 staging: str | Path | None = None):
+                 staging: str | Path | None = None, sources=()):
         self.url = dst.rstrip("/")  # (used in this process only: workers write locally)
+        self.sources = [s if isinstance(s, RemotePath) else Path(s) for s in sources
+                        if isinstance(s, RemotePath) or not is_remote(s)]
+        self.kept: list[str] = []  # what `overwrite` left in place: not a checkpoint's object
         self.fs, self.root = fsspec_for(self.url)
         self.overwrite, self.job = overwrite, job
         self._staging_parent = staging
@@ -80,9 +91,13 @@ class RemoteOutputDir:
                 journal = json.loads(self.fs.cat_file(self._key(JOURNAL_FILE)))
             except (OSError, ValueError):
                 journal = None
-        if self.overwrite:
+        if self.overwrite:  # as a local DST: the user's own objects stay (`OutputDir`)
+            ours = overwritten_names(self.sources)
             for name in existing:
-                self.fs.rm_file(self._key(name))
+                if ours(name):
+                    self.fs.rm_file(self._key(name))
+                else:
+                    self.kept.append(name)
         elif journal is not None and self.job is not None and journal.get("job") == self.job:
             self._journal, self.resumed = journal, True
         elif existing:
@@ -184,11 +199,25 @@ def open_output(dst: str | Path, *, sources=(), overwrite: bool = False,
         if dst.startswith("hf://"):
             raise OutputError(f"{dst}: writing to the Hub is not supported; write locally "
                               f"and upload with `hf upload`")
-        out = RemoteOutputDir(dst, overwrite=overwrite, job=job)
+        out = RemoteOutputDir(dst, overwrite=overwrite, job=job, sources=sources)
     else:
         out = OutputDir(dst, sources=sources, overwrite=overwrite, job=job)
     hashed = [s for s in sources if isinstance(s, RemotePath) and hashed_files(s)]
     return _CheckedSources(out, hashed) if hashed and verification_on() else out
+
+
+def kept_files(dst: str | Path, side_files: Iterable[str] = ()) -> list[str]:
+    """The files of a written `dst` (local or an object store) that are not the checkpoint's,
+    this tool's, nor copied from its source: the user's, which `overwrite` kept."""
+    if isinstance(dst, str) and is_remote(dst):
+        fs, root = fsspec_for(dst.rstrip("/"))
+        fs.invalidate_cache()
+        with store_errors(dst):
+            names = [p.rstrip("/").rsplit("/", 1)[-1]
+                     for p in fs.find(root, maxdepth=1, withdirs=False)]
+    else:
+        names = [p.name for p in Path(dst).iterdir() if p.is_file()] if Path(dst).is_dir() else []
+    return foreign_files(names, side_files)
 
 
 def check_executor(dst: str | Path, executor: str) -> None:

@@ -55,7 +55,7 @@ from ..parallel import Job as ParallelJob
 from ..policy import Command
 from ..progress import Progress
 from ..reader_pool import ReaderPool
-from ..remote.output import check_executor, open_output
+from ..remote.output import check_executor, kept_files, open_output
 from ..remote.path import RemotePath, job_source
 from ..safetensors_io import SafetensorsReader, SafetensorsWriter
 from ..side_files import copy_side_files
@@ -409,7 +409,8 @@ def upcast_v4(src, dst, *, dtype: str = "bf16", layout: V4Layout = "deepseek",
         fp4_dequantized=sum(p.kind == "fp4" for p in parts),
         widened=sum(p.kind == "widen" for p in parts), copied=sum(p.kind == "copy" for p in parts),
         scales_dropped=dropped, experts_stacked=stacked, total_size=total, resumed_files=resumed,
-        side_files=side, seconds=round(time.monotonic() - t0, 3), nodes=nodes)
+        side_files=side, kept=kept_files(dst, side), seconds=round(time.monotonic() - t0, 3),
+        nodes=nodes)
 
 
 def quantize_v4(src, dst, *, expert_dtype: str = "fp4", workers: int | None = None,
@@ -439,7 +440,7 @@ def quantize_v4(src, dst, *, expert_dtype: str = "fp4", workers: int | None = No
         quantized_fp4=sum(t.parts[0].kind == "to_fp4" for t in quantized),
         repacked=sum(t.parts[0].kind == "repack" for t in quantized),
         copied=sum(t.parts[0].kind == "copy" for j in jobs for t in j.tensors),
-        total_size=total, resumed_files=resumed, side_files=side,
+        total_size=total, resumed_files=resumed, side_files=side, kept=kept_files(dst, side),
         seconds=round(time.monotonic() - t0, 3), nodes=nodes,
         max_abs_error=max((e.max_abs_error for e in per), default=0.0),
         max_rel_l2_error=max((e.rel_l2_error for e in per), default=0.0), errors=per)

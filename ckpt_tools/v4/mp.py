@@ -59,8 +59,8 @@ from ..mp_layout import find_mp_files, mp_file_name
 from ..parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from ..progress import Progress
 from ..reader_pool import ReaderPool
-from ..output import REPORT_FILE, report_file
-from ..remote.output import check_executor, open_output, write_json_file
+from ..output import KEPT_DESCRIPTION, REPORT_FILE, report_file
+from ..remote.output import check_executor, kept_files, open_output, write_json_file
 from ..remote.path import RemotePath, job_source
 from ..remote.stores import as_path
 from ..reshard_plan import pack_by_size, refuse_model_parallel_source
@@ -87,6 +87,7 @@ class V4MpReport(Result):
     wo_a_converted: int = Field(description="wo_a weights dequantised to BF16 per rank (to "
                                             "deepseek-mp) or re-quantised to FP8 (to hf)")
     side_files: list[str]
+    kept: list[str] = Field(default_factory=list, description=KEPT_DESCRIPTION)
     seconds: float
     ranks: list[int] | None = Field(
         None, description="deepseek-mp: the ranks whose files this run wrote, when only some")
@@ -195,11 +196,12 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
                 model_parallel=model_parallel, files=[files[r] for r in selected],
                 tensors_per_file=[len(ranks_[r]) for r in selected], source_tensors=len(plan),
                 wo_a_converted=sum(p.dequantize_with is not None for p in ranks_[0]),
-                side_files=side, seconds=round(time.monotonic() - t0, 3),
+                side_files=side, kept=kept_files(dst, side),
+                seconds=round(time.monotonic() - t0, 3),
                 ranks=selected if ranks is not None else None, nodes=ran.nodes)
             # the proof beside DST, as V2/V3's, written while the journal still exists
             write_json_file(report_file(dst), report.model_dump(
-                mode="json", exclude={"seconds", "nodes", "ok"}))
+                mode="json", exclude={"seconds", "nodes", "kept", "ok"}))
     return report
 
 
@@ -274,7 +276,8 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
                       files=names, tensors_per_file=[len(g) for g in groups],
                       source_tensors=len(plan),
                       wo_a_converted=sum(p.dequantize_with is not None for p in ranks[0]),
-                      side_files=side, seconds=round(time.monotonic() - t0, 3))
+                      side_files=side, kept=kept_files(dst, side),
+                      seconds=round(time.monotonic() - t0, 3))
 
 
 def _joined(readers, pieces: list[tuple[int, Piece]], shape, where: str):

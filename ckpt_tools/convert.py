@@ -68,7 +68,14 @@ from .index import (
 from .inventory import Inspection, reader_of, require
 from .parallel import ExecutorName, Job, NodeWork
 from .progress import Progress
-from .remote.output import check_executor, kept_files, open_output
+from .remote.output import (
+    check_executor,
+    finished_before,
+    job_id_of,
+    kept_files,
+    open_output,
+    write_proof,
+)
 from .safetensors_io import TensorEntry
 from .side_files import copy_side_files
 from .sizes import Size, parse_size
@@ -81,6 +88,7 @@ TORCH_DTYPES = {"BF16": "bfloat16", "F32": "float32"}
 WIDENABLE = ("BF16", "F16")  # exact in float32: widened by upcast --dtype f32
 QUANTIZABLE = ("BF16", "F16", "F32")
 SCALE_WINDOW = 64  # tensors whose scales planning reads ahead at once (remote sources)
+ReportOf = {"upcast": UpcastReport, "quantize": QuantizeReport}  # their proofs beside DST
 
 
 class ConversionPlan(NamedTuple):
@@ -229,13 +237,17 @@ def _write_shards(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob
                        label=label)
 
 
-def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
+def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, report, *,
          workers: int | None, executor: ExecutorName, overwrite: bool,
-         progress: Progress | None, label: str, scale_fmt: str | None, config: dict
-         ) -> tuple[int, list[str], dict[str, list], list[NodeWork]]:
-    """Write every shard (skipping journaled ones), then index, config and side files."""
+         progress: Progress | None, label: str, scale_fmt: str | None, config: dict):
+    """Write every shard (skipping journaled ones), then index, config and side files;
+    returns `report(resumed, side_files, errors, nodes, job_id)`, also left beside DST as the
+    proof a rerun of the same job finds (then it writes nothing: "already complete")."""
     src = ck.dir
     check_executor(dst, executor)
+    job_id = job_id_of(job)
+    if not overwrite and (done := finished_before(dst, label, job_id, ReportOf[label])):
+        return done.model_copy(update={"resumed_files": len(done.files)})
     with open_output(dst, sources=[src], overwrite=overwrite, job=job) as out:
         todo, errors = [], {}
         for j in plan.jobs:
@@ -257,7 +269,9 @@ def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
             write_index(out.path / INDEX_FILE, ShardIndex(weight_map, total, plan.index_metadata))
         write_json_atomic(out.path / CONFIG_FILE, config)
         side = copy_side_files(src, out.path)
-    return len(plan.jobs) - len(todo), side, errors, nodes
+        done = report(len(plan.jobs) - len(todo), side, errors, nodes, job_id)
+        write_proof(dst, label, done)  # while the journal exists (`finished_before`)
+    return done
 
 
 def plan_upcast(src: str | Path | Source, *, dtype: UpcastDtype = "bf16",
@@ -345,6 +359,18 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
     plan = plan_upcast(source, dtype=dtype, max_shard_size=max_shard_size,
                        allow_copy=allow_copy)
     out_dtype = OUT_DTYPES[dtype]
+    ops = [op for j in plan.jobs for op in j.ops]
+    count = {k: sum(op.kind == k for op in ops) for k in ("dequantize", "widen", "copy")}
+
+    def report(resumed: int, side: list[str], _, nodes: list[NodeWork], job_id: str):
+        return UpcastReport(
+            source=str(src), destination=str(dst), dtype=dtype,
+            files=[j.file for j in plan.jobs], tensors=len(ops), dequantized=count["dequantize"],
+            widened=count["widen"], copied=count["copy"], scales_dropped=plan.scales_dropped,
+            total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
+            resumed_files=resumed, side_files=side, kept=kept_files(dst, side), job_id=job_id,
+            seconds=round(time.monotonic() - t0, 3), nodes=nodes, notes=notes)
+
     with Checkpoint(source) as ck:
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
         config.pop("quantization_config", None)
@@ -353,18 +379,9 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
             config[wrapper] = {k: v for k, v in config[wrapper].items()
                                if k != "quantization_config"}
         job = _job("upcast", ck, {"dtype": dtype, "max_shard_size": max_shard_size})
-        resumed, side, _, nodes = _run(ck, dst, plan, job, workers=workers,
-                                       executor=executor, overwrite=overwrite, progress=progress,
-                                       label="upcast", scale_fmt=None, config=config)
-    ops = [op for j in plan.jobs for op in j.ops]
-    count = {k: sum(op.kind == k for op in ops) for k in ("dequantize", "widen", "copy")}
-    return UpcastReport(
-        source=str(src), destination=str(dst), dtype=dtype, files=[j.file for j in plan.jobs],
-        tensors=len(ops), dequantized=count["dequantize"], widened=count["widen"],
-        copied=count["copy"], scales_dropped=plan.scales_dropped,
-        total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
-        resumed_files=resumed, side_files=side, kept=kept_files(dst, side), seconds=round(time.monotonic() - t0, 3),
-        nodes=nodes, notes=notes)
+        return _run(ck, dst, plan, job, report, workers=workers, executor=executor,
+                    overwrite=overwrite, progress=progress, label="upcast", scale_fmt=None,
+                    config=config)
 
 
 def plan_quantize(src: str | Path | Source) -> ConversionPlan:
@@ -416,31 +433,36 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
     if scale_fmt not in ("float", "ue8m0"):
         raise ArgumentError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
     plan = plan_quantize(source)
+    ops = [op for j in plan.jobs for op in j.ops]
+    no_rows = [0.0, 0.0, 0]  # a weight of no rows: no part wrote it, nothing to compare
+
+    def report(resumed: int, side: list[str], errors: dict[str, list], nodes: list[NodeWork],
+               job_id: str):
+        per_tensor = [RoundTripError(name=op.name, max_abs_error=e[0], rel_l2_error=e[1],
+                                     nonfinite=e[2])
+                      for op in ops if op.kind == "quantize"
+                      for e in [errors.get(op.name, no_rows)]]
+        return QuantizeReport(
+            source=str(src), destination=str(dst), scale_fmt=scale_fmt, block=plan.block,
+            files=[j.file for j in plan.jobs],
+            tensors=sum(len(op.out_specs(plan.block)) for op in ops), quantized=len(per_tensor),
+            copied=sum(op.kind == "copy" for op in ops),
+            total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
+            resumed_files=resumed, side_files=side, kept=kept_files(dst, side), job_id=job_id,
+            seconds=round(time.monotonic() - t0, 3), nodes=nodes,
+            max_abs_error=max((e.max_abs_error for e in per_tensor), default=0.0),
+            max_rel_l2_error=max((e.rel_l2_error for e in per_tensor), default=0.0),
+            errors=per_tensor)
+
     with Checkpoint(source) as ck:
         qc = {**fp8.FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}
         if scale_fmt == "ue8m0":
             qc["scale_fmt"] = "ue8m0"
         config = {**ck.raw_config, "quantization_config": qc}
         job = _job("quantize", ck, {"scale_fmt": scale_fmt})
-        resumed, side, errors, nodes = _run(ck, dst, plan, job, workers=workers,
-                                            executor=executor, overwrite=overwrite,
-                                            progress=progress, label="quantize",
-                                            scale_fmt=scale_fmt, config=config)
-    ops = [op for j in plan.jobs for op in j.ops]
-    no_rows = [0.0, 0.0, 0]  # a weight of no rows: no part wrote it, nothing to compare
-    per_tensor = [RoundTripError(name=op.name, max_abs_error=e[0], rel_l2_error=e[1],
-                                 nonfinite=e[2])
-                  for op in ops if op.kind == "quantize"
-                  for e in [errors.get(op.name, no_rows)]]
-    return QuantizeReport(
-        source=str(src), destination=str(dst), scale_fmt=scale_fmt, block=plan.block,
-        files=[j.file for j in plan.jobs], tensors=sum(len(op.out_specs(plan.block)) for op in ops),
-        quantized=len(per_tensor), copied=sum(op.kind == "copy" for op in ops),
-        total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
-        resumed_files=resumed, side_files=side, kept=kept_files(dst, side),
-        seconds=round(time.monotonic() - t0, 3), nodes=nodes, max_abs_error=max((e.max_abs_error for e in per_tensor), default=0.0),
-        max_rel_l2_error=max((e.rel_l2_error for e in per_tensor), default=0.0),
-        errors=per_tensor)
+        return _run(ck, dst, plan, job, report, workers=workers, executor=executor,
+                    overwrite=overwrite, progress=progress, label="quantize",
+                    scale_fmt=scale_fmt, config=config)
 
 
 __all__ = ["upcast", "quantize", "plan_upcast", "plan_quantize", "UpcastReport",

@@ -41,10 +41,16 @@ class _WrittenCheckpoint(Result):
     destination: str
     files: list[str] = Field(description="Output shard files, in order")
     total_size: int = Field(description="Bytes of tensor data (the index's total_size)")
-    resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
+    resumed_files: int = Field(0, description="Shards an interrupted run had finished (kept; "
+                                              "not in the proof beside DST)")
     side_files: list[str]
     kept: list[str] = Field(default_factory=list, description=KEPT_DESCRIPTION)
-    seconds: float
+    notes: list[str] = Field(default_factory=list, description="What a user should know about "
+                                                               "the options taken and the run")
+    job_id: str | None = Field(
+        None, description="SHA-256 of the job (command, options, every source file's size and "
+                          "identity): a rerun of the same job finds its finished output by it")
+    seconds: float = Field(0.0, description="Wall time of the run (not in the proof beside DST)")
     nodes: list[NodeWork] = Field(
         default_factory=list, description="Per machine: the shards it wrote, bytes written, "
                                           "seconds (Ray nodes with --executor ray)")
@@ -66,8 +72,6 @@ class UpcastReport(_WrittenCheckpoint):
     scales_dropped: int
     layout: str = Field("hf", description="Output names: hf (transformers'), or deepseek "
                                           "(DeepSeek's own, for families stored under them)")
-    notes: list[str] = Field(default_factory=list, description="What a user should know about "
-                                                               "the options taken")
 
 
 class QuantizeReport(_WrittenCheckpoint):

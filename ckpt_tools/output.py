@@ -235,14 +235,16 @@ class OutputDir:
         self._release()
 
 
-def report_file(dst: str | Path) -> str | Path:
-    """Where the coverage proof of a reshard into `dst` is written: `DST.reshard-report.json`
-    next to DST (a source written by older versions may hold one inside; it is not copied);
-    for an object-store DST, the object of that name beside its prefix."""
+def report_file(dst: str | Path, command: str = "reshard") -> str | Path:
+    """Where the proof of a finished `command` into `dst` is written (`remote.output.
+    write_proof`): `DST.reshard-report.json` (`DST.upcast-report.json`, ...) next to DST (a
+    source written by older versions may hold one inside; it is not copied); for an
+    object-store DST, the object of that name beside its prefix."""
+    name = REPORT_FILE.replace("reshard", command, 1)
     if isinstance(dst, str) and is_remote(dst):
-        return f"{dst.rstrip('/')}.{REPORT_FILE}"
+        return f"{dst.rstrip('/')}.{name}"
     dst = Path(dst)
-    return dst.parent / f"{dst.name}.{REPORT_FILE}"
+    return dst.parent / f"{dst.name}.{name}"
 
 
 def drop_stale_lock(dst: Path) -> bool:

@@ -92,7 +92,6 @@ DEFERRED = {
     ("cli/__init__.py", "..error_report"): "CLI start-up: only on an error",
     ("cli/__init__.py", ".render"): "CLI start-up",
     ("cli/conventions.py", ".render"): "CLI start-up",
-    ("cli/conventions.py", "..output"): "CLI start-up: only when --overwrite keeps a user's files",
     ("cli/make_tiny.py", "..reference.deepseek"): "CLI start-up: numpy only when run",
     ("cli/convert.py", "..convert"): "CLI start-up: the library (numpy) only when run",
     ("cli/diff.py", "..config_diff"): "CLI start-up",

@@ -19,12 +19,15 @@ Concurrent runs writing the same prefix are not locked out (object stores have n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from ..errors import ARGUMENT_PLACEHOLDER, OutputError
 from ..index import INDEX_FILE, write_json_atomic
@@ -33,7 +36,9 @@ from ..output import (
     LOCK_FILE,
     SOURCE_COPY_DIR,
     OutputDir,
+    drop_stale_lock,
     foreign_files,
+    report_file,
     overwritten_names,
 )
 from ..ray_executor import require_ray
@@ -204,6 +209,53 @@ def open_output(dst: str | Path, *, sources=(), overwrite: bool = False,
         out = OutputDir(dst, sources=sources, overwrite=overwrite, job=job)
     hashed = [s for s in sources if isinstance(s, RemotePath) and hashed_files(s)]
     return _CheckedSources(out, hashed) if hashed and verification_on() else out
+
+
+# Fields of a writer's report that depend on the run, not on the inputs: kept out of its
+# proof so an interrupted-and-resumed run writes the same bytes as an uninterrupted one.
+RUN_FIELDS = {"resumed_files", "seconds", "nodes", "kept"}
+ALREADY_COMPLETE = "already complete: this job finished before; nothing was written"
+ReportT = TypeVar("ReportT", bound=BaseModel)
+
+
+def job_id_of(job: dict[str, Any]) -> str:
+    """SHA-256 of a journal's job (`OutputDir(job=...)`): what a proof is matched by."""
+    return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+
+
+def write_proof(dst: str | Path, command: str, report: BaseModel) -> None:
+    """The report of a finished run beside DST (`output.report_file`), without its run
+    fields: written inside the output's `with`, while the journal still exists, so a run
+    killed before finds its journal and resumes, one killed after finds this
+    (`finished_before`). The report carries `job_id` and `files`."""
+    write_json_file(report_file(dst, command), report.model_dump(mode="json",
+                                                                 exclude=RUN_FIELDS | {"ok"}))
+
+
+def finished_before(dst: str | Path, command: str, job_id: str,
+                    model: type[ReportT]) -> ReportT | None:
+    """The report of a finished run of this very job into a local `dst` (its proof beside
+    DST, no journal left, every file it lists present), noted "already complete"; else None.
+
+    Raises:
+        OutputError: a live run holds DST's lock.
+    """
+    if isinstance(dst, str) and is_remote(dst):
+        return None
+    proof, dst = Path(report_file(dst, command)), Path(dst)
+    if not proof.is_file() or (dst / JOURNAL_FILE).exists():
+        return None
+    try:
+        report = model.model_validate_json(proof.read_text())
+    except (OSError, ValueError):
+        return None
+    names = [getattr(f, "name", f) for f in report.files]
+    if report.job_id != job_id or not all((dst / n).is_file() for n in names):
+        return None
+    if not drop_stale_lock(dst):
+        raise OutputError(f"{dst}: another ckpt run is writing here (lock held)")
+    return report.model_copy(update={"notes": [*report.notes, ALREADY_COMPLETE],
+                                     "kept": kept_files(dst, report.side_files)})
 
 
 def kept_files(dst: str | Path, side_files: Iterable[str] = ()) -> list[str]:

@@ -64,10 +64,11 @@ from .index import pack_greedy, shard_file_name
 from .inventory import Inspection, reader_of, require
 from .parallel import ExecutorName, Job, NodeWork
 from .progress import Progress
+from .remote.output import kept_files
 from .safetensors_io import TensorEntry
 from .sizes import Size, parse_size
 from .source import Source
-from .sources import CONFIG_FILE, ConfigSource, given_config
+from .sources import ConfigSource, given_config
 from .tensor_plan import TensorPlan, scale_name_for
 
 OUT_DTYPES = {"bf16": "BF16", "f32": "F32"}
@@ -75,6 +76,7 @@ TORCH_DTYPES = {"BF16": "bfloat16", "F32": "float32"}
 WIDENABLE = ("BF16", "F16")  # exact in float32: widened by upcast --dtype f32
 QUANTIZABLE = ("BF16", "F16", "F32")
 SCALE_WINDOW = 64  # tensors whose scales planning reads ahead at once (remote sources)
+ReportOf = {"upcast": UpcastReport, "quantize": QuantizeReport}  # their proofs beside DST
 
 
 class ConversionPlan(NamedTuple):
@@ -217,20 +219,23 @@ def _shard_works(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob]
     return works
 
 
-def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, *,
+def _run(ck: Checkpoint, dst: str | Path, plan: ConversionPlan, job: dict, report, *,
          workers: int | None, executor: ExecutorName, overwrite: bool,
-         progress: Progress | None, label: str, scale_fmt: str | None, config: dict
-         ) -> tuple[int, list[str], dict[str, list], list[NodeWork]]:
-    """Write every shard (skipping journaled ones), then index, config and side files."""
-    resumed, side, errors, _, nodes = run_conversion(
+         progress: Progress | None, label: str, scale_fmt: str | None, config: dict):
+    """Write every shard (skipping journaled ones), then index, config and side files;
+    returns `report(resumed, side_files, errors, nodes, job_id)`, also left beside DST as the
+    proof a rerun of the same job finds (then it writes nothing: "already complete")."""
+    return run_conversion(
         ck, dst, [j.file for j in plan.jobs],
         lambda out, todo: _shard_works(out, ck, plan, [plan.jobs[i] for i in todo],
                                        scale_fmt=scale_fmt),
         plan.out_specs(), job=job, config=config,
         index_metadata=plan.index_metadata if plan.write_index else None,
         keeps_stats=scale_fmt is not None, workers=workers, executor=executor,
-        overwrite=overwrite, progress=progress, label=label)
-    return resumed, side, errors, nodes
+        overwrite=overwrite, progress=progress, label=label,
+        report=lambda resumed, side, errors, _bytes, nodes, job_id:
+            report(resumed, side, errors, nodes, job_id),
+        report_type=ReportOf[label])
 
 
 def _config_option(given: ConfigSource | None) -> dict:
@@ -331,6 +336,18 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
     plan = plan_upcast(source, dtype=dtype, max_shard_size=max_shard_size,
                        allow_copy=allow_copy, config=given)
     out_dtype = OUT_DTYPES[dtype]
+    ops = [op for j in plan.jobs for op in j.ops]
+    count = {k: sum(op.kind == k for op in ops) for k in ("dequantize", "widen", "copy")}
+
+    def report(resumed: int, side: list[str], _, nodes: list[NodeWork], job_id: str):
+        return UpcastReport(
+            source=str(src), destination=str(dst), dtype=dtype,
+            files=[j.file for j in plan.jobs], tensors=len(ops), dequantized=count["dequantize"],
+            widened=count["widen"], copied=count["copy"], scales_dropped=plan.scales_dropped,
+            total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
+            resumed_files=resumed, side_files=side, kept=kept_files(dst, side), job_id=job_id,
+            seconds=round(time.monotonic() - t0, 3), nodes=nodes, notes=notes)
+
     with Checkpoint(source, given=given) as ck:
         config = _with_dtype(ck.raw_config, TORCH_DTYPES[out_dtype])
         config.pop("quantization_config", None)
@@ -340,18 +357,9 @@ def upcast(src: str | Path, dst: str | Path, *, dtype: UpcastDtype = "bf16",
                                if k != "quantization_config"}
         job = _job("upcast", ck, {"dtype": dtype, "max_shard_size": max_shard_size,
                                   **_config_option(given)})
-        resumed, side, _, nodes = _run(ck, dst, plan, job, workers=workers,
-                                       executor=executor, overwrite=overwrite, progress=progress,
-                                       label="upcast", scale_fmt=None, config=config)
-    ops = [op for j in plan.jobs for op in j.ops]
-    count = {k: sum(op.kind == k for op in ops) for k in ("dequantize", "widen", "copy")}
-    return UpcastReport(
-        source=str(src), destination=str(dst), dtype=dtype, files=[j.file for j in plan.jobs],
-        tensors=len(ops), dequantized=count["dequantize"], widened=count["widen"],
-        copied=count["copy"], scales_dropped=plan.scales_dropped,
-        total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
-        resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3),
-        nodes=nodes, notes=notes)
+        return _run(ck, dst, plan, job, report, workers=workers, executor=executor,
+                    overwrite=overwrite, progress=progress, label="upcast", scale_fmt=None,
+                    config=config)
 
 
 def plan_quantize(src: str | Path | Source, *,
@@ -412,31 +420,36 @@ def quantize(src: str | Path, dst: str | Path, *, scale_fmt: ScaleFmt | None = N
     if scale_fmt not in ("float", "ue8m0"):
         raise ArgumentError(f"scale_fmt must be 'float' or 'ue8m0', found {scale_fmt!r}")
     plan = plan_quantize(source, config=given)
+    ops = [op for j in plan.jobs for op in j.ops]
+    no_rows = [0.0, 0.0, 0]  # a weight of no rows: no part wrote it, nothing to compare
+
+    def report(resumed: int, side: list[str], errors: dict[str, list], nodes: list[NodeWork],
+               job_id: str):
+        per_tensor = [RoundTripError(name=op.name, max_abs_error=e[0], rel_l2_error=e[1],
+                                     nonfinite=e[2])
+                      for op in ops if op.kind == "quantize"
+                      for e in [errors.get(op.name, no_rows)]]
+        return QuantizeReport(
+            source=str(src), destination=str(dst), scale_fmt=scale_fmt, block=plan.block,
+            files=[j.file for j in plan.jobs],
+            tensors=sum(len(op.out_specs(plan.block)) for op in ops), quantized=len(per_tensor),
+            copied=sum(op.kind == "copy" for op in ops),
+            total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
+            resumed_files=resumed, side_files=side, kept=kept_files(dst, side), job_id=job_id,
+            seconds=round(time.monotonic() - t0, 3), nodes=nodes,
+            max_abs_error=max((e.max_abs_error for e in per_tensor), default=0.0),
+            max_rel_l2_error=max((e.rel_l2_error for e in per_tensor), default=0.0),
+            errors=per_tensor)
+
     with Checkpoint(source, given=given) as ck:
         qc = {**FP8_QUANTIZATION_CONFIG, "weight_block_size": list(plan.block)}
         if scale_fmt == "ue8m0":
             qc["scale_fmt"] = "ue8m0"
         config = {**ck.raw_config, "quantization_config": qc}
         job = _job("quantize", ck, {"scale_fmt": scale_fmt, **_config_option(given)})
-        resumed, side, errors, nodes = _run(ck, dst, plan, job, workers=workers,
-                                            executor=executor, overwrite=overwrite,
-                                            progress=progress, label="quantize",
-                                            scale_fmt=scale_fmt, config=config)
-    ops = [op for j in plan.jobs for op in j.ops]
-    no_rows = [0.0, 0.0, 0]  # a weight of no rows: no part wrote it, nothing to compare
-    per_tensor = [RoundTripError(name=op.name, max_abs_error=e[0], rel_l2_error=e[1],
-                                 nonfinite=e[2])
-                  for op in ops if op.kind == "quantize"
-                  for e in [errors.get(op.name, no_rows)]]
-    return QuantizeReport(
-        source=str(src), destination=str(dst), scale_fmt=scale_fmt, block=plan.block,
-        files=[j.file for j in plan.jobs], tensors=sum(len(op.out_specs(plan.block)) for op in ops),
-        quantized=len(per_tensor), copied=sum(op.kind == "copy" for op in ops),
-        total_size=sum(math.prod(s) * itemsize(d) for _, (_, d, s) in plan.out_specs()),
-        resumed_files=resumed, side_files=side, seconds=round(time.monotonic() - t0, 3),
-        nodes=nodes, max_abs_error=max((e.max_abs_error for e in per_tensor), default=0.0),
-        max_rel_l2_error=max((e.rel_l2_error for e in per_tensor), default=0.0),
-        errors=per_tensor)
+        return _run(ck, dst, plan, job, report, workers=workers, executor=executor,
+                    overwrite=overwrite, progress=progress, label="quantize",
+                    scale_fmt=scale_fmt, config=config)
 
 
 __all__ = ["upcast", "quantize", "plan_upcast", "plan_quantize", "UpcastReport",

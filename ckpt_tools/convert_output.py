@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 from pydantic import Field, computed_field
 
@@ -19,14 +19,15 @@ from .dtypes import itemsize
 from .errors import ARGUMENT_PLACEHOLDER, UnexpectedTensorError
 from .formats.round_trip import combine_errors
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
-from .output import OutputDir, source_fingerprint
+from .output import KEPT_DESCRIPTION, OutputDir, source_fingerprint
 from .parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from .progress import Progress
-from .remote.output import check_executor, open_output
+from .remote.output import check_executor, finished_before, job_id_of, open_output, write_proof
 from .results import Result
 from .side_files import copy_side_files
 from .sources import CONFIG_FILE
 
+ReportT = TypeVar("ReportT", bound=Result)
 UpcastDtype = Literal["bf16", "f32"]
 ScaleFmt = Literal["float", "ue8m0"]
 
@@ -48,9 +49,16 @@ class _WrittenCheckpoint(Result):
     destination: str
     files: list[str] = Field(description="Output shard files, in order")
     total_size: int = Field(description="Bytes of tensor data (the index's total_size)")
-    resumed_files: int = Field(description="Shards an interrupted run had finished (kept)")
+    resumed_files: int = Field(0, description="Shards an interrupted run had finished (kept; "
+                                              "not in the proof beside DST)")
     side_files: list[str]
-    seconds: float
+    kept: list[str] = Field(default_factory=list, description=KEPT_DESCRIPTION)
+    notes: list[str] = Field(default_factory=list, description="What a user should know about "
+                                                               "the options taken and the run")
+    job_id: str | None = Field(
+        None, description="SHA-256 of the job (command, options, every source file's size and "
+                          "identity): a rerun of the same job finds its finished output by it")
+    seconds: float = Field(0.0, description="Wall time of the run (not in the proof beside DST)")
     nodes: list[NodeWork] = Field(
         default_factory=list, description="Per machine: the shards it wrote, bytes written, "
                                           "seconds (Ray nodes with --executor ray)")
@@ -72,8 +80,6 @@ class UpcastReport(_WrittenCheckpoint):
     scales_dropped: int
     layout: str = Field("hf", description="Output names: hf (transformers'), or deepseek "
                                           "(DeepSeek's own, for families stored under them)")
-    notes: list[str] = Field(default_factory=list, description="What a user should know about "
-                                                               "the options taken")
 
 
 class QuantizeReport(_WrittenCheckpoint):
@@ -165,16 +171,21 @@ def run_conversion(ck: Checkpoint, dst, files: Sequence[str],
                    specs: Iterable[tuple[str, tuple[str, str, tuple[int, ...]]]], *,
                    job: dict, config: dict, index_metadata: dict | None, keeps_stats: bool,
                    workers: int | None, executor: ExecutorName, overwrite: bool,
-                   progress: Progress | None, label: str
-                   ) -> tuple[int, list[str], dict[str, list], int, list[NodeWork]]:
+                   progress: Progress | None, label: str,
+                   report: Callable[..., ReportT], report_type: type[ReportT]) -> ReportT:
     """Upcast's and quantize's run, every family's: write the output `files` a journaled
     earlier run has not finished (`works(out, indices)`: their jobs; quantize's files
     `keeps_stats`, so one finished without them is written again), then the index of
     `specs` ((file, (name, dtype, shape)); none without `index_metadata`), config.json and
     the side files. `ck` may be remote (read by range), `dst` an object store (staged,
-    uploaded whole). Returns (files resumed, side files, round-trip errors by tensor,
-    bytes of tensor data, per-node work)."""
+    uploaded whole). Returns `report(files resumed, side files, round-trip errors by tensor,
+    bytes of tensor data, per-node work, job id)`, also left beside DST (while the journal
+    still exists) as the proof a rerun of the same job finds: it then writes nothing and
+    returns that report, "already complete"."""
     check_executor(dst, executor)
+    job_id = job_id_of(job)
+    if not overwrite and (done := finished_before(dst, label, job_id, report_type)):
+        return done.model_copy(update={"resumed_files": len(done.files)})
     with open_output(dst, sources=[ck.dir], overwrite=overwrite, job=job) as out:
         todo, errors = [], {}
         for i, file in enumerate(files):
@@ -195,7 +206,9 @@ def run_conversion(ck: Checkpoint, dst, files: Sequence[str],
             write_index(out.path / INDEX_FILE, ShardIndex(weight_map, total, index_metadata))
         write_json_atomic(out.path / CONFIG_FILE, config)
         side = copy_side_files(ck.dir, out.path)
-    return len(files) - len(todo), side, errors, total, nodes
+        done = report(len(files) - len(todo), side, errors, total, nodes, job_id)
+        write_proof(dst, label, done)  # while the journal exists (`finished_before`)
+    return done
 
 
 def _combined(parts: dict[int, dict[str, list]]) -> dict[str, list]:

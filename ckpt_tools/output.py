@@ -37,7 +37,13 @@ LOCK_FILE = ".ckpt.lock"
 JOURNAL_FILE = ".ckpt-journal.json"
 PARTIAL_SUFFIX = ".partial"
 REPORT_FILE = "reshard-report.json"  # reshard's coverage proof, beside DST (`report_file`)
-_OURS = {LOCK_FILE, JOURNAL_FILE}
+# a remote source's files, checked against their SHA-256 while the run lasts (remote.verified)
+SOURCE_COPY_DIR = ".ckpt-checked-source"
+_OURS = {LOCK_FILE, JOURNAL_FILE, SOURCE_COPY_DIR}
+# the writers' reports (`kept`): what `foreign_files` finds in a written DST
+KEPT_DESCRIPTION = ("Files in DST that are neither the checkpoint's, this tool's, nor copied "
+                    "from the source (a README, notes, results of your own): --overwrite "
+                    "left them in place")
 # What `overwrite` replaces besides the files of the sources' own directories.
 CHECKPOINT_FILE_RE = re.compile(
     r".*\.safetensors|.*\.safetensors\.index\.json|(generation_|inference_)?config\.json"
@@ -73,6 +79,18 @@ def source_fingerprint(paths: Iterable[Path]) -> dict[str, list[int]]:
     return out
 
 
+def overwritten_names(sources: Iterable[Path | RemotePath]):
+    """The test `overwrite` applies to a name in DST, local or on an object store: True for
+    what a checkpoint consists of, what this tool writes, and the top-level files of the
+    source directories (what a converter copies over); anything else is the user's."""
+    theirs: set[str] = set()
+    for src in sources:
+        root = src if src.is_dir() else src.parent
+        theirs.update(p.name for p in root.iterdir() if p.is_file())
+    return lambda name: (name in _OURS or name in theirs
+                         or CHECKPOINT_FILE_RE.fullmatch(name) is not None)
+
+
 class OutputDir:
     remote = False  # files are written in place (`RemoteOutputDir`: staged, uploaded whole)
 
@@ -81,6 +99,8 @@ class OutputDir:
         self.path = Path(dst)
         # a remote source cannot contain or be a local destination
         self.sources = [Path(s) for s in sources if not is_remote(s)]
+        # what `overwrite` treats as copied from a source: remote sources' files too
+        self._copied_from = self.sources + [s for s in sources if isinstance(s, RemotePath)]
         self.overwrite = overwrite
         self.job = job
         self._lock_fd: int | None = None
@@ -99,14 +119,6 @@ class OutputDir:
                 raise OutputError(f"{self.path}: destination is inside the source {src}")
             if src.is_relative_to(dst):
                 raise OutputError(f"{self.path}: destination contains the source {src}")
-
-    def _source_file_names(self) -> set[str]:
-        """Top-level files of the source directories: what a converter copies over."""
-        names: set[str] = set()
-        for src in self.sources:
-            root = src if src.is_dir() else src.parent
-            names.update(p.name for p in root.iterdir() if p.is_file())
-        return names
 
     def _existing(self) -> list[Path]:
         return [p for p in self.path.iterdir() if p.name not in _OURS]
@@ -148,11 +160,11 @@ class OutputDir:
             stale.unlink()
         same_job = journal is not None and self.job is not None and journal.get("job") == self.job
         if self.overwrite:
-            theirs = self._source_file_names()
+            ours = overwritten_names(self._copied_from)
             for p in self._existing():
                 if not (p.is_file() or p.is_symlink()):
                     continue
-                if CHECKPOINT_FILE_RE.fullmatch(p.name) or p.name in theirs:
+                if ours(p.name):
                     p.unlink()
                 else:
                     self.kept.append(p.name)
@@ -223,14 +235,16 @@ class OutputDir:
         self._release()
 
 
-def report_file(dst: str | Path) -> str | Path:
-    """Where the coverage proof of a reshard into `dst` is written: `DST.reshard-report.json`
-    next to DST (a source written by older versions may hold one inside; it is not copied);
-    for an object-store DST, the object of that name beside its prefix."""
+def report_file(dst: str | Path, command: str = "reshard") -> str | Path:
+    """Where the proof of a finished `command` into `dst` is written (`remote.output.
+    write_proof`): `DST.reshard-report.json` (`DST.upcast-report.json`, ...) next to DST (a
+    source written by older versions may hold one inside; it is not copied); for an
+    object-store DST, the object of that name beside its prefix."""
+    name = REPORT_FILE.replace("reshard", command, 1)
     if isinstance(dst, str) and is_remote(dst):
-        return f"{dst.rstrip('/')}.{REPORT_FILE}"
+        return f"{dst.rstrip('/')}.{name}"
     dst = Path(dst)
-    return dst.parent / f"{dst.name}.{REPORT_FILE}"
+    return dst.parent / f"{dst.name}.{name}"
 
 
 def drop_stale_lock(dst: Path) -> bool:
@@ -249,14 +263,11 @@ def drop_stale_lock(dst: Path) -> bool:
     return True
 
 
-def foreign_files(dst: str | Path, side_files: Iterable[str] = ()) -> list[str]:
-    """Files in a written `dst` that are neither a checkpoint's nor copied from its source
-    (`side_files`): what `overwrite` kept. Empty for an object-store destination."""
-    if is_remote(dst) or not Path(dst).is_dir():
-        return []
+def foreign_files(names: Iterable[str], side_files: Iterable[str] = ()) -> list[str]:
+    """Of the file `names` in a written DST, those that are neither a checkpoint's, this
+    tool's, nor copied from its source (`side_files`): what `overwrite` kept."""
     side = set(side_files) | _OURS
-    return sorted(p.name for p in Path(dst).iterdir() if p.is_file() and p.name not in side
-                  and not CHECKPOINT_FILE_RE.fullmatch(p.name))
+    return sorted(n for n in names if n not in side and not CHECKPOINT_FILE_RE.fullmatch(n))
 
 
 def _fsync_dir(path: Path) -> None:

@@ -13,7 +13,6 @@ and into the returned report. An interrupted run resumes after the files it fini
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -28,18 +27,24 @@ from .checkpoint import checkpoint_dir, family_given
 from .config import read_config_file
 from .config_layouts import INFERENCE_CONFIG_FILE, to_inference_layout
 from .dtypes import itemsize
-from .errors import (ArgumentError, ConfigError, OutputError, UnsupportedModelError,
-                     VerificationError)
+from .errors import ArgumentError, ConfigError, UnsupportedModelError, VerificationError
 from .families import family_at
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
-from .output import JOURNAL_FILE, REPORT_FILE, drop_stale_lock, report_file, source_fingerprint
+from .output import KEPT_DESCRIPTION, REPORT_FILE, report_file, source_fingerprint
 from .convert_output import FileWork, write_files
 from .parallel import ExecutorName, Job, NodeWork
 from .progress import Progress
 from .reader_pool import ReaderPool
-from .remote.output import check_executor, open_output, write_json_file
-from .remote.path import RemotePath, is_remote, job_source
+from .remote.output import (
+    check_executor,
+    finished_before,
+    job_id_of,
+    kept_files,
+    open_output,
+    write_proof,
+)
+from .remote.path import RemotePath, job_source
 from .reshard_plan import (
     DEFAULT_MAX_SHARD_SIZE,
     Key,
@@ -95,10 +100,6 @@ class OutputFileReport(Result):
     bytes: int = Field(description="Bytes of tensor data in the file")
 
 
-# Fields that depend on the run, not on the inputs: kept out of DST/reshard-report.json so
-# an interrupted-and-resumed run writes the same bytes as an uninterrupted one.
-RUN_FIELDS = {"resumed_files", "seconds", "nodes"}
-
 
 class ReshardReport(Result):
     """Result of `ckpt reshard` (also written to DST/reshard-report.json)."""
@@ -116,6 +117,8 @@ class ReshardReport(Result):
     files: list[OutputFileReport] = Field(description="Output tensor files, in order")
     total_size: int = Field(description="Bytes of tensor data written (an HF index's total_size)")
     side_files: list[str] = Field(description="Tokenizer and other files copied unchanged")
+    kept: list[str] = Field(default_factory=list,
+                            description=f"{KEPT_DESCRIPTION} (not in the report file)")
     mtp: Literal["kept", "dropped", "absent"] = Field(
         description="The MTP layer: kept, dropped (deepseek-mp default) or absent from the source")
     notes: list[str]
@@ -260,8 +263,8 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
            "ranks": sorted(set(ranks)) if ranks is not None else None,
            "config": str(plan.config_path.resolve()) if plan.config_path else None,
            "sources": source_fingerprint(inputs)}
-    job_id = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
-    if not overwrite and (done := _finished_before(dst, job_id)) is not None:
+    job_id = job_id_of(job)
+    if not overwrite and (done := finished_before(dst, "reshard", job_id, ReshardReport)):
         return done.model_copy(update={"resumed_files": len(done.files),
                                        "seconds": time.monotonic() - t0})
     with open_output(dst, sources=[src], overwrite=overwrite, job=job) as out:
@@ -289,6 +292,7 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
             files=[OutputFileReport(name=f.name, tensors=len(f.tensors), bytes=f.nbytes)
                    for f in selected],
             total_size=sum(f.nbytes for f in selected), side_files=side, mtp=plan.mtp,
+            kept=kept_files(dst, side),
             notes=plan.notes, coverage=Coverage(**coverage, counted_elements=counted,
                                                 complete=counted == planned), job_id=job_id,
             resumed_files=len(selected) - len(todo), seconds=time.monotonic() - t0,
@@ -298,30 +302,9 @@ def execute_plan(plan: ReshardPlan, dst: str | Path, *, workers: int | None = No
                                     f"planned {planned}")
         # Beside the checkpoint, not in it: an upload of DST must carry only the model.
         # Written while the journal still exists: a run killed in between resumes and
-        # writes it, a run killed after finds it (`_finished_before`): never unproven.
-        write_json_file(report_file(dst), report.model_dump(mode="json",
-                                                             exclude=RUN_FIELDS | {"ok"}))
+        # writes it, a run killed after finds it (`finished_before`): never unproven.
+        write_proof(dst, "reshard", report)
     return report
-
-
-def _finished_before(dst: str | Path, job_id: str) -> ReshardReport | None:
-    """The report of a finished run of this very job into `dst` (its proof beside DST, no
-    journal left, every file it lists present), or None."""
-    if isinstance(dst, str) and is_remote(dst):
-        return None
-    proof, dst = Path(report_file(dst)), Path(dst)
-    if not proof.is_file() or (dst / JOURNAL_FILE).exists():
-        return None
-    try:
-        report = ReshardReport.model_validate_json(proof.read_text())
-    except (OSError, ValueError):
-        return None
-    if report.job_id != job_id or not all((dst / f.name).is_file() for f in report.files):
-        return None
-    if not drop_stale_lock(dst):
-        raise OutputError(f"{dst}: another ckpt run is writing here (lock held)")
-    return report.model_copy(update={"notes": [*report.notes, "already complete: this job "
-                                               "finished before; nothing was written"]})
 
 
 # -- the public calls -------------------------------------------------------------------------

@@ -100,7 +100,7 @@ class FakeHub:
         self.token = token
         self.repos: dict[str, Repo] = {}
         self.log: list[LoggedRequest] = []
-        self._corrupt: set[str] = set()
+        self._corrupt: dict[str, int] = {}  # path -> first flipped byte
         self._cuts: dict[str, list[int]] = {}  # file -> [after_bytes, remaining_times]
         self._fail: dict[str, int] = {}  # file -> HTTP status of its GETs
         self._fail_times: dict[str, int] = {}  # file -> GETs left to fail (absent: all)
@@ -146,12 +146,14 @@ class FakeHub:
         repo.refs[branch] = sha
         return sha
 
-    def corrupt(self, path: str) -> None:
-        """Serve wrong bytes (same length) for `path` on GET; metadata stays right."""
-        self._corrupt.add(path)
+    def corrupt(self, path: str, at: int = 0) -> None:
+        """Serve wrong bytes (same length) for `path` on GET: CORRUPT_BYTES flipped from byte
+        `at` (past the header: a file that parses, with lying tensor bytes); metadata
+        stays right."""
+        self._corrupt[path] = at
 
     def serve_correctly(self, path: str) -> None:
-        self._corrupt.discard(path)
+        self._corrupt.pop(path, None)
 
     def cut(self, path: str, after: int, times: int = 1) -> None:
         """Drop the connection after `after` body bytes of the next `times` GETs of `path`."""
@@ -439,9 +441,10 @@ class _Handler(BaseHTTPRequestHandler):
             pos = start
             while pos < start + limit:
                 chunk = f.read(min(CHUNK, start + limit - pos))
-                if pos < CORRUPT_BYTES and file in self.fake._corrupt:
-                    k = min(len(chunk), CORRUPT_BYTES - pos)
-                    chunk = bytes(b ^ 0x5A for b in chunk[:k]) + chunk[k:]
+                at = self.fake._corrupt.get(file)
+                if at is not None and pos < at + CORRUPT_BYTES and pos + len(chunk) > at:
+                    lo, hi = max(at - pos, 0), min(at + CORRUPT_BYTES - pos, len(chunk))
+                    chunk = chunk[:lo] + bytes(b ^ 0x5A for b in chunk[lo:hi]) + chunk[hi:]
                 self.wfile.write(chunk)
                 pos += len(chunk)
         if stall is not None:  # a server that stops answering, connection left open

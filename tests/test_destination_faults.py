@@ -89,3 +89,33 @@ def test_ray_executor_without_ray_creates_nothing(tmp_path, monkeypatch):
     with pytest.raises(MissingDependencyError, match="needs Ray"):
         upcast(src, tmp_path / "out", executor="ray")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["upcast", "quantize"])
+def test_convert_killed_once_complete_reruns_to_already_complete(command, tmp_path, monkeypatch):
+    """Issue 27, 13 for upcast and quantize: a kill at the last crash point (the output
+    complete, its journal removed) reruns to "already complete", from the proof beside DST
+    that reshard writes too."""
+    from ckpt_tools import fault_injection
+    from ckpt_tools.convert import quantize
+
+    src = make_tiny(tmp_path / "src", "v3", fp8=command == "upcast", shards=2, seed=1).path
+    run = {"upcast": upcast, "quantize": quantize}[command]
+    monkeypatch.setattr(fault_injection, "_remaining", 10**9)  # count this run's crash points
+    run(src, tmp_path / "count", workers=1)
+    points = 10**9 - fault_injection._remaining
+    expected, proof = _files(tmp_path / "count"), report_file(tmp_path / "count", command)
+    dst = tmp_path / "out"
+    args = [command, src, dst, "--workers", "1"]
+    killed = _ckpt(args, kill_after=points)
+    assert killed.returncode < 0, killed.stderr  # SIGKILLed after the journal went
+    assert not (dst / JOURNAL_FILE).exists()
+    saved = json.loads(report_file(dst, command).read_text())  # written before the journal went
+    assert {**saved, "destination": None} == {**json.loads(proof.read_text()), "destination": None}
+    rerun = _ckpt([*args, "--json"])
+    assert rerun.returncode == 0, rerun.stderr
+    assert "already complete" in " ".join(json.loads(rerun.stdout)["notes"])
+    assert _files(dst) == expected
+    changed = _ckpt([*args[:-2], "--workers", "1", *(["--dtype", "f32"] if command == "upcast"
+                                                      else ["--scale-fmt", "ue8m0"])])
+    assert changed.returncode == 1 and "not empty" in changed.stderr  # another job: refused

@@ -92,7 +92,6 @@ DEFERRED = {
     ("cli/__init__.py", "..error_report"): "CLI start-up: only on an error",
     ("cli/__init__.py", ".render"): "CLI start-up",
     ("cli/conventions.py", ".render"): "CLI start-up",
-    ("cli/conventions.py", "..output"): "CLI start-up: only when --overwrite keeps a user's files",
     ("cli/make_tiny.py", "..reference.deepseek"): "CLI start-up: numpy only when run",
     ("cli/make_tiny.py", "..tiny"): "CLI start-up: numpy only when run",
     ("cli/download.py", "..download"): "CLI start-up: the Hub client only when run",

@@ -1,4 +1,5 @@
 import fcntl
+import json
 import os
 
 import pytest
@@ -123,3 +124,19 @@ def test_overwrite_keeps_what_the_user_put_there(tmp_path):
     with OutputDir(dst, sources=[src], overwrite=True) as out:
         assert sorted(out.kept) == sorted(user)
     assert {p.name: p.read_text() for p in dst.iterdir()} == user
+
+
+@pytest.mark.parametrize("command", ["upcast", "quantize", "reshard"])
+def test_files_overwrite_kept_are_in_the_report_and_json(command, make_ckpt, tmp_path, run_cli):
+    """Issue 27: the user's files --overwrite kept are a typed field of the writer's report
+    (so in --json), not only a line on stderr."""
+    src = make_ckpt("v3", fp8=command != "quantize", shards=2)
+    dst = tmp_path / "out"
+    dst.mkdir()
+    (dst / "README.md").write_text("mine")
+    (dst / "model.safetensors").write_text("old")
+    extra = ["--max-shard-size", "200KB"] if command == "reshard" else []
+    r = run_cli(command, str(src), str(dst), "--overwrite", "--json", *extra)
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["kept"] == ["README.md"]
+    assert (dst / "README.md").read_text() == "mine"

@@ -14,8 +14,9 @@ from test_remote import loopback_only, tensors_read  # noqa: F401  (autouse fixt
 
 from ckpt_tools.convert import quantize, upcast
 from ckpt_tools.fault_injection import ENV_VAR
-from ckpt_tools.output import JOURNAL_FILE
+from ckpt_tools.output import JOURNAL_FILE, SOURCE_COPY_DIR
 from ckpt_tools.remote import stores as remote
+from ckpt_tools.remote.verified import VERIFY_ENV
 from ckpt_tools.reshard import reshard_by_size, to_deepseek_mp
 from ckpt_tools.safetensors_io import read_header
 from ckpt_tools.tiny import make_tiny
@@ -74,25 +75,30 @@ def _cli(args, env_extra=None, cwd=None):
                           capture_output=True, text=True, env=env, timeout=300, cwd=cwd)
 
 
+@pytest.mark.parametrize("checked", [True, False])
 @pytest.mark.parametrize("kill_after", [3, 150])
-def test_upcast_from_remote_killed_midway_resumes_to_the_same_bytes(kill_after, hub, sources,
-                                                                   tmp_path):
+def test_upcast_from_remote_killed_midway_resumes_to_the_same_bytes(kill_after, checked, hub,
+                                                                   sources, tmp_path):
     upcast(sources / "fp8", tmp_path / "want", workers=1)
     dst = tmp_path / "dst"
     args = ["upcast", "hf://org/fp8", dst, "--workers", "1"]
-    killed = _cli(args, {ENV_VAR: str(kill_after)})
+    env = {VERIFY_ENV: "1" if checked else "0"}
+    killed = _cli(args, {ENV_VAR: str(kill_after), **env})
     assert killed.returncode == -9, killed.stderr
     for p in dst.glob("*.safetensors"):  # whatever is under a final name is whole
         assert read_header(p).file_size == p.stat().st_size
     finished = set(json.loads((dst / JOURNAL_FILE).read_text())["done"])  # recorded as done
     assert bool(finished) == (kill_after > 100)
     since = len(hub.log)
-    rerun = _cli(args)
+    rerun = _cli(args, env)
     assert rerun.returncode == 0, rerun.stderr
     assert files_of(dst) == files_of(tmp_path / "want")
+    read = {n for n in tensors_read(hub, sources / "fp8", since) if not n.endswith("_scale_inv")}
+    if checked:  # the copies checked against the Hub's SHA-256 were kept: none fetched again
+        assert not read and not (dst / SOURCE_COPY_DIR).exists()
+        return
     # resumed per file: besides the scales planning checks, no tensor of a source shard
     # whose output was complete is read again (upcast keeps the shard names)
-    read = {n for n in tensors_read(hub, sources / "fp8", since) if not n.endswith("_scale_inv")}
     shard_of = {n: f.name for f in (sources / "fp8").glob("*.safetensors")
                 for n in read_header(f).entries}
     assert read and not {shard_of[n] for n in read} & finished

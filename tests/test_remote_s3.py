@@ -164,3 +164,28 @@ def test_upcast_to_s3_killed_midway_reruns_to_identical_objects(kill_after, s3, 
     assert rerun.returncode == 0, rerun.stderr
     assert objects(s3, "out/") == files_of(local / "want")  # byte-identical, journal gone
     remote.forget_remote()
+
+
+def test_overwrite_on_s3_keeps_and_lists_what_the_tool_did_not_write(s3, local):
+    """Issue 27, 12 on an object store: --overwrite replaces the checkpoint's objects and keeps
+    the user's, listed in the report (as a local destination does)."""
+    user = {"README.md": b"mine", "notes.txt": b"mine", "my_eval_results.csv": b"a,b"}
+    old = {"model-00009-of-00009.safetensors": b"old", "config.json": b"{}",
+           "model.safetensors.index.json": b"{}"}
+    for name, data in {**user, **old}.items():
+        s3.put_object(Bucket=s3.bucket, Key=f"out/{name}", Body=data)
+    report = upcast(f"s3://{s3.bucket}/src", f"s3://{s3.bucket}/out", workers=1,
+                    overwrite=True)
+    assert report.kept == sorted(user)
+    assert objects(s3, "out/") == {**files_of(local / "want"), **user}
+
+
+def test_cli_json_lists_kept_files_for_an_s3_destination(s3, local):
+    s3.put_object(Bucket=s3.bucket, Key="out/README.md", Body=b"mine")
+    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
+    env["PYTHONPATH"] = os.pathsep.join(sys.path)
+    r = subprocess.run([sys.executable, "-m", "ckpt_tools", "upcast", f"s3://{s3.bucket}/src",
+                        f"s3://{s3.bucket}/out", "--overwrite", "--workers", "1", "--json"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["kept"] == ["README.md"]

@@ -64,10 +64,9 @@ def note(text: str) -> None:
 
 def note_kept(report) -> None:
     """Name the user's files --overwrite left in a written DST (never deleted: not ours)."""
-    from ..output import foreign_files
     from .render import safe_name
 
-    kept = foreign_files(report.destination, report.side_files)
+    kept = report.kept
     if kept:
         note(f"kept {len(kept)} file(s) in {safe_name(str(report.destination))} that are not "
              f"part of a checkpoint: {', '.join(map(safe_name, kept))}")

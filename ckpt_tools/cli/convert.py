@@ -24,6 +24,8 @@ def _echo_written(report, what: str) -> None:
         f"{human_bytes(report.total_size)} in {report.seconds:.1f} s{rate}{kept}")
     echo_nodes(report.nodes)
     note_kept(report)
+    for text in report.notes:
+        note(f"  {text}")
 
 
 
@@ -77,8 +79,6 @@ def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite
         + (f", {report.widened} widened to F32" if report.widened else "")
         + (f", {report.experts_stacked} expert stacks ({report.layout} layout)"
            if getattr(report, "experts_stacked", 0) else ""))
-    for text in report.notes:
-        note(f"  {text}")
 
 
 @click.command()

@@ -19,18 +19,32 @@ Concurrent runs writing the same prefix are not locked out (object stores have n
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
 
 from ..errors import ARGUMENT_PLACEHOLDER, OutputError
 from ..index import INDEX_FILE, write_json_atomic
-from ..output import JOURNAL_FILE, LOCK_FILE, OutputDir
+from ..output import (
+    JOURNAL_FILE,
+    LOCK_FILE,
+    SOURCE_COPY_DIR,
+    OutputDir,
+    drop_stale_lock,
+    foreign_files,
+    report_file,
+    overwritten_names,
+)
 from ..ray_executor import require_ray
-from .path import is_remote
+from .path import RemotePath, is_remote
 from .stores import fsspec_for, open_remote, store_errors
+from .verified import CheckedCopies, hashed_files, verification_on
 
 
 def _etag(info: dict) -> str | None:
@@ -44,8 +58,11 @@ class RemoteOutputDir:
     remote = True  # converters write whole files here, never parts (convert._write_shards)
 
     def __init__(self, dst: str, *, overwrite: bool = False, job: dict[str, Any] | None = None,
-                 staging: str | Path | None = None):
+                 staging: str | Path | None = None, sources=()):
         self.url = dst.rstrip("/")  # (used in this process only: workers write locally)
+        self.sources = [s if isinstance(s, RemotePath) else Path(s) for s in sources
+                        if isinstance(s, RemotePath) or not is_remote(s)]
+        self.kept: list[str] = []  # what `overwrite` left in place: not a checkpoint's object
         self.fs, self.root = fsspec_for(self.url)
         self.overwrite, self.job = overwrite, job
         self._staging_parent = staging
@@ -79,9 +96,13 @@ class RemoteOutputDir:
                 journal = json.loads(self.fs.cat_file(self._key(JOURNAL_FILE)))
             except (OSError, ValueError):
                 journal = None
-        if self.overwrite:
+        if self.overwrite:  # as a local DST: the user's own objects stay (`OutputDir`)
+            ours = overwritten_names(self.sources)
             for name in existing:
-                self.fs.rm_file(self._key(name))
+                if ours(name):
+                    self.fs.rm_file(self._key(name))
+                else:
+                    self.kept.append(name)
         elif journal is not None and self.job is not None and journal.get("job") == self.job:
             self._journal, self.resumed = journal, True
         elif existing:
@@ -145,15 +166,110 @@ class RemoteOutputDir:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
+class _CheckedSources:
+    """An output directory whose remote sources are read from copies checked against
+    their listed SHA-256 (`remote.verified`), kept in the directory while the run lasts."""
+
+    def __init__(self, out: OutputDir | RemoteOutputDir, roots: list[RemotePath]):
+        self.out, self.roots = out, roots
+        self.copies: CheckedCopies | None = None
+
+    def __enter__(self) -> OutputDir | RemoteOutputDir:
+        out = self.out.__enter__()
+        # inside DST (the staging directory for an object store): its disk, its lifetime
+        self.copies = CheckedCopies(self.roots, Path(out.path) / SOURCE_COPY_DIR)
+        try:
+            self.copies.start()
+        except BaseException as e:
+            self.out.__exit__(type(e), e, e.__traceback__)
+            raise
+        return out
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.copies.stop(failed=exc_type is not None)
+        except BaseException as e:
+            self.out.__exit__(type(e), e, e.__traceback__)
+            raise
+        if exc_type is None:  # kept after a failure: the rerun does not fetch them again
+            shutil.rmtree(self.copies.copies, ignore_errors=True)
+        self.out.__exit__(exc_type, exc, tb)
+
+
 def open_output(dst: str | Path, *, sources=(), overwrite: bool = False,
                 job: dict[str, Any] | None = None):
-    """An `OutputDir` for a local path, a `RemoteOutputDir` for a URL (s3://, gs://, ...)."""
+    """An `OutputDir` for a local path, a `RemoteOutputDir` for a URL (s3://, gs://, ...);
+    remote `sources` whose listing gives SHA-256s are read from checked copies."""
     if isinstance(dst, str) and is_remote(dst):
         if dst.startswith("hf://"):
             raise OutputError(f"{dst}: writing to the Hub is not supported; write locally "
                               f"and upload with `hf upload`")
-        return RemoteOutputDir(dst, overwrite=overwrite, job=job)
-    return OutputDir(dst, sources=sources, overwrite=overwrite, job=job)
+        out = RemoteOutputDir(dst, overwrite=overwrite, job=job, sources=sources)
+    else:
+        out = OutputDir(dst, sources=sources, overwrite=overwrite, job=job)
+    hashed = [s for s in sources if isinstance(s, RemotePath) and hashed_files(s)]
+    return _CheckedSources(out, hashed) if hashed and verification_on() else out
+
+
+# Fields of a writer's report that depend on the run, not on the inputs: kept out of its
+# proof so an interrupted-and-resumed run writes the same bytes as an uninterrupted one.
+RUN_FIELDS = {"resumed_files", "seconds", "nodes", "kept"}
+ALREADY_COMPLETE = "already complete: this job finished before; nothing was written"
+ReportT = TypeVar("ReportT", bound=BaseModel)
+
+
+def job_id_of(job: dict[str, Any]) -> str:
+    """SHA-256 of a journal's job (`OutputDir(job=...)`): what a proof is matched by."""
+    return hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()
+
+
+def write_proof(dst: str | Path, command: str, report: BaseModel) -> None:
+    """The report of a finished run beside DST (`output.report_file`), without its run
+    fields: written inside the output's `with`, while the journal still exists, so a run
+    killed before finds its journal and resumes, one killed after finds this
+    (`finished_before`). The report carries `job_id` and `files`."""
+    write_json_file(report_file(dst, command), report.model_dump(mode="json",
+                                                                 exclude=RUN_FIELDS | {"ok"}))
+
+
+def finished_before(dst: str | Path, command: str, job_id: str,
+                    model: type[ReportT]) -> ReportT | None:
+    """The report of a finished run of this very job into a local `dst` (its proof beside
+    DST, no journal left, every file it lists present), noted "already complete"; else None.
+
+    Raises:
+        OutputError: a live run holds DST's lock.
+    """
+    if isinstance(dst, str) and is_remote(dst):
+        return None
+    proof, dst = Path(report_file(dst, command)), Path(dst)
+    if not proof.is_file() or (dst / JOURNAL_FILE).exists():
+        return None
+    try:
+        report = model.model_validate_json(proof.read_text())
+    except (OSError, ValueError):
+        return None
+    names = [getattr(f, "name", f) for f in report.files]
+    if report.job_id != job_id or not all((dst / n).is_file() for n in names):
+        return None
+    if not drop_stale_lock(dst):
+        raise OutputError(f"{dst}: another ckpt run is writing here (lock held)")
+    return report.model_copy(update={"notes": [*report.notes, ALREADY_COMPLETE],
+                                     "kept": kept_files(dst, report.side_files)})
+
+
+def kept_files(dst: str | Path, side_files: Iterable[str] = ()) -> list[str]:
+    """The files of a written `dst` (local or an object store) that are not the checkpoint's,
+    this tool's, nor copied from its source: the user's, which `overwrite` kept."""
+    if isinstance(dst, str) and is_remote(dst):
+        fs, root = fsspec_for(dst.rstrip("/"))
+        fs.invalidate_cache()
+        with store_errors(dst):
+            names = [p.rstrip("/").rsplit("/", 1)[-1]
+                     for p in fs.find(root, maxdepth=1, withdirs=False)]
+    else:
+        names = [p.name for p in Path(dst).iterdir() if p.is_file()] if Path(dst).is_dir() else []
+    return foreign_files(names, side_files)
 
 
 def check_executor(dst: str | Path, executor: str) -> None:

@@ -25,7 +25,6 @@ import importlib
 import os
 import re
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -33,8 +32,15 @@ from pathlib import Path
 
 from ..errors import CkptError, CredentialsError, FormatError, HubError, MissingDependencyError
 from ..safetensors_header import MAX_HEADER_BYTES
-from .byte_source import CONNECT_TIMEOUT_ENV, READ_TIMEOUT_ENV, RangeSource, remote_timeouts
+from .byte_source import (
+    CONNECT_TIMEOUT_ENV,
+    READ_TIMEOUT_ENV,
+    LocalSource,
+    RangeSource,
+    remote_timeouts,
+)
 from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
+from .verified import wait_for_copy
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
 HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)
@@ -82,6 +88,7 @@ class TreeRef:
     files: tuple[tuple[str, RemoteFileInfo], ...]
     commit: str | None = None
     endpoint: str | None = None  # the Hub endpoint this process listed
+    checked_copies: str | None = None  # where verified copies are read from (remote.verified)
 
     def reopen(self) -> _Tree:
         """The tree, in a worker (`reopen`); what an unpickled `RemotePath` reads."""
@@ -94,10 +101,25 @@ class _Tree:
     files: dict[str, RemoteFileInfo]
     commit: str | None = None
     _headers: dict[str, bytes] = field(default_factory=dict)  # prefetched header bytes
+    # a directory of copies checked against the listed SHA-256 (`remote.verified`): while
+    # set, a hashed file is read from its copy, never from the store
+    checked_copies: str | None = None
 
     def ref(self) -> TreeRef:
         endpoint = self.settings.endpoint if isinstance(self, _HubTree) else None
-        return TreeRef(self.url, tuple(sorted(self.files.items())), self.commit, endpoint)
+        return TreeRef(self.url, tuple(sorted(self.files.items())), self.commit, endpoint,
+                       self.checked_copies)
+
+    def open(self, rel: str) -> RangeSource | LocalSource:
+        """A reader of `rel`'s bytes: its checked copy while there are some (waiting until
+        it is checked), else the store's."""
+        info = self.files[rel]
+        if self.checked_copies is None or not info.sha256:
+            return self.open_store(rel)
+        label = f"{self.url.rstrip('/')}/{rel}"
+        source = LocalSource(wait_for_copy(Path(self.checked_copies), info.sha256, label))
+        source.label = label
+        return source
 
     def header_bytes(self, rel: str) -> bytes:
         """8 + N bytes: the length prefix and the JSON header of a safetensors file."""
@@ -178,7 +200,7 @@ class _HubTree(_Tree):
 
         self._auth = build_hf_headers(token=settings.token)
 
-    def open(self, rel: str) -> RangeSource:
+    def open_store(self, rel: str) -> RangeSource:
         from huggingface_hub import hf_hub_url
 
         info = self.files[rel]
@@ -286,7 +308,7 @@ class _FsspecTree(_Tree):
             self._pid = os.getpid()
         return self._fs
 
-    def open(self, rel: str) -> RangeSource:
+    def open_store(self, rel: str) -> RangeSource:
         info = self.files[rel]
         path, label = f"{self.root}/{rel}", f"{self.url.rstrip('/')}/{rel}"
         self.fs.invalidate_cache(path)
@@ -431,6 +453,7 @@ def reopen(ref: TreeRef) -> _Tree:
 
                 fs, root = fsspec.core.url_to_fs(ref.url, skip_instance_cache=True)
                 tree = _FsspecTree(ref.url, fs, root.rstrip("/"), files)
+            tree.checked_copies = ref.checked_copies
             _REOPENED[ref] = tree
         return tree
 

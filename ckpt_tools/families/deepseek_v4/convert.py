@@ -49,11 +49,12 @@ from ...formats import mxfp4 as mx
 from ...formats.round_trip import RoundTripStats
 from ...errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
 from ...inventory import require
-from ...parallel import WORKER_MEMORY, ExecutorName, NodeWork
+from ...parallel import WORKER_MEMORY, ExecutorName
 from ...parallel import Job as ParallelJob
 from ...policy import Command
 from ...progress import Progress
 from ...reader_pool import ReaderPool
+from ...remote.output import kept_files
 from ...safetensors_io import SafetensorsReader, SafetensorsWriter
 from ...source import Source
 from . import expert_of, hf_name, stacked_names
@@ -351,10 +352,10 @@ def _file_work(ck: Checkpoint, dst: str, j: Job, out_dtype: str, whole: bool) ->
 
 
 def _run(ck: Checkpoint, dst: str | Path, jobs: list[Job], job_id: dict, config: dict,
-         out_dtype: str, *, workers, overwrite, progress, label: str,
-         executor: ExecutorName = "local") -> tuple[int, list[str], dict, int, list[NodeWork]]:
-    """The shared run (`convert_output.run_conversion`) over V4's jobs; quantize (no
-    `out_dtype`) keeps its round-trip statistics."""
+         out_dtype: str, report, report_type, *, workers, overwrite, progress, label: str,
+         executor: ExecutorName = "local"):
+    """The shared run (`convert_output.run_conversion`: journal, resume, the proof beside
+    DST) over V4's jobs; quantize (no `out_dtype`) keeps its round-trip statistics."""
     return run_conversion(
         ck, dst, [j.file for j in jobs],
         lambda out, todo: [_file_work(ck, str(out.path), jobs[i], out_dtype, out.remote)
@@ -362,7 +363,7 @@ def _run(ck: Checkpoint, dst: str | Path, jobs: list[Job], job_id: dict, config:
         ((j.file, spec) for j in jobs for t in j.tensors for spec in t.specs()),
         job=job_id, config=config, index_metadata=dict(ck.index.metadata),
         keeps_stats=not out_dtype, workers=workers, executor=executor, overwrite=overwrite,
-        progress=progress, label=label)
+        progress=progress, label=label, report=report, report_type=report_type)
 
 
 def upcast_v4(src, dst, *, dtype: str = "bf16", layout: V4Layout = "deepseek",
@@ -384,19 +385,24 @@ def upcast_v4(src, dst, *, dtype: str = "bf16", layout: V4Layout = "deepseek",
         config.pop("quantization_config", None)
         config.pop("expert_dtype", None)
         job_id = _job("upcast-v4", ck, {"dtype": dtype, "layout": layout})
-        resumed, side, _, total, nodes = _run(
-            ck, dst, jobs, job_id, config, out_dtype, workers=workers, overwrite=overwrite,
-            progress=progress, label="upcast", executor=executor)
-    parts = [p for j in jobs for t in j.tensors for p in t.parts]
-    stacked = sum(len(t.parts) > 1 for j in jobs for t in j.tensors)
-    return V4UpcastReport(
-        source=str(src), destination=str(dst), dtype=dtype, layout=layout,
-        files=[j.file for j in jobs], tensors=sum(len(j.tensors) for j in jobs),
-        dequantized=sum(p.kind in ("fp8", "fp4") for p in parts),
-        fp4_dequantized=sum(p.kind == "fp4" for p in parts),
-        widened=sum(p.kind == "widen" for p in parts), copied=sum(p.kind == "copy" for p in parts),
-        scales_dropped=dropped, experts_stacked=stacked, total_size=total, resumed_files=resumed,
-        side_files=side, seconds=round(time.monotonic() - t0, 3), nodes=nodes)
+        parts = [p for j in jobs for t in j.tensors for p in t.parts]
+        stacked = sum(len(t.parts) > 1 for j in jobs for t in j.tensors)
+
+        def report(resumed, side, _, total, nodes, run_id) -> V4UpcastReport:
+            return V4UpcastReport(
+                source=str(src), destination=str(dst), dtype=dtype, layout=layout,
+                files=[j.file for j in jobs], tensors=sum(len(j.tensors) for j in jobs),
+                dequantized=sum(p.kind in ("fp8", "fp4") for p in parts),
+                fp4_dequantized=sum(p.kind == "fp4" for p in parts),
+                widened=sum(p.kind == "widen" for p in parts),
+                copied=sum(p.kind == "copy" for p in parts), scales_dropped=dropped,
+                experts_stacked=stacked, total_size=total, resumed_files=resumed,
+                side_files=side, kept=kept_files(dst, side), job_id=run_id,
+                seconds=round(time.monotonic() - t0, 3), nodes=nodes)
+
+        return _run(ck, dst, jobs, job_id, config, out_dtype, report, V4UpcastReport,
+                    workers=workers, overwrite=overwrite, progress=progress, label="upcast",
+                    executor=executor)
 
 
 def quantize_v4(src, dst, *, expert_dtype: str = "fp4", workers: int | None = None,
@@ -412,21 +418,25 @@ def quantize_v4(src, dst, *, expert_dtype: str = "fp4", workers: int | None = No
         config = {**_with_dtype(ck.raw_config, "bfloat16"), "quantization_config": qc,
                   "expert_dtype": expert_dtype}
         job_id = _job("quantize-v4", ck, {"expert_dtype": expert_dtype})
-        resumed, side, errors, total, nodes = _run(
-            ck, dst, jobs, job_id, config, "", workers=workers, overwrite=overwrite,
-            progress=progress, label="quantize", executor=executor)
-    quantized = [t for j in jobs for t in j.tensors if t.scale]
-    per = [RoundTripError(name=t.name, max_abs_error=errors[t.name][0],
-                          rel_l2_error=errors[t.name][1], nonfinite=errors[t.name][2])
-           for t in quantized]
-    return V4QuantizeReport(
-        source=str(src), destination=str(dst), scale_fmt="ue8m0", block=FP8_BLOCK,
-        expert_dtype=expert_dtype, files=[j.file for j in jobs],
-        tensors=sum(len(t.specs()) for j in jobs for t in j.tensors), quantized=len(per),
-        quantized_fp4=sum(t.parts[0].kind == "to_fp4" for t in quantized),
-        repacked=sum(t.parts[0].kind == "repack" for t in quantized),
-        copied=sum(t.parts[0].kind == "copy" for j in jobs for t in j.tensors),
-        total_size=total, resumed_files=resumed, side_files=side,
-        seconds=round(time.monotonic() - t0, 3), nodes=nodes,
-        max_abs_error=max((e.max_abs_error for e in per), default=0.0),
-        max_rel_l2_error=max((e.rel_l2_error for e in per), default=0.0), errors=per)
+        quantized = [t for j in jobs for t in j.tensors if t.scale]
+
+        def report(resumed, side, errors, total, nodes, run_id) -> V4QuantizeReport:
+            per = [RoundTripError(name=t.name, max_abs_error=errors[t.name][0],
+                                  rel_l2_error=errors[t.name][1], nonfinite=errors[t.name][2])
+                   for t in quantized]
+            return V4QuantizeReport(
+                source=str(src), destination=str(dst), scale_fmt="ue8m0", block=FP8_BLOCK,
+                expert_dtype=expert_dtype, files=[j.file for j in jobs],
+                tensors=sum(len(t.specs()) for j in jobs for t in j.tensors), quantized=len(per),
+                quantized_fp4=sum(t.parts[0].kind == "to_fp4" for t in quantized),
+                repacked=sum(t.parts[0].kind == "repack" for t in quantized),
+                copied=sum(t.parts[0].kind == "copy" for j in jobs for t in j.tensors),
+                total_size=total, resumed_files=resumed, side_files=side,
+                kept=kept_files(dst, side), job_id=run_id,
+                seconds=round(time.monotonic() - t0, 3), nodes=nodes,
+                max_abs_error=max((e.max_abs_error for e in per), default=0.0),
+                max_rel_l2_error=max((e.rel_l2_error for e in per), default=0.0), errors=per)
+
+        return _run(ck, dst, jobs, job_id, config, "", report, V4QuantizeReport,
+                    workers=workers, overwrite=overwrite, progress=progress, label="quantize",
+                    executor=executor)

@@ -59,9 +59,9 @@ from ...parallel import ExecutorName, Job, run_jobs, workers_for
 from ...progress import Progress
 from ...reader_pool import ReaderPool
 from ...output import REPORT_FILE, report_file
-from ...remote.output import check_executor, open_output, write_json_file
+from ...remote.output import RUN_FIELDS, check_executor, kept_files, open_output, write_json_file
 from ...source import Source
-from ...reshard import RUN_FIELDS, Coverage, OutputFileReport, ReshardReport
+from ...reshard import Coverage, OutputFileReport, ReshardReport
 from ...reshard_plan import pack_by_size, refuse_model_parallel_source
 from ...safetensors_io import SafetensorsWriter
 from ...side_files import copy_side_files
@@ -236,7 +236,8 @@ def to_deepseek_mp_v4(src, dst, model_parallel: int, *, workers: int | None = No
                 mode="deepseek-mp", source=str(src), destination=out.destination,
                 layout="fp8", model_parallel=model_parallel,
                 ranks=selected if ranks is not None else None, files=outputs,
-                total_size=sum(f.bytes for f in outputs), side_files=side, mtp=_mtp(plan),
+                total_size=sum(f.bytes for f in outputs), side_files=side,
+                kept=kept_files(dst, side), mtp=_mtp(plan),
                 notes=[_wo_a_note(ranks_[0], "deepseek-mp")],
                 coverage=_coverage(plan, ranks_, len(set(where.values())),
                                    sum(counted.values()), planned, joined=False),
@@ -324,7 +325,8 @@ def from_deepseek_mp_v4(src, dst, *, max_shard_size: int = 5_000_000_000,
     report = ReshardReport(
         mode="hf", source=str(src), destination=str(dst), layout="fp8", model_parallel=n,
         max_shard_size=max_shard_size, files=outputs, total_size=sum(f.bytes for f in outputs),
-        side_files=side, mtp=_mtp(plan), notes=[_wo_a_note(ranks[0], "hf")],
+        side_files=side, kept=kept_files(dst, side), mtp=_mtp(plan),
+        notes=[_wo_a_note(ranks[0], "hf")],
         coverage=_coverage(plan, ranks, len(files), written, written, joined=True),
         seconds=round(time.monotonic() - t0, 3))
     if not report.coverage.complete:

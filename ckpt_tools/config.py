@@ -189,6 +189,11 @@ class _DeepseekCommon(BaseModel):
         """The DSA indexer rotates adjacent pairs (GLM-5), not V3.2's halves."""
         return False
 
+    @property
+    def router_kind(self) -> str:
+        """What the router does, as `info` shows it (the config's own routing keys)."""
+        return f"{self.topk_method} / {self.scoring_func}"
+
     def indexer_full(self, layer: int) -> bool:
         """Whether `layer` runs its own DSA indexer (else it reuses the previous full
         layer's selection, GLM-5's "shared" layers)."""
@@ -439,6 +444,15 @@ class Mistral4Config(_DeepseekCommon):
     @property
     def scales_renormalised_weights(self) -> bool:
         return True
+
+    @property
+    def router_kind(self) -> str:
+        # Mistral4TopkRouter reads neither topk_method nor scoring_func (the forced values
+        # above only place it in the V2/V3 vocabulary): softmax over experts, groups by the
+        # sum of their two best scores (V3's rule, not group_limited_greedy's best one),
+        # no score-correction bias, then norm_topk_prob and routed_scaling_factor
+        norm = "renormalised, " if self.norm_topk_prob else ""
+        return f"softmax top-k, groups ranked by top-2 sum, {norm}no bias (Mistral4TopkRouter)"
 
 
 DeepseekConfig = Annotated[

@@ -148,6 +148,28 @@ def test_glm5_shared_layers_have_no_indexer_tensors():
         parse_config({**raw, "indexer_types": ["shared", "full", "full", "full"]})
 
 
+def test_mistral4_router_is_named_as_transformers_runs_it():
+    # Mistral4TopkRouter reads no topk_method: softmax, V3's top-2 group ranking, no bias
+    router = describe("mistral-4").architecture.router
+    assert "group_limited_greedy" not in router and "softmax" in router and "top-2" in router
+    assert describe("v3").architecture.router == "noaux_tc / sigmoid"
+
+
+def test_make_tiny_shrinks_every_per_layer_list_with_the_layer_count(tmp_path):
+    # GLM-5 as transformers 5 saves it: indexer_types spelled for all 78 layers
+    raw = find_preset("glm-5").raw_config
+    kinds = ["full"] * 3 + ["shared", "full"] * 37 + ["shared"]
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "indexer_types": kinds,
+                                                      "mlp_layer_types": ["dense"] * 3 + ["sparse"] * 75}))
+    make_tiny(tmp_path / "tiny", str(tmp_path / "config.json"))
+    written = json.loads((tmp_path / "tiny" / "config.json").read_text())
+    n = written["num_hidden_layers"]
+    assert len(written["indexer_types"]) == len(written["mlp_layer_types"]) == n
+    # the dense prefix keeps its entries; the MoE layers keep both kinds the source has
+    assert written["indexer_types"][0] == "full" and "shared" in written["indexer_types"]
+    assert validate(tmp_path / "tiny", strict=True).ok
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_diff_against_the_deepseek_parent_names_what_changed(name):
     parent = PRESETS[name][1]

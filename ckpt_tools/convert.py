@@ -56,7 +56,8 @@ from .errors import (
     FormatError,
     UnexpectedTensorError,
 )
-from .families import FAMILIES, family_at
+from .config_layouts import family_at
+from .families import FAMILIES
 from .index import (
     INDEX_FILE,
     ShardIndex,

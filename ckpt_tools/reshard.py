@@ -28,11 +28,10 @@ import numpy as np
 from pydantic import Field, computed_field
 
 from .config import read_config_file
-from .config_layouts import INFERENCE_CONFIG_FILE, to_inference_layout
+from .config_layouts import INFERENCE_CONFIG_FILE, family_at, to_inference_layout
 from .dtypes import itemsize
 from .errors import (ArgumentError, ConfigError, OutputError, UnsupportedModelError,
                      VerificationError)
-from .families import family_at
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
 from .output import JOURNAL_FILE, REPORT_FILE, drop_stale_lock, report_file, source_fingerprint

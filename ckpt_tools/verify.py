@@ -28,7 +28,8 @@ from pydantic import Field, computed_field
 
 from .dtypes import itemsize
 from .errors import ArgumentError, ConfigError, FormatError, ShapeMismatchError
-from .families import family_at, family_of
+from .config_layouts import family_at
+from .families import family_of
 from .inventory import open_checkpoint, require
 from .progress import Progress
 from .reference import TensorSource

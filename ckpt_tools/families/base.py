@@ -164,6 +164,19 @@ class Family:
     # why DeepSeek's block FP8 (128x128 weight_scale_inv) does not apply to this family, when
     # it does not: quantize and make-tiny --fp8 refuse with it
     no_block_fp8: str | None = None
+    # -- how its config.json is read (config, config_layouts, config_defaults ask these) -----
+    # the pydantic model `parse_config` builds (None: the family parses its own way, V4)
+    config_model: type | None = None
+    # the loader whose defaults fill absent keys, when the family has exactly one (transformers'
+    # config class of a derived family); None: config_defaults chooses among DeepSeek's loaders
+    loader: str | None = None
+    # that loader's class defaults, and the values its modeling code fixes whatever the file says
+    class_defaults: Mapping[str, Any] = field(default_factory=dict)
+    implied_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def loader_defaults(self) -> dict[str, Any]:
+        """Every value the family's own loader uses for an absent key."""
+        return {**self.class_defaults, **self.implied_defaults}
 
     def streams(self, config) -> int:
         return getattr(config, self.hidden_streams) if self.hidden_streams else 1

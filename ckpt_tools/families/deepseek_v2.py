@@ -8,6 +8,7 @@ The names and the model-parallel rules are those of transformers' `modeling_deep
 
 from __future__ import annotations
 
+from ..config_models import DeepseekV2Config
 from .base import (
     COLUMN,
     EXPERT,
@@ -148,4 +149,4 @@ DEEPSEEK_V2 = Family(
     architectures=("DeepseekV2ForCausalLM", "DeepseekV2Model"), rows=ROWS, scopes=SCOPES,
     layouts=("bf16", "fp8"), formats=("bf16", "fp8-block-f32", "fp8-block-ue8m0"),
     router="softmax top-k (greedy or group-limited)", attention="mla",
-    presets=("v2", "v2-lite", "v2.5"))
+    presets=("v2", "v2-lite", "v2.5"), config_model=DeepseekV2Config)

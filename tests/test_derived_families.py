@@ -240,20 +240,48 @@ def test_download_layers_follows_the_family_plan(tiny, tmp_path, monkeypatch):
     assert report.tensor_check.complete
 
 
-@pytest.mark.reference
-def test_forward_matches_transformers(tiny):
-    name, bf16, _ = tiny
+def transformers_logits(name: str, path: Path, tokens: list[int]) -> np.ndarray:
+    """transformers' float32 logits of the tiny checkpoint `path` of preset `name`."""
     torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     transformers.logging.set_verbosity_error()
     # by its class: transformers 5.24 registers Mistral 4 for AutoModelForCausalLM only
     # inside its multimodal wrapper
     cls = getattr(transformers, family_named(PRESETS[name][0]).architectures[0])
-    model = cls.from_pretrained(bf16, dtype=torch.float32, attn_implementation="eager")
+    model = cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
     with torch.no_grad():
-        expected = model(torch.tensor([TOKENS])).logits[0].numpy()
+        return model(torch.tensor([tokens])).logits[0].numpy()
+
+
+@pytest.mark.reference
+def test_forward_matches_transformers(tiny):
+    name, bf16, _ = tiny
+    expected = transformers_logits(name, bf16, TOKENS)
     with Checkpoint(bf16) as ck:
         got = forward(ck, TOKENS)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+# Golden logits for the minimal install (no torch): numbers transformers produced once on
+# the same tiny models with a small vocabulary, written by `main` below
+GOLDEN = DATA / "derived_logits.npz"
+GOLDEN_OVERRIDES = {"vocab_size": 64}
+GOLDEN_TOKENS = [0, 15, 3, 7, 50, 60, 1, 63, 33, 17]
+
+
+def _golden_model(name: str, root: Path) -> Path:
+    make_tiny(root / name, name, seed=5, overrides={**TINY.get(name, {}), **GOLDEN_OVERRIDES})
+    return root / name
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_forward_matches_golden_transformers_logits(name, tmp_path):
+    with np.load(GOLDEN) as golden:
+        expected = golden[name]
+        assert golden[f"{name}.tokens"].tolist() == GOLDEN_TOKENS
+    with Checkpoint(_golden_model(name, tmp_path)) as ck:
+        got = forward(ck, GOLDEN_TOKENS)
+    assert got.shape == expected.shape == (len(GOLDEN_TOKENS), 64)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
@@ -269,3 +297,20 @@ def test_families_not_in_the_registry_are_refused_naming_what_they_need(preset, 
     r = run_cli("info", tmp_path / "config.json")
     assert r.exit_code == 1 and title in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def main(out: Path = GOLDEN) -> None:
+    """Regenerate the golden logits with transformers: python tests/test_derived_families.py"""
+    import tempfile
+
+    arrays = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sorted(PRESETS):
+            logits = transformers_logits(name, _golden_model(name, Path(tmp)), GOLDEN_TOKENS)
+            arrays[name] = logits.astype(np.float32)
+            arrays[f"{name}.tokens"] = np.array(GOLDEN_TOKENS, np.int32)
+    np.savez_compressed(out, **arrays)
+
+
+if __name__ == "__main__":
+    main()

@@ -48,13 +48,21 @@ REFUSED_MODEL_TYPES = {
     # (docs/derived_families.md)
     "longcat_flash": (
         "LongCat-Flash (longcat_flash) is not supported: the family registry cannot express it "
-        "(two attention blocks and two dense MLPs per layer beside one MoE, 256 zero-computation "
-        "expert slots without tensors, its own config key names, a shortcut block order, MTP "
-        "under model.mtp.)"),
-    "mistral_large4": (
-        "Mistral Large 4 (mistral_large4) is not supported yet: GLM-5's attention plus NoPE "
-        "layers with per-layer shapes, KV sharing, learned softmax scaling and LeRoPE"),
+        "(two attention blocks per layer, self_attn.0/1; two dense MLPs beside the MoE in "
+        "every layer, mlps.0/1; zero-computation expert slots the router scores but no tensor "
+        "holds, zero_expert_num; its own config key names, num_layers, moe_topk, ...; a block "
+        "order that is not attention then FFN, the MoE output joining at the end; an MTP layer "
+        "of another shape under model.mtp.)"),
 }
+# Mistral Large 4, as the wrapper or as its text model alone
+_MISTRAL_LARGE4 = (
+    "Mistral Large 4 (mistral_large4) is not supported yet: its language model sits under "
+    "model.language_model. with lm_head outside it (no wrapper prefix the registry knows), "
+    "its layers differ in shape (NoPE layers' kv_b_proj, KV-sharing layers without "
+    "kv_a_proj_with_mqa), and its forward needs parts the NumPy reference lacks (learned "
+    "per-head softmax scaling, LeRoPE's learned frequencies, KV sharing, an indexer on the "
+    "hidden state, logit soft-capping)")
+REFUSED_MODEL_TYPES.update(mistral_large4=_MISTRAL_LARGE4, mistral_large4_text=_MISTRAL_LARGE4)
 
 # Model classes of each registered family (their weights follow its rows).
 ARCHITECTURE_FAMILIES: dict[str, Family] = {

@@ -299,6 +299,22 @@ def test_families_not_in_the_registry_are_refused_naming_what_they_need(preset, 
     assert len(r.stderr.strip().splitlines()) == 1
 
 
+
+def test_mistral_large4_text_model_alone_is_refused_naming_it():
+    raw = json.loads((DATA / "derived_presets" / "mistral-large-4.json").read_text())
+    with pytest.raises(UnsupportedModelError, match="Mistral Large 4 .* not supported"):
+        parse_config(raw["text_config"], source="text_config")
+
+
+def test_longcat_refusal_names_each_thing_the_registry_lacks():
+    raw = json.loads((DATA / "derived_presets" / "longcat-flash.json").read_text())
+    with pytest.raises(UnsupportedModelError) as refused:
+        parse_config(raw)
+    # docs/derived_families.md, "What a row-table registry must express for LongCat-Flash"
+    for point in ("self_attn.0/1", "mlps.0/1", "zero_expert_num", "num_layers, moe_topk",
+                  "not attention then FFN", "MTP layer of another shape under model.mtp."):
+        assert point in str(refused.value), point
+
 def main(out: Path = GOLDEN) -> None:
     """Regenerate the golden logits with transformers: python tests/test_derived_families.py"""
     import tempfile

@@ -78,23 +78,14 @@ DERIVATIVE_MODEL_TYPES: dict[str, Family] = {"kimi_k2": "deepseek_v3"}
 WRAPPER_KEYS = {"text_config": "language_model.", "language_config": "language."}
 
 # Wrappers whose own configuration code builds the language model's config class from the
-# wrapper key's mapping, whatever that mapping says: wrapper model_type -> (architecture,
-# loader, what its code does). Sources: Kimi-VL's configuration_kimi_vl.py
-# (https://huggingface.co/moonshotai/Kimi-VL-A3B-Instruct) and DeepSeek-VL2's
-# deepseek_vl2/models/modeling_deepseek_vl_v2.py (https://github.com/deepseek-ai/DeepSeek-VL2),
-# whose config class DeepSeek-OCR reuses (docs/config-layouts.md).
+# wrapper key's mapping, whatever that mapping says: each family declares its own
+# (`Family.wrappers`): wrapper model_type -> (family, loader, what its code does).
 WRAPPER_LOADERS: dict[str, tuple[Family, LoaderName, str]] = {
-    "kimi_vl": ("deepseek_v3", "transformers DeepseekV3Config",
-                "its KimiVLConfig builds DeepseekV3Config(**text_config)"),
-    "deepseek_vl_v2": ("deepseek_v2", "remote-code DeepSeek-VL2 DeepseekV2Config",
-                       "its DeepseekVLV2Config builds its own DeepseekV2Config(**language_config)"),
-}
+    name: (family.name, w.loader, w.does)
+    for family in FAMILIES.values() for name, w in family.wrappers.items()}
 # The same wrappers named by a class instead of a model_type (architectures, auto_map).
-WRAPPER_CLASSES = {
-    "KimiVLForConditionalGeneration": "kimi_vl", "KimiVLConfig": "kimi_vl",
-    "DeepseekVLV2ForCausalLM": "deepseek_vl_v2", "DeepseekVLV2Config": "deepseek_vl_v2",
-    "DeepseekOCRForCausalLM": "deepseek_vl_v2",
-}
+WRAPPER_CLASSES = {cls: name for family in FAMILIES.values()
+                   for name, w in family.wrappers.items() for cls in w.classes}
 
 # Other architectures people hold next to DeepSeek's, named when refused.
 FOREIGN_MODEL_TYPES = {

@@ -159,8 +159,9 @@ def test_make_tiny_shrinks_every_per_layer_list_with_the_layer_count(tmp_path):
     # GLM-5 as transformers 5 saves it: indexer_types spelled for all 78 layers
     raw = find_preset("glm-5").raw_config
     kinds = ["full"] * 3 + ["shared", "full"] * 37 + ["shared"]
-    (tmp_path / "config.json").write_text(json.dumps({**raw, "indexer_types": kinds,
-                                                      "mlp_layer_types": ["dense"] * 3 + ["sparse"] * 75}))
+    dense_then_sparse = ["dense"] * 3 + ["sparse"] * 75
+    (tmp_path / "config.json").write_text(json.dumps(
+        {**raw, "indexer_types": kinds, "mlp_layer_types": dense_then_sparse}))
     make_tiny(tmp_path / "tiny", str(tmp_path / "config.json"))
     written = json.loads((tmp_path / "tiny" / "config.json").read_text())
     n = written["num_hidden_layers"]

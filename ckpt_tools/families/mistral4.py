@@ -121,7 +121,8 @@ MISTRAL4 = Family(
     name="mistral4", title="Mistral 4", parent="deepseek_v3", model_types=("mistral4",),
     architectures=("Mistral4ForCausalLM", "Mistral4Model"), rows=ROWS,
     scopes=deepseek_v3.DEEPSEEK_V3.scopes, layouts=("bf16",), formats=("bf16",),
-    router="softmax, groups ranked by their top-2 sum, renormalised (norm_topk_prob), scaled; no bias",
+    router=("softmax, groups ranked by their top-2 sum, renormalised (norm_topk_prob), scaled; "
+            "no bias"),
     attention="mla", presets=("mistral-4",),
     no_mp_layout=("its routed experts are fused tensors [E, 2I, H] / [E, H, I] and its router "
                   "is not DeepSeek's Gate; DeepSeek's convert.py and model.py have neither"),

@@ -159,6 +159,12 @@ class DeepseekConfigBase(BaseModel):
         return False
 
     @property
+    def routing_method(self) -> str:
+        """The routing method as `diff` names it: the config's topk_method, unless the
+        model's router reads none (Mistral 4)."""
+        return self.topk_method
+
+    @property
     def router_kind(self) -> str:
         """What the router does, as `info` shows it (the config's own routing keys)."""
         return f"{self.topk_method} / {self.scoring_func}"

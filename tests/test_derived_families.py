@@ -155,6 +155,18 @@ def test_mistral4_router_is_named_as_transformers_runs_it():
     assert describe("v3").architecture.router == "noaux_tc / sigmoid"
 
 
+def test_diff_explains_mistral4_routing_as_its_router_runs(tmp_path):
+    raw = {**find_preset("mistral-4").raw_config, "n_group": 2, "topk_group": 1,
+           "routed_scaling_factor": 1.5}
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    routing = diff("v3", str(tmp_path / "config.json")).figures_b.routing
+    assert routing.topk_method.startswith("Mistral4TopkRouter")
+    # groups by their top-2 sum (no bias), scaling after renormalising: one behaviour
+    assert routing.group_rule == "top2_sum" and not routing.uses_bias
+    assert "biased" not in routing.group_selection
+    assert routing.scaling_applied == "after_normalisation" and not routing.notes
+
+
 def test_make_tiny_shrinks_every_per_layer_list_with_the_layer_count(tmp_path):
     # GLM-5 as transformers 5 saves it: indexer_types spelled for all 78 layers
     raw = find_preset("glm-5").raw_config

@@ -94,6 +94,10 @@ class Mistral4Config(DeepseekConfigBase):
         return True
 
     @property
+    def routing_method(self) -> str:
+        return "Mistral4TopkRouter (reads no topk_method)"
+
+    @property
     def router_kind(self) -> str:
         # Mistral4TopkRouter reads neither topk_method nor scoring_func (the forced values
         # above only place it in the V2/V3 vocabulary): softmax over experts, groups by the

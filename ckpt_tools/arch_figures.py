@@ -175,13 +175,14 @@ def routing_semantics(c: Config) -> RoutingSemantics:
                else f"sigmoid of each of the {E} logits, independently (fp32)")
     if c.topk_method == "greedy" or G == 1:
         rule, groups = "none", f"none: top-{k} over all {E} experts"
-    elif c.topk_method == "group_limited_greedy":
+    elif not c.groups_ranked_by_top2:  # V2's group_limited_greedy
         rule = "group_max"
         groups = (f"{G} groups of {E // G}, ranked by their best expert's score; "
                   f"keep {TG}, top-{k} among their {TG * E // G} experts")
     else:
         rule = "top2_sum"
-        groups = (f"{G} groups of {E // G}, ranked by the sum of their 2 best biased scores; "
+        groups = (f"{G} groups of {E // G}, ranked by the sum of their 2 best "
+                  f"{'biased ' if c.has_score_bias else ''}scores; "
                   f"keep {TG}, top-{k} among their {TG * E // G} experts")
     bias = c.has_score_bias
     bias_text = ("e_score_correction_bias [E] (F32) is added to the scores for group and expert "
@@ -199,7 +200,7 @@ def routing_semantics(c: Config) -> RoutingSemantics:
     if not normalised:
         applied = "on_raw_weights"
         scaling = f"x{f:g} on the routed weights (raw scores); shared experts unscaled"
-    elif not softmax:
+    elif not softmax or c.scales_renormalised_weights:  # sigmoid; Mistral 4's softmax router
         applied = "after_normalisation"
         scaling = f"x{f:g} on the routed weights, after normalisation; shared experts unscaled"
     else:
@@ -212,14 +213,14 @@ def routing_semantics(c: Config) -> RoutingSemantics:
                      "(no shipped V2 config sets it)")
     if f == 1.0:
         scaling = "x1 (no-op)"
-    if rule == "top2_sum":
+    if rule == "top2_sum" and bias:  # unbiased softmax scores are never negative
         notes.append("masked groups: HF remote code fills 0.0, DeepSeek inference -inf "
                      "(differs only if biased scores go negative)")
     if bias:
         notes.append("HF remote code loaded in BF16 casts the F32 bias to BF16: "
                      "a source of routing ties between implementations")
     return RoutingSemantics(
-        topk_method=c.topk_method, scoring_func=c.scoring_func, group_rule=rule, uses_bias=bias,
+        topk_method=c.routing_method, scoring_func=c.scoring_func, group_rule=rule, uses_bias=bias,
         top_k=k, n_routed_experts=E, normalised=normalised, routed_scaling_factor=f,
         scaling_applied=applied, scoring=scoring, group_selection=groups, bias=bias_text,
         selection=selection, weights=weights, normalisation=normalisation, scaling=scaling,

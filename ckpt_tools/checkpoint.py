@@ -18,7 +18,8 @@ from .config import Config, read_config_file
 from .dtypes import FP8_DTYPES
 from .errors import ArgumentError, CkptError, ConfigError, FormatError, MissingTensorError
 from .families import DEFAULT as DEFAULT_FAMILY
-from .families import Family, family_at, family_for_raw, family_of
+from .config_layouts import family_at, family_for_raw
+from .families import Family, family_of
 from .formats import FP8_BLOCK
 from .formats.fp8_block import dequantize, dequantize_rows
 from .index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index

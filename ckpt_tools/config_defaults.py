@@ -38,6 +38,8 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+# The loaders of DeepSeek's own families; a derived family names its loader and defaults in
+# its registry module (families/: `Family.loader`, `class_defaults`, `implied_defaults`).
 LoaderName = Literal[
     "transformers DeepseekV2Config",
     "transformers DeepseekV3Config",
@@ -48,13 +50,10 @@ LoaderName = Literal[
     "DeepSeek V3.2 inference ModelArgs",
     "transformers DeepseekV4Config",  # V4's keys and defaults: config_v4.DeepseekV4Config
     "remote-code DeepSeek-VL2 DeepseekV2Config",
-    "transformers Glm4MoeLiteConfig",
-    "transformers Mistral4Config",
-    "transformers GlmMoeDsaConfig",
 ]
 
 # Keys shared by every HF loader of both generations.
-_HF_COMMON: dict[str, Any] = {
+HF_COMMON: dict[str, Any] = {
     "kv_lora_rank": 512,
     "q_lora_rank": 1536,
     "qk_rope_head_dim": 64,
@@ -71,7 +70,7 @@ _HF_COMMON: dict[str, Any] = {
 # Constructor defaults of each loader's config class (HF key names).
 CLASS_DEFAULTS: dict[LoaderName, dict[str, Any]] = {
     "transformers DeepseekV2Config": {
-        **_HF_COMMON,
+        **HF_COMMON,
         "vocab_size": 102400, "hidden_size": 4096, "intermediate_size": 11008,
         "moe_intermediate_size": 1407, "num_hidden_layers": 32, "num_attention_heads": 32,
         "num_key_value_heads": None, "n_shared_experts": 2, "n_routed_experts": 64,
@@ -81,7 +80,7 @@ CLASS_DEFAULTS: dict[LoaderName, dict[str, Any]] = {
         "bos_token_id": 1, "eos_token_id": 2,
     },
     "transformers DeepseekV3Config": {
-        **_HF_COMMON,
+        **HF_COMMON,
         "vocab_size": 129280, "hidden_size": 7168, "intermediate_size": 18432,
         "moe_intermediate_size": 2048, "num_hidden_layers": 61, "num_attention_heads": 128,
         "num_key_value_heads": 128, "n_shared_experts": 1, "n_routed_experts": 256,
@@ -90,7 +89,7 @@ CLASS_DEFAULTS: dict[LoaderName, dict[str, Any]] = {
         "num_nextn_predict_layers": 1, "bos_token_id": 0, "eos_token_id": 1,
     },
     "remote-code DeepseekV2Config": {
-        **_HF_COMMON,
+        **HF_COMMON,
         "vocab_size": 102400, "hidden_size": 4096, "intermediate_size": 11008,
         "moe_intermediate_size": 1407, "num_hidden_layers": 30, "num_attention_heads": 32,
         "num_key_value_heads": 32, "n_shared_experts": None, "n_routed_experts": None,
@@ -101,7 +100,7 @@ CLASS_DEFAULTS: dict[LoaderName, dict[str, Any]] = {
         "bos_token_id": 100000, "eos_token_id": 100001,
     },
     "remote-code DeepseekV3Config": {
-        **_HF_COMMON,
+        **HF_COMMON,
         "vocab_size": 129280, "hidden_size": 7168, "intermediate_size": 18432,
         "moe_intermediate_size": 2048, "num_hidden_layers": 61, "num_attention_heads": 128,
         "num_key_value_heads": 128, "n_shared_experts": 1, "n_routed_experts": 256,
@@ -130,49 +129,6 @@ CLASS_DEFAULTS["transformers DeepseekV32Config"] = {
 }
 CLASS_DEFAULTS["remote-code DeepSeek-VL2 DeepseekV2Config"] = {
     **CLASS_DEFAULTS["remote-code DeepseekV2Config"], "use_mla": True}
-# transformers' Glm4MoeLiteConfig (models/glm4_moe_lite/configuration_glm4_moe_lite.py): the
-# GLM-4.7-Flash shape. It has no first_k_dense_replace, moe_layer_freq, topk_method or
-# scoring_func: the dense/MoE pattern is `mlp_layer_types` (layer 0 dense by default) and its
-# router (Glm4MoeTopkRouter) is V3's noaux_tc; no num_nextn_predict_layers either (a file's
-# value is kept as an attribute; transformers ignores the MTP layer on load).
-CLASS_DEFAULTS["transformers Glm4MoeLiteConfig"] = {
-    **_HF_COMMON,
-    "vocab_size": 154880, "hidden_size": 2048, "intermediate_size": 10240,
-    "moe_intermediate_size": 1536, "num_hidden_layers": 47, "num_attention_heads": 20,
-    "num_key_value_heads": 20, "n_shared_experts": 1, "n_routed_experts": 64,
-    "num_experts_per_tok": 4, "routed_scaling_factor": 1.8, "n_group": 1, "topk_group": 1,
-    "norm_topk_prob": True, "q_lora_rank": 768, "qk_nope_head_dim": 192, "v_head_dim": 256,
-    "rms_norm_eps": 1e-5, "max_position_embeddings": 202752, "bos_token_id": 0,
-    "eos_token_id": 1,
-}
-# transformers' Mistral4Config (models/mistral4/configuration_mistral4.py, docstring checkpoint
-# mistralai/Mistral-Small-4-119B-2603). Absent rope parameters are YaRN 128 over 8192 with
-# Llama-4 query scaling (beta 0.1); its router (Mistral4TopkRouter) is softmax, groups ranked
-# by their two best scores, renormalised, then scaled, and has no score-correction bias.
-CLASS_DEFAULTS["transformers Mistral4Config"] = {
-    **_HF_COMMON,
-    "vocab_size": 131072, "hidden_size": 4096, "intermediate_size": 12288,
-    "moe_intermediate_size": 2048, "num_hidden_layers": 36, "num_attention_heads": 32,
-    "num_key_value_heads": 32, "n_shared_experts": 1, "n_routed_experts": 128,
-    "num_experts_per_tok": 4, "routed_scaling_factor": 1.0, "n_group": 1, "topk_group": 1,
-    "norm_topk_prob": True, "first_k_dense_replace": 0, "q_lora_rank": 1024,
-    "kv_lora_rank": 256, "qk_nope_head_dim": 64, "max_position_embeddings": 1048576,
-    "bos_token_id": 1, "eos_token_id": 2,
-    "rope_scaling": {"type": "yarn", "factor": 128.0, "original_max_position_embeddings": 8192,
-                     "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0,
-                     "llama_4_scaling_beta": 0.1},
-}
-# transformers' GlmMoeDsaConfig(DeepseekV32Config) (models/glm_moe_dsa/, the GLM-5 shape):
-# V3.2's keys with GLM's values; which layers run their own indexer is `indexer_types`
-# (else `index_topk_pattern`, else `index_topk_freq` / `index_skip_topk_offset`: all "full")
-CLASS_DEFAULTS["transformers GlmMoeDsaConfig"] = {
-    **CLASS_DEFAULTS["transformers DeepseekV32Config"],
-    "vocab_size": 154880, "hidden_size": 6144, "intermediate_size": 12288,
-    "num_hidden_layers": 78, "num_attention_heads": 64, "num_key_value_heads": 64,
-    "q_lora_rank": 2048, "v_head_dim": 256, "qk_nope_head_dim": 192, "n_group": 1,
-    "topk_group": 1, "max_position_embeddings": 202752, "rms_norm_eps": 1e-5,
-    "index_n_heads": 32,
-}
 CLASS_DEFAULTS["DeepSeek V3.2 inference ModelArgs"] = {
     **CLASS_DEFAULTS["DeepSeek inference ModelArgs"], **_INDEXER}
 
@@ -193,13 +149,6 @@ IMPLIED: dict[LoaderName, dict[str, Any]] = {
                                      "moe_layer_freq": 1},
 }
 IMPLIED["DeepSeek V3.2 inference ModelArgs"] = IMPLIED["DeepSeek inference ModelArgs"]
-IMPLIED["transformers Glm4MoeLiteConfig"] = {"topk_method": "noaux_tc", "scoring_func": "sigmoid",
-                                             "moe_layer_freq": 1, "num_nextn_predict_layers": 0}
-# no topk_method / scoring_func in Mistral4Config: its router is softmax with V3's group
-# ranking (config.Mistral4Config says how); no MTP module
-IMPLIED["transformers GlmMoeDsaConfig"] = IMPLIED["transformers DeepseekV32Config"]
-IMPLIED["transformers Mistral4Config"] = {"topk_method": "group_limited_greedy",
-                                          "scoring_func": "softmax", "moe_layer_freq": 1}
 
 
 # Loaders whose deepseek_v2 router implements `noaux_tc` (sigmoid scores plus the score

@@ -21,55 +21,52 @@ pydantic models validate. Recognition goes by what the loader would instantiate,
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from .config_defaults import CLASS_DEFAULTS, IMPLIED, LoaderName
 from .config_reading import ConfigReading, Family, LayoutName  # noqa: F401  (re-exported)
-from .errors import UnsupportedModelError
+from .errors import CkptError, UnsupportedModelError
+from .families import DEFAULT, FAMILIES, family_named
+from .families import Family as FamilyEntry
 from .formats import FP8_BLOCK
 from .config_v4 import TRANSFORMERS_5_KEYS, V41_REFUSAL, DeepseekV4Config
+from .index import CONFIG_FILE
+from .remote.stores import as_path
 
-# Families other publishers built on DeepSeek's modules, each read by a transformers config
-# class of its own: model_type -> (its model classes, the loader whose defaults it gets).
-# The family's rows and hooks are its module in families/ (docs/derived_families.md).
-DERIVED_FAMILIES: dict[Family, tuple[tuple[str, ...], LoaderName]] = {
-    "glm4_moe_lite": (("Glm4MoeLiteForCausalLM", "Glm4MoeLiteModel"),
-                      "transformers Glm4MoeLiteConfig"),
-    "mistral4": (("Mistral4ForCausalLM", "Mistral4Model"), "transformers Mistral4Config"),
-    "glm_moe_dsa": (("GlmMoeDsaForCausalLM", "GlmMoeDsaModel"), "transformers GlmMoeDsaConfig"),
-}
-
-SUPPORTED_MODEL_TYPES: tuple[Family, ...] = ("deepseek_v2", "deepseek_v3", "deepseek_v32",
-                                             "deepseek_v4", *DERIVED_FAMILIES)
+# Recognition is the registry's: each family declares its model_types and model classes
+# (families/), and a derived family the loader whose defaults it gets.
+SUPPORTED_MODEL_TYPES: tuple[Family, ...] = tuple(
+    t for family in FAMILIES.values() for t in family.model_types)
 
 # Architectures we recognise but refuse, with the reason a user needs.
 REFUSED_MODEL_TYPES = {
     "deepseek_v41": V41_REFUSAL,
     "deepseek": "DeepSeek-MoE v1 (model_type 'deepseek') has no MLA and is not supported",
-    # DeepSeek-derived families not in the registry yet, with what each needs
+    # a DeepSeek-derived family the registry cannot express, with what it lacks
     # (docs/derived_families.md)
     "longcat_flash": (
         "LongCat-Flash (longcat_flash) is not supported: the family registry cannot express it "
-        "(two attention blocks and two dense MLPs per layer beside one MoE, 256 zero-computation "
-        "expert slots without tensors, its own config key names, a shortcut block order, MTP "
-        "under model.mtp.)"),
-    "mistral_large4": (
-        "Mistral Large 4 (mistral_large4) is not supported yet: GLM-5's attention plus NoPE "
-        "layers with per-layer shapes, KV sharing, learned softmax scaling and LeRoPE"),
+        "(two attention blocks per layer, self_attn.0/1; two dense MLPs beside the MoE in "
+        "every layer, mlps.0/1; zero-computation expert slots the router scores but no tensor "
+        "holds, zero_expert_num; its own config key names, num_layers, moe_topk, ...; a block "
+        "order that is not attention then FFN, the MoE output joining at the end; an MTP layer "
+        "of another shape under model.mtp.)"),
 }
+# Mistral Large 4, as the wrapper or as its text model alone
+_MISTRAL_LARGE4 = (
+    "Mistral Large 4 (mistral_large4) is not supported yet: its language model sits under "
+    "model.language_model. with lm_head outside it (no wrapper prefix the registry knows), "
+    "its layers differ in shape (NoPE layers' kv_b_proj, KV-sharing layers without "
+    "kv_a_proj_with_mqa), and its forward needs parts the NumPy reference lacks (learned "
+    "per-head softmax scaling, LeRoPE's learned frequencies, KV sharing, an indexer on the "
+    "hidden state, logit soft-capping)")
+REFUSED_MODEL_TYPES.update(mistral_large4=_MISTRAL_LARGE4, mistral_large4_text=_MISTRAL_LARGE4)
 
-# Model classes whose weights follow DeepSeek's V2 / V3 tensor names.
+# Model classes of each registered family (their weights follow its rows).
 ARCHITECTURE_FAMILIES: dict[str, Family] = {
-    "DeepseekV2ForCausalLM": "deepseek_v2",
-    "DeepseekV2Model": "deepseek_v2",
-    "DeepseekV3ForCausalLM": "deepseek_v3",
-    "DeepseekV3Model": "deepseek_v3",
-    "DeepseekV32ForCausalLM": "deepseek_v32",
-    "DeepseekV32Model": "deepseek_v32",
-    "DeepseekV4ForCausalLM": "deepseek_v4",
-    "DeepseekV4Model": "deepseek_v4",
-    **{arch: family for family, (archs, _) in DERIVED_FAMILIES.items() for arch in archs},
-}
+    arch: family.name for family in FAMILIES.values() for arch in family.architectures}
 
 # model_types of derivatives that name no DeepSeek class of their own (Kimi-K2.5's
 # text_config says only `kimi_k2`; transformers' KimiK25Config reads it as deepseek_v3).
@@ -81,23 +78,14 @@ DERIVATIVE_MODEL_TYPES: dict[str, Family] = {"kimi_k2": "deepseek_v3"}
 WRAPPER_KEYS = {"text_config": "language_model.", "language_config": "language."}
 
 # Wrappers whose own configuration code builds the language model's config class from the
-# wrapper key's mapping, whatever that mapping says: wrapper model_type -> (architecture,
-# loader, what its code does). Sources: Kimi-VL's configuration_kimi_vl.py
-# (https://huggingface.co/moonshotai/Kimi-VL-A3B-Instruct) and DeepSeek-VL2's
-# deepseek_vl2/models/modeling_deepseek_vl_v2.py (https://github.com/deepseek-ai/DeepSeek-VL2),
-# whose config class DeepSeek-OCR reuses (docs/config-layouts.md).
+# wrapper key's mapping, whatever that mapping says: each family declares its own
+# (`Family.wrappers`): wrapper model_type -> (family, loader, what its code does).
 WRAPPER_LOADERS: dict[str, tuple[Family, LoaderName, str]] = {
-    "kimi_vl": ("deepseek_v3", "transformers DeepseekV3Config",
-                "its KimiVLConfig builds DeepseekV3Config(**text_config)"),
-    "deepseek_vl_v2": ("deepseek_v2", "remote-code DeepSeek-VL2 DeepseekV2Config",
-                       "its DeepseekVLV2Config builds its own DeepseekV2Config(**language_config)"),
-}
+    name: (family.name, w.loader, w.does)
+    for family in FAMILIES.values() for name, w in family.wrappers.items()}
 # The same wrappers named by a class instead of a model_type (architectures, auto_map).
-WRAPPER_CLASSES = {
-    "KimiVLForConditionalGeneration": "kimi_vl", "KimiVLConfig": "kimi_vl",
-    "DeepseekVLV2ForCausalLM": "deepseek_vl_v2", "DeepseekVLV2Config": "deepseek_vl_v2",
-    "DeepseekOCRForCausalLM": "deepseek_vl_v2",
-}
+WRAPPER_CLASSES = {cls: name for family in FAMILIES.values()
+                   for name, w in family.wrappers.items() for cls in w.classes}
 
 # Other architectures people hold next to DeepSeek's, named when refused.
 FOREIGN_MODEL_TYPES = {
@@ -338,8 +326,9 @@ def choose_loader(raw: dict[str, Any], family: Family, layout: LayoutName,
                 else "DeepSeek inference ModelArgs")
     if family == "deepseek_v4":
         return "transformers DeepseekV4Config"
-    if family in DERIVED_FAMILIES:
-        return DERIVED_FAMILIES[family][1]
+    own = FAMILIES[family].loader if family in FAMILIES else None
+    if own is not None:  # a derived family: its transformers config class
+        return own
     remote, _ = _remote_class(raw)
     if raw.get("model_type") in DERIVATIVE_MODEL_TYPES and not _architectures(raw):
         remote = DERIVATIVE_MODEL_TYPES[raw["model_type"]]  # they ship DeepSeek's remote code
@@ -414,6 +403,10 @@ def known_keys() -> frozenset[str]:
     keys = set(OTHER_KNOWN_KEYS | PRETRAINED_CONFIG_KEYS)
     for table in (*CLASS_DEFAULTS.values(), *IMPLIED.values()):
         keys.update(table)
+    for family in FAMILIES.values():
+        keys.update(family.loader_defaults())
+        if family.config_model is not None:  # its own keys (indexer_types, ...)
+            keys.update(family.config_model.model_fields)
     return frozenset(keys)
 
 
@@ -467,3 +460,25 @@ def near_miss_warnings(raw: dict[str, Any], family: Family, layout: LayoutName) 
         if close and close[0][0] <= limit:
             out.append(f"{key}: unknown key, kept but not read; did you mean '{close[0][1]}'?")
     return out
+
+
+def family_for_raw(raw: Mapping[str, Any] | None) -> FamilyEntry:
+    """The family a config.json mapping declares (model_type, architectures, auto_map,
+    wrappers: the config readers' recognition); DEFAULT when it is not one of ours."""
+    if not isinstance(raw, dict):
+        return DEFAULT
+    try:
+        return family_named(recognise(raw, "config")[0])
+    except CkptError:
+        return DEFAULT
+
+
+def family_at(path: str | Path, config: str | Path | None = None) -> FamilyEntry:
+    """The family a checkpoint directory's config.json (or the file `config`) declares,
+    local or remote, read without judging it (DEFAULT when there is none to read)."""
+    target = as_path(config) if config is not None else as_path(path) / CONFIG_FILE
+    try:
+        raw = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT
+    return family_for_raw(raw)

@@ -10,10 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .config_defaults import LoaderName
-
-Family = Literal["deepseek_v2", "deepseek_v3", "deepseek_v32", "deepseek_v4", "glm4_moe_lite",
-                 "mistral4", "glm_moe_dsa"]
+# a registered family's name (`families.FAMILIES`): the registry, not this module, lists them
+Family = str
 LayoutName = Literal["hub", "transformers-5", "inference"]
 
 
@@ -21,12 +19,14 @@ class ConfigReading(BaseModel):
     """How a config file was read: what it is, why, and what was filled in."""
 
     model_config = ConfigDict(extra="forbid", defer_build=True)
-    architecture: Family = Field(description="The architecture whose tensor plan applies")
+    architecture: Family = Field(description="The architecture whose tensor plan applies (a "
+                                             "registered family's name)")
     recognised_by: str = Field(description="Why, e.g. 'architectures: DeepseekV3ForCausalLM; "
                                            "model_type kimi_k2'")
     original_model_type: str | None = Field(description="model_type as written in the file")
     layout: LayoutName
-    loader: LoaderName = Field(description="Whose defaults fill absent keys")
+    loader: str = Field(description="Whose defaults fill absent keys: one of DeepSeek's loaders "
+                                    "(config_defaults) or a derived family's own")
     wrapper_key: str | None = Field(None, description="text_config / language_config, if wrapped")
     wrapper_model_type: str | None = Field(None, description="model_type of the wrapper, if any")
     tensor_prefix: str = Field("", description="Prefix of the language-model tensor names")

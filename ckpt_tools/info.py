@@ -214,8 +214,8 @@ def summary(c, plan, quant: str | None) -> ArchitectureSummary:
         mtp_layers=c.num_mtp_layers, num_attention_heads=c.num_attention_heads,
         q_lora_rank=c.q_lora_rank, kv_lora_rank=c.kv_lora_rank, routed_experts=c.n_routed_experts,
         shared_experts=c.n_shared_experts, experts_per_token=c.num_experts_per_tok,
-        expert_groups=c.n_group, groups_per_token=c.topk_group,
-        router=f"{c.topk_method} / {c.scoring_func}", routed_scaling_factor=c.routed_scaling_factor,
+        expert_groups=c.n_group, groups_per_token=c.topk_group, router=c.router_kind,
+        routed_scaling_factor=c.routed_scaling_factor,
         vocab_size=c.vocab_size, max_position_embeddings=c.max_position_embeddings, quantization=quant,
     )
 

@@ -25,10 +25,10 @@ from pydantic import Field, computed_field
 
 from .checkpoint import checkpoint_dir, family_given
 from .config import read_config_file
-from .config_layouts import INFERENCE_CONFIG_FILE, to_inference_layout
+from .config_layouts import INFERENCE_CONFIG_FILE, family_at, to_inference_layout
 from .dtypes import itemsize
-from .errors import ArgumentError, ConfigError, UnsupportedModelError, VerificationError
-from .families import family_at
+from .errors import (ArgumentError, ConfigError, UnsupportedModelError,
+                     VerificationError)
 from .index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from .mp_layout import MpLayout
 from .output import KEPT_DESCRIPTION, REPORT_FILE, report_file, source_fingerprint

@@ -125,7 +125,7 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
     )
     if raw["model_type"] == "deepseek_v2" or before.get("num_nextn_predict_layers") is None:
         raw.pop("num_nextn_predict_layers")
-    _per_layer_lists(raw)
+    _per_layer_lists(raw, before)
     rope = raw.get("rope_scaling")
     if isinstance(rope, dict) and "partial_rotary_factor" in rope:  # Mistral 4: of the new widths
         raw["rope_scaling"] = {**rope, "partial_rotary_factor": raw["qk_rope_head_dim"] / (
@@ -147,18 +147,21 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
     return dict(sorted(raw.items()))
 
 
-def _per_layer_lists(raw: dict[str, Any]) -> None:
-    """transformers 5 writes V3.2's per-layer patterns out (`mlp_layer_types`, `layer_types`):
-    spelled again for the tiny layer count (a mixed `layer_types` is dropped)."""
+def _per_layer_lists(raw: dict[str, Any], source: dict[str, Any]) -> None:
+    """Every list with one entry per source layer (transformers 5's `mlp_layer_types` and
+    `layer_types`, GLM-5's `indexer_types`, ...) spelled again for the tiny layer count: the
+    dense prefix keeps its first entries, the MoE layers take each kind the source's MoE
+    layers have, in their order of first appearance (so "full" then "shared" stays both)."""
     n, dense = raw["num_hidden_layers"], raw["first_k_dense_replace"]
-    if isinstance(raw.get("mlp_layer_types"), list):
-        raw["mlp_layer_types"] = ["dense"] * dense + ["sparse"] * (n - dense)
-    kinds = raw.get("layer_types")
-    if isinstance(kinds, list):
-        if len(set(kinds)) == 1:
-            raw["layer_types"] = kinds[:1] * n
-        else:
-            raw.pop("layer_types")
+    src_layers, src_dense = source["num_hidden_layers"], source.get("first_k_dense_replace", 0)
+    for key, values in list(raw.items()):
+        if not isinstance(values, list) or len(values) != src_layers or key == "architectures":
+            continue
+        if key == "mlp_layer_types":  # follows first_k_dense_replace, which shrank itself
+            raw[key] = ["dense"] * dense + ["sparse"] * (n - dense)
+            continue
+        kinds = list(dict.fromkeys(values[src_dense:])) or values[:1]
+        raw[key] = values[:dense] + [kinds[i % len(kinds)] for i in range(n - dense)]
 
 
 def value_chunks(spec: TensorSpec, seed: int,

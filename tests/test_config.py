@@ -8,11 +8,11 @@ from ckpt_tools.config import (
     DeepseekV2Config,
     DeepseekV3Config,
     DeepseekV32Config,
-    Glm4MoeLiteConfig,
-    GlmMoeDsaConfig,
-    Mistral4Config,
     parse_config,
 )
+from ckpt_tools.families.glm4_moe_lite import Glm4MoeLiteConfig
+from ckpt_tools.families.glm_moe_dsa import GlmMoeDsaConfig
+from ckpt_tools.families.mistral4 import Mistral4Config
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import all_presets, find_preset
 from ckpt_tools.config_v4 import DeepseekV4Config

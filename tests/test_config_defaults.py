@@ -15,6 +15,15 @@ from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, DeepseekV32Con
 from ckpt_tools.config_defaults import CLASS_DEFAULTS, IMPLIED, loader_defaults
 from ckpt_tools.errors import ConfigError
 from ckpt_tools.presets import find_preset
+from ckpt_tools.families import FAMILIES
+
+# a derived family declares its loader's defaults in its registry module
+OWN = {f.loader: f for f in FAMILIES.values() if f.loader}
+ALL_CLASS_DEFAULTS = {**CLASS_DEFAULTS, **{loader: f.class_defaults for loader, f in OWN.items()}}
+
+
+def all_loader_defaults(loader: str) -> dict:
+    return OWN[loader].loader_defaults() if loader in OWN else loader_defaults(loader)
 
 COMMITTED = Path(__file__).parent / "data" / "loader_defaults.json"
 TRANSFORMERS_LOADERS = ("transformers DeepseekV2Config", "transformers DeepseekV3Config",
@@ -40,14 +49,14 @@ def transformers_class_defaults() -> dict:
         fields["rope_scaling"] = None if kind == "default" else {"type": kind, **{
             k: v for k, v in rope.items() if k not in (
                 "rope_type", "rope_theta", "max_position_embeddings", "partial_rotary_factor")}}
-        out[loader] = {k: fields[k] for k in sorted(CLASS_DEFAULTS[loader]) if k in fields}
+        out[loader] = {k: fields[k] for k in sorted(ALL_CLASS_DEFAULTS[loader]) if k in fields}
     return out
 
 
 def test_table_equals_committed_copy_of_transformers_defaults():
     committed = json.loads(COMMITTED.read_text())
     for loader in TRANSFORMERS_LOADERS:
-        assert committed[loader] == CLASS_DEFAULTS[loader], loader
+        assert committed[loader] == ALL_CLASS_DEFAULTS[loader], loader
 
 
 @pytest.mark.reference
@@ -127,7 +136,7 @@ INFERENCE_NAMES = {"hidden_size": "dim", "intermediate_size": "inter_dim",
                    "num_experts_per_tok": "n_activated_experts", "n_group": "n_expert_groups",
                    "topk_group": "n_limited_groups", "scoring_func": "score_func",
                    "routed_scaling_factor": "route_scale"}
-CASES = [(loader, key) for loader in CLASS_DEFAULTS for key in loader_defaults(loader)]
+CASES = [(loader, key) for loader in ALL_CLASS_DEFAULTS for key in all_loader_defaults(loader)]
 
 
 @pytest.mark.parametrize("loader,key", CASES,
@@ -146,7 +155,7 @@ def test_absent_key_gets_the_loaders_default(loader, key):
         raw.pop("num_key_value_heads", None)  # MLA: one key head per query head
     if key in ("topk_method", "scoring_func") and loader.startswith("transformers"):
         raw.pop("topk_method", None), raw.pop("scoring_func", None)  # implied together
-    want = loader_defaults(loader)[key]
+    want = all_loader_defaults(loader)[key]
     needs_groups = key in ("n_group", "topk_group") and raw.get("topk_method") != "greedy"
     if want is None and (key in ("num_experts_per_tok", "n_routed_experts") or needs_groups):
         with pytest.raises(ConfigError, match=f"field '{key}': null"):
@@ -189,8 +198,8 @@ def test_schema_field_defaults_are_reached_only_where_they_are_the_loaders(cls):
     """parse_config fills every key of the loader's table first, so a pydantic field default
     (exported in the JSON schema) is reached only for a loader without that key; loader-
     dependent fields (n_group, q_lora_rank, ...) have no pydantic default at all."""
-    for loader in CLASS_DEFAULTS:
-        table = loader_defaults(loader)
+    for loader in ALL_CLASS_DEFAULTS:
+        table = all_loader_defaults(loader)
         for name, field in cls.model_fields.items():
             if field.is_required() or name in table or name in (
                     "architectures", "quantization_config", "torch_dtype", "rope_scaling"):

@@ -148,6 +148,41 @@ def test_glm5_shared_layers_have_no_indexer_tensors():
         parse_config({**raw, "indexer_types": ["shared", "full", "full", "full"]})
 
 
+def test_mistral4_router_is_named_as_transformers_runs_it():
+    # Mistral4TopkRouter reads no topk_method: softmax, V3's top-2 group ranking, no bias
+    router = describe("mistral-4").architecture.router
+    assert "group_limited_greedy" not in router and "softmax" in router and "top-2" in router
+    assert describe("v3").architecture.router == "noaux_tc / sigmoid"
+
+
+def test_diff_explains_mistral4_routing_as_its_router_runs(tmp_path):
+    raw = {**find_preset("mistral-4").raw_config, "n_group": 2, "topk_group": 1,
+           "routed_scaling_factor": 1.5}
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    routing = diff("v3", str(tmp_path / "config.json")).figures_b.routing
+    assert routing.topk_method.startswith("Mistral4TopkRouter")
+    # groups by their top-2 sum (no bias), scaling after renormalising: one behaviour
+    assert routing.group_rule == "top2_sum" and not routing.uses_bias
+    assert "biased" not in routing.group_selection
+    assert routing.scaling_applied == "after_normalisation" and not routing.notes
+
+
+def test_make_tiny_shrinks_every_per_layer_list_with_the_layer_count(tmp_path):
+    # GLM-5 as transformers 5 saves it: indexer_types spelled for all 78 layers
+    raw = find_preset("glm-5").raw_config
+    kinds = ["full"] * 3 + ["shared", "full"] * 37 + ["shared"]
+    dense_then_sparse = ["dense"] * 3 + ["sparse"] * 75
+    (tmp_path / "config.json").write_text(json.dumps(
+        {**raw, "indexer_types": kinds, "mlp_layer_types": dense_then_sparse}))
+    make_tiny(tmp_path / "tiny", str(tmp_path / "config.json"))
+    written = json.loads((tmp_path / "tiny" / "config.json").read_text())
+    n = written["num_hidden_layers"]
+    assert len(written["indexer_types"]) == len(written["mlp_layer_types"]) == n
+    # the dense prefix keeps its entries; the MoE layers keep both kinds the source has
+    assert written["indexer_types"][0] == "full" and "shared" in written["indexer_types"]
+    assert validate(tmp_path / "tiny", strict=True).ok
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_diff_against_the_deepseek_parent_names_what_changed(name):
     parent = PRESETS[name][1]
@@ -218,20 +253,48 @@ def test_download_layers_follows_the_family_plan(tiny, tmp_path, monkeypatch):
     assert report.tensor_check.complete
 
 
-@pytest.mark.reference
-def test_forward_matches_transformers(tiny):
-    name, bf16, _ = tiny
+def transformers_logits(name: str, path: Path, tokens: list[int]) -> np.ndarray:
+    """transformers' float32 logits of the tiny checkpoint `path` of preset `name`."""
     torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     transformers.logging.set_verbosity_error()
     # by its class: transformers 5.24 registers Mistral 4 for AutoModelForCausalLM only
     # inside its multimodal wrapper
     cls = getattr(transformers, family_named(PRESETS[name][0]).architectures[0])
-    model = cls.from_pretrained(bf16, dtype=torch.float32, attn_implementation="eager")
+    model = cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
     with torch.no_grad():
-        expected = model(torch.tensor([TOKENS])).logits[0].numpy()
+        return model(torch.tensor([tokens])).logits[0].numpy()
+
+
+@pytest.mark.reference
+def test_forward_matches_transformers(tiny):
+    name, bf16, _ = tiny
+    expected = transformers_logits(name, bf16, TOKENS)
     with Checkpoint(bf16) as ck:
         got = forward(ck, TOKENS)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+# Golden logits for the minimal install (no torch): numbers transformers produced once on
+# the same tiny models with a small vocabulary, written by `main` below
+GOLDEN = DATA / "derived_logits.npz"
+GOLDEN_OVERRIDES = {"vocab_size": 64}
+GOLDEN_TOKENS = [0, 15, 3, 7, 50, 60, 1, 63, 33, 17]
+
+
+def _golden_model(name: str, root: Path) -> Path:
+    make_tiny(root / name, name, seed=5, overrides={**TINY.get(name, {}), **GOLDEN_OVERRIDES})
+    return root / name
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_forward_matches_golden_transformers_logits(name, tmp_path):
+    with np.load(GOLDEN) as golden:
+        expected = golden[name]
+        assert golden[f"{name}.tokens"].tolist() == GOLDEN_TOKENS
+    with Checkpoint(_golden_model(name, tmp_path)) as ck:
+        got = forward(ck, GOLDEN_TOKENS)
+    assert got.shape == expected.shape == (len(GOLDEN_TOKENS), 64)
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
@@ -247,3 +310,36 @@ def test_families_not_in_the_registry_are_refused_naming_what_they_need(preset, 
     r = run_cli("info", tmp_path / "config.json")
     assert r.exit_code == 1 and title in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+
+def test_mistral_large4_text_model_alone_is_refused_naming_it():
+    raw = json.loads((DATA / "derived_presets" / "mistral-large-4.json").read_text())
+    with pytest.raises(UnsupportedModelError, match="Mistral Large 4 .* not supported"):
+        parse_config(raw["text_config"], source="text_config")
+
+
+def test_longcat_refusal_names_each_thing_the_registry_lacks():
+    raw = json.loads((DATA / "derived_presets" / "longcat-flash.json").read_text())
+    with pytest.raises(UnsupportedModelError) as refused:
+        parse_config(raw)
+    # docs/derived_families.md, "What a row-table registry must express for LongCat-Flash"
+    for point in ("self_attn.0/1", "mlps.0/1", "zero_expert_num", "num_layers, moe_topk",
+                  "not attention then FFN", "MTP layer of another shape under model.mtp."):
+        assert point in str(refused.value), point
+
+def main(out: Path = GOLDEN) -> None:
+    """Regenerate the golden logits with transformers: python tests/test_derived_families.py"""
+    import tempfile
+
+    arrays = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in sorted(PRESETS):
+            logits = transformers_logits(name, _golden_model(name, Path(tmp)), GOLDEN_TOKENS)
+            arrays[name] = logits.astype(np.float32)
+            arrays[f"{name}.tokens"] = np.array(GOLDEN_TOKENS, np.int32)
+    np.savez_compressed(out, **arrays)
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,8 @@ import pytest
 import ckpt_tools
 from ckpt_tools.convert import quantize, upcast
 from ckpt_tools.errors import UnexpectedTensorError
-from ckpt_tools.families import FAMILIES, family_for_raw, family_named, family_of
+from ckpt_tools.config_layouts import family_for_raw
+from ckpt_tools.families import FAMILIES, family_named, family_of
 from ckpt_tools.families.base import derive
 from ckpt_tools.presets import all_presets, find_preset
 from ckpt_tools.reshard import reshard

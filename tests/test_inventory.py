@@ -18,7 +18,8 @@ from ckpt_tools.checkpoint import Checkpoint
 from ckpt_tools.convert import quantize, upcast
 from ckpt_tools.download import check_tensors
 from ckpt_tools.errors import CkptError
-from ckpt_tools.families import family_at, family_of
+from ckpt_tools.config_layouts import family_at
+from ckpt_tools.families import family_of
 from ckpt_tools.formats.fp8_block import BF16
 from ckpt_tools.index import INDEX_FILE, read_index
 from ckpt_tools.inventory import inspect

@@ -1,25 +1,21 @@
 """The registry of architecture families: each one a module of rows and hooks (`base`).
 
-Commands ask `family_of(config)` (a parsed config), `family_at(path)` (a checkpoint
-directory or config file, read without judging it) or `family_of_tensors(entries)` (no
-config) and then the family's rows and hooks; none of them names a family.
+Commands ask `family_of(config)` (a parsed config), `config_layouts.family_at(path)` (a
+checkpoint directory or config file, read without judging it) or `family_of_tensors(entries)`
+(no config) and then the family's rows and hooks; none of them names a family.
 
-Adding a family: one module here (its rows, usually `derive(parent.ROWS, ...)`, and its
-`Family` entry), one line in `FAMILIES`, its presets in `ckpt_tools/presets/`, and its
-recognition in the config readers (`config_layouts`: model_type / architectures).
+Adding a family: one module here (its rows, usually `derive(parent.ROWS, ...)`, its config
+model, loader and defaults, and its `Family` entry), one line in `FAMILIES`, and its presets
+in `ckpt_tools/presets/`. The config readers (`config_layouts`, `config`) read recognition
+(model_types, architectures), the config model and the defaults off the entry.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
-from ..config_layouts import recognise
-from ..errors import CkptError, UnsupportedModelError
-from ..index import CONFIG_FILE
-from ..remote.stores import as_path
+from ..errors import UnsupportedModelError
 from .base import Block, Family, Row, derive  # noqa: F401  (re-exported)
 from .deepseek_v2 import DEEPSEEK_V2
 from .deepseek_v3 import DEEPSEEK_V3
@@ -51,28 +47,6 @@ def family_of(config: Any) -> Family:
     return family_named(getattr(config, "model_type", DEFAULT.name))
 
 
-def family_for_raw(raw: Mapping[str, Any] | None) -> Family:
-    """The family a config.json mapping declares (model_type, architectures, auto_map,
-    wrappers: the config readers' recognition); DEFAULT when it is not one of ours."""
-    if not isinstance(raw, dict):
-        return DEFAULT
-    try:
-        return family_named(recognise(raw, "config")[0])
-    except CkptError:
-        return DEFAULT
-
-
-def family_at(path: str | Path, config: str | Path | None = None) -> Family:
-    """The family a checkpoint directory's config.json (or the file `config`) declares,
-    local or remote, read without judging it (DEFAULT when there is none to read)."""
-    target = as_path(config) if config is not None else as_path(path) / CONFIG_FILE
-    try:
-        raw = json.loads(target.read_text(encoding="utf-8"))
-    except (OSError, ValueError, AttributeError):
-        return DEFAULT
-    return family_for_raw(raw)
-
-
 def family_of_tensors(entries: Mapping[str, Any]) -> Family:
     """The family a set of tensors looks like when no config says (each family's
     `looks_like` hook, in registry order); DEFAULT otherwise."""
@@ -83,4 +57,4 @@ def family_of_tensors(entries: Mapping[str, Any]) -> Family:
 
 
 __all__ = ["FAMILIES", "DEFAULT", "Family", "Row", "Block", "derive", "family_named",
-           "family_of", "family_for_raw", "family_at", "family_of_tensors"]
+           "family_of", "family_of_tensors"]

@@ -47,6 +47,16 @@ class Block(NamedTuple):
     hashed: bool = False
 
 
+class Wrapper(NamedTuple):
+    """A multimodal wrapper whose own configuration code builds this family's config class
+    from its `text_config` / `language_config`, whatever that mapping names (Kimi-VL,
+    DeepSeek-VL2): recognised by its model_type or by one of its classes."""
+
+    loader: str  # whose defaults fill the language model's absent keys
+    does: str  # what its code does, as `info` says why it recognised the file
+    classes: tuple[str, ...] = ()  # its model / config classes (architectures, auto_map)
+
+
 class _Always:
     """A row that exists in every block (named, so signatures print it the same each run)."""
 
@@ -164,6 +174,22 @@ class Family:
     # why DeepSeek's block FP8 (128x128 weight_scale_inv) does not apply to this family, when
     # it does not: quantize and make-tiny --fp8 refuse with it
     no_block_fp8: str | None = None
+    # -- how its config.json is read (config, config_layouts, config_defaults ask these) -----
+    # the pydantic model `parse_config` builds (None: the family parses its own way, V4)
+    config_model: type | None = None
+    # the loader whose defaults fill absent keys, when the family has exactly one (transformers'
+    # config class of a derived family); None: config_defaults chooses among DeepSeek's loaders
+    loader: str | None = None
+    # that loader's class defaults, and the values its modeling code fixes whatever the file says
+    class_defaults: Mapping[str, Any] = field(default_factory=dict)
+    implied_defaults: Mapping[str, Any] = field(default_factory=dict)
+    # wrapper model_type -> the wrapper whose code builds this family's config from its
+    # language-model mapping even when that mapping names nothing
+    wrappers: Mapping[str, Wrapper] = field(default_factory=dict)
+
+    def loader_defaults(self) -> dict[str, Any]:
+        """Every value the family's own loader uses for an absent key."""
+        return {**self.class_defaults, **self.implied_defaults}
 
     def streams(self, config) -> int:
         return getattr(config, self.hidden_streams) if self.hidden_streams else 1

@@ -8,6 +8,7 @@ The names and the model-parallel rules are those of transformers' `modeling_deep
 
 from __future__ import annotations
 
+from ..config_models import DeepseekV2Config
 from .base import (
     COLUMN,
     EXPERT,
@@ -18,6 +19,7 @@ from .base import (
     Family,
     Row,
     Rule,
+    Wrapper,
     always,
 )
 
@@ -148,4 +150,11 @@ DEEPSEEK_V2 = Family(
     architectures=("DeepseekV2ForCausalLM", "DeepseekV2Model"), rows=ROWS, scopes=SCOPES,
     layouts=("bf16", "fp8"), formats=("bf16", "fp8-block-f32", "fp8-block-ue8m0"),
     router="softmax top-k (greedy or group-limited)", attention="mla",
-    presets=("v2", "v2-lite", "v2.5"))
+    presets=("v2", "v2-lite", "v2.5"), config_model=DeepseekV2Config,
+    # DeepSeek-VL2's deepseek_vl2/models/modeling_deepseek_vl_v2.py
+    # (https://github.com/deepseek-ai/DeepSeek-VL2), whose config class DeepSeek-OCR reuses
+    # (docs/config-layouts.md)
+    wrappers={"deepseek_vl_v2": Wrapper(
+        "remote-code DeepSeek-VL2 DeepseekV2Config",
+        "its DeepseekVLV2Config builds its own DeepseekV2Config(**language_config)",
+        ("DeepseekVLV2ForCausalLM", "DeepseekVLV2Config", "DeepseekOCRForCausalLM"))})

@@ -6,8 +6,9 @@ V2's table, exists when `topk_method` is `noaux_tc` (a config field, not a famil
 
 from __future__ import annotations
 
+from ..config_models import DeepseekV3Config
 from . import deepseek_v2
-from .base import Family
+from .base import Family, Wrapper
 
 ROWS = deepseek_v2.ROWS
 
@@ -17,4 +18,8 @@ DEEPSEEK_V3 = Family(
     scopes=deepseek_v2.SCOPES, layouts=("bf16", "fp8"),
     formats=("bf16", "fp8-block-f32", "fp8-block-ue8m0"),
     router="sigmoid, group-limited, aux-loss-free bias", attention="mla",
-    presets=("v3", "r1", "r1-0528", "v3.1", "kimi-k2", "moonlight"))
+    presets=("v3", "r1", "r1-0528", "v3.1", "kimi-k2", "moonlight"), config_model=DeepseekV3Config,
+    # Kimi-VL's configuration_kimi_vl.py (https://huggingface.co/moonshotai/Kimi-VL-A3B-Instruct)
+    wrappers={"kimi_vl": Wrapper(
+        "transformers DeepseekV3Config", "its KimiVLConfig builds DeepseekV3Config(**text_config)",
+        ("KimiVLForConditionalGeneration", "KimiVLConfig"))})

@@ -7,6 +7,7 @@ BF16 without a scale; transformers keeps `weights_proj` in F32 (`alt_dtypes`).
 
 from __future__ import annotations
 
+from ..config_models import DeepseekV32Config
 from . import deepseek_v3
 from .base import Family, Row, derive
 
@@ -40,4 +41,4 @@ DEEPSEEK_V32 = Family(
     model_types=("deepseek_v32",), architectures=("DeepseekV32ForCausalLM", "DeepseekV32Model"),
     rows=ROWS, scopes=deepseek_v3.DEEPSEEK_V3.scopes, layouts=("bf16", "fp8"),
     formats=("bf16", "fp8-block-ue8m0"), router=deepseek_v3.DEEPSEEK_V3.router,
-    attention="mla+dsa", presets=("v3.2", "v3.2-exp"))
+    attention="mla+dsa", presets=("v3.2", "v3.2-exp"), config_model=DeepseekV32Config)

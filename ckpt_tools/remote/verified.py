@@ -30,11 +30,14 @@ import hashlib
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import CkptError, FormatError
 from .path import RemotePath
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 STREAM_BYTES = 8 << 20  # one ranged request per step, the only buffer
 COPY_THREADS = 4  # files copied at once (each is one in-order stream)
@@ -127,6 +130,8 @@ class CheckedCopies:
         by_digest = {root.tree.files[rel].sha256: (root, rel)  # one copy serves equal files
                      for root in self.roots for rel in hashed_files(root)}
         todo = sorted(by_digest.values(), key=lambda p: p[1])
+        from concurrent.futures import ThreadPoolExecutor  # only writers reading hf:// copy
+
         self._pool = ThreadPoolExecutor(max(1, min(COPY_THREADS, len(todo))))
         self._futures = [self._pool.submit(self._one, root, rel) for root, rel in todo]
         for root in self.roots:

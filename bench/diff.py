@@ -39,7 +39,7 @@ OVERRIDES = {"vocab_size": 8192, "num_nextn_predict_layers": 0, "first_k_dense_r
 
 BASELINE_VALUES = r"""
 import sys, numpy as np
-from ckpt_tools.checkpoint import Checkpoint
+from ckpt_tools.inventory.checkpoint import Checkpoint
 a, b = Checkpoint(sys.argv[1]), Checkpoint(sys.argv[2])
 worst = 0.0
 for name in a.index.weight_map:

@@ -51,7 +51,7 @@ TIMED = r"""
 import json, statistics, sys, time
 path, reps, tokens, out = sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[6]
 if sys.argv[1] == "numpy":
-    from ckpt_tools.checkpoint import Checkpoint
+    from ckpt_tools.inventory.checkpoint import Checkpoint
     from ckpt_tools.reference import Model
     model = Model(Checkpoint(path))
     run = lambda: model.forward(tokens)
@@ -92,7 +92,7 @@ def forward_memory(title: str, ckpt: Path, out: Path, tokens: list[int], reps: i
                    build_hint: str) -> None:
     """`ckpt forward --layers LAYERS` on `ckpt`: medians, and peak RSS next to the bytes of
     those layers as stored and as float32 (from the checkpoint's own tensor plan)."""
-    from ckpt_tools.checkpoint import Checkpoint
+    from ckpt_tools.inventory.checkpoint import Checkpoint
 
     with Checkpoint(ckpt) as ck:
         in_layers = [s for s in ck.plan.specs

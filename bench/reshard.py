@@ -49,7 +49,7 @@ OVERRIDES = {"vocab_size": 32768, "num_nextn_predict_layers": 0}
 
 PLAN_V3 = """
 import resource, sys, time
-from ckpt_tools.reshard_plan import plan_reshard, prove_coverage
+from ckpt_tools.commands.reshard_plan import plan_reshard, prove_coverage
 src, kind = sys.argv[1], sys.argv[2]
 t = time.perf_counter()
 plan = (plan_reshard(src, model_parallel=16) if kind == "mp" else

@@ -61,7 +61,7 @@ CKPT = [sys.executable, "-m", "ckpt_tools"]
 def elements(src: Path) -> int:
     """Tensor elements of a checkpoint, scales left out (from its headers)."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from ckpt_tools.safetensors_io import read_header
+    from ckpt_tools.io.safetensors_io import read_header
 
     return sum(e.numel for p in src.glob("*.safetensors")
                for e in read_header(p).entries.values() if not e.name.endswith("_scale_inv"))

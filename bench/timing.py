@@ -18,7 +18,7 @@ V3_REAL_WIDTH_OVERRIDES = {
     "num_hidden_layers": 2, "n_routed_experts": 4, "num_experts_per_tok": 2, "n_group": 2,
     "topk_group": 1}
 # python -c BUILD_V3 DST SHARDS OVERRIDES_JSON: make-tiny of V3 at real widths, FP8
-BUILD_V3 = ("import json, sys; from ckpt_tools.tiny import make_tiny; "
+BUILD_V3 = ("import json, sys; from ckpt_tools.commands.tiny import make_tiny; "
             "make_tiny(sys.argv[1], 'v3', fp8=True, shards=int(sys.argv[2]), real_widths=True, "
             "overrides=json.loads(sys.argv[3]))")
 

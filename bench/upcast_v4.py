@@ -34,7 +34,7 @@ FLASH_WIDTHS = {"vocab_size": 8192, "hidden_size": 4096, "num_attention_heads": 
                 "sliding_window": 128, "num_hidden_layers": 2, "num_nextn_predict_layers": 0,
                 "compress_ratios": [0, 0], "num_hash_layers": 1}
 
-BUILD = ("import json, sys; from ckpt_tools.tiny import make_tiny; "
+BUILD = ("import json, sys; from ckpt_tools.commands.tiny import make_tiny; "
          "make_tiny(sys.argv[1], 'v4-flash', fp8=True, shards=int(sys.argv[2]), "
          "overrides=json.loads(sys.argv[3]))")
 

@@ -24,9 +24,9 @@ import ml_dtypes
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ckpt_tools.config import parse_config  # noqa: E402
-from ckpt_tools.index import ShardIndex, write_index  # noqa: E402
-from ckpt_tools.safetensors_io import SafetensorsWriter  # noqa: E402
+from ckpt_tools.configs.parse import parse_config  # noqa: E402
+from ckpt_tools.io.index import ShardIndex, write_index  # noqa: E402
+from ckpt_tools.io.safetensors_io import SafetensorsWriter  # noqa: E402
 from ckpt_tools.v4.tensor_plan import V4TensorPlan  # noqa: E402
 
 FLASH = {

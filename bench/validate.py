@@ -44,10 +44,10 @@ from pathlib import Path
 
 from timing import run_child
 
-from ckpt_tools.index import INDEX_FILE, shard_file_name
+from ckpt_tools.io.index import INDEX_FILE, shard_file_name
 from ckpt_tools.presets import find_preset
-from ckpt_tools.sources import CONFIG_FILE
-from ckpt_tools.tensor_plan import plan_for
+from ckpt_tools.configs.sources import CONFIG_FILE
+from ckpt_tools.inventory.tensor_plan import plan_for
 
 # preset -> (shards, as in its release; header-only validate goal in seconds)
 PRESETS = {"v3": (163, 1.0), "v4-pro": (64, 2.0)}

@@ -13,24 +13,24 @@ from typing import Any
 from pydantic import TypeAdapter
 
 PUBLIC_MODELS: dict[str, str] = {
-    "deepseek_config": "ckpt_tools.config:DeepseekConfig",
-    "deepseek_v4_config": "ckpt_tools.config_v4:DeepseekV4Config",
-    "model_info": "ckpt_tools.info:ModelInfo",
-    "validation_report": "ckpt_tools.findings:ValidationReport",
-    "diff_report": "ckpt_tools.diff:DiffReport",
+    "deepseek_config": "ckpt_tools.configs.parse:DeepseekConfig",
+    "deepseek_v4_config": "ckpt_tools.configs.v4:DeepseekV4Config",
+    "model_info": "ckpt_tools.commands.info:ModelInfo",
+    "validation_report": "ckpt_tools.inventory.findings:ValidationReport",
+    "diff_report": "ckpt_tools.commands.diff:DiffReport",
     "diff_v4_report": "ckpt_tools.families.deepseek_v4.diff:V4DiffReport",
-    "arch_figures": "ckpt_tools.arch_figures:ArchFigures",
-    "download_plan": "ckpt_tools.download:DownloadPlan",
-    "download_report": "ckpt_tools.download:DownloadReport",
-    "verify_report": "ckpt_tools.verify:VerifyReport",
-    "forward_report": "ckpt_tools.verify:ForwardReport",
-    "upcast_report": "ckpt_tools.convert:UpcastReport",
-    "quantize_report": "ckpt_tools.convert:QuantizeReport",
+    "arch_figures": "ckpt_tools.figures.arch_figures:ArchFigures",
+    "download_plan": "ckpt_tools.commands.download:DownloadPlan",
+    "download_report": "ckpt_tools.commands.download:DownloadReport",
+    "verify_report": "ckpt_tools.commands.verify:VerifyReport",
+    "forward_report": "ckpt_tools.commands.verify:ForwardReport",
+    "upcast_report": "ckpt_tools.commands.convert:UpcastReport",
+    "quantize_report": "ckpt_tools.commands.convert:QuantizeReport",
     "upcast_v4_report": "ckpt_tools.families.deepseek_v4.convert:V4UpcastReport",
     "quantize_v4_report": "ckpt_tools.families.deepseek_v4.convert:V4QuantizeReport",
-    "reshard_report": "ckpt_tools.reshard:ReshardReport",
+    "reshard_report": "ckpt_tools.commands.reshard:ReshardReport",
     "error_report": "ckpt_tools.error_report:ErrorReport",
-    "tiny_checkpoint": "ckpt_tools.tiny:TinyCheckpoint",
+    "tiny_checkpoint": "ckpt_tools.commands.tiny:TinyCheckpoint",
 }
 
 INPUT_MODELS = {"deepseek_config"}

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from ckpt_tools.cli import cli
-from ckpt_tools.index import INDEX_FILE, ShardIndex, read_index, write_index
-from ckpt_tools.safetensors_io import read_header
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.io.index import INDEX_FILE, ShardIndex, read_index, write_index
+from ckpt_tools.io.safetensors_io import read_header
+from ckpt_tools.commands.tiny import make_tiny
 
 # Why a test that compares with torch/transformers skipped, in words a newcomer can act on.
 NEEDS_REFERENCE = ("needs the reference extra (torch, transformers): "
@@ -60,7 +60,7 @@ def flip_sign_on_disk(ckpt_dir: Path, name: str) -> None:
     """Corrupt one BF16 tensor in place: flip the sign bit of every element."""
     import numpy as np
 
-    from ckpt_tools.checkpoint import Checkpoint
+    from ckpt_tools.inventory.checkpoint import Checkpoint
 
     with Checkpoint(ckpt_dir) as ck:
         shard, entry = ck.locate(name)

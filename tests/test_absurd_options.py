@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ckpt_tools.reference import deepseek as reference
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.commands.tiny import make_tiny
 
 
 @pytest.fixture(scope="module")

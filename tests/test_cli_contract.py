@@ -26,8 +26,8 @@ from fake_hub import FakeHub
 
 from ckpt_tools.cli import COMMANDS, EXIT_PIPE_CLOSED, cli
 from ckpt_tools.errors import ERROR_CODES
-from ckpt_tools.index import INDEX_FILE, read_index
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.io.index import INDEX_FILE, read_index
+from ckpt_tools.commands.tiny import make_tiny
 
 REPO = "org/tiny"
 TOKENS = "0,1,2"

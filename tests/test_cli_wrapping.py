@@ -11,10 +11,10 @@ from click.testing import CliRunner
 
 from ckpt_tools.cli import cli
 from ckpt_tools.cli.render import table, wrap
-from ckpt_tools.index import INDEX_FILE, read_index
-from ckpt_tools.sources import resolve_config
-from ckpt_tools.tensor_plan import TensorPlan
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.io.index import INDEX_FILE, read_index
+from ckpt_tools.configs.sources import resolve_config
+from ckpt_tools.inventory.tensor_plan import TensorPlan
+from ckpt_tools.commands.tiny import make_tiny
 
 _NUMBER = re.compile(r"[-+x]?\d[\d.,]*(e[-+]?\d+)?%?")
 _LONE_WORD = re.compile(r"\s+[a-z][a-z'-]*[),.;:]?")

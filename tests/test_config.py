@@ -4,7 +4,7 @@ import json
 import pytest
 from conftest import NEEDS_REFERENCE
 
-from ckpt_tools.config import (
+from ckpt_tools.configs.parse import (
     DeepseekV2Config,
     DeepseekV3Config,
     DeepseekV32Config,
@@ -15,7 +15,7 @@ from ckpt_tools.families.glm_moe_dsa import GlmMoeDsaConfig
 from ckpt_tools.families.mistral4 import Mistral4Config
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import all_presets, find_preset
-from ckpt_tools.config_v4 import DeepseekV4Config
+from ckpt_tools.configs.v4 import DeepseekV4Config
 
 V3 = find_preset("v3").raw_config
 V2 = find_preset("v2").raw_config

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_tools.config import read_config_file
+from ckpt_tools.configs.parse import read_config_file
 from ckpt_tools.errors import UnsupportedModelError
-from ckpt_tools.info import describe, rounds_to
+from ckpt_tools.commands.info import describe, rounds_to
 
 CORPUS = Path(__file__).parent / "data" / "configs"
 ACCEPTED = sorted([*CORPUS.glob("*.json"), *CORPUS.glob("transformers5/*.json")])

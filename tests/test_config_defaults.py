@@ -1,4 +1,4 @@
-"""Absent keys get the defaults of the loader the config names (ckpt_tools.config_defaults).
+"""Absent keys get the defaults of the loader the config names (ckpt_tools.configs.defaults).
 
 `python tests/test_config_defaults.py` rewrites tests/data/loader_defaults.json from the
 installed transformers (the committed copy keeps the table checked without it).
@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import NEEDS_REFERENCE
 
-from ckpt_tools.config import DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, parse_config
-from ckpt_tools.config_defaults import CLASS_DEFAULTS, IMPLIED, loader_defaults
+from ckpt_tools.configs.parse import DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, parse_config
+from ckpt_tools.configs.defaults import CLASS_DEFAULTS, IMPLIED, loader_defaults
 from ckpt_tools.errors import ConfigError
 from ckpt_tools.presets import find_preset
 from ckpt_tools.families import FAMILIES

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import NEEDS_REFERENCE, counts_script
 
-from ckpt_tools.info import rounds_to
+from ckpt_tools.commands.info import rounds_to
 
 DATA = Path(__file__).parent / "data"
 PRESETS = sorted((DATA / "derived_presets").glob("*.json"))

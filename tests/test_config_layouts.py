@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from conftest import NEEDS_REFERENCE
 
-from ckpt_tools.config import parse_config
-from ckpt_tools.config_layouts import edit_distance, to_inference_layout
+from ckpt_tools.configs.parse import parse_config
+from ckpt_tools.configs.layouts import edit_distance, to_inference_layout
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import find_preset
 
@@ -147,7 +147,7 @@ def test_hf_quant_config_beside_config_names_modelopt(tmp_path):
     (tmp_path / "hf_quant_config.json").write_text(json.dumps(
         {"producer": {"name": "modelopt"},
          "quantization": {"quant_algo": "NVFP4", "group_size": 16}}))
-    from ckpt_tools.config import read_config_file
+    from ckpt_tools.configs.parse import read_config_file
     cfg = read_config_file(tmp_path / "config.json", lenient=True)
     assert cfg.reading.quantization_scheme == "NVIDIA ModelOpt (NVFP4)"
 
@@ -223,8 +223,8 @@ def _wrap(src, dst, prefix, wrapper):
     beside them, and the language config under `wrapper`."""
     import numpy as np
 
-    from ckpt_tools.index import INDEX_FILE, ShardIndex, write_index
-    from ckpt_tools.safetensors_io import SafetensorsReader, SafetensorsWriter
+    from ckpt_tools.io.index import INDEX_FILE, ShardIndex, write_index
+    from ckpt_tools.io.safetensors_io import SafetensorsReader, SafetensorsWriter
 
     dst.mkdir()
     weight_map, total = {}, 0
@@ -278,7 +278,7 @@ def test_wrapped_checkpoint_end_to_end(tmp_path, run_cli):
     DeepSeek's model-parallel layout refuses it in one line."""
     import numpy as np
 
-    from ckpt_tools.checkpoint import Checkpoint
+    from ckpt_tools.inventory.checkpoint import Checkpoint
     from ckpt_tools.reference import forward
 
     wrapped_cfg = tmp_path / "wrapped.json"

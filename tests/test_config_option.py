@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_tools.config import read_config_file
-from ckpt_tools.convert import quantize, upcast
-from ckpt_tools.forward import forward
+from ckpt_tools.configs.parse import read_config_file
+from ckpt_tools.commands.convert import quantize, upcast
+from ckpt_tools.commands.forward import forward
 
 CONVERTERS = ("upcast", "quantize")
 

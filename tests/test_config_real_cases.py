@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_tools.config import parse_config
-from ckpt_tools.config_layouts import PRETRAINED_CONFIG_KEYS, known_keys
+from ckpt_tools.configs.parse import parse_config
+from ckpt_tools.configs.layouts import PRETRAINED_CONFIG_KEYS, known_keys
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 
 CORPUS = Path(__file__).parent / "data" / "configs"

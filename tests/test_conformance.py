@@ -37,7 +37,7 @@ from ckpt_tools import (
     validate,
     verify,
 )
-from ckpt_tools.checkpoint import Checkpoint
+from ckpt_tools.inventory.checkpoint import Checkpoint
 from ckpt_tools.families import family_named
 from ckpt_tools.presets import all_presets
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from conftest import NEEDS_REFERENCE
 
-from ckpt_tools.checkpoint import Checkpoint
-from ckpt_tools.convert import plan_upcast, quantize, upcast
+from ckpt_tools.inventory.checkpoint import Checkpoint
+from ckpt_tools.commands.convert import plan_upcast, quantize, upcast
 from ckpt_tools.errors import (
     FormatError,
     MissingTensorError,
@@ -23,12 +23,12 @@ from ckpt_tools.errors import (
     ShapeMismatchError,
     UnexpectedTensorError,
 )
-from ckpt_tools.fault_injection import ENV_VAR
+from ckpt_tools.execution.fault_injection import ENV_VAR
 from ckpt_tools.formats.fp8_block import BF16, FP8_E4M3, dequantize
 from ckpt_tools.formats.fp8_block import quantize as quantize_array
-from ckpt_tools.index import INDEX_FILE, read_index, write_index
-from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
-from ckpt_tools.tensor_plan import SCALE_SUFFIX, TensorPlan
+from ckpt_tools.io.index import INDEX_FILE, read_index, write_index
+from ckpt_tools.io.safetensors_io import SafetensorsReader, read_header, write_safetensors
+from ckpt_tools.inventory.tensor_plan import SCALE_SUFFIX, TensorPlan
 
 GOLDEN = Path(__file__).parent / "data" / "fp8_golden.npz"
 BITS = {2: np.uint16, 4: np.uint32}
@@ -318,7 +318,7 @@ def _orphan_scale(src: Path) -> str:
     (_orphan_scale, "scale-orphan", UnexpectedTensorError)])
 def test_refuses_before_writing_anything(make_ckpt, tmp_path, run_cli, damage, code, error):
     """The refusal is validate's first error, under its code (values: the deep scan's)."""
-    from ckpt_tools.validate import validate
+    from ckpt_tools.commands.validate import validate
 
     src = make_ckpt("v3", fp8=True, shards=3)
     name = damage(src)
@@ -460,7 +460,7 @@ def test_cli_json_on_stdout_progress_on_stderr(fp8_src, tmp_path, run_cli, monke
 
 
 def test_outputs_pass_validate(fp8_src, tmp_path):
-    from ckpt_tools.validate import validate
+    from ckpt_tools.commands.validate import validate
 
     up, q = tmp_path / "up", tmp_path / "q"
     upcast(fp8_src, up, workers=1)
@@ -484,7 +484,8 @@ def test_upcast_in_parts_is_byte_identical(make_ckpt, tmp_path, monkeypatch, wor
     """Each shard written by several jobs (row ranges of its tensors, pwritten into one
     .partial) gives the same bytes as one job per shard; a run that fails midway leaves no
     .partial and its rerun resumes to the same bytes."""
-    from ckpt_tools import convert, part_writer
+    from ckpt_tools.commands import convert
+    from ckpt_tools.io import part_writer
 
     src = make_ckpt("v3", fp8=True, shards=3)
     whole = upcast(src, tmp_path / "whole", workers=1)

@@ -1,6 +1,6 @@
 """Converters killed with SIGKILL at random points and rerun produce output byte-identical
 to an uninterrupted run; after every kill no file under a final name is partial
-(issue: reliability). Kill points come from ckpt_tools.fault_injection."""
+(issue: reliability). Kill points come from ckpt_tools.execution.fault_injection."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from ckpt_tools.cli import _available
-from ckpt_tools.fault_injection import ENV_VAR
-from ckpt_tools.safetensors_io import read_header
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.execution.fault_injection import ENV_VAR
+from ckpt_tools.io.safetensors_io import read_header
+from ckpt_tools.commands.tiny import make_tiny
 
 SEEDS = [11, 23, 37]
 

@@ -11,18 +11,18 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from ckpt_tools.checkpoint import Checkpoint
-from ckpt_tools.config import parse_config
-from ckpt_tools.config_layouts import INFERENCE_CONFIG_FILE
-from ckpt_tools.convert import upcast
-from ckpt_tools.info import describe
+from ckpt_tools.inventory.checkpoint import Checkpoint
+from ckpt_tools.configs.parse import parse_config
+from ckpt_tools.configs.layouts import INFERENCE_CONFIG_FILE
+from ckpt_tools.commands.convert import upcast
+from ckpt_tools.commands.info import describe
 from ckpt_tools.presets import find_preset
 from ckpt_tools.reference import Model, forward
 from ckpt_tools.reference.deepseek import apply_rope_half_split, indexer_selection
-from ckpt_tools.safetensors_io import SafetensorsReader, write_safetensors
-from ckpt_tools.tensor_plan import TensorPlan
-from ckpt_tools.tiny import make_tiny
-from ckpt_tools.validate import validate
+from ckpt_tools.io.safetensors_io import SafetensorsReader, write_safetensors
+from ckpt_tools.inventory.tensor_plan import TensorPlan
+from ckpt_tools.commands.tiny import make_tiny
+from ckpt_tools.commands.validate import validate
 
 TOKENS = [0, 15, 3, 7, 100, 200, 5, 9, 11, 300, 42, 64]
 INDEXER = "model.layers.{L}.self_attn.indexer."
@@ -222,7 +222,7 @@ def test_transformers_v32_with_covering_topk_equals_transformers_v3(tmp_path):
 def test_upcast_of_fp8_v32_loads_in_transformers_and_matches_ckpt_forward(v32_fp8, tmp_path,
                                                                           run_cli):
     from ckpt_tools.formats.fp8_block import BF16
-    from ckpt_tools.tensor_plan import SCALE_SUFFIX
+    from ckpt_tools.inventory.tensor_plan import SCALE_SUFFIX
 
     out = tmp_path / "bf16"
     upcast(v32_fp8, out, workers=1)
@@ -295,7 +295,7 @@ def convert_py(src: Path, mp: int, n_experts: int) -> list[dict[str, bytes]]:
 def test_reshard_to_deepseek_mp_equals_convert_py_tensor_for_tensor(tmp_path, fp8, mp):
     from test_reshard import FP8_MP_WIDTHS, tensors
 
-    from ckpt_tools.reshard import from_deepseek_mp, to_deepseek_mp
+    from ckpt_tools.commands.reshard import from_deepseek_mp, to_deepseek_mp
 
     src = tmp_path / "hf"
     make_tiny(src, "v3.2", fp8=fp8, seed=2, shards=3, overrides=FP8_MP_WIDTHS)
@@ -319,14 +319,14 @@ def test_reshard_to_deepseek_mp_equals_convert_py_tensor_for_tensor(tmp_path, fp
     mtp = f"model.layers.{Checkpoint(src).config.num_hidden_layers}."
     assert after == {k: v for k, v in before.items() if not k.startswith(mtp)}
     # the model-parallel files run the same forward pass
-    from ckpt_tools.mp_layout import MpCheckpoint
+    from ckpt_tools.inventory.mp_layout import MpCheckpoint
     np.testing.assert_array_equal(forward(MpCheckpoint(tmp_path / "mp"), TOKENS),
                                   forward(Checkpoint(tmp_path / "back"), TOKENS))
 
 
 # -- diff and info figures ------------------------------------------------------------------
 def test_diff_v3_v32_is_the_same_layout_plus_the_indexer():
-    from ckpt_tools.diff import diff
+    from ckpt_tools.commands.diff import diff
 
     for a in ("v3", "v3.1"):
         r = diff(a, "v3.2")
@@ -343,7 +343,7 @@ def figures_flops():
 
 
 def test_dsa_figures_from_independent_formulas():
-    from ckpt_tools.diff import diff
+    from ckpt_tools.commands.diff import diff
 
     # per entry and layer, MLA absorbed: 128 heads score over 512 + 64, sum 512 values
     n, mla = 61, 2 * 128 * (2 * 512 + 64)
@@ -385,7 +385,7 @@ def test_cli_info_and_diff_show_dsa(run_cli):
 
 # -- quantize and verify ----------------------------------------------------------------------
 def test_quantize_v32_quantizes_wq_b_and_wk_and_leaves_the_rest(tmp_path):
-    from ckpt_tools.convert import quantize
+    from ckpt_tools.commands.convert import quantize
 
     src, dst = tmp_path / "bf16", tmp_path / "fp8"
     make_tiny(src, "v3.2", seed=5)
@@ -404,7 +404,7 @@ def test_quantize_v32_quantizes_wq_b_and_wk_and_leaves_the_rest(tmp_path):
 
 
 def test_verify_mp_against_hf_passes_for_v32(tmp_path, run_cli):
-    from ckpt_tools.reshard import to_deepseek_mp
+    from ckpt_tools.commands.reshard import to_deepseek_mp
 
     src = tmp_path / "hf"
     make_tiny(src, "v3.2", seed=6)
@@ -420,8 +420,8 @@ def test_transformers_dtypes_survive_reshard_both_ways(tmp_path):
     reshard keeps what is stored, bit for bit, and the mp files validate and run."""
     from test_reshard import tensors
 
-    from ckpt_tools.mp_layout import MpCheckpoint
-    from ckpt_tools.reshard import from_deepseek_mp, to_deepseek_mp
+    from ckpt_tools.inventory.mp_layout import MpCheckpoint
+    from ckpt_tools.commands.reshard import from_deepseek_mp, to_deepseek_mp
 
     src = tmp_path / "hf"
     make_tiny(src, "v3.2", seed=8, shards=1)
@@ -489,7 +489,7 @@ def test_with_two_indexer_heads_selections_differ_from_transformers_only_at_ties
 
 def test_plan_of_a_partial_download_reads_only_present_shards(tmp_path):
     """`ckpt download --layers` leaves most shards absent: the plan asks present shards only."""
-    from ckpt_tools.download import check_tensors
+    from ckpt_tools.commands.download import check_tensors
 
     src = tmp_path / "partial"
     make_tiny(src, "v3.2", seed=3, shards=4)
@@ -524,7 +524,7 @@ def test_tiny_v32_where_the_indexer_costs_more_than_mla(tmp_path, run_cli):
 
 def test_info_chart_shows_the_indexer_bytes_per_layer():
     pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
-    from ckpt_tools.plot import info_figure
+    from ckpt_tools.commands.plot import info_figure
 
     info = describe("v3.2")
     per_layer = info.sparse_attention.indexer_bytes_per_layer

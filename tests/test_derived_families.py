@@ -17,19 +17,19 @@ import numpy as np
 import pytest
 from conftest import NEEDS_REFERENCE, counts_script
 
-from ckpt_tools.checkpoint import Checkpoint
-from ckpt_tools.config import parse_config
-from ckpt_tools.convert import quantize, upcast
-from ckpt_tools.diff import diff
+from ckpt_tools.inventory.checkpoint import Checkpoint
+from ckpt_tools.configs.parse import parse_config
+from ckpt_tools.commands.convert import quantize, upcast
+from ckpt_tools.commands.diff import diff
 from ckpt_tools.errors import UnsupportedModelError
 from ckpt_tools.families import family_named, family_of
-from ckpt_tools.info import describe
+from ckpt_tools.commands.info import describe
 from ckpt_tools.presets import find_preset
 from ckpt_tools.reference import forward
-from ckpt_tools.reshard import reshard
-from ckpt_tools.tiny import make_tiny
-from ckpt_tools.validate import validate
-from ckpt_tools.verify import verify
+from ckpt_tools.commands.reshard import reshard
+from ckpt_tools.commands.tiny import make_tiny
+from ckpt_tools.commands.validate import validate
+from ckpt_tools.commands.verify import verify
 
 DATA = Path(__file__).parent / "data"
 COUNTS = json.loads((DATA / "derived_param_counts.json").read_text())
@@ -232,7 +232,7 @@ def test_model_parallel_layout_refused_naming_why(tiny, tmp_path, run_cli):
 def test_download_layers_follows_the_family_plan(tiny, tmp_path, monkeypatch):
     from fake_hub import FakeHub, point_client_at
 
-    from ckpt_tools.download import download
+    from ckpt_tools.commands.download import download
 
     connect = socket.socket.connect
 

@@ -11,13 +11,13 @@ import sys
 
 import pytest
 
-from ckpt_tools.convert import upcast
+from ckpt_tools.commands.convert import upcast
 from ckpt_tools.errors import UnexpectedTensorError
-from ckpt_tools.fault_injection import ENV_VAR
-from ckpt_tools.output import JOURNAL_FILE, report_file
-from ckpt_tools.reshard import to_deepseek_mp
-from ckpt_tools.safetensors_io import read_header
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.execution.fault_injection import ENV_VAR
+from ckpt_tools.io.output import JOURNAL_FILE, report_file
+from ckpt_tools.commands.reshard import to_deepseek_mp
+from ckpt_tools.io.safetensors_io import read_header
+from ckpt_tools.commands.tiny import make_tiny
 
 
 def _ckpt(args, kill_after=None):
@@ -81,7 +81,7 @@ def test_v4_bf16_upcast_needs_allow_copy_like_v32(v4, tmp_path):
 
 def test_ray_executor_without_ray_creates_nothing(tmp_path, monkeypatch):
     """Issue 28's item on the destination: the option is checked before DST is touched."""
-    from ckpt_tools import ray_executor
+    from ckpt_tools.execution import ray_executor
     from ckpt_tools.errors import MissingDependencyError
 
     monkeypatch.setattr(ray_executor, "find_spec", lambda name: None)
@@ -96,8 +96,8 @@ def test_convert_killed_once_complete_reruns_to_already_complete(command, tmp_pa
     """Issue 27, 13 for upcast and quantize: a kill at the last crash point (the output
     complete, its journal removed) reruns to "already complete", from the proof beside DST
     that reshard writes too."""
-    from ckpt_tools import fault_injection
-    from ckpt_tools.convert import quantize
+    from ckpt_tools.execution import fault_injection
+    from ckpt_tools.commands.convert import quantize
 
     src = make_tiny(tmp_path / "src", "v3", fp8=command == "upcast", shards=2, seed=1).path
     run = {"upcast": upcast, "quantize": quantize}[command]

@@ -11,14 +11,14 @@ import sys
 import numpy as np
 import pytest
 
-from ckpt_tools.arch_figures import arch_figures
-from ckpt_tools.checkpoint import Checkpoint
-from ckpt_tools.diff import diff
+from ckpt_tools.figures.arch_figures import arch_figures
+from ckpt_tools.inventory.checkpoint import Checkpoint
+from ckpt_tools.commands.diff import diff
 from ckpt_tools.formats.fp8_block import BF16
-from ckpt_tools.index import INDEX_FILE, ShardIndex, read_index, write_index, write_json_atomic
+from ckpt_tools.io.index import INDEX_FILE, ShardIndex, read_index, write_index, write_json_atomic
 from ckpt_tools.presets import find_preset
-from ckpt_tools.safetensors_io import read_header, write_safetensors
-from ckpt_tools.tensor_plan import TensorPlan
+from ckpt_tools.io.safetensors_io import read_header, write_safetensors
+from ckpt_tools.inventory.tensor_plan import TensorPlan
 
 
 def figures(name):
@@ -125,7 +125,7 @@ def test_routing_v2_v3_v2_lite():
 
 def test_routing_softmax_with_norm_topk_prob_is_flagged():
     raw = dict(find_preset("v2").raw_config, norm_topk_prob=True)
-    from ckpt_tools.config import parse_config
+    from ckpt_tools.configs.parse import parse_config
 
     r = arch_figures(parse_config(raw)).routing
     assert r.scaling_applied == "implementation_dependent" and r.notes
@@ -292,7 +292,7 @@ def test_one_perturbed_tensor_is_named_first(make_ckpt, monkeypatch):
     shutil.copytree(a, b)
     target = "model.layers.3.mlp.experts.5.down_proj.weight"
     _perturb(b, target, 0.5)
-    monkeypatch.setattr("ckpt_tools.tensor_diff._CHUNK_ELEMENTS", 64)  # many row chunks per tensor
+    monkeypatch.setattr("ckpt_tools.commands.tensor_diff._CHUNK_ELEMENTS", 64)  # many row chunks per tensor
     v = diff(a, b, values=True).values
     worst = v.tensors[0]
     assert worst.name == target and v.identical == v.compared - 1

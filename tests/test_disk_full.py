@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.commands.tiny import make_tiny
 
 SMALL = 1 << 20
 

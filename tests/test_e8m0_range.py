@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ckpt_tools.convert import upcast
+from ckpt_tools.commands.convert import upcast
 from ckpt_tools.errors import FormatError
-from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.io.safetensors_io import SafetensorsReader, read_header, write_safetensors
+from ckpt_tools.commands.tiny import make_tiny
 from ckpt_tools.families.deepseek_v4.checks import largest_finite_scale_byte
-from ckpt_tools.validate import validate
+from ckpt_tools.commands.validate import validate
 
 
 def test_limits_follow_the_weight_format():

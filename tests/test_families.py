@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 import ckpt_tools
-from ckpt_tools.convert import quantize, upcast
+from ckpt_tools.commands.convert import quantize, upcast
 from ckpt_tools.errors import UnexpectedTensorError
-from ckpt_tools.config_layouts import family_for_raw
+from ckpt_tools.configs.layouts import family_for_raw
 from ckpt_tools.families import FAMILIES, family_named, family_of
 from ckpt_tools.families.base import derive
 from ckpt_tools.presets import all_presets, find_preset
-from ckpt_tools.reshard import reshard
-from ckpt_tools.tiny import make_tiny
-from ckpt_tools.validate import validate
+from ckpt_tools.commands.reshard import reshard
+from ckpt_tools.commands.tiny import make_tiny
+from ckpt_tools.commands.validate import validate
 
 PACKAGE = Path(ckpt_tools.__file__).parent
 
@@ -103,15 +103,15 @@ def test_v3_upcast_hf_layout_is_the_one_it_has_and_says_so(tmp_path):
 # -- no module outside the registry names a family ------------------------------------------
 FAMILY_NAME = re.compile(r"deepseek_v4|looks_v4|_is_v4|\bV4[A-Z]\w*|(^|\.)v4(\.|$)")
 # the registry, the config readers, and the family's own modules may name it
-OWN = ("families/", "config.py", "config_layouts.py", "config_reading.py", "config_defaults.py",
-       "config_v4.py", "reference/deepseek_v4.py", "reference/v4_checkpoint.py", "reference/v4_weights.py")
+OWN = ("families/", "configs/parse.py", "configs/layouts.py", "configs/reading.py", "configs/defaults.py",
+       "configs/v4.py", "reference/deepseek_v4.py", "reference/v4_checkpoint.py", "reference/v4_weights.py")
 # Modules still naming DeepSeek-V4, each with why (shrink this list; never grow it silently)
 ALLOWED = {
     "__init__.py": "the public API pinned in tests/data/public_api.txt (DeepseekV4Config, "
                    "V4TensorPlan) names its lazy targets in config_v4 and families/deepseek_v4/",
-    "diff.py": "its return annotation names V4DiffReport, what V4's diff hook returns, until "
-               "V4's comparison is a DiffReport",
-    "plot.py": "type annotations only (TYPE_CHECKING): the diff charts take V4DiffReport too",
+    "commands/diff.py": "its return annotation names V4DiffReport, what V4's diff hook returns, "
+                        "until V4's comparison is a DiffReport",
+    "commands/plot.py": "type annotations only (TYPE_CHECKING): the diff charts take V4DiffReport too",
     "schemas.py": "the published schema files of V4's own report models (upcast_v4_report, ...) "
                   "name their models in families/deepseek_v4/",
 }
@@ -173,7 +173,7 @@ def test_a_derived_family_plans_its_parents_rows_with_its_changes():
 
 
 def test_the_config_readers_recognise_what_each_family_declares():
-    from ckpt_tools.config_layouts import ARCHITECTURE_FAMILIES, SUPPORTED_MODEL_TYPES
+    from ckpt_tools.configs.layouts import ARCHITECTURE_FAMILIES, SUPPORTED_MODEL_TYPES
 
     for family in FAMILIES.values():
         assert set(family.model_types) <= set(SUPPORTED_MODEL_TYPES), family.name

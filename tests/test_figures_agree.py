@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from ckpt_tools import describe, diff
-from ckpt_tools.attention_cost import (
+from ckpt_tools.figures.attention_cost import (
     attention_flops,
     indexer_flops_per_key,
     kv_cache_bytes,
@@ -86,7 +86,7 @@ def test_v4_pro_against_v32_at_1m_is_near_deepseeks_stated_ratios():
 @pytest.mark.parametrize("name", sorted(all_presets()))
 def test_info_chart_bytes_add_up_to_infos_total(name):
     pytest.importorskip("matplotlib", reason="needs the plot extra: pip install 'ckpt-tools[plot]'")
-    from ckpt_tools.plot import info_figure
+    from ckpt_tools.commands.plot import info_figure
 
     info = describe(name)
     fig = info_figure(info)

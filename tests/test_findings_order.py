@@ -8,8 +8,8 @@ import json
 import os
 
 from ckpt_tools import validate
-from ckpt_tools.index import INDEX_FILE, read_index
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.io.index import INDEX_FILE, read_index
+from ckpt_tools.commands.tiny import make_tiny
 
 
 def _misspell(ckpt, key: str, typo: str) -> None:

@@ -12,13 +12,13 @@ import shutil
 import numpy as np
 import pytest
 
-from ckpt_tools.convert import upcast
+from ckpt_tools.commands.convert import upcast
 from ckpt_tools.errors import CkptError
-from ckpt_tools.policy import refusal
-from ckpt_tools.reshard import from_deepseek_mp, to_deepseek_mp
-from ckpt_tools.safetensors_io import SafetensorsReader, write_safetensors
-from ckpt_tools.tiny import make_tiny
-from ckpt_tools.validate import validate
+from ckpt_tools.inventory.policy import refusal
+from ckpt_tools.commands.reshard import from_deepseek_mp, to_deepseek_mp
+from ckpt_tools.io.safetensors_io import SafetensorsReader, write_safetensors
+from ckpt_tools.commands.tiny import make_tiny
+from ckpt_tools.commands.validate import validate
 
 SEEDS = range(4)
 RETAG = {np.dtype(np.float32): np.int32, np.dtype(np.int32): np.float32}

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from ckpt_tools import from_deepseek_mp, quantize, to_deepseek_mp, upcast, validate
-from ckpt_tools import safetensors_header, safetensors_io
-from ckpt_tools.source import Source
+from ckpt_tools.io import safetensors_header, safetensors_io
+from ckpt_tools.io.source import Source
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ckpt_tools.errors import FormatError
-from ckpt_tools.index import read_index
-from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
+from ckpt_tools.io.index import read_index
+from ckpt_tools.io.safetensors_io import SafetensorsReader, read_header, write_safetensors
 
 FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

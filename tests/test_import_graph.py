@@ -58,8 +58,8 @@ def test_import_graph_has_no_cycles():
     paths = sorted(PACKAGE.rglob("*.py"))
     modules = {_module_name(p) for p in paths}
     graph = {_module_name(p): _imports(p, modules) for p in paths}
-    assert graph["ckpt_tools.validate"] >= {"ckpt_tools.inventory"}  # the walk sees imports
-    assert "ckpt_tools.mp_layout" in graph["ckpt_tools.inventory"]  # lazy ones too
+    assert graph["ckpt_tools.commands.validate"] >= {"ckpt_tools.inventory.inspect"}  # the walk sees imports
+    assert "ckpt_tools.inventory.mp_layout" in graph["ckpt_tools.inventory.inspect"]  # lazy ones too
 
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
@@ -93,25 +93,25 @@ DEFERRED = {
     ("cli/__init__.py", ".render"): "CLI start-up",
     ("cli/conventions.py", ".render"): "CLI start-up",
     ("cli/make_tiny.py", "..reference.deepseek"): "CLI start-up: numpy only when run",
-    ("cli/make_tiny.py", "..tiny"): "CLI start-up: numpy only when run",
-    ("cli/download.py", "..download"): "CLI start-up: the Hub client only when run",
-    ("cli/download.py", "..download_plan"): "CLI start-up: the Hub client only when run",
-    ("cli/convert.py", "..convert"): "CLI start-up: the library (numpy) only when run",
-    ("cli/diff.py", "..diff"): "CLI start-up: numpy only when run",
-    ("cli/plotting.py", "..plot"): "CLI start-up: matplotlib only with --plot",
-    ("cli/plotting.py", ".."): "CLI start-up",
-    ("cli/reshard.py", "..reshard"): "CLI start-up: numpy only when run",
+    ("cli/make_tiny.py", "..commands.tiny"): "CLI start-up: numpy only when run",
+    ("cli/download.py", "..commands.download"): "CLI start-up: the Hub client only when run",
+    ("cli/download.py", "..commands.download_plan"): "CLI start-up: the Hub client only when run",
+    ("cli/convert.py", "..commands.convert"): "CLI start-up: the library (numpy) only when run",
+    ("cli/diff.py", "..commands.diff"): "CLI start-up: numpy only when run",
+    ("cli/plotting.py", "..commands.plot"): "CLI start-up: matplotlib only with --plot",
+    ("cli/plotting.py", "..commands"): "CLI start-up: matplotlib only with --plot",
+    ("cli/reshard.py", "..commands.reshard"): "CLI start-up: numpy only when run",
     ("cli/schema.py", "..schemas"): "CLI start-up: every model only for `schema`",
-    ("diff.py", ".checkpoint"): "numpy only for checkpoint directories",
-    ("info.py", ".checkpoint"): "numpy only for checkpoint directories",
+    ("commands/diff.py", "..inventory.checkpoint"): "numpy only for checkpoint directories",
+    ("commands/info.py", "..inventory.checkpoint"): "numpy only for checkpoint directories",
     ("formats/kernels.py", "."): "numba (the compiled kernels) only when a kernel is first used",
-    ("tensor_diff.py", ".formats.mxfp4"): "numpy: only when values are compared",
-    ("inventory.py", ".checkpoint"): "numpy: the inventory itself reads headers only",
-    ("inventory.py", ".mp_layout"): "numpy: only model-parallel directories pay for it",
-    ("parallel.py", ".ray_executor"): "the ray extra",
-    ("remote/stores.py", "..hub"): "the huggingface_hub extra",
-    ("validate.py", ".value_scan"): "numpy: only with --deep",
-    ("validate.py", ".remote.checksums"): "only with --checksums hub",
+    ("commands/tensor_diff.py", "..formats.mxfp4"): "numpy: only when values are compared",
+    ("inventory/inspect.py", ".checkpoint"): "numpy: the inventory itself reads headers only",
+    ("inventory/inspect.py", ".mp_layout"): "numpy: only model-parallel directories pay for it",
+    ("execution/parallel.py", ".ray_executor"): "the ray extra",
+    ("remote/stores.py", "..io.hub"): "the huggingface_hub extra",
+    ("commands/validate.py", ".value_scan"): "numpy: only with --deep",
+    ("commands/validate.py", "..remote.checksums"): "only with --checksums hub",
 }
 
 

@@ -14,23 +14,23 @@ import numpy as np
 import pytest
 from conftest import reindex
 
-from ckpt_tools.checkpoint import Checkpoint
-from ckpt_tools.convert import quantize, upcast
-from ckpt_tools.download import check_tensors
+from ckpt_tools.inventory.checkpoint import Checkpoint
+from ckpt_tools.commands.convert import quantize, upcast
+from ckpt_tools.commands.download import check_tensors
 from ckpt_tools.errors import CkptError
-from ckpt_tools.config_layouts import family_at
+from ckpt_tools.configs.layouts import family_at
 from ckpt_tools.families import family_of
 from ckpt_tools.formats.fp8_block import BF16
-from ckpt_tools.index import INDEX_FILE, read_index
-from ckpt_tools.inventory import inspect
-from ckpt_tools.policy import TOLERATED
+from ckpt_tools.io.index import INDEX_FILE, read_index
+from ckpt_tools.inventory.inspect import inspect
+from ckpt_tools.inventory.policy import TOLERATED
 from ckpt_tools.presets import all_presets, find_preset
-from ckpt_tools.reshard import from_deepseek_mp, reshard_by_size, to_deepseek_mp
-from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
-from ckpt_tools.tensor_plan import SCALE_SUFFIX
-from ckpt_tools.tiny import make_tiny
-from ckpt_tools.validate import validate
-from ckpt_tools.verify import open_tensor_source
+from ckpt_tools.commands.reshard import from_deepseek_mp, reshard_by_size, to_deepseek_mp
+from ckpt_tools.io.safetensors_io import SafetensorsReader, read_header, write_safetensors
+from ckpt_tools.inventory.tensor_plan import SCALE_SUFFIX
+from ckpt_tools.commands.tiny import make_tiny
+from ckpt_tools.commands.validate import validate
+from ckpt_tools.commands.verify import open_tensor_source
 
 BIAS = "mlp.gate.e_score_correction_bias"
 # FP8 widths whose 128-row scale blocks split whole across 2 ranks (tiny widths do not)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from ckpt_tools.errors import ArgumentError
 from ckpt_tools.formats import E4M3_MAX, FP8_BLOCK, fp8_block, kernels, mxfp4
 from ckpt_tools.formats.round_trip import RoundTripStats
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.commands.tiny import make_tiny
 
 pytest.importorskip("numba", reason="the compiled kernels need numba")
 BF16 = np.dtype(ml_dtypes.bfloat16)
@@ -183,7 +183,7 @@ def same_tree(a, b) -> None:
                                            ("v4-flash", {"expert_dtype": "fp8"})])
 def test_conversions_identical_with_compiled_on_and_off(tmp_path, monkeypatch, preset, kwargs):
     """upcast (BF16 and F32) and quantize of one checkpoint per format, NumPy vs compiled."""
-    from ckpt_tools.convert import quantize, upcast
+    from ckpt_tools.commands.convert import quantize, upcast
 
     src = make_tiny(tmp_path / "src", preset, fp8=True, **kwargs).path
     outs = {}
@@ -206,5 +206,5 @@ def test_format_constants_and_conversion_imports_stay_light():
 
     code = ("import sys, ckpt_tools.formats; assert 'numpy' not in sys.modules; "
             "assert 'ml_dtypes' not in sys.modules; import ckpt_tools.formats.mxfp4, "
-            "ckpt_tools.convert; assert 'numba' not in sys.modules")
+            "ckpt_tools.commands.convert; assert 'numba' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -10,11 +10,11 @@ import pytest
 from test_remote import loopback_only  # noqa: F401  (autouse fixture)
 from test_remote_convert import _cli, files_of, hub, sources  # noqa: F401  (fixtures)
 
-from ckpt_tools.convert import quantize, upcast
+from ckpt_tools.commands.convert import quantize, upcast
 from ckpt_tools.errors import CkptError
-from ckpt_tools.output import SOURCE_COPY_DIR
-from ckpt_tools.reshard import reshard_by_size, to_deepseek_mp
-from ckpt_tools.safetensors_io import read_header
+from ckpt_tools.io.output import SOURCE_COPY_DIR
+from ckpt_tools.commands.reshard import reshard_by_size, to_deepseek_mp
+from ckpt_tools.io.safetensors_io import read_header
 
 RUNS = {"upcast": ("org/fp8", "fp8", lambda s, d: upcast(s, d, workers=2)),
         "quantize": ("org/bf16", "bf16", lambda s, d: quantize(s, d, workers=1)),

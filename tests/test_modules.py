@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from ckpt_tools.modules import MODULES, SCOPES, roles
-from ckpt_tools.mp_layout import MP_FAMILIES
+from ckpt_tools.inventory.modules import MODULES, SCOPES, roles
+from ckpt_tools.inventory.mp_layout import MP_FAMILIES
 from ckpt_tools.presets import all_presets, find_preset
 from ckpt_tools.reference.weights import ROLES
-from ckpt_tools.tensor_plan import SCALE_SUFFIX, TensorPlan
+from ckpt_tools.inventory.tensor_plan import SCALE_SUFFIX, TensorPlan
 
 
 def _families() -> set[str]:

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from conftest import NEEDS_REFERENCE
 
-from ckpt_tools.checkpoint import Checkpoint
-from ckpt_tools.config import parse_config, read_config_file
-from ckpt_tools.config_layouts import INFERENCE_CONFIG_FILE
+from ckpt_tools.inventory.checkpoint import Checkpoint
+from ckpt_tools.configs.parse import parse_config, read_config_file
+from ckpt_tools.configs.layouts import INFERENCE_CONFIG_FILE
 from ckpt_tools.presets import find_preset
 from ckpt_tools.reference import forward
 
@@ -112,7 +112,7 @@ def test_preset_figures_agree_with_the_published_ones(preset, run_cli):
 
 
 def test_rounds_to_is_a_real_check():
-    from ckpt_tools.info import rounds_to
+    from ckpt_tools.commands.info import rounds_to
 
     assert rounds_to(1_026_408_232_448, "1T") and not rounds_to(2_100_000_000_000, "1T")
     assert not rounds_to(400_000_000_000, "1T")

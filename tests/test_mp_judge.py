@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from ckpt_tools.errors import CkptError, VerificationError
-from ckpt_tools.reshard import from_deepseek_mp, to_deepseek_mp
-from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
-from ckpt_tools.tiny import make_tiny
-from ckpt_tools.validate import validate
-from ckpt_tools.verify import verify
+from ckpt_tools.commands.reshard import from_deepseek_mp, to_deepseek_mp
+from ckpt_tools.io.safetensors_io import SafetensorsReader, read_header, write_safetensors
+from ckpt_tools.commands.tiny import make_tiny
+from ckpt_tools.commands.validate import validate
+from ckpt_tools.commands.verify import verify
 
 RANK0, RANK1 = "model0-mp2.safetensors", "model1-mp2.safetensors"
 

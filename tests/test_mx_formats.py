@@ -9,7 +9,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from ckpt_tools.dtypes import DTYPES, dtype_name
+from ckpt_tools.io.dtypes import DTYPES, dtype_name
 from ckpt_tools.errors import ShapeMismatchError
 from ckpt_tools.formats import is_fp4_pair
 from ckpt_tools.formats.e8m0 import E8M0, e8m0_to_float32

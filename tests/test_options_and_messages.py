@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ckpt_tools import verify
-from ckpt_tools.index import INDEX_FILE, read_index
-from ckpt_tools.sources import not_found
+from ckpt_tools.io.index import INDEX_FILE, read_index
+from ckpt_tools.configs.sources import not_found
 
 
 def _usage_refusal(r, dst, *words):
@@ -57,8 +57,8 @@ def test_make_tiny_refuses_more_shards_than_tensors(run_cli, tmp_path):
 @pytest.mark.parametrize("shards", [3, 5])
 def test_make_tiny_writes_the_shards_asked_for_even_when_one_tensor_dominates(tmp_path, shards):
     """--real-widths: V2-Lite's embedding is most of the bytes; the shards still number N."""
-    from ckpt_tools.tiny import tiny_plan
-    from ckpt_tools.tiny_writer import _split
+    from ckpt_tools.commands.tiny import tiny_plan
+    from ckpt_tools.commands.tiny_writer import _split
 
     _, plan = tiny_plan("v2-lite", fp8=True, real_widths=True, shards=shards)
     groups = _split(list(plan.specs), shards)

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from ckpt_tools.errors import OutputError
-from ckpt_tools.output import JOURNAL_FILE, LOCK_FILE, OutputDir
+from ckpt_tools.io.output import JOURNAL_FILE, LOCK_FILE, OutputDir
 
 
 def test_refuses_source_relationships(tmp_path):
@@ -92,7 +92,7 @@ def test_second_cli_run_on_the_same_destination_is_refused(make_ckpt, tmp_path, 
     dst = tmp_path / "out"
     holder = subprocess.Popen(
         [sys.executable, "-c",
-         "import sys, time; from ckpt_tools.output import OutputDir\n"
+         "import sys, time; from ckpt_tools.io.output import OutputDir\n"
          f"with OutputDir({str(dst)!r}, job={{'cmd': 'other'}}):\n"
          f"    open({str(dst / 'theirs.safetensors.partial')!r}, 'w').write('x')\n"
          "    print('ready', flush=True); time.sleep(60)"],

@@ -12,7 +12,7 @@ import socket
 import pytest
 
 from ckpt_tools.errors import FormatError, MissingDependencyError
-from ckpt_tools.parallel import Job, largest_first, merge_nodes, run_jobs
+from ckpt_tools.execution.parallel import Job, largest_first, merge_nodes, run_jobs
 
 
 def square(x: int) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Charts of the verify, diff, diff --values and info reports (`ckpt_tools.plot`, `--plot`).
+"""Charts of the verify, diff, diff --values and info reports (`ckpt_tools.commands.plot`, `--plot`).
 
 Figures are built from real reports of tiny checkpoints and presets; their content is
 checked through the figure's artists and the saved SVG text, not only that a file exists.
@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from conftest import flip_sign_on_disk
 
-from ckpt_tools.diff import diff
+from ckpt_tools.commands.diff import diff
 from ckpt_tools.errors import MissingDependencyError, OutputError
-from ckpt_tools.info import describe
-from ckpt_tools.verify import verify
+from ckpt_tools.commands.info import describe
+from ckpt_tools.commands.verify import verify
 
 REPO = Path(__file__).resolve().parent.parent
 IDS = [0, 15, 3, 7, 100, 200, 5, 9]
@@ -50,7 +50,7 @@ def _by_gid(fig, gid):
 
 
 def _save_both(fig, tmp_path, stem):
-    from ckpt_tools.plot import save_figure
+    from ckpt_tools.commands.plot import save_figure
 
     png = save_figure(fig, tmp_path / f"{stem}.png")
     svg = save_figure(fig, tmp_path / f"{stem}.svg")
@@ -66,7 +66,7 @@ def _tick_labels(axis) -> list[str]:
 # -- verify ----------------------------------------------------------------------------------
 def test_verify_figure_shows_errors_per_layer_tolerance_and_first_divergence(mpl, good_and_bad,
                                                                              tmp_path):
-    from ckpt_tools.plot import verify_figure
+    from ckpt_tools.commands.plot import verify_figure
 
     good, bad = good_and_bad
     report = verify(bad, good, IDS)
@@ -102,7 +102,7 @@ def test_verify_figure_shows_errors_per_layer_tolerance_and_first_divergence(mpl
 
 
 def test_exact_agreement_is_drawn_on_the_log_axis_floor(mpl, make_ckpt, tmp_path):
-    from ckpt_tools.plot import verify_figure
+    from ckpt_tools.commands.plot import verify_figure
 
     ckpt = make_ckpt("v2-lite")
     report = verify(ckpt, ckpt, IDS, layers=1)
@@ -118,7 +118,7 @@ def test_exact_agreement_is_drawn_on_the_log_axis_floor(mpl, make_ckpt, tmp_path
 
 # -- diff ------------------------------------------------------------------------------------
 def test_diff_figure_has_one_bar_group_per_component_and_the_other_panels(mpl, tmp_path):
-    from ckpt_tools.plot import COMPONENTS, diff_figure
+    from ckpt_tools.commands.plot import COMPONENTS, diff_figure
 
     report = diff("v2.5", "v3")
     fig = diff_figure(report)
@@ -171,7 +171,7 @@ def test_diff_figure_has_one_bar_group_per_component_and_the_other_panels(mpl, t
 
 
 def test_diff_figure_of_two_tiny_checkpoints(mpl, make_ckpt, tmp_path):
-    from ckpt_tools.plot import diff_figure
+    from ckpt_tools.commands.plot import diff_figure
 
     report = diff(make_ckpt("v2-lite"), make_ckpt("v3"))
     svg = _save_both(diff_figure(report), tmp_path, "tiny")
@@ -181,7 +181,7 @@ def test_diff_figure_of_two_tiny_checkpoints(mpl, make_ckpt, tmp_path):
 # -- diff --values ---------------------------------------------------------------------------
 @pytest.fixture
 def fp8_and_upcast(make_ckpt, tmp_path):
-    from ckpt_tools.convert import upcast
+    from ckpt_tools.commands.convert import upcast
 
     fp8 = make_ckpt("v3", fp8=True)
     upcast(fp8, tmp_path / "upcast", workers=1)
@@ -199,7 +199,7 @@ def test_value_diff_report_names_family_and_layer_of_each_tensor(fp8_and_upcast)
 
 def test_value_heat_map_is_layer_by_family_with_the_worst_tensors_named(mpl, fp8_and_upcast,
                                                                         tmp_path):
-    from ckpt_tools.plot import _family_label, value_diff_figure
+    from ckpt_tools.commands.plot import _family_label, value_diff_figure
 
     report = diff(*fp8_and_upcast, values=True)
     values = report.values
@@ -235,7 +235,7 @@ def test_value_heat_map_is_layer_by_family_with_the_worst_tensors_named(mpl, fp8
 
 
 def test_value_heat_map_needs_a_report_with_values(mpl):
-    from ckpt_tools.plot import value_diff_figure
+    from ckpt_tools.commands.plot import value_diff_figure
 
     with pytest.raises(ValueError, match="values=True"):
         value_diff_figure(diff("v3", "r1"))
@@ -254,7 +254,7 @@ def test_bytes_by_layer_add_up_to_the_plan():
 
 
 def test_info_figure_stacks_bytes_by_component_per_layer(mpl, tmp_path):
-    from ckpt_tools.plot import info_figure
+    from ckpt_tools.commands.plot import info_figure
 
     info = describe("v3")
     fig = info_figure(info)
@@ -274,7 +274,7 @@ def test_info_figure_stacks_bytes_by_component_per_layer(mpl, tmp_path):
 
 
 def test_info_figure_of_a_tiny_checkpoint(mpl, make_ckpt, tmp_path):
-    from ckpt_tools.plot import info_figure
+    from ckpt_tools.commands.plot import info_figure
 
     info = describe(make_ckpt("v2-lite", fp8=True))
     fig = info_figure(info)
@@ -285,7 +285,7 @@ def test_info_figure_of_a_tiny_checkpoint(mpl, make_ckpt, tmp_path):
 
 # -- DeepSeek-V4 ------------------------------------------------------------------------------
 def test_v4_diff_figure_draws_each_figure_row_for_both_sides(mpl, tmp_path):
-    from ckpt_tools.plot import diff_figure
+    from ckpt_tools.commands.plot import diff_figure
 
     report = diff("v3.2", "v4-flash")
     fig = diff_figure(report)
@@ -300,8 +300,8 @@ def test_v4_diff_figure_draws_each_figure_row_for_both_sides(mpl, tmp_path):
 
 
 def test_v4_value_diff_figure_and_plot_option(mpl, run_cli, tmp_path):
-    from ckpt_tools.convert import upcast
-    from ckpt_tools.tiny import make_tiny
+    from ckpt_tools.commands.convert import upcast
+    from ckpt_tools.commands.tiny import make_tiny
 
     make_tiny(tmp_path / "fp4", "v4-flash", fp8=True, expert_dtype="fp4")
     flip_sign_on_disk(upcast(tmp_path / "fp4", tmp_path / "bf16", workers=1).destination,
@@ -319,7 +319,7 @@ def test_v4_value_diff_figure_and_plot_option(mpl, run_cli, tmp_path):
 
 # -- files and the command line --------------------------------------------------------------
 def test_saved_files_are_reproducible_and_only_png_or_svg(mpl, tmp_path):
-    from ckpt_tools.plot import info_figure, save_figure
+    from ckpt_tools.commands.plot import info_figure, save_figure
 
     info = describe("v2-lite")
     a = save_figure(info_figure(info), tmp_path / "a.svg").read_bytes()
@@ -384,7 +384,7 @@ def test_plot_without_matplotlib_is_one_line_naming_the_extra(command, make_ckpt
 
 
 def test_library_without_matplotlib_raises_the_same_one_line_error(monkeypatch):
-    from ckpt_tools.plot import info_figure
+    from ckpt_tools.commands.plot import info_figure
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'ckpt-tools\[plot\]'"):

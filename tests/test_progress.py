@@ -6,7 +6,7 @@ import importlib
 import pytest
 
 import ckpt_tools
-from ckpt_tools.checkpoint import Checkpoint
+from ckpt_tools.inventory.checkpoint import Checkpoint
 
 
 class Recorder:
@@ -26,7 +26,7 @@ class Recorder:
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Writers and readers move 4 KB at a time, as they move 64 MB in a real checkpoint."""
-    for module in ("ckpt_tools.safetensors_io", "ckpt_tools.convert"):
+    for module in ("ckpt_tools.io.safetensors_io", "ckpt_tools.commands.convert"):
         mod = importlib.import_module(module)
         if hasattr(mod, "CHUNK_BYTES"):
             monkeypatch.setattr(mod, "CHUNK_BYTES", 4096)

@@ -67,7 +67,7 @@ def test_a_submodule_import_never_shadows_a_call():
             f"ckpt_tools.{name}") else None
         assert first is getattr(ckpt_tools, name), name
         assert not isinstance(first, types.ModuleType), name
-    from ckpt_tools.validate import ValidationReport  # the module stays importable
+    from ckpt_tools.commands.validate import ValidationReport  # the module stays importable
     assert ValidationReport is ckpt_tools.ValidationReport
 
 

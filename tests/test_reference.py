@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from conftest import NEEDS_REFERENCE
 
-from ckpt_tools.checkpoint import Checkpoint
-from ckpt_tools.config import parse_config
+from ckpt_tools.inventory.checkpoint import Checkpoint
+from ckpt_tools.configs.parse import parse_config
 from ckpt_tools.errors import ConfigError, MissingTensorError, ShapeMismatchError
 from ckpt_tools.reference import Model, Weights, deepseek, forward
 from ckpt_tools.reference.deepseek import apply_rope, route
-from ckpt_tools.tiny import make_tiny, tiny_config
+from ckpt_tools.commands.tiny import make_tiny, tiny_config
 
 GOLDEN = Path(__file__).parent / "data" / "reference_logits.npz"
 TOKENS = [0, 15, 3, 7, 100, 200, 5, 9, 11, 300, 42, 64]

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 from fake_hub import FakeHub, point_client_at
 
-from ckpt_tools.checkpoint import Checkpoint
-from ckpt_tools.diff import diff
+from ckpt_tools.inventory.checkpoint import Checkpoint
+from ckpt_tools.commands.diff import diff
 from ckpt_tools.errors import CkptError, FormatError, HubError
-from ckpt_tools.info import describe
+from ckpt_tools.commands.info import describe
 from ckpt_tools.remote import byte_source
 from ckpt_tools.remote import stores as remote
 from ckpt_tools.remote.path import RemotePath
 from ckpt_tools.remote.stores import HEADER_PROBE_BYTES, as_path, parse_hf_url
-from ckpt_tools.safetensors_io import read_header
-from ckpt_tools.tiny import make_tiny
-from ckpt_tools.validate import validate
-from ckpt_tools.verify import forward, verify
+from ckpt_tools.io.safetensors_io import read_header
+from ckpt_tools.commands.tiny import make_tiny
+from ckpt_tools.commands.validate import validate
+from ckpt_tools.commands.verify import forward, verify
 
 REPO = "org/tiny-v3"
 
@@ -278,7 +278,7 @@ def test_verify_reads_only_touched_tensors_and_selected_experts(hub, sources, mo
 
 
 def test_prefetch_reads_small_tensors_ahead_once(hub, sources, monkeypatch):
-    from ckpt_tools import checkpoint
+    from ckpt_tools.inventory import checkpoint
 
     monkeypatch.setattr(byte_source, "READAHEAD_BYTES", 0)
     monkeypatch.setattr(checkpoint, "PREFETCH_MAX_BYTES", 4096)

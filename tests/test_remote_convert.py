@@ -12,14 +12,14 @@ import pytest
 from fake_hub import FakeHub
 from test_remote import loopback_only, tensors_read  # noqa: F401  (autouse fixture)
 
-from ckpt_tools.convert import quantize, upcast
-from ckpt_tools.fault_injection import ENV_VAR
-from ckpt_tools.output import JOURNAL_FILE, SOURCE_COPY_DIR
+from ckpt_tools.commands.convert import quantize, upcast
+from ckpt_tools.execution.fault_injection import ENV_VAR
+from ckpt_tools.io.output import JOURNAL_FILE, SOURCE_COPY_DIR
 from ckpt_tools.remote import stores as remote
 from ckpt_tools.remote.verified import VERIFY_ENV
-from ckpt_tools.reshard import reshard_by_size, to_deepseek_mp
-from ckpt_tools.safetensors_io import read_header
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.commands.reshard import reshard_by_size, to_deepseek_mp
+from ckpt_tools.io.safetensors_io import read_header
+from ckpt_tools.commands.tiny import make_tiny
 
 REPORTS = {"reshard-report.json"}  # name the source and time the run: differ by design
 

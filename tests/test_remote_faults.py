@@ -11,13 +11,13 @@ import pytest
 from fake_hub import FakeHub, point_client_at
 from test_remote import loopback_only  # noqa: F401  (autouse fixture)
 
-from ckpt_tools.checkpoint import Checkpoint
+from ckpt_tools.inventory.checkpoint import Checkpoint
 from ckpt_tools.cli import cli
-from ckpt_tools.download import download
+from ckpt_tools.commands.download import download
 from ckpt_tools.errors import ArgumentError, HubError
 from ckpt_tools.remote import byte_source
 from ckpt_tools.remote.byte_source import remote_timeouts
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.commands.tiny import make_tiny
 
 REPO = "org/tiny"
 SHARD = "model-00001-of-00002.safetensors"

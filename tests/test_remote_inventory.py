@@ -8,13 +8,13 @@ import json
 import pytest
 from test_remote import REPO, hub, loopback_only, shard_reads  # noqa: F401, F811  (fixtures)
 
-from ckpt_tools.checkpoint import Checkpoint
+from ckpt_tools.inventory.checkpoint import Checkpoint
 from ckpt_tools.errors import CkptError
-from ckpt_tools.inventory import inspect, open_checkpoint, require
-from ckpt_tools.reader_pool import ReaderPool
+from ckpt_tools.inventory.inspect import inspect, open_checkpoint, require
+from ckpt_tools.io.reader_pool import ReaderPool
 from ckpt_tools.remote.path import RemotePath
 from ckpt_tools.remote.stores import HEADER_PROBE_BYTES
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.commands.tiny import make_tiny
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,8 @@ def test_open_checkpoint_reads_remote_tensors_by_range(hub, sources):
 
 
 def test_model_parallel_remote_source_is_inspected_and_read_as_local(hub, sources, tmp_path):
-    from ckpt_tools.mp_layout import MpCheckpoint
-    from ckpt_tools.reshard import to_deepseek_mp
+    from ckpt_tools.inventory.mp_layout import MpCheckpoint
+    from ckpt_tools.commands.reshard import to_deepseek_mp
 
     make_tiny(tmp_path / "bf16", "v3", shards=2, seed=2)
     mp = tmp_path / "mp"

@@ -15,14 +15,14 @@ from fake_hub import FakeHub
 from test_remote import loopback_only  # noqa: F401  (autouse fixture)
 from test_remote_convert import files_of
 
-from ckpt_tools.convert import upcast
+from ckpt_tools.commands.convert import upcast
 from ckpt_tools.errors import OutputError
-from ckpt_tools.info import describe
+from ckpt_tools.commands.info import describe
 from ckpt_tools.remote.path import RemotePath
 from ckpt_tools.remote.stores import open_remote
-from ckpt_tools.tiny import make_tiny
-from ckpt_tools.validate import validate
-from ckpt_tools.verify import forward
+from ckpt_tools.commands.tiny import make_tiny
+from ckpt_tools.commands.validate import validate
+from ckpt_tools.commands.verify import forward
 
 sys.path.insert(0, str(Path(__file__).parent))
 from v4_tiny import hub_config, hub_tensors, quantized_tensors, write_checkpoint  # noqa: E402
@@ -112,7 +112,7 @@ def test_v4_writers_read_a_remote_source_like_disk(hub, sources, tmp_path):
     pickled to worker processes) and both reshard directions (families/deepseek_v4/mp), the
     same bytes as from disk; V4MpCheckpoint reads remote rank files by range."""
     from ckpt_tools.reference.v4_checkpoint import V4MpCheckpoint
-    from ckpt_tools.reshard import from_deepseek_mp, to_deepseek_mp
+    from ckpt_tools.commands.reshard import from_deepseek_mp, to_deepseek_mp
 
     local = sources / "v4-flash"
     hub.add_commit("org/v4-flash", local)

@@ -18,15 +18,15 @@ boto3 = pytest.importorskip("boto3")
 
 from test_remote import loopback_only  # noqa: E402,F401  (autouse fixture)
 
-from ckpt_tools.checkpoint import Checkpoint  # noqa: E402
-from ckpt_tools.convert import upcast  # noqa: E402
+from ckpt_tools.inventory.checkpoint import Checkpoint  # noqa: E402
+from ckpt_tools.commands.convert import upcast  # noqa: E402
 from ckpt_tools.errors import FormatError, OutputError  # noqa: E402
-from ckpt_tools.fault_injection import ENV_VAR  # noqa: E402
-from ckpt_tools.output import JOURNAL_FILE  # noqa: E402
+from ckpt_tools.execution.fault_injection import ENV_VAR  # noqa: E402
+from ckpt_tools.io.output import JOURNAL_FILE  # noqa: E402
 from ckpt_tools.remote import stores as remote  # noqa: E402
-from ckpt_tools.safetensors_io import parse_header_bytes  # noqa: E402
-from ckpt_tools.tiny import make_tiny  # noqa: E402
-from ckpt_tools.validate import validate  # noqa: E402
+from ckpt_tools.io.safetensors_io import parse_header_bytes  # noqa: E402
+from ckpt_tools.commands.tiny import make_tiny  # noqa: E402
+from ckpt_tools.commands.validate import validate  # noqa: E402
 
 BUCKET = "ckpt"
 
@@ -115,7 +115,7 @@ def test_upcast_s3_to_s3_equals_local(s3, local):
 
 
 def test_reshard_s3_to_s3_equals_local(s3, local, tmp_path):
-    from ckpt_tools.reshard import reshard_by_size
+    from ckpt_tools.commands.reshard import reshard_by_size
 
     report = reshard_by_size(f"s3://{s3.bucket}/src", f"s3://{s3.bucket}/resharded", 150_000,
                              workers=1)
@@ -132,7 +132,7 @@ def test_reshard_s3_to_s3_equals_local(s3, local, tmp_path):
 def test_v4_writers_to_s3_equal_local(s3, tmp_path):
     """DeepSeek-V4's upcast (whole files staged, not parts) and rank files go to an object
     store as V2/V3's do."""
-    from ckpt_tools.reshard import to_deepseek_mp
+    from ckpt_tools.commands.reshard import to_deepseek_mp
 
     src = make_tiny(tmp_path / "v4", "v4-flash", fp8=True, shards=3).path
     upcast(src, f"s3://{s3.bucket}/v4-bf16", workers=2)

@@ -6,7 +6,7 @@ import numpy as np
 
 import ckpt_tools
 from ckpt_tools.error_report import ErrorReport
-from ckpt_tools.index import INDEX_FILE, read_index
+from ckpt_tools.io.index import INDEX_FILE, read_index
 
 
 def _truncate_a_shard(ckpt):
@@ -55,7 +55,7 @@ def test_a_download_with_a_corrupt_file_is_not_ok():
         repo_id="org/name", revision="main", commit="0" * 40, mode="full", destination="/x",
         files=[], total_bytes=10, lfs_bytes=10, download_bytes=10, repo_files=1, repo_bytes=10,
         fits=True)
-    from ckpt_tools.download import FileResult
+    from ckpt_tools.commands.download import FileResult
 
     good = FileResult(path="a", size=1, check="size", status="verified", transferred=1)
     bad = good.model_copy(update={"status": "corrupt"})

@@ -11,16 +11,16 @@ import os
 import numpy as np
 import pytest
 
-from ckpt_tools import reshard_write
-from ckpt_tools.checkpoint import Checkpoint
-from ckpt_tools.config import read_config_file
-from ckpt_tools.dtypes import DTYPES
+from ckpt_tools.commands import reshard_write
+from ckpt_tools.inventory.checkpoint import Checkpoint
+from ckpt_tools.configs.parse import read_config_file
+from ckpt_tools.io.dtypes import DTYPES
 from ckpt_tools.errors import ConfigError, FormatError, VerificationError
 from ckpt_tools.families import family_of
-from ckpt_tools.index import INDEX_FILE, SINGLE_FILE, read_index
-from ckpt_tools.mp_layout import MP_FAMILIES, MpCheckpoint, MpLayout
+from ckpt_tools.io.index import INDEX_FILE, SINGLE_FILE, read_index
+from ckpt_tools.inventory.mp_layout import MP_FAMILIES, MpCheckpoint, MpLayout
 from ckpt_tools.presets import all_presets, find_preset
-from ckpt_tools.reshard import (
+from ckpt_tools.commands.reshard import (
     REPORT_FILE,
     ReshardReport,
     from_deepseek_mp,
@@ -29,11 +29,11 @@ from ckpt_tools.reshard import (
     reshard_by_size,
     to_deepseek_mp,
 )
-from ckpt_tools.reshard_plan import pack_by_size, plan_reshard, prove_coverage
-from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
-from ckpt_tools.tensor_plan import TensorPlan
+from ckpt_tools.commands.reshard_plan import pack_by_size, plan_reshard, prove_coverage
+from ckpt_tools.io.safetensors_io import SafetensorsReader, read_header, write_safetensors
+from ckpt_tools.inventory.tensor_plan import TensorPlan
 
-reshard_mod = importlib.import_module("ckpt_tools.reshard")  # ckpt_tools.reshard is the function
+reshard_mod = importlib.import_module("ckpt_tools.commands.reshard")  # ckpt_tools.reshard is the function
 
 # Tiny FP8 widths whose column/row splits fall on 128-wide scale blocks for N = 2, as V3's
 # do for N = 16 (the default tiny widths are below one block, so only N = 1 splits them).
@@ -495,7 +495,7 @@ def test_copy_paths_give_the_same_bytes(make_ckpt, tmp_path, monkeypatch, path):
 
 @pytest.mark.parametrize("preset,fp8", [("v2-lite", False), ("v3", True)])
 def test_every_output_passes_validate(make_ckpt, tmp_path, preset, fp8):
-    validate = pytest.importorskip("ckpt_tools.validate").validate
+    validate = pytest.importorskip("ckpt_tools.commands.validate").validate
     src = make_ckpt(preset, fp8=fp8, overrides=FP8_MP_WIDTHS if fp8 else None)
     reshard_by_size(src, tmp_path / "size", 50_000)
     to_deepseek_mp(src, tmp_path / "mp", 2)

@@ -16,7 +16,7 @@ import pydantic
 import pytest
 
 import ckpt_tools
-from ckpt_tools.config_reading import ConfigReading
+from ckpt_tools.configs.reading import ConfigReading
 from ckpt_tools.results import Result
 from ckpt_tools.schemas import CONFIG_MODELS, PUBLIC_MODELS, _load
 

@@ -13,9 +13,9 @@ from conftest import NEEDS_REFERENCE
 from safetensors.numpy import load_file as st_load_numpy
 from safetensors.numpy import save_file as st_save_numpy
 
-from ckpt_tools.dtypes import DTYPES
+from ckpt_tools.io.dtypes import DTYPES
 from ckpt_tools.errors import FormatError
-from ckpt_tools.safetensors_io import (
+from ckpt_tools.io.safetensors_io import (
     MAX_HEADER_BYTES,
     SafetensorsReader,
     SafetensorsWriter,

@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-from ckpt_tools import convert, quantize, upcast, validate, value_scan
+from ckpt_tools.commands import convert, value_scan
+from ckpt_tools import quantize, upcast, validate
 
 
 def _files(root):
@@ -61,9 +62,9 @@ def test_split_pieces_covers_every_byte_once():
 def test_reshard_in_parts_writes_the_same_bytes(make_ckpt, tmp_path, monkeypatch, buffered):
     """By size, to deepseek-mp (column slices) and back (rank pieces interleaved, replicas
     compared): many jobs per file, through the kernel or through buffers, same bytes."""
-    reshard_mod = importlib.import_module("ckpt_tools.reshard")
-    from ckpt_tools import reshard_write
-    from ckpt_tools.reshard import from_deepseek_mp, reshard_by_size, to_deepseek_mp
+    reshard_mod = importlib.import_module("ckpt_tools.commands.reshard")
+    from ckpt_tools.commands import reshard_write
+    from ckpt_tools.commands.reshard import from_deepseek_mp, reshard_by_size, to_deepseek_mp
 
     ck = make_ckpt("v3", shards=1)
     runs = {"size": lambda d: reshard_by_size(ck, d, 10**9),
@@ -82,8 +83,8 @@ def test_reshard_in_parts_writes_the_same_bytes(make_ckpt, tmp_path, monkeypatch
 
 
 def test_reshard_parts_with_two_workers_write_the_same_bytes(make_ckpt, tmp_path, monkeypatch):
-    reshard_mod = importlib.import_module("ckpt_tools.reshard")
-    from ckpt_tools.reshard import to_deepseek_mp
+    reshard_mod = importlib.import_module("ckpt_tools.commands.reshard")
+    from ckpt_tools.commands.reshard import to_deepseek_mp
 
     ck = make_ckpt("v3", shards=1)
     to_deepseek_mp(ck, tmp_path / "one", 2, workers=1)
@@ -96,8 +97,8 @@ def test_reshard_parts_with_two_workers_write_the_same_bytes(make_ckpt, tmp_path
 def test_source_runs_of_any_range_are_the_runs_of_the_whole():
     """Bytes [a, b) of an output tensor map to the same source bytes as in the whole: a
     column slice (one run per row) and rank pieces of unequal runs interleaved."""
-    from ckpt_tools.reshard_plan import OutTensor, Part
-    from ckpt_tools.reshard_write import source_runs
+    from ckpt_tools.commands.reshard_plan import OutTensor, Part
+    from ckpt_tools.commands.reshard_write import source_runs
 
     shapes = {"w": (6, 10), "p0": (6, 3), "p1": (6, 5)}
     column = OutTensor("c", "BF16", (6, 4), (Part("f", "w", 1, 3, 7),))

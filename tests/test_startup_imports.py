@@ -18,7 +18,7 @@ from ckpt_tools.cli import COMMANDS, SUMMARIES, cli
 HEAVY = ("numpy", "ml_dtypes", "huggingface_hub", "fsspec", "torch", "ray")
 # Local work needs neither the Hub glue nor thread or process pools (remote header
 # prefetch, the executors)
-REMOTE_ONLY = ("ckpt_tools.hub", "concurrent.futures")
+REMOTE_ONLY = ("ckpt_tools.io.hub", "concurrent.futures")
 PROBE = r"""
 import contextlib, io, json, sys
 from ckpt_tools.cli import cli

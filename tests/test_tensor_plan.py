@@ -5,7 +5,7 @@ import math
 import pytest
 
 from ckpt_tools.presets import find_preset
-from ckpt_tools.tensor_plan import TensorPlan
+from ckpt_tools.inventory.tensor_plan import TensorPlan
 
 
 def plan(name, layout=None):
@@ -88,7 +88,7 @@ def test_bf16_layout_of_v3_has_no_scales_but_keeps_f32_bias():
 
 
 def test_mtp_layer_is_derived_from_num_hidden_layers():
-    from ckpt_tools.config import parse_config
+    from ckpt_tools.configs.parse import parse_config
     raw = dict(find_preset("v3").raw_config, num_hidden_layers=10)
     p = TensorPlan(parse_config(raw))
     mtp = {s.layer for s in p.specs if s.mtp}
@@ -98,7 +98,7 @@ def test_mtp_layer_is_derived_from_num_hidden_layers():
 
 
 def test_moe_layer_freq_places_dense_layers():
-    from ckpt_tools.config import parse_config
+    from ckpt_tools.configs.parse import parse_config
     raw = dict(find_preset("v2-lite").raw_config, num_hidden_layers=6, moe_layer_freq=2)
     p = TensorPlan(parse_config(raw))
     dense = {s.layer for s in p.specs if s.component == "dense_mlp"}

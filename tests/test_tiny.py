@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import safetensors
 
-from ckpt_tools.checkpoint import Checkpoint
+from ckpt_tools.inventory.checkpoint import Checkpoint
 from ckpt_tools.errors import ConfigError, OutputError
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.commands.tiny import make_tiny
 
 
 def digest(path):
@@ -64,7 +64,7 @@ def test_structural_features_kept(make_ckpt):
 
 
 def test_fp8_values_dequantise_close_to_the_generated_weights(make_ckpt):
-    from ckpt_tools.tiny import tensor_value
+    from ckpt_tools.commands.tiny import tensor_value
     path = make_ckpt("v3", fp8=True)
     with Checkpoint(path) as ck:
         spec = ck.plan.by_name["model.layers.0.self_attn.kv_b_proj.weight"]
@@ -113,11 +113,11 @@ def test_values_are_generated_in_bounded_chunks_with_the_same_bytes(monkeypatch)
     values of one whole-tensor draw, so checkpoints do not depend on the chunk size."""
     import importlib
 
-    from ckpt_tools.config import parse_config
-    from ckpt_tools.tensor_plan import TensorPlan
-    from ckpt_tools.tiny import tiny_config, value_chunks
+    from ckpt_tools.configs.parse import parse_config
+    from ckpt_tools.inventory.tensor_plan import TensorPlan
+    from ckpt_tools.commands.tiny import tiny_config, value_chunks
 
-    module = importlib.import_module("ckpt_tools.tiny")
+    module = importlib.import_module("ckpt_tools.commands.tiny")
     spec = TensorPlan(parse_config(tiny_config("v3"))).by_name["model.embed_tokens.weight"]
     whole = np.concatenate(list(value_chunks(spec, 3)))
     monkeypatch.setattr(module, "CHUNK_ELEMENTS", 96 * 128)  # one 128-row block per chunk

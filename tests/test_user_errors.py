@@ -7,7 +7,7 @@ import pytest
 
 import ckpt_tools
 from ckpt_tools.errors import ArgumentError, FormatError, OfflineError, OutputError
-from ckpt_tools.safetensors_io import read_header
+from ckpt_tools.io.safetensors_io import read_header
 
 
 @pytest.mark.parametrize("content, kind", [

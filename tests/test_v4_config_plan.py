@@ -13,11 +13,11 @@ import json
 
 import pytest
 
-from ckpt_tools.config import parse_config
+from ckpt_tools.configs.parse import parse_config
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.presets import find_preset
-from ckpt_tools.config_v4 import DeepseekV4Config
-from ckpt_tools.tensor_plan import plan_for
+from ckpt_tools.configs.v4 import DeepseekV4Config
+from ckpt_tools.inventory.tensor_plan import plan_for
 from ckpt_tools.families.deepseek_v4.tensor_plan import V4TensorPlan
 
 

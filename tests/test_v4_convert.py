@@ -8,13 +8,13 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from ckpt_tools.convert import quantize, upcast
+from ckpt_tools.commands.convert import quantize, upcast
 from ckpt_tools.errors import ArgumentError, MissingTensorError
-from ckpt_tools.index import INDEX_FILE, read_index
-from ckpt_tools.safetensors_io import SafetensorsReader
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.io.index import INDEX_FILE, read_index
+from ckpt_tools.io.safetensors_io import SafetensorsReader
+from ckpt_tools.commands.tiny import make_tiny
 from ckpt_tools.formats.mxfp4 import dequantize_fp4, dequantize_fp8
-from ckpt_tools.validate import validate
+from ckpt_tools.commands.validate import validate
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 
@@ -85,7 +85,7 @@ def test_repack_fp4_experts_to_fp8_is_lossless(fp4_src, tmp_path):
 def test_missing_scale_refused_before_writing(fp4_src, tmp_path):
     import shutil
 
-    from ckpt_tools.index import ShardIndex, write_index
+    from ckpt_tools.io.index import ShardIndex, write_index
 
     ck = tmp_path / "ck"
     shutil.copytree(fp4_src, ck)
@@ -104,8 +104,8 @@ def test_missing_scale_refused_before_writing(fp4_src, tmp_path):
 def test_missing_scale_is_named(fp4_src, tmp_path):
     import shutil
 
-    from ckpt_tools.index import ShardIndex, write_index
-    from ckpt_tools.safetensors_io import write_safetensors
+    from ckpt_tools.io.index import ShardIndex, write_index
+    from ckpt_tools.io.safetensors_io import write_safetensors
 
     ck = tmp_path / "ck"
     shutil.copytree(fp4_src, ck)
@@ -166,7 +166,7 @@ def test_hf_layout_names_and_validate(fp4_src, tmp_path):
 def test_nan_scale_stops_upcast(fp4_src, tmp_path, run_cli):
     import shutil
 
-    from ckpt_tools.safetensors_io import write_safetensors
+    from ckpt_tools.io.safetensors_io import write_safetensors
 
     ck = tmp_path / "ck"
     shutil.copytree(fp4_src, ck)

@@ -8,10 +8,10 @@ import json
 
 import pytest
 
-from ckpt_tools.config import parse_config
-from ckpt_tools.diff import diff
+from ckpt_tools.configs.parse import parse_config
+from ckpt_tools.commands.diff import diff
 from ckpt_tools.presets import find_preset
-from ckpt_tools.attention_cost import attention_flops, kv_cache_elements
+from ckpt_tools.figures.attention_cost import attention_flops, kv_cache_elements
 from ckpt_tools.families.deepseek_v4.diff import V4DiffReport
 
 

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from ckpt_tools.errors import ConfigError
-from ckpt_tools.index import INDEX_FILE, read_index
-from ckpt_tools.reshard import from_deepseek_mp, reshard_by_size, to_deepseek_mp
-from ckpt_tools.safetensors_io import SafetensorsReader
-from ckpt_tools.tiny import make_tiny
-from ckpt_tools.validate import validate
+from ckpt_tools.io.index import INDEX_FILE, read_index
+from ckpt_tools.commands.reshard import from_deepseek_mp, reshard_by_size, to_deepseek_mp
+from ckpt_tools.io.safetensors_io import SafetensorsReader
+from ckpt_tools.commands.tiny import make_tiny
+from ckpt_tools.commands.validate import validate
 
 DIMS = {"embed": 0, "head": 0, "wq_b": 0, "wo_a": 0, "wo_b": 1, "attn_sink": 0,
         "weights_proj": 0}
@@ -123,7 +123,7 @@ def test_validate_v4_rank_files(src, tmp_path):
     to_deepseek_mp(src, tmp_path / "mp", 2)
     report = validate(tmp_path / "mp", deep=True)
     assert report.findings == [] and "plan" in report.checks
-    from ckpt_tools.safetensors_io import write_safetensors
+    from ckpt_tools.io.safetensors_io import write_safetensors
 
     rank1 = tmp_path / "mp" / "model1-mp2.safetensors"
     with SafetensorsReader(rank1) as r:

@@ -9,12 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
-from ckpt_tools.config import parse_config
-from ckpt_tools.index import INDEX_FILE, ShardIndex, read_index, write_index
-from ckpt_tools.safetensors_io import SafetensorsReader, read_header, write_safetensors
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.configs.parse import parse_config
+from ckpt_tools.io.index import INDEX_FILE, ShardIndex, read_index, write_index
+from ckpt_tools.io.safetensors_io import SafetensorsReader, read_header, write_safetensors
+from ckpt_tools.commands.tiny import make_tiny
 from ckpt_tools.families.deepseek_v4.tensor_plan import V4TensorPlan
-from ckpt_tools.validate import validate
+from ckpt_tools.commands.validate import validate
 
 
 @pytest.fixture(scope="session")

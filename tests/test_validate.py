@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 from conftest import reindex
 
-from ckpt_tools.checkpoint import Checkpoint
+from ckpt_tools.inventory.checkpoint import Checkpoint
 from ckpt_tools.errors import ConfigError, FormatError
-from ckpt_tools.index import INDEX_FILE, SINGLE_FILE, read_index
-from ckpt_tools.manifest import MANIFEST_FILE, read_manifest
-from ckpt_tools.safetensors_io import SafetensorsReader, write_safetensors
-from ckpt_tools.tensor_plan import SCALE_SUFFIX
-from ckpt_tools.tiny import make_tiny
-from ckpt_tools.validate import CODES, ValidationReport, validate
+from ckpt_tools.io.index import INDEX_FILE, SINGLE_FILE, read_index
+from ckpt_tools.io.manifest import MANIFEST_FILE, read_manifest
+from ckpt_tools.io.safetensors_io import SafetensorsReader, write_safetensors
+from ckpt_tools.inventory.tensor_plan import SCALE_SUFFIX
+from ckpt_tools.commands.tiny import make_tiny
+from ckpt_tools.commands.validate import CODES, ValidationReport, validate
 
 
 # -- fixtures and surgery ---------------------------------------------------------------
@@ -522,7 +522,7 @@ FP8_MP_WIDTHS = dict(num_attention_heads=16, num_key_value_heads=16, qk_nope_hea
 
 @pytest.fixture(scope="session")
 def pristine_mp(pristine, tmp_path_factory):
-    from ckpt_tools.reshard import to_deepseek_mp
+    from ckpt_tools.commands.reshard import to_deepseek_mp
 
     root = tmp_path_factory.mktemp("pristine-mp")
     fp8 = make_tiny(root / "fp8", "v3", fp8=True, overrides=FP8_MP_WIDTHS).path
@@ -581,15 +581,15 @@ def test_model_parallel_missing_rank_and_stray_files(mp_copy):
 # -- the value scan's bit arithmetic ----------------------------------------------------
 @pytest.mark.parametrize("dtype", ["F64", "F32", "F16", "BF16", "F8_E5M2"])
 def test_value_counts_on_raw_bits(dtype):
-    from ckpt_tools.dtypes import DTYPES
-    from ckpt_tools.value_scan import value_counts
+    from ckpt_tools.io.dtypes import DTYPES
+    from ckpt_tools.commands.value_scan import value_counts
 
     x = np.array([0.0, -0.0, 1.5, -2.0, np.nan, -np.nan, np.inf, -np.inf, np.inf, 3.0], np.float32)
     assert value_counts(x.astype(DTYPES[dtype].numpy).tobytes(), dtype) == (2, 3, 2)
 
 
 def test_value_counts_e4m3_nan_codes_and_scales():
-    from ckpt_tools.value_scan import bad_scale_count, value_counts
+    from ckpt_tools.commands.value_scan import bad_scale_count, value_counts
 
     codes_ = np.array([0x00, 0x80, 0x7F, 0xFF, 0x7E, 0xFE, 0x01], np.uint8)  # 0x7E = 448
     assert value_counts(codes_.tobytes(), "F8_E4M3") == (2, 0, 2)
@@ -602,7 +602,7 @@ def test_value_counts_e4m3_nan_codes_and_scales():
 def test_deep_scan_in_parts_finds_the_same(copy_of, monkeypatch):
     """Shards are scanned in parts (jobs of about SCAN_PART_BYTES): the same findings, in
     the same order, as one job per shard; each shard is listed once per node."""
-    from ckpt_tools import value_scan
+    from ckpt_tools.commands import value_scan
 
     ck = copy_of("bf16")
     nan_in_weight(ck)

@@ -10,17 +10,17 @@ import numpy as np
 import pytest
 from conftest import flip_sign_on_disk
 
-from ckpt_tools.checkpoint import Checkpoint
+from ckpt_tools.inventory.checkpoint import Checkpoint
 from ckpt_tools.errors import ConfigError
 from ckpt_tools.reference import Model, deepseek
-from ckpt_tools.verify import forward, open_tensor_source, verify
+from ckpt_tools.commands.verify import forward, open_tensor_source, verify
 
 TOKENS = "0,15,3,7,100,200,5,9,11,300"
 IDS = [int(t) for t in TOKENS.split(",")]
 
 
 def test_fp8_checkpoint_verifies_against_its_bf16_upcast(make_ckpt, run_cli, tmp_path):
-    convert = pytest.importorskip("ckpt_tools.convert")
+    convert = pytest.importorskip("ckpt_tools.commands.convert")
     fp8 = make_ckpt("v3", fp8=True)
     bf16 = tmp_path / "upcast"
     convert.upcast(fp8, bf16, workers=1)
@@ -37,7 +37,7 @@ def test_fp8_checkpoint_verifies_against_its_bf16_upcast(make_ckpt, run_cli, tmp
 
 
 def test_hf_checkpoint_verifies_exactly_against_its_deepseek_mp_reshard(make_ckpt, tmp_path):
-    reshard = pytest.importorskip("ckpt_tools.reshard")
+    reshard = pytest.importorskip("ckpt_tools.commands.reshard")
     hf = make_ckpt("v3")
     mp = tmp_path / "mp"
     reshard.to_deepseek_mp(hf, mp, 2)

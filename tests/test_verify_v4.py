@@ -16,9 +16,9 @@ from conftest import NEEDS_REFERENCE
 
 from ckpt_tools.reference import deepseek_v4
 from ckpt_tools.reference.v4_checkpoint import V4Checkpoint
-from ckpt_tools.safetensors_io import read_header
+from ckpt_tools.io.safetensors_io import read_header
 from ckpt_tools.families.deepseek_v4 import hf_name
-from ckpt_tools.verify import forward, open_tensor_source, reference_model, verify
+from ckpt_tools.commands.verify import forward, open_tensor_source, reference_model, verify
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_progress import Recorder  # noqa: E402

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ckpt_tools.fault_injection import ENV_VAR, HANG_AFTER_VAR
-from ckpt_tools.tiny import make_tiny
+from ckpt_tools.execution.fault_injection import ENV_VAR, HANG_AFTER_VAR
+from ckpt_tools.commands.tiny import make_tiny
 
 WORKER_GRACE_SECONDS = 1.0  # the bound: no worker outlives its run by more than this
 

@@ -72,7 +72,7 @@ def namespace(config: dict) -> SimpleNamespace:
 
 
 def _plan(c: dict, layout: str):
-    from ckpt_tools.config import parse_config
+    from ckpt_tools.configs.parse import parse_config
     from ckpt_tools.families.deepseek_v4.tensor_plan import V4TensorPlan
 
     return V4TensorPlan(parse_config(c, source="tiny V4 config"), layout)
@@ -151,8 +151,8 @@ def quantized_tensors(c: dict, tensors: dict[str, np.ndarray]) -> dict[str, np.n
 def write_checkpoint(path: Path, config: dict, tensors: dict[str, np.ndarray],
                      shards: int = 2) -> Path:
     """config.json, `shards` safetensors files and an index, any dtypes."""
-    from ckpt_tools.index import ShardIndex, shard_file_name, write_index
-    from ckpt_tools.safetensors_io import write_safetensors
+    from ckpt_tools.io.index import ShardIndex, shard_file_name, write_index
+    from ckpt_tools.io.safetensors_io import write_safetensors
 
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.json").write_text(json.dumps(config, indent=2))

@@ -83,7 +83,7 @@ def progress():
 
 
 class BarProgress:
-    """`ckpt_tools.progress.Progress` drawn with tqdm (a huggingface_hub dependency, so
+    """`ckpt_tools.execution.progress.Progress` drawn with tqdm (a huggingface_hub dependency, so
     always installed), imported only when a bar is drawn."""
 
     def __init__(self, delay: float = SHOW_AFTER) -> None:

@@ -63,7 +63,7 @@ def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite
       ckpt upcast ./DeepSeek-V4-Flash ./V4-bf16 --layout hf --workers 4
       ckpt upcast ./weights-only ./V3-bf16 --config v3
     """
-    from ..convert import upcast as run
+    from ..commands.convert import upcast as run
 
     report = run(src, dst, dtype=dtype, workers=workers, max_shard_size=max_shard_size,
                  overwrite=overwrite, allow_copy=allow_copy, progress=progress(),
@@ -107,7 +107,7 @@ def quantize(src, dst, scale_fmt, expert_dtype, workers, executor, overwrite, co
       ckpt quantize ./V3-bf16 ./V3-fp8
       ckpt quantize ./V3.1-bf16 ./V3.1-fp8 --scale-fmt ue8m0
     """
-    from ..convert import quantize as run
+    from ..commands.convert import quantize as run
 
     report = run(src, dst, scale_fmt=scale_fmt, workers=workers, overwrite=overwrite,
                  progress=progress(), executor=executor, expert_dtype=expert_dtype,

@@ -1,6 +1,6 @@
 """`ckpt diff A B`: what changed between two DeepSeek architectures or checkpoints.
 
-The report is built once (`ckpt_tools.diff.diff`) and rendered three ways: an aligned
+The report is built once (`ckpt_tools.commands.diff.diff`) and rendered three ways: an aligned
 terminal report with the headline numbers first, `--markdown` for an issue or a model
 card, `--json` (one document, the DiffReport schema).
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from ..config_diff import CONCERN_TITLES
+from ..commands.config_diff import CONCERN_TITLES
 from ..remote.stores import remote_spec
 from .conventions import json_mode, progress, standard_options
 from .plotting import plot_option, save_plot
@@ -335,7 +335,7 @@ def diff(a: str, b: str, markdown: bool, values: bool, remote: bool, context: in
     """
     if json_mode() and markdown:
         raise click.UsageError("--json and --markdown are mutually exclusive")
-    from ..diff import diff as run_diff
+    from ..commands.diff import diff as run_diff
 
     report = run_diff(remote_spec(a, remote), remote_spec(b, remote), values=values,
                       context=context, progress=progress() if values else None)

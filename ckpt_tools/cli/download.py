@@ -85,8 +85,8 @@ def download(repo_id, revision, local_dir, include, exclude, layers, config_only
     if layers and config_only:
         raise click.UsageError("--layers and --config-only exclude each other")
     # here, not at the top: `ckpt download --help` stays clear of the Hub client (~1 s)
-    from ..download import download as fetch_checkpoint
-    from ..download_plan import plan_download, require_fit
+    from ..commands.download import download as fetch_checkpoint
+    from ..commands.download_plan import plan_download, require_fit
 
     options = dict(revision=revision, local_dir=local_dir, include=include, exclude=exclude,
                    layers=layers, config_only=config_only, token=token, cache_dir=cache_dir)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..info import describe
+from ..commands.info import describe
 from ..presets import find_preset
 from ..remote.stores import remote_spec
 from .conventions import json_mode, note, standard_options

@@ -72,8 +72,8 @@ def make_tiny(dst, source, fp8, shards, seed, real_widths, overrides, expert_dty
       ckpt make-tiny /tmp/v4 --preset v4-flash --fp8 --expert-dtype fp8
       ckpt make-tiny /tmp/t --config ./my-finetune/ --set n_routed_experts=16
     """
-    from ..tiny import make_tiny as build  # here: `--help` stays clear of numpy
-    from ..tiny import tiny_plan
+    from ..commands.tiny import make_tiny as build  # here: `--help` stays clear of numpy
+    from ..commands.tiny import tiny_plan
 
     _, plan = tiny_plan(source, fp8=fp8, real_widths=real_widths, overrides=overrides,
                         expert_dtype=expert_dtype, shards=shards)  # every option checked

@@ -18,7 +18,7 @@ from .conventions import note
 def _check(_ctx, _param, value: Path | None) -> Path | None:
     if value is None:
         return None
-    from ..plot import PLOT_FORMATS, require_matplotlib
+    from ..commands.plot import PLOT_FORMATS, require_matplotlib
 
     if value.suffix.lower() not in PLOT_FORMATS:
         raise click.BadParameter(f"expected a file name ending in .png or .svg, got {value}")
@@ -35,10 +35,10 @@ plot_option = click.option(
 
 
 def save_plot(path: Path | None, figure: str, report) -> None:
-    """Draw `report` with `ckpt_tools.plot.<figure>` and write it to `path` (if given)."""
+    """Draw `report` with `ckpt_tools.commands.plot.<figure>` and write it to `path` (if given)."""
     if path is None:
         return
-    from .. import plot
+    from ..commands import plot
 
     plot.save_figure(getattr(plot, figure)(report), path)
     note(f"plot: wrote {path}")

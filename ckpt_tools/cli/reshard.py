@@ -105,7 +105,7 @@ def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_
 
     The coverage proof is also written beside DST, as DST.reshard-report.json.
     """
-    from ..reshard import reshard as run
+    from ..commands.reshard import reshard as run
 
     if to is None and max_shard_size is None:
         raise click.UsageError("pass --max-shard-size SIZE, --to deepseek-mp or --to hf")

@@ -6,9 +6,9 @@ import click
 
 from ..remote.path import is_remote
 from ..remote.stores import remote_spec
-from ..findings import cause_label
-from ..validate import CODES, Finding, ValidationReport
-from ..validate import validate as run_validate
+from ..inventory.findings import cause_label
+from ..commands.validate import CODES, Finding, ValidationReport
+from ..commands.validate import validate as run_validate
 from .conventions import json_mode, progress, standard_options
 from .render import CONFIG, EXECUTOR, echo_nodes, emit_json, human_bytes, remote_option, safe_name, say
 

@@ -10,9 +10,9 @@ import click
 import numpy as np
 
 from ..remote.stores import remote_spec
-from ..forward import ForwardReport, forward_outputs
-from ..verify import DEFAULT_ATOL, DEFAULT_RTOL
-from ..verify import verify as run_verify
+from ..commands.forward import ForwardReport, forward_outputs
+from ..commands.verify import DEFAULT_ATOL, DEFAULT_RTOL
+from ..commands.verify import verify as run_verify
 from .conventions import json_mode, note, progress, standard_options
 from .plotting import plot_option, save_plot
 from .render import CONFIG, emit_json, remote_option, say, table

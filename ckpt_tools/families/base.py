@@ -228,7 +228,7 @@ class Family:
 
 # Hooks every family has unless it names its own: the V2/V3 table-driven machinery.
 DEFAULT_HOOKS: dict[str, str] = {
-    "plan": "ckpt_tools.tensor_plan:TensorPlan",
+    "plan": "ckpt_tools.inventory.tensor_plan:TensorPlan",
     "decoder": "ckpt_tools.reference.deepseek:Model",
-    "summary": "ckpt_tools.info:summary",
+    "summary": "ckpt_tools.commands.info:summary",
 }

@@ -8,7 +8,7 @@ The names and the model-parallel rules are those of transformers' `modeling_deep
 
 from __future__ import annotations
 
-from ..config_models import DeepseekV2Config
+from ..configs.models import DeepseekV2Config
 from .base import (
     COLUMN,
     EXPERT,

@@ -6,7 +6,7 @@ V2's table, exists when `topk_method` is `noaux_tc` (a config field, not a famil
 
 from __future__ import annotations
 
-from ..config_models import DeepseekV3Config
+from ..configs.models import DeepseekV3Config
 from . import deepseek_v2
 from .base import Family, Wrapper
 

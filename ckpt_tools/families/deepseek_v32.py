@@ -7,7 +7,7 @@ BF16 without a scale; transformers keeps `weights_proj` in F32 (`alt_dtypes`).
 
 from __future__ import annotations
 
-from ..config_models import DeepseekV32Config
+from ..configs.models import DeepseekV32Config
 from . import deepseek_v3
 from .base import Family, Row, derive
 

@@ -14,8 +14,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import model_validator
 
-from ..config_defaults import HF_COMMON
-from ..config_models import DeepseekV3Config
+from ..configs.defaults import HF_COMMON
+from ..configs.models import DeepseekV3Config
 from . import deepseek_v3
 from .base import Family
 

@@ -14,9 +14,9 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ..config_defaults import CLASS_DEFAULTS as DEEPSEEK_CLASS_DEFAULTS
-from ..config_defaults import IMPLIED as DEEPSEEK_IMPLIED
-from ..config_models import DeepseekV32Config
+from ..configs.defaults import CLASS_DEFAULTS as DEEPSEEK_CLASS_DEFAULTS
+from ..configs.defaults import IMPLIED as DEEPSEEK_IMPLIED
+from ..configs.models import DeepseekV32Config
 from . import deepseek_v32
 from .base import Block, Family, derive
 

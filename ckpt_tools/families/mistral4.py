@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import model_serializer, model_validator
 
-from ..config_defaults import HF_COMMON
-from ..config_models import DeepseekConfigBase
+from ..configs.defaults import HF_COMMON
+from ..configs.models import DeepseekConfigBase
 from . import deepseek_v3
 from .base import Family, Row, derive
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..dtypes import DTYPES
+from ..io.dtypes import DTYPES
 from . import E8M0_EXPONENTS
 
 E8M0 = DTYPES["F8_E8M0"].numpy

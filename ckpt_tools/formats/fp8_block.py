@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ..dtypes import DTYPES
+from ..io.dtypes import DTYPES
 from ..errors import ShapeMismatchError
 from . import E4M3_MAX, FP8_BLOCK, block_grid
 from .kernels import compiled_for

@@ -13,7 +13,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from ..config import Config, parse_config
+from ..configs.parse import Config, parse_config
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from ..config import yarn_mscale
+from ..configs.parse import yarn_mscale
 from ..errors import ArgumentError, ConfigError
 from .weights import Config, TensorSource, Weights
 

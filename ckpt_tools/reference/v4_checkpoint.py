@@ -26,21 +26,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import read_config_file
-from ..config_v4 import DeepseekV4Config
-from ..dtypes import DTYPES
+from ..configs.parse import read_config_file
+from ..configs.v4 import DeepseekV4Config
+from ..io.dtypes import DTYPES
 from ..errors import ConfigError, FormatError, MissingTensorError, ShapeMismatchError
 from ..families.deepseek_v4 import EMBED, expert_of, hf_name, stacked_names
 from ..families.deepseek_v4.mp_layout import rank_pieces
 from ..families.deepseek_v4.tensor_plan import V4TensorPlan
 from ..formats import SCALE_SUFFIX, mp_scale_name
 from ..formats.mxfp4 import decode_rows
-from ..index import INDEX_FILE, SINGLE_FILE, read_index
-from ..mp_layout import find_mp_files
-from ..safe_paths import safe_member
-from ..safetensors_io import SafetensorsReader
-from ..source import Source
-from ..sources import CONFIG_FILE
+from ..io.index import INDEX_FILE, SINGLE_FILE, read_index
+from ..inventory.mp_layout import find_mp_files
+from ..io.safe_paths import safe_member
+from ..io.safetensors_io import SafetensorsReader
+from ..io.source import Source
+from ..configs.sources import CONFIG_FILE
 
 
 class _Where:

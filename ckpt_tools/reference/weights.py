@@ -1,7 +1,7 @@
 """Lazy, checked weight access for the reference forward pass.
 
 A `TensorSource` is anything with `.config`, `name in source` and `.read_float32(name)`
-(HF tensor names): `ckpt_tools.checkpoint.Checkpoint` for HF BF16 / F16 / F32 and block-FP8
+(HF tensor names): `ckpt_tools.inventory.checkpoint.Checkpoint` for HF BF16 / F16 / F32 and block-FP8
 (dequantised on the fly), the DeepSeek model-parallel reader for `model*-mp*` files.
 
 Nothing is read ahead: the forward pass asks for one tensor when it needs it and drops it
@@ -10,7 +10,7 @@ read row ranges (`read_float32_rows` + `shape_of`, as `Checkpoint` does) has its
 matrices streamed through a fixed budget of rows (`chunk_bytes`), which keeps an lm_head or
 a dense MLP of a 671B model out of memory as a whole.
 
-Names come from the families' rows by role (`ckpt_tools.modules`, as `ROLES`); each resolved
+Names come from the families' rows by role (`ckpt_tools.inventory.modules`, as `ROLES`); each resolved
 name must be in the config's `TensorPlan` and every array read must have the plan's shape,
 so a wrong or truncated tensor fails with its name before any math.
 """
@@ -22,11 +22,11 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from ..config import Config
+from ..configs.parse import Config
 from ..errors import MissingTensorError, ShapeMismatchError
 from ..formats import FP8_BLOCK
-from ..modules import roles
-from ..tensor_plan import TensorPlan
+from ..inventory.modules import roles
+from ..inventory.tensor_plan import TensorPlan
 
 
 @runtime_checkable

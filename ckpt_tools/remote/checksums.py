@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 
-from ..checksums import Problem
+from ..commands.checksums import Problem
 from ..errors import CkptError
-from ..progress import Progress
+from ..execution.progress import Progress
 from .path import RemotePath
 
 STREAM_BYTES = 16 << 20

@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from ..errors import ARGUMENT_PLACEHOLDER, OutputError
-from ..index import INDEX_FILE, write_json_atomic
-from ..output import (
+from ..io.index import INDEX_FILE, write_json_atomic
+from ..io.output import (
     JOURNAL_FILE,
     LOCK_FILE,
     SOURCE_COPY_DIR,
@@ -41,7 +41,7 @@ from ..output import (
     report_file,
     overwritten_names,
 )
-from ..ray_executor import require_ray
+from ..execution.ray_executor import require_ray
 from .path import RemotePath, is_remote
 from .stores import fsspec_for, open_remote, store_errors
 from .verified import CheckedCopies, hashed_files, verification_on

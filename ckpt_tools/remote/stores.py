@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CkptError, CredentialsError, FormatError, HubError, MissingDependencyError
-from ..safetensors_header import MAX_HEADER_BYTES
+from ..io.safetensors_header import MAX_HEADER_BYTES
 from .byte_source import (
     CONNECT_TIMEOUT_ENV,
     READ_TIMEOUT_ENV,
@@ -214,7 +214,7 @@ class _HubTree(_Tree):
     def _fetcher(self, url: str, path_in_repo: str, label: str, size: int):
         from huggingface_hub.utils import get_session, hf_raise_for_status
 
-        from ..hub import TRANSFER_ATTEMPTS, _hub_errors, is_timeout, with_retries
+        from ..io.hub import TRANSFER_ATTEMPTS, _hub_errors, is_timeout, with_retries
 
         def get(start: int, stop: int) -> tuple[bytes, str | None]:
             headers = {**self._auth, "Range": f"bytes={start}-{stop - 1}"}
@@ -259,7 +259,7 @@ def _unquote_etag(etag: str | None) -> str | None:
 def _open_hub(url: str) -> _HubTree:
     from huggingface_hub import HfApi, HfFileSystem
 
-    from ..hub import _hub_errors, hub_settings
+    from ..io.hub import _hub_errors, hub_settings
 
     loc = parse_hf_url(url)
     settings = hub_settings()
@@ -442,7 +442,7 @@ def reopen(ref: TreeRef) -> _Tree:
         if tree is None:
             files = dict(ref.files)
             if ref.commit is not None:  # the Hub: the URL names the commit
-                from ..hub import hub_settings
+                from ..io.hub import hub_settings
 
                 settings = hub_settings()
                 if ref.endpoint and ref.endpoint != settings.endpoint:

@@ -299,7 +299,7 @@ DEEPSEEK_V4 = Family(
         "diff": "ckpt_tools.families.deepseek_v4.diff:diff_v4",
         "tiny_config": "ckpt_tools.families.deepseek_v4.tiny:tiny_v4_config",
         "make_tiny": "ckpt_tools.families.deepseek_v4.tiny:make_tiny_v4",
-        "summary": "ckpt_tools.info:multi_stream_summary",
+        "summary": "ckpt_tools.commands.info:multi_stream_summary",
         "decoder": "ckpt_tools.reference.deepseek_v4:decoder",
         "reference_source": "ckpt_tools.reference.v4_checkpoint:open_source",
     })

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Literal
 
 from ...errors import CkptError
-from ...findings import Findings
+from ...inventory.findings import Findings
 from ...formats import block_grid, fp4_scale_shape
-from ...safetensors_io import TensorEntry
-from ...source import Source
-from ...config_v4 import DeepseekV4Config, ExpertDtype
+from ...io.safetensors_io import TensorEntry
+from ...io.source import Source
+from ...configs.v4 import DeepseekV4Config, ExpertDtype
 from . import EMBED, SCALE_DTYPE, TID2EID, row_of
 from .mp_layout import check_blocks, rank_pieces
 from .tensor_plan import (

@@ -30,10 +30,10 @@ from typing import Literal, NamedTuple
 import numpy as np
 from pydantic import Field
 
-from ... import part_writer
-from ...checkpoint import Checkpoint
-from ...convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, job_source
-from ...convert_output import (
+from ...io import part_writer
+from ...inventory.checkpoint import Checkpoint
+from ...commands.convert_jobs import PART_BYTES, STEP_BYTES, STEP_MEMORY, job_source
+from ...commands.convert_output import (
     FileWork,
     QuantizeReport,
     RoundTripError,
@@ -43,20 +43,20 @@ from ...convert_output import (
     copy_refusal,
     run_conversion,
 )
-from ...dtypes import DTYPES, itemsize
+from ...io.dtypes import DTYPES, itemsize
 from ...formats import E8M0_NAN, FP8_BLOCK, FP8_QUANTIZATION_CONFIG, mp_scale_name
 from ...formats import mxfp4 as mx
 from ...formats.round_trip import RoundTripStats
 from ...errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, UnexpectedTensorError
-from ...inventory import require
-from ...parallel import WORKER_MEMORY, ExecutorName
-from ...parallel import Job as ParallelJob
-from ...policy import Command
-from ...progress import Progress
-from ...reader_pool import ReaderPool
+from ...inventory.inspect import require
+from ...execution.parallel import WORKER_MEMORY, ExecutorName
+from ...execution.parallel import Job as ParallelJob
+from ...inventory.policy import Command
+from ...execution.progress import Progress
+from ...io.reader_pool import ReaderPool
 from ...remote.output import kept_files
-from ...safetensors_io import SafetensorsReader, SafetensorsWriter
-from ...source import Source
+from ...io.safetensors_io import SafetensorsReader, SafetensorsWriter
+from ...io.source import Source
 from . import expert_of, hf_name, stacked_names
 from .tensor_plan import V4TensorPlan
 from .checks import detect_layout, largest_finite_scale_byte

@@ -14,14 +14,14 @@ from typing import Any, Literal
 
 from pydantic import Field, computed_field
 
-from ...attention_cost import attention_flops, kv_cache_bytes
-from ...config_diff import FieldChange, config_changes
-from ...dtypes import itemsize
-from ...info import attention_schedule
+from ...figures.attention_cost import attention_flops, kv_cache_bytes
+from ...commands.config_diff import FieldChange, config_changes
+from ...io.dtypes import itemsize
+from ...commands.info import attention_schedule
 from ...results import Result
-from ...sources import ConfigSource, resolve_config
-from ...tensor_diff import HeaderDiff, ValueDiff
-from ...tensor_plan import plan_for
+from ...configs.sources import ConfigSource, resolve_config
+from ...commands.tensor_diff import HeaderDiff, ValueDiff
+from ...inventory.tensor_plan import plan_for
 
 CONTEXTS = (131_072, 1_048_576)
 

@@ -31,9 +31,9 @@ from typing import Literal
 
 import numpy as np
 
-from ...checkpoint import Checkpoint
-from ...config import read_config_file
-from ...dtypes import itemsize
+from ...inventory.checkpoint import Checkpoint
+from ...configs.parse import read_config_file
+from ...io.dtypes import itemsize
 from ...errors import (
     ARGUMENT_PLACEHOLDER,
     ArgumentError,
@@ -45,7 +45,7 @@ from ...errors import (
 from ...formats import FP8_BLOCK
 from ...formats.fp8_block import BF16
 from ...formats.mxfp4 import dequantize_fp8, quantize_fp8
-from ...index import (
+from ...io.index import (
     INDEX_FILE,
     SINGLE_FILE,
     ShardIndex,
@@ -53,19 +53,19 @@ from ...index import (
     write_index,
     write_json_atomic,
 )
-from ...inventory import require
-from ...mp_layout import find_mp_files, mp_file_name
-from ...parallel import ExecutorName, Job, run_jobs, workers_for
-from ...progress import Progress
-from ...reader_pool import ReaderPool
-from ...output import REPORT_FILE, report_file
+from ...inventory.inspect import require
+from ...inventory.mp_layout import find_mp_files, mp_file_name
+from ...execution.parallel import ExecutorName, Job, run_jobs, workers_for
+from ...execution.progress import Progress
+from ...io.reader_pool import ReaderPool
+from ...io.output import REPORT_FILE, report_file
 from ...remote.output import RUN_FIELDS, check_executor, kept_files, open_output, write_json_file
-from ...source import Source
-from ...reshard import Coverage, OutputFileReport, ReshardReport
-from ...reshard_plan import pack_by_size, refuse_model_parallel_source
-from ...safetensors_io import SafetensorsWriter
-from ...side_files import copy_side_files
-from ...sources import CONFIG_FILE
+from ...io.source import Source
+from ...commands.reshard import Coverage, OutputFileReport, ReshardReport
+from ...commands.reshard_plan import pack_by_size, refuse_model_parallel_source
+from ...io.safetensors_io import SafetensorsWriter
+from ...io.side_files import copy_side_files
+from ...configs.sources import CONFIG_FILE
 from .convert import _checked_source  # pairing and the V4 plan, as upcast checks them
 from .mp_layout import Piece, check_blocks, rank_pieces
 from .tensor_plan import V4TensorPlan

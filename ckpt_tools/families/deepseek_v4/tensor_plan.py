@@ -35,8 +35,8 @@ from . import (
     scale_name,
     weight_name,
 )
-from ...tensor_plan import Group, ParameterCounts, Shape, TensorPlan
-from ...config_v4 import DeepseekV4Config, ExpertDtype
+from ...inventory.tensor_plan import Group, ParameterCounts, Shape, TensorPlan
+from ...configs.v4 import DeepseekV4Config, ExpertDtype
 from ...formats import block_grid, fp4_scale_shape
 
 V4_SCALE_SUFFIX = SCALE_SUFFIX

@@ -17,16 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from ...config import parse_config
-from ...dtypes import DTYPES
+from ...configs.parse import parse_config
+from ...io.dtypes import DTYPES
 from ...formats import FP8_QUANTIZATION_CONFIG
 from ...presets import find_preset
-from ...progress import or_null
-from ...sources import resolve_config
-from ...tensor_plan import TensorSpec
-from ...tiny import Shrunk
-from ...tiny_writer import TinyCheckpoint, write_tiny
-from ...config_v4 import ExpertDtype
+from ...execution.progress import or_null
+from ...configs.sources import resolve_config
+from ...inventory.tensor_plan import TensorSpec
+from ...commands.tiny import Shrunk
+from ...commands.tiny_writer import TinyCheckpoint, write_tiny
+from ...configs.v4 import ExpertDtype
 from ...formats.mxfp4 import quantize_fp4, quantize_fp8
 from .tensor_plan import V4TensorPlan
 

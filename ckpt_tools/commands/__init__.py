@@ -1,1 +1,3 @@
-"""One module (or a few) per command: validate, upcast/quantize, reshard, info, diff, make-tiny, forward/verify, download, and the figures and charts they show."""
+"""One module (or a few) per command: validate, upcast/quantize, reshard, info, diff, make-tiny,
+forward/verify, download, and plot (the charts of their reports).
+"""

@@ -1,1 +1,3 @@
-"""Judging a checkpoint once: the tensor plan from the family's rows, the header scan, the plan checks, the findings, the policy, and the readers."""
+"""Judging a checkpoint once: the tensor plan from the family's rows, the header scan, the plan
+checks, the findings, the policy, and the readers.
+"""

@@ -111,7 +111,6 @@ DEFERRED = {
     ("execution/parallel.py", ".ray_executor"): "the ray extra",
     ("remote/stores.py", "..io.hub"): "the huggingface_hub extra",
     ("commands/validate.py", ".value_scan"): "numpy: only with --deep",
-    ("commands/validate.py", "..remote.checksums"): "only with --checksums hub",
 }
 
 

@@ -35,6 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .checksums import check_files, checkpoint_files, record
+from .hub_checksums import check_hub_checksums
 from ..configs.parse import Config
 from ..errors import CkptError
 from ..families import family_of, family_of_tensors
@@ -166,8 +167,6 @@ def validate(path: str | Path, *, config: str | Path | Config | None = None, dee
                                              executor=executor, nodes=nodes))
         checks += ["checksums"] if manifest is not None else []
     if checksums == HUB:
-        from ..remote.checksums import check_hub_checksums
-
         for p in check_hub_checksums(path if single is None else root, [single] if single
                                      else None, progress=progress):
             f.add(p.code, p.message, file=p.path, expected=p.expected, found=p.found)

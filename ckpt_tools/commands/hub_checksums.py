@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 
-from ..commands.checksums import Problem
+from .checksums import Problem
 from ..errors import CkptError
 from ..execution.progress import Progress
-from .path import RemotePath
+from ..remote.path import RemotePath
 
 STREAM_BYTES = 16 << 20
 

@@ -134,6 +134,20 @@ def derive(parent: Iterable[Row], *, drop: Iterable[str] = (),
     return tuple(out)
 
 
+def stacked_expert_rows(section: str) -> tuple[Row, Row]:
+    """transformers' fused routed experts: one `gate_up_proj` [E, 2I, D] and one `down_proj`
+    [E, D, I] per layer, counted as routed experts (totals and activated take k of E of
+    them); `section` is the scope the family files them under."""
+    return (
+        Row("experts.gate_up", section, "mlp.experts.gate_up_proj",
+            lambda c, b: (c.n_routed_experts, 2 * c.moe_intermediate_size, c.hidden_size),
+            "routed_expert"),
+        Row("experts.down", section, "mlp.experts.down_proj",
+            lambda c, b: (c.n_routed_experts, c.hidden_size, c.moe_intermediate_size),
+            "routed_expert"),
+    )
+
+
 def resolve(target: str) -> Any:
     """"package.module:attribute" -> the attribute. Hooks are named, not imported, so the
     registry stays below the commands that call them (the way mlx-lm imports

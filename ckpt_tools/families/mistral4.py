@@ -19,7 +19,7 @@ from pydantic import model_serializer, model_validator
 from ..configs.defaults import HF_COMMON
 from ..configs.models import DeepseekConfigBase
 from . import deepseek_v3
-from .base import Family, Row, derive
+from .base import Family, derive, stacked_expert_rows
 
 LOADER = "transformers Mistral4Config"
 # transformers' Mistral4Config (models/mistral4/configuration_mistral4.py, docstring checkpoint
@@ -107,16 +107,8 @@ class Mistral4Config(DeepseekConfigBase):
         return f"softmax top-k, groups ranked by top-2 sum, {norm}no bias (Mistral4TopkRouter)"
 
 
-FUSED_EXPERTS: tuple[Row, ...] = (
-    # one tensor per layer for all routed experts; per-layer scope, component routed_expert
-    # (so totals and activated counts take k of E of it)
-    Row("experts.gate_up", "router", "mlp.experts.gate_up_proj",
-        lambda c, b: (c.n_routed_experts, 2 * c.moe_intermediate_size, c.hidden_size),
-        "routed_expert"),
-    Row("experts.down", "router", "mlp.experts.down_proj",
-        lambda c, b: (c.n_routed_experts, c.hidden_size, c.moe_intermediate_size),
-        "routed_expert"),
-)
+# one tensor per layer for all routed experts, in the per-layer ("router") scope
+FUSED_EXPERTS = stacked_expert_rows("router")
 
 ROWS = derive(deepseek_v3.ROWS, drop=("gate_bias", "expert.w1", "expert.w3", "expert.w2"),
               add_after={"gate": FUSED_EXPERTS})

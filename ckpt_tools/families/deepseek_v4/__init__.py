@@ -27,7 +27,7 @@ from dataclasses import replace
 
 from ...formats import MP_SCALE_SUFFIX as SCALE_SUFFIX  # "x.weight" -> "x.scale"
 from ...formats import mp_scale_name as scale_name  # noqa: F401  (the family's naming)
-from ..base import EXPERT, HF_LAYER_PREFIX, Block, Family, Row
+from ..base import EXPERT, HF_LAYER_PREFIX, Block, Family, Row, stacked_expert_rows
 
 CSA_RATIO = 4  # compressed sparse attention: overlapping windows, plus an indexer
 
@@ -139,14 +139,7 @@ ROUTED_EXPERT_ROWS = tuple(
     for w, shape in (("w1", lambda c, b: (c.moe_intermediate_size, c.hidden_size)),
                      ("w2", lambda c, b: (c.hidden_size, c.moe_intermediate_size)),
                      ("w3", lambda c, b: (c.moe_intermediate_size, c.hidden_size))))
-STACKED_ROWS = (  # transformers' layout only, one per main-model layer
-    Row("experts.gate_up", "stacked_expert", "mlp.experts.gate_up_proj",
-        lambda c, b: (c.n_routed_experts, 2 * c.moe_intermediate_size, c.hidden_size),
-        "routed_expert"),
-    Row("experts.down", "stacked_expert", "mlp.experts.down_proj",
-        lambda c, b: (c.n_routed_experts, c.hidden_size, c.moe_intermediate_size),
-        "routed_expert"),
-)
+STACKED_ROWS = stacked_expert_rows("stacked_expert")  # transformers' layout only
 SHARED_EXPERT_ROWS = tuple(
     _row(f"shared.{r.role.removeprefix('expert.')}", "shared_expert",
          f"ffn.shared_experts.{r.native}", f"mlp.shared_experts.{proj}.weight", r.shape,

@@ -208,3 +208,51 @@ def test_format_constants_and_conversion_imports_stay_light():
             "assert 'ml_dtypes' not in sys.modules; import ckpt_tools.formats.mxfp4, "
             "ckpt_tools.commands.convert; assert 'numba' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+FRESH_PROCESS_KERNELS = r"""
+import json, os, sys
+import ml_dtypes, numpy as np
+from ckpt_tools.formats import fp8_block, mxfp4
+from ckpt_tools.formats.round_trip import RoundTripStats
+
+def outputs():
+    rng = np.random.default_rng(7)
+    codes = rng.integers(0, 256, (200, 264), dtype=np.uint8).view(fp8_block.FP8_E4M3)
+    scale = rng.random((2, 3)).astype(np.float32)
+    packed = rng.integers(-128, 128, (70, 128), dtype=np.int8)
+    e8m0 = rng.integers(100, 256, (70, 8), dtype=np.uint8).view(mxfp4.E8M0)
+    w = (rng.standard_normal((200, 264)) * 50).astype(np.float32)
+    w[0, :3] = [np.nan, np.inf, -np.inf]
+    out = [fp8_block.dequantize(codes, scale, out_dtype=ml_dtypes.bfloat16),  # 8-code words
+           fp8_block.dequantize(codes[:, :259].copy(), scale[:, :3]),  # byte loop
+           mxfp4.dequantize_fp4(packed, e8m0, ml_dtypes.bfloat16),
+           mxfp4.dequantize_fp4(packed[:, :100].copy(), e8m0[:, :7]),
+           *fp8_block.quantize(w.astype(ml_dtypes.bfloat16), errors=RoundTripStats()),
+           *fp8_block.quantize(w, scale_fmt="ue8m0"), *mxfp4.quantize_fp4(w)]
+    return [a.tobytes().hex() for a in out]
+
+compiled = outputs()
+modules = sorted(sys.modules)
+os.environ["CKPT_KERNELS"] = "numpy"
+print(json.dumps({"same": compiled == outputs(), "modules": modules}))
+"""
+
+
+def test_fresh_process_loads_cached_kernels_without_numba_registries():
+    """A process after the first loads the cached machine code (formats/_numba_load.py):
+    the same bytes as NumPy, without numba's registry refresh (numba.np.random is one of
+    the registries it imports, scipy.linalg its BLAS probe's import)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, CKPT_KERNELS="compiled")
+    run = [sys.executable, "-c", FRESH_PROCESS_KERNELS]
+    subprocess.run(run, env=env, check=True, capture_output=True)  # fills numba's cache
+    report = json.loads(subprocess.run(run, env=env, check=True, capture_output=True,
+                                       text=True).stdout)
+    assert report["same"]
+    assert "numba" in report["modules"] and "numba.np.random" not in report["modules"]
+    assert "scipy.linalg" not in report["modules"]

@@ -4,20 +4,35 @@ Every kernel computes the very operations of the NumPy path: the dequantisation 
 read tables that NumPy built (so their bytes are NumPy's by construction); quantisation
 divides in float32 as NumPy does and rounds to e4m3 by the IEEE rule on the bits (round
 to nearest, ties to even; checked against ml_dtypes by tests/test_kernels.py). Kernels
-are single-threaded (workers are processes) and compiled on first call, then cached on
-disk (`cache=True`). Importing this module imports numba (about 0.3 s).
+are single-threaded (workers are processes), compiled on a machine's first call and cached
+on disk (`cache=True`); later processes load the cached machine code (`_numba_load`).
 """
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
+
+from ._numba_load import load_cached
 
 _jit = numba.njit(cache=True, nogil=True)
 _U32 = np.uint32
 _WORD = 8  # codes read per 64-bit load
 
 
+def _entry(kernel):
+    """`kernel` as Python calls it: each signature's machine code loaded from numba's cache
+    the fast way on its first call (`load_cached`), compiled by numba when not cached."""
+    @functools.wraps(kernel.py_func)
+    def call(*args):
+        load_cached(kernel, args)
+        return kernel(*args)
+    return call
+
+
+@_entry
 @_jit
 def _gather_fp8_bytes(codes, tables, br, bc, out):
     rows, cols = codes.shape
@@ -43,6 +58,7 @@ def _gather_word(x, table, out, o):
     out[o + 7] = table[(x >> 56) & 0xFF]
 
 
+@_entry
 @_jit
 def _gather_fp8_words(words, tables, br, words_per_block, out):
     rows, width = words.shape
@@ -64,6 +80,7 @@ def gather_fp8(codes: np.ndarray, tables: np.ndarray, br: int, bc: int, out: np.
         _gather_fp8_bytes(codes, tables, br, bc, out)
 
 
+@_entry
 @_jit
 def _gather_fp4_bytes(codes, scale_bytes, table, per_scale, out):
     rows, half = codes.shape
@@ -72,6 +89,7 @@ def _gather_fp4_bytes(codes, scale_bytes, table, per_scale, out):
             out[r, k] = table[scale_bytes[r, k // per_scale], codes[r, k]]
 
 
+@_entry
 @_jit
 def _gather_fp4_words(words, scale_bytes, table, words_per_scale, out):
     rows, width = words.shape
@@ -92,6 +110,7 @@ def gather_fp4(codes: np.ndarray, scale_bytes: np.ndarray, table: np.ndarray, pe
         _gather_fp4_bytes(codes, scale_bytes, table, per_scale, out)
 
 
+@_entry
 @_jit
 def block_amax_bits(bits, br, bc, magnitude, inf, amax_bits):
     """amax_bits[i // br, j // bc] = max over the block of the finite |value|'s bits (0 when
@@ -129,6 +148,7 @@ def _tile_errors(tile, tile_bits, codes, decoded, s, n):
     return max_abs, sq_err, sq_ref, nonfinite
 
 
+@_entry
 @_jit
 def quantize_e4m3_bits(bits, scale, br, bc, decoded, q, want_errors):
     """q = e4m3(clip(value / scale, +-448)) per block (NaN stays NaN), from F32 or BF16 bits;
@@ -181,6 +201,7 @@ def quantize_e4m3_bits(bits, scale, br, bc, decoded, q, want_errors):
 
 
 
+@_entry
 @_jit
 def fp4_block_amax(bits, block, amax):
     """amax[i, j // block] = max |value| of F32 `bits` over each run of `block` inputs, with
@@ -215,6 +236,7 @@ def _e2m1(v, b, inverse):
     return mag | (_U32(0) if nan else (b >> _U32(28)) & _U32(8))
 
 
+@_entry
 @_jit
 def quantize_e2m1_bits(values, bits, scale, block, packed):
     """packed[i, k] = e2m1 codes of inputs 2k (low nibble) and 2k+1 (high nibble) of float32

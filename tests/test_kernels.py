@@ -256,3 +256,30 @@ def test_fresh_process_loads_cached_kernels_without_numba_registries():
     assert report["same"]
     assert "numba" in report["modules"] and "numba.np.random" not in report["modules"]
     assert "scipy.linalg" not in report["modules"]
+
+
+def test_kernels_run_uncached_where_no_cache_directory_is_writable():
+    """numba raises RuntimeError at decoration when no cache directory is writable (as a
+    read-only install with a read-only home would be): the kernels compile per process
+    instead, and give NumPy's bytes."""
+    import os
+    import subprocess
+    import sys
+
+    code = r"""
+import numba.core.caching
+def read_only(self):
+    raise PermissionError("read-only file system")
+numba.core.caching._CacheLocator.ensure_cache_path = read_only
+import os, numpy as np
+from ckpt_tools.formats import compiled, fp8_block
+assert type(compiled._gather_fp8_words.dispatcher._cache).__name__ == "NullCache"
+rng = np.random.default_rng(3)
+codes = rng.integers(0, 256, (130, 136), dtype=np.uint8).view(fp8_block.FP8_E4M3)
+scale = rng.random((2, 2)).astype(np.float32)
+fast = fp8_block.dequantize(codes, scale)
+os.environ["CKPT_KERNELS"] = "numpy"
+assert fast.tobytes() == fp8_block.dequantize(codes, scale).tobytes()
+"""
+    subprocess.run([sys.executable, "-c", code], check=True,
+                   env=dict(os.environ, CKPT_KERNELS="compiled"))

@@ -17,7 +17,22 @@ import numpy as np
 
 from ._numba_load import load_cached
 
-_jit = numba.njit(cache=True, nogil=True)
+
+
+def _compiled(**options):
+    """numba.njit(nogil=True, cache=True, **options); where no cache directory is writable
+    (beside this file, then the user's cache directory: numba raises RuntimeError when
+    neither is), without the disk cache: every process then compiles the kernels it calls
+    (seconds), which on a large checkpoint still beats the NumPy fallback."""
+    def decorate(func):
+        try:
+            return numba.njit(nogil=True, cache=True, **options)(func)
+        except RuntimeError:
+            return numba.njit(nogil=True, **options)(func)
+    return decorate
+
+
+_jit = _compiled()
 _U32 = np.uint32
 _WORD = 8  # codes read per 64-bit load
 
@@ -29,6 +44,7 @@ def _entry(kernel):
     def call(*args):
         load_cached(kernel, args)
         return kernel(*args)
+    call.dispatcher = kernel
     return call
 
 
@@ -44,7 +60,7 @@ def _gather_fp8_bytes(codes, tables, br, bc, out):
                 out[r, j] = table[codes[r, j]]
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
+@_compiled(inline="always")
 def _gather_word(x, table, out, o):
     """out[o + b] = table[byte b of the 64-bit word x], b = 0..7 (unrolled: one load yields
     8 codes, and the loads, not the table reads, bound a loop over bytes)."""
@@ -132,7 +148,7 @@ def block_amax_bits(bits, br, bc, magnitude, inf, amax_bits):
 # fastmath without "contract" (no FMA: back - ref is rounded as NumPy rounds it): the sums
 # may be reassociated (vectorised); no NaN or inf reaches them (a
 # non-finite source value counts apart, and a finite one never quantises to NaN)
-@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "nnan", "ninf", "nsz"})
+@_compiled(fastmath={"reassoc", "nnan", "ninf", "nsz"})
 def _tile_errors(tile, tile_bits, codes, decoded, s, n):
     """Round-trip error sums of n values against decoded[codes] * s: (max |err|, sum err^2,
     sum ref^2, non-finite count); each err is |float32(back - ref)| in float64."""

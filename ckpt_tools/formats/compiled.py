@@ -20,15 +20,18 @@ from ._numba_load import load_cached
 
 
 def _compiled(**options):
-    """numba.njit(nogil=True, cache=True, **options); where no cache directory is writable
-    (beside this file, then the user's cache directory: numba raises RuntimeError when
-    neither is), without the disk cache: every process then compiles the kernels it calls
-    (seconds), which on a large checkpoint still beats the NumPy fallback."""
+    """numba.njit(nogil=True, cache=True, error_model="numpy", **options).
+
+    error_model="numpy": a float division by zero gives IEEE's inf/NaN as NumPy does,
+    without numba's check per division (no kernel divides an integer by zero). Where no
+    cache directory is writable (beside this file, then the user's cache directory: numba
+    raises RuntimeError when neither is), no disk cache: every process then compiles the
+    kernels it calls (seconds), which on a large checkpoint still beats NumPy."""
     def decorate(func):
         try:
-            return numba.njit(nogil=True, cache=True, **options)(func)
+            return numba.njit(nogil=True, cache=True, error_model="numpy", **options)(func)
         except RuntimeError:
-            return numba.njit(nogil=True, **options)(func)
+            return numba.njit(nogil=True, error_model="numpy", **options)(func)
     return decorate
 
 

@@ -63,3 +63,29 @@ def test_help_lists_every_command_by_its_own_first_sentence():
     for name in COMMANDS:
         assert cli.get_command(ctx, name).get_short_help_str(10**6) == SUMMARIES[name], name
     assert set(SUMMARIES) == set(COMMANDS)
+
+
+PLUGIN_PROBE = r"""
+import atexit, sys
+def report():
+    loader = sys.modules.get("pydantic.plugin._loader")
+    print("scanned" if loader is not None and loader._plugins is not None else "not scanned")
+atexit.register(report)
+sys.argv = ["ckpt", "info", "v3", "--json"]
+from ckpt_tools.cli import main
+main()
+"""
+
+
+@pytest.mark.parametrize("setting,expected", [(None, "not scanned"), ("", "scanned")])
+def test_cli_skips_pydantic_plugin_scan_unless_the_user_chose(setting, expected):
+    """pydantic's plugin scan reads every installed distribution's entry points on the
+    first model build; `ckpt` turns it off, unless PYDANTIC_DISABLE_PLUGINS is set."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    if setting is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = setting
+    out = subprocess.run([sys.executable, "-c", PLUGIN_PROBE], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    assert out.splitlines()[-1] == expected

@@ -28,8 +28,11 @@ planning and copying fails naming the file before the copy serves a byte.
 A mismatch fails naming the file, the expected and the found digest (`<digest>.failed` holds
 the message for the jobs waiting on that file). A kill keeps the finished copies
 (content-addressed: a copy is valid for any run that lists that digest), so the rerun fetches
-nothing twice; partial copies are removed when their copy fails or stops, and at the next
-start; the directory is removed when the run ends (`remote.output.open_output`).
+nothing twice; it hashes them again before trusting them (copies are not synced to disk: an
+fsync per file cost every run seconds of I/O on the path to each digest, and a crash of the
+machine could leave a damaged copy under its digest's name). Partial copies are removed when
+their copy fails or stops, and at the next start; the directory is removed when the run ends
+(`remote.output.open_output`).
 
 A read waiting for bytes has no timer of its own: the copier's every request has the remote
 layer's connect and read timeouts and retries (`byte_source.remote_timeouts`), so a stalled
@@ -114,16 +117,30 @@ class _HeaderCheck:
                               f"written")
 
 
-def _check_kept_header(final: Path, check: _HeaderCheck) -> None:
-    if check.planned is not None:
-        with open(final, "rb") as f:
-            check.feed(f.read(check.planned[0]))
-
-
 def _write_all(fd: int, chunk: bytes) -> None:
     view = memoryview(chunk)
     while view:
         view = view[os.write(fd, view):]
+
+
+def _stopped(label: str) -> CkptError:
+    return CkptError(f"{label}: not checked: the run stopped before its copy was complete")
+
+
+def _rehash_kept(partial: Path, size: int, header: _HeaderCheck, cancel: threading.Event,
+                 label: str) -> str:
+    """SHA-256 of a copy an earlier run left (renamed `partial` meanwhile, so readers read
+    it at once and results wait for this digest): it was not synced to disk, so it is
+    trusted again only if it still matches."""
+    digest = hashlib.sha256()
+    with open(partial, "rb", buffering=0) as f:
+        for pos in range(0, size, STREAM_BYTES):
+            if cancel.is_set():
+                raise _stopped(label)
+            chunk = f.read(STREAM_BYTES)
+            header.feed(chunk)
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _copy_checked(root: RemotePath, rel: str, copies: Path, cancel: threading.Event) -> None:
@@ -131,9 +148,15 @@ def _copy_checked(root: RemotePath, rel: str, copies: Path, cancel: threading.Ev
     final, partial = copies / info.sha256, _partial(copies, info.sha256)
     label = f"{root.tree.url.rstrip('/')}/{rel}"
     header = _HeaderCheck(label, root.tree.planned_headers.get(rel))
-    if final.is_file() and final.stat().st_size == info.size:
-        _check_kept_header(final, header)
-        return  # verified by an earlier run (the name is the digest it matched)
+    if final.is_file() and final.stat().st_size == info.size:  # an earlier run's copy
+        os.replace(final, partial)
+        try:
+            if _rehash_kept(partial, info.size, header, cancel, label) == info.sha256:
+                os.replace(partial, final)
+                return
+        finally:
+            partial.unlink(missing_ok=True)  # damaged (a crash before its write-back), or failed
+    header = _HeaderCheck(label, header.planned)
     source = root.tree.open_store(rel)
     digest = hashlib.sha256()
     # unbuffered and in order: the file's size is how far readers may read (CopySource)
@@ -141,8 +164,7 @@ def _copy_checked(root: RemotePath, rel: str, copies: Path, cancel: threading.Ev
     try:
         for pos in range(0, info.size, STREAM_BYTES):
             if cancel.is_set():  # the run stopped: whoever waits for it must too
-                raise CkptError(f"{label}: not checked: the run stopped before its copy "
-                                f"was complete")
+                raise _stopped(label)
             chunk = source.read_exact(pos, min(STREAM_BYTES, info.size - pos))
             header.feed(chunk)  # before the bytes are written: no reader sees a changed header
             digest.update(chunk)
@@ -154,8 +176,7 @@ def _copy_checked(root: RemotePath, rel: str, copies: Path, cancel: threading.Ev
                                 f"read from it was written [{CHECKSUM_MISMATCH}]")
             error.finding = CHECKSUM_MISMATCH
             raise error
-        os.fsync(fd)
-        os.replace(partial, final)
+        os.replace(partial, final)  # not synced: a rerun hashes a kept copy again
     finally:
         os.close(fd)
         source.close()

@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -194,3 +198,20 @@ def test_a_damaged_copy_kept_by_an_earlier_run_is_fetched_again(hub, sources, tm
     upcast("hf://org/fp8", tmp_path / "out", workers=1)
     upcast(local, tmp_path / "from-disk", workers=1)
     assert files_of(tmp_path / "out") == files_of(tmp_path / "from-disk")
+
+
+def test_ctrl_c_while_a_copy_is_under_way_leaves_no_temporary_copy(hub, sources, tmp_path):
+    name = sorted(p.name for p in (sources / "fp8").glob("*.safetensors"))[-1]
+    hub.hold(name, after=(sources / "fp8" / name).stat().st_size - 1024)  # the copy waits
+    dst = tmp_path / "out"
+    run = subprocess.Popen([sys.executable, "-m", "ckpt_tools", "upcast", "hf://org/fp8",
+                            str(dst), "--workers", "1"], stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    copies = dst / SOURCE_COPY_DIR
+    while run.poll() is None and not list(copies.glob("*.partial")):
+        time.sleep(0.05)
+    run.send_signal(signal.SIGINT)
+    hub.release(name)  # the request under way ends; the copy then stops
+    assert run.wait(120) == 130, run.stderr.read()
+    assert "Traceback" not in run.stderr.read()
+    assert not list(copies.glob("*.partial"))

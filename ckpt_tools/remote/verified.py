@@ -28,11 +28,11 @@ planning and copying fails naming the file before the copy serves a byte.
 A mismatch fails naming the file, the expected and the found digest (`<digest>.failed` holds
 the message for the jobs waiting on that file). A kill keeps the finished copies
 (content-addressed: a copy is valid for any run that lists that digest), so the rerun fetches
-nothing twice; it hashes them again before trusting them (copies are not synced to disk: an
-fsync per file cost every run seconds of I/O on the path to each digest, and a crash of the
-machine could leave a damaged copy under its digest's name). Partial copies are removed when
-their copy fails or stops, and at the next start; the directory is removed when the run ends
-(`remote.output.open_output`).
+nothing twice; it hashes each again (as `<sha256>.kept`, which no reader opens) before
+trusting it: copies are not synced to disk (an fsync per file cost every run seconds of I/O
+on the path to each digest), so a crash of the machine may leave one damaged under its
+digest's name. Partial copies are removed when their copy fails or stops, and at the next
+start; the directory is removed when the run ends (`remote.output.open_output`).
 
 A read waiting for bytes has no timer of its own: the copier's every request has the remote
 layer's connect and read timeouts and retries (`byte_source.remote_timeouts`), so a stalled
@@ -127,17 +127,19 @@ def _stopped(label: str) -> CkptError:
     return CkptError(f"{label}: not checked: the run stopped before its copy was complete")
 
 
-def _rehash_kept(partial: Path, size: int, header: _HeaderCheck, cancel: threading.Event,
-                 label: str) -> str:
-    """SHA-256 of a copy an earlier run left (renamed `partial` meanwhile, so readers read
-    it at once and results wait for this digest): it was not synced to disk, so it is
-    trusted again only if it still matches."""
+def _kept(copies: Path, sha256: str) -> Path:
+    return copies / f"{sha256}.kept"
+
+
+def _rehash_kept(kept: Path, header: _HeaderCheck, cancel: threading.Event, label: str) -> str:
+    """SHA-256 of a copy an earlier run left (`CheckedCopies.start` named it `.kept`, which
+    no reader opens): it was not synced to disk, so it is trusted again only if it still
+    matches."""
     digest = hashlib.sha256()
-    with open(partial, "rb", buffering=0) as f:
-        for pos in range(0, size, STREAM_BYTES):
+    with open(kept, "rb", buffering=0) as f:
+        while chunk := f.read(STREAM_BYTES):
             if cancel.is_set():
                 raise _stopped(label)
-            chunk = f.read(STREAM_BYTES)
             header.feed(chunk)
             digest.update(chunk)
     return digest.hexdigest()
@@ -148,15 +150,13 @@ def _copy_checked(root: RemotePath, rel: str, copies: Path, cancel: threading.Ev
     final, partial = copies / info.sha256, _partial(copies, info.sha256)
     label = f"{root.tree.url.rstrip('/')}/{rel}"
     header = _HeaderCheck(label, root.tree.planned_headers.get(rel))
-    if final.is_file() and final.stat().st_size == info.size:  # an earlier run's copy
-        os.replace(final, partial)
-        try:
-            if _rehash_kept(partial, info.size, header, cancel, label) == info.sha256:
-                os.replace(partial, final)
-                return
-        finally:
-            partial.unlink(missing_ok=True)  # damaged (a crash before its write-back), or failed
-    header = _HeaderCheck(label, header.planned)
+    kept = _kept(copies, info.sha256)
+    if kept.is_file() and kept.stat().st_size == info.size:
+        if _rehash_kept(kept, header, cancel, label) == info.sha256:
+            os.replace(kept, final)
+            return
+        header = _HeaderCheck(label, header.planned)
+    kept.unlink(missing_ok=True)  # damaged (a crash before its write-back): fetched again
     source = root.tree.open_store(rel)
     digest = hashlib.sha256()
     # unbuffered and in order: the file's size is how far readers may read (CopySource)
@@ -202,6 +202,8 @@ class CheckedCopies:
         self.copies.mkdir(parents=True, exist_ok=True)
         for stale in [*self.copies.glob("*.failed"), *self.copies.glob("*.partial")]:
             stale.unlink()  # a killed run's (the destination's lock keeps other runs out)
+        for kept in self.copies.glob("?" * 64):  # checked by an earlier run: checked again
+            os.replace(kept, _kept(self.copies, kept.name))
         forget_reads()
         by_digest = {root.tree.files[rel].sha256: (root, rel)  # one copy serves equal files
                      for root in self.roots for rel in hashed_files(root)}

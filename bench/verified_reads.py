@@ -74,6 +74,13 @@ def main() -> None:
                   f"peak RSS {rss:.0f} MB")
         ratio = med["checked"][0] / med["unchecked"][0]
         print(f"  ratio:     checked / unchecked = {ratio:.3f} ({ratio - 1:+.1%}; goal < +10%)")
+        # each checked run against the unchecked run right after it: drift on a shared
+        # machine moves both; and the fastest of each, the least disturbed
+        paired = statistics.median(c[0] / u[0] for c, u in zip(runs["checked"], runs["unchecked"]))
+        best = min(r[0] for r in runs["checked"]) / min(r[0] for r in runs["unchecked"])
+        cpu = med["checked"][1] / med["unchecked"][1]
+        print(f"  paired:    median of per-rep ratios {paired:.3f} ({paired - 1:+.1%}); fastest "
+              f"runs {best:.3f} ({best - 1:+.1%}); CPU {cpu:.3f} ({cpu - 1:+.1%})")
         print(f"command: {' '.join(command)}  (CKPT_VERIFY_READS=1 / 0)")
         print(f"reproduce: python bench/verified_reads.py --reps {args.reps} --shards "
               f"{args.shards} --workers {args.workers}")

@@ -25,6 +25,8 @@ the listing), `short(file)` sends a range one byte short (its headers say so: a 
 range), `change_etag(file)` serves another ETag (the object was replaced under the reader).
 `ignore_ranges(file)` answers ranges with the whole file (HTTP 200). `stall(file, after)`
 sends the headers and `after` body bytes of each GET, then nothing until the hub stops.
+`hold(file, after)` makes GETs of ranges reaching past byte `after` wait for `release(file)`
+(a slow tail: what was asked before it is served at once).
 `add_commit(..., hashed=False)` skips hashing the content (sparse benchmark data of hundreds
 of GB): sizes are right, sha256 and blob ids are then derived from name and size.
 """
@@ -108,6 +110,7 @@ class FakeHub:
         self._etag_changed: set[str] = set()
         self._no_ranges: set[str] = set()
         self._stalls: dict[str, int] = {}  # file -> body bytes sent before going silent
+        self._holds: dict[str, tuple[int, threading.Event]] = {}  # file -> (byte, released)
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -178,6 +181,14 @@ class FakeHub:
         """Send `after` body bytes of every GET of `path`, then go silent (never close)."""
         self._stalls[path] = after
 
+    def hold(self, path: str, after: int) -> None:
+        """GETs of `path` whose range reaches past byte `after` wait until `release(path)`
+        (or the hub stops)."""
+        self._holds[path] = (after, threading.Event())
+
+    def release(self, path: str) -> None:
+        self._holds.pop(path)[1].set()
+
     def change_etag(self, path: str) -> None:
         """Serve `path` with another ETag from now on, as if the object had been replaced."""
         self._etag_changed.add(path)
@@ -218,6 +229,8 @@ class FakeHub:
 
     def stop(self) -> None:
         self._stopped.set()
+        for _, released in self._holds.values():
+            released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -422,6 +435,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(200, b"", headers, length=meta.size)
             return
         length = stop - start
+        hold = self.fake._holds.get(file)
+        if hold is not None and stop > hold[0]:
+            hold[1].wait()
         cut = self.fake._take_cut(file)
         self._entry.status = status
         self.send_response(status)

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from ..remote.verified import await_checked_reads, forget_reads
+
 # What a worker process holds before any buffer: the interpreter, numpy and ml_dtypes
 # (measured ~90 MB resident), with headroom. Each job adds its own buffers to this.
 WORKER_MEMORY = 192 << 20
@@ -24,9 +26,13 @@ class Job(NamedTuple):
 
 
 def timed_call(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
-    """`fn(*args)` and its wall time: what every executor runs where the job runs."""
+    """`fn(*args)` and its wall time: what every executor runs where the job runs. A job
+    returns only once the checked copies it read from matched their digests (so the
+    main process journals and commits only what derives from checked bytes)."""
     t0 = time.perf_counter()
+    forget_reads()
     result = fn(*args)
+    await_checked_reads()
     return result, time.perf_counter() - t0
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from ..errors import FormatError
 from ..execution.fault_injection import crash_point
 from ..execution.parallel import report_bytes
+from ..remote.verified import await_checked_reads
 from .safetensors_io import DEFAULT_METADATA, PARTIAL_SUFFIX, _header_bytes, copy_spans
 
 
@@ -80,8 +81,15 @@ def write_at(path: str | Path, offset: int, chunks: Iterable[bytes | memoryview]
 
 
 def commit(path: str | Path) -> None:
-    """Sync `path.partial` and rename it to `path` (every job has written its ranges)."""
+    """Sync `path.partial` and rename it to `path` (every job has written its ranges, and
+    returned only once what it read was checked: `execution.job.timed_call`). On failure
+    the `.partial` goes: nothing of it is resumed."""
     tmp = partial_path(path)
+    try:
+        await_checked_reads()
+    except BaseException:
+        discard(path)
+        raise
     fd = os.open(tmp, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -28,6 +28,7 @@ from ..errors import ArgumentError, FormatError
 from ..execution.fault_injection import crash_point
 from ..execution.parallel import report_bytes
 from ..remote.path import RemotePath
+from ..remote.verified import await_checked_reads
 from .safetensors_header import (  # noqa: F401  (re-exported: one import for readers)
     MAX_HEADER_BYTES,
     MAX_TENSORS,
@@ -451,6 +452,7 @@ class SafetensorsWriter:
             os.fsync(self._file.fileno())
             self._file.close()
             self._file = None
+            await_checked_reads()  # a final name only for bytes derived from checked ones
             os.replace(self.tmp, self.path)
         except BaseException:
             self.abort()

@@ -13,6 +13,7 @@ from .manifest import MANIFEST_FILE
 from .output import JOURNAL_FILE, LOCK_FILE
 from ..remote.path import RemotePath
 from ..remote.stores import as_path
+from ..remote.verified import await_checked_reads
 
 # Written by the converter itself, never copied.
 _OWN = {"config.json", INDEX_FILE, MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE, INFERENCE_CONFIG_FILE}
@@ -50,6 +51,7 @@ def copy_file_atomic(src: str | Path, target: str | Path) -> None:
             tmp.write_bytes(src.read_bytes())
         else:
             shutil.copyfile(src, tmp)
+        await_checked_reads()
         tmp.replace(target)
     except BaseException:
         tmp.unlink(missing_ok=True)

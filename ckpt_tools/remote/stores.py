@@ -40,7 +40,7 @@ from .byte_source import (
     remote_timeouts,
 )
 from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
-from .verified import wait_for_copy
+from .verified import CopySource
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
 HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)
@@ -104,6 +104,9 @@ class _Tree:
     # a directory of copies checked against the listed SHA-256 (`remote.verified`): while
     # set, a hashed file is read from its copy, never from the store
     checked_copies: str | None = None
+    # rel -> (length, SHA-256) of the header bytes this process planned with: the checked
+    # copy must begin with them (`remote.verified`)
+    planned_headers: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def ref(self) -> TreeRef:
         endpoint = self.settings.endpoint if isinstance(self, _HubTree) else None
@@ -111,18 +114,21 @@ class _Tree:
                        self.checked_copies)
 
     def open(self, rel: str) -> RangeSource | LocalSource:
-        """A reader of `rel`'s bytes: its checked copy while there are some (waiting until
-        it is checked), else the store's."""
+        """A reader of `rel`'s bytes: its checked copy while there are some (read as far
+        as it is copied), else the store's."""
         info = self.files[rel]
         if self.checked_copies is None or not info.sha256:
             return self.open_store(rel)
-        label = f"{self.url.rstrip('/')}/{rel}"
-        source = LocalSource(wait_for_copy(Path(self.checked_copies), info.sha256, label))
-        source.label = label
-        return source
+        return CopySource(Path(self.checked_copies), info.sha256, info.size,
+                          f"{self.url.rstrip('/')}/{rel}")
 
     def header_bytes(self, rel: str) -> bytes:
         """8 + N bytes: the length prefix and the JSON header of a safetensors file."""
+        raw = self._header_bytes(rel)
+        self.planned_headers[rel] = (len(raw), hashlib.sha256(raw).hexdigest())
+        return raw
+
+    def _header_bytes(self, rel: str) -> bytes:
         cached = self._headers.pop(rel, None)
         if cached is not None:
             return cached

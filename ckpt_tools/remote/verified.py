@@ -1,23 +1,42 @@
-"""What a writer reads from the Hub is checked against the Hub's LFS SHA-256 before use.
+"""What a writer reads from the Hub is checked against the Hub's LFS SHA-256 before it counts.
 
 A writer (upcast, quantize, reshard) reads every byte of its source, but in ranges, out of
 order and from several processes at once, while SHA-256 can only be computed over a file's
 bytes in order, in one place. So each LFS file of a remote source is streamed once, in order,
-through a fixed buffer (`STREAM_BYTES`), hashed, and written to a local copy named by its
-digest in `copies` (a directory inside the destination, `output.SOURCE_COPY_DIR`). From then
-on the tree serves every read of a hashed file from its copy, in this process and in every
-worker (the directory travels with the tree's description, `stores.TreeRef`), and a read
-waits until the copy is checked (`wait_for_copy`). So the bytes a job reads are the bytes
-that were hashed. The copies are made by background threads of the main process while the
-jobs run (`CheckedCopies`): a job waits only for the files it reads, and the download
-overlaps the conversion as the ranged reads did.
+through a fixed buffer (`STREAM_BYTES`), hashed, and written to a local copy in `copies` (a
+directory inside the destination, `output.SOURCE_COPY_DIR`): `<sha256>.partial` while it is
+written, renamed `<sha256>` once its digest matched. From then on the tree serves every read
+of a hashed file from its copy, in this process and in every worker (the directory travels
+with the tree's description, `stores.TreeRef`). The copies are made by background threads of
+the main process while the jobs run (`CheckedCopies`).
+
+A job does not wait for a whole file's copy: a read of bytes [a, b) waits only until the copy
+holds b bytes (`CopySource`), so the conversion follows the download closely. What waits for
+the digest is what makes a result count, in one place for every writer: a file's rename to
+its final name (`SafetensorsWriter.close`, `part_writer.commit`, side files) and a job's
+return (`execution.job.timed_call`: the main process journals a file, or commits it from its
+parts, only from returned jobs) first call `await_checked_reads`, which waits until every
+copy this process read from has matched its digest, and raises its mismatch otherwise. So a
+byte that differs from the listing, even near the end of a large file whose beginning was
+already converted, leaves nothing derived from it under a final name nor in the journal:
+their `.partial` files are removed, and a rerun writes them again.
+
+The copier also compares each copy's header bytes with those planning read
+(`stores._Tree.header_bytes` notes their digest): a server that changed a header between
+planning and copying fails naming the file before the copy serves a byte.
 
 A mismatch fails naming the file, the expected and the found digest (`<digest>.failed` holds
-the message for the jobs waiting on that file) before any job has read that file: nothing
-derived from it is written, and nothing journaled for a rerun to resume. A kill keeps the
-finished copies (content-addressed: a copy is valid for any run that lists that digest), so
-the rerun fetches nothing twice; the directory is removed when the run ends
-(`remote.output.open_output`).
+the message for the jobs waiting on that file). A kill keeps the finished copies
+(content-addressed: a copy is valid for any run that lists that digest), so the rerun fetches
+nothing twice; it hashes each again (as `<sha256>.kept`, which no reader opens) before
+trusting it: copies are not synced to disk (an fsync per file cost every run seconds of I/O
+on the path to each digest), so a crash of the machine may leave one damaged under its
+digest's name. Partial copies are removed when their copy fails or stops, and at the next
+start; the directory is removed when the run ends (`remote.output.open_output`).
+
+A read waiting for bytes has no timer of its own: the copier's every request has the remote
+layer's connect and read timeouts and retries (`byte_source.remote_timeouts`), so a stalled
+server fails the copy, and the copy's failure (naming the file) fails every read waiting on it.
 
 Cost: local disk for the source's LFS files while the run lasts (ranged reads needed none).
 `CKPT_VERIFY_READS=0` turns the check off (ranged reads, unchecked), for a machine without
@@ -34,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import CkptError, FormatError
+from .byte_source import LocalSource
 from .path import RemotePath
 
 if TYPE_CHECKING:
@@ -41,7 +61,7 @@ if TYPE_CHECKING:
 
 STREAM_BYTES = 8 << 20  # one ranged request per step, the only buffer
 COPY_THREADS = 4  # files copied at once (each is one in-order stream)
-WAIT_SECONDS = 0.05  # how often a read waiting for its copy looks again
+WAIT_SECONDS = 0.02  # how often a read waiting for its copy looks again
 VERIFY_ENV = "CKPT_VERIFY_READS"
 CHECKSUM_MISMATCH = "checksum-mismatch"  # validate --checksums hub's finding code
 
@@ -63,24 +83,92 @@ def _failure(copies: Path, sha256: str) -> Path:
     return copies / f"{sha256}.failed"
 
 
+def _partial(copies: Path, sha256: str) -> Path:
+    return copies / f"{sha256}.partial"
+
+
+def _raise_failure(failed: Path) -> None:
+    error = FormatError(failed.read_text())
+    error.finding = CHECKSUM_MISMATCH if CHECKSUM_MISMATCH in str(error) else None
+    raise error
+
+
+# -- the copier (threads of the main process) ----------------------------------------------
+class _HeaderCheck:
+    """Compares the first bytes of a stream with the header planning read (its length and
+    SHA-256, `stores._Tree.planned_headers`), as they pass."""
+
+    def __init__(self, label: str, planned: tuple[int, str] | None):
+        self.label, self.planned = label, planned
+        self._digest, self._seen = hashlib.sha256(), 0
+
+    def feed(self, chunk: bytes | memoryview) -> None:
+        if self.planned is None or self._seen >= self.planned[0]:
+            return
+        length, expected = self.planned
+        take = chunk[:length - self._seen]
+        self._digest.update(take)
+        self._seen += len(take)
+        if self._seen == length and self._digest.hexdigest() != expected:
+            raise FormatError(f"{self.label}: its header bytes [0, {length}) differ from those "
+                              f"read when the run was planned (SHA-256 "
+                              f"{self._digest.hexdigest()}, planned {expected}): the server "
+                              f"changed the file during the run; nothing read from it was "
+                              f"written")
+
+
+def _write_all(fd: int, chunk: bytes) -> None:
+    view = memoryview(chunk)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _stopped(label: str) -> CkptError:
+    return CkptError(f"{label}: not checked: the run stopped before its copy was complete")
+
+
+def _kept(copies: Path, sha256: str) -> Path:
+    return copies / f"{sha256}.kept"
+
+
+def _rehash_kept(kept: Path, header: _HeaderCheck, cancel: threading.Event, label: str) -> str:
+    """SHA-256 of a copy an earlier run left (`CheckedCopies.start` named it `.kept`, which
+    no reader opens): it was not synced to disk, so it is trusted again only if it still
+    matches."""
+    digest = hashlib.sha256()
+    with open(kept, "rb", buffering=0) as f:
+        while chunk := f.read(STREAM_BYTES):
+            if cancel.is_set():
+                raise _stopped(label)
+            header.feed(chunk)
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _copy_checked(root: RemotePath, rel: str, copies: Path, cancel: threading.Event) -> None:
     info = root.tree.files[rel]
-    final = copies / info.sha256
-    if final.is_file() and final.stat().st_size == info.size:
-        return  # verified by an earlier run (the name is the digest it matched)
-    partial = final.with_name(f"{info.sha256}.{os.getpid()}.partial")
+    final, partial = copies / info.sha256, _partial(copies, info.sha256)
     label = f"{root.tree.url.rstrip('/')}/{rel}"
+    header = _HeaderCheck(label, root.tree.planned_headers.get(rel))
+    kept = _kept(copies, info.sha256)
+    if kept.is_file() and kept.stat().st_size == info.size:
+        if _rehash_kept(kept, header, cancel, label) == info.sha256:
+            os.replace(kept, final)
+            return
+        header = _HeaderCheck(label, header.planned)
+    kept.unlink(missing_ok=True)  # damaged (a crash before its write-back): fetched again
     source = root.tree.open_store(rel)
     digest = hashlib.sha256()
+    # unbuffered and in order: the file's size is how far readers may read (CopySource)
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        with open(partial, "wb") as out:
-            for pos in range(0, info.size, STREAM_BYTES):
-                if cancel.is_set():  # the run stopped: whoever waits for it must too
-                    raise CkptError(f"{label}: not checked: the run stopped before its copy "
-                                    f"was complete")
-                chunk = source.read_exact(pos, min(STREAM_BYTES, info.size - pos))
-                digest.update(chunk)
-                out.write(chunk)
+        for pos in range(0, info.size, STREAM_BYTES):
+            if cancel.is_set():  # the run stopped: whoever waits for it must too
+                raise _stopped(label)
+            chunk = source.read_exact(pos, min(STREAM_BYTES, info.size - pos))
+            header.feed(chunk)  # before the bytes are written: no reader sees a changed header
+            digest.update(chunk)
+            _write_all(fd, chunk)
         found = digest.hexdigest()
         if found != info.sha256:
             error = FormatError(f"{label}: SHA-256 {found} differs from the Hub's {info.sha256}: "
@@ -88,24 +176,11 @@ def _copy_checked(root: RemotePath, rel: str, copies: Path, cancel: threading.Ev
                                 f"read from it was written [{CHECKSUM_MISMATCH}]")
             error.finding = CHECKSUM_MISMATCH
             raise error
-        os.replace(partial, final)
+        os.replace(partial, final)  # not synced: a rerun hashes a kept copy again
     finally:
+        os.close(fd)
         source.close()
         partial.unlink(missing_ok=True)
-
-
-def wait_for_copy(copies: Path, sha256: str, label: str) -> Path:
-    """The checked copy of a file, once it is (raises the copy's failure instead)."""
-    final, failed = copies / sha256, _failure(copies, sha256)
-    while not final.is_file():
-        if failed.is_file():
-            error = FormatError(failed.read_text())
-            error.finding = CHECKSUM_MISMATCH if CHECKSUM_MISMATCH in str(error) else None
-            raise error
-        if not copies.is_dir():
-            raise FormatError(f"{label}: its checked copy in {copies} disappeared during the run")
-        time.sleep(WAIT_SECONDS)
-    return final
 
 
 class CheckedCopies:
@@ -125,8 +200,11 @@ class CheckedCopies:
 
     def start(self) -> None:
         self.copies.mkdir(parents=True, exist_ok=True)
-        for stale in self.copies.glob("*.failed"):
-            stale.unlink()
+        for stale in [*self.copies.glob("*.failed"), *self.copies.glob("*.partial")]:
+            stale.unlink()  # a killed run's (the destination's lock keeps other runs out)
+        for kept in self.copies.glob("?" * 64):  # checked by an earlier run: checked again
+            os.replace(kept, _kept(self.copies, kept.name))
+        forget_reads()
         by_digest = {root.tree.files[rel].sha256: (root, rel)  # one copy serves equal files
                      for root in self.roots for rel in hashed_files(root)}
         todo = sorted(by_digest.values(), key=lambda p: p[1])
@@ -152,7 +230,89 @@ class CheckedCopies:
         if failed:
             self._cancel.set()
         self._pool.shutdown(wait=True)
+        forget_reads()
         for root in self.roots:
             root.tree.checked_copies = None
         if not failed and self._first_error is not None:
             raise self._first_error
+
+
+# -- readers (any process) -------------------------------------------------------------------
+def wait_for_copy(copies: Path, sha256: str, label: str) -> Path:
+    """The checked copy of a file, once its digest matched (raises the copy's failure)."""
+    final, failed = copies / sha256, _failure(copies, sha256)
+    while not final.is_file():
+        if failed.is_file():
+            _raise_failure(failed)
+        if not copies.is_dir():
+            raise FormatError(f"{label}: its checked copy in {copies} disappeared during the run")
+        time.sleep(WAIT_SECONDS)
+    return final
+
+
+# The copies this process has read from, (directory, sha256) -> label: what a result derived
+# from them waits for (`await_checked_reads`).
+_reads: dict[tuple[str, str], str] = {}
+_reads_lock = threading.Lock()
+
+
+def forget_reads() -> None:
+    """Start a new account of what this process read (a run, or a job, begins)."""
+    with _reads_lock:
+        _reads.clear()
+
+
+def await_checked_reads() -> None:
+    """Return once every copy this process has read from matched its digest; raise the
+    first mismatch (naming the file and both digests) otherwise. Called before a result
+    derived from those reads counts: a file's rename to its final name, a job's return."""
+    with _reads_lock:
+        pending = list(_reads.items())
+    for (copies, sha256), label in pending:
+        wait_for_copy(Path(copies), sha256, label)
+        with _reads_lock:
+            _reads.pop((copies, sha256), None)
+
+
+class CopySource(LocalSource):
+    """A hashed file's bytes from its copy, while the copy is still being written: a read of
+    [a, b) waits until the copy holds b bytes, or raises the copy's failure. Registered with
+    this process's reads, so what is derived from it waits for the digest."""
+
+    def __init__(self, copies: Path, sha256: str, size: int, label: str):
+        self.label, self.size = label, size
+        self._copies, self._sha256 = copies, sha256
+        self._fd: int | None = None
+        self._copied = 0  # bytes the copy is known to hold
+        with _reads_lock:
+            _reads[(str(copies), sha256)] = label
+
+    def _wait_for(self, stop: int) -> None:
+        while self._copied < stop:
+            if self._fd is None:  # checked, or being copied (the same file once renamed)
+                for path in (self._copies / self._sha256, _partial(self._copies, self._sha256)):
+                    try:
+                        self._fd = os.open(path, os.O_RDONLY)
+                        break
+                    except FileNotFoundError:
+                        continue
+            if self._fd is not None:
+                self._copied = os.fstat(self._fd).st_size
+                if self._copied >= stop:
+                    return
+            failed = _failure(self._copies, self._sha256)
+            if failed.is_file():
+                _raise_failure(failed)
+            if not self._copies.is_dir():
+                raise FormatError(f"{self.label}: bytes [0, {stop}): its checked copy in "
+                                  f"{self._copies} disappeared during the run")
+            time.sleep(WAIT_SECONDS)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        if offset < 0 or offset + length > self.size:
+            raise FormatError(f"{self.label}: bytes [{offset}, {offset + length}) are outside "
+                              f"the {self.size:,}-byte file (truncated?)")
+        self._wait_for(offset + length)
+        return super().read_at(offset, length)
+
+    read_exact = read_at

@@ -21,6 +21,7 @@ from ..inventory.checkpoint import checkpoint_dir
 from ..io.dtypes import itemsize
 from ..errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, VerificationError
 from ..io.index import is_model_parallel, pack_greedy, shard_file_name
+from ..io.source import Source
 from ..inventory.inspect import open_checkpoint, require
 from ..remote.path import RemotePath
 from ..configs.sources import ConfigSource, given_config, no_such_path
@@ -155,7 +156,7 @@ def _hf_files(plan: TensorPlan, max_bytes: int, out_tensor) -> list[OutFile]:
             for i, group in enumerate(groups, start=1)]
 
 
-def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
+def plan_reshard(src: str | Path | Source, *, max_shard_size: int | None = None,
                  model_parallel: int | None = None, to_hf: bool = False, keep_mtp: bool = False,
                  config: str | Path | ConfigSource | None = None) -> ReshardPlan:
     """Plan one conversion of `src` without writing anything.

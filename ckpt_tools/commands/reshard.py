@@ -144,13 +144,16 @@ class ReshardReport(Result):
 
 
 # -- running a plan --------------------------------------------------------------------------
-def _works(plan: ReshardPlan, todo: list[OutFile], src: str | RemotePath, dst: str,
+def _works(plan: ReshardPlan, todo: list[OutFile], root: str | RemotePath, dst: str,
            remote: bool, resources) -> list[FileWork]:
     """The jobs writing `todo`: parts of about `PART_BYTES` per file (`split_file`), so
     a source of few large shards keeps every worker busy; one whole-file job per file for
-    an object-store destination (staged here and uploaded whole, as upcast's)."""
+    an object-store destination (staged here and uploaded whole, as upcast's). A job reads
+    through the run's source cut down to its file's tensors (no header read again)."""
     works = []
     for f in todo:
+        src = root if plan.source is None else plan.source.for_tensors(
+            plan.src, [(plan.src / p.file, [p.tensor]) for t in f.tensors for p in t.parts])
         if remote:
             works.append(FileWork(f.name, [Job(f.name, f.nbytes, (write_file, src, dst, f),
                                                JOB_MEMORY, resources(f))]))

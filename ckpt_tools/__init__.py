@@ -47,8 +47,6 @@ _EXPORTS = {
     "DeepseekV2Config": "ckpt_tools.configs.parse:DeepseekV2Config",
     "DeepseekV3Config": "ckpt_tools.configs.parse:DeepseekV3Config",
     "DeepseekV32Config": "ckpt_tools.configs.parse:DeepseekV32Config",
-    "DeepseekV4Config": "ckpt_tools.configs.v4:DeepseekV4Config",
-    "V4TensorPlan": "ckpt_tools.families.deepseek_v4.tensor_plan:V4TensorPlan",
     "plan_for": "ckpt_tools.inventory.tensor_plan:plan_for",
     # the architectures as data (ckpt_tools.families)
     "family_of": "ckpt_tools.families:family_of",

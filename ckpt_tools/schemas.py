@@ -1,6 +1,7 @@
 """The public Pydantic models whose JSON Schema is committed under `schemas/`.
 
-Each entry is `file stem -> "module:attribute"`, imported only when exporting.
+Each entry is `file stem -> "module:attribute"`, imported only when exporting: the shared
+ones here, and the reports of a family's own hooks from its registry entry.
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from .families import FAMILIES
+
 PUBLIC_MODELS: dict[str, str] = {
     "deepseek_config": "ckpt_tools.configs.parse:DeepseekConfig",
-    "deepseek_v4_config": "ckpt_tools.configs.v4:DeepseekV4Config",
     "model_info": "ckpt_tools.commands.info:ModelInfo",
     "validation_report": "ckpt_tools.inventory.findings:ValidationReport",
     "diff_report": "ckpt_tools.commands.diff:DiffReport",
-    "diff_v4_report": "ckpt_tools.families.deepseek_v4.diff:V4DiffReport",
     "arch_figures": "ckpt_tools.figures.arch_figures:ArchFigures",
     "download_plan": "ckpt_tools.commands.download:DownloadPlan",
     "download_report": "ckpt_tools.commands.download:DownloadReport",
@@ -26,16 +27,15 @@ PUBLIC_MODELS: dict[str, str] = {
     "forward_report": "ckpt_tools.commands.verify:ForwardReport",
     "upcast_report": "ckpt_tools.commands.convert:UpcastReport",
     "quantize_report": "ckpt_tools.commands.convert:QuantizeReport",
-    "upcast_v4_report": "ckpt_tools.families.deepseek_v4.convert:V4UpcastReport",
-    "quantize_v4_report": "ckpt_tools.families.deepseek_v4.convert:V4QuantizeReport",
     "reshard_report": "ckpt_tools.commands.reshard:ReshardReport",
     "error_report": "ckpt_tools.error_report:ErrorReport",
     "tiny_checkpoint": "ckpt_tools.commands.tiny:TinyCheckpoint",
+    **{stem: target for f in FAMILIES.values() for stem, target in f.report_schemas.items()},
 }
 
 INPUT_MODELS = {"deepseek_config"}
 # what a config.json holds; every other public model is a result (`results.Result`, `.ok`)
-CONFIG_MODELS = {"deepseek_config", "deepseek_v4_config"}
+CONFIG_MODELS = {"deepseek_config"}  # every family's config model, one discriminated union
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 
@@ -54,7 +54,8 @@ def build_schemas() -> dict[str, str]:
         mode = "validation" if stem in INPUT_MODELS else "serialization"
         schema: dict[str, Any] = TypeAdapter(_load(target)).json_schema(mode=mode)
         schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                  "$id": f"ckpt_tools/{stem}.schema.json", "title": schema.get("title", stem), **schema}
+                  "$id": f"ckpt_tools/{stem}.schema.json", "title": schema.get("title", stem),
+                  **schema}
         out[f"{stem}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
     return out
 

@@ -27,7 +27,7 @@ def _shown(name: str) -> list[tuple[str, int, int]]:
         for a, b, side in ((name, partner, "a"), (partner, name, "b")):
             r = diff(a, b, context=CONTEXT)
             where = f"diff {a} {b} ({side})"
-            if hasattr(r, "figures_a"):
+            if r.figures_a is not None:
                 f = getattr(r, f"figures_{side}")
                 out.append((where, f.flops.attention_flops_per_token, f.kv_cache.total_at_context))
                 rows = {q.key: q for q in r.quantities}
@@ -35,7 +35,7 @@ def _shown(name: str) -> list[tuple[str, int, int]]:
                 if dsa is not None:
                     out.append((where + " DSA row", getattr(dsa, side), None))
             else:
-                rows = {f.key: f for f in r.figures}
+                rows = {q.key: q for q in r.quantities}
                 out.append((where, getattr(rows["attention_flops.128K"], side),
                             getattr(rows["kv.128K"], side)))
     sparse = describe(name).sparse_attention
@@ -59,7 +59,7 @@ def test_attention_flops_and_kv_cache_agree_across_info_and_every_diff(name):
 
 def test_v32_attention_at_128k_is_the_same_in_both_diffs_the_issue_names():
     in_v3 = {q.key: q.b for q in diff("v3.1", "v3.2").quantities}["dsa.attention_flops.131072"]
-    in_v4 = {f.key: f.a for f in diff("v3.2", "v4-flash").figures}["attention_flops.128K"]
+    in_v4 = {q.key: q.a for q in diff("v3.2", "v4-flash").quantities}["attention_flops.128K"]
     assert in_v3 == in_v4
 
 
@@ -78,7 +78,7 @@ def test_the_formulas_by_hand():
 def test_v4_pro_against_v32_at_1m_is_near_deepseeks_stated_ratios():
     """DeepSeek's model card: at 1M tokens V4-Pro needs 10% of V3.2's KV cache and 27% of
     its single-token FLOPs (their kernels keep part of the cache in FP8, we count BF16)."""
-    figures = {f.key: f for f in diff("v3.2", "v4-pro").figures}
+    figures = {q.key: q for q in diff("v3.2", "v4-pro").quantities}
     assert 0.08 < figures["kv.1M"].ratio < 0.13
     assert 0.24 < figures["total_flops.1M"].ratio < 0.30
 

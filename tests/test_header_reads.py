@@ -139,3 +139,47 @@ def test_header_fast_path_agrees_with_the_exact_checks(seed, monkeypatch):
             raw = _header(bad, [i for i in order if i < len(bad)])
             assert parse(raw, False) == parse(raw, True)
             assert isinstance(parse(raw, False), str)
+
+
+def test_a_spec_becomes_a_path_in_one_place():
+    """`io.source.locate` (which `Source.open` uses) is the only caller of the resolver
+    (`remote.stores.as_path`): every other module takes the path or the Source it is given."""
+    import ast
+
+    import ckpt_tools
+
+    package = Path(ckpt_tools.__file__).parent
+    callers = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func
+                name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+                if name == "as_path":
+                    callers.add(path.relative_to(package).as_posix())
+    assert callers == {"io/source.py"}
+
+
+def test_reshard_by_size_resolves_its_source_once_and_reads_each_header_once(
+        make_ckpt, tmp_path, monkeypatch):
+    """The spec a user typed becomes a path once; the jobs read through the run's headers."""
+    from ckpt_tools.commands.reshard import reshard_by_size
+    from ckpt_tools.io import source
+
+    ck = make_ckpt("v3", shards=2)
+    located, reads = [], Counter()
+    locate, parse = source.locate, safetensors_header.parse_header_bytes
+
+    def counted_locate(spec):
+        located.append(spec)
+        return locate(spec)
+
+    def counted_parse(path, header, file_size):
+        reads[Path(str(path)).parent == ck, Path(str(path)).name] += 1
+        return parse(path, header, file_size)
+
+    monkeypatch.setattr(source, "locate", counted_locate)
+    monkeypatch.setattr(safetensors_header, "parse_header_bytes", counted_parse)
+    reshard_by_size(str(ck), tmp_path / "out", "1MB", workers=1)
+    assert [s for s in located if not isinstance(s, Source)] == [str(ck)]
+    assert {name: n for (src, name), n in reads.items() if src} == dict.fromkeys(_shards(ck), 1)

@@ -1,4 +1,5 @@
-"""Charts of the verify, diff, diff --values and info reports (`ckpt_tools.commands.plot`, `--plot`).
+"""Charts of the verify, diff, diff --values and info reports (`ckpt_tools.commands.plot`,
+`--plot`).
 
 Figures are built from real reports of tiny checkpoints and presets; their content is
 checked through the figure's artists and the saved SVG text, not only that a file exists.
@@ -290,11 +291,12 @@ def test_v4_diff_figure_draws_each_figure_row_for_both_sides(mpl, tmp_path):
     report = diff("v3.2", "v4-flash")
     fig = diff_figure(report)
     ax = fig.axes[0]
-    assert _tick_labels(ax.yaxis) == [f.label for f in report.figures]
+    assert report.figures_a is None  # V4's diff hook: its quantities instead
+    assert _tick_labels(ax.yaxis) == [q.label for q in report.quantities]
     for side in ("A", "B"):
         bars = _by_gid(fig, f"figures-{side}")
-        assert len(bars) == len(report.figures)
-        for bar, f in zip(bars, report.figures):  # each row relative to its larger side
+        assert len(bars) == len(report.quantities)
+        for bar, f in zip(bars, report.quantities):  # each row relative to its larger side
             assert bar.get_width() == pytest.approx(getattr(f, side.lower()) / max(f.a, f.b))
     _save_both(fig, tmp_path, "v4-diff")
 

@@ -12,7 +12,7 @@ from ckpt_tools.configs.parse import parse_config
 from ckpt_tools.commands.diff import diff
 from ckpt_tools.presets import find_preset
 from ckpt_tools.figures.attention_cost import attention_flops, kv_cache_elements
-from ckpt_tools.families.deepseek_v4.diff import V4DiffReport
+from ckpt_tools.commands.diff import DiffReport
 
 
 @pytest.fixture
@@ -29,12 +29,12 @@ def v32(tmp_path):
 
 
 def fig(report, key):
-    return next(f for f in report.figures if f.key == key)
+    return next(q for q in report.quantities if q.key == key)
 
 
 def test_v4_pro_against_v32_matches_deepseek_statements(v32):
     r = diff(v32, "v4-pro")
-    assert isinstance(r, V4DiffReport)
+    assert isinstance(r, DiffReport) and r.ok and r.figures_a is None
     kv, flops = fig(r, "kv.1M").ratio, fig(r, "total_flops.1M").ratio
     assert 0.08 <= kv <= 0.13  # "10%"
     assert 0.24 <= flops <= 0.30  # "27%"
@@ -78,8 +78,34 @@ def test_cli_diff_v4(run_cli):
     r = run_cli("diff", "v3", "v4-flash", "--json")
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["b"]["model_type"] == "deepseek_v4" and "2 sliding-window only" in doc["b"]["attention"]
+    assert doc["b"]["model_type"] == "deepseek_v4"
+    assert "2 sliding-window only" in doc["b"]["attention"]
     r = run_cli("diff", "v3", "v4-flash", "--markdown")
     assert r.exit_code == 0 and "### Hyper-connections" in r.stdout
     r = run_cli("diff", "v4-flash", "v4-pro")
     assert r.exit_code == 0 and "KV cache at 1M" in r.stdout
+
+
+def test_v4_checkpoint_against_its_own_round_trip_is_one_report_with_tensor_sections(
+        run_cli, tmp_path):
+    """The same DiffReport as every family: no V3-to-V4 explainer for the same architecture,
+    the tensor plan by family, and the header and value sections of two checkpoints."""
+    from ckpt_tools.commands.convert import upcast
+    from ckpt_tools.commands.tiny import make_tiny
+
+    make_tiny(tmp_path / "fp8", "v4-flash", fp8=True)
+    upcast(tmp_path / "fp8", tmp_path / "bf16", workers=1)
+    r = diff(tmp_path / "fp8", tmp_path / "bf16", values=True)
+    assert isinstance(r, DiffReport) and r.ok
+    assert r.explanations == [] and r.same_architecture
+    assert r.summary.startswith("Same architecture")
+    assert (r.a.layout, r.b.layout) == ("fp8", "bf16") and r.plan.layout_b == "bf16"
+    assert r.plan.families_a == r.plan.families_b and r.plan.tensors_a > r.plan.tensors_b
+    assert r.headers.common == r.headers.tensors_b == r.values.compared > 0
+    assert r.values.max_rel_l2 < 1e-2  # dequantised FP8/FP4 against its exact BF16 upcast
+    out = run_cli("diff", tmp_path / "fp8", tmp_path / "bf16", "--values")
+    assert out.exit_code == 0, out.output
+    assert "Checkpoint tensors (headers)" in out.stdout and "Values, worst first" in out.stdout
+    assert "Hyper-connections" not in out.stdout
+    doc = json.loads(run_cli("diff", tmp_path / "fp8", tmp_path / "bf16", "--json").stdout)
+    assert doc["headers"]["common"] == r.headers.common and doc["values"] is None

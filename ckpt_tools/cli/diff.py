@@ -91,29 +91,13 @@ _ROUTING = [("topk_method", "method"), ("scoring", "scoring"), ("group_selection
 
 
 # -- the report as blocks --------------------------------------------------------------------
-def _v4_blocks(r, markdown: bool) -> list[Block]:
-    """The report of diff_v4 (one side DeepSeek-V4): sides, figures, explanations, fields."""
-    head = Block(f"{r.b.label} vs {r.a.label}", [
-        f"A: {r.a.title or r.a.label} ({r.a.model_type}): {r.a.attention}",
-        f"B: {r.b.title or r.b.label} ({r.b.model_type}): {r.b.attention}", r.summary], level=1)
-    rows = [[f.label, _num(f.a, f.unit, short=True), _num(f.b, f.unit, short=True),
-             f"{f.ratio:.3f}x" if f.ratio is not None else "-"] for f in r.figures]
-    blocks = [head, Block("Figures (B / A)", [], ["", "A", "B", "B/A"], rows, "lrrr")]
-    blocks += [Block(e.topic[0].upper() + e.topic[1:], [e.text]) for e in r.explanations]
-    arch = [c for c in r.config_changes if c.architectural]
-    rows = [[f"`{c.field}`" if markdown else c.field, _value(c.a), _value(c.b)] for c in arch]
-    blocks.append(Block(f"Config fields ({len(arch)} architectural)", [], ["field", "A", "B"],
-                        rows, "lll"))
-    return blocks + _tensor_blocks(r)
-
-
 def _blocks(r, markdown: bool) -> list[Block]:
-    if hasattr(r, "explanations"):
-        return _v4_blocks(r, markdown)
     blocks = []
 
     def side(s, tag):
-        return f"{tag}: {s.title or s.label}  [{s.spec}: {s.kind}, {s.model_type}, {s.layout}]"
+        attention = f": {s.attention}" if s.attention else ""
+        return (f"{tag}: {s.title or s.label}  [{s.spec}: {s.kind}, {s.model_type}, "
+                f"{s.layout}]{attention}")
 
     def notes(s, tag):
         rd = s.reading
@@ -137,6 +121,8 @@ def _blocks(r, markdown: bool) -> list[Block]:
     blocks.append(Block("Headline", headers=["", "A", "B", "B/A"], align="lrrr", rows=[
         [q.label, _num(q.a, q.unit, short=True), _num(q.b, q.unit, short=True), _ratio(q)]
         for q in heads]))
+    # what the family explains in words (an architecture of its own against another)
+    blocks += [Block(e.topic[0].upper() + e.topic[1:], [e.text]) for e in r.explanations]
 
     # 1. config fields by concern
     n = len(r.config_changes)
@@ -158,20 +144,25 @@ def _blocks(r, markdown: bool) -> list[Block]:
             derived.append(Block(title, headers=["", "A", "B", "B/A"], rows=rows, align="lrrr",
                                  level=3))
     if derived:
-        title = "Derived quantities (ratios B/A" + (", only those that differ)" if only_changed else ")")
-        note = [f"FLOPs: {r.figures_a.flops.convention}."] if any(
-            b.title == _SECTIONS["compute"] for b in derived) else []
-        dsa = r.figures_b.sparse_attention or r.figures_a.sparse_attention
-        if dsa is not None:
-            note.append(f"Sparse attention FLOPs: {dsa.convention}.")
+        title = ("Derived quantities (ratios B/A"
+                 + (", only those that differ)" if only_changed else ")"))
+        note = []
+        if r.figures_a is not None and r.figures_b is not None:
+            if any(b.title == _SECTIONS["compute"] for b in derived):
+                note.append(f"FLOPs: {r.figures_a.flops.convention}.")
+            dsa = r.figures_b.sparse_attention or r.figures_a.sparse_attention
+            if dsa is not None:
+                note.append(f"Sparse attention FLOPs: {dsa.convention}.")
         blocks.append(Block(title, note))
         blocks += derived
     else:
         blocks.append(Block("Derived quantities", ["identical on both sides"]))
 
     # 3. routing, per side
-    ra, rb = r.routing
-    if ra == rb:
+    ra, rb = r.routing or (None, None)
+    if ra is None or rb is None:
+        pass  # the family said it in words (explanations)
+    elif ra == rb:
         rows = [[label, str(getattr(ra, key))] for key, label in _ROUTING]
         rows += [["note", note] for note in ra.notes]
         blocks.append(Block("Routing (same on both sides)", headers=["", "A = B"], rows=rows,
@@ -195,13 +186,15 @@ def _blocks(r, markdown: bool) -> list[Block]:
     rows = []
     for c in p.changes:
         what = c.status if c.status != "changed" else ", ".join(c.changes)
-        row = [f"`{c.family}`" if markdown else c.family, what, _family_side(c.a), _family_side(c.b)]
+        row = [f"`{c.family}`" if markdown else c.family, what, _family_side(c.a),
+               _family_side(c.b)]
         if markdown:
             row += [c.a.layers if c.a else "-", c.b.layers if c.b else "-"]
         rows.append(row)
     if rows:
         headers = ["family", "change", "A", "B"] + (["layers A", "layers B"] if markdown else [])
-        blocks.append(Block("Tensor plan by family", intro, headers, rows, "llll" + "ll" * markdown))
+        blocks.append(Block("Tensor plan by family", intro, headers, rows,
+                            "llll" + "ll" * markdown))
     else:
         blocks.append(Block("Tensor plan by family", [f"identical: {p.tensors_a:,} tensors in "
                                                       f"{p.families_a} families"]))

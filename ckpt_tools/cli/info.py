@@ -70,7 +70,7 @@ def info(source: str, remote: bool, plot_path):
     ]
     if a.attention_schedule is None:
         rows.append(["MLA ranks q / kv", f"{q} / {a.kv_lora_rank}"])
-    else:  # DeepSeek-V4
+    else:  # an attention schedule of its own (sliding / compressed layers, hash routing)
         rows += [["attention", f"shared-KV MQA, head_dim {a.head_dim}, q rank {q}"],
                  ["schedule", a.attention_schedule],
                  ["routing", f"{a.hash_layers} hash (tid2eid) layers, then learned"],

@@ -39,14 +39,14 @@ _CONCERN_OF: dict[str, Concern] = {
     **dict.fromkeys(["max_position_embeddings", "rope_theta", "rope_scaling"], "rope"),
     **dict.fromkeys(["vocab_size", "bos_token_id", "eos_token_id", "pad_token_id",
                      "tie_word_embeddings"], "vocabulary"),
-    **dict.fromkeys(["quantization_config", "torch_dtype"], "quantization"),
+    **dict.fromkeys(["quantization_config", "torch_dtype", "expert_dtype"], "quantization"),
 }
 # Fields that change neither the tensors nor the forward pass: training-only knobs,
 # tooling metadata, storage format, token ids.
 _NOT_ARCHITECTURE = frozenset({
     "aux_loss_alpha", "seq_aux", "pretraining_tp", "transformers_version", "_name_or_path",
     "use_cache", "initializer_range", "attention_dropout", "torch_dtype", "ep_size", "auto_map",
-    "quantization_config", "bos_token_id", "eos_token_id", "pad_token_id",
+    "quantization_config", "bos_token_id", "eos_token_id", "pad_token_id", "expert_dtype",
 })
 _TOPK_METHOD = {
     "greedy": "plain top-k over all experts",
@@ -91,7 +91,8 @@ _MEANINGS: dict[str, str] = {
     "rope_theta": "RoPE base",
     "rope_scaling.factor": "YaRN context extension factor",
     "rope_scaling.original_max_position_embeddings": "context length before YaRN extension",
-    "rope_scaling.mscale_all_dim": "enters the softmax scale: x (1 + 0.1 mscale_all_dim ln factor)^2",
+    "rope_scaling.mscale_all_dim": "enters the softmax scale: "
+                                   "x (1 + 0.1 mscale_all_dim ln factor)^2",
     "rope_scaling.mscale": "YaRN cos/sin magnitude; cancels while equal to mscale_all_dim",
     "vocab_size": "rows of embed_tokens and lm_head",
     "bos_token_id": "special token ids (another tokenizer)",
@@ -99,6 +100,8 @@ _MEANINGS: dict[str, str] = {
     "quantization_config.scale_fmt": "ue8m0: every block scale is a power of two",
     "quantization_config.weight_block_size": "rows x columns covered by one scale",
     "torch_dtype": "dtype of the unquantised tensors",
+    "expert_dtype": "storage of the routed experts (fp4: MXFP4 codes + E8M0 scales, fp8: "
+                    "128x128 blocks)",
     "pretraining_tp": "training-only tensor-parallel degree; no effect on inference",
     "transformers_version": "tooling metadata; no effect on the weights",
     "auto_map": "remote-code classes",

@@ -11,6 +11,7 @@ Preset and config diffs import no NumPy and never expand the plan's 92k tensor s
 milliseconds. NumPy is imported only for checkpoint directories.
 """
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -27,8 +28,7 @@ from ..execution.progress import Progress
 from ..results import Result
 from ..configs.sources import ConfigSource, resolve_config
 from .tensor_diff import HeaderDiff, ValueDiff, header_diff, value_diff
-from ..inventory.tensor_plan import Layout, TensorPlan
-from ..families.deepseek_v4.diff import V4DiffReport  # the return annotation: what the V4 hook returns
+from ..inventory.tensor_plan import Layout, TensorPlan, plan_for
 
 
 class Side(Result):
@@ -37,9 +37,12 @@ class Side(Result):
     label: str
     title: str | None
     model_type: str
-    layout: Layout
+    layout: Layout | Literal["hf"] = Field(description="As stored: hf is BF16 under transformers' "
+                                           "names where a family also has names of its own")
     reading: ConfigReading = Field(description="What was recognised, defaults filled, what the "
                                    "layout leaves out, and warnings (inconsistencies)")
+    attention: str | None = Field(None, description="Attention kind and schedule in words, "
+                                  "from a family that explains its comparison")
 
 
 class QuantityRow(Result):
@@ -85,6 +88,11 @@ class PlanDiff(Result):
     changes: list[FamilyChange]
 
 
+class Explanation(Result):
+    topic: str
+    text: str
+
+
 Verdict = Literal["identical_config", "same_architecture", "same_tensor_shapes",
                   "different_architecture"]
 
@@ -109,12 +117,32 @@ class DiffReport(Result):
 
     config_changes: list[FieldChange]
     quantities: list[QuantityRow]
-    routing: tuple[RoutingSemantics, RoutingSemantics]
+    explanations: list[Explanation] = Field(description="What changes from A to B, in words, "
+                                            "from a family that explains its comparison; none "
+                                            "when the configs are the same architecture")
+    routing: tuple[RoutingSemantics, RoutingSemantics] | None = Field(
+        description="Each side's routing semantics (the table families'; None when a family "
+        "explains its comparison itself)")
     plan: PlanDiff
-    figures_a: ArchFigures
-    figures_b: ArchFigures
-    headers: HeaderDiff | None = None
-    values: ValueDiff | None = None
+    figures_a: ArchFigures | None = Field(description="arch_figures of A (None when a family "
+                                          "explains its comparison: its quantities instead)")
+    figures_b: ArchFigures | None
+    headers: HeaderDiff | None = Field(None, description="Two checkpoints: names, shapes and "
+                                       "dtypes from their headers")
+    values: ValueDiff | None = Field(None, description="With values=True: every common tensor "
+                                     "compared by its (dequantised) value")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What a family with a comparison of its own (its `diff` hook) supplies to the report:
+    the quantities side by side, the explainer text, each side's attention in words, and the
+    summary of an architectural difference (None: the generic one)."""
+
+    quantities: list[QuantityRow]
+    attention: tuple[str, str]
+    explanations: list[Explanation] = field(default_factory=list)
+    summary: str | None = None
 
 
 # -- derived quantities ----------------------------------------------------------------------
@@ -157,7 +185,8 @@ def _rows(fa: ArchFigures, fb: ArchFigures, plan_a: int, plan_b: int) -> list[Qu
          lambda f: f.kv_cache.mha_per_token, True),
         ("kv_cache", "kv.mha_per_token_per_layer", "  per layer: heads x (qk + v)", "bytes",
          lambda f: f.kv_cache.mha_per_token_per_layer, False),
-        ("kv_cache", "kv.mha_over_mla", "MHA / MLA", "ratio", lambda f: f.kv_cache.mha_over_mla, False),
+        ("kv_cache", "kv.mha_over_mla", "MHA / MLA", "ratio", lambda f: f.kv_cache.mha_over_mla,
+         False),
         ("kv_cache", "kv.mla_at_context", f"MLA cache for {ctx:,} tokens", "bytes",
          lambda f: f.kv_cache.mla_at_context, False),
         ("kv_cache", "kv.total_at_context", f"KV cache for {ctx:,} tokens (with indexer keys)",
@@ -178,7 +207,8 @@ def _rows(fa: ArchFigures, fb: ArchFigures, plan_a: int, plan_b: int) -> list[Qu
          lambda f: f.experts.experts_per_token, True),
         ("experts", "experts.routed", "routed experts per MoE layer", "count",
          lambda f: f.experts.routed_experts, True),
-        ("experts", "experts.shared", "shared experts", "count", lambda f: f.experts.shared_experts, False),
+        ("experts", "experts.shared", "shared experts", "count",
+         lambda f: f.experts.shared_experts, False),
         ("experts", "experts.width", "expert width (moe_intermediate_size)", "count",
          lambda f: f.experts.expert_width, True),
         ("experts", "experts.shared_width", "shared-expert MLP width", "count",
@@ -193,8 +223,10 @@ def _rows(fa: ArchFigures, fb: ArchFigures, plan_a: int, plan_b: int) -> list[Qu
          lambda f: f.experts.dense_layers + f.experts.moe_layers, False),
         ("structure", "structure.dense_layers", "dense layers", "count",
          lambda f: f.experts.dense_layers, False),
-        ("structure", "structure.moe_layers", "MoE layers", "count", lambda f: f.experts.moe_layers, False),
-        ("structure", "structure.mtp_layers", "MTP layers", "count", lambda f: f.experts.mtp_layers, False),
+        ("structure", "structure.moe_layers", "MoE layers", "count",
+         lambda f: f.experts.moe_layers, False),
+        ("structure", "structure.mtp_layers", "MTP layers", "count",
+         lambda f: f.experts.mtp_layers, False),
     ]
     comp = [
         ("embedding", "embedding"), ("lm_head", "lm_head"),
@@ -211,8 +243,9 @@ def _rows(fa: ArchFigures, fb: ArchFigures, plan_a: int, plan_b: int) -> list[Qu
     if fa.sparse_attention or fb.sparse_attention:
         spec += diff_rows(fa.sparse_attention or fb.sparse_attention)
     for key in ("attention", "dense_mlp", "router", "routed_expert", "shared_expert", "norm"):
-        spec.append(("components", f"components.total.{key}", f"all {key.replace('_', ' ')} (model)",
-                     "params", lambda f, key=key: f.parameters.by_component.get(key, 0), False))
+        spec.append(("components", f"components.total.{key}",
+                     f"all {key.replace('_', ' ')} (model)", "params",
+                     lambda f, key=key: f.parameters.by_component.get(key, 0), False))
     rows = [QuantityRow(key="structure.tensors", section="structure", label="tensors in the plan",
                         unit="count", a=plan_a, b=plan_b, ratio=_ratio(plan_a, plan_b))]
     for section, key, label, unit, get, headline in spec:
@@ -298,10 +331,11 @@ def _policy(families: dict[str, FamilySide]) -> dict[str, int]:
 
 
 # -- the report ------------------------------------------------------------------------------
-def _side(src: ConfigSource, layout: str) -> Side:
+def _side(src: ConfigSource, layout: str, attention: str | None) -> Side:
     return Side(spec=src.spec, kind=src.kind, label=src.label,
                 title=src.preset.title if src.preset else None,
-                model_type=src.config.model_type, layout=layout, reading=src.config.reading)
+                model_type=src.config.model_type, layout=layout, reading=src.config.reading,
+                attention=attention)
 
 
 def _verdict(changes: list[FieldChange], plan: PlanDiff) -> Verdict:
@@ -336,7 +370,8 @@ def _summary(changes: list[FieldChange], plan: PlanDiff, verdict: Verdict) -> st
     indexer = _indexer_only(changes, plan)
     if indexer is not None:
         families = len(plan.changes)
-        return (f"Same weights layout {indexer} the indexer: B {'adds' if indexer == 'plus' else 'drops'} "
+        verb = "adds" if indexer == "plus" else "drops"
+        return (f"Same weights layout {indexer} the indexer: B {verb} "
                 f"DeepSeek Sparse Attention's lightning indexer ({families} tensor families per "
                 f"layer under self_attn.indexer); every other tensor family is identical")
     if verdict == "identical_config":
@@ -359,7 +394,7 @@ def _summary(changes: list[FieldChange], plan: PlanDiff, verdict: Verdict) -> st
 
 
 def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = DEFAULT_CONTEXT,
-         progress: Progress | None = None) -> DiffReport | V4DiffReport:
+         progress: Progress | None = None) -> DiffReport:
     """Compare two presets, config.json files or checkpoint directories.
 
     Args:
@@ -369,9 +404,9 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         progress: receives bytes compared (values only).
 
     Returns:
-        DiffReport (B relative to A: ratios are B / A); the family's own report when a side's
-        family has a `diff` hook (DeepSeek-V4: `V4DiffReport`, with the same tensor sections
-        for two checkpoints).
+        DiffReport (B relative to A: ratios are B / A). When a side's family has a `diff`
+        hook (a comparison of its own, explained rather than field-matched), its quantities,
+        explanations and attention words fill the report in place of `arch_figures`.
 
     Raises:
         ConfigError: an input is not a preset/config/checkpoint.
@@ -384,43 +419,51 @@ def diff(a: str | Path, b: str | Path, *, values: bool = False, context: int = D
         kinds = f"A is a {src_a.kind}, B is a {src_b.kind}"
         raise ArgumentError(f"{ARGUMENT_PLACEHOLDER} compares tensor values: A and B must both "
                             f"be checkpoint directories ({kinds})", argument="values")
-    # a family with a comparison of its own (explained, not field-matched) on either side
-    own = next((f for f in (family_of(src_a.config), family_of(src_b.config))
-                if f.has_hook("diff")), None)
     cks = []
     try:
         for src in (src_a, src_b):
             if src.kind == "checkpoint":
-                from ..inventory.checkpoint import Checkpoint  # numpy: only for checkpoint directories
+                # numpy: only for checkpoint directories
+                from ..inventory.checkpoint import Checkpoint
 
                 cks.append(Checkpoint(src.path, src.config))
                 cks[-1].prefetch_headers()  # a remote checkpoint: all headers in one round trip
             else:
                 cks.append(None)
         ck_a, ck_b = cks
-        # a checkpoint's layout is what its files hold (an upcast may keep a stale config);
+        # a checkpoint's plan is what its files hold (an upcast may keep a stale config);
         # a directory with a config.json but no weights is compared as a config
-        weights = [ck is not None and (ck.index_path is not None or (ck.dir / SINGLE_FILE).is_file())
+        weights = [ck is not None
+                   and (ck.index_path is not None or (ck.dir / SINGLE_FILE).is_file())
                    for ck in cks]
         headers = header_diff(ck_a, ck_b) if all(weights) or values else None
         vals = value_diff(ck_a, ck_b, progress) if values else None
-        if own is not None:
-            return own.hook("diff")(src_a, src_b, headers=headers, values=vals)
-        plan_a = TensorPlan(src_a.config, ck_a.layout if weights[0] else None)
-        plan_b = TensorPlan(src_b.config, ck_b.layout if weights[1] else None)
+        plan_a, plan_b = (ck.plan if has else plan_for(src.config)
+                          for ck, has, src in zip(cks, weights, (src_a, src_b)))
     finally:
         for ck in cks:
             if ck is not None:
                 ck.close()
-    fig_a = arch_figures(src_a.config, context=context, plan=plan_a)
-    fig_b = arch_figures(src_b.config, context=context, plan=plan_b)
     plan = plan_diff(plan_a, plan_b)
     changes = config_changes(src_a.config, src_b.config)
     verdict = _verdict(changes, plan)
+    # a family with a comparison of its own (explained, not field-matched) on either side
+    own = next((f for f in (family_of(src_a.config), family_of(src_b.config))
+                if f.has_hook("diff")), None)
+    if own is not None:
+        given: Comparison = own.hook("diff")(src_a, src_b, changes)
+        fig_a = fig_b = routing = None
+        quantities, explanations, attention = given.quantities, given.explanations, given.attention
+        summary = given.summary or _summary(changes, plan, verdict)
+    else:
+        fig_a = arch_figures(src_a.config, context=context, plan=plan_a)
+        fig_b = arch_figures(src_b.config, context=context, plan=plan_b)
+        quantities = _rows(fig_a, fig_b, plan.tensors_a, plan.tensors_b)
+        routing, explanations, attention = (fig_a.routing, fig_b.routing), [], (None, None)
+        summary = _summary(changes, plan, verdict)
     return DiffReport(
-        a=_side(src_a, fig_a.layout), b=_side(src_b, fig_b.layout), verdict=verdict,
-        same_architecture=verdict in ("identical_config", "same_architecture"),
-        summary=_summary(changes, plan, verdict), context=context, config_changes=changes,
-        quantities=_rows(fig_a, fig_b, plan.tensors_a, plan.tensors_b),
-        routing=(fig_a.routing, fig_b.routing), plan=plan, figures_a=fig_a, figures_b=fig_b,
-        headers=headers, values=vals)
+        a=_side(src_a, plan_a.layout, attention[0]), b=_side(src_b, plan_b.layout, attention[1]),
+        verdict=verdict, same_architecture=verdict in ("identical_config", "same_architecture"),
+        summary=summary, context=context, config_changes=changes, quantities=quantities,
+        explanations=explanations, routing=routing, plan=plan, figures_a=fig_a,
+        figures_b=fig_b, headers=headers, values=vals)

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
     from .diff import DiffReport
     from .info import ModelInfo
-    from ..families.deepseek_v4.diff import V4DiffReport
     from .verify import VerifyReport
 
 PLOT_EXTRA_INSTALL = "pip install 'ckpt-tools[plot]'"
@@ -172,12 +171,13 @@ def _bar_labels(ax, bars, values, fmt) -> None:
                     rotation=90 if bar.get_width() < 0.3 else 0)
 
 
-def diff_figure(report: "DiffReport | V4DiffReport") -> "Figure":
+def diff_figure(report: "DiffReport") -> "Figure":
     """Parameters by component for A and B (grouped bars, totals and activated per token
-    marked), bytes by dtype in both layouts, and KV cache per token, MLA vs plain MHA."""
-    if not hasattr(report, "figures_a"):  # one side DeepSeek-V4: its figures, side by side
-        return _figure_rows_chart(report)
+    marked), bytes by dtype in both layouts, and KV cache per token, MLA vs plain MHA; a
+    report whose family explained the comparison itself: its headline quantities."""
     fa, fb = report.figures_a, report.figures_b
+    if fa is None or fb is None:
+        return _quantities_chart(report)
     name_a, name_b = _short(report.a.label, 24), _short(report.b.label, 24)
     fig = _figure(12, 8)
     grid = fig.add_gridspec(2, 2)
@@ -267,10 +267,10 @@ def diff_figure(report: "DiffReport | V4DiffReport") -> "Figure":
     return fig
 
 
-def _figure_rows_chart(report) -> "Figure":
-    """A report's A/B figures (parameters, bytes, KV cache, FLOPs) as paired bars per row,
-    each row on its own scale (B relative to A), the values written on the bars."""
-    rows = report.figures
+def _quantities_chart(report: "DiffReport") -> "Figure":
+    """A report's headline quantities (parameters, bytes, KV cache, FLOPs) as paired bars per
+    row, each row on its own scale (B relative to A), the values written on the bars."""
+    rows = [q for q in report.quantities if q.headline and q.a is not None and q.b is not None]
     fig = _figure(10, 0.42 * len(rows) + 1.8)
     ax = fig.add_subplot()
     y = list(range(len(rows)))
@@ -318,7 +318,7 @@ def _family_order() -> dict[str, int]:
     return order
 
 
-def value_diff_figure(report: "DiffReport | V4DiffReport") -> "Figure":
+def value_diff_figure(report: "DiffReport") -> "Figure":
     """Heat map of relative L2 error, layer x tensor family (the worst tensor of each cell),
     with the worst tensors numbered on the map and named below it."""
     values = report.values
@@ -329,7 +329,7 @@ def value_diff_figure(report: "DiffReport | V4DiffReport") -> "Figure":
     import numpy as np
     from matplotlib.colors import LogNorm
 
-    figures = getattr(report, "figures_a", None)  # (a V4 report numbers its MTP blocks apart)
+    figures = report.figures_a  # None (a family with its own comparison): no MTP labels
     main_layers = (figures.experts.dense_layers + figures.experts.moe_layers if figures
                    else math.inf)
     order = _family_order()

@@ -58,9 +58,11 @@ from .reshard_plan import (
     prove_coverage,
 )
 from ..results import Result
-from .reshard_write import JOB_MEMORY, PART_BYTES, combine_counts, split_file, write_file, write_part
+from .reshard_write import (JOB_MEMORY, PART_BYTES, combine_counts, split_file, write_file,
+                            write_part)
 from ..io.safetensors_io import read_header
 from ..io.side_files import copy_file_atomic, copy_side_files
+from ..io.source import Source
 from ..sizes import Size, parse_size
 from ..configs.sources import CONFIG_FILE
 from ..inventory.tensor_plan import Layout
@@ -142,13 +144,16 @@ class ReshardReport(Result):
 
 
 # -- running a plan --------------------------------------------------------------------------
-def _works(plan: ReshardPlan, todo: list[OutFile], src: str | RemotePath, dst: str,
+def _works(plan: ReshardPlan, todo: list[OutFile], root: str | RemotePath, dst: str,
            remote: bool, resources) -> list[FileWork]:
     """The jobs writing `todo`: parts of about `PART_BYTES` per file (`split_file`), so
     a source of few large shards keeps every worker busy; one whole-file job per file for
-    an object-store destination (staged here and uploaded whole, as upcast's)."""
+    an object-store destination (staged here and uploaded whole, as upcast's). A job reads
+    through the run's source cut down to its file's tensors (no header read again)."""
     works = []
     for f in todo:
+        src = root if plan.source is None else plan.source.for_tensors(
+            plan.src, [(plan.src / p.file, [p.tensor]) for t in f.tensors for p in t.parts])
         if remote:
             works.append(FileWork(f.name, [Job(f.name, f.nbytes, (write_file, src, dst, f),
                                                JOB_MEMORY, resources(f))]))
@@ -219,7 +224,8 @@ def _rank_files(plan: ReshardPlan, ranks: Sequence[int] | None) -> list[OutFile]
     bad = [r for r in ranks if not 0 <= r < len(plan.files)]
     if bad or not ranks:
         raise ConfigError(f"{plan.src}: rank {bad[0] if bad else 'list'} is outside 0-"
-                          f"{len(plan.files) - 1} of a {plan.model_parallel}-way model-parallel layout")
+                          f"{len(plan.files) - 1} of a {plan.model_parallel}-way "
+                          f"model-parallel layout")
     return [plan.files[r] for r in sorted(set(ranks))]
 
 
@@ -321,7 +327,8 @@ def reshard_by_size(src: str | Path, dst: str | Path, max_shard_size: Size, *,
     checkpoint directory for a `src` without config.json, copied instead.
     """
     max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
-    plan = plan_reshard(src, max_shard_size=max_shard_size, config=config)
+    source = Source.open(src)  # the one place reshard_by_size resolves `src`
+    plan = plan_reshard(source, max_shard_size=max_shard_size, config=config)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor)
 
@@ -349,14 +356,15 @@ def to_deepseek_mp(src: str | Path, dst: str | Path, model_parallel: int, *,
         ConfigError: a dimension `model_parallel` does not divide (before anything is
             written; DST is not even created).
     """
+    source = Source.open(src)  # the one place to_deepseek_mp resolves `src`
     given = config_file_given(src, config)
-    family = family_given(checkpoint_dir(src), given, "to_mp", "reshard --to deepseek-mp")
+    family = family_given(checkpoint_dir(source), given, "to_mp", "reshard --to deepseek-mp")
     _refuse_mp_layout(src, family)
     if family.has_hook("to_mp"):  # its own convert.py rules (DeepSeek-V4: MTP always kept)
-        return family.hook("to_mp")(src, dst, model_parallel, workers=workers,
+        return family.hook("to_mp")(source, dst, model_parallel, workers=workers,
                                     overwrite=overwrite, progress=progress, executor=executor,
                                     ranks=ranks, rank_resource=rank_resource)
-    plan = plan_reshard(src, model_parallel=model_parallel, keep_mtp=keep_mtp, config=given)
+    plan = plan_reshard(source, model_parallel=model_parallel, keep_mtp=keep_mtp, config=given)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor, ranks=ranks, rank_resource=rank_resource)
 
@@ -374,18 +382,19 @@ def from_deepseek_mp(src: str | Path, dst: str | Path, *, max_shard_size: Size |
     """
     if max_shard_size is not None:
         max_shard_size = parse_size(max_shard_size, argument="max_shard_size")
+    source = Source.open(src)  # the one place from_deepseek_mp resolves `src`
     given = config_file_given(src, config)
     config = given and given.file
-    family = family_at(src, config)
+    family = family_at(checkpoint_dir(source), config)
     _refuse_mp_layout(src, family)
     if family.has_hook("from_mp"):
         if config is not None:
             raise ConfigError(f"{src}: for {family.title} rank files, put config.json beside "
                               f"them")
-        return family.hook("from_mp")(src, dst, overwrite=overwrite, executor=executor,
+        return family.hook("from_mp")(source, dst, overwrite=overwrite, executor=executor,
                                       **({"max_shard_size": max_shard_size} if max_shard_size
                                          else {}))
-    plan = plan_reshard(src, to_hf=True, max_shard_size=max_shard_size, config=config)
+    plan = plan_reshard(source, to_hf=True, max_shard_size=max_shard_size, config=config)
     return execute_plan(plan, dst, workers=workers, overwrite=overwrite, progress=progress,
                         executor=executor)
 

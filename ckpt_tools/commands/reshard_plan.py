@@ -21,6 +21,7 @@ from ..inventory.checkpoint import checkpoint_dir
 from ..io.dtypes import itemsize
 from ..errors import ARGUMENT_PLACEHOLDER, ArgumentError, FormatError, VerificationError
 from ..io.index import is_model_parallel, pack_greedy, shard_file_name
+from ..io.source import Source
 from ..inventory.inspect import open_checkpoint, require
 from ..remote.path import RemotePath
 from ..configs.sources import ConfigSource, given_config, no_such_path
@@ -85,13 +86,15 @@ class ReshardPlan:
     drop_mtp_from_config: bool = False
     # the MTP layers written, when fewer than config.json declares (the source holds fewer)
     mtp_layers_written: int | None = None
+    # the run's source, whose headers the inventory read: the jobs read through it
+    source: Source | None = None
 
 
 # -- planning ---------------------------------------------------------------------------------
 Sources = dict[Key, tuple[str, tuple[int, ...]]]  # (file, tensor) -> (stored dtype, shape)
 
 
-def _hf_source(src: Path, given: ConfigSource | None
+def _hf_source(src: Source, given: ConfigSource | None
                ) -> tuple[TensorPlan, dict[str, str], Sources, int]:
     """The tensor plan of what an HF checkpoint holds (MTP only when present), where each
     tensor is, the source inventory: (file, name) -> (stored dtype, shape), and the MTP
@@ -155,7 +158,7 @@ def _hf_files(plan: TensorPlan, max_bytes: int, out_tensor) -> list[OutFile]:
             for i, group in enumerate(groups, start=1)]
 
 
-def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
+def plan_reshard(src: str | Path | Source, *, max_shard_size: int | None = None,
                  model_parallel: int | None = None, to_hf: bool = False, keep_mtp: bool = False,
                  config: str | Path | ConfigSource | None = None) -> ReshardPlan:
     """Plan one conversion of `src` without writing anything.
@@ -168,7 +171,10 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         CkptError: the first finding of the inventory that makes the output wrong (its
             code in brackets, as `ckpt validate` reports it).
     """
-    src = checkpoint_dir(src)  # a directory (local or remote), or its index file
+    source = Source.open(src)  # the caller's when it opened one: the run's headers
+    src = checkpoint_dir(source)  # a directory (local or remote), or its index file
+    if source.path != src:  # an index file was named: the run reads its directory
+        source = Source(src, spec=source.spec)
     if not src.exists():
         raise no_such_path(src)
     if to_hf:
@@ -180,7 +186,7 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         raise FormatError(f"{src}: not a checkpoint directory")
     refuse_model_parallel_source(src)
     given = config_file_given(src, config)
-    plan, where, sources, declared = _hf_source(src, given)
+    plan, where, sources, declared = _hf_source(source, given)
     config_path = given.file if given else src / CONFIG_FILE
     # a tensor is written in the dtype it is stored in (a BF16 router bias stays BF16)
     stored = {name: sources[(shard, name)][0] for name, shard in where.items()}
@@ -200,7 +206,7 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
         return ReshardPlan("size", src, plan.precision, files, sources,
                            max_shard_size=max_shard_size, notes=notes + fewer_note,
                            mtp="kept" if has_mtp else "absent", config_path=config_path,
-                           mtp_layers_written=fewer)
+                           mtp_layers_written=fewer, source=source)
     mp = MpLayout(plan, model_parallel, keep_mtp=keep_mtp)
     files = [OutFile(mp.file_name(r), tuple(
         OutTensor(p.name, stored[p.hf_name], p.shape,
@@ -222,7 +228,7 @@ def plan_reshard(src: str | Path, *, max_shard_size: int | None = None,
     return ReshardPlan("deepseek-mp", src, plan.layout, files, sources, copies, dropped,
                        model_parallel=model_parallel, mtp=mtp, notes=notes,
                        config_path=config_path, drop_mtp_from_config=bool(dropped),
-                       mtp_layers_written=None if dropped else fewer)
+                       mtp_layers_written=None if dropped else fewer, source=source)
 
 
 def _plan_from_mp(src: Path, max_bytes: int, config: str | Path | None) -> ReshardPlan:

@@ -33,7 +33,6 @@ from ..families import Family as FamilyEntry
 from ..formats import FP8_BLOCK
 from .v4 import TRANSFORMERS_5_KEYS, V41_REFUSAL, DeepseekV4Config
 from ..io.index import CONFIG_FILE
-from ..remote.stores import as_path
 
 # Recognition is the registry's: each family declares its model_types and model classes
 # (families/), and a derived family the loader whose defaults it gets.
@@ -473,10 +472,11 @@ def family_for_raw(raw: Mapping[str, Any] | None) -> FamilyEntry:
         return DEFAULT
 
 
-def family_at(path: str | Path, config: str | Path | None = None) -> FamilyEntry:
+def family_at(path: Path, config: Path | None = None) -> FamilyEntry:
     """The family a checkpoint directory's config.json (or the file `config`) declares,
-    local or remote, read without judging it (DEFAULT when there is none to read)."""
-    target = as_path(config) if config is not None else as_path(path) / CONFIG_FILE
+    local or remote (a resolved `Path` or `RemotePath`: `io.source.locate`), read without
+    judging it (DEFAULT when there is none to read)."""
+    target = config if config is not None else path / CONFIG_FILE
     try:
         raw = json.loads(target.read_text(encoding="utf-8"))
     except (OSError, ValueError, AttributeError):

@@ -50,8 +50,8 @@ from .models import (  # noqa: F401  (re-exported: the models' historical home)
 from ..errors import ConfigError, UnsupportedModelError
 from ..families import FAMILIES
 from ..formats import FP8_BLOCK  # noqa: F401  (re-exported)
-from ..remote.stores import as_path
-from .v4 import DeepseekV4Config, parse_v4
+from ..io.source import locate
+from .v4 import DeepseekV4Config
 
 # Kept for callers of the old names; the tables live in config_layouts.
 _REFUSED_MODEL_TYPES = REFUSED_MODEL_TYPES
@@ -60,8 +60,8 @@ _REFUSED_MODEL_TYPES = REFUSED_MODEL_TYPES
 # needs (building the union's at import was a quarter of `ckpt info`'s start-up)
 _MODELS = {f.name: f.config_model for f in FAMILIES.values() if f.config_model is not None}
 
-# Every config ckpt_tools reads (the table-driven families subclass the base; V4 has its own
-# model); annotate with this, test with isinstance(x, Config).
+# Every config ckpt_tools reads (the table-driven families subclass the base; V4 has a model
+# of its own); annotate with this, test with isinstance(x, Config).
 Config = DeepseekConfigBase | DeepseekV4Config
 # The same, as the discriminated union the published JSON schema describes.
 DeepseekConfig = Annotated[Union[tuple(_MODELS.values())], Field(discriminator="model_type")]
@@ -174,8 +174,8 @@ def parse_config(raw: Any, *, source: str = "config",
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a JSON object, found {type(raw).__name__}")
     family, why, layout, wrapper_key = recognise(raw, source)
-    if family == "deepseek_v4":
-        return _parse_v4(raw, source, why, layout)
+    if FAMILIES[family].config_parser is not None:  # keys of its own, mapped by its parser
+        return _parse_own(raw, source, family, why, layout)
     outer = raw
     outside: list[str] = []
     if wrapper_key is not None:
@@ -225,10 +225,11 @@ def parse_config(raw: Any, *, source: str = "config",
     return config
 
 
-def _parse_v4(raw: dict[str, Any], source: str, why: str, layout) -> DeepseekV4Config:
-    # V4 is its own model (config_v4.py), outside the V2/V3 discriminated union
+def _parse_own(raw: dict[str, Any], source: str, family: str, why: str, layout) -> Config:
+    """A family that parses its files its own way (`Family.config_parser`), its errors in
+    one line like everyone else's."""
     try:
-        config = parse_v4(raw)
+        config = FAMILIES[family].config_parser(raw)
     except UnsupportedModelError as e:
         raise UnsupportedModelError(f"{source}: {e}") from None
     except ValidationError as e:
@@ -237,9 +238,9 @@ def _parse_v4(raw: dict[str, Any], source: str, why: str, layout) -> DeepseekV4C
         raise ConfigError(f"{source}: field '{str(e).partition(': ')[0]}': "
                           f"{str(e).partition(': ')[2]}") from e
     config._reading = ConfigReading(
-        architecture="deepseek_v4", recognised_by=why, original_model_type=raw.get("model_type"),
-        layout=layout, loader=choose_loader(raw, "deepseek_v4", layout),
-        warnings=near_miss_warnings(raw, "deepseek_v4", layout))
+        architecture=family, recognised_by=why, original_model_type=raw.get("model_type"),
+        layout=layout, loader=choose_loader(raw, family, layout),
+        warnings=near_miss_warnings(raw, family, layout))
     return config
 
 
@@ -247,7 +248,7 @@ def read_config_file(path: str | Path, *,
                      lenient: bool = False) -> Config:
     """Parse a config.json file, local or remote (ConfigError naming the file when unreadable
     or invalid); `lenient` as in `parse_config`."""
-    path = as_path(path)
+    path = locate(path)  # a public entry: a spec a user typed (a no-op for a resolved path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -257,7 +258,8 @@ def read_config_file(path: str | Path, *,
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from e
+        raise ConfigError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: "
+                          f"{e.msg}") from e
     hf_quant = path.with_name(HF_QUANT_CONFIG_FILE)
     if isinstance(raw, dict) and "quantization_config" not in raw and hf_quant.is_file():
         raw = dict(raw, quantization_config=_modelopt_quantization(hf_quant))

@@ -12,7 +12,7 @@ from .parse import Config, read_config_file
 from ..errors import ConfigError, FormatError
 from ..io.index import CONFIG_FILE, INDEX_FILE
 from ..presets import Preset, all_presets, find_preset
-from ..remote.stores import as_path
+from ..io.source import locate
 
 
 # `org/name` or `org/name@revision`, as the Hub spells a repository id
@@ -81,7 +81,7 @@ def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:
         ConfigError: when it is none of these, or the config is invalid.
     """
     text = str(spec)
-    path = as_path(spec)  # local, or a remote URL's RemotePath
+    path = locate(spec)  # what a user typed, resolved here: the boundary of a config spec
     if path.name == INDEX_FILE and path.is_file():  # an index stands for its checkpoint
         path = path.parent
     if path.is_dir():

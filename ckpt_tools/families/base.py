@@ -189,8 +189,12 @@ class Family:
     # it does not: quantize and make-tiny --fp8 refuse with it
     no_block_fp8: str | None = None
     # -- how its config.json is read (config, config_layouts, config_defaults ask these) -----
-    # the pydantic model `parse_config` builds (None: the family parses its own way, V4)
+    # the pydantic model `parse_config` builds
     config_model: type | None = None
+    # raw mapping -> config_model, for a family whose files are mapped before validation
+    # (another key spelling) or refused by layout (UnsupportedModelError / ValueError saying
+    # why); None: `parse_config`'s shared path (loader defaults, wrappers) validates it
+    config_parser: Callable[[dict[str, Any]], Any] | None = None
     # the loader whose defaults fill absent keys, when the family has exactly one (transformers'
     # config class of a derived family); None: config_defaults chooses among DeepSeek's loaders
     loader: str | None = None
@@ -200,6 +204,8 @@ class Family:
     # wrapper model_type -> the wrapper whose code builds this family's config from its
     # language-model mapping even when that mapping names nothing
     wrappers: Mapping[str, Wrapper] = field(default_factory=dict)
+    # the reports its own hooks return, published under schemas/: file stem -> "module:attribute"
+    report_schemas: Mapping[str, str] = field(default_factory=dict)
 
     def loader_defaults(self) -> dict[str, Any]:
         """Every value the family's own loader uses for an absent key."""

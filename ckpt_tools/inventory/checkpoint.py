@@ -25,10 +25,9 @@ from ..formats.fp8_block import dequantize, dequantize_rows
 from ..io.index import INDEX_FILE, MP_FILE_GLOB, SINGLE_FILE, ShardIndex, read_index
 from ..io.reader_pool import PooledFiles, ReaderPool
 from ..remote.path import RemotePath
-from ..remote.stores import as_path
 from ..io.safe_paths import hf_cache_blobs, safe_member  # noqa: F401  (re-exported)
 from ..io.safetensors_io import SafetensorsHeader, SafetensorsReader, TensorEntry
-from ..io.source import Source
+from ..io.source import Source, locate
 from ..configs.sources import CONFIG_FILE, ConfigSource, no_such_path
 from .tensor_plan import SCALE_SUFFIX, TensorPlan
 
@@ -36,7 +35,7 @@ from .tensor_plan import SCALE_SUFFIX, TensorPlan
 def checkpoint_dir(path: str | Path | RemotePath | Source) -> Path | RemotePath:
     """The checkpoint directory `path` names: itself, or the directory of an index file;
     a remote URL (hf://, s3://) as its `RemotePath`."""
-    path = path.path if isinstance(path, Source) else as_path(path)
+    path = locate(path)  # the run's Source, or what a public function was given
     return path.parent if path.name == INDEX_FILE and path.is_file() else path
 
 

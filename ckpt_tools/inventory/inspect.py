@@ -56,7 +56,7 @@ from .plan_checks import (
 from .policy import Command, refusal
 from ..remote.path import RemotePath
 from .shard_scan import Inventory, gc_paused, read_headers, scan_hf
-from ..io.source import Source
+from ..io.source import Source, locate
 from ..configs.sources import ConfigSource, no_such_path
 from .tensor_plan import Layout, TensorPlan
 
@@ -161,10 +161,11 @@ def open_checkpoint(path: str | Path | Source, *, config: str | Path | None = No
     `checkpoint.Checkpoint` (HF) or `mp_layout.MpCheckpoint` (model-parallel), reading
     through the headers the inventory read."""
     found = require(path, command, config=config)
-    return reader_of(found, config)
+    # the config file a user named, resolved at this public entry (the readers take paths)
+    return reader_of(found, None if config is None else locate(config))
 
 
-def reader_of(found: Inspection, config: str | Path | None = None, *,
+def reader_of(found: Inspection, config: Path | RemotePath | None = None, *,
               given: ConfigSource | None = None):
     """The reader of an inspected checkpoint, over the headers its inventory read (`given`:
     the config a user gave for an HF directory, read instead of its config.json)."""

@@ -4,8 +4,8 @@ DeepSeek's `inference/convert.py` renames every HF tensor to its demo model's na
 splits column-parallel weights on dim 0 and row-parallel weights on dim 1 across N ranks,
 sends each routed expert whole to rank e // (E / N) and copies everything else to every
 rank (docs/architecture.md, "Model-parallel layout"). Here that is one table keyed by the
-exact HF name of each tensor-plan family, derived from the families' rows (`ckpt_tools.inventory.modules`;
-no substring replace), so a family the table does not
+exact HF name of each tensor-plan family, derived from the families' rows
+(`ckpt_tools.inventory.modules`; no substring replace), so a family the table does not
 know is an error instead of a silent rename. Scales travel with their weights: an FP8
 weight is split only where every rank's piece starts on a block boundary, so each rank's
 `scale` is exactly the `ceil(out/128) x ceil(in/128)` grid DeepSeek's `Linear` allocates.
@@ -48,7 +48,6 @@ from ..io.index import (  # noqa: F401
 from .modules import COLUMN, EXPERT, MODULES, ROW, Rule  # noqa: F401  (COLUMN, ROW: API)
 from ..io.reader_pool import PooledFiles, ReaderPool
 from ..remote.path import RemotePath
-from ..remote.stores import as_path
 from ..io.safetensors_io import SafetensorsReader
 from ..io.source import Source
 from ..configs.sources import CONFIG_FILE
@@ -241,7 +240,7 @@ class MpCheckpoint(PooledFiles):
     inventory has judged the rank files.
     """
 
-    def __init__(self, path: str | Path, config: str | Path | None = None, *,
+    def __init__(self, path: str | Path | Source, config: Path | RemotePath | None = None, *,
                  plan: TensorPlan | None = None, source: Source | None = None):
         """`source`: the run's, whose headers the readers use (the inventory's)."""
         source = source or Source.open(path)
@@ -250,7 +249,7 @@ class MpCheckpoint(PooledFiles):
             raise FormatError(f"{self.dir}: no such directory")
         self.files = find_mp_files(self.dir)
         self.model_parallel = len(self.files)
-        self.config_path = as_path(config) if config is not None else self.dir / CONFIG_FILE
+        self.config_path = config if config is not None else self.dir / CONFIG_FILE
         if not self.config_path.is_file():
             raise ConfigError(f"{self.dir}: no {CONFIG_FILE}; give the HF config of the model "
                               f"(DeepSeek's convert.py does not write one)")

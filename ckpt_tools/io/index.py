@@ -9,11 +9,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import FormatError
+
+if TYPE_CHECKING:
+    from ..remote.path import RemotePath
 from ..formats import MP_SCALE_SUFFIX, SCALE_SUFFIX  # noqa: F401  (re-exported to older importers)
-from ..remote.stores import as_path
 
 CONFIG_FILE = "config.json"
 MANIFEST_FILE = "ckpt-manifest.json"  # sizes and SHA-256 of every file (download, validate)
@@ -105,13 +107,12 @@ class ShardIndex:
         return {"metadata": meta, "weight_map": self.weight_map}
 
 
-def read_index(path: str | Path) -> ShardIndex:
-    """Parse an index file.
+def read_index(path: Path | RemotePath) -> ShardIndex:
+    """Parse an index file (local, or remote: its caller resolved where it is).
 
     Raises:
         FormatError: the file is missing, not JSON, or not shaped like an index.
     """
-    path = as_path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -12,17 +12,15 @@ from .index import INDEX_FILE
 from .manifest import MANIFEST_FILE
 from .output import JOURNAL_FILE, LOCK_FILE
 from ..remote.path import RemotePath
-from ..remote.stores import as_path
 from ..remote.verified import await_checked_reads
 
 # Written by the converter itself, never copied.
 _OWN = {"config.json", INDEX_FILE, MANIFEST_FILE, JOURNAL_FILE, LOCK_FILE, INFERENCE_CONFIG_FILE}
 
 
-def side_files(src: str | Path, exclude: Collection[str] = ()) -> list[Path]:
+def side_files(src: Path | RemotePath, exclude: Collection[str] = ()) -> list[Path]:
     """Regular top-level files of `src` that are neither weights nor index/config (nor
     named in `exclude`, e.g. a converter's own report)."""
-    src = as_path(src)
     out = []
     for p in sorted(src.iterdir()):
         if (p.name in _OWN or p.name in exclude or p.name.startswith(".")
@@ -33,7 +31,8 @@ def side_files(src: str | Path, exclude: Collection[str] = ()) -> list[Path]:
     return out
 
 
-def copy_side_files(src: str | Path, dst: str | Path, exclude: Collection[str] = ()) -> list[str]:
+def copy_side_files(src: Path | RemotePath, dst: str | Path,
+                    exclude: Collection[str] = ()) -> list[str]:
     """Copy them to `dst` (via a temporary name, then rename); returns the names."""
     names = []
     for p in side_files(src, exclude):

@@ -8,6 +8,10 @@ and validated once per run (`header`). The inventory (`inventory.inspect`), the 
 instead of a path, so nothing below the boundary resolves the location again and no file's
 header is read twice.
 
+`locate(x)` is the one place a spec becomes a path (`Source.open` uses it): the public
+functions that take what a user typed call it (or `Source.open`) once, at their top, and pass
+the path or the source down; nothing below resolves a spec again.
+
 Jobs in other processes (worker processes, Ray tasks) get `for_tensors(...)`: a source
 that carries the header entries of the tensors that job reads, pickled with the job, so a
 worker reads no header at all. A source is for one run: its headers are what the files
@@ -16,12 +20,18 @@ held when it read them (a later run opens a new one).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from ..remote.path import RemotePath
 from ..remote.stores import as_path
 from .safetensors_io import SafetensorsHeader, SafetensorsReader, read_header
+
+
+def locate(spec: str | os.PathLike | RemotePath | Source) -> Path | RemotePath:
+    """Where `spec` is: a local path, or a remote URL's `RemotePath` (a Source: its own)."""
+    return spec.path if isinstance(spec, Source) else as_path(spec)
 
 
 class Source:
@@ -38,10 +48,10 @@ class Source:
     @classmethod
     def open(cls, spec: str | Path | RemotePath | Source) -> Source:
         """The source `spec` names (itself when it is one already): the one place a
-        location is resolved (`remote.stores.as_path`)."""
+        location is resolved (`locate`)."""
         if isinstance(spec, Source):
             return spec
-        return cls(as_path(spec), spec=spec if isinstance(spec, str) else str(spec))
+        return cls(locate(spec), spec=spec if isinstance(spec, str) else str(spec))
 
     def __repr__(self) -> str:
         return f"Source({str(self.path)!r})"

@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable
 from dataclasses import replace
 
+from ...configs.v4 import DeepseekV4Config, parse_v4
 from ...formats import MP_SCALE_SUFFIX as SCALE_SUFFIX  # "x.weight" -> "x.scale"
 from ...formats import mp_scale_name as scale_name  # noqa: F401  (the family's naming)
 from ..base import EXPERT, HF_LAYER_PREFIX, Block, Family, Row, stacked_expert_rows
@@ -277,7 +278,7 @@ DEEPSEEK_V4 = Family(
     router="sqrt-softplus top-k with bias; hash routing (tid2eid) in the first layers",
     attention="v4 (sliding window + compressed sparse / heavily compressed, indexer)",
     presets=("v4-flash", "v4-pro"), scale_suffix=SCALE_SUFFIX, scale_dtype=SCALE_DTYPE,
-    hidden_streams="hc_mult",
+    hidden_streams="hc_mult", config_model=DeepseekV4Config, config_parser=parse_v4,
     hooks={
         "plan": "ckpt_tools.families.deepseek_v4.tensor_plan:V4TensorPlan",
         "looks_like": "ckpt_tools.families.deepseek_v4:looks_like",
@@ -289,10 +290,14 @@ DEEPSEEK_V4 = Family(
         "quantize": "ckpt_tools.families.deepseek_v4.convert:quantize_v4",
         "to_mp": "ckpt_tools.families.deepseek_v4.mp:to_deepseek_mp_v4",
         "from_mp": "ckpt_tools.families.deepseek_v4.mp:from_deepseek_mp_v4",
-        "diff": "ckpt_tools.families.deepseek_v4.diff:diff_v4",
+        "diff": "ckpt_tools.families.deepseek_v4.diff:compare",
         "tiny_config": "ckpt_tools.families.deepseek_v4.tiny:tiny_v4_config",
         "make_tiny": "ckpt_tools.families.deepseek_v4.tiny:make_tiny_v4",
         "summary": "ckpt_tools.commands.info:multi_stream_summary",
         "decoder": "ckpt_tools.reference.deepseek_v4:decoder",
         "reference_source": "ckpt_tools.reference.v4_checkpoint:open_source",
+    },
+    report_schemas={
+        "upcast_v4_report": "ckpt_tools.families.deepseek_v4.convert:V4UpcastReport",
+        "quantize_v4_report": "ckpt_tools.families.deepseek_v4.convert:V4QuantizeReport",
     })

@@ -9,70 +9,20 @@ count; DeepSeek's per-token comparison counts the same two parts).
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import Field, computed_field
-
-from ...figures.attention_cost import attention_flops, kv_cache_bytes
-from ...commands.config_diff import FieldChange, config_changes
-from ...io.dtypes import itemsize
+from ...commands.config_diff import FieldChange
+from ...commands.diff import Comparison, Explanation, QuantityRow
 from ...commands.info import attention_schedule
-from ...results import Result
-from ...configs.sources import ConfigSource, resolve_config
-from ...commands.tensor_diff import HeaderDiff, ValueDiff
+from ...configs.sources import ConfigSource
+from ...figures.attention_cost import attention_flops, kv_cache_bytes
 from ...inventory.tensor_plan import plan_for
+from ...io.dtypes import itemsize
+from . import DEEPSEEK_V4
 
 CONTEXTS = (131_072, 1_048_576)
 
 
-class V4Side(Result):
-    spec: str
-    label: str
-    title: str | None
-    model_type: str
-    attention: str = Field(description="Attention kind and schedule, in words")
-
-
-class Figure(Result):
-    key: str
-    label: str
-    unit: Literal["params", "bytes", "elements", "flops", "count"]
-    a: int | float
-    b: int | float
-    ratio: float | None = Field(description="b / a")
-
-
-class Explanation(Result):
-    topic: str
-    text: str
-
-
-class V4DiffReport(Result):
-    """What `ckpt diff` reports when one side is DeepSeek-V4; `--json` prints exactly this."""
-
-    a: V4Side
-    b: V4Side
-    summary: str
-    contexts: list[int]
-    figures: list[Figure]
-    explanations: list[Explanation] = Field(description="What changes from A to B, in words; "
-                                            "none when the configs are the same architecture")
-    config_changes: list[FieldChange]
-    headers: HeaderDiff | None = Field(None, description="Two checkpoints: names, shapes and "
-                                       "dtypes from their headers")
-    values: ValueDiff | None = Field(None, description="With values=True: every common tensor "
-                                     "compared by its (dequantised) value")
-
-    @computed_field(description="Always true: differences are findings, not failures "
-                                "(bad input raises)")
-    @property
-    def ok(self) -> bool:
-        return True
-
-
 def _is_v4(c) -> bool:
-    return c.model_type == "deepseek_v4"
+    return c.model_type == DEEPSEEK_V4.name
 
 
 def _sparse(c) -> bool:
@@ -80,43 +30,44 @@ def _sparse(c) -> bool:
     return not _is_v4(c) and getattr(c, "index_topk", None) is not None
 
 
-def _side(src) -> V4Side:
-    c = src.config
+def _attention(c) -> str:
+    """A side's attention kind and schedule, in words."""
     if _is_v4(c):
-        words = (f"shared-KV MQA ({c.num_attention_heads} heads x {c.head_dim}, 1 KV head), "
-                 f"{attention_schedule(c)}")
-    elif _sparse(c):
-        words = f"MLA + DSA lightning indexer (top-{c.index_topk} tokens)"
-    else:
-        words = f"MLA (kv_lora_rank {c.kv_lora_rank}), dense"
-    return V4Side(spec=src.spec, label=src.label, title=src.preset.title if src.preset else None,
-                  model_type=c.model_type, attention=words)
+        return (f"shared-KV MQA ({c.num_attention_heads} heads x {c.head_dim}, 1 KV head), "
+                f"{attention_schedule(c)}")
+    if _sparse(c):
+        return f"MLA + DSA lightning indexer (top-{c.index_topk} tokens)"
+    return f"MLA (kv_lora_rank {c.kv_lora_rank}), dense"
 
 
-def _row(key, label, unit, a, b) -> Figure:
-    return Figure(key=key, label=label, unit=unit, a=a, b=b, ratio=b / a if a else None)
+def _row(section, key, label, unit, a, b) -> QuantityRow:
+    return QuantityRow(key=key, section=section, label=label, unit=unit, a=a, b=b,
+                       ratio=b / a if a else None, headline=True)
 
 
-def _figures(ca, cb, pa, pb) -> list[Figure]:
+def _figures(ca, cb, pa, pb) -> list[QuantityRow]:
     rows = [
-        _row("params.main", "parameters (main model)", "params", pa.parameters.main, pb.parameters.main),
-        _row("params.activated", "activated per token", "params", pa.parameters.activated,
-             pb.parameters.activated),
-        _row("params.mtp", "MTP parameters", "params", pa.parameters.mtp, pb.parameters.mtp),
-        _row("bytes.checkpoint", "checkpoint bytes (native layout)", "bytes", pa.total_bytes,
-             pb.total_bytes),
-        _row("bytes.routed_experts", "routed-expert bytes", "bytes", _expert_bytes(pa),
-             _expert_bytes(pb)),
+        _row("parameters", "params.main", "parameters (main model)", "params",
+             pa.parameters.main, pb.parameters.main),
+        _row("parameters", "params.activated", "activated per token", "params",
+             pa.parameters.activated, pb.parameters.activated),
+        _row("parameters", "params.mtp", "MTP parameters", "params", pa.parameters.mtp,
+             pb.parameters.mtp),
+        _row("weights", "bytes.checkpoint", "checkpoint bytes (native layout)", "bytes",
+             pa.total_bytes, pb.total_bytes),
+        _row("weights", "bytes.routed_experts", "routed-expert bytes", "bytes",
+             _expert_bytes(pa), _expert_bytes(pb)),
     ]
     for t in CONTEXTS:
         k = f"{t // 1024}K" if t < 1 << 20 else f"{t >> 20}M"
-        rows.append(_row(f"kv.{k}", f"KV cache at {k} context (BF16 bytes)", "bytes",
+        rows.append(_row("kv_cache", f"kv.{k}", f"KV cache at {k} context (BF16 bytes)", "bytes",
                          kv_cache_bytes(ca, t), kv_cache_bytes(cb, t)))
         fa, fb = attention_flops(ca, t), attention_flops(cb, t)
-        rows.append(_row(f"attention_flops.{k}", f"attention FLOPs per token at {k}", "flops", fa, fb))
-        rows.append(_row(f"total_flops.{k}", f"total FLOPs per token at {k} (2 x activated + "
-                         f"attention)", "flops", 2 * pa.parameters.activated + fa,
-                         2 * pb.parameters.activated + fb))
+        rows.append(_row("compute", f"attention_flops.{k}", f"attention FLOPs per token at {k}",
+                         "flops", fa, fb))
+        rows.append(_row("compute", f"total_flops.{k}", f"total FLOPs per token at {k} "
+                         f"(2 x activated + attention)", "flops",
+                         2 * pa.parameters.activated + fa, 2 * pb.parameters.activated + fb))
     return rows
 
 
@@ -126,7 +77,7 @@ def _expert_bytes(plan) -> int:
                if g.component == "routed_expert" and not g.mtp)
 
 
-def _explain(ca, cb, figures: list[Figure]) -> list[Explanation]:
+def _explain(ca, cb, figures: list[QuantityRow]) -> list[Explanation]:
     v4 = cb if _is_v4(cb) else ca
     other = ca if v4 is cb else cb
     fig = {f.key: f for f in figures}
@@ -183,32 +134,21 @@ def _explain(ca, cb, figures: list[Figure]) -> list[Explanation]:
     return out
 
 
-def diff_v4(a: str | Path | ConfigSource, b: str | Path | ConfigSource, *,
-            headers: HeaderDiff | None = None, values: ValueDiff | None = None) -> V4DiffReport:
-    """Compare two configs of which at least one is DeepSeek-V4 (ratios are B / A), with the
-    tensor sections `diff` computed for two checkpoints."""
-    src_a, src_b = (x if isinstance(x, ConfigSource) else resolve_config(x) for x in (a, b))
+def compare(src_a: ConfigSource, src_b: ConfigSource, changes: list[FieldChange]) -> Comparison:
+    """The `diff` hook: two configs of which at least one is DeepSeek-V4 (ratios are B / A),
+    explained against each other when their architectures differ."""
     ca, cb = src_a.config, src_b.config
     pa, pb = plan_for(ca), plan_for(cb)
     figures = _figures(ca, cb, pa, pb)
-    changes = config_changes(ca, cb)
     architectural = [c for c in changes if c.architectural]
+    if not architectural:  # e.g. a checkpoint and its own round trip: nothing to explain
+        return Comparison(quantities=figures, attention=(_attention(ca), _attention(cb)))
     kv = next(f for f in figures if f.key == "kv.1M")
     fl = next(f for f in figures if f.key == "total_flops.1M")
-    if architectural:
-        summary = (f"{src_b.label} vs {src_a.label}: {len(architectural)} architectural config "
-                   f"fields differ; parameters {pb.parameters.main / 1e9:,.1f}B vs "
-                   f"{pa.parameters.main / 1e9:,.1f}B, activated "
-                   f"{pb.parameters.activated / 1e9:.1f}B vs {pa.parameters.activated / 1e9:.1f}B; "
-                   f"at 1M context KV cache x{kv.ratio:.3f} and FLOPs per token x{fl.ratio:.3f}")
-    else:  # e.g. a checkpoint and its own round trip: nothing to explain
-        summary = ("Same architecture; " + ("configs identical" if not changes else
-                   "differences only in: " + ", ".join(c.field for c in changes)))
-    return V4DiffReport(a=_side(src_a), b=_side(src_b), summary=summary, contexts=list(CONTEXTS),
-                        figures=figures,
-                        explanations=_explain(ca, cb, figures) if architectural else [],
-                        config_changes=changes, headers=headers, values=values)
-
-
-def involves_v4(a: Any, b: Any) -> bool:
-    return any(_is_v4(resolve_config(x).config) for x in (a, b))
+    summary = (f"{src_b.label} vs {src_a.label}: {len(architectural)} architectural config "
+               f"fields differ; parameters {pb.parameters.main / 1e9:,.1f}B vs "
+               f"{pa.parameters.main / 1e9:,.1f}B, activated "
+               f"{pb.parameters.activated / 1e9:.1f}B vs {pa.parameters.activated / 1e9:.1f}B; "
+               f"at 1M context KV cache x{kv.ratio:.3f} and FLOPs per token x{fl.ratio:.3f}")
+    return Comparison(quantities=figures, attention=(_attention(ca), _attention(cb)),
+                      explanations=_explain(ca, cb, figures), summary=summary)

@@ -274,6 +274,8 @@ class DeepseekV32Config(DeepseekV3Config):
     index_head_dim: int = Field(gt=0, description="Lightning-indexer head width (d_I); "
                                 "its first qk_rope_head_dim dims carry RoPE")
     index_topk: int = Field(gt=0, description="Keys each query attends to at most")
+    # the indexer's query reads the hidden state, not MLA's compressed query (Mistral Large 4)
+    indexer_query_from_hidden: ClassVar[bool] = False
 
     @property
     def has_indexer(self) -> bool:
@@ -281,7 +283,7 @@ class DeepseekV32Config(DeepseekV3Config):
 
     @model_validator(mode="after")
     def _indexer_rules(self):
-        if self.q_lora_rank is None:
+        if self.q_lora_rank is None and not self.indexer_query_from_hidden:
             raise ValueError("q_lora_rank: deepseek_v32's indexer reads the compressed query, "
                              "so it cannot be null")
         if self.index_head_dim < self.qk_rope_head_dim:

@@ -364,6 +364,18 @@ def test_mistral_large4_rows_follow_the_per_layer_lists():
     assert shapes[attn.format(0) + "q_proj.weight"] == (n * 128, H)
 
 
+def test_mistral_large4_cache_counts_each_layer_as_it_is():
+    """A NoPE layer caches no rope key, a KV-sharing layer no latent, a shared-indexer layer
+    no index key (the one KV-cache function info and diff show)."""
+    from ckpt_tools.figures.attention_cost import kv_cache_elements
+
+    preset = find_preset("mistral-large-4").config  # every 4th of 72 layers NoPE
+    assert kv_cache_elements(preset, 1) == 54 * (512 + 64) + 18 * 512 + 72 * 128
+    text = {**find_preset("mistral-large-4").raw_config["text_config"], "num_hidden_layers": 4,
+            **TINY["mistral-large-4"]}  # layers 2, 3 share 0, 1's latents; 2 no indexer
+    assert kv_cache_elements(parse_config(text), 1) == (512 + 64) + 512 + 3 * 128
+
+
 def test_mistral_large4_kv_sharing_across_rope_kinds_is_refused():
     text = {**find_preset("mistral-large-4").raw_config["text_config"], "num_hidden_layers": 2,
             "no_rope_layers": [1, 0], "kv_source_layers": [0, 0]}

@@ -169,6 +169,15 @@ class DeepseekConfigBase(BaseModel):
         """What the router does, as `info` shows it (the config's own routing keys)."""
         return f"{self.topk_method} / {self.scoring_func}"
 
+    def rope_width(self, layer: int) -> int:
+        """The rotary width of `layer`'s queries and keys (Mistral Large 4's NoPE layers: 0)."""
+        return self.qk_rope_head_dim
+
+    def owns_kv(self, layer: int) -> bool:
+        """Whether `layer` computes and caches its own latent KV (else it attends to an
+        earlier layer's, Mistral Large 4's KV sharing)."""
+        return True
+
     def indexer_full(self, layer: int) -> bool:
         """Whether `layer` runs its own DSA indexer (else it reuses the previous full
         layer's selection, GLM-5's "shared" layers)."""

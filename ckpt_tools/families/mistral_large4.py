@@ -81,11 +81,8 @@ class MistralLarge4TextConfig(SoftmaxTop2Router, glm_moe_dsa.GlmMoeDsaConfig):
         return data
 
     def uses_rope(self, layer: int) -> bool:
-        """transformers' `no_rope_layers[L]` (1: RoPE; 0: a NoPE layer), by default every
-        `no_rope_layer_interval`-th layer (counting from 1) is NoPE."""
-        if self.no_rope_layers is not None:
-            return bool(self.no_rope_layers[layer])
-        return (layer + 1) % self.no_rope_layer_interval != 0
+        """transformers' `no_rope_layers[L]` (1: RoPE; 0: a NoPE layer)."""
+        return bool(self.no_rope_layers[layer])
 
     def rope_width(self, layer: int) -> int:
         """The rotary width of `layer`'s queries and keys (0 on NoPE layers)."""
@@ -110,7 +107,12 @@ class MistralLarge4TextConfig(SoftmaxTop2Router, glm_moe_dsa.GlmMoeDsaConfig):
     @model_validator(mode="after")
     def _per_layer_lists(self):
         n = self.num_hidden_layers
-        if self.no_rope_layers is not None and len(self.no_rope_layers) < n:
+        if self.no_rope_layers is None:
+            # spelled out as transformers' __post_init__ does (every `no_rope_layer_interval`-th
+            # layer, counting from 1, is NoPE), so a shrunk copy keeps a NoPE layer
+            self.no_rope_layers = [int((layer + 1) % self.no_rope_layer_interval != 0)
+                                   for layer in range(n)]
+        if len(self.no_rope_layers) < n:
             raise ValueError(f"no_rope_layers: needs an entry (1 RoPE, 0 NoPE) for each of the "
                              f"{n} layers, found {len(self.no_rope_layers)}")
         sources = self.kv_source_layers

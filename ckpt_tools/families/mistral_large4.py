@@ -34,7 +34,8 @@ WRAPPER_PREFIX = "model.language_model."  # transformers 5's multimodal wrappers
 # docstring checkpoint mistralai/Mistral-Large-4-1T-A52B): GLM-5's keys with these values;
 # absent rope parameters are YaRN 2048 over 512 with attention_factor 1 (no magnitude scaling)
 CLASS_DEFAULTS: dict[str, Any] = {
-    **glm_moe_dsa.CLASS_DEFAULTS,
+    **{k: v for k, v in glm_moe_dsa.CLASS_DEFAULTS.items()
+       if k not in ("q_lora_rank", "norm_topk_prob")},  # deleted from its class (IMPLIED)
     "vocab_size": 204800, "hidden_size": 6144, "intermediate_size": 24576,
     "moe_intermediate_size": 6144, "num_hidden_layers": 72, "num_attention_heads": 64,
     "num_key_value_heads": 64, "n_shared_experts": 1, "n_routed_experts": 128,

@@ -73,12 +73,13 @@ class MistralLarge4TextConfig(SoftmaxTop2Router, glm_moe_dsa.GlmMoeDsaConfig):
     @model_validator(mode="before")
     @classmethod
     def _fixed_by_the_model(cls, data: Any) -> Any:
-        # MistralLarge4TextConfig deletes q_lora_rank and norm_topk_prob and its router reads
-        # no topk_method / scoring_func: a file's value would describe another model
+        # MistralLarge4TextConfig deletes q_lora_rank and norm_topk_prob, its router reads no
+        # topk_method / scoring_func, and its checkpoint's MTP head (mtp_dspark.*) is not
+        # built: a file's value would describe another model
         if isinstance(data, dict):
             data = {**data, **{k: IMPLIED[k] for k in (
                 "q_lora_rank", "topk_method", "scoring_func", "norm_topk_prob",
-                "num_nextn_predict_layers")}}  # its checkpoint's MTP head (mtp_dspark.*) is not built
+                "num_nextn_predict_layers")}}
         return data
 
     def uses_rope(self, layer: int) -> bool:

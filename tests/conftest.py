@@ -82,3 +82,15 @@ def counts_script():
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     return script
+
+
+def shrink_vision_tower(config):
+    """A transformers wrapper config (Mistral Large 4's) with a one-layer vision tower: a
+    tiny checkpoint keeps only the language model, and the default Pixtral tower would be
+    1.6B random parameters. The language model's logits do not depend on it."""
+    if getattr(config, "vision_config", None) is not None:
+        config.vision_config = type(config.vision_config)(
+            hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+            head_dim=8, patch_size=14, image_size=28)
+    return config
+

@@ -28,7 +28,8 @@ def all_loader_defaults(loader: str) -> dict:
 COMMITTED = Path(__file__).parent / "data" / "loader_defaults.json"
 TRANSFORMERS_LOADERS = ("transformers DeepseekV2Config", "transformers DeepseekV3Config",
                         "transformers DeepseekV32Config", "transformers Glm4MoeLiteConfig",
-                        "transformers Mistral4Config", "transformers GlmMoeDsaConfig")
+                        "transformers Mistral4Config", "transformers GlmMoeDsaConfig",
+                        "transformers MistralLarge4TextConfig")
 
 
 def transformers_class_defaults() -> dict:
@@ -114,10 +115,12 @@ def _base(loader: str) -> dict:
                 "n_limited_groups": 4, "route_scale": 2.5, "score_func": "sigmoid",
                 "q_lora_rank": 1536, "kv_lora_rank": 512, "qk_nope_head_dim": 128,
                 "qk_rope_head_dim": 64, "v_head_dim": 128, "dtype": "fp8"}
-    derived = {"Glm4MoeLite": "glm-4.7-flash", "Mistral4": "mistral-4", "GlmMoeDsa": "glm-5"}
+    derived = {"Glm4MoeLite": "glm-4.7-flash", "Mistral4": "mistral-4", "GlmMoeDsa": "glm-5",
+               "MistralLarge4Text": "mistral-large-4"}
     for cls, preset in derived.items():
         if cls in loader:  # hub spelling: rope_theta at the top, rope_scaling
             raw = find_preset(preset).raw_config
+            raw = raw.get("text_config", raw)  # a wrapper's language model
             rope = raw.pop("rope_parameters")
             raw["rope_theta"] = rope.pop("rope_theta")
             kind = rope.pop("rope_type")
@@ -181,8 +184,8 @@ def test_absent_key_gets_the_loaders_default(loader, key):
         want, got = cfg.num_attention_heads, got or cfg.num_attention_heads
     if key == "rope_scaling" and loader.startswith("DeepSeek"):
         pytest.skip("the inference layout always has YaRN (ModelArgs defaults)")
-    if key == "rope_scaling" and got is not None:  # Mistral 4: YaRN unless the file says
-        got = got.model_dump()
+    if key == "rope_scaling" and got is not None:  # Mistral 4 / Large 4: YaRN unless the
+        got = got.model_dump(exclude_unset=True)  # file says; as the loader spells it
     assert got == want
     assert key in cfg.reading.defaulted
 

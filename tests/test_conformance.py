@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NEEDS_REFERENCE
+from conftest import NEEDS_REFERENCE, shrink_vision_tower
 
 from ckpt_tools import (
     CkptError,
@@ -402,10 +402,14 @@ def transformers_logits(path: Path, tokens: list[int]) -> np.ndarray:
     classes = [getattr(transformers, a) for a in family_named(ours).architectures
                if a.endswith("ForCausalLM") and hasattr(transformers, a)]
     loader = transformers.AutoModelForCausalLM
-    if raw["model_type"] in transformers.CONFIG_MAPPING and classes and (
-            transformers.CONFIG_MAPPING[raw["model_type"]]
-            not in transformers.MODEL_FOR_CAUSAL_LM_MAPPING):
-        loader = classes[0]
+    known = (transformers.CONFIG_MAPPING[raw["model_type"]]
+             if raw["model_type"] in transformers.CONFIG_MAPPING else None)
+    if known is not None and known not in transformers.MODEL_FOR_CAUSAL_LM_MAPPING:
+        if classes:
+            loader = classes[0]
+        elif known in transformers.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:  # Mistral Large 4
+            loader = transformers.AutoModelForImageTextToText
+            config = shrink_vision_tower(transformers.AutoConfig.from_pretrained(path))
     model = loader.from_pretrained(path, config=config, dtype=torch.float32,
                                    attn_implementation="eager")
     with torch.no_grad():

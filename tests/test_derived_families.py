@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NEEDS_REFERENCE, counts_script
+from conftest import NEEDS_REFERENCE, counts_script, shrink_vision_tower
 
 from ckpt_tools.inventory.checkpoint import Checkpoint
 from ckpt_tools.configs.parse import parse_config
 from ckpt_tools.commands.convert import quantize, upcast
 from ckpt_tools.commands.diff import diff
-from ckpt_tools.errors import UnsupportedModelError
+from ckpt_tools.errors import ConfigError, UnsupportedModelError
 from ckpt_tools.families import family_named, family_of
 from ckpt_tools.commands.info import describe
 from ckpt_tools.presets import find_preset
@@ -35,7 +35,7 @@ DATA = Path(__file__).parent / "data"
 COUNTS = json.loads((DATA / "derived_param_counts.json").read_text())
 # preset -> (family, its DeepSeek parent's preset)
 PRESETS = {"glm-4.7-flash": ("glm4_moe_lite", "v3"), "mistral-4": ("mistral4", "v3"),
-           "glm-5": ("glm_moe_dsa", "v3.2")}
+           "glm-5": ("glm_moe_dsa", "v3.2"), "mistral-large-4": ("mistral_large4_text", "v3.2")}
 # the tiny models' own settings, where the preset's would leave a difference unexercised:
 # Mistral 4's Llama-4 query scaling starts after original_max_position_embeddings tokens,
 # its group ranking needs groups, its scaling a factor other than 1
@@ -45,7 +45,14 @@ TINY = {"mistral-4": {
                      "llama_4_scaling_beta": 0.1, "partial_rotary_factor": 8 / 24},
     "n_group": 2, "topk_group": 1, "routed_scaling_factor": 1.5},
     # GLM-5: the indexer picks 4 keys, on layers 0 and 2; layers 1 and 3 reuse their choice
-    "glm-5": {"index_topk": 4, "index_topk_freq": 2, "index_skip_topk_offset": 1}}
+    "glm-5": {"index_topk": 4, "index_topk_freq": 2, "index_skip_topk_offset": 1},
+    # Mistral Large 4: a NoPE layer (1, 3) of each KV-sharing pair, layer 2 reusing layer 0's
+    # latent KV and layer 1's indexer choice, layer 3 layer 1's latent KV with its own indexer
+    "mistral-large-4": {"num_hidden_layers": 4, "no_rope_layers": [1, 0, 1, 0],
+                        "kv_source_layers": [0, 1, 0, 1],
+                        "indexer_types": ["full", "full", "shared", "full"],
+                        "mlp_layer_types": ["dense", "sparse", "sparse", "sparse"],
+                        "index_topk": 4, "final_logit_softcapping": 3.0}}
 TOKENS = [0, 15, 3, 7, 100, 200, 5, 9, 11, 300, 42, 64]
 
 
@@ -67,12 +74,14 @@ def tiny(request, tmp_path_factory):
 def test_info_gives_transformers_parameter_count(name, run_cli):
     expected = COUNTS[name]
     params = describe(name).parameters
-    assert params.main - params.buffers == expected["parameters"]
+    # of a multimodal wrapper, the language model (its other towers are outside the plan)
+    assert params.main - params.buffers == expected["language_model_parameters"]
     assert params.buffers == expected["persistent_buffers"]
-    assert params.main == expected["checkpoint_elements"]
+    assert params.main == expected["checkpoint_elements"] - (
+        expected["parameters"] - expected["language_model_parameters"])
     assert family_of(find_preset(name).config).name == PRESETS[name][0]
     out = run_cli("info", name).stdout
-    assert f"{expected['parameters']:,}" in out and "(agree)" in out
+    assert f"{expected['language_model_parameters']:,}" in out and "(agree)" in out
 
 
 @pytest.mark.reference
@@ -93,13 +102,18 @@ def test_bundled_preset_builds_to_the_same_count_in_transformers(name, tmp_path)
 
 
 def _hub_spelling(raw: dict) -> dict:
-    """The same config as a hub file spells it: rope_theta at the top, torch_dtype."""
+    """The same config as a hub file spells it: rope_theta at the top, torch_dtype (a
+    wrapper's language model spelled so inside it)."""
     raw = dict(raw)
-    rope = raw.pop("rope_parameters")
-    raw["rope_theta"] = rope.pop("rope_theta")
-    if rope.get("rope_type", "default") != "default":
-        raw["rope_scaling"] = {"type": rope.pop("rope_type"), **rope}
-    raw["torch_dtype"] = raw.pop("dtype")
+    if "text_config" in raw:
+        raw["text_config"] = _hub_spelling(raw["text_config"])
+    else:
+        rope = raw.pop("rope_parameters")
+        raw["rope_theta"] = rope.pop("rope_theta")
+        if rope.get("rope_type", "default") != "default":
+            raw["rope_scaling"] = {"type": rope.pop("rope_type"), **rope}
+    if "dtype" in raw:
+        raw["torch_dtype"] = raw.pop("dtype")
     return raw
 
 
@@ -258,10 +272,12 @@ def transformers_logits(name: str, path: Path, tokens: list[int]) -> np.ndarray:
     torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
     transformers = pytest.importorskip("transformers", reason=NEEDS_REFERENCE)
     transformers.logging.set_verbosity_error()
-    # by its class: transformers 5.24 registers Mistral 4 for AutoModelForCausalLM only
-    # inside its multimodal wrapper
-    cls = getattr(transformers, family_named(PRESETS[name][0]).architectures[0])
-    model = cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    # by the preset's class: transformers 5.24 registers Mistral 4 for AutoModelForCausalLM
+    # only inside its multimodal wrapper
+    cls = getattr(transformers, find_preset(name).raw_config["architectures"][0])
+    config = shrink_vision_tower(transformers.AutoConfig.from_pretrained(path))
+    model = cls.from_pretrained(path, config=config, dtype=torch.float32,
+                                attn_implementation="eager")
     with torch.no_grad():
         return model(torch.tensor([tokens])).logits[0].numpy()
 
@@ -298,8 +314,7 @@ def test_forward_matches_golden_transformers_logits(name, tmp_path):
     np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("preset,title", [("longcat-flash", "LongCat-Flash"),
-                                          ("mistral-large-4", "Mistral Large 4")])
+@pytest.mark.parametrize("preset,title", [("longcat-flash", "LongCat-Flash")])
 def test_families_not_in_the_registry_are_refused_naming_what_they_need(preset, title, tmp_path,
                                                                       run_cli):
     raw = json.loads((DATA / "derived_presets" / f"{preset}.json").read_text())
@@ -313,10 +328,59 @@ def test_families_not_in_the_registry_are_refused_naming_what_they_need(preset, 
 
 
 
-def test_mistral_large4_text_model_alone_is_refused_naming_it():
-    raw = json.loads((DATA / "derived_presets" / "mistral-large-4.json").read_text())
-    with pytest.raises(UnsupportedModelError, match="Mistral Large 4 .* not supported"):
-        parse_config(raw["text_config"], source="text_config")
+def test_mistral_large4_wrapper_and_text_model_alone_plan_the_same_language_model():
+    """The wrapper keeps the language model under `model.language_model.` and lm_head at the
+    top; the bare text config plans a causal LM's names; both the same tensors otherwise."""
+    raw = find_preset("mistral-large-4").raw_config
+    wrapped, alone = parse_config(raw), parse_config(raw["text_config"])
+    assert family_of(wrapped) is family_of(alone) is family_named("mistral_large4_text")
+    assert wrapped.reading.tensor_prefix == "model.language_model."
+    assert wrapped.reading.outside_plan == ["vision_config"]
+    names = [g.family for g in family_of(wrapped).plan(wrapped).groups]
+    bare = [g.family for g in family_of(alone).plan(alone).groups]
+    assert "lm_head.weight" in names and "model.language_model.rotary_emb.alpha" in names
+    assert [n.replace("model.language_model.", "model.") for n in names] == bare
+
+
+def test_mistral_large4_rows_follow_the_per_layer_lists():
+    """NoPE layers fold the rotary width into kv_b_proj; KV-sharing layers have no
+    kv_a_proj_with_mqa / kv_a_layernorm; "shared" indexer layers no indexer."""
+    text = {**find_preset("mistral-large-4").raw_config["text_config"], "num_hidden_layers": 4,
+            **TINY["mistral-large-4"]}
+    config = parse_config(text)
+    shapes = {s.name: s.shape for s in family_of(config).plan(config).specs}
+    n, H, c = config.num_attention_heads, config.hidden_size, config.kv_lora_rank
+    attn = "model.layers.{}.self_attn."
+    assert shapes[attn.format(0) + "kv_a_proj_with_mqa.weight"] == (c + 64, H)
+    assert shapes[attn.format(1) + "kv_a_proj_with_mqa.weight"] == (c, H)  # NoPE
+    assert shapes[attn.format(0) + "kv_b_proj.weight"] == (n * (64 + 128), c)
+    assert shapes[attn.format(1) + "kv_b_proj.weight"] == (n * (64 + 64 + 128), c)
+    for layer in (2, 3):  # KV from layers 0 and 1
+        assert attn.format(layer) + "kv_a_proj_with_mqa.weight" not in shapes
+        assert attn.format(layer) + "kv_a_layernorm.weight" not in shapes
+    assert attn.format(2) + "indexer.wk.weight" not in shapes
+    assert shapes[attn.format(3) + "indexer.wq_b.weight"] == (32 * 128, H)
+    assert shapes[attn.format(0) + "softmax_scaling.scale"] == (n,)
+    assert shapes[attn.format(0) + "q_proj.weight"] == (n * 128, H)
+
+
+def test_mistral_large4_cache_counts_each_layer_as_it_is():
+    """A NoPE layer caches no rope key, a KV-sharing layer no latent, a shared-indexer layer
+    no index key (the one KV-cache function info and diff show)."""
+    from ckpt_tools.figures.attention_cost import kv_cache_elements
+
+    preset = find_preset("mistral-large-4").config  # every 4th of 72 layers NoPE
+    assert kv_cache_elements(preset, 1) == 54 * (512 + 64) + 18 * 512 + 72 * 128
+    text = {**find_preset("mistral-large-4").raw_config["text_config"], "num_hidden_layers": 4,
+            **TINY["mistral-large-4"]}  # layers 2, 3 share 0, 1's latents; 2 no indexer
+    assert kv_cache_elements(parse_config(text), 1) == (512 + 64) + 512 + 3 * 128
+
+
+def test_mistral_large4_kv_sharing_across_rope_kinds_is_refused():
+    text = {**find_preset("mistral-large-4").raw_config["text_config"], "num_hidden_layers": 2,
+            "no_rope_layers": [1, 0], "kv_source_layers": [0, 0]}
+    with pytest.raises(ConfigError, match="field .kv_source_layers.: layer 1 and its source 0 differ"):
+        parse_config(text, source="text_config")
 
 
 def test_longcat_refusal_names_each_thing_the_registry_lacks():

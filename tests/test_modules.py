@@ -11,14 +11,15 @@ from ckpt_tools.inventory.tensor_plan import SCALE_SUFFIX, TensorPlan
 
 def _families() -> set[str]:
     """Every family any V2/V3-architecture preset's plan has, in either layout (DeepSeek-V4's
-    own table is tensor_plan_v4's)."""
+    own table is tensor_plan_v4's), named as the language model's own (a wrapper's prefix
+    left off)."""
     out: set[str] = set()
     for name in all_presets():
         config = find_preset(name).config
         if config.model_type == "deepseek_v4":
             continue
         for layout in ("bf16", "fp8"):
-            out |= set(TensorPlan(config, layout).families)
+            out |= set(TensorPlan(config, layout, prefix="").families)
     return out
 
 

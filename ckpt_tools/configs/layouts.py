@@ -53,15 +53,6 @@ REFUSED_MODEL_TYPES = {
         "order that is not attention then FFN, the MoE output joining at the end; an MTP layer "
         "of another shape under model.mtp.)"),
 }
-# Mistral Large 4, as the wrapper or as its text model alone
-_MISTRAL_LARGE4 = (
-    "Mistral Large 4 (mistral_large4) is not supported yet: its language model sits under "
-    "model.language_model. with lm_head outside it (no wrapper prefix the registry knows), "
-    "its layers differ in shape (NoPE layers' kv_b_proj, KV-sharing layers without "
-    "kv_a_proj_with_mqa), and its forward needs parts the NumPy reference lacks (learned "
-    "per-head softmax scaling, LeRoPE's learned frequencies, KV sharing, an indexer on the "
-    "hidden state, logit soft-capping)")
-REFUSED_MODEL_TYPES.update(mistral_large4=_MISTRAL_LARGE4, mistral_large4_text=_MISTRAL_LARGE4)
 
 # Model classes of each registered family (their weights follow its rows).
 ARCHITECTURE_FAMILIES: dict[str, Family] = {
@@ -85,6 +76,16 @@ WRAPPER_LOADERS: dict[str, tuple[Family, LoaderName, str]] = {
 # The same wrappers named by a class instead of a model_type (architectures, auto_map).
 WRAPPER_CLASSES = {cls: name for family in FAMILIES.values()
                    for name, w in family.wrappers.items() for cls in w.classes}
+# Wrappers that keep the language model's tensors under their own prefix (Mistral Large 4:
+# `model.language_model.`, lm_head outside it; families.base.wrapped_name)
+WRAPPER_PREFIXES = {name: w.tensor_prefix for family in FAMILIES.values()
+                    for name, w in family.wrappers.items() if w.tensor_prefix is not None}
+
+
+def tensor_prefix(wrapper: dict[str, Any], key: str) -> str:
+    """Where the checkpoint of `wrapper` (a config mapping) keeps the language model that
+    its `key` describes."""
+    return WRAPPER_PREFIXES.get(wrapper_name(wrapper) or "", WRAPPER_KEYS[key])
 
 # Other architectures people hold next to DeepSeek's, named when refused.
 FOREIGN_MODEL_TYPES = {

@@ -169,6 +169,15 @@ class DeepseekConfigBase(BaseModel):
         """What the router does, as `info` shows it (the config's own routing keys)."""
         return f"{self.topk_method} / {self.scoring_func}"
 
+    def rope_width(self, layer: int) -> int:
+        """The rotary width of `layer`'s queries and keys (Mistral Large 4's NoPE layers: 0)."""
+        return self.qk_rope_head_dim
+
+    def owns_kv(self, layer: int) -> bool:
+        """Whether `layer` computes and caches its own latent KV (else it attends to an
+        earlier layer's, Mistral Large 4's KV sharing)."""
+        return True
+
     def indexer_full(self, layer: int) -> bool:
         """Whether `layer` runs its own DSA indexer (else it reuses the previous full
         layer's selection, GLM-5's "shared" layers)."""
@@ -274,6 +283,8 @@ class DeepseekV32Config(DeepseekV3Config):
     index_head_dim: int = Field(gt=0, description="Lightning-indexer head width (d_I); "
                                 "its first qk_rope_head_dim dims carry RoPE")
     index_topk: int = Field(gt=0, description="Keys each query attends to at most")
+    # the indexer's query reads the hidden state, not MLA's compressed query (Mistral Large 4)
+    indexer_query_from_hidden: ClassVar[bool] = False
 
     @property
     def has_indexer(self) -> bool:
@@ -281,7 +292,7 @@ class DeepseekV32Config(DeepseekV3Config):
 
     @model_validator(mode="after")
     def _indexer_rules(self):
-        if self.q_lora_rank is None:
+        if self.q_lora_rank is None and not self.indexer_query_from_hidden:
             raise ValueError("q_lora_rank: deepseek_v32's indexer reads the compressed query, "
                              "so it cannot be null")
         if self.index_head_dim < self.qk_rope_head_dim:

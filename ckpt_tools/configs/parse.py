@@ -34,6 +34,7 @@ from .layouts import (
     from_inference_layout,
     near_miss_warnings,
     recognise,
+    tensor_prefix,
     variant_refusal,
 )
 from .models import (  # noqa: F401  (re-exported: the models' historical home)
@@ -192,7 +193,7 @@ def parse_config(raw: Any, *, source: str = "config",
         layout=layout, loader=choose_loader(raw, family, layout,
                                             wrapper=outer if wrapper_key else None),
         wrapper_key=wrapper_key,
-        tensor_prefix=WRAPPER_KEYS[wrapper_key] if wrapper_key else "", outside_plan=outside,
+        tensor_prefix=tensor_prefix(outer, wrapper_key) if wrapper_key else "", outside_plan=outside,
         wrapper_model_type=outer.get("model_type") if wrapper_key else None,
         leaves_out=list(INFERENCE_LEAVES_OUT) if layout == "inference" else [],
         warnings=near_miss_warnings(raw, family, layout),

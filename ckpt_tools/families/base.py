@@ -55,6 +55,20 @@ class Wrapper(NamedTuple):
     loader: str  # whose defaults fill the language model's absent keys
     does: str  # what its code does, as `info` says why it recognised the file
     classes: tuple[str, ...] = ()  # its model / config classes (architectures, auto_map)
+    # where its checkpoints keep the language model's tensors, when not under the wrapper
+    # key's usual prefix (configs.layouts.WRAPPER_KEYS); see `wrapped_name`
+    tensor_prefix: str | None = None
+
+
+def wrapped_name(prefix: str, name: str) -> str:
+    """A language model's tensor `name` inside a wrapper that keeps it under `prefix`. A
+    prefix inside the model's own `model.` scope (transformers 5's multimodal wrappers,
+    `model.language_model.`) replaces that scope and leaves what sits outside it
+    (`lm_head.weight`) at the top; any other prefix (Kimi-K2.5's `language_model.`) goes
+    before every name."""
+    if prefix.startswith("model.") and name.startswith("model."):
+        return prefix + name.removeprefix("model.")
+    return name if prefix.startswith("model.") else prefix + name
 
 
 class _Always:

@@ -45,7 +45,21 @@ IMPLIED: dict[str, Any] = {"topk_method": "group_limited_greedy", "scoring_func"
                            "moe_layer_freq": 1}
 
 
-class Mistral4Config(DeepseekConfigBase):
+class SoftmaxTop2Router:
+    """Mistral4TopkRouter's rules for the shared NumPy router: groups ranked by the sum of
+    their two best scores, routed_scaling_factor applied after renormalising (a mixin of
+    the config models of the families that route so)."""
+
+    @property
+    def groups_ranked_by_top2(self) -> bool:
+        return True
+
+    @property
+    def scales_renormalised_weights(self) -> bool:
+        return True
+
+
+class Mistral4Config(SoftmaxTop2Router, DeepseekConfigBase):
     """Mistral 4 (`model_type: mistral4`): DeepSeek-V3's MLA and experts (fused per layer in
     transformers' names), a softmax router with V3's group ranking and scaling and no bias,
     and Llama-4 query scaling by position (docs/derived_families.md)."""
@@ -84,14 +98,6 @@ class Mistral4Config(DeepseekConfigBase):
             data["rope_scaling"]["partial_rotary_factor"] = (
                 self.qk_rope_head_dim / self.qk_head_dim)
         return data
-
-    @property
-    def groups_ranked_by_top2(self) -> bool:
-        return True
-
-    @property
-    def scales_renormalised_weights(self) -> bool:
-        return True
 
     @property
     def routing_method(self) -> str:

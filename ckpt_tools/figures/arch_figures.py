@@ -274,11 +274,14 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
     )
 
     kv_mla = (c.kv_lora_rank + c.qk_rope_head_dim) * KV_BYTES
+    # layers that differ (NoPE: no rope part; KV-sharing: none of their own) count as they are
+    kv_mla_all = sum(c.kv_lora_rank + c.rope_width(layer) for layer in range(n)
+                     if c.owns_kv(layer)) * KV_BYTES
     kv_mha = c.num_attention_heads * (c.qk_head_dim + c.v_head_dim) * KV_BYTES
     kv = KvCacheFigures(
         bytes_per_element=KV_BYTES, layers=n, mla_per_token_per_layer=kv_mla,
-        mla_per_token=kv_mla * n, mha_per_token_per_layer=kv_mha, mha_per_token=kv_mha * n,
-        mha_over_mla=kv_mha / kv_mla, context=context, mla_at_context=kv_mla * n * context,
+        mla_per_token=kv_mla_all, mha_per_token_per_layer=kv_mha, mha_per_token=kv_mha * n,
+        mha_over_mla=kv_mha / kv_mla, context=context, mla_at_context=kv_mla_all * context,
         mha_at_context=kv_mha * n * context, total_at_context=kv_cache_bytes(c, context),
     )
 

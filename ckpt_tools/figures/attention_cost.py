@@ -17,6 +17,9 @@ main-model layers, MTP excluded, projections counted as matmul FLOPs elsewhere):
 - KV cache: elements kept per sequence at BF16 (2 bytes): MLA latent + rope key per token
   and layer, V3.2 adds its indexer key; V4 keeps its window, the compressed entries and
   CSA's indexer keys.
+- Layers differ where the config says so: a NoPE layer's entries have no rope part, a layer
+  that reuses an earlier layer's latent caches none (Mistral Large 4), and a layer that
+  reuses an earlier indexer selection runs no indexer and caches no index key (GLM-5).
 """
 
 from __future__ import annotations
@@ -50,14 +53,27 @@ def mqa_flops_per_entry(c) -> int:
     return 4 * c.num_attention_heads * c.head_dim
 
 
+def mla_flops_all_layers(c) -> int:
+    """`mla_flops_per_entry` summed over the main layers, each with its own rotary width."""
+    return sum(2 * c.num_attention_heads * (2 * c.kv_lora_rank + c.rope_width(layer))
+               for layer in range(c.num_hidden_layers))
+
+
+def indexed_layers(c) -> int:
+    """Main layers that run their own indexer (score every key, cache an index key)."""
+    if not _has_indexer(c):
+        return 0
+    return sum(c.indexer_full(layer) for layer in range(c.num_hidden_layers))
+
+
 def attention_flops(c, context: int) -> int:
     """FLOPs of one new token attending to `context` earlier tokens, all main layers."""
     if not _compressed(c):
         attended = min(context, c.index_topk) if _has_indexer(c) else context
-        per_layer = mla_flops_per_entry(c) * attended
+        total = mla_flops_all_layers(c) * attended
         if _has_indexer(c):
-            per_layer += indexer_flops_per_key(c) * context
-        return per_layer * c.num_hidden_layers
+            total += indexer_flops_per_key(c) * context * indexed_layers(c)
+        return total
     entry, window = mqa_flops_per_entry(c), min(context, c.sliding_window)
     total = 0
     for ratio in c.compress_ratios[: c.num_hidden_layers]:
@@ -74,10 +90,10 @@ def attention_flops(c, context: int) -> int:
 def kv_cache_elements(c, context: int) -> int:
     """Cache elements held for `context` tokens, all main layers."""
     if not _compressed(c):
-        per_token = c.kv_lora_rank + c.qk_rope_head_dim
-        if _has_indexer(c):
-            per_token += c.index_head_dim
-        return per_token * context * c.num_hidden_layers
+        per_token = sum(c.kv_lora_rank + c.rope_width(layer)
+                        for layer in range(c.num_hidden_layers) if c.owns_kv(layer))
+        per_token += indexed_layers(c) * c.index_head_dim if _has_indexer(c) else 0
+        return per_token * context
     total = 0
     for ratio in c.compress_ratios[: c.num_hidden_layers]:
         total += min(context, c.sliding_window) * c.head_dim

@@ -20,7 +20,13 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from .attention_cost import attention_flops, indexer_flops_per_key, mla_flops_per_entry
+from .attention_cost import (
+    attention_flops,
+    indexed_layers,
+    indexer_flops_per_key,
+    mla_flops_all_layers,
+    mla_flops_per_entry,
+)
 from ..io.dtypes import itemsize
 from ..results import Result
 from ..inventory.tensor_plan import TensorPlan
@@ -65,10 +71,10 @@ class SparseAttentionFigures(Result):
 
 
 def context_cost(config, context: int) -> ContextCost:
-    n, mla, idx = config.num_hidden_layers, mla_flops_per_entry(config), indexer_flops_per_key(config)
-    dense = n * mla * context
-    sparse_mla = n * mla * min(context, config.index_topk)
-    indexer = n * idx * context
+    mla, idx = mla_flops_all_layers(config), indexer_flops_per_key(config)
+    dense = mla * context
+    sparse_mla = mla * min(context, config.index_topk)
+    indexer = indexed_layers(config) * idx * context
     dsa = attention_flops(config, context)  # = sparse_mla + indexer (tested)
     return ContextCost(context=context, dense_mla_flops=dense, dsa_mla_flops=sparse_mla,
                        indexer_flops=indexer, dsa_flops=dsa, dsa_over_dense=dsa / dense)
@@ -102,16 +108,16 @@ def sparse_attention_figures(config, plan: TensorPlan | None = None,
         layer_bytes += size if g.layer == first else 0
         if g.scale_of_family is None:
             params["mtp" if g.mtp else "main"] += g.numel
-    n = c.num_hidden_layers
+    indexed = indexed_layers(c)  # layers with an indexer of their own
     kv_bf16 = c.index_head_dim * KV_BF16
     kv_fp8 = c.index_head_dim + 4 * -(-c.index_head_dim // FP8_KEY_BLOCK)
     mla_kv = (c.kv_lora_rank + c.qk_rope_head_dim) * KV_BF16
     return SparseAttentionFigures(
         index_n_heads=c.index_n_heads, index_head_dim=c.index_head_dim, index_topk=c.index_topk,
-        indexer_per_layer=params["main"] // n, indexer_main=params["main"],
+        indexer_per_layer=params["main"] // indexed, indexer_main=params["main"],
         indexer_mtp=params["mtp"], indexer_bytes_per_layer=layer_bytes, indexer_bytes=nbytes,
         layout=plan.layout, kv_extra_per_token_per_layer_bf16=kv_bf16,
-        kv_extra_per_token_bf16=kv_bf16 * n, kv_extra_per_token_fp8=kv_fp8 * n,
+        kv_extra_per_token_bf16=kv_bf16 * indexed, kv_extra_per_token_fp8=kv_fp8 * indexed,
         kv_extra_over_mla=kv_bf16 / mla_kv,
         flops=[context_cost(c, L) for L in contexts],
         crossover_context=crossover_context(c),

@@ -156,8 +156,9 @@ def check_plan(expected: dict[str, Expect], inv: Inventory, mtp_layers: range,
     extra = {n for n in extra if not n.endswith(SCALE_SUFFIX)}
     if prefix:  # a wrapper: its other towers are outside the language model's plan
         towers: dict[str, int] = defaultdict(int)
+        depth = prefix.count(".")  # `model.vision_tower.` beside `model.language_model.`
         for name in [n for n in extra if not n.startswith(prefix)]:
-            towers[name.partition(".")[0] + "."] += 1
+            towers[".".join(name.split(".")[:depth]) + "."] += 1
             extra.discard(name)
         for tower, count in sorted(towers.items()):
             f.add("tensor-outside-plan", f"{count:,} tensors under '{tower}' belong to another "

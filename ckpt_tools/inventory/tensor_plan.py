@@ -29,7 +29,7 @@ from ..io.dtypes import itemsize
 from ..families import family_of
 from ..families.base import HF_EXPERT_PREFIX as EXPERT_PREFIX  # noqa: F401  (API)
 from ..families.base import HF_LAYER_PREFIX as LAYER_PREFIX  # noqa: F401  (API)
-from ..families.base import Block, Component, Family, Shape
+from ..families.base import Block, Component, Family, Shape, wrapped_name
 from ..formats import FP8_BLOCK, block_grid
 from ..io.index import SCALE_SUFFIX
 
@@ -178,7 +178,7 @@ class TensorPlan:
         for t in family.section(section):
             if not t.exists(c, block):
                 continue
-            family_name = self.prefix + family.template(t, "hf")
+            family_name = wrapped_name(self.prefix, family.template(t, "hf"))
             shape = t.shape_of(c, block)
             quantized = t.fp8 and self.layout == "fp8"
             planned = "F8_E4M3" if quantized else t.keep

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..configs.parse import yarn_mscale
 from ..errors import ArgumentError, ConfigError
+from ..families import family_of
 from .weights import Config, TensorSource, Weights
 
 # q_a_layernorm / kv_a_layernorm are built without an eps argument in DeepSeek's modeling
@@ -449,12 +450,20 @@ class Model:
         if not 0 <= n <= self.config.num_hidden_layers:
             raise ConfigError(f"layers: must be in [0, {self.config.num_hidden_layers}], "
                               f"found {n}")
-        rope = rope_tables(self.config, np.arange(len(ids)))
+        rope = self.rope(np.arange(len(ids)))
         x = self.embed(ids)  # [t, d]
-        selections: dict = {}  # the last DSA selection, for GLM-5's shared-indexer layers
+        state: dict = {}  # what later layers reuse (GLM-5's shared-indexer layers: the selection)
         for layer in range(n):
-            x = block(self.config, self.weights, layer, x, rope, selections)
+            x = self.block(layer, x, rope, state)
             yield layer, x
+
+    # a derived family's decoder overrides these two (reference/mistral_large4.py)
+    def rope(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return rope_tables(self.config, positions)
+
+    def block(self, layer: int, x: np.ndarray, rope: tuple[np.ndarray, np.ndarray],
+              state: dict) -> np.ndarray:
+        return block(self.config, self.weights, layer, x, rope, state)
 
     def final_norm(self, hidden: np.ndarray) -> np.ndarray:
         w = self.weights
@@ -500,5 +509,6 @@ class Model:
 
 
 def forward(source: TensorSource, tokens: Sequence[int], layers: int | None = None) -> np.ndarray:
-    """Logits [T, vocab] of `tokens` (positions 0..T-1); with `layers`, hidden [T, hidden]."""
-    return Model(source).forward(tokens, layers)
+    """Logits [T, vocab] of `tokens` (positions 0..T-1); with `layers`, hidden [T, hidden]:
+    the decoder of the source's family (its `decoder` hook; this module's by default)."""
+    return family_of(source.config).hook("decoder")(source).forward(tokens, layers)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..configs.parse import Config
 from ..errors import MissingTensorError, ShapeMismatchError
+from ..families.base import wrapped_name
 from ..formats import FP8_BLOCK
 from ..inventory.modules import roles
 from ..inventory.tensor_plan import TensorPlan
@@ -76,7 +77,7 @@ class Weights:
     # -- names --------------------------------------------------------------------------
     def name(self, role: str, layer: int | None = None, expert: int | None = None) -> str:
         """The HF name of `role` in `layer` (and `expert`), checked against the plan."""
-        name = self.plan.prefix + ROLES[role].format(L=layer, E=expert)  # a wrapper's prefix
+        name = wrapped_name(self.plan.prefix, ROLES[role].format(L=layer, E=expert))
         if name not in self.plan:
             raise MissingTensorError(f"{self._label}: tensor '{name}' is not part of this "
                                      f"config's tensor plan")

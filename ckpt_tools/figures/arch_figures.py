@@ -261,6 +261,7 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
     E, k, S, mI = c.n_routed_experts, c.num_experts_per_tok, c.n_shared_experts, c.moe_intermediate_size
     routed_per_layer = moe["routed_expert"]
     moe_ffn = moe["router"] + routed_per_layer + moe["shared_expert"]
+    beside_moe = moe["dense_mlp"]  # dense MLPs a MoE layer also holds (LongCat-Flash)
     comps = p.by_component
     components = ComponentFigures(
         embedding=comps.get("embedding", 0), lm_head=comps.get("lm_head", 0),
@@ -270,16 +271,18 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
         dense_layer=attention + norms + dense["dense_mlp"] if dense_ids else None,
         router_per_layer=moe["router"], routed_expert=routed_per_layer // E if moe_ids else 0,
         routed_experts_per_layer=routed_per_layer, shared_experts_per_layer=moe["shared_expert"],
-        moe_ffn_per_layer=moe_ffn, moe_layer=attention + norms + moe_ffn if moe_ids else 0,
+        moe_ffn_per_layer=moe_ffn, moe_layer=attention + norms + beside_moe + moe_ffn if moe_ids else 0,
     )
 
     kv_mla = (c.kv_lora_rank + c.qk_rope_head_dim) * KV_BYTES
     kv_mha = c.num_attention_heads * (c.qk_head_dim + c.v_head_dim) * KV_BYTES
+    blocks = c.attention_blocks  # each attention block keeps its own cache
     kv = KvCacheFigures(
-        bytes_per_element=KV_BYTES, layers=n, mla_per_token_per_layer=kv_mla,
-        mla_per_token=kv_mla * n, mha_per_token_per_layer=kv_mha, mha_per_token=kv_mha * n,
-        mha_over_mla=kv_mha / kv_mla, context=context, mla_at_context=kv_mla * n * context,
-        mha_at_context=kv_mha * n * context, total_at_context=kv_cache_bytes(c, context),
+        bytes_per_element=KV_BYTES, layers=blocks, mla_per_token_per_layer=kv_mla,
+        mla_per_token=kv_mla * blocks, mha_per_token_per_layer=kv_mha,
+        mha_per_token=kv_mha * blocks, mha_over_mla=kv_mha / kv_mla, context=context,
+        mla_at_context=kv_mla * blocks * context, mha_at_context=kv_mha * blocks * context,
+        total_at_context=kv_cache_bytes(c, context),
     )
 
     rs = c.rope_scaling

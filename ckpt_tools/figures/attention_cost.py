@@ -57,7 +57,7 @@ def attention_flops(c, context: int) -> int:
         per_layer = mla_flops_per_entry(c) * attended
         if _has_indexer(c):
             per_layer += indexer_flops_per_key(c) * context
-        return per_layer * c.num_hidden_layers
+        return per_layer * c.attention_blocks
     entry, window = mqa_flops_per_entry(c), min(context, c.sliding_window)
     total = 0
     for ratio in c.compress_ratios[: c.num_hidden_layers]:
@@ -77,7 +77,7 @@ def kv_cache_elements(c, context: int) -> int:
         per_token = c.kv_lora_rank + c.qk_rope_head_dim
         if _has_indexer(c):
             per_token += c.index_head_dim
-        return per_token * context * c.num_hidden_layers
+        return per_token * context * c.attention_blocks
     total = 0
     for ratio in c.compress_ratios[: c.num_hidden_layers]:
         total += min(context, c.sliding_window) * c.head_dim

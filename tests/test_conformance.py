@@ -125,7 +125,12 @@ def _v4(step: str, reason: str, helper: str) -> dict:
             if c.model_type == "deepseek_v4"}
 
 
-KNOWN_FAILURES: dict[tuple[str, str], str] = {}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    # transformers 5.24's LongcatFlashExperts allocates gate_up_proj for the zero experts too
+    # ([E + Z, 2I, H]), so from_pretrained cannot load the per-expert tensors the release
+    # stores (its own size check refuses); tests/test_longcat_flash.py loads them by hand
+    ("longcat-flash-bf16", "forward"): "transformers 5.24 cannot load a LongCat-Flash "
+                                       "checkpoint's experts (zero-expert gate_up slots)"}
 
 
 def case_params(step: str, keep=lambda c: True) -> list:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NEEDS_REFERENCE
+from conftest import NEEDS_REFERENCE, transformers_model_with_experts_filled
 
 from ckpt_tools import (
     CkptError,
@@ -125,12 +125,7 @@ def _v4(step: str, reason: str, helper: str) -> dict:
             if c.model_type == "deepseek_v4"}
 
 
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    # transformers 5.24's LongcatFlashExperts allocates gate_up_proj for the zero experts too
-    # ([E + Z, 2I, H]), so from_pretrained cannot load the per-expert tensors the release
-    # stores (its own size check refuses); tests/test_longcat_flash.py loads them by hand
-    ("longcat-flash-bf16", "forward"): "transformers 5.24 cannot load a LongCat-Flash "
-                                       "checkpoint's experts (zero-expert gate_up slots)"}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 def case_params(step: str, keep=lambda c: True) -> list:
@@ -411,8 +406,11 @@ def transformers_logits(path: Path, tokens: list[int]) -> np.ndarray:
             transformers.CONFIG_MAPPING[raw["model_type"]]
             not in transformers.MODEL_FOR_CAUSAL_LM_MAPPING):
         loader = classes[0]
-    model = loader.from_pretrained(path, config=config, dtype=torch.float32,
-                                   attn_implementation="eager")
+    if getattr(read_config_file(path / "config.json"), "zero_experts", 0):  # slots it refuses
+        model = transformers_model_with_experts_filled(classes[0], path)
+    else:
+        model = loader.from_pretrained(path, config=config, dtype=torch.float32,
+                                       attn_implementation="eager")
     with torch.no_grad():
         return model(torch.tensor([tokens])).logits[0].numpy()
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..configs.parse import yarn_mscale
 from ..errors import ArgumentError, ConfigError
+from ..families import family_of
 from .weights import Config, TensorSource, Weights
 
 # q_a_layernorm / kv_a_layernorm are built without an eps argument in DeepSeek's modeling
@@ -509,5 +510,6 @@ class Model:
 
 
 def forward(source: TensorSource, tokens: Sequence[int], layers: int | None = None) -> np.ndarray:
-    """Logits [T, vocab] of `tokens` (positions 0..T-1); with `layers`, hidden [T, hidden]."""
-    return Model(source).forward(tokens, layers)
+    """Logits [T, vocab] of `tokens` (positions 0..T-1); with `layers`, hidden [T, hidden];
+    by the decoder the config's family names (LongCat-Flash's layer order is its own)."""
+    return family_of(source.config).hook("decoder")(source).forward(tokens, layers)

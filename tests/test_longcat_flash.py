@@ -138,3 +138,26 @@ def test_forward_runs_the_familys_layer_order(tiny):
         np.testing.assert_array_equal(reference_forward(ck, TOKENS), ours)
         assert not np.allclose(Model(ck).forward(TOKENS), ours, atol=1e-2)
     assert ours.shape == (len(TOKENS), 320) and np.isfinite(ours).all()
+
+
+def test_hub_file_without_model_type_reads_by_its_architecture(tmp_path, run_cli):
+    """The Hub's LongCat-Flash-Chat config runs remote code and names no model_type; its
+    remote-code keys transformers does not read are kept without a warning."""
+    raw = find_preset("longcat-flash").raw_config
+    raw.pop("model_type")
+    raw.update(auto_map={"AutoConfig": "configuration_longcat_flash.LongcatFlashConfig"},
+               zero_expert_type="identity", mla_scale_q_lora=True, mla_scale_kv_lora=True)
+    config = parse_config(raw)
+    assert family_of(config).name == "longcat_flash" and not config.reading.warnings
+    assert config.reading.loader == "transformers LongcatFlashConfig"
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    tiny = tmp_path / "tiny"
+    make_tiny(tiny, str(tmp_path / "config.json"))
+    r = run_cli("validate", "--strict", tiny)
+    assert r.exit_code == 0, r.stdout + r.stderr
+
+
+def test_forward_of_the_mtp_block_is_refused_in_one_line(tiny, tmp_path, run_cli):
+    r = run_cli("forward", tiny, "--out", tmp_path / "mtp.npy", "--mtp")
+    assert r.exit_code == 1 and "MTP block" in r.stderr and "internal error" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "mtp.npy").exists()

@@ -247,6 +247,13 @@ class Family:
         leaf = row.name(layout)
         return None if leaf is None else self.scopes[row.section][layout] + leaf
 
+    @property
+    def in_module_table(self) -> bool:
+        """Whether its rows join the merged name tables of the V2/V3 machinery
+        (`inventory.modules`, one row per role): not for a family with its own planner, nor
+        for one whose layer repeats a role under other names (`layer_sections`)."""
+        return not self.has_hook("plan") and self.layer_sections is None
+
     def block_sections(self, mtp: bool) -> tuple[tuple[str, int], ...] | None:
         """A decoder layer's (or MTP block's) sections with their copy counts, in plan
         order; None where the family keeps DeepSeek's layout."""

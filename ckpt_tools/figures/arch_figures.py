@@ -63,7 +63,8 @@ class LayoutBytes(Result):
 
 class KvCacheFigures(Result):
     bytes_per_element: int
-    layers: int = Field(description="Main-model layers that hold a cache")
+    layers: int = Field(description="Main-model attention blocks that hold a cache (one per "
+                                    "decoder layer; two in LongCat-Flash's)")
     mla_per_token_per_layer: int = Field(description="(kv_lora_rank + qk_rope_head_dim) x bytes")
     mla_per_token: int
     mha_per_token_per_layer: int = Field(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import UnsupportedModelError
 from .deepseek import Model, activation, attention, mlp, moe, rms_norm
 from .weights import Config, Weights
 
@@ -55,3 +56,10 @@ class ShortcutModel(Model):
     """The shared decoder with LongCat-Flash's layer order."""
 
     block = staticmethod(shortcut_block)
+
+    def mtp_logits(self, tokens, normed, depth: int = 0):
+        # its MTP block (model.mtp.: one attention block and a dense MLP, no head of its own)
+        # is planned and converted, but no reference computes it: transformers ignores it
+        raise UnsupportedModelError(
+            "mtp: the NumPy reference does not run this family's MTP block (transformers "
+            "ignores model.mtp.*, so there is nothing to check it against)")

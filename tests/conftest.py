@@ -94,3 +94,30 @@ def shrink_vision_tower(config):
             head_dim=8, patch_size=14, image_size=28)
     return config
 
+def transformers_model_with_experts_filled(cls, path: Path):
+    """transformers' float32 model of the tiny checkpoint `path` whose routed experts are
+    stored one tensor per expert while `cls` fuses them into `gate_up_proj` / `down_proj`
+    with more slots than stored (LongCat-Flash's zero experts: transformers 5.24 allocates
+    gate_up rows for them, so from_pretrained's size check refuses the release's tensors).
+    The stored experts fill their slots; the others stay as built (never computed)."""
+    import numpy as np
+    import torch
+
+    from ckpt_tools.inventory.checkpoint import Checkpoint
+
+    model = cls(cls.config_class.from_pretrained(path)).float().eval()
+    state = model.state_dict()
+    with Checkpoint(path) as ck:
+        stored = {n: torch.from_numpy(np.asarray(ck.read_float32(n))) for n in ck.index.weight_map
+                  if n in state or ".mlp.experts." in n}
+    for key in [k for k in state if k.endswith("mlp.experts.gate_up_proj")]:
+        p = key.removesuffix("gate_up_proj")
+        gate_up, down = state[key].clone(), state[p + "down_proj"].clone()
+        for e in range(down.shape[0]):
+            gate_up[e] = torch.cat([stored.pop(f"{p}{e}.gate_proj.weight"),
+                                    stored.pop(f"{p}{e}.up_proj.weight")])
+            down[e] = stored.pop(f"{p}{e}.down_proj.weight")
+        stored[key], stored[p + "down_proj"] = gate_up, down
+    missing, unexpected = model.load_state_dict(stored, strict=False)
+    assert unexpected == [] and all("rotary" in m for m in missing), (missing, unexpected)
+    return model

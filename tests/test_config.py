@@ -12,6 +12,7 @@ from ckpt_tools.configs.parse import (
 )
 from ckpt_tools.families.glm4_moe_lite import Glm4MoeLiteConfig
 from ckpt_tools.families.glm_moe_dsa import GlmMoeDsaConfig
+from ckpt_tools.families.longcat_flash import LongcatFlashConfig
 from ckpt_tools.families.mistral4 import Mistral4Config
 from ckpt_tools.families.mistral_large4 import MistralLarge4TextConfig
 from ckpt_tools.errors import ConfigError, UnsupportedModelError
@@ -33,7 +34,8 @@ def test_every_preset_parses_to_its_class():
                     "Glm4MoeLiteForCausalLM": Glm4MoeLiteConfig,
                     "Mistral4ForCausalLM": Mistral4Config,
                     "GlmMoeDsaForCausalLM": GlmMoeDsaConfig,
-                    "MistralLarge4ForConditionalGeneration": MistralLarge4TextConfig}[arch]
+                    "MistralLarge4ForConditionalGeneration": MistralLarge4TextConfig,
+                    "LongcatFlashForCausalLM": LongcatFlashConfig}[arch]
         assert type(cfg) is expected, p.name
         assert p.provenance_kind in ("verbatim", "reconstructed")
 

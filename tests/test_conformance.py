@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import NEEDS_REFERENCE, shrink_vision_tower
+from conftest import NEEDS_REFERENCE, shrink_vision_tower, transformers_model_with_experts_filled
 
 from ckpt_tools import (
     CkptError,
@@ -410,8 +410,11 @@ def transformers_logits(path: Path, tokens: list[int]) -> np.ndarray:
         elif known in transformers.MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING:  # Mistral Large 4
             loader = transformers.AutoModelForImageTextToText
             config = shrink_vision_tower(transformers.AutoConfig.from_pretrained(path))
-    model = loader.from_pretrained(path, config=config, dtype=torch.float32,
-                                   attn_implementation="eager")
+    if getattr(read_config_file(path / "config.json"), "zero_experts", 0):  # slots it refuses
+        model = transformers_model_with_experts_filled(classes[0], path)
+    else:
+        model = loader.from_pretrained(path, config=config, dtype=torch.float32,
+                                       attn_implementation="eager")
     with torch.no_grad():
         return model(torch.tensor([tokens])).logits[0].numpy()
 

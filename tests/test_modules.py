@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ckpt_tools.families import family_of
 from ckpt_tools.inventory.modules import MODULES, SCOPES, roles
 from ckpt_tools.inventory.mp_layout import MP_FAMILIES
 from ckpt_tools.presets import all_presets, find_preset
@@ -11,12 +12,13 @@ from ckpt_tools.inventory.tensor_plan import SCALE_SUFFIX, TensorPlan
 
 def _families() -> set[str]:
     """Every family any V2/V3-architecture preset's plan has, in either layout (DeepSeek-V4's
-    own table is tensor_plan_v4's), named as the language model's own (a wrapper's prefix
-    left off)."""
+    own table is tensor_plan_v4's; LongCat-Flash's layer repeats V3's roles under its own
+    names, read off its rows), named as the language model's own (a wrapper's prefix left
+    off)."""
     out: set[str] = set()
     for name in all_presets():
         config = find_preset(name).config
-        if config.model_type == "deepseek_v4":
+        if not family_of(config).in_module_table:
             continue
         for layout in ("bf16", "fp8"):
             out |= set(TensorPlan(config, layout, prefix="").families)

@@ -229,9 +229,9 @@ def _pipe_closed() -> int:
 @click.version_option(package_name="ckpt-tools", prog_name="ckpt")
 def cli():
     """Tools for DeepSeek checkpoints (V2, V2.5, V3, V3.1, V3.2, V4, the derivatives
-    Kimi-K2 and Moonlight, and GLM-4.7-Flash, GLM-5, Mistral 4 and Mistral Large 4 on
-    DeepSeek's architecture): info, diff, validate, upcast, quantize, reshard,
-    forward/verify, download, make-tiny.
+    Kimi-K2 and Moonlight, and GLM-4.7-Flash, GLM-5, Mistral 4, Mistral Large 4 and
+    LongCat-Flash on DeepSeek's architecture): info, diff, validate, upcast, quantize,
+    reshard, forward/verify, download, make-tiny.
 
     \b
     Every command: --json prints one JSON document on stdout (also on failure),

@@ -89,7 +89,10 @@ def info(source: str, remote: bool, plot_path):
         ["total (main model)", f"{p.main:,}", human_count(p.main)],
         *([["  without router buffers", f"{p.main - p.buffers:,}",
             human_count(p.main - p.buffers)]] if p.buffers else []),
-        ["activated per token", f"{p.activated:,}", human_count(p.activated)],
+        *([["activated per token, fewest", f"{p.activated_min:,}",
+            human_count(p.activated_min)]] if p.activated_min is not None else []),
+        [f"activated per token{', most' if p.activated_min is not None else ''}",
+         f"{p.activated:,}", human_count(p.activated)],
         ["MTP modules", f"{p.mtp:,}", human_count(p.mtp)],
         ["checkpoint total", f"{p.checkpoint:,}", human_count(p.checkpoint)],
     ]

@@ -121,9 +121,11 @@ class FieldChange(Result):
 
 # -- config fields ---------------------------------------------------------------------------
 def _flat(config) -> dict[str, Any]:
-    """Effective values (defaults filled, unknown keys kept), nested configs dotted."""
+    """Effective values (defaults filled, unknown keys kept), nested configs dotted; under
+    the common field names, so a family that spells them its own way (LongCat-Flash's
+    num_layers, moe_topk) compares field for field."""
     out: dict[str, Any] = {}
-    for key, value in config.model_dump(mode="json", by_alias=True).items():
+    for key, value in config.model_dump(mode="json").items():
         if isinstance(value, dict) and key in ("rope_scaling", "quantization_config", "auto_map"):
             out.update({f"{key}.{k}": v for k, v in value.items()})
         else:

@@ -61,6 +61,9 @@ class ParameterSummary(Result):
     by_component: dict[str, int]
     buffers: int = Field(0, description="Of main: the routers' e_score_correction_bias, saved "
                                         "buffers in transformers, not nn.Parameters")
+    activated_min: int | None = Field(None, description="Per token when every pick is a "
+                                      "zero-computation expert (routers with such slots); "
+                                      "`activated` is then the most")
 
 
 class TensorSummary(Result):
@@ -71,6 +74,16 @@ class TensorSummary(Result):
 
 
 _UNITS = {"K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
+
+
+def activated_agrees(p, published: str) -> bool:
+    """Whether the plan's activated figure is the published one; a range ("18.6B-31.3B",
+    routers with zero-computation experts) is the fewest to the most."""
+    low, dash, high = published.partition("-")
+    if not dash:
+        return rounds_to(p.activated, published)
+    return p.activated_min is not None and rounds_to(p.activated_min, low) and rounds_to(
+        p.activated, high)
 
 
 def rounds_to(count: int, published: str) -> bool:
@@ -273,7 +286,7 @@ def _model_info(spec, src, arch: ArchitectureSummary, plan) -> ModelInfo:
         published = PublishedFigures(
             total=pub["total"], activated=pub.get("activated"), source=pub["source"],
             total_agrees=rounds_to(p.main, pub["total"]),
-            activated_agrees="activated" not in pub or rounds_to(p.activated, pub["activated"]))
+            activated_agrees="activated" not in pub or activated_agrees(p, pub["activated"]))
     return ModelInfo(
         source=str(spec), source_kind=src.kind, published=published,
         title=src.preset.title if src.preset else None,

@@ -62,6 +62,7 @@ TINY_Q_LORA_RANK = 48
 TINY_EXPERTS = 8
 TINY_TOP_K = 3
 TINY_MOE_LAYERS = 2
+TINY_ZERO_EXPERTS = 4  # zero-computation router slots (LongCat-Flash), about half the experts
 # V3.2's indexer: enough heads that an all-ReLU-zero score (a tie) is rare, a head width
 # that leaves partial FP8 blocks, and a top-k below the test sequences' lengths.
 TINY_INDEXER = {"index_n_heads": 16, "index_head_dim": 32, "index_topk": 8}
@@ -76,13 +77,13 @@ class Shrunk:
     tiny: Any
 
 
-def _source_config(source: str) -> tuple[dict[str, Any], ConfigReading]:
-    """Every effective value of `source` as config.json keys (defaults spelled out), and how
-    it was read."""
+def _source_config(source: str) -> tuple[dict[str, Any], ConfigReading, dict[str, str]]:
+    """Every effective value of `source` as config.json keys (defaults spelled out, under the
+    common field names), how it was read, and the family's own spelling of those names."""
     config = resolve_config(source, lenient=True).config
     if config.reading.inconsistencies:
         resolve_config(source)  # strict: an inconsistent config is refused, in its one line
-    raw = config.model_dump(mode="json", by_alias=True)
+    raw = config.model_dump(mode="json")  # common names; `_spelled` writes the family's
     for key in FOREIGN_QUANT_KEYS:  # another scheme's declaration: the tiny model is BF16/FP8
         raw.pop(key, None)
     r = config.reading
@@ -91,7 +92,7 @@ def _source_config(source: str) -> tuple[dict[str, Any], ConfigReading]:
     raw.setdefault("architectures", None)
     if not raw["architectures"]:
         raw["architectures"] = [family_of(config).architectures[0]]
-    return raw, r
+    return raw, r, type(config).file_keys()
 
 
 def tiny_config(preset: str = "v3", *, real_widths: bool = False,
@@ -99,7 +100,7 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
                 shrunk: list[Shrunk] | None = None) -> dict[str, Any]:
     """The config.json of a tiny model of `preset` (any preset, config.json or checkpoint
     directory), as a dict; what was shrunk is appended to `shrunk`."""
-    raw, reading = _source_config(preset)
+    raw, reading, file_keys = _source_config(preset)
     before = dict(raw)
     if not real_widths:
         raw.update(TINY_WIDTHS)
@@ -125,6 +126,10 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
     )
     if raw["model_type"] == "deepseek_v2" or before.get("num_nextn_predict_layers") is None:
         raw.pop("num_nextn_predict_layers")
+    if "head_dim" in raw:  # the rotary width a config spells out (LongCat-Flash's): the tiny one
+        raw["head_dim"] = raw["qk_rope_head_dim"]
+    if raw.get("zero_expert_num"):
+        raw["zero_expert_num"] = TINY_ZERO_EXPERTS
     _per_layer_lists(raw, before)
     rope = raw.get("rope_scaling")
     if isinstance(rope, dict) and "partial_rotary_factor" in rope:  # Mistral 4: of the new widths
@@ -140,6 +145,7 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
         shrunk.extend(Shrunk(k, before[k], raw[k]) for k in sorted(raw)
                       if k in before and before[k] != raw[k] and k not in ("torch_dtype",)
                       and not isinstance(raw[k], (dict, list)))
+    raw = {file_keys.get(k, k): v for k, v in raw.items()}  # as its loader reads them
     if reading.wrapper_key:  # keep the wrapper, so tensors keep its prefix
         raw = {"model_type": reading.wrapper_model_type,
                reading.wrapper_key: dict(sorted(raw.items()))}

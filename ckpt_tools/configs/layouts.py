@@ -43,15 +43,6 @@ SUPPORTED_MODEL_TYPES: tuple[Family, ...] = tuple(
 REFUSED_MODEL_TYPES = {
     "deepseek_v41": V41_REFUSAL,
     "deepseek": "DeepSeek-MoE v1 (model_type 'deepseek') has no MLA and is not supported",
-    # a DeepSeek-derived family the registry cannot express, with what it lacks
-    # (docs/derived_families.md)
-    "longcat_flash": (
-        "LongCat-Flash (longcat_flash) is not supported: the family registry cannot express it "
-        "(two attention blocks per layer, self_attn.0/1; two dense MLPs beside the MoE in "
-        "every layer, mlps.0/1; zero-computation expert slots the router scores but no tensor "
-        "holds, zero_expert_num; its own config key names, num_layers, moe_topk, ...; a block "
-        "order that is not attention then FFN, the MoE output joining at the end; an MTP layer "
-        "of another shape under model.mtp.)"),
 }
 
 # Model classes of each registered family (their weights follow its rows).

@@ -134,6 +134,28 @@ class DeepseekConfigBase(BaseModel):
         return False
 
     @property
+    def zero_experts(self) -> int:
+        """Zero-computation expert slots the router scores beside the routed experts: a pick
+        of one returns its input times its weight, and no tensor holds it (LongCat-Flash)."""
+        return 0
+
+    @property
+    def router_slots(self) -> int:
+        """The router's output width: routed experts plus zero-computation slots."""
+        return self.n_routed_experts + self.zero_experts
+
+    @property
+    def latent_scales(self) -> tuple[float, float] | None:
+        """Factors on the query and on the normed KV latent in MLA (None: none)."""
+        return None
+
+    @property
+    def attention_blocks(self) -> int:
+        """Attention blocks of the main model, each with its own KV cache (one per decoder
+        layer; LongCat-Flash has two)."""
+        return self.num_hidden_layers
+
+    @property
     def is_fp8(self) -> bool:
         return self.quantization_config is not None
 
@@ -238,6 +260,13 @@ class DeepseekConfigBase(BaseModel):
         if self.q_lora_rank is not None and self.q_lora_rank <= 0:
             raise ValueError("q_lora_rank: must be positive or null")
         return self
+
+    @classmethod
+    def file_keys(cls) -> dict[str, str]:
+        """Common field -> the key this family's config.json spells it with, where they differ
+        (LongCat-Flash: num_hidden_layers -> num_layers; transformers' attribute_map)."""
+        return {name: f.alias for name, f in cls.model_fields.items()
+                if f.alias is not None and f.alias != name}
 
     # -- round trip ------------------------------------------------------------------------
     def to_json_dict(self) -> dict[str, Any]:

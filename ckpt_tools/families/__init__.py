@@ -23,12 +23,13 @@ from .deepseek_v4 import DEEPSEEK_V4
 from .deepseek_v32 import DEEPSEEK_V32
 from .glm4_moe_lite import GLM4_MOE_LITE
 from .glm_moe_dsa import GLM_MOE_DSA
+from .longcat_flash import LONGCAT_FLASH
 from .mistral4 import MISTRAL4
 from .mistral_large4 import MISTRAL_LARGE4
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (DEEPSEEK_V2, DEEPSEEK_V3, DEEPSEEK_V32,
                                                    DEEPSEEK_V4, GLM4_MOE_LITE, MISTRAL4,
-                                                   GLM_MOE_DSA, MISTRAL_LARGE4)}
+                                                   GLM_MOE_DSA, MISTRAL_LARGE4, LONGCAT_FLASH)}
 # what a command falls back to when nothing says which family it holds: the table-driven
 # machinery, whose readers then say what is wrong in their words
 DEFAULT = DEEPSEEK_V3

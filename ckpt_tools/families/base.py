@@ -10,6 +10,11 @@ checkpoint), the dtype it keeps when not quantised, its model-parallel split, an
 exists. A `Family` is the registry entry: how a config is recognised, its rows, layouts
 and formats, and the hooks the commands call instead of asking which family they hold.
 
+A layer may hold several copies of a section (LongCat-Flash: two attention blocks and two
+dense MLPs beside its MoE): `Family.layer_sections` lists a decoder layer's sections in
+order with their copy counts, and a row's name marks the copy with `{I}`. An MTP block of
+another shape than a decoder layer lists its own (`mtp_sections`, its block index `{J}`).
+
 A derived family is its parent's rows with a few changes: `derive(parent_rows,
 add_after={...}, drop=(...), change={...})`, the spirit of transformers' `modular_*.py`.
 """
@@ -45,6 +50,7 @@ class Block(NamedTuple):
     mtp: bool = False
     ratio: int = 0
     hashed: bool = False
+    copy: int = 0  # which copy of its section ({I}), where a layer holds several
 
 
 class Wrapper(NamedTuple):
@@ -220,6 +226,12 @@ class Family:
     wrappers: Mapping[str, Wrapper] = field(default_factory=dict)
     # the reports its own hooks return, published under schemas/: file stem -> "module:attribute"
     report_schemas: Mapping[str, str] = field(default_factory=dict)
+    # -- how a decoder layer and an MTP block are laid out (the tensor plan walks these) ----
+    # (section, copies) in plan order; None: DeepSeek's layer, attention then either a dense
+    # MLP or the MoE (router, routed experts, shared experts) by `config.is_moe_layer`
+    layer_sections: tuple[tuple[str, int], ...] | None = None
+    # an MTP block's sections; None: DeepSeek's, its input rows, a full MoE layer, its head
+    mtp_sections: tuple[tuple[str, int], ...] | None = None
 
     def loader_defaults(self) -> dict[str, Any]:
         """Every value the family's own loader uses for an absent key."""
@@ -250,9 +262,22 @@ class Family:
         return tuple(r for r in self.rows if r.section == name)
 
     def template(self, row: Row, layout: LayoutKind) -> str | None:
-        """The row's full name template in `layout` ({L} layer, {E} expert, {J} MTP block)."""
+        """The row's full name template in `layout` ({L} layer, {E} expert, {J} MTP block,
+        {I} copy of a section a layer holds several of)."""
         leaf = row.name(layout)
         return None if leaf is None else self.scopes[row.section][layout] + leaf
+
+    @property
+    def in_module_table(self) -> bool:
+        """Whether its rows join the merged name tables of the V2/V3 machinery
+        (`inventory.modules`, one row per role): not for a family with its own planner, nor
+        for one whose layer repeats a role under other names (`layer_sections`)."""
+        return not self.has_hook("plan") and self.layer_sections is None
+
+    def block_sections(self, mtp: bool) -> tuple[tuple[str, int], ...] | None:
+        """A decoder layer's (or MTP block's) sections with their copy counts, in plan
+        order; None where the family keeps DeepSeek's layout."""
+        return self.mtp_sections if mtp else self.layer_sections
 
     # -- the commands' questions, answered from the hooks ----------------------------------
     def plan(self, config, layout=None, **options):

@@ -24,7 +24,7 @@ from typing import Literal
 from pydantic import Field, computed_field
 
 from ..configs.parse import Config, yarn_mscale
-from .attention_cost import attention_flops, kv_cache_bytes
+from .attention_cost import attention_flops, blocks_per_layer, kv_cache_bytes
 from .dsa_figures import SparseAttentionFigures, sparse_attention_figures
 from ..commands.info import ParameterSummary
 from ..results import Result
@@ -63,7 +63,8 @@ class LayoutBytes(Result):
 
 class KvCacheFigures(Result):
     bytes_per_element: int
-    layers: int = Field(description="Main-model layers that hold a cache")
+    layers: int = Field(description="Main-model attention blocks that hold a cache (one per "
+                                    "decoder layer; two in LongCat-Flash's)")
     mla_per_token_per_layer: int = Field(description="(kv_lora_rank + qk_rope_head_dim) x bytes")
     mla_per_token: int
     mha_per_token_per_layer: int = Field(
@@ -261,6 +262,7 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
     E, k, S, mI = c.n_routed_experts, c.num_experts_per_tok, c.n_shared_experts, c.moe_intermediate_size
     routed_per_layer = moe["routed_expert"]
     moe_ffn = moe["router"] + routed_per_layer + moe["shared_expert"]
+    beside_moe = moe["dense_mlp"]  # dense MLPs a MoE layer also holds (LongCat-Flash)
     comps = p.by_component
     components = ComponentFigures(
         embedding=comps.get("embedding", 0), lm_head=comps.get("lm_head", 0),
@@ -270,19 +272,22 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
         dense_layer=attention + norms + dense["dense_mlp"] if dense_ids else None,
         router_per_layer=moe["router"], routed_expert=routed_per_layer // E if moe_ids else 0,
         routed_experts_per_layer=routed_per_layer, shared_experts_per_layer=moe["shared_expert"],
-        moe_ffn_per_layer=moe_ffn, moe_layer=attention + norms + moe_ffn if moe_ids else 0,
+        moe_ffn_per_layer=moe_ffn, moe_layer=attention + norms + beside_moe + moe_ffn if moe_ids else 0,
     )
 
     kv_mla = (c.kv_lora_rank + c.qk_rope_head_dim) * KV_BYTES
     # layers that differ (NoPE: no rope part; KV-sharing: none of their own) count as they are
+    # and each attention block keeps its own cache (LongCat-Flash: two per layer)
     kv_mla_all = sum(c.kv_lora_rank + c.rope_width(layer) for layer in range(n)
-                     if c.owns_kv(layer)) * KV_BYTES
+                     if c.owns_kv(layer)) * KV_BYTES * blocks_per_layer(c)
     kv_mha = c.num_attention_heads * (c.qk_head_dim + c.v_head_dim) * KV_BYTES
+    blocks = c.attention_blocks
     kv = KvCacheFigures(
-        bytes_per_element=KV_BYTES, layers=n, mla_per_token_per_layer=kv_mla,
-        mla_per_token=kv_mla_all, mha_per_token_per_layer=kv_mha, mha_per_token=kv_mha * n,
-        mha_over_mla=kv_mha / kv_mla, context=context, mla_at_context=kv_mla_all * context,
-        mha_at_context=kv_mha * n * context, total_at_context=kv_cache_bytes(c, context),
+        bytes_per_element=KV_BYTES, layers=blocks, mla_per_token_per_layer=kv_mla,
+        mla_per_token=kv_mla_all, mha_per_token_per_layer=kv_mha,
+        mha_per_token=kv_mha * blocks, mha_over_mla=kv_mha / kv_mla, context=context,
+        mla_at_context=kv_mla_all * context, mha_at_context=kv_mha * blocks * context,
+        total_at_context=kv_cache_bytes(c, context),
     )
 
     rs = c.rope_scaling

@@ -59,6 +59,11 @@ def mla_flops_all_layers(c) -> int:
                for layer in range(c.num_hidden_layers))
 
 
+def blocks_per_layer(c) -> int:
+    """Attention blocks in each decoder layer, each with its own cache (LongCat-Flash: 2)."""
+    return c.attention_blocks // c.num_hidden_layers
+
+
 def indexed_layers(c) -> int:
     """Main layers that run their own indexer (score every key, cache an index key)."""
     if not _has_indexer(c):
@@ -73,7 +78,7 @@ def attention_flops(c, context: int) -> int:
         total = mla_flops_all_layers(c) * attended
         if _has_indexer(c):
             total += indexer_flops_per_key(c) * context * indexed_layers(c)
-        return total
+        return total * blocks_per_layer(c)
     entry, window = mqa_flops_per_entry(c), min(context, c.sliding_window)
     total = 0
     for ratio in c.compress_ratios[: c.num_hidden_layers]:
@@ -93,7 +98,7 @@ def kv_cache_elements(c, context: int) -> int:
         per_token = sum(c.kv_lora_rank + c.rope_width(layer)
                         for layer in range(c.num_hidden_layers) if c.owns_kv(layer))
         per_token += indexed_layers(c) * c.index_head_dim if _has_indexer(c) else 0
-        return per_token * context
+        return per_token * context * blocks_per_layer(c)
     total = 0
     for ratio in c.compress_ratios[: c.num_hidden_layers]:
         total += min(context, c.sliding_window) * c.head_dim

@@ -34,8 +34,8 @@ class Module(NamedTuple):
 def _table_modules() -> tuple[Module, ...]:
     out: dict[str, Module] = {}
     for family in FAMILIES.values():
-        if family.has_hook("plan"):
-            continue  # a family with its own planner has its own name tables
+        if not family.in_module_table:
+            continue  # its own planner or layer layout: its own rows are its name tables
         for r in family.rows:
             out.setdefault(r.role, Module(r.role, r.section, r.component,
                                           family.template(r, "hf"), family.template(r, "mp"),

@@ -84,6 +84,9 @@ class ParameterCounts:
     # of `main`, elements transformers keeps as saved buffers, not nn.Parameters (the routers'
     # e_score_correction_bias): main - buffers is its parameter count of the model
     buffers: int = 0
+    # per token when every routed pick is a zero-computation expert (LongCat-Flash); equal
+    # to `activated` when the router has no such slots
+    activated_min: int | None = None
 
 
 @dataclass(frozen=True)
@@ -172,13 +175,17 @@ class TensorPlan:
         return out
 
     # -- generation ---------------------------------------------------------------------
-    def _scoped(self, section: str, layer=None, experts=None, mtp=False) -> Iterator[Group]:
+    def _scoped(self, section: str, layer=None, experts=None, mtp=False,
+                copy: int = 0) -> Iterator[Group]:
         c, family = self.config, self.architecture
-        block = Block(layer, mtp)
+        block = Block(layer, mtp, copy=copy)
         for t in family.section(section):
             if not t.exists(c, block):
                 continue
-            family_name = wrapped_name(self.prefix, family.template(t, "hf"))
+            family_name = wrapped_name(self.prefix,
+                                       family.template(t, "hf").replace("{I}", str(copy)))
+            if mtp:  # an MTP block named by its own index (LongCat-Flash's model.mtp.layers.0.)
+                family_name = family_name.replace("{J}", str(layer - c.num_hidden_layers))
             shape = t.shape_of(c, block)
             quantized = t.fp8 and self.layout == "fp8"
             planned = "F8_E4M3" if quantized else t.keep
@@ -197,6 +204,13 @@ class TensorPlan:
 
     def _layer(self, layer: int, mtp: bool) -> Iterator[Group]:
         c = self.config
+        sections = self.architecture.block_sections(mtp)
+        if sections is not None:  # the family's own layout: every section, every copy
+            for section, copies in sections:
+                experts = c.n_routed_experts if section == "routed_expert" else None
+                for copy in range(copies):
+                    yield from self._scoped(section, layer, experts, mtp, copy)
+            return
         yield from self._scoped("attention", layer, mtp=mtp)
         if not c.is_moe_layer(layer):
             yield from self._scoped("dense_mlp", layer, mtp=mtp)
@@ -214,6 +228,9 @@ class TensorPlan:
         if not self.include_mtp:
             return
         for layer in range(c.num_hidden_layers, c.num_hidden_layers + c.num_mtp_layers):
+            if self.architecture.mtp_sections is not None:
+                yield from self._layer(layer, mtp=True)
+                continue
             # the MTP module's own tensors around a full MoE layer
             yield from self._scoped("mtp_input", layer, mtp=True)
             yield from self._layer(layer, mtp=True)
@@ -320,6 +337,8 @@ class TensorPlan:
         return ParameterCounts(
             main=main,
             activated=active_with_embed - embed,
+            # zero experts hold no weights: a token whose picks all land on them runs none
+            activated_min=main - routed - embed if getattr(c, "zero_experts", 0) else None,
             activated_with_embedding=active_with_embed,
             mtp=mtp,
             mtp_unique=mtp - mtp_copies,

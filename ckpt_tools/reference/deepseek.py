@@ -259,12 +259,17 @@ def attention(config: Config, w: Weights, layer: int, x: np.ndarray,
         q_latent = w.linear(x, w.name("wq_a", layer))  # [t, q]
         q_latent = rms_norm(q_latent, w.read(w.name("q_norm", layer)), LATENT_NORM_EPS)
         q = w.linear(q_latent, w.name("wq_b", layer))  # [t, h*(n+r)]
+    latent_scales = config.latent_scales  # LongCat-Flash scales q and the kv latent
+    if latent_scales is not None:
+        q = q * F32(latent_scales[0])
     q = q.reshape(T, H, n + r)  # [t, h, n+r]
     q_nope, q_pe = q[..., :n], apply_rope(q[..., n:], *rope)  # [t, h, n], [t, h, r]
 
     kv = w.linear(x, w.name("wkv_a", layer))  # [t, c+r]
     latent, k_pe = kv[:, :c], apply_rope(kv[:, c:], *rope)  # [s, c], [s, r] shared by heads
     latent = rms_norm(latent, w.read(w.name("kv_norm", layer)), LATENT_NORM_EPS)
+    if latent_scales is not None:
+        latent = latent * F32(latent_scales[1])
     kv = w.linear(latent, w.name("wkv_b", layer)).reshape(T, H, n + v)  # [s, h, n+v]
     k_nope, value = kv[..., :n], kv[..., n:]  # [s, h, n], [s, h, v]
 
@@ -307,7 +312,7 @@ def route(config: Config, x: np.ndarray, gate: np.ndarray,
       x routed_scaling_factor (transformers' native V2 ignores norm_topk_prob; no shipped
       V2 config sets it).
     """
-    T, E, K = x.shape[0], config.n_routed_experts, config.num_experts_per_tok
+    T, E, K = x.shape[0], config.router_slots, config.num_experts_per_tok
     logits = x.astype(F32) @ gate.T  # [t, e]
     scores = softmax(logits) if config.scoring_func == "softmax" else sigmoid(logits)  # [t, e]
     choice = scores if bias is None else scores + bias  # [t, e]
@@ -357,7 +362,9 @@ def moe(config: Config, w: Weights, layer: int, x: np.ndarray) -> np.ndarray:
     fused = w.has("experts.gate_up")  # all experts in one tensor per layer (Mistral 4)
     for e in np.unique(experts):
         tokens, slots = np.nonzero(experts == e)  # a token picks an expert at most once
-        if fused:
+        if e >= config.n_routed_experts:  # a zero-computation slot: the token itself
+            out = x[tokens]
+        elif fused:
             out = fused_expert(w, layer, int(e), x[tokens], act)
         else:
             names = (w.name(role, layer, int(e)) for role in ("expert.w1", "expert.w3",

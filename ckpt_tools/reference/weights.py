@@ -75,9 +75,15 @@ class Weights:
                           or type(source).__name__)
 
     # -- names --------------------------------------------------------------------------
-    def name(self, role: str, layer: int | None = None, expert: int | None = None) -> str:
-        """The HF name of `role` in `layer` (and `expert`), checked against the plan."""
-        name = wrapped_name(self.plan.prefix, ROLES[role].format(L=layer, E=expert))
+    def name(self, role: str, layer: int | None = None, expert: int | None = None,
+             copy: int = 0) -> str:
+        """The HF name of `role` in `layer` (and `expert`, and `copy` where a layer holds
+        several of its section), checked against the plan; the config's family's own row
+        where it has the role (LongCat-Flash renames V3's)."""
+        family = self.plan.architecture
+        template = family.template(family.row(role), "hf") if self.has(role) else ROLES[role]
+        name = wrapped_name(self.plan.prefix,
+                            template.replace("{I}", str(copy)).format(L=layer, E=expert))
         if name not in self.plan:
             raise MissingTensorError(f"{self._label}: tensor '{name}' is not part of this "
                                      f"config's tensor plan")

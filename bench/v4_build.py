@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ckpt_tools.configs.parse import parse_config  # noqa: E402
 from ckpt_tools.io.index import ShardIndex, write_index  # noqa: E402
 from ckpt_tools.io.safetensors_io import SafetensorsWriter  # noqa: E402
-from ckpt_tools.v4.tensor_plan import V4TensorPlan  # noqa: E402
+from ckpt_tools.families import family_of  # noqa: E402
 
 FLASH = {
     "architectures": ["DeepseekV4ForCausalLM"], "model_type": "deepseek_v4",
@@ -59,7 +59,8 @@ KINDS = {"F8_E4M3": "fp8", "I8": "fp4", "F8_E8M0": "e8m0", "I64": "i64", "BF16":
 def files_of(c: dict) -> list[tuple[str, list[tuple[str, str, tuple[int, ...], str]]]]:
     """(file, [(name, dtype, shape, kind)]): the V4 tensor plan of the released storage
     (scales included), embedding/head/norm/hc_head in the first file, one file per layer."""
-    plan = V4TensorPlan(parse_config(c, source="bench V4 config"), "fp8", include_mtp=False)
+    config = parse_config(c, source="bench V4 config")
+    plan = family_of(config).plan(config, "fp8", include_mtp=False)
     files: dict[str, list] = {}
     for s in plan.specs:
         file = f"model-{0 if s.layer is None else s.layer + 1:05d}.safetensors"

@@ -8,9 +8,9 @@ file's bytes (`open_source()`, a `remote.byte_source.RangeSource`). So validate,
 the checkpoint reader read remote sources with the code that reads local ones; only the
 byte-level readers (`safetensors_io`) ask for `open_source()`.
 
-`remote.as_path(x)` is the one place a source spec becomes a path: a `RemotePath` stays, a
-remote URL (`hf://`, `s3://`, ...) is opened with `remote.open_remote`, anything else is a
-local `Path`. This module imports no other of ckpt_tools' (remote/stores.py builds on it) and no
+`remote.stores.as_path(x)` turns a source spec into a path (a `RemotePath` stays, a remote
+URL, `hf://`, `s3://`, ..., is opened with `remote.open_remote`, anything else is a local
+`Path`); its one caller is the boundary, `io.source.locate`. This module imports no other of ckpt_tools' (remote/stores.py builds on it) and no
 client library.
 """
 

@@ -28,7 +28,7 @@ from ckpt_tools.commands.info import describe
 from ckpt_tools.presets import find_preset
 from ckpt_tools.reference import forward
 from ckpt_tools.commands.reshard import reshard
-from ckpt_tools.commands.tiny import make_tiny
+from ckpt_tools.commands.tiny import make_tiny, tiny_config
 from ckpt_tools.commands.validate import validate
 from ckpt_tools.commands.verify import verify
 
@@ -395,3 +395,21 @@ def main(out: Path = GOLDEN) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def test_make_tiny_maps_mistral_large4_kv_sharing_to_the_tiny_layers(tmp_path):
+    """kv_source_layers holds layer indices, not kinds: a tiny copy of a config that shares
+    KV maps them onto its own layers (still sharing, each source owning its KV and of the
+    same rotary kind) instead of repeating indices that would point past its layers."""
+    raw = find_preset("mistral-large-4").raw_config
+    text = dict(raw["text_config"])
+    n = text["num_hidden_layers"]
+    # every second block of 4 layers reads the KV of the block before (same NoPE pattern)
+    text["kv_source_layers"] = [layer - 4 if (layer // 4) % 2 else layer for layer in range(n)]
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "text_config": text}))
+    tiny = parse_config(tiny_config(str(tmp_path / "config.json")))
+    sources = tiny.kv_source_layers
+    assert len(sources) == tiny.num_hidden_layers
+    assert any(source != layer for layer, source in enumerate(sources))
+    for layer, source in enumerate(sources):
+        assert sources[source] == source and tiny.uses_rope(layer) == tiny.uses_rope(source)

@@ -92,7 +92,7 @@ def _source_config(source: str) -> tuple[dict[str, Any], ConfigReading, dict[str
     raw.setdefault("architectures", None)
     if not raw["architectures"]:
         raw["architectures"] = [family_of(config).architectures[0]]
-    return raw, r, type(config).file_keys()
+    return raw, r, type(config)
 
 
 def tiny_config(preset: str = "v3", *, real_widths: bool = False,
@@ -100,7 +100,8 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
                 shrunk: list[Shrunk] | None = None) -> dict[str, Any]:
     """The config.json of a tiny model of `preset` (any preset, config.json or checkpoint
     directory), as a dict; what was shrunk is appended to `shrunk`."""
-    raw, reading, file_keys = _source_config(preset)
+    raw, reading, config_class = _source_config(preset)
+    file_keys = config_class.file_keys()
     before = dict(raw)
     if not real_widths:
         raw.update(TINY_WIDTHS)
@@ -130,7 +131,7 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
         raw["head_dim"] = raw["qk_rope_head_dim"]
     if raw.get("zero_expert_num"):
         raw["zero_expert_num"] = TINY_ZERO_EXPERTS
-    _per_layer_lists(raw, before)
+    _per_layer_lists(raw, before, config_class.layer_index_lists)
     rope = raw.get("rope_scaling")
     if isinstance(rope, dict) and "partial_rotary_factor" in rope:  # Mistral 4: of the new widths
         raw["rope_scaling"] = {**rope, "partial_rotary_factor": raw["qk_rope_head_dim"] / (
@@ -153,21 +154,43 @@ def tiny_config(preset: str = "v3", *, real_widths: bool = False,
     return dict(sorted(raw.items()))
 
 
-def _per_layer_lists(raw: dict[str, Any], source: dict[str, Any]) -> None:
+def _per_layer_lists(raw: dict[str, Any], source: dict[str, Any],
+                     layer_index_lists: tuple[str, ...] = ()) -> None:
     """Every list with one entry per source layer (transformers 5's `mlp_layer_types` and
     `layer_types`, GLM-5's `indexer_types`, ...) spelled again for the tiny layer count: the
     dense prefix keeps its first entries, the MoE layers take each kind the source's MoE
-    layers have, in their order of first appearance (so "full" then "shared" stays both)."""
+    layers have, in their order of first appearance (so "full" then "shared" stays both).
+    A list of layer indices (`layer_index_lists`) is mapped after the others."""
     n, dense = raw["num_hidden_layers"], raw["first_k_dense_replace"]
     src_layers, src_dense = source["num_hidden_layers"], source.get("first_k_dense_replace", 0)
     for key, values in list(raw.items()):
         if not isinstance(values, list) or len(values) != src_layers or key == "architectures":
+            continue
+        if key in layer_index_lists:
             continue
         if key == "mlp_layer_types":  # follows first_k_dense_replace, which shrank itself
             raw[key] = ["dense"] * dense + ["sparse"] * (n - dense)
             continue
         kinds = list(dict.fromkeys(values[src_dense:])) or values[:1]
         raw[key] = values[:dense] + [kinds[i % len(kinds)] for i in range(n - dense)]
+    for key in layer_index_lists:
+        if isinstance(raw.get(key), list) and len(raw[key]) == src_layers:
+            raw[key] = _shared_layers(raw, key, n, shares=any(
+                source_layer != layer for layer, source_layer in enumerate(raw[key])))
+
+
+def _shared_layers(raw: dict[str, Any], key: str, n: int, shares: bool) -> list[int]:
+    """A tiny list of source layers: each layer owns its entry, unless the source shares at
+    all; then a layer after an owner that agrees with it in every other per-layer list (its
+    rotary kind, its indexer, ...) takes that owner's, so the tiny copy still shares."""
+    others = [v for k, v in raw.items()
+              if k != key and isinstance(v, list) and len(v) == n and k != "architectures"]
+    out: list[int] = []
+    for layer in range(n):
+        owners = [j for j in range(layer) if out[j] == j and out.count(j) == 1
+                  and all(v[j] == v[layer] for v in others)]
+        out.append(owners[-1] if shares and owners else layer)
+    return out
 
 
 def value_chunks(spec: TensorSpec, seed: int,

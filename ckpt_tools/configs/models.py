@@ -67,6 +67,9 @@ class DeepseekConfigBase(BaseModel):
     `parse_config`) was read with."""
 
     default_loader: ClassVar[str] = "transformers DeepseekV2Config"
+    # per-layer lists whose entries are layer indices, not kinds (Mistral Large 4's
+    # kv_source_layers): a shrunk copy must map them, not repeat them (commands/tiny.py)
+    layer_index_lists: ClassVar[tuple[str, ...]] = ()
     model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     architectures: list[str] | None = None

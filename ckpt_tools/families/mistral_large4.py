@@ -65,6 +65,7 @@ class MistralLarge4TextConfig(SoftmaxTop2Router, glm_moe_dsa.GlmMoeDsaConfig):
     model_type: Literal["mistral_large4_text"]  # type: ignore[assignment]
     default_loader: ClassVar[str] = LOADER
     indexer_query_from_hidden: ClassVar[bool] = True
+    layer_index_lists: ClassVar[tuple[str, ...]] = ("kv_source_layers",)
     no_rope_layers: list[Literal[0, 1]] | None = None
     no_rope_layer_interval: int = Field(NO_ROPE_LAYER_INTERVAL, ge=1)
     kv_source_layers: list[int] | None = None

@@ -184,28 +184,18 @@ def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[l
     """The output file of `job` cut into parts of about `part_bytes` source bytes: runs of
     its tensors' rows (whole 128-row blocks of FP8 weights), in file order."""
     offsets = part_writer.tensor_offsets([s for op in job.ops for s in op.out_specs(block)])
-    parts: list[list[Piece]] = [[]]
-    size = 0
-    for op in job.ops:
-        rows = _rows(op)
-        row_src = op.src_bytes // rows if rows else 0
+    runs = [(op, _rows(op), op.src_bytes // _rows(op) if _rows(op) else 0,
+             block[0] if op.kind in ("dequantize", "quantize") else 1) for op in job.ops]
+
+    def piece(op: TensorOp, r0: int, r1: int) -> Piece:
         row_out = math.prod(op.shape[1:]) * itemsize(op.dtype)
-        align = block[0] if op.kind in ("dequantize", "quantize") else 1
-        r0 = 0
-        while r0 < rows:
-            take = max(align, (part_bytes - size) // max(row_src, 1) // align * align)
-            r1 = min(rows, r0 + take)
-            scale_at = -1
-            if op.kind == "quantize":  # F32 scale rows of the 128-row blocks [r0, r1)
-                scale_row = block_grid(op.shape, block)[1] * 4
-                scale_at = offsets[op.scale] + r0 // block[0] * scale_row
-            parts[-1].append(Piece(op, r0, r1, offsets[op.name] + r0 * row_out, scale_at))
-            size += (r1 - r0) * row_src
-            r0 = r1
-            if size >= part_bytes:
-                parts.append([])
-                size = 0
-    return [p for p in parts if p]
+        scale_at = -1
+        if op.kind == "quantize":  # F32 scale rows of the 128-row blocks [r0, r1)
+            scale_row = block_grid(op.shape, block)[1] * 4
+            scale_at = offsets[op.scale] + r0 // block[0] * scale_row
+        return Piece(op, r0, r1, offsets[op.name] + r0 * row_out, scale_at)
+
+    return [[piece(*cut) for cut in part] for part in part_writer.cut_rows(runs, part_bytes)]
 
 
 def write_part(src: Source, dst: str, file: str, pieces: list[Piece],

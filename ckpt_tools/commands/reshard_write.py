@@ -199,21 +199,10 @@ def split_file(out: OutFile, part_bytes: int = PART_BYTES) -> list[list[Piece]]:
     """The tensors of `out` cut into parts of about `part_bytes` output bytes (whole rows
     of each tensor), in file order."""
     offsets = part_writer.tensor_offsets([(t.name, t.dtype, t.shape) for t in out.tensors])
-    parts: list[list[Piece]] = [[]]
-    size = 0
-    for t in out.tensors:
-        rows = t.shape[0] if t.shape else 1
-        row = t.nbytes // rows if rows else 0
-        r0 = 0
-        while r0 < rows and row:
-            r1 = min(rows, r0 + max(1, (part_bytes - size) // row))
-            parts[-1].append(Piece(t, r0 * row, r1 * row, offsets[t.name] + r0 * row))
-            size += (r1 - r0) * row
-            r0 = r1
-            if size >= part_bytes:
-                parts.append([])
-                size = 0
-    return [p for p in parts if p]
+    row = {t.name: t.nbytes // (t.shape[0] if t.shape else 1) for t in out.tensors if t.nbytes}
+    runs = [(t, t.nbytes // row[t.name], row[t.name], 1) for t in out.tensors if t.nbytes]
+    return [[Piece(t, r0 * row[t.name], r1 * row[t.name], offsets[t.name] + r0 * row[t.name])
+             for t, r0, r1 in part] for part in part_writer.cut_rows(runs, part_bytes)]
 
 
 def write_part(src: str | RemotePath, dst: str, file: str, pieces: list[Piece]) -> Counts:

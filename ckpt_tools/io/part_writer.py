@@ -15,12 +15,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import FormatError
 from ..execution.fault_injection import crash_point
 from ..execution.parallel import report_bytes
 from ..remote.verified import await_checked_reads
 from .safetensors_io import DEFAULT_METADATA, PARTIAL_SUFFIX, _header_bytes, copy_spans
+
+T = TypeVar("T")
 
 
 def partial_path(path: str | Path) -> Path:
@@ -37,6 +40,27 @@ def tensor_offsets(specs: Sequence[tuple[str, str, tuple[int, ...]]],
         offsets[name] = pos
         pos += size
     return offsets
+
+
+def cut_rows(runs: Iterable[tuple[T, int, int, int]],
+             part_bytes: int) -> list[list[tuple[T, int, int]]]:
+    """Tensors' rows in file order, cut into parts of about `part_bytes`: `runs` gives each
+    tensor as (item, rows, bytes per row, rows a cut must align to); a part is a list of
+    (item, first row, end row). A tensor larger than a part spans several; small ones share."""
+    parts: list[list[tuple[T, int, int]]] = [[]]
+    size = 0
+    for item, rows, row_bytes, align in runs:
+        r0 = 0
+        while r0 < rows:
+            take = max(align, (part_bytes - size) // max(row_bytes, 1) // align * align)
+            r1 = min(rows, r0 + take)
+            parts[-1].append((item, r0, r1))
+            size += (r1 - r0) * row_bytes
+            r0 = r1
+            if size >= part_bytes:
+                parts.append([])
+                size = 0
+    return [p for p in parts if p]
 
 
 def create(path: str | Path, specs: Sequence[tuple[str, str, tuple[int, ...]]],

@@ -10,9 +10,15 @@ Command: `ckpt upcast hf://REPO DST --workers W` (a fresh DST each run), with th
 so drift on a shared machine hits both; medians of --reps runs each; peak RSS is the main
 process's (os.wait4).
 
+--link MB/s makes the fake Hub send every body through one shared link of that speed (repeat
+it for several; 0 is loopback, as fast as this machine copies: the worst case for the check,
+whose cost is CPU while the transfer costs nothing). The Hub's CDN serves a machine in a data
+centre at a few hundred MB/s to about 1 GB/s.
+
 Goal (issue 27): the check costs under 10% of the run.
 
-Reproduce: python bench/verified_reads.py [--reps 3] [--shards 4] [--workers 2] [--keep DIR]
+Reproduce: python bench/verified_reads.py [--reps 3] [--shards 4] [--workers 2] [--link 0
+--link 1000] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -35,13 +41,33 @@ from fake_hub import FakeHub  # noqa: E402
 REPO = "bench/deepseek-v3-real-widths"
 
 
+def report(runs: dict[str, list[tuple[float, float, float]]], link: str) -> None:
+    med = {m: [statistics.median(r[i] for r in rs) for i in range(3)] for m, rs in runs.items()}
+    print(f"{link}:")
+    for mode, (wall, cpu, rss) in med.items():
+        walls = ", ".join(f"{r[0]:.2f}" for r in runs[mode])
+        print(f"  {mode:9s}: {wall:6.2f} s wall (runs {walls}), {cpu:6.2f} s CPU, "
+              f"peak RSS {rss:.0f} MB")
+    ratio = med["checked"][0] / med["unchecked"][0]
+    # each checked run against the unchecked run right after it: drift on a shared machine
+    # moves both; and the fastest of each, the least disturbed
+    paired = statistics.median(c[0] / u[0] for c, u in zip(runs["checked"], runs["unchecked"]))
+    best = min(r[0] for r in runs["checked"]) / min(r[0] for r in runs["unchecked"])
+    cpu = med["checked"][1] / med["unchecked"][1]
+    print(f"  ratio:     checked / unchecked = {ratio:.3f} ({ratio - 1:+.1%}; goal < +10%); "
+          f"paired {paired - 1:+.1%}; fastest runs {best - 1:+.1%}; CPU {cpu - 1:+.1%}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--keep", type=Path, help="build (or reuse) the checkpoint here")
+    ap.add_argument("--link", type=float, action="append",
+                    help="MB/s of the Hub's link (repeatable; 0: loopback, the default)")
     args = ap.parse_args()
+    links = args.link or [0.0]
     tmp = Path(tempfile.mkdtemp(prefix="ckpt-bench-verified-"))
     try:
         src = args.keep or tmp / "src"
@@ -57,33 +83,23 @@ def main() -> None:
             base.pop("CKPT_HEADER_CACHE", None)
             modes = {"checked": {**base, "CKPT_VERIFY_READS": "1"},
                      "unchecked": {**base, "CKPT_VERIFY_READS": "0"}}
-            runs: dict[str, list[tuple[float, float, float]]] = {m: [] for m in modes}
             command = [*ckpt, "upcast", f"hf://{REPO}", "DST", "--workers", str(args.workers)]
-            for rep in range(args.reps):
-                for mode, env in modes.items():
-                    dst = tmp / f"out-{mode}-{rep}"
-                    runs[mode].append(run_child([*command[:-3], str(dst), *command[-2:]], env))
-                    shutil.rmtree(dst)
-        med = {m: [statistics.median(r[i] for r in rs) for i in range(3)]
-               for m, rs in runs.items()}
-        print(f"V3 real widths: {size / 1e9:.2f} GB of FP8 shards ({args.shards} files), "
-              f"served by the fake Hub on 127.0.0.1")
-        for mode, (wall, cpu, rss) in med.items():
-            walls = ", ".join(f"{r[0]:.2f}" for r in runs[mode])
-            print(f"  {mode:9s}: {wall:6.2f} s wall (runs {walls}), {cpu:6.2f} s CPU, "
-                  f"peak RSS {rss:.0f} MB")
-        ratio = med["checked"][0] / med["unchecked"][0]
-        print(f"  ratio:     checked / unchecked = {ratio:.3f} ({ratio - 1:+.1%}; goal < +10%)")
-        # each checked run against the unchecked run right after it: drift on a shared
-        # machine moves both; and the fastest of each, the least disturbed
-        paired = statistics.median(c[0] / u[0] for c, u in zip(runs["checked"], runs["unchecked"]))
-        best = min(r[0] for r in runs["checked"]) / min(r[0] for r in runs["unchecked"])
-        cpu = med["checked"][1] / med["unchecked"][1]
-        print(f"  paired:    median of per-rep ratios {paired:.3f} ({paired - 1:+.1%}); fastest "
-              f"runs {best:.3f} ({best - 1:+.1%}); CPU {cpu:.3f} ({cpu - 1:+.1%})")
+            print(f"V3 real widths: {size / 1e9:.2f} GB of FP8 shards ({args.shards} files), "
+                  f"served by the fake Hub on 127.0.0.1; medians of {args.reps} runs")
+            for link in links:
+                hub.limit_rate(link * 1e6 if link else None)
+                runs: dict[str, list[tuple[float, float, float]]] = {m: [] for m in modes}
+                for rep in range(args.reps):
+                    for mode, env in modes.items():
+                        dst = tmp / f"out-{mode}-{rep}"
+                        runs[mode].append(run_child([*command[:-3], str(dst), *command[-2:]],
+                                                    env))
+                        shutil.rmtree(dst)
+                report(runs, f"link {link:g} MB/s" if link else "loopback")
         print(f"command: {' '.join(command)}  (CKPT_VERIFY_READS=1 / 0)")
         print(f"reproduce: python bench/verified_reads.py --reps {args.reps} --shards "
-              f"{args.shards} --workers {args.workers}")
+              f"{args.shards} --workers {args.workers}"
+              + "".join(f" --link {link:g}" for link in links))
     finally:
         if args.keep is None or not str(args.keep).startswith(str(tmp)):
             shutil.rmtree(tmp, ignore_errors=True)

@@ -25,6 +25,7 @@ the listing), `short(file)` sends a range one byte short (its headers say so: a 
 range), `change_etag(file)` serves another ETag (the object was replaced under the reader).
 `ignore_ranges(file)` answers ranges with the whole file (HTTP 200). `stall(file, after)`
 sends the headers and `after` body bytes of each GET, then nothing until the hub stops.
+`limit_rate(bytes_per_second)` makes every body share one link of that speed (benchmarks).
 `hold(file, after)` makes GETs of ranges reaching past byte `after` wait for `release(file)`
 (a slow tail: what was asked before it is served at once).
 `add_commit(..., hashed=False)` skips hashing the content (sparse benchmark data of hundreds
@@ -38,6 +39,7 @@ import json
 import shutil
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -111,6 +113,8 @@ class FakeHub:
         self._no_ranges: set[str] = set()
         self._stalls: dict[str, int] = {}  # file -> body bytes sent before going silent
         self._holds: dict[str, tuple[int, threading.Event]] = {}  # file -> (byte, released)
+        self._rate: float | None = None  # bytes per second of all bodies together (a link)
+        self._link_free_at = 0.0  # when the link has sent every byte granted so far
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -185,6 +189,20 @@ class FakeHub:
         """GETs of `path` whose range reaches past byte `after` wait until `release(path)`
         (or the hub stops)."""
         self._holds[path] = (after, threading.Event())
+
+    def limit_rate(self, bytes_per_second: float | None) -> None:
+        """Share one link of `bytes_per_second` between every body sent (a benchmark's
+        network); None: as fast as loopback goes."""
+        self._rate = bytes_per_second
+
+    def _take_link(self, nbytes: int) -> None:
+        """Wait until the link has had time to send `nbytes` more (all connections share it)."""
+        with self._lock:
+            now = time.monotonic()
+            self._link_free_at = max(self._link_free_at, now) + nbytes / self._rate
+            wait = self._link_free_at - now
+        if wait > 0:
+            time.sleep(wait)
 
     def release(self, path: str) -> None:
         self._holds.pop(path)[1].set()
@@ -450,7 +468,7 @@ class _Handler(BaseHTTPRequestHandler):
             limit = min(limit, stall)
         self._entry.sent = limit
         with open(commit.root / file, "rb") as f:  # streamed: shards can be large in benches
-            if limit == length and file not in self.fake._corrupt:
+            if limit == length and file not in self.fake._corrupt and self.fake._rate is None:
                 self.connection.sendfile(f, start, length)  # zero-copy: keeps the server fast
                 return
             f.seek(start)
@@ -461,6 +479,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if at is not None and pos < at + CORRUPT_BYTES and pos + len(chunk) > at:
                     lo, hi = max(at - pos, 0), min(at + CORRUPT_BYTES - pos, len(chunk))
                     chunk = chunk[:lo] + bytes(b ^ 0x5A for b in chunk[lo:hi]) + chunk[hi:]
+                if self.fake._rate is not None:
+                    self.fake._take_link(len(chunk))
                 self.wfile.write(chunk)
                 pos += len(chunk)
         if stall is not None:  # a server that stops answering, connection left open

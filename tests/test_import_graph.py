@@ -84,7 +84,8 @@ def test_import_graph_has_no_cycles():
 # -- imports inside functions ----------------------------------------------------------------
 # Deferred to keep an optional extra or a heavy library off the import path: always allowed.
 HEAVY = ("numpy", "ml_dtypes", "matplotlib", "ray", "s3fs", "fsspec", "torch", "transformers",
-         "huggingface_hub", "tqdm", "multiprocessing", "concurrent.futures")
+         "huggingface_hub", "tqdm", "multiprocessing", "concurrent.futures",
+         "httpx2", "certifi")  # the Hub client's HTTP stack (remote.http_range)
 # ckpt_tools modules imported inside a function, each with why. Most keep `ckpt --help` and
 # the header-only commands from importing numpy-backed modules; none hides a cycle (the
 # graph above counts them). Shrink this list; a new entry needs its reason.

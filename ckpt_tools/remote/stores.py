@@ -40,6 +40,7 @@ from .byte_source import (
     remote_timeouts,
 )
 from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
+from . import http_range
 from .verified import CopySource
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
@@ -222,24 +223,39 @@ class _HubTree(_Tree):
 
         from ..io.hub import TRANSFER_ATTEMPTS, _hub_errors, is_timeout, with_retries
 
+        lean = http_range.usable(url)
+
+        def check_answer(status: int, first, start: int, stop: int) -> str | None:
+            """The answer's ETag, once its commit and status are the ones asked for."""
+            commit = first.get("X-Repo-Commit")
+            if commit and commit != self.commit:
+                raise FormatError(f"{label}: served from commit {commit[:12]}, expected "
+                                  f"{self.commit[:12]} (the repository changed under us)")
+            if status != 206 and (start, stop) != (0, size):
+                raise HubError(f"{label}: the server ignored the byte range request (HTTP "
+                               f"{status}); refusing to download the whole file")
+            return _unquote_etag(first.get("X-Linked-Etag") or first.get("ETag"))
+
         def get(start: int, stop: int) -> tuple[bytes, str | None]:
             headers = {**self._auth, "Range": f"bytes={start}-{stop - 1}"}
             connect, read = remote_timeouts()
+            if lean:  # the hot path; errors and proxies are the client's (http_range)
+                etag: list[str | None] = []
+                try:
+                    body = http_range.get_range(
+                        url, headers, (connect, read),
+                        lambda status, first: etag.append(check_answer(status, first, start, stop)))
+                    return body, etag[0]
+                except http_range.UseClient:
+                    pass
             with get_session().stream("GET", url, headers=headers,  # body read last
                                       timeout=(connect, read, read, connect)) as r:
                 if r.status_code >= 400:
                     r.read()
                     hf_raise_for_status(r)
                 first = r.history[0] if r.history else r  # after a CDN redirect: the Hub's
-                commit = first.headers.get("X-Repo-Commit")
-                if commit and commit != self.commit:
-                    raise FormatError(f"{label}: served from commit {commit[:12]}, expected "
-                                      f"{self.commit[:12]} (the repository changed under us)")
-                if r.status_code != 206 and (start, stop) != (0, size):
-                    raise HubError(f"{label}: the server ignored the byte range request (HTTP "
-                                   f"{r.status_code}); refusing to download the whole file")
-                etag = first.headers.get("X-Linked-Etag") or first.headers.get("ETag")
-                return r.read(), _unquote_etag(etag)
+                etag = check_answer(r.status_code, first.headers, start, stop)
+                return r.read(), etag
 
         def fetch(start: int, stop: int) -> tuple[bytes, str | None]:
             with _hub_errors(self.settings, self.loc.repo_id, self.commit, path_in_repo):

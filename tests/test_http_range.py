@@ -128,3 +128,54 @@ def test_a_forked_child_opens_its_own_connection(hub, monkeypatch):
     conn, kept = http_range._connection("http", "127.0.0.1", 1, (1.0, 1.0))
     assert not kept and http_range._local.pool == {} and http_range._local.pool is not pool
     conn.close()
+
+
+class _Bytes(BaseHTTPRequestHandler):
+    """Serves 4096 known bytes, honouring one `Range: bytes=a-b`."""
+
+    protocol_version = "HTTP/1.1"
+    body = bytes(range(256)) * 16
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        first, _, last = self.headers["Range"].removeprefix("bytes=").partition("-")
+        part = self.body[int(first):int(last) + 1]
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {first}-{last}/{len(self.body)}")
+        self.send_header("Content-Length", str(len(part)))
+        self.end_headers()
+        self.wfile.write(part)
+
+
+def test_tls_is_verified_against_the_bundle_the_environment_names(tmp_path, monkeypatch):
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Bytes)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/file"
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        body = http_range.get_range(url, {"Range": "bytes=10-19"}, (5.0, 5.0), lambda *a: None)
+        assert body == _Bytes.body[10:20]
+        monkeypatch.delenv("SSL_CERT_FILE")  # certifi's bundle does not know this server
+        http_range._local.pool = {}
+        import httpx2
+
+        with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            http_range.get_range(url, {"Range": "bytes=0-9"}, (5.0, 5.0), lambda *a: None)
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -119,10 +119,12 @@ def _send(url: str, headers: Mapping[str, str], timeouts: tuple[float, float]):
         target += "?" + parts.query
     for attempt in (0, 1):
         conn, kept = _connection(scheme, host, port, timeouts)
+        connected = kept
         try:
             if conn.sock is None:
                 conn.connect()
                 conn.sock.settimeout(timeouts[1])  # from now on: each wait for bytes
+            connected = True
             conn.request("GET", target, headers=dict(headers))
             return conn, conn.getresponse()
         except (OSError, http.client.HTTPException) as e:
@@ -130,7 +132,7 @@ def _send(url: str, headers: Mapping[str, str], timeouts: tuple[float, float]):
             if kept and attempt == 0 and isinstance(
                     e, (ConnectionError, http.client.RemoteDisconnected, BrokenPipeError)):
                 continue  # the server dropped an idle kept connection: a fresh one
-            raise _transport_error(e, connected=conn.sock is not None or kept) from None
+            raise _transport_error(e, connected) from None
     raise AssertionError("unreachable")
 
 

@@ -24,6 +24,7 @@ from ckpt_tools.io.output import JOURNAL_FILE, SOURCE_COPY_DIR
 from ckpt_tools.remote import verified
 from ckpt_tools.commands.reshard import reshard_by_size, to_deepseek_mp
 from ckpt_tools.io.safetensors_io import read_header
+from ckpt_tools.remote.stores import HEADER_PROBE_BYTES
 
 RUNS = {"upcast": ("org/fp8", "fp8", lambda s, d: upcast(s, d, workers=2)),
         "quantize": ("org/bf16", "bf16", lambda s, d: quantize(s, d, workers=1)),
@@ -189,15 +190,16 @@ def test_a_copy_source_reads_ranges_as_the_copy_grows_and_fails_with_the_copy(tm
 
 def test_a_damaged_copy_kept_by_an_earlier_run_is_fetched_again(hub, sources, tmp_path):
     """Kept copies are not synced to disk: a crash can leave one damaged under its digest's
-    name. The rerun hashes it again before any result derived from it counts."""
+    name. The rerun hashes it again before any result derived from it counts (reshard by
+    size: its output files draw on several source files, which are copied)."""
     local = sources / "fp8"
     name = sorted(p.name for p in local.glob("*.safetensors"))[0]
     data = (local / name).read_bytes()
     kept = tmp_path / "out" / SOURCE_COPY_DIR / hashlib.sha256(data).hexdigest()
     kept.parent.mkdir(parents=True)
     kept.write_bytes(data[:-100] + bytes(100))  # the right size, a zeroed tail
-    upcast("hf://org/fp8", tmp_path / "out", workers=1)
-    upcast(local, tmp_path / "from-disk", workers=1)
+    reshard_by_size("hf://org/fp8", tmp_path / "out", 150_000, workers=1)
+    reshard_by_size(local, tmp_path / "from-disk", 150_000, workers=1)
     assert files_of(tmp_path / "out") == files_of(tmp_path / "from-disk")
 
 
@@ -205,8 +207,9 @@ def test_ctrl_c_while_a_copy_is_under_way_leaves_no_temporary_copy(hub, sources,
     name = sorted(p.name for p in (sources / "fp8").glob("*.safetensors"))[-1]
     hub.hold(name, after=(sources / "fp8" / name).stat().st_size - 1024)  # the copy waits
     dst = tmp_path / "out"
-    run = subprocess.Popen([sys.executable, "-m", "ckpt_tools", "upcast", "hf://org/fp8",
-                            str(dst), "--workers", "1"], stderr=subprocess.PIPE, text=True,
+    run = subprocess.Popen([sys.executable, "-m", "ckpt_tools", "reshard", "hf://org/fp8",
+                            str(dst), "--max-shard-size", "150KB", "--workers", "1"],
+                           stderr=subprocess.PIPE, text=True,
                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     copies = dst / SOURCE_COPY_DIR
     while run.poll() is None and not list(copies.glob("*.partial")):
@@ -216,3 +219,116 @@ def test_ctrl_c_while_a_copy_is_under_way_leaves_no_temporary_copy(hub, sources,
     assert run.wait(120) == 130, run.stderr.read()
     assert "Traceback" not in run.stderr.read()
     assert not list(copies.glob("*.partial"))
+
+
+# -- files a job streams itself ------------------------------------------------------------
+def _shard_gets(hub, since: int = 0) -> dict[str, list[tuple[int, int]]]:
+    """Byte ranges GET per shard, in arrival order (from the fake Hub's log)."""
+    found: dict[str, list[tuple[int, int]]] = {}
+    for r in hub.gets(since=since):
+        name = r.path.rsplit("/", 1)[-1]
+        if name.endswith(".safetensors") and r.status == 206:
+            first, _, last = r.range.removeprefix("bytes=").partition("-")
+            found.setdefault(name, []).append((int(first), int(last) + 1))
+    return found
+
+
+@pytest.mark.parametrize("case", ["upcast", "quantize"])
+def test_a_file_one_job_reads_whole_is_streamed_once_in_order_and_not_copied(
+        case, hub, sources, tmp_path, monkeypatch):
+    repo, local_name, run = RUNS[case]
+    local = sources / local_name
+    step = 48 << 10  # several chunks per shard, none the size of planning's header probe
+    monkeypatch.setattr(verified, "STREAM_BYTES", step)
+    copied = []
+    real_one = verified.CheckedCopies._one
+    monkeypatch.setattr(verified.CheckedCopies, "_one",
+                        lambda self, root, rel: copied.append(rel) or real_one(self, root, rel))
+    since = len(hub.log)
+    run(f"hf://{repo}", tmp_path / "out")
+    # a shard holding the scale of another shard's weight is read by two jobs: copied
+    owner = json.loads((local / "model.safetensors.index.json").read_text())["weight_map"]
+    shared = {owner[n] for n in owner if n.endswith("_scale_inv")
+              and owner[n] != owner[n.removesuffix("_scale_inv")]}
+    assert sorted(r for r in copied if r.endswith(".safetensors")) == sorted(shared)
+    gets = _shard_gets(hub, since)
+    assert len(gets) > len(shared)
+    for shard in local.glob("*.safetensors"):
+        if shard.name in shared:
+            continue
+        size, header = shard.stat().st_size, read_header(shard)
+        planning = {(0, min(size, HEADER_PROBE_BYTES))} | {  # its header, its scales' values
+            (header.data_offset + e.start, header.data_offset + e.end)
+            for n, e in header.entries.items() if n.endswith("_scale_inv")}
+        streamed = [r for r in gets[shard.name] if r[0] % step == 0 and r not in planning]
+        assert streamed[0][0] == 0 and streamed[-1][1] == size, shard.name
+        assert all(a[1] == b[0] for a, b in zip(streamed, streamed[1:]))  # in order, once
+        assert set(gets[shard.name]) <= set(streamed) | planning  # no other read of it
+    run(local, tmp_path / "from-disk")
+    assert files_of(tmp_path / "out") == files_of(tmp_path / "from-disk")
+
+
+def test_a_streamed_source_holds_what_it_passed_over_and_refuses_a_second_read(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setattr(verified, "_streams", [])
+    monkeypatch.setattr(verified, "STREAM_BYTES", 1000)
+    data = bytes(range(256)) * 40  # 10,240 bytes: 11 chunks
+    fetched = []
+
+    class Store:
+        def read_exact(self, offset, length):
+            fetched.append((offset, length))
+            return data[offset:offset + length]
+
+        def close(self):
+            fetched.append("closed")
+
+    digest = hashlib.sha256(data).hexdigest()
+    header = (100, hashlib.sha256(data[:100]).hexdigest())
+    source = verified.StreamedSource(Store(), digest, len(data), header, "hf://org/x/f")
+    assert source.read_at(5000, 10) == data[5000:5010]  # a scale after its weight: ahead
+    assert fetched == [(i, 1000) for i in range(0, 6000, 1000)]
+    assert source.read_at(100, 4900) == data[100:5000]  # what it passed over, held
+    assert sorted(source._held) == [5000]  # chunks read whole (the header counts) let go
+    with pytest.raises(CkptError, match=r"bytes \[200, 300\) read twice"):
+        source.read_at(200, 100)
+    assert source.read_at(5010, 990) == data[5010:6000]
+    assert not source._held
+    verified.await_checked_reads()  # streams the rest (not kept) and checks the digest
+    assert fetched[-2:] == [(10000, 240), "closed"] and not verified._streams
+
+    lying = verified.StreamedSource(Store(), "0" * 64, len(data), None, "hf://org/x/g")
+    assert lying.read_at(0, 10) == data[:10]
+    with pytest.raises(CkptError, match=r"hf://org/x/g: SHA-256 .* differs.*checksum-mismatch"):
+        verified.await_checked_reads()
+    changed = verified.StreamedSource(Store(), digest, len(data), (100, "f" * 64), "hf://x/h")
+    with pytest.raises(CkptError, match="header bytes .* differ"):
+        changed.read_at(0, 10)  # a header other than the one planned: before any byte is used
+
+
+def test_a_file_two_jobs_read_or_one_job_reads_out_of_order_is_copied(hub, tmp_path):
+    from ckpt_tools.execution.job import Job
+    from ckpt_tools.io.source import Source
+    from ckpt_tools.remote.output import open_output
+
+    src = Source.open("hf://org/fp8")
+    files = sorted(f for f in src.path.tree.files if f.endswith(".safetensors"))
+    whole = [src.for_tensors(src.path, [(src.path / f, list(src.header(src.path / f).entries))])
+             for f in files]
+    first = src.header(src.path / files[0])
+    part = src.for_tensors(src.path, [(src.path / files[0], list(first.entries)[:1])])
+    jobs = [Job("a", 1, (whole[0],), in_order=True),  # files[0]: also read by "d"
+            Job("b", 1, (whole[1],), in_order=True),  # files[1]: streamed
+            Job("c", 1, (whole[2],)),  # files[2]: read whole, not in order
+            Job("d", 1, (part,), in_order=True)]
+    begun = []
+    with open_output(tmp_path / "out", sources=[src.path]) as _out:
+        tree = src.path.tree
+        real = tree.copier.begin
+        tree.copier.begin = lambda streamed=frozenset(): begun.append(streamed) or real(streamed)
+        verified.plan_streams(jobs)
+        assert set(tree.streamed) == {files[1]}
+        assert begun == [frozenset({(id(tree), files[1])})]
+        assert isinstance(tree.open(files[1]), verified.StreamedSource)
+        assert isinstance(tree.open(files[0]), verified.CopySource)
+        verified.forget_reads()

@@ -65,6 +65,7 @@ from ..inventory.inspect import Inspection, reader_of, require
 from ..execution.parallel import ExecutorName, Job, NodeWork
 from ..execution.progress import Progress
 from ..remote.output import kept_files
+from ..remote.verified import streams_files
 from ..io.safetensors_io import TensorEntry
 from ..sizes import Size, parse_size
 from ..io.source import Source
@@ -201,6 +202,8 @@ def _shard_works(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob]
     whole files keep the staging to the files being written (one per worker)."""
     dst = str(out.path)
     works = []
+    # a hashed hf:// file is best read by one job, which streams and hashes it as it reads
+    part_bytes = None if streams_files(ck.dir) else PART_BYTES
     for j in todo:
         memory = job_memory(j, plan.block)
         specs = [s for op in j.ops for s in op.out_specs(plan.block)]
@@ -213,8 +216,8 @@ def _shard_works(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob]
         works.append(FileWork(
             j.file, [Job(j.file, sum(p.out_bytes for p in pieces),
                          (write_part, _job_source(ck, pieces), dst, j.file, pieces,
-                          plan.block, scale_fmt), memory)
-                     for pieces in split_file(j, plan.block, PART_BYTES)],
+                          plan.block, scale_fmt), memory, in_order=True)
+                     for pieces in split_file(j, plan.block, part_bytes)],
             specs))
     return works
 

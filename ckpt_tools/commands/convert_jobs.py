@@ -180,9 +180,11 @@ class Piece(NamedTuple):
         return (self.r1 - self.r0) * math.prod(self.op.shape[1:]) * itemsize(self.op.dtype)
 
 
-def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[list[Piece]]:
-    """The output file of `job` cut into parts of about `part_bytes` source bytes: runs of
-    its tensors' rows (whole 128-row blocks of FP8 weights), in file order."""
+def split_file(job: ShardJob, block: tuple[int, int],
+               part_bytes: int | None) -> list[list[Piece]]:
+    """The output file of `job` cut into parts of about `part_bytes` source bytes (None:
+    one part): runs of its tensors' rows (whole 128-row blocks of FP8 weights), in file
+    order."""
     offsets = part_writer.tensor_offsets([s for op in job.ops for s in op.out_specs(block)])
     runs = [(op, _rows(op), op.src_bytes // _rows(op) if _rows(op) else 0,
              block[0] if op.kind in ("dequantize", "quantize") else 1) for op in job.ops]
@@ -195,7 +197,8 @@ def split_file(job: ShardJob, block: tuple[int, int], part_bytes: int) -> list[l
             scale_at = offsets[op.scale] + r0 // block[0] * scale_row
         return Piece(op, r0, r1, offsets[op.name] + r0 * row_out, scale_at)
 
-    return [[piece(*cut) for cut in part] for part in part_writer.cut_rows(runs, part_bytes)]
+    cuts = part_writer.cut_rows(runs, part_bytes or sum(op.src_bytes for op in job.ops) + 1)
+    return [[piece(*cut) for cut in part] for part in cuts]
 
 
 def write_part(src: Source, dst: str, file: str, pieces: list[Piece],
@@ -204,6 +207,10 @@ def write_part(src: Source, dst: str, file: str, pieces: list[Piece],
     Returns, per quantised tensor, the error sums of its rows here (`RoundTripStats.sums`, combined by `combine_errors`)."""
     sums: dict[str, list] = {}
     with ReaderPool(src) as reader:
+        # in source file order: a hashed hf:// file read whole is streamed once, in order
+        # (remote.verified.StreamedSource); on disk, reading in order helps read-ahead
+        pieces = sorted(pieces, key=lambda p: (p.op.shard, reader(p.op.shard).header[
+            p.op.name].start + p.op.src_bytes // max(_rows(p.op), 1) * p.r0))
         for p in pieces:
             op = p.op
             r = reader(op.shard)

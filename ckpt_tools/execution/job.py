@@ -23,6 +23,8 @@ class Job(NamedTuple):
     args: tuple
     memory: int = WORKER_MEMORY  # bytes it holds at most, worker included (Ray's `memory`)
     resources: dict[str, float] | None = None  # custom Ray resources it must run on
+    # it reads each source file it reads whole in file order (remote.verified.plan_streams)
+    in_order: bool = False
 
 
 def timed_call(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:

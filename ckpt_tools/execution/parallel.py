@@ -44,6 +44,7 @@ from pydantic import Field
 from ..errors import ArgumentError, WorkerError
 from .job import WORKER_MEMORY, Job, largest_first, timed_call  # noqa: F401  (re-exported)
 from .progress import Progress, or_null
+from ..remote.verified import plan_streams
 from ..results import Result
 
 ExecutorName = Literal["local", "ray"]
@@ -170,6 +171,7 @@ def run_jobs(fn: Callable[..., Any], jobs: Sequence[Job | tuple], *, workers: in
     if executor not in EXECUTORS:
         raise ArgumentError(f"executor={executor!r}: expected one of {', '.join(EXECUTORS)}")
     progress = or_null(progress)
+    plan_streams(jobs)  # hashed remote files: streamed by the job reading each whole, or copied
     progress.start(sum(j.nbytes for j in jobs), label)
     try:
         if executor == "ray":

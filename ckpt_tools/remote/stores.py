@@ -41,7 +41,7 @@ from .byte_source import (
 )
 from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
 from . import http_range
-from .verified import CopySource
+from .verified import CheckedCopies, CopySource, StreamedSource, begin_pending_copies
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
 HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)
@@ -90,6 +90,8 @@ class TreeRef:
     commit: str | None = None
     endpoint: str | None = None  # the Hub endpoint this process listed
     checked_copies: str | None = None  # where verified copies are read from (remote.verified)
+    # files a job streams and hashes itself, with their planned header (remote.verified)
+    streamed: tuple[tuple[str, tuple[int, str] | None], ...] = ()
 
     def reopen(self) -> _Tree:
         """The tree, in a worker (`reopen`); what an unpickled `RemotePath` reads."""
@@ -108,20 +110,28 @@ class _Tree:
     # rel -> (length, SHA-256) of the header bytes this process planned with: the checked
     # copy must begin with them (`remote.verified`)
     planned_headers: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # rel -> its planned header: hashed files the one job reading them streams itself
+    streamed: dict[str, tuple[int, str] | None] = field(default_factory=dict)
+    copier: CheckedCopies | None = None  # this process's, while its copying may begin
 
     def ref(self) -> TreeRef:
         endpoint = self.settings.endpoint if isinstance(self, _HubTree) else None
         return TreeRef(self.url, tuple(sorted(self.files.items())), self.commit, endpoint,
-                       self.checked_copies)
+                       self.checked_copies, tuple(sorted(self.streamed.items())))
 
-    def open(self, rel: str) -> RangeSource | LocalSource:
-        """A reader of `rel`'s bytes: its checked copy while there are some (read as far
-        as it is copied), else the store's."""
+    def open(self, rel: str) -> RangeSource | LocalSource | StreamedSource:
+        """A reader of `rel`'s bytes: streamed and hashed by this reader if its job reads it
+        whole, else its checked copy while there are some (read as far as it is copied),
+        else the store's."""
         info = self.files[rel]
+        label = f"{self.url.rstrip('/')}/{rel}"
         if self.checked_copies is None or not info.sha256:
             return self.open_store(rel)
-        return CopySource(Path(self.checked_copies), info.sha256, info.size,
-                          f"{self.url.rstrip('/')}/{rel}")
+        if rel in self.streamed:
+            return StreamedSource(self.open_store(rel), info.sha256, info.size,
+                                  self.streamed[rel], label)
+        begin_pending_copies(self)  # read outside the run's jobs (a side file)
+        return CopySource(Path(self.checked_copies), info.sha256, info.size, label)
 
     def header_bytes(self, rel: str) -> bytes:
         """8 + N bytes: the length prefix and the JSON header of a safetensors file."""
@@ -476,6 +486,7 @@ def reopen(ref: TreeRef) -> _Tree:
                 fs, root = fsspec.core.url_to_fs(ref.url, skip_instance_cache=True)
                 tree = _FsspecTree(ref.url, fs, root.rstrip("/"), files)
             tree.checked_copies = ref.checked_copies
+            tree.streamed = dict(ref.streamed)
             _REOPENED[ref] = tree
         return tree
 

@@ -2,13 +2,24 @@
 
 A writer (upcast, quantize, reshard) reads every byte of its source, but in ranges, out of
 order and from several processes at once, while SHA-256 can only be computed over a file's
-bytes in order, in one place. So each LFS file of a remote source is streamed once, in order,
+bytes in order, in one place. Two ways, chosen per file when the run's jobs are known
+(`plan_streams`, called by `execution.parallel.run_jobs`):
+
+- A file that exactly one job reads whole, in file order (upcast's and quantize's job per
+  source shard: `Job.in_order`), is streamed by that job itself (`StreamedSource`): one
+  in-order stream of ranged GETs, hashed as it passes, the bytes used being the bytes hashed;
+  no copy on disk, no second reader, and the hash costs only SHA-256 on the worker that
+  reads the bytes anyway. The job's result counts once the rest of the file is streamed and
+  its digest matched (`await_checked_reads`, below).
+- Any other (reshard's output files draw on several source files; a scale stored in
+  another shard than its weight) is copied. Each is streamed once, in order,
 through a fixed buffer (`STREAM_BYTES`), hashed, and written to a local copy in `copies` (a
 directory inside the destination, `output.SOURCE_COPY_DIR`): `<sha256>.partial` while it is
 written, renamed `<sha256>` once its digest matched. From then on the tree serves every read
 of a hashed file from its copy, in this process and in every worker (the directory travels
 with the tree's description, `stores.TreeRef`). The copies are made by background threads of
-the main process while the jobs run (`CheckedCopies`).
+the main process while the jobs run (`CheckedCopies`), from when the jobs are planned, or a
+file is first read outside them (a side file).
 
 A job does not wait for a whole file's copy: a read of bytes [a, b) waits only until the copy
 holds b bytes (`CopySource`), so the conversion follows the download closely. What waits for
@@ -16,7 +27,8 @@ the digest is what makes a result count, in one place for every writer: a file's
 its final name (`SafetensorsWriter.close`, `part_writer.commit`, side files) and a job's
 return (`execution.job.timed_call`: the main process journals a file, or commits it from its
 parts, only from returned jobs) first call `await_checked_reads`, which waits until every
-copy this process read from has matched its digest, and raises its mismatch otherwise. So a
+copy this process read from has matched its digest, and every file it streamed was streamed
+to its end and matched, and raises the mismatch otherwise. So a
 byte that differs from the listing, even near the end of a large file whose beginning was
 already converted, leaves nothing derived from it under a final name nor in the journal:
 their `.partial` files are removed, and a rerun writes them again.
@@ -194,26 +206,38 @@ class CheckedCopies:
     def __init__(self, roots: list[RemotePath], copies: Path):
         self.roots, self.copies = roots, copies
         self._cancel = threading.Event()
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: ThreadPoolExecutor | None | bool = None  # False: stopped before it began
+        self._begun = threading.Lock()
         self._futures: list = []
         self._first_error: BaseException | None = None
 
     def start(self) -> None:
+        """Make the copies' directory and serve hashed files from it; the copying itself
+        begins with the run's jobs (`begin`), which may stream some files themselves."""
         self.copies.mkdir(parents=True, exist_ok=True)
         for stale in [*self.copies.glob("*.failed"), *self.copies.glob("*.partial")]:
             stale.unlink()  # a killed run's (the destination's lock keeps other runs out)
         for kept in self.copies.glob("?" * 64):  # checked by an earlier run: checked again
             os.replace(kept, _kept(self.copies, kept.name))
         forget_reads()
-        by_digest = {root.tree.files[rel].sha256: (root, rel)  # one copy serves equal files
-                     for root in self.roots for rel in hashed_files(root)}
-        todo = sorted(by_digest.values(), key=lambda p: p[1])
-        from concurrent.futures import ThreadPoolExecutor  # only writers reading hf:// copy
-
-        self._pool = ThreadPoolExecutor(max(1, min(COPY_THREADS, len(todo))))
-        self._futures = [self._pool.submit(self._one, root, rel) for root, rel in todo]
         for root in self.roots:
             root.tree.checked_copies = str(self.copies)
+            root.tree.copier = self
+
+    def begin(self, streamed: frozenset[tuple[int, str]] = frozenset()) -> None:
+        """Start copying every hashed file but the `streamed` ones ((id(tree), rel): a job
+        reads each whole, in order, and hashes it itself: `plan_streams`); once per run."""
+        with self._begun:
+            if self._pool is not None:
+                return
+            by_digest = {root.tree.files[rel].sha256: (root, rel)  # one copy serves equal files
+                         for root in self.roots for rel in hashed_files(root)
+                         if (id(root.tree), rel) not in streamed}
+            todo = sorted(by_digest.values(), key=lambda p: p[1])
+            from concurrent.futures import ThreadPoolExecutor  # only writers reading hf:// copy
+
+            self._pool = ThreadPoolExecutor(max(1, min(COPY_THREADS, len(todo))))
+            self._futures = [self._pool.submit(self._one, root, rel) for root, rel in todo]
 
     def _one(self, root: RemotePath, rel: str) -> None:
         try:
@@ -229,10 +253,13 @@ class CheckedCopies:
     def stop(self, failed: bool) -> None:
         if failed:
             self._cancel.set()
-        self._pool.shutdown(wait=True)
+        with self._begun:
+            if self._pool:
+                self._pool.shutdown(wait=True)
+            self._pool = self._pool or False  # no copy begins after the run
         forget_reads()
         for root in self.roots:
-            root.tree.checked_copies = None
+            root.tree.checked_copies, root.tree.copier, root.tree.streamed = None, None, {}
         if not failed and self._first_error is not None:
             raise self._first_error
 
@@ -256,10 +283,14 @@ _reads: dict[tuple[str, str], str] = {}
 _reads_lock = threading.Lock()
 
 
+_streams: list[StreamedSource] = []  # the files this process streams itself
+
+
 def forget_reads() -> None:
     """Start a new account of what this process read (a run, or a job, begins)."""
     with _reads_lock:
         _reads.clear()
+        _streams.clear()
 
 
 def await_checked_reads() -> None:
@@ -267,11 +298,16 @@ def await_checked_reads() -> None:
     first mismatch (naming the file and both digests) otherwise. Called before a result
     derived from those reads counts: a file's rename to its final name, a job's return."""
     with _reads_lock:
-        pending = list(_reads.items())
+        pending, streams = list(_reads.items()), list(_streams)
     for (copies, sha256), label in pending:
         wait_for_copy(Path(copies), sha256, label)
         with _reads_lock:
             _reads.pop((copies, sha256), None)
+    for stream in streams:
+        stream.finish()
+        with _reads_lock:
+            if stream in _streams:
+                _streams.remove(stream)
 
 
 class CopySource(LocalSource):
@@ -316,3 +352,127 @@ class CopySource(LocalSource):
         return super().read_at(offset, length)
 
     read_exact = read_at
+
+
+# -- files a job streams itself ------------------------------------------------------------
+def plan_streams(jobs) -> None:
+    """Before a run's jobs start: each hashed file that exactly one job reads whole, and
+    that job reads in file order (`Job.in_order`), is streamed and hashed by that job
+    (`StreamedSource`): no copy on disk, no second reader, the hash on the worker that reads
+    the bytes anyway. Every other hashed file is copied (`CheckedCopies.begin`)."""
+    readers: dict[tuple[int, str], list] = {}  # (id(tree), rel) -> [(job, reads it whole)]
+    trees = {}
+    for i, job in enumerate(jobs):
+        for arg in job.args:
+            for file, whole in getattr(arg, "files_read", lambda: ())():
+                tree = getattr(file, "tree", None)
+                if tree is None or getattr(tree, "copier", None) is None:
+                    continue
+                trees[id(tree)] = tree
+                readers.setdefault((id(tree), file.rel), []).append(
+                    (i, whole and getattr(job, "in_order", False)))
+    streamed = frozenset(key for key, found in readers.items()
+                         if len({i for i, _ in found}) == 1 and all(w for _, w in found)
+                         and trees[key[0]].files[key[1]].sha256)
+    for tree_id, rel in streamed:
+        tree = trees[tree_id]
+        tree.streamed[rel] = tree.planned_headers.get(rel)
+    for tree in {id(t): t for t in trees.values()}.values():
+        tree.copier.begin(streamed)
+
+
+def streams_files(root) -> bool:
+    """Whether a writer reading `root` has hashed files its jobs may stream themselves (so
+    each file is better read by one job than cut into parts)."""
+    return isinstance(root, RemotePath) and verification_on() and bool(hashed_files(root))
+
+
+def begin_pending_copies(tree) -> None:
+    """A hashed file is read outside the jobs (a side file): its copy begins now."""
+    if getattr(tree, "copier", None) is not None:
+        tree.copier.begin()
+
+
+class StreamedSource:
+    """A hashed file's bytes for the one job that reads all of it in file order
+    (`plan_streams`): one in-order stream of the store, hashed as it passes, so the bytes
+    used are the bytes hashed. A read ahead of the stream fetches up to its end and holds
+    what it passed over until that is read (a scale stored after its weight: at most a
+    tensor); each byte is read once, and a chunk is let go once read whole (the header,
+    which planning read, counts as read). What is derived from it counts once the rest of
+    the file is streamed and the digest matched (`await_checked_reads` calls `finish`)."""
+
+    def __init__(self, store, sha256: str, size: int, planned: tuple[int, str] | None,
+                 label: str):
+        self.label, self.size = label, size
+        self._store, self._sha256 = store, sha256
+        self._header = _HeaderCheck(label, planned)
+        self._header_bytes = planned[0] if planned else 0
+        self._step = STREAM_BYTES
+        self._digest, self._pos = hashlib.sha256(), 0
+        self._held: dict[int, list] = {}  # chunk start -> [bytes, bytes of it not read yet]
+        self._error: BaseException | None = None
+        self._done = False
+        self._lock = threading.Lock()
+        with _reads_lock:
+            _streams.append(self)
+
+    def _stream_to(self, stop: int, hold: bool) -> None:
+        while self._pos < stop:
+            chunk = self._store.read_exact(self._pos, min(self._step, self.size - self._pos))
+            self._header.feed(chunk)  # before any byte is used: a changed header fails here
+            self._digest.update(chunk)
+            unread = len(chunk) - max(0, min(len(chunk), self._header_bytes - self._pos))
+            if hold and unread:
+                self._held[self._pos] = [chunk, unread]
+            self._pos += len(chunk)
+
+    def read_at(self, offset: int, length: int) -> bytes:
+        stop = offset + length
+        if offset < 0 or stop > self.size:
+            raise FormatError(f"{self.label}: bytes [{offset}, {stop}) are outside the "
+                              f"{self.size:,}-byte file (truncated?)")
+        with self._lock:
+            if self._done:
+                raise FormatError(f"{self.label}: read after its digest was checked")
+            self._stream_to(stop, hold=True)
+            parts = []
+            for start in range(offset - offset % self._step, stop, self._step):
+                held = self._held.get(start)
+                if held is None:  # passed and let go: these bytes were hashed, not kept
+                    raise FormatError(f"{self.label}: bytes [{offset}, {stop}) read twice by "
+                                      f"one job; a streamed file is read once, in order")
+                lo, hi = max(offset, start) - start, min(stop, start + len(held[0])) - start
+                parts.append(held[0][lo:hi])
+                held[1] -= hi - lo
+                if held[1] <= 0:
+                    del self._held[start]
+            return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    read_exact = read_at
+
+    def finish(self) -> None:
+        """Stream the rest of the file (hashed, not kept) and compare its digest; raises
+        the mismatch naming the file and both digests."""
+        with self._lock:
+            if not self._done:
+                self._done = True
+                self._held.clear()
+                try:
+                    self._stream_to(self.size, hold=False)
+                    found = self._digest.hexdigest()
+                    if found != self._sha256:
+                        self._error = FormatError(
+                            f"{self.label}: SHA-256 {found} differs from the Hub's "
+                            f"{self._sha256}: the bytes served are not the file the Hub "
+                            f"lists; nothing read from it was written [{CHECKSUM_MISMATCH}]")
+                        self._error.finding = CHECKSUM_MISMATCH
+                except BaseException as e:
+                    self._error = e
+                finally:
+                    self._store.close()
+            if self._error is not None:
+                raise self._error
+
+    def close(self) -> None:
+        """The job's reader is done with it; the stream ends in `finish`."""

@@ -23,6 +23,7 @@ from ..io.index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from ..io.output import KEPT_DESCRIPTION, OutputDir, source_fingerprint
 from ..execution.parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from ..execution.progress import Progress
+from ..remote.verified import plan_streams
 from ..remote.output import check_executor, finished_before, job_id_of, open_output, write_proof
 from ..results import Result
 from ..io.side_files import copy_side_files
@@ -125,43 +126,58 @@ def write_files(out: OutputDir, works: list[FileWork], *, workers: int | None,
     ran. On failure no `.partial` of a file written in parts stays behind (whole-file
     writers remove their own)."""
     args, files, errors = [], [], {}
-    unfinished: dict[str, int] = {}  # file written in parts -> parts still to write
-    part_results: dict[str, dict[int, dict]] = {}  # file -> job index -> its error sums
+    # file -> jobs still to return: its own, and the streaming jobs its reads wait for
+    unfinished: dict[str, int] = {}
+    in_parts: set[str] = set()  # files written in parts (committed from a .partial)
+    results: dict[str, dict[int, dict]] = {}  # file -> job index -> its result
     try:
         for w in works:
-            if w.specs is None:
-                args += w.jobs
-                files += [w.file] * len(w.jobs)
-                continue
-            part_writer.create(out.path / w.file, w.specs)
-            unfinished[w.file] = len(w.jobs)
             args += w.jobs
             files += [w.file] * len(w.jobs)
+            unfinished[w.file] = len(w.jobs)
+            if w.specs is None:
+                continue
+            part_writer.create(out.path / w.file, w.specs)
+            in_parts.add(w.file)
             if not w.jobs:  # no tensor data: complete as created
                 del unfinished[w.file]
                 part_writer.commit(out.path / w.file)
                 out.mark_done(w.file)
+        # a hashed hf:// file one job streams: other jobs reading bytes of it wait for that
+        # job's return, which checked those bytes with the rest (remote.verified)
+        releases: dict[int, set[str]] = {}  # streaming job -> other files waiting for it
+        for i, owners in plan_streams(args).items():
+            for owner in owners:
+                if files[owner] != files[i] and files[i] not in releases.setdefault(owner, set()):
+                    releases[owner].add(files[i])
+                    unfinished[files[i]] += 1
 
-        def finished(i: int, result: dict[str, list]) -> None:
-            file = files[i]
-            if file in unfinished:  # a part: the file is complete with its last part
-                unfinished[file] -= 1
-                part_results.setdefault(file, {})[i] = result
-                if unfinished[file]:
-                    return
-                del unfinished[file]
+        def settle(file: str) -> None:
+            unfinished[file] -= 1
+            if unfinished[file]:
+                return
+            del unfinished[file]
+            found = results.pop(file, {})
+            if file in in_parts:  # complete with its last part
                 part_writer.commit(out.path / file)
-                result = (combine or _combined)(part_results.pop(file))
+                result = (combine or _combined)(found)
                 out.mark_done(file, result or None)
             else:
+                result = next(iter(found.values()))
                 out.mark_done(file, result)
             errors.update(result)
+
+        def finished(i: int, result: dict[str, list]) -> None:
+            results.setdefault(files[i], {})[i] = result
+            settle(files[i])
+            for waiting in releases.pop(i, ()):
+                settle(waiting)
 
         nbytes = sum(a.nbytes for a in args)
         ran = run_jobs(call, args, workers=workers_for(nbytes, workers), executor=executor,
                        progress=progress, label=label, on_result=finished)
     except BaseException:
-        for file in unfinished:
+        for file in unfinished.keys() & in_parts:
             part_writer.discard(out.path / file)
         raise
     return errors, ran.nodes

@@ -95,12 +95,11 @@ class Source:
                                                    h.file_size)
         return Source(root, headers)
 
-    def files_read(self) -> list[tuple[Path | RemotePath, bool]]:
-        """The files whose headers this source holds, each with whether the tensors it
-        holds of that file are all of the file's bytes (a job's source reads the file
-        whole: `remote.verified.plan_streams`)."""
-        return [(h.path, sum(e.nbytes for e in h.entries.values())
-                 == h.file_size - h.data_offset) for h in self._headers.values()]
+    def files_read(self) -> list[tuple[Path | RemotePath, dict[str, tuple[int, int]]]]:
+        """The files whose headers this source holds, each with the byte range in the file
+        of every tensor held (what a job reads: `remote.verified.plan_streams`)."""
+        return [(h.path, {n: (h.data_offset + e.start, h.data_offset + e.end)
+                          for n, e in h.entries.items()}) for h in self._headers.values()]
 
     def __reduce__(self):
         """Pickled with its path (a `RemotePath` as its URL and listing) and the headers it

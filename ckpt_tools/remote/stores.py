@@ -90,8 +90,8 @@ class TreeRef:
     commit: str | None = None
     endpoint: str | None = None  # the Hub endpoint this process listed
     checked_copies: str | None = None  # where verified copies are read from (remote.verified)
-    # files a job streams and hashes itself, with their planned header (remote.verified)
-    streamed: tuple[tuple[str, tuple[int, str] | None], ...] = ()
+    # files a job streams and hashes itself: (planned header, witnessed ranges) each
+    streamed: tuple[tuple[str, tuple], ...] = ()
 
     def reopen(self) -> _Tree:
         """The tree, in a worker (`reopen`); what an unpickled `RemotePath` reads."""
@@ -110,8 +110,8 @@ class _Tree:
     # rel -> (length, SHA-256) of the header bytes this process planned with: the checked
     # copy must begin with them (`remote.verified`)
     planned_headers: dict[str, tuple[int, str]] = field(default_factory=dict)
-    # rel -> its planned header: hashed files the one job reading them streams itself
-    streamed: dict[str, tuple[int, str] | None] = field(default_factory=dict)
+    # rel -> (planned header, witnessed ranges): hashed files a job streams itself
+    streamed: dict[str, tuple] = field(default_factory=dict)
     copier: CheckedCopies | None = None  # this process's, while its copying may begin
 
     def ref(self) -> TreeRef:

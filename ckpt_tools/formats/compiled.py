@@ -14,6 +14,9 @@ import functools
 
 import numba
 import numpy as np
+from llvmlite import ir as llvm_ir
+from numba.core import types
+from numba.extending import intrinsic
 
 from ._numba_load import load_cached
 
@@ -163,78 +166,134 @@ def block_amax_bits(bits, br, bc, magnitude, inf, amax_bits):
             row_amax[jb] = m
 
 
-# fastmath without "contract" (no FMA: back - ref is rounded as NumPy rounds it): the sums
-# may be reassociated (vectorised); no NaN or inf reaches them (a
-# non-finite source value counts apart, and a finite one never quantises to NaN)
-@_compiled(fastmath={"reassoc", "nnan", "ninf", "nsz"})
-def _tile_errors(tile, tile_bits, codes, decoded, s, n):
-    """Round-trip error sums of n values against decoded[codes] * s: (max |err|, sum err^2,
-    sum ref^2, non-finite count); each err is |float32(back - ref)| in float64."""
-    max_abs, sq_err, sq_ref, nonfinite = 0.0, 0.0, 0.0, 0
-    for k in range(n):
-        finite = (tile_bits[k] & _U32(0x7FFFFFFF)) < _U32(0x7F800000)
-        v = tile[k] if finite else np.float32(0.0)
-        err = np.float64(abs(np.float32(decoded[codes[k]] * s - v))) if finite else 0.0
-        max_abs = max(max_abs, err)
-        sq_err += err * err
-        sq_ref += np.float64(v) * np.float64(v)
-        nonfinite += 0 if finite else 1
-    return max_abs, sq_err, sq_ref, nonfinite
+@intrinsic
+def _f32_bits(typingctx, value):
+    """The uint32 bits of a float32 (a bitcast: vectorises, where a view of an array
+    makes a round trip through memory)."""
+    if value == types.float32:
+        return types.uint32(value), lambda context, builder, sig, args: builder.bitcast(
+            args[0], llvm_ir.IntType(32))
+    return None
+
+
+@intrinsic
+def _bits_f32(typingctx, bits):
+    """The float32 whose bits are the low 32 bits of an integer; BF16 bits (uint16) are
+    the top half of their float32's (the exact widening)."""
+    if isinstance(bits, types.Integer):
+        def codegen(context, builder, sig, args):
+            value, i32 = args[0], llvm_ir.IntType(32)
+            if bits.bitwidth > 32:
+                value = builder.trunc(value, i32)
+            elif bits.bitwidth == 16:
+                value = builder.shl(builder.zext(value, i32), i32(16))
+            elif bits.bitwidth < 32:
+                value = builder.zext(value, i32)
+            return builder.bitcast(value, llvm_ir.FloatType())
+        return types.float32(bits), codegen
+    return None
+
+
+# numba widens integer arithmetic to 64 bits: each step below is cast back to uint32 so
+# that LLVM keeps 8 values per AVX2 register.
+@_compiled(inline="always")
+def _e4m3(x):
+    """e4m3fn code of float32 `x`, as ml_dtypes casts clip(x, -448, 448): round to nearest,
+    ties to even; NaN -> 0x7F (sign kept). Saturating after the rounding gives the same
+    code as clipping before it: every value above 448 rounds to 448's code or higher."""
+    b = _f32_bits(x)
+    a = _U32(b & _U32(0x7FFFFFFF))
+    # normal (|x| >= 2^-6): keep 3 of 23 mantissa bits, ties to even; exponent 127 -> 7
+    odd = _U32(_U32(a >> _U32(20)) & _U32(1))
+    normal = _U32(_U32(_U32(_U32(a + _U32(0x7FFFF)) + odd) >> _U32(20)) - _U32(960))
+    normal = min(normal, _U32(0x7E))
+    # subnormal (k * 2^-9): adding 2^14 rounds |x| to a multiple of 2^-9, k in the low bits
+    sub = _U32(_f32_bits(_bits_f32(a) + np.float32(16384.0)) - _U32(0x46800000))
+    c = normal if a >= _U32(0x3C800000) else sub
+    c = _U32(0x7F) if a > _U32(0x7F800000) else c
+    return np.uint8(_U32(c | _U32(_U32(b >> _U32(24)) & _U32(0x80))))
+
+
+# fastmath without "contract" (no FMA: each product is rounded as NumPy rounds it): the
+# sums may be reassociated (vectorised). The largest error is an integer max on float32
+# bits (non-negative floats order as their bits), so an inf error is no special case.
+@_compiled(fastmath={"reassoc", "nsz"})
+def _row_errors(src, codes, s):
+    """Round-trip error sums of one row against float32(e4m3(code)) * s (dequantize's
+    product): (max |err| bits, sum err^2, sum ref^2, non-finite count), each err
+    |float32(back - ref)| in float64, over the finite reference values."""
+    max_bits, sq_err, sq_ref, nonfinite = _U32(0), 0.0, 0.0, _U32(0)
+    for k in range(src.shape[0]):
+        ref = _bits_f32(src[k])
+        finite = _U32(_f32_bits(ref) & _U32(0x7FFFFFFF)) < _U32(0x7F800000)
+        ref = ref if finite else np.float32(0.0)
+        c = _U32(codes[k])
+        mag = _U32(c & _U32(0x7F))
+        back = (_bits_f32(_U32(_U32(mag << _U32(20)) + _U32(0x3C000000))) if mag >= _U32(8)
+                else np.float32(mag) * np.float32(2.0 ** -9))
+        back = np.float32((-back if c >= _U32(0x80) else back) * s)
+        err = _U32(_f32_bits(back - ref) & _U32(0x7FFFFFFF)) if finite else _U32(0)
+        max_bits = max(max_bits, err)
+        wide = np.float64(_bits_f32(err))
+        sq_err += wide * wide
+        sq_ref += np.float64(ref) * np.float64(ref)
+        nonfinite = _U32(nonfinite + (_U32(0) if finite else _U32(1)))
+    return max_bits, sq_err, sq_ref, nonfinite
+
+
+@_compiled(inline="always")
+def _finite_amax_bits(rows, j0, n):
+    """The largest finite |value|'s float32 bits over columns [j0, j0 + n) of `rows` (0
+    when none): non-negative floats order as their bits, and an integer max vectorises
+    where a float one with NaN rules does not."""
+    m = _U32(0)
+    for r in range(rows.shape[0]):
+        block = rows[r, j0:j0 + n]  # indexed from 0: the loop vectorises
+        for k in range(n):
+            a = _U32(_f32_bits(_bits_f32(block[k])) & _U32(0x7FFFFFFF))
+            m = max(m, a if a < _U32(0x7F800000) else _U32(0))
+    return m
 
 
 @_entry
 @_jit
-def quantize_e4m3_bits(bits, scale, br, bc, decoded, q, want_errors):
-    """q = e4m3(clip(value / scale, +-448)) per block (NaN stays NaN), from F32 or BF16 bits;
-    with `want_errors`, the round-trip sums (max |err|, sum err^2, sum ref^2, non-finite)."""
+def quantize_e4m3_bits(bits, br, bc, scale, scale_from_amax, q, want_errors):
+    """q = e4m3(clip(value / scale, +-448)) per br x bc block, from F32 (uint32) or BF16
+    (uint16) `bits`. With `scale_from_amax` each block's F32 scale is computed here, while
+    the block is in cache, and written to `scale` (block_scales' float rule: amax / 448, 1
+    for a block with no finite non-zero value, at least the smallest float32); otherwise
+    `scale` is read. With `want_errors`, returns the round-trip sums (max |err|, sum
+    err^2, sum ref^2, non-finite)."""
     rows, cols = bits.shape
-    scale_bits = scale.view(np.uint32)
-    shift = 32 - 8 * bits.itemsize
-    tile_bits = np.empty(bc, np.uint32)
-    tile = tile_bits.view(np.float32)
-    scaled = np.empty(bc, np.float32)
-    scaled_bits = scaled.view(np.uint32)
-    lo, hi, to_int = np.float32(-448.0), np.float32(448.0), np.float32(8388608.0)
-    max_abs, sq_err, sq_ref, nonfinite = 0.0, 0.0, 0.0, 0
-    for r in range(rows):
-        row, row_scale, row_q = bits[r], scale[r // br], q[r]
-        for jb in range(row_scale.shape[0]):
-            s, j0 = row_scale[jb], jb * bc
+    max_bits, sq_err, sq_ref, nonfinite = _U32(0), 0.0, 0.0, 0
+    for i in range(scale.shape[0]):
+        block_rows = bits[i * br:min(rows, (i + 1) * br)]
+        for jb in range(scale.shape[1]):
+            j0 = jb * bc
             n = min(cols, j0 + bc) - j0
-            # slices indexed from 0: no negative-index wraparound, so the loops vectorise
-            src, dst = row[j0:j0 + n], row_q[j0:j0 + n]
-            for k in range(n):  # float32 bits: F32 as they are, BF16 in the top half
-                tile_bits[k] = _U32(src[k]) << shift
-            if scale_bits[r // br, jb] & _U32(0x7FFFFF) == 0 and s >= np.float32(2.0 ** -126):
-                # a power of two (ue8m0): times its exact inverse is exactly the division
-                inverse = np.float32(1.0) / s
-                for k in range(n):
-                    scaled[k] = tile[k] * inverse
-            else:
-                for k in range(n):
-                    scaled[k] = tile[k] / s
-            for k in range(n):
-                x = scaled[k]
-                x = lo if x < lo else x  # NaN compares false: it stays NaN
-                x = hi if x > hi else x
-                scaled[k] = x
-            for k in range(n):
-                b = scaled_bits[k]
-                a = b & _U32(0x7FFFFFFF)
-                # |x| < 2^-6 is an e4m3 subnormal: k * 2^-9, k = |x| * 512 rounded half-even
-                x = scaled[k]
-                sub = np.float32((x if x >= 0 else -x) * np.float32(512.0) + to_int) - to_int
-                # keep 3 of 23 mantissa bits, ties to even; re-bias the exponent 127 -> 7
-                normal = ((a + _U32(0x7FFFF) + ((a >> _U32(20)) & _U32(1))) >> _U32(20)) - _U32(960)
-                c = _U32(normal) if a >= _U32(0x3C800000) else _U32(sub)
-                c = _U32(0x7F) if a > _U32(0x7F800000) else c
-                dst[k] = np.uint8(c | ((b >> _U32(24)) & _U32(0x80)))
-            if want_errors:
-                m, e2, r2, bad = _tile_errors(tile, tile_bits, dst, decoded, s, n)
-                max_abs, sq_err, sq_ref, nonfinite = (max(max_abs, m), sq_err + e2, sq_ref + r2,
-                                                      nonfinite + bad)
-    return max_abs, sq_err, sq_ref, nonfinite
-
+            if scale_from_amax:
+                amax = _bits_f32(_finite_amax_bits(block_rows, j0, n))
+                s = amax / np.float32(448.0) if amax > np.float32(0.0) else np.float32(1.0)
+                scale[i, jb] = max(s, np.float32(2.0 ** -149))
+            s = scale[i, jb]
+            # a power of two (ue8m0): times its exact inverse is exactly the division
+            power_of_two = _f32_bits(s) & _U32(0x7FFFFF) == 0 and s >= np.float32(2.0 ** -126)
+            inverse = np.float32(1.0) / s
+            for r in range(block_rows.shape[0]):
+                src, dst = block_rows[r, j0:j0 + n], q[i * br + r, j0:j0 + n]
+                if power_of_two:
+                    for k in range(n):
+                        dst[k] = _e4m3(_bits_f32(src[k]) * inverse)
+                else:
+                    for k in range(n):
+                        dst[k] = _e4m3(_bits_f32(src[k]) / s)
+                if want_errors:
+                    row_max, row_err, row_ref, row_bad = _row_errors(src, dst, s)
+                    max_bits = max(max_bits, row_max)
+                    sq_err += row_err
+                    sq_ref += row_ref
+                    nonfinite += row_bad
+    return _bits_f32(max_bits), sq_err, sq_ref, nonfinite
 
 
 @_entry

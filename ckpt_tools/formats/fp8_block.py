@@ -173,11 +173,13 @@ def quantize(weight: np.ndarray, block: tuple[int, int] = FP8_BLOCK, *,
         uint = np.uint16 if w.dtype == BF16 else np.uint32
         magnitude, inf = (0x7FFF, 0x7F80) if w.dtype == BF16 else (0x7FFF_FFFF, 0x7F80_0000)
         bits = w.view(uint)
-        amax_bits = np.zeros(block_grid(w.shape, block), uint)
-        kernels.block_amax_bits(bits, br, bc, uint(magnitude), uint(inf), amax_bits)
-        amax = (amax_bits.astype(np.uint32) << (32 - 8 * amax_bits.itemsize)).view(np.float32)
-        scale = block_scales(amax, scale_fmt)
-        sums = kernels.quantize_e4m3_bits(bits, scale, br, bc, decoded(FP8_E4M3),
+        scale = np.empty(block_grid(w.shape, block), np.float32)
+        if scale_fmt == "ue8m0":  # NumPy's log2 / exp2 make the scales: amax first
+            amax_bits = np.zeros(scale.shape, uint)
+            kernels.block_amax_bits(bits, br, bc, uint(magnitude), uint(inf), amax_bits)
+            amax = (amax_bits.astype(np.uint32) << (32 - 8 * amax_bits.itemsize)).view(np.float32)
+            scale = block_scales(amax, scale_fmt)
+        sums = kernels.quantize_e4m3_bits(bits, br, bc, scale, scale_fmt != "ue8m0",
                                           q.view(np.uint8), errors is not None)
         if errors is not None:
             errors.add_sums(*sums)

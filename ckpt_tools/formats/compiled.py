@@ -199,19 +199,21 @@ def _bits_f32(typingctx, bits):
 @_compiled(inline="always")
 def _e4m3(x):
     """e4m3fn code of float32 `x`, as ml_dtypes casts clip(x, -448, 448): round to nearest,
-    ties to even; NaN -> 0x7F (sign kept). Saturating after the rounding gives the same
-    code as clipping before it: every value above 448 rounds to 448's code or higher."""
+    ties to even; NaN -> 0x7F (sign kept).
+
+    The float adder rounds: |x| (clipped to 448, at least 2^-6's exponent: below it e4m3
+    is subnormal, k * 2^-9) plus C = 2^(exponent + 20), whose float32 step is exactly
+    e4m3's step at that exponent, is C + (|x| rounded half-even to a multiple of that
+    step). Its low bits count those steps: with the exponent's code it is the code (mod
+    256: the carry into the next binade and the subnormals come out right)."""
     b = _f32_bits(x)
-    a = _U32(b & _U32(0x7FFFFFFF))
-    # normal (|x| >= 2^-6): keep 3 of 23 mantissa bits, ties to even; exponent 127 -> 7
-    odd = _U32(_U32(a >> _U32(20)) & _U32(1))
-    normal = _U32(_U32(_U32(_U32(a + _U32(0x7FFFF)) + odd) >> _U32(20)) - _U32(960))
-    normal = min(normal, _U32(0x7E))
-    # subnormal (k * 2^-9): adding 2^14 rounds |x| to a multiple of 2^-9, k in the low bits
-    sub = _U32(_f32_bits(_bits_f32(a) + np.float32(16384.0)) - _U32(0x46800000))
-    c = normal if a >= _U32(0x3C800000) else sub
-    c = _U32(0x7F) if a > _U32(0x7F800000) else c
-    return np.uint8(_U32(c | _U32(_U32(b >> _U32(24)) & _U32(0x80))))
+    a = min(_U32(b & _U32(0x7FFFFFFF)), _U32(0x43E00000))  # NaN too: it is chosen below
+    exponent = max(_U32(a & _U32(0x7F800000)), _U32(0x3C800000))
+    c = _U32(exponent + _U32(20 << 23))
+    steps = _f32_bits(_bits_f32(a) + _bits_f32(c))
+    code = _U32(_U32(steps + _U32(exponent >> _U32(20))) + _U32(56))  # 56 = -968 mod 256
+    code = _U32(0x7F) if _U32(b & _U32(0x7FFFFFFF)) > _U32(0x7F800000) else code
+    return np.uint8(_U32(code | _U32(_U32(b >> _U32(24)) & _U32(0x80))))
 
 
 # fastmath without "contract" (no FMA: each product is rounded as NumPy rounds it): the

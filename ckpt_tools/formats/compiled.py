@@ -206,34 +206,40 @@ def _e4m3(x):
     e4m3's step at that exponent, is C + (|x| rounded half-even to a multiple of that
     step). Its low bits count those steps: with the exponent's code it is the code (mod
     256: the carry into the next binade and the subnormals come out right)."""
+    return _e4m3_rounded(x)[0]
+
+
+@_compiled(inline="always")
+def _e4m3_rounded(x):
+    """(`_e4m3(x)`, the float32 value of that code: what dequantisation multiplies)."""
     b = _f32_bits(x)
     a = min(_U32(b & _U32(0x7FFFFFFF)), _U32(0x43E00000))  # NaN too: it is chosen below
     exponent = max(_U32(a & _U32(0x7F800000)), _U32(0x3C800000))
-    c = _U32(exponent + _U32(20 << 23))
-    steps = _f32_bits(_bits_f32(a) + _bits_f32(c))
+    c = _bits_f32(_U32(exponent + _U32(20 << 23)))
+    total = _bits_f32(a) + c
+    steps = _f32_bits(total)
     code = _U32(_U32(steps + _U32(exponent >> _U32(20))) + _U32(56))  # 56 = -968 mod 256
     code = _U32(0x7F) if _U32(b & _U32(0x7FFFFFFF)) > _U32(0x7F800000) else code
-    return np.uint8(_U32(code | _U32(_U32(b >> _U32(24)) & _U32(0x80))))
+    sign = _U32(b & _U32(0x80000000))
+    value = _bits_f32(_U32(_f32_bits(total - c) | sign))  # exact: both are multiples of the step
+    return np.uint8(_U32(code | _U32(sign >> _U32(24)))), value
 
 
 # fastmath without "contract" (no FMA: each product is rounded as NumPy rounds it): the
 # sums may be reassociated (vectorised). The largest error is an integer max on float32
 # bits (non-negative floats order as their bits), so an inf error is no special case.
 @_compiled(fastmath={"reassoc", "nsz"})
-def _row_errors(src, codes, s):
-    """Round-trip error sums of one row against float32(e4m3(code)) * s (dequantize's
-    product): (max |err| bits, sum err^2, sum ref^2, non-finite count), each err
-    |float32(back - ref)| in float64, over the finite reference values."""
+def _row_errors(src, rounded, s):
+    """Round-trip error sums of one row, whose e4m3 values are `rounded`, against
+    float32(rounded) * s (dequantize's product): (max |err| bits, sum err^2, sum ref^2,
+    non-finite count), each err |float32(back - ref)| in float64, over the finite
+    reference values."""
     max_bits, sq_err, sq_ref, nonfinite = _U32(0), 0.0, 0.0, _U32(0)
     for k in range(src.shape[0]):
         ref = _bits_f32(src[k])
         finite = _U32(_f32_bits(ref) & _U32(0x7FFFFFFF)) < _U32(0x7F800000)
         ref = ref if finite else np.float32(0.0)
-        c = _U32(codes[k])
-        mag = _U32(c & _U32(0x7F))
-        back = (_bits_f32(_U32(_U32(mag << _U32(20)) + _U32(0x3C000000))) if mag >= _U32(8)
-                else np.float32(mag) * np.float32(2.0 ** -9))
-        back = np.float32((-back if c >= _U32(0x80) else back) * s)
+        back = rounded[k] * s
         err = _U32(_f32_bits(back - ref) & _U32(0x7FFFFFFF)) if finite else _U32(0)
         max_bits = max(max_bits, err)
         wide = np.float64(_bits_f32(err))
@@ -267,6 +273,7 @@ def quantize_e4m3_bits(bits, br, bc, scale, scale_from_amax, q, want_errors):
     `scale` is read. With `want_errors`, returns the round-trip sums (max |err|, sum
     err^2, sum ref^2, non-finite)."""
     rows, cols = bits.shape
+    rounded = np.empty(bc, np.float32)  # one row of a block's e4m3 values, for the errors
     max_bits, sq_err, sq_ref, nonfinite = _U32(0), 0.0, 0.0, 0
     for i in range(scale.shape[0]):
         block_rows = bits[i * br:min(rows, (i + 1) * br)]
@@ -283,14 +290,22 @@ def quantize_e4m3_bits(bits, br, bc, scale, scale_from_amax, q, want_errors):
             inverse = np.float32(1.0) / s
             for r in range(block_rows.shape[0]):
                 src, dst = block_rows[r, j0:j0 + n], q[i * br + r, j0:j0 + n]
+                if not want_errors:
+                    if power_of_two:
+                        for k in range(n):
+                            dst[k] = _e4m3(_bits_f32(src[k]) * inverse)
+                    else:
+                        for k in range(n):
+                            dst[k] = _e4m3(_bits_f32(src[k]) / s)
+                    continue
                 if power_of_two:
                     for k in range(n):
-                        dst[k] = _e4m3(_bits_f32(src[k]) * inverse)
+                        dst[k], rounded[k] = _e4m3_rounded(_bits_f32(src[k]) * inverse)
                 else:
                     for k in range(n):
-                        dst[k] = _e4m3(_bits_f32(src[k]) / s)
+                        dst[k], rounded[k] = _e4m3_rounded(_bits_f32(src[k]) / s)
                 if want_errors:
-                    row_max, row_err, row_ref, row_bad = _row_errors(src, dst, s)
+                    row_max, row_err, row_ref, row_bad = _row_errors(src, rounded[:n], s)
                     max_bits = max(max_bits, row_max)
                     sq_err += row_err
                     sq_ref += row_ref

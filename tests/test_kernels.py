@@ -339,3 +339,21 @@ assert fast.tobytes() == fp8_block.dequantize(codes, scale).tobytes()
 """
     subprocess.run([sys.executable, "-c", code], check=True,
                    env=dict(os.environ, CKPT_KERNELS="compiled"))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
+def test_fp8_quantize_into_out(monkeypatch, backend):
+    """`out` receives the very codes quantize returns otherwise; a wrong buffer is refused."""
+    from ckpt_tools.errors import ShapeMismatchError
+
+    monkeypatch.setenv(kernels.ENV, backend)
+    w = adversarial_weights(np.random.default_rng(3), (130, 260), BF16)
+    q, s = fp8_block.quantize(w)
+    buf = np.full((200, 260), 0x55, np.uint8).view(fp8_block.FP8_E4M3)
+    q2, s2 = fp8_block.quantize(w, out=buf[:130])
+    assert q2.base is not None and np.shares_memory(q2, buf)
+    same_bytes(q, q2)
+    same_bytes(s, s2)
+    assert (buf[130:].view(np.uint8) == 0x55).all()
+    with pytest.raises(ShapeMismatchError, match="quantize: out must be"):
+        fp8_block.quantize(w, out=np.empty((130, 260), np.uint8))

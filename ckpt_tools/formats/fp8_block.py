@@ -153,19 +153,21 @@ def _block_amax(w: np.ndarray, block: tuple[int, int]) -> np.ndarray:
 
 
 def quantize(weight: np.ndarray, block: tuple[int, int] = FP8_BLOCK, *,
-             scale_fmt: str | None = None, errors: RoundTripStats | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+             scale_fmt: str | None = None, errors: RoundTripStats | None = None,
+             out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Block-quantise a 2-D float weight to (float8_e4m3fn weight, float32 scale).
 
     NaN stays NaN; +-inf and values beyond the range saturate to +-448 x scale; finite
     input never becomes NaN. `errors`, when given, accumulates the round-trip error of the
-    result against the weight (what `dequantize(q, s)` in float32 gives back).
+    result against the weight (what `dequantize(q, s)` in float32 gives back). `out`, a
+    C-contiguous float8_e4m3fn array of the weight's shape, receives the codes (a
+    streaming job reuses one buffer for every step).
     """
     if weight.ndim != 2:
         raise ShapeMismatchError(f"FP8 quantisation needs a 2-D weight, found {list(weight.shape)}")
     rows, cols = weight.shape
     br, bc = block
-    q = np.empty((rows, cols), dtype=FP8_E4M3)
+    q = output_array((rows, cols), np.dtype(FP8_E4M3), out, "quantize")
     kernels = compiled_for(weight.size)
     if kernels is not None:
         # the kernels read F32 or BF16 bits (BF16 widens exactly), other floats as F32

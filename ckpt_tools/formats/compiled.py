@@ -2,8 +2,11 @@
 
 Every kernel computes the very operations of the NumPy path: the dequantisation gathers
 read tables that NumPy built (so their bytes are NumPy's by construction); quantisation
-divides in float32 as NumPy does and rounds to e4m3 by the IEEE rule on the bits (round
-to nearest, ties to even; checked against ml_dtypes by tests/test_kernels.py). Kernels
+divides in float32 as NumPy does and rounds to e4m3 half-even with the float adder
+(`_e4m3`: equal to ml_dtypes' cast for every one of the 2^32 float32 values, `python
+bench/e4m3_rounding.py`; tests/test_kernels.py checks ties, neighbours and whole blocks). The
+quantisation loops work on float32 bits in 32-bit lanes (`_f32_bits` / `_bits_f32` are
+bitcasts), which LLVM vectorises 8 to an AVX2 register. Kernels
 are single-threaded (workers are processes), compiled on a machine's first call and cached
 on disk (`cache=True`); later processes load the cached machine code (`_numba_load`).
 """

@@ -148,27 +148,6 @@ def gather_fp4(codes: np.ndarray, scale_bytes: np.ndarray, table: np.ndarray, pe
         _gather_fp4_bytes(codes, scale_bytes, table, per_scale, out)
 
 
-@_entry
-@_jit
-def block_amax_bits(bits, br, bc, magnitude, inf, amax_bits):
-    """amax_bits[i // br, j // bc] = max over the block of the finite |value|'s bits (0 when
-    none): `bits` are F32 (uint32) or BF16 (uint16) bits, `magnitude` and `inf` their |x|
-    mask and +inf in the same type. Non-negative floats order as their bits do, and an
-    integer max vectorises where a float one with NaN rules does not."""
-    rows, cols = bits.shape
-    zero = magnitude ^ magnitude
-    for r in range(rows):
-        row, row_amax = bits[r], amax_bits[r // br]
-        for jb in range(row_amax.shape[0]):
-            # a slice indexed from 0: no negative-index wraparound, so the loop vectorises
-            block = row[jb * bc:min(cols, (jb + 1) * bc)]
-            m = row_amax[jb]
-            for k in range(block.shape[0]):
-                a = block[k] & magnitude
-                m = max(m, a if a < inf else zero)
-            row_amax[jb] = m
-
-
 @intrinsic
 def _f32_bits(typingctx, value):
     """The uint32 bits of a float32 (a bitcast: vectorises, where a view of an array
@@ -264,6 +243,20 @@ def _finite_amax_bits(rows, j0, n):
             a = _U32(_f32_bits(_bits_f32(block[k])) & _U32(0x7FFFFFFF))
             m = max(m, a if a < _U32(0x7F800000) else _U32(0))
     return m
+
+
+@_entry
+@_jit
+def block_amax_bits(bits, br, bc, amax_bits):
+    """amax_bits[i, j] = the float32 bits of block (i, j)'s largest finite |value| (0 when
+    none), from F32 (uint32) or BF16 (uint16) `bits`: the amax ue8m0 scales are made from
+    (quantize_e4m3_bits finds the float scales' amax itself)."""
+    rows = bits.shape[0]
+    for i in range(amax_bits.shape[0]):
+        block_rows = bits[i * br:min(rows, (i + 1) * br)]
+        for jb in range(amax_bits.shape[1]):
+            j0 = jb * bc
+            amax_bits[i, jb] = _finite_amax_bits(block_rows, j0, min(bits.shape[1], j0 + bc) - j0)
 
 
 @_entry

@@ -172,15 +172,12 @@ def quantize(weight: np.ndarray, block: tuple[int, int] = FP8_BLOCK, *,
     if kernels is not None:
         # the kernels read F32 or BF16 bits (BF16 widens exactly), other floats as F32
         w = np.ascontiguousarray(weight, dtype=BF16 if weight.dtype == BF16 else np.float32)
-        uint = np.uint16 if w.dtype == BF16 else np.uint32
-        magnitude, inf = (0x7FFF, 0x7F80) if w.dtype == BF16 else (0x7FFF_FFFF, 0x7F80_0000)
-        bits = w.view(uint)
+        bits = w.view(np.uint16 if w.dtype == BF16 else np.uint32)
         scale = np.empty(block_grid(w.shape, block), np.float32)
         if scale_fmt == "ue8m0":  # NumPy's log2 / exp2 make the scales: amax first
-            amax_bits = np.zeros(scale.shape, uint)
-            kernels.block_amax_bits(bits, br, bc, uint(magnitude), uint(inf), amax_bits)
-            amax = (amax_bits.astype(np.uint32) << (32 - 8 * amax_bits.itemsize)).view(np.float32)
-            scale = block_scales(amax, scale_fmt)
+            amax_bits = np.empty(scale.shape, np.uint32)
+            kernels.block_amax_bits(bits, br, bc, amax_bits)
+            scale = block_scales(amax_bits.view(np.float32), scale_fmt)
         sums = kernels.quantize_e4m3_bits(bits, br, bc, scale, scale_fmt != "ue8m0",
                                           q.view(np.uint8), errors is not None)
         if errors is not None:

@@ -300,12 +300,11 @@ def quantize_e4m3_bits(bits, br, bc, scale, scale_from_amax, q, want_errors):
                 else:
                     for k in range(n):
                         dst[k], rounded[k] = _e4m3_rounded(_bits_f32(src[k]) / s)
-                if want_errors:
-                    row_max, row_err, row_ref, row_bad = _row_errors(src, rounded[:n], s)
-                    max_bits = max(max_bits, row_max)
-                    sq_err += row_err
-                    sq_ref += row_ref
-                    nonfinite += row_bad
+                row_max, row_err, row_ref, row_bad = _row_errors(src, rounded[:n], s)
+                max_bits = max(max_bits, row_max)
+                sq_err += row_err
+                sq_ref += row_ref
+                nonfinite += row_bad
     return _bits_f32(max_bits), sq_err, sq_ref, nonfinite
 
 

@@ -110,6 +110,62 @@ def test_fp8_quantize_same_bytes(monkeypatch, shape, seed, scale_fmt, dtype, blo
     assert a[1] == pytest.approx(b[1], rel=1e-9, abs=1e-300)  # a sum: order may differ
 
 
+def adversarial_blocks(rng, shape, block) -> np.ndarray:
+    """Each block one kind the scale and rounding rules single out: all (signed) zeros;
+    no finite value (scale 1); float32 subnormals only (amax / 448 underflows to the
+    smallest scale); amax at the float32 maximum (dequantised values overflow to inf);
+    e4m3 midpoints and their neighbours (ties to even) and e4m3 subnormals relative to
+    the block's amax; ordinary values."""
+    w = (rng.standard_normal(shape) * 0.02).astype(np.float32)
+    grid = fp8_block.block_grid(shape, block)
+    e4m3 = fp8_block.decoded(fp8_block.FP8_E4M3)
+    finite = np.unique(np.abs(e4m3[np.isfinite(e4m3)]))
+    mids = (finite[:-1] + finite[1:]) / 2
+    ties = np.concatenate([mids, np.nextafter(mids, 0), np.nextafter(mids, 1000),
+                           finite[:16]]).astype(np.float32)
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            tile = w[i * block[0]:(i + 1) * block[0], j * block[1]:(j + 1) * block[1]]
+            kind = rng.integers(0, 6)
+            if kind == 0:
+                tile[:] = rng.choice(np.array([0.0, -0.0], np.float32), tile.shape)
+            elif kind == 1:
+                tile[:] = rng.choice(np.array([np.nan, np.inf, -np.inf], np.float32), tile.shape)
+            elif kind == 2:
+                tile[:] = rng.choice(np.array([1e-45, -1e-45, 0.0], np.float32), tile.shape)
+                tile.flat[0] = rng.choice(np.array([1e-45, 3e-42], np.float32))
+            elif kind == 3:
+                tile[:] = np.float32(3.4028235e38) * rng.choice(np.array([1, -1, 0.5, 1e-9]),
+                                                                 tile.shape)
+                tile.flat[0] = np.float32(3.4028235e38)
+            elif kind == 4:
+                amax = np.float32(10.0) ** rng.integers(-30, 30)
+                tile[:] = rng.choice(ties, tile.shape) * rng.choice([-1, 1], tile.shape)
+                tile[:] *= amax / np.float32(E4M3_MAX)
+                tile.flat[0] = amax
+    return w
+
+
+@FAST
+@given(shape=shapes, seed=seeds, scale_fmt=st.sampled_from([None, "ue8m0"]),
+       dtype=st.sampled_from([np.float32, BF16]),
+       block=st.sampled_from([FP8_BLOCK, (4, 8), (3, 5)]))
+def test_fp8_quantize_adversarial_blocks(monkeypatch, shape, seed, scale_fmt, dtype, block):
+    """Scales computed inside the compiled kernel (F32) and by NumPy (ue8m0), partial edge
+    blocks included: the same codes, scales and round-trip figures as NumPy's."""
+    w = adversarial_blocks(np.random.default_rng(seed), shape, block).astype(dtype)
+    stats = [RoundTripStats(), RoundTripStats()]
+    runs = iter(stats)
+    with np.errstate(over="ignore", invalid="ignore"):
+        (qa, sa), (qb, sb) = both(monkeypatch, lambda: fp8_block.quantize(
+            w, block, scale_fmt=scale_fmt, errors=next(runs)))
+        a, b = (s.result() for s in stats)
+    same_bytes(qa, qb)
+    same_bytes(sa, sb)
+    assert a[0] == b[0] and a[2] == b[2]
+    assert a[1] == pytest.approx(b[1], rel=1e-9, abs=1e-300) or (np.isnan(a[1]) and np.isnan(b[1]))
+
+
 @FAST
 @given(rows=st.integers(1, 40), half=st.integers(1, 120), seed=seeds,
        dtype=st.sampled_from([np.float32, BF16]))
@@ -283,3 +339,21 @@ assert fast.tobytes() == fp8_block.dequantize(codes, scale).tobytes()
 """
     subprocess.run([sys.executable, "-c", code], check=True,
                    env=dict(os.environ, CKPT_KERNELS="compiled"))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "compiled"])
+def test_fp8_quantize_into_out(monkeypatch, backend):
+    """`out` receives the very codes quantize returns otherwise; a wrong buffer is refused."""
+    from ckpt_tools.errors import ShapeMismatchError
+
+    monkeypatch.setenv(kernels.ENV, backend)
+    w = adversarial_weights(np.random.default_rng(3), (130, 260), BF16)
+    q, s = fp8_block.quantize(w)
+    buf = np.full((200, 260), 0x55, np.uint8).view(fp8_block.FP8_E4M3)
+    q2, s2 = fp8_block.quantize(w, out=buf[:130])
+    assert q2.base is not None and np.shares_memory(q2, buf)
+    same_bytes(q, q2)
+    same_bytes(s, s2)
+    assert (buf[130:].view(np.uint8) == 0x55).all()
+    with pytest.raises(ShapeMismatchError, match="quantize: out must be"):
+        fp8_block.quantize(w, out=np.empty((130, 260), np.uint8))

@@ -112,10 +112,13 @@ def _quantized(reader: SafetensorsReader, op: TensorOp, block: tuple[int, int],
     """Rows [start, stop) (whole row blocks) of a quantised weight; their scale rows go to
     `scales`, their round-trip error to `stats`."""
     rows, cols = op.shape
+    buf = None  # the codes of every step, each written out before the next is made
     for r0, r1 in _row_steps(rows, cols * itemsize(op.src_dtype), block[0], start, stop):
+        if buf is None:
+            buf = np.empty((r1 - r0, cols), DTYPES[op.dtype].numpy)
         # the round-trip error is against exactly what upcast --dtype f32 gives back
         q, s = quantize(reader.read_rows(op.name, r0, r1), block, scale_fmt=scale_fmt,
-                        errors=stats)
+                        errors=stats, out=buf[:r1 - r0])
         scales.append(s)
         yield memoryview(q.reshape(-1).view(np.uint8))
 

@@ -2,8 +2,11 @@
 
 Every kernel computes the very operations of the NumPy path: the dequantisation gathers
 read tables that NumPy built (so their bytes are NumPy's by construction); quantisation
-divides in float32 as NumPy does and rounds to e4m3 by the IEEE rule on the bits (round
-to nearest, ties to even; checked against ml_dtypes by tests/test_kernels.py). Kernels
+divides in float32 as NumPy does and rounds to e4m3 half-even with the float adder
+(`_e4m3`: equal to ml_dtypes' cast for every one of the 2^32 float32 values, `python
+bench/e4m3_rounding.py`; tests/test_kernels.py checks ties, neighbours and whole blocks). The
+quantisation loops work on float32 bits in 32-bit lanes (`_f32_bits` / `_bits_f32` are
+bitcasts), which LLVM vectorises 8 to an AVX2 register. Kernels
 are single-threaded (workers are processes), compiled on a machine's first call and cached
 on disk (`cache=True`); later processes load the cached machine code (`_numba_load`).
 """
@@ -14,6 +17,9 @@ import functools
 
 import numba
 import numpy as np
+from llvmlite import ir as llvm_ir
+from numba.core import types
+from numba.extending import intrinsic
 
 from ._numba_load import load_cached
 
@@ -142,99 +148,164 @@ def gather_fp4(codes: np.ndarray, scale_bytes: np.ndarray, table: np.ndarray, pe
         _gather_fp4_bytes(codes, scale_bytes, table, per_scale, out)
 
 
+@intrinsic
+def _f32_bits(typingctx, value):
+    """The uint32 bits of a float32 (a bitcast: vectorises, where a view of an array
+    makes a round trip through memory)."""
+    if value == types.float32:
+        return types.uint32(value), lambda context, builder, sig, args: builder.bitcast(
+            args[0], llvm_ir.IntType(32))
+    return None
+
+
+@intrinsic
+def _bits_f32(typingctx, bits):
+    """The float32 whose bits are the low 32 bits of an integer; BF16 bits (uint16) are
+    the top half of their float32's (the exact widening)."""
+    if isinstance(bits, types.Integer):
+        def codegen(context, builder, sig, args):
+            value, i32 = args[0], llvm_ir.IntType(32)
+            if bits.bitwidth > 32:
+                value = builder.trunc(value, i32)
+            elif bits.bitwidth == 16:
+                value = builder.shl(builder.zext(value, i32), i32(16))
+            elif bits.bitwidth < 32:
+                value = builder.zext(value, i32)
+            return builder.bitcast(value, llvm_ir.FloatType())
+        return types.float32(bits), codegen
+    return None
+
+
+# numba widens integer arithmetic to 64 bits: each step below is cast back to uint32 so
+# that LLVM keeps 8 values per AVX2 register.
+@_compiled(inline="always")
+def _e4m3(x):
+    """e4m3fn code of float32 `x`, as ml_dtypes casts clip(x, -448, 448): round to nearest,
+    ties to even; NaN -> 0x7F (sign kept).
+
+    The float adder rounds: |x| (clipped to 448, at least 2^-6's exponent: below it e4m3
+    is subnormal, k * 2^-9) plus C = 2^(exponent + 20), whose float32 step is exactly
+    e4m3's step at that exponent, is C + (|x| rounded half-even to a multiple of that
+    step). Its low bits count those steps: with the exponent's code it is the code (mod
+    256: the carry into the next binade and the subnormals come out right)."""
+    return _e4m3_rounded(x)[0]
+
+
+@_compiled(inline="always")
+def _e4m3_rounded(x):
+    """(`_e4m3(x)`, the float32 value of that code: what dequantisation multiplies)."""
+    b = _f32_bits(x)
+    a = min(_U32(b & _U32(0x7FFFFFFF)), _U32(0x43E00000))  # NaN too: it is chosen below
+    exponent = max(_U32(a & _U32(0x7F800000)), _U32(0x3C800000))
+    c = _bits_f32(_U32(exponent + _U32(20 << 23)))
+    total = _bits_f32(a) + c
+    steps = _f32_bits(total)
+    code = _U32(_U32(steps + _U32(exponent >> _U32(20))) + _U32(56))  # 56 = -968 mod 256
+    code = _U32(0x7F) if _U32(b & _U32(0x7FFFFFFF)) > _U32(0x7F800000) else code
+    sign = _U32(b & _U32(0x80000000))
+    value = _bits_f32(_U32(_f32_bits(total - c) | sign))  # exact: both are multiples of the step
+    return np.uint8(_U32(code | _U32(sign >> _U32(24)))), value
+
+
+# fastmath without "contract" (no FMA: each product is rounded as NumPy rounds it): the
+# sums may be reassociated (vectorised). The largest error is an integer max on float32
+# bits (non-negative floats order as their bits), so an inf error is no special case.
+@_compiled(fastmath={"reassoc", "nsz"})
+def _row_errors(src, rounded, s):
+    """Round-trip error sums of one row, whose e4m3 values are `rounded`, against
+    float32(rounded) * s (dequantize's product): (max |err| bits, sum err^2, sum ref^2,
+    non-finite count), each err |float32(back - ref)| in float64, over the finite
+    reference values."""
+    max_bits, sq_err, sq_ref, nonfinite = _U32(0), 0.0, 0.0, _U32(0)
+    for k in range(src.shape[0]):
+        ref = _bits_f32(src[k])
+        finite = _U32(_f32_bits(ref) & _U32(0x7FFFFFFF)) < _U32(0x7F800000)
+        ref = ref if finite else np.float32(0.0)
+        back = rounded[k] * s
+        err = _U32(_f32_bits(back - ref) & _U32(0x7FFFFFFF)) if finite else _U32(0)
+        max_bits = max(max_bits, err)
+        wide = np.float64(_bits_f32(err))
+        sq_err += wide * wide
+        sq_ref += np.float64(ref) * np.float64(ref)
+        nonfinite = _U32(nonfinite + (_U32(0) if finite else _U32(1)))
+    return max_bits, sq_err, sq_ref, nonfinite
+
+
+@_compiled(inline="always")
+def _finite_amax_bits(rows, j0, n):
+    """The largest finite |value|'s float32 bits over columns [j0, j0 + n) of `rows` (0
+    when none): non-negative floats order as their bits, and an integer max vectorises
+    where a float one with NaN rules does not."""
+    m = _U32(0)
+    for r in range(rows.shape[0]):
+        block = rows[r, j0:j0 + n]  # indexed from 0: the loop vectorises
+        for k in range(n):
+            a = _U32(_f32_bits(_bits_f32(block[k])) & _U32(0x7FFFFFFF))
+            m = max(m, a if a < _U32(0x7F800000) else _U32(0))
+    return m
+
+
 @_entry
 @_jit
-def block_amax_bits(bits, br, bc, magnitude, inf, amax_bits):
-    """amax_bits[i // br, j // bc] = max over the block of the finite |value|'s bits (0 when
-    none): `bits` are F32 (uint32) or BF16 (uint16) bits, `magnitude` and `inf` their |x|
-    mask and +inf in the same type. Non-negative floats order as their bits do, and an
-    integer max vectorises where a float one with NaN rules does not."""
-    rows, cols = bits.shape
-    zero = magnitude ^ magnitude
-    for r in range(rows):
-        row, row_amax = bits[r], amax_bits[r // br]
-        for jb in range(row_amax.shape[0]):
-            # a slice indexed from 0: no negative-index wraparound, so the loop vectorises
-            block = row[jb * bc:min(cols, (jb + 1) * bc)]
-            m = row_amax[jb]
-            for k in range(block.shape[0]):
-                a = block[k] & magnitude
-                m = max(m, a if a < inf else zero)
-            row_amax[jb] = m
-
-
-# fastmath without "contract" (no FMA: back - ref is rounded as NumPy rounds it): the sums
-# may be reassociated (vectorised); no NaN or inf reaches them (a
-# non-finite source value counts apart, and a finite one never quantises to NaN)
-@_compiled(fastmath={"reassoc", "nnan", "ninf", "nsz"})
-def _tile_errors(tile, tile_bits, codes, decoded, s, n):
-    """Round-trip error sums of n values against decoded[codes] * s: (max |err|, sum err^2,
-    sum ref^2, non-finite count); each err is |float32(back - ref)| in float64."""
-    max_abs, sq_err, sq_ref, nonfinite = 0.0, 0.0, 0.0, 0
-    for k in range(n):
-        finite = (tile_bits[k] & _U32(0x7FFFFFFF)) < _U32(0x7F800000)
-        v = tile[k] if finite else np.float32(0.0)
-        err = np.float64(abs(np.float32(decoded[codes[k]] * s - v))) if finite else 0.0
-        max_abs = max(max_abs, err)
-        sq_err += err * err
-        sq_ref += np.float64(v) * np.float64(v)
-        nonfinite += 0 if finite else 1
-    return max_abs, sq_err, sq_ref, nonfinite
+def block_amax_bits(bits, br, bc, amax_bits):
+    """amax_bits[i, j] = the float32 bits of block (i, j)'s largest finite |value| (0 when
+    none), from F32 (uint32) or BF16 (uint16) `bits`: the amax ue8m0 scales are made from
+    (quantize_e4m3_bits finds the float scales' amax itself)."""
+    rows = bits.shape[0]
+    for i in range(amax_bits.shape[0]):
+        block_rows = bits[i * br:min(rows, (i + 1) * br)]
+        for jb in range(amax_bits.shape[1]):
+            j0 = jb * bc
+            amax_bits[i, jb] = _finite_amax_bits(block_rows, j0, min(bits.shape[1], j0 + bc) - j0)
 
 
 @_entry
 @_jit
-def quantize_e4m3_bits(bits, scale, br, bc, decoded, q, want_errors):
-    """q = e4m3(clip(value / scale, +-448)) per block (NaN stays NaN), from F32 or BF16 bits;
-    with `want_errors`, the round-trip sums (max |err|, sum err^2, sum ref^2, non-finite)."""
+def quantize_e4m3_bits(bits, br, bc, scale, scale_from_amax, q, want_errors):
+    """q = e4m3(clip(value / scale, +-448)) per br x bc block, from F32 (uint32) or BF16
+    (uint16) `bits`. With `scale_from_amax` each block's F32 scale is computed here, while
+    the block is in cache, and written to `scale` (block_scales' float rule: amax / 448, 1
+    for a block with no finite non-zero value, at least the smallest float32); otherwise
+    `scale` is read. With `want_errors`, returns the round-trip sums (max |err|, sum
+    err^2, sum ref^2, non-finite)."""
     rows, cols = bits.shape
-    scale_bits = scale.view(np.uint32)
-    shift = 32 - 8 * bits.itemsize
-    tile_bits = np.empty(bc, np.uint32)
-    tile = tile_bits.view(np.float32)
-    scaled = np.empty(bc, np.float32)
-    scaled_bits = scaled.view(np.uint32)
-    lo, hi, to_int = np.float32(-448.0), np.float32(448.0), np.float32(8388608.0)
-    max_abs, sq_err, sq_ref, nonfinite = 0.0, 0.0, 0.0, 0
-    for r in range(rows):
-        row, row_scale, row_q = bits[r], scale[r // br], q[r]
-        for jb in range(row_scale.shape[0]):
-            s, j0 = row_scale[jb], jb * bc
+    rounded = np.empty(bc, np.float32)  # one row of a block's e4m3 values, for the errors
+    max_bits, sq_err, sq_ref, nonfinite = _U32(0), 0.0, 0.0, 0
+    for i in range(scale.shape[0]):
+        block_rows = bits[i * br:min(rows, (i + 1) * br)]
+        for jb in range(scale.shape[1]):
+            j0 = jb * bc
             n = min(cols, j0 + bc) - j0
-            # slices indexed from 0: no negative-index wraparound, so the loops vectorise
-            src, dst = row[j0:j0 + n], row_q[j0:j0 + n]
-            for k in range(n):  # float32 bits: F32 as they are, BF16 in the top half
-                tile_bits[k] = _U32(src[k]) << shift
-            if scale_bits[r // br, jb] & _U32(0x7FFFFF) == 0 and s >= np.float32(2.0 ** -126):
-                # a power of two (ue8m0): times its exact inverse is exactly the division
-                inverse = np.float32(1.0) / s
-                for k in range(n):
-                    scaled[k] = tile[k] * inverse
-            else:
-                for k in range(n):
-                    scaled[k] = tile[k] / s
-            for k in range(n):
-                x = scaled[k]
-                x = lo if x < lo else x  # NaN compares false: it stays NaN
-                x = hi if x > hi else x
-                scaled[k] = x
-            for k in range(n):
-                b = scaled_bits[k]
-                a = b & _U32(0x7FFFFFFF)
-                # |x| < 2^-6 is an e4m3 subnormal: k * 2^-9, k = |x| * 512 rounded half-even
-                x = scaled[k]
-                sub = np.float32((x if x >= 0 else -x) * np.float32(512.0) + to_int) - to_int
-                # keep 3 of 23 mantissa bits, ties to even; re-bias the exponent 127 -> 7
-                normal = ((a + _U32(0x7FFFF) + ((a >> _U32(20)) & _U32(1))) >> _U32(20)) - _U32(960)
-                c = _U32(normal) if a >= _U32(0x3C800000) else _U32(sub)
-                c = _U32(0x7F) if a > _U32(0x7F800000) else c
-                dst[k] = np.uint8(c | ((b >> _U32(24)) & _U32(0x80)))
-            if want_errors:
-                m, e2, r2, bad = _tile_errors(tile, tile_bits, dst, decoded, s, n)
-                max_abs, sq_err, sq_ref, nonfinite = (max(max_abs, m), sq_err + e2, sq_ref + r2,
-                                                      nonfinite + bad)
-    return max_abs, sq_err, sq_ref, nonfinite
-
+            if scale_from_amax:
+                amax = _bits_f32(_finite_amax_bits(block_rows, j0, n))
+                s = amax / np.float32(448.0) if amax > np.float32(0.0) else np.float32(1.0)
+                scale[i, jb] = max(s, np.float32(2.0 ** -149))
+            s = scale[i, jb]
+            # a power of two (ue8m0): times its exact inverse is exactly the division
+            power_of_two = _f32_bits(s) & _U32(0x7FFFFF) == 0 and s >= np.float32(2.0 ** -126)
+            inverse = np.float32(1.0) / s
+            for r in range(block_rows.shape[0]):
+                src, dst = block_rows[r, j0:j0 + n], q[i * br + r, j0:j0 + n]
+                if not want_errors:
+                    if power_of_two:
+                        for k in range(n):
+                            dst[k] = _e4m3(_bits_f32(src[k]) * inverse)
+                    else:
+                        for k in range(n):
+                            dst[k] = _e4m3(_bits_f32(src[k]) / s)
+                    continue
+                if power_of_two:
+                    for k in range(n):
+                        dst[k], rounded[k] = _e4m3_rounded(_bits_f32(src[k]) * inverse)
+                else:
+                    for k in range(n):
+                        dst[k], rounded[k] = _e4m3_rounded(_bits_f32(src[k]) / s)
+                row_max, row_err, row_ref, row_bad = _row_errors(src, rounded[:n], s)
+                max_bits = max(max_bits, row_max)
+                sq_err += row_err
+                sq_ref += row_ref
+                nonfinite += row_bad
+    return _bits_f32(max_bits), sq_err, sq_ref, nonfinite
 
 
 @_entry

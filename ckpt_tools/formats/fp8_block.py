@@ -153,31 +153,32 @@ def _block_amax(w: np.ndarray, block: tuple[int, int]) -> np.ndarray:
 
 
 def quantize(weight: np.ndarray, block: tuple[int, int] = FP8_BLOCK, *,
-             scale_fmt: str | None = None, errors: RoundTripStats | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
+             scale_fmt: str | None = None, errors: RoundTripStats | None = None,
+             out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Block-quantise a 2-D float weight to (float8_e4m3fn weight, float32 scale).
 
     NaN stays NaN; +-inf and values beyond the range saturate to +-448 x scale; finite
     input never becomes NaN. `errors`, when given, accumulates the round-trip error of the
-    result against the weight (what `dequantize(q, s)` in float32 gives back).
+    result against the weight (what `dequantize(q, s)` in float32 gives back). `out`, a
+    C-contiguous float8_e4m3fn array of the weight's shape, receives the codes (a
+    streaming job reuses one buffer for every step).
     """
     if weight.ndim != 2:
         raise ShapeMismatchError(f"FP8 quantisation needs a 2-D weight, found {list(weight.shape)}")
     rows, cols = weight.shape
     br, bc = block
-    q = np.empty((rows, cols), dtype=FP8_E4M3)
+    q = output_array((rows, cols), np.dtype(FP8_E4M3), out, "quantize")
     kernels = compiled_for(weight.size)
     if kernels is not None:
         # the kernels read F32 or BF16 bits (BF16 widens exactly), other floats as F32
         w = np.ascontiguousarray(weight, dtype=BF16 if weight.dtype == BF16 else np.float32)
-        uint = np.uint16 if w.dtype == BF16 else np.uint32
-        magnitude, inf = (0x7FFF, 0x7F80) if w.dtype == BF16 else (0x7FFF_FFFF, 0x7F80_0000)
-        bits = w.view(uint)
-        amax_bits = np.zeros(block_grid(w.shape, block), uint)
-        kernels.block_amax_bits(bits, br, bc, uint(magnitude), uint(inf), amax_bits)
-        amax = (amax_bits.astype(np.uint32) << (32 - 8 * amax_bits.itemsize)).view(np.float32)
-        scale = block_scales(amax, scale_fmt)
-        sums = kernels.quantize_e4m3_bits(bits, scale, br, bc, decoded(FP8_E4M3),
+        bits = w.view(np.uint16 if w.dtype == BF16 else np.uint32)
+        scale = np.empty(block_grid(w.shape, block), np.float32)
+        if scale_fmt == "ue8m0":  # NumPy's log2 / exp2 make the scales: amax first
+            amax_bits = np.empty(scale.shape, np.uint32)
+            kernels.block_amax_bits(bits, br, bc, amax_bits)
+            scale = block_scales(amax_bits.view(np.float32), scale_fmt)
+        sums = kernels.quantize_e4m3_bits(bits, br, bc, scale, scale_fmt != "ue8m0",
                                           q.view(np.uint8), errors is not None)
         if errors is not None:
             errors.add_sums(*sums)

@@ -61,6 +61,7 @@ import hashlib
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -195,6 +196,9 @@ def _copy_checked(root: RemotePath, rel: str, copies: Path, cancel: threading.Ev
         partial.unlink(missing_ok=True)
 
 
+_unbegun: weakref.WeakSet[CheckedCopies] = weakref.WeakSet()  # started, not yet copying
+
+
 class CheckedCopies:
     """Background threads copying and checking every hashed file under `roots` into
     `copies`, in file order; the trees serve reads from there from `start` to `stop`.
@@ -223,6 +227,7 @@ class CheckedCopies:
         for root in self.roots:
             root.tree.checked_copies = str(self.copies)
             root.tree.copier = self
+        _unbegun.add(self)
 
     @property
     def begun(self) -> bool:
@@ -240,6 +245,7 @@ class CheckedCopies:
             todo = sorted(by_digest.values(), key=lambda p: p[1])
             from concurrent.futures import ThreadPoolExecutor  # only writers reading hf:// copy
 
+            _unbegun.discard(self)
             self._pool = ThreadPoolExecutor(max(1, min(COPY_THREADS, len(todo))))
             self._futures = [self._pool.submit(self._one, root, rel) for root, rel in todo]
 
@@ -261,6 +267,7 @@ class CheckedCopies:
             if self._pool:
                 self._pool.shutdown(wait=True)
             self._pool = self._pool or False  # no copy begins after the run
+            _unbegun.discard(self)
         forget_reads()
         for root in self.roots:
             root.tree.checked_copies, root.tree.copier, root.tree.streamed = None, None, {}
@@ -380,6 +387,8 @@ def plan_streams(jobs) -> dict[int, set[int]]:
     streaming job has returned. Returns, for each such other job, the streaming jobs whose
     return its results wait for (`write_files` commits nothing before). Every other hashed
     file is copied (`CheckedCopies.begin`). Once per run: later calls only return {}."""
+    if not _unbegun:
+        return {}  # no run of this process reads hashed hf:// files (the common case)
     readers: dict[tuple[int, str], dict[int, dict]] = {}  # file -> job -> {name: range}
     trees = {}
     for i, job in enumerate(jobs):

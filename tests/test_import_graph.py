@@ -101,6 +101,8 @@ DEFERRED = {
     ("cli/plotting.py", "..commands.plot"): "CLI start-up: matplotlib only with --plot",
     ("cli/plotting.py", "..commands"): "CLI start-up: matplotlib only with --plot",
     ("cli/reshard.py", "..commands.reshard"): "CLI start-up: numpy only when run",
+    ("cli/verify.py", "..commands.forward"): "CLI start-up: numpy only when run",
+    ("cli/verify.py", "..commands.verify"): "CLI start-up: numpy only when run",
     ("cli/schema.py", "..schemas"): "CLI start-up: every model only for `schema`",
     ("commands/diff.py", "..inventory.checkpoint"): "numpy only for checkpoint directories",
     ("commands/info.py", "..inventory.checkpoint"): "numpy only for checkpoint directories",

@@ -41,7 +41,8 @@ def _imported(*args: str) -> tuple[int, list[str]]:
                                   ("validate", "--help"), ("upcast", "--help"),
                                   ("reshard", "--help"), ("quantize", "--help"),
                                   ("diff", "--help"), ("download", "--help"),
-                                  ("make-tiny", "--help")])
+                                  ("make-tiny", "--help"), ("forward", "--help"),
+                                  ("verify", "--help")])
 def test_light_commands_import_nothing_heavy(args):
     code, heavy = _imported(*args)
     assert code == 0

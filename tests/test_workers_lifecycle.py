@@ -118,3 +118,45 @@ def test_ctrl_c_twice_exits_130_without_traceback(tmp_path, fp8_source):
     assert "Traceback" not in err
     assert "rerun the same command to resume" in err
     assert not [w for w in workers if _alive(w)]
+
+
+# A run whose workers the forkserver started early (execution.parallel.workers_started_early,
+# what `ckpt upcast` does for a local source of 1 GiB and more), on tiny data: DST upcast with
+# 2 workers forked from the server, not from the run.
+EARLY_UPCAST = r"""
+import sys
+from ckpt_tools.commands.convert import upcast
+from ckpt_tools.execution import parallel
+with parallel.workers_started_early(parallel.PARALLEL_MIN_BYTES, 2, "local",
+                                    ["ckpt_tools.commands.convert_jobs"]):
+    upcast(sys.argv[1], sys.argv[2], workers=2)
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for child in _children(pid):
+        found += [child, *_descendants(child)]
+    return found
+
+
+def test_workers_started_early_die_with_a_sigkilled_run_which_resumes(tmp_path, fp8_source):
+    dst = tmp_path / "out"
+    args = [sys.executable, "-c", EARLY_UPCAST, str(fp8_source), str(dst)]
+    assert _ckpt(["upcast", fp8_source, tmp_path / "expected", "--workers", "1"]).returncode == 0
+    expected = _files(tmp_path / "expected")
+    marker = tmp_path / "hung"
+    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=_env({HANG_AFTER_VAR: f"1:{marker}"}))
+    hung = _wait_for(marker, run)
+    started = _descendants(run.pid)
+    assert hung in started and hung not in _children(run.pid)  # forked by the server
+    run.kill()
+    run.wait()
+    deadline = time.monotonic() + WORKER_GRACE_SECONDS
+    while any(map(_alive, started)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not [p for p in started if _alive(p)], "the server or its workers outlived the run"
+    rerun = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert _files(dst) == expected

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import click
 
+from ..execution.parallel import workers_started_early
+from ..formats.kernels import choice as kernels_choice
+from ..io.index import local_safetensors_bytes
 from .conventions import json_mode, note, note_kept, progress, standard_options
 from .render import CONFIG, EXECUTOR, SOURCE_OR_PATH, echo_nodes, emit_json, human_bytes, safe_name, say
 from .reshard import SizeParam
@@ -15,6 +18,16 @@ _OVERWRITE = click.option("--overwrite", is_flag=True,
                           help="Replace the checkpoint in a non-empty DST (files of your own there are kept).")
 _SRC = click.argument("src", type=SOURCE_OR_PATH)  # a local path, or hf://, s3://, ...
 _DST = click.argument("dst", type=SOURCE_OR_PATH)
+
+
+def _workers_early(src, workers, executor):
+    """A large local run's workers start now, importing the conversion jobs and numba's
+    kernels beside this process's planning instead of after it, once each
+    (execution.parallel.workers_started_early)."""
+    preload = ["ckpt_tools.commands.convert_jobs"]
+    if kernels_choice() != "numpy":
+        preload.append("ckpt_tools.formats.compiled")
+    return workers_started_early(local_safetensors_bytes(src), workers, executor, preload)
 
 
 def _echo_written(report, what: str) -> None:
@@ -63,11 +76,12 @@ def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite
       ckpt upcast ./DeepSeek-V4-Flash ./V4-bf16 --layout hf --workers 4
       ckpt upcast ./weights-only ./V3-bf16 --config v3
     """
-    from ..commands.convert import upcast as run
+    with _workers_early(src, workers, executor):
+        from ..commands.convert import upcast as run
 
-    report = run(src, dst, dtype=dtype, workers=workers, max_shard_size=max_shard_size,
-                 overwrite=overwrite, allow_copy=allow_copy, progress=progress(),
-                 executor=executor, layout=layout, config=config_spec)
+        report = run(src, dst, dtype=dtype, workers=workers, max_shard_size=max_shard_size,
+                     overwrite=overwrite, allow_copy=allow_copy, progress=progress(),
+                     executor=executor, layout=layout, config=config_spec)
     if json_mode():
         emit_json(report)
         return
@@ -107,11 +121,12 @@ def quantize(src, dst, scale_fmt, expert_dtype, workers, executor, overwrite, co
       ckpt quantize ./V3-bf16 ./V3-fp8
       ckpt quantize ./V3.1-bf16 ./V3.1-fp8 --scale-fmt ue8m0
     """
-    from ..commands.convert import quantize as run
+    with _workers_early(src, workers, executor):
+        from ..commands.convert import quantize as run
 
-    report = run(src, dst, scale_fmt=scale_fmt, workers=workers, overwrite=overwrite,
-                 progress=progress(), executor=executor, expert_dtype=expert_dtype,
-                 config=config_spec)
+        report = run(src, dst, scale_fmt=scale_fmt, workers=workers, overwrite=overwrite,
+                     progress=progress(), executor=executor, expert_dtype=expert_dtype,
+                     config=config_spec)
     if json_mode():
         emit_json(report)
         return

@@ -90,3 +90,25 @@ def test_cli_skips_pydantic_plugin_scan_unless_the_user_chose(setting, expected)
     out = subprocess.run([sys.executable, "-c", PLUGIN_PROBE], capture_output=True, text=True,
                          env=env, check=True).stdout
     assert out.splitlines()[-1] == expected
+
+
+READERS = ("ckpt_tools.io.source", "ckpt_tools.io.safetensors_io", "ckpt_tools.remote.stores",
+           "ckpt_tools.execution.parallel")
+MODULES_PROBE = r"""
+import contextlib, io, json, sys
+from ckpt_tools.cli import cli
+with contextlib.redirect_stdout(io.StringIO()):
+    code = cli.main(sys.argv[1:], standalone_mode=False)
+print(json.dumps([code, sorted(sys.modules)]))
+"""
+
+
+@pytest.mark.parametrize("args", [("info", "v3"), ("info", "v4-flash", "--json")])
+def test_info_of_a_preset_imports_no_reader(args):
+    """A preset is a config and nothing else: no safetensors reader, no remote client, no
+    executor is imported for it."""
+    out = subprocess.run([sys.executable, "-c", MODULES_PROBE, *args], capture_output=True,
+                         text=True, check=True).stdout
+    code, modules = json.loads(out.splitlines()[-1])
+    assert code == 0
+    assert [m for m in READERS if m in modules] == []

@@ -70,7 +70,8 @@ PLUGIN_PROBE = r"""
 import atexit, sys
 def report():
     loader = sys.modules.get("pydantic.plugin._loader")
-    print("scanned" if loader is not None and loader._plugins is not None else "not scanned")
+    print("scanned" if loader is not None and loader._plugins is not None else "not scanned",
+          "importlib.metadata" in sys.modules)
 atexit.register(report)
 sys.argv = ["ckpt", "info", "v3", "--json"]
 from ckpt_tools.cli import main
@@ -78,10 +79,12 @@ main()
 """
 
 
-@pytest.mark.parametrize("setting,expected", [(None, "not scanned"), ("", "scanned")])
+@pytest.mark.parametrize("setting,expected", [(None, "not scanned False"),
+                                              ("1", "not scanned False"), ("", "scanned True")])
 def test_cli_skips_pydantic_plugin_scan_unless_the_user_chose(setting, expected):
     """pydantic's plugin scan reads every installed distribution's entry points on the
-    first model build; `ckpt` turns it off, unless PYDANTIC_DISABLE_PLUGINS is set."""
+    first model build; `ckpt` turns it off, unless PYDANTIC_DISABLE_PLUGINS is set, and
+    then does not import importlib.metadata for it either."""
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..execution.parallel import workers_started_early
+from ..execution.parallel import prepare_workers
 from ..formats.kernels import choice as kernels_choice
 from ..io.index import local_safetensors_bytes
 from .conventions import json_mode, note, note_kept, progress, standard_options
@@ -18,16 +18,14 @@ _OVERWRITE = click.option("--overwrite", is_flag=True,
                           help="Replace the checkpoint in a non-empty DST (files of your own there are kept).")
 _SRC = click.argument("src", type=SOURCE_OR_PATH)  # a local path, or hf://, s3://, ...
 _DST = click.argument("dst", type=SOURCE_OR_PATH)
+COMPILED_KERNELS = "ckpt_tools.formats.compiled"  # what formats.kernels imports on first use
 
 
-def _workers_early(src, workers, executor):
-    """A large local run's workers start now, importing the conversion jobs and numba's
-    kernels beside this process's planning instead of after it, once each
-    (execution.parallel.workers_started_early)."""
-    preload = ["ckpt_tools.commands.convert_jobs"]
+def _prepare_workers(src, workers, executor) -> None:
+    """A large local conversion with several workers imports numba's kernels once, here,
+    while it plans, instead of once in each worker (execution.parallel.prepare_workers)."""
     if kernels_choice() != "numpy":
-        preload.append("ckpt_tools.formats.compiled")
-    return workers_started_early(local_safetensors_bytes(src), workers, executor, preload)
+        prepare_workers(local_safetensors_bytes(src), workers, executor, [COMPILED_KERNELS])
 
 
 def _echo_written(report, what: str) -> None:
@@ -76,12 +74,12 @@ def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite
       ckpt upcast ./DeepSeek-V4-Flash ./V4-bf16 --layout hf --workers 4
       ckpt upcast ./weights-only ./V3-bf16 --config v3
     """
-    with _workers_early(src, workers, executor):
-        from ..commands.convert import upcast as run
+    _prepare_workers(src, workers, executor)
+    from ..commands.convert import upcast as run
 
-        report = run(src, dst, dtype=dtype, workers=workers, max_shard_size=max_shard_size,
-                     overwrite=overwrite, allow_copy=allow_copy, progress=progress(),
-                     executor=executor, layout=layout, config=config_spec)
+    report = run(src, dst, dtype=dtype, workers=workers, max_shard_size=max_shard_size,
+                 overwrite=overwrite, allow_copy=allow_copy, progress=progress(),
+                 executor=executor, layout=layout, config=config_spec)
     if json_mode():
         emit_json(report)
         return
@@ -121,12 +119,12 @@ def quantize(src, dst, scale_fmt, expert_dtype, workers, executor, overwrite, co
       ckpt quantize ./V3-bf16 ./V3-fp8
       ckpt quantize ./V3.1-bf16 ./V3.1-fp8 --scale-fmt ue8m0
     """
-    with _workers_early(src, workers, executor):
-        from ..commands.convert import quantize as run
+    _prepare_workers(src, workers, executor)
+    from ..commands.convert import quantize as run
 
-        report = run(src, dst, scale_fmt=scale_fmt, workers=workers, overwrite=overwrite,
-                     progress=progress(), executor=executor, expert_dtype=expert_dtype,
-                     config=config_spec)
+    report = run(src, dst, scale_fmt=scale_fmt, workers=workers, overwrite=overwrite,
+                 progress=progress(), executor=executor, expert_dtype=expert_dtype,
+                 config=config_spec)
     if json_mode():
         emit_json(report)
         return

@@ -22,31 +22,29 @@ bytes are counted (Ray tasks count when they end). So `nbytes` should be the byt
 writes, or reads when it writes nothing.
 
 Local workers live and die with the run: each one ignores Ctrl-C (the run handles it by
-killing them, as a SIGKILL would: every job resumes), dies with its run (Linux's parent
-death signal, a pidfd of the run, a poll of its pid elsewhere), and holds none of the run's
+killing them, as a SIGKILL would: every job resumes), dies with its parent (Linux's parent
+death signal, and a poll of the parent's pid elsewhere), and holds none of the run's
 locks (`output` closes them in a forked child). So a killed run leaves no worker writing
 behind it, and its rerun finds the destination free.
 
-Workers are forked from this process when the pool starts, and so import on their own
-what the jobs need and the run had not imported yet (numba's kernels: 0.3 to 0.7 s of CPU
-each). A run that knows at its start that it will have several workers can start the
-process they will be forked from first (`workers_started_early`: multiprocessing's
-forkserver, importing the jobs' modules once while this process reads headers and plans,
-on another core). Its workers watch the run, not their parent, and the server ends when
-the run and its last worker have.
+Workers are forked when the pool starts, and import on their own what the jobs need that
+this process has not imported (numba's compiled kernels: 0.3 to 0.7 s of CPU each). A run
+that knows at its start that it will have several workers has this process import those
+modules in a thread while it reads headers and plans (`prepare_workers`); the pool joins
+that thread before it forks (no thread may be running at a fork), so every worker
+inherits what it loaded.
 """
 
 from __future__ import annotations
 
 import ctypes
+import importlib
 import os
-import select
 import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, NamedTuple
 
 from pydantic import Field
@@ -98,54 +96,30 @@ PARENT_POLL_SECONDS = 0.5  # how often a worker checks its parent where no death
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
-def _init_worker(counts, run: int, parent: int) -> None:
+def _init_worker(counts, parent: int) -> None:
     global _shared_counts
     _shared_counts = counts
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the run's: it stops its workers
-    _die_with_run(run, parent or os.getppid())
+    _die_with_parent(parent)
 
 
-def _die_with_run(run: int, parent: int) -> None:
-    """End this worker as soon as the run that started it is gone (SIGKILLed runs included).
-    Its parent is the run, or the forkserver forking the run's workers, which lives as long
-    as any worker does (each holds its pipe open): so the kernel's parent death signal on
-    Linux, and a watch on the run itself: its pidfd (readable once it exits), else a poll."""
+def _die_with_parent(parent: int) -> None:
+    """End this worker as soon as the process that started it is gone (SIGKILLed runs
+    included): the kernel's parent death signal on Linux, a pid poll as the fallback."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # not Linux: the poll below does it
         pass
-    try:
-        exited = os.pidfd_open(run)
-    except (AttributeError, OSError):  # no pidfd here, or the run is gone already
-        exited = None
-    if not _run_alive(run, parent):  # it died before the watch was armed
+    if os.getppid() != parent:  # it died before the death signal was armed
         os._exit(1)
 
     def watch() -> None:
-        if exited is not None:
-            select.select([exited], [], [])
-        while _run_alive(run, parent):
+        while os.getppid() == parent:
             time.sleep(PARENT_POLL_SECONDS)
         os._exit(1)
 
     threading.Thread(target=watch, name="ckpt-parent-watch", daemon=True).start()
-
-
-def _run_alive(run: int, parent: int) -> bool:
-    """This worker's parent is the one it started with, and the run is alive (a worker
-    forked by the run: one check; the run exited, it has a new parent)."""
-    if os.getppid() != parent:
-        return False
-    if parent == run:
-        return True
-    try:
-        os.kill(run, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by another user: pid reused, the run is gone
-        return False
-    return True
 
 
 def _stop_workers(pool) -> None:
@@ -183,48 +157,35 @@ def workers_for(nbytes: int, workers: int | None = None, *,
     return default_workers() if nbytes >= min_bytes else 1
 
 
-# The multiprocessing context the local pool forks its workers from while a run that
-# started them early is under way (`workers_started_early`); None: forked from this process.
-_early_context = None
+_preparing: list[threading.Thread] = []  # joined by the next local pool before it forks
 
 
-@contextmanager
-def workers_started_early(nbytes: int, workers: int | None, executor: ExecutorName,
-                          preload: Sequence[str]) -> Iterator[None]:
-    """Within this block, local pools fork their workers from a server started now that
-    imports the modules `preload` names (the jobs' code, the compiled kernels) while this
-    process goes on; only where the run will have several workers (`nbytes` of at least
-    `PARALLEL_MIN_BYTES`: a smaller run is not worth a process, and `workers` not 1) and
-    the platform has a forkserver. A module that fails to import there is imported by each
-    worker as before."""
-    global _early_context
-    import multiprocessing
+def prepare_workers(nbytes: int, workers: int | None, executor: ExecutorName,
+                    modules: Sequence[str]) -> bool:
+    """Import `modules` in a thread of this process now, when the run will have several
+    local workers (`nbytes` to process, at least `PARALLEL_MIN_BYTES`: smaller runs are
+    not worth it; `workers` as `workers_for` reads it): the workers forked later inherit
+    them instead of importing them once each. True when it started. A module that fails to
+    import is left to the jobs, which import it again and say why."""
+    if executor != "local" or nbytes < PARALLEL_MIN_BYTES or workers_for(nbytes, workers) < 2:
+        return False
 
-    if (executor != "local" or nbytes < PARALLEL_MIN_BYTES or workers_for(nbytes, workers) < 2
-            or "forkserver" not in multiprocessing.get_all_start_methods()):
-        yield
-        return
-    from multiprocessing import forkserver
+    def load() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the jobs import it again and report it
+                pass
 
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(list(preload))
-    forkserver.ensure_running()
-    _early_context = context
-    try:
-        yield
-    finally:
-        _early_context = None
+    thread = threading.Thread(target=load, name="ckpt-prepare-workers", daemon=True)
+    thread.start()
+    _preparing.append(thread)
+    return True
 
 
-def _workers_parent() -> int:
-    """The pid the local pool's workers have as their parent: this process's, or the
-    forkserver's (0 where multiprocessing does not say: a worker then takes its own
-    parent at start)."""
-    if _early_context is None:
-        return os.getpid()
-    from multiprocessing import forkserver
-
-    return getattr(forkserver._forkserver, "_forkserver_pid", None) or 0
+def _join_preparation() -> None:
+    while _preparing:
+        _preparing.pop().join()
 
 
 def summarize_nodes(jobs: Sequence[Job], ran: list[tuple[str, str, float] | None]
@@ -285,6 +246,7 @@ def _run_local(fn, jobs: list[Job], workers: int, progress: Progress, on_result)
     from concurrent.futures.process import BrokenProcessPool
 
     global _in_process
+    _join_preparation()  # before any fork: what it loads, the workers inherit
     host = socket.gethostname()
     results: list[Any] = [None] * len(jobs)
     ran: list[tuple[str, str, float] | None] = [None] * len(jobs)
@@ -302,8 +264,7 @@ def _run_local(fn, jobs: list[Job], workers: int, progress: Progress, on_result)
             _in_process = None
             finished(i, result, seconds)
         return results, ran
-    context = _early_context or multiprocessing.get_context()
-    counts = context.RawArray("q", len(jobs))
+    counts = multiprocessing.get_context().RawArray("q", len(jobs))
     shown = [0] * len(jobs)
 
     def show(i: int, upto: int) -> None:
@@ -312,8 +273,8 @@ def _run_local(fn, jobs: list[Job], workers: int, progress: Progress, on_result)
             progress.advance(upto - shown[i])
             shown[i] = upto
 
-    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context,
-                               initializer=_init_worker, initargs=(counts, os.getpid(), _workers_parent()))
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_init_worker,
+                               initargs=(counts, os.getpid()))
     try:
         futures = {pool.submit(_run_job, fn, i, jobs[i].args): i for i in largest_first(jobs)}
         pending = set(futures)

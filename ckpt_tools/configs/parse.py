@@ -248,10 +248,11 @@ def read_config_file(path: str | Path, *,
                      lenient: bool = False) -> Config:
     """Parse a config.json file, local or remote (ConfigError naming the file when unreadable
     or invalid); `lenient` as in `parse_config`."""
-    # here: the readers and remote clients are not imported for a preset, which reads no file
-    from ..io.source import locate
+    if isinstance(path, str):  # a public entry: a spec a user typed (a Path is resolved)
+        # here: the readers and remote clients are not imported for a preset, which reads no file
+        from ..io.source import locate
 
-    path = locate(path)  # a public entry: a spec a user typed (a no-op for a resolved path)
+        path = locate(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

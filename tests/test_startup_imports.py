@@ -106,10 +106,11 @@ print(json.dumps([code, sorted(sys.modules)]))
 """
 
 
-@pytest.mark.parametrize("args", [("info", "v3"), ("info", "v4-flash", "--json")])
-def test_info_of_a_preset_imports_no_reader(args):
-    """A preset is a config and nothing else: no safetensors reader, no remote client, no
-    executor is imported for it."""
+@pytest.mark.parametrize("args", [("info", "v3"), ("info", "v4-flash", "--json"),
+                                  ("upcast", "--help"), ("quantize", "--help")])
+def test_info_of_a_preset_and_help_import_no_reader(args):
+    """A preset is a config and nothing else, a command's help is text: no safetensors
+    reader, no remote client, no executor is imported for them."""
     out = subprocess.run([sys.executable, "-c", MODULES_PROBE, *args], capture_output=True,
                          text=True, check=True).stdout
     code, modules = json.loads(out.splitlines()[-1])

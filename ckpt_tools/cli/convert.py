@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..execution.parallel import prepare_workers
-from ..formats.kernels import choice as kernels_choice
-from ..io.index import local_safetensors_bytes
 from .conventions import json_mode, note, note_kept, progress, standard_options
 from .render import CONFIG, EXECUTOR, SOURCE_OR_PATH, echo_nodes, emit_json, human_bytes, safe_name, say
 from .reshard import SizeParam
@@ -24,6 +21,11 @@ COMPILED_KERNELS = "ckpt_tools.formats.compiled"  # what formats.kernels imports
 def _prepare_workers(src, workers, executor) -> None:
     """A large local conversion with several workers imports numba's kernels once, here,
     while it plans, instead of once in each worker (execution.parallel.prepare_workers)."""
+    # here: `ckpt upcast --help` imports neither the executor nor the kernels' chooser
+    from ..execution.parallel import prepare_workers
+    from ..formats.kernels import choice as kernels_choice
+    from ..io.index import local_safetensors_bytes
+
     if kernels_choice() != "numpy":
         prepare_workers(local_safetensors_bytes(src), workers, executor, [COMPILED_KERNELS])
 

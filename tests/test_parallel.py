@@ -8,11 +8,13 @@ import builtins
 import json
 import os
 import socket
+import sys
 
 import pytest
 
 from ckpt_tools.errors import FormatError, MissingDependencyError
-from ckpt_tools.execution.parallel import Job, largest_first, merge_nodes, run_jobs
+from ckpt_tools.execution.parallel import (PARALLEL_MIN_BYTES, Job, largest_first, merge_nodes,
+                                          prepare_workers, run_jobs)
 
 
 def square(x: int) -> tuple[int, int]:
@@ -89,3 +91,33 @@ def test_missing_ray_through_the_cli_is_one_json_error_naming_the_option(
     assert error["message"].startswith("--executor ray needs Ray")
     with pytest.raises(MissingDependencyError, match=r"^executor='ray' needs Ray"):
         run_jobs(square, [Job("x", 1, (1,))], executor="ray")
+
+
+def loaded_by(name: str) -> tuple[int | None, int]:
+    """The pid that imported module `name` (None: not imported here), and this pid."""
+    module = sys.modules.get(name)
+    return (module.LOADED_BY if module else None), os.getpid()
+
+
+def test_prepared_modules_are_imported_once_and_inherited_by_every_worker(tmp_path,
+                                                                          monkeypatch):
+    for name in ("prepared_here", "left_to_the_jobs"):
+        (tmp_path / f"{name}.py").write_text("import os\nLOADED_BY = os.getpid()\n")
+    (tmp_path / "broken_module.py").write_text("raise ImportError('broken')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert not prepare_workers(PARALLEL_MIN_BYTES - 1, 2, "local", ["prepared_here"])
+    assert not prepare_workers(PARALLEL_MIN_BYTES, 1, "local", ["prepared_here"])
+    assert not prepare_workers(PARALLEL_MIN_BYTES, 2, "ray", ["prepared_here"])
+    assert prepare_workers(PARALLEL_MIN_BYTES, 2, "local", ["broken_module", "prepared_here"])
+    try:
+        jobs = [Job(str(i), 1, (name,)) for i in range(4) for name in ("prepared_here",
+                                                                       "left_to_the_jobs")]
+        run = run_jobs(loaded_by, jobs, workers=2)
+        assert {pid for _, pid in run.results} - {os.getpid()}  # forked workers ran them
+        assert {by for (by, _), job in zip(run.results, jobs)
+                if job.args == ("prepared_here",)} == {os.getpid()}
+        assert {by for (by, _), job in zip(run.results, jobs)
+                if job.args == ("left_to_the_jobs",)} == {None}
+    finally:
+        for name in ("prepared_here", "left_to_the_jobs", "broken_module"):
+            sys.modules.pop(name, None)

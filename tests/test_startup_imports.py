@@ -41,7 +41,8 @@ def _imported(*args: str) -> tuple[int, list[str]]:
                                   ("validate", "--help"), ("upcast", "--help"),
                                   ("reshard", "--help"), ("quantize", "--help"),
                                   ("diff", "--help"), ("download", "--help"),
-                                  ("make-tiny", "--help")])
+                                  ("make-tiny", "--help"), ("forward", "--help"),
+                                  ("verify", "--help")])
 def test_light_commands_import_nothing_heavy(args):
     code, heavy = _imported(*args)
     assert code == 0
@@ -69,7 +70,8 @@ PLUGIN_PROBE = r"""
 import atexit, sys
 def report():
     loader = sys.modules.get("pydantic.plugin._loader")
-    print("scanned" if loader is not None and loader._plugins is not None else "not scanned")
+    print("scanned" if loader is not None and loader._plugins is not None else "not scanned",
+          "importlib.metadata" in sys.modules)
 atexit.register(report)
 sys.argv = ["ckpt", "info", "v3", "--json"]
 from ckpt_tools.cli import main
@@ -77,10 +79,12 @@ main()
 """
 
 
-@pytest.mark.parametrize("setting,expected", [(None, "not scanned"), ("", "scanned")])
+@pytest.mark.parametrize("setting,expected", [(None, "not scanned False"),
+                                              ("1", "not scanned False"), ("", "scanned True")])
 def test_cli_skips_pydantic_plugin_scan_unless_the_user_chose(setting, expected):
     """pydantic's plugin scan reads every installed distribution's entry points on the
-    first model build; `ckpt` turns it off, unless PYDANTIC_DISABLE_PLUGINS is set."""
+    first model build; `ckpt` turns it off, unless PYDANTIC_DISABLE_PLUGINS is set, and
+    then does not import importlib.metadata for it either."""
     import os
 
     env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
@@ -89,3 +93,26 @@ def test_cli_skips_pydantic_plugin_scan_unless_the_user_chose(setting, expected)
     out = subprocess.run([sys.executable, "-c", PLUGIN_PROBE], capture_output=True, text=True,
                          env=env, check=True).stdout
     assert out.splitlines()[-1] == expected
+
+
+READERS = ("ckpt_tools.io.source", "ckpt_tools.io.safetensors_io", "ckpt_tools.remote.stores",
+           "ckpt_tools.execution.parallel")
+MODULES_PROBE = r"""
+import contextlib, io, json, sys
+from ckpt_tools.cli import cli
+with contextlib.redirect_stdout(io.StringIO()):
+    code = cli.main(sys.argv[1:], standalone_mode=False)
+print(json.dumps([code, sorted(sys.modules)]))
+"""
+
+
+@pytest.mark.parametrize("args", [("info", "v3"), ("info", "v4-flash", "--json"),
+                                  ("upcast", "--help"), ("quantize", "--help")])
+def test_info_of_a_preset_and_help_import_no_reader(args):
+    """A preset is a config and nothing else, a command's help is text: no safetensors
+    reader, no remote client, no executor is imported for them."""
+    out = subprocess.run([sys.executable, "-c", MODULES_PROBE, *args], capture_output=True,
+                         text=True, check=True).stdout
+    code, modules = json.loads(out.splitlines()[-1])
+    assert code == 0
+    assert [m for m in READERS if m in modules] == []

@@ -15,6 +15,19 @@ _OVERWRITE = click.option("--overwrite", is_flag=True,
                           help="Replace the checkpoint in a non-empty DST (files of your own there are kept).")
 _SRC = click.argument("src", type=SOURCE_OR_PATH)  # a local path, or hf://, s3://, ...
 _DST = click.argument("dst", type=SOURCE_OR_PATH)
+COMPILED_KERNELS = "ckpt_tools.formats.compiled"  # what formats.kernels imports on first use
+
+
+def _prepare_workers(src, workers, executor) -> None:
+    """A large local conversion with several workers imports numba's kernels once, here,
+    while it plans, instead of once in each worker (execution.parallel.prepare_workers)."""
+    # here: `ckpt upcast --help` imports neither the executor nor the kernels' chooser
+    from ..execution.parallel import prepare_workers
+    from ..formats.kernels import choice as kernels_choice
+    from ..io.index import local_safetensors_bytes
+
+    if kernels_choice() != "numpy":
+        prepare_workers(local_safetensors_bytes(src), workers, executor, [COMPILED_KERNELS])
 
 
 def _echo_written(report, what: str) -> None:
@@ -63,6 +76,7 @@ def upcast(src, dst, dtype, max_shard_size, layout, workers, executor, overwrite
       ckpt upcast ./DeepSeek-V4-Flash ./V4-bf16 --layout hf --workers 4
       ckpt upcast ./weights-only ./V3-bf16 --config v3
     """
+    _prepare_workers(src, workers, executor)
     from ..commands.convert import upcast as run
 
     report = run(src, dst, dtype=dtype, workers=workers, max_shard_size=max_shard_size,
@@ -107,6 +121,7 @@ def quantize(src, dst, scale_fmt, expert_dtype, workers, executor, overwrite, co
       ckpt quantize ./V3-bf16 ./V3-fp8
       ckpt quantize ./V3.1-bf16 ./V3.1-fp8 --scale-fmt ue8m0
     """
+    _prepare_workers(src, workers, executor)
     from ..commands.convert import quantize as run
 
     report = run(src, dst, scale_fmt=scale_fmt, workers=workers, overwrite=overwrite,

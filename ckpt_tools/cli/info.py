@@ -8,7 +8,6 @@ import click
 
 from ..commands.info import describe
 from ..presets import find_preset
-from ..remote.stores import remote_spec
 from .conventions import json_mode, note, standard_options
 from .plotting import plot_option, save_plot
 from .render import emit_json, human_bytes, human_count, remote_option, say, table
@@ -31,7 +30,12 @@ def info(source: str, remote: bool, plot_path):
       ckpt info ./DeepSeek-V3/config.json --plot info.png
       ckpt info hf://deepseek-ai/DeepSeek-V3
     """
-    result = describe(remote_spec(source, remote))
+    spec = source
+    if remote:  # the remote clients only for a remote source
+        from ..remote.stores import remote_spec
+
+        spec = remote_spec(source, remote)
+    result = describe(spec)
     _say_which_preset(source, result.source_kind)
     save_plot(plot_path, "info_figure", result)
     if json_mode():

@@ -7,12 +7,9 @@ import os
 from pathlib import Path
 
 import click
-import numpy as np
 
 from ..remote.stores import remote_spec
-from ..commands.forward import ForwardReport, forward_outputs
-from ..commands.verify import DEFAULT_ATOL, DEFAULT_RTOL
-from ..commands.verify import verify as run_verify
+from ..commands.verify_defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from .conventions import json_mode, note, progress, standard_options
 from .plotting import plot_option, save_plot
 from .render import CONFIG, emit_json, remote_option, say, table
@@ -56,6 +53,8 @@ def _finite(_ctx, param, value: float) -> float:
 def _save(path: Path, result) -> None:
     """.npy: the array; .npz: the array under its kind plus the tokens. Written under a
     temporary name, then renamed: never a half-written file under `path`."""
+    import numpy as np  # here: `ckpt forward --help` imports no numpy
+
     tmp = path.with_name(path.name + ".partial")
     try:
         with open(tmp, "wb") as f:
@@ -94,6 +93,8 @@ def forward(remote, ckpt, tokens, layers, mtp, out, config_spec):
     """
     if mtp and layers is not None:
         raise click.UsageError("--mtp runs the whole model; it cannot be combined with --layers")
+    from ..commands.forward import ForwardReport, forward_outputs  # numpy: not for --help
+
     result = forward_outputs(remote_spec(ckpt, remote), tokens, layers, mtp=mtp,
                              progress=progress(), config=config_spec)
     out = Path(out)
@@ -140,6 +141,8 @@ def verify(ctx, remote, ckpt, against, ref_path, tokens, layers, atol, rtol, plo
     """
     if (against is None) == (ref_path is None):
         raise click.UsageError("give exactly one of --against OTHER or --logits REF.npy")
+    from ..commands.verify import verify as run_verify  # numpy: not for --help
+
     report = run_verify(remote_spec(ckpt, remote), tokens=tokens, layers=layers, atol=atol,
                         against=remote_spec(against, remote) if against else None,
                         logits=ref_path, rtol=rtol, progress=progress(), config=config_spec)

@@ -43,13 +43,9 @@ from .forward import (  # noqa: F401  (forward and its report: this module's API
     run_layers,
 )
 from ..execution.progress import Progress
+from .verify_defaults import DEFAULT_ATOL, DEFAULT_RTOL
 from ..reference import TensorSource
 from ..results import Result
-
-# BF16 keeps 8 significant bits (relative step 2^-8 = 0.0039); a converted checkpoint whose
-# weights round once to BF16 moves hidden states and logits by a few of those steps.
-DEFAULT_ATOL = 1e-3
-DEFAULT_RTOL = 0.05
 
 # config fields that decide tensor shapes; two sources must agree on them to be compared
 _SHAPE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers")

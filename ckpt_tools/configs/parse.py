@@ -51,7 +51,6 @@ from .models import (  # noqa: F401  (re-exported: the models' historical home)
 from ..errors import ConfigError, UnsupportedModelError
 from ..families import FAMILIES
 from ..formats import FP8_BLOCK  # noqa: F401  (re-exported)
-from ..io.source import locate
 from .v4 import DeepseekV4Config
 
 # Kept for callers of the old names; the tables live in config_layouts.
@@ -249,7 +248,11 @@ def read_config_file(path: str | Path, *,
                      lenient: bool = False) -> Config:
     """Parse a config.json file, local or remote (ConfigError naming the file when unreadable
     or invalid); `lenient` as in `parse_config`."""
-    path = locate(path)  # a public entry: a spec a user typed (a no-op for a resolved path)
+    if isinstance(path, str):  # a public entry: a spec a user typed (a Path is resolved)
+        # here: the readers and remote clients are not imported for a preset, which reads no file
+        from ..io.source import locate
+
+        path = locate(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:

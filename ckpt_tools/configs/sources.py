@@ -12,7 +12,7 @@ from .parse import Config, read_config_file
 from ..errors import ConfigError, FormatError
 from ..io.index import CONFIG_FILE, INDEX_FILE
 from ..presets import Preset, all_presets, find_preset
-from ..io.source import locate
+from ..remote.path import is_remote
 
 
 # `org/name` or `org/name@revision`, as the Hub spells a repository id
@@ -81,6 +81,12 @@ def resolve_config(spec: str | Path, *, lenient: bool = False) -> ConfigSource:
         ConfigError: when it is none of these, or the config is invalid.
     """
     text = str(spec)
+    if isinstance(spec, str) and not is_remote(spec) and not Path(spec).exists():
+        preset = find_preset(text)  # no such file: a preset, without importing the readers
+        if preset is not None:
+            return ConfigSource(text, "preset", preset.config, preset=preset)
+    from ..io.source import locate  # here: as above
+
     path = locate(spec)  # what a user typed, resolved here: the boundary of a config spec
     if path.name == INDEX_FILE and path.is_file():  # an index stands for its checkpoint
         path = path.parent

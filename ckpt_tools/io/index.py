@@ -63,6 +63,21 @@ def is_model_parallel(root: Path) -> bool:
             and any(MP_FILE_RE.fullmatch(p.name) for p in root.glob(MP_FILE_GLOB)))
 
 
+def local_safetensors_bytes(spec: str | Path) -> int:
+    """Bytes of the .safetensors files of a local checkpoint directory, or of one local
+    file; 0 for anything else (a URL, a preset, a missing path). Read off the directory
+    listing before any header: what a run will at most read."""
+    path = Path(spec)
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        with os.scandir(path) as entries:
+            return sum(e.stat().st_size for e in entries
+                       if e.name.endswith(".safetensors") and e.is_file())
+    except (OSError, ValueError):
+        return 0
+
+
 def shard_file_name(i: int, n: int) -> str:
     """HF naming; one shard is plain `model.safetensors` (i counts from 1)."""
     return SINGLE_FILE if n == 1 else SHARD_NAME.format(i=i, n=n)

@@ -119,6 +119,7 @@ DEFERRED = {
     ("inventory/inspect.py", ".mp_layout"): "numpy: only model-parallel directories pay for it",
     ("execution/parallel.py", ".ray_executor"): "the ray extra",
     ("remote/stores.py", "..io.hub"): "the huggingface_hub extra",
+    ("remote/stores.py", "."): "http.client (remote.http_range): only when the Hub is read",
     ("commands/validate.py", ".value_scan"): "numpy: only with --deep",
 }
 

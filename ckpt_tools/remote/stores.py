@@ -40,7 +40,6 @@ from .byte_source import (
     remote_timeouts,
 )
 from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
-from . import http_range
 from .verified import CheckedCopies, CopySource, StreamedSource, begin_pending_copies
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
@@ -232,6 +231,7 @@ class _HubTree(_Tree):
         from huggingface_hub.utils import get_session, hf_raise_for_status
 
         from ..io.hub import TRANSFER_ATTEMPTS, _hub_errors, is_timeout, with_retries
+        from . import http_range  # http.client: only for the Hub's reads (start-up)
 
         lean = http_range.usable(url)
 

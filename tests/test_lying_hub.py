@@ -21,7 +21,7 @@ from ckpt_tools.commands import convert
 from ckpt_tools.commands.convert import quantize, upcast
 from ckpt_tools.errors import CkptError
 from ckpt_tools.io.output import JOURNAL_FILE, SOURCE_COPY_DIR
-from ckpt_tools.remote import verified
+from ckpt_tools.remote import streamed, verified
 from ckpt_tools.commands.reshard import reshard_by_size, to_deepseek_mp
 from ckpt_tools.io.safetensors_io import read_header
 from ckpt_tools.remote.stores import HEADER_PROBE_BYTES
@@ -280,7 +280,7 @@ def test_a_streamed_source_holds_what_it_passed_over_and_refuses_a_second_read(t
 
     digest = hashlib.sha256(data).hexdigest()
     header = (100, hashlib.sha256(data[:100]).hexdigest())
-    source = verified.StreamedSource(Store(), digest, len(data), (header, ()), "hf://org/x/f")
+    source = streamed.StreamedSource(Store(), digest, len(data), (header, ()), "hf://org/x/f")
     assert source.read_at(5000, 10) == data[5000:5010]  # a scale after its weight: ahead
     assert fetched == [(i, 1000) for i in range(0, 6000, 1000)]
     assert source.read_at(100, 4900) == data[100:5000]  # what it passed over, held
@@ -292,11 +292,11 @@ def test_a_streamed_source_holds_what_it_passed_over_and_refuses_a_second_read(t
     verified.await_checked_reads()  # streams the rest (not kept) and checks the digest
     assert fetched[-2:] == [(10000, 240), "closed"] and not verified._streams
 
-    lying = verified.StreamedSource(Store(), "0" * 64, len(data), None, "hf://org/x/g")
+    lying = streamed.StreamedSource(Store(), "0" * 64, len(data), None, "hf://org/x/g")
     assert lying.read_at(0, 10) == data[:10]
     with pytest.raises(CkptError, match=r"hf://org/x/g: SHA-256 .* differs.*checksum-mismatch"):
         verified.await_checked_reads()
-    changed = verified.StreamedSource(Store(), digest, len(data), ((100, "f" * 64), ()),
+    changed = streamed.StreamedSource(Store(), digest, len(data), ((100, "f" * 64), ()),
                                       "hf://x/h")
     with pytest.raises(CkptError, match="header bytes .* differ"):
         changed.read_at(0, 10)  # a header other than the one planned: before any byte is used
@@ -322,10 +322,10 @@ def test_a_file_a_job_reads_out_of_order_is_copied(hub, tmp_path):
         tree = src.path.tree
         real = tree.copier.begin
         tree.copier.begin = lambda streamed=frozenset(): begun.append(streamed) or real(streamed)
-        verified.plan_streams(jobs)
+        streamed.plan_streams(jobs)
         assert set(tree.streamed) == {files[1]}
         assert begun == [frozenset({(id(tree), files[1])})]
-        assert isinstance(tree.open(files[1]), verified.StreamedSource)
+        assert isinstance(tree.open(files[1]), streamed.StreamedSource)
         assert isinstance(tree.open(files[0]), verified.CopySource)
         verified.forget_reads()
 
@@ -374,18 +374,18 @@ def test_a_witnessed_range_is_checked_by_its_reader_and_by_the_stream(monkeypatc
 
     plan = (None, ((1500, 1540, hashlib.sha256(data[1500:1540]).hexdigest()),))
     digest = hashlib.sha256(data).hexdigest()
-    other = verified.StreamedSource(Store(), digest, len(data), plan, "hf://org/x/f")
+    other = streamed.StreamedSource(Store(), digest, len(data), plan, "hf://org/x/f")
     assert other.read_at(1510, 20) == data[1510:1530]  # from the witnessed range, not streamed
     assert other._pos == 0
-    streaming = verified.StreamedSource(Store(), digest, len(data), plan, "hf://org/x/f")
+    streaming = streamed.StreamedSource(Store(), digest, len(data), plan, "hf://org/x/f")
     assert streaming.read_at(0, 1500) == data[:1500]
     assert streaming.read_at(1540, 508) == data[1540:]
     assert not streaming._held  # the witnessed bytes count as read
     verified.await_checked_reads()  # both: the reader waits for nothing, the stream matched
     served[1520] ^= 0xFF  # the server now serves other bytes there
-    late = verified.StreamedSource(Store(), digest, len(data), plan, "hf://org/x/g")
+    late = streamed.StreamedSource(Store(), digest, len(data), plan, "hf://org/x/g")
     with pytest.raises(CkptError, match=r"bytes \[1500, 1540\) differ from those read when"):
         late.read_at(1500, 40)
-    stream = verified.StreamedSource(Store(), digest, len(data), plan, "hf://org/x/g")
+    stream = streamed.StreamedSource(Store(), digest, len(data), plan, "hf://org/x/g")
     with pytest.raises(CkptError, match=r"bytes \[1500, 1540\) differ from those read when"):
         stream.read_at(0, 2048 - 8)

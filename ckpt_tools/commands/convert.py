@@ -65,7 +65,7 @@ from ..inventory.inspect import Inspection, reader_of, require
 from ..execution.parallel import ExecutorName, Job, NodeWork
 from ..execution.progress import Progress
 from ..remote.output import kept_files
-from ..remote.verified import streams_files
+from ..remote.streamed import streams_files
 from ..io.safetensors_io import TensorEntry
 from ..sizes import Size, parse_size
 from ..io.source import Source

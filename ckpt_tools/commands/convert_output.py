@@ -23,7 +23,7 @@ from ..io.index import INDEX_FILE, ShardIndex, write_index, write_json_atomic
 from ..io.output import KEPT_DESCRIPTION, OutputDir, source_fingerprint
 from ..execution.parallel import ExecutorName, Job, NodeWork, run_jobs, workers_for
 from ..execution.progress import Progress
-from ..remote.verified import plan_streams
+from ..remote.streamed import plan_streams
 from ..remote.output import check_executor, finished_before, job_id_of, open_output, write_proof
 from ..results import Result
 from ..io.side_files import copy_side_files

@@ -52,7 +52,7 @@ from pydantic import Field
 from ..errors import ArgumentError, WorkerError
 from .job import WORKER_MEMORY, Job, largest_first, timed_call  # noqa: F401  (re-exported)
 from .progress import Progress, or_null
-from ..remote.verified import plan_streams
+from ..remote.streamed import plan_streams
 from ..results import Result
 
 ExecutorName = Literal["local", "ray"]

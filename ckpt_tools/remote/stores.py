@@ -40,7 +40,8 @@ from .byte_source import (
     remote_timeouts,
 )
 from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
-from .verified import CheckedCopies, CopySource, StreamedSource, begin_pending_copies
+from .streamed import StreamedSource, begin_pending_copies
+from .verified import CheckedCopies, CopySource
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
 HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)

@@ -84,7 +84,8 @@ def _stream_plan(tree, rel: str, by_job: dict[int, dict], jobs) -> StreamPlan | 
     info = tree.files[rel]
     data_start = min((a for a, _ in every.values()), default=info.size)
     whole = sum(b - a for a, b in every.values()) == info.size - data_start
-    if not whole or sum(b - a for a, b in others.values()) > WITNESS_BYTES:
+    if (not whole or sum(b - a for a, b in others.values()) > WITNESS_BYTES
+            or others.keys() & by_job[owner].keys()):  # a witnessed byte is read once
         return None
     return StreamPlan(rel, owner, tuple(sorted((a, b, "") for a, b in others.values())))
 

@@ -31,16 +31,16 @@ class StreamPlan(NamedTuple):
 
 
 def plan_streams(jobs) -> dict[int, set[int]]:
-    """Before a run's jobs start, choose how each hashed file is checked, and begin the
-    copies. A file is streamed by one job (`StreamedSource`) when one job reading in file
-    order (`Job.in_order`, as every job reading it must) reads it all but what other jobs
-    read of it, at most `WITNESS_BYTES` (V3's release stores a shard's last weight's scale
-    in the next shard). Those other reads are witnessed: this process reads those bytes now and notes their
-    SHA-256, the other jobs' reads must give the same bytes, and the streaming job checks
-    that its stream holds them too; so what the others read is what was hashed, once the
-    streaming job has returned. Returns, for each such other job, the streaming jobs whose
-    return its results wait for (`write_files` commits nothing before). Every other hashed
-    file is copied (`CheckedCopies.begin`). Once per run: later calls only return {}."""
+    """Before a run's jobs start, choose how each hashed file is checked, and begin the copies.
+    A file is streamed by one job (`StreamedSource`) when one job reading in file order
+    (`Job.in_order`, as every job reading it must) reads it all but what other jobs read of it,
+    at most `WITNESS_BYTES` (V3's release stores a shard's last weight's scale in the next
+    shard). Those other reads are witnessed: this process reads those bytes now and notes their
+    SHA-256, the other jobs' reads must give the same bytes, and the streaming job checks that
+    its stream holds them too; so what the others read is what was hashed, once the streaming
+    job has returned. Returns, for each such other job, the streaming jobs whose return its
+    results wait for (`write_files` commits nothing before). Every other hashed file is copied
+    (`CheckedCopies.begin`). Once per run: later calls only return {}."""
     if not verified.copies_waiting():
         return {}  # no run of this process reads hashed hf:// files (the common case)
     readers: dict[tuple[int, str], dict[int, dict]] = {}  # file -> job -> {name: range}

@@ -389,3 +389,32 @@ def test_a_witnessed_range_is_checked_by_its_reader_and_by_the_stream(monkeypatc
     stream = streamed.StreamedSource(Store(), digest, len(data), plan, "hf://org/x/g")
     with pytest.raises(CkptError, match=r"bytes \[1500, 1540\) differ from those read when"):
         stream.read_at(0, 2048 - 8)
+
+
+def test_a_resumed_run_does_not_fetch_again_a_shard_it_streamed_and_finished(
+        hub, sources, tmp_path, monkeypatch):
+    """A run fails on its last shard (a lie) after streaming and converting the others; the
+    rerun after the fix streams only what is left: a finished shard, matched before, is not
+    fetched again to be checked."""
+    local = sources / "fp8"
+    step = 48 << 10
+    monkeypatch.setattr(verified, "STREAM_BYTES", step)
+    shards = sorted(local.glob("*.safetensors"), key=lambda p: p.stat().st_size)
+    bad = shards[0].name  # the smallest: its job runs last with one worker
+    hub.corrupt(bad, at=(read_header(shards[0]).data_offset + shards[0].stat().st_size) // 2)
+    dst = tmp_path / "out"
+    with pytest.raises(CkptError, match="checksum-mismatch"):
+        upcast("hf://org/fp8", dst, workers=1)
+    done = set(json.loads((dst / JOURNAL_FILE).read_text())["done"])
+    assert done and bad not in done
+    hub.serve_correctly(bad)
+    since = len(hub.log)
+    upcast("hf://org/fp8", dst, workers=1)
+    gets = _shard_gets(hub, since)
+    for name in done:  # planning reads headers and scales; nothing streams it again
+        size = (local / name).stat().st_size
+        assert not [r for r in gets.get(name, []) if r[0] % step == 0 and r[1] - r[0] in (
+            step, size % step) and r != (0, min(size, HEADER_PROBE_BYTES))], name
+    assert [r for r in gets[bad] if r[0] == 0 and r[1] == step]  # the failed one: streamed
+    upcast(local, tmp_path / "from-disk", workers=1)
+    assert files_of(dst) == files_of(tmp_path / "from-disk")

@@ -129,7 +129,7 @@ class _Tree:
             return self.open_store(rel)
         if rel in self.streamed:
             return StreamedSource(self.open_store(rel), info.sha256, info.size,
-                                  self.streamed[rel], label)
+                                  self.streamed[rel], label, Path(self.checked_copies))
         begin_pending_copies(self)  # read outside the run's jobs (a side file)
         return CopySource(Path(self.checked_copies), info.sha256, info.size, label)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from pathlib import Path
 from typing import NamedTuple
 
 from ..errors import FormatError
@@ -68,8 +69,17 @@ def plan_streams(jobs) -> dict[int, set[int]]:
     for tree, plan in plans:
         tree.streamed[plan.rel] = (tree.planned_headers.get(plan.rel), witnessed[id(tree),
                                                                                  plan.rel])
+    streamed = frozenset((id(t), p.rel) for t, p in plans)
+    # a file no job reads that an earlier run of this job streamed and matched (a resumed
+    # run's finished shard) is not fetched again to be checked, when every job says what
+    # it reads
+    known = all(any(hasattr(arg, "files_read") for arg in job.args) for job in jobs)
     for tree in trees.values():
-        tree.copier.begin(frozenset((id(t), p.rel) for t, p in plans))
+        matched = frozenset(
+            (id(tree), rel) for rel in tree.files if known and (id(tree), rel) not in readers
+            and tree.files[rel].sha256 and verified.streamed_before(tree.copier.copies,
+                                                                     tree.files[rel].sha256))
+        tree.copier.begin(streamed | matched)
     return waits
 
 
@@ -140,8 +150,10 @@ class StreamedSource:
     planner's SHA-256 (so it equals what the streaming job checks); its results wait for the
     streaming job's return (`write_files`)."""
 
-    def __init__(self, store, sha256: str, size: int, plan: tuple | None, label: str):
+    def __init__(self, store, sha256: str, size: int, plan: tuple | None, label: str,
+                 copies: Path | None = None):
         planned, witnesses = plan if plan is not None else (None, ())
+        self._copies = copies  # where the run notes a file streamed and matched
         self.label, self.size = label, size
         self._store, self._sha256 = store, sha256
         self._header = HeaderCheck(label, planned)
@@ -243,6 +255,8 @@ class StreamedSource:
                                 f"lists; nothing read from it was written "
                                 f"[{CHECKSUM_MISMATCH}]")
                             self._error.finding = CHECKSUM_MISMATCH
+                        elif self._copies is not None:
+                            verified.note_streamed(self._copies, self._sha256)
                 except BaseException as e:
                     self._error = e
                 finally:

@@ -100,6 +100,20 @@ def _partial(copies: Path, sha256: str) -> Path:
     return copies / f"{sha256}.partial"
 
 
+def note_streamed(copies: Path, sha256: str) -> None:
+    """A job streamed this file whole and its digest matched (`remote.streamed`): kept with
+    the copies across a kill, so a resumed run that no longer reads it need not fetch it
+    again to check it."""
+    try:
+        (copies / f"{sha256}.streamed").touch()
+    except OSError:
+        pass  # only costs a resumed run a second check
+
+
+def streamed_before(copies: Path, sha256: str) -> bool:
+    return (copies / f"{sha256}.streamed").is_file()
+
+
 def _raise_failure(failed: Path) -> None:
     error = FormatError(failed.read_text())
     error.finding = CHECKSUM_MISMATCH if CHECKSUM_MISMATCH in str(error) else None
@@ -235,7 +249,8 @@ class CheckedCopies:
 
     def begin(self, streamed: frozenset[tuple[int, str]] = frozenset()) -> None:
         """Start copying every hashed file but the `streamed` ones ((id(tree), rel): a job
-        reads each whole, in order, and hashes it itself: `remote.streamed`); once per run."""
+        reads each whole, in order, and hashes it itself, or one did in an earlier run of
+        this job: `remote.streamed`); once per run."""
         with self._begun:
             if self._pool is not None:
                 return

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from ckpt_tools.errors import FormatError, MissingDependencyError
-from ckpt_tools.execution.parallel import (PARALLEL_MIN_BYTES, Job, largest_first, merge_nodes,
+from ckpt_tools.execution.parallel import (PARALLEL_MIN_BYTES, Job, merge_nodes, start_order,
                                           prepare_workers, run_jobs)
 
 
@@ -45,7 +45,22 @@ def test_results_in_job_order_and_nodes_summed(workers):
 
 def test_largest_job_starts_first():
     jobs = [Job("a", 1, ()), Job("b", 30, ()), Job("c", 20, ()), Job("d", 30, ())]
-    assert largest_first(jobs) == [1, 3, 2, 0]
+    assert start_order(jobs, 2) == [1, 3, 2, 0]
+
+
+def test_parts_of_one_file_do_not_start_side_by_side():
+    # two workers writing one file wait on its lock: a file's parts alternate with another's
+    jobs = [Job("a", 10, (i,)) for i in range(3)] + [Job("b", 10, (i,)) for i in range(2)]
+    jobs.append(Job("c", 3, ()))
+    order = start_order(jobs, 2)
+    labels = [jobs[i].label for i in order]
+    assert labels == ["a", "b", "a", "b", "a", "c"] and sorted(order) == list(range(6))
+    # three workers: no label twice among any three jobs started in a row while others remain
+    assert [jobs[i].label for i in start_order(jobs, 3)] == ["a", "b", "c", "a", "b", "a"]
+    # one worker: simply largest first, each file's parts in order
+    assert start_order(jobs, 1) == [0, 1, 2, 3, 4, 5]
+    # only one file left: its parts run side by side rather than leave a worker idle
+    assert start_order([Job("a", 10, (i,)) for i in range(3)], 2) == [0, 1, 2]
 
 
 @pytest.mark.parametrize("workers", [1, 2])

@@ -6,6 +6,7 @@ it without importing `parallel` back.
 
 from __future__ import annotations
 
+import heapq
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -38,7 +39,37 @@ def timed_call(fn: Callable[..., Any], args: tuple) -> tuple[Any, float]:
     return result, time.perf_counter() - t0
 
 
-def largest_first(jobs: Sequence[Job]) -> list[int]:
-    """Job indices by decreasing size: started in this order, a big job never begins last
-    while the other workers idle (shards of one checkpoint differ by 2x and more)."""
-    return sorted(range(len(jobs)), key=lambda i: -jobs[i].nbytes)
+def start_order(jobs: Sequence[Job], workers: int) -> list[int]:
+    """Job indices in the order to start them on `workers` workers: the largest first, so a
+    big job never begins last while the other workers idle (shards of one checkpoint differ
+    by 2x and more), and jobs with the same label (the parts of one output file) apart.
+
+    Linux takes a file's lock for every buffered write (tmpfs, ext4 and XFS alike), so two
+    workers writing one file wait on each other, and spin while they wait:
+    `bench/write_paths.py` measures two writers of one tmpfs file at half the speed of two
+    writers of two. So each job starts on a label none of the `workers - 1` jobs started
+    just before it has when one is left (the largest such), else on the label started
+    longest ago."""
+    queues: dict[str, list[int]] = {}
+    for i in sorted(range(len(jobs)), key=lambda i: -jobs[i].nbytes):
+        queues.setdefault(jobs[i].label, []).append(i)
+    # (-size of the label's next job, the label's rank, label, position of that job)
+    heap = [(-jobs[q[0]].nbytes, rank, label, 0)
+            for rank, (label, q) in enumerate(queues.items())]
+    heapq.heapify(heap)
+    started: dict[str, int] = {}  # label -> when its last job was started
+    order: list[int] = []
+    while heap:
+        held = []  # labels started within the last workers - 1 jobs (at most that many)
+        while heap and len(order) - started.get(heap[0][2], -workers) < workers:
+            held.append(heapq.heappop(heap))
+        entry = heapq.heappop(heap) if heap else min(held, key=lambda h: started[h[2]])
+        for h in held:
+            if h is not entry:
+                heapq.heappush(heap, h)
+        _, rank, label, at = entry
+        started[label] = len(order)
+        order.append(queues[label][at])
+        if at + 1 < len(queues[label]):
+            heapq.heappush(heap, (-jobs[queues[label][at + 1]].nbytes, rank, label, at + 1))
+    return order

@@ -50,7 +50,7 @@ from typing import Any, Literal, NamedTuple
 from pydantic import Field
 
 from ..errors import ArgumentError, WorkerError
-from .job import WORKER_MEMORY, Job, largest_first, timed_call  # noqa: F401  (re-exported)
+from .job import WORKER_MEMORY, Job, start_order, timed_call  # noqa: F401  (re-exported)
 from .progress import Progress, or_null
 from ..remote.streamed import plan_streams
 from ..results import Result
@@ -278,7 +278,8 @@ def _run_local(fn, jobs: list[Job], workers: int, progress: Progress, on_result)
     pool = ProcessPoolExecutor(max_workers=min(workers, len(jobs)), initializer=_init_worker,
                                initargs=(counts, os.getpid()))
     try:
-        futures = {pool.submit(_run_job, fn, i, jobs[i].args): i for i in largest_first(jobs)}
+        futures = {pool.submit(_run_job, fn, i, jobs[i].args): i
+                   for i in start_order(jobs, min(workers, len(jobs)))}
         pending = set(futures)
         while pending:
             done, pending = wait(pending, timeout=POLL_SECONDS, return_when=FIRST_EXCEPTION)

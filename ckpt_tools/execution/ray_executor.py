@@ -19,7 +19,7 @@ from importlib.util import find_spec
 from typing import Any
 
 from ..errors import ARGUMENT_PLACEHOLDER, MissingDependencyError, WorkerError
-from .job import Job, largest_first, timed_call
+from .job import Job, start_order, timed_call
 from .progress import Progress
 
 MAX_RETRIES = 3  # reruns of a task whose worker or node died (not of one that raised)
@@ -92,7 +92,7 @@ def run_on_ray(fn: Callable[..., Any], jobs: list[Job], *, progress: Progress,
     ran: list[tuple[str, str, float] | None] = [None] * len(jobs)
     refs: dict[Any, int] = {}
     try:
-        for i in largest_first(jobs):
+        for i in start_order(jobs, len(jobs)):  # every node's jobs apart
             job = jobs[i]
             # SPREAD: jobs are bound by memory and storage bandwidth, which grow with nodes
             options = dict(num_cpus=1, memory=job.memory, max_retries=MAX_RETRIES,

@@ -116,3 +116,29 @@ def test_info_of_a_preset_and_help_import_no_reader(args):
     code, modules = json.loads(out.splitlines()[-1])
     assert code == 0
     assert [m for m in READERS if m in modules] == []
+
+
+BLAS_PROBE = r"""
+import os, sys
+import ckpt_tools.cli as c
+c.cli = lambda **kw: print(os.environ.get("OPENBLAS_NUM_THREADS"))  # what a command sees
+sys.argv = ["ckpt", *sys.argv[1:]]
+c.main()
+"""
+
+
+@pytest.mark.parametrize("args,setting,expected", [
+    (("validate", "DIR", "--deep"), None, "1"), (("upcast", "A", "B"), None, "1"),
+    (("forward", "DIR"), None, "None"), (("verify", "A", "--against", "B"), None, "None"),
+    (("upcast", "A", "B"), "4", "4")])
+def test_only_the_numpy_model_gets_blas_threads(args, setting, expected):
+    """OpenBLAS's threads spin on the workers' cores when numpy is imported; `ckpt` keeps
+    one unless the command multiplies matrices (forward, verify) or the user chose."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if setting is not None:
+        env["OPENBLAS_NUM_THREADS"] = setting
+    out = subprocess.run([sys.executable, "-c", BLAS_PROBE, *args], capture_output=True,
+                         text=True, env=env, check=True).stdout
+    assert out.splitlines()[-1] == expected

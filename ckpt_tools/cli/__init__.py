@@ -248,6 +248,7 @@ def cli():
 
 
 PLUGINS_OFF = ("__all__", "1", "true")  # the PYDANTIC_DISABLE_PLUGINS values that turn all off
+MULTIPLIES_MATRICES = {"forward", "verify"}  # the commands that call BLAS (the NumPy model)
 
 
 def main() -> None:
@@ -257,6 +258,12 @@ def main() -> None:
     os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     if os.environ["PYDANTIC_DISABLE_PLUGINS"] in PLUGINS_OFF:
         _no_plugin_loader()
+    # NumPy's OpenBLAS starts a thread per core when numpy is imported, and each spins
+    # about 0.1 s of CPU waiting for work, on the cores the workers need (a 2-worker
+    # `validate --deep` or `upcast` on 2 cores: 0.13 to 0.2 s less CPU with one thread,
+    # bench/scaling.py's CPU columns). Only the NumPy model multiplies matrices.
+    if not MULTIPLIES_MATRICES & set(sys.argv[1:]):
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     cli(prog_name="ckpt")
 
 

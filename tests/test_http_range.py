@@ -176,6 +176,15 @@ def test_tls_is_verified_against_the_bundle_the_environment_names(tmp_path, monk
 
         with pytest.raises(httpx2.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             http_range.get_range(url, {"Range": "bytes=0-9"}, (5.0, 5.0), lambda *a: None)
+        # a trust store is loaded once per process, whatever the connections
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        http_range._local.pool = {}
+        first = http_range._tls_context()
+        assert http_range.get_range(url, {"Range": "bytes=0-9"}, (5.0, 5.0),
+                                    lambda *a: None) == _Bytes.body[:10]
+        assert http_range._tls_context() is first
+        monkeypatch.delenv("SSL_CERT_FILE")
+        assert http_range._tls_context() is not first
     finally:
         server.shutdown()
         server.server_close()

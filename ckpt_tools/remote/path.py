@@ -25,6 +25,10 @@ from typing import Protocol
 
 REMOTE_URL = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*)://")
 
+# Small ranged reads (shard headers, witnessed byte ranges) run this many at once: their
+# latency, not the link's bandwidth, bounds them.
+CONCURRENT_SMALL_READS = 16
+
 
 def is_remote(spec) -> bool:
     """A URL with a scheme other than file://, or a RemotePath."""

@@ -39,13 +39,12 @@ from .byte_source import (
     RangeSource,
     remote_timeouts,
 )
-from .path import REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
+from .path import CONCURRENT_SMALL_READS, REMOTE_URL, RemoteFileInfo, RemotePath, is_remote
 from .streamed import StreamedSource, begin_pending_copies
 from .verified import CheckedCopies, CopySource
 
 HEADER_CACHE_ENV = "CKPT_HEADER_CACHE"
 HEADER_PROBE_BYTES = 128 << 10  # one request holds most shard headers (V3: ~80 KB)
-HEADER_THREADS = 16  # headers of many shards are fetched concurrently: latency, not bandwidth
 _HF_URL = re.compile(r"^hf://(?P<repo>[^/@]+/[^/@]+)(?:@(?P<rev>refs/pr/\d+|[^/]+))?"
                      r"(?P<sub>/.*)?$")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
@@ -171,7 +170,7 @@ class _Tree:
 
         from concurrent.futures import ThreadPoolExecutor  # remote sources only: ~20 ms
 
-        with ThreadPoolExecutor(min(HEADER_THREADS, len(todo))) as pool:
+        with ThreadPoolExecutor(min(CONCURRENT_SMALL_READS, len(todo))) as pool:
             list(pool.map(one, todo))
 
 

@@ -17,12 +17,11 @@ from typing import NamedTuple
 
 from ..errors import FormatError
 from . import verified
-from .path import RemotePath
+from .path import CONCURRENT_SMALL_READS, RemotePath
 from .verified import CHECKSUM_MISMATCH, HeaderCheck, hashed_files, verification_on
 
 
 WITNESS_BYTES = 64 << 20  # what other jobs may read of a file one job streams (V3: a scale)
-WITNESS_THREADS = 16  # the planner's reads of those bytes: latency, not bandwidth
 
 
 class StreamPlan(NamedTuple):
@@ -116,7 +115,7 @@ def _read_witnesses(plans) -> dict[tuple[int, str], tuple[tuple[int, int, str], 
         finally:
             store.close()
 
-    with ThreadPoolExecutor(max(1, min(WITNESS_THREADS, len(wanted)))) as pool:
+    with ThreadPoolExecutor(max(1, min(CONCURRENT_SMALL_READS, len(wanted)))) as pool:
         for (tree, rel, a, b), sha in zip(wanted, pool.map(digest, wanted)):
             found[id(tree), rel].append((a, b, sha))
     return {key: tuple(v) for key, v in found.items()}

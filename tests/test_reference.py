@@ -115,8 +115,8 @@ def test_rope_rotates_adjacent_pairs_like_complex_multiplication():
 
 def _router_config(**fields):
     raw = tiny_config("v3")
-    raw.update(n_routed_experts=4, n_group=2, topk_group=1, num_experts_per_tok=2,
-               routed_scaling_factor=2.5, norm_topk_prob=True, **fields)
+    raw.update({"n_routed_experts": 4, "n_group": 2, "topk_group": 1, "num_experts_per_tok": 2,
+                "routed_scaling_factor": 2.5, "norm_topk_prob": True, **fields})
     return parse_config(raw)
 
 
@@ -158,6 +158,49 @@ def test_softmax_router_with_norm_topk_prob_renormalises_instead_of_scaling():
     assert sorted(experts[0].tolist()) == [0, 2]
     p = np.exp(logits[0]) / np.exp(logits[0]).sum()
     np.testing.assert_allclose(np.sort(weights[0]), np.sort(p[[0, 2]] / p[[0, 2]].sum()), rtol=1e-6)
+
+
+def test_one_chosen_expert_is_renormalised_as_transformers_does():
+    """With k = 1 and norm_topk_prob, transformers' V3 router (and every router it builds on
+    it) divides the weight by itself, then scales; the V2 softmax rule (remote code) does
+    not renormalise one expert and scales it, which is also what transformers' V2 gives."""
+    logits = np.array([[2.0, -1.0, 0.0, 1.0]], np.float32)
+    v3 = _router_config(num_experts_per_tok=1)
+    assert v3.renormalises_top_k
+    experts, weights = route(v3, logits, np.eye(4, dtype=np.float32), None)
+    assert experts.tolist() == [[3]]  # in the group of the larger top-2 sum
+    np.testing.assert_allclose(weights, [[2.5]], rtol=1e-6)
+    raw = tiny_config("v2-lite")
+    raw.update(n_routed_experts=4, num_experts_per_tok=1, routed_scaling_factor=16.0,
+               norm_topk_prob=True)
+    v2 = parse_config(raw)
+    assert not v2.renormalises_top_k
+    experts, weights = route(v2, logits, np.eye(4, dtype=np.float32), None)
+    p = np.exp(logits[0]) / np.exp(logits[0]).sum()
+    np.testing.assert_allclose(weights, [[16.0 * p[0]]], rtol=1e-6)
+
+
+def test_mistral_large_4_router_with_one_expert_matches_transformers():
+    torch = pytest.importorskip("torch", reason=NEEDS_REFERENCE)
+    hf_model = pytest.importorskip("transformers.models.mistral_large4.modeling_mistral_large4",
+                                   reason=NEEDS_REFERENCE)
+    from transformers.models.mistral_large4.configuration_mistral_large4 import (
+        MistralLarge4TextConfig)
+
+    raw = tiny_config("mistral-large-4")
+    raw["text_config"]["num_experts_per_tok"] = 1
+    config = parse_config(raw)
+    text = {k: v for k, v in raw["text_config"].items() if k != "model_type"}
+    router = hf_model.MistralLarge4TextTopkRouter(MistralLarge4TextConfig(**text))
+    rng = np.random.default_rng(0)
+    gate = rng.standard_normal(tuple(router.weight.shape)).astype(np.float32)
+    x = rng.standard_normal((5, gate.shape[1])).astype(np.float32)
+    with torch.no_grad():
+        router.weight.copy_(torch.from_numpy(gate))
+        _, want_weights, want_experts = router(torch.from_numpy(x))
+    experts, weights = route(config, x, gate, None)
+    assert (experts == want_experts.numpy()).all()
+    np.testing.assert_allclose(weights, want_weights.numpy(), rtol=1e-6)
 
 
 # -- lazy weights ------------------------------------------------------------------------

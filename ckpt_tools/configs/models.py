@@ -179,6 +179,17 @@ class DeepseekConfigBase(BaseModel):
         return self.topk_method == "noaux_tc"
 
     @property
+    def renormalises_top_k(self) -> bool:
+        """The chosen experts' weights are divided by their sum. transformers does so
+        whenever norm_topk_prob, one expert chosen or more, in every router it implements
+        on DeepSeek's (V3, V3.2, GLM, Mistral 4 and Large 4). DeepSeek's remote code does so
+        only for more than one: kept for the routers that then skip the scaling (V2's
+        softmax methods, which transformers' V2 does not renormalise at all), where with
+        one expert it is also what transformers computes."""
+        return self.norm_topk_prob and (self.num_experts_per_tok > 1
+                                        or self.scales_renormalised_weights)
+
+    @property
     def indexer_rope_interleaved(self) -> bool:
         """The DSA indexer rotates adjacent pairs (GLM-5), not V3.2's halves."""
         return False

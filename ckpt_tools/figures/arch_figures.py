@@ -191,7 +191,7 @@ def routing_semantics(c: Config) -> RoutingSemantics:
     selection = f"top-{k} of {E} by the {'biased ' if bias else ''}scores"
     weights = ("the chosen experts' unbiased sigmoid scores" if not softmax
                else "the chosen experts' softmax probabilities")
-    normalised = c.norm_topk_prob and k > 1
+    normalised = c.renormalises_top_k
     notes: list[str] = []
     if normalised:
         normalisation = f"the {k} weights are divided by their sum (they sum to 1)"

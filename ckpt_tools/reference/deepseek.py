@@ -306,11 +306,11 @@ def route(config: Config, x: np.ndarray, gate: np.ndarray,
     - group-limited methods keep `topk_group` groups, ranked by the group's best score
       (group_limited_greedy) or the sum of its best two (noaux_tc); experts of the other
       groups are excluded (-inf, as DeepSeek's inference code);
-    - weights are the unbiased scores of the chosen experts. noaux_tc (HF-V3 remote code):
+    - weights are the unbiased scores of the chosen experts. noaux_tc (transformers' V3):
       renormalised when norm_topk_prob, then always x routed_scaling_factor. The softmax
-      methods (HF-V2 remote code): renormalised when norm_topk_prob, otherwise
+      methods (HF-V2 remote code): renormalised when norm_topk_prob and k > 1, otherwise
       x routed_scaling_factor (transformers' native V2 ignores norm_topk_prob; no shipped
-      V2 config sets it).
+      V2 config sets it). `Config.renormalises_top_k` says which.
     """
     T, E, K = x.shape[0], config.router_slots, config.num_experts_per_tok
     logits = x.astype(F32) @ gate.T  # [t, e]
@@ -329,7 +329,7 @@ def route(config: Config, x: np.ndarray, gate: np.ndarray,
         choice = np.where(np.repeat(group_mask, E // G, axis=-1), choice, -np.inf)  # [t, e]
     experts = np.argsort(-choice, axis=-1, kind="stable")[:, :K]  # [t, k]
     weights = np.take_along_axis(scores, experts, axis=-1)  # [t, k]
-    renormalise = config.norm_topk_prob and K > 1
+    renormalise = config.renormalises_top_k
     if renormalise:
         weights = weights / (weights.sum(-1, keepdims=True) + F32(TOPK_NORM_EPS))
     if config.scales_renormalised_weights or not renormalise:

@@ -557,3 +557,30 @@ def test_the_public_reshard_call_takes_ranks_and_refuses_them_elsewhere(make_ckp
         with pytest.raises(ArgumentError, match="rank"):
             ckpt_tools.reshard(src, tmp_path / "bad", **wrong)
         assert not (tmp_path / "bad").exists()
+
+
+def test_a_wrappers_other_towers_are_noted_by_validate_and_kept_by_every_writer(make_ckpt,
+                                                                              tmp_path):
+    """Mistral Large 4's files hold an MTP head transformers does not build (`mtp_dspark.*`),
+    as a multimodal wrapper holds its vision tower: outside the language model's plan.
+    validate notes them (tensor-outside-plan, not an error), so reshard and upcast must
+    accept them too: one verdict. Each output keeps them as stored."""
+    from ckpt_tools.commands.convert import upcast
+    from ckpt_tools.commands.validate import validate
+
+    src = make_ckpt("mistral-large-4")
+    head = np.arange(24, dtype=np.float32).reshape(4, 6)
+    write_safetensors(src / "mtp.safetensors", {"mtp_dspark.layers.0.proj.weight": head})
+    index = json.loads((src / INDEX_FILE).read_text())
+    index["weight_map"]["mtp_dspark.layers.0.proj.weight"] = "mtp.safetensors"
+    index["metadata"]["total_size"] += head.nbytes
+    (src / INDEX_FILE).write_text(json.dumps(index))
+    report = validate(src)
+    assert report.ok and [f.code for f in report.findings] == ["tensor-outside-plan"]
+    reshard_by_size(src, tmp_path / "resharded", "1MB")
+    upcast(src, tmp_path / "f32", dtype="f32")
+    for out in (tmp_path / "resharded", tmp_path / "f32"):
+        assert validate(out).errors == 0
+        shard = read_index(out / INDEX_FILE).weight_map["mtp_dspark.layers.0.proj.weight"]
+        with SafetensorsReader(out / shard) as r:
+            np.testing.assert_array_equal(r.get("mtp_dspark.layers.0.proj.weight"), head)

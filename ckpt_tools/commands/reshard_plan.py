@@ -141,6 +141,12 @@ def refuse_model_parallel_source(src: Path) -> None:
 def pack_by_size(specs: list[TensorSpec], max_bytes: int) -> list[list[TensorSpec]]:
     """Greedy shards in order; a weight and its scale always share one. A unit larger than
     `max_bytes` gets a shard of its own (as transformers does)."""
+    return pack_greedy(_units(specs), max_bytes)
+
+
+def _units(specs: list[TensorSpec]) -> list[tuple[list[TensorSpec], int]]:
+    """The specs in order as (tensors that must share a shard, their bytes): a weight with
+    its scale, every other tensor alone."""
     units: list[list[TensorSpec]] = []
     unit_of: dict[str, int] = {}
     for s in specs:
@@ -149,12 +155,16 @@ def pack_by_size(specs: list[TensorSpec], max_bytes: int) -> list[list[TensorSpe
         else:
             unit_of[s.name] = len(units)
             units.append([s])
-    return pack_greedy(((unit, sum(s.nbytes for s in unit)) for unit in units), max_bytes)
+    return [(unit, sum(s.nbytes for s in unit)) for unit in units]
 
 
-def _hf_files(plan: TensorPlan, max_bytes: int, out_tensor) -> list[OutFile]:
-    groups = pack_by_size(plan.specs, max_bytes)
-    return [OutFile(shard_file_name(i, len(groups)), tuple(out_tensor(s) for s in group))
+def _hf_files(plan: TensorPlan, max_bytes: int, out_tensor,
+              others: list[OutTensor] = ()) -> list[OutFile]:
+    """The plan's tensors (`out_tensor` of each spec), then `others`, in shards of at most
+    `max_bytes`."""
+    units = [([out_tensor(s) for s in unit], nbytes) for unit, nbytes in _units(plan.specs)]
+    groups = pack_greedy(units + [([t], t.nbytes) for t in others], max_bytes)
+    return [OutFile(shard_file_name(i, len(groups)), tuple(group))
             for i, group in enumerate(groups, start=1)]
 
 
@@ -198,8 +208,15 @@ def plan_reshard(src: str | Path | Source, *, max_shard_size: int | None = None,
                    f"config.json says num_nextn_predict_layers {fewer}"]
                   if fewer is not None else [])
     if max_shard_size is not None:
+        # a wrapper's other towers (vision, projector; Mistral Large 4's MTP head, which
+        # transformers does not build): validate notes them (tensor-outside-plan), and the
+        # output keeps them as stored, after the language model
+        planned = {s.name for s in plan.specs}
+        others = [OutTensor(name, *sources[(shard, name)], (Part(shard, name),))
+                  for name, shard in where.items() if plan.prefix and name not in planned
+                  and not name.startswith(plan.prefix)]
         files = _hf_files(plan, max_shard_size, lambda s: OutTensor(
-            s.name, stored[s.name], s.shape, (Part(where[s.name], s.name),)))
+            s.name, stored[s.name], s.shape, (Part(where[s.name], s.name),)), others)
         notes = ([f"the source has no MTP tensors although config.json declares "
                   f"num_nextn_predict_layers {declared}; config.json copied unchanged"]
                  if declared and not has_mtp else [])

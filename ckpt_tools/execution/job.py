@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -57,19 +58,16 @@ def start_order(jobs: Sequence[Job], workers: int) -> list[int]:
     heap = [(-jobs[q[0]].nbytes, rank, label, 0)
             for rank, (label, q) in enumerate(queues.items())]
     heapq.heapify(heap)
-    started: dict[str, int] = {}  # label -> when its last job was started
+    # a label's next job, held back until `workers` jobs have started since its last one,
+    # oldest first (the release steps grow with the start steps)
+    cooling: deque[tuple[int, tuple]] = deque()
     order: list[int] = []
-    while heap:
-        held = []  # labels started within the last workers - 1 jobs (at most that many)
-        while heap and len(order) - started.get(heap[0][2], -workers) < workers:
-            held.append(heapq.heappop(heap))
-        entry = heapq.heappop(heap) if heap else min(held, key=lambda h: started[h[2]])
-        for h in held:
-            if h is not entry:
-                heapq.heappush(heap, h)
-        _, rank, label, at = entry
-        started[label] = len(order)
-        order.append(queues[label][at])
+    while heap or cooling:
+        while cooling and cooling[0][0] <= len(order):
+            heapq.heappush(heap, cooling.popleft()[1])
+        _, rank, label, at = heapq.heappop(heap) if heap else cooling.popleft()[1]
         if at + 1 < len(queues[label]):
-            heapq.heappush(heap, (-jobs[queues[label][at + 1]].nbytes, rank, label, at + 1))
+            cooling.append((len(order) + workers,
+                            (-jobs[queues[label][at + 1]].nbytes, rank, label, at + 1)))
+        order.append(queues[label][at])
     return order

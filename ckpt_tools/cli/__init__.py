@@ -2,10 +2,11 @@
 
 Commands are imported only when invoked, so `ckpt diff` does not pay for numpy-heavy
 modules it does not use, and `ckpt --help` imports none: its listing comes from
-`SUMMARIES` (a test checks each equals its command's own first sentence). The conventions every command shares (stdout/stderr, `--json`
-also on failure, `-q`, exit codes) are in `conventions.py`; the boundary that turns an
-exception into a one-line error, a JSON error document and an exit code is here.
-`CKPT_DEBUG=1` re-raises so the traceback shows.
+`SUMMARIES` (a test checks each equals its command's own first sentence). The
+conventions every command shares (stdout/stderr, `--json` also on failure, `-q`, exit
+codes) are in `conventions.py`; the boundary that turns an exception into a one-line
+error, a JSON error document and an exit code is here. `CKPT_DEBUG=1` re-raises so the
+traceback shows.
 """
 
 from __future__ import annotations

@@ -5,14 +5,16 @@ from __future__ import annotations
 import click
 
 from .conventions import json_mode, note, note_kept, progress, standard_options
-from .render import CONFIG, EXECUTOR, SOURCE_OR_PATH, echo_nodes, emit_json, human_bytes, safe_name, say
+from .render import (CONFIG, EXECUTOR, SOURCE_OR_PATH, echo_nodes, emit_json, human_bytes,
+                     safe_name, say)
 from .reshard import SizeParam
 
 _WORKERS = click.option("--workers", type=click.IntRange(1), default=None,
                         help="Worker processes, one shard each [default: the machine's cores; "
                              "1 below 1 GiB].")
 _OVERWRITE = click.option("--overwrite", is_flag=True,
-                          help="Replace the checkpoint in a non-empty DST (files of your own there are kept).")
+                          help="Replace the checkpoint in a non-empty DST (files of your own "
+                               "there are kept).")
 _SRC = click.argument("src", type=SOURCE_OR_PATH)  # a local path, or hf://, s3://, ...
 _DST = click.argument("dst", type=SOURCE_OR_PATH)
 COMPILED_KERNELS = "ckpt_tools.formats.compiled"  # what formats.kernels imports on first use

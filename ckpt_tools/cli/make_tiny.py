@@ -51,8 +51,10 @@ def _require_room(dst: str, plan) -> None:
 @click.option("--config", "--preset", "source", default="v3", show_default=True, metavar="X",
               help="Architecture to shrink: a preset, a config.json (any layout ckpt reads) "
                    "or a checkpoint directory.")
-@click.option("--fp8", is_flag=True, help="Block-FP8 weights with weight_scale_inv, like V3's release.")
-@click.option("--shards", default=2, show_default=True, type=click.IntRange(1), help="Number of shards.")
+@click.option("--fp8", is_flag=True,
+              help="Block-FP8 weights with weight_scale_inv, like V3's release.")
+@click.option("--shards", default=2, show_default=True, type=click.IntRange(1),
+              help="Number of shards.")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1),
               help="Random seed; the same seed writes byte-identical files.")
 @click.option("--real-widths", is_flag=True,

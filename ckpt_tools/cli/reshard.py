@@ -88,7 +88,8 @@ class SizeParam(click.ParamType):
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Output files written in parallel (default: every core from 1 GiB up).")
 @EXECUTOR
-@click.option("--overwrite", is_flag=True, help="Replace the checkpoint in a non-empty DST (files of your own there are kept).")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the checkpoint in a non-empty DST (files of your own there are kept).")
 @standard_options
 def reshard(src, dst, max_shard_size, to, model_parallel, keep_mtp, ranks, rank_resource,
             config_spec, workers, executor, overwrite):

@@ -14,7 +14,8 @@ from .render import emit_json, say
 
 def _stem(name: str) -> str | None:
     """A schema's file stem from what a user types: `validation_report`,
-    `validation_report.schema.json`, `ValidationReport` or `ckpt_tools.inventory.findings:ValidationReport`."""
+    `validation_report.schema.json`, `ValidationReport` or
+    `ckpt_tools.inventory.findings:ValidationReport`."""
     from ..schemas import PUBLIC_MODELS
 
     key = name.removesuffix(".json").removesuffix(".schema")

@@ -10,7 +10,8 @@ from ..inventory.findings import cause_label
 from ..commands.validate import CODES, Finding, ValidationReport
 from ..commands.validate import validate as run_validate
 from .conventions import json_mode, progress, standard_options
-from .render import CONFIG, EXECUTOR, echo_nodes, emit_json, human_bytes, remote_option, safe_name, say
+from .render import (CONFIG, EXECUTOR, echo_nodes, emit_json, human_bytes, remote_option, safe_name,
+                     say)
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 

@@ -187,19 +187,21 @@ def _job_source(ck: Checkpoint, job: ShardJob | list[Piece]) -> Source:
 
 def _shard_works(out, ck: Checkpoint, plan: ConversionPlan, todo: list[ShardJob], *,
                  scale_fmt: str | None) -> list[FileWork]:
-    """The jobs of the shards `todo`. Both write each shard in parts of about `PART_BYTES` of source, whole row blocks of
-    a tensor each (`split_file`), so one large shard keeps every worker busy; quantize's
-    parts return their error sums per tensor, combined in part order (`write_files`).
+    """The jobs of the shards `todo`. Both write each shard in parts of about `PART_BYTES`
+    of source, whole row blocks of a tensor each (`split_file`), so one large shard keeps
+    every worker busy; quantize's parts return their error sums per tensor, combined in part
+    order (`write_files`).
 
     Each job reads through a `Source` carrying the header entries it needs (`_job_source`):
     no worker reads a header. A remote source's `RemotePath` pickles as its URL and listing
     and reopens in the worker (a Ray task, or a worker process) without listing again:
     every job reads the one revision, checked against the one set of ETags.
 
-    An object-store destination (`out.remote`) gets one whole-file job per shard, not parts: part-wise pwrite works only on a file every writer sees, and the files
-    are staged on this machine's disk and uploaded whole when complete. Parts of many files
-    in flight at once would stage most of the checkpoint locally before the first upload;
-    whole files keep the staging to the files being written (one per worker)."""
+    An object-store destination (`out.remote`) gets one whole-file job per shard, not parts:
+    part-wise pwrite works only on a file every writer sees, and the files are staged on
+    this machine's disk and uploaded whole when complete. Parts of many files in flight at
+    once would stage most of the checkpoint locally before the first upload; whole files
+    keep the staging to the files being written (one per worker)."""
     dst = str(out.path)
     works = []
     # a hashed hf:// file is best read by one job, which streams and hashes it as it reads

@@ -207,7 +207,8 @@ def split_file(job: ShardJob, block: tuple[int, int],
 def write_part(src: Source, dst: str, file: str, pieces: list[Piece],
                block: tuple[int, int], scale_fmt: str | None = None) -> dict[str, list]:
     """Write `pieces` into DST/file.partial (created by `part_writer.create`); a job.
-    Returns, per quantised tensor, the error sums of its rows here (`RoundTripStats.sums`, combined by `combine_errors`)."""
+    Returns, per quantised tensor, the error sums of its rows here (`RoundTripStats.sums`,
+    combined by `combine_errors`)."""
     sums: dict[str, list] = {}
     with ReaderPool(src) as reader:
         # in source file order: a hashed hf:// file read whole is streamed once, in order

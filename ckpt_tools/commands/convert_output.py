@@ -1,7 +1,7 @@
 """What upcast and quantize share with DeepSeek-V4's (`families/deepseek_v4/convert`): the
-reports, the journal identity of a run, and running the jobs that write the output files (whole, or in
-byte-range parts). Apart from `convert` so that `convert` can hand V4 sources to
-`families/deepseek_v4/convert` without the two importing each other.
+reports, the journal identity of a run, and running the jobs that write the output files
+(whole, or in byte-range parts). Apart from `convert` so that `convert` can hand V4 sources
+to `families/deepseek_v4/convert` without the two importing each other.
 """
 
 from __future__ import annotations

@@ -216,7 +216,8 @@ def plan_files(repo: hub.RemoteRepo, dest: Path, fetch: Callable[[str], Path], *
         free_bytes=free, fits=free is None or free >= download_bytes)
 
 
-def destination_dir(repo: hub.RemoteRepo, local_dir: Path | None, settings: hub.HubSettings) -> Path:
+def destination_dir(repo: hub.RemoteRepo, local_dir: Path | None,
+                    settings: hub.HubSettings) -> Path:
     if local_dir is not None:
         return local_dir
     return hub.snapshot_dir(repo.repo_id, repo.commit, settings)

@@ -200,7 +200,8 @@ def describe(spec: str | Path) -> ModelInfo:
     qc = c.quantization_config
     quant = c.reading.quantization_scheme
     if qc is not None:
-        quant = f"{qc.quant_method} {qc.fmt} blocks {qc.weight_block_size[0]}x{qc.weight_block_size[1]}"
+        quant = (f"{qc.quant_method} {qc.fmt} blocks "
+                 f"{qc.weight_block_size[0]}x{qc.weight_block_size[1]}")
         quant += f", scale_fmt {qc.scale_fmt}" if qc.scale_fmt else ""
     arch = family_of(c).hook("summary")(c, plan, quant)
     arch = arch.model_copy(update={"weights_dtype": weights_dtype(c)})
@@ -229,7 +230,8 @@ def summary(c, plan, quant: str | None) -> ArchitectureSummary:
         shared_experts=c.n_shared_experts, experts_per_token=c.num_experts_per_tok,
         expert_groups=c.n_group, groups_per_token=c.topk_group, router=c.router_kind,
         routed_scaling_factor=c.routed_scaling_factor,
-        vocab_size=c.vocab_size, max_position_embeddings=c.max_position_embeddings, quantization=quant,
+        vocab_size=c.vocab_size, max_position_embeddings=c.max_position_embeddings,
+        quantization=quant,
     )
 
 
@@ -278,8 +280,8 @@ def _model_info(spec, src, arch: ArchitectureSummary, plan) -> ModelInfo:
                 for e in ck.header(shard).entries.values():
                     by_dtype[e.dtype] = by_dtype.get(e.dtype, 0) + e.nbytes
                     count += 1
-            files = TensorSummary(layout=ck.layout, tensors=count, total_bytes=sum(by_dtype.values()),
-                                  bytes_by_dtype=by_dtype)
+            files = TensorSummary(layout=ck.layout, tensors=count,
+                                  total_bytes=sum(by_dtype.values()), bytes_by_dtype=by_dtype)
     published = None
     if src.preset is not None and src.preset.published:
         pub = dict(src.preset.published)

@@ -141,7 +141,8 @@ def header_diff(ck_a: "Checkpoint", ck_b: "Checkpoint") -> HeaderDiff:
                 scales_only[side] += 1  # quantised on this side, unquantised on the other
             else:
                 described = _describe(ck.locate(name)[1])
-                add(f"only_{side}", name, *((described, None) if side == "a" else (None, described)))
+                add(f"only_{side}", name,
+                    *((described, None) if side == "a" else (None, described)))
     out = [TensorGroupDiff(family=f, kind=k, count=n, a=a, b=b, examples=ex)
            for (f, k), (n, a, b, ex) in groups.items()]
     return HeaderDiff(
@@ -227,7 +228,8 @@ def _only_reason(ck: "Checkpoint", name: str, other: dict, side: str) -> str:
     return f"only in {side}"
 
 
-def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint", progress: Progress | None = None) -> ValueDiff:
+def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint",
+               progress: Progress | None = None) -> ValueDiff:
     """Per-tensor max abs, relative L2 and cosine of the tensors both checkpoints hold.
 
     Quantised weights are compared by their dequantised values (so FP8 or MXFP4 + scale

@@ -1,6 +1,7 @@
 """Writing a tiny checkpoint from its plan (any family: `tiny` for V2/V3,
-`families/deepseek_v4/tiny`), and the report of what was written. Apart from `tiny` so that `tiny` can hand V4 sources to
-`families/deepseek_v4/tiny` without the two importing each other.
+`families/deepseek_v4/tiny`), and the report of what was written. Apart from `tiny` so that
+`tiny` can hand V4 sources to `families/deepseek_v4/tiny` without the two importing each
+other.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def write_tiny(dst: str | Path, plan, shards: int, encode, raw: dict[str, Any], 
         pending_scales: dict[str, np.ndarray] = {}
         for i, group in enumerate(groups, start=1):
             fname = shard_file_name(i, len(groups))
-            with SafetensorsWriter(out.path / fname, [(s.name, s.dtype, s.shape) for s in group]) as w:
+            with SafetensorsWriter(out.path / fname,
+                                   [(s.name, s.dtype, s.shape) for s in group]) as w:
                 for s in group:
                     if s.scale_of:
                         w.write(s.name, pending_scales.pop(s.name))

@@ -55,7 +55,8 @@ class TensorValues(NamedTuple):
     too_large: int = 0  # E8M0 scales only, when a limit is given: bytes above it (NaN aside)
 
 
-_FP4_PAIR_MAGNITUDE = 0x77  # an I8 byte of DeepSeek-V4 packs two e2m1 codes; bit 3 of each is its sign
+# an I8 byte of DeepSeek-V4 packs two e2m1 codes; bit 3 of each is its sign
+_FP4_PAIR_MAGNITUDE = 0x77
 
 
 def value_counts(chunk: bytes | memoryview, dtype: str,

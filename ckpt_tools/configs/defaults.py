@@ -154,7 +154,8 @@ IMPLIED["DeepSeek V3.2 inference ModelArgs"] = IMPLIED["DeepSeek inference Model
 # Loaders whose deepseek_v2 router implements `noaux_tc` (sigmoid scores plus the score
 # correction bias); transformers' and DeepSeek-V2's own V2 routers stop at
 # group_limited_greedy.
-V2_NOAUX_TC_LOADERS: frozenset[LoaderName] = frozenset({"remote-code DeepSeek-VL2 DeepseekV2Config"})
+V2_NOAUX_TC_LOADERS: frozenset[LoaderName] = frozenset(
+    {"remote-code DeepSeek-VL2 DeepseekV2Config"})
 
 
 def loader_defaults(loader: LoaderName) -> dict[str, Any]:

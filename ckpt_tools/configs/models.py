@@ -89,7 +89,8 @@ class DeepseekConfigBase(BaseModel):
     n_group: int = Field(gt=0, description="Expert groups for group-limited routing")
     topk_group: int = Field(gt=0, description="Groups kept per token")
     norm_topk_prob: bool = Field(description="Renormalise the top-k weights to sum 1")
-    moe_layer_freq: int = Field(1, gt=0, description="Every k-th layer (after the dense ones) is MoE")
+    moe_layer_freq: int = Field(
+        1, gt=0, description="Every k-th layer (after the dense ones) is MoE")
     first_k_dense_replace: int = Field(ge=0, description="Leading layers with a dense MLP")
     q_lora_rank: int | None = Field(
         description="Query compression rank; null = plain q_proj (V2-Lite)")

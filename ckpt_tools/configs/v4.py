@@ -78,7 +78,8 @@ class DeepseekV4Config(BaseModel):
     architectures: list[str] | None = None
     vocab_size: int = Field(gt=0)
     hidden_size: int = Field(gt=0, description="Model width D")
-    moe_intermediate_size: int = Field(gt=0, description="Width of one routed (and the shared) expert")
+    moe_intermediate_size: int = Field(
+        gt=0, description="Width of one routed (and the shared) expert")
     num_hidden_layers: int = Field(gt=0, description="Blocks of the main model (MTP excluded)")
     num_attention_heads: int = Field(gt=0)
     num_key_value_heads: Literal[1] = Field(1, description="Shared-KV MQA: one KV head")
@@ -94,7 +95,8 @@ class DeepseekV4Config(BaseModel):
     topk_method: Literal["noaux_tc"] = "noaux_tc"
     norm_topk_prob: bool = True
     routed_scaling_factor: float = 1.0
-    swiglu_limit: float = Field(10.0, ge=0, description="Clamp of the routed experts' SwiGLU inputs")
+    swiglu_limit: float = Field(
+        10.0, ge=0, description="Clamp of the routed experts' SwiGLU inputs")
     num_hash_layers: int = Field(0, ge=0, description="Leading layers routed by tid2eid[token]")
     index_n_heads: int = Field(gt=0)
     index_head_dim: int = Field(gt=0)
@@ -159,7 +161,8 @@ class DeepseekV4Config(BaseModel):
 
     @property
     def mlp_layer_types(self) -> list[str]:
-        return ["hash_moe" if self.is_hash_layer(i) else "moe" for i in range(self.num_hidden_layers)]
+        return ["hash_moe" if self.is_hash_layer(i) else "moe"
+                for i in range(self.num_hidden_layers)]
 
     @property
     def hc_fn_rows(self) -> int:
@@ -251,7 +254,8 @@ def _from_transformers(raw: dict[str, Any]) -> dict[str, Any]:
             data["qk_rope_head_dim"] = round(data["head_dim"] * prf)
         if compress.get("rope_type", compress.get("type")) == "yarn" and "rope_scaling" not in data:
             keep = ("factor", "original_max_position_embeddings", "beta_fast", "beta_slow")
-            data["rope_scaling"] = {"type": "yarn", **{k: compress[k] for k in keep if k in compress}}
+            data["rope_scaling"] = {"type": "yarn",
+                                    **{k: compress[k] for k in keep if k in compress}}
     prf = data.pop("partial_rotary_factor", None)
     if prf is not None and "qk_rope_head_dim" not in data and "head_dim" in data:
         data["qk_rope_head_dim"] = round(data["head_dim"] * prf)

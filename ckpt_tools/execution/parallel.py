@@ -143,7 +143,8 @@ def _run_job(fn: Callable[..., Any], index: int, args: tuple) -> tuple[Any, floa
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else os.cpu_count() or 1)
 
 
 PARALLEL_MIN_BYTES = 1 << 30  # below this, starting worker processes costs more than it saves

@@ -231,7 +231,8 @@ def routing_semantics(c: Config) -> RoutingSemantics:
 
 def _layout_bytes(plan: TensorPlan, native: bool) -> LayoutBytes:
     return LayoutBytes(layout=plan.layout, native=native, tensors=len(plan),
-                       total_bytes=plan.total_bytes, bytes_by_dtype=dict(sorted(plan.bytes_by_dtype.items())))
+                       total_bytes=plan.total_bytes,
+                       bytes_by_dtype=dict(sorted(plan.bytes_by_dtype.items())))
 
 
 def arch_figures(config: Config, *, layout: Layout | None = None,
@@ -259,7 +260,8 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
     moe = _layer_components(plan.groups, moe_ids[0] if moe_ids else None)
     any_layer = dense or moe
     attention, norms = any_layer["attention"], any_layer["norm"]
-    E, k, S, mI = c.n_routed_experts, c.num_experts_per_tok, c.n_shared_experts, c.moe_intermediate_size
+    E, k, S, mI = (c.n_routed_experts, c.num_experts_per_tok, c.n_shared_experts,
+                   c.moe_intermediate_size)
     routed_per_layer = moe["routed_expert"]
     moe_ffn = moe["router"] + routed_per_layer + moe["shared_expert"]
     beside_moe = moe["dense_mlp"]  # dense MLPs a MoE layer also holds (LongCat-Flash)
@@ -272,7 +274,8 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
         dense_layer=attention + norms + dense["dense_mlp"] if dense_ids else None,
         router_per_layer=moe["router"], routed_expert=routed_per_layer // E if moe_ids else 0,
         routed_experts_per_layer=routed_per_layer, shared_experts_per_layer=moe["shared_expert"],
-        moe_ffn_per_layer=moe_ffn, moe_layer=attention + norms + beside_moe + moe_ffn if moe_ids else 0,
+        moe_ffn_per_layer=moe_ffn,
+        moe_layer=attention + norms + beside_moe + moe_ffn if moe_ids else 0,
     )
 
     kv_mla = (c.kv_lora_rank + c.qk_rope_head_dim) * KV_BYTES
@@ -300,7 +303,8 @@ def arch_figures(config: Config, *, layout: Layout | None = None,
 
     matmul = 0
     for g in plan.groups:
-        if g.mtp or g.scale_of_family is not None or len(g.shape) != 2 or g.component == "embedding":
+        if (g.mtp or g.scale_of_family is not None or len(g.shape) != 2
+                or g.component == "embedding"):
             continue
         matmul += g.numel * k // E if g.component == "routed_expert" else g.numel
     convention = ("2 x matmul parameters one token touches (main model, embedding lookup "

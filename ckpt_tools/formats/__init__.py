@@ -25,7 +25,8 @@ FP4_MAX = 6.0  # largest e2m1
 E8M0_NAN = 255  # the one E8M0 byte that is not a power of two
 E8M0_EXPONENTS = (-127, 127)  # 2^k held by E8M0 bytes 0..254
 # e2m1 code -> value (bit 3 is the sign)
-E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0,
+               -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0)
 
 # Where a weight's scale is stored: HF names (V2/V3) "x.weight" -> "x.weight_scale_inv";
 # DeepSeek's own names (model-parallel files, V4 native) "x.weight" -> "x.scale".

@@ -165,7 +165,8 @@ def fp4_to_fp8(weight: np.ndarray, scale: np.ndarray) -> tuple[np.ndarray, np.nd
     _check_fp4(weight, scale, "weight")
     rows, half = weight.shape
     cols = 2 * half
-    values = dequantize_fp4(weight, np.full(scale.shape, 127, np.uint8).view(E8M0))  # 2^0: the codes
+    # 2^0: the codes
+    values = dequantize_fp4(weight, np.full(scale.shape, 127, np.uint8).view(E8M0))
     s = e8m0_to_float32(scale)
     nr, nc = -(-rows // FP8_BLOCK[0]), -(-cols // FP8_BLOCK[1])
     q = np.empty((rows, cols), dtype=FP8_E4M3)

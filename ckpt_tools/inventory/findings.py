@@ -61,7 +61,8 @@ CODES: dict[str, tuple[Severity, str]] = {
     "mtp-missing": ("error", "an MTP layer the config declares is absent"),
     "mtp-unexpected": ("warning", "an MTP layer the config does not declare"),
     "mp-split-invalid": ("error", "the config cannot be split across this many MP ranks"),
-    "tid2eid-range": ("error", "a DeepSeek-V4 hash table (tid2eid) entry outside [0, n_routed_experts)"),
+    "tid2eid-range": ("error", "a DeepSeek-V4 hash table (tid2eid) entry outside "
+                               "[0, n_routed_experts)"),
     # deep
     "nan-values": ("error", "NaN values in a tensor"),
     "inf-values": ("error", "infinite values in a tensor"),
@@ -90,7 +91,8 @@ class Finding(Result):
     """One defect, located as precisely as known."""
 
     severity: Severity
-    code: Code = Field(description="Stable code; its meaning is in ckpt_tools.inventory.findings.CODES")
+    code: Code = Field(
+        description="Stable code; its meaning is in ckpt_tools.inventory.findings.CODES")
     file: str | None = Field(None, description="Relative to the checkpoint directory")
     tensor: str | None = None
     expected: str | None = None

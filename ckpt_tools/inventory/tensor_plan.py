@@ -43,7 +43,8 @@ class TensorSpec(NamedTuple):
     """One tensor of the plan (a NamedTuple: V3 has 92k of them, and they must be cheap)."""
 
     name: str
-    family: str  # the template with {L} / {E} left in, e.g. model.layers.{L}.mlp.experts.{E}.up_proj.weight
+    # the template with {L} / {E} left in, e.g. model.layers.{L}.mlp.experts.{E}.up_proj.weight
+    family: str
     shape: Shape
     dtype: str  # safetensors dtype name
     component: Component

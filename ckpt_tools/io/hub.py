@@ -14,7 +14,8 @@ client's Xet path; the caller verifies them like any other.
 
 One retry rule for every transfer (`with_retries`): a failure in transit (connection,
 timeout, HTTP 429 or 5xx) is tried again `TRANSFER_ATTEMPTS` times in all, with backoff,
-whether it is a whole-file download or a ranged read. Timeouts are `remote.byte_source.remote_timeouts()`.
+whether it is a whole-file download or a ranged read. Timeouts are
+`remote.byte_source.remote_timeouts()`.
 """
 
 from __future__ import annotations

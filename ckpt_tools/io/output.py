@@ -114,7 +114,8 @@ class OutputDir:
         for src in self.sources:
             src = src.resolve()
             if dst == src:
-                raise OutputError(f"{self.path}: destination is the source; choose another directory")
+                raise OutputError(f"{self.path}: destination is the source; "
+                                  "choose another directory")
             if dst.is_relative_to(src):
                 raise OutputError(f"{self.path}: destination is inside the source {src}")
             if src.is_relative_to(dst):
@@ -140,7 +141,8 @@ class OutputDir:
             _held_locks.discard(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
-            raise OutputError(f"{self.path}: another ckpt run is writing here (lock held)") from None
+            raise OutputError(
+                f"{self.path}: another ckpt run is writing here (lock held)") from None
         try:
             self._prepare()
         except BaseException:

@@ -29,7 +29,8 @@ def safe_member(root: Path, name: str, *, what: str = "file") -> Path:
     """
     candidate = Path(name)
     if candidate.is_absolute() or ".." in candidate.parts or name != name.strip() or not name:
-        raise FormatError(f"{root}: {what} name {json.dumps(name)} escapes the checkpoint directory")
+        raise FormatError(f"{root}: {what} name {json.dumps(name)} "
+                          "escapes the checkpoint directory")
     path = root / candidate
     resolved = path.resolve()
     if not resolved.is_relative_to(root.resolve()):

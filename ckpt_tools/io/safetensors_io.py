@@ -164,8 +164,8 @@ class SafetensorsReader:
         """Bytes [start, stop) of one tensor's data, read with pread (no mmap)."""
         e = self.header[name]
         if not 0 <= start <= stop <= e.nbytes:
-            raise ArgumentError(f"{self.path}: tensor '{name}': byte range [{start}, {stop}) outside "
-                             f"its {e.nbytes} bytes")
+            raise ArgumentError(f"{self.path}: tensor '{name}': byte range [{start}, {stop}) "
+                                f"outside its {e.nbytes} bytes")
         base = self.header.data_offset + e.start
         pos, end, parts = base + start, base + stop, []
         while pos < end:
@@ -187,8 +187,8 @@ class SafetensorsReader:
         """
         e = self.header[name]
         if not (0 <= dim < len(e.shape) and 0 <= start <= stop <= e.shape[dim]):
-            raise ArgumentError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
-                             f"outside shape {list(e.shape)}")
+            raise ArgumentError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] "
+                                f"on dim {dim} outside shape {list(e.shape)}")
         inner = math.prod(e.shape[dim + 1:]) * ITEMSIZES[e.dtype]  # bytes per index on dim
         outer = math.prod(e.shape[:dim])
         run, row = (stop - start) * inner, e.shape[dim] * inner
@@ -255,8 +255,8 @@ class SafetensorsReader:
             return
         stop = e.shape[dim] if stop is None else stop
         if not (0 <= dim < len(e.shape) and 0 <= start <= stop <= e.shape[dim]):
-            raise ArgumentError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] on dim {dim} "
-                             f"outside shape {list(e.shape)}")
+            raise ArgumentError(f"{self.path}: tensor '{name}': slice [{start}:{stop}] "
+                                f"on dim {dim} outside shape {list(e.shape)}")
         inner = math.prod(e.shape[dim + 1:]) * ITEMSIZES[e.dtype]
         outer, row, run = math.prod(e.shape[:dim]), e.shape[dim] * inner, (stop - start) * inner
         if run == 0 or outer == 0:
@@ -277,7 +277,8 @@ class SafetensorsReader:
         e = self.header[name]
         rows = e.shape[0] if e.shape else 1
         if not 0 <= start <= stop <= rows:
-            raise ArgumentError(f"{self.path}: tensor '{name}': rows [{start}, {stop}) outside [0, {rows})")
+            raise ArgumentError(f"{self.path}: tensor '{name}': rows [{start}, {stop}) "
+                                f"outside [0, {rows})")
         import numpy as np
 
         dtype = dtypes.DTYPES[e.dtype].numpy
@@ -298,7 +299,8 @@ def _header_bytes(specs: Sequence[tuple[str, str, tuple[int, ...]]],
         if dtype not in ITEMSIZES:
             raise FormatError(f"tensor '{name}': unknown dtype {dtype}")
         nbytes = math.prod(shape) * ITEMSIZES[dtype]
-        doc[name] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        doc[name] = {"dtype": dtype, "shape": list(shape),
+                     "data_offsets": [offset, offset + nbytes]}
         sizes.append(nbytes)
         offset += nbytes
     raw = json.dumps(doc, separators=(",", ":")).encode()
@@ -469,7 +471,8 @@ class SafetensorsWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def write_safetensors(path: str | Path, tensors: dict[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
+def write_safetensors(path: str | Path,
+                      tensors: dict[str, np.ndarray] | Iterable[tuple[str, np.ndarray]],
                       metadata: dict[str, str] | None = DEFAULT_METADATA) -> None:
     """Write in-memory arrays (small files: tests, tiny checkpoints)."""
     items = list(tensors.items() if isinstance(tensors, dict) else tensors)

@@ -15,7 +15,8 @@ Every read is by row range with pread (`read_float32_rows`): an FP8 weight is re
 so memory is bounded by the rows asked for. Nothing is cached.
 
 The config is read by `config.read_config_file` (`config_v4.DeepseekV4Config`), the number
-formats decoded by `ckpt_tools.formats`, the names mapped by `families.deepseek_v4`: one place for each.
+formats decoded by `ckpt_tools.formats`, the names mapped by `families.deepseek_v4`: one
+place for each.
 """
 
 from __future__ import annotations
@@ -192,9 +193,10 @@ class V4MpCheckpoint:
     `ckpt reshard --to deepseek-mp` and DeepSeek's V4 convert.py write it), by Hub name.
 
     Which rank holds which rows or columns of a tensor comes from the rule that writes the
-    files (`families/deepseek_v4/mp_layout.rank_pieces`): row-split tensors are read from the ranks whose rows
-    overlap the range asked for, `wo_b` (split on dim 1) from every rank, replicas and
-    routed experts from one rank; FP8 pieces keep their own scale pieces, `wo_a` is BF16.
+    files (`families/deepseek_v4/mp_layout.rank_pieces`): row-split tensors are read from
+    the ranks whose rows overlap the range asked for, `wo_b` (split on dim 1) from every
+    rank, replicas and routed experts from one rank; FP8 pieces keep their own scale pieces,
+    `wo_a` is BF16.
     """
 
     layout = "deepseek-mp"

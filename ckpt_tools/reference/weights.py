@@ -1,8 +1,9 @@
 """Lazy, checked weight access for the reference forward pass.
 
-A `TensorSource` is anything with `.config`, `name in source` and `.read_float32(name)`
-(HF tensor names): `ckpt_tools.inventory.checkpoint.Checkpoint` for HF BF16 / F16 / F32 and block-FP8
-(dequantised on the fly), the DeepSeek model-parallel reader for `model*-mp*` files.
+A `TensorSource` is anything with `.config`, `name in source` and `.read_float32(name)` (HF
+tensor names): `ckpt_tools.inventory.checkpoint.Checkpoint` for HF BF16 / F16 / F32 and
+block-FP8 (dequantised on the fly), the DeepSeek model-parallel reader for `model*-mp*`
+files.
 
 Nothing is read ahead: the forward pass asks for one tensor when it needs it and drops it
 after use, so a routed expert is read only when a token selects it. A source that can also
@@ -10,9 +11,9 @@ read row ranges (`read_float32_rows` + `shape_of`, as `Checkpoint` does) has its
 matrices streamed through a fixed budget of rows (`chunk_bytes`), which keeps an lm_head or
 a dense MLP of a 671B model out of memory as a whole.
 
-Names come from the families' rows by role (`ckpt_tools.inventory.modules`, as `ROLES`); each resolved
-name must be in the config's `TensorPlan` and every array read must have the plan's shape,
-so a wrong or truncated tensor fails with its name before any math.
+Names come from the families' rows by role (`ckpt_tools.inventory.modules`, as `ROLES`);
+each resolved name must be in the config's `TensorPlan` and every array read must have the
+plan's shape, so a wrong or truncated tensor fails with its name before any math.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class Weights:
         return array
 
     def rows(self, name: str, index: Iterable[int]) -> np.ndarray:
-        """Rows `index` along dim 0 (embedding lookup, one fused expert) without reading the rest."""
+        """Rows `index` along dim 0 (embedding lookup, one fused expert) without reading the
+        rest."""
         want = self._expected(name)
         index = [int(i) for i in index]
         if not self._rows:

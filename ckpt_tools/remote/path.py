@@ -10,8 +10,8 @@ byte-level readers (`safetensors_io`) ask for `open_source()`.
 
 `remote.stores.as_path(x)` turns a source spec into a path (a `RemotePath` stays, a remote
 URL, `hf://`, `s3://`, ..., is opened with `remote.open_remote`, anything else is a local
-`Path`); its one caller is the boundary, `io.source.locate`. This module imports no other of ckpt_tools' (remote/stores.py builds on it) and no
-client library.
+`Path`); its one caller is the boundary, `io.source.locate`. This module imports no other of
+ckpt_tools' (remote/stores.py builds on it) and no client library.
 """
 
 from __future__ import annotations

@@ -101,7 +101,8 @@ def check_pairing(entries: dict[str, TensorEntry], where: dict[str, str], skip: 
             continue
         if s.dtype != SCALE_DTYPE:
             f.add("scale-dtype", f"{where[scale]}: tensor '{scale}': expected {SCALE_DTYPE}, found "
-                  f"{s.dtype}", file=where[scale], tensor=scale, expected=SCALE_DTYPE, found=s.dtype)
+                  f"{s.dtype}", file=where[scale], tensor=scale, expected=SCALE_DTYPE,
+                  found=s.dtype)
         w = entries[name]
         want = wanted.get((w.dtype, w.shape), False)
         if want is False:

@@ -136,7 +136,8 @@ def _upcast_part(name, shard, e, out_dtype: str) -> tuple[Part, str, tuple[int, 
     if e.dtype == "F8_E4M3":
         return Part(name, shard, e.dtype, e.shape, "fp8", scale), out_dtype, e.shape
     if e.dtype == "I8":
-        return Part(name, shard, e.dtype, e.shape, "fp4", scale), out_dtype, (e.shape[0], 2 * e.shape[1])
+        return (Part(name, shard, e.dtype, e.shape, "fp4", scale), out_dtype,
+                (e.shape[0], 2 * e.shape[1]))
     if out_dtype == "F32" and e.dtype in ("BF16", "F16"):
         return Part(name, shard, e.dtype, e.shape, "widen"), "F32", e.shape
     return Part(name, shard, e.dtype, e.shape, "copy"), e.dtype, e.shape
@@ -202,7 +203,8 @@ def plan_quantize_v4(ck: Checkpoint, expert_dtype: str) -> list[Job]:
             continue
         shard, e = entries[spec.name]
         if spec.scale_name is None or (e.dtype == spec.dtype and e.shape == spec.shape):
-            out = [OutTensor(spec.name, e.dtype, e.shape, (Part(spec.name, shard, e.dtype, e.shape, "copy"),))]
+            out = [OutTensor(spec.name, e.dtype, e.shape,
+                             (Part(spec.name, shard, e.dtype, e.shape, "copy"),))]
             if spec.scale_name:  # an FP8 dense weight kept while re-packing experts
                 s_shard, s = entries[spec.scale_name]
                 out.append(OutTensor(spec.scale_name, s.dtype, s.shape,
@@ -214,7 +216,8 @@ def plan_quantize_v4(ck: Checkpoint, expert_dtype: str) -> list[Job]:
             scale = mp_scale_name(spec.name)
             part = Part(spec.name, shard, e.dtype, e.shape, "repack", scale, entries[scale][0])
         else:
-            part = Part(spec.name, shard, e.dtype, e.shape, "to_fp4" if spec.dtype == "I8" else "to_fp8")
+            part = Part(spec.name, shard, e.dtype, e.shape,
+                        "to_fp4" if spec.dtype == "I8" else "to_fp8")
         by_shard[shard].append(OutTensor(spec.name, spec.dtype, spec.shape, (part,),
                                          spec.scale_name, sshape))
     return [Job(s, tuple(t)) for s, t in by_shard.items() if t]
@@ -291,11 +294,13 @@ def _write_job(src: Source, dst: str, job: Job, out_dtype: str) -> dict[str, lis
         def reader(shard: str | None) -> SafetensorsReader | None:
             return None if shard is None else readers(shard)
 
-        with SafetensorsWriter(Path(dst) / job.file, [s for t in job.tensors for s in t.specs()]) as w:
+        with SafetensorsWriter(Path(dst) / job.file,
+                               [s for t in job.tensors for s in t.specs()]) as w:
             for t in job.tensors:
                 if t.scale is None:
                     w.write_bytes(t.name, chain.from_iterable(
-                        _part_bytes(reader(p.shard), reader(p.scale_shard), p, dtype) for p in t.parts))
+                        _part_bytes(reader(p.shard), reader(p.scale_shard), p, dtype)
+                        for p in t.parts))
                     continue
                 p, scales, stats = t.parts[0], [], RoundTripStats()
                 w.write_bytes(t.name, _quantized_bytes(reader(p.shard), reader(p.scale_shard), p,

@@ -353,7 +353,8 @@ def _joined(readers, pieces: list[tuple[int, Piece]], shape, where: str):
     else:
         row_bytes = math.prod(shape[1:]) * itemsize(p0.dtype)
         for r0, r1 in _row_ranges(shape[0], row_bytes):
-            yield _bytes(np.concatenate([readers[r].read_rows(p.name, r0, r1) for r, p in pieces], 1))
+            yield _bytes(np.concatenate(
+                [readers[r].read_rows(p.name, r0, r1) for r, p in pieces], 1))
 
 
 def _requantized(readers, pieces: list[tuple[int, Piece]], scales: list[np.ndarray]):

@@ -39,7 +39,8 @@ def rank_pieces(plan: V4TensorPlan, n: int) -> list[list[Piece]]:
     """Every rank's tensors, in plan order; ConfigError when N does not divide something."""
     c = plan.config
     if c.n_routed_experts % n:
-        raise ConfigError(f"model_parallel {n} does not divide n_routed_experts {c.n_routed_experts}")
+        raise ConfigError(f"model_parallel {n} does not divide n_routed_experts "
+                          f"{c.n_routed_experts}")
     per_rank = c.n_routed_experts // n
     ranks: list[list[Piece]] = [[] for _ in range(n)]
     for s in plan.specs:

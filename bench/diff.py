@@ -10,8 +10,8 @@ streaming value comparison of two checkpoints.
    Data is built in a temp dir and removed afterwards.
 
 Every run is its own subprocess; its wall time, CPU time and peak RSS come from os.wait4
-on that child (bench/timing.py). The ckpt entry point is the console script next to this interpreter (not a pyenv
-shim, whose bash start-up would be counted otherwise).
+on that child (bench/timing.py). The ckpt entry point is the console script next to this
+interpreter (not a pyenv shim, whose bash start-up would be counted otherwise).
 
 With --compare TREE, the same preset diff also runs from this tree and from TREE through
 one identical entry (`python -c`), so a change's start-up cost is measured in one run.
@@ -127,7 +127,8 @@ def bench_values(reps: int) -> None:
               f"(built in {time.perf_counter() - t0:.0f} s), {reps} runs each")
         results = measure({
             "ckpt diff A B --values": [*ckpt, "diff", str(a), str(b), "--values"],
-            "baseline: whole tensors in numpy": [sys.executable, "-c", BASELINE_VALUES, str(a), str(b)],
+            "baseline: whole tensors in numpy": [sys.executable, "-c", BASELINE_VALUES,
+                                                 str(a), str(b)],
         }, reps)
         report(results, "baseline: whole tensors in numpy")
         med = statistics.median(w for w, _, _ in results["ckpt diff A B --values"])
@@ -138,7 +139,8 @@ def bench_values(reps: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=15, help="runs per command (>= 10 for startup)")
-    ap.add_argument("--values", action="store_true", help="also bench --values (~3 GB temp data, minutes to build)")
+    ap.add_argument("--values", action="store_true",
+                    help="also bench --values (~3 GB temp data, minutes to build)")
     ap.add_argument("--values-reps", type=int, default=3)
     ap.add_argument("--compare", type=Path, metavar="TREE",
                     help="also time `diff v2.5 v3` from this source tree (e.g. `git archive "

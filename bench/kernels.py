@@ -120,7 +120,8 @@ def main() -> None:
         print(json.dumps(doc, indent=1))
         return
     print(f"{args.rows} x {args.cols}, median of {args.reps}; G elem/s by CPU time (wall)")
-    print(f"{'kernel':44} {'numpy':>14} {'compiled':>14} {'x':>5} {'of memcpy':>10} {'1st call':>8}")
+    print(f"{'kernel':44} {'numpy':>14} {'compiled':>14} {'x':>5} "
+          f"{'of memcpy':>10} {'1st call':>8}")
     for r in rows:
         np_, c = r["numpy"], r["compiled"]
         print(f"{r['kernel']:44} {np_['G_per_cpu_s']:6.2f} ({np_['G_per_wall_s']:5.2f})"

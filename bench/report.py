@@ -29,8 +29,9 @@ command as cheap as moving its bytes once in memory).
 On a shared machine wall time waits for a core: the lead runs this on a quiet machine.
 `--quick` runs tiny widths and one repetition: it checks the script, not the speed.
 
-Reproduce: python bench/report.py [--reps 3] [--experts 4] [--v4-experts 8] [--shards 4] [--tmp /dev/shm]
-           [--rows upcast-v3,validate] [--no-torch]   (the steady state: --experts 40 --shards 8)
+Reproduce: python bench/report.py [--reps 3] [--experts 4] [--v4-experts 8] [--shards 4]
+           [--tmp /dev/shm] [--rows upcast-v3,validate]
+           [--no-torch]   (the steady state: --experts 40 --shards 8)
            [--quick]
 """
 

@@ -15,9 +15,10 @@ truncated up to its full size, so ~688 GB apparent and ~20 MB on disk), an index
 
 Wall time and CPU time are medians over --reps runs; peak RSS is the child's ru_maxrss
 from os.wait4 (the data is built in a child so that this process, whose RSS every child
-inherits as a floor, stays small). ckpt runs as the console script next to this interpreter (a pyenv shim
-would add its bash start-up). Before timing, the run checks that validate finds nothing on
-this checkpoint and one `shard-truncated` after a shard loses its last byte.
+inherits as a floor, stays small). ckpt runs as the console script next to this
+interpreter (a pyenv shim would add its bash start-up). Before timing, the run checks that
+validate finds nothing on this checkpoint and one `shard-truncated` after a shard loses
+its last byte.
 
 With --deep: `ckpt validate DIR --deep` on a real-width V3 FP8 checkpoint (make-tiny:
 hidden 7168, 1 dense + 1 MoE layer, 4 experts, 32k vocabulary; about 1.9 GB in 3 shards)
@@ -197,9 +198,9 @@ def main() -> None:
         shards, goal = PRESETS[args.preset]
         apparent = sum(p.stat().st_size for p in root.iterdir())
         on_disk = sum(p.stat().st_blocks * 512 for p in root.iterdir())
-        print(f"built {args.preset}: {tensors:,} tensors ({nbytes / 1e9:,.1f} GB of tensor data) in {shards} "
-              f"shards in {time.perf_counter() - t0:.1f} s: {apparent / 1e9:,.1f} GB apparent, "
-              f"{on_disk / 1e6:,.1f} MB on disk, at {root}")
+        print(f"built {args.preset}: {tensors:,} tensors ({nbytes / 1e9:,.1f} GB of tensor data) "
+              f"in {shards} shards in {time.perf_counter() - t0:.1f} s: "
+              f"{apparent / 1e9:,.1f} GB apparent, {on_disk / 1e6:,.1f} MB on disk, at {root}")
         ckpt = ckpt_command()
         sanity(ckpt, root, tensors, shards)
         med = measure({

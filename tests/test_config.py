@@ -180,9 +180,11 @@ def test_config_saved_by_transformers_loads(tmp_path, preset):
     cls = {"deepseek_v3": transformers.DeepseekV3Config,
            "deepseek_v2": transformers.DeepseekV2Config,
            "deepseek_v32": transformers.DeepseekV32Config}[raw["model_type"]]
-    keys = {k: v for k, v in raw.items() if k not in ("auto_map", "architectures", "quantization_config")}
+    keys = {k: v for k, v in raw.items()
+            if k not in ("auto_map", "architectures", "quantization_config")}
     if preset == "v3.2":  # transformers' V3.2 config is strict: only its own fields
-        keys = {k: v for k, v in keys.items() if k in cls.__dataclass_fields__ or k == "rope_scaling"}
+        keys = {k: v for k, v in keys.items()
+                if k in cls.__dataclass_fields__ or k == "rope_scaling"}
     cls(**keys).save_pretrained(tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     cfg = parse_config(saved)

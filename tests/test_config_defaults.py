@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import NEEDS_REFERENCE
 
-from ckpt_tools.configs.parse import DeepseekV2Config, DeepseekV3Config, DeepseekV32Config, parse_config
+from ckpt_tools.configs.parse import (DeepseekV2Config, DeepseekV3Config, DeepseekV32Config,
+                                      parse_config)
 from ckpt_tools.configs.defaults import CLASS_DEFAULTS, IMPLIED, loader_defaults
 from ckpt_tools.errors import ConfigError
 from ckpt_tools.presets import find_preset

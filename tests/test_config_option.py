@@ -117,7 +117,8 @@ def test_forward_and_verify_read_a_folder_without_config_given_one(make_ckpt, tm
 def test_a_config_whose_family_reads_its_own_files_is_refused_naming_why(make_ckpt, tmp_path,
                                                                            run_cli):
     bare, _ = _without_config(make_ckpt(fp8=True), tmp_path)
-    for argv in (["upcast", bare, tmp_path / "out"], ["forward", bare, "--out", tmp_path / "x.npy"]):
+    for argv in (["upcast", bare, tmp_path / "out"],
+                 ["forward", bare, "--out", tmp_path / "x.npy"]):
         r = run_cli(*argv, "--config", "v4-flash")
         assert r.exit_code == 2  # a combination of arguments that cannot work: usage
         assert "not available for DeepSeek-V4" in r.stderr and "config.json" in r.stderr

@@ -70,7 +70,8 @@ class Case:
     @property
     def id(self) -> str:
         storage = "bf16" if not self.fp8 else f"fp8-{self.scale_fmt or 'float'}"
-        return f"{self.preset}-{storage}" + (f"-experts-{self.expert_dtype}" if self.expert_dtype else "")
+        return f"{self.preset}-{storage}" + (f"-experts-{self.expert_dtype}"
+                                             if self.expert_dtype else "")
 
     @property
     def power_of_two_scales(self) -> bool:

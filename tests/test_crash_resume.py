@@ -25,10 +25,11 @@ CASES = {
     "upcast": (True, ["upcast", "{src}", "{dst}", "--workers", "1"]),
     "upcast-2-workers": (True, ["upcast", "{src}", "{dst}", "--workers", "2"]),
     "quantize": (False, ["quantize", "{src}", "{dst}", "--workers", "1"]),
-    "reshard-size": (True, ["reshard", "{src}", "{dst}", "--max-shard-size", "150KB", "--workers", "1"]),
+    "reshard-size": (True, ["reshard", "{src}", "{dst}", "--max-shard-size", "150KB",
+                            "--workers", "1"]),
     # tiny FP8 widths are not multiples of 128 x N, so the mp split runs on BF16
-    "reshard-mp": (False, ["reshard", "{src}", "{dst}", "--to", "deepseek-mp", "--model-parallel", "2",
-                          "--workers", "1"]),
+    "reshard-mp": (False, ["reshard", "{src}", "{dst}", "--to", "deepseek-mp",
+                           "--model-parallel", "2", "--workers", "1"]),
     # DeepSeek-V4 (FP8 + MXFP4 experts)
     "upcast-v4-hf": ("v4", ["upcast", "{src}", "{dst}", "--layout", "hf", "--workers", "1"]),
     "quantize-v4-repack": ("v4", ["quantize", "{src}", "{dst}", "--expert-dtype", "fp8",
@@ -85,7 +86,8 @@ def test_killed_and_rerun_is_byte_identical(tmp_path, sources, case):
     r = run(args(dst))
     assert r.returncode == 0, r.stderr
     expected = files_of(dst)
-    points = sum(len(read_header(dst / n).entries) + 1 for n in expected if n.endswith(".safetensors"))
+    points = sum(len(read_header(dst / n).entries) + 1
+                 for n in expected if n.endswith(".safetensors"))
 
     for seed in SEEDS:
         shutil.rmtree(dst)

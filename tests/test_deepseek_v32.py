@@ -300,7 +300,8 @@ def test_reshard_to_deepseek_mp_equals_convert_py_tensor_for_tensor(tmp_path, fp
     src = tmp_path / "hf"
     make_tiny(src, "v3.2", fp8=fp8, seed=2, shards=3, overrides=FP8_MP_WIDTHS)
     to_deepseek_mp(src, tmp_path / "mp", mp)
-    expected = convert_py(src, mp, json.loads((src / "config.json").read_text())["n_routed_experts"])
+    expected = convert_py(src, mp,
+                          json.loads((src / "config.json").read_text())["n_routed_experts"])
     for rank in range(mp):
         with SafetensorsReader(tmp_path / "mp" / f"model{rank}-mp{mp}.safetensors") as r:
             got = {n: np.ascontiguousarray(r.get(n)).tobytes() for n in r.header.entries}
@@ -358,7 +359,8 @@ def test_dsa_figures_from_independent_formulas():
     assert rows["dsa.kv_extra_fp8"].b == n * (128 + 4)
     crossover = rows["dsa.crossover"].b
     cost = lambda L: n * (mla * min(L, 2048) + indexer * L)  # noqa: E731
-    assert cost(crossover) < n * mla * crossover and cost(crossover - 1) >= n * mla * (crossover - 1)
+    assert (cost(crossover) < n * mla * crossover
+            and cost(crossover - 1) >= n * mla * (crossover - 1))
     assert 2048 < crossover < 4096
     for cost in figures_flops():
         assert cost.dsa_flops == cost.dsa_mla_flops + cost.indexer_flops

@@ -376,7 +376,8 @@ def test_mistral_large4_cache_counts_each_layer_as_it_is():
 def test_mistral_large4_kv_sharing_across_rope_kinds_is_refused():
     text = {**find_preset("mistral-large-4").raw_config["text_config"], "num_hidden_layers": 2,
             "no_rope_layers": [1, 0], "kv_source_layers": [0, 0]}
-    with pytest.raises(ConfigError, match="field .kv_source_layers.: layer 1 and its source 0 differ"):
+    with pytest.raises(ConfigError,
+                       match="field .kv_source_layers.: layer 1 and its source 0 differ"):
         parse_config(text, source="text_config")
 
 

@@ -64,7 +64,8 @@ def test_v3_mtp_and_bytes_match_sections_6_and_7():
     assert (f.parameters.mtp, f.parameters.mtp_unique) == (13_463_426_304, 11_610_068_224)
     assert f.parameters.checkpoint == 684_489_845_504
     fp8, bf16 = f.weights
-    assert (fp8.layout, fp8.native, fp8.total_bytes, fp8.tensors) == ("fp8", True, 688_574_839_360, 91_991)
+    assert ((fp8.layout, fp8.native, fp8.total_bytes, fp8.tensors)
+            == ("fp8", True, 688_574_839_360, 91_991))
     # the BF16 layout: every parameter 2 bytes except the 58+1 F32 score-correction biases
     bias = 59 * 256
     assert (bf16.layout, bf16.native) == ("bf16", False)
@@ -107,7 +108,8 @@ def test_flops_convention_v3():
 
 def test_experts():
     e = figures("v3").experts
-    assert (e.experts_per_token, e.routed_experts, e.expert_width, e.shared_width) == (8, 256, 2048, 2048)
+    assert ((e.experts_per_token, e.routed_experts, e.expert_width, e.shared_width)
+            == (8, 256, 2048, 2048))
     assert (e.dense_layers, e.moe_layers, e.mtp_layers) == (3, 58, 1)
     assert e.active_ffn_width == (8 + 1) * 2048
 
@@ -115,10 +117,13 @@ def test_experts():
 # -- routing semantics (docs/architecture.md §6) ---------------------------------------------
 def test_routing_v2_v3_v2_lite():
     v2, v3, lite = figures("v2.5").routing, figures("v3").routing, figures("v2-lite").routing
-    assert (v2.scoring_func, v2.group_rule, v2.uses_bias, v2.normalised) == ("softmax", "group_max", False, False)
+    assert ((v2.scoring_func, v2.group_rule, v2.uses_bias, v2.normalised)
+            == ("softmax", "group_max", False, False))
     assert (v2.scaling_applied, v2.routed_scaling_factor, v2.top_k) == ("on_raw_weights", 16.0, 6)
-    assert (v3.scoring_func, v3.group_rule, v3.uses_bias, v3.normalised) == ("sigmoid", "top2_sum", True, True)
-    assert (v3.scaling_applied, v3.routed_scaling_factor, v3.top_k) == ("after_normalisation", 2.5, 8)
+    assert ((v3.scoring_func, v3.group_rule, v3.uses_bias, v3.normalised)
+            == ("sigmoid", "top2_sum", True, True))
+    assert ((v3.scaling_applied, v3.routed_scaling_factor, v3.top_k)
+            == ("after_normalisation", 2.5, 8))
     assert "selection only" in v3.bias and "unbiased" in v3.weights
     assert lite.group_rule == "none" and lite.scaling == "x1 (no-op)"
 
@@ -136,7 +141,8 @@ def test_v25_to_v3_config_fields_grouped_and_explained():
     r = diff("v2.5", "v3")
     assert r.verdict == "different_architecture" and not r.same_architecture
     by = {c.field: c for c in r.config_changes}
-    assert (by["scoring_func"].a, by["scoring_func"].b, by["scoring_func"].concern) == ("softmax", "sigmoid", "moe")
+    assert ((by["scoring_func"].a, by["scoring_func"].b, by["scoring_func"].concern)
+            == ("softmax", "sigmoid", "moe"))
     assert "aux-loss-free" in by["topk_method"].meaning
     assert by["n_routed_experts"].b == 256 and by["hidden_size"].concern == "model"
     assert by["num_nextn_predict_layers"].status == "added"
@@ -181,7 +187,8 @@ def test_v3_vs_r1_same_architecture():
 def test_v2_vs_v25_same_shapes_other_softmax_scale():
     r = diff("v2", "v2.5")
     assert r.verdict == "same_tensor_shapes" and r.plan.changes == []
-    assert {c.field for c in r.config_changes} == {"rope_scaling.mscale", "rope_scaling.mscale_all_dim"}
+    assert ({c.field for c in r.config_changes}
+            == {"rope_scaling.mscale", "rope_scaling.mscale_all_dim"})
     q = {x.key: x for x in r.quantities}
     assert q["attention.softmax_scale"].ratio == pytest.approx(1.873854 / 1.589627, rel=1e-5)
 
@@ -217,14 +224,16 @@ def test_cli_json_and_markdown(run_cli):
     doc = json.loads(run_cli("diff", "v3", "r1", "--json").stdout)  # exactly one document
     assert doc["verdict"] == "same_architecture" and doc["values"] is None
     md = run_cli("diff", "v2.5", "v3", "--markdown").stdout
-    assert md.startswith("## ckpt diff v2.5 v3") and "| `topk_method` | group_limited_greedy |" in md
+    assert (md.startswith("## ckpt diff v2.5 v3")
+            and "| `topk_method` | group_limited_greedy |" in md)
 
 
 def test_cli_preset_diff_imports_no_numpy():
-    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "ckpt_tools", "diff", "v2.5", "v3"],
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run([sys.executable, "-X", "importtime", "-m", "ckpt_tools", "diff", "v2.5",
+                          "v3"], capture_output=True, text=True, check=True)
     heavy = [line for line in res.stderr.splitlines()
-             if line.rsplit("|", 1)[-1].strip().split(".")[0] in ("numpy", "ml_dtypes", "safetensors")]
+             if line.rsplit("|", 1)[-1].strip().split(".")[0]
+             in ("numpy", "ml_dtypes", "safetensors")]
     assert not heavy, heavy[:3]
 
 
@@ -292,7 +301,8 @@ def test_one_perturbed_tensor_is_named_first(make_ckpt, monkeypatch):
     shutil.copytree(a, b)
     target = "model.layers.3.mlp.experts.5.down_proj.weight"
     _perturb(b, target, 0.5)
-    monkeypatch.setattr("ckpt_tools.commands.tensor_diff._CHUNK_ELEMENTS", 64)  # many row chunks per tensor
+    # many row chunks per tensor
+    monkeypatch.setattr("ckpt_tools.commands.tensor_diff._CHUNK_ELEMENTS", 64)
     v = diff(a, b, values=True).values
     worst = v.tensors[0]
     assert worst.name == target and v.identical == v.compared - 1
@@ -300,7 +310,8 @@ def test_one_perturbed_tensor_is_named_first(make_ckpt, monkeypatch):
     y = Checkpoint(b).read_float32(target).astype(np.float64)
     assert worst.max_abs == pytest.approx(np.abs(x - y).max())
     assert worst.rel_l2 == pytest.approx(np.linalg.norm(x - y) / np.linalg.norm(x))
-    assert worst.cosine == pytest.approx(x.ravel() @ y.ravel() / np.linalg.norm(x) / np.linalg.norm(y))
+    assert worst.cosine == pytest.approx(x.ravel() @ y.ravel()
+                                         / np.linalg.norm(x) / np.linalg.norm(y))
     assert all(t.max_abs == 0 for t in v.tensors[1:])
 
 
@@ -374,4 +385,5 @@ def test_header_diff_missing_and_shape(make_ckpt, run_cli):
     kinds = {g.kind for g in diff(other, a).headers.groups}
     assert {"only_a", "only_b", "shape"} <= kinds
     res = run_cli("diff", a, b, "--values")
-    assert res.exit_code == 0 and "only in A" in res.stdout and "all compared tensors are identical" in res.stdout
+    assert (res.exit_code == 0 and "only in A" in res.stdout
+            and "all compared tensors are identical" in res.stdout)

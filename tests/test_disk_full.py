@@ -57,7 +57,8 @@ def tree_digest(path: Path) -> dict[str, tuple[str, int]]:
     out = {}
     for p in sorted(path.rglob("*")):
         if p.is_file():
-            out[str(p.relative_to(path))] = (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
+            out[str(p.relative_to(path))] = (hashlib.sha256(p.read_bytes()).hexdigest(),
+                                             p.stat().st_mtime_ns)
     return out
 
 

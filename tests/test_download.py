@@ -20,7 +20,8 @@ from ckpt_tools.io.manifest import read_manifest
 from ckpt_tools.io.safetensors_io import read_header
 from ckpt_tools.commands.tiny import make_tiny
 
-download_mod = importlib.import_module("ckpt_tools.commands.download")  # ckpt_tools.download is the function
+# ckpt_tools.download is the function
+download_mod = importlib.import_module("ckpt_tools.commands.download")
 
 REPO = "org/tiny-v3"
 SHARDS = 5
@@ -223,7 +224,8 @@ def test_dry_run_prints_the_plan_and_downloads_nothing(hub, sources, tmp_path, r
 
 
 def test_plan_that_does_not_fit_stops_before_downloading(hub, tmp_path, run_cli, monkeypatch):
-    monkeypatch.setattr(importlib.import_module("ckpt_tools.commands.download_plan"), "_free_bytes", lambda path: 1000)
+    monkeypatch.setattr(importlib.import_module("ckpt_tools.commands.download_plan"),
+                        "_free_bytes", lambda path: 1000)
     dst = tmp_path / "out"
     dry = run_cli("download", REPO, "--local-dir", dst, "--dry-run")
     assert "DOES NOT FIT" in dry.stdout
@@ -440,7 +442,8 @@ def test_progress_sink_counts_xet_bytes_once():
     from ckpt_tools.io.hub import _byte_counter
 
     got: list[int] = []
-    reporter = XetDownloadProgressReporter(reconstruction_desc="f", total=100, log_level=logging.INFO,
+    reporter = XetDownloadProgressReporter(reconstruction_desc="f", total=100,
+                                           log_level=logging.INFO,
                                            tqdm_class=_byte_counter(got.append, None))
     for written, received in ((40, 30), (100, 80)):
         reporter.update_progress(SimpleNamespace(

@@ -14,7 +14,8 @@ from ckpt_tools.errors import FormatError
 from ckpt_tools.io.index import read_index
 from ckpt_tools.io.safetensors_io import SafetensorsReader, read_header, write_safetensors
 
-FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=300, deadline=2000,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def _valid_file(tmp_path):
@@ -64,14 +65,17 @@ def test_mutated_valid_file(tmp_path, data):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    (st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+     | st.text(max_size=8)),
+    lambda children: (st.lists(children, max_size=4)
+                      | st.dictionaries(st.text(max_size=6), children, max_size=4)),
     max_leaves=12,
 )
 
 
 @FUZZ
-@given(header=st.dictionaries(st.text(max_size=8), json_values, max_size=4), tail=st.binary(max_size=64))
+@given(header=st.dictionaries(st.text(max_size=8), json_values, max_size=4),
+       tail=st.binary(max_size=64))
 def test_random_json_headers(tmp_path, header, tail):
     hb = json.dumps(header).encode()
     p = tmp_path / "j.safetensors"
@@ -100,7 +104,8 @@ def test_index_parser_on_garbage_bytes(tmp_path):
 
 def test_million_tensor_header_is_refused_before_parsing(tmp_path):
     """1,000,000 zero-size tensors: refused (over MAX_TENSORS) without decoding the JSON."""
-    entries = ",".join(f'"t{i}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}' for i in range(1_000_000))
+    entries = ",".join(f'"t{i}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}'
+                       for i in range(1_000_000))
     hb = ("{" + entries + "}").encode()
     p = tmp_path / "many.safetensors"
     p.write_bytes(struct.pack("<Q", len(hb)) + hb)
@@ -113,7 +118,8 @@ def test_million_tensor_header_is_refused_before_parsing(tmp_path):
 
 def test_many_tensors_under_the_cap_still_parse(tmp_path):
     n = 100_000
-    entries = ",".join(f'"t{i}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}' for i in range(n))
+    entries = ",".join(f'"t{i}":{{"dtype":"F32","shape":[0],"data_offsets":[0,0]}}'
+                       for i in range(n))
     hb = ("{" + entries + "}").encode()
     p = tmp_path / "many.safetensors"
     p.write_bytes(struct.pack("<Q", len(hb)) + hb)

@@ -58,8 +58,10 @@ def test_import_graph_has_no_cycles():
     paths = sorted(PACKAGE.rglob("*.py"))
     modules = {_module_name(p) for p in paths}
     graph = {_module_name(p): _imports(p, modules) for p in paths}
-    assert graph["ckpt_tools.commands.validate"] >= {"ckpt_tools.inventory.inspect"}  # the walk sees imports
-    assert "ckpt_tools.inventory.mp_layout" in graph["ckpt_tools.inventory.inspect"]  # lazy ones too
+    # the walk sees imports
+    assert graph["ckpt_tools.commands.validate"] >= {"ckpt_tools.inventory.inspect"}
+    # lazy ones too
+    assert "ckpt_tools.inventory.mp_layout" in graph["ckpt_tools.inventory.inspect"]
 
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
@@ -107,8 +109,10 @@ DEFERRED = {
     ("cli/reshard.py", "..commands.reshard"): "CLI start-up: numpy only when run",
     ("cli/verify.py", "..commands.forward"): "CLI start-up: numpy only when run",
     ("cli/info.py", "..remote.stores"): "CLI start-up: the remote clients only with --remote",
-    ("configs/parse.py", "..io.source"): "start-up: a preset reads no file (readers, remote clients)",
-    ("configs/sources.py", "..io.source"): "start-up: a preset reads no file (readers, remote clients)",
+    ("configs/parse.py", "..io.source"): "start-up: a preset reads no file "
+                                         "(readers, remote clients)",
+    ("configs/sources.py", "..io.source"): "start-up: a preset reads no file "
+                                           "(readers, remote clients)",
     ("cli/verify.py", "..commands.verify"): "CLI start-up: numpy only when run",
     ("cli/schema.py", "..schemas"): "CLI start-up: every model only for `schema`",
     ("commands/diff.py", "..inventory.checkpoint"): "numpy only for checkpoint directories",

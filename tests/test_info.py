@@ -36,7 +36,8 @@ def test_info_checkpoint_dir_reads_headers(run_cli, make_ckpt):
     assert doc["files"]["total_bytes"] == doc["plan"]["total_bytes"]
 
 
-@pytest.mark.parametrize("arg,needle", [("/nonexistent/x", "no such file or directory"), ("v9", "not a preset"), (".", "no config.json")])
+@pytest.mark.parametrize("arg,needle", [("/nonexistent/x", "no such file or directory"),
+                                        ("v9", "not a preset"), (".", "no config.json")])
 def test_info_bad_inputs(run_cli, arg, needle, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     r = run_cli("info", arg)

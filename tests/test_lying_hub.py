@@ -67,7 +67,8 @@ def test_lying_hub_is_refused_naming_the_file_and_nothing_derived_is_written(cas
 
 def test_lying_hub_cli_error_is_one_line(hub, sources, tmp_path):
     bad = _lie_about_last_shard(hub, sources / "fp8")
-    r = _cli(["reshard", "hf://org/fp8", tmp_path / "out", "--to", "deepseek-mp", "--model-parallel", "2"])
+    r = _cli(["reshard", "hf://org/fp8", tmp_path / "out", "--to", "deepseek-mp",
+              "--model-parallel", "2"])
     assert r.returncode == 1, r.stderr
     assert r.stderr.startswith("Error: ") and len(r.stderr.strip().splitlines()) == 1
     assert bad in r.stderr and "differs from the Hub's" in r.stderr

@@ -77,7 +77,8 @@ def test_forward_refuses_an_output_name_that_is_not_numpy(run_cli, make_ckpt, tm
 # -- one message per situation ---------------------------------------------------------------
 @pytest.mark.parametrize("argv", [
     ["validate", "{p}"], ["upcast", "{p}", "{out}"], ["quantize", "{p}", "{out}"],
-    ["reshard", "{p}", "{out}", "--max-shard-size", "1MB"], ["reshard", "{p}", "{out}", "--to", "hf"],
+    ["reshard", "{p}", "{out}", "--max-shard-size", "1MB"],
+    ["reshard", "{p}", "{out}", "--to", "hf"],
     ["verify", "{p}", "--logits", "{out}.npy"], ["forward", "{p}", "--out", "{out}.npy"]])
 def test_a_missing_path_gets_one_message_from_every_command(run_cli, tmp_path, argv):
     missing = tmp_path / "nowhere"
@@ -86,7 +87,8 @@ def test_a_missing_path_gets_one_message_from_every_command(run_cli, tmp_path, a
     assert r.stderr.strip().splitlines()[-1] == f"Error: {missing}: no such file or directory"
 
 
-@pytest.mark.parametrize("command", [["validate"], ["upcast", "OUT"], ["verify", "--logits", "x.npy"]])
+@pytest.mark.parametrize("command",
+                         [["validate"], ["upcast", "OUT"], ["verify", "--logits", "x.npy"]])
 def test_a_bare_repo_id_that_is_no_local_path_points_to_hf(run_cli, tmp_path, monkeypatch, command):
     monkeypatch.chdir(tmp_path)
     argv = [command[0], "deepseek-ai/DeepSeek-V3", *command[1:]]

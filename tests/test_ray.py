@@ -20,7 +20,8 @@ from ray.cluster_utils import Cluster  # noqa: E402
 from ckpt_tools.commands.convert import quantize, upcast  # noqa: E402
 from ckpt_tools.errors import VerificationError  # noqa: E402
 from ckpt_tools.execution.fault_injection import KILL_ONCE_VAR, STALL_ONCE_VAR  # noqa: E402
-from ckpt_tools.commands.reshard import REPORT_FILE, from_deepseek_mp, report_file, to_deepseek_mp  # noqa: E402
+from ckpt_tools.commands.reshard import (REPORT_FILE, from_deepseek_mp, report_file,  # noqa: E402
+                                         to_deepseek_mp)
 from ckpt_tools.io.safetensors_io import read_header  # noqa: E402
 from ckpt_tools.commands.tiny import make_tiny  # noqa: E402
 from ckpt_tools.commands.validate import validate  # noqa: E402

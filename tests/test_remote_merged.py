@@ -40,7 +40,8 @@ def sources(tmp_path_factory):
     tiny = json.loads((root / "fp8" / "config.json").read_text())
     wrapped_cfg.write_text(json.dumps({"model_type": "kimi_k25", "text_config": tiny}))
     make_tiny(root / "wrapped", str(wrapped_cfg), fp8=True, shards=2, seed=5)
-    write_checkpoint(root / "v4", V4_CONFIG, quantized_tensors(V4_CONFIG, hub_tensors(V4_CONFIG, 2)))
+    write_checkpoint(root / "v4", V4_CONFIG,
+                     quantized_tensors(V4_CONFIG, hub_tensors(V4_CONFIG, 2)))
     make_tiny(root / "v4-flash", "v4-flash", fp8=True, shards=3)
     return root
 

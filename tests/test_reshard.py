@@ -33,7 +33,8 @@ from ckpt_tools.commands.reshard_plan import pack_by_size, plan_reshard, prove_c
 from ckpt_tools.io.safetensors_io import SafetensorsReader, read_header, write_safetensors
 from ckpt_tools.inventory.tensor_plan import TensorPlan
 
-reshard_mod = importlib.import_module("ckpt_tools.commands.reshard")  # ckpt_tools.reshard is the function
+# ckpt_tools.reshard is the function
+reshard_mod = importlib.import_module("ckpt_tools.commands.reshard")
 
 # Tiny FP8 widths whose column/row splits fall on 128-wide scale blocks for N = 2, as V3's
 # do for N = 16 (the default tiny widths are below one block, so only N = 1 splits them).

@@ -38,7 +38,8 @@ def _reachable(roots) -> set[type[pydantic.BaseModel]]:
     return seen
 
 
-REPORTS = {stem: _load(target) for stem, target in PUBLIC_MODELS.items() if stem not in CONFIG_MODELS}
+REPORTS = {stem: _load(target) for stem, target in PUBLIC_MODELS.items()
+           if stem not in CONFIG_MODELS}
 # How a config was read: the record a parsed config carries (filled in while reading it),
 # printed inside reports; the config's, not a result
 CONFIG_RECORDS = {ConfigReading}

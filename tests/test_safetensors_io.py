@@ -129,17 +129,22 @@ def test_corrupt_headers_are_named(tmp_path, case, needle):
         _write_raw(p, [1, 2])
     elif case == "duplicate_key":
         _write_raw(p, None, b"\0" * 32, header_bytes=b'{"a":{"dtype":"F32","shape":[2,2],'
-                   b'"data_offsets":[0,16]},"a":{"dtype":"F32","shape":[2,2],"data_offsets":[16,32]}}')
+                   b'"data_offsets":[0,16]},"a":{"dtype":"F32","shape":[2,2],'
+                   b'"data_offsets":[16,32]}}')
     elif case == "unknown_dtype":
         _write_raw(p, {"a": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}}, b"\0" * 16)
     elif case == "negative_shape":
-        _write_raw(p, {"a": {"dtype": "F32", "shape": [-1, 4], "data_offsets": [0, 16]}}, b"\0" * 16)
+        _write_raw(p, {"a": {"dtype": "F32", "shape": [-1, 4], "data_offsets": [0, 16]}},
+                   b"\0" * 16)
     elif case == "overlap":
-        _write_raw(p, {**ok, "b": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 24]}}, b"\0" * 24)
+        _write_raw(p, {**ok, "b": {"dtype": "F32", "shape": [2, 2], "data_offsets": [8, 24]}},
+                   b"\0" * 24)
     elif case == "gap":
-        _write_raw(p, {**ok, "b": {"dtype": "F32", "shape": [2, 2], "data_offsets": [20, 36]}}, b"\0" * 36)
+        _write_raw(p, {**ok, "b": {"dtype": "F32", "shape": [2, 2], "data_offsets": [20, 36]}},
+                   b"\0" * 36)
     elif case == "offsets_out_of_range":
-        _write_raw(p, {**ok, "b": {"dtype": "F32", "shape": [2, 2], "data_offsets": [10**12, 10**12 + 16]}},
+        _write_raw(p, {**ok, "b": {"dtype": "F32", "shape": [2, 2],
+                                   "data_offsets": [10**12, 10**12 + 16]}},
                    b"\0" * 32)
     elif case == "bytes_mismatch":
         _write_raw(p, {"a": {"dtype": "F32", "shape": [2, 2], "data_offsets": [0, 12]}}, b"\0" * 12)
@@ -156,7 +161,8 @@ def test_corrupt_headers_are_named(tmp_path, case, needle):
 
 def test_shape_product_overflow_is_refused_without_allocating(tmp_path):
     p = _write_raw(tmp_path / "o.safetensors",
-                   {"a": {"dtype": "F64", "shape": [2**62, 2**62], "data_offsets": [0, 16]}}, b"\0" * 16)
+                   {"a": {"dtype": "F64", "shape": [2**62, 2**62], "data_offsets": [0, 16]}},
+                   b"\0" * 16)
     with pytest.raises(FormatError, match="needs"):
         read_header(p)
 

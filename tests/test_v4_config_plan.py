@@ -50,7 +50,8 @@ def test_transformers_layout_maps_back_to_hub_keys():
         for field in ("compress_ratios", "num_hash_layers", "qk_rope_head_dim", "rope_theta",
                       "compress_rope_theta", "hidden_size", "o_groups", "index_topk"):
             assert getattr(ours, field) == getattr(want, field), field
-        assert ours.rope_scaling.factor == 16 and ours.rope_scaling.original_max_position_embeddings == 65536
+        assert (ours.rope_scaling.factor == 16
+                and ours.rope_scaling.original_max_position_embeddings == 65536)
 
 
 def test_hand_written_transformers_layout():

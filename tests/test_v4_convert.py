@@ -66,7 +66,8 @@ def test_quantize_round_trip_and_expert_fp8(fp4_src, tmp_path):
     assert same_bits(tensors(tmp_path / "bf16"), tensors(tmp_path / "again"))
     q8 = quantize(tmp_path / "bf16", tmp_path / "q8", expert_dtype="fp8")
     assert q8.quantized_fp4 == 0
-    assert tensors(tmp_path / "q8")["layers.3.ffn.experts.0.w1.weight"].dtype == ml_dtypes.float8_e4m3fn
+    assert (tensors(tmp_path / "q8")["layers.3.ffn.experts.0.w1.weight"].dtype
+            == ml_dtypes.float8_e4m3fn)
     assert validate(tmp_path / "q8").findings == []
 
 
@@ -115,8 +116,9 @@ def test_missing_scale_is_named(fp4_src, tmp_path):
     with SafetensorsReader(shard) as r:
         kept = {n: np.array(r.get(n)) for n in r.names if n != name}
     write_safetensors(shard, kept)
-    write_index(ck / INDEX_FILE, ShardIndex({n: f for n, f in index.weight_map.items() if n != name},
-                                            index.total_size))
+    write_index(ck / INDEX_FILE,
+                ShardIndex({n: f for n, f in index.weight_map.items() if n != name},
+                           index.total_size))
     with pytest.raises(MissingTensorError, match="layers.4.ffn.experts.7.w3.weight"):
         upcast(ck, tmp_path / "out")
     assert not (tmp_path / "out").exists()
@@ -153,11 +155,14 @@ def test_hf_layout_names_and_validate(fp4_src, tmp_path):
     assert out["model.layers.2.mlp.experts.gate_up_proj"].shape == (8, 256, 128)
     assert out["model.layers.2.mlp.experts.down_proj"].shape == (8, 128, 128)
     # gate rows of expert 3 then its up rows, each the definition of the FP4 weight
-    w1 = dequantize_fp4(src["layers.2.ffn.experts.3.w1.weight"], src["layers.2.ffn.experts.3.w1.scale"], BF16)
-    w3 = dequantize_fp4(src["layers.2.ffn.experts.3.w3.weight"], src["layers.2.ffn.experts.3.w3.scale"], BF16)
+    w1 = dequantize_fp4(src["layers.2.ffn.experts.3.w1.weight"],
+                        src["layers.2.ffn.experts.3.w1.scale"], BF16)
+    w3 = dequantize_fp4(src["layers.2.ffn.experts.3.w3.weight"],
+                        src["layers.2.ffn.experts.3.w3.scale"], BF16)
     stacked = out["model.layers.2.mlp.experts.gate_up_proj"][3]
     assert stacked[:128].tobytes() == w1.tobytes() and stacked[128:].tobytes() == w3.tobytes()
-    assert out["model.layers.0.mlp.gate.tid2eid"].tobytes() == src["layers.0.ffn.gate.tid2eid"].tobytes()
+    assert (out["model.layers.0.mlp.gate.tid2eid"].tobytes()
+            == src["layers.0.ffn.gate.tid2eid"].tobytes())
     assert "model.layers.3.mlp.gate.e_score_correction_bias" in out
     assert "mtp.0.e_proj.weight" in out and report.experts_stacked == 10
     assert validate(tmp_path / "hf", deep=True).findings == []

@@ -73,7 +73,8 @@ def test_to_deepseek_mp_matches_convert_py_and_back_is_bit_exact(src, tmp_path, 
     report = to_deepseek_mp(src, tmp_path / "mp", n)
     assert [f.name for f in report.files] == [f"model{i}-mp{n}.safetensors" for i in range(n)]
     source = hub_tensors(src)
-    want = expected_ranks(source, n, json.loads((src / "config.json").read_text())["n_routed_experts"])
+    want = expected_ranks(source, n,
+                          json.loads((src / "config.json").read_text())["n_routed_experts"])
     for i in range(n):
         with SafetensorsReader(tmp_path / "mp" / f"model{i}-mp{n}.safetensors") as r:
             got = {name: np.array(r.get(name)) for name in r.names}
@@ -163,7 +164,8 @@ def test_v4_mp_rows_equal_the_hub_rows(src, tmp_path):
                      "mtp.0.e_proj.weight"):
             assert mp.shape_of(name) == hub.shape_of(name), name
             rows = hub.shape_of(name)[0]
-            for a, b in ((0, rows), (max(0, rows // 2 - 3), min(rows, rows // 2 + 5)), (1, rows - 1)):
+            for a, b in ((0, rows), (max(0, rows // 2 - 3), min(rows, rows // 2 + 5)),
+                         (1, rows - 1)):
                 np.testing.assert_array_equal(mp.read_float32_rows(name, a, b),
                                               hub.read_float32_rows(name, a, b), err_msg=name)
     finally:

@@ -235,6 +235,26 @@ def test_value_heat_map_is_layer_by_family_with_the_worst_tensors_named(mpl, fp8
     assert "relative L2" in svg and 'id="heatmap"' in svg
 
 
+@pytest.mark.parametrize("preset", ["longcat-flash", "v3"])
+def test_value_heat_map_columns_follow_the_familys_tensor_plan(mpl, make_ckpt, preset):
+    """A family is data: the columns are the tensor families in the order A's own plan lays
+    a layer out (LongCat: its two attention blocks, then its two MLPs, then the MoE), not
+    in alphabetical order nor in V3's."""
+    from ckpt_tools.commands.plot import _family_label, value_diff_figure
+    from ckpt_tools.inventory.checkpoint import Checkpoint
+
+    a, b = make_ckpt(preset, seed=0), make_ckpt(preset, seed=1)
+    report = diff(a, b, values=True)
+    planned = list(dict.fromkeys(s.family for s in Checkpoint(a).plan.specs))
+    present = {t.family for t in report.values.tensors}
+    columns = _tick_labels(value_diff_figure(report).axes[0].xaxis)
+    assert columns == [_family_label(f) for f in planned if f in present]
+    assert report.values.family_order == planned
+    if preset == "longcat-flash":
+        assert columns.index("0.o_proj") < columns.index("1.q_a_proj") \
+            < columns.index("mlps.0.gate_proj") < columns.index("experts.down_proj")
+
+
 def test_value_heat_map_needs_a_report_with_values(mpl):
     from ckpt_tools.commands.plot import value_diff_figure
 

@@ -22,7 +22,6 @@ from ..cli.render import human_bytes, human_count
 from ..errors import ArgumentError, MissingDependencyError, OutputError
 from ..families.base import HF_EXPERT_PREFIX, HF_LAYER_PREFIX
 from ..io.index import SCALE_SUFFIX
-from ..inventory.modules import MODULES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -306,18 +305,6 @@ def _family_label(family: str) -> str:
     return label + (" scale" if scale else "")
 
 
-def _family_order() -> dict[str, int]:
-    """Family -> column, in the tensor plan's order within a layer, globals last."""
-    sections = ("mtp_input", "attention", "dense_mlp", "router", "routed_expert",
-                "shared_expert", "mtp_output", "global_first", "global_last")
-    families = [m.hf_template for section in sections for m in MODULES if m.section == section]
-    order: dict[str, int] = {}
-    for family in families:
-        order.setdefault(family, len(order))
-        order.setdefault(family + SCALE_SUFFIX, len(order))
-    return order
-
-
 def value_diff_figure(report: "DiffReport") -> "Figure":
     """Heat map of relative L2 error, layer x tensor family (the worst tensor of each cell),
     with the worst tensors numbered on the map and named below it."""
@@ -332,7 +319,8 @@ def value_diff_figure(report: "DiffReport") -> "Figure":
     figures = report.figures_a  # None (a family with its own comparison): no MTP labels
     main_layers = (figures.experts.dense_layers + figures.experts.moe_layers if figures
                    else math.inf)
-    order = _family_order()
+    # the family's own plan order (a layer's sections as its registry entry lays them out)
+    order = {f: i for i, f in enumerate(values.family_order)}
     families = sorted({t.family or "other" for t in values.tensors},
                       key=lambda f: (order.get(f, len(order)), f))
     layers = sorted({t.layer for t in values.tensors if t.layer is not None})

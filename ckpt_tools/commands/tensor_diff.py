@@ -73,6 +73,9 @@ class ValueDiff(Result):
     max_abs: float
     min_cosine: float
     tensors: list[TensorValueDiff] = Field(description="Worst first (relative L2, then max abs)")
+    family_order: list[str] = Field(
+        default_factory=list, description="A's tensor families in its tensor plan's order "
+        "(the columns of `diff --values --plot`)")
 
 
 _EXAMPLES = 3
@@ -280,4 +283,4 @@ def value_diff(ck_a: "Checkpoint", ck_b: "Checkpoint",
         max_rel_l2=max((r.rel_l2 for r in results if r.rel_l2 is not None), default=0.0),
         max_abs=max((r.max_abs for r in results if r.max_abs is not None), default=0.0),
         min_cosine=min((r.cosine for r in results if r.cosine is not None), default=1.0),
-        tensors=results)
+        tensors=results, family_order=list(dict.fromkeys(s.family for s in ck_a.plan.specs)))

@@ -2,9 +2,9 @@
 
 The rows themselves live with their families (`ckpt_tools.families`); this is the view the
 shared V2/V3 machinery derives its name tables from (`mp_layout.MP_FAMILIES`,
-`reference.weights.ROLES`, the value-diff plot's columns): every row of every family that
-the generic `TensorPlan` plans, by role, with its transformers and DeepSeek model-parallel
-name templates ({L} layer, {E} routed expert). NumPy-free.
+`reference.weights.ROLES`): every row of every family that the generic `TensorPlan` plans,
+by role, with its transformers and DeepSeek model-parallel name templates ({L} layer, {E}
+routed expert). NumPy-free.
 """
 
 from __future__ import annotations

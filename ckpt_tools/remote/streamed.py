@@ -168,6 +168,12 @@ class StreamedSource:
         self._lock = threading.Lock()
         verified.register_stream(self)
 
+    def _changed(self, a: int, b: int) -> FormatError:
+        """A witnessed range whose bytes are not those the planner hashed."""
+        return FormatError(f"{self.label}: bytes [{a}, {b}) differ from those read when the run "
+                           f"was planned: the server changed the file during the run; nothing "
+                           f"read from it was written")
+
     def _not_read(self, start: int, chunk: bytes) -> int:
         """Bytes of the chunk at `start` that its job will not read (header, witnesses)."""
         stop = start + len(chunk)
@@ -178,9 +184,7 @@ class StreamedSource:
                 skipped += hi - lo
                 self._passing[i].update(chunk[lo - start:hi - start])
                 if hi == b and self._passing[i].hexdigest() != expected:
-                    raise FormatError(f"{self.label}: bytes [{a}, {b}) differ from those read "
-                                      f"when the run was planned: the server changed the file "
-                                      f"during the run; nothing read from it was written")
+                    raise self._changed(a, b)
         return skipped
 
     def _stream_to(self, stop: int, hold: bool) -> None:
@@ -201,10 +205,7 @@ class StreamedSource:
                 if data is None:
                     data = self._store.read_exact(a, b - a)
                     if hashlib.sha256(data).hexdigest() != expected:
-                        raise FormatError(
-                            f"{self.label}: bytes [{a}, {b}) differ from those read when the "
-                            f"run was planned: the server changed the file during the run; "
-                            f"nothing read from it was written")
+                        raise self._changed(a, b)
                     self._witnessed[a] = data
                 return data[offset - a:stop - a]
         return None
